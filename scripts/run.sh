@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs matvisfs and mounts the mat-vis dataset.
+#
+#   scripts/run.sh [MOUNTPOINT] [FLAGS...]          mount release v2026.04.2 (default ./mat-vis)
+#   scripts/run.sh --demo [MOUNTPOINT] [FLAGS...]   no network needed: a generated sample,
+#                                                   served on loopback (default ./mat-vis-demo)
+#
+# FLAGS go to `matvisfs mount` / `matvisfs demo` (see `matvisfs mount --help`).
+# The binary goes to $MATVISFS_PREFIX/bin (default ~/.local/bin).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+prefix=${MATVISFS_PREFIX:-$HOME/.local}
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v cargo >/dev/null; then
+    echo "matvisfs is built with Rust; install it from https://rustup.rs and run this again." >&2
+    exit 1
+fi
+if ! command -v fusermount3 >/dev/null && command -v apt-get >/dev/null; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3
+fi
+cargo install --quiet --locked --path "$repo" --root "$prefix"
+bin="$prefix/bin/matvisfs"
+
+if [ "${1:-}" = "--demo" ]; then
+    shift
+    mountpoint=${1:-./mat-vis-demo}
+    [ $# -gt 0 ] && shift
+    exec "$bin" demo "$mountpoint" "$@"
+fi
+
+mountpoint=${1:-./mat-vis}
+[ $# -gt 0 ] && shift
+mkdir -p "$mountpoint"
+"$bin" mount "$mountpoint" "$@"
+echo "mat-vis is mounted at $mountpoint:  ls $mountpoint/v2026.04.2"
+echo "Unmount with:  $bin unmount $mountpoint"

@@ -1,0 +1,273 @@
+//! Command-line interface. Names of commands, flags and environment
+//! variables are part of the interface: scripts depend on them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::remote::RetryPolicy;
+use crate::remote::http::HttpSettings;
+
+pub const DEFAULT_BASE_URL: &str = "https://huggingface.co/datasets/gerchowl/mat-vis/resolve";
+/// The reference client's default release.
+pub const DEFAULT_TAG: &str = "v2026.04.2";
+
+const ABOUT: &str = "Mount the mat-vis PBR texture dataset as a read-only filesystem";
+
+const LONG_ABOUT: &str = "\
+Mount the mat-vis PBR texture dataset as a read-only filesystem.
+
+<MOUNTPOINT>/<tag>/<source>/<tier>/<material>/<channel>.png (or .ktx2) are plain
+files backed by the release manifest and the catalogs. Listing needs no texture
+download and sizes are exact before the first read. The first open under a tag
+in a mount session revalidates its manifest with one conditional request; file
+content is downloaded on first read and kept in a disk cache.";
+
+const ENVIRONMENT: &str = "\
+Environment:
+  MAT_VIS_HF_BASE         base URL (as --base-url)
+  MATVISFS_CACHE_DIR      cache directory (as --cache-dir)
+  XDG_CACHE_HOME          default cache directory is $XDG_CACHE_HOME/matvisfs
+  MATVISFS_TIMEOUT        as --timeout
+  MAT_VIS_MAX_RETRIES     as --retries
+  MAT_VIS_BACKOFF_BASE    as --backoff-base
+  MAT_VIS_RETRY_MAX_WAIT  as --retry-max-wait
+  MATVISFS_LOG_FILE       as --log-file
+  MATVISFS_LOG            log filter, e.g. `matvisfs=debug` (overrides -v)";
+
+#[derive(Debug, Parser)]
+#[command(name = "matvisfs", version, about = ABOUT, long_about = LONG_ABOUT, after_help = ENVIRONMENT)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Mount dataset revisions at MOUNTPOINT.
+    #[command(after_help = ENVIRONMENT)]
+    Mount(MountArgs),
+    /// Unmount a matvisfs mount (`fusermount3 -u` and `umount` work too).
+    Unmount(UnmountArgs),
+    /// Generate a small sample release, serve it on loopback and mount it.
+    /// Needs no network: a way to see matvisfs work in seconds.
+    Demo(DemoArgs),
+}
+
+/// Where the data comes from and how hard to try.
+#[derive(Debug, Clone, Args)]
+pub struct RemoteArgs {
+    /// Dataset base URL: a file is <URL>/<tag>/<path>. Any static HTTP server
+    /// with that layout is a valid mirror.
+    #[arg(long, env = "MAT_VIS_HF_BASE", default_value = DEFAULT_BASE_URL, value_name = "URL")]
+    pub base_url: String,
+
+    /// Cache directory (created with mode 0700)
+    /// [default: $XDG_CACHE_HOME/matvisfs, else ~/.cache/matvisfs]
+    #[arg(long, env = "MATVISFS_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Never use the network: serve what is cached, fail the rest with EIO.
+    #[arg(long)]
+    pub offline: bool,
+
+    /// Time limit of one HTTP attempt (connecting, headers and body).
+    #[arg(
+        long,
+        env = "MATVISFS_TIMEOUT",
+        default_value_t = 60,
+        value_name = "SECONDS"
+    )]
+    pub timeout: u64,
+
+    /// Retries after a transient failure (HTTP 429, 502, 503, 504, or no
+    /// connection), with exponential backoff or the server's Retry-After.
+    #[arg(
+        long,
+        env = "MAT_VIS_MAX_RETRIES",
+        default_value_t = 3,
+        value_name = "N"
+    )]
+    pub retries: u32,
+
+    /// First backoff wait; doubled on each retry.
+    #[arg(
+        long,
+        env = "MAT_VIS_BACKOFF_BASE",
+        default_value_t = 0.5,
+        value_name = "SECONDS"
+    )]
+    pub backoff_base: f64,
+
+    /// Upper bound on any single wait between retries, Retry-After included.
+    #[arg(
+        long,
+        env = "MAT_VIS_RETRY_MAX_WAIT",
+        default_value_t = 60.0,
+        value_name = "SECONDS"
+    )]
+    pub retry_max_wait: f64,
+}
+
+impl RemoteArgs {
+    pub fn http_settings(&self) -> HttpSettings {
+        let seconds = |s: f64| Duration::from_secs_f64(s.max(0.0));
+        HttpSettings {
+            base: self.base_url.clone(),
+            timeout: Duration::from_secs(self.timeout.max(1)),
+            retry: RetryPolicy {
+                max_retries: self.retries,
+                backoff_base: seconds(self.backoff_base),
+                max_wait: seconds(self.retry_max_wait),
+            },
+        }
+    }
+
+    /// The cache directory: the flag, then MATVISFS_CACHE_DIR (both handled
+    /// by clap), then the XDG default.
+    pub fn cache_dir(&self) -> Result<PathBuf, String> {
+        if let Some(dir) = &self.cache_dir {
+            return Ok(dir.clone());
+        }
+        let xdg = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute());
+        let base = match xdg {
+            Some(dir) => dir,
+            None => std::env::var_os("HOME")
+                .map(|home| PathBuf::from(home).join(".cache"))
+                .ok_or("neither --cache-dir, MATVISFS_CACHE_DIR, XDG_CACHE_HOME nor HOME is set")?,
+        };
+        Ok(base.join("matvisfs"))
+    }
+}
+
+/// How a mount runs.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Stay in the foreground (logs on stderr); unmount cleanly on SIGINT or
+    /// SIGTERM. Without it, the command returns once the mount is ready and
+    /// the mount is served in the background.
+    #[arg(short, long)]
+    pub foreground: bool,
+
+    /// Let other users use the mount (as non-root this needs
+    /// `user_allow_other` in /etc/fuse.conf).
+    #[arg(long)]
+    pub allow_other: bool,
+
+    /// Log file of a background mount [default: <cache dir>/matvisfs.log].
+    #[arg(long, env = "MATVISFS_LOG_FILE", value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+
+    /// Threads serving kernel requests.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub threads: usize,
+
+    /// More log detail: -v debug (one line per HTTP request), -vv trace.
+    /// MATVISFS_LOG, a tracing filter such as `matvisfs=debug`, overrides it.
+    #[arg(short, long, action = ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MountArgs {
+    /// An existing empty directory.
+    pub mountpoint: PathBuf,
+
+    /// A release tag to mount, loaded before the command returns (repeat for
+    /// several). Other release tags appear when first looked up.
+    #[arg(long = "tag", value_name = "TAG", default_value = DEFAULT_TAG)]
+    pub tags: Vec<String>,
+
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UnmountArgs {
+    pub mountpoint: PathBuf,
+
+    /// Detach now and clean up when it is no longer busy (umount -l).
+    #[arg(long)]
+    pub lazy: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Where to mount the sample; created if missing [default: ./mat-vis-demo].
+    pub mountpoint: Option<PathBuf>,
+
+    /// Materials per texture source in the sample.
+    #[arg(long, default_value_t = 6, value_name = "N")]
+    pub materials: usize,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_interface_parses_as_documented() {
+        let cli = Cli::try_parse_from([
+            "matvisfs",
+            "mount",
+            "/mnt/x",
+            "--tag",
+            "v1",
+            "--tag",
+            "v2",
+            "--offline",
+            "-f",
+            "-vv",
+        ])
+        .unwrap();
+        let Command::Mount(args) = cli.command else {
+            panic!("not mount")
+        };
+        assert_eq!(args.tags, ["v1", "v2"]);
+        assert!(args.remote.offline && args.run.foreground);
+        assert_eq!(args.run.verbose, 2);
+
+        let Command::Mount(args) = Cli::try_parse_from(["matvisfs", "mount", "/m"])
+            .unwrap()
+            .command
+        else {
+            panic!("not mount")
+        };
+        assert_eq!(args.tags, [DEFAULT_TAG]);
+        assert!(!args.run.foreground && !args.run.allow_other);
+
+        let Command::Unmount(args) = Cli::try_parse_from(["matvisfs", "unmount", "/m", "--lazy"])
+            .unwrap()
+            .command
+        else {
+            panic!("not unmount")
+        };
+        assert!(args.lazy);
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn the_cache_dir_follows_the_flag_then_xdg() {
+        let mut args = RemoteArgs {
+            base_url: DEFAULT_BASE_URL.into(),
+            cache_dir: Some("/c".into()),
+            offline: false,
+            timeout: 1,
+            retries: 0,
+            backoff_base: 0.0,
+            retry_max_wait: 0.0,
+        };
+        assert_eq!(args.cache_dir().unwrap(), PathBuf::from("/c"));
+        args.cache_dir = None;
+        assert!(args.cache_dir().unwrap().ends_with("matvisfs"));
+    }
+}

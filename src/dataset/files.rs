@@ -1,0 +1,256 @@
+//! Texture files of a tag: exact sizes without downloads, content fetched
+//! once and kept, and the rules that stop stale bytes from being served
+//! after the tag changed.
+
+use super::Tag;
+use super::verify::check_texture;
+use super::view::TextureRef;
+use crate::error::FsError;
+use crate::remote::http::same_etag;
+use crate::remote::{FetchError, GetOutcome, Validators};
+use crate::store::{Blob, FileRecord};
+
+impl Tag {
+    /// The record of `path` if it holds for the tag's current version: it
+    /// was confirmed under it, or its content has the sha256 and size that
+    /// the (current) catalog gives.
+    fn confirmed_record(
+        &self,
+        path: &str,
+        texture: &TextureRef,
+        generation: u64,
+    ) -> Option<FileRecord> {
+        let record = self.records.get(path)?;
+        if record.generation == generation {
+            return Some(record);
+        }
+        let hash = texture.hash?;
+        if record.sha256 == Some(hash.sha256) && record.size == Some(hash.size) {
+            let confirmed = FileRecord {
+                generation,
+                ..record
+            };
+            self.records.put(confirmed.clone());
+            return Some(confirmed);
+        }
+        None
+    }
+
+    fn cached_blob(&self, record: &FileRecord) -> Option<Blob> {
+        let blob = Blob {
+            digest: record.sha256?,
+            size: record.size?,
+        };
+        self.ctx.objects.contains(&blob).then_some(blob)
+    }
+
+    pub(super) fn opened_texture(
+        &self,
+        path: &str,
+        texture: &TextureRef,
+        generation: u64,
+    ) -> super::Opened {
+        match self.confirmed_record(path, texture, generation) {
+            Some(record) => match self.cached_blob(&record) {
+                Some(blob) => super::Opened::Ready(blob),
+                None => super::Opened::Lazy(record.size),
+            },
+            None => super::Opened::Lazy(None),
+        }
+    }
+
+    /// The exact size of a texture, from the records or a HEAD request.
+    pub(super) fn texture_size(
+        &self,
+        path: &str,
+        texture: &TextureRef,
+        generation: u64,
+    ) -> Result<u64, FsError> {
+        if let Some(size) = self
+            .confirmed_record(path, texture, generation)
+            .and_then(|r| r.size)
+        {
+            return Ok(size);
+        }
+        self.sizes
+            .run(&path.to_string(), || self.head_texture(path, generation))
+    }
+
+    fn head_texture(&self, path: &str, generation: u64) -> Result<u64, FsError> {
+        let url = self.ctx.remote.url(&self.name, path);
+        if self.ctx.offline {
+            return Err(FsError::Io(format!(
+                "the size of {url} is unknown: not cached, and the mount is offline"
+            )));
+        }
+        let meta = self.ctx.remote.head(&self.name, path).map_err(|e| {
+            tracing::warn!(tag = %self.name, path, "cannot get the size of {url}: {e}");
+            FsError::Io(format!("cannot get the size of {url}: {e}"))
+        })?;
+        let Some(size) = meta.size else {
+            tracing::warn!(tag = %self.name, path, "the server gave no size for {url}");
+            return Err(FsError::Io(format!("the server gave no size for {url}")));
+        };
+        // The same validator and size: the content cached before is still good.
+        let old = self.records.get(path);
+        let unchanged = old.as_ref().is_some_and(|old| {
+            old.size == Some(size)
+                && matches!((&old.etag, &meta.etag), (Some(a), Some(b)) if same_etag(a, b))
+        });
+        self.records.put(FileRecord {
+            path: path.to_string(),
+            generation,
+            size: Some(size),
+            etag: meta.etag,
+            sha256: if unchanged {
+                old.and_then(|o| o.sha256)
+            } else {
+                None
+            },
+        });
+        Ok(size)
+    }
+
+    /// The content of a texture: from the cache when it is confirmed for the
+    /// tag's current version, else from the server (one download however
+    /// many readers ask at once).
+    pub(super) fn texture_content(
+        &self,
+        path: &str,
+        texture: &TextureRef,
+        generation: u64,
+    ) -> Result<Blob, FsError> {
+        self.downloads.run(&path.to_string(), || {
+            if let Some(record) = self.confirmed_record(path, texture, generation) {
+                if let Some(blob) = self.cached_blob(&record) {
+                    return Ok(blob);
+                }
+            }
+            // Cached from an older version: ask whether it is still current.
+            let unconfirmed = self.records.get(path).and_then(|r| {
+                let blob = self.cached_blob(&r)?;
+                Some((blob, r.etag?))
+            });
+            self.download(path, texture, generation, unconfirmed)
+        })
+    }
+
+    fn download(
+        &self,
+        path: &str,
+        texture: &TextureRef,
+        generation: u64,
+        unconfirmed: Option<(Blob, String)>,
+    ) -> Result<Blob, FsError> {
+        let url = self.ctx.remote.url(&self.name, path);
+        if self.ctx.offline {
+            let why = if unconfirmed.is_some() {
+                "the tag changed since it was cached, and the mount is offline"
+            } else {
+                "not cached, and the mount is offline"
+            };
+            tracing::warn!(tag = %self.name, path, "cannot read: {why}");
+            return Err(FsError::Io(format!("{url}: {why}")));
+        }
+        self.ensure_tier_complete(&texture.source, &texture.tier)?;
+        let validators = Validators {
+            etag: unconfirmed.as_ref().map(|(_, etag)| etag.clone()),
+            last_modified: None,
+        };
+        let failed = |e: FetchError| {
+            tracing::warn!(tag = %self.name, path, "cannot download {url}: {e}");
+            FsError::Io(format!("cannot download {url}: {e}"))
+        };
+        let local = |e: std::io::Error| {
+            tracing::error!(tag = %self.name, path, "cannot write to the cache: {e}");
+            FsError::Io(format!("cannot write to the cache: {e}"))
+        };
+        let mut ingest = self.ctx.objects.ingest().map_err(local)?;
+        match self
+            .ctx
+            .remote
+            .get(&self.name, path, &validators, &mut ingest)
+            .map_err(failed)?
+        {
+            GetOutcome::NotModified => {
+                let Some((blob, etag)) = unconfirmed else {
+                    return Err(failed(FetchError::Rejected(
+                        "304 to an unconditional request".into(),
+                    )));
+                };
+                tracing::debug!(tag = %self.name, path, "unchanged on the server (ETag)");
+                self.records.put(FileRecord {
+                    path: path.to_string(),
+                    generation,
+                    size: Some(blob.size),
+                    etag: Some(etag),
+                    sha256: Some(blob.digest),
+                });
+                Ok(blob)
+            }
+            GetOutcome::Fetched(meta) => {
+                let done = ingest.finish().map_err(local)?;
+                if let Err(why) = check_texture(texture.extension(), &done, &meta, texture.hash) {
+                    tracing::error!(tag = %self.name, path, "refusing the bytes of {url}: {why}");
+                    return Err(FsError::Io(format!("{url}: {why}")));
+                }
+                let blob = done.commit(&self.ctx.objects).map_err(local)?;
+                self.records.put(FileRecord {
+                    path: path.to_string(),
+                    generation,
+                    size: Some(blob.size),
+                    etag: meta.etag,
+                    sha256: Some(blob.digest),
+                });
+                Ok(blob)
+            }
+        }
+    }
+
+    /// A tier is served only once its `.tier_complete` sentinel exists. A
+    /// positive answer is kept with the manifest; a negative one for the
+    /// session.
+    fn ensure_tier_complete(&self, source: &str, tier: &str) -> Result<(), FsError> {
+        let key = format!("{source}/{tier}");
+        let refused = || {
+            FsError::Io(format!(
+                "tier {key} of tag {} is not marked complete on the server",
+                self.name
+            ))
+        };
+        if self.state.lock().complete_tiers.contains(&key) {
+            return Ok(());
+        }
+        self.tier_checks.run(&key, || {
+            if self.state.lock().complete_tiers.contains(&key) {
+                return Ok(());
+            }
+            if self.incomplete_tiers.lock().contains(&key) {
+                return Err(refused());
+            }
+            let sentinel = format!("{key}/.tier_complete");
+            match self.ctx.remote.head(&self.name, &sentinel) {
+                Ok(_) => {
+                    let mut state = self.state.lock();
+                    state.complete_tiers.insert(key.clone());
+                    self.save_state(&state);
+                    Ok(())
+                }
+                Err(FetchError::NotFound) => {
+                    tracing::error!(
+                        tag = %self.name,
+                        tier = %key,
+                        "the tier is not marked complete ({} is missing); its files are not served",
+                        self.ctx.remote.url(&self.name, &sentinel)
+                    );
+                    self.incomplete_tiers.lock().insert(key.clone());
+                    Err(refused())
+                }
+                Err(e) => {
+                    tracing::warn!(tag = %self.name, tier = %key, "cannot check that the tier is complete: {e}");
+                    Err(FsError::Io(format!("cannot check that tier {key} is complete: {e}")))
+                }
+            }
+        })
+    }
+}

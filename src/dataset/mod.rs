@@ -1,0 +1,162 @@
+//! The dataset as the filesystem sees it: tags loaded from the cache or the
+//! server, each with its tree, documents, revalidation and file content.
+//! Nothing here knows about FUSE.
+
+mod files;
+mod tag;
+mod verify;
+pub mod view;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::FsError;
+use crate::flight::SingleFlight;
+use crate::names::{check_component, is_release_tag};
+use crate::remote::Remote;
+use crate::store::{CacheDir, ObjectStore};
+
+pub use tag::{LoadError, Opened, Stat, Tag};
+pub use view::Kind;
+
+type ChangeHook = Box<dyn Fn(&str) + Send + Sync>;
+
+/// What every tag shares.
+pub struct Context {
+    pub remote: Arc<dyn Remote>,
+    pub cache: CacheDir,
+    pub objects: ObjectStore,
+    /// `--offline`: no request is ever sent.
+    pub offline: bool,
+    change_hook: OnceLock<ChangeHook>,
+}
+
+impl Context {
+    pub fn new(remote: Arc<dyn Remote>, cache: CacheDir, offline: bool) -> Self {
+        let objects = cache.objects();
+        Context {
+            remote,
+            cache,
+            objects,
+            offline,
+            change_hook: OnceLock::new(),
+        }
+    }
+
+    /// Called with the tag's name whenever a tag is seen to change on the
+    /// server (so that kernel caches can be invalidated).
+    pub fn on_tag_change(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        let _ = self.change_hook.set(Box::new(hook));
+    }
+
+    fn tag_changed(&self, tag: &str) {
+        if let Some(hook) = self.change_hook.get() {
+            hook(tag);
+        }
+    }
+}
+
+/// All tags of one mount.
+pub struct Dataset {
+    ctx: Arc<Context>,
+    pinned: Vec<String>,
+    tags: RwLock<HashMap<String, Arc<Tag>>>,
+    /// Names the server answered 404 for, this session.
+    missing: Mutex<HashSet<String>>,
+    loads: SingleFlight<String, Result<Arc<Tag>, FsError>>,
+}
+
+impl Dataset {
+    pub fn new(ctx: Arc<Context>, pinned: Vec<String>) -> Self {
+        Dataset {
+            ctx,
+            pinned,
+            tags: RwLock::new(HashMap::new()),
+            missing: Mutex::new(HashSet::new()),
+            loads: SingleFlight::default(),
+        }
+    }
+
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    /// Loads every pinned tag; the error names the first that cannot be.
+    pub fn load_pinned(&self) -> Result<(), String> {
+        for name in &self.pinned {
+            if let Err(e) = check_component(name) {
+                return Err(format!("--tag {name:?}: the name {e}"));
+            }
+            if self.tags.read().contains_key(name) {
+                continue;
+            }
+            let tag = Tag::load(self.ctx.clone(), name).map_err(|e| {
+                let url = self.ctx.remote.url(name, crate::format::MANIFEST_FILE);
+                match e {
+                    LoadError::NotFound => format!(
+                        "tag {name} was not found: {url} answered 404; check --tag and --base-url (or MAT_VIS_HF_BASE)"
+                    ),
+                    LoadError::Unavailable(why) => format!("cannot load tag {name} from {url}: {why}"),
+                }
+            })?;
+            self.tags.write().insert(name.clone(), Arc::new(tag));
+        }
+        Ok(())
+    }
+
+    /// A loaded tag, without loading anything.
+    pub fn loaded(&self, name: &str) -> Option<Arc<Tag>> {
+        self.tags.read().get(name).cloned()
+    }
+
+    /// The tag called `name`, loaded from the cache or the server if needed.
+    /// Only pinned tags, cached tags and names shaped like a release are
+    /// looked for; anything else is simply absent.
+    pub fn tag(&self, name: &str) -> Result<Arc<Tag>, FsError> {
+        if let Some(tag) = self.loaded(name) {
+            return Ok(tag);
+        }
+        if check_component(name).is_err() || self.missing.lock().contains(name) {
+            return Err(FsError::NotFound);
+        }
+        let known = self.pinned.iter().any(|p| p == name)
+            || is_release_tag(name)
+            || self.ctx.cache.has_tag(name);
+        if !known {
+            return Err(FsError::NotFound);
+        }
+        self.loads.run(&name.to_string(), || {
+            if let Some(tag) = self.loaded(name) {
+                return Ok(tag);
+            }
+            match Tag::load(self.ctx.clone(), name) {
+                Ok(tag) => {
+                    let tag = Arc::new(tag);
+                    self.tags.write().insert(name.to_string(), tag.clone());
+                    Ok(tag)
+                }
+                Err(LoadError::NotFound) => {
+                    tracing::info!(tag = name, "no such tag on the server");
+                    self.missing.lock().insert(name.to_string());
+                    Err(FsError::NotFound)
+                }
+                Err(LoadError::Unavailable(why)) => {
+                    tracing::warn!(tag = name, "cannot load the tag: {why}");
+                    Err(FsError::Io(why))
+                }
+            }
+        })
+    }
+
+    /// What the mount's root lists: pinned tags, tags loaded this session
+    /// and tags with a cached manifest.
+    pub fn tag_names(&self) -> Vec<String> {
+        let mut names: BTreeSet<String> = self.pinned.iter().cloned().collect();
+        names.extend(self.tags.read().keys().cloned());
+        names.extend(self.ctx.cache.cached_tags());
+        names.retain(|n| !self.missing.lock().contains(n));
+        names.into_iter().collect()
+    }
+}

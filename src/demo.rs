@@ -1,0 +1,78 @@
+//! `matvisfs demo`: a generated sample release, served by the dev server on
+//! loopback and mounted like the real dataset. No network needed.
+
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cli::{DEFAULT_TAG, DemoArgs};
+use crate::dataset::Context;
+use crate::devserver::DevServer;
+use crate::fixture::{Release, ReleaseSpec};
+use crate::mount::{finish, load_and_serve, prepare_mountpoint, start};
+use crate::remote::RetryPolicy;
+use crate::remote::http::{HttpRemote, HttpSettings};
+use crate::store::CacheDir;
+
+pub fn run(args: DemoArgs) -> Result<(), String> {
+    let requested = args
+        .mountpoint
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("mat-vis-demo"));
+    fs::create_dir_all(&requested)
+        .map_err(|e| format!("cannot create {}: {e}", requested.display()))?;
+    let mountpoint = prepare_mountpoint(&requested)?;
+    // Dataset and cache live in a temporary directory that goes with the process.
+    let work = tempfile::Builder::new()
+        .prefix("matvisfs-demo-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let data = work.path().join("data");
+    let release = Release::generate(&ReleaseSpec::sample(DEFAULT_TAG, args.materials));
+    release
+        .write_to(&data)
+        .map_err(|e| format!("cannot write the sample release: {e}"))?;
+    let cache = CacheDir::open(&work.path().join("cache"))?;
+    let log_file = args
+        .run
+        .log_file
+        .clone()
+        .unwrap_or_else(|| work.path().join("matvisfs.log"));
+    let textures = release.textures().count();
+
+    let hint = |mp: &std::path::Path| {
+        println!(
+            "Mounted a generated sample release ({textures} textures) at {}",
+            mp.display()
+        );
+        println!("  try:  ls {}/{DEFAULT_TAG}/ambientcg/1k", mp.display());
+        println!(
+            "        cat {}/{DEFAULT_TAG}/release-manifest.json",
+            mp.display()
+        );
+    };
+    if args.run.foreground {
+        hint(&mountpoint);
+        println!("Press Ctrl-C to unmount.");
+    }
+    let mut readiness = start(&args.run, &log_file, || {
+        hint(&mountpoint);
+        println!("Stop it with:  matvisfs unmount {}", mountpoint.display());
+    })?;
+    let result = (|| {
+        let server =
+            DevServer::start(&data).map_err(|e| format!("cannot start the sample server: {e}"))?;
+        tracing::info!(base = %server.base_url(), "serving the sample release");
+        let remote = HttpRemote::new(&HttpSettings {
+            base: server.base_url(),
+            timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+        })?;
+        let ctx = Context::new(Arc::new(remote), cache, false);
+        let tags = vec![DEFAULT_TAG.to_string()];
+        load_and_serve(ctx, tags, &mountpoint, &args.run, &mut readiness)
+    })();
+    drop(work);
+    finish(result, &mut readiness)
+}

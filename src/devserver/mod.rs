@@ -1,0 +1,262 @@
+//! A small HTTP server that behaves like the Hugging Face resolve endpoint
+//! for a directory laid out as `<root>/<revision>/<path>`:
+//!
+//! - `GET|HEAD /resolve/<rev>/<path>`: small files answer 200 with a
+//!   content ETag (304 on `If-None-Match`, or on `If-Modified-Since`);
+//!   textures (`.png`, `.ktx2`) answer 302 to `/cdn/<rev>/<path>?...` with
+//!   `X-Linked-Etag` (the sha256), `X-Linked-Size` and `X-Repo-Commit`;
+//! - `/cdn/...` serves the bytes with `Range` (206) support;
+//! - every request is logged, and faults can be injected per path.
+//!
+//! `matvisfs demo` serves its sample with it; the tests and benchmarks use
+//! it as the server they can count requests on and break at will.
+
+mod respond;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+/// Which validators small files carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validators {
+    ETagAndDate,
+    DateOnly,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Textures answer with a redirect to the CDN path, as LFS files do.
+    pub lfs_redirects: bool,
+    pub validators: Validators,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            lfs_redirects: true,
+            validators: Validators::ETagAndDate,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedRequest {
+    pub method: String,
+    /// `<rev>/<path>` for the resolve endpoint, `cdn/<rev>/<path>` for the CDN.
+    pub path: String,
+    pub status: u16,
+    /// `If-None-Match` or `If-Modified-Since` was sent.
+    pub conditional: bool,
+    pub range: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer with this status (and `Retry-After` seconds when given).
+    Status { code: u16, retry_after: Option<u64> },
+    /// Read the request and never answer.
+    Hang,
+    /// Send the headers and half the body, then never send more.
+    StallBody,
+    /// Send the headers and half the body, then reset the connection.
+    ResetBody,
+    /// Send the headers (full length) and half the body, then close.
+    ShortBody,
+    /// Answer 200 with these bytes instead of the file.
+    Replace(Vec<u8>),
+    /// Wait this long, then answer normally.
+    Delay(Duration),
+}
+
+#[derive(Debug, Clone)]
+pub struct FaultRule {
+    /// Applies to requests whose logged path contains this (empty: all).
+    pub path_contains: String,
+    pub fault: Fault,
+    /// How many requests it applies to (`None`: until cleared).
+    pub times: Option<u32>,
+}
+
+impl FaultRule {
+    pub fn new(path_contains: &str, fault: Fault) -> Self {
+        FaultRule {
+            path_contains: path_contains.into(),
+            fault,
+            times: None,
+        }
+    }
+
+    pub fn times(mut self, n: u32) -> Self {
+        self.times = Some(n);
+        self
+    }
+}
+
+pub(crate) struct Shared {
+    root: PathBuf,
+    options: Mutex<ServerOptions>,
+    log: Mutex<Vec<LoggedRequest>>,
+    faults: Mutex<Vec<FaultRule>>,
+    stopping: AtomicBool,
+    /// Open connections, to cut them when the server stops.
+    connections: Mutex<HashMap<u64, TcpStream>>,
+    next_connection: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    fn take_fault(&self, path: &str) -> Option<Fault> {
+        let mut faults = self.faults.lock();
+        let index = faults
+            .iter()
+            .position(|r| path.contains(&r.path_contains) && r.times != Some(0))?;
+        let rule = &mut faults[index];
+        let fault = rule.fault.clone();
+        if let Some(times) = rule.times.as_mut() {
+            *times -= 1;
+        }
+        Some(fault)
+    }
+}
+
+pub struct DevServer {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl DevServer {
+    /// Serves `root` on a free loopback port.
+    pub fn start(root: impl Into<PathBuf>) -> io::Result<DevServer> {
+        Self::start_with(root, ServerOptions::default())
+    }
+
+    pub fn start_with(root: impl Into<PathBuf>, options: ServerOptions) -> io::Result<DevServer> {
+        let shared = Arc::new(Shared {
+            root: root.into(),
+            options: Mutex::new(options),
+            log: Mutex::new(Vec::new()),
+            faults: Mutex::new(Vec::new()),
+            stopping: AtomicBool::new(false),
+            connections: Mutex::new(HashMap::new()),
+            next_connection: AtomicU64::new(0),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let acceptor = Some(spawn_acceptor(listener, shared.clone()));
+        Ok(DevServer {
+            shared,
+            addr,
+            acceptor,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The value for `--base-url` / `MAT_VIS_HF_BASE`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/resolve", self.addr)
+    }
+
+    pub fn set_options(&self, options: ServerOptions) {
+        *self.shared.options.lock() = options;
+    }
+
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        self.shared.log.lock().clone()
+    }
+
+    pub fn clear_requests(&self) {
+        self.shared.log.lock().clear();
+    }
+
+    /// Requests with `method` whose logged path ends with `suffix`.
+    pub fn count(&self, method: &str, suffix: &str) -> usize {
+        self.shared
+            .log
+            .lock()
+            .iter()
+            .filter(|r| r.method == method && r.path.ends_with(suffix))
+            .count()
+    }
+
+    pub fn inject(&self, rule: FaultRule) {
+        self.shared.faults.lock().push(rule);
+    }
+
+    pub fn clear_faults(&self) {
+        self.shared.faults.lock().clear();
+    }
+
+    /// Stops listening and drops every connection: the server is down.
+    pub fn stop(&mut self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        if let Some(acceptor) = self.acceptor.take() {
+            // Wake the blocking accept.
+            let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+            let _ = acceptor.join();
+        }
+        for (_, connection) in self.shared.connections.lock().drain() {
+            let _ = connection.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Listens again on the same port after [`DevServer::stop`].
+    pub fn restart(&mut self) -> io::Result<()> {
+        if self.acceptor.is_some() {
+            return Ok(());
+        }
+        let listener = TcpListener::bind(self.addr)?;
+        self.shared.stopping.store(false, Ordering::SeqCst);
+        self.acceptor = Some(spawn_acceptor(listener, self.shared.clone()));
+        Ok(())
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn spawn_acceptor(listener: TcpListener, shared: Arc<Shared>) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("devserver".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                if shared.stopping() {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
+                if let Ok(clone) = stream.try_clone() {
+                    shared.connections.lock().insert(id, clone);
+                }
+                let shared = shared.clone();
+                let _ = std::thread::Builder::new()
+                    .name("devserver-conn".into())
+                    .spawn(move || {
+                        respond::serve_connection(&stream, &shared);
+                        // Drop the clone first so that closing `stream` really
+                        // closes the socket (and a zero linger resets it).
+                        shared.connections.lock().remove(&id);
+                        drop(stream);
+                    });
+            }
+        })
+        .expect("spawning a thread")
+}

@@ -1,0 +1,424 @@
+//! One connection of the dev server: requests in, responses (or injected
+//! faults) out, keep-alive until the client closes.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use percent_encoding::percent_decode_str;
+
+use super::{Fault, LoggedRequest, Shared, Validators};
+use crate::digest::Sha256Digest;
+
+const MAX_HEAD: usize = 64 * 1024;
+
+struct Request {
+    method: String,
+    /// The raw path, percent-encoded, without the query.
+    raw_path: String,
+    headers: HashMap<String, String>,
+}
+
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        Response {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    fn header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    fn head_bytes(&self, keep_alive: bool) -> Vec<u8> {
+        let mut head = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+        for (name, value) in &self.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
+        head.push_str(if keep_alive {
+            "Connection: keep-alive\r\n\r\n"
+        } else {
+            "Connection: close\r\n\r\n"
+        });
+        head.into_bytes()
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        206 => "Partial Content",
+        302 => "Found",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        404 => "Not Found",
+        416 => "Range Not Satisfiable",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Status",
+    }
+}
+
+pub(super) fn serve_connection(stream: &TcpStream, shared: &Shared) {
+    let _ = stream.set_nodelay(true);
+    let mut buffer = Vec::new();
+    loop {
+        let Some(request) = read_request(stream, &mut buffer) else {
+            return;
+        };
+        let keep_alive = !request
+            .headers
+            .get("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let (logged_path, response) = answer(shared, &request);
+        let fault = shared.take_fault(&logged_path);
+        let status = match &fault {
+            Some(Fault::Status { code, .. }) => *code,
+            Some(Fault::Replace(_)) => 200,
+            _ => response.status,
+        };
+        shared.log.lock().push(LoggedRequest {
+            method: request.method.clone(),
+            path: logged_path,
+            status,
+            conditional: request.headers.contains_key("if-none-match")
+                || request.headers.contains_key("if-modified-since"),
+            range: request.headers.contains_key("range"),
+        });
+        let head_only = request.method == "HEAD";
+        let proceed = match fault {
+            None => send(stream, &response, head_only, keep_alive),
+            Some(fault) => apply_fault(stream, shared, fault, response, head_only, keep_alive),
+        };
+        if !proceed || !keep_alive {
+            return;
+        }
+    }
+}
+
+fn send(mut stream: &TcpStream, response: &Response, head_only: bool, keep_alive: bool) -> bool {
+    let mut bytes = response.head_bytes(keep_alive);
+    if !head_only {
+        bytes.extend_from_slice(&response.body);
+    }
+    stream.write_all(&bytes).is_ok()
+}
+
+/// Sends what the fault calls for; false when the connection is done.
+fn apply_fault(
+    mut stream: &TcpStream,
+    shared: &Shared,
+    fault: Fault,
+    response: Response,
+    head_only: bool,
+    keep_alive: bool,
+) -> bool {
+    let half = |r: &Response| r.body.len() / 2;
+    match fault {
+        Fault::Status { code, retry_after } => {
+            let mut failure = Response::new(code, format!("injected {code}\n"));
+            if let Some(seconds) = retry_after {
+                failure = failure.header("Retry-After", seconds.to_string());
+            }
+            send(stream, &failure, head_only, keep_alive)
+        }
+        Fault::Replace(body) => {
+            let replaced = Response::new(200, body).header("Content-Type", "text/html");
+            send(stream, &replaced, head_only, keep_alive)
+        }
+        Fault::Delay(wait) => {
+            std::thread::sleep(wait);
+            send(stream, &response, head_only, keep_alive)
+        }
+        Fault::Hang => {
+            wait_for_stop(shared);
+            false
+        }
+        Fault::StallBody => {
+            let _ = stream.write_all(&response.head_bytes(keep_alive));
+            let _ = stream.write_all(&response.body[..half(&response)]);
+            wait_for_stop(shared);
+            false
+        }
+        Fault::ShortBody => {
+            let _ = stream.write_all(&response.head_bytes(false));
+            let _ = stream.write_all(&response.body[..half(&response)]);
+            false
+        }
+        Fault::ResetBody => {
+            let _ = stream.write_all(&response.head_bytes(keep_alive));
+            let _ = stream.write_all(&response.body[..half(&response)]);
+            // A zero linger turns the close into a reset.
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: a valid socket and a correctly sized option value.
+            unsafe {
+                libc::setsockopt(
+                    stream.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    &linger as *const libc::linger as *const libc::c_void,
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                );
+            }
+            false
+        }
+    }
+}
+
+fn wait_for_stop(shared: &Shared) {
+    while !shared.stopping() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn read_request(mut stream: &TcpStream, buffer: &mut Vec<u8>) -> Option<Request> {
+    loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head: Vec<u8> = buffer.drain(..end + 4).collect();
+            return parse_request(&head);
+        }
+        if buffer.len() > MAX_HEAD {
+            return None;
+        }
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+fn parse_request(head: &[u8]) -> Option<Request> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut request = httparse::Request::new(&mut headers);
+    request.parse(head).ok()?;
+    let target = request.path?;
+    Some(Request {
+        method: request.method?.to_string(),
+        raw_path: target.split('?').next().unwrap_or("").to_string(),
+        headers: request
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_ascii_lowercase(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect(),
+    })
+}
+
+/// Decodes `<rev>/<path>` into a file under the root; refuses traversal.
+fn file_path(shared: &Shared, encoded: &str) -> Option<PathBuf> {
+    let mut path = shared.root.clone();
+    for part in encoded.split('/') {
+        let part = percent_decode_str(part).decode_utf8().ok()?;
+        if part.is_empty() || part == "." || part == ".." || part.contains('\0') {
+            return None;
+        }
+        path.push(part.as_ref());
+    }
+    Some(path)
+}
+
+fn is_lfs(path: &str) -> bool {
+    path.ends_with(".png") || path.ends_with(".ktx2")
+}
+
+fn content_type(path: &str) -> &'static str {
+    if path.ends_with(".json") {
+        "application/json"
+    } else if path.ends_with(".png") {
+        "image/png"
+    } else if path.ends_with(".ktx2") {
+        "image/ktx2"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+/// The logged path and the normal response to a request.
+fn answer(shared: &Shared, request: &Request) -> (String, Response) {
+    if request.method != "GET" && request.method != "HEAD" {
+        return (
+            request.raw_path.clone(),
+            Response::new(400, "only GET and HEAD\n"),
+        );
+    }
+    let decoded = |p: &str| percent_decode_str(p).decode_utf8_lossy().into_owned();
+    if let Some(rest) = request.raw_path.strip_prefix("/resolve/") {
+        (decoded(rest), resolve(shared, request, rest))
+    } else if let Some(rest) = request.raw_path.strip_prefix("/cdn/") {
+        (format!("cdn/{}", decoded(rest)), cdn(shared, request, rest))
+    } else {
+        (
+            decoded(&request.raw_path),
+            Response::new(404, "Entry not found\n"),
+        )
+    }
+}
+
+fn read_file(shared: &Shared, encoded: &str) -> Option<(Vec<u8>, SystemTime)> {
+    let path = file_path(shared, encoded)?;
+    let meta = fs::metadata(&path).ok().filter(|m| m.is_file())?;
+    let bytes = fs::read(&path).ok()?;
+    Some((bytes, meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
+}
+
+fn quoted_sha256(bytes: &[u8]) -> String {
+    format!("\"{}\"", Sha256Digest::of(bytes).to_hex())
+}
+
+fn resolve(shared: &Shared, request: &Request, encoded: &str) -> Response {
+    let Some((bytes, modified)) = read_file(shared, encoded) else {
+        return Response::new(404, "Entry not found\n").header("X-Error-Code", "EntryNotFound");
+    };
+    let options = shared.options.lock().clone();
+    if options.lfs_redirects && is_lfs(encoded) {
+        let revision = encoded.split('/').next().unwrap_or("");
+        let location = format!("/cdn/{encoded}?Expires=4102444800&Signature=fixture");
+        let body = format!("Found. Redirecting to {location}");
+        return Response::new(302, body)
+            .header("Location", location)
+            .header("X-Linked-Etag", quoted_sha256(&bytes))
+            .header("X-Linked-Size", bytes.len().to_string())
+            .header(
+                "X-Repo-Commit",
+                Sha256Digest::of(revision.as_bytes()).to_hex()[..40].to_string(),
+            )
+            .header("Content-Type", "text/plain; charset=utf-8");
+    }
+    // Small files: a git-blob-like ETag (40 hex digits) and Last-Modified.
+    let mut blob = format!("blob {}\0", bytes.len()).into_bytes();
+    blob.extend_from_slice(&bytes);
+    let etag = format!("\"{}\"", &Sha256Digest::of(&blob).to_hex()[..40]);
+    with_validators(request, bytes, encoded, etag, modified, options.validators)
+}
+
+fn cdn(shared: &Shared, request: &Request, encoded: &str) -> Response {
+    let Some((bytes, modified)) = read_file(shared, encoded) else {
+        return Response::new(404, "NoSuchKey\n");
+    };
+    let etag = quoted_sha256(&bytes);
+    with_validators(
+        request,
+        bytes,
+        encoded,
+        etag,
+        modified,
+        Validators::ETagAndDate,
+    )
+    .header("Cache-Control", "public, max-age=604800, immutable")
+}
+
+/// A 200, 206 or 304 for the bytes, honouring conditionals and `Range`.
+fn with_validators(
+    request: &Request,
+    bytes: Vec<u8>,
+    path: &str,
+    etag: String,
+    modified: SystemTime,
+    validators: Validators,
+) -> Response {
+    let use_etag = validators == Validators::ETagAndDate;
+    let use_date = validators != Validators::None;
+    let last_modified = httpdate::fmt_http_date(modified);
+    let not_modified = if use_etag && request.headers.contains_key("if-none-match") {
+        request.headers["if-none-match"]
+            .split(',')
+            .any(|t| t.trim() == etag || t.trim() == "*")
+    } else if use_date {
+        request
+            .headers
+            .get("if-modified-since")
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .is_some_and(|since| {
+                httpdate::fmt_http_date(since) == last_modified || modified <= since
+            })
+    } else {
+        false
+    };
+    let mut response = if not_modified {
+        Response::new(304, Vec::new())
+    } else {
+        match request
+            .headers
+            .get("range")
+            .map(|r| parse_range(r, bytes.len() as u64))
+        {
+            None => Response::new(200, bytes).header("Content-Type", content_type(path)),
+            Some(Some((start, end))) => {
+                let total = bytes.len();
+                Response::new(206, bytes[start as usize..=end as usize].to_vec())
+                    .header("Content-Range", format!("bytes {start}-{end}/{total}"))
+                    .header("Content-Type", content_type(path))
+            }
+            Some(None) => Response::new(416, Vec::new())
+                .header("Content-Range", format!("bytes */{}", bytes.len())),
+        }
+    };
+    response = response.header("Accept-Ranges", "bytes");
+    if use_etag {
+        response = response.header("ETag", etag);
+    }
+    if use_date {
+        response = response.header("Last-Modified", last_modified);
+    }
+    response
+}
+
+/// One range of `bytes=a-b`, `bytes=a-` or `bytes=-n`, inclusive.
+fn parse_range(value: &str, len: u64) -> Option<(u64, u64)> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') || len == 0 {
+        return None;
+    }
+    let (start, end) = spec.split_once('-')?;
+    let (start, end) = match (start.trim(), end.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            (len.saturating_sub(n), len - 1)
+        }
+        (a, "") => (a.parse().ok()?, len - 1),
+        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(len - 1)),
+    };
+    (start <= end && start < len).then_some((start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
+        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=50-500", 100), Some((50, 99)));
+        assert_eq!(parse_range("bytes=100-", 100), None);
+        assert_eq!(parse_range("bytes=5-1", 100), None);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+    }
+}

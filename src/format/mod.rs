@@ -1,0 +1,41 @@
+//! The mat-vis documents: release manifest and per-source catalogs. Parsing
+//! is lenient about what it does not know (unknown keys are ignored) and
+//! strict about what reaches a path: every bad entry is skipped with a reason.
+
+pub mod catalog;
+pub mod manifest;
+
+use thiserror::Error;
+
+pub use catalog::{Catalog, Material, TextureHash, parse_catalog};
+pub use manifest::{MANIFEST_FILE, Manifest, SourceSpec, parse_manifest};
+
+/// Why a whole document was refused.
+#[derive(Debug, Error)]
+pub enum FormatError {
+    #[error("not valid JSON: {0}")]
+    NotJson(#[from] serde_json::Error),
+    #[error("unexpected shape: {0}")]
+    WrongShape(String),
+    #[error("unsupported schema: {0}")]
+    UnsupportedSchema(String),
+}
+
+/// A parsed document together with the entries that were left out of it.
+#[derive(Debug)]
+pub struct Parsed<T> {
+    pub value: T,
+    pub skipped: Vec<String>,
+}
+
+/// Texture file extension for a tier: KTX2 tiers are named `ktx2-<size>`.
+pub fn texture_extension(tier: &str) -> &'static str {
+    if tier.starts_with("ktx2-") {
+        "ktx2"
+    } else {
+        "png"
+    }
+}
+
+/// The tier that holds catalog values only and never has files.
+pub const SCALAR_TIER: &str = "scalar";

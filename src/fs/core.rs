@@ -1,0 +1,313 @@
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::handles::{Handle, Handles, OpenFile};
+use super::inodes::{InodeTable, NodeKey};
+use crate::dataset::{Dataset, Kind, Opened, Stat, Tag};
+use crate::error::FsError;
+use crate::store::Blob;
+
+/// Kernel cache time for a tag's entries and attributes: content is
+/// immutable within a version, and a change is pushed to the kernel.
+const CONTENT_TTL: Duration = Duration::from_secs(60);
+/// The root lists tags that may appear at any time.
+const ROOT_TTL: Duration = Duration::from_secs(1);
+/// A failed read is answered with the same error this long on the same open
+/// file: the kernel retries a failed page read at once, which would
+/// otherwise ask the server twice.
+const FAILURE_MEMORY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: Kind,
+    pub size: u64,
+    pub mtime: SystemTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub attr: Attr,
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub kind: Kind,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenReply {
+    pub fh: u64,
+    /// The kernel may keep its page cache from earlier opens.
+    pub keep_cache: bool,
+    /// The kernel's idea of the size may be stale: bypass its page cache.
+    pub direct_io: bool,
+}
+
+/// What the kernel must forget after a tag changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    Inode(u64),
+    Entry { parent: u64, name: String },
+}
+
+pub struct FsCore {
+    dataset: Arc<Dataset>,
+    inodes: InodeTable,
+    handles: Handles,
+    mounted_at: SystemTime,
+}
+
+impl FsCore {
+    pub fn new(dataset: Arc<Dataset>) -> Self {
+        FsCore {
+            dataset,
+            inodes: InodeTable::default(),
+            handles: Handles::default(),
+            mounted_at: SystemTime::now(),
+        }
+    }
+
+    pub fn dataset(&self) -> &Arc<Dataset> {
+        &self.dataset
+    }
+
+    fn stat(&self, key: &NodeKey) -> Result<Stat, FsError> {
+        match &key.tag {
+            None => Ok(Stat {
+                kind: Kind::Dir,
+                size: 0,
+                mtime: self.mounted_at,
+            }),
+            Some(tag) => self.dataset.tag(tag)?.stat(&key.path),
+        }
+    }
+
+    fn entry(ino: u64, key: &NodeKey, stat: Stat) -> Entry {
+        // The root and the tag directories: tags come and go.
+        let ttl = if key.path.is_empty() {
+            ROOT_TTL
+        } else {
+            CONTENT_TTL
+        };
+        Entry {
+            attr: Attr {
+                ino,
+                kind: stat.kind,
+                size: stat.size,
+                mtime: stat.mtime,
+            },
+            ttl,
+        }
+    }
+
+    fn file_size(stat: &Stat) -> Option<u64> {
+        (stat.kind == Kind::File).then_some(stat.size)
+    }
+
+    pub fn lookup(&self, parent: u64, name: &str) -> Result<Entry, FsError> {
+        let parent_key = self.inodes.key(parent).ok_or(FsError::Stale)?;
+        let key = parent_key.child(name);
+        let stat = self.stat(&key)?;
+        let ino = self.inodes.lookup(&key, Self::file_size(&stat));
+        Ok(Self::entry(ino, &key, stat))
+    }
+
+    pub fn forget(&self, ino: u64, count: u64) {
+        self.inodes.forget(ino, count);
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Entry, FsError> {
+        let key = self.inodes.key(ino).ok_or(FsError::Stale)?;
+        let stat = self.stat(&key).map_err(|e| match e {
+            FsError::NotFound => FsError::Stale,
+            e => e,
+        })?;
+        self.inodes.set_reported_size(ino, Self::file_size(&stat));
+        Ok(Self::entry(ino, &key, stat))
+    }
+
+    pub fn opendir(&self, ino: u64) -> Result<u64, FsError> {
+        let key = self.inodes.key(ino).ok_or(FsError::Stale)?;
+        let children: Vec<(String, Kind)> = match &key.tag {
+            None => self
+                .dataset
+                .tag_names()
+                .into_iter()
+                .map(|n| (n, Kind::Dir))
+                .collect(),
+            Some(tag) => self.dataset.tag(tag)?.list(&key.path)?,
+        };
+        let parent_ino = key
+            .parent()
+            .and_then(|(p, _)| self.inodes.ino_of(&p))
+            .unwrap_or(ino);
+        let mut entries = Vec::with_capacity(children.len() + 2);
+        entries.push(DirEntry {
+            ino,
+            kind: Kind::Dir,
+            name: ".".into(),
+        });
+        entries.push(DirEntry {
+            ino: parent_ino,
+            kind: Kind::Dir,
+            name: "..".into(),
+        });
+        for (name, kind) in children {
+            let child = self.inodes.peek(&key.child(&name));
+            entries.push(DirEntry {
+                ino: child,
+                kind,
+                name,
+            });
+        }
+        Ok(self.handles.insert(Handle::Dir(entries)))
+    }
+
+    /// Feeds entries from `offset` to `add` until it reports a full buffer;
+    /// `add` gets each entry with the offset of the one after it.
+    pub fn readdir(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(&DirEntry, u64) -> bool,
+    ) -> Result<(), FsError> {
+        let handle = self
+            .handles
+            .get(fh)
+            .ok_or(FsError::Io("unknown directory handle".into()))?;
+        let Handle::Dir(entries) = &*handle else {
+            return Err(FsError::NotDir);
+        };
+        for (i, entry) in entries.iter().enumerate().skip(offset as usize) {
+            if add(entry, i as u64 + 1) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.handles.remove(fh);
+    }
+
+    pub fn open(&self, ino: u64, flags: i32) -> Result<OpenReply, FsError> {
+        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+            return Err(FsError::ReadOnly);
+        }
+        let key = self.inodes.key(ino).ok_or(FsError::Stale)?;
+        let Some(tag_name) = &key.tag else {
+            return Err(FsError::IsDir);
+        };
+        let tag = self.dataset.tag(tag_name)?;
+        let opened = tag.open(&key.path).map_err(|e| match e {
+            // The path was valid when the kernel looked it up.
+            FsError::NotFound => FsError::Stale,
+            e => e,
+        })?;
+        let (content, size) = match opened {
+            Opened::Ready(blob) => (
+                Some(self.open_blob(&tag, &key.path, &blob)?),
+                Some(blob.size),
+            ),
+            Opened::Lazy(size) => (None, size),
+        };
+        let sizes_agree = size.is_some() && size == self.inodes.reported_size(ino);
+        let keep_cache = content.is_some() && sizes_agree;
+        let fh = self.handles.insert(Handle::File(OpenFile {
+            tag,
+            path: key.path.clone(),
+            content: parking_lot::Mutex::new(content),
+            failure: parking_lot::Mutex::new(None),
+        }));
+        Ok(OpenReply {
+            fh,
+            keep_cache,
+            direct_io: !sizes_agree,
+        })
+    }
+
+    fn content(&self, file: &OpenFile) -> Result<Arc<File>, FsError> {
+        if let Some(content) = file.content.lock().clone() {
+            return Ok(content);
+        }
+        if let Some((at, error)) = file.failure.lock().clone() {
+            if at.elapsed() < FAILURE_MEMORY {
+                return Err(error);
+            }
+        }
+        let blob = file.tag.content(&file.path).map_err(|e| {
+            let e = match e {
+                FsError::NotFound => FsError::Stale,
+                e => e,
+            };
+            *file.failure.lock() = Some((Instant::now(), e.clone()));
+            e
+        })?;
+        let opened = self.open_blob(&file.tag, &file.path, &blob)?;
+        *file.content.lock() = Some(opened.clone());
+        Ok(opened)
+    }
+
+    fn open_blob(&self, tag: &Tag, path: &str, blob: &Blob) -> Result<Arc<File>, FsError> {
+        match self.dataset.context().objects.open(&blob.digest) {
+            Ok(file) => Ok(Arc::new(file)),
+            Err(e) => {
+                tracing::error!(tag = tag.name(), path, "cannot open the cached copy: {e}");
+                Err(FsError::Io(format!("cannot open the cached copy: {e}")))
+            }
+        }
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+        let handle = self
+            .handles
+            .get(fh)
+            .ok_or(FsError::Io("unknown file handle".into()))?;
+        let Handle::File(file) = &*handle else {
+            return Err(FsError::IsDir);
+        };
+        let content = self.content(file)?;
+        let mut buf = vec![0u8; size as usize];
+        let mut filled = 0;
+        while filled < buf.len() {
+            match content.read_at(&mut buf[filled..], offset + filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(FsError::Io(format!("cannot read the cached copy: {e}"))),
+            }
+        }
+        buf.truncate(filled);
+        Ok(buf)
+    }
+
+    /// The kernel caches to drop after `tag` changed: removed entries, and
+    /// every other inode of the tag (its size or listing may differ).
+    pub fn invalidations(&self, tag: &str) -> Vec<Invalidation> {
+        let Some(loaded) = self.dataset.loaded(tag) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (ino, key) in self.inodes.under_tag(tag) {
+            if !key.path.is_empty() && loaded.exists_now(&key.path) == Some(false) {
+                if let Some((parent, name)) = key.parent() {
+                    if let Some(parent) = self.inodes.ino_of(&parent) {
+                        out.push(Invalidation::Entry {
+                            parent,
+                            name: name.to_string(),
+                        });
+                    }
+                }
+            } else {
+                out.push(Invalidation::Inode(ino));
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,665 @@
+//! The core against the in-memory server: every operation, its errors, and
+//! the requests it makes.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::{FsCore, Invalidation, ROOT_INO};
+use crate::dataset::{Context, Dataset, Kind};
+use crate::error::FsError;
+use crate::fixture::{Release, ReleaseSpec};
+use crate::remote::mock::MockRemote;
+use crate::remote::{FetchError, Remote};
+use crate::store::CacheDir;
+
+const TAG: &str = "v2026.04.2";
+
+struct Session {
+    core: FsCore,
+    changes: Arc<Mutex<Vec<String>>>,
+}
+
+struct Harness {
+    remote: Arc<MockRemote>,
+    cache: tempfile::TempDir,
+}
+
+impl Harness {
+    fn new(release: &Release) -> Self {
+        let harness = Harness {
+            remote: Arc::new(MockRemote::default()),
+            cache: tempfile::tempdir().unwrap(),
+        };
+        harness.publish(release);
+        harness
+    }
+
+    fn publish(&self, release: &Release) {
+        for (path, bytes) in &release.files {
+            self.remote.put(&release.tag, path, bytes.clone());
+        }
+    }
+
+    /// A session that reads `paths` (relative to the tag) into the cache.
+    fn warm(&self, paths: &[&str]) {
+        let s = self.session();
+        for path in paths {
+            s.read(&format!("{TAG}/{path}")).unwrap();
+        }
+    }
+
+    /// A new mount session over the same cache.
+    fn session(&self) -> Session {
+        self.session_with(false, &[TAG])
+    }
+
+    fn session_with(&self, offline: bool, pinned: &[&str]) -> Session {
+        let remote: Arc<dyn Remote> = self.remote.clone();
+        let cache = CacheDir::open(self.cache.path()).unwrap();
+        let ctx = Arc::new(Context::new(remote, cache, offline));
+        let changes = Arc::new(Mutex::new(Vec::new()));
+        let seen = changes.clone();
+        ctx.on_tag_change(move |tag| seen.lock().push(tag.to_string()));
+        let dataset = Arc::new(Dataset::new(
+            ctx,
+            pinned.iter().map(|s| s.to_string()).collect(),
+        ));
+        dataset.load_pinned().unwrap();
+        Session {
+            core: FsCore::new(dataset),
+            changes,
+        }
+    }
+}
+
+impl Session {
+    fn ino(&self, path: &str) -> Result<u64, FsError> {
+        let mut ino = ROOT_INO;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            ino = self.core.lookup(ino, part)?.attr.ino;
+        }
+        Ok(ino)
+    }
+
+    fn list(&self, path: &str) -> Result<Vec<(String, Kind)>, FsError> {
+        let fh = self.core.opendir(self.ino(path)?)?;
+        let mut out = Vec::new();
+        self.core.readdir(fh, 0, |e, _| {
+            out.push((e.name.clone(), e.kind));
+            false
+        })?;
+        self.core.release(fh);
+        Ok(out
+            .into_iter()
+            .filter(|(n, _)| n != "." && n != "..")
+            .collect())
+    }
+
+    fn read(&self, path: &str) -> Result<Vec<u8>, FsError> {
+        let opened = self.core.open(self.ino(path)?, libc::O_RDONLY)?;
+        let mut out = Vec::new();
+        loop {
+            let chunk = self.core.read(opened.fh, out.len() as u64, 7000)?;
+            if chunk.is_empty() {
+                break;
+            }
+            out.extend_from_slice(&chunk);
+        }
+        self.core.release(opened.fh);
+        Ok(out)
+    }
+
+    fn size(&self, path: &str) -> Result<u64, FsError> {
+        Ok(self
+            .core
+            .lookup(self.ino(parent(path))?, name(path))?
+            .attr
+            .size)
+    }
+
+    /// Every path under the tag, directories with a trailing `/`.
+    fn walk(&self, dir: &str, out: &mut Vec<String>) {
+        for (name, kind) in self.list(dir).unwrap() {
+            let path = format!("{dir}/{name}");
+            let relative = path.strip_prefix(&format!("{TAG}/")).unwrap().to_string();
+            match kind {
+                Kind::Dir => {
+                    out.push(format!("{relative}/"));
+                    self.walk(&path, out);
+                }
+                Kind::File => out.push(relative),
+            }
+        }
+    }
+}
+
+fn parent(path: &str) -> &str {
+    path.rsplit_once('/').map(|(p, _)| p).unwrap_or("")
+}
+
+fn name(path: &str) -> &str {
+    path.rsplit_once('/').map(|(_, n)| n).unwrap_or(path)
+}
+
+fn small() -> Release {
+    Release::generate(&ReleaseSpec::small(TAG))
+}
+
+fn texture_gets(remote: &MockRemote) -> usize {
+    remote
+        .log()
+        .iter()
+        .filter(|l| l.method == "GET" && (l.path.ends_with(".png") || l.path.ends_with(".ktx2")))
+        .count()
+}
+
+#[test]
+fn the_tree_is_the_catalogs_and_listing_downloads_no_texture() {
+    let release = small();
+    let h = Harness::new(&release);
+    let s = h.session();
+    assert_eq!(s.list("").unwrap(), [(TAG.to_string(), Kind::Dir)]);
+    let mut walked = Vec::new();
+    s.walk(TAG, &mut walked);
+    let expected: Vec<String> = release.expected_tree().into_iter().collect();
+    walked.sort();
+    assert_eq!(walked, expected);
+    assert_eq!(texture_gets(&h.remote), 0, "{:#?}", h.remote.log());
+    assert_eq!(
+        h.remote.count("HEAD", "ambientcg/1k/Rock064/color.png"),
+        0,
+        "readdir needs no sizes"
+    );
+}
+
+#[test]
+fn sizes_are_exact_before_reading_and_bytes_match() {
+    let release = small();
+    let h = Harness::new(&release);
+    let s = h.session();
+    for (path, bytes) in release.textures() {
+        assert_eq!(
+            s.size(&format!("{TAG}/{path}")).unwrap(),
+            bytes.len() as u64,
+            "{path}"
+        );
+    }
+    assert_eq!(texture_gets(&h.remote), 0);
+    for (path, bytes) in release.textures() {
+        assert_eq!(&s.read(&format!("{TAG}/{path}")).unwrap(), bytes, "{path}");
+    }
+    let textures = release.textures().count();
+    assert_eq!(texture_gets(&h.remote), textures);
+    for doc in [
+        "release-manifest.json",
+        "ambientcg.json",
+        "gpuopen-mtlx.json",
+        "physicallybased.json",
+    ] {
+        assert_eq!(
+            s.read(&format!("{TAG}/{doc}")).unwrap(),
+            release.files[doc],
+            "{doc}"
+        );
+    }
+    // A second read costs nothing.
+    h.remote.clear_log();
+    let first = release.textures().next().unwrap();
+    assert_eq!(&s.read(&format!("{TAG}/{}", first.0)).unwrap(), first.1);
+    assert!(h.remote.log().is_empty(), "{:#?}", h.remote.log());
+}
+
+#[test]
+fn a_later_session_reads_from_the_cache_after_one_conditional_request() {
+    let release = small();
+    let h = Harness::new(&release);
+    {
+        let s = h.session();
+        for (path, _) in release.textures() {
+            s.read(&format!("{TAG}/{path}")).unwrap();
+        }
+    }
+    h.remote.clear_log();
+    let s = h.session();
+    for (path, bytes) in release.textures() {
+        assert_eq!(&s.read(&format!("{TAG}/{path}")).unwrap(), bytes);
+    }
+    let log = h.remote.log();
+    let manifest: Vec<_> = log
+        .iter()
+        .filter(|l| l.path == "release-manifest.json")
+        .collect();
+    assert_eq!(manifest.len(), 1);
+    assert!(
+        manifest[0].conditional && manifest[0].outcome == "304",
+        "{manifest:?}"
+    );
+    assert_eq!(texture_gets(&h.remote), 0);
+    assert!(
+        log.iter().all(|l| l.conditional && l.outcome == "304"),
+        "only revalidations: {log:#?}"
+    );
+    assert!(s.changes.lock().is_empty());
+}
+
+#[test]
+fn many_threads_opening_at_once_make_one_manifest_request() {
+    let release = small();
+    let h = Harness::new(&release);
+    drop(h.session());
+    h.remote.clear_log();
+    let s = h.session();
+    let paths: Vec<String> = release
+        .textures()
+        .map(|(p, _)| format!("{TAG}/{p}"))
+        .collect();
+    let inos: Vec<u64> = paths.iter().map(|p| s.ino(p).unwrap()).collect();
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let (s, inos) = (&s, &inos);
+            scope.spawn(move || {
+                for ino in inos.iter().skip(t).step_by(2) {
+                    let opened = s.core.open(*ino, libc::O_RDONLY).unwrap();
+                    s.core.release(opened.fh);
+                }
+            });
+        }
+    });
+    assert_eq!(h.remote.count("GET", "release-manifest.json"), 1);
+    assert_eq!(h.remote.count("GET", "ambientcg.json"), 1);
+    assert_eq!(h.remote.count("GET", "gpuopen.json"), 1);
+}
+
+#[test]
+fn concurrent_readers_of_one_file_cause_one_download() {
+    let release = small();
+    let h = Harness::new(&release);
+    let s = h.session();
+    let path = format!("{TAG}/ambientcg/512/Rock064/normal.png");
+    let expected = &release.files["ambientcg/512/Rock064/normal.png"];
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| assert_eq!(&s.read(&path).unwrap(), expected));
+        }
+    });
+    assert_eq!(h.remote.count("GET", "ambientcg/512/Rock064/normal.png"), 1);
+}
+
+#[test]
+fn a_changed_tag_is_seen_and_stale_bytes_are_not_served() {
+    let mut release = small();
+    let h = Harness::new(&release);
+    let baked = "ambientcg/1k/Rock064/color.png";
+    let derived = "ambientcg/512/Rock064/color.png";
+    let untouched = "ambientcg/1k/Metal032/normal.png";
+    h.warm(&[baked, derived, untouched]);
+    // The tag is republished: two textures change, the catalog hash of the
+    // baked one with it, and the manifest gains a tier.
+    let new_baked = crate::fixture::images::png("changed", "color", 16);
+    let new_derived = crate::fixture::images::png("changed", "color", 8);
+    release.replace_texture(baked, new_baked.clone());
+    release.replace_texture(derived, new_derived.clone());
+    let mut manifest = release.json("release-manifest.json");
+    manifest["sources"]["ambientcg"]["tiers"]["256"] = serde_json::json!({"complete": true});
+    release.set_json("release-manifest.json", &manifest);
+    h.publish(&release);
+    h.remote.clear_log();
+
+    let s = h.session();
+    assert_eq!(s.read(&format!("{TAG}/{baked}")).unwrap(), new_baked);
+    assert_eq!(s.read(&format!("{TAG}/{derived}")).unwrap(), new_derived);
+    // The catalog still vouches for this one's bytes: no request for it.
+    assert_eq!(
+        s.read(&format!("{TAG}/{untouched}")).unwrap(),
+        release.files[untouched]
+    );
+    assert_eq!(h.remote.count("GET", untouched), 0, "{:#?}", h.remote.log());
+    assert!(
+        s.list(&format!("{TAG}/ambientcg"))
+            .unwrap()
+            .iter()
+            .any(|(n, _)| n == "256")
+    );
+    assert!(s.changes.lock().iter().all(|t| t == TAG) && !s.changes.lock().is_empty());
+}
+
+#[test]
+fn a_changed_derived_file_is_reverified_by_its_etag() {
+    let mut release = small();
+    let h = Harness::new(&release);
+    let derived = "ambientcg/512/Wood051/roughness.png";
+    let same = "ambientcg/512/Rock064/roughness.png";
+    let later = "ambientcg/512/Metal032/ao.png";
+    h.warm(&[derived, same, later]);
+    // Only the catalog and one derived file change (the manifest stays).
+    let replacement = crate::fixture::images::png("new", "roughness", 8);
+    release.replace_texture(derived, replacement.clone());
+    let mut catalog = release.json("ambientcg.json");
+    catalog[0]["mat_vis"]["name"] = serde_json::json!("renamed");
+    release.set_json("ambientcg.json", &catalog);
+    h.publish(&release);
+    h.remote.clear_log();
+
+    // Looked up before the first open (as `ls` then a viewer would): the
+    // sizes come from the records, the change is seen at open.
+    let s = h.session();
+    let derived_ino = s.ino(&format!("{TAG}/{derived}")).unwrap();
+    let same_ino = s.ino(&format!("{TAG}/{same}")).unwrap();
+    let read = |ino: u64| {
+        let opened = s.core.open(ino, libc::O_RDONLY).unwrap();
+        assert!(
+            opened.direct_io,
+            "the kernel's size may be stale after a change"
+        );
+        let bytes = s.core.read(opened.fh, 0, 1 << 20).unwrap();
+        s.core.release(opened.fh);
+        bytes
+    };
+    assert_eq!(read(derived_ino), replacement);
+    assert_eq!(read(same_ino), release.files[same]);
+    let same_requests: Vec<_> = h
+        .remote
+        .log()
+        .into_iter()
+        .filter(|l| l.path == same)
+        .collect();
+    assert_eq!(same_requests.len(), 1, "{same_requests:#?}");
+    assert!(same_requests[0].conditional && same_requests[0].outcome == "304");
+    // Looked up after the change: a HEAD that finds the same ETag proves it.
+    assert_eq!(
+        s.read(&format!("{TAG}/{later}")).unwrap(),
+        release.files[later]
+    );
+    let later_requests: Vec<_> = h
+        .remote
+        .log()
+        .into_iter()
+        .filter(|l| l.path == later)
+        .collect();
+    assert_eq!(later_requests.len(), 1, "{later_requests:#?}");
+    assert_eq!(later_requests[0].method, "HEAD");
+}
+
+#[test]
+fn a_removed_material_is_invalidated_in_the_kernel() {
+    let mut release = small();
+    let h = Harness::new(&release);
+    {
+        let s = h.session();
+        s.read(&format!("{TAG}/ambientcg/1k/Rock064/color.png"))
+            .unwrap();
+    }
+    let mut catalog = release.json("ambientcg.json");
+    catalog
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| m["id"] != "Metal032");
+    release.set_json("ambientcg.json", &catalog);
+    h.publish(&release);
+
+    let s = h.session();
+    let metal = s.ino(&format!("{TAG}/ambientcg/1k/Metal032")).unwrap();
+    let tier = s.ino(&format!("{TAG}/ambientcg/1k")).unwrap();
+    s.read(&format!("{TAG}/ambientcg/1k/Rock064/color.png"))
+        .unwrap();
+    assert_eq!(*s.changes.lock(), [TAG]);
+    let invalidations = s.core.invalidations(TAG);
+    assert!(invalidations.contains(&Invalidation::Entry {
+        parent: tier,
+        name: "Metal032".into()
+    }));
+    assert!(invalidations.contains(&Invalidation::Inode(tier)));
+    assert!(!invalidations.contains(&Invalidation::Inode(metal)));
+    assert_eq!(
+        s.core.lookup(tier, "Metal032").unwrap_err(),
+        FsError::NotFound
+    );
+}
+
+#[test]
+fn with_the_server_down_cached_files_read_and_others_fail() {
+    let release = small();
+    let h = Harness::new(&release);
+    let cached = "ambientcg/1k/Rock064/color.png";
+    let sized = "ambientcg/1k/Rock064/normal.png";
+    {
+        let s = h.session();
+        s.read(&format!("{TAG}/{cached}")).unwrap();
+        s.size(&format!("{TAG}/{sized}")).unwrap();
+    }
+    h.remote.set_down(true);
+    let s = h.session();
+    assert_eq!(
+        s.read(&format!("{TAG}/{cached}")).unwrap(),
+        release.files[cached]
+    );
+    assert!(matches!(
+        s.read(&format!("{TAG}/{sized}")),
+        Err(FsError::Io(_))
+    ));
+    assert!(matches!(
+        s.size(&format!("{TAG}/ambientcg/1k/Rock064/ao.png")),
+        Err(FsError::Io(_))
+    ));
+
+    // --offline: the same answers without a single request.
+    h.remote.set_down(false);
+    h.remote.clear_log();
+    let s = h.session_with(true, &[TAG]);
+    assert_eq!(
+        s.read(&format!("{TAG}/{cached}")).unwrap(),
+        release.files[cached]
+    );
+    assert!(matches!(
+        s.read(&format!("{TAG}/{sized}")),
+        Err(FsError::Io(_))
+    ));
+    assert!(h.remote.log().is_empty(), "{:#?}", h.remote.log());
+}
+
+#[test]
+fn a_corrupt_manifest_or_catalog_never_replaces_a_good_one() {
+    let mut release = small();
+    let h = Harness::new(&release);
+    {
+        let s = h.session();
+        s.list(&format!("{TAG}/ambientcg/1k")).unwrap();
+    }
+    release.files.insert(
+        "release-manifest.json".into(),
+        b"<html>oops</html>".to_vec(),
+    );
+    release
+        .files
+        .insert("ambientcg.json".into(), b"[{\"id\": ".to_vec());
+    h.publish(&release);
+    let s = h.session();
+    let path = format!("{TAG}/ambientcg/1k/Rock064/color.png");
+    assert_eq!(
+        s.read(&path).unwrap(),
+        release.files["ambientcg/1k/Rock064/color.png"]
+    );
+    assert_eq!(s.list(&format!("{TAG}/ambientcg/1k")).unwrap().len(), 3);
+    assert!(s.changes.lock().is_empty());
+    let served = s.read(&format!("{TAG}/release-manifest.json")).unwrap();
+    assert!(served.starts_with(b"{"));
+}
+
+#[test]
+fn an_incomplete_tier_is_not_served_and_checked_once() {
+    let mut spec = ReleaseSpec::small(TAG);
+    spec.incomplete_tiers = vec!["ambientcg/512".into()];
+    let release = Release::generate(&spec);
+    let h = Harness::new(&release);
+    let s = h.session();
+    for material in ["Rock064", "Metal032"] {
+        let path = format!("{TAG}/ambientcg/512/{material}/color.png");
+        assert!(matches!(s.read(&path), Err(FsError::Io(msg)) if msg.contains("ambientcg/512")));
+    }
+    assert_eq!(h.remote.count("HEAD", "ambientcg/512/.tier_complete"), 1);
+    assert_eq!(texture_gets(&h.remote), 0);
+    assert!(
+        s.read(&format!("{TAG}/ambientcg/1k/Rock064/color.png"))
+            .is_ok()
+    );
+}
+
+#[test]
+fn wrong_bytes_are_refused_and_not_cached() {
+    let release = small();
+    let h = Harness::new(&release);
+    let s = h.session();
+    let html = "ambientcg/1k/Rock064/ao.png";
+    h.remote.serve_corrupt(html, b"<html>rate limited</html>");
+    assert!(
+        matches!(s.read(&format!("{TAG}/{html}")), Err(FsError::Io(msg)) if msg.contains("not a PNG"))
+    );
+    // Right magic and size, one byte off: the catalog's sha256 gives it away.
+    let forged = "ambientcg/1k/Rock064/normal.png";
+    let mut bytes = release.files[forged].clone();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    h.remote.serve_corrupt(forged, &bytes);
+    assert!(
+        matches!(s.read(&format!("{TAG}/{forged}")), Err(FsError::Io(msg)) if msg.contains("sha256"))
+    );
+    // Nothing was kept: the next read asks again.
+    h.remote.serve_corrupt(forged, &release.files[forged]);
+    assert_eq!(
+        s.read(&format!("{TAG}/{forged}")).unwrap(),
+        release.files[forged]
+    );
+    assert_eq!(h.remote.count("GET", forged), 2);
+}
+
+#[test]
+fn transient_failures_do_not_stick() {
+    let release = small();
+    let h = Harness::new(&release);
+    let s = h.session();
+    let path = "ambientcg/1k/Wood051/ao.png";
+    h.remote.fail_next(path, FetchError::Status(503));
+    assert!(s.read(&format!("{TAG}/{path}")).is_err());
+    assert_eq!(
+        s.read(&format!("{TAG}/{path}")).unwrap(),
+        release.files[path]
+    );
+}
+
+#[test]
+fn writes_are_refused() {
+    let h = Harness::new(&small());
+    let s = h.session();
+    let ino = s
+        .ino(&format!("{TAG}/ambientcg/1k/Rock064/color.png"))
+        .unwrap();
+    for flags in [libc::O_WRONLY, libc::O_RDWR, libc::O_RDONLY | libc::O_TRUNC] {
+        assert_eq!(s.core.open(ino, flags).unwrap_err(), FsError::ReadOnly);
+    }
+    let dir = s.ino(&format!("{TAG}/ambientcg")).unwrap();
+    assert_eq!(
+        s.core.open(dir, libc::O_RDONLY).unwrap_err(),
+        FsError::IsDir
+    );
+}
+
+#[test]
+fn other_tags_are_looked_up_lazily_and_misses_remembered() {
+    let release = small();
+    let h = Harness::new(&release);
+    let other = Release::generate(&ReleaseSpec::small("v2026.05.0-rc1"));
+    h.publish(&other);
+    let s = h.session();
+    h.remote.clear_log();
+    assert_eq!(
+        s.core.lookup(ROOT_INO, ".Trash").unwrap_err(),
+        FsError::NotFound
+    );
+    assert_eq!(
+        s.core.lookup(ROOT_INO, "autorun.inf").unwrap_err(),
+        FsError::NotFound
+    );
+    assert!(h.remote.log().is_empty());
+    assert_eq!(
+        s.core.lookup(ROOT_INO, "v2099.01.1").unwrap_err(),
+        FsError::NotFound
+    );
+    assert_eq!(
+        s.core.lookup(ROOT_INO, "v2099.01.1").unwrap_err(),
+        FsError::NotFound
+    );
+    assert_eq!(
+        h.remote.log().len(),
+        1,
+        "a 404 is remembered: {:#?}",
+        h.remote.log()
+    );
+    let rc = "v2026.05.0-rc1/ambientcg/1k/Rock064/color.png";
+    assert_eq!(
+        s.read(rc).unwrap(),
+        other.files["ambientcg/1k/Rock064/color.png"]
+    );
+    let names: Vec<String> = s.list("").unwrap().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, [TAG, "v2026.05.0-rc1"]);
+    // A cached tag is listed by the next session without being pinned.
+    let next = h.session();
+    let names: Vec<String> = next.list("").unwrap().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, [TAG, "v2026.05.0-rc1"]);
+}
+
+#[test]
+fn a_pinned_tag_that_cannot_load_is_an_error_naming_it() {
+    let h = Harness::new(&small());
+    let cache = CacheDir::open(h.cache.path()).unwrap();
+    let ctx = Arc::new(Context::new(h.remote.clone(), cache, false));
+    let err = Dataset::new(ctx, vec!["v2030.01.1".into()])
+        .load_pinned()
+        .unwrap_err();
+    assert!(
+        err.contains("v2030.01.1") && err.contains("mock://v2030.01.1/release-manifest.json"),
+        "{err}"
+    );
+
+    let cache = CacheDir::open(h.cache.path()).unwrap();
+    let ctx = Arc::new(Context::new(h.remote.clone(), cache, true));
+    let err = Dataset::new(ctx, vec![TAG.into()])
+        .load_pinned()
+        .unwrap_err();
+    assert!(err.contains("offline"), "{err}");
+}
+
+#[test]
+fn hostile_catalog_entries_are_skipped() {
+    let mut release = small();
+    let mut catalog = release.json("ambientcg.json");
+    let entries = catalog.as_array_mut().unwrap();
+    for id in ["../../etc", "a/b", "..", "", "x\u{0}y"] {
+        entries.push(serde_json::json!({"id": id, "maps": ["color"], "available_tiers": ["1k"]}));
+    }
+    entries.push(serde_json::json!({"id": "EvilMaps", "maps": ["../../passwd", "ok"], "available_tiers": ["1k", "../.."]}));
+    entries.push(serde_json::json!("not an object"));
+    release.set_json("ambientcg.json", &catalog);
+    let h = Harness::new(&release);
+    let s = h.session();
+    let names: Vec<String> = s
+        .list(&format!("{TAG}/ambientcg/1k"))
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, ["EvilMaps", "Metal032", "Rock064", "Wood051"]);
+    let files: Vec<String> = s
+        .list(&format!("{TAG}/ambientcg/1k/EvilMaps"))
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(files, ["ok.png"]);
+    assert_eq!(
+        s.core
+            .lookup(s.ino(&format!("{TAG}/ambientcg/1k")).unwrap(), "..")
+            .unwrap_err(),
+        FsError::NotFound
+    );
+}

@@ -1,0 +1,26 @@
+//! matvisfs: the mat-vis PBR texture dataset as a read-only filesystem.
+//!
+//! Layers, from the network up: [`remote`] (HTTP behind a trait), [`store`]
+//! (the disk cache), [`format`] (manifest and catalogs), [`dataset`] (tags,
+//! revalidation, file content), [`fs`] (inodes, handles, operations) and
+//! [`fuse`] (the thin adapter to the kernel). [`mount`] and [`daemon`] run
+//! it; [`fixture`] and [`devserver`] generate and serve sample releases for
+//! the demo and the tests.
+
+pub mod cli;
+pub mod daemon;
+pub mod dataset;
+pub mod demo;
+pub mod devserver;
+pub mod digest;
+pub mod error;
+pub mod fixture;
+pub mod flight;
+pub mod format;
+pub mod fs;
+pub mod fuse;
+pub mod logging;
+pub mod mount;
+pub mod names;
+pub mod remote;
+pub mod store;

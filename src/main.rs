@@ -1,0 +1,20 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use matvisfs::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Mount(args) => matvisfs::mount::run(args),
+        Command::Unmount(args) => matvisfs::mount::unmount(&args.mountpoint, args.lazy),
+        Command::Demo(args) => matvisfs::demo::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("matvisfs: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! Mounting and unmounting: checks on the mountpoint, the FUSE session with
+//! its worker threads, kernel cache invalidation, and clean shutdown on
+//! SIGINT/SIGTERM.
+
+use std::ffi::{CString, OsStr};
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use fuser::{Config, INodeNo, MountOption, Notifier, Session, SessionACL, SessionUnmounter};
+
+use crate::cli::{MountArgs, RemoteArgs, RunArgs};
+use crate::daemon::{self, Readiness};
+use crate::dataset::{Context, Dataset};
+use crate::fs::{FsCore, Invalidation};
+use crate::fuse::FuseAdapter;
+use crate::logging;
+use crate::remote::Remote;
+use crate::remote::http::HttpRemote;
+use crate::store::CacheDir;
+
+/// `matvisfs mount`.
+pub fn run(args: MountArgs) -> Result<(), String> {
+    let cache_dir = args.remote.cache_dir()?;
+    let mountpoint = prepare_mountpoint(&args.mountpoint)?;
+    let cache = CacheDir::open(&cache_dir)?;
+    let log_file = args
+        .run
+        .log_file
+        .clone()
+        .unwrap_or_else(|| cache_dir.join("matvisfs.log"));
+    let mut readiness = start(&args.run, &log_file, || {})?;
+    let result = (|| {
+        let remote = make_remote(&args.remote)?;
+        let ctx = Context::new(remote, cache, args.remote.offline);
+        load_and_serve(
+            ctx,
+            args.tags.clone(),
+            &mountpoint,
+            &args.run,
+            &mut readiness,
+        )
+    })();
+    finish(result, &mut readiness)
+}
+
+/// Logs a failure and passes it on to a waiting parent.
+pub fn finish(result: Result<(), String>, readiness: &mut Readiness) -> Result<(), String> {
+    if let Err(msg) = &result {
+        tracing::error!("{msg}");
+        readiness.report(Err(msg));
+    }
+    result
+}
+
+/// Goes to the background unless `--foreground`, and starts logging.
+/// `on_ready` runs in the foreground process once a background mount is up.
+pub fn start(run: &RunArgs, log_file: &Path, on_ready: impl FnOnce()) -> Result<Readiness, String> {
+    if run.foreground {
+        logging::to_stderr(run.verbose);
+        return Ok(Readiness::foreground());
+    }
+    let readiness = daemon::detach(on_ready)?;
+    logging::to_file(run.verbose, log_file)?;
+    Ok(readiness)
+}
+
+pub fn make_remote(args: &RemoteArgs) -> Result<Arc<dyn Remote>, String> {
+    if args.offline {
+        return Ok(Arc::new(crate::remote::Offline {
+            base: args.base_url.clone(),
+        }));
+    }
+    Ok(Arc::new(HttpRemote::new(&args.http_settings())?))
+}
+
+/// Loads the pinned `tags` and serves them at `mountpoint` until unmounted.
+pub fn load_and_serve(
+    ctx: Context,
+    tags: Vec<String>,
+    mountpoint: &Path,
+    run: &RunArgs,
+    readiness: &mut Readiness,
+) -> Result<(), String> {
+    let dataset = Arc::new(Dataset::new(Arc::new(ctx), tags));
+    dataset.load_pinned()?;
+    serve(Arc::new(FsCore::new(dataset)), mountpoint, run, readiness)
+}
+
+/// Mounts `core` at `mountpoint` and serves it until unmounted.
+fn serve(
+    core: Arc<FsCore>,
+    mountpoint: &Path,
+    run: &RunArgs,
+    readiness: &mut Readiness,
+) -> Result<(), String> {
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName("matvisfs".into()),
+        MountOption::Subtype("matvisfs".into()),
+        MountOption::RO,
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::NoAtime,
+    ];
+    config.acl = if run.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(run.threads.max(1));
+    let session =
+        Session::new(FuseAdapter::new(core.clone()), mountpoint, &config).map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                " (is /dev/fuse accessible, and fusermount3 installed?)"
+            } else {
+                ""
+            };
+            format!("cannot mount at {}: {e}{hint}", mountpoint.display())
+        })?;
+    start_invalidator(&core, session.notifier());
+    let mut session = session;
+    watch_signals(session.unmount_callable())?;
+    tracing::info!(mountpoint = %mountpoint.display(), "mounted");
+    readiness.report(Ok(()));
+    session
+        .run()
+        .map_err(|e| format!("the FUSE session ended with an error: {e}"))?;
+    tracing::info!(mountpoint = %mountpoint.display(), "unmounted");
+    Ok(())
+}
+
+/// When a tag changes, the kernel is told from a thread of its own: a
+/// notification sent while the kernel waits on the same directory would
+/// deadlock.
+fn start_invalidator(core: &Arc<FsCore>, notifier: Notifier) {
+    let (tx, rx) = mpsc::channel::<String>();
+    let tx = parking_lot::Mutex::new(tx);
+    core.dataset().context().on_tag_change(move |tag| {
+        let _ = tx.lock().send(tag.to_string());
+    });
+    let core = core.clone();
+    std::thread::Builder::new()
+        .name("invalidator".into())
+        .spawn(move || {
+            for tag in rx {
+                let invalidations = core.invalidations(&tag);
+                tracing::debug!(
+                    tag,
+                    count = invalidations.len(),
+                    "invalidating kernel caches"
+                );
+                for invalidation in invalidations {
+                    let result = match &invalidation {
+                        Invalidation::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
+                        Invalidation::Entry { parent, name } => {
+                            notifier.inval_entry(INodeNo(*parent), OsStr::new(name))
+                        }
+                    };
+                    if let Err(e) = result {
+                        tracing::debug!(?invalidation, "the kernel refused an invalidation: {e}");
+                    }
+                }
+            }
+        })
+        .expect("spawning a thread");
+}
+
+fn watch_signals(mut unmounter: SessionUnmounter) -> Result<(), String> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                tracing::info!(signal, "unmounting on signal");
+                if let Err(e) = unmounter.unmount() {
+                    tracing::error!("cannot unmount: {e}");
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    Ok(())
+}
+
+/// Checks the mountpoint, recovering one left dead by a killed mount.
+pub fn prepare_mountpoint(path: &Path) -> Result<PathBuf, String> {
+    let path = absolute(path)?;
+    let meta = match fs::metadata(&path) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            eprintln!(
+                "matvisfs: {} is a dead FUSE mount (\"Transport endpoint is not connected\": its \
+                 process was killed); unmounting it lazily",
+                path.display()
+            );
+            unmount(&path, true)?;
+            fs::metadata(&path).map_err(|e| format!("mountpoint {}: {e}", path.display()))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "mountpoint {} does not exist; create it with `mkdir -p {}`",
+                path.display(),
+                path.display()
+            ));
+        }
+        Err(e) => return Err(format!("mountpoint {}: {e}", path.display())),
+        Ok(meta) => meta,
+    };
+    if !meta.is_dir() {
+        return Err(format!("mountpoint {} is not a directory", path.display()));
+    }
+    if is_mount_point(&path, &meta) {
+        return Err(format!(
+            "{} is already a mount point; unmount it first (`matvisfs unmount {}`)",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(path)
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, String> {
+    std::path::absolute(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn is_mount_point(path: &Path, meta: &fs::Metadata) -> bool {
+    match path.parent().map(fs::metadata) {
+        Some(Ok(parent)) => parent.dev() != meta.dev(),
+        _ => false,
+    }
+}
+
+/// `matvisfs unmount`.
+pub fn unmount(path: &Path, lazy: bool) -> Result<(), String> {
+    let path = absolute(path)?;
+    let c_path =
+        CString::new(path.as_os_str().as_bytes()).map_err(|_| "the path contains a NUL byte")?;
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    // SAFETY: c_path is a valid C string.
+    if unsafe { libc::umount2(c_path.as_ptr(), flags) } == 0 {
+        return Ok(());
+    }
+    let error = std::io::Error::last_os_error();
+    match error.raw_os_error() {
+        // Not root: the setuid helper may unmount our own mounts.
+        Some(libc::EPERM) => {
+            let mut command = std::process::Command::new("fusermount3");
+            command.arg("-u");
+            if lazy {
+                command.arg("-z");
+            }
+            let status = command
+                .arg(&path)
+                .status()
+                .map_err(|e| format!("cannot run fusermount3 (install the fuse3 package): {e}"))?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(format!("fusermount3 -u {} failed", path.display()))
+            }
+        }
+        Some(libc::EBUSY) => Err(format!(
+            "{} is busy: a process still uses files there (see `fuser -vm {}`); close them, or use --lazy",
+            path.display(),
+            path.display()
+        )),
+        Some(libc::EINVAL) => Err(format!("{} is not a mount point", path.display())),
+        _ => Err(format!("cannot unmount {}: {error}", path.display())),
+    }
+}

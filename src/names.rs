@@ -1,0 +1,145 @@
+//! Rules for names that come from untrusted documents (catalogs, manifests,
+//! the command line) before they become directory entries or cache paths.
+
+use std::fmt;
+
+/// Longest name a Linux directory entry may carry.
+pub const MAX_NAME_BYTES: usize = 255;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameError {
+    Empty,
+    DotOrDotDot,
+    Slash,
+    Nul,
+    ControlCharacter,
+    TooLong,
+}
+
+impl fmt::Display for NameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NameError::Empty => "is empty",
+            NameError::DotOrDotDot => "is '.' or '..'",
+            NameError::Slash => "contains '/'",
+            NameError::Nul => "contains a NUL byte",
+            NameError::ControlCharacter => "contains a control character",
+            NameError::TooLong => "is longer than 255 bytes",
+        })
+    }
+}
+
+/// Checks that `name` can be one path component, both in the mount and in
+/// the cache directory. Control characters are refused too: they are legal
+/// on Linux but let a hostile catalog write escape sequences into terminals.
+pub fn check_component(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name == "." || name == ".." {
+        return Err(NameError::DotOrDotDot);
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(NameError::TooLong);
+    }
+    for c in name.chars() {
+        match c {
+            '/' => return Err(NameError::Slash),
+            '\0' => return Err(NameError::Nul),
+            c if c.is_control() => return Err(NameError::ControlCharacter),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// True for names shaped like a mat-vis release: `v2026.04.2`,
+/// `v2026.05.0-rc1`. Only such names are looked up on the server when they
+/// are neither pinned nor cached, so that probes such as `.Trash` or
+/// `autorun.inf` never cause a request.
+pub fn is_release_tag(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('v') else {
+        return false;
+    };
+    let (version, suffix) = match rest.split_once('-') {
+        Some((version, suffix)) => (version, Some(suffix)),
+        None => (rest, None),
+    };
+    let parts: Vec<&str> = version.split('.').collect();
+    let numeric = |s: &str| !s.is_empty() && s.len() <= 8 && s.bytes().all(|b| b.is_ascii_digit());
+    if parts.len() != 3 || !parts.iter().all(|p| numeric(p)) || parts[0].len() != 4 {
+        return false;
+    }
+    match suffix {
+        None => true,
+        Some(s) => {
+            !s.is_empty()
+                && s.len() <= 32
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.')
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_ordinary_names() {
+        for name in [
+            "Rock064",
+            "color.png",
+            "5f3c0e1a-uuid",
+            "Bois d'été",
+            "a".repeat(255).as_str(),
+        ] {
+            assert_eq!(check_component(name), Ok(()), "{name}");
+        }
+    }
+
+    #[test]
+    fn refuses_names_that_escape_or_break_paths() {
+        let cases = [
+            ("", NameError::Empty),
+            (".", NameError::DotOrDotDot),
+            ("..", NameError::DotOrDotDot),
+            ("a/b", NameError::Slash),
+            ("../etc", NameError::Slash),
+            ("a\0b", NameError::Nul),
+            ("a\nb", NameError::ControlCharacter),
+            ("\u{1b}[31m", NameError::ControlCharacter),
+        ];
+        for (name, expected) in cases {
+            assert_eq!(check_component(name), Err(expected), "{name:?}");
+        }
+        assert_eq!(check_component(&"x".repeat(256)), Err(NameError::TooLong));
+        // 128 two-byte characters: 256 bytes although only 128 characters.
+        assert_eq!(check_component(&"é".repeat(128)), Err(NameError::TooLong));
+    }
+
+    #[test]
+    fn recognises_release_tags() {
+        for tag in [
+            "v2026.04.2",
+            "v2026.05.0-rc1",
+            "v2027.12.10",
+            "v2026.05.1-beta.2",
+        ] {
+            assert!(is_release_tag(tag), "{tag}");
+        }
+        for name in [
+            "main",
+            ".Trash",
+            "autorun.inf",
+            "v2026.04",
+            "2026.04.2",
+            "v26.04.2",
+            "v2026.04.2-",
+            "v2026.04.2-rc/1",
+            "v2026.x.2",
+            "v2026.04.2.1",
+        ] {
+            assert!(!is_release_tag(name), "{name}");
+        }
+    }
+}

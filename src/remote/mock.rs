@@ -1,0 +1,161 @@
+//! An in-memory dataset server for unit tests: files by (tag, path), ETags
+//! from content, LFS-like metadata for textures, a request log and faults.
+
+use std::collections::{HashMap, VecDeque};
+
+use parking_lot::Mutex;
+
+use super::{BodySink, FetchError, GetOutcome, Remote, RemoteMeta, Validators};
+use crate::digest::Sha256Digest;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logged {
+    pub method: &'static str,
+    pub path: String,
+    pub conditional: bool,
+    /// "200", "304", "404" or the error.
+    pub outcome: String,
+}
+
+#[derive(Default)]
+pub struct MockRemote {
+    files: Mutex<HashMap<(String, String), Vec<u8>>>,
+    log: Mutex<Vec<Logged>>,
+    down: Mutex<bool>,
+    /// Errors returned by the next requests whose path contains the key.
+    faults: Mutex<VecDeque<(String, FetchError)>>,
+    /// Bytes served instead of the stored ones.
+    corrupt: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+fn etag_of(bytes: &[u8]) -> String {
+    format!("\"{}\"", Sha256Digest::of(bytes).to_hex())
+}
+
+fn is_texture(path: &str) -> bool {
+    path.ends_with(".png") || path.ends_with(".ktx2")
+}
+
+impl MockRemote {
+    pub fn put(&self, tag: &str, path: &str, bytes: impl Into<Vec<u8>>) {
+        self.files
+            .lock()
+            .insert((tag.into(), path.into()), bytes.into());
+    }
+
+    pub fn remove(&self, tag: &str, path: &str) {
+        self.files
+            .lock()
+            .remove(&(tag.to_string(), path.to_string()));
+    }
+
+    pub fn set_down(&self, down: bool) {
+        *self.down.lock() = down;
+    }
+
+    pub fn fail_next(&self, path_contains: &str, error: FetchError) {
+        self.faults.lock().push_back((path_contains.into(), error));
+    }
+
+    pub fn serve_corrupt(&self, path: &str, bytes: &[u8]) {
+        self.corrupt.lock().insert(path.into(), bytes.into());
+    }
+
+    pub fn log(&self) -> Vec<Logged> {
+        self.log.lock().clone()
+    }
+
+    pub fn clear_log(&self) {
+        self.log.lock().clear();
+    }
+
+    /// Requests of `method` for exactly `path`.
+    pub fn count(&self, method: &str, path: &str) -> usize {
+        self.log
+            .lock()
+            .iter()
+            .filter(|l| l.method == method && l.path == path)
+            .count()
+    }
+
+    fn record(&self, method: &'static str, path: &str, conditional: bool, outcome: &str) {
+        self.log.lock().push(Logged {
+            method,
+            path: path.into(),
+            conditional,
+            outcome: outcome.into(),
+        });
+    }
+
+    fn take_fault(&self, path: &str) -> Option<FetchError> {
+        if *self.down.lock() {
+            return Some(FetchError::Network("connection refused".into()));
+        }
+        let mut faults = self.faults.lock();
+        let index = faults
+            .iter()
+            .position(|(key, _)| path.contains(key.as_str()))?;
+        faults.remove(index).map(|(_, e)| e)
+    }
+
+    fn meta(path: &str, bytes: &[u8]) -> RemoteMeta {
+        RemoteMeta {
+            etag: Some(etag_of(bytes)),
+            last_modified: None,
+            size: Some(bytes.len() as u64),
+            sha256: is_texture(path).then(|| Sha256Digest::of(bytes)),
+        }
+    }
+}
+
+impl Remote for MockRemote {
+    fn get(
+        &self,
+        tag: &str,
+        path: &str,
+        validators: &Validators,
+        sink: &mut dyn BodySink,
+    ) -> Result<GetOutcome, FetchError> {
+        let conditional = validators.etag.is_some();
+        if let Some(error) = self.take_fault(path) {
+            self.record("GET", path, conditional, &error.to_string());
+            return Err(error);
+        }
+        let Some(bytes) = self.files.lock().get(&(tag.into(), path.into())).cloned() else {
+            self.record("GET", path, conditional, "404");
+            return Err(FetchError::NotFound);
+        };
+        // A corrupting server is consistent: its headers describe what it sends.
+        let served = self.corrupt.lock().get(path).cloned().unwrap_or(bytes);
+        let meta = Self::meta(path, &served);
+        if validators.etag.is_some() && validators.etag == meta.etag {
+            self.record("GET", path, conditional, "304");
+            return Ok(GetOutcome::NotModified);
+        }
+        self.record("GET", path, conditional, "200");
+        sink.reset()?;
+        sink.write(&served)?;
+        Ok(GetOutcome::Fetched(meta))
+    }
+
+    fn head(&self, tag: &str, path: &str) -> Result<RemoteMeta, FetchError> {
+        if let Some(error) = self.take_fault(path) {
+            self.record("HEAD", path, false, &error.to_string());
+            return Err(error);
+        }
+        match self.files.lock().get(&(tag.into(), path.into())) {
+            Some(bytes) => {
+                self.record("HEAD", path, false, "200");
+                Ok(Self::meta(path, bytes))
+            }
+            None => {
+                self.record("HEAD", path, false, "404");
+                Err(FetchError::NotFound)
+            }
+        }
+    }
+
+    fn url(&self, tag: &str, path: &str) -> String {
+        format!("mock://{tag}/{path}")
+    }
+}

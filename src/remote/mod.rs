@@ -1,0 +1,167 @@
+//! The network behind a small trait: conditional GET into a sink, and HEAD.
+//! `http` talks to a real server; `mock` (tests only) keeps files in memory.
+
+pub mod http;
+#[cfg(test)]
+pub mod mock;
+mod retry;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::digest::Sha256Digest;
+
+pub use retry::RetryPolicy;
+
+/// What was remembered from a response, to ask the server "has it changed?".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Validators {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+}
+
+impl Validators {
+    pub fn is_empty(&self) -> bool {
+        self.etag.is_none() && self.last_modified.is_none()
+    }
+}
+
+/// Metadata of a remote file, from response headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteMeta {
+    /// `X-Linked-Etag` when the file is stored in LFS, else `ETag`.
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// `X-Linked-Size`, else the `Content-Length` of the final response.
+    pub size: Option<u64>,
+    /// The content's sha256 when the server states it (`X-Linked-Etag` on
+    /// Hugging Face is the LFS object's sha256).
+    pub sha256: Option<Sha256Digest>,
+}
+
+impl RemoteMeta {
+    pub fn validators(&self) -> Validators {
+        Validators {
+            etag: self.etag.clone(),
+            last_modified: self.last_modified.clone(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum GetOutcome {
+    /// The stored validator still matches: nothing was written to the sink.
+    NotModified,
+    /// The whole body went to the sink.
+    Fetched(RemoteMeta),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FetchError {
+    #[error("not found on the server")]
+    NotFound,
+    #[error("the server answered HTTP {0}")]
+    Status(u16),
+    #[error("network error: {0}")]
+    Network(String),
+    #[error("offline mode: the network is not used")]
+    Offline,
+    #[error("{0}")]
+    Rejected(String),
+    #[error("cannot write to the cache: {0}")]
+    Local(String),
+    #[error("too many redirects")]
+    TooManyRedirects,
+}
+
+impl FetchError {
+    /// True when the server could not be asked at all, as opposed to having
+    /// answered something we did not like.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, FetchError::Network(_) | FetchError::Offline)
+    }
+}
+
+/// Receives a response body. `reset` is called before a retry starts over.
+pub trait BodySink {
+    fn reset(&mut self) -> Result<(), FetchError>;
+    fn write(&mut self, chunk: &[u8]) -> Result<(), FetchError>;
+}
+
+/// A body kept in memory (manifests, catalogs), refused past `limit` bytes.
+pub struct MemorySink {
+    pub bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl MemorySink {
+    pub fn with_limit(limit: usize) -> Self {
+        MemorySink {
+            bytes: Vec::new(),
+            limit,
+        }
+    }
+}
+
+impl BodySink for MemorySink {
+    fn reset(&mut self) -> Result<(), FetchError> {
+        self.bytes.clear();
+        Ok(())
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> Result<(), FetchError> {
+        if self.bytes.len() + chunk.len() > self.limit {
+            return Err(FetchError::Rejected(format!(
+                "the document is larger than {} bytes",
+                self.limit
+            )));
+        }
+        self.bytes.extend_from_slice(chunk);
+        Ok(())
+    }
+}
+
+/// A dataset server laid out as `<base>/<revision>/<path>`.
+pub trait Remote: Send + Sync {
+    /// GET, conditional on `validators` when they are not empty.
+    fn get(
+        &self,
+        tag: &str,
+        path: &str,
+        validators: &Validators,
+        sink: &mut dyn BodySink,
+    ) -> Result<GetOutcome, FetchError>;
+
+    /// Metadata without the body.
+    fn head(&self, tag: &str, path: &str) -> Result<RemoteMeta, FetchError>;
+
+    /// The URL of a file, for messages.
+    fn url(&self, tag: &str, path: &str) -> String;
+}
+
+/// `--offline`: every request fails at once without touching the network.
+pub struct Offline {
+    pub base: String,
+}
+
+impl Remote for Offline {
+    fn get(
+        &self,
+        _: &str,
+        _: &str,
+        _: &Validators,
+        _: &mut dyn BodySink,
+    ) -> Result<GetOutcome, FetchError> {
+        Err(FetchError::Offline)
+    }
+
+    fn head(&self, _: &str, _: &str) -> Result<RemoteMeta, FetchError> {
+        Err(FetchError::Offline)
+    }
+
+    fn url(&self, tag: &str, path: &str) -> String {
+        format!("{}/{tag}/{path}", self.base.trim_end_matches('/'))
+    }
+}

@@ -1,0 +1,23 @@
+//! The disk cache. Layout under the cache directory:
+//!
+//! ```text
+//! objects/<2 hex>/<62 hex>   file bodies, named by their sha256
+//! tags/<tag>/state.json      manifest and catalog records, generation
+//! tags/<tag>/files.log       per-file records (size, ETag, content digest)
+//! tmp/                       downloads in progress (renamed into objects/)
+//! ```
+//!
+//! Every file that is read back is written whole to a temporary file and
+//! renamed into place, so a crash never leaves a partial file to be served.
+
+mod atomic;
+mod dir;
+mod objects;
+mod records;
+mod tag_state;
+
+pub use atomic::write_atomically;
+pub use dir::CacheDir;
+pub use objects::{Blob, Ingest, Ingested, ObjectStore};
+pub use records::{FileRecord, FileRecords};
+pub use tag_state::{DocRecord, TagState, TagStore};

@@ -1,0 +1,298 @@
+//! Helpers for tests that really mount: a served fixture release and a
+//! mount guard that always unmounts, even when the test fails.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use matvisfs::devserver::DevServer;
+use matvisfs::fixture::{Release, ReleaseSpec};
+
+pub const TAG: &str = "v2026.04.2";
+pub const BIN: &str = env!("CARGO_BIN_EXE_matvisfs");
+
+/// A release written to disk and served by the dev server.
+pub struct Served {
+    pub dir: tempfile::TempDir,
+    pub server: DevServer,
+    pub release: Release,
+}
+
+impl Served {
+    pub fn new(release: Release) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        release.write_to(dir.path()).unwrap();
+        let server = DevServer::start(dir.path()).unwrap();
+        Served {
+            dir,
+            server,
+            release,
+        }
+    }
+
+    pub fn small() -> Self {
+        Self::new(Release::generate(&ReleaseSpec::small(TAG)))
+    }
+
+    /// Rewrites the release on disk (the server reads files per request).
+    pub fn republish(&mut self, release: Release) {
+        release.write_to(self.dir.path()).unwrap();
+        self.release = release;
+    }
+
+    pub fn base_url(&self) -> String {
+        self.server.base_url()
+    }
+
+    /// Requests to the resolve endpoint for `<TAG>/<path>`.
+    pub fn count(&self, method: &str, path: &str) -> usize {
+        let full = format!("{TAG}/{path}");
+        self.server
+            .requests()
+            .iter()
+            .filter(|r| r.method == method && r.path == full)
+            .count()
+    }
+
+    pub fn texture_gets(&self) -> usize {
+        self.server
+            .requests()
+            .iter()
+            .filter(|r| {
+                r.method == "GET" && (r.path.ends_with(".png") || r.path.ends_with(".ktx2"))
+            })
+            .count()
+    }
+}
+
+/// `matvisfs mount` in the background, as a user would run it.
+pub fn background_mount(mountpoint: &Path, base_url: &str, cache: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .arg("mount")
+        .arg(mountpoint)
+        .args(["--base-url", base_url, "--backoff-base", "0.01"])
+        .arg("--cache-dir")
+        .arg(cache);
+    command
+}
+
+pub fn is_mounted(path: &Path) -> bool {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let wanted = path.to_string_lossy().replace(' ', "\\040");
+    mountinfo
+        .lines()
+        .any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
+}
+
+/// A `matvisfs mount --foreground` child; dropping it unmounts and reaps it.
+pub struct Mount {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub cache: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+pub struct MountBuilder {
+    base_url: String,
+    cache: Option<PathBuf>,
+    timeout: u64,
+    args: Vec<String>,
+}
+
+impl MountBuilder {
+    pub fn cache(mut self, cache: &Path) -> Self {
+        self.cache = Some(cache.to_path_buf());
+        self
+    }
+
+    /// `--timeout` (5 s unless set).
+    pub fn timeout(mut self, seconds: u64) -> Self {
+        self.timeout = seconds;
+        self
+    }
+
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    pub fn start(self) -> Mount {
+        self.try_start()
+            .unwrap_or_else(|e| panic!("mount failed: {e}"))
+    }
+
+    pub fn try_start(self) -> Result<Mount, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mnt");
+        fs::create_dir(&path).unwrap();
+        let cache = self.cache.unwrap_or_else(|| dir.path().join("cache"));
+        let log = dir.path().join("stderr.log");
+        let child = Command::new(BIN)
+            .arg("mount")
+            .arg(&path)
+            .arg("--foreground")
+            .arg("--base-url")
+            .arg(&self.base_url)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args([
+                "--timeout",
+                &self.timeout.to_string(),
+                "--backoff-base",
+                "0.05",
+                "-v",
+            ])
+            .args(&self.args)
+            .env_remove("MAT_VIS_HF_BASE")
+            .env_remove("MATVISFS_CACHE_DIR")
+            .env_remove("MATVISFS_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut mount = Mount {
+            dir,
+            path,
+            cache,
+            child: Some(child),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !is_mounted(&mount.path) {
+            if let Some(status) = mount.child.as_mut().unwrap().try_wait().unwrap() {
+                mount.child = None;
+                return Err(format!("exited with {status}: {}", mount.log()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("not mounted after 30 s: {}", mount.log()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(mount)
+    }
+}
+
+impl Mount {
+    pub fn builder(base_url: &str) -> MountBuilder {
+        MountBuilder {
+            base_url: base_url.to_string(),
+            cache: None,
+            timeout: 5,
+            args: Vec::new(),
+        }
+    }
+
+    /// `<mountpoint>/<TAG>/<rel>`
+    pub fn tag_path(&self, rel: &str) -> PathBuf {
+        self.path.join(TAG).join(rel)
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Waits for the process to exit by itself (after an unmount or a
+    /// signal); returns whether it exited successfully.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<bool> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(status.success());
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the process to end by itself, successfully, leaving
+    /// nothing mounted.
+    pub fn expect_clean_exit(&mut self) {
+        let exit = self.wait_exit(Duration::from_secs(10));
+        assert_eq!(exit, Some(true), "{}", self.log());
+        assert!(!is_mounted(&self.path));
+    }
+
+    pub fn signal(&self, signal: i32) {
+        if let Some(pid) = self.pid() {
+            unsafe { libc::kill(pid as i32, signal) };
+        }
+    }
+}
+
+fn force_unmount(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if is_mounted(&self.path) {
+            let _ = Command::new(BIN)
+                .arg("unmount")
+                .arg(&self.path)
+                .stderr(Stdio::null())
+                .status();
+            if is_mounted(&self.path) {
+                force_unmount(&self.path);
+            }
+        }
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if is_mounted(&self.path) {
+            force_unmount(&self.path);
+        }
+    }
+}
+
+/// Reads a whole file, with its error if any.
+pub fn read(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    fs::File::open(path)?.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Every path under `root`, directories with a trailing `/`, relative.
+pub fn walk(root: &Path) -> Vec<String> {
+    fn visit(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let relative = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if entry.file_type().unwrap().is_dir() {
+                out.push(format!("{relative}/"));
+                visit(root, &path, out);
+            } else {
+                out.push(relative);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    visit(root, root, &mut out);
+    out.sort();
+    out
+}

@@ -1,0 +1,78 @@
+//! The test server behaves like the Hugging Face resolve endpoint, so that
+//! what the other tests show holds against the real thing.
+
+mod common;
+
+use common::{Served, TAG};
+use reqwest::blocking::Client;
+use reqwest::redirect::Policy;
+
+fn client() -> Client {
+    Client::builder().redirect(Policy::none()).build().unwrap()
+}
+
+#[test]
+fn textures_redirect_with_linked_headers_and_the_cdn_serves_ranges() {
+    let served = Served::small();
+    let path = "ambientcg/1k/Rock064/color.png";
+    let bytes = &served.release.files[path];
+    let url = format!("{}/{TAG}/{path}", served.base_url());
+    let head = client().head(&url).send().unwrap();
+    assert_eq!(head.status(), 302);
+    let header = |name: &str| head.headers()[name].to_str().unwrap().to_string();
+    assert_eq!(header("x-linked-size"), bytes.len().to_string());
+    assert_eq!(
+        header("x-linked-etag"),
+        format!("\"{}\"", matvisfs::digest::Sha256Digest::of(bytes))
+    );
+    assert_eq!(header("x-repo-commit").len(), 40);
+    assert_ne!(
+        header("content-length"),
+        bytes.len().to_string(),
+        "a redirect's own length"
+    );
+
+    let cdn = format!("http://{}{}", served.server.addr(), header("location"));
+    let ranged = client()
+        .get(&cdn)
+        .header("Range", "bytes=8-15")
+        .send()
+        .unwrap();
+    assert_eq!(ranged.status(), 206);
+    assert_eq!(
+        ranged.headers()["content-range"],
+        format!("bytes 8-15/{}", bytes.len()).as_str()
+    );
+    assert_eq!(ranged.bytes().unwrap().as_ref(), &bytes[8..16]);
+    let whole = client().get(&cdn).send().unwrap();
+    assert_eq!(whole.bytes().unwrap().as_ref(), bytes.as_slice());
+}
+
+#[test]
+fn small_files_answer_304_to_their_etag_and_404_when_missing() {
+    let served = Served::small();
+    let url = format!("{}/{TAG}/release-manifest.json", served.base_url());
+    let first = client().get(&url).send().unwrap();
+    assert_eq!(first.status(), 200);
+    let etag = first.headers()["etag"].to_str().unwrap().to_string();
+    assert_eq!(etag.len(), 42, "a quoted 40-digit blob id: {etag}");
+    let again = client()
+        .get(&url)
+        .header("If-None-Match", &etag)
+        .send()
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    let missing = client()
+        .get(format!("{}/{TAG}/nope.json", served.base_url()))
+        .send()
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let escape = client()
+        .get(format!("{}/{TAG}/..%2F..%2Fetc/passwd", served.base_url()))
+        .send()
+        .unwrap();
+    assert_eq!(escape.status(), 404);
+    let log = served.server.requests();
+    assert_eq!(log.len(), 4);
+    assert!(log[1].conditional && log[1].status == 304);
+}

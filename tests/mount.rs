@@ -1,0 +1,316 @@
+//! Real mounts against the dev server: the tree, the bytes, the sizes, the
+//! read-only rules, and the mount's life cycle.
+
+mod common;
+
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{BIN, Mount, Served, TAG, background_mount, is_mounted, read, walk};
+
+#[test]
+fn the_tree_equals_the_generated_catalogs() {
+    let served = Served::small();
+    let mount = Mount::builder(&served.base_url()).start();
+    let names: Vec<_> = fs::read_dir(&mount.path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, [TAG]);
+    let expected: Vec<String> = served.release.expected_tree().into_iter().collect();
+    assert_eq!(walk(&mount.path.join(TAG)), expected);
+    assert_eq!(served.texture_gets(), 0, "listing downloads no texture");
+}
+
+#[test]
+fn sizes_are_exact_before_the_first_read_and_bytes_match() {
+    let served = Served::small();
+    let mount = Mount::builder(&served.base_url()).start();
+    for (path, bytes) in served.release.textures() {
+        let meta = fs::metadata(mount.tag_path(path)).unwrap();
+        assert_eq!(meta.len(), bytes.len() as u64, "{path}");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o444);
+    }
+    assert_eq!(served.texture_gets(), 0, "stat downloads no texture");
+    for (path, bytes) in served.release.textures() {
+        assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
+    }
+    // HEAD answered from the redirect: the CDN is asked only for content.
+    let cdn_heads = served
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "HEAD" && r.path.starts_with("cdn/"))
+        .count();
+    assert_eq!(cdn_heads, 0);
+    for doc in [
+        "release-manifest.json",
+        "ambientcg.json",
+        "gpuopen-mtlx.json",
+        "physicallybased.json",
+    ] {
+        assert_eq!(
+            read(&mount.tag_path(doc)).unwrap(),
+            served.release.files[doc],
+            "{doc}"
+        );
+    }
+    // Tools that trust the size (like Python's read_bytes) get every byte.
+    let path = "ambientcg/ktx2-512/Rock064/normal.ktx2";
+    let mut buf = vec![0u8; fs::metadata(mount.tag_path(path)).unwrap().len() as usize];
+    use std::io::Read;
+    fs::File::open(mount.tag_path(path))
+        .unwrap()
+        .read_exact(&mut buf)
+        .unwrap();
+    assert_eq!(buf, served.release.files[path]);
+}
+
+#[test]
+fn a_second_read_and_a_second_mount_cost_no_texture_request() {
+    let served = Served::small();
+    let cache = tempfile::tempdir().unwrap();
+    let path = "gpuopen/1k/0b1e2f9c-4d3a-4c55-9e1f-2a7b6c8d9e01/normal.png";
+    {
+        let mount = Mount::builder(&served.base_url())
+            .cache(cache.path())
+            .start();
+        read(&mount.tag_path(path)).unwrap();
+        read(&mount.tag_path(path)).unwrap();
+        assert_eq!(served.count("GET", path), 1);
+    }
+    served.server.clear_requests();
+    let mount = Mount::builder(&served.base_url())
+        .cache(cache.path())
+        .start();
+    assert_eq!(
+        read(&mount.tag_path(path)).unwrap(),
+        served.release.files[path]
+    );
+    assert_eq!(served.texture_gets(), 0);
+    assert_eq!(
+        served.count("HEAD", path),
+        0,
+        "the size is remembered on disk"
+    );
+}
+
+#[test]
+fn everything_that_would_write_fails_with_erofs() {
+    let served = Served::small();
+    let mount = Mount::builder(&served.base_url()).start();
+    let file = mount.tag_path("ambientcg/1k/Rock064/color.png");
+    let dir = mount.tag_path("ambientcg/1k/Rock064");
+    let erofs = |result: std::io::Result<()>, what: &str| {
+        let err = result.expect_err(what);
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{what}: {err}");
+    };
+    erofs(
+        fs::OpenOptions::new().write(true).open(&file).map(drop),
+        "open for writing",
+    );
+    erofs(
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&file)
+            .map(drop),
+        "open read-write",
+    );
+    erofs(fs::write(dir.join("new.png"), b"x"), "create");
+    erofs(
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(dir.join("n"))
+            .map(drop),
+        "create_new",
+    );
+    erofs(fs::create_dir(dir.join("sub")), "mkdir");
+    erofs(fs::remove_file(&file), "unlink");
+    erofs(fs::remove_dir(&dir), "rmdir");
+    erofs(fs::rename(&file, dir.join("moved.png")), "rename");
+    erofs(
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)),
+        "chmod",
+    );
+    erofs(
+        std::os::unix::fs::symlink(&file, dir.join("link")),
+        "symlink",
+    );
+    erofs(fs::hard_link(&file, dir.join("hard")), "link");
+    let c_file = std::ffi::CString::new(file.as_os_str().as_encoded_bytes()).unwrap();
+    let truncated = unsafe { libc::truncate(c_file.as_ptr(), 0) };
+    erofs(
+        if truncated == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        },
+        "truncate",
+    );
+    assert_eq!(
+        fs::read(dir.join("missing.png")).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        fs::read_dir(mount.path.join("not-a-tag"))
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
+}
+
+#[test]
+fn background_mode_returns_when_ready_and_unmount_ends_the_process() {
+    let served = Served::small();
+    let dir = tempfile::tempdir().unwrap();
+    let mountpoint = dir.path().join("mnt");
+    fs::create_dir(&mountpoint).unwrap();
+    let output = background_mount(&mountpoint, &served.base_url(), &dir.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Ready when the command returned: no waiting needed.
+    let listed = fs::read_dir(mountpoint.join(TAG).join("ambientcg")).map(|d| d.count());
+    let unmounted = Command::new(BIN)
+        .arg("unmount")
+        .arg(&mountpoint)
+        .status()
+        .unwrap();
+    assert_eq!(listed.unwrap(), 3);
+    assert!(unmounted.success());
+    assert!(!is_mounted(&mountpoint));
+    let log = fs::read_to_string(dir.path().join("cache/matvisfs.log")).unwrap();
+    assert!(log.contains("mounted"), "{log}");
+    // The daemon notices and exits.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !fs::read_to_string(dir.path().join("cache/matvisfs.log"))
+        .unwrap()
+        .contains("unmounted")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_and_sigint_unmount_cleanly() {
+    let served = Served::small();
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let mut mount = Mount::builder(&served.base_url()).start();
+        let file = fs::File::open(mount.tag_path("ambientcg.json")).unwrap();
+        drop(file);
+        mount.signal(signal);
+        mount.expect_clean_exit();
+    }
+}
+
+#[test]
+fn a_dead_mountpoint_is_recovered() {
+    let served = Served::small();
+    let mut first = Mount::builder(&served.base_url()).start();
+    first.signal(libc::SIGKILL);
+    first.wait_exit(Duration::from_secs(10));
+    let err = fs::metadata(&first.path).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN));
+    // Mounting again on the same directory explains and recovers.
+    let output = background_mount(
+        &first.path,
+        &served.base_url(),
+        &first.dir.path().join("cache"),
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Transport endpoint is not connected"),
+        "{stderr}"
+    );
+    assert!(read(&first.tag_path("release-manifest.json")).is_ok());
+    // `first`'s guard unmounts this second mount too.
+}
+
+#[test]
+fn mounting_refuses_a_missing_or_busy_mountpoint() {
+    let served = Served::small();
+    let mount = Mount::builder(&served.base_url()).start();
+    let output = Command::new(BIN)
+        .arg("mount")
+        .arg(&mount.path)
+        .args(["--base-url", &served.base_url(), "--foreground"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("already a mount point"));
+    let output = Command::new(BIN)
+        .args(["mount", "/nonexistent/dir"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
+}
+
+#[test]
+fn no_mount_is_left_behind_when_a_test_fails() {
+    let served = Served::small();
+    let mut path = None;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mount = Mount::builder(&served.base_url()).start();
+        path = Some(mount.path.clone());
+        panic!("a failing assertion while mounted");
+    }));
+    assert!(outcome.is_err());
+    assert!(!is_mounted(&path.unwrap()));
+}
+
+#[test]
+fn umount_and_fusermount3_end_the_daemon_too() {
+    let served = Served::small();
+    for command in [["umount", ""], ["fusermount3", "-u"]] {
+        let mut mount = Mount::builder(&served.base_url()).start();
+        let mut unmount = Command::new(command[0]);
+        if !command[1].is_empty() {
+            unmount.arg(command[1]);
+        }
+        assert!(
+            unmount.arg(&mount.path).status().unwrap().success(),
+            "{command:?}"
+        );
+        mount.expect_clean_exit();
+    }
+}
+
+#[test]
+fn concurrent_readers_of_an_uncached_file_cause_one_download() {
+    let served = Served::small();
+    let mount = Mount::builder(&served.base_url()).start();
+    let path = "ambientcg/ktx2-512/Metal032/roughness.ktx2";
+    fs::metadata(mount.tag_path(path)).unwrap();
+    served.server.inject(matvisfs::devserver::FaultRule::new(
+        &format!("cdn/{TAG}/{path}"),
+        matvisfs::devserver::Fault::Delay(Duration::from_millis(300)),
+    ));
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                assert_eq!(
+                    read(&mount.tag_path(path)).unwrap(),
+                    served.release.files[path]
+                )
+            });
+        }
+    });
+    assert_eq!(served.server.count("GET", &format!("cdn/{TAG}/{path}")), 1);
+}

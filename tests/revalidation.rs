@@ -1,0 +1,211 @@
+//! Revalidation through real mounts: one manifest request per tag per
+//! session, 304 on an unchanged tag, and a changed tag seen and announced.
+
+mod common;
+
+use std::fs;
+
+use common::{Mount, Served, TAG, read};
+use matvisfs::devserver::{LoggedRequest, ServerOptions, Validators};
+use matvisfs::fixture::images;
+
+const MANIFEST: &str = "release-manifest.json";
+
+fn open_everything_from_threads(mount: &Mount, served: &Served, threads: usize) {
+    let paths: Vec<_> = served
+        .release
+        .textures()
+        .map(|(p, _)| mount.tag_path(p))
+        .collect();
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let paths = &paths;
+            scope.spawn(move || {
+                for path in paths.iter().skip(t % paths.len()) {
+                    drop(fs::File::open(path).unwrap());
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn many_opens_from_many_threads_make_one_manifest_request_per_session() {
+    let served = Served::small();
+    let cache = tempfile::tempdir().unwrap();
+    {
+        let mount = Mount::builder(&served.base_url())
+            .cache(cache.path())
+            .start();
+        open_everything_from_threads(&mount, &served, 16);
+        // Not cached before: the fetch at mount was this session's check.
+        assert_eq!(served.count("GET", MANIFEST), 1);
+    }
+    served.server.clear_requests();
+    let mount = Mount::builder(&served.base_url())
+        .cache(cache.path())
+        .start();
+    assert_eq!(
+        served.count("GET", MANIFEST),
+        0,
+        "a cached tag mounts without the network"
+    );
+    open_everything_from_threads(&mount, &served, 16);
+    let manifest: Vec<_> = served
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == format!("{TAG}/{MANIFEST}"))
+        .collect();
+    assert_eq!(manifest.len(), 1, "{manifest:#?}");
+    assert!(manifest[0].conditional);
+    assert_eq!(manifest[0].status, 304);
+    assert!(
+        mount.log().contains("revalidated: unchanged"),
+        "{}",
+        mount.log()
+    );
+}
+
+#[test]
+fn a_mutated_tag_is_seen_by_the_next_session_and_stale_bytes_are_not_served() {
+    let mut served = Served::small();
+    let cache = tempfile::tempdir().unwrap();
+    let changed = "ambientcg/1k/Rock064/color.png";
+    {
+        let mount = Mount::builder(&served.base_url())
+            .cache(cache.path())
+            .start();
+        assert_eq!(
+            read(&mount.tag_path(changed)).unwrap(),
+            served.release.files[changed]
+        );
+    }
+    // Republished under the same tag: a texture (bigger now), its catalog
+    // hash and the manifest change.
+    let mut release = served.release.clone();
+    let replacement = images::png("republished", "color", 24);
+    assert_ne!(replacement.len(), release.files[changed].len());
+    release.replace_texture(changed, replacement.clone());
+    let mut manifest = release.json(MANIFEST);
+    manifest["sources"]["ambientcg"]["tiers"]["2k"] = serde_json::json!({"complete": true});
+    release.set_json(MANIFEST, &manifest);
+    served.republish(release);
+
+    let mount = Mount::builder(&served.base_url())
+        .cache(cache.path())
+        .start();
+    // The kernel learns the old size first (cached records), then the open
+    // finds the change: the read must still return every new byte.
+    let old_size = fs::metadata(mount.tag_path(changed)).unwrap().len();
+    assert_ne!(old_size, replacement.len() as u64);
+    assert_eq!(read(&mount.tag_path(changed)).unwrap(), replacement);
+    assert_eq!(
+        fs::metadata(mount.tag_path(changed)).unwrap().len(),
+        replacement.len() as u64
+    );
+    assert!(
+        mount.tag_path("ambientcg/2k").is_dir(),
+        "the new manifest is in use"
+    );
+    assert_eq!(
+        read(&mount.tag_path(MANIFEST)).unwrap(),
+        served.release.files[MANIFEST]
+    );
+    let log = mount.log();
+    assert!(log.contains("the tag changed on the server"), "{log}");
+}
+
+/// Mounts twice over one cache, the server sending only `validators`, and
+/// opens `path` in the second session; returns that session's manifest
+/// requests and its log.
+fn second_session_manifest_requests(
+    validators: Validators,
+    path: &str,
+) -> (Vec<LoggedRequest>, String) {
+    let served = Served::small();
+    served.server.set_options(ServerOptions {
+        validators,
+        ..ServerOptions::default()
+    });
+    let cache = tempfile::tempdir().unwrap();
+    drop(
+        Mount::builder(&served.base_url())
+            .cache(cache.path())
+            .start(),
+    );
+    served.server.clear_requests();
+    let mount = Mount::builder(&served.base_url())
+        .cache(cache.path())
+        .start();
+    read(&mount.tag_path(path)).unwrap();
+    let requests = served
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with(MANIFEST))
+        .collect();
+    (requests, mount.log())
+}
+
+#[test]
+fn a_server_without_validators_is_asked_unconditionally_next_time() {
+    let (manifest, log) =
+        second_session_manifest_requests(Validators::None, "ambientcg/1k/Rock064/ao.png");
+    assert_eq!(manifest.len(), 1);
+    assert!(
+        !manifest[0].conditional && manifest[0].status == 200,
+        "{manifest:?}"
+    );
+    // Same bytes: no change is announced.
+    assert!(!log.contains("the tag changed"), "{log}");
+}
+
+#[test]
+fn a_server_with_only_last_modified_gets_if_modified_since() {
+    let (manifest, _) = second_session_manifest_requests(Validators::DateOnly, MANIFEST);
+    assert_eq!(manifest.len(), 1);
+    assert!(
+        manifest[0].conditional && manifest[0].status == 304,
+        "{manifest:?}"
+    );
+}
+
+#[test]
+fn a_tag_looked_up_by_name_is_loaded_once_and_a_missing_one_remembered() {
+    let served = Served::small();
+    let other = matvisfs::fixture::Release::generate(&matvisfs::fixture::ReleaseSpec::small(
+        "v2026.05.0-rc1",
+    ));
+    other.write_to(served.dir.path()).unwrap();
+    let mount = Mount::builder(&served.base_url()).start();
+    let rc = mount
+        .path
+        .join("v2026.05.0-rc1/ambientcg/1k/Rock064/color.png");
+    assert_eq!(
+        read(&rc).unwrap(),
+        other.files["ambientcg/1k/Rock064/color.png"]
+    );
+    assert!(
+        fs::read_dir(&mount.path)
+            .unwrap()
+            .any(|e| e.unwrap().file_name() == "v2026.05.0-rc1")
+    );
+    for _ in 0..3 {
+        assert!(fs::metadata(mount.path.join("v2099.01.1")).is_err());
+    }
+    assert_eq!(
+        served
+            .server
+            .count("GET", "v2099.01.1/release-manifest.json"),
+        1
+    );
+    assert!(fs::metadata(mount.path.join(".Trash")).is_err());
+    assert!(
+        !served
+            .server
+            .requests()
+            .iter()
+            .any(|r| r.path.contains("Trash"))
+    );
+}
