@@ -29,6 +29,7 @@ Environment:
   MAT_VIS_HF_BASE         base URL (as --base-url)
   MATVISFS_CACHE_DIR      cache directory (as --cache-dir)
   XDG_CACHE_HOME          default cache directory is $XDG_CACHE_HOME/matvisfs
+  MATVISFS_CACHE_MAX_SIZE as --cache-max-size
   MATVISFS_TIMEOUT        as --timeout
   MAT_VIS_MAX_RETRIES     as --retries
   MAT_VIS_BACKOFF_BASE    as --backoff-base
@@ -53,6 +54,103 @@ pub enum Command {
     /// Generate a small sample release, serve it on loopback and mount it.
     /// Needs no network: a way to see matvisfs work in seconds.
     Demo(DemoArgs),
+    /// Download a selection of textures into the cache, for offline use.
+    #[command(after_help = ENVIRONMENT)]
+    Prefetch(PrefetchArgs),
+    /// Inspect, check or empty the cache (safe while mounts use it).
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Bytes and files per tag, source and tier; total against the cap;
+    /// what deduplication saves.
+    Status(CacheArgs),
+    /// Re-hash every cached file and remove those whose bytes are wrong.
+    Verify(CacheArgs),
+    /// Remove cached content: all of it, or what only --tag uses.
+    Clear(ClearArgs),
+}
+
+/// Where the cache is and how big it may grow.
+#[derive(Debug, Clone, Args)]
+pub struct CacheArgs {
+    /// Cache directory (created with mode 0700)
+    /// [default: $XDG_CACHE_HOME/matvisfs, else ~/.cache/matvisfs]
+    #[arg(long, env = "MATVISFS_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Most bytes of texture content to keep; the least recently used goes
+    /// first (e.g. 5GB, 500MB, 1.5GiB; 0: no limit). Manifests, catalogs and
+    /// remembered sizes are small and always kept.
+    #[arg(
+        long,
+        env = "MATVISFS_CACHE_MAX_SIZE",
+        default_value = "5GB",
+        value_name = "SIZE",
+        value_parser = crate::size::parse_size
+    )]
+    pub cache_max_size: u64,
+}
+
+impl CacheArgs {
+    /// The cache directory: the flag, then MATVISFS_CACHE_DIR (both handled
+    /// by clap), then the XDG default.
+    pub fn dir(&self) -> Result<PathBuf, String> {
+        if let Some(dir) = &self.cache_dir {
+            return Ok(dir.clone());
+        }
+        let xdg = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute());
+        let base = match xdg {
+            Some(dir) => dir,
+            None => std::env::var_os("HOME")
+                .map(|home| PathBuf::from(home).join(".cache"))
+                .ok_or("neither --cache-dir, MATVISFS_CACHE_DIR, XDG_CACHE_HOME nor HOME is set")?,
+        };
+        Ok(base.join("matvisfs"))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ClearArgs {
+    /// Only what this tag uses and no other tag does.
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PrefetchArgs {
+    /// Release tag [default: v2026.04.2]; repeat for several.
+    #[arg(long = "tag", value_name = "TAG", default_value = DEFAULT_TAG)]
+    pub tags: Vec<String>,
+
+    /// Only these sources (repeatable) [default: all with textures].
+    #[arg(long = "source", value_name = "SOURCE")]
+    pub sources: Vec<String>,
+
+    /// Only these tiers (repeatable) [default: all].
+    #[arg(long = "tier", value_name = "TIER")]
+    pub tiers: Vec<String>,
+
+    /// Downloads at once.
+    #[arg(long, short = 'j', default_value_t = 8, value_name = "N")]
+    pub jobs: usize,
+
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+
+    #[command(flatten)]
+    pub cache: CacheArgs,
+
+    /// More log detail: -v debug, -vv trace (MATVISFS_LOG overrides).
+    #[arg(short, long, action = ArgAction::Count)]
+    pub verbose: u8,
 }
 
 /// Where the data comes from and how hard to try.
@@ -62,11 +160,6 @@ pub struct RemoteArgs {
     /// with that layout is a valid mirror.
     #[arg(long, env = "MAT_VIS_HF_BASE", default_value = DEFAULT_BASE_URL, value_name = "URL")]
     pub base_url: String,
-
-    /// Cache directory (created with mode 0700)
-    /// [default: $XDG_CACHE_HOME/matvisfs, else ~/.cache/matvisfs]
-    #[arg(long, env = "MATVISFS_CACHE_DIR", value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
 
     /// Never use the network: serve what is cached, fail the rest with EIO.
     #[arg(long)]
@@ -123,24 +216,6 @@ impl RemoteArgs {
             },
         }
     }
-
-    /// The cache directory: the flag, then MATVISFS_CACHE_DIR (both handled
-    /// by clap), then the XDG default.
-    pub fn cache_dir(&self) -> Result<PathBuf, String> {
-        if let Some(dir) = &self.cache_dir {
-            return Ok(dir.clone());
-        }
-        let xdg = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute());
-        let base = match xdg {
-            Some(dir) => dir,
-            None => std::env::var_os("HOME")
-                .map(|home| PathBuf::from(home).join(".cache"))
-                .ok_or("neither --cache-dir, MATVISFS_CACHE_DIR, XDG_CACHE_HOME nor HOME is set")?,
-        };
-        Ok(base.join("matvisfs"))
-    }
 }
 
 /// How a mount runs.
@@ -183,6 +258,9 @@ pub struct MountArgs {
 
     #[command(flatten)]
     pub remote: RemoteArgs,
+
+    #[command(flatten)]
+    pub cache: CacheArgs,
 
     #[command(flatten)]
     pub run: RunArgs,
@@ -252,22 +330,57 @@ mod tests {
             panic!("not unmount")
         };
         assert!(args.lazy);
+        let Command::Prefetch(args) = Cli::try_parse_from([
+            "matvisfs",
+            "prefetch",
+            "--source",
+            "ambientcg",
+            "--tier",
+            "1k",
+            "--tier",
+            "512",
+            "-j",
+            "4",
+            "--cache-max-size",
+            "500MB",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not prefetch")
+        };
+        assert_eq!(
+            (args.tags, args.sources, args.tiers, args.jobs),
+            (
+                vec![DEFAULT_TAG.to_string()],
+                vec!["ambientcg".to_string()],
+                vec!["1k".to_string(), "512".to_string()],
+                4
+            )
+        );
+        assert_eq!(args.cache.cache_max_size, 500_000_000);
+        assert!(
+            Cli::try_parse_from(["matvisfs", "mount", "/m", "--cache-max-size", "lots"]).is_err()
+        );
+        let Command::Cache(CacheCommand::Clear(args)) =
+            Cli::try_parse_from(["matvisfs", "cache", "clear", "--tag", "v1"])
+                .unwrap()
+                .command
+        else {
+            panic!("not cache clear")
+        };
+        assert_eq!(args.tag.as_deref(), Some("v1"));
         <Cli as clap::CommandFactory>::command().debug_assert();
     }
 
     #[test]
     fn the_cache_dir_follows_the_flag_then_xdg() {
-        let mut args = RemoteArgs {
-            base_url: DEFAULT_BASE_URL.into(),
+        let mut args = CacheArgs {
             cache_dir: Some("/c".into()),
-            offline: false,
-            timeout: 1,
-            retries: 0,
-            backoff_base: 0.0,
-            retry_max_wait: 0.0,
+            cache_max_size: 0,
         };
-        assert_eq!(args.cache_dir().unwrap(), PathBuf::from("/c"));
+        assert_eq!(args.dir().unwrap(), PathBuf::from("/c"));
         args.cache_dir = None;
-        assert!(args.cache_dir().unwrap().ends_with("matvisfs"));
+        assert!(args.dir().unwrap().ends_with("matvisfs"));
     }
 }

@@ -69,7 +69,8 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
             timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
         })?;
-        let ctx = Context::new(Arc::new(remote), cache, false);
+        // The sample is small: no cap needed.
+        let ctx = Context::new(Arc::new(remote), cache, 0, false);
         let tags = vec![DEFAULT_TAG.to_string()];
         load_and_serve(ctx, tags, &mountpoint, &args.run, &mut readiness)
     })();

@@ -7,6 +7,7 @@
 //! it; [`fixture`] and [`devserver`] generate and serve sample releases for
 //! the demo and the tests.
 
+pub mod cache_commands;
 pub mod cli;
 pub mod daemon;
 pub mod dataset;
@@ -22,5 +23,8 @@ pub mod fuse;
 pub mod logging;
 pub mod mount;
 pub mod names;
+pub mod prefetch;
 pub mod remote;
+pub mod size;
+pub mod stats;
 pub mod store;

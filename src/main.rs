@@ -9,6 +9,8 @@ fn main() -> ExitCode {
         Command::Mount(args) => matvisfs::mount::run(args),
         Command::Unmount(args) => matvisfs::mount::unmount(&args.mountpoint, args.lazy),
         Command::Demo(args) => matvisfs::demo::run(args),
+        Command::Prefetch(args) => matvisfs::prefetch::run(args),
+        Command::Cache(command) => matvisfs::cache_commands::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -24,7 +24,7 @@ use crate::store::CacheDir;
 
 /// `matvisfs mount`.
 pub fn run(args: MountArgs) -> Result<(), String> {
-    let cache_dir = args.remote.cache_dir()?;
+    let cache_dir = args.cache.dir()?;
     let mountpoint = prepare_mountpoint(&args.mountpoint)?;
     let cache = CacheDir::open(&cache_dir)?;
     let log_file = args
@@ -35,7 +35,12 @@ pub fn run(args: MountArgs) -> Result<(), String> {
     let mut readiness = start(&args.run, &log_file, || {})?;
     let result = (|| {
         let remote = make_remote(&args.remote)?;
-        let ctx = Context::new(remote, cache, args.remote.offline);
+        let ctx = Context::new(
+            remote,
+            cache,
+            args.cache.cache_max_size,
+            args.remote.offline,
+        );
         load_and_serve(
             ctx,
             args.tags.clone(),
@@ -60,11 +65,11 @@ pub fn finish(result: Result<(), String>, readiness: &mut Readiness) -> Result<(
 /// `on_ready` runs in the foreground process once a background mount is up.
 pub fn start(run: &RunArgs, log_file: &Path, on_ready: impl FnOnce()) -> Result<Readiness, String> {
     if run.foreground {
-        logging::to_stderr(run.verbose);
+        logging::to_stderr(logging::MOUNT_LEVEL + run.verbose);
         return Ok(Readiness::foreground());
     }
     let readiness = daemon::detach(on_ready)?;
-    logging::to_file(run.verbose, log_file)?;
+    logging::to_file(logging::MOUNT_LEVEL + run.verbose, log_file)?;
     Ok(readiness)
 }
 

@@ -14,6 +14,7 @@ pub enum NameError {
     Nul,
     ControlCharacter,
     TooLong,
+    Hidden,
 }
 
 impl fmt::Display for NameError {
@@ -25,6 +26,7 @@ impl fmt::Display for NameError {
             NameError::Nul => "contains a NUL byte",
             NameError::ControlCharacter => "contains a control character",
             NameError::TooLong => "is longer than 255 bytes",
+            NameError::Hidden => "starts with a dot",
         })
     }
 }
@@ -49,6 +51,16 @@ pub fn check_component(name: &str) -> Result<(), NameError> {
             c if c.is_control() => return Err(NameError::ControlCharacter),
             _ => {}
         }
+    }
+    Ok(())
+}
+
+/// A tag name: one path component that is not hidden (names starting with
+/// a dot belong to matvisfs itself, such as `.matvisfs`).
+pub fn check_tag(name: &str) -> Result<(), NameError> {
+    check_component(name)?;
+    if name.starts_with('.') {
+        return Err(NameError::Hidden);
     }
     Ok(())
 }

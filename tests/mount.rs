@@ -19,7 +19,7 @@ fn the_tree_equals_the_generated_catalogs() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(names, [TAG]);
+    assert_eq!(names, [".matvisfs", TAG]);
     let expected: Vec<String> = served.release.expected_tree().into_iter().collect();
     assert_eq!(walk(&mount.path.join(TAG)), expected);
     assert_eq!(served.texture_gets(), 0, "listing downloads no texture");

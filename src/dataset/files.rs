@@ -1,14 +1,16 @@
 //! Texture files of a tag: exact sizes without downloads, content fetched
-//! once and kept, and the rules that stop stale bytes from being served
-//! after the tag changed.
+//! once and kept (once for all tags and paths with the same bytes), and the
+//! rules that stop stale bytes from being served after the tag changed.
 
-use super::Tag;
 use super::verify::check_texture;
 use super::view::TextureRef;
+use super::{Opened, Tag};
+use crate::digest::Sha256Digest;
 use crate::error::FsError;
 use crate::remote::http::same_etag;
 use crate::remote::{FetchError, GetOutcome, Validators};
-use crate::store::{Blob, FileRecord};
+use crate::stats::Stats;
+use crate::store::{Blob, FileRecord, OpenBlob};
 
 impl Tag {
     /// The record of `path` if it holds for the tag's current version: it
@@ -36,12 +38,13 @@ impl Tag {
         None
     }
 
-    fn cached_blob(&self, record: &FileRecord) -> Option<Blob> {
+    /// The record's content, if the store still holds it.
+    fn cached(&self, record: &FileRecord) -> Option<OpenBlob> {
         let blob = Blob {
             digest: record.sha256?,
             size: record.size?,
         };
-        self.ctx.objects.contains(&blob).then_some(blob)
+        self.ctx.content.open(&blob)
     }
 
     pub(super) fn opened_texture(
@@ -49,13 +52,13 @@ impl Tag {
         path: &str,
         texture: &TextureRef,
         generation: u64,
-    ) -> super::Opened {
+    ) -> Opened {
         match self.confirmed_record(path, texture, generation) {
-            Some(record) => match self.cached_blob(&record) {
-                Some(blob) => super::Opened::Ready(blob),
-                None => super::Opened::Lazy(record.size),
+            Some(record) => match self.cached(&record) {
+                Some(open) => Opened::Ready(open),
+                None => Opened::Lazy(record.size),
             },
-            None => super::Opened::Lazy(None),
+            None => Opened::Lazy(None),
         }
     }
 
@@ -107,31 +110,57 @@ impl Tag {
             } else {
                 None
             },
+            remote_sha256: meta.sha256,
         });
         Ok(size)
     }
 
     /// The content of a texture: from the cache when it is confirmed for the
-    /// tag's current version, else from the server (one download however
-    /// many readers ask at once).
+    /// tag's current version, else from bytes already cached under another
+    /// path when the digest is known, else from the server (one download
+    /// however many readers ask at once).
     pub(super) fn texture_content(
         &self,
         path: &str,
         texture: &TextureRef,
         generation: u64,
-    ) -> Result<Blob, FsError> {
+    ) -> Result<OpenBlob, FsError> {
         self.downloads.run(&path.to_string(), || {
+            let stats = &self.ctx.stats;
             if let Some(record) = self.confirmed_record(path, texture, generation) {
-                if let Some(blob) = self.cached_blob(&record) {
-                    return Ok(blob);
+                if let Some(open) = self.cached(&record) {
+                    Stats::add(&stats.cache_hits, 1);
+                    return Ok(open);
+                }
+                if let Some(open) = self.deduplicated(path, texture, &record) {
+                    Stats::add(&stats.dedupe_hits, 1);
+                    return Ok(open);
                 }
             }
             // Cached from an older version: ask whether it is still current.
             let unconfirmed = self.records.get(path).and_then(|r| {
-                let blob = self.cached_blob(&r)?;
-                Some((blob, r.etag?))
+                let open = self.cached(&r)?;
+                Some((open, r.etag?))
             });
             self.download(path, texture, generation, unconfirmed)
+        })
+    }
+
+    /// Bytes the store holds under another path whose digest the server
+    /// (`X-Linked-Etag`) or the catalog gives for this one.
+    fn deduplicated(
+        &self,
+        path: &str,
+        texture: &TextureRef,
+        record: &FileRecord,
+    ) -> Option<OpenBlob> {
+        let size = record.size?;
+        let from_catalog = texture.hash.filter(|h| h.size == size).map(|h| h.sha256);
+        [record.remote_sha256, from_catalog].into_iter().flatten().find_map(|digest: Sha256Digest| {
+            let open = self.ctx.content.open(&Blob { digest, size })?;
+            tracing::debug!(tag = %self.name, path, sha256 = %digest, "already cached under another path");
+            self.records.put(FileRecord { sha256: Some(digest), ..record.clone() });
+            Some(open)
         })
     }
 
@@ -140,8 +169,8 @@ impl Tag {
         path: &str,
         texture: &TextureRef,
         generation: u64,
-        unconfirmed: Option<(Blob, String)>,
-    ) -> Result<Blob, FsError> {
+        unconfirmed: Option<(OpenBlob, String)>,
+    ) -> Result<OpenBlob, FsError> {
         let url = self.ctx.remote.url(&self.name, path);
         if self.ctx.offline {
             let why = if unconfirmed.is_some() {
@@ -165,7 +194,7 @@ impl Tag {
             tracing::error!(tag = %self.name, path, "cannot write to the cache: {e}");
             FsError::Io(format!("cannot write to the cache: {e}"))
         };
-        let mut ingest = self.ctx.objects.ingest().map_err(local)?;
+        let mut ingest = self.ctx.content.ingest().map_err(local)?;
         match self
             .ctx
             .remote
@@ -173,7 +202,7 @@ impl Tag {
             .map_err(failed)?
         {
             GetOutcome::NotModified => {
-                let Some((blob, etag)) = unconfirmed else {
+                let Some((open, etag)) = unconfirmed else {
                     return Err(failed(FetchError::Rejected(
                         "304 to an unconditional request".into(),
                     )));
@@ -182,11 +211,13 @@ impl Tag {
                 self.records.put(FileRecord {
                     path: path.to_string(),
                     generation,
-                    size: Some(blob.size),
+                    size: Some(open.blob.size),
                     etag: Some(etag),
-                    sha256: Some(blob.digest),
+                    sha256: Some(open.blob.digest),
+                    remote_sha256: None,
                 });
-                Ok(blob)
+                Stats::add(&self.ctx.stats.cache_hits, 1);
+                Ok(open)
             }
             GetOutcome::Fetched(meta) => {
                 let done = ingest.finish().map_err(local)?;
@@ -194,15 +225,17 @@ impl Tag {
                     tracing::error!(tag = %self.name, path, "refusing the bytes of {url}: {why}");
                     return Err(FsError::Io(format!("{url}: {why}")));
                 }
-                let blob = done.commit(&self.ctx.objects).map_err(local)?;
+                let open = self.ctx.content.insert(done).map_err(local)?;
                 self.records.put(FileRecord {
                     path: path.to_string(),
                     generation,
-                    size: Some(blob.size),
+                    size: Some(open.blob.size),
                     etag: meta.etag,
-                    sha256: Some(blob.digest),
+                    sha256: Some(open.blob.digest),
+                    remote_sha256: meta.sha256,
                 });
-                Ok(blob)
+                Stats::add(&self.ctx.stats.cache_misses, 1);
+                Ok(open)
             }
         }
     }

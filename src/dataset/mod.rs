@@ -14,9 +14,10 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::error::FsError;
 use crate::flight::SingleFlight;
-use crate::names::{check_component, is_release_tag};
-use crate::remote::Remote;
-use crate::store::{CacheDir, ObjectStore};
+use crate::names::{check_tag, is_release_tag};
+use crate::remote::{Metered, Remote};
+use crate::stats::Stats;
+use crate::store::{CacheDir, ContentStore, ObjectStore, Recovery};
 
 pub use tag::{LoadError, Opened, Stat, Tag};
 pub use view::Kind;
@@ -25,21 +26,34 @@ type ChangeHook = Box<dyn Fn(&str) + Send + Sync>;
 
 /// What every tag shares.
 pub struct Context {
+    /// The server, with requests counted in `stats`.
     pub remote: Arc<dyn Remote>,
     pub cache: CacheDir,
-    pub objects: ObjectStore,
+    /// Manifests, catalogs and MaterialX maps.
+    pub documents: ObjectStore,
+    /// Texture content, deduplicated and capped.
+    pub content: ContentStore,
+    pub stats: Arc<Stats>,
     /// `--offline`: no request is ever sent.
     pub offline: bool,
     change_hook: OnceLock<ChangeHook>,
 }
 
 impl Context {
-    pub fn new(remote: Arc<dyn Remote>, cache: CacheDir, offline: bool) -> Self {
-        let objects = cache.objects();
+    /// `cap`: the most bytes of texture content the cache may hold (0: no
+    /// limit).
+    pub fn new(remote: Arc<dyn Remote>, cache: CacheDir, cap: u64, offline: bool) -> Self {
+        let stats = Arc::new(Stats::default());
+        let (content, recovery) = ContentStore::load(&cache, cap);
+        if recovery != Recovery::default() {
+            tracing::info!(?recovery, "the cache index was repaired");
+        }
         Context {
-            remote,
+            remote: Arc::new(Metered::new(remote, stats.clone())),
+            documents: cache.documents(),
             cache,
-            objects,
+            content,
+            stats,
             offline,
             change_hook: OnceLock::new(),
         }
@@ -86,7 +100,7 @@ impl Dataset {
     /// Loads every pinned tag; the error names the first that cannot be.
     pub fn load_pinned(&self) -> Result<(), String> {
         for name in &self.pinned {
-            if let Err(e) = check_component(name) {
+            if let Err(e) = check_tag(name) {
                 return Err(format!("--tag {name:?}: the name {e}"));
             }
             if self.tags.read().contains_key(name) {
@@ -118,7 +132,7 @@ impl Dataset {
         if let Some(tag) = self.loaded(name) {
             return Ok(tag);
         }
-        if check_component(name).is_err() || self.missing.lock().contains(name) {
+        if check_tag(name).is_err() || self.missing.lock().contains(name) {
             return Err(FsError::NotFound);
         }
         let known = self.pinned.iter().any(|p| p == name)
@@ -148,6 +162,28 @@ impl Dataset {
                 }
             }
         })
+    }
+
+    /// The session's statistics (`.matvisfs/stats.json`).
+    pub fn stats_json(&self, started: std::time::SystemTime) -> serde_json::Value {
+        let content = &self.ctx.content;
+        let (files, bytes) = content.totals();
+        let cache = serde_json::json!({
+            "directory": self.ctx.cache.root(),
+            "files": files,
+            "bytes": bytes,
+            "cap": content.cap(),
+            "evictions": content.evictions(),
+        });
+        let tags: serde_json::Map<String, serde_json::Value> = self
+            .tags
+            .read()
+            .iter()
+            .map(|(name, tag)| (name.clone(), tag.report()))
+            .collect();
+        self.ctx
+            .stats
+            .render(started, cache, serde_json::Value::Object(tags))
     }
 
     /// What the mount's root lists: pinned tags, tags loaded this session

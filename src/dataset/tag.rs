@@ -14,7 +14,7 @@ use crate::error::FsError;
 use crate::flight::{Gate, Gates, SingleFlight};
 use crate::format::{Catalog, MANIFEST_FILE, Manifest, parse_catalog, parse_manifest};
 use crate::remote::{FetchError, GetOutcome, MemorySink, RemoteMeta, Validators};
-use crate::store::{Blob, DocRecord, FileRecords, TagState, TagStore};
+use crate::store::{Blob, DocRecord, FileRecords, OpenBlob, TagState, TagStore};
 
 /// Manifests and catalogs larger than this are refused.
 const DOCUMENT_LIMIT: usize = 256 << 20;
@@ -38,10 +38,10 @@ pub struct Stat {
 }
 
 /// The result of opening a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Opened {
     /// Content is in the cache and confirmed for the tag's current version.
-    Ready(Blob),
+    Ready(OpenBlob),
     /// Content is fetched on first read; the size when it is known.
     Lazy(Option<u64>),
 }
@@ -67,7 +67,9 @@ pub struct Tag {
     pub(super) tier_checks: SingleFlight<String, Result<(), FsError>>,
     pub(super) records: FileRecords,
     pub(super) sizes: SingleFlight<String, Result<u64, FsError>>,
-    pub(super) downloads: SingleFlight<String, Result<Blob, FsError>>,
+    pub(super) downloads: SingleFlight<String, Result<OpenBlob, FsError>>,
+    /// How this session's revalidation of the manifest went.
+    revalidation: Mutex<&'static str>,
 }
 
 fn unix_now() -> u64 {
@@ -142,7 +144,7 @@ impl Tag {
         if let Some(state) = &stored {
             if let Some(record) = &state.manifest {
                 let cached = ctx
-                    .objects
+                    .documents
                     .read(&record.blob())
                     .map_err(|e| e.to_string())
                     .and_then(|bytes| parse_manifest_for(name, &bytes));
@@ -188,7 +190,7 @@ impl Tag {
         let manifest = parse_manifest_for(name, &sink.bytes)
             .map_err(|e| LoadError::Unavailable(format!("the manifest is unusable: {e}")))?;
         let blob = ctx
-            .objects
+            .documents
             .put_bytes(&sink.bytes)
             .map_err(|e| LoadError::Unavailable(format!("cannot write the cache: {e}")))?;
         let mut state = stored.unwrap_or_default();
@@ -203,6 +205,7 @@ impl Tag {
         tracing::info!(tag = name, "fetched the manifest");
         let tag = Tag::new(ctx, name, store, state, manifest, blob, records);
         tag.manifest_gate.mark_passed();
+        tag.outcome("fetched");
         Ok(tag)
     }
 
@@ -236,6 +239,7 @@ impl Tag {
             records,
             sizes: SingleFlight::default(),
             downloads: SingleFlight::default(),
+            revalidation: Mutex::new("pending"),
         }
     }
 
@@ -319,10 +323,12 @@ impl Tag {
         self.revalidate();
         let (view, node) = self.resolve(path)?;
         match node {
-            Node::Manifest => Ok(Opened::Ready(view.manifest_blob)),
+            Node::Manifest => Ok(Opened::Ready(self.open_document(&view.manifest_blob)?)),
             Node::Document(name) => {
                 self.revalidate_document(&name);
-                Ok(Opened::Ready(self.document(&name)?.blob))
+                Ok(Opened::Ready(
+                    self.open_document(&self.document(&name)?.blob)?,
+                ))
             }
             Node::Texture(texture) => {
                 self.revalidate_document(&texture.catalog);
@@ -338,14 +344,47 @@ impl Tag {
     }
 
     /// Content of a file opened as [`Opened::Lazy`].
-    pub fn content(&self, path: &str) -> Result<Blob, FsError> {
+    pub fn content(&self, path: &str) -> Result<OpenBlob, FsError> {
         let (view, node) = self.resolve(path)?;
         match node {
-            Node::Manifest => Ok(view.manifest_blob),
-            Node::Document(name) => Ok(self.document(&name)?.blob),
+            Node::Manifest => self.open_document(&view.manifest_blob),
+            Node::Document(name) => self.open_document(&self.document(&name)?.blob),
             Node::Texture(texture) => self.texture_content(path, &texture, view.generation),
             Node::TagRoot | Node::Source | Node::Tier | Node::Material => Err(FsError::IsDir),
         }
+    }
+
+    /// A source's parsed catalog, loaded if needed.
+    pub fn catalog(&self, name: &str) -> Result<Arc<Catalog>, FsError> {
+        self.document(name)?.catalog.ok_or(FsError::NotFound)
+    }
+
+    fn open_document(&self, blob: &Blob) -> Result<OpenBlob, FsError> {
+        match self.ctx.documents.open(&blob.digest) {
+            Ok(file) => Ok(OpenBlob {
+                blob: *blob,
+                file: Arc::new(file),
+            }),
+            Err(e) => {
+                tracing::error!(tag = %self.name, "cannot open a cached document: {e}");
+                Err(FsError::Io(format!("cannot open a cached document: {e}")))
+            }
+        }
+    }
+
+    /// How this session's revalidation went, the manifest's ETag and the
+    /// tag's generation, for the statistics.
+    pub fn report(&self) -> serde_json::Value {
+        let state = self.state.lock();
+        serde_json::json!({
+            "revalidation": *self.revalidation.lock(),
+            "manifest_etag": state.manifest.as_ref().and_then(|m| m.validators.etag.clone()),
+            "generation": state.generation,
+        })
+    }
+
+    fn outcome(&self, outcome: &'static str) {
+        *self.revalidation.lock() = outcome;
     }
 
     /// Revalidates the manifest, once per session.
@@ -354,7 +393,7 @@ impl Tag {
             .pass(REVALIDATION_RETRY, || self.revalidate_manifest());
     }
 
-    fn revalidate_document(&self, name: &str) {
+    pub fn revalidate_document(&self, name: &str) {
         self.document_gates
             .get(&name.to_string())
             .pass(REVALIDATION_RETRY, || self.revalidate_document_now(name));
@@ -371,7 +410,7 @@ impl Tag {
     }
 
     /// A catalog or MaterialX document: from memory, the cache, or the server.
-    pub(super) fn document(&self, name: &str) -> Result<LoadedDoc, FsError> {
+    pub fn document(&self, name: &str) -> Result<LoadedDoc, FsError> {
         if let Some(doc) = self.view().documents.get(name) {
             return Ok(doc.clone());
         }
@@ -384,7 +423,7 @@ impl Tag {
             if let Some(record) = record {
                 let cached = self
                     .ctx
-                    .objects
+                    .documents
                     .read(&record.blob())
                     .map_err(|e| e.to_string())
                     .and_then(|bytes| parse_document(&self.name, name, kind, &bytes));
@@ -444,7 +483,7 @@ impl Tag {
     }
 
     fn put_document_bytes(&self, bytes: &[u8]) -> Result<Blob, FsError> {
-        self.ctx.objects.put_bytes(bytes).map_err(|e| {
+        self.ctx.documents.put_bytes(bytes).map_err(|e| {
             tracing::error!(tag = %self.name, "cannot write to the cache: {e}");
             FsError::Io(format!("cannot write to the cache: {e}"))
         })
@@ -509,29 +548,43 @@ impl Tag {
         };
         if self.ctx.offline {
             tracing::info!(tag = %self.name, "offline: serving the cached manifest");
+            self.outcome("offline");
             return true;
         }
         match self.refresh(MANIFEST_FILE, &record) {
             Refresh::Unchanged => {
                 tracing::info!(tag = %self.name, "revalidated: unchanged on the server");
+                self.outcome("unchanged");
                 true
             }
             Refresh::Changed(bytes, meta) => {
                 match parse_manifest_for(&self.name, &bytes) {
-                    Ok(manifest) => self.replace_manifest(manifest, &bytes, meta),
-                    Err(why) => tracing::error!(
-                        tag = %self.name,
-                        "the server sent an unusable manifest ({why}); keeping the cached copy"
-                    ),
+                    Ok(manifest) => {
+                        self.replace_manifest(manifest, &bytes, meta);
+                        self.outcome("changed");
+                    }
+                    Err(why) => {
+                        tracing::error!(
+                            tag = %self.name,
+                            "the server sent an unusable manifest ({why}); keeping the cached copy"
+                        );
+                        self.outcome("failed");
+                    }
                 }
                 true
             }
             Refresh::Gone => {
                 tracing::warn!(tag = %self.name, "the tag is no longer on the server; serving the cached copy");
+                self.outcome("failed");
                 true
             }
             Refresh::Failed(e) => {
                 tracing::warn!(tag = %self.name, "cannot revalidate ({e}); serving the cached copy");
+                self.outcome(if e.is_unreachable() {
+                    "offline"
+                } else {
+                    "failed"
+                });
                 false
             }
         }

@@ -4,10 +4,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::handles::{Handle, Handles, OpenFile};
-use super::inodes::{InodeTable, NodeKey};
-use crate::dataset::{Dataset, Kind, Opened, Stat, Tag};
+use super::inodes::{CONTROL_DIR, InodeTable, NodeKey, STATS_FILE};
+use crate::dataset::{Dataset, Kind, Opened, Stat};
 use crate::error::FsError;
-use crate::store::Blob;
+use crate::stats::Stats;
+
+fn stats_path() -> String {
+    format!("{CONTROL_DIR}/{STATS_FILE}")
+}
 
 /// Kernel cache time for a tag's entries and attributes: content is
 /// immutable within a version, and a change is pushed to the kernel.
@@ -78,22 +82,37 @@ impl FsCore {
     }
 
     fn stat(&self, key: &NodeKey) -> Result<Stat, FsError> {
+        let dir = Stat {
+            kind: Kind::Dir,
+            size: 0,
+            mtime: self.mounted_at,
+        };
         match &key.tag {
-            None => Ok(Stat {
-                kind: Kind::Dir,
-                size: 0,
-                mtime: self.mounted_at,
-            }),
             Some(tag) => self.dataset.tag(tag)?.stat(&key.path),
+            None if key.path.is_empty() || *key.path == *CONTROL_DIR => Ok(dir),
+            None if *key.path == *stats_path() => Ok(Stat {
+                kind: Kind::File,
+                size: self.render_stats().len() as u64,
+                mtime: SystemTime::now(),
+            }),
+            None => Err(FsError::NotFound),
         }
     }
 
+    fn render_stats(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec_pretty(&self.dataset.stats_json(self.mounted_at))
+            .expect("serializable");
+        bytes.push(b'\n');
+        bytes
+    }
+
     fn entry(ino: u64, key: &NodeKey, stat: Stat) -> Entry {
-        // The root and the tag directories: tags come and go.
-        let ttl = if key.path.is_empty() {
-            ROOT_TTL
-        } else {
-            CONTENT_TTL
+        let ttl = match (&key.tag, key.path.is_empty()) {
+            // The root and the tag directories: tags come and go.
+            (_, true) => ROOT_TTL,
+            // The statistics change all the time.
+            (None, false) => Duration::ZERO,
+            (Some(_), false) => CONTENT_TTL,
         };
         Entry {
             attr: Attr {
@@ -135,13 +154,19 @@ impl FsCore {
     pub fn opendir(&self, ino: u64) -> Result<u64, FsError> {
         let key = self.inodes.key(ino).ok_or(FsError::Stale)?;
         let children: Vec<(String, Kind)> = match &key.tag {
-            None => self
-                .dataset
-                .tag_names()
-                .into_iter()
-                .map(|n| (n, Kind::Dir))
-                .collect(),
             Some(tag) => self.dataset.tag(tag)?.list(&key.path)?,
+            None if key.path.is_empty() => {
+                let mut names: Vec<(String, Kind)> = self
+                    .dataset
+                    .tag_names()
+                    .into_iter()
+                    .map(|n| (n, Kind::Dir))
+                    .collect();
+                names.insert(0, (CONTROL_DIR.to_string(), Kind::Dir));
+                names
+            }
+            None if *key.path == *CONTROL_DIR => vec![(STATS_FILE.to_string(), Kind::File)],
+            None => return Err(FsError::NotDir),
         };
         let parent_ino = key
             .parent()
@@ -202,7 +227,16 @@ impl FsCore {
         }
         let key = self.inodes.key(ino).ok_or(FsError::Stale)?;
         let Some(tag_name) = &key.tag else {
-            return Err(FsError::IsDir);
+            if *key.path != *stats_path() {
+                return Err(FsError::IsDir);
+            }
+            // Its size changes as it is read: bypass the kernel's idea of it.
+            let fh = self.handles.insert(Handle::Snapshot(self.render_stats()));
+            return Ok(OpenReply {
+                fh,
+                keep_cache: false,
+                direct_io: true,
+            });
         };
         let tag = self.dataset.tag(tag_name)?;
         let opened = tag.open(&key.path).map_err(|e| match e {
@@ -211,10 +245,7 @@ impl FsCore {
             e => e,
         })?;
         let (content, size) = match opened {
-            Opened::Ready(blob) => (
-                Some(self.open_blob(&tag, &key.path, &blob)?),
-                Some(blob.size),
-            ),
+            Opened::Ready(open) => (Some(open.file), Some(open.blob.size)),
             Opened::Lazy(size) => (None, size),
         };
         let sizes_agree = size.is_some() && size == self.inodes.reported_size(ino);
@@ -241,7 +272,7 @@ impl FsCore {
                 return Err(error);
             }
         }
-        let blob = file.tag.content(&file.path).map_err(|e| {
+        let open = file.tag.content(&file.path).map_err(|e| {
             let e = match e {
                 FsError::NotFound => FsError::Stale,
                 e => e,
@@ -249,19 +280,8 @@ impl FsCore {
             *file.failure.lock() = Some((Instant::now(), e.clone()));
             e
         })?;
-        let opened = self.open_blob(&file.tag, &file.path, &blob)?;
-        *file.content.lock() = Some(opened.clone());
-        Ok(opened)
-    }
-
-    fn open_blob(&self, tag: &Tag, path: &str, blob: &Blob) -> Result<Arc<File>, FsError> {
-        match self.dataset.context().objects.open(&blob.digest) {
-            Ok(file) => Ok(Arc::new(file)),
-            Err(e) => {
-                tracing::error!(tag = tag.name(), path, "cannot open the cached copy: {e}");
-                Err(FsError::Io(format!("cannot open the cached copy: {e}")))
-            }
-        }
+        *file.content.lock() = Some(open.file.clone());
+        Ok(open.file)
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
@@ -269,8 +289,14 @@ impl FsCore {
             .handles
             .get(fh)
             .ok_or(FsError::Io("unknown file handle".into()))?;
-        let Handle::File(file) = &*handle else {
-            return Err(FsError::IsDir);
+        let file = match &*handle {
+            Handle::File(file) => file,
+            Handle::Snapshot(bytes) => {
+                let start = (offset as usize).min(bytes.len());
+                let end = start.saturating_add(size as usize).min(bytes.len());
+                return Ok(bytes[start..end].to_vec());
+            }
+            Handle::Dir(_) => return Err(FsError::IsDir),
         };
         let content = self.content(file)?;
         let mut buf = vec![0u8; size as usize];
@@ -284,6 +310,7 @@ impl FsCore {
             }
         }
         buf.truncate(filled);
+        Stats::add(&self.dataset.context().stats.bytes_served, filled as u64);
         Ok(buf)
     }
 

@@ -26,6 +26,8 @@ pub enum Handle {
     File(OpenFile),
     /// A listing taken at opendir, so that it stays consistent while read.
     Dir(Vec<DirEntry>),
+    /// Generated content (the statistics), fixed at open.
+    Snapshot(Vec<u8>),
 }
 
 pub struct Handles {

@@ -9,8 +9,13 @@ use parking_lot::Mutex;
 
 pub const ROOT_INO: u64 = 1;
 
-/// A node by name: `tag == None` is the mount's root, `path == ""` a tag's
-/// directory, otherwise `path` is relative to the tag.
+/// The hidden directory at the root with the session's statistics.
+pub const CONTROL_DIR: &str = ".matvisfs";
+pub const STATS_FILE: &str = "stats.json";
+
+/// A node by name: `tag == None` is the mount's root (`path == ""`) or the
+/// control directory below it; otherwise `path == ""` is a tag's directory
+/// and any other `path` is relative to the tag.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct NodeKey {
     pub tag: Option<Arc<str>>,
@@ -27,6 +32,14 @@ impl NodeKey {
 
     pub fn child(&self, name: &str) -> NodeKey {
         match &self.tag {
+            None if !self.path.is_empty() || name == CONTROL_DIR => NodeKey {
+                tag: None,
+                path: if self.path.is_empty() {
+                    name.into()
+                } else {
+                    format!("{}/{name}", self.path).into()
+                },
+            },
             None => NodeKey {
                 tag: Some(name.into()),
                 path: "".into(),
@@ -44,7 +57,21 @@ impl NodeKey {
 
     /// The parent's key and this node's name in it.
     pub fn parent(&self) -> Option<(NodeKey, &str)> {
-        let tag = self.tag.as_ref()?;
+        let Some(tag) = self.tag.as_ref() else {
+            if self.path.is_empty() {
+                return None;
+            }
+            return Some(match self.path.rsplit_once('/') {
+                Some((dir, name)) => (
+                    NodeKey {
+                        tag: None,
+                        path: dir.into(),
+                    },
+                    name,
+                ),
+                None => (NodeKey::root(), &*self.path),
+            });
+        };
         if self.path.is_empty() {
             return Some((NodeKey::root(), tag));
         }
@@ -209,6 +236,19 @@ mod tests {
         assert_eq!((parent, name), (tag.clone(), "x.json"));
         assert_eq!(tag.parent().unwrap(), (root.clone(), "v1"));
         assert!(root.parent().is_none());
+        let stats = root.child(CONTROL_DIR).child(STATS_FILE);
+        assert_eq!(
+            (stats.tag.clone(), &*stats.path),
+            (None, ".matvisfs/stats.json")
+        );
+        assert_eq!(
+            stats.parent().unwrap(),
+            (root.child(CONTROL_DIR), STATS_FILE)
+        );
+        assert_eq!(
+            root.child(CONTROL_DIR).parent().unwrap(),
+            (root.clone(), CONTROL_DIR)
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod handles;
 mod inodes;
 
 pub use self::core::{Attr, DirEntry, Entry, FsCore, Invalidation, OpenReply};
-pub use inodes::{NodeKey, ROOT_INO};
+pub use inodes::{CONTROL_DIR, NodeKey, ROOT_INO, STATS_FILE};
 
 #[cfg(test)]
 mod tests;

@@ -57,7 +57,7 @@ impl Harness {
     fn session_with(&self, offline: bool, pinned: &[&str]) -> Session {
         let remote: Arc<dyn Remote> = self.remote.clone();
         let cache = CacheDir::open(self.cache.path()).unwrap();
-        let ctx = Arc::new(Context::new(remote, cache, offline));
+        let ctx = Arc::new(Context::new(remote, cache, 0, offline));
         let changes = Arc::new(Mutex::new(Vec::new()));
         let seen = changes.clone();
         ctx.on_tag_change(move |tag| seen.lock().push(tag.to_string()));
@@ -159,7 +159,13 @@ fn the_tree_is_the_catalogs_and_listing_downloads_no_texture() {
     let release = small();
     let h = Harness::new(&release);
     let s = h.session();
-    assert_eq!(s.list("").unwrap(), [(TAG.to_string(), Kind::Dir)]);
+    assert_eq!(
+        s.list("").unwrap(),
+        [
+            (".matvisfs".to_string(), Kind::Dir),
+            (TAG.to_string(), Kind::Dir)
+        ]
+    );
     let mut walked = Vec::new();
     s.walk(TAG, &mut walked);
     let expected: Vec<String> = release.expected_tree().into_iter().collect();
@@ -601,18 +607,18 @@ fn other_tags_are_looked_up_lazily_and_misses_remembered() {
         other.files["ambientcg/1k/Rock064/color.png"]
     );
     let names: Vec<String> = s.list("").unwrap().into_iter().map(|(n, _)| n).collect();
-    assert_eq!(names, [TAG, "v2026.05.0-rc1"]);
+    assert_eq!(names, [".matvisfs", TAG, "v2026.05.0-rc1"]);
     // A cached tag is listed by the next session without being pinned.
     let next = h.session();
     let names: Vec<String> = next.list("").unwrap().into_iter().map(|(n, _)| n).collect();
-    assert_eq!(names, [TAG, "v2026.05.0-rc1"]);
+    assert_eq!(names, [".matvisfs", TAG, "v2026.05.0-rc1"]);
 }
 
 #[test]
 fn a_pinned_tag_that_cannot_load_is_an_error_naming_it() {
     let h = Harness::new(&small());
     let cache = CacheDir::open(h.cache.path()).unwrap();
-    let ctx = Arc::new(Context::new(h.remote.clone(), cache, false));
+    let ctx = Arc::new(Context::new(h.remote.clone(), cache, 0, false));
     let err = Dataset::new(ctx, vec!["v2030.01.1".into()])
         .load_pinned()
         .unwrap_err();
@@ -622,7 +628,7 @@ fn a_pinned_tag_that_cannot_load_is_an_error_naming_it() {
     );
 
     let cache = CacheDir::open(h.cache.path()).unwrap();
-    let ctx = Arc::new(Context::new(h.remote.clone(), cache, true));
+    let ctx = Arc::new(Context::new(h.remote.clone(), cache, 0, true));
     let err = Dataset::new(ctx, vec![TAG.into()])
         .load_pinned()
         .unwrap_err();

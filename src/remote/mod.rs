@@ -2,6 +2,7 @@
 //! `http` talks to a real server; `mock` (tests only) keeps files in memory.
 
 pub mod http;
+mod metered;
 #[cfg(test)]
 pub mod mock;
 mod retry;
@@ -11,6 +12,7 @@ use thiserror::Error;
 
 use crate::digest::Sha256Digest;
 
+pub use metered::Metered;
 pub use retry::RetryPolicy;
 
 /// What was remembered from a response, to ask the server "has it changed?".

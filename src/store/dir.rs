@@ -50,7 +50,12 @@ impl CacheDir {
         let dir = CacheDir {
             root: root.to_path_buf(),
         };
-        for sub in [dir.objects_dir(), dir.tmp_dir(), dir.tags_dir()] {
+        for sub in [
+            dir.objects_dir(),
+            dir.documents_dir(),
+            dir.tmp_dir(),
+            dir.tags_dir(),
+        ] {
             DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -58,6 +63,14 @@ impl CacheDir {
                 .map_err(describe)?;
         }
         dir.remove_stale_tmp();
+        // Tells backup tools (tar --exclude-caches, borg, restic) to skip it.
+        let tag = dir.root.join("CACHEDIR.TAG");
+        if !tag.exists() {
+            let _ = super::write_atomically(
+                &tag,
+                b"Signature: 8a477f597d28d172789f06886806bc55\n# This is the matvisfs cache; it can be re-downloaded.\n",
+            );
+        }
         Ok(dir)
     }
 
@@ -67,6 +80,10 @@ impl CacheDir {
 
     pub fn objects_dir(&self) -> PathBuf {
         self.root.join("objects")
+    }
+
+    pub fn documents_dir(&self) -> PathBuf {
+        self.root.join("documents")
     }
 
     pub fn tmp_dir(&self) -> PathBuf {
@@ -82,8 +99,14 @@ impl CacheDir {
         self.tags_dir().join(tag)
     }
 
+    /// Texture bodies (see [`super::ContentStore`] for the cap and index).
     pub fn objects(&self) -> ObjectStore {
         ObjectStore::new(self.objects_dir(), self.tmp_dir())
+    }
+
+    /// Manifests, catalogs and MaterialX maps.
+    pub fn documents(&self) -> ObjectStore {
+        ObjectStore::new(self.documents_dir(), self.tmp_dir())
     }
 
     pub fn has_tag(&self, tag: &str) -> bool {

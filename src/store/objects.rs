@@ -40,6 +40,55 @@ impl ObjectStore {
             .open(self.path(digest))
     }
 
+    /// Removes an object; one already gone is fine.
+    pub fn remove(&self, digest: &Sha256Digest) -> io::Result<()> {
+        match fs::remove_file(self.path(digest)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every file in the store: its digest when the name is one, and its path.
+    pub fn list(&self) -> Vec<(Option<Sha256Digest>, PathBuf)> {
+        let mut out = Vec::new();
+        let Ok(prefixes) = fs::read_dir(&self.dir) else {
+            return out;
+        };
+        for prefix in prefixes.filter_map(Result::ok) {
+            let prefix_name = prefix.file_name().to_string_lossy().into_owned();
+            let Ok(files) = fs::read_dir(prefix.path()) else {
+                // A stray file where a prefix directory belongs.
+                out.push((None, prefix.path()));
+                continue;
+            };
+            for file in files.filter_map(Result::ok) {
+                let name = format!("{prefix_name}{}", file.file_name().to_string_lossy());
+                out.push((Sha256Digest::from_hex(&name), file.path()));
+            }
+        }
+        out
+    }
+
+    /// Hashes a file without following a symlink planted in its place.
+    pub fn hash_file(path: &std::path::Path) -> io::Result<(Sha256Digest, u64)> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)?;
+        let mut hasher = Hasher::default();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut size = 0u64;
+        loop {
+            let n = io::Read::read(&mut file, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            size += n as u64;
+        }
+        Ok((hasher.finish(), size))
+    }
+
     pub fn contains(&self, blob: &Blob) -> bool {
         fs::symlink_metadata(self.path(&blob.digest))
             .is_ok_and(|m| m.is_file() && m.len() == blob.size)

@@ -1,13 +1,10 @@
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::write_atomically;
+use super::SharedLog;
 use crate::digest::Sha256Digest;
 
 /// What is known about one file of a tag.
@@ -25,49 +22,50 @@ pub struct FileRecord {
     /// Digest of the content held in the object store, once downloaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<Sha256Digest>,
+    /// The content's digest as the server states it (`X-Linked-Etag`), so
+    /// that bytes cached under another path can serve this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_sha256: Option<Sha256Digest>,
 }
 
-/// Per-file records of one tag: kept in memory, persisted as an append-only
-/// log of JSON lines (the last line for a path wins; a torn last line from a
-/// crash is ignored). The log is compacted when it holds mostly old lines.
+/// Per-file records of one tag: kept in memory, persisted as a shared log
+/// of JSON lines (the last line for a path wins). The log is compacted when
+/// it holds mostly superseded lines.
 pub struct FileRecords {
     map: Mutex<HashMap<String, FileRecord>>,
-    log: Mutex<Option<File>>,
-    path: PathBuf,
+    log: SharedLog,
 }
 
 impl FileRecords {
     pub fn open(path: PathBuf) -> Self {
+        let log = SharedLog::new(path);
         let mut map = HashMap::new();
         let mut lines = 0usize;
-        if let Ok(file) = File::open(&path) {
-            for line in BufReader::new(file).lines() {
-                let Ok(line) = line else { break };
-                lines += 1;
-                if let Ok(record) = serde_json::from_str::<FileRecord>(&line) {
-                    map.insert(record.path.clone(), record);
-                }
+        let read = log.read_new(|line| {
+            lines += 1;
+            if let Ok(record) = serde_json::from_str::<FileRecord>(line) {
+                map.insert(record.path.clone(), record);
             }
+        });
+        if let Err(e) = read {
+            tracing::warn!(path = %log.path().display(), "cannot read the file records: {e}");
         }
         let records = FileRecords {
             map: Mutex::new(map),
-            log: Mutex::new(None),
-            path,
+            log,
         };
         if lines > 2 * records.len() + 64 {
-            if let Err(e) = records.compact() {
-                tracing::warn!(path = %records.path.display(), "cannot compact the file records: {e}");
+            let compacted = records
+                .map
+                .lock()
+                .values()
+                .filter_map(|r| serde_json::to_string(r).ok())
+                .collect::<Vec<_>>();
+            if let Err(e) = records.log.rewrite(compacted) {
+                tracing::warn!(path = %records.log.path().display(), "cannot compact the file records: {e}");
             }
         }
         records
-    }
-
-    pub fn len(&self) -> usize {
-        self.map.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// The highest generation any record carries.
@@ -80,49 +78,33 @@ impl FileRecords {
             .unwrap_or(0)
     }
 
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn get(&self, path: &str) -> Option<FileRecord> {
         self.map.lock().get(path).cloned()
+    }
+
+    /// Every record, for reports.
+    pub fn all(&self) -> Vec<FileRecord> {
+        self.map.lock().values().cloned().collect()
     }
 
     /// Records `record` in memory and appends it to the log. A log that
     /// cannot be written only costs requests in a later session.
     pub fn put(&self, record: FileRecord) {
-        let mut line = match serde_json::to_string(&record) {
-            Ok(line) => line,
-            Err(_) => return,
+        let Ok(line) = serde_json::to_string(&record) else {
+            return;
         };
-        line.push('\n');
         self.map.lock().insert(record.path.clone(), record);
-        let mut log = self.log.lock();
-        if log.is_none() {
-            match OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode(0o600)
-                .open(&self.path)
-            {
-                Ok(file) => *log = Some(file),
-                Err(e) => {
-                    tracing::warn!(path = %self.path.display(), "cannot open the file records: {e}");
-                    return;
-                }
-            }
+        if let Err(e) = self.log.append(&line) {
+            tracing::warn!(path = %self.log.path().display(), "cannot append to the file records: {e}");
         }
-        if let Some(file) = log.as_mut() {
-            if let Err(e) = file.write_all(line.as_bytes()) {
-                tracing::warn!(path = %self.path.display(), "cannot append to the file records: {e}");
-            }
-        }
-    }
-
-    fn compact(&self) -> io::Result<()> {
-        let mut out = String::new();
-        for record in self.map.lock().values() {
-            out.push_str(&serde_json::to_string(record).map_err(io::Error::other)?);
-            out.push('\n');
-        }
-        let _log = self.log.lock();
-        write_atomically(&self.path, out.as_bytes())
     }
 }
 
@@ -137,6 +119,7 @@ mod tests {
             size: Some(size),
             etag: Some("\"e\"".into()),
             sha256: Some(Sha256Digest::of(path.as_bytes())),
+            remote_sha256: None,
         }
     }
 
@@ -166,7 +149,11 @@ mod tests {
             records.put(record("x/1k/m/ao.png", generation, generation));
         }
         drop(records);
-        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         file.write_all(b"{\"path\": \"x/1k/m/ao.png\", \"genera")
             .unwrap();
         let again = FileRecords::open(path.clone());

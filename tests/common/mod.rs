@@ -58,13 +58,14 @@ impl Served {
             .count()
     }
 
+    /// Texture downloads (GETs of the resolve endpoint; the CDN hop they
+    /// redirect to is not counted again).
     pub fn texture_gets(&self) -> usize {
         self.server
             .requests()
             .iter()
-            .filter(|r| {
-                r.method == "GET" && (r.path.ends_with(".png") || r.path.ends_with(".ktx2"))
-            })
+            .filter(|r| r.method == "GET" && !r.path.starts_with("cdn/"))
+            .filter(|r| r.path.ends_with(".png") || r.path.ends_with(".ktx2"))
             .count()
     }
 }

@@ -1,0 +1,262 @@
+//! `matvisfs prefetch`: download a selection of textures into the cache, in
+//! parallel, so that a later `mount --offline` serves it without a request.
+//! Files already cached cost nothing, so an interrupted run resumes.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use parking_lot::Mutex;
+
+use crate::cli::PrefetchArgs;
+use crate::dataset::{Context, Dataset, Tag};
+use crate::format::texture_extension;
+use crate::logging;
+use crate::mount::make_remote;
+use crate::size::format_size;
+use crate::store::CacheDir;
+
+/// Between progress lines when stderr is not a terminal.
+const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// Failures listed one by one in the summary.
+const FAILURES_SHOWN: usize = 10;
+
+pub fn run(args: PrefetchArgs) -> Result<(), String> {
+    logging::to_stderr(args.verbose);
+    let cache = CacheDir::open(&args.cache.dir()?)?;
+    let remote = make_remote(&args.remote)?;
+    let ctx = Arc::new(Context::new(
+        remote,
+        cache,
+        args.cache.cache_max_size,
+        args.remote.offline,
+    ));
+    let dataset = Dataset::new(ctx.clone(), args.tags.clone());
+    dataset.load_pinned()?;
+    let mut work: Vec<(Arc<Tag>, String)> = Vec::new();
+    for name in &args.tags {
+        let tag = dataset.tag(name).map_err(|e| format!("tag {name}: {e}"))?;
+        tag.revalidate();
+        for path in selection(&tag, &args.sources, &args.tiers)? {
+            work.push((tag.clone(), path));
+        }
+    }
+    let started = Instant::now();
+    let failures = download_all(&ctx, &work, args.jobs.max(1));
+    summarize(&ctx, work.len(), &failures, started.elapsed())
+}
+
+/// Paths of every texture of the selected sources and tiers, with each
+/// source's catalog loaded fresh.
+fn selection(tag: &Tag, sources: &[String], tiers: &[String]) -> Result<Vec<String>, String> {
+    let manifest = tag.view().manifest.clone();
+    let available: Vec<&str> = manifest
+        .sources
+        .iter()
+        .filter(|s| s.has_directory())
+        .map(|s| s.name.as_str())
+        .collect();
+    for wanted in sources {
+        if !available.contains(&wanted.as_str()) {
+            return Err(format!(
+                "tag {} has no texture source {wanted:?} (it has: {})",
+                tag.name(),
+                available.join(", ")
+            ));
+        }
+    }
+    let all_tiers: Vec<&String> = manifest.sources.iter().flat_map(|s| &s.tiers).collect();
+    for wanted in tiers {
+        if !all_tiers.contains(&wanted) {
+            return Err(format!("tag {} has no tier {wanted:?}", tag.name()));
+        }
+    }
+    // Every document of the tag, so that an offline mount lists it all.
+    for document in manifest
+        .sources
+        .iter()
+        .flat_map(|s| std::iter::once(&s.catalog).chain(&s.mtlx))
+    {
+        tag.revalidate_document(document);
+        tag.document(document)
+            .map_err(|e| format!("tag {}: {document}: {e}", tag.name()))?;
+    }
+    let mut paths = Vec::new();
+    for source in manifest.sources.iter().filter(|s| s.has_directory()) {
+        if !sources.is_empty() && !sources.contains(&source.name) {
+            continue;
+        }
+        let catalog = tag
+            .catalog(&source.catalog)
+            .map_err(|e| format!("tag {}: catalog {}: {e}", tag.name(), source.catalog))?;
+        for tier in source
+            .tiers
+            .iter()
+            .filter(|t| tiers.is_empty() || tiers.contains(t))
+        {
+            let ext = texture_extension(tier);
+            for material in catalog.materials.iter().filter(|m| m.in_tier(tier)) {
+                for channel in material.channels.iter() {
+                    paths.push(format!(
+                        "{}/{tier}/{}/{channel}.{ext}",
+                        source.name, material.id
+                    ));
+                }
+            }
+        }
+    }
+    Ok(paths)
+}
+
+/// Runs `jobs` workers over `work` with a progress display; returns failures.
+fn download_all(ctx: &Context, work: &[(Arc<Tag>, String)], jobs: usize) -> Vec<(String, String)> {
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let finished = AtomicBool::new(false);
+    let failures = Mutex::new(Vec::new());
+    let progress = Progress::new(work.len());
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !finished.load(Ordering::Relaxed) {
+                progress.show(done.load(Ordering::Relaxed), ctx);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        let workers: Vec<_> = (0..jobs)
+            .map(|_| {
+                scope.spawn(|| {
+                    while let Some((tag, path)) = work.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        if let Err(e) = tag.content(path) {
+                            failures
+                                .lock()
+                                .push((format!("{}/{path}", tag.name()), e.to_string()));
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            let _ = worker.join();
+        }
+        finished.store(true, Ordering::Relaxed);
+    });
+    progress.finish();
+    failures.into_inner()
+}
+
+/// A progress bar on a terminal, a line every few seconds otherwise.
+struct Progress {
+    bar: Option<ProgressBar>,
+    total: usize,
+    started: Instant,
+    last_line: Mutex<Instant>,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(total as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} {wide_bar} {pos}/{len} files  {msg}  ETA {eta}",
+                )
+                .expect("a valid template"),
+            );
+            bar
+        });
+        Progress {
+            bar,
+            total,
+            started: Instant::now(),
+            last_line: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn show(&self, done: usize, ctx: &Context) {
+        let bytes = ctx.stats.bytes_downloaded.load(Ordering::Relaxed);
+        let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
+        let rate = format!("{}/s", format_size((bytes as f64 / elapsed) as u64));
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(done as u64);
+                bar.set_message(format!("{} downloaded, {rate}", format_size(bytes)));
+            }
+            None => {
+                let mut last = self.last_line.lock();
+                if last.elapsed() < PLAIN_PROGRESS_EVERY {
+                    return;
+                }
+                *last = Instant::now();
+                let eta = if done == 0 {
+                    "?".to_string()
+                } else {
+                    format!("{:.0}s", elapsed / done as f64 * (self.total - done) as f64)
+                };
+                eprintln!(
+                    "prefetch: {done}/{} files, {} downloaded, {rate}, ETA {eta}",
+                    self.total,
+                    format_size(bytes)
+                );
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn summarize(
+    ctx: &Context,
+    total: usize,
+    failures: &[(String, String)],
+    took: Duration,
+) -> Result<(), String> {
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let stats = &ctx.stats;
+    let (files, bytes) = ctx.content.totals();
+    println!(
+        "prefetched {total} files in {:.1} s: {} downloaded ({}), {} already cached, {} found under another path, {} failed",
+        took.as_secs_f64(),
+        get(&stats.cache_misses),
+        format_size(get(&stats.bytes_downloaded)),
+        get(&stats.cache_hits),
+        get(&stats.dedupe_hits),
+        failures.len()
+    );
+    let cap = ctx.content.cap();
+    let cap_text = if cap == 0 {
+        "no limit".to_string()
+    } else {
+        format!("limit {}", format_size(cap))
+    };
+    println!(
+        "cache: {} in {files} files ({cap_text})",
+        format_size(bytes)
+    );
+    if ctx.content.evictions() > 0 {
+        eprintln!(
+            "warning: the selection does not fit the cache limit: {} files were evicted again; raise --cache-max-size",
+            ctx.content.evictions()
+        );
+    }
+    for (path, error) in failures.iter().take(FAILURES_SHOWN) {
+        eprintln!("failed: {path}: {error}");
+    }
+    if failures.len() > FAILURES_SHOWN {
+        eprintln!("... and {} more", failures.len() - FAILURES_SHOWN);
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} of {total} files could not be prefetched",
+            failures.len()
+        ))
+    }
+}

@@ -1,0 +1,380 @@
+//! The content cache through real mounts and commands: deduplication, the
+//! size cap, prefetch for offline use, crash safety, the cache commands and
+//! the statistics file.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{BIN, Mount, Served, TAG, read};
+use matvisfs::devserver::{Fault, FaultRule};
+use matvisfs::fixture::{Release, ReleaseSpec};
+
+const OTHER: &str = "v2026.05.0-rc1";
+
+fn matvisfs(args: &[&str], cache: &Path) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--cache-dir")
+        .arg(cache)
+        .env_remove("MATVISFS_CACHE_MAX_SIZE")
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn prefetch(served: &Served, cache: &Path, extra: &[&str]) -> Output {
+    let base = served.base_url();
+    let mut args = vec!["prefetch", "--base-url", &base, "--backoff-base", "0.01"];
+    args.extend_from_slice(extra);
+    matvisfs(&args, cache)
+}
+
+/// Bytes of texture content on disk.
+fn stored_bytes(cache: &Path) -> u64 {
+    fn walk(dir: &Path) -> u64 {
+        fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| {
+                        if e.path().is_dir() {
+                            walk(&e.path())
+                        } else {
+                            e.metadata().unwrap().len()
+                        }
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    walk(&cache.join("objects"))
+}
+
+fn stats(mount: &Mount) -> serde_json::Value {
+    serde_json::from_slice(&read(&mount.path.join(".matvisfs/stats.json")).unwrap()).unwrap()
+}
+
+/// The small release, and the same files published under a second tag.
+fn serve_with_twin() -> (Served, Release) {
+    let served = Served::small();
+    let twin = Release {
+        tag: OTHER.into(),
+        files: served.release.files.clone(),
+    };
+    twin.write_to(served.dir.path()).unwrap();
+    (served, twin)
+}
+
+#[test]
+fn a_second_tag_with_the_same_bytes_downloads_nothing() {
+    let (served, twin) = serve_with_twin();
+    let mount = Mount::builder(&served.base_url())
+        .arg("--tag")
+        .arg(TAG)
+        .arg("--tag")
+        .arg(OTHER)
+        .start();
+    for (path, bytes) in served.release.textures() {
+        assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes);
+    }
+    served.server.clear_requests();
+    for (path, bytes) in twin.textures() {
+        assert_eq!(
+            &read(&mount.path.join(OTHER).join(path)).unwrap(),
+            bytes,
+            "{path}"
+        );
+    }
+    let gets: Vec<_> = served
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && (r.path.ends_with(".png") || r.path.ends_with(".ktx2")))
+        .collect();
+    assert!(gets.is_empty(), "{gets:#?}");
+    let stats = stats(&mount);
+    assert_eq!(stats["cache"]["dedupe_hits"], twin.textures().count());
+    assert_eq!(stats["cache"]["files"], served.release.textures().count());
+}
+
+#[test]
+fn the_cap_holds_while_reading_more_than_it_through_the_mount() {
+    let served = Served::small();
+    let total: usize = served.release.textures().map(|(_, b)| b.len()).sum();
+    let cap = total / 4;
+    let mount = Mount::builder(&served.base_url())
+        .arg("--cache-max-size")
+        .arg(&cap.to_string())
+        .start();
+    for round in 0..2 {
+        for (path, bytes) in served.release.textures() {
+            assert_eq!(
+                &read(&mount.tag_path(path)).unwrap(),
+                bytes,
+                "round {round}: {path}"
+            );
+            let stored = stored_bytes(&mount.cache);
+            assert!(stored <= cap as u64, "{stored} > {cap} after {path}");
+        }
+    }
+    // A file that stays open keeps reading correctly while it is evicted.
+    let (path, bytes) = served.release.textures().next().unwrap();
+    let mut open = fs::File::open(mount.tag_path(path)).unwrap();
+    for (other, _) in served.release.textures().skip(1) {
+        read(&mount.tag_path(other)).unwrap();
+    }
+    let mut again = Vec::new();
+    std::io::Read::read_to_end(&mut open, &mut again).unwrap();
+    assert_eq!(&again, bytes);
+    assert!(stats(&mount)["cache"]["evictions"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn prefetch_then_an_offline_mount_reads_everything_without_a_request() {
+    let served = Served::small();
+    let cache = tempfile::tempdir().unwrap();
+    let output = prefetch(&served, cache.path(), &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let textures = served.release.textures().count();
+    assert!(
+        stdout(&output).contains(&format!("prefetched {textures} files")),
+        "{}",
+        stdout(&output)
+    );
+    assert!(
+        stdout(&output).contains(&format!("{textures} downloaded")),
+        "{}",
+        stdout(&output)
+    );
+
+    // Resumable: a second run finds everything cached.
+    served.server.clear_requests();
+    let again = prefetch(&served, cache.path(), &[]);
+    assert!(
+        stdout(&again).contains("0 downloaded")
+            && stdout(&again).contains(&format!("{textures} already cached"))
+    );
+    assert_eq!(served.texture_gets(), 0);
+
+    let mut server = served;
+    server.server.stop();
+    let mount = Mount::builder(&server.base_url())
+        .cache(cache.path())
+        .arg("--offline")
+        .start();
+    for (path, bytes) in &server.release.files {
+        if !path.ends_with(".tier_complete") {
+            assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
+        }
+    }
+    let stats = stats(&mount);
+    assert_eq!(stats["requests"], serde_json::json!({}), "{stats:#}");
+    assert_eq!(stats["tags"][TAG]["revalidation"], "offline");
+}
+
+#[test]
+fn prefetch_takes_a_selection_and_refuses_unknown_names() {
+    let served = Served::small();
+    let cache = tempfile::tempdir().unwrap();
+    let output = prefetch(
+        &served,
+        cache.path(),
+        &["--source", "ambientcg", "--tier", "1k", "--jobs", "2"],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let selected = served
+        .release
+        .textures()
+        .filter(|(p, _)| p.starts_with("ambientcg/1k/"))
+        .count();
+    assert!(
+        stdout(&output).contains(&format!("prefetched {selected} files")),
+        "{}",
+        stdout(&output)
+    );
+    assert_eq!(served.texture_gets(), selected);
+    let bad = prefetch(&served, cache.path(), &["--tier", "16k"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no tier \"16k\""));
+    let bad = prefetch(&served, cache.path(), &["--source", "nope"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("ambientcg, gpuopen"));
+}
+
+#[test]
+fn a_killed_prefetch_or_mount_leaves_a_clean_cache_that_serves_correct_bytes() {
+    let served = Served::new(Release::generate(&ReleaseSpec::small(TAG)));
+    let cache = tempfile::tempdir().unwrap();
+    served.server.inject(FaultRule::new(
+        "cdn/",
+        Fault::Delay(Duration::from_millis(150)),
+    ));
+    let mut child = Command::new(BIN)
+        .args(["prefetch", "--base-url", &served.base_url(), "--jobs", "4"])
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        stored_bytes(cache.path()) > 0,
+        "the prefetch got somewhere before it was killed"
+    );
+
+    {
+        let mut mount = Mount::builder(&served.base_url())
+            .cache(cache.path())
+            .start();
+        std::thread::scope(|scope| {
+            for (path, _) in served.release.textures() {
+                let file = mount.tag_path(path);
+                scope.spawn(move || {
+                    let _ = read(&file);
+                });
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            mount.signal(libc::SIGKILL);
+        });
+        mount.wait_exit(Duration::from_secs(10));
+    }
+    let verify = matvisfs(&["cache", "verify"], cache.path());
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        stdout(&verify),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(
+        stdout(&verify).contains(": 0 corrupt"),
+        "{}",
+        stdout(&verify)
+    );
+
+    served.server.clear_faults();
+    let mount = Mount::builder(&served.base_url())
+        .cache(cache.path())
+        .start();
+    for (path, bytes) in served.release.textures() {
+        assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
+    }
+}
+
+#[test]
+fn cache_commands_report_verify_and_clear_while_mounted() {
+    let (served, twin) = serve_with_twin();
+    let mut only_in_twin = twin.clone();
+    let extra = "ambientcg/1k/Rock064/color.png";
+    only_in_twin.files.insert(
+        extra.into(),
+        matvisfs::fixture::images::png("twin only", "color", 16),
+    );
+    only_in_twin.write_to(served.dir.path()).unwrap();
+    let mount = Mount::builder(&served.base_url())
+        .arg("--tag")
+        .arg(TAG)
+        .arg("--tag")
+        .arg(OTHER)
+        .start();
+    for (path, _) in served.release.textures() {
+        read(&mount.tag_path(path)).unwrap();
+        read(&mount.path.join(OTHER).join(path)).unwrap_or_default();
+    }
+    let status = matvisfs(&["cache", "status"], &mount.cache);
+    let text = stdout(&status);
+    assert!(status.status.success());
+    for expected in [
+        format!("tag {TAG}"),
+        format!("tag {OTHER}"),
+        "ambientcg/1k".into(),
+        "deduplication saves".into(),
+        "limit 5.0 GB".into(),
+    ] {
+        assert!(text.contains(&expected), "{expected:?} missing in:\n{text}");
+    }
+    let verify = matvisfs(&["cache", "verify"], &mount.cache);
+    assert!(
+        stdout(&verify).contains(": 0 corrupt"),
+        "{}",
+        stdout(&verify)
+    );
+
+    // Clearing the twin removes only what it alone uses.
+    let clear = matvisfs(&["cache", "clear", "--tag", OTHER], &mount.cache);
+    assert!(
+        stdout(&clear).contains("removed 1 file"),
+        "{}",
+        stdout(&clear)
+    );
+    served.server.clear_requests();
+    for (path, bytes) in served.release.textures() {
+        assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes);
+    }
+    assert_eq!(served.texture_gets(), 0, "the shared content stayed");
+    // Everything: the mount downloads again and still serves the right bytes.
+    let clear = matvisfs(&["cache", "clear"], &mount.cache);
+    assert!(clear.status.success());
+    assert_eq!(stored_bytes(&mount.cache), 0);
+    let (path, bytes) = served.release.textures().last().unwrap();
+    let again = Mount::builder(&served.base_url())
+        .cache(&mount.cache)
+        .start();
+    assert_eq!(&read(&again.tag_path(path)).unwrap(), bytes);
+}
+
+#[test]
+fn the_statistics_file_counts_the_session() {
+    let served = Served::small();
+    let cache = tempfile::tempdir().unwrap();
+    drop(
+        Mount::builder(&served.base_url())
+            .cache(cache.path())
+            .start(),
+    );
+    let mount = Mount::builder(&served.base_url())
+        .cache(cache.path())
+        .start();
+    let path = "ambientcg/512/Wood051/normal.png";
+    let size = read(&mount.tag_path(path)).unwrap().len() as u64;
+    read(&mount.tag_path(path)).unwrap();
+    let stats = stats(&mount);
+    assert_eq!(stats["requests"]["manifest"]["304"], 1, "{stats:#}");
+    assert_eq!(stats["requests"]["texture"]["200"], 1);
+    assert_eq!(stats["requests"]["size"]["200"], 1);
+    assert_eq!(stats["cache"]["misses"], 1);
+    assert!(stats["bytes"]["downloaded"].as_u64().unwrap() >= size);
+    assert!(stats["bytes"]["served"].as_u64().unwrap() >= size);
+    assert_eq!(stats["tags"][TAG]["revalidation"], "unchanged");
+    assert!(
+        stats["tags"][TAG]["manifest_etag"]
+            .as_str()
+            .unwrap()
+            .starts_with('"')
+    );
+    // Hidden from a plain listing by its dot, there for whoever asks.
+    let listed = Command::new("ls").arg(&mount.path).output().unwrap();
+    assert_eq!(stdout(&listed).trim(), TAG);
+    assert!(
+        fs::metadata(mount.path.join(".matvisfs/stats.json"))
+            .unwrap()
+            .len()
+            > 0
+    );
+}
