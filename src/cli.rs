@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::remote::RetryPolicy;
-use crate::remote::http::HttpSettings;
+use crate::remote::http::{HttpSettings, Secret};
 
 pub const DEFAULT_BASE_URL: &str = "https://huggingface.co/datasets/gerchowl/mat-vis/resolve";
 /// The reference client's default release.
@@ -31,6 +31,9 @@ Environment:
   XDG_CACHE_HOME          default cache directory is $XDG_CACHE_HOME/matvisfs
   MATVISFS_CACHE_MAX_SIZE as --cache-max-size
   MATVISFS_TIMEOUT        as --timeout
+  MATVISFS_MAX_FILE_SIZE  as --max-file-size
+  HF_TOKEN                access token for a private dataset (see --token-file)
+  MATVISFS_CA_FILE        as --ca-file
   MAT_VIS_MAX_RETRIES     as --retries
   MAT_VIS_BACKOFF_BASE    as --backoff-base
   MAT_VIS_RETRY_MAX_WAIT  as --retry-max-wait
@@ -201,20 +204,62 @@ pub struct RemoteArgs {
         value_name = "SECONDS"
     )]
     pub retry_max_wait: f64,
+
+    /// Files larger than this are refused, whatever the server announces or
+    /// sends.
+    #[arg(
+        long,
+        env = "MATVISFS_MAX_FILE_SIZE",
+        default_value = "2GiB",
+        value_name = "SIZE",
+        value_parser = crate::size::parse_size
+    )]
+    pub max_file_size: u64,
+
+    /// A file holding an access token for a private dataset (HF_TOKEN holds
+    /// one too). It is sent only to the base URL's host, only over HTTPS,
+    /// never to a host a redirect points to, and never logged.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Extra certificate authorities to trust (PEM), beside the system's.
+    #[arg(long, env = "MATVISFS_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl RemoteArgs {
-    pub fn http_settings(&self) -> HttpSettings {
+    pub fn http_settings(&self) -> Result<HttpSettings, String> {
         let seconds = |s: f64| Duration::from_secs_f64(s.max(0.0));
-        HttpSettings {
-            base: self.base_url.clone(),
-            timeout: Duration::from_secs(self.timeout.max(1)),
-            retry: RetryPolicy {
-                max_retries: self.retries,
-                backoff_base: seconds(self.backoff_base),
-                max_wait: seconds(self.retry_max_wait),
-            },
-        }
+        let retry = RetryPolicy {
+            max_retries: self.retries,
+            backoff_base: seconds(self.backoff_base),
+            max_wait: seconds(self.retry_max_wait),
+        };
+        let token = match &self.token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?,
+            ),
+            None => std::env::var("HF_TOKEN").ok(),
+        };
+        let ca_pem = match &self.ca_file {
+            Some(path) => Some(
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        Ok(HttpSettings {
+            token: token
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .map(Secret),
+            ca_pem,
+            ..HttpSettings::new(
+                &self.base_url,
+                Duration::from_secs(self.timeout.max(1)),
+                retry,
+            )
+        })
     }
 }
 

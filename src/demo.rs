@@ -64,11 +64,11 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
         let server =
             DevServer::start(&data).map_err(|e| format!("cannot start the sample server: {e}"))?;
         tracing::info!(base = %server.base_url(), "serving the sample release");
-        let remote = HttpRemote::new(&HttpSettings {
-            base: server.base_url(),
-            timeout: Duration::from_secs(10),
-            retry: RetryPolicy::default(),
-        })?;
+        let remote = HttpRemote::new(&HttpSettings::new(
+            &server.base_url(),
+            Duration::from_secs(10),
+            RetryPolicy::default(),
+        ))?;
         // The sample is small: no cap needed.
         let ctx = Context::new(Arc::new(remote), cache, 0, false);
         let tags = vec![DEFAULT_TAG.to_string()];

@@ -9,8 +9,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
+use std::time::Duration;
 
-use fuser::{Config, INodeNo, MountOption, Notifier, Session, SessionACL, SessionUnmounter};
+use fuser::{Config, INodeNo, MountOption, Notifier, Session, SessionACL};
 
 use crate::cli::{MountArgs, RemoteArgs, RunArgs};
 use crate::daemon::{self, Readiness};
@@ -40,7 +41,8 @@ pub fn run(args: MountArgs) -> Result<(), String> {
             cache,
             args.cache.cache_max_size,
             args.remote.offline,
-        );
+        )
+        .with_max_file_size(args.remote.max_file_size);
         load_and_serve(
             ctx,
             args.tags.clone(),
@@ -79,7 +81,7 @@ pub fn make_remote(args: &RemoteArgs) -> Result<Arc<dyn Remote>, String> {
             base: args.base_url.clone(),
         }));
     }
-    Ok(Arc::new(HttpRemote::new(&args.http_settings())?))
+    Ok(Arc::new(HttpRemote::new(&args.http_settings()?)?))
 }
 
 /// Loads the pinned `tags` and serves them at `mountpoint` until unmounted.
@@ -128,8 +130,7 @@ fn serve(
             format!("cannot mount at {}: {e}{hint}", mountpoint.display())
         })?;
     start_invalidator(&core, session.notifier());
-    let mut session = session;
-    watch_signals(session.unmount_callable())?;
+    watch_signals(mountpoint.to_path_buf())?;
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
     readiness.report(Ok(()));
     session
@@ -175,7 +176,12 @@ fn start_invalidator(core: &Arc<FsCore>, notifier: Notifier) {
         .expect("spawning a thread");
 }
 
-fn watch_signals(mut unmounter: SessionUnmounter) -> Result<(), String> {
+/// After a signal, the session has this long to end by itself once
+/// unmounted; then the process exits, which makes the kernel fail whatever
+/// is still pending with ENOTCONN instead of leaving it hanging.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+fn watch_signals(mountpoint: PathBuf) -> Result<(), String> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -184,9 +190,16 @@ fn watch_signals(mut unmounter: SessionUnmounter) -> Result<(), String> {
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
                 tracing::info!(signal, "unmounting on signal");
-                if let Err(e) = unmounter.unmount() {
-                    tracing::error!("cannot unmount: {e}");
+                // Busy (files open, reads in flight): detach now, finish later.
+                if let Err(busy) = unmount(&mountpoint, false) {
+                    tracing::info!("{busy}; detaching lazily");
+                    if let Err(e) = unmount(&mountpoint, true) {
+                        tracing::error!("cannot unmount: {e}");
+                    }
                 }
+                std::thread::sleep(SHUTDOWN_GRACE);
+                tracing::warn!("files are still open after {SHUTDOWN_GRACE:?}; exiting anyway");
+                std::process::exit(0);
             }
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;

@@ -27,12 +27,15 @@ pub fn run(args: PrefetchArgs) -> Result<(), String> {
     logging::to_stderr(args.verbose);
     let cache = CacheDir::open(&args.cache.dir()?)?;
     let remote = make_remote(&args.remote)?;
-    let ctx = Arc::new(Context::new(
-        remote,
-        cache,
-        args.cache.cache_max_size,
-        args.remote.offline,
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            remote,
+            cache,
+            args.cache.cache_max_size,
+            args.remote.offline,
+        )
+        .with_max_file_size(args.remote.max_file_size),
+    );
     let dataset = Dataset::new(ctx.clone(), args.tags.clone());
     dataset.load_pinned()?;
     let mut work: Vec<(Arc<Tag>, String)> = Vec::new();

@@ -218,32 +218,6 @@ fn sigterm_and_sigint_unmount_cleanly() {
 }
 
 #[test]
-fn a_dead_mountpoint_is_recovered() {
-    let served = Served::small();
-    let mut first = Mount::builder(&served.base_url()).start();
-    first.signal(libc::SIGKILL);
-    first.wait_exit(Duration::from_secs(10));
-    let err = fs::metadata(&first.path).unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN));
-    // Mounting again on the same directory explains and recovers.
-    let output = background_mount(
-        &first.path,
-        &served.base_url(),
-        &first.dir.path().join("cache"),
-    )
-    .output()
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("Transport endpoint is not connected"),
-        "{stderr}"
-    );
-    assert!(read(&first.tag_path("release-manifest.json")).is_ok());
-    // `first`'s guard unmounts this second mount too.
-}
-
-#[test]
 fn mounting_refuses_a_missing_or_busy_mountpoint() {
     let served = Served::small();
     let mount = Mount::builder(&served.base_url()).start();

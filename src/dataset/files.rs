@@ -194,7 +194,12 @@ impl Tag {
             tracing::error!(tag = %self.name, path, "cannot write to the cache: {e}");
             FsError::Io(format!("cannot write to the cache: {e}"))
         };
-        let mut ingest = self.ctx.content.ingest().map_err(local)?;
+        let mut ingest = self
+            .ctx
+            .content
+            .ingest()
+            .map_err(local)?
+            .with_limit(self.ctx.max_file_size);
         match self
             .ctx
             .remote

@@ -36,6 +36,8 @@ pub struct Context {
     pub stats: Arc<Stats>,
     /// `--offline`: no request is ever sent.
     pub offline: bool,
+    /// Texture files larger than this are refused (`--max-file-size`).
+    pub max_file_size: u64,
     change_hook: OnceLock<ChangeHook>,
 }
 
@@ -55,8 +57,14 @@ impl Context {
             content,
             stats,
             offline,
+            max_file_size: u64::MAX,
             change_hook: OnceLock::new(),
         }
+    }
+
+    pub fn with_max_file_size(mut self, limit: u64) -> Self {
+        self.max_file_size = limit;
+        self
     }
 
     /// Called with the tag's name whenever a tag is seen to change on the

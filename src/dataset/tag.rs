@@ -12,7 +12,9 @@ use super::view::{Kind, LoadedDoc, Lookup, Node, TagView};
 use crate::digest::Sha256Digest;
 use crate::error::FsError;
 use crate::flight::{Gate, Gates, SingleFlight};
-use crate::format::{Catalog, MANIFEST_FILE, Manifest, parse_catalog, parse_manifest};
+use crate::format::{
+    Catalog, MANIFEST_FILE, Manifest, check_materialx_map, parse_catalog, parse_manifest,
+};
 use crate::remote::{FetchError, GetOutcome, MemorySink, RemoteMeta, Validators};
 use crate::store::{Blob, DocRecord, FileRecords, OpenBlob, TagState, TagStore};
 
@@ -112,11 +114,9 @@ fn parse_document(
             report_skipped(tag, name, &parsed.skipped);
             Ok(Some(Arc::new(parsed.value)))
         }
-        DocKind::MaterialX => match serde_json::from_slice::<serde_json::Value>(bytes) {
-            Ok(serde_json::Value::Object(_)) => Ok(None),
-            Ok(_) => Err("unexpected shape: not a JSON object".into()),
-            Err(e) => Err(format!("not valid JSON: {e}")),
-        },
+        DocKind::MaterialX => check_materialx_map(bytes)
+            .map(|()| None)
+            .map_err(|e| e.to_string()),
     }
 }
 

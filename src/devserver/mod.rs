@@ -37,6 +37,9 @@ pub struct ServerOptions {
     /// Textures answer with a redirect to the CDN path, as LFS files do.
     pub lfs_redirects: bool,
     pub validators: Validators,
+    /// Where redirects point (`http://other-host:port`): another server's
+    /// `/cdn/` path instead of this one's.
+    pub cdn_base: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -44,6 +47,7 @@ impl Default for ServerOptions {
         ServerOptions {
             lfs_redirects: true,
             validators: Validators::ETagAndDate,
+            cdn_base: None,
         }
     }
 }
@@ -57,6 +61,8 @@ pub struct LoggedRequest {
     /// `If-None-Match` or `If-Modified-Since` was sent.
     pub conditional: bool,
     pub range: bool,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +79,14 @@ pub enum Fault {
     ShortBody,
     /// Answer 200 with these bytes instead of the file.
     Replace(Vec<u8>),
+    /// Send more bytes than Content-Length says, keeping the connection.
+    LongBody,
+    /// Send the body one byte at a time, this far apart.
+    Trickle(Duration),
+    /// Send the body chunked, without any length.
+    Chunked,
+    /// Redirect to the very same URL.
+    RedirectLoop,
     /// Wait this long, then answer normally.
     Delay(Duration),
 }
@@ -134,6 +148,7 @@ impl Shared {
 pub struct DevServer {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
     acceptor: Option<JoinHandle<()>>,
 }
 
@@ -144,8 +159,41 @@ impl DevServer {
     }
 
     pub fn start_with(root: impl Into<PathBuf>, options: ServerOptions) -> io::Result<DevServer> {
+        Self::launch(root.into(), options, None)
+    }
+
+    /// Serves over HTTPS with this certificate chain and key (PEM).
+    pub fn start_tls(
+        root: impl Into<PathBuf>,
+        options: ServerOptions,
+        cert_chain_pem: &[u8],
+        key_pem: &[u8],
+    ) -> io::Result<DevServer> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let invalid =
+            |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
+        let certs = CertificateDer::pem_slice_iter(cert_chain_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(&e))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| invalid(&e))?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid(&e))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| invalid(&e))?;
+        Self::launch(root.into(), options, Some(Arc::new(config)))
+    }
+
+    fn launch(
+        root: PathBuf,
+        options: ServerOptions,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> io::Result<DevServer> {
         let shared = Arc::new(Shared {
-            root: root.into(),
+            root,
             options: Mutex::new(options),
             log: Mutex::new(Vec::new()),
             faults: Mutex::new(Vec::new()),
@@ -155,10 +203,11 @@ impl DevServer {
         });
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
-        let acceptor = Some(spawn_acceptor(listener, shared.clone()));
+        let acceptor = Some(spawn_acceptor(listener, shared.clone(), tls.clone()));
         Ok(DevServer {
             shared,
             addr,
+            tls,
             acceptor,
         })
     }
@@ -169,7 +218,8 @@ impl DevServer {
 
     /// The value for `--base-url` / `MAT_VIS_HF_BASE`.
     pub fn base_url(&self) -> String {
-        format!("http://{}/resolve", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}/resolve", self.addr)
     }
 
     pub fn set_options(&self, options: ServerOptions) {
@@ -222,7 +272,11 @@ impl DevServer {
         }
         let listener = TcpListener::bind(self.addr)?;
         self.shared.stopping.store(false, Ordering::SeqCst);
-        self.acceptor = Some(spawn_acceptor(listener, self.shared.clone()));
+        self.acceptor = Some(spawn_acceptor(
+            listener,
+            self.shared.clone(),
+            self.tls.clone(),
+        ));
         Ok(())
     }
 }
@@ -233,7 +287,11 @@ impl Drop for DevServer {
     }
 }
 
-fn spawn_acceptor(listener: TcpListener, shared: Arc<Shared>) -> JoinHandle<()> {
+fn spawn_acceptor(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name("devserver".into())
         .spawn(move || {
@@ -247,10 +305,18 @@ fn spawn_acceptor(listener: TcpListener, shared: Arc<Shared>) -> JoinHandle<()> 
                     shared.connections.lock().insert(id, clone);
                 }
                 let shared = shared.clone();
+                let tls = tls.clone();
                 let _ = std::thread::Builder::new()
                     .name("devserver-conn".into())
                     .spawn(move || {
-                        respond::serve_connection(&stream, &shared);
+                        match tls.map(rustls::ServerConnection::new) {
+                            None => respond::serve_connection(&mut &stream, &stream, &shared),
+                            Some(Ok(session)) => {
+                                let mut secure = rustls::StreamOwned::new(session, &stream);
+                                respond::serve_connection(&mut secure, &stream, &shared);
+                            }
+                            Some(Err(_)) => {}
+                        }
                         // Drop the clone first so that closing `stream` really
                         // closes the socket (and a zero linger resets it).
                         shared.connections.lock().remove(&id);

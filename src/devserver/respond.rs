@@ -76,8 +76,14 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-pub(super) fn serve_connection(stream: &TcpStream, shared: &Shared) {
-    let _ = stream.set_nodelay(true);
+/// A connection's byte stream: the socket itself, or TLS over it.
+pub(super) trait Wire: Read + Write {}
+impl<T: Read + Write> Wire for T {}
+
+/// Serves requests until the client closes; `socket` is the TCP socket
+/// under `stream`, for the faults that act on it directly.
+pub(super) fn serve_connection(stream: &mut dyn Wire, socket: &TcpStream, shared: &Shared) {
+    let _ = socket.set_nodelay(true);
     let mut buffer = Vec::new();
     loop {
         let Some(request) = read_request(stream, &mut buffer) else {
@@ -92,6 +98,7 @@ pub(super) fn serve_connection(stream: &TcpStream, shared: &Shared) {
         let status = match &fault {
             Some(Fault::Status { code, .. }) => *code,
             Some(Fault::Replace(_)) => 200,
+            Some(Fault::RedirectLoop) => 302,
             _ => response.status,
         };
         shared.log.lock().push(LoggedRequest {
@@ -101,11 +108,14 @@ pub(super) fn serve_connection(stream: &TcpStream, shared: &Shared) {
             conditional: request.headers.contains_key("if-none-match")
                 || request.headers.contains_key("if-modified-since"),
             range: request.headers.contains_key("range"),
+            authorization: request.headers.get("authorization").cloned(),
         });
         let head_only = request.method == "HEAD";
         let proceed = match fault {
             None => send(stream, &response, head_only, keep_alive),
-            Some(fault) => apply_fault(stream, shared, fault, response, head_only, keep_alive),
+            Some(fault) => apply_fault(
+                stream, socket, shared, &request, fault, response, head_only, keep_alive,
+            ),
         };
         if !proceed || !keep_alive {
             return;
@@ -113,24 +123,35 @@ pub(super) fn serve_connection(stream: &TcpStream, shared: &Shared) {
     }
 }
 
-fn send(mut stream: &TcpStream, response: &Response, head_only: bool, keep_alive: bool) -> bool {
+fn send(stream: &mut dyn Wire, response: &Response, head_only: bool, keep_alive: bool) -> bool {
     let mut bytes = response.head_bytes(keep_alive);
     if !head_only {
         bytes.extend_from_slice(&response.body);
     }
-    stream.write_all(&bytes).is_ok()
+    stream
+        .write_all(&bytes)
+        .and_then(|()| stream.flush())
+        .is_ok()
 }
 
 /// Sends what the fault calls for; false when the connection is done.
+#[allow(clippy::too_many_arguments)]
 fn apply_fault(
-    mut stream: &TcpStream,
+    stream: &mut dyn Wire,
+    socket: &TcpStream,
     shared: &Shared,
+    request: &Request,
     fault: Fault,
     response: Response,
     head_only: bool,
     keep_alive: bool,
 ) -> bool {
-    let half = |r: &Response| r.body.len() / 2;
+    let half = response.body.len() / 2;
+    let partial = |stream: &mut dyn Wire, keep_alive: bool| {
+        let _ = stream.write_all(&response.head_bytes(keep_alive));
+        let _ = stream.write_all(&response.body[..half]);
+        let _ = stream.flush();
+    };
     match fault {
         Fault::Status { code, retry_after } => {
             let mut failure = Response::new(code, format!("injected {code}\n"));
@@ -147,24 +168,72 @@ fn apply_fault(
             std::thread::sleep(wait);
             send(stream, &response, head_only, keep_alive)
         }
+        Fault::RedirectLoop => {
+            let again = Response::new(302, Vec::new()).header("Location", request.raw_path.clone());
+            send(stream, &again, head_only, keep_alive)
+        }
         Fault::Hang => {
             wait_for_stop(shared);
             false
         }
         Fault::StallBody => {
-            let _ = stream.write_all(&response.head_bytes(keep_alive));
-            let _ = stream.write_all(&response.body[..half(&response)]);
+            partial(stream, keep_alive);
             wait_for_stop(shared);
             false
         }
         Fault::ShortBody => {
+            partial(stream, false);
+            false
+        }
+        Fault::LongBody => {
+            // More bytes than Content-Length says, on a kept-alive connection.
+            let mut bytes = response.head_bytes(true);
+            if !head_only {
+                bytes.extend_from_slice(&response.body);
+                bytes.extend_from_slice(b"TRAILING GARBAGE PAST THE LENGTH");
+            }
+            stream.write_all(&bytes).is_ok()
+        }
+        Fault::Chunked => {
+            // No length at all: the body ends with the last chunk.
+            let mut head = format!(
+                "HTTP/1.1 {} {}\r\n",
+                response.status,
+                reason(response.status)
+            );
+            for (name, value) in &response.headers {
+                head.push_str(&format!("{name}: {value}\r\n"));
+            }
+            head.push_str("Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+            let mut bytes = head.into_bytes();
+            if !head_only {
+                for chunk in response.body.chunks(1024) {
+                    bytes.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                    bytes.extend_from_slice(chunk);
+                    bytes.extend_from_slice(b"\r\n");
+                }
+                bytes.extend_from_slice(b"0\r\n\r\n");
+            }
+            let _ = stream.write_all(&bytes);
+            false
+        }
+        Fault::Trickle(every) => {
             let _ = stream.write_all(&response.head_bytes(false));
-            let _ = stream.write_all(&response.body[..half(&response)]);
+            for byte in &response.body {
+                if shared.stopping()
+                    || stream
+                        .write_all(std::slice::from_ref(byte))
+                        .and_then(|()| stream.flush())
+                        .is_err()
+                {
+                    break;
+                }
+                std::thread::sleep(every);
+            }
             false
         }
         Fault::ResetBody => {
-            let _ = stream.write_all(&response.head_bytes(keep_alive));
-            let _ = stream.write_all(&response.body[..half(&response)]);
+            partial(stream, keep_alive);
             // A zero linger turns the close into a reset.
             let linger = libc::linger {
                 l_onoff: 1,
@@ -173,7 +242,7 @@ fn apply_fault(
             // SAFETY: a valid socket and a correctly sized option value.
             unsafe {
                 libc::setsockopt(
-                    stream.as_raw_fd(),
+                    socket.as_raw_fd(),
                     libc::SOL_SOCKET,
                     libc::SO_LINGER,
                     &linger as *const libc::linger as *const libc::c_void,
@@ -191,7 +260,7 @@ fn wait_for_stop(shared: &Shared) {
     }
 }
 
-fn read_request(mut stream: &TcpStream, buffer: &mut Vec<u8>) -> Option<Request> {
+fn read_request(stream: &mut dyn Wire, buffer: &mut Vec<u8>) -> Option<Request> {
     loop {
         if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
             let head: Vec<u8> = buffer.drain(..end + 4).collect();
@@ -297,7 +366,8 @@ fn resolve(shared: &Shared, request: &Request, encoded: &str) -> Response {
     let options = shared.options.lock().clone();
     if options.lfs_redirects && is_lfs(encoded) {
         let revision = encoded.split('/').next().unwrap_or("");
-        let location = format!("/cdn/{encoded}?Expires=4102444800&Signature=fixture");
+        let cdn = options.cdn_base.as_deref().unwrap_or("");
+        let location = format!("{cdn}/cdn/{encoded}?Expires=4102444800&Signature=fixture");
         let body = format!("Found. Redirecting to {location}");
         return Response::new(302, body)
             .header("Location", location)

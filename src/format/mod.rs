@@ -28,6 +28,17 @@ pub struct Parsed<T> {
     pub skipped: Vec<String>,
 }
 
+/// Checks a MaterialX map (`{"<material id>": "<MaterialX XML>"}`). It is
+/// served as it is, so only its shape matters: a JSON object.
+pub fn check_materialx_map(bytes: &[u8]) -> Result<(), FormatError> {
+    match serde_json::from_slice::<serde_json::Value>(bytes)? {
+        serde_json::Value::Object(_) => Ok(()),
+        _ => Err(FormatError::WrongShape(
+            "the MaterialX map is not a JSON object".into(),
+        )),
+    }
+}
+
 /// Texture file extension for a tier: KTX2 tiers are named `ktx2-<size>`.
 pub fn texture_extension(tier: &str) -> &'static str {
     if tier.starts_with("ktx2-") {

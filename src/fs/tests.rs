@@ -669,3 +669,109 @@ fn hostile_catalog_entries_are_skipped() {
         FsError::NotFound
     );
 }
+
+mod model {
+    //! A random catalog, walked through the core, gives exactly the tree a
+    //! model derives from it.
+
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    const TIERS: [&str; 3] = ["1k", "512", "ktx2-512"];
+    const CHANNELS: [&str; 3] = ["ao", "color", "normal"];
+
+    /// source → (manifest tiers, id → (tiers, channels))
+    type Model = BTreeMap<String, (Vec<String>, BTreeMap<String, (Vec<String>, Vec<String>)>)>;
+
+    fn subset(of: &'static [&'static str]) -> impl Strategy<Value = Vec<String>> {
+        prop::sample::subsequence(of, 0..=of.len())
+            .prop_map(|v| v.into_iter().map(String::from).collect())
+    }
+
+    fn model() -> impl Strategy<Value = Model> {
+        let material = (subset(&TIERS), subset(&CHANNELS));
+        let source = (
+            subset(&TIERS),
+            prop::collection::btree_map("[A-Za-z0-9_]{1,8}", material, 0..6),
+        );
+        prop::collection::btree_map(
+            prop::sample::select(vec!["alpha".to_string(), "beta".to_string()]),
+            source,
+            1..=2,
+        )
+    }
+
+    fn expected(model: &Model) -> BTreeSet<String> {
+        let mut out = BTreeSet::from(["release-manifest.json".to_string()]);
+        for (source, (tiers, materials)) in model {
+            out.insert(format!("{source}.json"));
+            if tiers.is_empty() {
+                continue;
+            }
+            out.insert(format!("{source}/"));
+            for tier in tiers {
+                out.insert(format!("{source}/{tier}/"));
+                let ext = crate::format::texture_extension(tier);
+                for (id, (material_tiers, channels)) in materials {
+                    if material_tiers.contains(tier) {
+                        out.insert(format!("{source}/{tier}/{id}/"));
+                        for channel in channels {
+                            out.insert(format!("{source}/{tier}/{id}/{channel}.{ext}"));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn publish(model: &Model) -> Release {
+        let mut files = BTreeMap::new();
+        let mut sources = serde_json::Map::new();
+        for (source, (tiers, materials)) in model {
+            let tiers: serde_json::Map<_, _> = tiers
+                .iter()
+                .map(|t| (t.clone(), json!({"complete": true})))
+                .collect();
+            sources.insert(
+                source.clone(),
+                json!({"catalog": format!("{source}.json"), "tiers": tiers}),
+            );
+            let catalog: Vec<_> = materials
+                .iter()
+                .map(|(id, (tiers, channels))| json!({"id": id, "maps": channels, "available_tiers": tiers}))
+                .collect();
+            files.insert(
+                format!("{source}.json"),
+                serde_json::to_vec(&catalog).unwrap(),
+            );
+        }
+        let manifest = json!({"schema_version": 3, "sources": sources});
+        files.insert(
+            "release-manifest.json".into(),
+            serde_json::to_vec(&manifest).unwrap(),
+        );
+        Release {
+            tag: TAG.into(),
+            files,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn a_walk_of_the_mount_equals_the_model(model in model()) {
+            let h = Harness::new(&publish(&model));
+            let s = h.session();
+            let mut walked = Vec::new();
+            s.walk(TAG, &mut walked);
+            let walked: BTreeSet<String> = walked.into_iter().collect();
+            prop_assert_eq!(walked, expected(&model));
+        }
+    }
+}

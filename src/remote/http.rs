@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 use reqwest::StatusCode;
-use reqwest::blocking::{Client, Response};
+use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{
     CONTENT_LENGTH, ETAG, HeaderMap, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION,
     RETRY_AFTER,
@@ -31,6 +31,32 @@ pub struct HttpSettings {
     /// Bound on one attempt: connecting, waiting for headers and the body.
     pub timeout: Duration,
     pub retry: RetryPolicy,
+    /// Sent as a bearer token, only to the base URL's host and only over HTTPS.
+    pub token: Option<Secret>,
+    /// Extra trusted certificate authorities (PEM), beside the system's.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl HttpSettings {
+    pub fn new(base: &str, timeout: Duration, retry: RetryPolicy) -> Self {
+        HttpSettings {
+            base: base.into(),
+            timeout,
+            retry,
+            token: None,
+            ca_pem: None,
+        }
+    }
+}
+
+/// A credential: never shown by `Debug`, so it cannot reach a log.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 pub struct HttpRemote {
@@ -38,6 +64,7 @@ pub struct HttpRemote {
     base: Url,
     timeout: Duration,
     retry: RetryPolicy,
+    token: Option<Secret>,
     down_until: Mutex<Option<Instant>>,
 }
 
@@ -59,21 +86,49 @@ impl HttpRemote {
         }
         base.set_query(None);
         base.set_fragment(None);
-        let client = Client::builder()
+        let mut builder = Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(32)
-            .user_agent(concat!("matvisfs/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("matvisfs/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &settings.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| format!("cannot read the CA certificates: {e}"))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        let client = builder
             .build()
             .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        if settings.token.is_some() && base.scheme() != "https" {
+            tracing::warn!("a token is set but the base URL is not HTTPS: it will not be sent");
+        }
         Ok(HttpRemote {
             client,
             base,
             timeout: settings.timeout,
             retry: settings.retry,
+            token: settings.token.clone(),
             down_until: Mutex::new(None),
         })
+    }
+
+    /// The token goes only to the dataset's own host, over HTTPS: never to a
+    /// CDN a redirect points to, never in clear text.
+    fn token_for(&self, url: &Url) -> Option<&str> {
+        let token = self.token.as_ref()?;
+        let same_origin = url.scheme() == "https"
+            && self.base.scheme() == "https"
+            && url.host_str() == self.base.host_str()
+            && url.port_or_known_default() == self.base.port_or_known_default();
+        same_origin.then_some(token.0.as_str())
+    }
+
+    fn authorize(&self, request: RequestBuilder, url: &Url) -> RequestBuilder {
+        match self.token_for(url) {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
     }
 
     fn file_url(&self, tag: &str, path: &str) -> Url {
@@ -132,7 +187,7 @@ impl HttpRemote {
         let mut url = start.clone();
         let mut linked = RemoteMeta::default();
         for _ in 0..=MAX_REDIRECTS {
-            let mut request = self.client.get(url.clone());
+            let mut request = self.authorize(self.client.get(url.clone()), &url);
             if let Some(etag) = &validators.etag {
                 request = request.header(IF_NONE_MATCH, etag);
             } else if let Some(date) = &validators.last_modified {
@@ -172,8 +227,7 @@ impl HttpRemote {
         let mut linked = RemoteMeta::default();
         for _ in 0..=MAX_REDIRECTS {
             let response = self
-                .client
-                .head(url.clone())
+                .authorize(self.client.head(url.clone()), &url)
                 .send()
                 .map_err(|e| Failure::Transient(network_error(&e), None))?;
             let status = response.status();
@@ -296,6 +350,9 @@ fn stream_body(
     began: Instant,
     timeout: Duration,
 ) -> Result<(), Failure> {
+    if let Some(size) = meta.size {
+        sink.announced(size).map_err(Failure::Final)?;
+    }
     let mut buf = vec![0u8; 64 * 1024];
     let mut received: u64 = 0;
     loop {
@@ -380,24 +437,59 @@ mod tests {
 
     #[test]
     fn file_urls_escape_each_component() {
-        let remote = HttpRemote::new(&HttpSettings {
-            base: "https://example.org/datasets/o/r/resolve/".into(),
-            timeout: Duration::from_secs(1),
-            retry: RetryPolicy::default(),
-        })
+        let remote = HttpRemote::new(&HttpSettings::new(
+            "https://example.org/datasets/o/r/resolve/",
+            Duration::from_secs(1),
+            RetryPolicy::default(),
+        ))
         .unwrap();
         assert_eq!(
             remote.url("v2026.04.2", "ambientcg/1k/Bois d'été #1/color.png"),
             "https://example.org/datasets/o/r/resolve/v2026.04.2/ambientcg/1k/Bois%20d'%C3%A9t%C3%A9%20%231/color.png"
         );
         assert!(
-            HttpRemote::new(&HttpSettings {
-                base: "ftp://example.org".into(),
-                timeout: Duration::from_secs(1),
-                retry: RetryPolicy::default(),
-            })
+            HttpRemote::new(&HttpSettings::new(
+                "ftp://example.org",
+                Duration::from_secs(1),
+                RetryPolicy::default()
+            ))
             .is_err()
         );
+    }
+
+    #[test]
+    fn the_token_goes_only_to_the_base_host_over_https() {
+        let settings = |base: &str| HttpSettings {
+            token: Some(Secret("hf_secret".into())),
+            ..HttpSettings::new(base, Duration::from_secs(1), RetryPolicy::default())
+        };
+        let remote =
+            HttpRemote::new(&settings("https://huggingface.co/datasets/o/r/resolve")).unwrap();
+        let url = |u: &str| Url::parse(u).unwrap();
+        assert_eq!(
+            remote.token_for(&url(
+                "https://huggingface.co/datasets/o/r/resolve/v1/a.json"
+            )),
+            Some("hf_secret")
+        );
+        assert_eq!(
+            remote.token_for(&url("https://huggingface.co/api/whatever")),
+            Some("hf_secret")
+        );
+        for elsewhere in [
+            "https://cdn-lfs.huggingface.co/repos/x?sig=1",
+            "http://huggingface.co/datasets/o/r/resolve/v1/a.json",
+            "https://huggingface.co:8443/datasets/o/r/resolve/v1/a.json",
+            "https://evil.example/huggingface.co",
+        ] {
+            assert_eq!(remote.token_for(&url(elsewhere)), None, "{elsewhere}");
+        }
+        let plain = HttpRemote::new(&settings("http://mirror.local/resolve")).unwrap();
+        assert_eq!(
+            plain.token_for(&url("http://mirror.local/resolve/v1/a.json")),
+            None
+        );
+        assert!(!format!("{:?}", settings("https://x")).contains("hf_secret"));
     }
 
     #[test]

@@ -57,6 +57,10 @@ impl BodySink for Counting<'_> {
         self.bytes += chunk.len() as u64;
         self.inner.write(chunk)
     }
+
+    fn announced(&mut self, size: u64) -> Result<(), FetchError> {
+        self.inner.announced(size)
+    }
 }
 
 impl Remote for Metered {

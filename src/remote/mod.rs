@@ -90,6 +90,18 @@ impl FetchError {
 pub trait BodySink {
     fn reset(&mut self) -> Result<(), FetchError>;
     fn write(&mut self, chunk: &[u8]) -> Result<(), FetchError>;
+    /// The size the server announces, before the body: a sink with a
+    /// limit refuses it here rather than after the download.
+    fn announced(&mut self, _size: u64) -> Result<(), FetchError> {
+        Ok(())
+    }
+}
+
+/// The error for a body above a sink's limit.
+pub fn too_large(size: u64, limit: u64, what: &str) -> FetchError {
+    FetchError::Rejected(format!(
+        "{size} bytes or more, above the {limit}-byte limit ({what})"
+    ))
 }
 
 /// A body kept in memory (manifests, catalogs), refused past `limit` bytes.
@@ -114,14 +126,19 @@ impl BodySink for MemorySink {
     }
 
     fn write(&mut self, chunk: &[u8]) -> Result<(), FetchError> {
-        if self.bytes.len() + chunk.len() > self.limit {
-            return Err(FetchError::Rejected(format!(
-                "the document is larger than {} bytes",
-                self.limit
-            )));
+        let size = self.bytes.len() + chunk.len();
+        if size > self.limit {
+            return Err(too_large(size as u64, self.limit as u64, "documents"));
         }
         self.bytes.extend_from_slice(chunk);
         Ok(())
+    }
+
+    fn announced(&mut self, size: u64) -> Result<(), FetchError> {
+        match size > self.limit as u64 {
+            true => Err(too_large(size, self.limit as u64, "documents")),
+            false => Ok(()),
+        }
     }
 }
 

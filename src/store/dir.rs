@@ -61,6 +61,17 @@ impl CacheDir {
                 .mode(0o700)
                 .create(&sub)
                 .map_err(describe)?;
+            // Inside the cache, nothing may lead elsewhere.
+            if fs::symlink_metadata(&sub)
+                .map_err(describe)?
+                .file_type()
+                .is_symlink()
+            {
+                return Err(format!(
+                    "{} is a symbolic link; the cache refuses to follow it",
+                    sub.display()
+                ));
+            }
         }
         dir.remove_stale_tmp();
         // Tells backup tools (tar --exclude-caches, borg, restic) to skip it.
@@ -165,6 +176,19 @@ mod tests {
         let file = base.path().join("file");
         fs::write(&file, b"x").unwrap();
         assert!(CacheDir::open(&file).is_err());
+    }
+
+    #[test]
+    fn refuses_symbolic_links_inside() {
+        let base = tempfile::tempdir().unwrap();
+        let root = base.path().join("cache");
+        let elsewhere = base.path().join("elsewhere");
+        fs::create_dir_all(&elsewhere).unwrap();
+        fs::create_dir(&root).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, root.join("objects")).unwrap();
+        let err = CacheDir::open(&root).unwrap_err();
+        assert!(err.contains("symbolic link"), "{err}");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! start over. A torn line (a crash mid-write, or a partial line from a
 //! crashed writer) is skipped, and the next append starts on a fresh line.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
@@ -35,7 +35,7 @@ struct Locked(File);
 
 impl Locked {
     fn take(path: &Path, exclusive: bool) -> io::Result<Locked> {
-        let file = OpenOptions::new()
+        let file = super::no_follow()
             .create(true)
             .append(true)
             .mode(0o600)
@@ -122,7 +122,7 @@ impl SharedLog {
             _ => true,
         };
         if stale {
-            let file = OpenOptions::new()
+            let file = super::no_follow()
                 .read(true)
                 .create(true)
                 .append(true)
@@ -149,7 +149,7 @@ impl SharedLog {
         }
         let _lock = Locked::take(&self.lock, false)?;
         let mut read = self.read.lock();
-        let mut file = match File::open(&self.path) {
+        let mut file = match super::open_no_follow(&self.path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e),

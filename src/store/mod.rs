@@ -29,3 +29,25 @@ pub use log::SharedLog;
 pub use objects::{Blob, Ingest, Ingested, ObjectStore};
 pub use records::{FileRecord, FileRecords};
 pub use tag_state::{DocRecord, TagState, TagStore};
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// Options that refuse to follow a symlink planted in place of a cache file.
+pub(crate) fn no_follow() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    options
+}
+
+pub(crate) fn read_no_follow(path: &Path) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut no_follow().read(true).open(path)?, &mut bytes)?;
+    Ok(bytes)
+}
+
+pub(crate) fn open_no_follow(path: &Path) -> io::Result<File> {
+    no_follow().read(true).open(path)
+}

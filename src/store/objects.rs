@@ -1,12 +1,12 @@
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, File};
 use std::io::{self, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
 use tempfile::NamedTempFile;
 
 use crate::digest::{Hasher, Sha256Digest};
-use crate::remote::{BodySink, FetchError};
+use crate::remote::{BodySink, FetchError, too_large};
 
 /// Bytes held in the object store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,10 +34,7 @@ impl ObjectStore {
 
     /// Opens an object for reading; a symlink planted in its place is refused.
     pub fn open(&self, digest: &Sha256Digest) -> io::Result<File> {
-        OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(self.path(digest))
+        super::open_no_follow(&self.path(digest))
     }
 
     /// Removes an object; one already gone is fine.
@@ -71,10 +68,7 @@ impl ObjectStore {
 
     /// Hashes a file without following a symlink planted in its place.
     pub fn hash_file(path: &std::path::Path) -> io::Result<(Sha256Digest, u64)> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)?;
+        let mut file = super::open_no_follow(path)?;
         let mut hasher = Hasher::default();
         let mut buf = vec![0u8; 256 * 1024];
         let mut size = 0u64;
@@ -115,6 +109,7 @@ impl ObjectStore {
             hasher: Hasher::default(),
             size: 0,
             head: Vec::new(),
+            limit: u64::MAX,
         })
     }
 
@@ -139,9 +134,16 @@ pub struct Ingest {
     hasher: Hasher,
     size: u64,
     head: Vec<u8>,
+    limit: u64,
 }
 
 impl Ingest {
+    /// Refuses bodies larger than `limit` (`--max-file-size`).
+    pub fn with_limit(mut self, limit: u64) -> Self {
+        self.limit = limit;
+        self
+    }
+
     fn append(&mut self, chunk: &[u8]) -> io::Result<()> {
         self.file.write_all(chunk)?;
         self.hasher.update(chunk);
@@ -180,8 +182,19 @@ impl BodySink for Ingest {
     }
 
     fn write(&mut self, chunk: &[u8]) -> Result<(), FetchError> {
+        let size = self.size + chunk.len() as u64;
+        if size > self.limit {
+            return Err(too_large(size, self.limit, "--max-file-size"));
+        }
         self.append(chunk)
             .map_err(|e| FetchError::Local(e.to_string()))
+    }
+
+    fn announced(&mut self, size: u64) -> Result<(), FetchError> {
+        match size > self.limit {
+            true => Err(too_large(size, self.limit, "--max-file-size")),
+            false => Ok(()),
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, DirBuilder};
+use std::fs::DirBuilder;
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
@@ -85,7 +85,7 @@ impl TagStore {
     /// The stored state; `Ok(None)` when there is none. A corrupt file is
     /// reported as an error so the caller can say so and start afresh.
     pub fn load(&self) -> io::Result<Option<TagState>> {
-        match fs::read(self.state_path()) {
+        match super::read_no_follow(&self.state_path()) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
@@ -134,7 +134,14 @@ mod tests {
         store.save(&state).unwrap();
         assert_eq!(store.load().unwrap(), Some(state));
 
-        fs::write(store.state_path(), b"{ truncated").unwrap();
+        std::fs::write(store.state_path(), b"{ truncated").unwrap();
         assert!(store.load().is_err());
+
+        // A symlink planted in place of the state is not followed.
+        let planted = dir.path().join("planted.json");
+        std::fs::write(&planted, serde_json::to_vec(&TagState::default()).unwrap()).unwrap();
+        std::fs::remove_file(store.state_path()).unwrap();
+        std::os::unix::fs::symlink(&planted, store.state_path()).unwrap();
+        assert_eq!(store.load().unwrap_err().raw_os_error(), Some(libc::ELOOP));
     }
 }

@@ -104,9 +104,15 @@ pub struct MountBuilder {
     cache: Option<PathBuf>,
     timeout: u64,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl MountBuilder {
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
     pub fn cache(mut self, cache: &Path) -> Self {
         self.cache = Some(cache.to_path_buf());
         self
@@ -153,6 +159,8 @@ impl MountBuilder {
             .env_remove("MAT_VIS_HF_BASE")
             .env_remove("MATVISFS_CACHE_DIR")
             .env_remove("MATVISFS_LOG")
+            .env_remove("HF_TOKEN")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap())
@@ -187,6 +195,7 @@ impl Mount {
             cache: None,
             timeout: 5,
             args: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -266,6 +275,15 @@ impl Drop for Mount {
     }
 }
 
+/// Mounts over `cache` just long enough to read `paths` (relative to the
+/// tag) into it.
+pub fn warm(base_url: &str, cache: &Path, paths: &[&str]) {
+    let mount = Mount::builder(base_url).cache(cache).start();
+    for path in paths {
+        read(&mount.tag_path(path)).unwrap();
+    }
+}
+
 /// Reads a whole file, with its error if any.
 pub fn read(path: &Path) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
@@ -296,4 +314,39 @@ pub fn walk(root: &Path) -> Vec<String> {
     visit(root, root, &mut out);
     out.sort();
     out
+}
+
+/// A throwaway certificate authority and a server certificate it signed.
+pub struct TestCa {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+pub fn test_ca(hosts: &[&str]) -> TestCa {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "matvisfs test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let params =
+        rcgen::CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    TestCa {
+        ca_pem: ca.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+/// Peak resident memory of a process, in bytes.
+pub fn peak_rss(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
