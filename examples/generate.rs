@@ -1,7 +1,9 @@
 //! Writes a generated mat-vis release to a directory, for benchmarks and
 //! for trying mirrors by hand:
 //!
-//!     cargo run --release --example generate -- <DIR> [TAG] [MATERIALS] [BASE_PX]
+//!     cargo run --release --example generate -- <DIR> <TAG> sample [MATERIALS] [BASE_PX]
+//!     cargo run --release --example generate -- <DIR> <TAG> large [MATERIALS]
+//!     cargo run --release --example generate -- <DIR> <TAG> big [MEGABYTES]
 //!
 //! The revision lands in `<DIR>/<TAG>/`; serve `<DIR>` as `<base>/`.
 
@@ -9,27 +11,33 @@ use matvisfs::fixture::{Release, ReleaseSpec};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(dir) = args.first() else {
-        eprintln!("usage: generate <DIR> [TAG] [MATERIALS] [BASE_PX]");
+    if args.len() < 3 {
+        eprintln!("usage: generate <DIR> <TAG> sample|large|big [N] [BASE_PX]");
         std::process::exit(2);
-    };
-    let tag = args
-        .get(1)
-        .map(String::as_str)
-        .unwrap_or(matvisfs::cli::DEFAULT_TAG);
-    let materials = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(6);
-    let mut spec = ReleaseSpec::sample(tag, materials);
-    if let Some(px) = args.get(3).and_then(|n| n.parse().ok()) {
-        spec.base_px = px;
     }
+    let (dir, tag, preset) = (&args[0], &args[1], args[2].as_str());
+    let number =
+        |i: usize, default: usize| args.get(i).and_then(|n| n.parse().ok()).unwrap_or(default);
+    let spec = match preset {
+        "sample" => {
+            let mut spec = ReleaseSpec::sample(tag, number(3, 6));
+            spec.base_px = number(4, spec.base_px as usize) as u32;
+            spec
+        }
+        "large" => ReleaseSpec::large(tag, number(3, 3000)),
+        "big" => ReleaseSpec::big(tag, number(3, 64) as u32),
+        other => {
+            eprintln!("unknown preset {other:?}");
+            std::process::exit(2);
+        }
+    };
     let release = Release::generate(&spec);
     release
         .write_to(std::path::Path::new(dir))
         .expect("writing the release");
     let bytes: usize = release.textures().map(|(_, b)| b.len()).sum();
     println!(
-        "{} textures, {} bytes, in {dir}/{tag}",
-        release.textures().count(),
-        bytes
+        "{} textures, {bytes} bytes, in {dir}/{tag}",
+        release.textures().count()
     );
 }

@@ -281,9 +281,16 @@ pub struct RunArgs {
     #[arg(long, env = "MATVISFS_LOG_FILE", value_name = "FILE")]
     pub log_file: Option<PathBuf>,
 
-    /// Threads serving kernel requests.
+    /// Threads reading requests from the kernel. Requests that wait on the
+    /// network go to two pools of four times as many threads each: one for
+    /// downloads (so at most 4N at once), one for HEADs and catalogs.
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub threads: usize,
+
+    /// Read cached files through matvisfs even where the kernel could read
+    /// them directly (FUSE passthrough, Linux 6.9+, as root).
+    #[arg(long)]
+    pub no_passthrough: bool,
 
     /// More log detail: -v debug (one line per HTTP request), -vv trace.
     /// MATVISFS_LOG, a tracing filter such as `matvisfs=debug`, overrides it.

@@ -154,6 +154,11 @@ impl Gate {
         });
     }
 
+    /// True when [`Gate::pass`] would return at once, without running.
+    pub fn is_settled(&self, retry_after: Duration) -> bool {
+        !self.needs_run(retry_after)
+    }
+
     /// Records that the check's work was done another way (e.g. a first
     /// download, which is as fresh as a revalidation).
     pub fn mark_passed(&self) {

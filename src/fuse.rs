@@ -1,40 +1,174 @@
 //! The fuser adapter: each kernel request becomes one call into
-//! [`FsCore`] and its result becomes the reply. No logic lives here.
+//! [`FsCore`] and its result becomes the reply. Requests that may wait on
+//! the network go to a worker pool with their reply, so the threads that
+//! read from the kernel stay free; downloads and metadata have separate
+//! pools, so hung downloads never hold up a lookup. Passthrough of cached files to the kernel
+//! (Linux 6.9+) is the one FUSE-specific feature handled here.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::fs::File;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
+use parking_lot::Mutex;
 use tracing::debug_span;
 
 use crate::dataset::Kind;
 use crate::error::FsError;
-use crate::fs::{Attr, FsCore};
+use crate::fs::{Attr, Entry, FsCore, Listing, OpenReply};
+use crate::workers::Workers;
 
 /// Readahead the kernel may do on our files.
 const MAX_READAHEAD: u32 = 1 << 20;
+/// Filesystems the cache may sit on below a passthrough file (overlayfs in
+/// a container is one level).
+const PASSTHROUGH_STACK_DEPTH: u32 = 2;
 
-pub struct FuseAdapter {
+pub struct FuseAdapter(Arc<Inner>);
+
+struct Inner {
     core: Arc<FsCore>,
+    /// Opens and reads: may wait for a whole download.
+    content_workers: Arc<Workers>,
+    /// Lookups, attributes and listings: may wait for a HEAD or a catalog.
+    metadata_workers: Arc<Workers>,
     uid: u32,
     gid: u32,
+    passthrough: AtomicBool,
+    /// The kernel reads directories without opendir.
+    no_opendir: AtomicBool,
+    backing: Mutex<Backing>,
+}
+
+/// Backing files registered with the kernel for passthrough: one per inode
+/// while any handle of it is open (the kernel wants the same one for all).
+#[derive(Default)]
+struct Backing {
+    by_handle: HashMap<u64, Arc<BackingId>>,
+    /// inode → (inode number of the cached file, backing id)
+    by_inode: HashMap<u64, (u64, Weak<BackingId>)>,
 }
 
 impl FuseAdapter {
-    pub fn new(core: Arc<FsCore>) -> Self {
+    /// `workers`: threads of each pool for requests that wait on the network.
+    pub fn new(core: Arc<FsCore>, workers: usize, passthrough: bool) -> Self {
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        FuseAdapter { core, uid, gid }
+        FuseAdapter(Arc::new(Inner {
+            core,
+            content_workers: Workers::new("content", workers),
+            metadata_workers: Workers::new("metadata", workers),
+            uid,
+            gid,
+            passthrough: AtomicBool::new(passthrough),
+            no_opendir: AtomicBool::new(false),
+            backing: Mutex::new(Backing::default()),
+        }))
     }
 
+    /// Answers at once when `quick` can, else on a worker of `pool` with
+    /// `slow`.
+    fn answer<R: Send + 'static, T: Send + 'static>(
+        &self,
+        pool: Pool,
+        reply: R,
+        quick: impl FnOnce(&Inner) -> Option<T>,
+        slow: impl FnOnce(&Inner) -> T + Send + 'static,
+        send: impl FnOnce(&Inner, T, R) + Send + 'static,
+    ) {
+        match quick(&self.0) {
+            Some(result) => send(&self.0, result, reply),
+            None => {
+                let inner = self.0.clone();
+                let workers = match pool {
+                    Pool::Content => &self.0.content_workers,
+                    Pool::Metadata => &self.0.metadata_workers,
+                };
+                workers.spawn(move || {
+                    let result = slow(&inner);
+                    send(&inner, result, reply);
+                });
+            }
+        }
+    }
+
+    /// Answers a readdir or readdirplus: `add` fills `reply` from the
+    /// directory's listing.
+    fn list<R: DirReply>(
+        &self,
+        ino: INodeNo,
+        reply: R,
+        add: impl FnOnce(&Inner, &Listing, &mut R) + Send + 'static,
+    ) {
+        self.answer(
+            Pool::Metadata,
+            reply,
+            |inner| inner.core.try_listing(ino.0),
+            move |inner| inner.core.listing(ino.0),
+            move |inner, listing, mut reply| match listing {
+                Ok(listing) => {
+                    add(inner, &listing, &mut reply);
+                    reply.ok();
+                }
+                Err(e) => reply.error(errno(&e)),
+            },
+        );
+    }
+}
+
+/// The two kinds of directory reply, which fuser does not unify.
+trait DirReply: Send + 'static {
+    fn ok(self);
+    fn error(self, errno: Errno);
+}
+
+impl DirReply for ReplyDirectory {
+    fn ok(self) {
+        ReplyDirectory::ok(self)
+    }
+    fn error(self, errno: Errno) {
+        ReplyDirectory::error(self, errno)
+    }
+}
+
+impl DirReply for ReplyDirectoryPlus {
+    fn ok(self) {
+        ReplyDirectoryPlus::ok(self)
+    }
+    fn error(self, errno: Errno) {
+        ReplyDirectoryPlus::error(self, errno)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Pool {
+    Content,
+    Metadata,
+}
+
+fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::Dir => FileType::Directory,
+        Kind::File => FileType::RegularFile,
+    }
+}
+
+fn errno(error: &FsError) -> Errno {
+    Errno::from_i32(error.errno())
+}
+
+impl Inner {
     fn attr(&self, attr: &Attr) -> FileAttr {
         let (kind, perm, nlink) = match attr.kind {
             Kind::Dir => (FileType::Directory, 0o555, 2),
@@ -58,39 +192,170 @@ impl FuseAdapter {
             flags: 0,
         }
     }
-}
 
-fn errno(error: &FsError) -> Errno {
-    Errno::from_i32(error.errno())
-}
-
-impl Filesystem for FuseAdapter {
-    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        let _ = config.set_max_readahead(MAX_READAHEAD);
-        Ok(())
-    }
-
-    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let _span = debug_span!("lookup", parent = parent.0, ?name, pid = req.pid()).entered();
-        let Some(name) = name.to_str() else {
-            return reply.error(Errno::ENOENT);
-        };
-        match self.core.lookup(parent.0, name) {
+    fn send_entry(&self, result: Result<Entry, FsError>, reply: ReplyEntry) {
+        match result {
             Ok(entry) => reply.entry(&entry.ttl, &self.attr(&entry.attr), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
+    fn send_attr(&self, result: Result<Entry, FsError>, reply: ReplyAttr) {
+        match result {
+            Ok(entry) => reply.attr(&entry.ttl, &self.attr(&entry.attr)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn send_data(&self, result: Result<Vec<u8>, FsError>, reply: ReplyData) {
+        match result {
+            Ok(bytes) => reply.data(&bytes),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn send_open(&self, (ino, result): (u64, Result<OpenReply, FsError>), reply: ReplyOpen) {
+        let opened = match result {
+            Ok(opened) => opened,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let mut flags = FopenFlags::empty();
+        if opened.keep_cache {
+            flags |= FopenFlags::FOPEN_KEEP_CACHE;
+        }
+        if opened.direct_io {
+            flags |= FopenFlags::FOPEN_DIRECT_IO;
+        }
+        if let Some(file) = opened
+            .content
+            .as_ref()
+            .filter(|_| self.passthrough.load(Ordering::Relaxed))
+        {
+            match self.backing_for(ino, opened.fh, file, &reply) {
+                // The kernel refuses page-cache flags on a passthrough open.
+                Ok(Some(id)) => {
+                    return reply.opened_passthrough(
+                        FileHandle(opened.fh),
+                        FopenFlags::empty(),
+                        &id,
+                    );
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.passthrough.store(false, Ordering::Relaxed);
+                    tracing::info!(
+                        "FUSE passthrough is not available ({e}); cached files are read through matvisfs"
+                    );
+                }
+            }
+        }
+        reply.opened(FileHandle(opened.fh), flags);
+    }
+
+    /// The backing id to open `ino` with: the one already registered for it
+    /// if it is the same cached file, a new one if none is; `None` when
+    /// another cached file backs it still (the tag changed under an open
+    /// file), in which case this open reads through matvisfs.
+    fn backing_for(
+        &self,
+        ino: u64,
+        fh: u64,
+        file: &File,
+        reply: &ReplyOpen,
+    ) -> io::Result<Option<Arc<BackingId>>> {
+        let file_ino = file.metadata()?.ino();
+        let mut backing = self.backing.lock();
+        let id = match backing
+            .by_inode
+            .get(&ino)
+            .map(|(i, weak)| (*i, weak.upgrade()))
+        {
+            Some((same, Some(id))) if same == file_ino => id,
+            Some((_, Some(_))) => return Ok(None),
+            _ => {
+                let id = Arc::new(reply.open_backing(file)?);
+                backing
+                    .by_inode
+                    .insert(ino, (file_ino, Arc::downgrade(&id)));
+                id
+            }
+        };
+        backing.by_handle.insert(fh, id.clone());
+        Ok(Some(id))
+    }
+
+    fn release(&self, ino: u64, fh: u64) {
+        let mut backing = self.backing.lock();
+        if backing.by_handle.remove(&fh).is_some()
+            && backing
+                .by_inode
+                .get(&ino)
+                .is_some_and(|(_, weak)| weak.strong_count() == 0)
+        {
+            backing.by_inode.remove(&ino);
+        }
+        drop(backing);
+        self.core.release(fh);
+    }
+}
+
+impl Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        let _ = config.set_max_readahead(MAX_READAHEAD);
+        // Listings with attributes, without opendir round trips, several at
+        // once in one directory: what `ls -l` and `find` need. Each is
+        // optional; older kernels simply do without.
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
+        let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        let no_opendir = config
+            .add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
+            .is_ok();
+        self.0.no_opendir.store(no_opendir, Ordering::Relaxed);
+        let passthrough = self.0.passthrough.load(Ordering::Relaxed)
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(PASSTHROUGH_STACK_DEPTH).is_ok();
+        self.0.passthrough.store(passthrough, Ordering::Relaxed);
+        if passthrough {
+            tracing::info!(
+                "reads of cached files are passed through to the kernel (FUSE passthrough)"
+            );
+        } else {
+            tracing::info!(
+                "FUSE passthrough is off (--no-passthrough, or the kernel offers none): \
+                 cached files are read through matvisfs"
+            );
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _span = debug_span!("lookup", parent = parent.0, ?name, pid = req.pid()).entered();
+        let Some(name) = name.to_str().map(str::to_owned) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let quick_name = name.clone();
+        self.answer(
+            Pool::Metadata,
+            reply,
+            |inner| inner.core.try_lookup(parent.0, &quick_name),
+            move |inner| inner.core.lookup(parent.0, &name),
+            Inner::send_entry,
+        );
+    }
+
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.core.forget(ino.0, nlookup);
+        self.0.core.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let _span = debug_span!("getattr", ino = ino.0, pid = req.pid()).entered();
-        match self.core.getattr(ino.0) {
-            Ok(entry) => reply.attr(&entry.ttl, &self.attr(&entry.attr)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.answer(
+            Pool::Metadata,
+            reply,
+            |inner| inner.core.try_getattr(ino.0),
+            move |inner| inner.core.getattr(ino.0),
+            Inner::send_attr,
+        );
     }
 
     fn setattr(
@@ -166,19 +431,13 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _span = debug_span!("open", ino = ino.0, pid = req.pid()).entered();
-        match self.core.open(ino.0, flags.0) {
-            Ok(opened) => {
-                let mut fopen = FopenFlags::empty();
-                if opened.keep_cache {
-                    fopen |= FopenFlags::FOPEN_KEEP_CACHE;
-                }
-                if opened.direct_io {
-                    fopen |= FopenFlags::FOPEN_DIRECT_IO;
-                }
-                reply.opened(FileHandle(opened.fh), fopen);
-            }
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.answer(
+            Pool::Content,
+            reply,
+            |inner| inner.core.try_open(ino.0, flags.0).map(|r| (ino.0, r)),
+            move |inner| (ino.0, inner.core.open(ino.0, flags.0)),
+            Inner::send_open,
+        );
     }
 
     fn read(
@@ -193,10 +452,13 @@ impl Filesystem for FuseAdapter {
         reply: ReplyData,
     ) {
         let _span = debug_span!("read", ino = ino.0, offset, size, pid = req.pid()).entered();
-        match self.core.read(fh.0, offset, size) {
-            Ok(bytes) => reply.data(&bytes),
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.answer(
+            Pool::Content,
+            reply,
+            |inner| inner.core.try_read(fh.0, offset, size),
+            move |inner| inner.core.read(fh.0, offset, size),
+            Inner::send_data,
+        );
     }
 
     fn write(
@@ -221,14 +483,14 @@ impl Filesystem for FuseAdapter {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.core.release(fh.0);
+        self.0.release(ino.0, fh.0);
         reply.ok();
     }
 
@@ -236,37 +498,55 @@ impl Filesystem for FuseAdapter {
         reply.ok();
     }
 
-    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let _span = debug_span!("opendir", ino = ino.0, pid = req.pid()).entered();
-        match self.core.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno(&e)),
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // Directories are read without a handle: where the kernel allows,
+        // it skips this call (and releasedir) from now on.
+        if self.0.no_opendir.load(Ordering::Relaxed) {
+            reply.error(Errno::ENOSYS);
+        } else {
+            reply.opened(FileHandle(0), FopenFlags::empty());
         }
     }
 
     fn readdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        _fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        let result = self.core.readdir(fh.0, offset, |entry, next| {
-            let kind = match entry.kind {
-                Kind::Dir => FileType::Directory,
-                Kind::File => FileType::RegularFile,
-            };
-            reply.add(INodeNo(entry.ino), next, kind, &entry.name)
+        self.list(ino, reply, move |inner, listing, reply| {
+            inner.core.fill(listing, offset, false, |entry, next| {
+                reply.add(INodeNo(entry.ino), next, file_type(entry.kind), entry.name)
+            });
         });
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
     }
 
-    fn releasedir(&self, _: &Request, _: INodeNo, fh: FileHandle, _: OpenFlags, reply: ReplyEmpty) {
-        self.core.release(fh.0);
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        reply: ReplyDirectoryPlus,
+    ) {
+        self.list(ino, reply, move |inner, listing, reply| {
+            inner.core.fill(listing, offset, true, |entry, next| {
+                let plus = entry.entry.expect("readdirplus entries carry attributes");
+                reply.add(
+                    INodeNo(entry.ino),
+                    next,
+                    entry.name,
+                    &plus.ttl,
+                    &inner.attr(&plus.attr),
+                    Generation(0),
+                )
+            });
+        });
+    }
+
+    fn releasedir(&self, _: &Request, _: INodeNo, _: FileHandle, _: OpenFlags, reply: ReplyEmpty) {
         reply.ok();
     }
 

@@ -28,3 +28,4 @@ pub mod remote;
 pub mod size;
 pub mod stats;
 pub mod store;
+pub mod workers;

@@ -120,15 +120,19 @@ fn serve(
         SessionACL::Owner
     };
     config.n_threads = Some(run.threads.max(1));
-    let session =
-        Session::new(FuseAdapter::new(core.clone()), mountpoint, &config).map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
-                " (is /dev/fuse accessible, and fusermount3 installed?)"
-            } else {
-                ""
-            };
-            format!("cannot mount at {}: {e}{hint}", mountpoint.display())
-        })?;
+    let session = Session::new(
+        FuseAdapter::new(core.clone(), run.threads.max(1) * 4, !run.no_passthrough),
+        mountpoint,
+        &config,
+    )
+    .map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            " (is /dev/fuse accessible, and fusermount3 installed?)"
+        } else {
+            ""
+        };
+        format!("cannot mount at {}: {e}{hint}", mountpoint.display())
+    })?;
     start_invalidator(&core, session.notifier());
     watch_signals(mountpoint.to_path_buf())?;
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");

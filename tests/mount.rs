@@ -288,3 +288,89 @@ fn concurrent_readers_of_an_uncached_file_cause_one_download() {
     });
     assert_eq!(served.server.count("GET", &format!("cdn/{TAG}/{path}")), 1);
 }
+
+#[test]
+fn cached_files_read_the_same_with_and_without_passthrough() {
+    let served = Served::small();
+    for extra in [None, Some("--no-passthrough")] {
+        let mut builder = Mount::builder(&served.base_url());
+        if let Some(arg) = extra {
+            builder = builder.arg(arg);
+        }
+        let mount = builder.start();
+        for _ in 0..3 {
+            for (path, bytes) in served.release.textures().take(6) {
+                assert_eq!(
+                    &read(&mount.tag_path(path)).unwrap(),
+                    bytes,
+                    "{extra:?} {path}"
+                );
+            }
+        }
+        let log = mount.log();
+        let said = if extra.is_some() {
+            log.contains("passthrough is off")
+        } else {
+            log.contains("passed through to the kernel") || log.contains("passthrough is off")
+        };
+        assert!(said, "which read path is in use must be logged: {log}");
+    }
+}
+
+#[test]
+fn hung_downloads_never_stall_listing_stats_or_cached_reads() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let served = Served::small();
+    // One kernel thread, so four download workers: more hung downloads
+    // than workers.
+    let mount = Mount::builder(&served.base_url())
+        .arg("--threads")
+        .arg("1")
+        .arg("--retries")
+        .arg("0")
+        .timeout(3)
+        .start();
+    let textures: Vec<_> = served.release.textures().collect();
+    let (cached, cached_bytes) = textures[0];
+    read(&mount.tag_path(cached)).unwrap();
+    served.server.inject(matvisfs::devserver::FaultRule::new(
+        "cdn/",
+        matvisfs::devserver::Fault::Hang,
+    ));
+    let finished = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for (path, _) in &textures[1..11] {
+            let (finished, mount) = (&finished, &mount);
+            scope.spawn(move || {
+                let result = read(&mount.tag_path(path));
+                finished.fetch_add(1, Ordering::SeqCst);
+                assert!(result.is_err(), "{path} read despite a hung server");
+            });
+        }
+        // Let the readers reach the server first.
+        let hung = || {
+            let requests = served.server.requests();
+            requests
+                .iter()
+                .filter(|r| r.path.starts_with("cdn/"))
+                .count()
+        };
+        while hung() < 4 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let tree = walk(&mount.path.join(TAG));
+        assert_eq!(tree.len(), served.release.expected_tree().len());
+        for (path, bytes) in &textures[11..] {
+            assert_eq!(
+                fs::metadata(mount.tag_path(path)).unwrap().len(),
+                bytes.len() as u64
+            );
+        }
+        assert_eq!(&read(&mount.tag_path(cached)).unwrap(), cached_bytes);
+        assert_eq!(
+            finished.load(Ordering::SeqCst),
+            0,
+            "listing, stats and a cached read had to wait for hung downloads"
+        );
+    });
+}

@@ -62,6 +62,19 @@ impl Tag {
         }
     }
 
+    /// The size of a texture when the records know it for this version.
+    pub(super) fn known_size(
+        &self,
+        path: &str,
+        texture: &TextureRef,
+        generation: u64,
+    ) -> Option<u64> {
+        self.records.size_at(path, generation).or_else(|| {
+            self.confirmed_record(path, texture, generation)
+                .and_then(|r| r.size)
+        })
+    }
+
     /// The exact size of a texture, from the records or a HEAD request.
     pub(super) fn texture_size(
         &self,
@@ -69,10 +82,7 @@ impl Tag {
         texture: &TextureRef,
         generation: u64,
     ) -> Result<u64, FsError> {
-        if let Some(size) = self
-            .confirmed_record(path, texture, generation)
-            .and_then(|r| r.size)
-        {
+        if let Some(size) = self.known_size(path, texture, generation) {
             return Ok(size);
         }
         self.sizes
@@ -181,7 +191,7 @@ impl Tag {
             tracing::warn!(tag = %self.name, path, "cannot read: {why}");
             return Err(FsError::Io(format!("{url}: {why}")));
         }
-        self.ensure_tier_complete(&texture.source, &texture.tier)?;
+        self.ensure_tier_complete(texture.source, texture.tier)?;
         let validators = Validators {
             etag: unconfirmed.as_ref().map(|(_, etag)| etag.clone()),
             last_modified: None,

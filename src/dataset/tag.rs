@@ -280,11 +280,9 @@ impl Tag {
         )))
     }
 
-    /// Resolves `path`, loading the catalog it needs.
-    pub(super) fn resolve(&self, path: &str) -> Result<(Arc<TagView>, Node), FsError> {
-        self.ask(path, |view| {
-            view.resolve(path).map(|node| (view.clone(), node))
-        })
+    /// A tree in which `path` resolves (its catalog loaded) or is missing.
+    fn view_for(&self, path: &str) -> Result<Arc<TagView>, FsError> {
+        self.ask(path, |view| view.resolve(path).map(|_| view.clone()))
     }
 
     /// Whether `path` exists in the current tree, as far as is known without
@@ -297,8 +295,63 @@ impl Tag {
         }
     }
 
+    /// Attributes known without loading anything or asking the server;
+    /// `None` when a catalog must be loaded or a size asked for.
+    pub fn peek_stat(&self, path: &str) -> Option<Result<Stat, FsError>> {
+        let view = self.view();
+        let node = match view.resolve(path) {
+            Lookup::Found(node) => node,
+            Lookup::Missing => return Some(Err(FsError::NotFound)),
+            Lookup::NeedsDocument(_) => return None,
+        };
+        let size = match &node {
+            Node::TagRoot | Node::Source | Node::Tier | Node::Material => 0,
+            Node::Manifest => view.manifest_blob.size,
+            Node::Document(name) => view.documents.get(*name)?.blob.size,
+            Node::Texture(texture) => self.known_size(path, texture, view.generation)?,
+        };
+        Some(Ok(Stat {
+            kind: node.kind(),
+            size,
+            mtime: view.mtime,
+        }))
+    }
+
+    /// A listing that needs no catalog to be loaded, if so.
+    pub fn peek_list(&self, path: &str) -> Option<Result<Vec<(String, Kind)>, FsError>> {
+        match self.view().list(path) {
+            Lookup::Found(Some(entries)) => Some(Ok(entries)),
+            Lookup::Found(None) => Some(Err(FsError::NotDir)),
+            Lookup::Missing => Some(Err(FsError::NotFound)),
+            Lookup::NeedsDocument(_) => None,
+        }
+    }
+
+    /// Whether opening `path` may wait on the server: the first open of the
+    /// session revalidates the manifest and the file's catalog.
+    pub fn open_may_block(&self, path: &str) -> bool {
+        if !self.manifest_gate.is_settled(REVALIDATION_RETRY) {
+            return true;
+        }
+        let view = self.view();
+        let document = match view.resolve(path) {
+            Lookup::Found(Node::Texture(texture)) => texture.catalog,
+            Lookup::Found(Node::Document(name)) => name,
+            Lookup::Found(_) | Lookup::Missing => return false,
+            Lookup::NeedsDocument(_) => return true,
+        };
+        !self
+            .document_gates
+            .get(&document.to_string())
+            .is_settled(REVALIDATION_RETRY)
+    }
+
     pub fn stat(&self, path: &str) -> Result<Stat, FsError> {
-        let (view, node) = self.resolve(path)?;
+        if let Some(known) = self.peek_stat(path) {
+            return known;
+        }
+        let view = self.view_for(path)?;
+        let node = view.node(path)?;
         let size = match &node {
             Node::TagRoot | Node::Source | Node::Tier | Node::Material => 0,
             Node::Manifest => view.manifest_blob.size,
@@ -321,20 +374,20 @@ impl Tag {
     /// file) once per session, then says whether the content is ready.
     pub fn open(&self, path: &str) -> Result<Opened, FsError> {
         self.revalidate();
-        let (view, node) = self.resolve(path)?;
-        match node {
+        let view = self.view_for(path)?;
+        match view.node(path)? {
             Node::Manifest => Ok(Opened::Ready(self.open_document(&view.manifest_blob)?)),
             Node::Document(name) => {
-                self.revalidate_document(&name);
+                self.revalidate_document(name);
                 Ok(Opened::Ready(
-                    self.open_document(&self.document(&name)?.blob)?,
+                    self.open_document(&self.document(name)?.blob)?,
                 ))
             }
             Node::Texture(texture) => {
-                self.revalidate_document(&texture.catalog);
+                self.revalidate_document(texture.catalog);
                 // The catalog may just have changed: look again.
-                let (view, node) = self.resolve(path)?;
-                let Node::Texture(texture) = node else {
+                let view = self.view_for(path)?;
+                let Node::Texture(texture) = view.node(path)? else {
                     return Err(FsError::NotFound);
                 };
                 Ok(self.opened_texture(path, &texture, view.generation))
@@ -345,10 +398,10 @@ impl Tag {
 
     /// Content of a file opened as [`Opened::Lazy`].
     pub fn content(&self, path: &str) -> Result<OpenBlob, FsError> {
-        let (view, node) = self.resolve(path)?;
-        match node {
+        let view = self.view_for(path)?;
+        match view.node(path)? {
             Node::Manifest => self.open_document(&view.manifest_blob),
-            Node::Document(name) => self.open_document(&self.document(&name)?.blob),
+            Node::Document(name) => self.open_document(&self.document(name)?.blob),
             Node::Texture(texture) => self.texture_content(path, &texture, view.generation),
             Node::TagRoot | Node::Source | Node::Tier | Node::Material => Err(FsError::IsDir),
         }

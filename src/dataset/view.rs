@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::error::FsError;
 use crate::format::{Catalog, MANIFEST_FILE, Manifest, SourceSpec, TextureHash, texture_extension};
 use crate::store::Blob;
 
@@ -32,36 +33,37 @@ pub struct TagView {
     pub documents: HashMap<String, LoadedDoc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TextureRef {
-    pub source: String,
-    pub tier: String,
-    pub material: String,
-    pub channel: String,
+/// A texture file, with names borrowed from the tree it was found in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextureRef<'v> {
+    pub source: &'v str,
+    pub tier: &'v str,
+    pub material: &'v str,
+    pub channel: &'v str,
     /// The catalog that lists this texture.
-    pub catalog: String,
+    pub catalog: &'v str,
     /// What the catalog says about the baked tier's bytes of this channel.
     pub hash: Option<TextureHash>,
 }
 
-impl TextureRef {
+impl TextureRef<'_> {
     pub fn extension(&self) -> &'static str {
-        texture_extension(&self.tier)
+        texture_extension(self.tier)
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Node {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Node<'v> {
     TagRoot,
     Manifest,
-    Document(String),
+    Document(&'v str),
     Source,
     Tier,
     Material,
-    Texture(TextureRef),
+    Texture(TextureRef<'v>),
 }
 
-impl Node {
+impl Node<'_> {
     pub fn kind(&self) -> Kind {
         match self {
             Node::Manifest | Node::Document(_) | Node::Texture(_) => Kind::File,
@@ -100,60 +102,69 @@ impl TagView {
             .and_then(|d| d.catalog.as_deref())
     }
 
-    pub fn resolve(&self, path: &str) -> Lookup<Node> {
+    /// The node at `path`, once every document it needs is loaded.
+    pub fn node(&self, path: &str) -> Result<Node<'_>, FsError> {
+        match self.resolve(path) {
+            Lookup::Found(node) => Ok(node),
+            Lookup::Missing | Lookup::NeedsDocument(_) => Err(FsError::NotFound),
+        }
+    }
+
+    pub fn resolve(&self, path: &str) -> Lookup<Node<'_>> {
         if path.is_empty() {
             return Lookup::Found(Node::TagRoot);
         }
-        let parts: Vec<&str> = path.split('/').collect();
-        let source = match parts[0] {
-            name if parts.len() == 1 && name == MANIFEST_FILE => {
-                return Lookup::Found(Node::Manifest);
-            }
-            name if parts.len() == 1 && self.manifest.document_owner(name).is_some() => {
-                return Lookup::Found(Node::Document(name.to_string()));
-            }
-            name => match self.dir_source(name) {
-                Some(source) => source,
-                None => return Lookup::Missing,
-            },
-        };
-        if parts.len() == 1 {
-            return Lookup::Found(Node::Source);
-        }
-        let tier = parts[1];
-        if !source.tiers.iter().any(|t| t == tier) {
+        let mut parts = path.split('/');
+        let first = parts.next().unwrap_or_default();
+        let (second, third, fourth) = (parts.next(), parts.next(), parts.next());
+        if parts.next().is_some() {
             return Lookup::Missing;
         }
-        if parts.len() == 2 {
+        let Some(second) = second else {
+            return match self.manifest.document_owner(first) {
+                _ if first == MANIFEST_FILE => Lookup::Found(Node::Manifest),
+                Some(owner) if owner.catalog == first => {
+                    Lookup::Found(Node::Document(&owner.catalog))
+                }
+                Some(owner) => {
+                    Lookup::Found(Node::Document(owner.mtlx.as_deref().unwrap_or_default()))
+                }
+                None if self.dir_source(first).is_some() => Lookup::Found(Node::Source),
+                None => Lookup::Missing,
+            };
+        };
+        let Some(source) = self.dir_source(first) else {
+            return Lookup::Missing;
+        };
+        let Some(tier) = source.tiers.iter().find(|t| *t == second) else {
+            return Lookup::Missing;
+        };
+        let Some(third) = third else {
             return Lookup::Found(Node::Tier);
-        }
+        };
         let Some(catalog) = self.catalog_of(source) else {
             return Lookup::NeedsDocument(source.catalog.clone());
         };
-        let Some(material) = catalog.material(parts[2]).filter(|m| m.in_tier(tier)) else {
+        let Some(material) = catalog.material(third).filter(|m| m.in_tier(tier)) else {
             return Lookup::Missing;
         };
-        match parts.len() {
-            3 => Lookup::Found(Node::Material),
-            4 => {
-                let ext = texture_extension(tier);
-                let channel = parts[3]
-                    .strip_suffix(ext)
-                    .and_then(|stem| stem.strip_suffix('.'))
-                    .filter(|channel| material.has_channel(channel));
-                match channel {
-                    Some(channel) => Lookup::Found(Node::Texture(TextureRef {
-                        source: source.name.clone(),
-                        tier: tier.to_string(),
-                        material: material.id.to_string(),
-                        channel: channel.to_string(),
-                        catalog: source.catalog.clone(),
-                        hash: material.hash(channel),
-                    })),
-                    None => Lookup::Missing,
-                }
-            }
-            _ => Lookup::Missing,
+        let Some(file) = fourth else {
+            return Lookup::Found(Node::Material);
+        };
+        let channel = file
+            .strip_suffix(texture_extension(tier))
+            .and_then(|stem| stem.strip_suffix('.'))
+            .and_then(|stem| material.channel(stem));
+        match channel {
+            Some(channel) => Lookup::Found(Node::Texture(TextureRef {
+                source: &source.name,
+                tier,
+                material: &material.id,
+                channel,
+                catalog: &source.catalog,
+                hash: material.hash(channel),
+            })),
+            None => Lookup::Missing,
         }
     }
 
@@ -296,7 +307,7 @@ mod tests {
         assert_eq!(v.resolve("ambientcg/2k"), Lookup::Missing);
         assert_eq!(
             v.resolve("gpuopen-mtlx.json"),
-            Lookup::Found(Node::Document("gpuopen-mtlx.json".into()))
+            Lookup::Found(Node::Document("gpuopen-mtlx.json"))
         );
     }
 
@@ -333,10 +344,10 @@ mod tests {
         match v.resolve("ambientcg/ktx2-1k/Rock064/normal.ktx2") {
             Lookup::Found(Node::Texture(t)) => {
                 assert_eq!(
-                    (t.source.as_str(), t.tier.as_str(), t.material.as_str()),
+                    (t.source, t.tier, t.material),
                     ("ambientcg", "ktx2-1k", "Rock064")
                 );
-                assert_eq!((t.channel.as_str(), t.extension()), ("normal", "ktx2"));
+                assert_eq!((t.channel, t.extension()), ("normal", "ktx2"));
             }
             other => panic!("{other:?}"),
         }

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeSet;
 
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::{FormatError, Parsed};
@@ -47,9 +49,16 @@ impl Material {
     }
 
     pub fn has_channel(&self, channel: &str) -> bool {
-        self.channels
-            .binary_search_by(|c| c.as_ref().cmp(channel))
-            .is_ok()
+        self.channel(channel).is_some()
+    }
+
+    /// The channel called `name`, borrowed from the material.
+    pub fn channel(&self, name: &str) -> Option<&str> {
+        let index = self
+            .channels
+            .binary_search_by(|c| c.as_ref().cmp(name))
+            .ok()?;
+        Some(&self.channels[index])
     }
 
     pub fn hash(&self, channel: &str) -> Option<TextureHash> {
@@ -61,16 +70,24 @@ impl Material {
 }
 
 pub fn parse_catalog(bytes: &[u8]) -> Result<Parsed<Catalog>, FormatError> {
-    let root: Value = serde_json::from_slice(bytes)?;
-    let Value::Array(entries) = root else {
-        return Err(FormatError::WrongShape(
-            "the catalog is not a JSON array".into(),
-        ));
+    // Entries are parsed one at a time from the raw text: a full catalog
+    // as one JSON tree would take ten times its size in memory.
+    let entries: Vec<&RawValue> = match serde_json::from_slice(bytes) {
+        Ok(entries) => entries,
+        Err(e) => {
+            return Err(match serde_json::from_slice::<IgnoredAny>(bytes) {
+                Ok(_) => FormatError::WrongShape("the catalog is not a JSON array".into()),
+                Err(_) => FormatError::NotJson(e),
+            });
+        }
     };
     let mut skipped = Vec::new();
     let mut materials: Vec<Material> = Vec::with_capacity(entries.len());
-    for (index, entry) in entries.iter().enumerate() {
-        match parse_material(entry, &mut skipped) {
+    for (index, raw) in entries.iter().enumerate() {
+        let parsed = serde_json::from_str::<Value>(raw.get())
+            .map_err(|e| e.to_string())
+            .and_then(|entry| parse_material(&entry, &mut skipped));
+        match parsed {
             Ok(m) => materials.push(m),
             Err(reason) => skipped.push(format!("entry {index}: {reason}")),
         }

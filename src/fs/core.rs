@@ -15,7 +15,7 @@ fn stats_path() -> String {
 
 /// Kernel cache time for a tag's entries and attributes: content is
 /// immutable within a version, and a change is pushed to the kernel.
-const CONTENT_TTL: Duration = Duration::from_secs(60);
+const CONTENT_TTL: Duration = Duration::from_secs(24 * 3600);
 /// The root lists tags that may appear at any time.
 const ROOT_TTL: Duration = Duration::from_secs(1);
 /// A failed read is answered with the same error this long on the same open
@@ -37,20 +37,16 @@ pub struct Entry {
     pub ttl: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirEntry {
-    pub ino: u64,
-    pub kind: Kind,
-    pub name: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct OpenReply {
     pub fh: u64,
     /// The kernel may keep its page cache from earlier opens.
     pub keep_cache: bool,
     /// The kernel's idea of the size may be stale: bypass its page cache.
     pub direct_io: bool,
+    /// The cached content, when the kernel may read it directly
+    /// (passthrough): it is complete and its size is what the kernel knows.
+    pub content: Option<Arc<File>>,
 }
 
 /// What the kernel must forget after a tag changed.
@@ -61,10 +57,11 @@ pub enum Invalidation {
 }
 
 pub struct FsCore {
-    dataset: Arc<Dataset>,
-    inodes: InodeTable,
+    pub(super) dataset: Arc<Dataset>,
+    pub(super) inodes: InodeTable,
     handles: Handles,
-    mounted_at: SystemTime,
+    pub(super) mounted_at: SystemTime,
+    pub(super) listings: super::listing::Listings,
 }
 
 impl FsCore {
@@ -74,6 +71,7 @@ impl FsCore {
             inodes: InodeTable::default(),
             handles: Handles::default(),
             mounted_at: SystemTime::now(),
+            listings: Default::default(),
         }
     }
 
@@ -81,7 +79,7 @@ impl FsCore {
         &self.dataset
     }
 
-    fn stat(&self, key: &NodeKey) -> Result<Stat, FsError> {
+    pub(super) fn stat(&self, key: &NodeKey) -> Result<Stat, FsError> {
         let dir = Stat {
             kind: Kind::Dir,
             size: 0,
@@ -106,7 +104,7 @@ impl FsCore {
         bytes
     }
 
-    fn entry(ino: u64, key: &NodeKey, stat: Stat) -> Entry {
+    pub(super) fn entry(ino: u64, key: &NodeKey, stat: Stat) -> Entry {
         let ttl = match (&key.tag, key.path.is_empty()) {
             // The root and the tag directories: tags come and go.
             (_, true) => ROOT_TTL,
@@ -125,100 +123,98 @@ impl FsCore {
         }
     }
 
-    fn file_size(stat: &Stat) -> Option<u64> {
+    pub(super) fn file_size(stat: &Stat) -> Option<u64> {
         (stat.kind == Kind::File).then_some(stat.size)
     }
 
-    pub fn lookup(&self, parent: u64, name: &str) -> Result<Entry, FsError> {
-        let parent_key = self.inodes.key(parent).ok_or(FsError::Stale)?;
+    /// Attributes from memory only; `None` when loading or a request is needed.
+    pub(super) fn peek(&self, key: &NodeKey) -> Option<Result<Stat, FsError>> {
+        match &key.tag {
+            None => Some(self.stat(key)),
+            Some(tag) => self.dataset.loaded(tag)?.peek_stat(&key.path),
+        }
+    }
+
+    fn lookup_by(
+        &self,
+        parent: u64,
+        name: &str,
+        stat: impl FnOnce(&NodeKey) -> Option<Result<Stat, FsError>>,
+    ) -> Option<Result<Entry, FsError>> {
+        let Some(parent_key) = self.inodes.key(parent) else {
+            return Some(Err(FsError::Stale));
+        };
         let key = parent_key.child(name);
-        let stat = self.stat(&key)?;
-        let ino = self.inodes.lookup(&key, Self::file_size(&stat));
-        Ok(Self::entry(ino, &key, stat))
+        Some(stat(&key)?.map(|stat| {
+            let ino = self.inodes.lookup(&key, Self::file_size(&stat));
+            Self::entry(ino, &key, stat)
+        }))
+    }
+
+    pub fn lookup(&self, parent: u64, name: &str) -> Result<Entry, FsError> {
+        self.lookup_by(parent, name, |key| Some(self.stat(key)))
+            .expect("stat always answers")
+    }
+
+    /// [`FsCore::lookup`] if it can be answered without waiting.
+    pub fn try_lookup(&self, parent: u64, name: &str) -> Option<Result<Entry, FsError>> {
+        self.lookup_by(parent, name, |key| self.peek(key))
     }
 
     pub fn forget(&self, ino: u64, count: u64) {
         self.inodes.forget(ino, count);
     }
 
-    pub fn getattr(&self, ino: u64) -> Result<Entry, FsError> {
-        let key = self.inodes.key(ino).ok_or(FsError::Stale)?;
-        let stat = self.stat(&key).map_err(|e| match e {
-            FsError::NotFound => FsError::Stale,
-            e => e,
-        })?;
-        self.inodes.set_reported_size(ino, Self::file_size(&stat));
-        Ok(Self::entry(ino, &key, stat))
-    }
-
-    pub fn opendir(&self, ino: u64) -> Result<u64, FsError> {
-        let key = self.inodes.key(ino).ok_or(FsError::Stale)?;
-        let children: Vec<(String, Kind)> = match &key.tag {
-            Some(tag) => self.dataset.tag(tag)?.list(&key.path)?,
-            None if key.path.is_empty() => {
-                let mut names: Vec<(String, Kind)> = self
-                    .dataset
-                    .tag_names()
-                    .into_iter()
-                    .map(|n| (n, Kind::Dir))
-                    .collect();
-                names.insert(0, (CONTROL_DIR.to_string(), Kind::Dir));
-                names
-            }
-            None if *key.path == *CONTROL_DIR => vec![(STATS_FILE.to_string(), Kind::File)],
-            None => return Err(FsError::NotDir),
-        };
-        let parent_ino = key
-            .parent()
-            .and_then(|(p, _)| self.inodes.ino_of(&p))
-            .unwrap_or(ino);
-        let mut entries = Vec::with_capacity(children.len() + 2);
-        entries.push(DirEntry {
-            ino,
-            kind: Kind::Dir,
-            name: ".".into(),
-        });
-        entries.push(DirEntry {
-            ino: parent_ino,
-            kind: Kind::Dir,
-            name: "..".into(),
-        });
-        for (name, kind) in children {
-            let child = self.inodes.peek(&key.child(&name));
-            entries.push(DirEntry {
-                ino: child,
-                kind,
-                name,
-            });
-        }
-        Ok(self.handles.insert(Handle::Dir(entries)))
-    }
-
-    /// Feeds entries from `offset` to `add` until it reports a full buffer;
-    /// `add` gets each entry with the offset of the one after it.
-    pub fn readdir(
+    fn getattr_by(
         &self,
-        fh: u64,
-        offset: u64,
-        mut add: impl FnMut(&DirEntry, u64) -> bool,
-    ) -> Result<(), FsError> {
-        let handle = self
-            .handles
-            .get(fh)
-            .ok_or(FsError::Io("unknown directory handle".into()))?;
-        let Handle::Dir(entries) = &*handle else {
-            return Err(FsError::NotDir);
+        ino: u64,
+        stat: impl FnOnce(&NodeKey) -> Option<Result<Stat, FsError>>,
+    ) -> Option<Result<Entry, FsError>> {
+        let Some(key) = self.inodes.key(ino) else {
+            return Some(Err(FsError::Stale));
         };
-        for (i, entry) in entries.iter().enumerate().skip(offset as usize) {
-            if add(entry, i as u64 + 1) {
-                break;
-            }
-        }
-        Ok(())
+        Some(
+            stat(&key)?
+                .map_err(|e| match e {
+                    FsError::NotFound => FsError::Stale,
+                    e => e,
+                })
+                .map(|stat| {
+                    self.inodes.set_reported_size(ino, Self::file_size(&stat));
+                    Self::entry(ino, &key, stat)
+                }),
+        )
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Entry, FsError> {
+        self.getattr_by(ino, |key| Some(self.stat(key)))
+            .expect("stat always answers")
+    }
+
+    /// [`FsCore::getattr`] if it can be answered without waiting.
+    pub fn try_getattr(&self, ino: u64) -> Option<Result<Entry, FsError>> {
+        self.getattr_by(ino, |key| self.peek(key))
     }
 
     pub fn release(&self, fh: u64) {
         self.handles.remove(fh);
+    }
+
+    /// [`FsCore::open`] if it can be answered without waiting (the tag and
+    /// the file's catalog were revalidated already this session).
+    pub fn try_open(&self, ino: u64, flags: i32) -> Option<Result<OpenReply, FsError>> {
+        if let Some(key) = self.inodes.key(ino) {
+            if let Some(tag) = &key.tag {
+                if self
+                    .dataset
+                    .loaded(tag)
+                    .is_none_or(|t| t.open_may_block(&key.path))
+                {
+                    return None;
+                }
+            }
+        }
+        Some(self.open(ino, flags))
     }
 
     pub fn open(&self, ino: u64, flags: i32) -> Result<OpenReply, FsError> {
@@ -236,6 +232,7 @@ impl FsCore {
                 fh,
                 keep_cache: false,
                 direct_io: true,
+                content: None,
             });
         };
         let tag = self.dataset.tag(tag_name)?;
@@ -253,13 +250,14 @@ impl FsCore {
         let fh = self.handles.insert(Handle::File(OpenFile {
             tag,
             path: key.path.clone(),
-            content: parking_lot::Mutex::new(content),
+            content: parking_lot::Mutex::new(content.clone()),
             failure: parking_lot::Mutex::new(None),
         }));
         Ok(OpenReply {
             fh,
             keep_cache,
             direct_io: !sizes_agree,
+            content: content.filter(|_| sizes_agree),
         })
     }
 
@@ -285,20 +283,37 @@ impl FsCore {
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
-        let handle = self
-            .handles
-            .get(fh)
-            .ok_or(FsError::Io("unknown file handle".into()))?;
+        self.read_by(fh, offset, size, |file| Some(self.content(file)))
+            .expect("reading always answers")
+    }
+
+    /// [`FsCore::read`] if the content is at hand (no download needed).
+    pub fn try_read(&self, fh: u64, offset: u64, size: u32) -> Option<Result<Vec<u8>, FsError>> {
+        self.read_by(fh, offset, size, |file| file.content.lock().clone().map(Ok))
+    }
+
+    fn read_by(
+        &self,
+        fh: u64,
+        offset: u64,
+        size: u32,
+        content: impl FnOnce(&OpenFile) -> Option<Result<Arc<File>, FsError>>,
+    ) -> Option<Result<Vec<u8>, FsError>> {
+        let Some(handle) = self.handles.get(fh) else {
+            return Some(Err(FsError::Io("unknown file handle".into())));
+        };
         let file = match &*handle {
             Handle::File(file) => file,
             Handle::Snapshot(bytes) => {
                 let start = (offset as usize).min(bytes.len());
                 let end = start.saturating_add(size as usize).min(bytes.len());
-                return Ok(bytes[start..end].to_vec());
+                return Some(Ok(bytes[start..end].to_vec()));
             }
-            Handle::Dir(_) => return Err(FsError::IsDir),
         };
-        let content = self.content(file)?;
+        Some(content(file)?.and_then(|content| self.read_from(&content, offset, size)))
+    }
+
+    fn read_from(&self, content: &File, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
         let mut buf = vec![0u8; size as usize];
         let mut filled = 0;
         while filled < buf.len() {

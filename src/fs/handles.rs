@@ -9,13 +9,12 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use super::core::DirEntry;
 use crate::dataset::Tag;
 use crate::error::FsError;
 
 pub struct OpenFile {
     pub tag: Arc<Tag>,
-    pub path: Box<str>,
+    pub path: std::sync::Arc<str>,
     /// The cached content, once known (at open, or at the first read).
     pub content: Mutex<Option<Arc<File>>>,
     /// The last failure to get the content, and when it happened.
@@ -24,8 +23,6 @@ pub struct OpenFile {
 
 pub enum Handle {
     File(OpenFile),
-    /// A listing taken at opendir, so that it stays consistent while read.
-    Dir(Vec<DirEntry>),
     /// Generated content (the statistics), fixed at open.
     Snapshot(Vec<u8>),
 }

@@ -1,8 +1,12 @@
-//! Inode numbers: handed out from 2 upward, never reused in a session, each
-//! with the kernel's lookup count. An inode forgotten by the kernel is
-//! dropped; the same path looked up later gets a new number.
+//! Inode numbers: handed out from 2 upward, one per path for the whole
+//! session (never reused for another path), each with the kernel's lookup
+//! count. Numbers are dense, so the table is a vector; it holds at most one
+//! entry per path of the tree, whatever the kernel forgets and looks up
+//! again.
 
-use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+
+use hashbrown::HashTable;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -19,7 +23,8 @@ pub const STATS_FILE: &str = "stats.json";
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct NodeKey {
     pub tag: Option<Arc<str>>,
-    pub path: Box<str>,
+    /// Shared by the table's two maps (one allocation per node).
+    pub path: Arc<str>,
 }
 
 impl NodeKey {
@@ -94,17 +99,23 @@ impl NodeKey {
     }
 }
 
+/// No size reported (a directory, or not yet known).
+const NO_SIZE: u64 = u64::MAX;
+
 struct Inode {
     key: NodeKey,
     lookups: u64,
     /// The size last given to the kernel, to tell when its copy is stale.
-    reported_size: Option<u64>,
+    reported_size: u64,
 }
 
 struct Table {
-    next: u64,
-    by_ino: HashMap<u64, Inode>,
-    by_key: HashMap<NodeKey, u64>,
+    /// Inode `n` is at index `n - ROOT_INO`.
+    inodes: Vec<Inode>,
+    /// Indices into `inodes` by key: four bytes a node, not a second copy
+    /// of every key.
+    by_key: HashTable<u32>,
+    hasher: RandomState,
 }
 
 pub struct InodeTable {
@@ -113,48 +124,65 @@ pub struct InodeTable {
 
 impl Default for InodeTable {
     fn default() -> Self {
-        let root = Inode {
-            key: NodeKey::root(),
-            lookups: 1,
-            reported_size: None,
+        let mut table = Table {
+            inodes: Vec::new(),
+            by_key: HashTable::new(),
+            hasher: RandomState::new(),
         };
+        table.ino_for(&NodeKey::root());
+        table.inodes[0].lookups = 1;
         InodeTable {
-            table: Mutex::new(Table {
-                next: ROOT_INO + 1,
-                by_ino: HashMap::from([(ROOT_INO, root)]),
-                by_key: HashMap::from([(NodeKey::root(), ROOT_INO)]),
-            }),
+            table: Mutex::new(table),
         }
     }
 }
 
 impl Table {
+    fn get_mut(&mut self, ino: u64) -> Option<&mut Inode> {
+        self.inodes.get_mut(ino.checked_sub(ROOT_INO)? as usize)
+    }
+
+    fn find(&self, key: &NodeKey) -> Option<u64> {
+        let hash = self.hasher.hash_one(key);
+        let index = self
+            .by_key
+            .find(hash, |&i| self.inodes[i as usize].key == *key)?;
+        Some(ROOT_INO + *index as u64)
+    }
+
     fn ino_for(&mut self, key: &NodeKey) -> u64 {
-        if let Some(&ino) = self.by_key.get(key) {
+        if let Some(ino) = self.find(key) {
             return ino;
         }
-        let ino = self.next;
-        self.next += 1;
-        self.by_ino.insert(
-            ino,
-            Inode {
-                key: key.clone(),
-                lookups: 0,
-                reported_size: None,
-            },
-        );
-        self.by_key.insert(key.clone(), ino);
-        ino
+        let index = self.inodes.len();
+        self.inodes.push(Inode {
+            key: key.clone(),
+            lookups: 0,
+            reported_size: NO_SIZE,
+        });
+        let Table {
+            inodes,
+            by_key,
+            hasher,
+        } = self;
+        by_key.insert_unique(hasher.hash_one(key), index as u32, |&i| {
+            hasher.hash_one(&inodes[i as usize].key)
+        });
+        ROOT_INO + index as u64
     }
+}
+
+fn size_option(size: u64) -> Option<u64> {
+    (size != NO_SIZE).then_some(size)
 }
 
 impl InodeTable {
     pub fn key(&self, ino: u64) -> Option<NodeKey> {
-        self.table.lock().by_ino.get(&ino).map(|i| i.key.clone())
+        self.table.lock().get_mut(ino).map(|i| i.key.clone())
     }
 
     pub fn ino_of(&self, key: &NodeKey) -> Option<u64> {
-        self.table.lock().by_key.get(key).copied()
+        self.table.lock().find(key)
     }
 
     /// The inode for `key`, counted as one more kernel reference, with the
@@ -162,55 +190,48 @@ impl InodeTable {
     pub fn lookup(&self, key: &NodeKey, size: Option<u64>) -> u64 {
         let mut table = self.table.lock();
         let ino = table.ino_for(key);
-        let inode = table.by_ino.get_mut(&ino).expect("just inserted");
+        let inode = table.get_mut(ino).expect("just inserted");
         inode.lookups += 1;
-        inode.reported_size = size;
+        inode.reported_size = size.unwrap_or(NO_SIZE);
         ino
     }
 
-    /// The inode for `key` without a kernel reference (directory listings).
-    pub fn peek(&self, key: &NodeKey) -> u64 {
-        self.table.lock().ino_for(key)
-    }
-
     pub fn set_reported_size(&self, ino: u64, size: Option<u64>) {
-        if let Some(inode) = self.table.lock().by_ino.get_mut(&ino) {
-            inode.reported_size = size;
+        if let Some(inode) = self.table.lock().get_mut(ino) {
+            inode.reported_size = size.unwrap_or(NO_SIZE);
         }
     }
 
     pub fn reported_size(&self, ino: u64) -> Option<u64> {
         self.table
             .lock()
-            .by_ino
-            .get(&ino)
-            .and_then(|i| i.reported_size)
+            .get_mut(ino)
+            .and_then(|i| size_option(i.reported_size))
     }
 
     /// The kernel dropped `count` references; tolerates counts it never had.
+    /// The number stays with its path for the session.
     pub fn forget(&self, ino: u64, count: u64) {
-        if ino == ROOT_INO {
-            return;
+        if let Some(inode) = self.table.lock().get_mut(ino) {
+            inode.lookups = inode.lookups.saturating_sub(count);
         }
-        let mut table = self.table.lock();
-        let Some(inode) = table.by_ino.get_mut(&ino) else {
-            return;
-        };
-        inode.lookups = inode.lookups.saturating_sub(count);
-        if inode.lookups == 0 {
-            let key = table.by_ino.remove(&ino).expect("present").key;
-            table.by_key.remove(&key);
-        }
+    }
+
+    /// The kernel's references to `ino`.
+    #[cfg(test)]
+    pub fn lookups(&self, ino: u64) -> u64 {
+        self.table.lock().get_mut(ino).map_or(0, |i| i.lookups)
     }
 
     /// Every inode under `tag`, with its key.
     pub fn under_tag(&self, tag: &str) -> Vec<(u64, NodeKey)> {
         self.table
             .lock()
-            .by_ino
+            .inodes
             .iter()
-            .filter(|(_, i)| i.key.tag.as_deref() == Some(tag))
-            .map(|(&ino, i)| (ino, i.key.clone()))
+            .enumerate()
+            .filter(|(_, i)| i.key.tag.as_deref() == Some(tag) && i.lookups > 0)
+            .map(|(index, i)| (ROOT_INO + index as u64, i.key.clone()))
             .collect()
     }
 }
@@ -252,21 +273,29 @@ mod tests {
     }
 
     #[test]
-    fn numbers_are_stable_while_referenced_and_never_reused() {
+    fn numbers_are_stable_for_the_session() {
         let table = InodeTable::default();
         let key = NodeKey::root().child("v1");
         let a = table.lookup(&key, None);
         assert_eq!(a, 2);
-        assert_eq!(table.lookup(&key, None), a);
-        assert_eq!(table.peek(&key), a);
+        assert_eq!(table.lookup(&key, Some(7)), a);
+        assert_eq!(table.lookups(a), 2);
+        assert_eq!(table.reported_size(a), Some(7));
         table.forget(a, 1);
         assert_eq!(table.key(a), Some(key.clone()));
         table.forget(a, 5); // more than it had: tolerated
-        assert_eq!(table.key(a), None);
-        let b = table.lookup(&key, None);
-        assert!(b > a, "a forgotten number is not reused");
+        assert_eq!(table.lookups(a), 0);
+        assert_eq!(
+            table.lookup(&key, None),
+            a,
+            "the same path keeps its number"
+        );
+        let b = table.lookup(&NodeKey::root().child("v2"), None);
+        assert_eq!(b, a + 1);
         table.forget(ROOT_INO, 10);
         assert_eq!(table.key(ROOT_INO), Some(NodeKey::root()));
         table.forget(999, 1);
+        assert_eq!(table.key(999), None);
+        assert_eq!(table.key(0), None);
     }
 }

@@ -5,9 +5,11 @@
 mod core;
 mod handles;
 mod inodes;
+mod listing;
 
-pub use self::core::{Attr, DirEntry, Entry, FsCore, Invalidation, OpenReply};
+pub use self::core::{Attr, Entry, FsCore, Invalidation, OpenReply};
 pub use inodes::{CONTROL_DIR, NodeKey, ROOT_INO, STATS_FILE};
+pub use listing::{DirEntry, Listing};
 
 #[cfg(test)]
 mod tests;

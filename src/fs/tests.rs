@@ -83,17 +83,13 @@ impl Session {
     }
 
     fn list(&self, path: &str) -> Result<Vec<(String, Kind)>, FsError> {
-        let fh = self.core.opendir(self.ino(path)?)?;
+        let listing = self.core.listing(self.ino(path)?)?;
         let mut out = Vec::new();
-        self.core.readdir(fh, 0, |e, _| {
-            out.push((e.name.clone(), e.kind));
+        self.core.fill(&listing, 2, false, |e, _| {
+            out.push((e.name.to_string(), e.kind));
             false
-        })?;
-        self.core.release(fh);
-        Ok(out
-            .into_iter()
-            .filter(|(n, _)| n != "." && n != "..")
-            .collect())
+        });
+        Ok(out)
     }
 
     fn read(&self, path: &str) -> Result<Vec<u8>, FsError> {
@@ -551,6 +547,64 @@ fn transient_failures_do_not_stick() {
         s.read(&format!("{TAG}/{path}")).unwrap(),
         release.files[path]
     );
+}
+
+#[test]
+fn readdirplus_gives_known_attributes_and_placeholders_for_unknown_sizes() {
+    let release = small();
+    let h = Harness::new(&release);
+    let s = h.session();
+    let known = "ambientcg/1k/Rock064/color.png";
+    s.size(&format!("{TAG}/{known}")).unwrap();
+    h.remote.clear_log();
+    let dir = s.ino(&format!("{TAG}/ambientcg/1k/Rock064")).unwrap();
+    let listing = s.core.listing(dir).unwrap();
+    let mut seen = Vec::new();
+    s.core.fill(&listing, 0, true, |e, next| {
+        seen.push((e.name.to_string(), e.entry.unwrap(), next));
+        false
+    });
+    assert!(
+        h.remote.log().is_empty(),
+        "readdirplus asks nothing: {:#?}",
+        h.remote.log()
+    );
+    let by_name: std::collections::HashMap<_, _> =
+        seen.iter().map(|(n, e, _)| (n.as_str(), *e)).collect();
+    let color = by_name["color.png"];
+    assert_eq!(color.attr.size, release.files[known].len() as u64);
+    assert!(color.ttl > std::time::Duration::ZERO);
+    let normal = by_name["normal.png"];
+    assert_eq!(
+        normal.ttl,
+        std::time::Duration::ZERO,
+        "unknown size: the kernel must look it up"
+    );
+    // Each entry counted as a lookup: the same inode comes back, and a
+    // forget per entry drops it.
+    assert_eq!(
+        s.core.lookup(dir, "color.png").unwrap().attr.ino,
+        color.attr.ino
+    );
+    // An entry the kernel's buffer had no room for is not counted: the
+    // inode of a file nobody looked up goes away again.
+    let fresh = Harness::new(&release);
+    let s = fresh.session();
+    let dir = s.ino(&format!("{TAG}/ambientcg/512/Wood051")).unwrap();
+    let listing = s.core.listing(dir).unwrap();
+    s.core.fill(&listing, 2, true, |_, _| true);
+    let refused = crate::fs::NodeKey::root()
+        .child(TAG)
+        .child("ambientcg")
+        .child("512")
+        .child("Wood051")
+        .child("ao.png");
+    let ino = s
+        .core
+        .inodes
+        .ino_of(&refused)
+        .expect("numbered when first seen");
+    assert_eq!(s.core.inodes.lookups(ino), 0);
 }
 
 #[test]

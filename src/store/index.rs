@@ -291,6 +291,18 @@ impl ContentIndex {
     /// total stays within `cap` (0: no cap), least recently used first. The
     /// new object goes too when it alone exceeds the cap.
     pub fn insert(&self, sha256: Sha256Digest, size: u64, cap: u64) -> Vec<(Sha256Digest, u64)> {
+        // One process at a time reads the others' lines, decides and writes,
+        // so that together they stay under the cap.
+        match self.log.exclusively(|| self.insert_now(sha256, size, cap)) {
+            Ok(victims) => victims,
+            Err(e) => {
+                tracing::warn!("cannot lock the cache index: {e}");
+                self.insert_now(sha256, size, cap)
+            }
+        }
+    }
+
+    fn insert_now(&self, sha256: Sha256Digest, size: u64, cap: u64) -> Vec<(Sha256Digest, u64)> {
         self.catch_up();
         let put = Line::Put {
             sha256,

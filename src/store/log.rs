@@ -8,7 +8,7 @@
 //! crashed writer) is skipped, and the next append starts on a fresh line.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -25,6 +25,8 @@ struct Handle {
 pub struct SharedLog {
     path: PathBuf,
     lock: PathBuf,
+    /// Held by a process that reads, decides and writes as one step.
+    serial: PathBuf,
     handle: Mutex<Option<Handle>>,
     /// Bytes of the current file already handed to [`SharedLog::read_new`].
     read: Mutex<(u64, u64)>,
@@ -67,11 +69,15 @@ impl Drop for Locked {
 
 impl SharedLog {
     pub fn new(path: PathBuf) -> Self {
-        let mut lock = path.clone().into_os_string();
-        lock.push(".lock");
+        let with_suffix = |suffix: &str| {
+            let mut name = path.clone().into_os_string();
+            name.push(suffix);
+            PathBuf::from(name)
+        };
         SharedLog {
+            lock: with_suffix(".lock"),
+            serial: with_suffix(".serial.lock"),
             path,
-            lock: lock.into(),
             handle: Mutex::new(None),
             read: Mutex::new((0, 0)),
         }
@@ -87,6 +93,13 @@ impl SharedLog {
 
     fn current_ino(&self) -> Option<u64> {
         std::fs::metadata(&self.path).ok().map(|m| m.ino())
+    }
+
+    /// Runs `work` while no other thread or process runs its own
+    /// `exclusively` on this log: for a read, decide, write sequence.
+    pub fn exclusively<T>(&self, work: impl FnOnce() -> T) -> io::Result<T> {
+        let _serial = Locked::take(&self.serial, true)?;
+        Ok(work())
     }
 
     /// Appends one line (without its newline).
@@ -160,15 +173,21 @@ impl SharedLog {
             *read = (ino, 0);
         }
         file.seek(SeekFrom::Start(read.1))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        for line in bytes[..complete].split(|&b| b == b'\n') {
-            if !line.is_empty() {
-                apply(&String::from_utf8_lossy(line));
+        // Line by line: a log of a full tag is tens of megabytes.
+        let mut reader = BufReader::new(file);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = reader.read_until(b'\n', &mut line)?;
+            // A last line without its newline may still be being written.
+            if n == 0 || line.last() != Some(&b'\n') {
+                break;
+            }
+            read.1 += n as u64;
+            if line.len() > 1 {
+                apply(&String::from_utf8_lossy(&line[..line.len() - 1]));
             }
         }
-        read.1 += complete as u64;
         Ok(restarted)
     }
 

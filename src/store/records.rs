@@ -28,11 +28,75 @@ pub struct FileRecord {
     pub remote_sha256: Option<Sha256Digest>,
 }
 
+/// A record as kept in memory (100,000 of them for a full tag): the path is
+/// the map's key; the content digest and the server's digest are one value
+/// (downloads are checked against the server's, so they agree); an ETag
+/// that is that digest quoted (Hugging Face's `X-Linked-Etag`) is not stored.
+struct Compact {
+    generation: u32,
+    /// `u64::MAX`: unknown.
+    size: u64,
+    digest: Option<Sha256Digest>,
+    /// `digest` is the content held in the object store.
+    cached: bool,
+    /// `digest` is what the server states.
+    declared: bool,
+    etag: Etag,
+}
+
+enum Etag {
+    None,
+    QuotedDigest,
+    Other(Box<str>),
+}
+
+impl Compact {
+    fn from(record: FileRecord) -> (Box<str>, Compact) {
+        // A server digest that differs from the cached content's is a
+        // dedupe hint at most: the content's wins.
+        let digest = record.sha256.or(record.remote_sha256);
+        let declared = record.remote_sha256.is_some() && record.remote_sha256 == digest;
+        let etag = match record.etag {
+            None => Etag::None,
+            Some(etag) if digest.is_some_and(|d| etag == format!("\"{d}\"")) => Etag::QuotedDigest,
+            Some(etag) => Etag::Other(etag.into_boxed_str()),
+        };
+        let compact = Compact {
+            generation: record.generation.min(u32::MAX as u64) as u32,
+            size: record.size.unwrap_or(u64::MAX),
+            digest,
+            cached: record.sha256.is_some(),
+            declared,
+            etag,
+        };
+        (record.path.into_boxed_str(), compact)
+    }
+
+    fn size(&self) -> Option<u64> {
+        (self.size != u64::MAX).then_some(self.size)
+    }
+
+    fn record(&self, path: &str) -> FileRecord {
+        FileRecord {
+            path: path.to_string(),
+            generation: self.generation as u64,
+            size: self.size(),
+            etag: match &self.etag {
+                Etag::None => None,
+                Etag::QuotedDigest => self.digest.map(|d| format!("\"{d}\"")),
+                Etag::Other(etag) => Some(etag.to_string()),
+            },
+            sha256: self.digest.filter(|_| self.cached),
+            remote_sha256: self.digest.filter(|_| self.declared),
+        }
+    }
+}
+
 /// Per-file records of one tag: kept in memory, persisted as a shared log
 /// of JSON lines (the last line for a path wins). The log is compacted when
 /// it holds mostly superseded lines.
 pub struct FileRecords {
-    map: Mutex<HashMap<String, FileRecord>>,
+    map: Mutex<HashMap<Box<str>, Compact>>,
     log: SharedLog,
 }
 
@@ -44,7 +108,8 @@ impl FileRecords {
         let read = log.read_new(|line| {
             lines += 1;
             if let Ok(record) = serde_json::from_str::<FileRecord>(line) {
-                map.insert(record.path.clone(), record);
+                let (path, compact) = Compact::from(record);
+                map.insert(path, compact);
             }
         });
         if let Err(e) = read {
@@ -55,12 +120,12 @@ impl FileRecords {
             log,
         };
         if lines > 2 * records.len() + 64 {
-            let compacted = records
+            let compacted: Vec<String> = records
                 .map
                 .lock()
-                .values()
-                .filter_map(|r| serde_json::to_string(r).ok())
-                .collect::<Vec<_>>();
+                .iter()
+                .filter_map(|(path, c)| serde_json::to_string(&c.record(path)).ok())
+                .collect();
             if let Err(e) = records.log.rewrite(compacted) {
                 tracing::warn!(path = %records.log.path().display(), "cannot compact the file records: {e}");
             }
@@ -73,7 +138,7 @@ impl FileRecords {
         self.map
             .lock()
             .values()
-            .map(|r| r.generation)
+            .map(|r| r.generation as u64)
             .max()
             .unwrap_or(0)
     }
@@ -87,12 +152,26 @@ impl FileRecords {
     }
 
     pub fn get(&self, path: &str) -> Option<FileRecord> {
-        self.map.lock().get(path).cloned()
+        self.map.lock().get(path).map(|c| c.record(path))
+    }
+
+    /// The size recorded for `path` under `generation`, without copying the
+    /// record (the hot path of every listing).
+    pub fn size_at(&self, path: &str, generation: u64) -> Option<u64> {
+        self.map
+            .lock()
+            .get(path)
+            .filter(|c| c.generation as u64 == generation)
+            .and_then(Compact::size)
     }
 
     /// Every record, for reports.
     pub fn all(&self) -> Vec<FileRecord> {
-        self.map.lock().values().cloned().collect()
+        self.map
+            .lock()
+            .iter()
+            .map(|(path, c)| c.record(path))
+            .collect()
     }
 
     /// Records `record` in memory and appends it to the log. A log that
@@ -101,7 +180,8 @@ impl FileRecords {
         let Ok(line) = serde_json::to_string(&record) else {
             return;
         };
-        self.map.lock().insert(record.path.clone(), record);
+        let (path, compact) = Compact::from(record);
+        self.map.lock().insert(path, compact);
         if let Err(e) = self.log.append(&line) {
             tracing::warn!(path = %self.log.path().display(), "cannot append to the file records: {e}");
         }
@@ -121,6 +201,36 @@ mod tests {
             sha256: Some(Sha256Digest::of(path.as_bytes())),
             remote_sha256: None,
         }
+    }
+
+    #[test]
+    fn records_in_their_usual_shapes_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = FileRecords::open(dir.path().join("files.log"));
+        let digest = Sha256Digest::of(b"x");
+        // Downloaded from Hugging Face: content, declared digest and ETag agree.
+        let linked = FileRecord {
+            etag: Some(format!("\"{digest}\"")),
+            sha256: Some(digest),
+            remote_sha256: Some(digest),
+            ..record("a/1k/m/ao.png", 3, 7)
+        };
+        // Sized by a HEAD only; a plain mirror's ETag.
+        let headed = FileRecord {
+            etag: Some("\"65f1-1a2b\"".into()),
+            sha256: None,
+            remote_sha256: None,
+            ..record("a/1k/m/color.png", 3, 9)
+        };
+        for r in [&linked, &headed] {
+            records.put(r.clone());
+            assert_eq!(records.get(&r.path).as_ref(), Some(r));
+        }
+        assert_eq!(records.size_at("a/1k/m/ao.png", 3), Some(7));
+        assert_eq!(records.size_at("a/1k/m/ao.png", 2), None);
+        drop(records);
+        let again = FileRecords::open(dir.path().join("files.log"));
+        assert_eq!(again.get("a/1k/m/ao.png"), Some(linked));
     }
 
     #[test]

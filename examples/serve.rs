@@ -1,0 +1,31 @@
+//! Serves a directory of releases like the Hugging Face resolve endpoint
+//! (the test server), optionally adding latency to every request, for
+//! benchmarks:
+//!
+//!     cargo run --release --example serve -- <ROOT> [DELAY_MS]
+//!
+//! Prints the base URL, then serves until killed.
+
+use std::time::Duration;
+
+use matvisfs::devserver::{DevServer, Fault, FaultRule};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(root) = args.first() else {
+        eprintln!("usage: serve <ROOT> [DELAY_MS]");
+        std::process::exit(2);
+    };
+    let server = DevServer::start(root).expect("starting the server");
+    if let Some(ms) = args
+        .get(1)
+        .and_then(|ms| ms.parse().ok())
+        .filter(|&ms: &u64| ms > 0)
+    {
+        server.inject(FaultRule::new("", Fault::Delay(Duration::from_millis(ms))));
+    }
+    println!("{}", server.base_url());
+    loop {
+        std::thread::park();
+    }
+}
