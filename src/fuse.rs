@@ -477,7 +477,9 @@ impl Filesystem for FuseAdapter {
     }
 
     fn flush(&self, _: &Request, _: INodeNo, _: FileHandle, _: LockOwner, reply: ReplyEmpty) {
-        reply.ok();
+        // Nothing to flush on a read-only filesystem: ENOSYS tells the kernel
+        // to stop sending FLUSH on every close.
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(

@@ -140,6 +140,8 @@ fn serve(
     session
         .run()
         .map_err(|e| format!("the FUSE session ended with an error: {e}"))?;
+    // The last downloads are made durable so the next mount has them.
+    core.dataset().context().content.flush();
     tracing::info!(mountpoint = %mountpoint.display(), "unmounted");
     Ok(())
 }

@@ -144,6 +144,7 @@ fn download_all(ctx: &Context, work: &[(Arc<Tag>, String)], jobs: usize) -> Vec<
         for worker in workers {
             let _ = worker.join();
         }
+        ctx.content.flush();
         finished.store(true, Ordering::Relaxed);
     });
     progress.finish();

@@ -1,51 +1,88 @@
-//! A fixed pool of threads for work that may wait on the network. Kernel
-//! requests that cannot be answered from memory are handed to it with their
-//! reply, so the threads that read requests from the kernel are always free
-//! for lookups, attributes and cached reads.
+//! Pools of threads for work that may wait on the network. Kernel requests
+//! that cannot be answered from memory are handed to one with their reply,
+//! so the threads that read requests from the kernel are always free for
+//! lookups, attributes and cached reads.
+//!
+//! A pool starts empty and grows only while every thread is busy, up to its
+//! bound; a thread idle for a while ends. A walk that waits on one request
+//! at a time is served by one warm thread, not by dozens touching their own
+//! stacks and allocator arenas.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// How long an idle thread waits for work before it ends.
+const IDLE_LIFETIME: Duration = Duration::from_secs(30);
+
 pub struct Workers {
-    queue: Mutex<VecDeque<Job>>,
+    name: String,
+    max_threads: usize,
+    state: Mutex<State>,
     ready: Condvar,
 }
 
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Job>,
+    threads: usize,
+    idle: usize,
+}
+
 impl Workers {
-    /// `threads` threads named `<name>-<i>`.
-    pub fn new(name: &str, threads: usize) -> Arc<Workers> {
-        let workers = Arc::new(Workers {
-            queue: Mutex::new(VecDeque::new()),
+    /// A pool of at most `max_threads` threads named `<name>-<i>`.
+    pub fn new(name: &str, max_threads: usize) -> Arc<Workers> {
+        Arc::new(Workers {
+            name: name.into(),
+            max_threads: max_threads.max(1),
+            state: Mutex::new(State::default()),
             ready: Condvar::new(),
-        });
-        for i in 0..threads.max(1) {
-            let pool = workers.clone();
-            std::thread::Builder::new()
-                .name(format!("{name}-{i}"))
-                .spawn(move || pool.work())
-                .expect("spawning a worker thread");
-        }
-        workers
+        })
     }
 
-    pub fn spawn(&self, job: impl FnOnce() + Send + 'static) {
-        self.queue.lock().push_back(Box::new(job));
-        self.ready.notify_one();
+    pub fn spawn(self: &Arc<Self>, job: impl FnOnce() + Send + 'static) {
+        let mut state = self.state.lock();
+        state.queue.push_back(Box::new(job));
+        if state.idle > state.queue.len() - 1 {
+            drop(state);
+            self.ready.notify_one();
+            return;
+        }
+        if state.threads < self.max_threads {
+            state.threads += 1;
+            let number = state.threads;
+            drop(state);
+            let pool = self.clone();
+            let started = std::thread::Builder::new()
+                .name(format!("{}-{number}", self.name))
+                .spawn(move || pool.work());
+            if let Err(e) = started {
+                // The queued job waits for a thread that is already running.
+                tracing::warn!("cannot start a {} thread: {e}", self.name);
+                self.state.lock().threads -= 1;
+            }
+        }
     }
 
     fn work(&self) {
         loop {
             let job = {
-                let mut queue = self.queue.lock();
+                let mut state = self.state.lock();
                 loop {
-                    if let Some(job) = queue.pop_front() {
+                    if let Some(job) = state.queue.pop_front() {
                         break job;
                     }
-                    self.ready.wait(&mut queue);
+                    state.idle += 1;
+                    let timed_out = self.ready.wait_for(&mut state, IDLE_LIFETIME).timed_out();
+                    state.idle -= 1;
+                    if timed_out && state.queue.is_empty() {
+                        state.threads -= 1;
+                        return;
+                    }
                 }
             };
             // A panicking job must not take the thread (and its reply) down
@@ -53,13 +90,28 @@ impl Workers {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
         }
     }
+
+    #[cfg(test)]
+    fn threads(&self) -> usize {
+        self.state.lock().threads
+    }
+
+    #[cfg(test)]
+    fn idle(&self) -> usize {
+        self.state.lock().idle
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
+
+    fn wait_for(done: &AtomicUsize, n: usize) {
+        while done.load(Ordering::SeqCst) < n {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 
     #[test]
     fn runs_jobs_in_parallel_and_survives_a_panic() {
@@ -74,12 +126,43 @@ mod tests {
                 done.fetch_add(1, Ordering::SeqCst);
             });
         }
-        while done.load(Ordering::SeqCst) < 4 {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for(&done, 4);
         assert!(
             started.elapsed() < Duration::from_millis(700),
             "the jobs ran one after the other"
         );
+        assert!(workers.threads() <= 4);
+    }
+
+    #[test]
+    fn one_job_at_a_time_needs_one_thread() {
+        let workers = Workers::new("test", 16);
+        let done = Arc::new(AtomicUsize::new(0));
+        for i in 0..50 {
+            let counter = done.clone();
+            workers.spawn(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            });
+            wait_for(&done, i + 1);
+            while workers.idle() == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        assert_eq!(workers.threads(), 1);
+    }
+
+    #[test]
+    fn more_jobs_than_threads_all_run() {
+        let workers = Workers::new("test", 2);
+        let done = Arc::new(AtomicUsize::new(0));
+        for _ in 0..20 {
+            let done = done.clone();
+            workers.spawn(move || {
+                std::thread::sleep(Duration::from_millis(5));
+                done.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        wait_for(&done, 20);
+        assert_eq!(workers.threads(), 2);
     }
 }

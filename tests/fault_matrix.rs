@@ -602,12 +602,12 @@ fn wrong_catalog_sha() -> (String, Option<Duration>) {
     // A baked-tier file replaced on the server by bytes of the same size
     // that the catalog does not vouch for (its X-Linked-Etag follows).
     let path = "ambientcg/1k/Metal032/roughness.png";
-    fs::metadata(m.tag_path(path)).unwrap();
     let on_disk = served.dir.path().join(TAG).join(path);
     let mut bytes = fs::read(&on_disk).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     fs::write(&on_disk, &bytes).unwrap();
+    fs::metadata(m.tag_path(path)).unwrap();
     let (result, took) = timed_read(&m.tag_path(path));
     assert_eq!(result.as_ref().unwrap_err().raw_os_error(), Some(libc::EIO));
     assert!(m.log().contains("catalog"), "{}", m.log());

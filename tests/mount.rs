@@ -80,7 +80,7 @@ fn a_second_read_and_a_second_mount_cost_no_texture_request() {
             .start();
         read(&mount.tag_path(path)).unwrap();
         read(&mount.tag_path(path)).unwrap();
-        assert_eq!(served.count("GET", path), 1);
+        assert_eq!(served.texture_gets(), 1);
     }
     served.server.clear_requests();
     let mount = Mount::builder(&served.base_url())
@@ -373,4 +373,63 @@ fn hung_downloads_never_stall_listing_stats_or_cached_reads() {
             "listing, stats and a cached read had to wait for hung downloads"
         );
     });
+}
+
+#[test]
+fn a_read_after_a_stat_goes_straight_to_the_cdn() {
+    let served = Served::small();
+    let mount = Mount::builder(&served.base_url()).start();
+    // "METHOD path status" of the requests for `path`, at the resolve
+    // endpoint or the CDN.
+    let asked_for = |path: &str| -> Vec<String> {
+        let (resolve, cdn) = (format!("{TAG}/{path}"), format!("cdn/{TAG}/{path}"));
+        served
+            .server
+            .requests()
+            .into_iter()
+            .filter(|r| r.path == resolve || r.path == cdn)
+            .map(|r| format!("{} {} {}", r.method, r.path, r.status))
+            .collect()
+    };
+    let path = "ambientcg/1k/Wood051/roughness.png";
+    let size = fs::metadata(mount.tag_path(path)).unwrap().len();
+    assert_eq!(
+        read(&mount.tag_path(path)).unwrap(),
+        served.release.files[path]
+    );
+    assert_eq!(size as usize, served.release.files[path].len());
+    let (resolve, cdn) = (format!("{TAG}/{path}"), format!("cdn/{TAG}/{path}"));
+    assert_eq!(
+        asked_for(path),
+        [format!("HEAD {resolve} 302"), format!("GET {cdn} 200")],
+        "the HEAD's redirect is reused by the download"
+    );
+
+    // A remembered CDN URL that has expired: the dataset is asked again.
+    let path = "ambientcg/1k/Wood051/normal.png";
+    let (resolve, cdn) = (format!("{TAG}/{path}"), format!("cdn/{TAG}/{path}"));
+    fs::metadata(mount.tag_path(path)).unwrap();
+    served.server.inject(
+        matvisfs::devserver::FaultRule::new(
+            &cdn,
+            matvisfs::devserver::Fault::Status {
+                code: 403,
+                retry_after: None,
+            },
+        )
+        .times(1),
+    );
+    assert_eq!(
+        read(&mount.tag_path(path)).unwrap(),
+        served.release.files[path]
+    );
+    assert_eq!(
+        asked_for(path),
+        [
+            format!("HEAD {resolve} 302"),
+            format!("GET {cdn} 403"),
+            format!("GET {resolve} 302"),
+            format!("GET {cdn} 200")
+        ]
+    );
 }

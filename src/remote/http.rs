@@ -3,6 +3,7 @@
 //! Hugging Face 302 are seen), bounded time per attempt, retries with backoff
 //! for transient failures, and a short "server is down" memory so that a dead
 //! server costs one quick failure per request instead of a full retry cycle.
+//! A HEAD's redirect is remembered so the download after it skips a hop.
 
 use std::io::Read;
 use std::time::{Duration, Instant, SystemTime};
@@ -16,6 +17,7 @@ use reqwest::header::{
 };
 use url::Url;
 
+use super::redirects::{Hop, RecentRedirects};
 use super::retry::{RetryPolicy, parse_ratelimit_reset, parse_retry_after};
 use super::{BodySink, FetchError, GetOutcome, Remote, RemoteMeta, Validators};
 use crate::digest::Sha256Digest;
@@ -66,6 +68,7 @@ pub struct HttpRemote {
     retry: RetryPolicy,
     token: Option<Secret>,
     down_until: Mutex<Option<Instant>>,
+    redirects: RecentRedirects,
 }
 
 enum Failure {
@@ -110,6 +113,7 @@ impl HttpRemote {
             retry: settings.retry,
             token: settings.token.clone(),
             down_until: Mutex::new(None),
+            redirects: RecentRedirects::default(),
         })
     }
 
@@ -176,16 +180,21 @@ impl HttpRemote {
         }
     }
 
+    /// One GET of `start`, following redirects; `linked` is what a
+    /// redirect to `start` already said.
     fn get_once(
         &self,
         start: &Url,
+        mut linked: RemoteMeta,
         validators: &Validators,
         sink: &mut dyn BodySink,
     ) -> Result<GetOutcome, Failure> {
         sink.reset().map_err(Failure::Final)?;
+        if let Some(size) = linked.size {
+            sink.announced(size).map_err(Failure::Final)?;
+        }
         let began = Instant::now();
         let mut url = start.clone();
-        let mut linked = RemoteMeta::default();
         for _ in 0..=MAX_REDIRECTS {
             let mut request = self.authorize(self.client.get(url.clone()), &url);
             if let Some(etag) = &validators.etag {
@@ -234,12 +243,21 @@ impl HttpRemote {
             log_response("HEAD", &url, status, began);
             if is_followable_redirect(status) {
                 read_linked(response.headers(), &mut linked);
+                let next = next_location(&url, response.headers()).map_err(Failure::Final)?;
                 // A Hugging Face 302 already says everything; its target is a
-                // signed CDN URL that need not be asked.
+                // signed CDN URL that need not be asked now, but that the
+                // download likely to follow can go to directly.
                 if linked.size.is_some() {
+                    self.redirects.remember(
+                        start.clone(),
+                        Hop {
+                            target: next,
+                            linked: linked.clone(),
+                        },
+                    );
                     return Ok(linked);
                 }
-                url = next_location(&url, response.headers()).map_err(Failure::Final)?;
+                url = next;
                 continue;
             }
             return match status {
@@ -260,7 +278,24 @@ impl Remote for HttpRemote {
         sink: &mut dyn BodySink,
     ) -> Result<GetOutcome, FetchError> {
         let url = self.file_url(tag, path);
-        self.with_retries(|| self.get_once(&url, validators, sink))
+        let mut hop = validators
+            .is_empty()
+            .then(|| self.redirects.take(&url))
+            .flatten();
+        self.with_retries(|| {
+            // The first attempt may use a redirect a HEAD just saw; retries
+            // ask the dataset.
+            if let Some(hop) = hop.take() {
+                match self.get_once(&hop.target, hop.linked, validators, sink) {
+                    // Expired or gone: the dataset knows where it is now.
+                    Err(Failure::Final(FetchError::NotFound | FetchError::Status(401 | 403))) => {
+                        tracing::debug!("a remembered redirect is stale; asking the dataset");
+                    }
+                    outcome => return outcome,
+                }
+            }
+            self.get_once(&url, RemoteMeta::default(), validators, sink)
+        })
     }
 
     fn head(&self, tag: &str, path: &str) -> Result<RemoteMeta, FetchError> {

@@ -5,6 +5,7 @@ pub mod http;
 mod metered;
 #[cfg(test)]
 pub mod mock;
+mod redirects;
 mod retry;
 
 use serde::{Deserialize, Serialize};

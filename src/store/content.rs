@@ -1,21 +1,41 @@
 //! Texture content: objects named by their sha256, an index in
 //! least-recently-used order, and a size cap enforced on every insert.
+//!
+//! A download is served as soon as it is verified; making it durable
+//! (fsync, rename into place, index, evict) happens on background threads,
+//! so the reader never waits for the disk.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use parking_lot::{Condvar, Mutex};
+
 use super::index::{ContentIndex, Recovery};
 use super::{Blob, CacheDir, Ingest, Ingested, ObjectStore, SharedLog};
 use crate::digest::Sha256Digest;
+use crate::workers::Workers;
+
+/// Threads making downloads durable: several, so that the filesystem can
+/// group their syncs into one journal commit.
+const COMMITTERS: usize = 4;
 
 pub struct ContentStore {
+    shared: Arc<Shared>,
+    committers: Arc<Workers>,
+}
+
+struct Shared {
     objects: ObjectStore,
     index: ContentIndex,
     /// Bytes the store may hold; 0 means no limit.
     cap: u64,
     evictions: AtomicU64,
+    /// Verified downloads not yet durable: served from their temporary file.
+    pending: Mutex<HashMap<Sha256Digest, OpenBlob>>,
+    settled: Condvar,
 }
 
 /// A file's bytes in the store, already open (so that it stays readable
@@ -40,57 +60,141 @@ impl ContentStore {
         let (index, recovery) =
             ContentIndex::open(SharedLog::new(dir.root().join("index.log")), &objects);
         let store = ContentStore {
-            objects,
-            index,
-            cap,
-            evictions: AtomicU64::new(0),
+            shared: Arc::new(Shared {
+                objects,
+                index,
+                cap,
+                evictions: AtomicU64::new(0),
+                pending: Mutex::new(HashMap::new()),
+                settled: Condvar::new(),
+            }),
+            committers: Workers::new("commit", COMMITTERS),
         };
         (store, recovery)
     }
 
     pub fn cap(&self) -> u64 {
-        self.cap
+        self.shared.cap
     }
 
     pub fn evictions(&self) -> u64 {
-        self.evictions.load(Ordering::Relaxed)
+        self.shared.evictions.load(Ordering::Relaxed)
     }
 
     /// (files, bytes) in the store.
     pub fn totals(&self) -> (usize, u64) {
-        self.index.totals()
+        self.shared.index.totals()
     }
 
     pub fn entries(&self) -> Vec<(Sha256Digest, u64)> {
-        self.index.catch_up();
-        self.index.entries()
+        self.shared.index.catch_up();
+        self.shared.index.entries()
     }
 
     pub fn ingest(&self) -> io::Result<Ingest> {
-        self.objects.ingest()
+        self.shared.objects.ingest()
     }
 
     /// Opens cached bytes, if the store holds them, and counts it as a use.
     pub fn open(&self, blob: &Blob) -> Option<OpenBlob> {
-        let file = self.objects.open(&blob.digest).ok()?;
+        if let Some(pending) = self.shared.pending.lock().get(&blob.digest) {
+            return (pending.blob.size == blob.size).then(|| pending.clone());
+        }
+        let file = self.shared.objects.open(&blob.digest).ok()?;
         if file.metadata().ok()?.len() != blob.size {
             return None;
         }
-        self.index.touch(&blob.digest);
+        self.shared.index.touch(&blob.digest);
         Some(OpenBlob {
             blob: *blob,
             file: Arc::new(file),
         })
     }
 
-    /// Moves a finished download into the store, then evicts what the cap
-    /// requires (possibly this very file, which stays readable through the
-    /// returned handle).
+    /// Takes a verified download into the store and returns it open at
+    /// once; it is synced, moved into place and the cap enforced (possibly
+    /// evicting this very file, which stays readable through the returned
+    /// handle) in the background. [`ContentStore::flush`] waits for that.
     pub fn insert(&self, download: Ingested) -> io::Result<OpenBlob> {
-        let blob = download.commit(&self.objects)?;
-        let file = self.objects.open(&blob.digest)?;
+        let open = OpenBlob {
+            blob: download.blob,
+            file: Arc::new(download.reopen()?),
+        };
+        {
+            let mut pending = self.shared.pending.lock();
+            if let Some(already) = pending.get(&open.blob.digest) {
+                return Ok(already.clone());
+            }
+            pending.insert(open.blob.digest, open.clone());
+        }
+        let shared = self.shared.clone();
+        self.committers.spawn(move || shared.commit(download));
+        Ok(open)
+    }
+
+    /// Waits until every download taken so far is durable.
+    pub fn flush(&self) {
+        let mut pending = self.shared.pending.lock();
+        while !pending.is_empty() {
+            self.shared.settled.wait(&mut pending);
+        }
+    }
+
+    /// Removes objects (for `cache clear`); returns the bytes freed.
+    pub fn remove(&self, digests: &[Sha256Digest]) -> u64 {
+        let shared = &self.shared;
+        shared.index.catch_up();
+        let mut freed = 0;
+        for digest in digests {
+            freed += shared.index.size_of(digest).unwrap_or(0);
+            if let Err(e) = shared.objects.remove(digest) {
+                tracing::warn!(sha256 = %digest, "cannot remove: {e}");
+            }
+        }
+        shared.index.remove(digests);
+        freed
+    }
+
+    /// Re-hashes every object; removes those that do not match.
+    pub fn verify(&self, mut progress: impl FnMut(u64)) -> VerifyReport {
+        let shared = &self.shared;
+        verify_objects(&shared.objects, &mut progress, |bad| {
+            shared.index.remove(bad)
+        })
+    }
+}
+
+/// An orderly end keeps what was downloaded.
+impl Drop for ContentStore {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+impl Shared {
+    /// Room is made before the object appears, so the store never holds
+    /// more than the cap, even for a moment.
+    fn commit(&self, download: Ingested) {
+        let blob = download.blob;
+        if let Err(e) = self.make_room_and_install(download) {
+            // The bytes were served; they are downloaded again next time.
+            tracing::warn!(sha256 = %blob.digest, "cannot keep a download: {e}");
+        }
+        self.pending.lock().remove(&blob.digest);
+        self.settled.notify_all();
+    }
+
+    fn make_room_and_install(&self, download: Ingested) -> io::Result<()> {
+        download.sync()?;
+        let blob = download.blob;
         let victims = self.index.insert(blob.digest, blob.size, self.cap);
+        let mut keep = true;
         for (digest, size) in &victims {
+            if *digest == blob.digest {
+                // Larger than the cap: served, not kept.
+                keep = false;
+                continue;
+            }
             match self.objects.remove(digest) {
                 Ok(()) => tracing::debug!(sha256 = %digest, size, "evicted"),
                 Err(e) => tracing::warn!(sha256 = %digest, "cannot evict: {e}"),
@@ -98,29 +202,10 @@ impl ContentStore {
         }
         self.evictions
             .fetch_add(victims.len() as u64, Ordering::Relaxed);
-        Ok(OpenBlob {
-            blob,
-            file: Arc::new(file),
-        })
-    }
-
-    /// Removes objects (for `cache clear`); returns the bytes freed.
-    pub fn remove(&self, digests: &[Sha256Digest]) -> u64 {
-        self.index.catch_up();
-        let mut freed = 0;
-        for digest in digests {
-            freed += self.index.size_of(digest).unwrap_or(0);
-            if let Err(e) = self.objects.remove(digest) {
-                tracing::warn!(sha256 = %digest, "cannot remove: {e}");
-            }
+        if keep {
+            download.install(&self.objects)?;
         }
-        self.index.remove(digests);
-        freed
-    }
-
-    /// Re-hashes every object; removes those that do not match.
-    pub fn verify(&self, mut progress: impl FnMut(u64)) -> VerifyReport {
-        verify_objects(&self.objects, &mut progress, |bad| self.index.remove(bad))
+        Ok(())
     }
 }
 
@@ -160,7 +245,9 @@ mod tests {
     fn put(store: &ContentStore, bytes: &[u8]) -> Blob {
         let mut ingest = store.ingest().unwrap();
         ingest.write(bytes).unwrap();
-        store.insert(ingest.finish().unwrap()).unwrap().blob
+        let blob = store.insert(ingest.finish().unwrap()).unwrap().blob;
+        store.flush();
+        blob
     }
 
     fn bytes_on_disk(cache: &CacheDir) -> u64 {
@@ -215,11 +302,36 @@ mod tests {
         let mut ingest = store.ingest().unwrap();
         ingest.write(&[1u8; 80]).unwrap();
         let opened = store.insert(ingest.finish().unwrap()).unwrap();
+        store.flush();
         let mut bytes = Vec::new();
         io::Read::read_to_end(&mut &*opened.file, &mut bytes).unwrap();
         assert_eq!(bytes, [1u8; 80]);
         assert_eq!(store.totals(), (0, 0));
         assert!(cache.objects().list().is_empty());
+    }
+
+    #[test]
+    fn a_download_is_served_at_once_and_kept_once_durable() {
+        let (_dir, cache) = cache();
+        let (store, _) = ContentStore::load(&cache, 0);
+        let blobs: Vec<Blob> = (0..20u8)
+            .map(|i| {
+                let mut ingest = store.ingest().unwrap();
+                ingest.write(&[i; 33]).unwrap();
+                let opened = store.insert(ingest.finish().unwrap()).unwrap();
+                // Found by the next open whether or not it is durable yet.
+                assert!(store.open(&opened.blob).is_some());
+                opened.blob
+            })
+            .collect();
+        // Dropping the store waits for the commits.
+        drop(store);
+        let (store, recovery) = ContentStore::load(&cache, 0);
+        assert_eq!(recovery, Recovery::default());
+        assert_eq!(store.totals(), (20, 20 * 33));
+        for blob in &blobs {
+            assert!(cache.objects().contains(blob));
+        }
     }
 
     #[test]

@@ -155,10 +155,9 @@ impl Ingest {
         Ok(())
     }
 
-    /// Syncs the bytes to disk and names them; nothing is visible in the
-    /// store until [`Ingested::commit`].
+    /// Names the bytes; nothing is visible in the store until
+    /// [`Ingested::commit`].
     pub fn finish(self) -> io::Result<Ingested> {
-        self.file.as_file().sync_all()?;
         Ok(Ingested {
             file: self.file,
             blob: Blob {
@@ -207,9 +206,26 @@ pub struct Ingested {
 }
 
 impl Ingested {
+    /// Syncs the bytes to disk, then moves them into place: a crash never
+    /// leaves a partial object under a digest's name.
     pub fn commit(self, store: &ObjectStore) -> io::Result<Blob> {
+        self.sync()?;
+        self.install(store)
+    }
+
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.as_file().sync_all()
+    }
+
+    /// Moves synced bytes into place.
+    pub fn install(self, store: &ObjectStore) -> io::Result<Blob> {
         store.install(self.file, &self.blob.digest)?;
         Ok(self.blob)
+    }
+
+    /// A read-only handle on the bytes, valid after the commit moves them.
+    pub fn reopen(&self) -> io::Result<File> {
+        super::open_no_follow(self.file.path())
     }
 }
 

@@ -28,46 +28,98 @@ pub struct FileRecord {
     pub remote_sha256: Option<Sha256Digest>,
 }
 
-/// A record as kept in memory (100,000 of them for a full tag): the path is
-/// the map's key; the content digest and the server's digest are one value
-/// (downloads are checked against the server's, so they agree); an ETag
-/// that is that digest quoted (Hugging Face's `X-Linked-Etag`) is not stored.
+/// A record as kept in memory (100,000 of them for a full tag), 24 bytes:
+/// the path is the map's key; the content digest and the server's digest
+/// are one value (downloads are checked against the server's, so they
+/// agree), kept in a side table only when there is one; an ETag that is
+/// that digest quoted (Hugging Face's `X-Linked-Etag`) is not stored.
 struct Compact {
-    generation: u32,
     /// `u64::MAX`: unknown.
     size: u64,
-    digest: Option<Sha256Digest>,
+    generation: u32,
+    /// Index into [`Extras::digests`], or [`ABSENT`].
+    digest: u32,
+    /// Index into [`Extras::etags`], or [`ABSENT`] / [`QUOTED_DIGEST`].
+    etag: u32,
     /// `digest` is the content held in the object store.
     cached: bool,
     /// `digest` is what the server states.
     declared: bool,
-    etag: Etag,
 }
 
-enum Etag {
-    None,
-    QuotedDigest,
-    Other(Box<str>),
+const ABSENT: u32 = u32::MAX;
+const QUOTED_DIGEST: u32 = u32::MAX - 1;
+
+/// What only some records have, with free slots reused when a record is
+/// replaced.
+#[derive(Default)]
+struct Extras {
+    digests: Vec<Sha256Digest>,
+    free_digests: Vec<u32>,
+    etags: Vec<Box<str>>,
+    free_etags: Vec<u32>,
+}
+
+impl Extras {
+    fn add_digest(&mut self, digest: Sha256Digest) -> u32 {
+        match self.free_digests.pop() {
+            Some(slot) => {
+                self.digests[slot as usize] = digest;
+                slot
+            }
+            None => {
+                self.digests.push(digest);
+                (self.digests.len() - 1) as u32
+            }
+        }
+    }
+
+    fn add_etag(&mut self, etag: String) -> u32 {
+        match self.free_etags.pop() {
+            Some(slot) => {
+                self.etags[slot as usize] = etag.into_boxed_str();
+                slot
+            }
+            None => {
+                self.etags.push(etag.into_boxed_str());
+                (self.etags.len() - 1) as u32
+            }
+        }
+    }
+
+    fn release(&mut self, old: &Compact) {
+        if old.digest != ABSENT {
+            self.free_digests.push(old.digest);
+        }
+        if old.etag < QUOTED_DIGEST {
+            self.etags[old.etag as usize] = Box::default();
+            self.free_etags.push(old.etag);
+        }
+    }
+
+    fn digest(&self, compact: &Compact) -> Option<Sha256Digest> {
+        (compact.digest != ABSENT).then(|| self.digests[compact.digest as usize])
+    }
 }
 
 impl Compact {
-    fn from(record: FileRecord) -> (Box<str>, Compact) {
+    fn from(record: FileRecord, extras: &mut Extras) -> (Box<str>, Compact) {
         // A server digest that differs from the cached content's is a
         // dedupe hint at most: the content's wins.
         let digest = record.sha256.or(record.remote_sha256);
         let declared = record.remote_sha256.is_some() && record.remote_sha256 == digest;
         let etag = match record.etag {
-            None => Etag::None,
-            Some(etag) if digest.is_some_and(|d| etag == format!("\"{d}\"")) => Etag::QuotedDigest,
-            Some(etag) => Etag::Other(etag.into_boxed_str()),
+            None => ABSENT,
+            Some(etag) if digest.is_some_and(|d| etag == format!("\"{d}\"")) => QUOTED_DIGEST,
+            Some(etag) => extras.add_etag(etag),
         };
         let compact = Compact {
-            generation: record.generation.min(u32::MAX as u64) as u32,
             size: record.size.unwrap_or(u64::MAX),
-            digest,
+            generation: record.generation.min(u32::MAX as u64) as u32,
+            digest: digest.map_or(ABSENT, |d| extras.add_digest(d)),
+            etag,
             cached: record.sha256.is_some(),
             declared,
-            etag,
         };
         (record.path.into_boxed_str(), compact)
     }
@@ -76,19 +128,46 @@ impl Compact {
         (self.size != u64::MAX).then_some(self.size)
     }
 
-    fn record(&self, path: &str) -> FileRecord {
+    fn record(&self, path: &str, extras: &Extras) -> FileRecord {
+        let digest = extras.digest(self);
         FileRecord {
             path: path.to_string(),
             generation: self.generation as u64,
             size: self.size(),
-            etag: match &self.etag {
-                Etag::None => None,
-                Etag::QuotedDigest => self.digest.map(|d| format!("\"{d}\"")),
-                Etag::Other(etag) => Some(etag.to_string()),
+            etag: match self.etag {
+                ABSENT => None,
+                QUOTED_DIGEST => digest.map(|d| format!("\"{d}\"")),
+                slot => Some(extras.etags[slot as usize].to_string()),
             },
-            sha256: self.digest.filter(|_| self.cached),
-            remote_sha256: self.digest.filter(|_| self.declared),
+            sha256: digest.filter(|_| self.cached),
+            remote_sha256: digest.filter(|_| self.declared),
         }
+    }
+}
+
+#[derive(Default)]
+struct Table {
+    map: HashMap<Box<str>, Compact>,
+    extras: Extras,
+}
+
+impl Table {
+    fn insert(&mut self, record: FileRecord) {
+        if let Some(old) = self.map.get(record.path.as_str()) {
+            self.extras.release(old);
+        }
+        let (path, compact) = Compact::from(record, &mut self.extras);
+        self.map.insert(path, compact);
+    }
+
+    fn get(&self, path: &str) -> Option<FileRecord> {
+        self.map.get(path).map(|c| c.record(path, &self.extras))
+    }
+
+    fn all(&self) -> impl Iterator<Item = FileRecord> + '_ {
+        self.map
+            .iter()
+            .map(|(path, c)| c.record(path, &self.extras))
     }
 }
 
@@ -96,35 +175,34 @@ impl Compact {
 /// of JSON lines (the last line for a path wins). The log is compacted when
 /// it holds mostly superseded lines.
 pub struct FileRecords {
-    map: Mutex<HashMap<Box<str>, Compact>>,
+    table: Mutex<Table>,
     log: SharedLog,
 }
 
 impl FileRecords {
     pub fn open(path: PathBuf) -> Self {
         let log = SharedLog::new(path);
-        let mut map = HashMap::new();
+        let mut table = Table::default();
         let mut lines = 0usize;
         let read = log.read_new(|line| {
             lines += 1;
             if let Ok(record) = serde_json::from_str::<FileRecord>(line) {
-                let (path, compact) = Compact::from(record);
-                map.insert(path, compact);
+                table.insert(record);
             }
         });
         if let Err(e) = read {
             tracing::warn!(path = %log.path().display(), "cannot read the file records: {e}");
         }
         let records = FileRecords {
-            map: Mutex::new(map),
+            table: Mutex::new(table),
             log,
         };
         if lines > 2 * records.len() + 64 {
             let compacted: Vec<String> = records
-                .map
+                .table
                 .lock()
-                .iter()
-                .filter_map(|(path, c)| serde_json::to_string(&c.record(path)).ok())
+                .all()
+                .filter_map(|record| serde_json::to_string(&record).ok())
                 .collect();
             if let Err(e) = records.log.rewrite(compacted) {
                 tracing::warn!(path = %records.log.path().display(), "cannot compact the file records: {e}");
@@ -135,8 +213,9 @@ impl FileRecords {
 
     /// The highest generation any record carries.
     pub fn max_generation(&self) -> u64 {
-        self.map
+        self.table
             .lock()
+            .map
             .values()
             .map(|r| r.generation as u64)
             .max()
@@ -144,7 +223,7 @@ impl FileRecords {
     }
 
     pub fn len(&self) -> usize {
-        self.map.lock().len()
+        self.table.lock().map.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -152,14 +231,15 @@ impl FileRecords {
     }
 
     pub fn get(&self, path: &str) -> Option<FileRecord> {
-        self.map.lock().get(path).map(|c| c.record(path))
+        self.table.lock().get(path)
     }
 
     /// The size recorded for `path` under `generation`, without copying the
     /// record (the hot path of every listing).
     pub fn size_at(&self, path: &str, generation: u64) -> Option<u64> {
-        self.map
+        self.table
             .lock()
+            .map
             .get(path)
             .filter(|c| c.generation as u64 == generation)
             .and_then(Compact::size)
@@ -167,11 +247,7 @@ impl FileRecords {
 
     /// Every record, for reports.
     pub fn all(&self) -> Vec<FileRecord> {
-        self.map
-            .lock()
-            .iter()
-            .map(|(path, c)| c.record(path))
-            .collect()
+        self.table.lock().all().collect()
     }
 
     /// Records `record` in memory and appends it to the log. A log that
@@ -180,8 +256,7 @@ impl FileRecords {
         let Ok(line) = serde_json::to_string(&record) else {
             return;
         };
-        let (path, compact) = Compact::from(record);
-        self.map.lock().insert(path, compact);
+        self.table.lock().insert(record);
         if let Err(e) = self.log.append(&line) {
             tracing::warn!(path = %self.log.path().display(), "cannot append to the file records: {e}");
         }
@@ -231,6 +306,29 @@ mod tests {
         drop(records);
         let again = FileRecords::open(dir.path().join("files.log"));
         assert_eq!(again.get("a/1k/m/ao.png"), Some(linked));
+    }
+
+    #[test]
+    fn records_stay_small_and_replacing_one_reuses_its_slots() {
+        assert_eq!(std::mem::size_of::<Compact>(), 24);
+        let dir = tempfile::tempdir().unwrap();
+        let records = FileRecords::open(dir.path().join("files.log"));
+        for i in 0..100u64 {
+            let r = record("a/1k/m/ao.png", i, i);
+            records.put(FileRecord {
+                etag: Some(format!("\"{i}\"")),
+                ..r
+            });
+            assert_eq!(
+                records.get("a/1k/m/ao.png").unwrap().etag.unwrap(),
+                format!("\"{i}\"")
+            );
+        }
+        let table = records.table.lock();
+        assert_eq!(
+            (table.extras.digests.len(), table.extras.etags.len()),
+            (1, 1)
+        );
     }
 
     #[test]

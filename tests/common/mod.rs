@@ -58,13 +58,13 @@ impl Served {
             .count()
     }
 
-    /// Texture downloads (GETs of the resolve endpoint; the CDN hop they
-    /// redirect to is not counted again).
+    /// Texture downloads: GETs answered with a body, from the resolve
+    /// endpoint or the CDN (a redirect is not a download).
     pub fn texture_gets(&self) -> usize {
         self.server
             .requests()
             .iter()
-            .filter(|r| r.method == "GET" && !r.path.starts_with("cdn/"))
+            .filter(|r| r.method == "GET" && matches!(r.status, 200 | 206))
             .filter(|r| r.path.ends_with(".png") || r.path.ends_with(".ktx2"))
             .count()
     }
