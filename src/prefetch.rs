@@ -12,7 +12,6 @@ use parking_lot::Mutex;
 
 use crate::cli::PrefetchArgs;
 use crate::dataset::{Context, Dataset, Tag};
-use crate::format::texture_extension;
 use crate::logging;
 use crate::mount::make_remote;
 use crate::size::format_size;
@@ -77,35 +76,33 @@ fn selection(tag: &Tag, sources: &[String], tiers: &[String]) -> Result<Vec<Stri
         }
     }
     // Every document of the tag, so that an offline mount lists it all.
-    for document in manifest
-        .sources
-        .iter()
-        .flat_map(|s| std::iter::once(&s.catalog).chain(&s.mtlx))
-    {
-        tag.revalidate_document(document);
-        tag.document(document)
-            .map_err(|e| format!("tag {}: {document}: {e}", tag.name()))?;
+    for source in &manifest.sources {
+        let rowmaps = source.containers.values().flatten().map(|p| &p.rowmap);
+        for document in source.catalog.iter().chain(&source.mtlx).chain(rowmaps) {
+            tag.revalidate_document(document);
+            tag.document(document)
+                .map_err(|e| format!("tag {}: {document}: {e}", tag.name()))?;
+        }
     }
+    let list = |dir: &str| {
+        tag.list(dir)
+            .map_err(|e| format!("tag {}: cannot list {dir}: {e}", tag.name()))
+    };
     let mut paths = Vec::new();
     for source in manifest.sources.iter().filter(|s| s.has_directory()) {
         if !sources.is_empty() && !sources.contains(&source.name) {
             continue;
         }
-        let catalog = tag
-            .catalog(&source.catalog)
-            .map_err(|e| format!("tag {}: catalog {}: {e}", tag.name(), source.catalog))?;
         for tier in source
             .tiers
             .iter()
             .filter(|t| tiers.is_empty() || tiers.contains(t))
         {
-            let ext = texture_extension(tier);
-            for material in catalog.materials.iter().filter(|m| m.in_tier(tier)) {
-                for channel in material.channels.iter() {
-                    paths.push(format!(
-                        "{}/{tier}/{}/{channel}.{ext}",
-                        source.name, material.id
-                    ));
+            let tier_dir = format!("{}/{tier}", source.name);
+            for (material, _) in list(&tier_dir)? {
+                let material_dir = format!("{tier_dir}/{material}");
+                for (file, _) in list(&material_dir)? {
+                    paths.push(format!("{material_dir}/{file}"));
                 }
             }
         }

@@ -47,7 +47,9 @@ fn stored_bytes(cache: &Path) -> u64 {
                         if e.path().is_dir() {
                             walk(&e.path())
                         } else {
-                            e.metadata().unwrap().len()
+                            // Eviction may remove a file between the listing
+                            // and this look: it no longer takes room.
+                            e.metadata().map_or(0, |m| m.len())
                         }
                     })
                     .sum()

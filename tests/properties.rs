@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
-use matvisfs::format::{check_materialx_map, parse_catalog, parse_manifest};
+use matvisfs::format::{check_materialx_map, is_url, parse_catalog, parse_manifest, parse_rowmap};
 use matvisfs::names::{check_component, check_tag};
 use matvisfs::size::parse_size;
 use matvisfs::store::CacheDir;
@@ -66,15 +66,65 @@ fn catalog_entry() -> impl Strategy<Value = Value> {
         })
 }
 
+/// A place a manifest may point to: nasty paths and URLs.
+fn location() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        nasty_string().prop_map(Value::String),
+        Just(json!("https://example.org/releases/download/v1/")),
+        Just(json!("ftp://example.org/x")),
+        Just(json!("https://")),
+        json_value(),
+    ]
+}
+
+/// Schema 3 and 2 manifests (tiers may name a tar and a rowmap), and
+/// schema 1 ones (tiers with a base URL and per-source file lists).
 fn manifest() -> impl Strategy<Value = Value> {
-    let tiers = prop::collection::vec((nasty_string(), json_value()), 0..4);
+    let tier_spec = prop_oneof![
+        json_value(),
+        (location(), location()).prop_map(|(tar, rowmap)| json!({"tar": tar, "rowmap": rowmap})),
+    ];
+    let tiers = prop::collection::vec((nasty_string(), tier_spec), 0..4);
     let source = (prop_oneof![nasty_string().prop_map(Value::String), json_value()], tiers, json_value())
         .prop_map(|(catalog, tiers, mtlx)| {
             json!({"catalog": catalog, "tiers": tiers.into_iter().collect::<Map<_, _>>(), "mtlx": mtlx})
         });
-    (prop_oneof![Just(json!(3)), json_value()], prop::collection::vec((nasty_string(), source), 0..5)).prop_map(
-        |(version, sources)| json!({"schema_version": version, "sources": sources.into_iter().collect::<Map<_, _>>()}),
+    let with_sources = (
+        prop_oneof![Just(json!(3)), Just(json!(2)), json_value()],
+        prop::collection::vec((nasty_string(), source), 0..5),
     )
+        .prop_map(|(version, sources)| {
+            json!({"schema_version": version, "sources": sources.into_iter().collect::<Map<_, _>>()})
+        });
+    let files = (
+        prop::collection::vec(location(), 0..3),
+        prop::collection::vec(location(), 0..3),
+    )
+        .prop_map(|(parquet, rowmaps)| json!({"parquet_files": parquet, "rowmap_files": rowmaps}));
+    let schema1_tier = (location(), prop::collection::vec((nasty_string(), files), 0..3))
+        .prop_map(|(base, sources)| json!({"base_url": base, "sources": sources.into_iter().collect::<Map<_, _>>()}));
+    let schema1 = prop::collection::vec((nasty_string(), schema1_tier), 0..4)
+        .prop_map(|tiers| json!({"version": 1, "tiers": tiers.into_iter().collect::<Map<_, _>>()}));
+    prop_oneof![with_sources, schema1]
+}
+
+/// A rowmap shaped roughly right, with nasty names and numbers.
+fn rowmap() -> impl Strategy<Value = Value> {
+    let slice = prop_oneof![
+        (any::<u64>(), any::<u64>()).prop_map(|(o, l)| json!({"offset": o, "length": l})),
+        (0u64..1000, 0u64..1000).prop_map(|(o, l)| json!({"offset": o, "length": l})),
+        json_value(),
+    ];
+    let material = prop::collection::vec((nasty_string(), slice), 0..4)
+        .prop_map(|channels| Value::Object(channels.into_iter().collect()));
+    (location(), prop::collection::vec((nasty_string(), material), 0..6)).prop_map(|(container, materials)| {
+        json!({"tar_file": container, "materials": materials.into_iter().collect::<Map<_, _>>()})
+    })
+}
+
+/// A location from the manifest is a URL or a path of safe components.
+fn safe_location(location: &str) -> bool {
+    is_url(location) || location.split('/').all(safe)
 }
 
 fn safe(name: &str) -> bool {
@@ -116,9 +166,31 @@ proptest! {
     fn manifests_never_panic_and_keep_only_safe_names(doc in manifest()) {
         if let Ok(parsed) = parse_manifest(&serde_json::to_vec(&doc).unwrap()) {
             for source in &parsed.value.sources {
-                prop_assert!(safe(&source.name) && safe(&source.catalog));
+                prop_assert!(safe(&source.name) && source.catalog.as_deref().is_none_or(safe));
                 prop_assert!(source.mtlx.as_deref().is_none_or(safe));
                 prop_assert!(source.tiers.iter().all(|t| safe(t) && t != "scalar"));
+                for (tier, parts) in &source.containers {
+                    prop_assert!(source.tiers.contains(tier));
+                    for part in parts {
+                        prop_assert!(safe_location(&part.rowmap), "{:?}", part.rowmap);
+                        prop_assert!(part.container.as_deref().is_none_or(safe_location));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rowmaps_never_panic_and_keep_only_safe_names_and_ranges(doc in rowmap()) {
+        if let Ok(parsed) = parse_rowmap(&serde_json::to_vec(&doc).unwrap()) {
+            prop_assert!(parsed.value.container.as_deref().is_none_or(safe));
+            for material in &parsed.value.materials {
+                prop_assert!(safe(&material.id));
+                for (channel, slice) in material.slices.iter() {
+                    let file = format!("{channel}.ktx2");
+                    prop_assert!(safe(channel) && safe(&file));
+                    prop_assert!(slice.length > 0 && slice.offset.checked_add(slice.length).is_some());
+                }
             }
         }
     }

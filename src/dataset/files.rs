@@ -3,7 +3,7 @@
 //! rules that stop stale bytes from being served after the tag changed.
 
 use super::verify::check_texture;
-use super::view::TextureRef;
+use super::view::{ContainerSlice, TextureRef};
 use super::{Opened, Tag};
 use crate::digest::Sha256Digest;
 use crate::error::FsError;
@@ -62,13 +62,17 @@ impl Tag {
         }
     }
 
-    /// The size of a texture when the records know it for this version.
+    /// The size of a texture when the records (or its rowmap) know it for
+    /// this version.
     pub(super) fn known_size(
         &self,
         path: &str,
         texture: &TextureRef,
         generation: u64,
     ) -> Option<u64> {
+        if let Some(slice) = texture.slice {
+            return Some(slice.slice.length);
+        }
         self.records.size_at(path, generation).or_else(|| {
             self.confirmed_record(path, texture, generation)
                 .and_then(|r| r.size)
@@ -147,10 +151,15 @@ impl Tag {
                     return Ok(open);
                 }
             }
-            // Cached from an older version: ask whether it is still current.
+            // Cached from an older version: ask whether it is still current
+            // (for a slice of a container: the same slice of the same
+            // container, by its ETag).
             let unconfirmed = self.records.get(path).and_then(|r| {
                 let open = self.cached(&r)?;
-                Some((open, r.etag?))
+                let same_slice = texture
+                    .slice
+                    .is_none_or(|s| s.slice.length == open.blob.size);
+                Some((open, r.etag?)).filter(|_| same_slice)
             });
             self.download(path, texture, generation, unconfirmed)
         })
@@ -181,7 +190,18 @@ impl Tag {
         generation: u64,
         unconfirmed: Option<(OpenBlob, String)>,
     ) -> Result<OpenBlob, FsError> {
-        let url = self.ctx.remote.url(&self.name, path);
+        let url = match texture.slice {
+            Some(ContainerSlice {
+                container: Some(container),
+                slice,
+            }) => format!(
+                "{} (bytes {}-{})",
+                self.ctx.remote.url(&self.name, container),
+                slice.offset,
+                slice.offset + slice.length - 1
+            ),
+            _ => self.ctx.remote.url(&self.name, path),
+        };
         if self.ctx.offline {
             let why = if unconfirmed.is_some() {
                 "the tag changed since it was cached, and the mount is offline"
@@ -191,7 +211,11 @@ impl Tag {
             tracing::warn!(tag = %self.name, path, "cannot read: {why}");
             return Err(FsError::Io(format!("{url}: {why}")));
         }
-        self.ensure_tier_complete(texture.source, texture.tier)?;
+        // Container releases predate the sentinel: their manifest lists
+        // only finished tiers.
+        if texture.slice.is_none() {
+            self.ensure_tier_complete(texture.source, texture.tier)?;
+        }
         let validators = Validators {
             etag: unconfirmed.as_ref().map(|(_, etag)| etag.clone()),
             last_modified: None,
@@ -210,12 +234,27 @@ impl Tag {
             .ingest()
             .map_err(local)?
             .with_limit(self.ctx.max_file_size);
-        match self
-            .ctx
-            .remote
-            .get(&self.name, path, &validators, &mut ingest)
-            .map_err(failed)?
-        {
+        let fetched = match texture.slice {
+            None => self
+                .ctx
+                .remote
+                .get(&self.name, path, &validators, &mut ingest),
+            Some(slice) => {
+                let container = slice
+                    .container
+                    .ok_or_else(|| FetchError::Rejected("the rowmap names no container".into()));
+                container.and_then(|container| {
+                    self.ctx.remote.get_range(
+                        &self.name,
+                        container,
+                        slice.slice,
+                        &validators,
+                        &mut ingest,
+                    )
+                })
+            }
+        };
+        match fetched.map_err(failed)? {
             GetOutcome::NotModified => {
                 let Some((open, etag)) = unconfirmed else {
                     return Err(failed(FetchError::Rejected(

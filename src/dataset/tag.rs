@@ -13,7 +13,8 @@ use crate::digest::Sha256Digest;
 use crate::error::FsError;
 use crate::flight::{Gate, Gates, SingleFlight};
 use crate::format::{
-    Catalog, MANIFEST_FILE, Manifest, check_materialx_map, parse_catalog, parse_manifest,
+    Catalog, DocumentRole, MANIFEST_FILE, Manifest, Rowmap, check_materialx_map, parse_catalog,
+    parse_manifest, parse_rowmap,
 };
 use crate::remote::{FetchError, GetOutcome, MemorySink, RemoteMeta, Validators};
 use crate::store::{Blob, DocRecord, FileRecords, OpenBlob, TagState, TagStore};
@@ -46,12 +47,6 @@ pub enum Opened {
     Ready(OpenBlob),
     /// Content is fetched on first read; the size when it is known.
     Lazy(Option<u64>),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum DocKind {
-    Catalog,
-    MaterialX,
 }
 
 pub struct Tag {
@@ -101,22 +96,39 @@ fn parse_manifest_for(tag: &str, bytes: &[u8]) -> Result<Manifest, String> {
     Ok(parsed.value)
 }
 
-/// Checks a document's bytes; catalogs are parsed for the tree.
+/// What a document holds for the tree.
+type DocContent = (Option<Arc<Catalog>>, Option<Arc<Rowmap>>);
+
+/// Checks a document's bytes; catalogs and rowmaps are parsed for the tree,
+/// and a rowmap's container is located through the manifest.
 fn parse_document(
     tag: &str,
     name: &str,
-    kind: DocKind,
+    role: DocumentRole,
     bytes: &[u8],
-) -> Result<Option<Arc<Catalog>>, String> {
-    match kind {
-        DocKind::Catalog => {
+    manifest: &Manifest,
+) -> Result<DocContent, String> {
+    match role {
+        DocumentRole::Catalog => {
             let parsed = parse_catalog(bytes).map_err(|e| e.to_string())?;
             report_skipped(tag, name, &parsed.skipped);
-            Ok(Some(Arc::new(parsed.value)))
+            Ok((Some(Arc::new(parsed.value)), None))
         }
-        DocKind::MaterialX => check_materialx_map(bytes)
-            .map(|()| None)
+        DocumentRole::MaterialX => check_materialx_map(bytes)
+            .map(|()| (None, None))
             .map_err(|e| e.to_string()),
+        DocumentRole::Rowmap => {
+            let parsed = parse_rowmap(bytes).map_err(|e| e.to_string())?;
+            report_skipped(tag, name, &parsed.skipped);
+            let mut rowmap = parsed.value;
+            rowmap.container = manifest
+                .container_part(name)
+                .and_then(|part| part.container_location(rowmap.container.as_deref()));
+            if rowmap.container.is_none() {
+                tracing::warn!(tag, document = name, "the rowmap names no container");
+            }
+            Ok((None, Some(Arc::new(rowmap))))
+        }
     }
 }
 
@@ -264,20 +276,24 @@ impl Tag {
         path: &str,
         question: impl Fn(&Arc<TagView>) -> Lookup<T>,
     ) -> Result<T, FsError> {
-        // Each round loads one more document; a path needs at most one.
-        for _ in 0..3 {
+        // Each round loads one more document (a container tier may have
+        // several rowmaps); asking for one twice means it did not help.
+        let mut loaded = HashSet::new();
+        loop {
             match question(&self.view()) {
                 Lookup::Found(answer) => return Ok(answer),
                 Lookup::Missing => return Err(FsError::NotFound),
                 Lookup::NeedsDocument(name) => {
+                    if !loaded.insert(name.clone()) {
+                        return Err(FsError::Io(format!(
+                            "tag {}: no answer for {path}",
+                            self.name
+                        )));
+                    }
                     self.document(&name)?;
                 }
             }
         }
-        Err(FsError::Io(format!(
-            "tag {}: no answer for {path}",
-            self.name
-        )))
     }
 
     /// A tree in which `path` resolves (its catalog loaded) or is missing.
@@ -335,7 +351,7 @@ impl Tag {
         }
         let view = self.view();
         let document = match view.resolve(path) {
-            Lookup::Found(Node::Texture(texture)) => texture.catalog,
+            Lookup::Found(Node::Texture(texture)) => texture.document,
             Lookup::Found(Node::Document(name)) => name,
             Lookup::Found(_) | Lookup::Missing => return false,
             Lookup::NeedsDocument(_) => return true,
@@ -384,7 +400,7 @@ impl Tag {
                 ))
             }
             Node::Texture(texture) => {
-                self.revalidate_document(texture.catalog);
+                self.revalidate_document(texture.document);
                 // The catalog may just have changed: look again.
                 let view = self.view_for(path)?;
                 let Node::Texture(texture) = view.node(path)? else {
@@ -452,22 +468,17 @@ impl Tag {
             .pass(REVALIDATION_RETRY, || self.revalidate_document_now(name));
     }
 
-    fn document_kind(&self, name: &str) -> Option<DocKind> {
-        let view = self.view();
-        let owner = view.manifest.document_owner(name)?;
-        Some(if owner.catalog == name {
-            DocKind::Catalog
-        } else {
-            DocKind::MaterialX
-        })
+    fn document_role(&self, name: &str) -> Option<DocumentRole> {
+        self.view().manifest.document_role(name)
     }
 
-    /// A catalog or MaterialX document: from memory, the cache, or the server.
+    /// A catalog, MaterialX or rowmap document: from memory, the cache, or
+    /// the server.
     pub fn document(&self, name: &str) -> Result<LoadedDoc, FsError> {
         if let Some(doc) = self.view().documents.get(name) {
             return Ok(doc.clone());
         }
-        let kind = self.document_kind(name).ok_or(FsError::NotFound)?;
+        let role = self.document_role(name).ok_or(FsError::NotFound)?;
         self.document_loads.run(&name.to_string(), || {
             if let Some(doc) = self.view().documents.get(name) {
                 return Ok(doc.clone());
@@ -479,21 +490,23 @@ impl Tag {
                     .documents
                     .read(&record.blob())
                     .map_err(|e| e.to_string())
-                    .and_then(|bytes| parse_document(&self.name, name, kind, &bytes));
+                    .and_then(|bytes| {
+                        parse_document(&self.name, name, role, &bytes, &self.view().manifest)
+                    });
                 match cached {
-                    Ok(catalog) => {
-                        let doc = LoadedDoc { blob: record.blob(), catalog };
+                    Ok((catalog, rowmap)) => {
+                        let doc = LoadedDoc { blob: record.blob(), catalog, rowmap };
                         self.install_document(name, doc.clone());
                         return Ok(doc);
                     }
                     Err(why) => tracing::warn!(tag = %self.name, document = name, "the cached copy is unusable ({why}); fetching it again"),
                 }
             }
-            self.fetch_document(name, kind)
+            self.fetch_document(name, role)
         })
     }
 
-    fn fetch_document(&self, name: &str, kind: DocKind) -> Result<LoadedDoc, FsError> {
+    fn fetch_document(&self, name: &str, role: DocumentRole) -> Result<LoadedDoc, FsError> {
         let url = self.ctx.remote.url(&self.name, name);
         if self.ctx.offline {
             tracing::warn!(tag = %self.name, document = name, "not cached, and the mount is offline");
@@ -516,12 +529,18 @@ impl Tag {
                 return Err(FsError::Io(format!("cannot fetch {url}: {e}")));
             }
         };
-        let catalog = parse_document(&self.name, name, kind, &sink.bytes).map_err(|why| {
-            tracing::error!(tag = %self.name, document = name, "the server sent an unusable document: {why}");
-            FsError::Io(format!("{url} is unusable: {why}"))
-        })?;
+        let manifest = self.view().manifest.clone();
+        let (catalog, rowmap) = parse_document(&self.name, name, role, &sink.bytes, &manifest)
+            .map_err(|why| {
+                tracing::error!(tag = %self.name, document = name, "the server sent an unusable document: {why}");
+                FsError::Io(format!("{url} is unusable: {why}"))
+            })?;
         let blob = self.put_document_bytes(&sink.bytes)?;
-        let doc = LoadedDoc { blob, catalog };
+        let doc = LoadedDoc {
+            blob,
+            catalog,
+            rowmap,
+        };
         {
             let mut state = self.state.lock();
             state
@@ -686,7 +705,7 @@ impl Tag {
     }
 
     fn revalidate_document_now(&self, name: &str) -> bool {
-        let Some(kind) = self.document_kind(name) else {
+        let Some(role) = self.document_role(name) else {
             return true;
         };
         let record = self.state.lock().documents.get(name).cloned();
@@ -703,8 +722,8 @@ impl Tag {
                 true
             }
             Refresh::Changed(bytes, meta) => {
-                match parse_document(&self.name, name, kind, &bytes) {
-                    Ok(catalog) => self.replace_document(name, catalog, &bytes, meta),
+                match parse_document(&self.name, name, role, &bytes, &self.view().manifest) {
+                    Ok(content) => self.replace_document(name, content, &bytes, meta),
                     Err(why) => tracing::error!(
                         tag = %self.name,
                         document = name,
@@ -727,14 +746,18 @@ impl Tag {
     fn replace_document(
         &self,
         name: &str,
-        catalog: Option<Arc<Catalog>>,
+        (catalog, rowmap): DocContent,
         bytes: &[u8],
         meta: RemoteMeta,
     ) {
         let Ok(blob) = self.put_document_bytes(bytes) else {
             return;
         };
-        let doc = LoadedDoc { blob, catalog };
+        let doc = LoadedDoc {
+            blob,
+            catalog,
+            rowmap,
+        };
         {
             let mut state = self.state.lock();
             state

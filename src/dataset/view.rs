@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::error::FsError;
-use crate::format::{Catalog, MANIFEST_FILE, Manifest, SourceSpec, TextureHash, texture_extension};
+use crate::format::{
+    Catalog, MANIFEST_FILE, Manifest, Rowmap, RowmapMaterial, Slice, SourceSpec, TextureHash,
+    texture_extension,
+};
 use crate::store::Blob;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,12 +19,14 @@ pub enum Kind {
     File,
 }
 
-/// A catalog or MaterialX document in memory.
+/// A catalog, MaterialX or rowmap document in memory.
 #[derive(Debug, Clone)]
 pub struct LoadedDoc {
     pub blob: Blob,
     /// Parsed entries, for catalogs; MaterialX maps are only served.
     pub catalog: Option<Arc<Catalog>>,
+    /// For rowmaps; its `container` is the container's location.
+    pub rowmap: Option<Arc<Rowmap>>,
 }
 
 #[derive(Debug)]
@@ -40,10 +45,20 @@ pub struct TextureRef<'v> {
     pub tier: &'v str,
     pub material: &'v str,
     pub channel: &'v str,
-    /// The catalog that lists this texture.
-    pub catalog: &'v str,
+    /// The document that lists this texture (its catalog, or its rowmap).
+    pub document: &'v str,
     /// What the catalog says about the baked tier's bytes of this channel.
     pub hash: Option<TextureHash>,
+    /// Where the bytes are in a container (schema 1 and 2 releases).
+    pub slice: Option<ContainerSlice<'v>>,
+}
+
+/// A texture's bytes inside a container file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerSlice<'v> {
+    /// The container's location (`None`: the rowmap did not say).
+    pub container: Option<&'v str>,
+    pub slice: Slice,
 }
 
 impl TextureRef<'_> {
@@ -90,16 +105,74 @@ impl<T> Lookup<T> {
     }
 }
 
+/// A material as the tier it is in describes it.
+enum MaterialRef<'v> {
+    Catalog(&'v crate::format::Material, &'v str),
+    Rowmap(&'v RowmapMaterial, &'v str, Option<&'v str>),
+}
+
 impl TagView {
     fn dir_source(&self, name: &str) -> Option<&SourceSpec> {
         self.manifest.source(name).filter(|s| s.has_directory())
     }
 
     /// The source's catalog, when it is loaded.
-    fn catalog_of<'a>(&'a self, source: &SourceSpec) -> Option<&'a Catalog> {
+    fn catalog_of<'a>(&'a self, catalog: &str) -> Option<&'a Catalog> {
         self.documents
-            .get(&source.catalog)
+            .get(catalog)
             .and_then(|d| d.catalog.as_deref())
+    }
+
+    /// The rowmaps of a container tier, once all are loaded.
+    fn rowmaps_of<'a>(
+        &'a self,
+        source: &'a SourceSpec,
+        tier: &str,
+    ) -> Option<Lookup<Vec<(&'a str, &'a Rowmap)>>> {
+        let parts = source.container_parts(tier)?;
+        let mut out = Vec::with_capacity(parts.len());
+        for part in parts {
+            match self
+                .documents
+                .get(&part.rowmap)
+                .and_then(|d| d.rowmap.as_deref())
+            {
+                Some(rowmap) => out.push((part.rowmap.as_str(), rowmap)),
+                None => return Some(Lookup::NeedsDocument(part.rowmap.clone())),
+            }
+        }
+        Some(Lookup::Found(out))
+    }
+
+    /// A material of a tier, from the tier's rowmaps or the source's catalog.
+    fn material<'a>(
+        &'a self,
+        source: &'a SourceSpec,
+        tier: &str,
+        id: &str,
+    ) -> Lookup<MaterialRef<'a>> {
+        if let Some(rowmaps) = self.rowmaps_of(source, tier) {
+            let Lookup::Found(rowmaps) = rowmaps else {
+                return rowmaps.map(|_| unreachable!("only Found carries rowmaps"));
+            };
+            return match rowmaps
+                .iter()
+                .find_map(|(key, r)| r.material(id).map(|m| (m, *key, r.container.as_deref())))
+            {
+                Some((m, key, container)) => Lookup::Found(MaterialRef::Rowmap(m, key, container)),
+                None => Lookup::Missing,
+            };
+        }
+        let Some(catalog_name) = source.catalog.as_deref() else {
+            return Lookup::Missing;
+        };
+        let Some(catalog) = self.catalog_of(catalog_name) else {
+            return Lookup::NeedsDocument(catalog_name.to_string());
+        };
+        match catalog.material(id).filter(|m| m.in_tier(tier)) {
+            Some(m) => Lookup::Found(MaterialRef::Catalog(m, catalog_name)),
+            None => Lookup::Missing,
+        }
     }
 
     /// The node at `path`, once every document it needs is loaded.
@@ -121,14 +194,17 @@ impl TagView {
             return Lookup::Missing;
         }
         let Some(second) = second else {
+            if first == MANIFEST_FILE {
+                return Lookup::Found(Node::Manifest);
+            }
             return match self.manifest.document_owner(first) {
-                _ if first == MANIFEST_FILE => Lookup::Found(Node::Manifest),
-                Some(owner) if owner.catalog == first => {
-                    Lookup::Found(Node::Document(&owner.catalog))
-                }
-                Some(owner) => {
-                    Lookup::Found(Node::Document(owner.mtlx.as_deref().unwrap_or_default()))
-                }
+                Some(owner) => Lookup::Found(Node::Document(
+                    [owner.catalog.as_deref(), owner.mtlx.as_deref()]
+                        .into_iter()
+                        .flatten()
+                        .find(|d| *d == first)
+                        .unwrap_or_default(),
+                )),
                 None if self.dir_source(first).is_some() => Lookup::Found(Node::Source),
                 None => Lookup::Missing,
             };
@@ -142,28 +218,43 @@ impl TagView {
         let Some(third) = third else {
             return Lookup::Found(Node::Tier);
         };
-        let Some(catalog) = self.catalog_of(source) else {
-            return Lookup::NeedsDocument(source.catalog.clone());
-        };
-        let Some(material) = catalog.material(third).filter(|m| m.in_tier(tier)) else {
-            return Lookup::Missing;
+        let material = match self.material(source, tier, third) {
+            Lookup::Found(material) => material,
+            other => return other.map(|_| unreachable!("only Found carries a material")),
         };
         let Some(file) = fourth else {
             return Lookup::Found(Node::Material);
         };
-        let channel = file
+        let Some(stem) = file
             .strip_suffix(texture_extension(tier))
             .and_then(|stem| stem.strip_suffix('.'))
-            .and_then(|stem| material.channel(stem));
-        match channel {
-            Some(channel) => Lookup::Found(Node::Texture(TextureRef {
+        else {
+            return Lookup::Missing;
+        };
+        let texture = match material {
+            MaterialRef::Catalog(m, catalog) => m.channel(stem).map(|channel| TextureRef {
                 source: &source.name,
                 tier,
-                material: &material.id,
+                material: &m.id,
                 channel,
-                catalog: &source.catalog,
-                hash: material.hash(channel),
-            })),
+                document: catalog,
+                hash: m.hash(channel),
+                slice: None,
+            }),
+            MaterialRef::Rowmap(m, rowmap, container) => {
+                m.slice(stem).map(|(channel, slice)| TextureRef {
+                    source: &source.name,
+                    tier,
+                    material: &m.id,
+                    channel,
+                    document: rowmap,
+                    hash: None,
+                    slice: Some(ContainerSlice { container, slice }),
+                })
+            }
+        };
+        match texture {
+            Some(texture) => Lookup::Found(Node::Texture(texture)),
             None => Lookup::Missing,
         }
     }
@@ -180,9 +271,8 @@ impl TagView {
             Node::TagRoot => {
                 out.push((MANIFEST_FILE.to_string(), Kind::File));
                 for source in &self.manifest.sources {
-                    out.push((source.catalog.clone(), Kind::File));
-                    if let Some(mtlx) = &source.mtlx {
-                        out.push((mtlx.clone(), Kind::File));
+                    for document in source.catalog.iter().chain(&source.mtlx) {
+                        out.push((document.clone(), Kind::File));
                     }
                     if source.has_directory() {
                         out.push((source.name.clone(), Kind::Dir));
@@ -196,33 +286,58 @@ impl TagView {
             Node::Tier => {
                 let (source, tier) = path.split_once('/').expect("resolved as a tier");
                 let source = self.dir_source(source).expect("resolved as a tier");
-                let Some(catalog) = self.catalog_of(source) else {
-                    return Lookup::NeedsDocument(source.catalog.clone());
-                };
-                out.extend(
-                    catalog
-                        .materials
-                        .iter()
-                        .filter(|m| m.in_tier(tier))
-                        .map(|m| (m.id.to_string(), Kind::Dir)),
-                );
+                match self.rowmaps_of(source, tier) {
+                    Some(Lookup::Found(rowmaps)) => {
+                        for (_, rowmap) in rowmaps {
+                            out.extend(
+                                rowmap
+                                    .materials
+                                    .iter()
+                                    .map(|m| (m.id.to_string(), Kind::Dir)),
+                            );
+                        }
+                        out.sort_by(|a, b| a.0.cmp(&b.0));
+                        out.dedup_by(|a, b| a.0 == b.0);
+                    }
+                    Some(other) => return other.map(|_| None),
+                    None => {
+                        let Some(catalog_name) = source.catalog.as_deref() else {
+                            return Lookup::Found(Some(out));
+                        };
+                        let Some(catalog) = self.catalog_of(catalog_name) else {
+                            return Lookup::NeedsDocument(catalog_name.to_string());
+                        };
+                        out.extend(
+                            catalog
+                                .materials
+                                .iter()
+                                .filter(|m| m.in_tier(tier))
+                                .map(|m| (m.id.to_string(), Kind::Dir)),
+                        );
+                    }
+                }
             }
             Node::Material => {
                 let mut parts = path.split('/');
-                let (source, tier, id) = (parts.next(), parts.next(), parts.next());
-                let (Some(source), Some(tier), Some(id)) = (source, tier, id) else {
+                let (Some(source), Some(tier), Some(id)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
                     return Lookup::Missing;
                 };
                 let source = self.dir_source(source).expect("resolved as a material");
-                let catalog = self.catalog_of(source).expect("resolved a material in it");
-                let Some(material) = catalog.material(id) else {
-                    return Lookup::Missing;
-                };
                 let ext = texture_extension(tier);
+                let channels: Vec<&str> = match self.material(source, tier, id) {
+                    Lookup::Found(MaterialRef::Catalog(m, _)) => {
+                        m.channels.iter().map(|c| &**c).collect()
+                    }
+                    Lookup::Found(MaterialRef::Rowmap(m, _, _)) => {
+                        m.slices.iter().map(|(c, _)| &**c).collect()
+                    }
+                    other => return other.map(|_| None),
+                };
                 out.extend(
-                    material
-                        .channels
-                        .iter()
+                    channels
+                        .into_iter()
                         .map(|c| (format!("{c}.{ext}"), Kind::File)),
                 );
             }
@@ -264,6 +379,7 @@ mod tests {
                 LoadedDoc {
                     blob,
                     catalog: Some(Arc::new(catalog)),
+                    rowmap: None,
                 },
             );
         }

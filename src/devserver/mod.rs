@@ -40,6 +40,8 @@ pub struct ServerOptions {
     /// Where redirects point (`http://other-host:port`): another server's
     /// `/cdn/` path instead of this one's.
     pub cdn_base: Option<String>,
+    /// Answer `Range` requests with the whole file, as some servers do.
+    pub ignore_range: bool,
 }
 
 impl Default for ServerOptions {
@@ -48,6 +50,7 @@ impl Default for ServerOptions {
             lfs_redirects: true,
             validators: Validators::ETagAndDate,
             cdn_base: None,
+            ignore_range: false,
         }
     }
 }

@@ -311,8 +311,11 @@ fn file_path(shared: &Shared, encoded: &str) -> Option<PathBuf> {
     Some(path)
 }
 
+/// Files Hugging Face keeps in LFS: textures and containers.
 fn is_lfs(path: &str) -> bool {
-    path.ends_with(".png") || path.ends_with(".ktx2")
+    [".png", ".ktx2", ".tar", ".parquet"]
+        .iter()
+        .any(|ext| path.ends_with(ext))
 }
 
 fn content_type(path: &str) -> &'static str {
@@ -383,7 +386,15 @@ fn resolve(shared: &Shared, request: &Request, encoded: &str) -> Response {
     let mut blob = format!("blob {}\0", bytes.len()).into_bytes();
     blob.extend_from_slice(&bytes);
     let etag = format!("\"{}\"", &Sha256Digest::of(&blob).to_hex()[..40]);
-    with_validators(request, bytes, encoded, etag, modified, options.validators)
+    with_validators(
+        request,
+        bytes,
+        encoded,
+        etag,
+        modified,
+        options.validators,
+        options.ignore_range,
+    )
 }
 
 fn cdn(shared: &Shared, request: &Request, encoded: &str) -> Response {
@@ -391,6 +402,7 @@ fn cdn(shared: &Shared, request: &Request, encoded: &str) -> Response {
         return Response::new(404, "NoSuchKey\n");
     };
     let etag = quoted_sha256(&bytes);
+    let ignore_range = shared.options.lock().ignore_range;
     with_validators(
         request,
         bytes,
@@ -398,11 +410,13 @@ fn cdn(shared: &Shared, request: &Request, encoded: &str) -> Response {
         etag,
         modified,
         Validators::ETagAndDate,
+        ignore_range,
     )
     .header("Cache-Control", "public, max-age=604800, immutable")
 }
 
-/// A 200, 206 or 304 for the bytes, honouring conditionals and `Range`.
+/// A 200, 206 or 304 for the bytes, honouring conditionals and `Range`
+/// (unless told to ignore it).
 fn with_validators(
     request: &Request,
     bytes: Vec<u8>,
@@ -410,6 +424,7 @@ fn with_validators(
     etag: String,
     modified: SystemTime,
     validators: Validators,
+    ignore_range: bool,
 ) -> Response {
     let use_etag = validators == Validators::ETagAndDate;
     let use_date = validators != Validators::None;
@@ -435,6 +450,7 @@ fn with_validators(
         match request
             .headers
             .get("range")
+            .filter(|_| !ignore_range)
             .map(|r| parse_range(r, bytes.len() as u64))
         {
             None => Response::new(200, bytes).header("Content-Type", content_type(path)),

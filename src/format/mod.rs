@@ -4,11 +4,15 @@
 
 pub mod catalog;
 pub mod manifest;
+pub mod rowmap;
 
 use thiserror::Error;
 
 pub use catalog::{Catalog, Material, TextureHash, parse_catalog};
-pub use manifest::{MANIFEST_FILE, Manifest, SourceSpec, parse_manifest};
+pub use manifest::{
+    ContainerPart, DocumentRole, MANIFEST_FILE, Manifest, SourceSpec, is_url, parse_manifest,
+};
+pub use rowmap::{Rowmap, RowmapMaterial, Slice, parse_rowmap};
 
 /// Why a whole document was refused.
 #[derive(Debug, Error)]

@@ -8,6 +8,7 @@ use parking_lot::Mutex;
 use super::{FsCore, Invalidation, ROOT_INO};
 use crate::dataset::{Context, Dataset, Kind};
 use crate::error::FsError;
+use crate::fixture::containers::{Layout, Packed};
 use crate::fixture::{Release, ReleaseSpec};
 use crate::remote::mock::MockRemote;
 use crate::remote::{FetchError, Remote};
@@ -828,4 +829,125 @@ mod model {
             prop_assert_eq!(walked, expected(&model));
         }
     }
+}
+
+/// Packs like a tar: a 512-byte header before each item, each padded to
+/// 512 bytes (the real tar writer is in the mount tests).
+fn tar_like(items: &[(String, Vec<u8>)]) -> Packed {
+    let mut bytes = Vec::new();
+    let mut offsets = Vec::new();
+    for (name, item) in items {
+        let mut header = name.as_bytes().to_vec();
+        header.resize(512, 0);
+        bytes.extend_from_slice(&header);
+        offsets.push(bytes.len() as u64);
+        bytes.extend_from_slice(item);
+        bytes.resize(bytes.len().div_ceil(512) * 512, 0);
+    }
+    Packed { bytes, offsets }
+}
+
+#[test]
+fn a_tar_release_is_listed_from_its_rowmaps_and_read_by_ranges() {
+    let original = small();
+    let packed = original.packed(&Layout::Tar, &tar_like).release;
+    let h = Harness::new(&packed);
+    let s = h.session();
+    let mut tree = Vec::new();
+    s.walk(TAG, &mut tree);
+    tree.sort();
+    let expected: Vec<String> = original
+        .expected_tree()
+        .into_iter()
+        .filter(|p| !p.contains(".tier_complete"))
+        .collect();
+    assert_eq!(tree, expected);
+    for (path, bytes) in original.textures() {
+        assert_eq!(
+            s.size(&format!("{TAG}/{path}")).unwrap(),
+            bytes.len() as u64
+        );
+    }
+    let log = h.remote.log();
+    assert!(
+        log.iter()
+            .all(|l| l.method == "GET" && l.path.ends_with(".json")),
+        "listing with sizes asks for documents only: {log:#?}"
+    );
+    for (path, bytes) in original.textures() {
+        assert_eq!(&s.read(&format!("{TAG}/{path}")).unwrap(), bytes, "{path}");
+    }
+    let ranges = h
+        .remote
+        .log()
+        .iter()
+        .filter(|l| l.method == "RANGE")
+        .count();
+    assert_eq!(ranges, original.textures().count());
+    assert_eq!(h.remote.count("HEAD", "ambientcg/1k/.tier_complete"), 0);
+    // A later session reads from the cache.
+    drop(s);
+    h.remote.clear_log();
+    let s = h.session();
+    for (path, bytes) in original.textures().take(5) {
+        assert_eq!(&s.read(&format!("{TAG}/{path}")).unwrap(), bytes);
+    }
+    assert!(h.remote.log().iter().all(|l| l.method != "RANGE"));
+}
+
+#[test]
+fn a_changed_container_is_read_again_and_an_unchanged_one_is_not() {
+    let original = small();
+    let packed = original.packed(&Layout::Tar, &tar_like).release;
+    let h = Harness::new(&packed);
+    let path = "ambientcg/1k/Rock064/color.png";
+    h.warm(&[path, "ambientcg/1k/Rock064/ao.png"]);
+    // The tag is republished with a changed manifest; the containers
+    // stay the same except one texture's bytes.
+    let mut next = packed.clone();
+    let mut manifest: serde_json::Value = next.json("release-manifest.json");
+    manifest["republished"] = serde_json::json!(true);
+    next.set_json("release-manifest.json", &manifest);
+    let tar = "ambientcg-1k.tar";
+    let rowmap: serde_json::Value = next.json("ambientcg-1k-rowmap.json");
+    let slice = &rowmap["materials"]["Rock064"]["color"];
+    let offset = slice["offset"].as_u64().unwrap() as usize;
+    let changed = next.files.get_mut(tar).unwrap();
+    changed[offset + 40] ^= 0xff;
+    let expected = changed[offset..offset + slice["length"].as_u64().unwrap() as usize].to_vec();
+    h.publish(&next);
+    h.remote.clear_log();
+    let s = h.session();
+    assert_eq!(s.read(&format!("{TAG}/{path}")).unwrap(), expected);
+    let conditional: Vec<_> = h
+        .remote
+        .log()
+        .into_iter()
+        .filter(|l| l.method == "RANGE")
+        .map(|l| (l.conditional, l.outcome))
+        .collect();
+    assert_eq!(conditional, [(true, "206".to_string())]);
+    // The other tier's container did not change: a 304 proves its file.
+    let ktx = "ambientcg/ktx2-512/Rock064/ao.ktx2";
+    drop(s);
+    h.warm(&[ktx]);
+    let mut again = next.clone();
+    let mut manifest: serde_json::Value = again.json("release-manifest.json");
+    manifest["republished"] = serde_json::json!(2);
+    again.set_json("release-manifest.json", &manifest);
+    h.publish(&again);
+    h.remote.clear_log();
+    let s = h.session();
+    assert_eq!(
+        &s.read(&format!("{TAG}/{ktx}")).unwrap(),
+        &original.files[ktx]
+    );
+    let outcomes: Vec<_> = h
+        .remote
+        .log()
+        .into_iter()
+        .filter(|l| l.method == "RANGE")
+        .map(|l| l.outcome)
+        .collect();
+    assert_eq!(outcomes, ["304"]);
 }

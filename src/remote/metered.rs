@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{BodySink, FetchError, GetOutcome, Remote, RemoteMeta, Validators};
-use crate::format::MANIFEST_FILE;
+use crate::format::{MANIFEST_FILE, Slice};
 use crate::stats::Stats;
 
 pub struct Metered {
@@ -43,6 +43,14 @@ fn status(error: &FetchError) -> &'static str {
     }
 }
 
+fn outcome(result: &Result<GetOutcome, FetchError>) -> &'static str {
+    match result {
+        Ok(GetOutcome::NotModified) => "304",
+        Ok(GetOutcome::Fetched(_)) => "200",
+        Err(e) => status(e),
+    }
+}
+
 struct Counting<'a> {
     inner: &'a mut dyn BodySink,
     bytes: u64,
@@ -63,6 +71,25 @@ impl BodySink for Counting<'_> {
     }
 }
 
+impl Metered {
+    /// Runs a download through a byte-counting sink and records its outcome.
+    fn counted(
+        &self,
+        kind: &'static str,
+        sink: &mut dyn BodySink,
+        download: impl FnOnce(&mut dyn BodySink) -> Result<GetOutcome, FetchError>,
+    ) -> Result<GetOutcome, FetchError> {
+        let mut counting = Counting {
+            inner: sink,
+            bytes: 0,
+        };
+        let result = download(&mut counting);
+        Stats::add(&self.stats.bytes_downloaded, counting.bytes);
+        self.stats.request(kind, outcome(&result));
+        result
+    }
+}
+
 impl Remote for Metered {
     fn get(
         &self,
@@ -71,19 +98,22 @@ impl Remote for Metered {
         validators: &Validators,
         sink: &mut dyn BodySink,
     ) -> Result<GetOutcome, FetchError> {
-        let mut counting = Counting {
-            inner: sink,
-            bytes: 0,
-        };
-        let result = self.inner.get(tag, path, validators, &mut counting);
-        Stats::add(&self.stats.bytes_downloaded, counting.bytes);
-        let outcome = match &result {
-            Ok(GetOutcome::NotModified) => "304",
-            Ok(GetOutcome::Fetched(_)) => "200",
-            Err(e) => status(e),
-        };
-        self.stats.request(kind(path), outcome);
-        result
+        self.counted(kind(path), sink, |counting| {
+            self.inner.get(tag, path, validators, counting)
+        })
+    }
+
+    fn get_range(
+        &self,
+        tag: &str,
+        path: &str,
+        slice: Slice,
+        validators: &Validators,
+        sink: &mut dyn BodySink,
+    ) -> Result<GetOutcome, FetchError> {
+        self.counted("texture", sink, |counting| {
+            self.inner.get_range(tag, path, slice, validators, counting)
+        })
     }
 
     fn head(&self, tag: &str, path: &str) -> Result<RemoteMeta, FetchError> {

@@ -7,6 +7,7 @@ use parking_lot::Mutex;
 
 use super::{BodySink, FetchError, GetOutcome, Remote, RemoteMeta, Validators};
 use crate::digest::Sha256Digest;
+use crate::format::Slice;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Logged {
@@ -108,6 +109,35 @@ impl MockRemote {
     }
 }
 
+impl MockRemote {
+    /// What a GET of either kind finds first: an injected fault, a 404, or a
+    /// 304 (`None`); otherwise the bytes to serve.
+    fn conditional_body(
+        &self,
+        method: &'static str,
+        tag: &str,
+        path: &str,
+        validators: &Validators,
+    ) -> Result<Option<Vec<u8>>, FetchError> {
+        let conditional = validators.etag.is_some();
+        if let Some(error) = self.take_fault(path) {
+            self.record(method, path, conditional, &error.to_string());
+            return Err(error);
+        }
+        let Some(bytes) = self.files.lock().get(&(tag.into(), path.into())).cloned() else {
+            self.record(method, path, conditional, "404");
+            return Err(FetchError::NotFound);
+        };
+        // A corrupting server is consistent: its headers describe what it sends.
+        let served = self.corrupt.lock().get(path).cloned().unwrap_or(bytes);
+        if conditional && validators.etag == Some(etag_of(&served)) {
+            self.record(method, path, conditional, "304");
+            return Ok(None);
+        }
+        Ok(Some(served))
+    }
+}
+
 impl Remote for MockRemote {
     fn get(
         &self,
@@ -116,26 +146,43 @@ impl Remote for MockRemote {
         validators: &Validators,
         sink: &mut dyn BodySink,
     ) -> Result<GetOutcome, FetchError> {
-        let conditional = validators.etag.is_some();
-        if let Some(error) = self.take_fault(path) {
-            self.record("GET", path, conditional, &error.to_string());
-            return Err(error);
-        }
-        let Some(bytes) = self.files.lock().get(&(tag.into(), path.into())).cloned() else {
-            self.record("GET", path, conditional, "404");
-            return Err(FetchError::NotFound);
-        };
-        // A corrupting server is consistent: its headers describe what it sends.
-        let served = self.corrupt.lock().get(path).cloned().unwrap_or(bytes);
-        let meta = Self::meta(path, &served);
-        if validators.etag.is_some() && validators.etag == meta.etag {
-            self.record("GET", path, conditional, "304");
+        let Some(served) = self.conditional_body("GET", tag, path, validators)? else {
             return Ok(GetOutcome::NotModified);
-        }
-        self.record("GET", path, conditional, "200");
+        };
+        let meta = Self::meta(path, &served);
+        self.record("GET", path, validators.etag.is_some(), "200");
         sink.reset()?;
         sink.write(&served)?;
         Ok(GetOutcome::Fetched(meta))
+    }
+
+    fn get_range(
+        &self,
+        tag: &str,
+        path: &str,
+        slice: Slice,
+        validators: &Validators,
+        sink: &mut dyn BodySink,
+    ) -> Result<GetOutcome, FetchError> {
+        let conditional = validators.etag.is_some();
+        let Some(bytes) = self.conditional_body("RANGE", tag, path, validators)? else {
+            return Ok(GetOutcome::NotModified);
+        };
+        let etag = Some(etag_of(&bytes));
+        let start = slice.offset as usize;
+        let Some(part) = bytes.get(start..start + slice.length as usize) else {
+            self.record("RANGE", path, conditional, "416");
+            return Err(FetchError::Status(416));
+        };
+        self.record("RANGE", path, conditional, "206");
+        sink.reset()?;
+        sink.write(part)?;
+        Ok(GetOutcome::Fetched(RemoteMeta {
+            etag,
+            last_modified: None,
+            size: Some(slice.length),
+            sha256: None,
+        }))
     }
 
     fn head(&self, tag: &str, path: &str) -> Result<RemoteMeta, FetchError> {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::digest::Sha256Digest;
+use crate::format::Slice;
 
 pub use metered::Metered;
 pub use retry::RetryPolicy;
@@ -143,13 +144,27 @@ impl BodySink for MemorySink {
     }
 }
 
-/// A dataset server laid out as `<base>/<revision>/<path>`.
+/// A dataset server laid out as `<base>/<revision>/<path>`. Where a method
+/// takes a `path`, it may also be a URL of its own (`http://`, `https://`):
+/// schema-1 releases keep their files on GitHub Releases.
 pub trait Remote: Send + Sync {
     /// GET, conditional on `validators` when they are not empty.
     fn get(
         &self,
         tag: &str,
         path: &str,
+        validators: &Validators,
+        sink: &mut dyn BodySink,
+    ) -> Result<GetOutcome, FetchError>;
+
+    /// Bytes `[offset, offset + length)` of a file, by one Range request,
+    /// conditional on the file's `validators` when they are not empty. The
+    /// metadata returned describes the slice, with the whole file's ETag.
+    fn get_range(
+        &self,
+        tag: &str,
+        path: &str,
+        slice: Slice,
         validators: &Validators,
         sink: &mut dyn BodySink,
     ) -> Result<GetOutcome, FetchError>;
@@ -177,11 +192,25 @@ impl Remote for Offline {
         Err(FetchError::Offline)
     }
 
+    fn get_range(
+        &self,
+        _: &str,
+        _: &str,
+        _: Slice,
+        _: &Validators,
+        _: &mut dyn BodySink,
+    ) -> Result<GetOutcome, FetchError> {
+        Err(FetchError::Offline)
+    }
+
     fn head(&self, _: &str, _: &str) -> Result<RemoteMeta, FetchError> {
         Err(FetchError::Offline)
     }
 
     fn url(&self, tag: &str, path: &str) -> String {
-        format!("{}/{tag}/{path}", self.base.trim_end_matches('/'))
+        match crate::format::is_url(path) {
+            true => path.to_string(),
+            false => format!("{}/{tag}/{path}", self.base.trim_end_matches('/')),
+        }
     }
 }

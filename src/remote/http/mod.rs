@@ -21,6 +21,9 @@ use super::redirects::{Hop, RecentRedirects};
 use super::retry::{RetryPolicy, parse_ratelimit_reset, parse_retry_after};
 use super::{BodySink, FetchError, GetOutcome, Remote, RemoteMeta, Validators};
 use crate::digest::Sha256Digest;
+use crate::format::Slice;
+
+mod range;
 
 const MAX_REDIRECTS: usize = 10;
 /// After a request fails for want of a connection, later requests skip their
@@ -136,6 +139,11 @@ impl HttpRemote {
     }
 
     fn file_url(&self, tag: &str, path: &str) -> Url {
+        if crate::format::is_url(path) {
+            if let Ok(url) = Url::parse(path) {
+                return url;
+            }
+        }
         let mut url = self.base.clone();
         url.path_segments_mut()
             .expect("checked in new: the base URL can be a base")
@@ -296,6 +304,18 @@ impl Remote for HttpRemote {
             }
             self.get_once(&url, RemoteMeta::default(), validators, sink)
         })
+    }
+
+    fn get_range(
+        &self,
+        tag: &str,
+        path: &str,
+        slice: Slice,
+        validators: &Validators,
+        sink: &mut dyn BodySink,
+    ) -> Result<GetOutcome, FetchError> {
+        let url = self.file_url(tag, path);
+        self.with_retries(|| self.range_once(&url, slice, validators, sink))
     }
 
     fn head(&self, tag: &str, path: &str) -> Result<RemoteMeta, FetchError> {

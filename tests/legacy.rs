@@ -1,0 +1,270 @@
+//! Releases in the older container layouts, mounted for real: schema 2
+//! (a tar and a rowmap per source and tier, in the revision) and schema 1
+//! (Parquet files and rowmaps at another URL, as on GitHub Releases). The
+//! containers are written by the `tar` and `parquet` crates.
+
+mod common;
+
+use std::fs;
+use std::sync::Arc;
+
+use common::{Mount, Served, TAG, read, walk};
+use matvisfs::devserver::ServerOptions;
+use matvisfs::fixture::containers::{Layout, Packed, PackedRelease};
+use matvisfs::fixture::{Release, ReleaseSpec};
+
+/// A real tar; offsets read back from the archive.
+fn tar(items: &[(String, Vec<u8>)]) -> Packed {
+    tar_after(items, 0)
+}
+
+/// A tar whose first member is `padding` bytes of zeros.
+fn tar_after(items: &[(String, Vec<u8>)], padding: usize) -> Packed {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut append = |name: &str, bytes: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, name, bytes).unwrap();
+    };
+    if padding > 0 {
+        append("padding.bin", &vec![0u8; padding]);
+    }
+    for (name, bytes) in items {
+        append(name, bytes);
+    }
+    let bytes = builder.into_inner().unwrap();
+    let mut archive = tar::Archive::new(bytes.as_slice());
+    let mut offsets = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().unwrap().to_str() != Some("padding.bin") {
+            offsets.push(entry.raw_file_position());
+        }
+    }
+    Packed { bytes, offsets }
+}
+
+/// A real Parquet file, uncompressed and plain-encoded, so each texture's
+/// bytes lie whole in a data page; offsets found by searching the file.
+fn parquet(items: &[(String, Vec<u8>)]) -> Packed {
+    use parquet::basic::{Compression, Encoding};
+    use parquet::data_type::{ByteArray, ByteArrayType};
+    use parquet::file::properties::{EnabledStatistics, WriterProperties};
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::parser::parse_message_type;
+
+    let schema = Arc::new(
+        parse_message_type(
+            "message textures { required binary name (UTF8); required binary data; }",
+        )
+        .unwrap(),
+    );
+    let properties = Arc::new(
+        WriterProperties::builder()
+            .set_compression(Compression::UNCOMPRESSED)
+            .set_dictionary_enabled(false)
+            .set_encoding(Encoding::PLAIN)
+            .set_statistics_enabled(EnabledStatistics::None)
+            .build(),
+    );
+    let mut bytes = Vec::new();
+    let mut writer = SerializedFileWriter::new(&mut bytes, schema, properties).unwrap();
+    let mut group = writer.next_row_group().unwrap();
+    let columns: [Vec<ByteArray>; 2] = [
+        items
+            .iter()
+            .map(|(n, _)| ByteArray::from(n.as_str()))
+            .collect(),
+        items
+            .iter()
+            .map(|(_, b)| ByteArray::from(b.clone()))
+            .collect(),
+    ];
+    for values in &columns {
+        let mut column = group.next_column().unwrap().unwrap();
+        column
+            .typed::<ByteArrayType>()
+            .write_batch(values, None, None)
+            .unwrap();
+        column.close().unwrap();
+    }
+    group.close().unwrap();
+    writer.close().unwrap();
+    let offsets = items
+        .iter()
+        .map(|(name, item)| {
+            let found = bytes.windows(item.len()).position(|w| w == item.as_slice());
+            found.unwrap_or_else(|| panic!("{name} is not stored whole")) as u64
+        })
+        .collect();
+    Packed { bytes, offsets }
+}
+
+fn serve_packed(packed: PackedRelease, assets_dir: &str) -> Served {
+    let served = Served::new(packed.release);
+    for (name, bytes) in &packed.assets {
+        let path = served.dir.path().join(assets_dir).join(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, bytes).unwrap();
+    }
+    served
+}
+
+fn original() -> Release {
+    Release::generate(&ReleaseSpec::small(TAG))
+}
+
+/// The tree of `original` as a container release shows it: no tier
+/// sentinels, and for schema 1 no catalogs.
+fn expected_tree(original: &Release, with_catalogs: bool) -> Vec<String> {
+    original
+        .expected_tree()
+        .into_iter()
+        .filter(|p| !p.ends_with(".tier_complete"))
+        .filter(|p| with_catalogs || p.contains('/') || p == "release-manifest.json")
+        .collect()
+}
+
+fn sorted_walk(mount: &Mount) -> Vec<String> {
+    let mut tree = walk(&mount.path.join(TAG));
+    tree.sort();
+    tree
+}
+
+/// Range requests that reached a container, with the given status.
+fn ranges(served: &Served, status: u16) -> usize {
+    served
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.range && r.status == status)
+        .count()
+}
+
+#[test]
+fn a_tar_release_mounts_with_the_same_tree_and_bytes() {
+    let original = original();
+    let served = serve_packed(original.packed(&Layout::Tar, &tar), "unused");
+    let mount = Mount::builder(&served.base_url()).start();
+    assert_eq!(sorted_walk(&mount), expected_tree(&original, true));
+    for (path, bytes) in original.textures() {
+        let size = fs::metadata(mount.tag_path(path)).unwrap().len();
+        assert_eq!(size, bytes.len() as u64, "{path}");
+    }
+    let requests = served.server.requests();
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.method == "GET" && r.path.ends_with(".json")),
+        "sizes come from the rowmaps: {requests:#?}"
+    );
+    for (path, bytes) in original.textures() {
+        assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
+    }
+    // One Range request per texture, to the CDN behind the redirect.
+    assert_eq!(ranges(&served, 206), original.textures().count());
+}
+
+/// A cache directory shared by two mounts of one test.
+fn served_cache(served: &Served) -> std::path::PathBuf {
+    served.dir.path().join("shared-cache")
+}
+
+#[test]
+fn a_second_mount_reads_a_tar_release_from_the_cache() {
+    let original = original();
+    let served = serve_packed(original.packed(&Layout::Tar, &tar), "unused");
+    let cache = served_cache(&served);
+    {
+        let mount = Mount::builder(&served.base_url()).cache(&cache).start();
+        for (path, _) in original.textures() {
+            read(&mount.tag_path(path)).unwrap();
+        }
+    }
+    served.server.clear_requests();
+    let mount = Mount::builder(&served.base_url()).cache(&cache).start();
+    for (path, bytes) in original.textures() {
+        assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes);
+    }
+    assert_eq!(ranges(&served, 206), 0, "{:#?}", served.server.requests());
+}
+
+#[test]
+fn a_parquet_release_on_another_host_mounts_too() {
+    let original = original();
+    // "localhost" is another host than the base URL's 127.0.0.1.
+    let served = Served::new(Release {
+        tag: TAG.into(),
+        files: Default::default(),
+    });
+    let base_url = format!(
+        "http://localhost:{}/resolve/releases-download/{TAG}/",
+        served.server.addr().port()
+    );
+    let packed = original.packed(&Layout::Parquet { base_url }, &parquet);
+    packed.release.write_to(served.dir.path()).unwrap();
+    for (name, bytes) in &packed.assets {
+        let path = served
+            .dir
+            .path()
+            .join("releases-download")
+            .join(TAG)
+            .join(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, bytes).unwrap();
+    }
+    let mount = Mount::builder(&served.base_url()).start();
+    assert_eq!(sorted_walk(&mount), expected_tree(&original, false));
+    for (path, bytes) in original.textures() {
+        assert_eq!(
+            fs::metadata(mount.tag_path(path)).unwrap().len(),
+            bytes.len() as u64
+        );
+        assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
+    }
+    assert_eq!(ranges(&served, 206), original.textures().count());
+    assert!(
+        served
+            .server
+            .requests()
+            .iter()
+            .any(|r| r.path.starts_with("releases-download/")),
+        "the rowmaps and containers come from the release's base URL"
+    );
+}
+
+#[test]
+fn a_server_that_ignores_range_is_read_only_up_to_the_texture() {
+    let original = original();
+    let served = serve_packed(original.packed(&Layout::Tar, &tar), "unused");
+    served.server.set_options(ServerOptions {
+        ignore_range: true,
+        ..ServerOptions::default()
+    });
+    let mount = Mount::builder(&served.base_url()).start();
+    for (path, bytes) in original.textures().take(4) {
+        assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
+    }
+    assert!(ranges(&served, 200) >= 4, "the server sent whole files");
+
+    // Textures deep in a big container: refused, not downloaded.
+    let deep = serve_packed(
+        original.packed(&Layout::Tar, &|items| tar_after(items, 9 << 20)),
+        "unused",
+    );
+    deep.server.set_options(ServerOptions {
+        ignore_range: true,
+        ..ServerOptions::default()
+    });
+    let mount = Mount::builder(&deep.base_url()).start();
+    let (path, _) = original.textures().next().unwrap();
+    let error = read(&mount.tag_path(path)).unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EIO));
+    assert!(
+        mount.log().contains("ignores Range requests"),
+        "{}",
+        mount.log()
+    );
+}
