@@ -8,6 +8,7 @@ mod common;
 use std::fs;
 use std::sync::Arc;
 
+use common::nginx::Nginx;
 use common::{Mount, Served, TAG, read, walk};
 use matvisfs::devserver::ServerOptions;
 use matvisfs::fixture::containers::{Layout, Packed, PackedRelease};
@@ -267,4 +268,40 @@ fn a_server_that_ignores_range_is_read_only_up_to_the_texture() {
         "{}",
         mount.log()
     );
+}
+
+#[test]
+fn a_tar_release_through_a_caching_proxy_costs_the_origin_one_fetch() {
+    let original = original();
+    let served = serve_packed(original.packed(&Layout::Tar, &tar), "unused");
+    let work = tempfile::tempdir().unwrap();
+    let proxy = Nginx::caching_proxy(work.path());
+    for _machine in 0..2 {
+        let mount = Mount::builder(&served.base_url())
+            .env("HTTP_PROXY", &proxy.url())
+            .env("NO_PROXY", "")
+            .start();
+        for (path, bytes) in original.textures() {
+            assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
+        }
+    }
+    let proxied = proxy.requests();
+    let texture_ranges = proxied.iter().filter(|r| r.status == 206).count();
+    assert_eq!(
+        texture_ranges,
+        2 * original.textures().count(),
+        "each machine sent one Range request per texture: {proxied:#?}"
+    );
+    // The proxy fetched the (small) containers in 1 MiB slices, once each.
+    let origin = served.server.requests();
+    let mut paths: Vec<&str> = origin.iter().map(|r| r.path.as_str()).collect();
+    paths.sort();
+    let before = paths.len();
+    paths.dedup();
+    assert_eq!(
+        before,
+        paths.len(),
+        "fetched twice from the origin: {origin:#?}"
+    );
+    assert!(ranges(&served, 206) > 0, "the origin served slices");
 }

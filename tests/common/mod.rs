@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod nginx;
+
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};

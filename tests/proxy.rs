@@ -1,0 +1,135 @@
+//! Many machines behind one caching proxy: two mounts with separate caches,
+//! both through a real nginx caching forward proxy (`HTTP_PROXY`), make the
+//! origin serve each file once.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::nginx::Nginx;
+use common::{Mount, Served, TAG, read, walk};
+use matvisfs::devserver::ServerOptions;
+
+/// Reads the whole tag through a fresh mount with its own cache, and checks
+/// every byte.
+fn read_everything(served: &Served, env: &[(&str, &str)]) {
+    let mut builder = Mount::builder(&served.base_url());
+    for (name, value) in env {
+        builder = builder.env(name, value);
+    }
+    let mount = builder.start();
+    let expected: Vec<String> = served.release.expected_tree().into_iter().collect();
+    assert_eq!(walk(&mount.path.join(TAG)), expected);
+    for (path, bytes) in served.release.textures() {
+        assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
+    }
+}
+
+/// How often the origin answered each path (resolve and CDN alike).
+fn origin_counts(served: &Served) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for request in served.server.requests() {
+        *counts.entry(request.path).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[test]
+fn two_machines_behind_a_caching_proxy_fetch_each_file_once_from_the_origin() {
+    let served = Served::small();
+    let work = tempfile::tempdir().unwrap();
+    let proxy = Nginx::caching_proxy(work.path());
+    let through_proxy = [("HTTP_PROXY", proxy.url()), ("NO_PROXY", String::new())];
+    let env: Vec<(&str, &str)> = through_proxy
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .collect();
+
+    read_everything(&served, &env);
+    let first = origin_counts(&served);
+    let textures = served.release.textures().count();
+    assert!(
+        first.keys().filter(|p| p.starts_with("cdn/")).count() >= textures,
+        "every texture came from the origin's CDN once: {first:?}"
+    );
+    let seen_by_proxy = proxy.requests().len();
+    assert!(seen_by_proxy > textures, "the mount used the proxy");
+
+    read_everything(&served, &env);
+    let both = origin_counts(&served);
+    assert_eq!(first, both, "the second machine cost the origin nothing");
+    let twice: Vec<_> = both.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "fetched twice from the origin: {twice:?}");
+    let second = proxy.requests().split_off(seen_by_proxy);
+    assert!(
+        !second.is_empty(),
+        "the second mount went through the proxy"
+    );
+    assert!(
+        second.iter().all(|r| r.cache == "HIT"),
+        "all answered from the proxy's cache: {second:?}"
+    );
+
+    // NO_PROXY sends a machine straight to the origin.
+    read_everything(
+        &served,
+        &[("HTTP_PROXY", &proxy.url()), ("NO_PROXY", "127.0.0.1")],
+    );
+    let direct = origin_counts(&served);
+    assert!(
+        direct
+            .iter()
+            .any(|(path, n)| *n > both.get(path).copied().unwrap_or(0)),
+        "NO_PROXY bypassed the proxy"
+    );
+    assert_eq!(
+        proxy.requests().len(),
+        seen_by_proxy + second.len(),
+        "the proxy saw nothing of the direct mount"
+    );
+}
+
+#[test]
+fn a_caching_mirror_in_front_of_the_dataset_serves_many_machines() {
+    let served = Served::small();
+    // The CDN is named by an absolute URL, as Hugging Face's redirects are.
+    let cdn_host = served.server.addr().to_string();
+    served.server.set_options(ServerOptions {
+        cdn_base: Some(format!("http://{cdn_host}")),
+        ..ServerOptions::default()
+    });
+    let work = tempfile::tempdir().unwrap();
+    let mirror = Nginx::caching_mirror(work.path(), &format!("http://{cdn_host}"), &cdn_host);
+    let base_url = format!("{}/resolve", mirror.url());
+
+    for _machine in 0..2 {
+        let mount = Mount::builder(&base_url).start();
+        assert_eq!(
+            walk(&mount.path.join(TAG)),
+            served
+                .release
+                .expected_tree()
+                .into_iter()
+                .collect::<Vec<_>>()
+        );
+        for (path, bytes) in served.release.textures() {
+            assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
+        }
+    }
+    let counts = origin_counts(&served);
+    let cdn = counts.keys().filter(|p| p.starts_with("cdn/")).count();
+    assert_eq!(
+        cdn,
+        served.release.textures().count(),
+        "the mirror fetched every texture from the CDN: {counts:#?}"
+    );
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "fetched twice from the origin: {twice:?}");
+    assert!(
+        mirror
+            .requests()
+            .iter()
+            .any(|r| r.target.starts_with(&format!("/cdn/{cdn_host}/"))),
+        "the machines fetched content from the mirror, not the CDN"
+    );
+}
