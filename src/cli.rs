@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::remote::RetryPolicy;
 use crate::remote::http::{HttpSettings, Secret};
+use crate::remote::{RateLimits, RetryPolicy};
 
-pub const DEFAULT_BASE_URL: &str = "https://huggingface.co/datasets/gerchowl/mat-vis/resolve";
+pub const DEFAULT_REPO: &str = "gerchowl/mat-vis";
+pub const DEFAULT_HUB: &str = "https://huggingface.co";
 /// The reference client's default release.
 pub const DEFAULT_TAG: &str = "v2026.04.2";
 
@@ -27,6 +28,8 @@ content is downloaded on first read and kept in a disk cache.";
 const ENVIRONMENT: &str = "\
 Environment:
   MAT_VIS_HF_BASE         base URL (as --base-url)
+  HF_ENDPOINT             as --hf-endpoint
+  MATVISFS_HF_LIMITS      as --hf-limits
   MATVISFS_CACHE_DIR      cache directory (as --cache-dir)
   XDG_CACHE_HOME          default cache directory is $XDG_CACHE_HOME/matvisfs
   MATVISFS_CACHE_MAX_SIZE as --cache-max-size
@@ -160,9 +163,36 @@ pub struct PrefetchArgs {
 #[derive(Debug, Clone, Args)]
 pub struct RemoteArgs {
     /// Dataset base URL: a file is <URL>/<tag>/<path>. Any static HTTP server
-    /// with that layout is a valid mirror.
-    #[arg(long, env = "MAT_VIS_HF_BASE", default_value = DEFAULT_BASE_URL, value_name = "URL")]
-    pub base_url: String,
+    /// with that layout is a valid mirror [default:
+    /// <hf-endpoint>/datasets/<repo>/resolve, that is
+    /// https://huggingface.co/datasets/gerchowl/mat-vis/resolve].
+    #[arg(long, env = "MAT_VIS_HF_BASE", value_name = "URL")]
+    pub base_url: Option<String>,
+
+    /// The Hugging Face dataset repository to mount [default:
+    /// gerchowl/mat-vis]. Not with --base-url, which names the dataset itself.
+    #[arg(long, value_name = "OWNER/NAME")]
+    pub repo: Option<String>,
+
+    /// The Hugging Face Hub the repository is on (a mirror of the Hub works).
+    #[arg(long, env = "HF_ENDPOINT", default_value = DEFAULT_HUB, value_name = "URL")]
+    pub hf_endpoint: String,
+
+    /// Do not use the Hugging Face API (release list, sizes of whole tiers)
+    /// even where the base URL is on a Hub; every size then costs a HEAD.
+    #[arg(long)]
+    pub no_hf_api: bool,
+
+    /// Pace requests to a Hugging Face Hub to at most RESOLVES file requests
+    /// and API calls per 5 minutes (its anonymous limits); `off` for no
+    /// pacing (a mirror without limits, or a token with higher ones).
+    #[arg(
+        long,
+        env = "MATVISFS_HF_LIMITS",
+        default_value = "3000,500",
+        value_name = "RESOLVES,API"
+    )]
+    pub hf_limits: RateLimits,
 
     /// Never use the network: serve what is cached, fail the rest with EIO.
     #[arg(long)]
@@ -228,6 +258,36 @@ pub struct RemoteArgs {
 }
 
 impl RemoteArgs {
+    /// The base URL: `--base-url` (or MAT_VIS_HF_BASE), else the repository
+    /// on the Hub.
+    pub fn base_url(&self) -> Result<String, String> {
+        if let Some(base) = &self.base_url {
+            return match &self.repo {
+                Some(_) => Err(
+                    "--repo and --base-url (or MAT_VIS_HF_BASE) both name the dataset: give one"
+                        .into(),
+                ),
+                None => Ok(base.clone()),
+            };
+        }
+        let repo = self.repo.as_deref().unwrap_or(DEFAULT_REPO);
+        let valid = |part: &str| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        };
+        match repo.split_once('/') {
+            Some((owner, name)) if valid(owner) && valid(name) => Ok(format!(
+                "{}/datasets/{owner}/{name}/resolve",
+                self.hf_endpoint.trim_end_matches('/')
+            )),
+            _ => Err(format!("--repo {repo:?} is not OWNER/NAME")),
+        }
+    }
+
     pub fn http_settings(&self) -> Result<HttpSettings, String> {
         let seconds = |s: f64| Duration::from_secs_f64(s.max(0.0));
         let retry = RetryPolicy {
@@ -254,8 +314,10 @@ impl RemoteArgs {
                 .filter(|t| !t.is_empty())
                 .map(Secret),
             ca_pem,
+            hub_api: !self.no_hf_api,
+            limits: self.hf_limits,
             ..HttpSettings::new(
-                &self.base_url,
+                &self.base_url()?,
                 Duration::from_secs(self.timeout.max(1)),
                 retry,
             )
@@ -343,6 +405,55 @@ pub struct DemoArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn remote(args: &[&str]) -> RemoteArgs {
+        let mut all = vec![
+            "matvisfs",
+            "mount",
+            "/m",
+            "--hf-endpoint",
+            "https://hub.example/",
+        ];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all).unwrap().command {
+            Command::Mount(args) => args.remote,
+            _ => panic!("not mount"),
+        }
+    }
+
+    #[test]
+    fn the_base_url_comes_from_the_flag_or_the_repository_on_the_hub() {
+        assert_eq!(
+            remote(&[]).base_url().unwrap(),
+            "https://hub.example/datasets/gerchowl/mat-vis/resolve"
+        );
+        assert_eq!(
+            remote(&["--repo", "me/textures-2"]).base_url().unwrap(),
+            "https://hub.example/datasets/me/textures-2/resolve"
+        );
+        assert_eq!(
+            remote(&["--base-url", "http://mirror/x"])
+                .base_url()
+                .unwrap(),
+            "http://mirror/x"
+        );
+        assert!(
+            remote(&["--base-url", "http://m/x", "--repo", "a/b"])
+                .base_url()
+                .is_err()
+        );
+        for bad in ["a", "a/b/c", "../b", "a/..", "a b/c"] {
+            assert!(remote(&["--repo", bad]).base_url().is_err(), "{bad}");
+        }
+        let limits = remote(&["--hf-limits", "100,10"]).hf_limits;
+        assert_eq!(
+            limits,
+            RateLimits {
+                resolves: 100,
+                api: 10
+            }
+        );
+    }
 
     #[test]
     fn the_interface_parses_as_documented() {

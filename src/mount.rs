@@ -78,7 +78,7 @@ pub fn start(run: &RunArgs, log_file: &Path, on_ready: impl FnOnce()) -> Result<
 pub fn make_remote(args: &RemoteArgs) -> Result<Arc<dyn Remote>, String> {
     if args.offline {
         return Ok(Arc::new(crate::remote::Offline {
-            base: args.base_url.clone(),
+            base: args.base_url()?,
         }));
     }
     Ok(Arc::new(HttpRemote::new(&args.http_settings()?)?))

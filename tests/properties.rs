@@ -6,6 +6,7 @@
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
+use matvisfs::format::hub::{next_link, parse_release_refs, parse_tree_page};
 use matvisfs::format::{check_materialx_map, is_url, parse_catalog, parse_manifest, parse_rowmap};
 use matvisfs::names::{check_component, check_tag};
 use matvisfs::size::parse_size;
@@ -217,6 +218,33 @@ proptest! {
         let _ = parse_manifest(&bytes);
         let _ = parse_catalog(&bytes);
         let _ = check_materialx_map(&bytes);
+        let _ = parse_tree_page(&bytes);
+        let _ = parse_release_refs(&bytes);
+    }
+
+    #[test]
+    fn tree_pages_keep_only_safe_paths(entries in prop::collection::vec((nasty_string(), nasty_string(), json_value(), prop::option::of(json_value())), 0..12)) {
+        let page: Vec<Value> = entries
+            .into_iter()
+            .map(|(a, b, size, lfs)| json!({"type": "file", "path": format!("{a}/{b}"), "oid": "ab12", "size": size, "lfs": lfs}))
+            .collect();
+        for file in parse_tree_page(&serde_json::to_vec(&page).unwrap()).unwrap() {
+            prop_assert!(file.path.split('/').all(safe), "{:?}", file.path);
+            prop_assert!(file.etag.starts_with('"') && file.etag.ends_with('"'));
+        }
+    }
+
+    #[test]
+    fn refs_keep_only_release_tags(names in prop::collection::vec(nasty_string(), 0..12)) {
+        let refs = json!({"tags": names.iter().map(|n| json!({"name": n})).collect::<Vec<_>>()});
+        for name in parse_release_refs(&serde_json::to_vec(&refs).unwrap()).unwrap() {
+            prop_assert!(check_tag(&name).is_ok() && safe(&name), "{:?}", name);
+        }
+    }
+
+    #[test]
+    fn link_headers_never_panic(text in any::<String>()) {
+        let _ = next_link(&text);
     }
 
     #[test]

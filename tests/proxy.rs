@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::fs;
 
 use common::nginx::Nginx;
 use common::{Mount, Served, TAG, read, walk};
@@ -100,10 +101,12 @@ fn a_caching_mirror_in_front_of_the_dataset_serves_many_machines() {
     });
     let work = tempfile::tempdir().unwrap();
     let mirror = Nginx::caching_mirror(work.path(), &format!("http://{cdn_host}"), &cdn_host);
-    let base_url = format!("{}/resolve", mirror.url());
+    let base_url = format!("{}/datasets/gerchowl/mat-vis/resolve", mirror.url());
 
     for _machine in 0..2 {
         let mount = Mount::builder(&base_url).start();
+        let root = fs::read_dir(&mount.path).unwrap().count();
+        assert!(root >= 2, "the releases, listed from the API");
         assert_eq!(
             walk(&mount.path.join(TAG)),
             served
@@ -131,5 +134,17 @@ fn a_caching_mirror_in_front_of_the_dataset_serves_many_machines() {
             .iter()
             .any(|r| r.target.starts_with(&format!("/cdn/{cdn_host}/"))),
         "the machines fetched content from the mirror, not the CDN"
+    );
+    let api = "/api/datasets/gerchowl/mat-vis/";
+    assert!(
+        mirror
+            .requests()
+            .iter()
+            .any(|r| r.target.starts_with(&format!("{api}tree/"))),
+        "sizes came from the Hub API through the mirror"
+    );
+    assert!(
+        counts.keys().any(|p| p.starts_with("api/refs")),
+        "the release list came through the mirror: {counts:#?}"
     );
 }

@@ -7,7 +7,6 @@ use super::view::{ContainerSlice, TextureRef};
 use super::{Opened, Tag};
 use crate::digest::Sha256Digest;
 use crate::error::FsError;
-use crate::remote::http::same_etag;
 use crate::remote::{FetchError, GetOutcome, Validators};
 use crate::stats::Stats;
 use crate::store::{Blob, FileRecord, OpenBlob};
@@ -89,8 +88,13 @@ impl Tag {
         if let Some(size) = self.known_size(path, texture, generation) {
             return Ok(size);
         }
-        self.sizes
-            .run(&path.to_string(), || self.head_texture(path, generation))
+        self.sizes.run(&path.to_string(), || {
+            self.size_from_tree(path, generation);
+            match self.known_size(path, texture, generation) {
+                Some(size) => Ok(size),
+                None => self.head_texture(path, generation),
+            }
+        })
     }
 
     fn head_texture(&self, path: &str, generation: u64) -> Result<u64, FsError> {
@@ -108,24 +112,8 @@ impl Tag {
             tracing::warn!(tag = %self.name, path, "the server gave no size for {url}");
             return Err(FsError::Io(format!("the server gave no size for {url}")));
         };
-        // The same validator and size: the content cached before is still good.
-        let old = self.records.get(path);
-        let unchanged = old.as_ref().is_some_and(|old| {
-            old.size == Some(size)
-                && matches!((&old.etag, &meta.etag), (Some(a), Some(b)) if same_etag(a, b))
-        });
-        self.records.put(FileRecord {
-            path: path.to_string(),
-            generation,
-            size: Some(size),
-            etag: meta.etag,
-            sha256: if unchanged {
-                old.and_then(|o| o.sha256)
-            } else {
-                None
-            },
-            remote_sha256: meta.sha256,
-        });
+        let record = self.remote_record(path, generation, size, meta.etag, meta.sha256);
+        self.records.put(record);
         Ok(size)
     }
 

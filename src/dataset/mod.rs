@@ -3,11 +3,14 @@
 //! Nothing here knows about FUSE.
 
 mod files;
+mod releases;
 mod tag;
+mod tree_sizes;
 mod verify;
 pub mod view;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Mutex, RwLock};
@@ -15,14 +18,18 @@ use parking_lot::{Mutex, RwLock};
 use crate::error::FsError;
 use crate::flight::SingleFlight;
 use crate::names::{check_tag, is_release_tag};
-use crate::remote::{Metered, Remote};
+use crate::remote::{FetchError, Metered, Remote};
 use crate::stats::Stats;
 use crate::store::{CacheDir, ContentStore, ObjectStore, Recovery};
+use releases::Releases;
 
 pub use tag::{LoadError, Opened, Stat, Tag};
 pub use view::Kind;
 
 type ChangeHook = Box<dyn Fn(&str) + Send + Sync>;
+
+/// API failures in a session before it is no longer asked.
+const HUB_FAILURES_TOLERATED: u32 = 3;
 
 /// What every tag shares.
 pub struct Context {
@@ -38,6 +45,9 @@ pub struct Context {
     pub offline: bool,
     /// Texture files larger than this are refused (`--max-file-size`).
     pub max_file_size: u64,
+    /// Set once the Hugging Face API proved absent or unreliable.
+    hub_off: AtomicBool,
+    hub_failures: AtomicU32,
     change_hook: OnceLock<ChangeHook>,
 }
 
@@ -58,6 +68,8 @@ impl Context {
             stats,
             offline,
             max_file_size: u64::MAX,
+            hub_off: AtomicBool::new(false),
+            hub_failures: AtomicU32::new(0),
             change_hook: OnceLock::new(),
         }
     }
@@ -71,6 +83,36 @@ impl Context {
     /// server (so that kernel caches can be invalidated).
     pub fn on_tag_change(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
         let _ = self.change_hook.set(Box::new(hook));
+    }
+
+    /// Whether asking the Hugging Face API is worth it.
+    pub fn hub_usable(&self) -> bool {
+        !self.offline && !self.hub_off.load(Ordering::Relaxed)
+    }
+
+    /// An API call failed: a server without the API is not asked again, nor
+    /// one that failed a few times (per-file requests do the job).
+    pub fn hub_failed(&self, error: &FetchError) {
+        match error {
+            FetchError::NoApi => {
+                self.hub_off.store(true, Ordering::Relaxed);
+            }
+            FetchError::NotFound => {
+                if !self.hub_off.swap(true, Ordering::Relaxed) {
+                    tracing::info!(
+                        "the server has no Hugging Face API; sizes come from HEAD requests"
+                    );
+                }
+            }
+            error => {
+                let failures = self.hub_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!("a Hugging Face API call failed: {error}");
+                if failures >= HUB_FAILURES_TOLERATED && !self.hub_off.swap(true, Ordering::Relaxed)
+                {
+                    tracing::warn!("the Hugging Face API is not used for the rest of the session");
+                }
+            }
+        }
     }
 
     fn tag_changed(&self, tag: &str) {
@@ -88,11 +130,13 @@ pub struct Dataset {
     /// Names the server answered 404 for, this session.
     missing: Mutex<HashSet<String>>,
     loads: SingleFlight<String, Result<Arc<Tag>, FsError>>,
+    releases: Releases,
 }
 
 impl Dataset {
     pub fn new(ctx: Arc<Context>, pinned: Vec<String>) -> Self {
         Dataset {
+            releases: Releases::load(&ctx.cache),
             ctx,
             pinned,
             tags: RwLock::new(HashMap::new()),
@@ -194,10 +238,22 @@ impl Dataset {
             .render(started, cache, serde_json::Value::Object(tags))
     }
 
-    /// What the mount's root lists: pinned tags, tags loaded this session
-    /// and tags with a cached manifest.
+    /// What the mount's root lists: pinned tags, tags loaded this session,
+    /// tags with a cached manifest, and the dataset's releases (asked of the
+    /// Hugging Face API once per session, where there is one).
     pub fn tag_names(&self) -> Vec<String> {
+        self.releases.refresh(&self.ctx);
+        self.known_tag_names()
+    }
+
+    /// [`Dataset::tag_names`] if it can be answered without the network.
+    pub fn peek_tag_names(&self) -> Option<Vec<String>> {
+        (!self.releases.would_ask(&self.ctx)).then(|| self.known_tag_names())
+    }
+
+    fn known_tag_names(&self) -> Vec<String> {
         let mut names: BTreeSet<String> = self.pinned.iter().cloned().collect();
+        names.extend(self.releases.known());
         names.extend(self.tags.read().keys().cloned());
         names.extend(self.ctx.cache.cached_tags());
         names.retain(|n| !self.missing.lock().contains(n));

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::{Mutex, RwLock};
 
 use super::Context;
+use super::tree_sizes::TreeSizes;
 use super::view::{Kind, LoadedDoc, Lookup, Node, TagView};
 use crate::digest::Sha256Digest;
 use crate::error::FsError;
@@ -64,6 +65,7 @@ pub struct Tag {
     pub(super) tier_checks: SingleFlight<String, Result<(), FsError>>,
     pub(super) records: FileRecords,
     pub(super) sizes: SingleFlight<String, Result<u64, FsError>>,
+    pub(super) tree_sizes: TreeSizes,
     pub(super) downloads: SingleFlight<String, Result<OpenBlob, FsError>>,
     /// How this session's revalidation of the manifest went.
     revalidation: Mutex<&'static str>,
@@ -250,6 +252,7 @@ impl Tag {
             tier_checks: SingleFlight::default(),
             records,
             sizes: SingleFlight::default(),
+            tree_sizes: TreeSizes::default(),
             downloads: SingleFlight::default(),
             revalidation: Mutex::new("pending"),
         }

@@ -6,11 +6,15 @@
 //!   textures (`.png`, `.ktx2`) answer 302 to `/cdn/<rev>/<path>?...` with
 //!   `X-Linked-Etag` (the sha256), `X-Linked-Size` and `X-Repo-Commit`;
 //! - `/cdn/...` serves the bytes with `Range` (206) support;
+//! - the same resolve endpoint under the Hub's own layout,
+//!   `/datasets/<owner>/<name>/resolve/<rev>/<path>`, and the Hub API's refs
+//!   and paginated tree listing (see `hub`);
 //! - every request is logged, and faults can be injected per path.
 //!
 //! `matvisfs demo` serves its sample with it; the tests and benchmarks use
 //! it as the server they can count requests on and break at will.
 
+mod hub;
 mod respond;
 
 use std::collections::HashMap;
@@ -42,6 +46,10 @@ pub struct ServerOptions {
     pub cdn_base: Option<String>,
     /// Answer `Range` requests with the whole file, as some servers do.
     pub ignore_range: bool,
+    /// Serve the Hub API (`/api/datasets/<owner>/<name>/...`); else 404.
+    pub hub_api: bool,
+    /// Entries per page of the Hub's tree listing.
+    pub tree_page_size: usize,
 }
 
 impl Default for ServerOptions {
@@ -51,6 +59,8 @@ impl Default for ServerOptions {
             validators: Validators::ETagAndDate,
             cdn_base: None,
             ignore_range: false,
+            hub_api: true,
+            tree_page_size: 1000,
         }
     }
 }
@@ -217,6 +227,12 @@ impl DevServer {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// A base URL in the Hub's own layout, for dataset `repo`
+    /// (`owner/name`): the Hub API is found next to it.
+    pub fn hub_base_url(&self, repo: &str) -> String {
+        format!("http://{}/datasets/{repo}/resolve", self.addr)
     }
 
     /// The value for `--base-url` / `MAT_VIS_HF_BASE`.

@@ -16,21 +16,22 @@ use crate::digest::Sha256Digest;
 
 const MAX_HEAD: usize = 64 * 1024;
 
-struct Request {
-    method: String,
+pub(super) struct Request {
+    pub(super) method: String,
     /// The raw path, percent-encoded, without the query.
-    raw_path: String,
-    headers: HashMap<String, String>,
+    pub(super) raw_path: String,
+    pub(super) query: String,
+    pub(super) headers: HashMap<String, String>,
 }
 
-struct Response {
+pub(super) struct Response {
     status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
 
 impl Response {
-    fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
+    pub(super) fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
         Response {
             status,
             headers: Vec::new(),
@@ -38,7 +39,7 @@ impl Response {
         }
     }
 
-    fn header(mut self, name: &str, value: impl Into<String>) -> Self {
+    pub(super) fn header(mut self, name: &str, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
     }
@@ -285,6 +286,7 @@ fn parse_request(head: &[u8]) -> Option<Request> {
     Some(Request {
         method: request.method?.to_string(),
         raw_path: target.split('?').next().unwrap_or("").to_string(),
+        query: target.split_once('?').map_or("", |(_, q)| q).to_string(),
         headers: request
             .headers
             .iter()
@@ -299,7 +301,7 @@ fn parse_request(head: &[u8]) -> Option<Request> {
 }
 
 /// Decodes `<rev>/<path>` into a file under the root; refuses traversal.
-fn file_path(shared: &Shared, encoded: &str) -> Option<PathBuf> {
+pub(super) fn file_path(shared: &Shared, encoded: &str) -> Option<PathBuf> {
     let mut path = shared.root.clone();
     for part in encoded.split('/') {
         let part = percent_decode_str(part).decode_utf8().ok()?;
@@ -312,7 +314,7 @@ fn file_path(shared: &Shared, encoded: &str) -> Option<PathBuf> {
 }
 
 /// Files Hugging Face keeps in LFS: textures and containers.
-fn is_lfs(path: &str) -> bool {
+pub(super) fn is_lfs(path: &str) -> bool {
     [".png", ".ktx2", ".tar", ".parquet"]
         .iter()
         .any(|ext| path.ends_with(ext))
@@ -339,7 +341,10 @@ fn answer(shared: &Shared, request: &Request) -> (String, Response) {
         );
     }
     let decoded = |p: &str| percent_decode_str(p).decode_utf8_lossy().into_owned();
-    if let Some(rest) = request.raw_path.strip_prefix("/resolve/") {
+    if let Some(answered) = super::hub::answer(shared, request) {
+        return answered;
+    }
+    if let Some(rest) = resolve_path(&request.raw_path) {
         (decoded(rest), resolve(shared, request, rest))
     } else if let Some(rest) = request.raw_path.strip_prefix("/cdn/") {
         (format!("cdn/{}", decoded(rest)), cdn(shared, request, rest))
@@ -349,6 +354,26 @@ fn answer(shared: &Shared, request: &Request) -> (String, Response) {
             Response::new(404, "Entry not found\n"),
         )
     }
+}
+
+/// `<rev>/<path>` of `/resolve/...`, or of the Hub's
+/// `/datasets/<owner>/<name>/resolve/...`.
+fn resolve_path(raw_path: &str) -> Option<&str> {
+    if let Some(rest) = raw_path.strip_prefix("/resolve/") {
+        return Some(rest);
+    }
+    let rest = raw_path.strip_prefix("/datasets/")?;
+    let mut parts = rest.splitn(4, '/');
+    let (_owner, _name, resolve, rest) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    (resolve == "resolve").then_some(rest)
+}
+
+/// A small file's ETag: git-blob-like (40 hex digits), as the Hub gives.
+pub(super) fn blob_etag(bytes: &[u8]) -> String {
+    let mut blob = format!("blob {}\0", bytes.len()).into_bytes();
+    blob.extend_from_slice(bytes);
+    format!("\"{}\"", &Sha256Digest::of(&blob).to_hex()[..40])
 }
 
 fn read_file(shared: &Shared, encoded: &str) -> Option<(Vec<u8>, SystemTime)> {
@@ -382,10 +407,7 @@ fn resolve(shared: &Shared, request: &Request, encoded: &str) -> Response {
             )
             .header("Content-Type", "text/plain; charset=utf-8");
     }
-    // Small files: a git-blob-like ETag (40 hex digits) and Last-Modified.
-    let mut blob = format!("blob {}\0", bytes.len()).into_bytes();
-    blob.extend_from_slice(&bytes);
-    let etag = format!("\"{}\"", &Sha256Digest::of(&blob).to_hex()[..40]);
+    let etag = blob_etag(&bytes);
     with_validators(
         request,
         bytes,

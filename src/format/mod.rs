@@ -3,6 +3,7 @@
 //! strict about what reaches a path: every bad entry is skipped with a reason.
 
 pub mod catalog;
+pub mod hub;
 pub mod manifest;
 pub mod rowmap;
 

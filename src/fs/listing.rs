@@ -51,21 +51,28 @@ fn unassigned_ino(key: &NodeKey) -> u64 {
 impl FsCore {
     /// The children of directory `ino`, loading its catalog if needed.
     pub fn listing(&self, ino: u64) -> Result<Arc<Listing>, FsError> {
-        self.listing_by(ino, |tag, path| {
-            Some(self.dataset.tag(tag).and_then(|t| t.list(path)))
-        })
+        self.listing_by(
+            ino,
+            |tag, path| Some(self.dataset.tag(tag).and_then(|t| t.list(path))),
+            || Some(self.dataset.tag_names()),
+        )
         .expect("listing always answers")
     }
 
     /// [`FsCore::listing`] if it can be answered without waiting.
     pub fn try_listing(&self, ino: u64) -> Option<Result<Arc<Listing>, FsError>> {
-        self.listing_by(ino, |tag, path| self.dataset.loaded(tag)?.peek_list(path))
+        self.listing_by(
+            ino,
+            |tag, path| self.dataset.loaded(tag)?.peek_list(path),
+            || self.dataset.peek_tag_names(),
+        )
     }
 
     fn listing_by(
         &self,
         ino: u64,
         list: impl FnOnce(&str, &str) -> Option<Result<Vec<(String, Kind)>, FsError>>,
+        tags: impl FnOnce() -> Option<Vec<String>>,
     ) -> Option<Result<Arc<Listing>, FsError>> {
         if let Some(listing) = self
             .listings
@@ -85,7 +92,7 @@ impl FsCore {
                 Err(e) => return Some(Err(e)),
             },
             None if key.path.is_empty() => std::iter::once((CONTROL_DIR.to_string(), Kind::Dir))
-                .chain(self.dataset.tag_names().into_iter().map(|n| (n, Kind::Dir)))
+                .chain(tags()?.into_iter().map(|n| (n, Kind::Dir)))
                 .collect(),
             None if *key.path == *CONTROL_DIR => vec![(STATS_FILE.to_string(), Kind::File)],
             None => return Some(Err(FsError::NotDir)),

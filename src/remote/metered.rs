@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::{BodySink, FetchError, GetOutcome, Remote, RemoteMeta, Validators};
+use crate::format::hub::TreeListing;
 use crate::format::{MANIFEST_FILE, Slice};
 use crate::stats::Stats;
 
@@ -39,7 +40,8 @@ fn status(error: &FetchError) -> &'static str {
         | FetchError::Offline
         | FetchError::Rejected(_)
         | FetchError::Local(_)
-        | FetchError::TooManyRedirects => "error",
+        | FetchError::TooManyRedirects
+        | FetchError::NoApi => "error",
     }
 }
 
@@ -125,6 +127,25 @@ impl Remote for Metered {
         };
         self.stats
             .request(kind, result.as_ref().map_or_else(status, |_| "200"));
+        result
+    }
+
+    fn release_refs(&self) -> Result<Vec<String>, FetchError> {
+        let result = self.inner.release_refs();
+        if !matches!(result, Err(FetchError::NoApi)) {
+            self.stats
+                .request("api", result.as_ref().map_or_else(status, |_| "200"));
+        }
+        result
+    }
+
+    fn tree(&self, tag: &str, dir: &str) -> Result<TreeListing, FetchError> {
+        let result = self.inner.tree(tag, dir);
+        match &result {
+            Ok(listing) => (0..listing.pages).for_each(|_| self.stats.request("api", "200")),
+            Err(FetchError::NoApi) => {}
+            Err(e) => self.stats.request("api", status(e)),
+        }
         result
     }
 

@@ -8,6 +8,7 @@ use parking_lot::Mutex;
 use super::{BodySink, FetchError, GetOutcome, Remote, RemoteMeta, Validators};
 use crate::digest::Sha256Digest;
 use crate::format::Slice;
+use crate::format::hub::{TreeFile, TreeListing};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Logged {
@@ -27,6 +28,8 @@ pub struct MockRemote {
     faults: Mutex<VecDeque<(String, FetchError)>>,
     /// Bytes served instead of the stored ones.
     corrupt: Mutex<HashMap<String, Vec<u8>>>,
+    /// The Hugging Face API, when switched on: the refs it lists.
+    hub_refs: Mutex<Option<Vec<String>>>,
 }
 
 fn etag_of(bytes: &[u8]) -> String {
@@ -60,6 +63,11 @@ impl MockRemote {
 
     pub fn serve_corrupt(&self, path: &str, bytes: &[u8]) {
         self.corrupt.lock().insert(path.into(), bytes.into());
+    }
+
+    /// Serves the Hugging Face API, with these refs.
+    pub fn enable_hub(&self, refs: &[&str]) {
+        *self.hub_refs.lock() = Some(refs.iter().map(|r| r.to_string()).collect());
     }
 
     pub fn log(&self) -> Vec<Logged> {
@@ -199,6 +207,52 @@ impl Remote for MockRemote {
                 self.record("HEAD", path, false, "404");
                 Err(FetchError::NotFound)
             }
+        }
+    }
+
+    fn release_refs(&self) -> Result<Vec<String>, FetchError> {
+        let Some(refs) = self.hub_refs.lock().clone() else {
+            return Err(FetchError::NoApi);
+        };
+        if let Some(error) = self.take_fault("api/refs") {
+            self.record("API", "refs", false, &error.to_string());
+            return Err(error);
+        }
+        self.record("API", "refs", false, "200");
+        Ok(refs)
+    }
+
+    /// One page, however many files.
+    fn tree(&self, tag: &str, dir: &str) -> Result<TreeListing, FetchError> {
+        if self.hub_refs.lock().is_none() {
+            return Err(FetchError::NoApi);
+        }
+        let logged = format!("tree/{dir}");
+        if let Some(error) = self.take_fault(&format!("api/{logged}")) {
+            self.record("API", &logged, false, &error.to_string());
+            return Err(error);
+        }
+        let prefix = format!("{dir}/");
+        let files: Vec<TreeFile> = self
+            .files
+            .lock()
+            .iter()
+            .filter(|((t, path), _)| t == tag && path.starts_with(&prefix))
+            .map(|((_, path), bytes)| {
+                let meta = Self::meta(path, bytes);
+                TreeFile {
+                    path: path.clone(),
+                    size: bytes.len() as u64,
+                    etag: meta.etag.unwrap_or_default(),
+                    sha256: meta.sha256,
+                }
+            })
+            .collect();
+        let outcome = if files.is_empty() { "404" } else { "200" };
+        self.record("API", &logged, false, outcome);
+        match files.is_empty() {
+            true => Err(FetchError::NotFound),
+            false => Ok(TreeListing { files, pages: 1 }),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The network behind a small trait: conditional GET into a sink, and HEAD.
 //! `http` talks to a real server; `mock` (tests only) keeps files in memory.
 
+mod budget;
 pub mod http;
 mod metered;
 #[cfg(test)]
@@ -13,7 +14,9 @@ use thiserror::Error;
 
 use crate::digest::Sha256Digest;
 use crate::format::Slice;
+use crate::format::hub::TreeListing;
 
+pub use budget::{Class, RateBudget, RateLimits};
 pub use metered::Metered;
 pub use retry::RetryPolicy;
 
@@ -78,6 +81,8 @@ pub enum FetchError {
     Local(String),
     #[error("too many redirects")]
     TooManyRedirects,
+    #[error("the server has no Hugging Face API")]
+    NoApi,
 }
 
 impl FetchError {
@@ -171,6 +176,18 @@ pub trait Remote: Send + Sync {
 
     /// Metadata without the body.
     fn head(&self, tag: &str, path: &str) -> Result<RemoteMeta, FetchError>;
+
+    /// The dataset's revisions that look like releases, from the Hugging
+    /// Face API; [`FetchError::NoApi`] where there is none.
+    fn release_refs(&self) -> Result<Vec<String>, FetchError> {
+        Err(FetchError::NoApi)
+    }
+
+    /// Every file below `dir` of revision `tag`, with size and hash, from
+    /// the Hugging Face API's tree listing (all pages).
+    fn tree(&self, _tag: &str, _dir: &str) -> Result<TreeListing, FetchError> {
+        Err(FetchError::NoApi)
+    }
 
     /// The URL of a file, for messages.
     fn url(&self, tag: &str, path: &str) -> String;

@@ -253,11 +253,22 @@ impl FileRecords {
     /// Records `record` in memory and appends it to the log. A log that
     /// cannot be written only costs requests in a later session.
     pub fn put(&self, record: FileRecord) {
-        let Ok(line) = serde_json::to_string(&record) else {
-            return;
-        };
-        self.table.lock().insert(record);
-        if let Err(e) = self.log.append(&line) {
+        self.put_all(vec![record]);
+    }
+
+    /// Records many files with one write to the log.
+    pub fn put_all(&self, records: Vec<FileRecord>) {
+        let mut lines = Vec::with_capacity(records.len());
+        {
+            let mut table = self.table.lock();
+            for record in records {
+                if let Ok(line) = serde_json::to_string(&record) {
+                    lines.push(line);
+                    table.insert(record);
+                }
+            }
+        }
+        if let Err(e) = self.log.append_all(lines) {
             tracing::warn!(path = %self.log.path().display(), "cannot append to the file records: {e}");
         }
     }

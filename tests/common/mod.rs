@@ -102,7 +102,7 @@ pub struct Mount {
 }
 
 pub struct MountBuilder {
-    base_url: String,
+    base_url: Option<String>,
     cache: Option<PathBuf>,
     timeout: u64,
     args: Vec<String>,
@@ -112,6 +112,12 @@ pub struct MountBuilder {
 impl MountBuilder {
     pub fn env(mut self, name: &str, value: &str) -> Self {
         self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// No `--base-url`: the dataset is named otherwise (`--repo`).
+    pub fn no_base_url(mut self) -> Self {
+        self.base_url = None;
         self
     }
 
@@ -146,8 +152,7 @@ impl MountBuilder {
             .arg("mount")
             .arg(&path)
             .arg("--foreground")
-            .arg("--base-url")
-            .arg(&self.base_url)
+            .args(self.base_url.iter().flat_map(|url| ["--base-url", url]))
             .arg("--cache-dir")
             .arg(&cache)
             .args([
@@ -162,6 +167,8 @@ impl MountBuilder {
             .env_remove("MATVISFS_CACHE_DIR")
             .env_remove("MATVISFS_LOG")
             .env_remove("HF_TOKEN")
+            .env_remove("HF_ENDPOINT")
+            .env_remove("MATVISFS_HF_LIMITS")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -193,7 +200,7 @@ impl MountBuilder {
 impl Mount {
     pub fn builder(base_url: &str) -> MountBuilder {
         MountBuilder {
-            base_url: base_url.to_string(),
+            base_url: Some(base_url.to_string()),
             cache: None,
             timeout: 5,
             args: Vec::new(),

@@ -124,12 +124,16 @@ http {{
             "        proxy_http_version 1.1;
         proxy_set_header Authorization \"\";
         proxy_ignore_headers Cache-Control Expires Vary Set-Cookie;
-        location /resolve/ {{
+        location /datasets/ {{
             proxy_pass {origin};
             proxy_cache_key $uri;
             proxy_cache_valid 200 1m;
             proxy_cache_valid 302 10m;
             proxy_redirect ~^http://(?<to>{cdn_pattern})/(?<rest>.*)$ /cdn/$to/$rest;
+        }}
+        location /api/datasets/ {{
+            proxy_pass {origin};
+            proxy_cache_valid 200 1m;
         }}
         location ~ ^/cdn/(?<cdn>{cdn_pattern})/(?<object>.*)$ {{
             proxy_pass http://$cdn/$object$is_args$args;

@@ -17,13 +17,18 @@ use reqwest::header::{
 };
 use url::Url;
 
+use super::budget::{Class, RateBudget, RateLimits};
 use super::redirects::{Hop, RecentRedirects};
 use super::retry::{RetryPolicy, parse_ratelimit_reset, parse_retry_after};
 use super::{BodySink, FetchError, GetOutcome, Remote, RemoteMeta, Validators};
 use crate::digest::Sha256Digest;
 use crate::format::Slice;
+use crate::format::hub::TreeListing;
 
+mod hub;
 mod range;
+
+pub use hub::hub_api_root;
 
 const MAX_REDIRECTS: usize = 10;
 /// After a request fails for want of a connection, later requests skip their
@@ -40,6 +45,10 @@ pub struct HttpSettings {
     pub token: Option<Secret>,
     /// Extra trusted certificate authorities (PEM), beside the system's.
     pub ca_pem: Option<Vec<u8>>,
+    /// Use the Hugging Face API when the base URL is in the Hub's layout.
+    pub hub_api: bool,
+    /// Pacing of requests to a Hugging Face Hub.
+    pub limits: RateLimits,
 }
 
 impl HttpSettings {
@@ -50,6 +59,8 @@ impl HttpSettings {
             retry,
             token: None,
             ca_pem: None,
+            hub_api: true,
+            limits: RateLimits::default(),
         }
     }
 }
@@ -72,6 +83,10 @@ pub struct HttpRemote {
     token: Option<Secret>,
     down_until: Mutex<Option<Instant>>,
     redirects: RecentRedirects,
+    /// The Hub API's root for this dataset, when the base URL has the
+    /// Hub's layout.
+    hub: Option<Url>,
+    budget: RateBudget,
 }
 
 enum Failure {
@@ -109,7 +124,9 @@ impl HttpRemote {
         if settings.token.is_some() && base.scheme() != "https" {
             tracing::warn!("a token is set but the base URL is not HTTPS: it will not be sent");
         }
+        let hub = settings.hub_api.then(|| hub_api_root(&base)).flatten();
         Ok(HttpRemote {
+            hub,
             client,
             base,
             timeout: settings.timeout,
@@ -117,6 +134,7 @@ impl HttpRemote {
             token: settings.token.clone(),
             down_until: Mutex::new(None),
             redirects: RecentRedirects::default(),
+            budget: RateBudget::new(settings.limits),
         })
     }
 
@@ -151,6 +169,40 @@ impl HttpRemote {
             .push(tag)
             .extend(path.split('/'));
         url
+    }
+
+    /// Whether `url` is on the dataset's host when that is a Hugging Face
+    /// Hub, whose rate limits apply.
+    fn is_hub(&self, url: &Url) -> bool {
+        self.hub.is_some()
+            && url.host_str() == self.base.host_str()
+            && url.port_or_known_default() == self.base.port_or_known_default()
+    }
+
+    /// Sends a request, first waiting for its turn under the Hub's limits.
+    fn send(&self, request: RequestBuilder, url: &Url, class: Class) -> Result<Response, Failure> {
+        if self.is_hub(url) {
+            self.budget
+                .acquire(class, self.retry.max_wait)
+                .map_err(Failure::Final)?;
+        }
+        request
+            .send()
+            .map_err(|e| Failure::Transient(network_error(&e), None))
+    }
+
+    /// The failure for an unwanted status; a 429 from the Hub also holds
+    /// back every other request to it.
+    fn refused(&self, url: &Url, status: StatusCode, headers: &HeaderMap) -> Failure {
+        let failure = classify_status(status, headers);
+        if status == StatusCode::TOO_MANY_REQUESTS && self.is_hub(url) {
+            let asked = match &failure {
+                Failure::Transient(_, Some(wait)) => *wait,
+                _ => self.retry.delay(0, None),
+            };
+            self.budget.pause(asked.min(self.retry.max_wait));
+        }
+        failure
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or retries run out.
@@ -210,9 +262,7 @@ impl HttpRemote {
             } else if let Some(date) = &validators.last_modified {
                 request = request.header(IF_MODIFIED_SINCE, date);
             }
-            let response = request
-                .send()
-                .map_err(|e| Failure::Transient(network_error(&e), None))?;
+            let response = self.send(request, &url, Class::Resolve)?;
             let status = response.status();
             log_response("GET", &url, status, began);
             if is_followable_redirect(status) {
@@ -232,7 +282,7 @@ impl HttpRemote {
                     stream_body(response, &meta, sink, began, self.timeout)?;
                     Ok(GetOutcome::Fetched(meta))
                 }
-                status => Err(classify_status(status, response.headers())),
+                status => Err(self.refused(&url, status, response.headers())),
             };
         }
         Err(Failure::Final(FetchError::TooManyRedirects))
@@ -243,10 +293,8 @@ impl HttpRemote {
         let mut url = start.clone();
         let mut linked = RemoteMeta::default();
         for _ in 0..=MAX_REDIRECTS {
-            let response = self
-                .authorize(self.client.head(url.clone()), &url)
-                .send()
-                .map_err(|e| Failure::Transient(network_error(&e), None))?;
+            let request = self.authorize(self.client.head(url.clone()), &url);
+            let response = self.send(request, &url, Class::Resolve)?;
             let status = response.status();
             log_response("HEAD", &url, status, began);
             if is_followable_redirect(status) {
@@ -270,7 +318,7 @@ impl HttpRemote {
             }
             return match status {
                 StatusCode::OK => Ok(merge_meta(linked, response.headers())),
-                status => Err(classify_status(status, response.headers())),
+                status => Err(self.refused(&url, status, response.headers())),
             };
         }
         Err(Failure::Final(FetchError::TooManyRedirects))
@@ -321,6 +369,14 @@ impl Remote for HttpRemote {
     fn head(&self, tag: &str, path: &str) -> Result<RemoteMeta, FetchError> {
         let url = self.file_url(tag, path);
         self.with_retries(|| self.head_once(&url))
+    }
+
+    fn release_refs(&self) -> Result<Vec<String>, FetchError> {
+        self.hub_refs()
+    }
+
+    fn tree(&self, tag: &str, dir: &str) -> Result<TreeListing, FetchError> {
+        self.hub_tree(tag, dir)
     }
 
     fn url(&self, tag: &str, path: &str) -> String {

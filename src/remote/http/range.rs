@@ -13,10 +13,11 @@ use reqwest::header::{CONTENT_RANGE, ETAG, HeaderMap, IF_NONE_MATCH, LAST_MODIFI
 use url::Url;
 
 use super::{
-    Failure, HttpRemote, MAX_REDIRECTS, classify_status, header, is_followable_redirect,
-    log_response, next_location, same_etag, stream_body,
+    Failure, HttpRemote, MAX_REDIRECTS, header, is_followable_redirect, log_response,
+    next_location, same_etag, stream_body,
 };
 use crate::format::Slice;
+use crate::remote::Class;
 use crate::remote::{BodySink, FetchError, GetOutcome, RemoteMeta, Validators};
 
 /// How far into a file a server that ignores `Range` may be read to reach a
@@ -45,9 +46,7 @@ impl HttpRemote {
             if let Some(etag) = &validators.etag {
                 request = request.header(IF_NONE_MATCH, etag);
             }
-            let response = request
-                .send()
-                .map_err(|e| Failure::Transient(super::network_error(&e), None))?;
+            let response = self.send(request, &url, Class::Resolve)?;
             let status = response.status();
             log_response("GET", &url, status, began);
             if is_followable_redirect(status) {
@@ -79,7 +78,7 @@ impl HttpRemote {
                     read_slice_of_whole(response, &url, slice, sink)?;
                     Ok(GetOutcome::Fetched(meta))
                 }
-                status => Err(classify_status(status, response.headers())),
+                status => Err(self.refused(&url, status, response.headers())),
             };
         }
         Err(Failure::Final(FetchError::TooManyRedirects))

@@ -951,3 +951,5 @@ fn a_changed_container_is_read_again_and_an_unchanged_one_is_not() {
         .collect();
     assert_eq!(outcomes, ["304"]);
 }
+
+mod hub;

@@ -1,0 +1,89 @@
+//! The dataset's release revisions, from the Hugging Face API's refs: listed
+//! at the mount's root beside the pinned and cached tags. Asked at most once
+//! per session (at the first listing of the root), kept on disk so that a
+//! later or offline session lists them too.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+
+use super::Context;
+use crate::flight::SingleFlight;
+use crate::names::{check_tag, is_release_tag};
+use crate::store::{CacheDir, write_atomically};
+
+const FILE: &str = "releases.json";
+
+#[derive(Serialize, Deserialize, Default)]
+struct Saved {
+    names: Vec<String>,
+}
+
+pub(super) struct Releases {
+    names: RwLock<Vec<String>>,
+    asked: AtomicBool,
+    flight: SingleFlight<(), ()>,
+    file: PathBuf,
+}
+
+impl Releases {
+    pub(super) fn load(cache: &CacheDir) -> Self {
+        let file = cache.root().join(FILE);
+        let saved: Saved = std::fs::read(&file)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        let names = saved
+            .names
+            .into_iter()
+            .filter(|n| check_tag(n).is_ok() && is_release_tag(n))
+            .collect();
+        Releases {
+            names: RwLock::new(names),
+            asked: AtomicBool::new(false),
+            flight: SingleFlight::default(),
+            file,
+        }
+    }
+
+    /// The names known now, without asking.
+    pub(super) fn known(&self) -> Vec<String> {
+        self.names.read().clone()
+    }
+
+    /// Whether [`Releases::refresh`] would ask the server.
+    pub(super) fn would_ask(&self, ctx: &Context) -> bool {
+        ctx.hub_usable() && !self.asked.load(Ordering::Acquire)
+    }
+
+    /// Asks the API for the refs, once per session; failures keep the
+    /// saved list.
+    pub(super) fn refresh(&self, ctx: &Context) {
+        if !self.would_ask(ctx) {
+            return;
+        }
+        self.flight.run(&(), || {
+            if self.asked.load(Ordering::Acquire) {
+                return;
+            }
+            match ctx.remote.release_refs() {
+                Ok(names) => {
+                    tracing::debug!(count = names.len(), "release revisions from the API");
+                    let saved = Saved {
+                        names: names.clone(),
+                    };
+                    if let Ok(bytes) = serde_json::to_vec(&saved) {
+                        if let Err(e) = write_atomically(&self.file, &bytes) {
+                            tracing::warn!("cannot save the list of releases: {e}");
+                        }
+                    }
+                    *self.names.write() = names;
+                }
+                Err(e) => ctx.hub_failed(&e),
+            }
+            self.asked.store(true, Ordering::Release);
+        });
+    }
+}

@@ -1,0 +1,125 @@
+//! Sizes from the Hugging Face API's tree listing instead of one HEAD per
+//! file: the first size asked for in a material lists that material (one
+//! call for all its channels); once a few materials of a tier were listed
+//! in a session (`ls -l`, `du` or `find -size` walking it), the whole tier
+//! is listed at once, 1000 files a call.
+
+use std::collections::{HashMap, HashSet};
+
+use parking_lot::Mutex;
+
+use super::Tag;
+use crate::flight::SingleFlight;
+use crate::format::hub::TreeFile;
+use crate::remote::FetchError;
+use crate::remote::http::same_etag;
+use crate::store::FileRecord;
+
+/// Material listings in a tier before the whole tier is listed.
+const MATERIALS_BEFORE_TIER: u32 = 2;
+
+#[derive(Default)]
+pub(super) struct TreeSizes {
+    /// `(generation, directory)` already listed (or tried) this session.
+    listed: Mutex<HashSet<(u64, String)>>,
+    /// Material listings per `(generation, source/tier)`.
+    materials: Mutex<HashMap<(u64, String), u32>>,
+    flights: SingleFlight<(u64, String), ()>,
+}
+
+fn is_texture_path(path: &str) -> bool {
+    path.ends_with(".png") || path.ends_with(".ktx2")
+}
+
+impl Tag {
+    /// Records the sizes of `path`'s directory from the tree listing, when
+    /// the API is there and has not listed it yet this session.
+    pub(super) fn size_from_tree(&self, path: &str, generation: u64) {
+        if !self.ctx.hub_usable() {
+            return;
+        }
+        let mut parts = path.splitn(4, '/');
+        let (Some(source), Some(tier), Some(material), Some(_file)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return;
+        };
+        let tier_dir = format!("{source}/{tier}");
+        let material_dir = format!("{tier_dir}/{material}");
+        let sizes = &self.tree_sizes;
+        let dir = {
+            let listed = sizes.listed.lock();
+            if listed.contains(&(generation, tier_dir.clone()))
+                || listed.contains(&(generation, material_dir.clone()))
+            {
+                return;
+            }
+            let mut materials = sizes.materials.lock();
+            let count = materials.entry((generation, tier_dir.clone())).or_insert(0);
+            if *count >= MATERIALS_BEFORE_TIER {
+                tier_dir
+            } else {
+                *count += 1;
+                material_dir
+            }
+        };
+        let key = (generation, dir);
+        sizes.flights.run(&key, || {
+            if sizes.listed.lock().contains(&key) {
+                return;
+            }
+            match self.ctx.remote.tree(&self.name, &key.1) {
+                Ok(listing) => {
+                    let prefix = format!("{}/", key.1);
+                    let files = listing
+                        .files
+                        .into_iter()
+                        .filter(|f| f.path.starts_with(&prefix) && is_texture_path(&f.path));
+                    self.record_listed(files, generation);
+                }
+                Err(FetchError::NotFound) => {
+                    tracing::debug!(tag = %self.name, dir = key.1, "not in the tree listing");
+                }
+                Err(e) => self.ctx.hub_failed(&e),
+            }
+            sizes.listed.lock().insert(key.clone());
+        });
+    }
+
+    fn record_listed(&self, files: impl Iterator<Item = TreeFile>, generation: u64) {
+        let records: Vec<FileRecord> = files
+            .map(|f| self.remote_record(&f.path, generation, f.size, Some(f.etag), f.sha256))
+            .collect();
+        tracing::debug!(tag = %self.name, files = records.len(), "sizes from the tree listing");
+        self.records.put_all(records);
+    }
+
+    /// The record of a file whose size and validator the server just gave:
+    /// the content cached before is kept when both are unchanged.
+    pub(super) fn remote_record(
+        &self,
+        path: &str,
+        generation: u64,
+        size: u64,
+        etag: Option<String>,
+        remote_sha256: Option<crate::digest::Sha256Digest>,
+    ) -> FileRecord {
+        let old = self.records.get(path);
+        let unchanged = old.as_ref().is_some_and(|old| {
+            old.size == Some(size)
+                && matches!((&old.etag, &etag), (Some(a), Some(b)) if same_etag(a, b))
+        });
+        FileRecord {
+            path: path.to_string(),
+            generation,
+            size: Some(size),
+            etag,
+            sha256: if unchanged {
+                old.and_then(|o| o.sha256)
+            } else {
+                None
+            },
+            remote_sha256,
+        }
+    }
+}

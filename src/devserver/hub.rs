@@ -1,0 +1,154 @@
+//! The Hugging Face Hub API as far as matvisfs uses it, over the served
+//! directory: `GET /api/datasets/<owner>/<name>/refs` (each revision
+//! directory that looks like a release is a tag, plus a `main` branch) and
+//! `GET /api/datasets/<owner>/<name>/tree/<rev>/<path>[?recursive=true]`,
+//! paginated like the Hub (`Link: <...>; rel="next"` with a cursor).
+
+use std::fs;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use super::Shared;
+use super::respond::{Request, Response, blob_etag, file_path, is_lfs};
+use crate::digest::Sha256Digest;
+
+/// Answers `/api/datasets/<owner>/<name>/<rest>`; `None` for other paths.
+/// The first value is what the request log records.
+pub(super) fn answer(shared: &Shared, request: &Request) -> Option<(String, Response)> {
+    let rest = request.raw_path.strip_prefix("/api/datasets/")?;
+    let mut parts = rest.splitn(4, '/');
+    let (owner, name, call) = (parts.next()?, parts.next()?, parts.next()?);
+    let prefix = format!("/api/datasets/{owner}/{name}");
+    if !shared.options.lock().hub_api {
+        return Some((format!("api/{call}"), Response::new(404, "Not Found\n")));
+    }
+    match (call, parts.next()) {
+        ("refs", None) => Some(("api/refs".into(), refs(shared))),
+        ("tree", Some(target)) => {
+            let cursor = query_value(&request.query, "cursor").and_then(|c| c.parse().ok());
+            let logged = match cursor {
+                Some(c) => format!("api/tree/{target}?cursor={c}"),
+                None => format!("api/tree/{target}"),
+            };
+            let recursive = query_value(&request.query, "recursive") == Some("true");
+            let host = request.headers.get("host").cloned().unwrap_or_default();
+            let page = Page {
+                link_base: format!("http://{host}{prefix}/tree/{target}"),
+                recursive,
+                cursor: cursor.unwrap_or(0),
+            };
+            Some((logged, tree(shared, target, &page)))
+        }
+        _ => Some((format!("api/{call}"), Response::new(404, "Not Found\n"))),
+    }
+}
+
+fn query_value<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find_map(|(k, v)| (k == key).then_some(v))
+}
+
+fn json_response(value: &Value) -> Response {
+    Response::new(200, value.to_string()).header("Content-Type", "application/json")
+}
+
+fn refs(shared: &Shared) -> Response {
+    let mut tags: Vec<String> = fs::read_dir(&shared.root)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| name.starts_with('v'))
+        .collect();
+    tags.sort();
+    let tags: Vec<Value> = tags
+        .iter()
+        .map(
+            |t| json!({"name": t, "ref": format!("refs/tags/{t}"), "targetCommit": "0".repeat(40)}),
+        )
+        .collect();
+    json_response(&json!({
+        "branches": [{"name": "main", "ref": "refs/heads/main", "targetCommit": "0".repeat(40)}],
+        "tags": tags,
+        "converts": [],
+    }))
+}
+
+struct Page {
+    /// The tree URL without query, for the next page's link.
+    link_base: String,
+    recursive: bool,
+    cursor: usize,
+}
+
+fn tree(shared: &Shared, target: &str, page: &Page) -> Response {
+    let Some(dir) = file_path(shared, target).filter(|p| p.is_dir()) else {
+        return Response::new(404, r#"{"error":"Entry not found"}"#)
+            .header("X-Error-Code", "EntryNotFound");
+    };
+    let revision = target.split('/').next().unwrap_or("");
+    let in_repo = target
+        .strip_prefix(revision)
+        .unwrap_or("")
+        .trim_start_matches('/');
+    let mut entries = Vec::new();
+    collect(&dir, in_repo, page.recursive, &mut entries);
+    entries.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+    let size = shared.options.lock().tree_page_size.max(1);
+    let end = (page.cursor + size).min(entries.len());
+    let chunk: Vec<Value> = entries.get(page.cursor..end).unwrap_or(&[]).to_vec();
+    let mut response = json_response(&Value::Array(chunk));
+    if end < entries.len() {
+        let recursive = if page.recursive {
+            "recursive=true&"
+        } else {
+            ""
+        };
+        response = response.header(
+            "Link",
+            format!("<{}?{recursive}cursor={end}>; rel=\"next\"", page.link_base),
+        );
+    }
+    response
+}
+
+/// Entries below `dir` (whose path in the repository is `in_repo`) as the
+/// Hub lists them: LFS files with their pointer's size and the real size
+/// and sha256 under `lfs`.
+fn collect(dir: &Path, in_repo: &str, recursive: bool, out: &mut Vec<Value>) {
+    let Ok(read) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in read.filter_map(Result::ok) {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let path = match in_repo {
+            "" => name.clone(),
+            dir => format!("{dir}/{name}"),
+        };
+        if entry.path().is_dir() {
+            out.push(json!({"type": "directory", "oid": "0".repeat(40), "size": 0, "path": path}));
+            if recursive {
+                collect(&entry.path(), &path, true, out);
+            }
+            continue;
+        }
+        let Ok(bytes) = fs::read(entry.path()) else {
+            continue;
+        };
+        let git_oid = blob_etag(&bytes).trim_matches('"').to_string();
+        if is_lfs(&name) {
+            out.push(json!({
+                "type": "file", "oid": git_oid, "size": 134, "path": path,
+                "lfs": {"oid": Sha256Digest::of(&bytes).to_hex(), "size": bytes.len(), "pointerSize": 134},
+            }));
+        } else {
+            out.push(json!({"type": "file", "oid": git_oid, "size": bytes.len(), "path": path}));
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Responses of the Hugging Face Hub API: the refs of a dataset (which
+//! revisions are releases) and pages of a revision's file tree (sizes and
+//! sha256 without a request per file). Untrusted like every document.
+
+use serde::Deserialize;
+
+use super::FormatError;
+use crate::digest::Sha256Digest;
+use crate::names::{check_component, check_tag, is_release_tag};
+
+/// A file of a revision as the tree API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeFile {
+    /// Path inside the revision, every component checked.
+    pub path: String,
+    pub size: u64,
+    /// The ETag the resolve endpoint gives: the LFS sha256, else the git
+    /// blob id, quoted.
+    pub etag: String,
+    /// The content's sha256, for files stored in LFS.
+    pub sha256: Option<Sha256Digest>,
+}
+
+/// A directory's files, from all pages of its listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TreeListing {
+    pub files: Vec<TreeFile>,
+    /// API requests it took.
+    pub pages: u32,
+}
+
+#[derive(Deserialize)]
+struct RawEntry {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    path: Option<String>,
+    oid: Option<String>,
+    size: Option<u64>,
+    lfs: Option<RawLfs>,
+}
+
+#[derive(Deserialize)]
+struct RawLfs {
+    oid: Option<String>,
+    size: Option<u64>,
+}
+
+/// One page of `GET /api/datasets/<repo>/tree/<rev>/<path>`: its files
+/// (directories and bad entries left out).
+pub fn parse_tree_page(bytes: &[u8]) -> Result<Vec<TreeFile>, FormatError> {
+    let entries: Vec<serde_json::Value> = match serde_json::from_slice(bytes)? {
+        serde_json::Value::Array(entries) => entries,
+        _ => {
+            return Err(FormatError::WrongShape(
+                "a tree page is not a JSON array".into(),
+            ));
+        }
+    };
+    Ok(entries
+        .into_iter()
+        .filter_map(|value| serde_json::from_value::<RawEntry>(value).ok())
+        .filter_map(tree_file)
+        .collect())
+}
+
+fn tree_file(entry: RawEntry) -> Option<TreeFile> {
+    if entry.kind.as_deref() != Some("file") {
+        return None;
+    }
+    let path = entry.path?;
+    path.split('/').try_for_each(check_component).ok()?;
+    let sha256 = entry
+        .lfs
+        .as_ref()
+        .and_then(|lfs| lfs.oid.as_deref())
+        .and_then(Sha256Digest::from_hex);
+    let size = entry.lfs.as_ref().and_then(|lfs| lfs.size).or(entry.size)?;
+    let etag = match sha256 {
+        Some(sha256) => sha256.to_hex(),
+        None => {
+            let oid = entry.oid?;
+            if oid.is_empty() || !oid.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            oid
+        }
+    };
+    Some(TreeFile {
+        path,
+        size,
+        etag: format!("\"{etag}\""),
+        sha256,
+    })
+}
+
+/// `GET /api/datasets/<repo>/refs`: the branch and tag names that look like
+/// releases, sorted, without duplicates.
+pub fn parse_release_refs(bytes: &[u8]) -> Result<Vec<String>, FormatError> {
+    let serde_json::Value::Object(refs) = serde_json::from_slice(bytes)? else {
+        return Err(FormatError::WrongShape(
+            "the refs are not a JSON object".into(),
+        ));
+    };
+    let mut names: Vec<String> = ["branches", "tags"]
+        .iter()
+        .filter_map(|kind| refs.get(*kind)?.as_array())
+        .flatten()
+        .filter_map(|r| r.get("name")?.as_str())
+        .filter(|name| check_tag(name).is_ok() && is_release_tag(name))
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// The target of `rel="next"` in a `Link` header.
+pub fn next_link(header: &str) -> Option<&str> {
+    header.split(',').find_map(|link| {
+        let (target, params) = link.trim().split_once(';')?;
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        params
+            .split(';')
+            .filter_map(|p| p.trim().split_once('='))
+            .any(|(key, value)| {
+                key.trim().eq_ignore_ascii_case("rel")
+                    && value
+                        .trim()
+                        .trim_matches('"')
+                        .split_whitespace()
+                        .any(|rel| rel.eq_ignore_ascii_case("next"))
+            })
+            .then_some(target)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    #[test]
+    fn tree_pages_give_files_with_lfs_sizes_and_hashes() {
+        let page = format!(
+            r#"[
+            {{"type":"directory","oid":"abc","size":0,"path":"ambientcg/1k/Rock064"}},
+            {{"type":"file","oid":"1234abcd","size":133,"path":"ambientcg/1k/Rock064/color.png",
+              "lfs":{{"oid":"{SHA}","size":40213,"pointerSize":133}}}},
+            {{"type":"file","oid":"beef","size":0,"path":"ambientcg/1k/.tier_complete"}},
+            {{"type":"file","oid":"beef","size":5,"path":"ambientcg/../etc/passwd"}},
+            {{"type":"file","size":5,"path":"no/oid.png"}},
+            {{"type":"file","oid":"x y","size":5,"path":"bad/oid.png"}},
+            "not an object",
+            {{"type":"file","oid":"cafe","size":7,"path":"ambientcg/1k/Rock064/normal.png","xet":{{}}}}
+        ]"#
+        );
+        let files = parse_tree_page(page.as_bytes()).unwrap();
+        assert_eq!(
+            files,
+            vec![
+                TreeFile {
+                    path: "ambientcg/1k/Rock064/color.png".into(),
+                    size: 40213,
+                    etag: format!("\"{SHA}\""),
+                    sha256: Sha256Digest::from_hex(SHA),
+                },
+                TreeFile {
+                    path: "ambientcg/1k/.tier_complete".into(),
+                    size: 0,
+                    etag: "\"beef\"".into(),
+                    sha256: None,
+                },
+                TreeFile {
+                    path: "ambientcg/1k/Rock064/normal.png".into(),
+                    size: 7,
+                    etag: "\"cafe\"".into(),
+                    sha256: None,
+                },
+            ]
+        );
+        assert!(parse_tree_page(b"{}").is_err());
+        assert!(parse_tree_page(b"nope").is_err());
+    }
+
+    #[test]
+    fn refs_keep_release_shaped_names_only() {
+        let refs = br#"{"branches":[{"name":"main","ref":"refs/heads/main"},
+            {"name":"v2026.05.0-rc1"}],
+            "converts":[{"name":"parquet"}],
+            "tags":[{"name":"v2026.04.2","targetCommit":"abc"},{"name":"v2026.04.2"},
+                    {"name":"../v2026.01.1"},{"name":"latest"},{"other":1}]}"#;
+        assert_eq!(
+            parse_release_refs(refs).unwrap(),
+            vec!["v2026.04.2".to_string(), "v2026.05.0-rc1".to_string()]
+        );
+        assert!(parse_release_refs(b"[]").is_err());
+    }
+
+    #[test]
+    fn the_next_link_is_found_among_others() {
+        let header = r#"<https://hf.co/api/x?cursor=a>; rel="prev", <https://hf.co/api/datasets/o/n/tree/v1/a?recursive=true&cursor=Yj0x>; rel="next""#;
+        assert_eq!(
+            next_link(header),
+            Some("https://hf.co/api/datasets/o/n/tree/v1/a?recursive=true&cursor=Yj0x")
+        );
+        assert_eq!(next_link("<https://x/y>; rel=next"), Some("https://x/y"));
+        assert_eq!(next_link(r#"<https://x/y>; rel="prev""#), None);
+        assert_eq!(next_link("garbage"), None);
+    }
+}

@@ -1,0 +1,164 @@
+//! The Hugging Face Hub API beside a resolve endpoint: the dataset's refs
+//! and its paginated tree listing. Found only where the base URL has the
+//! Hub's layout (`<hub>/datasets/<owner>/<name>/resolve`); paced under the
+//! Hub's limit for API calls.
+
+use std::io::Read;
+use std::time::Instant;
+
+use reqwest::StatusCode;
+use reqwest::header::LINK;
+use url::Url;
+
+use super::{Failure, HttpRemote, header, log_response};
+use crate::format::hub::{TreeListing, next_link, parse_release_refs, parse_tree_page};
+use crate::remote::{Class, FetchError};
+
+/// Far beyond a release's size (1000 entries a page), short of looping for ever.
+const MAX_PAGES: u32 = 1000;
+/// A page of 1000 entries is about 300 kB.
+const MAX_PAGE_BYTES: u64 = 32 << 20;
+
+/// `<origin><prefix>/api/datasets/<owner>/<name>` for a base URL
+/// `<origin><prefix>/datasets/<owner>/<name>/resolve`.
+pub fn hub_api_root(base: &Url) -> Option<Url> {
+    let segments: Vec<&str> = base.path_segments()?.filter(|s| !s.is_empty()).collect();
+    let [prefix @ .., "datasets", owner, name, "resolve"] = segments.as_slice() else {
+        return None;
+    };
+    let mut root = base.clone();
+    root.path_segments_mut()
+        .ok()?
+        .clear()
+        .extend(prefix)
+        .extend(["api", "datasets", owner, name]);
+    Some(root)
+}
+
+impl HttpRemote {
+    fn api_root(&self) -> Result<&Url, FetchError> {
+        self.hub.as_ref().ok_or(FetchError::NoApi)
+    }
+
+    /// One API GET: the body and the `Link` header.
+    fn api_get(&self, url: &Url) -> Result<(Vec<u8>, Option<String>), Failure> {
+        let began = Instant::now();
+        let request = self.authorize(self.client.get(url.clone()), url);
+        let response = self.send(request, url, Class::Api)?;
+        let status = response.status();
+        log_response("GET", url, status, began);
+        if status != StatusCode::OK {
+            return Err(self.refused(url, status, response.headers()));
+        }
+        let link = header(response.headers(), LINK);
+        let mut body = Vec::new();
+        response
+            .take(MAX_PAGE_BYTES + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| Failure::Transient(FetchError::Network(e.to_string()), None))?;
+        if body.len() as u64 > MAX_PAGE_BYTES {
+            return Err(Failure::Final(FetchError::Rejected(format!(
+                "the API answer from {url} is larger than {MAX_PAGE_BYTES} bytes"
+            ))));
+        }
+        Ok((body, link))
+    }
+
+    pub(super) fn hub_refs(&self) -> Result<Vec<String>, FetchError> {
+        let mut url = self.api_root()?.clone();
+        url.path_segments_mut()
+            .expect("an http(s) URL")
+            .push("refs");
+        let (body, _) = self.with_retries(|| self.api_get(&url))?;
+        parse_release_refs(&body)
+            .map_err(|e| FetchError::Rejected(format!("the refs from {url} do not parse: {e}")))
+    }
+
+    pub(super) fn hub_tree(&self, tag: &str, dir: &str) -> Result<TreeListing, FetchError> {
+        let root = self.api_root()?;
+        let mut url = root.clone();
+        url.path_segments_mut()
+            .expect("an http(s) URL")
+            .push("tree")
+            .push(tag)
+            .extend(dir.split('/').filter(|s| !s.is_empty()));
+        url.set_query(Some("recursive=true"));
+        let mut listing = TreeListing::default();
+        loop {
+            let (body, link) = self.with_retries(|| self.api_get(&url))?;
+            listing.pages += 1;
+            let files = parse_tree_page(&body).map_err(|e| {
+                FetchError::Rejected(format!("the tree listing from {url} does not parse: {e}"))
+            })?;
+            listing.files.extend(files);
+            let Some(next) = link.as_deref().and_then(next_link) else {
+                return Ok(listing);
+            };
+            if listing.pages >= MAX_PAGES {
+                return Err(FetchError::Rejected(format!(
+                    "the tree listing of {dir} goes on past {MAX_PAGES} pages"
+                )));
+            }
+            url = next_page(root, &url, next)?;
+        }
+    }
+}
+
+/// The next page's URL: its path and query, on the host the listing was
+/// asked of (a mirror's links may name the Hub itself), and under the API
+/// root so that a listing cannot send us elsewhere.
+fn next_page(root: &Url, current: &Url, link: &str) -> Result<Url, FetchError> {
+    let target = current
+        .join(link)
+        .map_err(|e| FetchError::Rejected(format!("a next-page link {link:?}: {e}")))?;
+    if !target.path().starts_with(root.path()) {
+        return Err(FetchError::Rejected(format!(
+            "a next-page link outside the dataset's API: {link:?}"
+        )));
+    }
+    let mut next = current.clone();
+    next.set_path(target.path());
+    next.set_query(target.query());
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(text: &str) -> Url {
+        Url::parse(text).unwrap()
+    }
+
+    #[test]
+    fn the_api_sits_beside_a_hub_layout_base() {
+        let root = |base: &str| hub_api_root(&url(base)).map(|u| u.to_string());
+        assert_eq!(
+            root("https://huggingface.co/datasets/gerchowl/mat-vis/resolve").as_deref(),
+            Some("https://huggingface.co/api/datasets/gerchowl/mat-vis")
+        );
+        assert_eq!(
+            root("http://mirror:8080/hf/datasets/o/n/resolve/").as_deref(),
+            Some("http://mirror:8080/hf/api/datasets/o/n")
+        );
+        assert_eq!(root("http://127.0.0.1:9/resolve"), None);
+        assert_eq!(root("https://example.org/datasets/o/n"), None);
+    }
+
+    #[test]
+    fn next_pages_stay_on_our_host_and_under_the_api() {
+        let root = url("http://mirror:8080/api/datasets/o/n");
+        let current = url("http://mirror:8080/api/datasets/o/n/tree/v1/a?recursive=true");
+        let next = next_page(
+            &root,
+            &current,
+            "https://huggingface.co/api/datasets/o/n/tree/v1/a?recursive=true&cursor=Yj0x",
+        )
+        .unwrap();
+        assert_eq!(
+            next.as_str(),
+            "http://mirror:8080/api/datasets/o/n/tree/v1/a?recursive=true&cursor=Yj0x"
+        );
+        assert!(next_page(&root, &current, "https://evil.example/elsewhere?x=1").is_err());
+    }
+}
