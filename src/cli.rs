@@ -37,6 +37,8 @@ Environment:
   MATVISFS_MAX_FILE_SIZE  as --max-file-size
   HF_TOKEN                access token for a private dataset (see --token-file)
   MATVISFS_CA_FILE        as --ca-file
+  HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY
+                          proxies, read as curl does
   MAT_VIS_MAX_RETRIES     as --retries
   MAT_VIS_BACKOFF_BASE    as --backoff-base
   MAT_VIS_RETRY_MAX_WAIT  as --retry-max-wait

@@ -162,3 +162,16 @@ fn api_calls_stay_within_the_budget_and_a_429_is_waited_out() {
         mount.log()
     );
 }
+
+#[test]
+fn no_hf_api_keeps_to_the_resolve_endpoint() {
+    let served = hub_served(3, 1000);
+    let mount = Mount::builder(&served.server.hub_base_url(REPO))
+        .arg("--no-hf-api")
+        .start();
+    let root = fs::read_dir(&mount.path).unwrap().count();
+    let textures = stat_tier(&served, &mount);
+    assert!(requests(&served, "api/").is_empty());
+    assert_eq!(heads(&served), textures, "one HEAD per size");
+    assert_eq!(root, 2, "the pinned tag and the control directory only");
+}

@@ -86,6 +86,8 @@ pub struct HttpRemote {
     /// The Hub API's root for this dataset, when the base URL has the
     /// Hub's layout.
     hub: Option<Url>,
+    /// The base URL has the Hub's layout: its limits apply, API or not.
+    on_hub: bool,
     budget: RateBudget,
 }
 
@@ -124,9 +126,10 @@ impl HttpRemote {
         if settings.token.is_some() && base.scheme() != "https" {
             tracing::warn!("a token is set but the base URL is not HTTPS: it will not be sent");
         }
-        let hub = settings.hub_api.then(|| hub_api_root(&base)).flatten();
+        let api = hub_api_root(&base);
         Ok(HttpRemote {
-            hub,
+            on_hub: api.is_some(),
+            hub: api.filter(|_| settings.hub_api),
             client,
             base,
             timeout: settings.timeout,
@@ -174,7 +177,7 @@ impl HttpRemote {
     /// Whether `url` is on the dataset's host when that is a Hugging Face
     /// Hub, whose rate limits apply.
     fn is_hub(&self, url: &Url) -> bool {
-        self.hub.is_some()
+        self.on_hub
             && url.host_str() == self.base.host_str()
             && url.port_or_known_default() == self.base.port_or_known_default()
     }
