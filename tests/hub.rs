@@ -175,3 +175,18 @@ fn no_hf_api_keeps_to_the_resolve_endpoint() {
     assert_eq!(heads(&served), textures, "one HEAD per size");
     assert_eq!(root, 2, "the pinned tag and the control directory only");
 }
+
+#[test]
+fn a_hub_layout_without_the_api_is_asked_once_and_then_left_alone() {
+    let served = hub_served(3, 1000);
+    served.server.set_options(ServerOptions {
+        hub_api: false,
+        ..ServerOptions::default()
+    });
+    let mount = Mount::builder(&served.server.hub_base_url(REPO)).start();
+    fs::read_dir(&mount.path).unwrap().count();
+    let textures = stat_tier(&served, &mount);
+    let api = requests(&served, "api/");
+    assert_eq!(api, ["GET 404 api/refs"], "one call found no API");
+    assert_eq!(heads(&served), textures, "sizes from HEADs");
+}

@@ -7,6 +7,7 @@ use super::view::{ContainerSlice, TextureRef};
 use super::{Opened, Tag};
 use crate::digest::Sha256Digest;
 use crate::error::FsError;
+use crate::remote::http::same_etag;
 use crate::remote::{FetchError, GetOutcome, Validators};
 use crate::stats::Stats;
 use crate::store::{Blob, FileRecord, OpenBlob};
@@ -115,6 +116,35 @@ impl Tag {
         let record = self.remote_record(path, generation, size, meta.etag, meta.sha256);
         self.records.put(record);
         Ok(size)
+    }
+
+    /// The record of a file whose size and validator the server just gave:
+    /// the content cached before is kept when both are unchanged.
+    pub(super) fn remote_record(
+        &self,
+        path: &str,
+        generation: u64,
+        size: u64,
+        etag: Option<String>,
+        remote_sha256: Option<Sha256Digest>,
+    ) -> FileRecord {
+        let old = self.records.get(path);
+        let unchanged = old.as_ref().is_some_and(|old| {
+            old.size == Some(size)
+                && matches!((&old.etag, &etag), (Some(a), Some(b)) if same_etag(a, b))
+        });
+        FileRecord {
+            path: path.to_string(),
+            generation,
+            size: Some(size),
+            etag,
+            sha256: if unchanged {
+                old.and_then(|o| o.sha256)
+            } else {
+                None
+            },
+            remote_sha256,
+        }
     }
 
     /// The content of a texture: from the cache when it is confirmed for the

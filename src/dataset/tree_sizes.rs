@@ -11,8 +11,8 @@ use parking_lot::Mutex;
 use super::Tag;
 use crate::flight::SingleFlight;
 use crate::format::hub::TreeFile;
+use crate::format::is_texture_path;
 use crate::remote::FetchError;
-use crate::remote::http::same_etag;
 use crate::store::FileRecord;
 
 /// Material listings in a tier before the whole tier is listed.
@@ -25,10 +25,6 @@ pub(super) struct TreeSizes {
     /// Material listings per `(generation, source/tier)`.
     materials: Mutex<HashMap<(u64, String), u32>>,
     flights: SingleFlight<(u64, String), ()>,
-}
-
-fn is_texture_path(path: &str) -> bool {
-    path.ends_with(".png") || path.ends_with(".ktx2")
 }
 
 impl Tag {
@@ -92,34 +88,5 @@ impl Tag {
             .collect();
         tracing::debug!(tag = %self.name, files = records.len(), "sizes from the tree listing");
         self.records.put_all(records);
-    }
-
-    /// The record of a file whose size and validator the server just gave:
-    /// the content cached before is kept when both are unchanged.
-    pub(super) fn remote_record(
-        &self,
-        path: &str,
-        generation: u64,
-        size: u64,
-        etag: Option<String>,
-        remote_sha256: Option<crate::digest::Sha256Digest>,
-    ) -> FileRecord {
-        let old = self.records.get(path);
-        let unchanged = old.as_ref().is_some_and(|old| {
-            old.size == Some(size)
-                && matches!((&old.etag, &etag), (Some(a), Some(b)) if same_etag(a, b))
-        });
-        FileRecord {
-            path: path.to_string(),
-            generation,
-            size: Some(size),
-            etag,
-            sha256: if unchanged {
-                old.and_then(|o| o.sha256)
-            } else {
-                None
-            },
-            remote_sha256,
-        }
     }
 }

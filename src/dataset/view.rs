@@ -103,6 +103,15 @@ impl<T> Lookup<T> {
             Lookup::NeedsDocument(name) => Lookup::NeedsDocument(name),
         }
     }
+
+    /// The answer, or what stands in its way as a lookup of another type.
+    pub fn into_found<U>(self) -> Result<T, Lookup<U>> {
+        match self {
+            Lookup::Found(value) => Ok(value),
+            Lookup::Missing => Err(Lookup::Missing),
+            Lookup::NeedsDocument(name) => Err(Lookup::NeedsDocument(name)),
+        }
+    }
 }
 
 /// A material as the tier it is in describes it.
@@ -152,8 +161,9 @@ impl TagView {
         id: &str,
     ) -> Lookup<MaterialRef<'a>> {
         if let Some(rowmaps) = self.rowmaps_of(source, tier) {
-            let Lookup::Found(rowmaps) = rowmaps else {
-                return rowmaps.map(|_| unreachable!("only Found carries rowmaps"));
+            let rowmaps = match rowmaps.into_found() {
+                Ok(rowmaps) => rowmaps,
+                Err(pending) => return pending,
             };
             return match rowmaps
                 .iter()
@@ -218,9 +228,9 @@ impl TagView {
         let Some(third) = third else {
             return Lookup::Found(Node::Tier);
         };
-        let material = match self.material(source, tier, third) {
-            Lookup::Found(material) => material,
-            other => return other.map(|_| unreachable!("only Found carries a material")),
+        let material = match self.material(source, tier, third).into_found() {
+            Ok(material) => material,
+            Err(pending) => return pending,
         };
         let Some(file) = fourth else {
             return Lookup::Found(Node::Material);
@@ -261,9 +271,9 @@ impl TagView {
 
     /// Names and kinds in a directory, sorted by name; `Found(None)` for a file.
     pub fn list(&self, path: &str) -> Lookup<Option<Vec<(String, Kind)>>> {
-        let node = match self.resolve(path) {
-            Lookup::Found(node) => node,
-            other => return other.map(|_| None),
+        let node = match self.resolve(path).into_found() {
+            Ok(node) => node,
+            Err(pending) => return pending,
         };
         let mut out: Vec<(String, Kind)> = Vec::new();
         match node {
@@ -286,8 +296,8 @@ impl TagView {
             Node::Tier => {
                 let (source, tier) = path.split_once('/').expect("resolved as a tier");
                 let source = self.dir_source(source).expect("resolved as a tier");
-                match self.rowmaps_of(source, tier) {
-                    Some(Lookup::Found(rowmaps)) => {
+                match self.rowmaps_of(source, tier).map(Lookup::into_found) {
+                    Some(Ok(rowmaps)) => {
                         for (_, rowmap) in rowmaps {
                             out.extend(
                                 rowmap
@@ -299,7 +309,7 @@ impl TagView {
                         out.sort_by(|a, b| a.0.cmp(&b.0));
                         out.dedup_by(|a, b| a.0 == b.0);
                     }
-                    Some(other) => return other.map(|_| None),
+                    Some(Err(pending)) => return pending,
                     None => {
                         let Some(catalog_name) = source.catalog.as_deref() else {
                             return Lookup::Found(Some(out));
@@ -326,14 +336,12 @@ impl TagView {
                 };
                 let source = self.dir_source(source).expect("resolved as a material");
                 let ext = texture_extension(tier);
-                let channels: Vec<&str> = match self.material(source, tier, id) {
-                    Lookup::Found(MaterialRef::Catalog(m, _)) => {
-                        m.channels.iter().map(|c| &**c).collect()
-                    }
-                    Lookup::Found(MaterialRef::Rowmap(m, _, _)) => {
+                let channels: Vec<&str> = match self.material(source, tier, id).into_found() {
+                    Ok(MaterialRef::Catalog(m, _)) => m.channels.iter().map(|c| &**c).collect(),
+                    Ok(MaterialRef::Rowmap(m, _, _)) => {
                         m.slices.iter().map(|(c, _)| &**c).collect()
                     }
-                    other => return other.map(|_| None),
+                    Err(pending) => return pending,
                 };
                 out.extend(
                     channels

@@ -53,5 +53,10 @@ pub fn texture_extension(tier: &str) -> &'static str {
     }
 }
 
+/// Whether a path in a revision names a texture file.
+pub fn is_texture_path(path: &str) -> bool {
+    path.ends_with(".png") || path.ends_with(".ktx2")
+}
+
 /// The tier that holds catalog values only and never has files.
 pub const SCALAR_TIER: &str = "scalar";

@@ -7,8 +7,8 @@ use parking_lot::Mutex;
 
 use super::{BodySink, FetchError, GetOutcome, Remote, RemoteMeta, Validators};
 use crate::digest::Sha256Digest;
-use crate::format::Slice;
 use crate::format::hub::{TreeFile, TreeListing};
+use crate::format::{Slice, is_texture_path};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Logged {
@@ -34,10 +34,6 @@ pub struct MockRemote {
 
 fn etag_of(bytes: &[u8]) -> String {
     format!("\"{}\"", Sha256Digest::of(bytes).to_hex())
-}
-
-fn is_texture(path: &str) -> bool {
-    path.ends_with(".png") || path.ends_with(".ktx2")
 }
 
 impl MockRemote {
@@ -112,7 +108,7 @@ impl MockRemote {
             etag: Some(etag_of(bytes)),
             last_modified: None,
             size: Some(bytes.len() as u64),
-            sha256: is_texture(path).then(|| Sha256Digest::of(bytes)),
+            sha256: is_texture_path(path).then(|| Sha256Digest::of(bytes)),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use super::{Harness, TAG, small};
 use crate::fixture::{Release, ReleaseSpec};
+use crate::format::is_texture_path;
 use crate::remote::FetchError;
 
 /// A release whose `ambientcg` tiers hold `materials` materials.
@@ -128,4 +129,32 @@ fn without_the_api_nothing_asks_for_it() {
     }
     assert_eq!(api_calls(&h, ""), 0);
     assert_eq!(heads(&h), 5, "one HEAD per size");
+}
+
+#[test]
+fn bytes_cached_under_another_tag_serve_a_listed_file_without_a_request() {
+    const OTHER: &str = "v2026.05.0-rc1";
+    let release = small();
+    let h = Harness::new(&release);
+    h.publish(&Release {
+        tag: OTHER.into(),
+        files: release.files.clone(),
+    });
+    h.remote.enable_hub(&[TAG, OTHER]);
+    let s = h.session_with(false, &[TAG, OTHER]);
+    let (path, bytes) = release.textures().next().unwrap();
+    assert_eq!(&s.read(&format!("{TAG}/{path}")).unwrap(), bytes);
+    h.remote.clear_log();
+    assert_eq!(&s.read(&format!("{OTHER}/{path}")).unwrap(), bytes);
+    let asked: Vec<_> = h
+        .remote
+        .log()
+        .into_iter()
+        .filter(|l| l.method != "API" && is_texture_path(&l.path))
+        .collect();
+    assert!(
+        asked.is_empty(),
+        "the listing's sha256 found the bytes: {asked:#?}"
+    );
+    assert_eq!(api_calls(&h, "tree/"), 1);
 }

@@ -37,7 +37,10 @@ pub fn hub_api_root(base: &Url) -> Option<Url> {
 
 impl HttpRemote {
     fn api_root(&self) -> Result<&Url, FetchError> {
-        self.hub.as_ref().ok_or(FetchError::NoApi)
+        self.hub
+            .as_ref()
+            .filter(|_| self.use_api)
+            .ok_or(FetchError::NoApi)
     }
 
     /// One API GET: the body and the `Link` header.

@@ -84,10 +84,10 @@ pub struct HttpRemote {
     down_until: Mutex<Option<Instant>>,
     redirects: RecentRedirects,
     /// The Hub API's root for this dataset, when the base URL has the
-    /// Hub's layout.
+    /// Hub's layout; the Hub's limits then apply, API calls or not.
     hub: Option<Url>,
-    /// The base URL has the Hub's layout: its limits apply, API or not.
-    on_hub: bool,
+    /// Whether API calls may be made (`--no-hf-api` says no).
+    use_api: bool,
     budget: RateBudget,
 }
 
@@ -126,10 +126,9 @@ impl HttpRemote {
         if settings.token.is_some() && base.scheme() != "https" {
             tracing::warn!("a token is set but the base URL is not HTTPS: it will not be sent");
         }
-        let api = hub_api_root(&base);
         Ok(HttpRemote {
-            on_hub: api.is_some(),
-            hub: api.filter(|_| settings.hub_api),
+            hub: hub_api_root(&base),
+            use_api: settings.hub_api,
             client,
             base,
             timeout: settings.timeout,
@@ -145,11 +144,13 @@ impl HttpRemote {
     /// CDN a redirect points to, never in clear text.
     fn token_for(&self, url: &Url) -> Option<&str> {
         let token = self.token.as_ref()?;
-        let same_origin = url.scheme() == "https"
-            && self.base.scheme() == "https"
-            && url.host_str() == self.base.host_str()
-            && url.port_or_known_default() == self.base.port_or_known_default();
-        same_origin.then_some(token.0.as_str())
+        let secure = url.scheme() == "https" && self.base.scheme() == "https";
+        (secure && self.on_base_host(url)).then_some(token.0.as_str())
+    }
+
+    fn on_base_host(&self, url: &Url) -> bool {
+        url.host_str() == self.base.host_str()
+            && url.port_or_known_default() == self.base.port_or_known_default()
     }
 
     fn authorize(&self, request: RequestBuilder, url: &Url) -> RequestBuilder {
@@ -177,9 +178,7 @@ impl HttpRemote {
     /// Whether `url` is on the dataset's host when that is a Hugging Face
     /// Hub, whose rate limits apply.
     fn is_hub(&self, url: &Url) -> bool {
-        self.on_hub
-            && url.host_str() == self.base.host_str()
-            && url.port_or_known_default() == self.base.port_or_known_default()
+        self.hub.is_some() && self.on_base_host(url)
     }
 
     /// Sends a request, first waiting for its turn under the Hub's limits.
