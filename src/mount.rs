@@ -15,7 +15,7 @@ use fuser::{Config, INodeNo, MountOption, Notifier, Session, SessionACL};
 
 use crate::cli::{MountArgs, RemoteArgs, RunArgs};
 use crate::daemon::{self, Readiness};
-use crate::dataset::{Context, Dataset};
+use crate::dataset::{Change, Context, Dataset};
 use crate::fs::{FsCore, Invalidation};
 use crate::fuse::FuseAdapter;
 use crate::logging;
@@ -150,19 +150,19 @@ fn serve(
 /// notification sent while the kernel waits on the same directory would
 /// deadlock.
 fn start_invalidator(core: &Arc<FsCore>, notifier: Notifier) {
-    let (tx, rx) = mpsc::channel::<String>();
+    let (tx, rx) = mpsc::channel::<Change>();
     let tx = parking_lot::Mutex::new(tx);
-    core.dataset().context().on_tag_change(move |tag| {
-        let _ = tx.lock().send(tag.to_string());
+    core.dataset().context().on_change(move |change| {
+        let _ = tx.lock().send(change);
     });
     let core = core.clone();
     std::thread::Builder::new()
         .name("invalidator".into())
         .spawn(move || {
-            for tag in rx {
-                let invalidations = core.invalidations(&tag);
+            for change in rx {
+                let invalidations = core.invalidations(&change);
                 tracing::debug!(
-                    tag,
+                    ?change,
                     count = invalidations.len(),
                     "invalidating kernel caches"
                 );

@@ -1,6 +1,7 @@
 //! Many machines behind one caching proxy: two mounts with separate caches,
-//! both through a real nginx caching forward proxy (`HTTP_PROXY`), make the
-//! origin serve each file once.
+//! both through a real nginx caching forward proxy (`HTTP_PROXY`) or mirror,
+//! make the origin serve each file once; HTTPS goes through a tunnelling
+//! proxy (`HTTPS_PROXY`).
 
 mod common;
 
@@ -8,8 +9,9 @@ use std::collections::BTreeMap;
 use std::fs;
 
 use common::nginx::Nginx;
-use common::{Mount, Served, TAG, read, walk};
-use matvisfs::devserver::ServerOptions;
+use common::tunnel::ConnectProxy;
+use common::{Mount, Served, TAG, read, test_ca, walk};
+use matvisfs::devserver::{DevServer, ServerOptions};
 use matvisfs::fixture::{Release, ReleaseSpec};
 
 /// Reads the whole tag through a fresh mount with its own cache, and checks
@@ -89,6 +91,48 @@ fn two_machines_behind_a_caching_proxy_fetch_each_file_once_from_the_origin() {
         seen_by_proxy + second.len(),
         "the proxy saw nothing of the direct mount"
     );
+}
+
+#[test]
+fn https_goes_through_a_tunnelling_proxy_unless_no_proxy_says_otherwise() {
+    let served = Served::small();
+    let ca = test_ca(&["127.0.0.1"]);
+    let origin = DevServer::start_tls(
+        served.dir.path(),
+        ServerOptions::default(),
+        ca.cert_pem.as_bytes(),
+        ca.key_pem.as_bytes(),
+    )
+    .unwrap();
+    let ca_file = tempfile::NamedTempFile::new().unwrap();
+    fs::write(ca_file.path(), &ca.ca_pem).unwrap();
+    let origin_host = format!("127.0.0.1:{}", origin.addr().port());
+    let proxy = ConnectProxy::start();
+    for (no_proxy, through_proxy) in [("", true), ("127.0.0.1", false)] {
+        let tunnels_before = proxy.tunnels().len();
+        let requests_before = origin.requests().len();
+        {
+            let mount = Mount::builder(&origin.base_url())
+                .arg("--ca-file")
+                .arg(ca_file.path().to_str().unwrap())
+                .env("HTTPS_PROXY", &proxy.url())
+                .env("NO_PROXY", no_proxy)
+                .start();
+            for (path, bytes) in served.release.textures().take(5) {
+                assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
+            }
+        }
+        assert!(origin.requests().len() > requests_before);
+        let tunnels = proxy.tunnels().split_off(tunnels_before);
+        if through_proxy {
+            assert!(
+                !tunnels.is_empty() && tunnels.iter().all(|t| *t == origin_host),
+                "every connection to the origin was tunnelled: {tunnels:?}"
+            );
+        } else {
+            assert_eq!(tunnels, Vec::<String>::new(), "NO_PROXY bypassed the proxy");
+        }
+    }
 }
 
 #[test]

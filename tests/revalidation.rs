@@ -116,6 +116,35 @@ fn a_mutated_tag_is_seen_by_the_next_session_and_stale_bytes_are_not_served() {
     assert!(log.contains("the tag changed on the server"), "{log}");
 }
 
+#[test]
+fn a_file_changed_during_a_session_is_never_cut_to_its_old_size() {
+    let mut served = Served::small();
+    let mount = Mount::builder(&served.base_url()).start();
+    // Outside the tier the catalog's hashes describe, so only the file
+    // changes: the manifest and the catalog stay the same.
+    let path = "ambientcg/512/Wood051/ao.png";
+    let old_size = fs::metadata(mount.tag_path(path)).unwrap().len();
+    let mut release = served.release.clone();
+    let bigger = images::png("republished", "ao", 32);
+    assert!(bigger.len() as u64 > old_size);
+    release.files.insert(path.into(), bigger.clone());
+    served.republish(release);
+
+    // The kernel holds the old size: that read fails rather than return
+    // part of the new file.
+    let error = read(&mount.tag_path(path)).unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+    let downloads = served.texture_gets();
+    assert_eq!(read(&mount.tag_path(path)).unwrap(), bigger);
+    assert_eq!(
+        fs::metadata(mount.tag_path(path)).unwrap().len(),
+        bigger.len() as u64
+    );
+    assert_eq!(served.texture_gets(), downloads, "the new bytes were kept");
+    let log = mount.log();
+    assert!(log.contains("is not the file announced earlier"), "{log}");
+}
+
 /// Mounts twice over one cache, the server sending only `validators`, and
 /// opens `path` in the second session; returns that session's manifest
 /// requests and its log.

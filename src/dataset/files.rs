@@ -2,7 +2,7 @@
 //! once and kept (once for all tags and paths with the same bytes), and the
 //! rules that stop stale bytes from being served after the tag changed.
 
-use super::verify::check_texture;
+use super::verify::{Announced, check_texture};
 use super::view::{ContainerSlice, TextureRef};
 use super::{Opened, Tag};
 use crate::digest::Sha256Digest;
@@ -246,6 +246,16 @@ impl Tag {
             tracing::error!(tag = %self.name, path, "cannot write to the cache: {e}");
             FsError::Io(format!("cannot write to the cache: {e}"))
         };
+        // The size (and the server's digest) that a HEAD or a tree listing
+        // gave in this version: the kernel was told that size.
+        let announced = self
+            .records
+            .get(path)
+            .filter(|r| r.generation == generation)
+            .map_or_else(Announced::default, |r| Announced {
+                size: r.size,
+                sha256: r.remote_sha256,
+            });
         let mut ingest = self
             .ctx
             .content
@@ -307,6 +317,22 @@ impl Tag {
                     remote_sha256: meta.sha256,
                 });
                 Stats::add(&self.ctx.stats.cache_misses, 1);
+                if let Some(difference) = announced.difference(open.blob) {
+                    tracing::warn!(
+                        tag = %self.name,
+                        path,
+                        "the tag changed on the server: {url} is not the file announced \
+                         earlier in this session ({difference}); the new content is kept"
+                    );
+                    self.ctx.changed(&self.name, Some(path));
+                    if announced.size_differs(open.blob) {
+                        // The kernel holds the old size and would cut the
+                        // new bytes short: the next open reads them whole.
+                        return Err(FsError::Io(format!(
+                            "{url} changed on the server during this session ({difference})"
+                        )));
+                    }
+                }
                 Ok(open)
             }
         }

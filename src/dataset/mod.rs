@@ -26,7 +26,24 @@ use releases::Releases;
 pub use tag::{LoadError, Opened, Stat, Tag};
 pub use view::Kind;
 
-type ChangeHook = Box<dyn Fn(&str) + Send + Sync>;
+/// What the server changed: a whole tag, or one file of it (by its path
+/// under the tag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub tag: String,
+    pub file: Option<String>,
+}
+
+impl Change {
+    pub fn tag(tag: &str) -> Self {
+        Change {
+            tag: tag.to_string(),
+            file: None,
+        }
+    }
+}
+
+type ChangeHook = Box<dyn Fn(Change) + Send + Sync>;
 
 /// API failures in a session before it is no longer asked.
 const HUB_FAILURES_TOLERATED: u32 = 3;
@@ -79,9 +96,9 @@ impl Context {
         self
     }
 
-    /// Called with the tag's name whenever a tag is seen to change on the
+    /// Called whenever a tag, or a file of it, is seen to change on the
     /// server (so that kernel caches can be invalidated).
-    pub fn on_tag_change(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+    pub fn on_change(&self, hook: impl Fn(Change) + Send + Sync + 'static) {
         let _ = self.change_hook.set(Box::new(hook));
     }
 
@@ -115,9 +132,12 @@ impl Context {
         }
     }
 
-    fn tag_changed(&self, tag: &str) {
+    fn changed(&self, tag: &str, file: Option<&str>) {
         if let Some(hook) = self.change_hook.get() {
-            hook(tag);
+            hook(Change {
+                tag: tag.to_string(),
+                file: file.map(str::to_string),
+            });
         }
     }
 }

@@ -533,24 +533,15 @@ impl Tag {
             }
         };
         let manifest = self.view().manifest.clone();
-        let (catalog, rowmap) = parse_document(&self.name, name, role, &sink.bytes, &manifest)
+        let content = parse_document(&self.name, name, role, &sink.bytes, &manifest)
             .map_err(|why| {
                 tracing::error!(tag = %self.name, document = name, "the server sent an unusable document: {why}");
                 FsError::Io(format!("{url} is unusable: {why}"))
             })?;
-        let blob = self.put_document_bytes(&sink.bytes)?;
-        let doc = LoadedDoc {
-            blob,
-            catalog,
-            rowmap,
-        };
-        {
-            let mut state = self.state.lock();
-            state
-                .documents
-                .insert(name.to_string(), DocRecord::new(blob, meta.validators()));
-            self.save_state(&state);
-        }
+        let doc = self.keep_document(name, content, &sink.bytes, &meta, |state, doc| {
+            self.save_state(state);
+            doc
+        })?;
         self.document_gates.get(&name.to_string()).mark_passed();
         tracing::info!(tag = %self.name, document = name, "fetched");
         self.install_document(name, doc.clone());
@@ -562,6 +553,30 @@ impl Tag {
             tracing::error!(tag = %self.name, "cannot write to the cache: {e}");
             FsError::Io(format!("cannot write to the cache: {e}"))
         })
+    }
+
+    /// Stores a document's bytes and records them, with the validators to
+    /// revalidate them by, under `name`; `then` runs with the tag's state
+    /// still locked, so that nothing sees the record before it took effect.
+    fn keep_document<R>(
+        &self,
+        name: &str,
+        (catalog, rowmap): DocContent,
+        bytes: &[u8],
+        meta: &RemoteMeta,
+        then: impl FnOnce(&mut TagState, LoadedDoc) -> R,
+    ) -> Result<R, FsError> {
+        let blob = self.put_document_bytes(bytes)?;
+        let mut state = self.state.lock();
+        state
+            .documents
+            .insert(name.to_string(), DocRecord::new(blob, meta.validators()));
+        let doc = LoadedDoc {
+            blob,
+            catalog,
+            rowmap,
+        };
+        Ok(then(&mut state, doc))
     }
 
     fn install_document(&self, name: &str, doc: LoadedDoc) {
@@ -694,7 +709,7 @@ impl Tag {
             "the tag changed on the server: its manifest differs from the cached copy; \
              files cached from the old version are checked again before they are served"
         );
-        self.ctx.tag_changed(&self.name);
+        self.ctx.changed(&self.name, None);
     }
 
     /// Begins a new version of the tag: every file record and tier answer
@@ -746,27 +761,9 @@ impl Tag {
         }
     }
 
-    fn replace_document(
-        &self,
-        name: &str,
-        (catalog, rowmap): DocContent,
-        bytes: &[u8],
-        meta: RemoteMeta,
-    ) {
-        let Ok(blob) = self.put_document_bytes(bytes) else {
-            return;
-        };
-        let doc = LoadedDoc {
-            blob,
-            catalog,
-            rowmap,
-        };
-        {
-            let mut state = self.state.lock();
-            state
-                .documents
-                .insert(name.to_string(), DocRecord::new(blob, meta.validators()));
-            self.start_generation(&mut state);
+    fn replace_document(&self, name: &str, content: DocContent, bytes: &[u8], meta: RemoteMeta) {
+        let kept = self.keep_document(name, content, bytes, &meta, |state, doc| {
+            self.start_generation(state);
             let mut view = self.view.write();
             let mut documents = view.documents.clone();
             documents.insert(name.to_string(), doc);
@@ -777,6 +774,9 @@ impl Tag {
                 manifest_blob: view.manifest_blob,
                 documents,
             });
+        });
+        if kept.is_err() {
+            return;
         }
         tracing::warn!(
             tag = %self.name,
@@ -784,6 +784,6 @@ impl Tag {
             "the tag changed on the server: this document differs from the cached copy; \
              files cached from the old version are checked again before they are served"
         );
-        self.ctx.tag_changed(&self.name);
+        self.ctx.changed(&self.name, None);
     }
 }

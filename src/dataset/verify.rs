@@ -1,11 +1,38 @@
 //! Checks on downloaded texture bytes before they enter the cache.
 
+use crate::digest::Sha256Digest;
 use crate::format::TextureHash;
 use crate::remote::RemoteMeta;
-use crate::store::Ingested;
+use crate::store::{Blob, Ingested};
 
 pub const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 pub const KTX2_MAGIC: &[u8] = b"\xabKTX 20\xbb\r\n\x1a\n";
+
+/// What the session learned about a file before downloading it, from a HEAD
+/// or a tree listing. The kernel was given that size.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Announced {
+    pub size: Option<u64>,
+    pub sha256: Option<Sha256Digest>,
+}
+
+impl Announced {
+    /// How `blob`, verified bytes the server sent since, differs from what
+    /// it announced: the file changed on the server.
+    pub fn difference(&self, blob: Blob) -> Option<String> {
+        if let Some(size) = self.size.filter(|&size| size != blob.size) {
+            return Some(format!("{} bytes now, {size} earlier", blob.size));
+        }
+        self.sha256
+            .filter(|&digest| digest != blob.digest)
+            .map(|digest| format!("sha256 {} now, {digest} earlier", blob.digest))
+    }
+
+    /// Whether the kernel was given another size than `blob`'s.
+    pub fn size_differs(&self, blob: Blob) -> bool {
+        self.size.is_some_and(|size| size != blob.size)
+    }
+}
 
 /// Why downloaded bytes cannot be the texture they claim to be.
 pub fn check_texture(
@@ -56,7 +83,6 @@ pub fn check_texture(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::digest::Sha256Digest;
     use crate::remote::BodySink;
     use crate::store::ObjectStore;
 
@@ -125,5 +151,36 @@ mod tests {
             check_texture("ktx2", &ktx, &RemoteMeta::default(), None),
             Ok(())
         );
+    }
+
+    #[test]
+    fn announced_sizes_and_digests_tell_a_changed_file() {
+        let blob = Blob {
+            digest: Sha256Digest::of(b"now"),
+            size: 3,
+        };
+        let unknown = Announced::default();
+        assert_eq!(unknown.difference(blob), None);
+        assert!(!unknown.size_differs(blob));
+        let same = Announced {
+            size: Some(3),
+            sha256: Some(blob.digest),
+        };
+        assert_eq!(same.difference(blob), None);
+        let resized = Announced {
+            size: Some(4),
+            sha256: None,
+        };
+        assert_eq!(
+            resized.difference(blob).as_deref(),
+            Some("3 bytes now, 4 earlier")
+        );
+        assert!(resized.size_differs(blob));
+        let rewritten = Announced {
+            size: Some(3),
+            sha256: Some(Sha256Digest::of(b"old")),
+        };
+        assert!(rewritten.difference(blob).unwrap().starts_with("sha256 "));
+        assert!(!rewritten.size_differs(blob));
     }
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::handles::{Handle, Handles, OpenFile};
 use super::inodes::{CONTROL_DIR, InodeTable, NodeKey, STATS_FILE};
-use crate::dataset::{Dataset, Kind, Opened, Stat};
+use crate::dataset::{Change, Dataset, Kind, Opened, Stat};
 use crate::error::FsError;
 use crate::stats::Stats;
 
@@ -329,9 +329,23 @@ impl FsCore {
         Ok(buf)
     }
 
-    /// The kernel caches to drop after `tag` changed: removed entries, and
-    /// every other inode of the tag (its size or listing may differ).
-    pub fn invalidations(&self, tag: &str) -> Vec<Invalidation> {
+    /// The kernel caches to drop after a change on the server: for one file,
+    /// its inode; for a tag, removed entries and every other inode of the
+    /// tag (its size or listing may differ).
+    pub fn invalidations(&self, change: &Change) -> Vec<Invalidation> {
+        let tag = change.tag.as_str();
+        if let Some(file) = &change.file {
+            let key = NodeKey {
+                tag: Some(tag.into()),
+                path: file.as_str().into(),
+            };
+            return self
+                .inodes
+                .ino_of(&key)
+                .map(Invalidation::Inode)
+                .into_iter()
+                .collect();
+        }
         let Some(loaded) = self.dataset.loaded(tag) else {
             return Vec::new();
         };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::{FsCore, Invalidation, ROOT_INO};
-use crate::dataset::{Context, Dataset, Kind};
+use crate::dataset::{Change, Context, Dataset, Kind};
 use crate::error::FsError;
 use crate::fixture::containers::{Layout, Packed};
 use crate::fixture::{Release, ReleaseSpec};
@@ -18,7 +18,7 @@ const TAG: &str = "v2026.04.2";
 
 struct Session {
     core: FsCore,
-    changes: Arc<Mutex<Vec<String>>>,
+    changes: Arc<Mutex<Vec<Change>>>,
 }
 
 struct Harness {
@@ -61,7 +61,7 @@ impl Harness {
         let ctx = Arc::new(Context::new(remote, cache, 0, offline));
         let changes = Arc::new(Mutex::new(Vec::new()));
         let seen = changes.clone();
-        ctx.on_tag_change(move |tag| seen.lock().push(tag.to_string()));
+        ctx.on_change(move |change| seen.lock().push(change));
         let dataset = Arc::new(Dataset::new(
             ctx,
             pinned.iter().map(|s| s.to_string()).collect(),
@@ -324,7 +324,9 @@ fn a_changed_tag_is_seen_and_stale_bytes_are_not_served() {
             .iter()
             .any(|(n, _)| n == "256")
     );
-    assert!(s.changes.lock().iter().all(|t| t == TAG) && !s.changes.lock().is_empty());
+    assert!(
+        s.changes.lock().iter().all(|c| *c == Change::tag(TAG)) && !s.changes.lock().is_empty()
+    );
 }
 
 #[test]
@@ -406,8 +408,8 @@ fn a_removed_material_is_invalidated_in_the_kernel() {
     let tier = s.ino(&format!("{TAG}/ambientcg/1k")).unwrap();
     s.read(&format!("{TAG}/ambientcg/1k/Rock064/color.png"))
         .unwrap();
-    assert_eq!(*s.changes.lock(), [TAG]);
-    let invalidations = s.core.invalidations(TAG);
+    assert_eq!(*s.changes.lock(), [Change::tag(TAG)]);
+    let invalidations = s.core.invalidations(&Change::tag(TAG));
     assert!(invalidations.contains(&Invalidation::Entry {
         parent: tier,
         name: "Metal032".into()
@@ -418,6 +420,47 @@ fn a_removed_material_is_invalidated_in_the_kernel() {
         s.core.lookup(tier, "Metal032").unwrap_err(),
         FsError::NotFound
     );
+}
+
+#[test]
+fn a_file_changed_on_the_server_within_a_session_is_never_served_at_its_old_size() {
+    let release = small();
+    let h = Harness::new(&release);
+    let s = h.session();
+    let resized = "ambientcg/512/Wood051/ao.png";
+    let rewritten = "ambientcg/512/Wood051/normal.png";
+    let old_size = s.size(&format!("{TAG}/{resized}")).unwrap();
+    assert_eq!(
+        s.size(&format!("{TAG}/{rewritten}")).unwrap(),
+        release.files[rewritten].len() as u64
+    );
+    // The server's copies change after the kernel was given their sizes.
+    let bigger = crate::fixture::images::png("republished", "ao", 32);
+    assert_ne!(bigger.len() as u64, old_size);
+    h.remote.put(TAG, resized, bigger.clone());
+    let mut same_size = release.files[rewritten].clone();
+    let middle = same_size.len() / 2;
+    same_size[middle] ^= 0x55;
+    h.remote.put(TAG, rewritten, same_size.clone());
+
+    let error = s.read(&format!("{TAG}/{resized}")).unwrap_err();
+    assert!(
+        matches!(&error, FsError::Io(msg) if msg.contains("changed on the server")),
+        "{error:?}"
+    );
+    let ino = s.ino(&format!("{TAG}/{resized}")).unwrap();
+    let change = Change {
+        tag: TAG.into(),
+        file: Some(resized.into()),
+    };
+    assert_eq!(s.changes.lock().as_slice(), std::slice::from_ref(&change));
+    assert_eq!(s.core.invalidations(&change), [Invalidation::Inode(ino)]);
+    // The new bytes were kept: the next open reads them whole, from the cache.
+    assert_eq!(s.read(&format!("{TAG}/{resized}")).unwrap(), bigger);
+    assert_eq!(h.remote.count("GET", resized), 1);
+    // Same size, other bytes: served as they are now, and announced.
+    assert_eq!(s.read(&format!("{TAG}/{rewritten}")).unwrap(), same_size);
+    assert_eq!(s.changes.lock().len(), 2);
 }
 
 #[test]
