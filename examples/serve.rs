@@ -4,7 +4,8 @@
 //!
 //!     cargo run --release --example serve -- <ROOT> [DELAY_MS]
 //!
-//! Prints the base URL, then serves until killed.
+//! Prints the base URL, then the same release's base URL in the Hugging
+//! Face layout (with the Hub API beside it), then serves until killed.
 
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ fn main() {
         server.inject(FaultRule::new("", Fault::Delay(Duration::from_millis(ms))));
     }
     println!("{}", server.base_url());
+    println!("{}", server.hub_base_url("gerchowl/mat-vis"));
     loop {
         std::thread::park();
     }

@@ -8,6 +8,7 @@ and curl. Prints one table of medians over RUNS runs, with each case's
 target and whether this run met it.
 """
 
+import json
 import os
 import shutil
 import socket
@@ -34,6 +35,11 @@ BIG_MB = int(os.environ.get("BIG_MB", "64"))
 DELAY_MS = int(os.environ.get("DELAY_MS", "20"))
 VENV_PYTHON = Path(os.environ.get("REFCLIENT_PYTHON", ROOT / "target/bench-venv/bin/python"))
 OPENS = 1000
+# Groups of cases to run: cold (1), warm (2, 3, 5), tree (4, 6), hub (7).
+GROUPS = os.environ.get("CASES", "cold,warm,tree,hub").split(",")
+# Where the cold-read mounts keep their caches (default: the work directory);
+# e.g. /dev/shm to take the disk out of the figures.
+CACHE_ROOT = os.environ.get("CACHE_ROOT")
 
 
 def run(*args, **kw):
@@ -120,6 +126,8 @@ class DelayServer:
             [str(SERVE), str(root), str(delay_ms)], stdout=subprocess.PIPE, text=True
         )
         self.base = self.process.stdout.readline().strip()
+        # The same release in the Hub's layout, with its API.
+        self.hub_base = self.process.stdout.readline().strip()
 
     def stop(self):
         self.process.kill()
@@ -274,9 +282,14 @@ def bench(work: Path):
     delayed = DelayServer(roots["sample"], DELAY_MS)
     table = Table()
     try:
-        cold_reads(work, roots["sample"], nginx, delayed, table)
-        warm_reads(work, roots, nginx, table)
-        tree_walks(work, roots["large"], nginx, table)
+        if "cold" in GROUPS:
+            cold_reads(work, roots["sample"], nginx, delayed, table)
+        if "warm" in GROUPS:
+            warm_reads(work, roots, nginx, table)
+        if "tree" in GROUPS:
+            tree_walks(work, roots["large"], nginx, table)
+        if "hub" in GROUPS:
+            hub_sizes(work, roots["sample"], delayed, table)
     finally:
         delayed.stop()
         nginx.stop()
@@ -319,8 +332,11 @@ def cold_reads(work, data, nginx, delayed, table):
             ours, curl, ref = [], [], []
             for _ in range(RUNS):
                 n += 1
-                with Mount(base, work / f"cold-{n}", mnt):
+                cache = Path(CACHE_ROOT or work) / f"matvisfs-bench-cold-{os.getpid()}-{n}"
+                with Mount(base, cache, mnt):
                     ours.append(read_all([mnt / TAG / r for r in rel], parallel))
+                if CACHE_ROOT:
+                    shutil.rmtree(cache, ignore_errors=True)
                 curl.append(curl_all(urls, parallel))
                 seconds = reference_client(base, rel, work / f"ref-{n}", parallel)
                 if seconds is not None:
@@ -434,6 +450,34 @@ def tree_walks(work, data, nginx, table):
         table.notes.append(f"{name} of the local tree with the page cache dropped: {fmt(local_cold, 's')}")
     table.value("6. daemon peak RSS over case 4", f"{peak:.0f} MiB", "<= 64 MiB",
                 "yes" if peak <= 64 else "**no**")
+
+
+def session_requests(mnt: Path):
+    """Requests of the mount's session by kind, from its statistics."""
+    stats = json.loads((mnt / ".matvisfs/stats.json").read_text())
+    return {kind: sum(by_status.values()) for kind, by_status in stats["requests"].items()}
+
+
+def hub_sizes(work, data, delayed, table):
+    """7. `ls -lR` of one tier from an empty cache on a Hub-like server with
+    latency: sizes from the Hub API's tree listing vs one HEAD per file."""
+    tier = "ambientcg/1k"
+    files = sum(1 for _ in (data / TAG / tier).rglob("*.png"))
+    mnt = work / "mnt"
+    samples = {}
+    for label, flags in (("api", ()), ("head", ("--no-hf-api",))):
+        times, requests = [], []
+        for i in range(RUNS):
+            with Mount(delayed.hub_base, work / f"hub-{label}-{i}", mnt, *flags):
+                times.append(timed(lambda: run("ls", "-lR", mnt / TAG / tier, stdout=subprocess.DEVNULL)))
+                counts = session_requests(mnt)
+                requests.append((counts.get("api", 0), counts.get("size", 0)))
+        samples[label] = (times, requests)
+    (api_times, api_requests), (head_times, head_requests) = samples["api"], samples["head"]
+    api_calls, api_heads = api_requests[0]
+    table.add(f"7. ls -lR of one tier ({files} files), empty cache, +{DELAY_MS} ms, Hugging Face layout: "
+              f"Hub API ({api_calls} API calls, {api_heads} HEADs)",
+              api_times, f"HEAD per file, --no-hf-api ({head_requests[0][1]} HEADs)", head_times)
 
 
 if __name__ == "__main__":

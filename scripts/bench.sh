@@ -3,7 +3,9 @@
 # disk on generated releases served on loopback; prints a table of medians.
 #   scripts/bench.sh [RUNS]
 #   env: MATERIALS, PX, FILES (case 1-2), LARGE (case 4), BIG_MB (case 3),
-#        DELAY_MS (latency added by the test server), REFCLIENT_PYTHON
+#        DELAY_MS (latency added by the test server), REFCLIENT_PYTHON,
+#        CASES (groups to run: cold,warm,tree,hub; default all),
+#        CACHE_ROOT (where cold-read caches go, e.g. /dev/shm; default: the work dir)
 # Needs root, nginx, curl and fuse3 (apt-get install -y nginx-light curl fuse3).
 set -euo pipefail
 cd "$(dirname "$0")/.."

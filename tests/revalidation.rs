@@ -130,10 +130,10 @@ fn a_file_changed_during_a_session_is_never_cut_to_its_old_size() {
     release.files.insert(path.into(), bigger.clone());
     served.republish(release);
 
-    // The kernel holds the old size: that read fails rather than return
-    // part of the new file.
+    // The kernel holds the old size: that read fails ("stale file handle")
+    // rather than return part of the new file.
     let error = read(&mount.tag_path(path)).unwrap_err();
-    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+    assert_eq!(error.raw_os_error(), Some(libc::ESTALE), "{error}");
     let downloads = served.texture_gets();
     assert_eq!(read(&mount.tag_path(path)).unwrap(), bigger);
     assert_eq!(

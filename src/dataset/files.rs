@@ -328,9 +328,7 @@ impl Tag {
                     if announced.size_differs(open.blob) {
                         // The kernel holds the old size and would cut the
                         // new bytes short: the next open reads them whole.
-                        return Err(FsError::Io(format!(
-                            "{url} changed on the server during this session ({difference})"
-                        )));
+                        return Err(FsError::Stale);
                     }
                 }
                 Ok(open)

@@ -171,6 +171,10 @@ impl Ingest {
 
 impl BodySink for Ingest {
     fn reset(&mut self) -> Result<(), FetchError> {
+        // Every download starts with a reset; a fresh file needs no truncation.
+        if self.size == 0 {
+            return Ok(());
+        }
         let local = |e: io::Error| FetchError::Local(e.to_string());
         self.file.as_file().set_len(0).map_err(local)?;
         self.file.as_file_mut().rewind().map_err(local)?;
