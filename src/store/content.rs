@@ -187,25 +187,27 @@ impl Shared {
     fn make_room_and_install(&self, download: Ingested) -> io::Result<()> {
         download.sync()?;
         let blob = download.blob;
-        let victims = self.index.insert(blob.digest, blob.size, self.cap);
-        let mut keep = true;
-        for (digest, size) in &victims {
-            if *digest == blob.digest {
-                // Larger than the cap: served, not kept.
-                keep = false;
-                continue;
-            }
-            match self.objects.remove(digest) {
-                Ok(()) => tracing::debug!(sha256 = %digest, size, "evicted"),
-                Err(e) => tracing::warn!(sha256 = %digest, "cannot evict: {e}"),
-            }
-        }
-        self.evictions
-            .fetch_add(victims.len() as u64, Ordering::Relaxed);
-        if keep {
-            download.install(&self.objects)?;
-        }
-        Ok(())
+        self.index
+            .insert(blob.digest, blob.size, self.cap, |victims| {
+                let mut keep = true;
+                for (digest, size) in victims {
+                    if *digest == blob.digest {
+                        // Larger than the cap: served, not kept.
+                        keep = false;
+                        continue;
+                    }
+                    match self.objects.remove(digest) {
+                        Ok(()) => tracing::debug!(sha256 = %digest, size, "evicted"),
+                        Err(e) => tracing::warn!(sha256 = %digest, "cannot evict: {e}"),
+                    }
+                }
+                self.evictions
+                    .fetch_add(victims.len() as u64, Ordering::Relaxed);
+                if keep {
+                    download.install(&self.objects)?;
+                }
+                Ok(())
+            })
     }
 }
 
@@ -255,7 +257,8 @@ mod tests {
             .objects()
             .list()
             .iter()
-            .map(|(_, p)| std::fs::metadata(p).unwrap().len())
+            // Evicted between the listing and this look: no longer there.
+            .map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len()))
             .sum()
     }
 
@@ -396,6 +399,48 @@ mod tests {
         assert!(store.open(&good).is_some() && store.open(&bad).is_none());
         assert_eq!(store.totals(), (1, 10));
         assert_eq!(store.verify(|_| {}).corrupt, 0);
+    }
+
+    #[test]
+    fn racing_commits_never_hold_more_than_the_cap_even_for_a_moment() {
+        let (_dir, cache) = cache();
+        let cap = 2000;
+        // Four processes' stores, each with its committer threads.
+        let stores: Vec<ContentStore> = (0..4).map(|_| ContentStore::load(&cache, cap).0).collect();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let most = std::thread::scope(|s| {
+            let watcher = s.spawn(|| {
+                let mut most = 0;
+                while !done.load(Ordering::Relaxed) {
+                    most = most.max(bytes_on_disk(&cache));
+                }
+                most
+            });
+            let writers: Vec<_> = stores
+                .iter()
+                .enumerate()
+                .map(|(n, store)| {
+                    s.spawn(move || {
+                        // Not flushed one by one: the committers race.
+                        for i in 0..300u32 {
+                            let mut ingest = store.ingest().unwrap();
+                            ingest
+                                .write(format!("{n}-{i:03}-{}", "x".repeat(90)).as_bytes())
+                                .unwrap();
+                            store.insert(ingest.finish().unwrap()).unwrap();
+                        }
+                        store.flush();
+                    })
+                })
+                .collect();
+            for writer in writers {
+                writer.join().unwrap();
+            }
+            done.store(true, Ordering::Relaxed);
+            watcher.join().unwrap()
+        });
+        assert!(most > 0);
+        assert!(most <= cap, "{most} bytes on disk, the cap is {cap}");
     }
 
     #[test]

@@ -290,16 +290,22 @@ impl ContentIndex {
     /// Records a new object and returns the objects to evict so that the
     /// total stays within `cap` (0: no cap), least recently used first. The
     /// new object goes too when it alone exceeds the cap.
-    pub fn insert(&self, sha256: Sha256Digest, size: u64, cap: u64) -> Vec<(Sha256Digest, u64)> {
-        // One process at a time reads the others' lines, decides and writes,
-        // so that together they stay under the cap.
-        match self.log.exclusively(|| self.insert_now(sha256, size, cap)) {
-            Ok(victims) => victims,
-            Err(e) => {
-                tracing::warn!("cannot lock the cache index: {e}");
-                self.insert_now(sha256, size, cap)
-            }
-        }
+    pub fn insert<R>(
+        &self,
+        sha256: Sha256Digest,
+        size: u64,
+        cap: u64,
+        evict_and_install: impl FnOnce(&[(Sha256Digest, u64)]) -> R,
+    ) -> R {
+        // One thread or process at a time reads the others' lines, decides,
+        // writes, removes the victims' files and installs the new one, so
+        // that together they stay under the cap at every moment.
+        let _serial = self
+            .log
+            .serial_lock()
+            .inspect_err(|e| tracing::warn!("cannot lock the cache index: {e}"))
+            .ok();
+        evict_and_install(&self.insert_now(sha256, size, cap))
     }
 
     fn insert_now(&self, sha256: Sha256Digest, size: u64, cap: u64) -> Vec<(Sha256Digest, u64)> {

@@ -33,7 +33,7 @@ pub struct SharedLog {
 }
 
 /// Holds an `flock` until dropped.
-struct Locked(File);
+pub struct Locked(File);
 
 impl Locked {
     fn take(path: &Path, exclusive: bool) -> io::Result<Locked> {
@@ -95,11 +95,10 @@ impl SharedLog {
         std::fs::metadata(&self.path).ok().map(|m| m.ino())
     }
 
-    /// Runs `work` while no other thread or process runs its own
-    /// `exclusively` on this log: for a read, decide, write sequence.
-    pub fn exclusively<T>(&self, work: impl FnOnce() -> T) -> io::Result<T> {
-        let _serial = Locked::take(&self.serial, true)?;
-        Ok(work())
+    /// Held, no other thread or process holds its own: for a read, decide,
+    /// write sequence. Appends do not wait for it.
+    pub fn serial_lock(&self) -> io::Result<Locked> {
+        Locked::take(&self.serial, true)
     }
 
     /// Appends one line (without its newline).
