@@ -5,14 +5,12 @@
 //! pools, so hung downloads never hold up a lookup. Passthrough of cached files to the kernel
 //! (Linux 6.9+) is the one FUSE-specific feature handled here.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
 use fuser::{
@@ -27,6 +25,7 @@ use tracing::debug_span;
 use crate::dataset::Kind;
 use crate::error::FsError;
 use crate::fs::{Attr, Entry, FsCore, Listing, OpenReply};
+use crate::io_modes::{Content, Decision, IoModes, Mode};
 use crate::workers::Workers;
 
 /// Readahead the kernel may do on our files.
@@ -48,16 +47,9 @@ struct Inner {
     passthrough: AtomicBool,
     /// The kernel reads directories without opendir.
     no_opendir: AtomicBool,
-    backing: Mutex<Backing>,
-}
-
-/// Backing files registered with the kernel for passthrough: one per inode
-/// while any handle of it is open (the kernel wants the same one for all).
-#[derive(Default)]
-struct Backing {
-    by_handle: HashMap<u64, Arc<BackingId>>,
-    /// inode → (inode number of the cached file, backing id)
-    by_inode: HashMap<u64, (u64, Weak<BackingId>)>,
+    /// How each open file is read, so that opens of one inode never mix
+    /// the page cache with passthrough.
+    io_modes: Mutex<IoModes<BackingId>>,
 }
 
 impl FuseAdapter {
@@ -73,7 +65,7 @@ impl FuseAdapter {
             gid,
             passthrough: AtomicBool::new(passthrough),
             no_opendir: AtomicBool::new(false),
-            backing: Mutex::new(Backing::default()),
+            io_modes: Mutex::new(IoModes::default()),
         }))
     }
 
@@ -219,82 +211,73 @@ impl Inner {
             Ok(opened) => opened,
             Err(e) => return reply.error(errno(&e)),
         };
+        let content = opened
+            .content
+            .as_ref()
+            .filter(|_| self.passthrough.load(Ordering::Relaxed))
+            .and_then(|file| {
+                Some((
+                    file,
+                    Content {
+                        file_ino: file.metadata().ok()?.ino(),
+                        digest: opened.digest,
+                    },
+                ))
+            });
+        // Decided and recorded under one lock: concurrent opens of an inode
+        // agree on its mode.
+        let mut modes = self.io_modes.lock();
+        let fh = opened.fh;
+        match modes.decide(ino, content.map(|(_, c)| c), opened.digest) {
+            Decision::Reuse(id) => {
+                modes.opened(fh, ino, Mode::Passthrough, None);
+                // The kernel refuses page-cache flags on a passthrough open.
+                return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+            }
+            Decision::Register => {
+                let (file, content) = content.expect("registered content");
+                match reply.open_backing(file) {
+                    Ok(id) => {
+                        let id = Arc::new(id);
+                        modes.opened(fh, ino, Mode::Passthrough, Some((content, id.clone())));
+                        return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+                    }
+                    Err(e) => {
+                        self.passthrough.store(false, Ordering::Relaxed);
+                        tracing::info!(
+                            "FUSE passthrough is not available ({e}); cached files are read through matvisfs"
+                        );
+                    }
+                }
+            }
+            Decision::Stale => {
+                drop(modes);
+                tracing::warn!(
+                    ino,
+                    "the file changed on the server while it is open elsewhere; \
+                     it can be opened again once those are closed"
+                );
+                self.core.release(fh);
+                return reply.error(Errno::ESTALE);
+            }
+            Decision::Ordinary => {}
+        }
         let mut flags = FopenFlags::empty();
         if opened.keep_cache {
             flags |= FopenFlags::FOPEN_KEEP_CACHE;
         }
-        if opened.direct_io {
+        let mode = if opened.direct_io {
             flags |= FopenFlags::FOPEN_DIRECT_IO;
-        }
-        if let Some(file) = opened
-            .content
-            .as_ref()
-            .filter(|_| self.passthrough.load(Ordering::Relaxed))
-        {
-            match self.backing_for(ino, opened.fh, file, &reply) {
-                // The kernel refuses page-cache flags on a passthrough open.
-                Ok(Some(id)) => {
-                    return reply.opened_passthrough(
-                        FileHandle(opened.fh),
-                        FopenFlags::empty(),
-                        &id,
-                    );
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    self.passthrough.store(false, Ordering::Relaxed);
-                    tracing::info!(
-                        "FUSE passthrough is not available ({e}); cached files are read through matvisfs"
-                    );
-                }
-            }
-        }
-        reply.opened(FileHandle(opened.fh), flags);
-    }
-
-    /// The backing id to open `ino` with: the one already registered for it
-    /// if it is the same cached file, a new one if none is; `None` when
-    /// another cached file backs it still (the tag changed under an open
-    /// file), in which case this open reads through matvisfs.
-    fn backing_for(
-        &self,
-        ino: u64,
-        fh: u64,
-        file: &File,
-        reply: &ReplyOpen,
-    ) -> io::Result<Option<Arc<BackingId>>> {
-        let file_ino = file.metadata()?.ino();
-        let mut backing = self.backing.lock();
-        let id = match backing
-            .by_inode
-            .get(&ino)
-            .map(|(i, weak)| (*i, weak.upgrade()))
-        {
-            Some((same, Some(id))) if same == file_ino => id,
-            Some((_, Some(_))) => return Ok(None),
-            _ => {
-                let id = Arc::new(reply.open_backing(file)?);
-                backing
-                    .by_inode
-                    .insert(ino, (file_ino, Arc::downgrade(&id)));
-                id
-            }
+            Mode::Direct
+        } else {
+            Mode::Caching
         };
-        backing.by_handle.insert(fh, id.clone());
-        Ok(Some(id))
+        modes.opened(fh, ino, mode, None);
+        reply.opened(FileHandle(fh), flags);
     }
 
-    fn release(&self, ino: u64, fh: u64) {
-        let mut backing = self.backing.lock();
-        if backing.by_handle.remove(&fh).is_some()
-            && backing
-                .by_inode
-                .get(&ino)
-                .is_some_and(|(_, weak)| weak.strong_count() == 0)
-        {
-            backing.by_inode.remove(&ino);
-        }
-        drop(backing);
+    fn release(&self, fh: u64) {
+        self.io_modes.lock().released(fh);
         self.core.release(fh);
     }
 }
@@ -485,14 +468,14 @@ impl Filesystem for FuseAdapter {
     fn release(
         &self,
         _req: &Request,
-        ino: INodeNo,
+        _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.0.release(ino.0, fh.0);
+        self.0.release(fh.0);
         reply.ok();
     }
 

@@ -20,6 +20,7 @@ pub mod flight;
 pub mod format;
 pub mod fs;
 pub mod fuse;
+pub mod io_modes;
 pub mod logging;
 pub mod mount;
 pub mod names;

@@ -318,6 +318,28 @@ fn cached_files_read_the_same_with_and_without_passthrough() {
 }
 
 #[test]
+fn a_file_open_since_before_it_was_cached_can_be_opened_again_meanwhile() {
+    use std::io::Read;
+    let served = Served::small();
+    let mount = Mount::builder(&served.base_url()).start();
+    for (path, bytes) in served.release.textures().take(4) {
+        // The first open reads through the page cache (nothing was cached);
+        // while it stays open, later opens find the bytes cached. The kernel
+        // allows no passthrough open of an inode beside such an open.
+        let mut first = fs::File::open(mount.tag_path(path)).unwrap();
+        let mut from_first = Vec::new();
+        first.read_to_end(&mut from_first).unwrap();
+        assert_eq!(&from_first, bytes, "{path}");
+        for _ in 0..3 {
+            assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
+        }
+        drop(first);
+        // All closed: a new open may pass through again.
+        assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
+    }
+}
+
+#[test]
 fn hung_downloads_never_stall_listing_stats_or_cached_reads() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let served = Served::small();

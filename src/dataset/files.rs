@@ -56,9 +56,15 @@ impl Tag {
         match self.confirmed_record(path, texture, generation) {
             Some(record) => match self.cached(&record) {
                 Some(open) => Opened::Ready(open),
-                None => Opened::Lazy(record.size),
+                None => Opened::Lazy {
+                    size: record.size,
+                    digest: record.sha256,
+                },
             },
-            None => Opened::Lazy(None),
+            None => Opened::Lazy {
+                size: None,
+                digest: None,
+            },
         }
     }
 

@@ -46,8 +46,11 @@ pub struct Stat {
 pub enum Opened {
     /// Content is in the cache and confirmed for the tag's current version.
     Ready(OpenBlob),
-    /// Content is fetched on first read; the size when it is known.
-    Lazy(Option<u64>),
+    /// Content is fetched on first read; its size and digest when known.
+    Lazy {
+        size: Option<u64>,
+        digest: Option<Sha256Digest>,
+    },
 }
 
 pub struct Tag {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::handles::{Handle, Handles, OpenFile};
 use super::inodes::{CONTROL_DIR, InodeTable, NodeKey, STATS_FILE};
 use crate::dataset::{Change, Dataset, Kind, Opened, Stat};
+use crate::digest::Sha256Digest;
 use crate::error::FsError;
 use crate::stats::Stats;
 
@@ -47,6 +48,8 @@ pub struct OpenReply {
     /// The cached content, when the kernel may read it directly
     /// (passthrough): it is complete and its size is what the kernel knows.
     pub content: Option<Arc<File>>,
+    /// The digest of the bytes this open is for, when known.
+    pub digest: Option<Sha256Digest>,
 }
 
 /// What the kernel must forget after a tag changed.
@@ -233,6 +236,7 @@ impl FsCore {
                 keep_cache: false,
                 direct_io: true,
                 content: None,
+                digest: None,
             });
         };
         let tag = self.dataset.tag(tag_name)?;
@@ -241,9 +245,13 @@ impl FsCore {
             FsError::NotFound => FsError::Stale,
             e => e,
         })?;
-        let (content, size) = match opened {
-            Opened::Ready(open) => (Some(open.file), Some(open.blob.size)),
-            Opened::Lazy(size) => (None, size),
+        let (content, size, digest) = match opened {
+            Opened::Ready(open) => (
+                Some(open.file),
+                Some(open.blob.size),
+                Some(open.blob.digest),
+            ),
+            Opened::Lazy { size, digest } => (None, size, digest),
         };
         let sizes_agree = size.is_some() && size == self.inodes.reported_size(ino);
         let keep_cache = content.is_some() && sizes_agree;
@@ -258,6 +266,7 @@ impl FsCore {
             keep_cache,
             direct_io: !sizes_agree,
             content: content.filter(|_| sizes_agree),
+            digest,
         })
     }
 

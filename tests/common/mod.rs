@@ -261,6 +261,10 @@ fn force_unmount(path: &Path) {
 
 impl Drop for Mount {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // What the daemon saw explains most failures.
+            eprintln!("--- matvisfs log ---\n{}--- end of log ---", self.log());
+        }
         if is_mounted(&self.path) {
             let _ = Command::new(BIN)
                 .arg("unmount")
