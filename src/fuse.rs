@@ -25,7 +25,7 @@ use tracing::debug_span;
 use crate::dataset::Kind;
 use crate::error::FsError;
 use crate::fs::{Attr, Entry, FsCore, Listing, OpenReply};
-use crate::io_modes::{Content, Decision, IoModes, Mode};
+use crate::io_modes::{Decision, IoModes};
 use crate::workers::Workers;
 
 /// Readahead the kernel may do on our files.
@@ -211,35 +211,28 @@ impl Inner {
             Ok(opened) => opened,
             Err(e) => return reply.error(errno(&e)),
         };
-        let content = opened
+        // The cached file that could be passed through, by its inode number.
+        let cached = opened
             .content
             .as_ref()
             .filter(|_| self.passthrough.load(Ordering::Relaxed))
-            .and_then(|file| {
-                Some((
-                    file,
-                    Content {
-                        file_ino: file.metadata().ok()?.ino(),
-                        digest: opened.digest,
-                    },
-                ))
-            });
+            .and_then(|file| Some((file, file.metadata().ok()?.ino())));
         // Decided and recorded under one lock: concurrent opens of an inode
         // agree on its mode.
         let mut modes = self.io_modes.lock();
         let fh = opened.fh;
-        match modes.decide(ino, content.map(|(_, c)| c), opened.digest) {
+        match modes.decide(ino, cached.map(|(_, i)| i), opened.digest) {
             Decision::Reuse(id) => {
-                modes.opened(fh, ino, Mode::Passthrough, None);
+                modes.reused(fh, ino);
                 // The kernel refuses page-cache flags on a passthrough open.
                 return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
             }
             Decision::Register => {
-                let (file, content) = content.expect("registered content");
+                let (file, file_ino) = cached.expect("a cached file to register");
                 match reply.open_backing(file) {
                     Ok(id) => {
                         let id = Arc::new(id);
-                        modes.opened(fh, ino, Mode::Passthrough, Some((content, id.clone())));
+                        modes.registered(fh, ino, file_ino, opened.digest, id.clone());
                         return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
                     }
                     Err(e) => {
@@ -266,13 +259,11 @@ impl Inner {
         if opened.keep_cache {
             flags |= FopenFlags::FOPEN_KEEP_CACHE;
         }
-        let mode = if opened.direct_io {
+        if opened.direct_io {
             flags |= FopenFlags::FOPEN_DIRECT_IO;
-            Mode::Direct
         } else {
-            Mode::Caching
-        };
-        modes.opened(fh, ino, mode, None);
+            modes.opened_caching(fh, ino);
+        }
         reply.opened(FileHandle(fh), flags);
     }
 
