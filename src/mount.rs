@@ -15,8 +15,8 @@ use fuser::{Config, INodeNo, MountOption, Notifier, Session, SessionACL};
 
 use crate::cli::{MountArgs, RemoteArgs, RunArgs};
 use crate::daemon::{self, Readiness};
-use crate::dataset::{Change, Context, Dataset};
-use crate::fs::{FsCore, Invalidation};
+use crate::dataset::{Context, Dataset};
+use crate::fs::{FsCore, Invalidation, Kernel};
 use crate::fuse::FuseAdapter;
 use crate::logging;
 use crate::remote::Remote;
@@ -94,7 +94,7 @@ pub fn load_and_serve(
 ) -> Result<(), String> {
     let dataset = Arc::new(Dataset::new(Arc::new(ctx), tags));
     dataset.load_pinned()?;
-    serve(Arc::new(FsCore::new(dataset)), mountpoint, run, readiness)
+    serve(FsCore::new(dataset), mountpoint, run, readiness)
 }
 
 /// Mounts `core` at `mountpoint` and serves it until unmounted.
@@ -133,7 +133,7 @@ fn serve(
         };
         format!("cannot mount at {}: {e}{hint}", mountpoint.display())
     })?;
-    start_invalidator(&core, session.notifier());
+    core.set_kernel(KernelNotifier::start(session.notifier()));
     watch_signals(mountpoint.to_path_buf())?;
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
     readiness.report(Ok(()));
@@ -146,40 +146,61 @@ fn serve(
     Ok(())
 }
 
-/// When a tag changes, the kernel is told from a thread of its own: a
-/// notification sent while the kernel waits on the same directory would
-/// deadlock.
-fn start_invalidator(core: &Arc<FsCore>, notifier: Notifier) {
-    let (tx, rx) = mpsc::channel::<Change>();
-    let tx = parking_lot::Mutex::new(tx);
-    core.dataset().context().on_change(move |change| {
-        let _ = tx.lock().send(change);
-    });
-    let core = core.clone();
-    std::thread::Builder::new()
-        .name("invalidator".into())
-        .spawn(move || {
-            for change in rx {
-                let invalidations = core.invalidations(&change);
-                tracing::debug!(
-                    ?change,
-                    count = invalidations.len(),
-                    "invalidating kernel caches"
-                );
-                for invalidation in invalidations {
-                    let result = match &invalidation {
-                        Invalidation::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
-                        Invalidation::Entry { parent, name } => {
-                            notifier.inval_entry(INodeNo(*parent), OsStr::new(name))
+/// How long an operation that found a change waits for the kernel to take
+/// the invalidations in: a notification that needs a lock the kernel holds
+/// while it waits on this very daemon would otherwise never return.
+const NOTIFY_WAIT: Duration = Duration::from_secs(2);
+
+/// The kernel's caches, reached by FUSE notifications sent from a thread of
+/// their own; the caller waits for them, within [`NOTIFY_WAIT`].
+struct KernelNotifier {
+    queue: parking_lot::Mutex<mpsc::Sender<(Vec<Invalidation>, mpsc::SyncSender<()>)>>,
+}
+
+impl KernelNotifier {
+    fn start(notifier: Notifier) -> Arc<KernelNotifier> {
+        let (tx, rx) = mpsc::channel::<(Vec<Invalidation>, mpsc::SyncSender<()>)>();
+        std::thread::Builder::new()
+            .name("invalidator".into())
+            .spawn(move || {
+                for (invalidations, done) in rx {
+                    for invalidation in invalidations {
+                        let result = match &invalidation {
+                            // A negative offset: attributes only.
+                            Invalidation::Attributes(ino) => {
+                                notifier.inval_inode(INodeNo(*ino), -1, 0)
+                            }
+                            Invalidation::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
+                            Invalidation::Entry { parent, name } => {
+                                notifier.inval_entry(INodeNo(*parent), OsStr::new(name))
+                            }
+                        };
+                        // ENOENT: the kernel had nothing cached for it.
+                        if let Err(e) = result {
+                            tracing::trace!(?invalidation, "the kernel refused an invalidation: {e}");
                         }
-                    };
-                    if let Err(e) = result {
-                        tracing::debug!(?invalidation, "the kernel refused an invalidation: {e}");
                     }
+                    let _ = done.try_send(());
                 }
-            }
+            })
+            .expect("spawning a thread");
+        Arc::new(KernelNotifier {
+            queue: parking_lot::Mutex::new(tx),
         })
-        .expect("spawning a thread");
+    }
+}
+
+impl Kernel for KernelNotifier {
+    fn invalidate(&self, invalidations: Vec<Invalidation>) {
+        let (done, finished) = mpsc::sync_channel(1);
+        let count = invalidations.len();
+        if self.queue.lock().send((invalidations, done)).is_err() {
+            return;
+        }
+        if finished.recv_timeout(NOTIFY_WAIT).is_err() {
+            tracing::debug!(count, "the kernel has not taken the invalidations yet; going on");
+        }
+    }
 }
 
 /// After a signal, the session has this long to end by itself once

@@ -40,7 +40,7 @@ pub fn run(args: PrefetchArgs) -> Result<(), String> {
     let mut work: Vec<(Arc<Tag>, String)> = Vec::new();
     for name in &args.tags {
         let tag = dataset.tag(name).map_err(|e| format!("tag {name}: {e}"))?;
-        tag.revalidate();
+        tag.revalidate().map_err(|e| format!("tag {name}: {e}"))?;
         for path in selection(&tag, &args.sources, &args.tiers)? {
             work.push((tag.clone(), path));
         }
@@ -79,13 +79,13 @@ fn selection(tag: &Tag, sources: &[String], tiers: &[String]) -> Result<Vec<Stri
     for source in &manifest.sources {
         let rowmaps = source.containers.values().flatten().map(|p| &p.rowmap);
         for document in source.catalog.iter().chain(&source.mtlx).chain(rowmaps) {
-            tag.revalidate_document(document);
-            tag.document(document)
+            tag.refresh_document(document)
                 .map_err(|e| format!("tag {}: {document}: {e}", tag.name()))?;
         }
     }
     let list = |dir: &str| {
         tag.list(dir)
+            .map(|(entries, _)| entries)
             .map_err(|e| format!("tag {}: cannot list {dir}: {e}", tag.name()))
     };
     let mut paths = Vec::new();
@@ -128,7 +128,7 @@ fn download_all(ctx: &Context, work: &[(Arc<Tag>, String)], jobs: usize) -> Vec<
             .map(|_| {
                 scope.spawn(|| {
                     while let Some((tag, path)) = work.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        if let Err(e) = tag.content(path) {
+                        if let Err(e) = tag.content(path, None) {
                             failures
                                 .lock()
                                 .push((format!("{}/{path}", tag.name()), e.to_string()));

@@ -283,7 +283,8 @@ fn a_killed_prefetch_or_mount_leaves_a_clean_cache_that_serves_correct_bytes() {
 fn cache_commands_report_verify_and_clear_while_mounted() {
     let (served, twin) = serve_with_twin();
     let mut only_in_twin = twin.clone();
-    let extra = "ambientcg/1k/Rock064/color.png";
+    // Not the baked tier: its catalog hash would vouch for the original.
+    let extra = "ambientcg/512/Rock064/color.png";
     only_in_twin.files.insert(
         extra.into(),
         matvisfs::fixture::images::png("twin only", "color", 16),

@@ -141,8 +141,13 @@ fn a_file_changed_during_a_session_is_never_cut_to_its_old_size() {
         bigger.len() as u64
     );
     assert_eq!(served.texture_gets(), downloads, "the new bytes were kept");
-    let log = mount.log();
-    assert!(log.contains("is not the file announced earlier"), "{log}");
+    // The change is announced, and described.
+    let stats: serde_json::Value =
+        serde_json::from_slice(&read(&mount.path.join(".matvisfs/stats.json")).unwrap()).unwrap();
+    let changes = stats["tags"][TAG]["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{changes:#?}");
+    assert_eq!(changes[0]["found_in"], path);
+    assert_eq!(changes[0]["files"]["changed"], 1);
 }
 
 /// Mounts twice over one cache, the server sending only `validators`, and

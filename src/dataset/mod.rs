@@ -2,20 +2,22 @@
 //! server, each with its tree, documents, revalidation and file content.
 //! Nothing here knows about FUSE.
 
+mod changes;
+mod documents;
+mod error;
 mod files;
 mod releases;
+mod revalidation;
+mod state;
 mod tag;
-mod tree_sizes;
-mod verify;
 pub mod view;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::error::FsError;
 use crate::flight::SingleFlight;
 use crate::names::{check_tag, is_release_tag};
 use crate::remote::{FetchError, Metered, Remote};
@@ -23,6 +25,10 @@ use crate::stats::Stats;
 use crate::store::{CacheDir, ContentStore, ObjectStore, Recovery};
 use releases::Releases;
 
+pub use changes::{ChangeReport, Counts};
+pub use error::Error;
+pub use files::verify::{KTX2_MAGIC, PNG_MAGIC};
+pub use revalidation::Outcome;
 pub use tag::{LoadError, Opened, Stat, Tag};
 pub use view::Kind;
 
@@ -65,7 +71,7 @@ pub struct Context {
     /// Set once the Hugging Face API proved absent or unreliable.
     hub_off: AtomicBool,
     hub_failures: AtomicU32,
-    change_hook: OnceLock<ChangeHook>,
+    change_hooks: RwLock<Vec<ChangeHook>>,
 }
 
 impl Context {
@@ -87,7 +93,7 @@ impl Context {
             max_file_size: u64::MAX,
             hub_off: AtomicBool::new(false),
             hub_failures: AtomicU32::new(0),
-            change_hook: OnceLock::new(),
+            change_hooks: RwLock::new(Vec::new()),
         }
     }
 
@@ -99,7 +105,7 @@ impl Context {
     /// Called whenever a tag, or a file of it, is seen to change on the
     /// server (so that kernel caches can be invalidated).
     pub fn on_change(&self, hook: impl Fn(Change) + Send + Sync + 'static) {
-        let _ = self.change_hook.set(Box::new(hook));
+        self.change_hooks.write().push(Box::new(hook));
     }
 
     /// Whether asking the Hugging Face API is worth it.
@@ -132,12 +138,11 @@ impl Context {
         }
     }
 
-    fn changed(&self, tag: &str, file: Option<&str>) {
-        if let Some(hook) = self.change_hook.get() {
-            hook(Change {
-                tag: tag.to_string(),
-                file: file.map(str::to_string),
-            });
+    /// Runs on the thread that found the change, before the operation that
+    /// found it returns.
+    fn changed(&self, change: Change) {
+        for hook in self.change_hooks.read().iter() {
+            hook(change.clone());
         }
     }
 }
@@ -149,7 +154,7 @@ pub struct Dataset {
     tags: RwLock<HashMap<String, Arc<Tag>>>,
     /// Names the server answered 404 for, this session.
     missing: Mutex<HashSet<String>>,
-    loads: SingleFlight<String, Result<Arc<Tag>, FsError>>,
+    loads: SingleFlight<String, Result<Arc<Tag>, Error>>,
     releases: Releases,
 }
 
@@ -200,18 +205,19 @@ impl Dataset {
     /// The tag called `name`, loaded from the cache or the server if needed.
     /// Only pinned tags, cached tags and names shaped like a release are
     /// looked for; anything else is simply absent.
-    pub fn tag(&self, name: &str) -> Result<Arc<Tag>, FsError> {
+    pub fn tag(&self, name: &str) -> Result<Arc<Tag>, Error> {
         if let Some(tag) = self.loaded(name) {
             return Ok(tag);
         }
         if check_tag(name).is_err() || self.missing.lock().contains(name) {
-            return Err(FsError::NotFound);
+            return Err(Error::NotFound);
         }
+        crate::wait::may_block()?;
         let known = self.pinned.iter().any(|p| p == name)
             || is_release_tag(name)
             || self.ctx.cache.has_tag(name);
         if !known {
-            return Err(FsError::NotFound);
+            return Err(Error::NotFound);
         }
         self.loads.run(&name.to_string(), || {
             if let Some(tag) = self.loaded(name) {
@@ -226,12 +232,12 @@ impl Dataset {
                 Err(LoadError::NotFound) => {
                     tracing::info!(tag = name, "no such tag on the server");
                     self.missing.lock().insert(name.to_string());
-                    Err(FsError::NotFound)
+                    Err(Error::NotFound)
                 }
-                Err(LoadError::Unavailable(why)) => {
-                    tracing::warn!(tag = name, "cannot load the tag: {why}");
-                    Err(FsError::Io(why))
-                }
+                Err(LoadError::Unavailable(why)) => Err(Error::refused(
+                    self.ctx.remote.url(name, crate::format::MANIFEST_FILE),
+                    format!("cannot load the tag: {why}"),
+                )),
             }
         })
     }
@@ -261,14 +267,12 @@ impl Dataset {
     /// What the mount's root lists: pinned tags, tags loaded this session,
     /// tags with a cached manifest, and the dataset's releases (asked of the
     /// Hugging Face API once per session, where there is one).
-    pub fn tag_names(&self) -> Vec<String> {
-        self.releases.refresh(&self.ctx);
-        self.known_tag_names()
-    }
-
-    /// [`Dataset::tag_names`] if it can be answered without the network.
-    pub fn peek_tag_names(&self) -> Option<Vec<String>> {
-        (!self.releases.would_ask(&self.ctx)).then(|| self.known_tag_names())
+    pub fn tag_names(&self) -> Result<Vec<String>, Error> {
+        if self.releases.would_ask(&self.ctx) {
+            crate::wait::may_block()?;
+            self.releases.refresh(&self.ctx);
+        }
+        Ok(self.known_tag_names())
     }
 
     fn known_tag_names(&self) -> Vec<String> {

@@ -1,31 +1,32 @@
-//! One tag (release revision): its cached state, the documents that shape
-//! its tree, and their revalidation, once per mount session.
+//! One tag (release revision): a thin front over the parts that own its
+//! state. [`Shared`] holds what they all read (the current view, the
+//! persisted state); [`Documents`] loads and revalidates the catalogs,
+//! [`Revalidation`] the manifest, [`Files`] the texture files' sizes and
+//! content.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
+use super::Change;
+use super::changes::ChangeReport;
+use super::documents::{DOCUMENT_LIMIT, Documents, parse_manifest_for};
+use super::error::{Error, Result};
+use super::files::Files;
+use super::revalidation::Revalidation;
+use super::state::{PersistedState, unix_now};
+use super::view::{Kind, Lookup, Node, TagView, ViewCell};
 use super::Context;
-use super::tree_sizes::TreeSizes;
-use super::view::{Kind, LoadedDoc, Lookup, Node, TagView};
 use crate::digest::Sha256Digest;
-use crate::error::FsError;
-use crate::flight::{Gate, Gates, SingleFlight};
-use crate::format::{
-    Catalog, DocumentRole, MANIFEST_FILE, Manifest, Rowmap, check_materialx_map, parse_catalog,
-    parse_manifest, parse_rowmap,
-};
-use crate::remote::{FetchError, GetOutcome, MemorySink, RemoteMeta, Validators};
+use crate::format::MANIFEST_FILE;
+use crate::remote::{FetchError, GetOutcome, MemorySink, Remote, Validators};
 use crate::store::{Blob, DocRecord, FileRecords, OpenBlob, TagState, TagStore};
+use crate::wait;
 
-/// Manifests and catalogs larger than this are refused.
-const DOCUMENT_LIMIT: usize = 256 << 20;
-/// A revalidation that could not reach the server is tried again after this.
-const REVALIDATION_RETRY: Duration = Duration::from_secs(60);
-/// How many skipped entries of one document are logged one by one.
-const SKIPPED_LOGGED: usize = 10;
+/// Change reports kept for the statistics.
+const CHANGES_KEPT: usize = 8;
 
 #[derive(Debug)]
 pub enum LoadError {
@@ -41,108 +42,77 @@ pub struct Stat {
     pub mtime: SystemTime,
 }
 
-/// The result of opening a file.
-#[derive(Debug)]
-pub enum Opened {
-    /// Content is in the cache and confirmed for the tag's current version.
-    Ready(OpenBlob),
-    /// Content is fetched on first read; its size and digest when known.
-    Lazy {
-        size: Option<u64>,
-        digest: Option<Sha256Digest>,
-    },
+/// What opening a file found: the bytes it is bound to when they are known
+/// now, and those bytes when they are at hand.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub version: Option<Sha256Digest>,
+    pub content: Option<OpenBlob>,
+    /// The size of that version, when it is known.
+    pub size: Option<u64>,
+}
+
+/// What the parts of a tag share.
+pub struct Shared {
+    pub name: Arc<str>,
+    pub ctx: Arc<Context>,
+    pub view: ViewCell,
+    pub state: PersistedState,
+    changes: Mutex<VecDeque<ChangeReport>>,
+}
+
+impl Shared {
+    pub fn url(&self, path: &str) -> String {
+        self.ctx.remote.url(&self.name, path)
+    }
+
+    /// The server, for a request about `url`: refused in quick mode (the
+    /// caller must wait) and offline (`why` says what is missing).
+    pub fn remote(&self, url: &str, why: &'static str) -> Result<&dyn Remote> {
+        wait::may_block()?;
+        if self.ctx.offline {
+            return Err(Error::Offline {
+                url: url.to_string(),
+                why,
+            });
+        }
+        Ok(&*self.ctx.remote)
+    }
+
+    pub fn put_document(&self, bytes: &[u8]) -> Result<Blob> {
+        self.ctx.documents.put_bytes(bytes).map_err(Error::cache)
+    }
+
+    /// Announces a change found on the server: logged, kept for the
+    /// statistics, and passed to the mount (which tells the kernel) before
+    /// the operation that found it returns.
+    pub fn announce(&self, report: ChangeReport, file: Option<&str>) {
+        tracing::warn!(
+            tag = %self.name,
+            found_in = %report.found_in,
+            generation = report.generation,
+            "the tag changed on the server: {}",
+            report.describe()
+        );
+        {
+            let mut changes = self.changes.lock();
+            if changes.len() == CHANGES_KEPT {
+                changes.pop_front();
+            }
+            changes.push_back(report);
+        }
+        self.ctx.changed(Change {
+            tag: self.name.to_string(),
+            file: file.map(str::to_string),
+        });
+    }
 }
 
 pub struct Tag {
-    pub(super) name: Arc<str>,
-    pub(super) ctx: Arc<Context>,
-    store: TagStore,
-    /// What is persisted. Lock order: `state` before `view`.
-    pub(super) state: Mutex<TagState>,
-    view: RwLock<Arc<TagView>>,
-    manifest_gate: Gate,
-    document_gates: Gates<String>,
-    document_loads: SingleFlight<String, Result<LoadedDoc, FsError>>,
-    /// Tiers found incomplete this session.
-    pub(super) incomplete_tiers: Mutex<HashSet<String>>,
-    pub(super) tier_checks: SingleFlight<String, Result<(), FsError>>,
-    pub(super) records: FileRecords,
-    pub(super) sizes: SingleFlight<String, Result<u64, FsError>>,
-    pub(super) tree_sizes: TreeSizes,
-    pub(super) downloads: SingleFlight<String, Result<OpenBlob, FsError>>,
-    /// How this session's revalidation of the manifest went.
-    revalidation: Mutex<&'static str>,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-fn report_skipped(tag: &str, document: &str, skipped: &[String]) {
-    for reason in skipped.iter().take(SKIPPED_LOGGED) {
-        tracing::warn!(tag, document, "skipped an entry: {reason}");
-    }
-    if skipped.len() > SKIPPED_LOGGED {
-        tracing::warn!(
-            tag,
-            document,
-            "skipped {} more entries",
-            skipped.len() - SKIPPED_LOGGED
-        );
-    }
-}
-
-fn parse_manifest_for(tag: &str, bytes: &[u8]) -> Result<Manifest, String> {
-    let parsed = parse_manifest(bytes).map_err(|e| e.to_string())?;
-    report_skipped(tag, MANIFEST_FILE, &parsed.skipped);
-    Ok(parsed.value)
-}
-
-/// What a document holds for the tree.
-type DocContent = (Option<Arc<Catalog>>, Option<Arc<Rowmap>>);
-
-/// Checks a document's bytes; catalogs and rowmaps are parsed for the tree,
-/// and a rowmap's container is located through the manifest.
-fn parse_document(
-    tag: &str,
-    name: &str,
-    role: DocumentRole,
-    bytes: &[u8],
-    manifest: &Manifest,
-) -> Result<DocContent, String> {
-    match role {
-        DocumentRole::Catalog => {
-            let parsed = parse_catalog(bytes).map_err(|e| e.to_string())?;
-            report_skipped(tag, name, &parsed.skipped);
-            Ok((Some(Arc::new(parsed.value)), None))
-        }
-        DocumentRole::MaterialX => check_materialx_map(bytes)
-            .map(|()| (None, None))
-            .map_err(|e| e.to_string()),
-        DocumentRole::Rowmap => {
-            let parsed = parse_rowmap(bytes).map_err(|e| e.to_string())?;
-            report_skipped(tag, name, &parsed.skipped);
-            let mut rowmap = parsed.value;
-            rowmap.container = manifest
-                .container_part(name)
-                .and_then(|part| part.container_location(rowmap.container.as_deref()));
-            if rowmap.container.is_none() {
-                tracing::warn!(tag, document = name, "the rowmap names no container");
-            }
-            Ok((None, Some(Arc::new(rowmap))))
-        }
-    }
-}
-
-/// What a conditional GET of a document found.
-enum Refresh {
-    Unchanged,
-    Changed(Vec<u8>, RemoteMeta),
-    Gone,
-    Failed(FetchError),
+    shared: Shared,
+    documents: Documents,
+    revalidation: Revalidation,
+    files: Files,
 }
 
 impl Tag {
@@ -151,10 +121,7 @@ impl Tag {
     pub fn load(ctx: Arc<Context>, name: &str) -> Result<Tag, LoadError> {
         let store = TagStore::new(ctx.cache.tag_dir(name));
         let stored = store.load().unwrap_or_else(|e| {
-            tracing::warn!(
-                tag = name,
-                "the cached state is unreadable ({e}); starting afresh"
-            );
+            tracing::warn!(tag = name, "the cached state is unreadable ({e}); starting afresh");
             None
         });
         let records = FileRecords::open(store.records_path());
@@ -167,16 +134,13 @@ impl Tag {
                     .and_then(|bytes| parse_manifest_for(name, &bytes));
                 match cached {
                     Ok(manifest) => {
-                        let blob = record.blob();
-                        return Ok(Tag::new(
-                            ctx,
-                            name,
-                            store,
-                            state.clone(),
+                        let view = TagView::first(
                             manifest,
-                            blob,
-                            records,
-                        ));
+                            record.blob(),
+                            state.generation,
+                            state.changed_at,
+                        );
+                        return Ok(Tag::new(ctx, name, store, state.clone(), view, records, false));
                     }
                     Err(why) => tracing::warn!(
                         tag = name,
@@ -220,10 +184,8 @@ impl Tag {
             tracing::warn!(tag = name, "cannot save the tag's state: {e}");
         }
         tracing::info!(tag = name, "fetched the manifest");
-        let tag = Tag::new(ctx, name, store, state, manifest, blob, records);
-        tag.manifest_gate.mark_passed();
-        tag.outcome("fetched");
-        Ok(tag)
+        let view = TagView::first(manifest, blob, state.generation, state.changed_at);
+        Ok(Tag::new(ctx, name, store, state, view, records, true))
     }
 
     fn new(
@@ -231,79 +193,59 @@ impl Tag {
         name: &str,
         store: TagStore,
         state: TagState,
-        manifest: Manifest,
-        manifest_blob: Blob,
+        view: TagView,
         records: FileRecords,
+        fetched: bool,
     ) -> Tag {
-        let view = TagView {
-            generation: state.generation,
-            mtime: UNIX_EPOCH + Duration::from_secs(state.changed_at),
-            manifest: Arc::new(manifest),
-            manifest_blob,
-            documents: HashMap::new(),
-        };
         Tag {
-            name: name.into(),
-            ctx,
-            store,
-            state: Mutex::new(state),
-            view: RwLock::new(Arc::new(view)),
-            manifest_gate: Gate::default(),
-            document_gates: Gates::default(),
-            document_loads: SingleFlight::default(),
-            incomplete_tiers: Mutex::new(HashSet::new()),
-            tier_checks: SingleFlight::default(),
-            records,
-            sizes: SingleFlight::default(),
-            tree_sizes: TreeSizes::default(),
-            downloads: SingleFlight::default(),
-            revalidation: Mutex::new("pending"),
+            shared: Shared {
+                name: name.into(),
+                ctx,
+                view: ViewCell::new(view),
+                state: PersistedState::new(name, store, state),
+                changes: Mutex::new(VecDeque::new()),
+            },
+            documents: Documents::default(),
+            revalidation: Revalidation::new(fetched),
+            files: Files::new(records),
         }
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        &self.shared.name
     }
 
     pub fn view(&self) -> Arc<TagView> {
-        self.view.read().clone()
+        self.shared.view.load()
     }
 
-    pub(super) fn save_state(&self, state: &TagState) {
-        if let Err(e) = self.store.save(state) {
-            tracing::warn!(tag = %self.name, "cannot save the tag's state: {e}");
-        }
+    /// The current version's generation.
+    pub fn generation(&self) -> u64 {
+        self.shared.view.load().generation
     }
 
-    /// Asks `question` of the current tree, loading the catalog it needs
-    /// first when it needs one.
-    fn ask<T>(
-        &self,
-        path: &str,
-        question: impl Fn(&Arc<TagView>) -> Lookup<T>,
-    ) -> Result<T, FsError> {
-        // Each round loads one more document (a container tier may have
-        // several rowmaps); asking for one twice means it did not help.
+    /// Asks `question` of the current tree, loading the documents it needs
+    /// first (a container tier may need several rowmaps).
+    fn ask<T>(&self, path: &str, question: impl Fn(&Arc<TagView>) -> Lookup<T>) -> Result<T> {
+        // Asking for one document twice means loading it did not help.
         let mut loaded = HashSet::new();
         loop {
             match question(&self.view()) {
                 Lookup::Found(answer) => return Ok(answer),
-                Lookup::Missing => return Err(FsError::NotFound),
+                Lookup::Missing => return Err(Error::NotFound),
                 Lookup::NeedsDocument(name) => {
                     if !loaded.insert(name.clone()) {
-                        return Err(FsError::Io(format!(
-                            "tag {}: no answer for {path}",
-                            self.name
-                        )));
+                        tracing::error!(tag = self.name(), path, document = name, "no answer after loading the document");
+                        return Err(Error::NotFound);
                     }
-                    self.document(&name)?;
+                    self.documents.get(&self.shared, &name)?;
                 }
             }
         }
     }
 
-    /// A tree in which `path` resolves (its catalog loaded) or is missing.
-    fn view_for(&self, path: &str) -> Result<Arc<TagView>, FsError> {
+    /// A view in which `path` resolves (its documents loaded) or is missing.
+    fn view_for(&self, path: &str) -> Result<Arc<TagView>> {
         self.ask(path, |view| view.resolve(path).map(|_| view.clone()))
     }
 
@@ -317,68 +259,28 @@ impl Tag {
         }
     }
 
-    /// Attributes known without loading anything or asking the server;
-    /// `None` when a catalog must be loaded or a size asked for.
-    pub fn peek_stat(&self, path: &str) -> Option<Result<Stat, FsError>> {
-        let view = self.view();
-        let node = match view.resolve(path) {
-            Lookup::Found(node) => node,
-            Lookup::Missing => return Some(Err(FsError::NotFound)),
-            Lookup::NeedsDocument(_) => return None,
-        };
-        let size = match &node {
-            Node::TagRoot | Node::Source | Node::Tier | Node::Material => 0,
-            Node::Manifest => view.manifest_blob.size,
-            Node::Document(name) => view.documents.get(*name)?.blob.size,
-            Node::Texture(texture) => self.known_size(path, texture, view.generation)?,
-        };
-        Some(Ok(Stat {
-            kind: node.kind(),
-            size,
-            mtime: view.mtime,
-        }))
-    }
-
-    /// A listing that needs no catalog to be loaded, if so.
-    pub fn peek_list(&self, path: &str) -> Option<Result<Vec<(String, Kind)>, FsError>> {
-        match self.view().list(path) {
-            Lookup::Found(Some(entries)) => Some(Ok(entries)),
-            Lookup::Found(None) => Some(Err(FsError::NotDir)),
-            Lookup::Missing => Some(Err(FsError::NotFound)),
+    /// What `path` is in the current tree, as far as is known without
+    /// loading anything: `None` when its catalog is not loaded, `Some(None)`
+    /// when it does not exist.
+    pub fn kind_now(&self, path: &str) -> Option<Option<Kind>> {
+        match self.view().resolve(path) {
+            Lookup::Found(node) => Some(Some(node.kind())),
+            Lookup::Missing => Some(None),
             Lookup::NeedsDocument(_) => None,
         }
     }
 
-    /// Whether opening `path` may wait on the server: the first open of the
-    /// session revalidates the manifest and the file's catalog.
-    pub fn open_may_block(&self, path: &str) -> bool {
-        if !self.manifest_gate.is_settled(REVALIDATION_RETRY) {
-            return true;
-        }
-        let view = self.view();
-        let document = match view.resolve(path) {
-            Lookup::Found(Node::Texture(texture)) => texture.document,
-            Lookup::Found(Node::Document(name)) => name,
-            Lookup::Found(_) | Lookup::Missing => return false,
-            Lookup::NeedsDocument(_) => return true,
-        };
-        !self
-            .document_gates
-            .get(&document.to_string())
-            .is_settled(REVALIDATION_RETRY)
-    }
-
-    pub fn stat(&self, path: &str) -> Result<Stat, FsError> {
-        if let Some(known) = self.peek_stat(path) {
-            return known;
-        }
+    pub fn stat(&self, path: &str) -> Result<Stat> {
         let view = self.view_for(path)?;
         let node = view.node(path)?;
         let size = match &node {
             Node::TagRoot | Node::Source | Node::Tier | Node::Material => 0,
             Node::Manifest => view.manifest_blob.size,
-            Node::Document(name) => self.document(name)?.blob.size,
-            Node::Texture(texture) => self.texture_size(path, texture, view.generation)?,
+            Node::Document(name) => self.documents.get(&self.shared, name)?.blob.size,
+            Node::Texture(texture) => {
+                self.files
+                    .size(&self.shared, path, texture, view.generation)?
+            }
         };
         Ok(Stat {
             kind: node.kind(),
@@ -387,406 +289,106 @@ impl Tag {
         })
     }
 
-    pub fn list(&self, path: &str) -> Result<Vec<(String, Kind)>, FsError> {
-        self.ask(path, |view| view.list(path))?
-            .ok_or(FsError::NotDir)
+    /// The entries of a directory, with the generation of the view they
+    /// come from.
+    pub fn list(&self, path: &str) -> Result<(Vec<(String, Kind)>, u64)> {
+        self.ask(path, |view| view.list(path).map(|l| l.map(|l| (l, view.generation))))?
+            .ok_or(Error::NotDir)
     }
 
-    /// Opens a file: revalidates the tag (and the catalog that describes the
-    /// file) once per session, then says whether the content is ready.
-    pub fn open(&self, path: &str) -> Result<Opened, FsError> {
-        self.revalidate();
+    /// Opens a file: revalidates the tag (and the document that describes
+    /// the file) once per session, then says which bytes the open is for.
+    pub fn open(&self, path: &str) -> Result<Opened> {
+        self.revalidation.revalidate(&self.shared)?;
+        let view = self.view_for(path)?;
+        let document = match view.node(path)? {
+            Node::Manifest => None,
+            Node::Document(name) => Some(name),
+            Node::Texture(texture) => Some(texture.document),
+            Node::TagRoot | Node::Source | Node::Tier | Node::Material => {
+                return Err(Error::IsDir);
+            }
+        };
+        if let Some(document) = document {
+            self.documents.revalidate(&self.shared, document)?;
+        }
+        // The revalidations may just have changed the tree: look again.
         let view = self.view_for(path)?;
         match view.node(path)? {
-            Node::Manifest => Ok(Opened::Ready(self.open_document(&view.manifest_blob)?)),
+            Node::Manifest => self.document_opened(&view.manifest_blob),
             Node::Document(name) => {
-                self.revalidate_document(name);
-                Ok(Opened::Ready(
-                    self.open_document(&self.document(name)?.blob)?,
-                ))
+                let blob = self.documents.get(&self.shared, name)?.blob;
+                self.document_opened(&blob)
+            }
+            Node::Texture(texture) => self
+                .files
+                .opened(&self.shared, path, &texture, view.generation),
+            Node::TagRoot | Node::Source | Node::Tier | Node::Material => Err(Error::IsDir),
+        }
+    }
+
+    fn document_opened(&self, blob: &Blob) -> Result<Opened> {
+        let open = Documents::open(&self.shared, blob)?;
+        Ok(Opened {
+            version: Some(blob.digest),
+            content: Some(open),
+            size: Some(blob.size),
+        })
+    }
+
+    /// The bytes of a file now; `expected` is the version an open is bound
+    /// to, and other bytes are [`Error::Changed`].
+    pub fn content(&self, path: &str, expected: Option<Sha256Digest>) -> Result<OpenBlob> {
+        let view = self.view_for(path)?;
+        let open = match view.node(path)? {
+            Node::Manifest => Documents::open(&self.shared, &view.manifest_blob)?,
+            Node::Document(name) => {
+                let blob = self.documents.get(&self.shared, name)?.blob;
+                Documents::open(&self.shared, &blob)?
             }
             Node::Texture(texture) => {
-                self.revalidate_document(texture.document);
-                // The catalog may just have changed: look again.
-                let view = self.view_for(path)?;
-                let Node::Texture(texture) = view.node(path)? else {
-                    return Err(FsError::NotFound);
-                };
-                Ok(self.opened_texture(path, &texture, view.generation))
+                self.files
+                    .content(&self.shared, path, &texture, view.generation)?
             }
-            Node::TagRoot | Node::Source | Node::Tier | Node::Material => Err(FsError::IsDir),
+            Node::TagRoot | Node::Source | Node::Tier | Node::Material => {
+                return Err(Error::IsDir);
+            }
+        };
+        match expected {
+            Some(digest) if digest != open.blob.digest => Err(Error::Changed {
+                path: path.to_string(),
+            }),
+            _ => Ok(open),
         }
     }
 
-    /// Content of a file opened as [`Opened::Lazy`].
-    pub fn content(&self, path: &str) -> Result<OpenBlob, FsError> {
-        let view = self.view_for(path)?;
-        match view.node(path)? {
-            Node::Manifest => self.open_document(&view.manifest_blob),
-            Node::Document(name) => self.open_document(&self.document(name)?.blob),
-            Node::Texture(texture) => self.texture_content(path, &texture, view.generation),
-            Node::TagRoot | Node::Source | Node::Tier | Node::Material => Err(FsError::IsDir),
-        }
+    /// Revalidates the manifest, unless it was this session.
+    pub fn revalidate(&self) -> Result<()> {
+        self.revalidation.revalidate(&self.shared)
+    }
+
+    /// Revalidates a document, unless it was this session, and loads it.
+    pub fn refresh_document(&self, name: &str) -> Result<()> {
+        self.documents.revalidate(&self.shared, name)?;
+        self.documents.get(&self.shared, name).map(drop)
     }
 
     /// A source's parsed catalog, loaded if needed.
-    pub fn catalog(&self, name: &str) -> Result<Arc<Catalog>, FsError> {
-        self.document(name)?.catalog.ok_or(FsError::NotFound)
+    pub fn catalog(&self, name: &str) -> Result<Arc<crate::format::Catalog>> {
+        self.documents
+            .get(&self.shared, name)?
+            .catalog
+            .ok_or(Error::NotFound)
     }
 
-    fn open_document(&self, blob: &Blob) -> Result<OpenBlob, FsError> {
-        match self.ctx.documents.open(&blob.digest) {
-            Ok(file) => Ok(OpenBlob {
-                blob: *blob,
-                file: Arc::new(file),
-            }),
-            Err(e) => {
-                tracing::error!(tag = %self.name, "cannot open a cached document: {e}");
-                Err(FsError::Io(format!("cannot open a cached document: {e}")))
-            }
-        }
-    }
-
-    /// How this session's revalidation went, the manifest's ETag and the
-    /// tag's generation, for the statistics.
+    /// How this session's revalidation went, the manifest's ETag, the
+    /// tag's generation and the changes seen, for the statistics.
     pub fn report(&self) -> serde_json::Value {
-        let state = self.state.lock();
         serde_json::json!({
-            "revalidation": *self.revalidation.lock(),
-            "manifest_etag": state.manifest.as_ref().and_then(|m| m.validators.etag.clone()),
-            "generation": state.generation,
+            "revalidation": self.revalidation.outcome(),
+            "manifest_etag": self.shared.state.manifest_etag(),
+            "generation": self.shared.state.version().generation,
+            "changes": serde_json::to_value(&*self.shared.changes.lock()).unwrap_or_default(),
         })
-    }
-
-    fn outcome(&self, outcome: &'static str) {
-        *self.revalidation.lock() = outcome;
-    }
-
-    /// Revalidates the manifest, once per session.
-    pub fn revalidate(&self) {
-        self.manifest_gate
-            .pass(REVALIDATION_RETRY, || self.revalidate_manifest());
-    }
-
-    pub fn revalidate_document(&self, name: &str) {
-        self.document_gates
-            .get(&name.to_string())
-            .pass(REVALIDATION_RETRY, || self.revalidate_document_now(name));
-    }
-
-    fn document_role(&self, name: &str) -> Option<DocumentRole> {
-        self.view().manifest.document_role(name)
-    }
-
-    /// A catalog, MaterialX or rowmap document: from memory, the cache, or
-    /// the server.
-    pub fn document(&self, name: &str) -> Result<LoadedDoc, FsError> {
-        if let Some(doc) = self.view().documents.get(name) {
-            return Ok(doc.clone());
-        }
-        let role = self.document_role(name).ok_or(FsError::NotFound)?;
-        self.document_loads.run(&name.to_string(), || {
-            if let Some(doc) = self.view().documents.get(name) {
-                return Ok(doc.clone());
-            }
-            let record = self.state.lock().documents.get(name).cloned();
-            if let Some(record) = record {
-                let cached = self
-                    .ctx
-                    .documents
-                    .read(&record.blob())
-                    .map_err(|e| e.to_string())
-                    .and_then(|bytes| {
-                        parse_document(&self.name, name, role, &bytes, &self.view().manifest)
-                    });
-                match cached {
-                    Ok((catalog, rowmap)) => {
-                        let doc = LoadedDoc { blob: record.blob(), catalog, rowmap };
-                        self.install_document(name, doc.clone());
-                        return Ok(doc);
-                    }
-                    Err(why) => tracing::warn!(tag = %self.name, document = name, "the cached copy is unusable ({why}); fetching it again"),
-                }
-            }
-            self.fetch_document(name, role)
-        })
-    }
-
-    fn fetch_document(&self, name: &str, role: DocumentRole) -> Result<LoadedDoc, FsError> {
-        let url = self.ctx.remote.url(&self.name, name);
-        if self.ctx.offline {
-            tracing::warn!(tag = %self.name, document = name, "not cached, and the mount is offline");
-            return Err(FsError::Io(format!(
-                "{url} is not cached and the mount is offline"
-            )));
-        }
-        let mut sink = MemorySink::with_limit(DOCUMENT_LIMIT);
-        let meta = match self
-            .ctx
-            .remote
-            .get(&self.name, name, &Validators::default(), &mut sink)
-        {
-            Ok(GetOutcome::Fetched(meta)) => meta,
-            Ok(GetOutcome::NotModified) => {
-                return Err(FsError::Io(format!("{url}: unexpected 304")));
-            }
-            Err(e) => {
-                tracing::warn!(tag = %self.name, document = name, "cannot fetch {url}: {e}");
-                return Err(FsError::Io(format!("cannot fetch {url}: {e}")));
-            }
-        };
-        let manifest = self.view().manifest.clone();
-        let content = parse_document(&self.name, name, role, &sink.bytes, &manifest)
-            .map_err(|why| {
-                tracing::error!(tag = %self.name, document = name, "the server sent an unusable document: {why}");
-                FsError::Io(format!("{url} is unusable: {why}"))
-            })?;
-        let doc = self.keep_document(name, content, &sink.bytes, &meta, |state, doc| {
-            self.save_state(state);
-            doc
-        })?;
-        self.document_gates.get(&name.to_string()).mark_passed();
-        tracing::info!(tag = %self.name, document = name, "fetched");
-        self.install_document(name, doc.clone());
-        Ok(doc)
-    }
-
-    fn put_document_bytes(&self, bytes: &[u8]) -> Result<Blob, FsError> {
-        self.ctx.documents.put_bytes(bytes).map_err(|e| {
-            tracing::error!(tag = %self.name, "cannot write to the cache: {e}");
-            FsError::Io(format!("cannot write to the cache: {e}"))
-        })
-    }
-
-    /// Stores a document's bytes and records them, with the validators to
-    /// revalidate them by, under `name`; `then` runs with the tag's state
-    /// still locked, so that nothing sees the record before it took effect.
-    fn keep_document<R>(
-        &self,
-        name: &str,
-        (catalog, rowmap): DocContent,
-        bytes: &[u8],
-        meta: &RemoteMeta,
-        then: impl FnOnce(&mut TagState, LoadedDoc) -> R,
-    ) -> Result<R, FsError> {
-        let blob = self.put_document_bytes(bytes)?;
-        let mut state = self.state.lock();
-        state
-            .documents
-            .insert(name.to_string(), DocRecord::new(blob, meta.validators()));
-        let doc = LoadedDoc {
-            blob,
-            catalog,
-            rowmap,
-        };
-        Ok(then(&mut state, doc))
-    }
-
-    fn install_document(&self, name: &str, doc: LoadedDoc) {
-        let mut view = self.view.write();
-        if view.documents.contains_key(name) {
-            return;
-        }
-        let mut documents = view.documents.clone();
-        documents.insert(name.to_string(), doc);
-        *view = Arc::new(TagView {
-            generation: view.generation,
-            mtime: view.mtime,
-            manifest: view.manifest.clone(),
-            manifest_blob: view.manifest_blob,
-            documents,
-        });
-    }
-
-    /// One conditional GET of a document against what is stored.
-    fn refresh(&self, path: &str, record: &DocRecord) -> Refresh {
-        let mut sink = MemorySink::with_limit(DOCUMENT_LIMIT);
-        match self
-            .ctx
-            .remote
-            .get(&self.name, path, &record.validators, &mut sink)
-        {
-            Ok(GetOutcome::NotModified) => Refresh::Unchanged,
-            Ok(GetOutcome::Fetched(meta)) => {
-                if Sha256Digest::of(&sink.bytes) != record.sha256 {
-                    return Refresh::Changed(sink.bytes, meta);
-                }
-                // Same bytes under new validators (or none): remember them so
-                // that the next session can get a 304.
-                let validators = meta.validators();
-                if validators != record.validators {
-                    let mut state = self.state.lock();
-                    let stored = if path == MANIFEST_FILE {
-                        state.manifest.as_mut()
-                    } else {
-                        state.documents.get_mut(path)
-                    };
-                    if let Some(stored) = stored {
-                        stored.validators = validators;
-                    }
-                    self.save_state(&state);
-                }
-                Refresh::Unchanged
-            }
-            Err(FetchError::NotFound) => Refresh::Gone,
-            Err(e) => Refresh::Failed(e),
-        }
-    }
-
-    /// Returns whether the check completed (false: try again later).
-    fn revalidate_manifest(&self) -> bool {
-        let record = self.state.lock().manifest.clone();
-        let Some(record) = record else {
-            return true;
-        };
-        if self.ctx.offline {
-            tracing::info!(tag = %self.name, "offline: serving the cached manifest");
-            self.outcome("offline");
-            return true;
-        }
-        match self.refresh(MANIFEST_FILE, &record) {
-            Refresh::Unchanged => {
-                tracing::info!(tag = %self.name, "revalidated: unchanged on the server");
-                self.outcome("unchanged");
-                true
-            }
-            Refresh::Changed(bytes, meta) => {
-                match parse_manifest_for(&self.name, &bytes) {
-                    Ok(manifest) => {
-                        self.replace_manifest(manifest, &bytes, meta);
-                        self.outcome("changed");
-                    }
-                    Err(why) => {
-                        tracing::error!(
-                            tag = %self.name,
-                            "the server sent an unusable manifest ({why}); keeping the cached copy"
-                        );
-                        self.outcome("failed");
-                    }
-                }
-                true
-            }
-            Refresh::Gone => {
-                tracing::warn!(tag = %self.name, "the tag is no longer on the server; serving the cached copy");
-                self.outcome("failed");
-                true
-            }
-            Refresh::Failed(e) => {
-                tracing::warn!(tag = %self.name, "cannot revalidate ({e}); serving the cached copy");
-                self.outcome(if e.is_unreachable() {
-                    "offline"
-                } else {
-                    "failed"
-                });
-                false
-            }
-        }
-    }
-
-    fn replace_manifest(&self, manifest: Manifest, bytes: &[u8], meta: RemoteMeta) {
-        let Ok(blob) = self.put_document_bytes(bytes) else {
-            return;
-        };
-        let manifest = Arc::new(manifest);
-        {
-            let mut state = self.state.lock();
-            state.manifest = Some(DocRecord::new(blob, meta.validators()));
-            self.start_generation(&mut state);
-            let mut view = self.view.write();
-            let documents = view
-                .documents
-                .iter()
-                .filter(|(name, _)| manifest.document_owner(name).is_some())
-                .map(|(name, doc)| (name.clone(), doc.clone()))
-                .collect();
-            *view = Arc::new(TagView {
-                generation: state.generation,
-                mtime: UNIX_EPOCH + Duration::from_secs(state.changed_at),
-                manifest,
-                manifest_blob: blob,
-                documents,
-            });
-        }
-        tracing::warn!(
-            tag = %self.name,
-            "the tag changed on the server: its manifest differs from the cached copy; \
-             files cached from the old version are checked again before they are served"
-        );
-        self.ctx.changed(&self.name, None);
-    }
-
-    /// Begins a new version of the tag: every file record and tier answer
-    /// from before must be confirmed again.
-    fn start_generation(&self, state: &mut TagState) {
-        state.generation += 1;
-        state.changed_at = unix_now();
-        state.complete_tiers.clear();
-        self.incomplete_tiers.lock().clear();
-        self.save_state(state);
-    }
-
-    fn revalidate_document_now(&self, name: &str) -> bool {
-        let Some(role) = self.document_role(name) else {
-            return true;
-        };
-        let record = self.state.lock().documents.get(name).cloned();
-        let Some(record) = record else {
-            // Never fetched: the first fetch is fresh by definition.
-            return self.document(name).is_ok();
-        };
-        if self.ctx.offline {
-            return true;
-        }
-        match self.refresh(name, &record) {
-            Refresh::Unchanged => {
-                tracing::info!(tag = %self.name, document = name, "revalidated: unchanged on the server");
-                true
-            }
-            Refresh::Changed(bytes, meta) => {
-                match parse_document(&self.name, name, role, &bytes, &self.view().manifest) {
-                    Ok(content) => self.replace_document(name, content, &bytes, meta),
-                    Err(why) => tracing::error!(
-                        tag = %self.name,
-                        document = name,
-                        "the server sent an unusable document ({why}); keeping the cached copy"
-                    ),
-                }
-                true
-            }
-            Refresh::Gone => {
-                tracing::warn!(tag = %self.name, document = name, "no longer on the server; serving the cached copy");
-                true
-            }
-            Refresh::Failed(e) => {
-                tracing::warn!(tag = %self.name, document = name, "cannot revalidate ({e}); serving the cached copy");
-                false
-            }
-        }
-    }
-
-    fn replace_document(&self, name: &str, content: DocContent, bytes: &[u8], meta: RemoteMeta) {
-        let kept = self.keep_document(name, content, bytes, &meta, |state, doc| {
-            self.start_generation(state);
-            let mut view = self.view.write();
-            let mut documents = view.documents.clone();
-            documents.insert(name.to_string(), doc);
-            *view = Arc::new(TagView {
-                generation: state.generation,
-                mtime: UNIX_EPOCH + Duration::from_secs(state.changed_at),
-                manifest: view.manifest.clone(),
-                manifest_blob: view.manifest_blob,
-                documents,
-            });
-        });
-        if kept.is_err() {
-            return;
-        }
-        tracing::warn!(
-            tag = %self.name,
-            document = name,
-            "the tag changed on the server: this document differs from the cached copy; \
-             files cached from the old version are checked again before they are served"
-        );
-        self.ctx.changed(&self.name, None);
     }
 }

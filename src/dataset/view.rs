@@ -1,15 +1,20 @@
 //! One immutable snapshot of a tag's tree, built from its manifest and the
-//! catalogs loaded so far. Resolving a path is pure: when a catalog that is
-//! not loaded yet is needed, the answer says which.
+//! catalogs loaded so far, and the cell that holds the current one. Resolving
+//! a path is pure: when a catalog that is not loaded yet is needed, the
+//! answer says which. A new snapshot is only ever made by [`TagView::next`]
+//! and put in place by [`ViewCell::update`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::error::FsError;
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+
+use super::error::Error;
 use crate::format::{
-    Catalog, MANIFEST_FILE, Manifest, Rowmap, RowmapMaterial, Slice, SourceSpec, TextureHash,
-    texture_extension,
+    BAKED_TIER, Catalog, MANIFEST_FILE, Manifest, Rowmap, RowmapMaterial, Slice, SourceSpec,
+    TextureHash, texture_extension,
 };
 use crate::store::Blob;
 
@@ -31,11 +36,137 @@ pub struct LoadedDoc {
 
 #[derive(Debug)]
 pub struct TagView {
+    /// Bumped whenever the manifest or a document changes on the server.
     pub generation: u64,
+    /// Of every node: distinct for every generation, so that the kernel sees
+    /// a changed directory as changed and drops the listing it kept.
     pub mtime: SystemTime,
     pub manifest: Arc<Manifest>,
     pub manifest_blob: Blob,
     pub documents: HashMap<String, LoadedDoc>,
+}
+
+/// The mtime of a version of a tag: when it changed, plus its generation in
+/// nanoseconds, so that two changes within a second still differ.
+pub fn version_mtime(changed_at: u64, generation: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(changed_at) + Duration::from_nanos(generation % 1_000_000_000)
+}
+
+/// What makes the next view of a tag.
+pub enum Step {
+    /// A document read for the first time (from the cache or the server):
+    /// the tag's version is unchanged.
+    Loaded(String, LoadedDoc),
+    /// A document replaced by a different one from the server.
+    Replaced {
+        name: String,
+        doc: LoadedDoc,
+        generation: u64,
+        changed_at: u64,
+    },
+    /// A new manifest: documents it no longer names are dropped.
+    NewManifest {
+        manifest: Arc<Manifest>,
+        blob: Blob,
+        generation: u64,
+        changed_at: u64,
+    },
+}
+
+impl TagView {
+    pub fn first(manifest: Manifest, blob: Blob, generation: u64, changed_at: u64) -> TagView {
+        TagView {
+            generation,
+            mtime: version_mtime(changed_at, generation),
+            manifest: Arc::new(manifest),
+            manifest_blob: blob,
+            documents: HashMap::new(),
+        }
+    }
+
+    /// The view after `step`; `None` when it changes nothing (a document
+    /// loaded twice).
+    pub fn next(&self, step: Step) -> Option<TagView> {
+        match step {
+            Step::Loaded(name, _) if self.documents.contains_key(&name) => None,
+            Step::Loaded(name, doc) => {
+                let mut documents = self.documents.clone();
+                documents.insert(name, doc);
+                Some(TagView {
+                    documents,
+                    manifest: self.manifest.clone(),
+                    ..*self
+                })
+            }
+            Step::Replaced {
+                name,
+                doc,
+                generation,
+                changed_at,
+            } => {
+                let mut documents = self.documents.clone();
+                documents.insert(name, doc);
+                Some(TagView {
+                    generation,
+                    mtime: version_mtime(changed_at, generation),
+                    manifest: self.manifest.clone(),
+                    manifest_blob: self.manifest_blob,
+                    documents,
+                })
+            }
+            Step::NewManifest {
+                manifest,
+                blob,
+                generation,
+                changed_at,
+            } => {
+                // Rowmaps are located through the manifest: read again.
+                let documents = self
+                    .documents
+                    .iter()
+                    .filter(|(name, _)| manifest.document_owner(name).is_some())
+                    .map(|(name, doc)| (name.clone(), doc.clone()))
+                    .collect();
+                Some(TagView {
+                    generation,
+                    mtime: version_mtime(changed_at, generation),
+                    manifest,
+                    manifest_blob: blob,
+                    documents,
+                })
+            }
+        }
+    }
+}
+
+/// The current view of a tag: read without locks, replaced whole.
+pub struct ViewCell {
+    current: ArcSwap<TagView>,
+    /// Serialises replacements, so that none is built on a stale view.
+    writer: Mutex<()>,
+}
+
+impl ViewCell {
+    pub fn new(view: TagView) -> Self {
+        ViewCell {
+            current: ArcSwap::from_pointee(view),
+            writer: Mutex::new(()),
+        }
+    }
+
+    pub fn load(&self) -> Arc<TagView> {
+        self.current.load_full()
+    }
+
+    /// Puts the view after `step` in place; returns the old and the new view
+    /// when something changed.
+    pub fn update(&self, step: Step) -> Option<(Arc<TagView>, Arc<TagView>)> {
+        let _writer = self.writer.lock();
+        let old = self.current.load_full();
+        let new = Arc::new(old.next(step)?);
+        self.current.store(new.clone());
+        Some((old, new))
+    }
 }
 
 /// A texture file, with names borrowed from the tree it was found in.
@@ -47,7 +178,8 @@ pub struct TextureRef<'v> {
     pub channel: &'v str,
     /// The document that lists this texture (its catalog, or its rowmap).
     pub document: &'v str,
-    /// What the catalog says about the baked tier's bytes of this channel.
+    /// What the catalog says about these very bytes: only in the baked
+    /// tier, whose files its hashes describe.
     pub hash: Option<TextureHash>,
     /// Where the bytes are in a container (schema 1 and 2 releases).
     pub slice: Option<ContainerSlice<'v>>,
@@ -186,10 +318,10 @@ impl TagView {
     }
 
     /// The node at `path`, once every document it needs is loaded.
-    pub fn node(&self, path: &str) -> Result<Node<'_>, FsError> {
+    pub fn node(&self, path: &str) -> Result<Node<'_>, Error> {
         match self.resolve(path) {
             Lookup::Found(node) => Ok(node),
-            Lookup::Missing | Lookup::NeedsDocument(_) => Err(FsError::NotFound),
+            Lookup::Missing | Lookup::NeedsDocument(_) => Err(Error::NotFound),
         }
     }
 
@@ -248,7 +380,8 @@ impl TagView {
                 material: &m.id,
                 channel,
                 document: catalog,
-                hash: m.hash(channel),
+                // The catalog's hashes describe the baked tier's files only.
+                hash: m.hash(channel).filter(|_| tier == BAKED_TIER),
                 slice: None,
             }),
             MaterialRef::Rowmap(m, rowmap, container) => {

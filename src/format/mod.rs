@@ -58,5 +58,9 @@ pub fn is_texture_path(path: &str) -> bool {
     path.ends_with(".png") || path.ends_with(".ktx2")
 }
 
+/// The tier whose files the catalogs' `texture_hashes` describe; other
+/// tiers are derived from it and have no hashes.
+pub const BAKED_TIER: &str = "1k";
+
 /// The tier that holds catalog values only and never has files.
 pub const SCALAR_TIER: &str = "scalar";

@@ -1,13 +1,21 @@
+//! The operations the kernel asks for, as plain functions: where a path
+//! becomes an inode (lookup), its attributes, opens bound to one version
+//! of a file, and reads. Each runs the same way on the kernel's threads
+//! (in quick mode, see `crate::wait`) and on a worker.
+
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, SystemTime};
 
+use super::error::{FsError, Result};
 use super::handles::{Handle, Handles, OpenFile};
 use super::inodes::{CONTROL_DIR, InodeTable, NodeKey, STATS_FILE};
+use super::kernel::{Invalidation, Kernel};
+use super::listing::Listings;
+use super::slots::{Bound, Join, Slot, Slots};
 use crate::dataset::{Change, Dataset, Kind, Opened, Stat};
 use crate::digest::Sha256Digest;
-use crate::error::FsError;
 use crate::stats::Stats;
 
 fn stats_path() -> String {
@@ -19,10 +27,6 @@ fn stats_path() -> String {
 const CONTENT_TTL: Duration = Duration::from_secs(24 * 3600);
 /// The root lists tags that may appear at any time.
 const ROOT_TTL: Duration = Duration::from_secs(1);
-/// A failed read is answered with the same error this long on the same open
-/// file: the kernel retries a failed page read at once, which would
-/// otherwise ask the server twice.
-const FAILURE_MEMORY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attr {
@@ -41,62 +45,98 @@ pub struct Entry {
 #[derive(Debug, Clone)]
 pub struct OpenReply {
     pub fh: u64,
-    /// The kernel may keep its page cache from earlier opens.
-    pub keep_cache: bool,
-    /// The kernel's idea of the size may be stale: bypass its page cache.
-    pub direct_io: bool,
-    /// The cached content, when the kernel may read it directly
-    /// (passthrough): it is complete and its size is what the kernel knows.
+    /// The version the open is bound to, when known at open.
+    pub version: Option<Sha256Digest>,
+    /// Its bytes, when they are at hand (and could be passed through).
     pub content: Option<Arc<File>>,
-    /// The digest of the bytes this open is for, when known.
-    pub digest: Option<Sha256Digest>,
+    /// Content whose size changes as it is read (the statistics): the
+    /// kernel must not cache it.
+    pub volatile: bool,
 }
 
-/// What the kernel must forget after a tag changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Invalidation {
-    Inode(u64),
-    Entry { parent: u64, name: String },
+/// Bytes read, and the version they are of.
+#[derive(Debug, Clone)]
+pub struct ReadReply {
+    pub bytes: Vec<u8>,
+    pub version: Option<Sha256Digest>,
 }
 
 pub struct FsCore {
     pub(super) dataset: Arc<Dataset>,
     pub(super) inodes: InodeTable,
     handles: Handles,
+    slots: Slots,
     pub(super) mounted_at: SystemTime,
-    pub(super) listings: super::listing::Listings,
+    pub(super) listings: Listings,
+    kernel: OnceLock<Arc<dyn Kernel>>,
 }
 
 impl FsCore {
-    pub fn new(dataset: Arc<Dataset>) -> Self {
-        FsCore {
+    /// The core of a mount; changes the dataset finds are passed to the
+    /// kernel set with [`FsCore::set_kernel`].
+    pub fn new(dataset: Arc<Dataset>) -> Arc<Self> {
+        let core = Arc::new(FsCore {
             dataset,
             inodes: InodeTable::default(),
             handles: Handles::default(),
+            slots: Slots::default(),
             mounted_at: SystemTime::now(),
-            listings: Default::default(),
-        }
+            listings: Listings::default(),
+            kernel: OnceLock::new(),
+        });
+        let weak: Weak<FsCore> = Arc::downgrade(&core);
+        core.dataset.context().on_change(move |change| {
+            if let Some(core) = weak.upgrade() {
+                core.changed(&change);
+            }
+        });
+        core
+    }
+
+    pub fn set_kernel(&self, kernel: Arc<dyn Kernel>) {
+        let _ = self.kernel.set(kernel);
     }
 
     pub fn dataset(&self) -> &Arc<Dataset> {
         &self.dataset
     }
 
-    pub(super) fn stat(&self, key: &NodeKey) -> Result<Stat, FsError> {
+    fn tell_kernel(&self, invalidations: Vec<Invalidation>) {
+        if invalidations.is_empty() {
+            return;
+        }
+        // The kernel asks for attributes it no longer has before it reads.
+        for invalidation in &invalidations {
+            if let Invalidation::Attributes(ino) | Invalidation::Inode(ino) = invalidation {
+                self.inodes.set_reported_size(*ino, None);
+            }
+        }
+        if let Some(kernel) = self.kernel.get() {
+            kernel.invalidate(invalidations);
+        }
+    }
+
+    fn changed(&self, change: &Change) {
+        let invalidations = self.invalidations(change);
+        tracing::debug!(?change, count = invalidations.len(), "invalidating kernel caches");
+        self.tell_kernel(invalidations);
+    }
+
+    pub(super) fn stat(&self, key: &NodeKey) -> Result<Stat> {
         let dir = Stat {
             kind: Kind::Dir,
             size: 0,
             mtime: self.mounted_at,
         };
         match &key.tag {
-            Some(tag) => self.dataset.tag(tag)?.stat(&key.path),
+            Some(tag) => Ok(self.dataset.tag(tag)?.stat(&key.path)?),
             None if key.path.is_empty() || *key.path == *CONTROL_DIR => Ok(dir),
             None if *key.path == *stats_path() => Ok(Stat {
                 kind: Kind::File,
                 size: self.render_stats().len() as u64,
                 mtime: SystemTime::now(),
             }),
-            None => Err(FsError::NotFound),
+            None => Err(crate::dataset::Error::NotFound.into()),
         }
     }
 
@@ -130,199 +170,170 @@ impl FsCore {
         (stat.kind == Kind::File).then_some(stat.size)
     }
 
-    /// Attributes from memory only; `None` when loading or a request is needed.
-    pub(super) fn peek(&self, key: &NodeKey) -> Option<Result<Stat, FsError>> {
-        match &key.tag {
-            None => Some(self.stat(key)),
-            Some(tag) => self.dataset.loaded(tag)?.peek_stat(&key.path),
+    /// The path of an inode, for messages.
+    pub fn describe(&self, ino: u64) -> String {
+        match self.inodes.key(ino) {
+            Some(NodeKey { tag: Some(tag), path }) if path.is_empty() => tag.to_string(),
+            Some(NodeKey { tag: Some(tag), path }) => format!("{tag}/{path}"),
+            Some(NodeKey { tag: None, path }) => format!("/{path}"),
+            None => format!("inode {ino}"),
         }
     }
 
-    fn lookup_by(
-        &self,
-        parent: u64,
-        name: &str,
-        stat: impl FnOnce(&NodeKey) -> Option<Result<Stat, FsError>>,
-    ) -> Option<Result<Entry, FsError>> {
-        let Some(parent_key) = self.inodes.key(parent) else {
-            return Some(Err(FsError::Stale));
-        };
-        let key = parent_key.child(name);
-        Some(stat(&key)?.map(|stat| {
-            let ino = self.inodes.lookup(&key, Self::file_size(&stat));
-            Self::entry(ino, &key, stat)
-        }))
+    fn key(&self, ino: u64) -> Result<NodeKey> {
+        self.inodes.key(ino).ok_or(FsError::StaleInode)
     }
 
-    pub fn lookup(&self, parent: u64, name: &str) -> Result<Entry, FsError> {
-        self.lookup_by(parent, name, |key| Some(self.stat(key)))
-            .expect("stat always answers")
-    }
-
-    /// [`FsCore::lookup`] if it can be answered without waiting.
-    pub fn try_lookup(&self, parent: u64, name: &str) -> Option<Result<Entry, FsError>> {
-        self.lookup_by(parent, name, |key| self.peek(key))
+    /// Where a path becomes an inode.
+    pub fn lookup(&self, parent: u64, name: &str) -> Result<Entry> {
+        let key = self.key(parent)?.child(name);
+        let stat = self.stat(&key)?;
+        let ino = self.inodes.lookup(&key, Self::file_size(&stat));
+        Ok(Self::entry(ino, &key, stat))
     }
 
     pub fn forget(&self, ino: u64, count: u64) {
         self.inodes.forget(ino, count);
     }
 
-    fn getattr_by(
-        &self,
-        ino: u64,
-        stat: impl FnOnce(&NodeKey) -> Option<Result<Stat, FsError>>,
-    ) -> Option<Result<Entry, FsError>> {
-        let Some(key) = self.inodes.key(ino) else {
-            return Some(Err(FsError::Stale));
-        };
-        Some(
-            stat(&key)?
-                .map_err(|e| match e {
-                    FsError::NotFound => FsError::Stale,
-                    e => e,
-                })
-                .map(|stat| {
-                    self.inodes.set_reported_size(ino, Self::file_size(&stat));
-                    Self::entry(ino, &key, stat)
-                }),
-        )
+    pub fn getattr(&self, ino: u64) -> Result<Entry> {
+        let key = self.key(ino)?;
+        let stat = self.stat(&key).map_err(FsError::on_inode)?;
+        self.inodes.set_reported_size(ino, Self::file_size(&stat));
+        Ok(Self::entry(ino, &key, stat))
     }
 
-    pub fn getattr(&self, ino: u64) -> Result<Entry, FsError> {
-        self.getattr_by(ino, |key| Some(self.stat(key)))
-            .expect("stat always answers")
-    }
-
-    /// [`FsCore::getattr`] if it can be answered without waiting.
-    pub fn try_getattr(&self, ino: u64) -> Option<Result<Entry, FsError>> {
-        self.getattr_by(ino, |key| self.peek(key))
-    }
-
-    pub fn release(&self, fh: u64) {
-        self.handles.remove(fh);
-    }
-
-    /// [`FsCore::open`] if it can be answered without waiting (the tag and
-    /// the file's catalog were revalidated already this session).
-    pub fn try_open(&self, ino: u64, flags: i32) -> Option<Result<OpenReply, FsError>> {
-        if let Some(key) = self.inodes.key(ino) {
-            if let Some(tag) = &key.tag {
-                if self
-                    .dataset
-                    .loaded(tag)
-                    .is_none_or(|t| t.open_may_block(&key.path))
-                {
-                    return None;
-                }
-            }
-        }
-        Some(self.open(ino, flags))
-    }
-
-    pub fn open(&self, ino: u64, flags: i32) -> Result<OpenReply, FsError> {
+    pub fn open(&self, ino: u64, flags: i32) -> Result<OpenReply> {
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             return Err(FsError::ReadOnly);
         }
-        let key = self.inodes.key(ino).ok_or(FsError::Stale)?;
+        let key = self.key(ino)?;
         let Some(tag_name) = &key.tag else {
             if *key.path != *stats_path() {
-                return Err(FsError::IsDir);
+                return Err(crate::dataset::Error::IsDir.into());
             }
-            // Its size changes as it is read: bypass the kernel's idea of it.
             let fh = self.handles.insert(Handle::Snapshot(self.render_stats()));
             return Ok(OpenReply {
                 fh,
-                keep_cache: false,
-                direct_io: true,
+                version: None,
                 content: None,
-                digest: None,
+                volatile: true,
             });
         };
         let tag = self.dataset.tag(tag_name)?;
-        let opened = tag.open(&key.path).map_err(|e| match e {
-            // The path was valid when the kernel looked it up.
-            FsError::NotFound => FsError::Stale,
-            e => e,
-        })?;
-        let (content, size, digest) = match opened {
-            Opened::Ready(open) => (
-                Some(open.file),
-                Some(open.blob.size),
-                Some(open.blob.digest),
-            ),
-            Opened::Lazy { size, digest } => (None, size, digest),
+        let opened = tag.open(&key.path).map_err(|e| FsError::from(e).on_inode())?;
+        let slot = match self.slots.join(ino, &opened) {
+            Join::Bound(slot) => slot,
+            Join::Stale => return Err(FsError::VersionOpen),
+            Join::Settle(slot, version) => {
+                // Open beside a bound version whose bytes this open cannot
+                // vouch for yet: they must be the same, or it cannot open.
+                let settled = tag
+                    .content(&key.path, Some(version))
+                    .map(|open| Opened {
+                        version: Some(open.blob.digest),
+                        size: Some(open.blob.size),
+                        content: Some(open),
+                    })
+                    .map_err(FsError::from);
+                self.slots.join_settled(ino, &slot, settled)?
+            }
         };
-        let sizes_agree = size.is_some() && size == self.inodes.reported_size(ino);
-        let keep_cache = content.is_some() && sizes_agree;
+        if let Some(size) = opened.size {
+            if self.inodes.reported_size(ino).is_some_and(|known| known != size) {
+                // The kernel holds another version's size: it asks again
+                // before its next read.
+                self.tell_kernel(vec![Invalidation::Attributes(ino)]);
+            }
+        }
+        let content = match slot.for_read() {
+            Ok(Bound::Content(file)) => Some(file),
+            _ => None,
+        };
+        let version = slot.version();
         let fh = self.handles.insert(Handle::File(OpenFile {
             tag,
             path: key.path.clone(),
-            content: parking_lot::Mutex::new(content.clone()),
-            failure: parking_lot::Mutex::new(None),
+            slot,
         }));
         Ok(OpenReply {
             fh,
-            keep_cache,
-            direct_io: !sizes_agree,
-            content: content.filter(|_| sizes_agree),
-            digest,
+            version,
+            content,
+            volatile: false,
         })
     }
 
-    fn content(&self, file: &OpenFile) -> Result<Arc<File>, FsError> {
-        if let Some(content) = file.content.lock().clone() {
-            return Ok(content);
-        }
-        if let Some((at, error)) = file.failure.lock().clone() {
-            if at.elapsed() < FAILURE_MEMORY {
-                return Err(error);
+    pub fn release(&self, fh: u64) {
+        if let Some(handle) = self.handles.remove(fh) {
+            if let Handle::File(file) = &*handle {
+                self.slots.leave(&file.slot);
             }
         }
-        let open = file.tag.content(&file.path).map_err(|e| {
-            let e = match e {
-                FsError::NotFound => FsError::Stale,
-                e => e,
-            };
-            *file.failure.lock() = Some((Instant::now(), e.clone()));
-            e
-        })?;
-        *file.content.lock() = Some(open.file.clone());
-        Ok(open.file)
     }
 
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
-        self.read_by(fh, offset, size, |file| Some(self.content(file)))
-            .expect("reading always answers")
-    }
-
-    /// [`FsCore::read`] if the content is at hand (no download needed).
-    pub fn try_read(&self, fh: u64, offset: u64, size: u32) -> Option<Result<Vec<u8>, FsError>> {
-        self.read_by(fh, offset, size, |file| file.content.lock().clone().map(Ok))
-    }
-
-    fn read_by(
-        &self,
-        fh: u64,
-        offset: u64,
-        size: u32,
-        content: impl FnOnce(&OpenFile) -> Option<Result<Arc<File>, FsError>>,
-    ) -> Option<Result<Vec<u8>, FsError>> {
-        let Some(handle) = self.handles.get(fh) else {
-            return Some(Err(FsError::Io("unknown file handle".into())));
+    /// The bytes of an open file: those of its slot, fetched by its first
+    /// read when they were not known at open.
+    fn content(&self, file: &OpenFile) -> Result<Arc<File>> {
+        let slot = &file.slot;
+        let expected = match slot.for_read()? {
+            Bound::Content(content) => return Ok(content),
+            Bound::Fetch(expected) => expected,
         };
+        let fetched = file
+            .tag
+            .content(&file.path, expected)
+            .map_err(|e| FsError::from(e).on_inode());
+        let open = match fetched {
+            Ok(open) => open,
+            Err(e) => {
+                if matches!(e, FsError::Dataset(crate::dataset::Error::Changed { .. })) {
+                    slot.make_stale();
+                } else if !e.is_would_block() {
+                    slot.failed(&e);
+                }
+                return Err(e);
+            }
+        };
+        let content = slot.bind(open.blob.digest, open.file.clone())?;
+        self.check_kernel_size(slot, open.blob.size)?;
+        Ok(content)
+    }
+
+    /// A slot bound by a read holds bytes whose size the kernel may not
+    /// know: it would cut them short or pad them, so the read fails and the
+    /// kernel is told the new size for the next one.
+    fn check_kernel_size(&self, slot: &Slot, size: u64) -> Result<()> {
+        match self.inodes.reported_size(slot.ino) {
+            Some(known) if known != size => {
+                self.tell_kernel(vec![Invalidation::Attributes(slot.ino)]);
+                Err(FsError::VersionOpen)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<ReadReply> {
+        let handle = self.handles.get(fh).ok_or(FsError::UnknownHandle)?;
         let file = match &*handle {
             Handle::File(file) => file,
             Handle::Snapshot(bytes) => {
                 let start = (offset as usize).min(bytes.len());
                 let end = start.saturating_add(size as usize).min(bytes.len());
-                return Some(Ok(bytes[start..end].to_vec()));
+                return Ok(ReadReply {
+                    bytes: bytes[start..end].to_vec(),
+                    version: None,
+                });
             }
         };
-        Some(content(file)?.and_then(|content| self.read_from(&content, offset, size)))
+        let content = self.content(file)?;
+        Ok(ReadReply {
+            bytes: self.read_from(&content, offset, size)?,
+            version: file.slot.version(),
+        })
     }
 
-    fn read_from(&self, content: &File, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+    fn read_from(&self, content: &File, offset: u64, size: u32) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; size as usize];
         let mut filled = 0;
         while filled < buf.len() {
@@ -330,49 +341,11 @@ impl FsCore {
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(FsError::Io(format!("cannot read the cached copy: {e}"))),
+                Err(e) => return Err(crate::dataset::Error::cache(e).into()),
             }
         }
         buf.truncate(filled);
         Stats::add(&self.dataset.context().stats.bytes_served, filled as u64);
         Ok(buf)
-    }
-
-    /// The kernel caches to drop after a change on the server: for one file,
-    /// its inode; for a tag, removed entries and every other inode of the
-    /// tag (its size or listing may differ).
-    pub fn invalidations(&self, change: &Change) -> Vec<Invalidation> {
-        let tag = change.tag.as_str();
-        if let Some(file) = &change.file {
-            let key = NodeKey {
-                tag: Some(tag.into()),
-                path: file.as_str().into(),
-            };
-            return self
-                .inodes
-                .ino_of(&key)
-                .map(Invalidation::Inode)
-                .into_iter()
-                .collect();
-        }
-        let Some(loaded) = self.dataset.loaded(tag) else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for (ino, key) in self.inodes.under_tag(tag) {
-            if !key.path.is_empty() && loaded.exists_now(&key.path) == Some(false) {
-                if let Some((parent, name)) = key.parent() {
-                    if let Some(parent) = self.inodes.ino_of(&parent) {
-                        out.push(Invalidation::Entry {
-                            parent,
-                            name: name.to_string(),
-                        });
-                    }
-                }
-            } else {
-                out.push(Invalidation::Inode(ino));
-            }
-        }
-        out
     }
 }

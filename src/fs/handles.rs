@@ -1,24 +1,19 @@
-//! Open files and directories, by handle number.
+//! Open files, by handle number.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use std::time::Instant;
-
 use parking_lot::Mutex;
 
+use super::slots::Slot;
 use crate::dataset::Tag;
-use crate::error::FsError;
 
 pub struct OpenFile {
     pub tag: Arc<Tag>,
-    pub path: std::sync::Arc<str>,
-    /// The cached content, once known (at open, or at the first read).
-    pub content: Mutex<Option<Arc<File>>>,
-    /// The last failure to get the content, and when it happened.
-    pub failure: Mutex<Option<(Instant, FsError)>>,
+    pub path: Arc<str>,
+    /// The version this open is bound to, shared with the inode's other opens.
+    pub slot: Arc<Slot>,
 }
 
 pub enum Handle {
@@ -52,7 +47,7 @@ impl Handles {
         self.open.lock().get(&fh).cloned()
     }
 
-    pub fn remove(&self, fh: u64) {
-        self.open.lock().remove(&fh);
+    pub fn remove(&self, fh: u64) -> Option<Arc<Handle>> {
+        self.open.lock().remove(&fh)
     }
 }

@@ -7,12 +7,13 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+
 use parking_lot::Mutex;
 
 use super::core::{Attr, Entry, FsCore};
+use super::error::{FsError, Result};
 use super::inodes::{CONTROL_DIR, NodeKey, STATS_FILE};
 use crate::dataset::Kind;
-use crate::error::FsError;
 
 /// How long a listing is reused for the kernel's successive reads of it.
 const REUSE: Duration = Duration::from_secs(1);
@@ -25,6 +26,9 @@ pub struct Listing {
     ino: u64,
     parent: u64,
     children: Vec<(String, Kind)>,
+    /// The generation of the tag's view it was built from; a listing of an
+    /// older version is never handed out again.
+    generation: Option<u64>,
     taken: Instant,
 }
 
@@ -50,52 +54,35 @@ fn unassigned_ino(key: &NodeKey) -> u64 {
 
 impl FsCore {
     /// The children of directory `ino`, loading its catalog if needed.
-    pub fn listing(&self, ino: u64) -> Result<Arc<Listing>, FsError> {
-        self.listing_by(
-            ino,
-            |tag, path| Some(self.dataset.tag(tag).and_then(|t| t.list(path))),
-            || Some(self.dataset.tag_names()),
-        )
-        .expect("listing always answers")
-    }
-
-    /// [`FsCore::listing`] if it can be answered without waiting.
-    pub fn try_listing(&self, ino: u64) -> Option<Result<Arc<Listing>, FsError>> {
-        self.listing_by(
-            ino,
-            |tag, path| self.dataset.loaded(tag)?.peek_list(path),
-            || self.dataset.peek_tag_names(),
-        )
-    }
-
-    fn listing_by(
-        &self,
-        ino: u64,
-        list: impl FnOnce(&str, &str) -> Option<Result<Vec<(String, Kind)>, FsError>>,
-        tags: impl FnOnce() -> Option<Vec<String>>,
-    ) -> Option<Result<Arc<Listing>, FsError>> {
+    pub fn listing(&self, ino: u64) -> Result<Arc<Listing>> {
+        let key = self.inodes.key(ino).ok_or(FsError::StaleInode)?;
+        let tag = match &key.tag {
+            Some(name) => Some(self.dataset.tag(name)?),
+            None => None,
+        };
+        let current = tag.as_ref().map(|t| t.generation());
         if let Some(listing) = self
             .listings
             .0
             .lock()
             .get(&ino)
-            .filter(|l| l.taken.elapsed() < REUSE)
+            .filter(|l| l.taken.elapsed() < REUSE && l.generation == current)
         {
-            return Some(Ok(listing.clone()));
+            return Ok(listing.clone());
         }
-        let Some(key) = self.inodes.key(ino) else {
-            return Some(Err(FsError::Stale));
-        };
-        let children: Vec<(String, Kind)> = match &key.tag {
-            Some(tag) => match list(tag, &key.path)? {
-                Ok(children) => children,
-                Err(e) => return Some(Err(e)),
-            },
-            None if key.path.is_empty() => std::iter::once((CONTROL_DIR.to_string(), Kind::Dir))
-                .chain(tags()?.into_iter().map(|n| (n, Kind::Dir)))
-                .collect(),
-            None if *key.path == *CONTROL_DIR => vec![(STATS_FILE.to_string(), Kind::File)],
-            None => return Some(Err(FsError::NotDir)),
+        let (children, generation) = match &tag {
+            Some(tag) => {
+                let (children, generation) = tag.list(&key.path).map_err(|e| FsError::from(e).on_inode())?;
+                (children, Some(generation))
+            }
+            None if key.path.is_empty() => (
+                std::iter::once((CONTROL_DIR.to_string(), Kind::Dir))
+                    .chain(self.dataset.tag_names()?.into_iter().map(|n| (n, Kind::Dir)))
+                    .collect(),
+                None,
+            ),
+            None if *key.path == *CONTROL_DIR => (vec![(STATS_FILE.to_string(), Kind::File)], None),
+            None => return Err(crate::dataset::Error::NotDir.into()),
         };
         let parent = key
             .parent()
@@ -106,6 +93,7 @@ impl FsCore {
             ino,
             parent,
             children,
+            generation,
             taken: Instant::now(),
         });
         let mut listings = self.listings.0.lock();
@@ -113,7 +101,7 @@ impl FsCore {
             listings.clear();
         }
         listings.insert(ino, listing.clone());
-        Some(Ok(listing))
+        Ok(listing)
     }
 
     /// Feeds entries from `offset` to `add` until it refuses one (the
@@ -199,8 +187,8 @@ impl FsCore {
 
     /// Attributes for readdirplus, from memory only.
     fn plus_entry(&self, key: &NodeKey, kind: Kind) -> Entry {
-        match self.peek(key) {
-            Some(Ok(stat)) => {
+        match crate::wait::quick(|| self.stat(key)) {
+            Ok(stat) => {
                 let ino = self.inodes.lookup(key, Self::file_size(&stat));
                 Self::entry(ino, key, stat)
             }

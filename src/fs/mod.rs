@@ -1,14 +1,19 @@
-//! The filesystem core: inode numbers, open handles and the operations the
-//! kernel asks for, as plain functions returning plain values. The FUSE
-//! adapter (`crate::fuse`) only translates.
+//! The filesystem core: inode numbers, open handles bound to one version of
+//! a file, and the operations the kernel asks for, as plain functions
+//! returning plain values. The FUSE adapter (`crate::fuse`) only translates.
 
 mod core;
+mod error;
 mod handles;
 mod inodes;
+mod kernel;
 mod listing;
+mod slots;
 
-pub use self::core::{Attr, Entry, FsCore, Invalidation, OpenReply};
+pub use self::core::{Attr, Entry, FsCore, OpenReply, ReadReply};
+pub use error::FsError;
 pub use inodes::{CONTROL_DIR, NodeKey, ROOT_INO, STATS_FILE};
+pub use kernel::{Invalidation, Kernel};
 pub use listing::{DirEntry, Listing};
 
 #[cfg(test)]

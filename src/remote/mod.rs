@@ -20,6 +20,16 @@ pub use budget::{Class, RateBudget, RateLimits};
 pub use metered::Metered;
 pub use retry::RetryPolicy;
 
+/// Whether two ETags name the same bytes: both strong and equal (a weak
+/// ETag promises only equivalent content).
+pub fn strong_etag_match(a: &str, b: &str) -> bool {
+    let strong = |s: &str| {
+        let s = s.trim();
+        (!s.starts_with("W/")).then(|| s.trim_matches('"').to_string())
+    };
+    matches!((strong(a), strong(b)), (Some(a), Some(b)) if a == b)
+}
+
 /// What was remembered from a response, to ask the server "has it changed?".
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Validators {

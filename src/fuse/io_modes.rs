@@ -49,10 +49,15 @@ enum Mode {
     Passthrough,
 }
 
-/// The open files of every inode that constrain further opens.
+/// The open files of every inode that constrain further opens, and the
+/// version of the pages the kernel may keep for each inode.
 pub struct IoModes<Id> {
     handles: HashMap<u64, (u64, Mode)>,
     inodes: HashMap<u64, InodeOpens<Id>>,
+    /// The version whose pages an inode's page cache holds (they outlive
+    /// the opens that read them): a later open of that version may keep
+    /// them, an open of any other must not.
+    paged: HashMap<u64, Sha256Digest>,
 }
 
 impl<Id> Default for IoModes<Id> {
@@ -60,6 +65,7 @@ impl<Id> Default for IoModes<Id> {
         IoModes {
             handles: HashMap::new(),
             inodes: HashMap::new(),
+            paged: HashMap::new(),
         }
     }
 }
@@ -91,10 +97,29 @@ impl<Id> IoModes<Id> {
         }
     }
 
-    /// Records an open read through the page cache.
-    pub fn opened_caching(&mut self, fh: u64, ino: u64) {
+    /// Whether an open of `version` may keep the pages the kernel holds
+    /// for `ino`.
+    pub fn may_keep_pages(&self, ino: u64, version: Option<Sha256Digest>) -> bool {
+        version.is_some() && self.paged.get(&ino) == version.as_ref()
+    }
+
+    /// Records an open read through the page cache, bound to `version`
+    /// (`None`: not known until its first read). Without kept pages, the
+    /// kernel dropped the inode's pages when it opened it.
+    pub fn opened_caching(&mut self, fh: u64, ino: u64, version: Option<Sha256Digest>) {
         self.inode(ino).caching += 1;
         self.handles.insert(fh, (ino, Mode::Caching));
+        match version {
+            Some(version) => self.paged.insert(ino, version),
+            None => self.paged.remove(&ino),
+        };
+    }
+
+    /// A read through the page cache returned bytes of `version`.
+    pub fn read_caching(&mut self, fh: u64, version: Sha256Digest) {
+        if let Some((ino, Mode::Caching)) = self.handles.get(&fh) {
+            self.paged.insert(*ino, version);
+        }
     }
 
     /// Records an open passed through to the inode's registered backing
@@ -161,6 +186,24 @@ impl<Id> IoModes<Id> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn pages_are_kept_only_for_the_version_that_filled_them() {
+        let mut modes = IoModes::<u32>::default();
+        let (a, b) = (digest(b"a"), digest(b"b"));
+        assert!(!modes.may_keep_pages(1, a));
+        modes.opened_caching(10, 1, a);
+        modes.released(10);
+        assert!(modes.may_keep_pages(1, a));
+        assert!(!modes.may_keep_pages(1, b) && !modes.may_keep_pages(1, None));
+        // Opened before its version was known: no pages are kept until a
+        // read says what they are.
+        modes.opened_caching(11, 1, None);
+        assert!(!modes.may_keep_pages(1, a));
+        modes.read_caching(11, b.unwrap());
+        modes.released(11);
+        assert!(modes.may_keep_pages(1, b));
+    }
+
     fn digest(bytes: &[u8]) -> Option<Sha256Digest> {
         Some(Sha256Digest::of(bytes))
     }
@@ -174,7 +217,7 @@ mod tests {
             Decision::Register
         ));
         // Opened before the bytes were cached: the page cache reads it.
-        modes.opened_caching(10, 1);
+        modes.opened_caching(10, 1, None);
         assert!(matches!(
             modes.decide(1, Some(7), bytes),
             Decision::Ordinary
@@ -218,7 +261,7 @@ mod tests {
     fn releases_of_unknown_or_repeated_handles_are_harmless() {
         let mut modes = IoModes::<u32>::default();
         modes.released(5);
-        modes.opened_caching(10, 1);
+        modes.opened_caching(10, 1, None);
         modes.released(10);
         modes.released(10);
         assert!(modes.inodes.is_empty() && modes.handles.is_empty());

@@ -8,18 +8,20 @@ use std::collections::{HashMap, HashSet};
 
 use parking_lot::Mutex;
 
-use super::Tag;
+use super::sizes::announced_record;
+use super::verify::MIN_TEXTURE_SIZE;
+use crate::dataset::tag::Shared;
 use crate::flight::SingleFlight;
 use crate::format::hub::TreeFile;
 use crate::format::is_texture_path;
 use crate::remote::FetchError;
-use crate::store::FileRecord;
+use crate::store::{FileRecord, FileRecords};
 
 /// Material listings in a tier before the whole tier is listed.
 const MATERIALS_BEFORE_TIER: u32 = 2;
 
 #[derive(Default)]
-pub(super) struct TreeSizes {
+pub struct TreeSizes {
     /// `(generation, directory)` already listed (or tried) this session.
     listed: Mutex<HashSet<(u64, String)>>,
     /// Material listings per `(generation, source/tier)`.
@@ -27,11 +29,11 @@ pub(super) struct TreeSizes {
     flights: SingleFlight<(u64, String), ()>,
 }
 
-impl Tag {
+impl TreeSizes {
     /// Records the sizes of `path`'s directory from the tree listing, when
     /// the API is there and has not listed it yet this session.
-    pub(super) fn size_from_tree(&self, path: &str, generation: u64) {
-        if !self.ctx.hub_usable() {
+    pub fn list_for(&self, t: &Shared, records: &FileRecords, path: &str, generation: u64) {
+        if !t.ctx.hub_usable() || t.ctx.offline {
             return;
         }
         let mut parts = path.splitn(4, '/');
@@ -42,7 +44,7 @@ impl Tag {
         };
         let tier_dir = format!("{source}/{tier}");
         let material_dir = format!("{tier_dir}/{material}");
-        let sizes = &self.tree_sizes;
+        let sizes = self;
         let dir = {
             let listed = sizes.listed.lock();
             if listed.contains(&(generation, tier_dir.clone()))
@@ -64,29 +66,36 @@ impl Tag {
             if sizes.listed.lock().contains(&key) {
                 return;
             }
-            match self.ctx.remote.tree(&self.name, &key.1) {
+            match t.ctx.remote.tree(&t.name, &key.1) {
                 Ok(listing) => {
                     let prefix = format!("{}/", key.1);
                     let files = listing
                         .files
                         .into_iter()
                         .filter(|f| f.path.starts_with(&prefix) && is_texture_path(&f.path));
-                    self.record_listed(files, generation);
+                    record_listed(t, records, files, generation);
                 }
                 Err(FetchError::NotFound) => {
-                    tracing::debug!(tag = %self.name, dir = key.1, "not in the tree listing");
+                    tracing::debug!(tag = %t.name, dir = key.1, "not in the tree listing");
                 }
-                Err(e) => self.ctx.hub_failed(&e),
+                Err(e) => t.ctx.hub_failed(&e),
             }
             sizes.listed.lock().insert(key.clone());
         });
     }
+}
 
-    fn record_listed(&self, files: impl Iterator<Item = TreeFile>, generation: u64) {
-        let records: Vec<FileRecord> = files
-            .map(|f| self.remote_record(&f.path, generation, f.size, Some(f.etag), f.sha256))
-            .collect();
-        tracing::debug!(tag = %self.name, files = records.len(), "sizes from the tree listing");
-        self.records.put_all(records);
-    }
+/// Sizes too small for a texture are not recorded: a HEAD asks again.
+fn record_listed(
+    t: &Shared,
+    records: &FileRecords,
+    files: impl Iterator<Item = TreeFile>,
+    generation: u64,
+) {
+    let listed: Vec<FileRecord> = files
+        .filter(|f| f.size >= MIN_TEXTURE_SIZE)
+        .map(|f| announced_record(records, &f.path, generation, f.size, Some(f.etag), f.sha256))
+        .collect();
+    tracing::debug!(tag = %t.name, files = listed.len(), "sizes from the tree listing");
+    records.put_all(listed);
 }

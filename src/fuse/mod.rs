@@ -1,9 +1,14 @@
 //! The fuser adapter: each kernel request becomes one call into
-//! [`FsCore`] and its result becomes the reply. Requests that may wait on
-//! the network go to a worker pool with their reply, so the threads that
-//! read from the kernel stay free; downloads and metadata have separate
-//! pools, so hung downloads never hold up a lookup. Passthrough of cached files to the kernel
-//! (Linux 6.9+) is the one FUSE-specific feature handled here.
+//! [`FsCore`], tried first in quick mode on the thread that read it (see
+//! `crate::wait`), and handed with its reply to a worker pool when it must
+//! wait; downloads and metadata have separate pools, so hung downloads never
+//! hold up a lookup. Kernel concerns live here: the errno of each error
+//! ([`errno`]), and how the kernel reads each open file ([`io_modes`]: page
+//! cache, kept or not, or passthrough of cached files on Linux 6.9+).
+
+mod errno;
+pub(crate) use errno::errno;
+mod io_modes;
 
 use std::ffi::OsStr;
 use std::io;
@@ -15,18 +20,20 @@ use std::time::SystemTime;
 
 use fuser::{
     AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 use parking_lot::Mutex;
 use tracing::debug_span;
 
 use crate::dataset::Kind;
-use crate::error::FsError;
-use crate::fs::{Attr, Entry, FsCore, Listing, OpenReply};
-use crate::io_modes::{Decision, IoModes};
+use crate::fs::{Attr, Entry, FsCore, FsError, Listing, OpenReply, ReadReply};
+use crate::wait;
 use crate::workers::Workers;
+use errno::FailureLog;
+use io_modes::{Decision, IoModes};
 
 /// Readahead the kernel may do on our files.
 const MAX_READAHEAD: u32 = 1 << 20;
@@ -48,8 +55,9 @@ struct Inner {
     /// The kernel reads directories without opendir.
     no_opendir: AtomicBool,
     /// How each open file is read, so that opens of one inode never mix
-    /// the page cache with passthrough.
+    /// the page cache with passthrough, nor pages of two versions.
     io_modes: Mutex<IoModes<BackingId>>,
+    failures: FailureLog,
 }
 
 impl FuseAdapter {
@@ -66,32 +74,34 @@ impl FuseAdapter {
             passthrough: AtomicBool::new(passthrough),
             no_opendir: AtomicBool::new(false),
             io_modes: Mutex::new(IoModes::default()),
+            failures: FailureLog::default(),
         }))
     }
 
-    /// Answers at once when `quick` can, else on a worker of `pool` with
-    /// `slow`.
+    /// Runs `op` in quick mode here; when it must wait, runs it again on a
+    /// worker of `pool`, in the caller's span. `send` replies either way.
     fn answer<R: Send + 'static, T: Send + 'static>(
         &self,
         pool: Pool,
         reply: R,
-        quick: impl FnOnce(&Inner) -> Option<T>,
-        slow: impl FnOnce(&Inner) -> T + Send + 'static,
-        send: impl FnOnce(&Inner, T, R) + Send + 'static,
+        op: impl Fn(&Inner) -> Result<T, FsError> + Send + 'static,
+        send: impl FnOnce(&Inner, Result<T, FsError>, R) + Send + 'static,
     ) {
-        match quick(&self.0) {
-            Some(result) => send(&self.0, result, reply),
-            None => {
+        match wait::quick(|| op(&self.0)) {
+            Err(e) if e.is_would_block() => {
                 let inner = self.0.clone();
+                let span = tracing::Span::current();
                 let workers = match pool {
                     Pool::Content => &self.0.content_workers,
                     Pool::Metadata => &self.0.metadata_workers,
                 };
                 workers.spawn(move || {
-                    let result = slow(&inner);
+                    let _entered = span.enter();
+                    let result = op(&inner);
                     send(&inner, result, reply);
                 });
             }
+            result => send(&self.0, result, reply),
         }
     }
 
@@ -106,14 +116,16 @@ impl FuseAdapter {
         self.answer(
             Pool::Metadata,
             reply,
-            |inner| inner.core.try_listing(ino.0),
             move |inner| inner.core.listing(ino.0),
             move |inner, listing, mut reply| match listing {
                 Ok(listing) => {
                     add(inner, &listing, &mut reply);
                     reply.ok();
                 }
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => {
+                    inner.failed("readdir", ino.0, &e);
+                    reply.error(errno(&e))
+                }
             },
         );
     }
@@ -156,10 +168,6 @@ fn file_type(kind: Kind) -> FileType {
     }
 }
 
-fn errno(error: &FsError) -> Errno {
-    Errno::from_i32(error.errno())
-}
-
 impl Inner {
     fn attr(&self, attr: &Attr) -> FileAttr {
         let (kind, perm, nlink) = match attr.kind {
@@ -185,32 +193,59 @@ impl Inner {
         }
     }
 
-    fn send_entry(&self, result: Result<Entry, FsError>, reply: ReplyEntry) {
+    /// The one log line of a failed operation on `ino`.
+    fn failed(&self, op: &str, ino: u64, error: &FsError) {
+        self.failures.failed(op, &self.core.describe(ino), error);
+    }
+
+    fn send_entry(&self, parent: u64, name: &str, result: Result<Entry, FsError>, reply: ReplyEntry) {
         match result {
             Ok(entry) => reply.entry(&entry.ttl, &self.attr(&entry.attr), Generation(0)),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => {
+                self.failures
+                    .failed("lookup", &format!("{}/{name}", self.core.describe(parent)), &e);
+                reply.error(errno(&e))
+            }
         }
     }
 
-    fn send_attr(&self, result: Result<Entry, FsError>, reply: ReplyAttr) {
+    fn send_attr(&self, (ino, result): (u64, Result<Entry, FsError>), reply: ReplyAttr) {
         match result {
             Ok(entry) => reply.attr(&entry.ttl, &self.attr(&entry.attr)),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => {
+                self.failed("getattr", ino, &e);
+                reply.error(errno(&e))
+            }
         }
     }
 
-    fn send_data(&self, result: Result<Vec<u8>, FsError>, reply: ReplyData) {
+    fn send_data(&self, (ino, fh, result): (u64, u64, Result<ReadReply, FsError>), reply: ReplyData) {
         match result {
-            Ok(bytes) => reply.data(&bytes),
-            Err(e) => reply.error(errno(&e)),
+            Ok(read) => {
+                if let Some(version) = read.version {
+                    self.io_modes.lock().read_caching(fh, version);
+                }
+                reply.data(&read.bytes)
+            }
+            Err(e) => {
+                self.failed("read", ino, &e);
+                reply.error(errno(&e))
+            }
         }
     }
 
     fn send_open(&self, (ino, result): (u64, Result<OpenReply, FsError>), reply: ReplyOpen) {
         let opened = match result {
             Ok(opened) => opened,
-            Err(e) => return reply.error(errno(&e)),
+            Err(e) => {
+                self.failed("open", ino, &e);
+                return reply.error(errno(&e));
+            }
         };
+        let fh = opened.fh;
+        if opened.volatile {
+            return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+        }
         // The cached file that could be passed through, by its inode number.
         let cached = opened
             .content
@@ -220,8 +255,7 @@ impl Inner {
         // Decided and recorded under one lock: concurrent opens of an inode
         // agree on its mode.
         let mut modes = self.io_modes.lock();
-        let fh = opened.fh;
-        match modes.decide(ino, cached.map(|(_, i)| i), opened.digest) {
+        match modes.decide(ino, cached.map(|(_, i)| i), opened.version) {
             Decision::Reuse(id) => {
                 modes.reused(fh, ino);
                 // The kernel refuses page-cache flags on a passthrough open.
@@ -232,7 +266,7 @@ impl Inner {
                 match reply.open_backing(file) {
                     Ok(id) => {
                         let id = Arc::new(id);
-                        modes.registered(fh, ino, file_ino, opened.digest, id.clone());
+                        modes.registered(fh, ino, file_ino, opened.version, id.clone());
                         return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
                     }
                     Err(e) => {
@@ -245,25 +279,19 @@ impl Inner {
             }
             Decision::Stale => {
                 drop(modes);
-                tracing::warn!(
-                    ino,
-                    "the file changed on the server while it is open elsewhere; \
-                     it can be opened again once those are closed"
-                );
+                let e = FsError::VersionOpen;
+                self.failed("open", ino, &e);
                 self.core.release(fh);
-                return reply.error(Errno::ESTALE);
+                return reply.error(errno(&e));
             }
             Decision::Ordinary => {}
         }
-        let mut flags = FopenFlags::empty();
-        if opened.keep_cache {
-            flags |= FopenFlags::FOPEN_KEEP_CACHE;
-        }
-        if opened.direct_io {
-            flags |= FopenFlags::FOPEN_DIRECT_IO;
+        let flags = if modes.may_keep_pages(ino, opened.version) {
+            FopenFlags::FOPEN_KEEP_CACHE
         } else {
-            modes.opened_caching(fh, ino);
-        }
+            FopenFlags::empty()
+        };
+        modes.opened_caching(fh, ino, opened.version);
         reply.opened(FileHandle(fh), flags);
     }
 
@@ -281,6 +309,10 @@ impl Filesystem for FuseAdapter {
         // optional; older kernels simply do without.
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // The kernel checks a file's attributes before reading its pages and
+        // a directory's mtime before using the listing it kept: after a
+        // change on the server, both are dropped once the attributes are.
+        let _ = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA);
         let no_opendir = config
             .add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
             .is_ok();
@@ -307,13 +339,13 @@ impl Filesystem for FuseAdapter {
         let Some(name) = name.to_str().map(str::to_owned) else {
             return reply.error(Errno::ENOENT);
         };
-        let quick_name = name.clone();
+        let parent = parent.0;
+        let logged = name.clone();
         self.answer(
             Pool::Metadata,
             reply,
-            |inner| inner.core.try_lookup(parent.0, &quick_name),
-            move |inner| inner.core.lookup(parent.0, &name),
-            Inner::send_entry,
+            move |inner| inner.core.lookup(parent, &name),
+            move |inner, result, reply| inner.send_entry(parent, &logged, result, reply),
         );
     }
 
@@ -323,12 +355,12 @@ impl Filesystem for FuseAdapter {
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let _span = debug_span!("getattr", ino = ino.0, pid = req.pid()).entered();
+        let ino = ino.0;
         self.answer(
             Pool::Metadata,
             reply,
-            |inner| inner.core.try_getattr(ino.0),
-            move |inner| inner.core.getattr(ino.0),
-            Inner::send_attr,
+            move |inner| inner.core.getattr(ino),
+            move |inner, result, reply| inner.send_attr((ino, result), reply),
         );
     }
 
@@ -405,12 +437,12 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _span = debug_span!("open", ino = ino.0, pid = req.pid()).entered();
+        let ino = ino.0;
         self.answer(
             Pool::Content,
             reply,
-            |inner| inner.core.try_open(ino.0, flags.0).map(|r| (ino.0, r)),
-            move |inner| (ino.0, inner.core.open(ino.0, flags.0)),
-            Inner::send_open,
+            move |inner| inner.core.open(ino, flags.0),
+            move |inner, result, reply| inner.send_open((ino, result), reply),
         );
     }
 
@@ -426,12 +458,12 @@ impl Filesystem for FuseAdapter {
         reply: ReplyData,
     ) {
         let _span = debug_span!("read", ino = ino.0, offset, size, pid = req.pid()).entered();
+        let (ino, fh) = (ino.0, fh.0);
         self.answer(
             Pool::Content,
             reply,
-            |inner| inner.core.try_read(fh.0, offset, size),
-            move |inner| inner.core.read(fh.0, offset, size),
-            Inner::send_data,
+            move |inner| inner.core.read(fh, offset, size),
+            move |inner, result, reply| inner.send_data((ino, fh, result), reply),
         );
     }
 
@@ -555,6 +587,22 @@ impl Filesystem for FuseAdapter {
 
     fn removexattr(&self, _: &Request, _: INodeNo, _: &OsStr, reply: ReplyEmpty) {
         reply.error(Errno::EROFS);
+    }
+
+    // Programs ask terminals questions of every file they open (`isatty`):
+    // no file here is a terminal.
+    fn ioctl(
+        &self,
+        _: &Request,
+        _: INodeNo,
+        _: FileHandle,
+        _: IoctlFlags,
+        _: u32,
+        _: &[u8],
+        _: u32,
+        reply: ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
     }
 
     fn access(&self, _: &Request, _: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {

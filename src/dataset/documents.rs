@@ -1,0 +1,312 @@
+//! The documents that shape a tag's tree (catalogs, MaterialX maps,
+//! rowmaps): read from the cache or fetched when first needed, parsed, and
+//! put into the tag's view; and the conditional request that asks whether
+//! one of them (or the manifest) changed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::changes::ChangeReport;
+use super::error::{Error, Result};
+use super::tag::Shared;
+use super::view::{LoadedDoc, Step};
+use crate::digest::Sha256Digest;
+use crate::flight::{Gates, SingleFlight};
+use crate::format::{
+    Catalog, DocumentRole, MANIFEST_FILE, Manifest, Rowmap, check_materialx_map, parse_catalog,
+    parse_manifest, parse_rowmap,
+};
+use crate::remote::{FetchError, GetOutcome, MemorySink, RemoteMeta, Validators};
+use crate::store::{Blob, DocRecord, OpenBlob};
+use crate::wait;
+
+/// Manifests and catalogs larger than this are refused.
+pub const DOCUMENT_LIMIT: usize = 256 << 20;
+/// A revalidation that could not reach the server is tried again after this.
+pub const REVALIDATION_RETRY: Duration = Duration::from_secs(60);
+/// How many skipped entries of one document are logged one by one.
+const SKIPPED_LOGGED: usize = 10;
+
+fn report_skipped(tag: &str, document: &str, skipped: &[String]) {
+    for reason in skipped.iter().take(SKIPPED_LOGGED) {
+        tracing::warn!(tag, document, "skipped an entry: {reason}");
+    }
+    if skipped.len() > SKIPPED_LOGGED {
+        tracing::warn!(
+            tag,
+            document,
+            "skipped {} more entries",
+            skipped.len() - SKIPPED_LOGGED
+        );
+    }
+}
+
+pub fn parse_manifest_for(tag: &str, bytes: &[u8]) -> Result<Manifest, String> {
+    let parsed = parse_manifest(bytes).map_err(|e| e.to_string())?;
+    report_skipped(tag, MANIFEST_FILE, &parsed.skipped);
+    Ok(parsed.value)
+}
+
+/// What a document holds for the tree.
+pub struct Parsed {
+    catalog: Option<Arc<Catalog>>,
+    rowmap: Option<Arc<Rowmap>>,
+}
+
+impl Parsed {
+    pub fn into_doc(self, blob: Blob) -> LoadedDoc {
+        LoadedDoc {
+            blob,
+            catalog: self.catalog,
+            rowmap: self.rowmap,
+        }
+    }
+}
+
+/// Checks a document's bytes; catalogs and rowmaps are parsed for the tree,
+/// and a rowmap's container is located through the manifest.
+pub fn parse_document(
+    tag: &str,
+    name: &str,
+    role: DocumentRole,
+    bytes: &[u8],
+    manifest: &Manifest,
+) -> Result<Parsed, String> {
+    match role {
+        DocumentRole::Catalog => {
+            let parsed = parse_catalog(bytes).map_err(|e| e.to_string())?;
+            report_skipped(tag, name, &parsed.skipped);
+            Ok(Parsed {
+                catalog: Some(Arc::new(parsed.value)),
+                rowmap: None,
+            })
+        }
+        DocumentRole::MaterialX => check_materialx_map(bytes)
+            .map(|()| Parsed {
+                catalog: None,
+                rowmap: None,
+            })
+            .map_err(|e| e.to_string()),
+        DocumentRole::Rowmap => {
+            let parsed = parse_rowmap(bytes).map_err(|e| e.to_string())?;
+            report_skipped(tag, name, &parsed.skipped);
+            let mut rowmap = parsed.value;
+            rowmap.container = manifest
+                .container_part(name)
+                .and_then(|part| part.container_location(rowmap.container.as_deref()));
+            if rowmap.container.is_none() {
+                tracing::warn!(tag, document = name, "the rowmap names no container");
+            }
+            Ok(Parsed {
+                catalog: None,
+                rowmap: Some(Arc::new(rowmap)),
+            })
+        }
+    }
+}
+
+/// What a conditional GET of a document found.
+pub enum Refresh {
+    Unchanged,
+    Changed(Vec<u8>, RemoteMeta),
+    Gone,
+    Failed(FetchError),
+}
+
+#[derive(Default)]
+pub struct Documents {
+    loads: SingleFlight<String, Result<LoadedDoc>>,
+    /// One revalidation per document and session (a first download counts).
+    fresh: Gates<String>,
+}
+
+impl Documents {
+    /// A catalog, MaterialX or rowmap document: from the view, the cache, or
+    /// the server (reading it from disk counts as waiting).
+    pub fn get(&self, t: &Shared, name: &str) -> Result<LoadedDoc> {
+        if let Some(doc) = t.view.load().documents.get(name) {
+            return Ok(doc.clone());
+        }
+        let role = t
+            .view
+            .load()
+            .manifest
+            .document_role(name)
+            .ok_or(Error::NotFound)?;
+        wait::may_block()?;
+        self.loads.run(&name.to_string(), || {
+            let view = t.view.load();
+            if let Some(doc) = view.documents.get(name) {
+                return Ok(doc.clone());
+            }
+            if let Some(record) = t.state.record(name) {
+                let cached = t
+                    .ctx
+                    .documents
+                    .read(&record.blob())
+                    .map_err(|e| e.to_string())
+                    .and_then(|bytes| parse_document(&t.name, name, role, &bytes, &view.manifest));
+                match cached {
+                    Ok(parsed) => return Ok(Self::install(t, name, parsed.into_doc(record.blob()))),
+                    Err(why) => tracing::warn!(
+                        tag = %t.name,
+                        document = name,
+                        "the cached copy is unusable ({why}); fetching it again"
+                    ),
+                }
+            }
+            self.fetch(t, name, role)
+        })
+    }
+
+    /// The view's copy once installed: another thread may have been first.
+    fn install(t: &Shared, name: &str, doc: LoadedDoc) -> LoadedDoc {
+        t.view.update(Step::Loaded(name.to_string(), doc.clone()));
+        t.view
+            .load()
+            .documents
+            .get(name)
+            .cloned()
+            .unwrap_or(doc)
+    }
+
+    fn fetch(&self, t: &Shared, name: &str, role: DocumentRole) -> Result<LoadedDoc> {
+        let url = t.url(name);
+        let remote = t.remote(&url, "not cached")?;
+        let mut sink = MemorySink::with_limit(DOCUMENT_LIMIT);
+        let meta = match remote.get(&t.name, name, &Validators::default(), &mut sink) {
+            Ok(GetOutcome::Fetched(meta)) => meta,
+            Ok(GetOutcome::NotModified) => {
+                return Err(Error::refused(url, "a 304 answer to an unconditional request"));
+            }
+            Err(e) => return Err(Error::fetch(url, e)),
+        };
+        let manifest = t.view.load().manifest.clone();
+        let parsed = parse_document(&t.name, name, role, &sink.bytes, &manifest)
+            .map_err(|why| Error::refused(&url, format!("an unusable document: {why}")))?;
+        let blob = t.put_document(&sink.bytes)?;
+        t.state
+            .set_document(name, DocRecord::new(blob, meta.validators()));
+        tracing::info!(tag = %t.name, document = name, "fetched");
+        self.fresh.get(&name.to_string()).mark_passed();
+        Ok(Self::install(t, name, parsed.into_doc(blob)))
+    }
+
+    /// Revalidates a document once per session: the first open that needs
+    /// it (the document itself, or a texture it lists) asks the server.
+    pub fn revalidate(&self, t: &Shared, name: &str) -> Result<()> {
+        let gate = self.fresh.get(&name.to_string());
+        if gate.is_settled(REVALIDATION_RETRY) {
+            return Ok(());
+        }
+        wait::may_block()?;
+        gate.pass(REVALIDATION_RETRY, || self.revalidate_now(t, name));
+        Ok(())
+    }
+
+    /// Returns whether the check completed (false: try again later).
+    fn revalidate_now(&self, t: &Shared, name: &str) -> bool {
+        let view = t.view.load();
+        let Some(role) = view.manifest.document_role(name) else {
+            return true;
+        };
+        let Some(record) = t.state.record(name) else {
+            // Never fetched: the first fetch is fresh by definition.
+            return self.get(t, name).is_ok();
+        };
+        if t.ctx.offline {
+            return true;
+        }
+        // The cached version in the view, to tell what changed.
+        let _ = self.get(t, name);
+        let view = t.view.load();
+        match Self::refresh(t, name, &record) {
+            Refresh::Unchanged => {
+                tracing::info!(tag = %t.name, document = name, "revalidated: unchanged on the server");
+                true
+            }
+            Refresh::Changed(bytes, meta) => {
+                match parse_document(&t.name, name, role, &bytes, &view.manifest) {
+                    Ok(parsed) => self.replace(t, name, parsed, &bytes, &meta),
+                    Err(why) => tracing::error!(
+                        tag = %t.name,
+                        document = name,
+                        "the server sent an unusable document ({why}); keeping the cached copy"
+                    ),
+                }
+                true
+            }
+            Refresh::Gone => {
+                tracing::warn!(tag = %t.name, document = name, "no longer on the server; serving the cached copy");
+                true
+            }
+            Refresh::Failed(e) => {
+                tracing::warn!(tag = %t.name, document = name, "cannot revalidate ({e}); serving the cached copy");
+                false
+            }
+        }
+    }
+
+    /// A document changed on the server: a new version of the tag begins.
+    fn replace(&self, t: &Shared, name: &str, parsed: Parsed, bytes: &[u8], meta: &RemoteMeta) {
+        let blob = match t.put_document(bytes) {
+            Ok(blob) => blob,
+            Err(e) => {
+                tracing::error!(tag = %t.name, document = name, "cannot keep the new version: {e}");
+                return;
+            }
+        };
+        let version = t.state.replace(name, DocRecord::new(blob, meta.validators()));
+        let doc = parsed.into_doc(blob);
+        let Some((old, new)) = t.view.update(Step::Replaced {
+            name: name.to_string(),
+            doc: doc.clone(),
+            generation: version.generation,
+            changed_at: version.changed_at,
+        }) else {
+            return;
+        };
+        let report = match (old.documents.get(name), new.manifest.document_owner(name)) {
+            (Some(before), Some(source)) => match (&before.catalog, &doc.catalog) {
+                (Some(a), Some(b)) => {
+                    ChangeReport::catalogs(name, &source.name, &source.tiers, a, b, version.generation)
+                }
+                _ => ChangeReport::document(name, version.generation),
+            },
+            _ => ChangeReport::document(name, version.generation),
+        };
+        t.announce(report, None);
+    }
+
+    /// One conditional GET of the manifest or a document against what is
+    /// stored (also a GET with no validator when none was stored).
+    pub fn refresh(t: &Shared, name: &str, record: &DocRecord) -> Refresh {
+        let url = t.url(name);
+        let remote = match t.remote(&url, "cannot be revalidated") {
+            Ok(remote) => remote,
+            Err(_) => return Refresh::Failed(FetchError::Offline),
+        };
+        let mut sink = MemorySink::with_limit(DOCUMENT_LIMIT);
+        match remote.get(&t.name, name, &record.validators, &mut sink) {
+            Ok(GetOutcome::NotModified) => Refresh::Unchanged,
+            Ok(GetOutcome::Fetched(meta)) => {
+                if Sha256Digest::of(&sink.bytes) != record.sha256 {
+                    return Refresh::Changed(sink.bytes, meta);
+                }
+                t.state.set_validators(name, meta.validators());
+                Refresh::Unchanged
+            }
+            Err(FetchError::NotFound) => Refresh::Gone,
+            Err(e) => Refresh::Failed(e),
+        }
+    }
+
+    /// A cached document's bytes, open.
+    pub fn open(t: &Shared, blob: &Blob) -> Result<OpenBlob> {
+        let file = t.ctx.documents.open(&blob.digest).map_err(Error::cache)?;
+        Ok(OpenBlob {
+            blob: *blob,
+            file: Arc::new(file),
+        })
+    }
+}

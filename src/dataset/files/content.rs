@@ -1,0 +1,265 @@
+//! Texture content: served from the cache when [`identity`] proves the
+//! cached bytes are the path's under this version (whichever path or tag
+//! they were downloaded for), else downloaded once, checked, and kept.
+//! Every texture served, cached or not, passes its format's magic check.
+
+use super::identity::{self, Identity, Proof};
+use super::tiers::Tiers;
+use super::verify::{Expected, check_download, check_file_magic};
+use crate::dataset::changes::ChangeReport;
+use crate::dataset::error::{Error, Result};
+use crate::dataset::tag::{Opened, Shared};
+use crate::dataset::view::{ContainerSlice, TextureRef};
+use crate::flight::SingleFlight;
+use crate::remote::{FetchError, GetOutcome, Validators};
+use crate::stats::Stats;
+use crate::store::{Blob, FileRecord, FileRecords, OpenBlob};
+use crate::wait;
+
+#[derive(Default)]
+pub struct Content {
+    downloads: SingleFlight<String, Result<OpenBlob>>,
+}
+
+/// Cached bytes of an older version, which the server may confirm (`304`).
+struct Unconfirmed {
+    open: OpenBlob,
+    etag: String,
+}
+
+impl Content {
+    /// What an open is bound to, with the bytes when they are cached.
+    pub fn opened(
+        &self,
+        t: &Shared,
+        records: &FileRecords,
+        path: &str,
+        texture: &TextureRef,
+        generation: u64,
+    ) -> Result<Opened> {
+        let record = records.get(path);
+        let Some(identity) = identity::proven(record.as_ref(), texture.hash, generation) else {
+            return Ok(Opened {
+                version: None,
+                content: None,
+                size: None,
+            });
+        };
+        Ok(Opened {
+            version: Some(identity.digest()),
+            content: serve_cached(t, records, record, identity, path, texture, generation)?,
+            size: Some(identity.blob.size),
+        })
+    }
+
+    /// The bytes of a texture now.
+    pub fn get(
+        &self,
+        t: &Shared,
+        records: &FileRecords,
+        tiers: &Tiers,
+        path: &str,
+        texture: &TextureRef,
+        generation: u64,
+    ) -> Result<OpenBlob> {
+        if let Some(open) = self.proven_cached(t, records, path, texture, generation)? {
+            return Ok(open);
+        }
+        wait::may_block()?;
+        self.downloads.run(&path.to_string(), || {
+            if let Some(open) = self.proven_cached(t, records, path, texture, generation)? {
+                return Ok(open);
+            }
+            let record = records.get(path);
+            let identity = identity::proven(record.as_ref(), texture.hash, generation);
+            // Cached under an older version: ask whether it is still current
+            // (for a slice of a container: the same slice of the same
+            // container, by the container's ETag).
+            let unconfirmed = record
+                .as_ref()
+                .filter(|_| identity.is_none())
+                .and_then(|r| {
+                    let open = t.ctx.content.open(&Blob {
+                        digest: r.sha256?,
+                        size: r.size?,
+                    })?;
+                    let same_slice = texture
+                        .slice
+                        .is_none_or(|s| s.slice.length == open.blob.size);
+                    let etag = r.etag.clone().filter(|_| same_slice)?;
+                    Some(Unconfirmed { open, etag })
+                });
+            download(t, records, tiers, path, texture, generation, record, identity, unconfirmed)
+        })
+    }
+
+    fn proven_cached(
+        &self,
+        t: &Shared,
+        records: &FileRecords,
+        path: &str,
+        texture: &TextureRef,
+        generation: u64,
+    ) -> Result<Option<OpenBlob>> {
+        let record = records.get(path);
+        match identity::proven(record.as_ref(), texture.hash, generation) {
+            Some(identity) => serve_cached(t, records, record, identity, path, texture, generation),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The proven bytes from the cache, if it holds them and they pass the
+/// magic check. Bytes first served under this path are recorded for it
+/// (which is a write: not in quick mode).
+fn serve_cached(
+    t: &Shared,
+    records: &FileRecords,
+    record: Option<FileRecord>,
+    identity: Identity,
+    path: &str,
+    texture: &TextureRef,
+    generation: u64,
+) -> Result<Option<OpenBlob>> {
+    let Some(open) = t.ctx.content.open(&identity.blob) else {
+        return Ok(None);
+    };
+    if let Err(why) = check_file_magic(texture.extension(), &open.file) {
+        tracing::error!(tag = %t.name, path, sha256 = %identity.digest(), "cached bytes are not served: {why}");
+        return Ok(None);
+    }
+    let stats = &t.ctx.stats;
+    let held = record
+        .as_ref()
+        .is_some_and(|r| r.generation == generation && r.sha256 == Some(identity.digest()));
+    if identity.proof == Proof::Confirmed || held {
+        Stats::add(&stats.cache_hits, 1);
+        return Ok(Some(open));
+    }
+    wait::may_block()?;
+    let downloaded_here = record
+        .as_ref()
+        .is_some_and(|r| r.sha256 == Some(identity.digest()));
+    tracing::debug!(tag = %t.name, path, sha256 = %identity.digest(), proof = ?identity.proof, "served from the cache");
+    records.put(FileRecord {
+        path: path.to_string(),
+        generation,
+        size: Some(identity.blob.size),
+        etag: record.as_ref().and_then(|r| r.etag.clone()),
+        sha256: Some(identity.digest()),
+        remote_sha256: record.as_ref().and_then(|r| r.remote_sha256),
+    });
+    Stats::add(
+        if downloaded_here {
+            &stats.cache_hits
+        } else {
+            &stats.dedupe_hits
+        },
+        1,
+    );
+    Ok(Some(open))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn download(
+    t: &Shared,
+    records: &FileRecords,
+    tiers: &Tiers,
+    path: &str,
+    texture: &TextureRef,
+    generation: u64,
+    record: Option<FileRecord>,
+    identity: Option<Identity>,
+    unconfirmed: Option<Unconfirmed>,
+) -> Result<OpenBlob> {
+    let url = match texture.slice {
+        Some(ContainerSlice {
+            container: Some(container),
+            slice,
+        }) => format!(
+            "{} (bytes {}-{})",
+            t.url(container),
+            slice.offset,
+            slice.offset + slice.length - 1
+        ),
+        _ => t.url(path),
+    };
+    let why = match unconfirmed {
+        Some(_) => "the tag changed since it was cached",
+        None => "not cached",
+    };
+    let remote = t.remote(&url, why)?;
+    // Container releases predate the sentinel: their manifest lists only
+    // finished tiers.
+    if texture.slice.is_none() {
+        tiers.ensure_complete(t, texture.source, texture.tier, generation)?;
+    }
+    let validators = Validators {
+        etag: unconfirmed.as_ref().map(|u| u.etag.clone()),
+        last_modified: None,
+    };
+    let mut ingest = t
+        .ctx
+        .content
+        .ingest()
+        .map_err(Error::cache)?
+        .with_limit(t.ctx.max_file_size);
+    let fetched = match texture.slice {
+        None => remote.get(&t.name, path, &validators, &mut ingest),
+        Some(slice) => match slice.container {
+            None => Err(FetchError::Rejected("the rowmap names no container".into())),
+            Some(container) => {
+                remote.get_range(&t.name, container, slice.slice, &validators, &mut ingest)
+            }
+        },
+    };
+    match fetched.map_err(|e| Error::fetch(&url, e))? {
+        GetOutcome::NotModified => {
+            let Some(Unconfirmed { open, etag }) = unconfirmed else {
+                return Err(Error::refused(url, "a 304 answer to an unconditional request"));
+            };
+            check_file_magic(texture.extension(), &open.file).map_err(|why| Error::refused(&url, why))?;
+            tracing::debug!(tag = %t.name, path, "unchanged on the server (ETag)");
+            records.put(FileRecord {
+                path: path.to_string(),
+                generation,
+                size: Some(open.blob.size),
+                etag: Some(etag),
+                sha256: Some(open.blob.digest),
+                remote_sha256: None,
+            });
+            Stats::add(&t.ctx.stats.cache_hits, 1);
+            Ok(open)
+        }
+        GetOutcome::Fetched(meta) => {
+            let done = ingest.finish().map_err(Error::cache)?;
+            let expected = Expected {
+                catalog: texture.hash,
+            };
+            check_download(texture.extension(), &done.head, done.blob, &meta, expected)
+                .map_err(|why| Error::refused(&url, why))?;
+            let open = t.ctx.content.insert(done).map_err(Error::cache)?;
+            // What this version said of the file before: bytes proven, or
+            // a size the kernel was given.
+            let announced_size = record
+                .as_ref()
+                .filter(|r| r.generation == generation)
+                .and_then(|r| r.size);
+            let changed = identity.is_some_and(|i| i.digest() != open.blob.digest)
+                || announced_size.is_some_and(|size| size != open.blob.size);
+            records.put(FileRecord {
+                path: path.to_string(),
+                generation,
+                size: Some(open.blob.size),
+                etag: meta.etag,
+                sha256: Some(open.blob.digest),
+                remote_sha256: meta.sha256,
+            });
+            Stats::add(&t.ctx.stats.cache_misses, 1);
+            if changed {
+                t.announce(ChangeReport::file(path, generation), Some(path));
+            }
+            Ok(open)
+        }
+    }
+}

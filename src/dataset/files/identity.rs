@@ -1,0 +1,133 @@
+//! The one rule that decides which bytes belong to a path, under the tag's
+//! current version (generation), for one origin:
+//!
+//! - bytes downloaded from that path, or proven unchanged by the server (a
+//!   `304` to a conditional request, a HEAD with the same strong ETag and
+//!   size), under this generation;
+//! - the server's own digest for that path under this generation
+//!   (`X-Linked-Etag` on its HEAD, the Hub tree listing's sha256 for it);
+//! - the catalog's hash for that very file (its `texture_hashes` describe
+//!   the baked tier's files only).
+//!
+//! Nothing else proves anything: not another path's record, not another
+//! tier's hash, not a size.
+
+use crate::digest::Sha256Digest;
+use crate::format::TextureHash;
+use crate::store::{Blob, FileRecord};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    /// Downloaded from the path, or proven unchanged, under this generation.
+    Confirmed,
+    /// The server's own digest for the path, under this generation.
+    Declared,
+    /// The catalog's hash for the file.
+    Catalog,
+}
+
+/// Bytes proven to be a path's, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    pub blob: Blob,
+    pub proof: Proof,
+}
+
+impl Identity {
+    pub fn digest(&self) -> Sha256Digest {
+        self.blob.digest
+    }
+}
+
+/// The bytes proven to be the file's under `generation`, if any: `record`
+/// is what is known of this path, `catalog` the catalog's hash for this
+/// very file.
+pub fn proven(
+    record: Option<&FileRecord>,
+    catalog: Option<TextureHash>,
+    generation: u64,
+) -> Option<Identity> {
+    let current = record.filter(|r| r.generation == generation);
+    let from_record = |digest: Option<Sha256Digest>, proof| {
+        let record = current?;
+        Some(Identity {
+            blob: Blob {
+                digest: digest?,
+                size: record.size?,
+            },
+            proof,
+        })
+    };
+    from_record(current.and_then(|r| r.sha256), Proof::Confirmed)
+        .or_else(|| from_record(current.and_then(|r| r.remote_sha256), Proof::Declared))
+        .or_else(|| {
+            catalog.map(|hash| Identity {
+                blob: Blob {
+                    digest: hash.sha256,
+                    size: hash.size,
+                },
+                proof: Proof::Catalog,
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(s: &str) -> Sha256Digest {
+        Sha256Digest::of(s.as_bytes())
+    }
+
+    fn record(generation: u64) -> FileRecord {
+        FileRecord {
+            path: "a/512/m/color.png".into(),
+            generation,
+            size: Some(100),
+            etag: None,
+            sha256: None,
+            remote_sha256: None,
+        }
+    }
+
+    #[test]
+    fn only_proofs_for_this_path_and_version_count() {
+        let hash = TextureHash {
+            sha256: digest("catalog"),
+            size: 90,
+        };
+        // Nothing known, no hash: nothing proven.
+        assert_eq!(proven(None, None, 3), None);
+        // A size alone proves nothing.
+        assert_eq!(proven(Some(&record(3)), None, 3), None);
+        let downloaded = FileRecord {
+            sha256: Some(digest("bytes")),
+            ..record(3)
+        };
+        assert_eq!(
+            proven(Some(&downloaded), Some(hash), 3).map(|i| (i.digest(), i.proof)),
+            Some((digest("bytes"), Proof::Confirmed))
+        );
+        // Of an older version: only the catalog's hash for the file holds.
+        assert_eq!(
+            proven(Some(&downloaded), Some(hash), 4).map(|i| (i.blob, i.proof)),
+            Some((
+                Blob {
+                    digest: hash.sha256,
+                    size: 90
+                },
+                Proof::Catalog
+            ))
+        );
+        assert_eq!(proven(Some(&downloaded), None, 4), None);
+        let declared = FileRecord {
+            remote_sha256: Some(digest("stated")),
+            ..record(4)
+        };
+        assert_eq!(
+            proven(Some(&declared), None, 4).map(|i| i.proof),
+            Some(Proof::Declared)
+        );
+        assert_eq!(proven(Some(&declared), None, 5), None);
+    }
+}

@@ -1,0 +1,100 @@
+//! Exact sizes without downloads: from the file records of this version,
+//! the catalog's hash for a baked-tier file, a container's rowmap, the
+//! Hugging Face tree listing, or one HEAD request.
+
+use super::tree_sizes::TreeSizes;
+use super::verify::{MIN_TEXTURE_SIZE, check_announced_size};
+use crate::dataset::error::{Error, Result};
+use crate::dataset::tag::Shared;
+use crate::dataset::view::TextureRef;
+use crate::digest::Sha256Digest;
+use crate::flight::SingleFlight;
+use crate::remote::strong_etag_match;
+use crate::store::{FileRecord, FileRecords};
+use crate::wait;
+
+#[derive(Default)]
+pub struct Sizes {
+    flight: SingleFlight<String, Result<u64>>,
+    tree: TreeSizes,
+}
+
+/// The size of a texture when it is known for this version without asking.
+pub fn known_size(
+    records: &FileRecords,
+    path: &str,
+    texture: &TextureRef,
+    generation: u64,
+) -> Option<u64> {
+    if let Some(slice) = texture.slice {
+        return Some(slice.slice.length);
+    }
+    records
+        .size_at(path, generation)
+        .filter(|&size| size >= MIN_TEXTURE_SIZE)
+        .or(texture.hash.map(|hash| hash.size))
+}
+
+/// The record of a file whose size and validator the server just gave: the
+/// content cached before stays proven when the strong ETag and the size are
+/// unchanged.
+pub fn announced_record(
+    records: &FileRecords,
+    path: &str,
+    generation: u64,
+    size: u64,
+    etag: Option<String>,
+    stated_sha256: Option<Sha256Digest>,
+) -> FileRecord {
+    let old = records.get(path);
+    let unchanged = old.as_ref().is_some_and(|old| {
+        old.size == Some(size)
+            && matches!((&old.etag, &etag), (Some(a), Some(b)) if strong_etag_match(a, b))
+    });
+    FileRecord {
+        path: path.to_string(),
+        generation,
+        size: Some(size),
+        etag,
+        sha256: old.and_then(|o| o.sha256).filter(|_| unchanged),
+        remote_sha256: stated_sha256,
+    }
+}
+
+impl Sizes {
+    pub fn size(
+        &self,
+        t: &Shared,
+        records: &FileRecords,
+        path: &str,
+        texture: &TextureRef,
+        generation: u64,
+    ) -> Result<u64> {
+        if let Some(size) = known_size(records, path, texture, generation) {
+            return Ok(size);
+        }
+        wait::may_block()?;
+        self.flight.run(&path.to_string(), || {
+            self.tree.list_for(t, records, path, generation);
+            match known_size(records, path, texture, generation) {
+                Some(size) => Ok(size),
+                None => head(t, records, path, generation),
+            }
+        })
+    }
+}
+
+fn head(t: &Shared, records: &FileRecords, path: &str, generation: u64) -> Result<u64> {
+    let url = t.url(path);
+    let remote = t.remote(&url, "the size is unknown")?;
+    let meta = remote
+        .head(&t.name, path)
+        .map_err(|e| Error::fetch(&url, e))?;
+    let Some(size) = meta.size else {
+        return Err(Error::refused(url, "the server gave no size"));
+    };
+    // Not remembered: the next stat asks again.
+    check_announced_size(size).map_err(|why| Error::refused(&url, why))?;
+    records.put(announced_record(records, path, generation, size, meta.etag, meta.sha256));
+    Ok(size)
+}

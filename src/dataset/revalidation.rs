@@ -1,0 +1,150 @@
+//! Where the manifest is revalidated: once per tag and mount session, at the
+//! first open of any file under it, with one conditional request however
+//! many threads open at once. A changed manifest begins a new version of the
+//! tag.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use super::changes::ChangeReport;
+use super::documents::{Documents, REVALIDATION_RETRY, Refresh, parse_manifest_for};
+use super::error::Result;
+use super::tag::Shared;
+use super::view::Step;
+use crate::flight::Gate;
+use crate::format::MANIFEST_FILE;
+use crate::remote::RemoteMeta;
+use crate::store::DocRecord;
+use crate::wait;
+
+/// How this session's revalidation of a tag went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// No file was opened yet.
+    Pending,
+    /// The manifest was downloaded this session (nothing was cached).
+    Fetched,
+    Unchanged,
+    Changed,
+    /// The server could not be reached (or the mount is offline).
+    Offline,
+    /// The server answered something unusable; the cached copy is served.
+    Failed,
+}
+
+pub struct Revalidation {
+    gate: Gate,
+    outcome: Mutex<Outcome>,
+}
+
+impl Revalidation {
+    pub fn new(fetched: bool) -> Self {
+        let revalidation = Revalidation {
+            gate: Gate::default(),
+            outcome: Mutex::new(if fetched {
+                Outcome::Fetched
+            } else {
+                Outcome::Pending
+            }),
+        };
+        if fetched {
+            revalidation.gate.mark_passed();
+        }
+        revalidation
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        *self.outcome.lock()
+    }
+
+    fn set(&self, outcome: Outcome) {
+        *self.outcome.lock() = outcome;
+    }
+
+    /// Revalidates the manifest unless it was this session.
+    pub fn revalidate(&self, t: &Shared) -> Result<()> {
+        if self.gate.is_settled(REVALIDATION_RETRY) {
+            return Ok(());
+        }
+        wait::may_block()?;
+        self.gate.pass(REVALIDATION_RETRY, || self.revalidate_now(t));
+        Ok(())
+    }
+
+    /// Returns whether the check completed (false: try again later).
+    fn revalidate_now(&self, t: &Shared) -> bool {
+        let Some(record) = t.state.record(MANIFEST_FILE) else {
+            return true;
+        };
+        if t.ctx.offline {
+            tracing::info!(tag = %t.name, "offline: serving the cached manifest");
+            self.set(Outcome::Offline);
+            return true;
+        }
+        match Documents::refresh(t, MANIFEST_FILE, &record) {
+            Refresh::Unchanged => {
+                tracing::info!(tag = %t.name, "revalidated: unchanged on the server");
+                self.set(Outcome::Unchanged);
+                true
+            }
+            Refresh::Changed(bytes, meta) => {
+                match parse_manifest_for(&t.name, &bytes) {
+                    Ok(manifest) => {
+                        self.replace(t, manifest, &bytes, &meta);
+                        self.set(Outcome::Changed);
+                    }
+                    Err(why) => {
+                        tracing::error!(
+                            tag = %t.name,
+                            "the server sent an unusable manifest ({why}); keeping the cached copy"
+                        );
+                        self.set(Outcome::Failed);
+                    }
+                }
+                true
+            }
+            Refresh::Gone => {
+                tracing::warn!(tag = %t.name, "the tag is no longer on the server; serving the cached copy");
+                self.set(Outcome::Failed);
+                true
+            }
+            Refresh::Failed(e) => {
+                tracing::warn!(tag = %t.name, "cannot revalidate ({e}); serving the cached copy");
+                self.set(if e.is_unreachable() {
+                    Outcome::Offline
+                } else {
+                    Outcome::Failed
+                });
+                false
+            }
+        }
+    }
+
+    fn replace(&self, t: &Shared, manifest: crate::format::Manifest, bytes: &[u8], meta: &RemoteMeta) {
+        let blob = match t.put_document(bytes) {
+            Ok(blob) => blob,
+            Err(e) => {
+                tracing::error!(tag = %t.name, "cannot keep the new manifest: {e}");
+                return;
+            }
+        };
+        let version = t
+            .state
+            .replace(MANIFEST_FILE, DocRecord::new(blob, meta.validators()));
+        let Some((old, new)) = t.view.update(Step::NewManifest {
+            manifest: Arc::new(manifest),
+            blob,
+            generation: version.generation,
+            changed_at: version.changed_at,
+        }) else {
+            return;
+        };
+        t.announce(
+            ChangeReport::manifests(&old.manifest, &new.manifest, version.generation),
+            None,
+        );
+    }
+}

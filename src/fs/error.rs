@@ -1,0 +1,47 @@
+//! Why a kernel request failed, as the core sees it.
+
+use thiserror::Error;
+
+use crate::dataset;
+
+#[derive(Debug, Clone, Error)]
+pub enum FsError {
+    /// A write, create, truncate or other change of a read-only tree.
+    #[error("read-only file system")]
+    ReadOnly,
+    /// An inode number this session never handed out, or one whose path no
+    /// longer exists (the tag changed under it).
+    #[error("stale inode")]
+    StaleInode,
+    #[error("unknown file handle")]
+    UnknownHandle,
+    /// The file changed on the server while another version is open: the
+    /// kernel cannot hold two versions of one inode at once.
+    #[error("the file changed on the server while an older version is open")]
+    VersionOpen,
+    #[error(transparent)]
+    Dataset(#[from] dataset::Error),
+}
+
+impl FsError {
+    pub fn is_would_block(&self) -> bool {
+        matches!(self, FsError::Dataset(e) if e.is_would_block())
+    }
+
+    /// For operations on an inode the kernel already holds: its path
+    /// vanishing means the inode is stale, not that a name is unknown.
+    pub fn on_inode(self) -> Self {
+        match self {
+            FsError::Dataset(dataset::Error::NotFound) => FsError::StaleInode,
+            other => other,
+        }
+    }
+}
+
+impl From<crate::wait::WouldBlock> for FsError {
+    fn from(e: crate::wait::WouldBlock) -> Self {
+        FsError::Dataset(e.into())
+    }
+}
+
+pub type Result<T, E = FsError> = std::result::Result<T, E>;

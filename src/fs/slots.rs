@@ -1,0 +1,274 @@
+//! The version each open file is bound to. The kernel keeps one page cache
+//! (or one passthrough backing file) per inode, shared by all its open
+//! files, so every open of an inode that overlaps another is bound to the
+//! same version: a *slot*, alive from the first open to the last release.
+//! A slot is bound at its first open when the version is known then, else
+//! by its first read. An open that finds a different version while a slot
+//! is alive cannot share the kernel's caches with it and fails (`ESTALE`),
+//! and the old slot is marked stale: its reads that reach the daemon fail
+//! too. No open ever sees two versions.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::error::FsError;
+use crate::dataset::Opened;
+use crate::digest::Sha256Digest;
+
+/// A failed read is answered with the same error this long: the kernel
+/// retries a failed page read at once, which would otherwise ask the
+/// server twice.
+const FAILURE_MEMORY: Duration = Duration::from_secs(1);
+
+pub struct Slot {
+    pub ino: u64,
+    state: Mutex<SlotState>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    version: Option<Sha256Digest>,
+    content: Option<Arc<File>>,
+    stale: bool,
+    failure: Option<(Instant, FsError)>,
+}
+
+/// What a read of a slot can use now.
+pub enum Bound {
+    Content(Arc<File>),
+    /// Fetch the bytes, which must be of this version when it is given.
+    Fetch(Option<Sha256Digest>),
+}
+
+impl Slot {
+    fn new(ino: u64, opened: &Opened) -> Arc<Slot> {
+        Arc::new(Slot {
+            ino,
+            state: Mutex::new(SlotState {
+                version: opened.version,
+                content: opened.content.as_ref().map(|o| o.file.clone()),
+                ..SlotState::default()
+            }),
+        })
+    }
+
+    pub fn version(&self) -> Option<Sha256Digest> {
+        self.state.lock().version
+    }
+
+    /// What a read needs, or why it fails at once.
+    pub fn for_read(&self) -> Result<Bound, FsError> {
+        let state = self.state.lock();
+        if state.stale {
+            return Err(FsError::VersionOpen);
+        }
+        if let Some(content) = &state.content {
+            return Ok(Bound::Content(content.clone()));
+        }
+        if let Some((at, error)) = &state.failure {
+            if at.elapsed() < FAILURE_MEMORY {
+                return Err(error.clone());
+            }
+        }
+        Ok(Bound::Fetch(state.version))
+    }
+
+    /// Binds the slot to bytes fetched for a read. Another read may have
+    /// bound it meanwhile: its bytes win, and different ones make it stale.
+    pub fn bind(&self, digest: Sha256Digest, file: Arc<File>) -> Result<Arc<File>, FsError> {
+        let mut state = self.state.lock();
+        if state.stale || state.version.is_some_and(|v| v != digest) {
+            state.stale = true;
+            return Err(FsError::VersionOpen);
+        }
+        state.version = Some(digest);
+        Ok(state.content.get_or_insert(file).clone())
+    }
+
+    pub fn failed(&self, error: &FsError) {
+        self.state.lock().failure = Some((Instant::now(), error.clone()));
+    }
+
+    pub fn make_stale(&self) {
+        self.state.lock().stale = true;
+    }
+}
+
+/// How a new open relates to the open files of its inode.
+pub enum Join {
+    /// Bound to the inode's slot (new or shared).
+    Bound(Arc<Slot>),
+    /// A slot of this version is alive, and the open's own version is not
+    /// known yet: the caller must settle it (`Slots::join_settled`).
+    Settle(Arc<Slot>, Sha256Digest),
+    /// Another version is open.
+    Stale,
+}
+
+#[derive(Default)]
+pub struct Slots {
+    live: Mutex<HashMap<u64, (Arc<Slot>, usize)>>,
+}
+
+impl Slots {
+    /// Binds a new open of `ino`, whose version the dataset gave as
+    /// `opened`, to the inode's slot.
+    pub fn join(&self, ino: u64, opened: &Opened) -> Join {
+        let mut live = self.live.lock();
+        let Some((slot, opens)) = live.get_mut(&ino) else {
+            let slot = Slot::new(ino, opened);
+            live.insert(ino, (slot.clone(), 1));
+            return Join::Bound(slot);
+        };
+        let mut state = slot.state.lock();
+        if state.stale {
+            return Join::Stale;
+        }
+        match (state.version, opened.version) {
+            (Some(v), Some(w)) if v != w => {
+                state.stale = true;
+                Join::Stale
+            }
+            (Some(v), None) => Join::Settle(slot.clone(), v),
+            (_, version) => {
+                state.version = state.version.or(version);
+                if state.content.is_none() {
+                    state.content = opened.content.as_ref().map(|o| o.file.clone());
+                }
+                drop(state);
+                *opens += 1;
+                Join::Bound(slot.clone())
+            }
+        }
+    }
+
+    /// Joins `slot` once the open's bytes were settled as `settled` (the
+    /// slot's version, or an error).
+    pub fn join_settled(
+        &self,
+        ino: u64,
+        slot: &Arc<Slot>,
+        settled: Result<Opened, FsError>,
+    ) -> Result<Arc<Slot>, FsError> {
+        let mut live = self.live.lock();
+        match live.get_mut(&ino) {
+            Some((current, opens)) if Arc::ptr_eq(current, slot) => match settled {
+                Ok(opened) if opened.version == current.version() => {
+                    *opens += 1;
+                    Ok(current.clone())
+                }
+                Ok(_) | Err(FsError::Dataset(crate::dataset::Error::Changed { .. })) => {
+                    current.make_stale();
+                    Err(FsError::VersionOpen)
+                }
+                Err(e) => Err(e),
+            },
+            // The slot closed meanwhile, or another replaced it: start over.
+            _ => {
+                drop(live);
+                match self.join(ino, &settled?) {
+                    Join::Bound(slot) => Ok(slot),
+                    Join::Settle(..) | Join::Stale => Err(FsError::VersionOpen),
+                }
+            }
+        }
+    }
+
+    /// An open of `slot` was released.
+    pub fn leave(&self, slot: &Arc<Slot>) {
+        let mut live = self.live.lock();
+        if let Some((current, opens)) = live.get_mut(&slot.ino) {
+            if Arc::ptr_eq(current, slot) {
+                *opens -= 1;
+                if *opens == 0 {
+                    live.remove(&slot.ino);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opened(version: Option<&str>) -> Opened {
+        Opened {
+            version: version.map(|v| Sha256Digest::of(v.as_bytes())),
+            content: None,
+            size: None,
+        }
+    }
+
+    fn bound(join: Join) -> Arc<Slot> {
+        match join {
+            Join::Bound(slot) => slot,
+            _ => panic!("not bound"),
+        }
+    }
+
+    fn file() -> Arc<File> {
+        Arc::new(tempfile::tempfile().unwrap())
+    }
+
+    #[test]
+    fn opens_of_one_inode_share_one_version() {
+        let slots = Slots::default();
+        let a = bound(slots.join(1, &opened(Some("a"))));
+        let again = bound(slots.join(1, &opened(Some("a"))));
+        assert!(Arc::ptr_eq(&a, &again));
+        // Another version while the first is open: refused, and the open
+        // files of the old one learn it at their next read.
+        assert!(matches!(slots.join(1, &opened(Some("b"))), Join::Stale));
+        assert!(matches!(a.for_read(), Err(FsError::VersionOpen)));
+        slots.leave(&a);
+        assert!(matches!(slots.join(1, &opened(Some("b"))), Join::Stale));
+        slots.leave(&again);
+        // All closed: the next open starts afresh.
+        let b = bound(slots.join(1, &opened(Some("b"))));
+        assert!(b.for_read().is_ok());
+    }
+
+    #[test]
+    fn a_slot_bound_by_its_first_read_binds_every_open_of_it() {
+        let slots = Slots::default();
+        let first = bound(slots.join(1, &opened(None)));
+        let second = bound(slots.join(1, &opened(None)));
+        assert!(matches!(first.for_read(), Ok(Bound::Fetch(None))));
+        let digest = Sha256Digest::of(b"x");
+        let content = first.bind(digest, file()).unwrap();
+        // The second open reads what the first bound, not a download of its own.
+        match second.for_read() {
+            Ok(Bound::Content(f)) => assert!(Arc::ptr_eq(&f, &content)),
+            _ => panic!("not bound"),
+        }
+        // Other bytes fetched for it later (a concurrent read that raced)
+        // make it stale.
+        assert!(second.bind(Sha256Digest::of(b"y"), file()).is_err());
+        assert!(matches!(first.for_read(), Err(FsError::VersionOpen)));
+    }
+
+    #[test]
+    fn an_open_of_unknown_version_beside_a_bound_slot_must_be_settled() {
+        let slots = Slots::default();
+        let a = bound(slots.join(1, &opened(Some("a"))));
+        let Join::Settle(slot, version) = slots.join(1, &opened(None)) else {
+            panic!("must be settled");
+        };
+        assert_eq!(version, Sha256Digest::of(b"a"));
+        let joined = slots.join_settled(1, &slot, Ok(opened(Some("a")))).unwrap();
+        assert!(Arc::ptr_eq(&joined, &a));
+        let Join::Settle(slot, _) = slots.join(1, &opened(None)) else {
+            panic!("must be settled");
+        };
+        assert!(matches!(
+            slots.join_settled(1, &slot, Ok(opened(Some("b")))),
+            Err(FsError::VersionOpen)
+        ));
+        assert!(matches!(a.for_read(), Err(FsError::VersionOpen)));
+    }
+}

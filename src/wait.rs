@@ -1,0 +1,59 @@
+//! Whether the current thread may wait. The threads that read requests from
+//! the kernel first try every operation in *quick* mode: the same code runs,
+//! and the first step that would wait (a request to the server, a document
+//! read from disk, another thread's download) stops it with
+//! [`WouldBlock`]. The adapter then hands the request to a worker thread,
+//! which runs it again in the normal mode. One code path, two budgets.
+
+use std::cell::Cell;
+
+thread_local! {
+    static QUICK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The operation must wait for something, which quick mode does not allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the operation must wait (for the network or the disk)")]
+pub struct WouldBlock;
+
+/// Runs `f` in quick mode on this thread.
+pub fn quick<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            QUICK.with(|q| q.set(self.0));
+        }
+    }
+    let _restore = Restore(QUICK.with(|q| q.replace(true)));
+    f()
+}
+
+/// Whether this thread is in quick mode.
+pub fn is_quick() -> bool {
+    QUICK.with(Cell::get)
+}
+
+/// Called before every step that may wait: fails in quick mode.
+pub fn may_block() -> Result<(), WouldBlock> {
+    if is_quick() { Err(WouldBlock) } else { Ok(()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quick_mode_is_scoped_to_the_call_and_the_thread() {
+        assert_eq!(may_block(), Ok(()));
+        let inside = quick(|| {
+            let here = may_block();
+            let other_thread = std::thread::spawn(may_block).join().unwrap();
+            (here, other_thread, quick(is_quick))
+        });
+        assert_eq!(inside, (Err(WouldBlock), Ok(()), true));
+        assert_eq!(may_block(), Ok(()));
+        // Restored even when the closure panics.
+        let _ = std::panic::catch_unwind(|| quick(|| panic!("boom")));
+        assert!(!is_quick());
+    }
+}
