@@ -177,7 +177,10 @@ impl KernelNotifier {
                         };
                         // ENOENT: the kernel had nothing cached for it.
                         if let Err(e) = result {
-                            tracing::trace!(?invalidation, "the kernel refused an invalidation: {e}");
+                            tracing::trace!(
+                                ?invalidation,
+                                "the kernel refused an invalidation: {e}"
+                            );
                         }
                     }
                     let _ = done.try_send(());
@@ -198,7 +201,10 @@ impl Kernel for KernelNotifier {
             return;
         }
         if finished.recv_timeout(NOTIFY_WAIT).is_err() {
-            tracing::debug!(count, "the kernel has not taken the invalidations yet; going on");
+            tracing::debug!(
+                count,
+                "the kernel has not taken the invalidations yet; going on"
+            );
         }
     }
 }

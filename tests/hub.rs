@@ -94,7 +94,10 @@ fn a_hub_dataset_lists_its_releases_and_sizes_a_tier_in_a_few_api_calls() {
     for (path, bytes) in served.release.textures().take(6) {
         assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
     }
-    let another = mount.path.join(NEXT).join("ambientcg/512/Rock064/color.png");
+    let another = mount
+        .path
+        .join(NEXT)
+        .join("ambientcg/512/Rock064/color.png");
     assert!(fs::metadata(another).unwrap().len() > 0);
 
     let stats: serde_json::Value =

@@ -73,7 +73,11 @@ fn a_catalog_hash_proves_only_the_file_of_its_own_tier() {
 }
 
 /// Reads `path` in two pieces around `between`, returning the whole.
-fn read_around(path: &std::path::Path, first: usize, between: impl FnOnce()) -> std::io::Result<Vec<u8>> {
+fn read_around(
+    path: &std::path::Path,
+    first: usize,
+    between: impl FnOnce(),
+) -> std::io::Result<Vec<u8>> {
     let mut file = fs::File::open(path)?;
     let mut bytes = vec![0u8; first];
     file.read_exact(&mut bytes)?;
@@ -223,7 +227,8 @@ fn a_listing_follows_a_change_found_by_an_open_at_once() {
     // The listing the kernel kept is gone: the new material is there at once.
     assert!(names().contains(&"Tiles099".to_string()), "{:?}", names());
     assert!(
-        common::walk(&mount.path.join(TAG)).contains(&"ambientcg/1k/Tiles099/color.png".to_string())
+        common::walk(&mount.path.join(TAG))
+            .contains(&"ambientcg/1k/Tiles099/color.png".to_string())
     );
     // And the change is described.
     let stats = stats(&mount);
@@ -234,10 +239,13 @@ fn a_listing_follows_a_change_found_by_an_open_at_once() {
         .unwrap_or_else(|| panic!("{changes:#?}"));
     assert_eq!(catalog["materials"]["added"], 1);
     assert_eq!(catalog["materials"]["removed"], 0);
-    assert!(catalog["examples"].as_array().unwrap().iter().any(|e| e
-        .as_str()
-        .unwrap()
-        .contains("Tiles099")));
+    assert!(
+        catalog["examples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e.as_str().unwrap().contains("Tiles099"))
+    );
 }
 
 #[test]

@@ -142,7 +142,10 @@ impl ChangeReport {
         generation: u64,
     ) -> Self {
         let mut report = ChangeReport::new(document, generation);
-        let (mut a, mut b) = (old.materials.iter().peekable(), new.materials.iter().peekable());
+        let (mut a, mut b) = (
+            old.materials.iter().peekable(),
+            new.materials.iter().peekable(),
+        );
         loop {
             let order = match (a.peek(), b.peek()) {
                 (None, None) => break,
@@ -224,7 +227,12 @@ mod tests {
 
     #[test]
     fn counts_materials_and_files_added_removed_and_changed() {
-        let h = |c: char| format!("{{\"sha256\": \"{}\", \"size\": 10}}", c.to_string().repeat(64));
+        let h = |c: char| {
+            format!(
+                "{{\"sha256\": \"{}\", \"size\": 10}}",
+                c.to_string().repeat(64)
+            )
+        };
         let old = catalog(&format!(
             r#"[{{"id": "A", "maps": ["color", "normal"], "available_tiers": ["1k", "512"],
                  "texture_hashes": {{"color": {}}}}},
@@ -259,7 +267,11 @@ mod tests {
         );
         assert!(report.examples.contains(&"~s/1k/A/color.png".to_string()));
         assert!(report.examples.contains(&"+s/512/C/ao.png".to_string()));
-        assert!(report.describe().contains("materials: 1 added, 1 removed, 1 changed"));
+        assert!(
+            report
+                .describe()
+                .contains("materials: 1 added, 1 removed, 1 changed")
+        );
         let same = ChangeReport::catalogs("s.json", "s", &tiers, &old, &old, 7);
         assert!(same.describe().starts_with("no difference"));
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::changes::ChangeReport;
 use super::error::{Error, Result};
-use super::tag::Shared;
+use super::shared::Shared;
 use super::view::{LoadedDoc, Step};
 use crate::digest::Sha256Digest;
 use crate::flight::{Gates, SingleFlight};
@@ -147,7 +147,9 @@ impl Documents {
                     .map_err(|e| e.to_string())
                     .and_then(|bytes| parse_document(&t.name, name, role, &bytes, &view.manifest));
                 match cached {
-                    Ok(parsed) => return Ok(Self::install(t, name, parsed.into_doc(record.blob()))),
+                    Ok(parsed) => {
+                        return Ok(Self::install(t, name, parsed.into_doc(record.blob())));
+                    }
                     Err(why) => tracing::warn!(
                         tag = %t.name,
                         document = name,
@@ -162,12 +164,7 @@ impl Documents {
     /// The view's copy once installed: another thread may have been first.
     fn install(t: &Shared, name: &str, doc: LoadedDoc) -> LoadedDoc {
         t.view.update(Step::Loaded(name.to_string(), doc.clone()));
-        t.view
-            .load()
-            .documents
-            .get(name)
-            .cloned()
-            .unwrap_or(doc)
+        t.view.load().documents.get(name).cloned().unwrap_or(doc)
     }
 
     fn fetch(&self, t: &Shared, name: &str, role: DocumentRole) -> Result<LoadedDoc> {
@@ -177,7 +174,10 @@ impl Documents {
         let meta = match remote.get(&t.name, name, &Validators::default(), &mut sink) {
             Ok(GetOutcome::Fetched(meta)) => meta,
             Ok(GetOutcome::NotModified) => {
-                return Err(Error::refused(url, "a 304 answer to an unconditional request"));
+                return Err(Error::refused(
+                    url,
+                    "a 304 answer to an unconditional request",
+                ));
             }
             Err(e) => return Err(Error::fetch(url, e)),
         };
@@ -256,7 +256,9 @@ impl Documents {
                 return;
             }
         };
-        let version = t.state.replace(name, DocRecord::new(blob, meta.validators()));
+        let version = t
+            .state
+            .replace(name, DocRecord::new(blob, meta.validators()));
         let doc = parsed.into_doc(blob);
         let Some((old, new)) = t.view.update(Step::Replaced {
             name: name.to_string(),
@@ -268,9 +270,14 @@ impl Documents {
         };
         let report = match (old.documents.get(name), new.manifest.document_owner(name)) {
             (Some(before), Some(source)) => match (&before.catalog, &doc.catalog) {
-                (Some(a), Some(b)) => {
-                    ChangeReport::catalogs(name, &source.name, &source.tiers, a, b, version.generation)
-                }
+                (Some(a), Some(b)) => ChangeReport::catalogs(
+                    name,
+                    &source.name,
+                    &source.tiers,
+                    a,
+                    b,
+                    version.generation,
+                ),
                 _ => ChangeReport::document(name, version.generation),
             },
             _ => ChangeReport::document(name, version.generation),

@@ -32,7 +32,9 @@ pub enum Error {
     /// The server sent something that cannot be what it claims to be.
     #[error("refusing {url}: {why}")]
     Refused { url: String, why: String },
-    #[error("tier {tier} of tag {tag} is not marked complete on the server ({sentinel} is missing)")]
+    #[error(
+        "tier {tier} of tag {tag} is not marked complete on the server ({sentinel} is missing)"
+    )]
     TierIncomplete {
         tag: String,
         tier: String,

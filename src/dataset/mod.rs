@@ -8,13 +8,14 @@ mod error;
 mod files;
 mod releases;
 mod revalidation;
+mod shared;
 mod state;
 mod tag;
 pub mod view;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
@@ -29,7 +30,8 @@ pub use changes::{ChangeReport, Counts};
 pub use error::Error;
 pub use files::verify::{KTX2_MAGIC, PNG_MAGIC};
 pub use revalidation::Outcome;
-pub use tag::{LoadError, Opened, Stat, Tag};
+pub use shared::Opened;
+pub use tag::{LoadError, Stat, Tag};
 pub use view::Kind;
 
 /// What the server changed: a whole tag, or one file of it (by its path

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::changes::ChangeReport;
 use super::documents::{Documents, REVALIDATION_RETRY, Refresh, parse_manifest_for};
 use super::error::Result;
-use super::tag::Shared;
+use super::shared::Shared;
 use super::view::Step;
 use crate::flight::Gate;
 use crate::format::MANIFEST_FILE;
@@ -70,7 +70,8 @@ impl Revalidation {
             return Ok(());
         }
         wait::may_block()?;
-        self.gate.pass(REVALIDATION_RETRY, || self.revalidate_now(t));
+        self.gate
+            .pass(REVALIDATION_RETRY, || self.revalidate_now(t));
         Ok(())
     }
 
@@ -123,7 +124,13 @@ impl Revalidation {
         }
     }
 
-    fn replace(&self, t: &Shared, manifest: crate::format::Manifest, bytes: &[u8], meta: &RemoteMeta) {
+    fn replace(
+        &self,
+        t: &Shared,
+        manifest: crate::format::Manifest,
+        bytes: &[u8],
+        meta: &RemoteMeta,
+    ) {
         let blob = match t.put_document(bytes) {
             Ok(blob) => blob,
             Err(e) => {

@@ -10,23 +10,18 @@ use std::time::SystemTime;
 
 use parking_lot::Mutex;
 
-use super::Change;
-use super::changes::ChangeReport;
+use super::Context;
 use super::documents::{DOCUMENT_LIMIT, Documents, parse_manifest_for};
 use super::error::{Error, Result};
 use super::files::Files;
 use super::revalidation::Revalidation;
+use super::shared::{Opened, Shared};
 use super::state::{PersistedState, unix_now};
 use super::view::{Kind, Lookup, Node, TagView, ViewCell};
-use super::Context;
 use crate::digest::Sha256Digest;
 use crate::format::MANIFEST_FILE;
-use crate::remote::{FetchError, GetOutcome, MemorySink, Remote, Validators};
+use crate::remote::{FetchError, GetOutcome, MemorySink, Validators};
 use crate::store::{Blob, DocRecord, FileRecords, OpenBlob, TagState, TagStore};
-use crate::wait;
-
-/// Change reports kept for the statistics.
-const CHANGES_KEPT: usize = 8;
 
 #[derive(Debug)]
 pub enum LoadError {
@@ -42,72 +37,6 @@ pub struct Stat {
     pub mtime: SystemTime,
 }
 
-/// What opening a file found: the bytes it is bound to when they are known
-/// now, and those bytes when they are at hand.
-#[derive(Debug, Clone)]
-pub struct Opened {
-    pub version: Option<Sha256Digest>,
-    pub content: Option<OpenBlob>,
-    /// The size of that version, when it is known.
-    pub size: Option<u64>,
-}
-
-/// What the parts of a tag share.
-pub struct Shared {
-    pub name: Arc<str>,
-    pub ctx: Arc<Context>,
-    pub view: ViewCell,
-    pub state: PersistedState,
-    changes: Mutex<VecDeque<ChangeReport>>,
-}
-
-impl Shared {
-    pub fn url(&self, path: &str) -> String {
-        self.ctx.remote.url(&self.name, path)
-    }
-
-    /// The server, for a request about `url`: refused in quick mode (the
-    /// caller must wait) and offline (`why` says what is missing).
-    pub fn remote(&self, url: &str, why: &'static str) -> Result<&dyn Remote> {
-        wait::may_block()?;
-        if self.ctx.offline {
-            return Err(Error::Offline {
-                url: url.to_string(),
-                why,
-            });
-        }
-        Ok(&*self.ctx.remote)
-    }
-
-    pub fn put_document(&self, bytes: &[u8]) -> Result<Blob> {
-        self.ctx.documents.put_bytes(bytes).map_err(Error::cache)
-    }
-
-    /// Announces a change found on the server: logged, kept for the
-    /// statistics, and passed to the mount (which tells the kernel) before
-    /// the operation that found it returns.
-    pub fn announce(&self, report: ChangeReport, file: Option<&str>) {
-        tracing::warn!(
-            tag = %self.name,
-            found_in = %report.found_in,
-            generation = report.generation,
-            "the tag changed on the server: {}",
-            report.describe()
-        );
-        {
-            let mut changes = self.changes.lock();
-            if changes.len() == CHANGES_KEPT {
-                changes.pop_front();
-            }
-            changes.push_back(report);
-        }
-        self.ctx.changed(Change {
-            tag: self.name.to_string(),
-            file: file.map(str::to_string),
-        });
-    }
-}
-
 pub struct Tag {
     shared: Shared,
     documents: Documents,
@@ -121,7 +50,10 @@ impl Tag {
     pub fn load(ctx: Arc<Context>, name: &str) -> Result<Tag, LoadError> {
         let store = TagStore::new(ctx.cache.tag_dir(name));
         let stored = store.load().unwrap_or_else(|e| {
-            tracing::warn!(tag = name, "the cached state is unreadable ({e}); starting afresh");
+            tracing::warn!(
+                tag = name,
+                "the cached state is unreadable ({e}); starting afresh"
+            );
             None
         });
         let records = FileRecords::open(store.records_path());
@@ -140,7 +72,15 @@ impl Tag {
                             state.generation,
                             state.changed_at,
                         );
-                        return Ok(Tag::new(ctx, name, store, state.clone(), view, records, false));
+                        return Ok(Tag::new(
+                            ctx,
+                            name,
+                            store,
+                            state.clone(),
+                            view,
+                            records,
+                            false,
+                        ));
                     }
                     Err(why) => tracing::warn!(
                         tag = name,
@@ -235,7 +175,12 @@ impl Tag {
                 Lookup::Missing => return Err(Error::NotFound),
                 Lookup::NeedsDocument(name) => {
                     if !loaded.insert(name.clone()) {
-                        tracing::error!(tag = self.name(), path, document = name, "no answer after loading the document");
+                        tracing::error!(
+                            tag = self.name(),
+                            path,
+                            document = name,
+                            "no answer after loading the document"
+                        );
                         return Err(Error::NotFound);
                     }
                     self.documents.get(&self.shared, &name)?;
@@ -292,8 +237,10 @@ impl Tag {
     /// The entries of a directory, with the generation of the view they
     /// come from.
     pub fn list(&self, path: &str) -> Result<(Vec<(String, Kind)>, u64)> {
-        self.ask(path, |view| view.list(path).map(|l| l.map(|l| (l, view.generation))))?
-            .ok_or(Error::NotDir)
+        self.ask(path, |view| {
+            view.list(path).map(|l| l.map(|l| (l, view.generation)))
+        })?
+        .ok_or(Error::NotDir)
     }
 
     /// Opens a file: revalidates the tag (and the document that describes
@@ -320,9 +267,10 @@ impl Tag {
                 let blob = self.documents.get(&self.shared, name)?.blob;
                 self.document_opened(&blob)
             }
-            Node::Texture(texture) => self
-                .files
-                .opened(&self.shared, path, &texture, view.generation),
+            Node::Texture(texture) => {
+                self.files
+                    .opened(&self.shared, path, &texture, view.generation)
+            }
             Node::TagRoot | Node::Source | Node::Tier | Node::Material => Err(Error::IsDir),
         }
     }

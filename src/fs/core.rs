@@ -6,13 +6,14 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::{Instant, SystemTime};
 
+use super::attr::{Entry, file_size};
 use super::error::{FsError, Result};
 use super::handles::{Handle, Handles, OpenFile};
 use super::inodes::{CONTROL_DIR, InodeTable, NodeKey, STATS_FILE};
 use super::kernel::{Invalidation, Kernel};
-use super::listing::Listings;
+use super::listing::{DirEntry, Listing, Listings};
 use super::slots::{Bound, Join, Slot, Slots};
 use crate::dataset::{Change, Dataset, Kind, Opened, Stat};
 use crate::digest::Sha256Digest;
@@ -20,26 +21,6 @@ use crate::stats::Stats;
 
 fn stats_path() -> String {
     format!("{CONTROL_DIR}/{STATS_FILE}")
-}
-
-/// Kernel cache time for a tag's entries and attributes: content is
-/// immutable within a version, and a change is pushed to the kernel.
-const CONTENT_TTL: Duration = Duration::from_secs(24 * 3600);
-/// The root lists tags that may appear at any time.
-const ROOT_TTL: Duration = Duration::from_secs(1);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Attr {
-    pub ino: u64,
-    pub kind: Kind,
-    pub size: u64,
-    pub mtime: SystemTime,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Entry {
-    pub attr: Attr,
-    pub ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -118,7 +99,11 @@ impl FsCore {
 
     fn changed(&self, change: &Change) {
         let invalidations = self.invalidations(change);
-        tracing::debug!(?change, count = invalidations.len(), "invalidating kernel caches");
+        tracing::debug!(
+            ?change,
+            count = invalidations.len(),
+            "invalidating kernel caches"
+        );
         self.tell_kernel(invalidations);
     }
 
@@ -147,34 +132,17 @@ impl FsCore {
         bytes
     }
 
-    pub(super) fn entry(ino: u64, key: &NodeKey, stat: Stat) -> Entry {
-        let ttl = match (&key.tag, key.path.is_empty()) {
-            // The root and the tag directories: tags come and go.
-            (_, true) => ROOT_TTL,
-            // The statistics change all the time.
-            (None, false) => Duration::ZERO,
-            (Some(_), false) => CONTENT_TTL,
-        };
-        Entry {
-            attr: Attr {
-                ino,
-                kind: stat.kind,
-                size: stat.size,
-                mtime: stat.mtime,
-            },
-            ttl,
-        }
-    }
-
-    pub(super) fn file_size(stat: &Stat) -> Option<u64> {
-        (stat.kind == Kind::File).then_some(stat.size)
-    }
-
     /// The path of an inode, for messages.
     pub fn describe(&self, ino: u64) -> String {
         match self.inodes.key(ino) {
-            Some(NodeKey { tag: Some(tag), path }) if path.is_empty() => tag.to_string(),
-            Some(NodeKey { tag: Some(tag), path }) => format!("{tag}/{path}"),
+            Some(NodeKey {
+                tag: Some(tag),
+                path,
+            }) if path.is_empty() => tag.to_string(),
+            Some(NodeKey {
+                tag: Some(tag),
+                path,
+            }) => format!("{tag}/{path}"),
             Some(NodeKey { tag: None, path }) => format!("/{path}"),
             None => format!("inode {ino}"),
         }
@@ -188,8 +156,8 @@ impl FsCore {
     pub fn lookup(&self, parent: u64, name: &str) -> Result<Entry> {
         let key = self.key(parent)?.child(name);
         let stat = self.stat(&key)?;
-        let ino = self.inodes.lookup(&key, Self::file_size(&stat));
-        Ok(Self::entry(ino, &key, stat))
+        let ino = self.inodes.lookup(&key, file_size(&stat));
+        Ok(Entry::new(ino, &key, stat))
     }
 
     pub fn forget(&self, ino: u64, count: u64) {
@@ -199,8 +167,8 @@ impl FsCore {
     pub fn getattr(&self, ino: u64) -> Result<Entry> {
         let key = self.key(ino)?;
         let stat = self.stat(&key).map_err(FsError::on_inode)?;
-        self.inodes.set_reported_size(ino, Self::file_size(&stat));
-        Ok(Self::entry(ino, &key, stat))
+        self.inodes.set_reported_size(ino, file_size(&stat));
+        Ok(Entry::new(ino, &key, stat))
     }
 
     pub fn open(&self, ino: u64, flags: i32) -> Result<OpenReply> {
@@ -221,7 +189,9 @@ impl FsCore {
             });
         };
         let tag = self.dataset.tag(tag_name)?;
-        let opened = tag.open(&key.path).map_err(|e| FsError::from(e).on_inode())?;
+        let opened = tag
+            .open(&key.path)
+            .map_err(|e| FsError::from(e).on_inode())?;
         let slot = match self.slots.join(ino, &opened) {
             Join::Bound(slot) => slot,
             Join::Stale => return Err(FsError::VersionOpen),
@@ -240,7 +210,11 @@ impl FsCore {
             }
         };
         if let Some(size) = opened.size {
-            if self.inodes.reported_size(ino).is_some_and(|known| known != size) {
+            if self
+                .inodes
+                .reported_size(ino)
+                .is_some_and(|known| known != size)
+            {
                 // The kernel holds another version's size: it asks again
                 // before its next read.
                 self.tell_kernel(vec![Invalidation::Attributes(ino)]);
@@ -347,5 +321,191 @@ impl FsCore {
         buf.truncate(filled);
         Stats::add(&self.dataset.context().stats.bytes_served, filled as u64);
         Ok(buf)
+    }
+
+    /// The children of directory `ino`, loading its catalog if needed.
+    pub fn listing(&self, ino: u64) -> Result<Arc<Listing>> {
+        let key = self.inodes.key(ino).ok_or(FsError::StaleInode)?;
+        let tag = match &key.tag {
+            Some(name) => Some(self.dataset.tag(name)?),
+            None => None,
+        };
+        let current = tag.as_ref().map(|t| t.generation());
+        if let Some(listing) = self.listings.recent(ino, current) {
+            return Ok(listing);
+        }
+        let (children, generation) = match &tag {
+            Some(tag) => {
+                let (children, generation) = tag
+                    .list(&key.path)
+                    .map_err(|e| FsError::from(e).on_inode())?;
+                (children, Some(generation))
+            }
+            None if key.path.is_empty() => (
+                std::iter::once((CONTROL_DIR.to_string(), Kind::Dir))
+                    .chain(
+                        self.dataset
+                            .tag_names()?
+                            .into_iter()
+                            .map(|n| (n, Kind::Dir)),
+                    )
+                    .collect(),
+                None,
+            ),
+            None if *key.path == *CONTROL_DIR => (vec![(STATS_FILE.to_string(), Kind::File)], None),
+            None => return Err(crate::dataset::Error::NotDir.into()),
+        };
+        let parent = key
+            .parent()
+            .and_then(|(p, _)| self.inodes.ino_of(&p))
+            .unwrap_or(ino);
+        let listing = Arc::new(Listing {
+            key,
+            ino,
+            parent,
+            children,
+            generation,
+            taken: Instant::now(),
+        });
+        self.listings.keep(listing.clone());
+        Ok(listing)
+    }
+
+    /// Feeds entries from `offset` to `add` until it refuses one (the
+    /// kernel's buffer is full); `add` gets the offset of the next entry.
+    /// With `plus`, entries carry attributes: known ones with the usual time
+    /// to live, others (a size not fetched yet) with none, so that the
+    /// kernel looks them up before use. Every such entry counts as a lookup.
+    pub fn fill(
+        &self,
+        listing: &Listing,
+        offset: u64,
+        plus: bool,
+        mut add: impl FnMut(DirEntry<'_>, u64) -> bool,
+    ) {
+        let total = listing.children.len() + 2;
+        for index in offset as usize..total {
+            let next = index as u64 + 1;
+            let (name, kind, key) = match index {
+                0 => (".", Kind::Dir, None),
+                1 => ("..", Kind::Dir, None),
+                i => {
+                    let (name, kind) = &listing.children[i - 2];
+                    (name.as_str(), *kind, Some(listing.key.child(name)))
+                }
+            };
+            let refused = match key {
+                // The kernel keeps no entry for "." and "..".
+                None => {
+                    let ino = if index == 0 {
+                        listing.ino
+                    } else {
+                        listing.parent
+                    };
+                    let entry = plus.then(|| Entry::placeholder(ino, kind, self.mounted_at));
+                    add(
+                        DirEntry {
+                            name,
+                            kind,
+                            ino,
+                            entry,
+                        },
+                        next,
+                    )
+                }
+                Some(key) if plus => {
+                    let entry = self.plus_entry(&key, kind);
+                    let ino = entry.attr.ino;
+                    let refused = add(
+                        DirEntry {
+                            name,
+                            kind,
+                            ino,
+                            entry: Some(entry),
+                        },
+                        next,
+                    );
+                    if refused {
+                        self.inodes.forget(ino, 1);
+                    }
+                    refused
+                }
+                Some(key) => {
+                    let ino = self
+                        .inodes
+                        .ino_of(&key)
+                        .unwrap_or_else(|| super::listing::unassigned_ino(&key));
+                    add(
+                        DirEntry {
+                            name,
+                            kind,
+                            ino,
+                            entry: None,
+                        },
+                        next,
+                    )
+                }
+            };
+            if refused {
+                break;
+            }
+        }
+    }
+
+    /// Attributes for readdirplus, from memory only.
+    fn plus_entry(&self, key: &NodeKey, kind: Kind) -> Entry {
+        match crate::wait::quick(|| self.stat(key)) {
+            Ok(stat) => {
+                let ino = self.inodes.lookup(key, file_size(&stat));
+                Entry::new(ino, key, stat)
+            }
+            _ => Entry::placeholder(self.inodes.lookup(key, None), kind, self.mounted_at),
+        }
+    }
+
+    /// The kernel caches to drop after a change on the server: for one file,
+    /// its attributes; for a tag, removed names, every directory's listing
+    /// and attributes, and every file's attributes (its size may differ; its
+    /// pages are never shared with another version, see `slots`).
+    pub fn invalidations(&self, change: &Change) -> Vec<Invalidation> {
+        let tag = change.tag.as_str();
+        if let Some(file) = &change.file {
+            let key = NodeKey {
+                tag: Some(tag.into()),
+                path: file.as_str().into(),
+            };
+            return self
+                .inodes
+                .ino_of(&key)
+                .map(Invalidation::Attributes)
+                .into_iter()
+                .collect();
+        }
+        let Some(loaded) = self.dataset.loaded(tag) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (ino, key) in self.inodes.under_tag(tag) {
+            if key.path.is_empty() {
+                out.push(Invalidation::Inode(ino));
+                continue;
+            }
+            match loaded.kind_now(&key.path) {
+                Some(None) => {
+                    if let Some((parent, name)) = key.parent() {
+                        if let Some(parent) = self.inodes.ino_of(&parent) {
+                            out.push(Invalidation::Entry {
+                                parent,
+                                name: name.to_string(),
+                            });
+                        }
+                    }
+                }
+                Some(Some(Kind::File)) => out.push(Invalidation::Attributes(ino)),
+                // A directory, or not known without loading a catalog.
+                Some(Some(Kind::Dir)) | None => out.push(Invalidation::Inode(ino)),
+            }
+        }
+        out
     }
 }

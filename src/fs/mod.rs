@@ -2,6 +2,7 @@
 //! a file, and the operations the kernel asks for, as plain functions
 //! returning plain values. The FUSE adapter (`crate::fuse`) only translates.
 
+mod attr;
 mod core;
 mod error;
 mod handles;
@@ -10,7 +11,8 @@ mod kernel;
 mod listing;
 mod slots;
 
-pub use self::core::{Attr, Entry, FsCore, OpenReply, ReadReply};
+pub use self::core::{FsCore, OpenReply, ReadReply};
+pub use attr::{Attr, Entry};
 pub use error::FsError;
 pub use inodes::{CONTROL_DIR, NodeKey, ROOT_INO, STATS_FILE};
 pub use kernel::{Invalidation, Kernel};

@@ -104,10 +104,7 @@ mod tests {
             (FsError::VersionOpen, Errno::ESTALE),
             (Error::NotFound.into(), Errno::ENOENT),
             (Error::IsDir.into(), Errno::EISDIR),
-            (
-                Error::Changed { path: "p".into() }.into(),
-                Errno::ESTALE,
-            ),
+            (Error::Changed { path: "p".into() }.into(), Errno::ESTALE),
             (Error::refused("u", "why").into(), Errno::EIO),
         ];
         for (error, expected) in cases {

@@ -21,9 +21,8 @@ use std::time::SystemTime;
 use fuser::{
     AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
-    ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
-    WriteFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
 use tracing::debug_span;
@@ -198,12 +197,21 @@ impl Inner {
         self.failures.failed(op, &self.core.describe(ino), error);
     }
 
-    fn send_entry(&self, parent: u64, name: &str, result: Result<Entry, FsError>, reply: ReplyEntry) {
+    fn send_entry(
+        &self,
+        parent: u64,
+        name: &str,
+        result: Result<Entry, FsError>,
+        reply: ReplyEntry,
+    ) {
         match result {
             Ok(entry) => reply.entry(&entry.ttl, &self.attr(&entry.attr), Generation(0)),
             Err(e) => {
-                self.failures
-                    .failed("lookup", &format!("{}/{name}", self.core.describe(parent)), &e);
+                self.failures.failed(
+                    "lookup",
+                    &format!("{}/{name}", self.core.describe(parent)),
+                    &e,
+                );
                 reply.error(errno(&e))
             }
         }
@@ -219,7 +227,11 @@ impl Inner {
         }
     }
 
-    fn send_data(&self, (ino, fh, result): (u64, u64, Result<ReadReply, FsError>), reply: ReplyData) {
+    fn send_data(
+        &self,
+        (ino, fh, result): (u64, u64, Result<ReadReply, FsError>),
+        reply: ReplyData,
+    ) {
         match result {
             Ok(read) => {
                 if let Some(version) = read.version {

@@ -8,7 +8,7 @@ use super::tiers::Tiers;
 use super::verify::{Expected, check_download, check_file_magic};
 use crate::dataset::changes::ChangeReport;
 use crate::dataset::error::{Error, Result};
-use crate::dataset::tag::{Opened, Shared};
+use crate::dataset::shared::{Opened, Shared};
 use crate::dataset::view::{ContainerSlice, TextureRef};
 use crate::flight::SingleFlight;
 use crate::remote::{FetchError, GetOutcome, Validators};
@@ -89,7 +89,17 @@ impl Content {
                     let etag = r.etag.clone().filter(|_| same_slice)?;
                     Some(Unconfirmed { open, etag })
                 });
-            download(t, records, tiers, path, texture, generation, record, identity, unconfirmed)
+            download(
+                t,
+                records,
+                tiers,
+                path,
+                texture,
+                generation,
+                record,
+                identity,
+                unconfirmed,
+            )
         })
     }
 
@@ -216,9 +226,13 @@ fn download(
     match fetched.map_err(|e| Error::fetch(&url, e))? {
         GetOutcome::NotModified => {
             let Some(Unconfirmed { open, etag }) = unconfirmed else {
-                return Err(Error::refused(url, "a 304 answer to an unconditional request"));
+                return Err(Error::refused(
+                    url,
+                    "a 304 answer to an unconditional request",
+                ));
             };
-            check_file_magic(texture.extension(), &open.file).map_err(|why| Error::refused(&url, why))?;
+            check_file_magic(texture.extension(), &open.file)
+                .map_err(|why| Error::refused(&url, why))?;
             tracing::debug!(tag = %t.name, path, "unchanged on the server (ETag)");
             records.put(FileRecord {
                 path: path.to_string(),

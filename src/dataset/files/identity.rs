@@ -14,7 +14,8 @@
 
 use crate::digest::Sha256Digest;
 use crate::format::TextureHash;
-use crate::store::{Blob, FileRecord};
+use crate::remote::strong_etag_match;
+use crate::store::{Blob, FileRecord, FileRecords};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proof {
@@ -69,6 +70,32 @@ pub fn proven(
                 proof: Proof::Catalog,
             })
         })
+}
+
+/// The record of a file whose size and validator the server just gave: the
+/// content cached before stays proven when the strong ETag and the size are
+/// unchanged.
+pub fn announced_record(
+    records: &FileRecords,
+    path: &str,
+    generation: u64,
+    size: u64,
+    etag: Option<String>,
+    stated_sha256: Option<Sha256Digest>,
+) -> FileRecord {
+    let old = records.get(path);
+    let unchanged = old.as_ref().is_some_and(|old| {
+        old.size == Some(size)
+            && matches!((&old.etag, &etag), (Some(a), Some(b)) if strong_etag_match(a, b))
+    });
+    FileRecord {
+        path: path.to_string(),
+        generation,
+        size: Some(size),
+        etag,
+        sha256: old.and_then(|o| o.sha256).filter(|_| unchanged),
+        remote_sha256: stated_sha256,
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ mod tree_sizes;
 pub mod verify;
 
 use super::error::Result;
-use super::tag::{Opened, Shared};
+use super::shared::{Opened, Shared};
 use super::view::TextureRef;
 use crate::store::{FileRecords, OpenBlob};
 
@@ -34,9 +34,14 @@ impl Files {
     }
 
     /// The exact size of a texture, from what is known or from the server.
-    pub fn size(&self, t: &Shared, path: &str, texture: &TextureRef, generation: u64) -> Result<u64> {
-        self.sizes
-            .size(t, &self.records, path, texture, generation)
+    pub fn size(
+        &self,
+        t: &Shared,
+        path: &str,
+        texture: &TextureRef,
+        generation: u64,
+    ) -> Result<u64> {
+        self.sizes.size(t, &self.records, path, texture, generation)
     }
 
     /// What an open of a texture is bound to: the bytes proven to be its

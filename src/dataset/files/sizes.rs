@@ -2,15 +2,14 @@
 //! the catalog's hash for a baked-tier file, a container's rowmap, the
 //! Hugging Face tree listing, or one HEAD request.
 
+use super::identity::announced_record;
 use super::tree_sizes::TreeSizes;
 use super::verify::{MIN_TEXTURE_SIZE, check_announced_size};
 use crate::dataset::error::{Error, Result};
-use crate::dataset::tag::Shared;
+use crate::dataset::shared::Shared;
 use crate::dataset::view::TextureRef;
-use crate::digest::Sha256Digest;
 use crate::flight::SingleFlight;
-use crate::remote::strong_etag_match;
-use crate::store::{FileRecord, FileRecords};
+use crate::store::FileRecords;
 use crate::wait;
 
 #[derive(Default)]
@@ -33,32 +32,6 @@ pub fn known_size(
         .size_at(path, generation)
         .filter(|&size| size >= MIN_TEXTURE_SIZE)
         .or(texture.hash.map(|hash| hash.size))
-}
-
-/// The record of a file whose size and validator the server just gave: the
-/// content cached before stays proven when the strong ETag and the size are
-/// unchanged.
-pub fn announced_record(
-    records: &FileRecords,
-    path: &str,
-    generation: u64,
-    size: u64,
-    etag: Option<String>,
-    stated_sha256: Option<Sha256Digest>,
-) -> FileRecord {
-    let old = records.get(path);
-    let unchanged = old.as_ref().is_some_and(|old| {
-        old.size == Some(size)
-            && matches!((&old.etag, &etag), (Some(a), Some(b)) if strong_etag_match(a, b))
-    });
-    FileRecord {
-        path: path.to_string(),
-        generation,
-        size: Some(size),
-        etag,
-        sha256: old.and_then(|o| o.sha256).filter(|_| unchanged),
-        remote_sha256: stated_sha256,
-    }
 }
 
 impl Sizes {
@@ -95,6 +68,13 @@ fn head(t: &Shared, records: &FileRecords, path: &str, generation: u64) -> Resul
     };
     // Not remembered: the next stat asks again.
     check_announced_size(size).map_err(|why| Error::refused(&url, why))?;
-    records.put(announced_record(records, path, generation, size, meta.etag, meta.sha256));
+    records.put(announced_record(
+        records,
+        path,
+        generation,
+        size,
+        meta.etag,
+        meta.sha256,
+    ));
     Ok(size)
 }

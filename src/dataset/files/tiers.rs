@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use parking_lot::Mutex;
 
 use crate::dataset::error::{Error, Result};
-use crate::dataset::tag::Shared;
+use crate::dataset::shared::Shared;
 use crate::flight::SingleFlight;
 use crate::remote::FetchError;
 
@@ -19,7 +19,13 @@ pub struct Tiers {
 }
 
 impl Tiers {
-    pub fn ensure_complete(&self, t: &Shared, source: &str, tier: &str, generation: u64) -> Result<()> {
+    pub fn ensure_complete(
+        &self,
+        t: &Shared,
+        source: &str,
+        tier: &str,
+        generation: u64,
+    ) -> Result<()> {
         let key = format!("{source}/{tier}");
         if t.state.is_complete(&key) {
             return Ok(());

@@ -8,9 +8,9 @@ use std::collections::{HashMap, HashSet};
 
 use parking_lot::Mutex;
 
-use super::sizes::announced_record;
+use super::identity::announced_record;
 use super::verify::MIN_TEXTURE_SIZE;
-use crate::dataset::tag::Shared;
+use crate::dataset::shared::Shared;
 use crate::flight::SingleFlight;
 use crate::format::hub::TreeFile;
 use crate::format::is_texture_path;

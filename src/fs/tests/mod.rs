@@ -459,7 +459,10 @@ fn a_file_changed_on_the_server_within_a_session_is_never_served_at_its_old_size
         file: Some(resized.into()),
     };
     assert_eq!(s.changes.lock().as_slice(), std::slice::from_ref(&change));
-    assert_eq!(s.core.invalidations(&change), [Invalidation::Attributes(ino)]);
+    assert_eq!(
+        s.core.invalidations(&change),
+        [Invalidation::Attributes(ino)]
+    );
     // The new bytes were kept: the next open reads them whole, from the cache.
     assert_eq!(s.read(&format!("{TAG}/{resized}")).unwrap(), bigger);
     assert_eq!(h.remote.count("GET", resized), 1);
@@ -769,9 +772,11 @@ fn hostile_catalog_entries_are_skipped() {
         .collect();
     assert_eq!(files, ["ok.png"]);
     assert_eq!(
-        errno(s.core
-            .lookup(s.ino(&format!("{TAG}/ambientcg/1k")).unwrap(), "..")
-            .unwrap_err()),
+        errno(
+            s.core
+                .lookup(s.ino(&format!("{TAG}/ambientcg/1k")).unwrap(), "..")
+                .unwrap_err()
+        ),
         Errno::ENOENT
     );
 }

@@ -1,0 +1,85 @@
+//! What the parts of a tag share: its name, the mount's context, the
+//! current view and the persisted state, and how a change is announced.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::changes::ChangeReport;
+use super::error::{Error, Result};
+use super::state::PersistedState;
+use super::view::ViewCell;
+use super::{Change, Context};
+use crate::digest::Sha256Digest;
+use crate::remote::Remote;
+use crate::store::{Blob, OpenBlob};
+use crate::wait;
+
+/// Change reports kept for the statistics.
+const CHANGES_KEPT: usize = 8;
+
+/// What opening a file found: the bytes it is bound to when they are known
+/// now, and those bytes when they are at hand.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub version: Option<Sha256Digest>,
+    pub content: Option<OpenBlob>,
+    /// The size of that version, when it is known.
+    pub size: Option<u64>,
+}
+
+pub struct Shared {
+    pub name: Arc<str>,
+    pub ctx: Arc<Context>,
+    pub view: ViewCell,
+    pub state: PersistedState,
+    pub changes: Mutex<VecDeque<ChangeReport>>,
+}
+
+impl Shared {
+    pub fn url(&self, path: &str) -> String {
+        self.ctx.remote.url(&self.name, path)
+    }
+
+    /// The server, for a request about `url`: refused in quick mode (the
+    /// caller must wait) and offline (`why` says what is missing).
+    pub fn remote(&self, url: &str, why: &'static str) -> Result<&dyn Remote> {
+        wait::may_block()?;
+        if self.ctx.offline {
+            return Err(Error::Offline {
+                url: url.to_string(),
+                why,
+            });
+        }
+        Ok(&*self.ctx.remote)
+    }
+
+    pub fn put_document(&self, bytes: &[u8]) -> Result<Blob> {
+        self.ctx.documents.put_bytes(bytes).map_err(Error::cache)
+    }
+
+    /// Announces a change found on the server: logged, kept for the
+    /// statistics, and passed to the mount (which tells the kernel) before
+    /// the operation that found it returns.
+    pub fn announce(&self, report: ChangeReport, file: Option<&str>) {
+        tracing::warn!(
+            tag = %self.name,
+            found_in = %report.found_in,
+            generation = report.generation,
+            "the tag changed on the server: {}",
+            report.describe()
+        );
+        {
+            let mut changes = self.changes.lock();
+            if changes.len() == CHANGES_KEPT {
+                changes.pop_front();
+            }
+            changes.push_back(report);
+        }
+        self.ctx.changed(Change {
+            tag: self.name.to_string(),
+            file: file.map(str::to_string),
+        });
+    }
+}
