@@ -21,6 +21,7 @@ use crate::fuse::FuseAdapter;
 use crate::logging;
 use crate::remote::Remote;
 use crate::remote::http::HttpRemote;
+use crate::remote::local::{self, LocalRemote};
 use crate::store::CacheDir;
 
 /// `matvisfs mount`.
@@ -75,11 +76,14 @@ pub fn start(run: &RunArgs, log_file: &Path, on_ready: impl FnOnce()) -> Result<
     Ok(readiness)
 }
 
+/// The remote for the base URL: a local directory for `file://`, else HTTP.
 pub fn make_remote(args: &RemoteArgs) -> Result<Arc<dyn Remote>, String> {
+    let base = args.base_url()?;
     if args.offline {
-        return Ok(Arc::new(crate::remote::Offline {
-            base: args.base_url()?,
-        }));
+        return Ok(Arc::new(crate::remote::Offline { base }));
+    }
+    if local::is_file_url(&base) {
+        return Ok(Arc::new(LocalRemote::new(&base)?));
     }
     Ok(Arc::new(HttpRemote::new(&args.http_settings()?)?))
 }

@@ -1,8 +1,10 @@
 //! The network behind a small trait: conditional GET into a sink, and HEAD.
-//! `http` talks to a real server; `mock` (tests only) keeps files in memory.
+//! `http` talks to a real server, `local` reads a copy of the dataset in a
+//! directory (`file://` base URLs); `mock` (tests only) keeps files in memory.
 
 mod budget;
 pub mod http;
+pub mod local;
 mod metered;
 #[cfg(test)]
 pub mod mock;
