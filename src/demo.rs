@@ -1,18 +1,18 @@
-//! `matvisfs demo`: a generated sample release, served by the dev server on
-//! loopback and mounted like the real dataset. No network needed.
+//! `matvisfs demo`: a generated sample release, written to a temporary
+//! directory and mounted from there through a `file://` base URL, like a
+//! local copy of the real dataset. No network and no server needed.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+
+use matvisfs_sample::{Release, ReleaseSpec};
+use url::Url;
 
 use crate::cli::{DEFAULT_TAG, DemoArgs};
 use crate::dataset::Context;
-use crate::devserver::DevServer;
-use crate::fixture::{Release, ReleaseSpec};
 use crate::mount::{finish, load_and_serve, prepare_mountpoint, start};
-use crate::remote::RetryPolicy;
-use crate::remote::http::{HttpRemote, HttpSettings};
+use crate::remote::local::LocalRemote;
 use crate::store::CacheDir;
 
 pub fn run(args: DemoArgs) -> Result<(), String> {
@@ -33,6 +33,8 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
     release
         .write_to(&data)
         .map_err(|e| format!("cannot write the sample release: {e}"))?;
+    let base = Url::from_directory_path(&data)
+        .map_err(|()| format!("{} cannot be a file:// URL", data.display()))?;
     let cache = CacheDir::open(&work.path().join("cache"))?;
     let log_file = args
         .run
@@ -41,7 +43,7 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
         .unwrap_or_else(|| work.path().join("matvisfs.log"));
     let textures = release.textures().count();
 
-    let hint = |mp: &std::path::Path| {
+    let hint = |mp: &Path| {
         println!(
             "Mounted a generated sample release ({textures} textures) at {}",
             mp.display()
@@ -61,14 +63,8 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
         println!("Stop it with:  matvisfs unmount {}", mountpoint.display());
     })?;
     let result = (|| {
-        let server =
-            DevServer::start(&data).map_err(|e| format!("cannot start the sample server: {e}"))?;
-        tracing::info!(base = %server.base_url(), "serving the sample release");
-        let remote = HttpRemote::new(&HttpSettings::new(
-            &server.base_url(),
-            Duration::from_secs(10),
-            RetryPolicy::default(),
-        ))?;
+        tracing::info!(%base, "mounting the sample release");
+        let remote = LocalRemote::new(base.as_str())?;
         // The sample is small: no cap needed.
         let ctx = Context::new(Arc::new(remote), cache, 0, false);
         let tags = vec![DEFAULT_TAG.to_string()];

@@ -4,18 +4,17 @@
 //! (the disk cache), [`format`] (manifest and catalogs), [`dataset`] (tags,
 //! revalidation, file content), [`fs`] (inodes, handles, operations) and
 //! [`fuse`] (the thin adapter to the kernel). [`mount`] and [`daemon`] run
-//! it; [`fixture`] and [`devserver`] generate and serve sample releases for
-//! the demo and the tests.
+//! it. The sample releases of the demo and the tests come from the
+//! `matvisfs-sample` crate; the test server and other test tooling live in
+//! `matvisfs-testkit`, a dev-dependency only.
 
 pub mod cache_commands;
 pub mod cli;
 pub mod daemon;
 pub mod dataset;
 pub mod demo;
-pub mod devserver;
 pub mod digest;
 pub mod error;
-pub mod fixture;
 pub mod flight;
 pub mod format;
 pub mod fs;

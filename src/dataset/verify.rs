@@ -96,7 +96,7 @@ mod tests {
     #[test]
     fn checks_magic_size_and_both_hashes() {
         let dir = tempfile::tempdir().unwrap();
-        let png = crate::fixture::images::png("x", "color", 4);
+        let png = matvisfs_sample::images::png("x", "color", 4);
         let done = ingested(dir.path(), &png);
         let good = RemoteMeta {
             size: Some(png.len() as u64),
@@ -146,7 +146,7 @@ mod tests {
             ..wrong
         };
         assert_eq!(check_texture("png", &done, &good, Some(other_tier)), Ok(()));
-        let ktx = ingested(dir.path(), &crate::fixture::images::ktx2("x", "color", 4));
+        let ktx = ingested(dir.path(), &matvisfs_sample::images::ktx2("x", "color", 4));
         assert_eq!(
             check_texture("ktx2", &ktx, &RemoteMeta::default(), None),
             Ok(())

@@ -9,10 +9,10 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use matvisfs_sample::sha256_hex;
 use percent_encoding::percent_decode_str;
 
 use super::{Fault, LoggedRequest, Shared, Validators};
-use crate::digest::Sha256Digest;
 
 const MAX_HEAD: usize = 64 * 1024;
 
@@ -373,7 +373,7 @@ fn resolve_path(raw_path: &str) -> Option<&str> {
 pub(super) fn blob_etag(bytes: &[u8]) -> String {
     let mut blob = format!("blob {}\0", bytes.len()).into_bytes();
     blob.extend_from_slice(bytes);
-    format!("\"{}\"", &Sha256Digest::of(&blob).to_hex()[..40])
+    format!("\"{}\"", &sha256_hex(&blob)[..40])
 }
 
 fn read_file(shared: &Shared, encoded: &str) -> Option<(Vec<u8>, SystemTime)> {
@@ -384,7 +384,7 @@ fn read_file(shared: &Shared, encoded: &str) -> Option<(Vec<u8>, SystemTime)> {
 }
 
 fn quoted_sha256(bytes: &[u8]) -> String {
-    format!("\"{}\"", Sha256Digest::of(bytes).to_hex())
+    format!("\"{}\"", sha256_hex(bytes))
 }
 
 fn resolve(shared: &Shared, request: &Request, encoded: &str) -> Response {
@@ -403,7 +403,7 @@ fn resolve(shared: &Shared, request: &Request, encoded: &str) -> Response {
             .header("X-Linked-Size", bytes.len().to_string())
             .header(
                 "X-Repo-Commit",
-                Sha256Digest::of(revision.as_bytes()).to_hex()[..40].to_string(),
+                sha256_hex(revision.as_bytes())[..40].to_string(),
             )
             .header("Content-Type", "text/plain; charset=utf-8");
     }
