@@ -36,11 +36,12 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
     let base = Url::from_directory_path(&data)
         .map_err(|()| format!("{} cannot be a file:// URL", data.display()))?;
     let cache = CacheDir::open(&work.path().join("cache"))?;
+    // Not in the temporary directory: the log outlives the demo.
     let log_file = args
         .run
         .log_file
         .clone()
-        .unwrap_or_else(|| work.path().join("matvisfs.log"));
+        .unwrap_or_else(|| log_beside(&mountpoint));
     let textures = release.textures().count();
 
     let hint = |mp: &Path| {
@@ -60,7 +61,13 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
     }
     let mut readiness = start(&args.run, &log_file, || {
         hint(&mountpoint);
-        println!("Stop it with:  matvisfs unmount {}", mountpoint.display());
+        // The binary may not be on PATH (~/.local/bin often is not).
+        println!(
+            "Stop it with:  {} unmount {}",
+            this_binary(),
+            mountpoint.display()
+        );
+        println!("Its log:       {}", log_file.display());
     })?;
     let result = (|| {
         tracing::info!(%base, "mounting the sample release");
@@ -72,4 +79,19 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
     })();
     drop(work);
     finish(result, &mut readiness)
+}
+
+/// `<mountpoint>.log`, next to the mountpoint.
+fn log_beside(mountpoint: &Path) -> PathBuf {
+    let name = mountpoint
+        .file_name()
+        .map_or("matvisfs-demo".into(), |n| n.to_string_lossy());
+    mountpoint.with_file_name(format!("{name}.log"))
+}
+
+/// The full path of the running binary, or its name if that is unknown.
+fn this_binary() -> String {
+    std::env::current_exe()
+        .map(|path| path.display().to_string())
+        .unwrap_or_else(|_| "matvisfs".into())
 }
