@@ -8,24 +8,28 @@
 //! `matvisfs-sample` crate; the test server and other test tooling live in
 //! `matvisfs-testkit`, a dev-dependency only.
 
+// What the binary runs.
 pub mod cache_commands;
 pub mod cli;
-pub mod daemon;
-pub mod dataset;
 pub mod demo;
-pub mod digest;
-pub mod error;
-pub mod flight;
-pub mod format;
-pub mod fs;
-pub mod fuse;
-pub mod io_modes;
-pub mod logging;
 pub mod mount;
-pub mod names;
 pub mod prefetch;
-pub mod remote;
+
+// What the integration tests check directly (parsers, names, cache layout).
+pub mod format;
+pub mod names;
 pub mod size;
-pub mod stats;
 pub mod store;
-pub mod workers;
+
+pub(crate) mod daemon;
+pub(crate) mod dataset;
+pub(crate) mod digest;
+pub(crate) mod error;
+pub(crate) mod flight;
+pub(crate) mod fs;
+pub(crate) mod fuse;
+pub(crate) mod io_modes;
+pub(crate) mod logging;
+pub(crate) mod remote;
+pub(crate) mod stats;
+pub(crate) mod workers;

@@ -35,6 +35,7 @@ pub struct Change {
 }
 
 impl Change {
+    #[cfg(test)]
     pub fn tag(tag: &str) -> Self {
         Change {
             tag: tag.to_string(),

@@ -429,11 +429,6 @@ impl Tag {
         }
     }
 
-    /// A source's parsed catalog, loaded if needed.
-    pub fn catalog(&self, name: &str) -> Result<Arc<Catalog>, FsError> {
-        self.document(name)?.catalog.ok_or(FsError::NotFound)
-    }
-
     fn open_document(&self, blob: &Blob) -> Result<OpenBlob, FsError> {
         match self.ctx.documents.open(&blob.digest) {
             Ok(file) => Ok(OpenBlob {

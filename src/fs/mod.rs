@@ -8,8 +8,7 @@ mod inodes;
 mod listing;
 
 pub use self::core::{Attr, Entry, FsCore, Invalidation, OpenReply};
-pub use inodes::{CONTROL_DIR, NodeKey, ROOT_INO, STATS_FILE};
-pub use listing::{DirEntry, Listing};
+pub use listing::Listing;
 
 #[cfg(test)]
 mod tests;

@@ -18,7 +18,7 @@ use crate::digest::Sha256Digest;
 use crate::format::Slice;
 use crate::format::hub::TreeListing;
 
-pub use budget::{Class, RateBudget, RateLimits};
+pub use budget::{Class, RateLimits};
 pub use metered::Metered;
 pub use retry::RetryPolicy;
 

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{FsCore, Invalidation, ROOT_INO};
+use super::inodes::{NodeKey, ROOT_INO};
+use super::{FsCore, Invalidation};
 use crate::dataset::{Change, Context, Dataset, Kind};
 use crate::error::FsError;
 use crate::remote::mock::MockRemote;
@@ -636,7 +637,7 @@ fn readdirplus_gives_known_attributes_and_placeholders_for_unknown_sizes() {
     let dir = s.ino(&format!("{TAG}/ambientcg/512/Wood051")).unwrap();
     let listing = s.core.listing(dir).unwrap();
     s.core.fill(&listing, 2, true, |_, _| true);
-    let refused = crate::fs::NodeKey::root()
+    let refused = NodeKey::root()
         .child(TAG)
         .child("ambientcg")
         .child("512")
