@@ -11,7 +11,8 @@ use matvisfs_sample::sha256_hex;
 use serde_json::{Value, json};
 
 use super::Shared;
-use super::respond::{Request, Response, blob_etag, file_path, is_lfs};
+use super::files::{blob_etag, file_path, is_lfs};
+use super::message::{Request, Response};
 
 /// Answers `/api/datasets/<owner>/<name>/<rest>`; `None` for other paths.
 /// The first value is what the request log records.

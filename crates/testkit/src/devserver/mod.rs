@@ -14,7 +14,9 @@
 //! The tests and benchmarks use it as the server they can count requests on
 //! and break at will.
 
+mod files;
 mod hub;
+mod message;
 mod respond;
 
 use std::collections::HashMap;
