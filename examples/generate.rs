@@ -7,7 +7,7 @@
 //!
 //! The revision lands in `<DIR>/<TAG>/`; serve `<DIR>` as `<base>/`.
 
-use matvisfs::fixture::{Release, ReleaseSpec};
+use matvisfs_sample::{Release, ReleaseSpec};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use matvisfs::devserver::{DevServer, Fault, FaultRule};
+use matvisfs_testkit::devserver::{DevServer, Fault, FaultRule};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

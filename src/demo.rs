@@ -1,18 +1,18 @@
-//! `matvisfs demo`: a generated sample release, served by the dev server on
-//! loopback and mounted like the real dataset. No network needed.
+//! `matvisfs demo`: a generated sample release, written to a temporary
+//! directory and mounted from there through a `file://` base URL, like a
+//! local copy of the real dataset. No network and no server needed.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+
+use matvisfs_sample::{Release, ReleaseSpec};
+use url::Url;
 
 use crate::cli::{DEFAULT_TAG, DemoArgs};
 use crate::dataset::Context;
-use crate::devserver::DevServer;
-use crate::fixture::{Release, ReleaseSpec};
 use crate::mount::{finish, load_and_serve, prepare_mountpoint, start};
-use crate::remote::RetryPolicy;
-use crate::remote::http::{HttpRemote, HttpSettings};
+use crate::remote::local::LocalRemote;
 use crate::store::CacheDir;
 
 pub fn run(args: DemoArgs) -> Result<(), String> {
@@ -33,15 +33,18 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
     release
         .write_to(&data)
         .map_err(|e| format!("cannot write the sample release: {e}"))?;
+    let base = Url::from_directory_path(&data)
+        .map_err(|()| format!("{} cannot be a file:// URL", data.display()))?;
     let cache = CacheDir::open(&work.path().join("cache"))?;
+    // Not in the temporary directory: the log outlives the demo.
     let log_file = args
         .run
         .log_file
         .clone()
-        .unwrap_or_else(|| work.path().join("matvisfs.log"));
+        .unwrap_or_else(|| log_beside(&mountpoint));
     let textures = release.textures().count();
 
-    let hint = |mp: &std::path::Path| {
+    let hint = |mp: &Path| {
         println!(
             "Mounted a generated sample release ({textures} textures) at {}",
             mp.display()
@@ -58,17 +61,17 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
     }
     let mut readiness = start(&args.run, &log_file, || {
         hint(&mountpoint);
-        println!("Stop it with:  matvisfs unmount {}", mountpoint.display());
+        // The binary may not be on PATH (~/.local/bin often is not).
+        println!(
+            "Stop it with:  {} unmount {}",
+            this_binary(),
+            mountpoint.display()
+        );
+        println!("Its log:       {}", log_file.display());
     })?;
     let result = (|| {
-        let server =
-            DevServer::start(&data).map_err(|e| format!("cannot start the sample server: {e}"))?;
-        tracing::info!(base = %server.base_url(), "serving the sample release");
-        let remote = HttpRemote::new(&HttpSettings::new(
-            &server.base_url(),
-            Duration::from_secs(10),
-            RetryPolicy::default(),
-        ))?;
+        tracing::info!(%base, "mounting the sample release");
+        let remote = LocalRemote::new(base.as_str())?;
         // The sample is small: no cap needed.
         let ctx = Context::new(Arc::new(remote), cache, 0, false);
         let tags = vec![DEFAULT_TAG.to_string()];
@@ -76,4 +79,19 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
     })();
     drop(work);
     finish(result, &mut readiness)
+}
+
+/// `<mountpoint>.log`, next to the mountpoint.
+fn log_beside(mountpoint: &Path) -> PathBuf {
+    let name = mountpoint
+        .file_name()
+        .map_or("matvisfs-demo".into(), |n| n.to_string_lossy());
+    mountpoint.with_file_name(format!("{name}.log"))
+}
+
+/// The full path of the running binary, or its name if that is unknown.
+fn this_binary() -> String {
+    std::env::current_exe()
+        .map(|path| path.display().to_string())
+        .unwrap_or_else(|_| "matvisfs".into())
 }

@@ -28,7 +28,7 @@ impl Sha256Digest {
         Some(Sha256Digest(out))
     }
 
-    pub fn to_hex(&self) -> String {
+    pub fn to_hex(self) -> String {
         use fmt::Write;
         let mut s = String::with_capacity(64);
         for b in self.0 {

@@ -4,28 +4,31 @@
 //! (the disk cache), [`format`] (manifest and catalogs), [`dataset`] (tags,
 //! revalidation, file content), [`fs`] (inodes, handles, operations) and
 //! [`fuse`] (the thin adapter to the kernel). [`mount`] and [`daemon`] run
-//! it; [`fixture`] and [`devserver`] generate and serve sample releases for
-//! the demo and the tests.
+//! it. The sample releases of the demo and the tests come from the
+//! `matvisfs-sample` crate; the test server and other test tooling live in
+//! `matvisfs-testkit`, a dev-dependency only.
 
+// What the binary runs.
 pub mod cache_commands;
 pub mod cli;
-pub mod daemon;
-pub mod dataset;
 pub mod demo;
-pub mod devserver;
-pub mod digest;
-pub mod fixture;
-pub mod flight;
-pub mod format;
-pub mod fs;
-pub mod fuse;
-pub mod logging;
 pub mod mount;
-pub mod names;
 pub mod prefetch;
-pub mod remote;
+
+// What the integration tests check directly (parsers, names, cache layout).
+pub mod format;
+pub mod names;
 pub mod size;
-pub mod stats;
 pub mod store;
-pub mod wait;
-pub mod workers;
+
+pub(crate) mod daemon;
+pub(crate) mod dataset;
+pub(crate) mod digest;
+pub(crate) mod flight;
+pub(crate) mod fs;
+pub(crate) mod fuse;
+pub(crate) mod logging;
+pub(crate) mod remote;
+pub(crate) mod stats;
+pub(crate) mod wait;
+pub(crate) mod workers;

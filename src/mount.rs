@@ -21,6 +21,7 @@ use crate::fuse::FuseAdapter;
 use crate::logging;
 use crate::remote::Remote;
 use crate::remote::http::HttpRemote;
+use crate::remote::local::{self, LocalRemote};
 use crate::store::CacheDir;
 
 /// `matvisfs mount`.
@@ -55,7 +56,7 @@ pub fn run(args: MountArgs) -> Result<(), String> {
 }
 
 /// Logs a failure and passes it on to a waiting parent.
-pub fn finish(result: Result<(), String>, readiness: &mut Readiness) -> Result<(), String> {
+pub(crate) fn finish(result: Result<(), String>, readiness: &mut Readiness) -> Result<(), String> {
     if let Err(msg) = &result {
         tracing::error!("{msg}");
         readiness.report(Err(msg));
@@ -65,7 +66,11 @@ pub fn finish(result: Result<(), String>, readiness: &mut Readiness) -> Result<(
 
 /// Goes to the background unless `--foreground`, and starts logging.
 /// `on_ready` runs in the foreground process once a background mount is up.
-pub fn start(run: &RunArgs, log_file: &Path, on_ready: impl FnOnce()) -> Result<Readiness, String> {
+pub(crate) fn start(
+    run: &RunArgs,
+    log_file: &Path,
+    on_ready: impl FnOnce(),
+) -> Result<Readiness, String> {
     if run.foreground {
         logging::to_stderr(logging::MOUNT_LEVEL + run.verbose);
         return Ok(Readiness::foreground());
@@ -75,17 +80,20 @@ pub fn start(run: &RunArgs, log_file: &Path, on_ready: impl FnOnce()) -> Result<
     Ok(readiness)
 }
 
-pub fn make_remote(args: &RemoteArgs) -> Result<Arc<dyn Remote>, String> {
+/// The remote for the base URL: a local directory for `file://`, else HTTP.
+pub(crate) fn make_remote(args: &RemoteArgs) -> Result<Arc<dyn Remote>, String> {
+    let base = args.base_url()?;
     if args.offline {
-        return Ok(Arc::new(crate::remote::Offline {
-            base: args.base_url()?,
-        }));
+        return Ok(Arc::new(crate::remote::Offline { base }));
+    }
+    if local::is_file_url(&base) {
+        return Ok(Arc::new(LocalRemote::new(&base)?));
     }
     Ok(Arc::new(HttpRemote::new(&args.http_settings()?)?))
 }
 
 /// Loads the pinned `tags` and serves them at `mountpoint` until unmounted.
-pub fn load_and_serve(
+pub(crate) fn load_and_serve(
     ctx: Context,
     tags: Vec<String>,
     mountpoint: &Path,
@@ -240,7 +248,7 @@ fn watch_signals(mountpoint: PathBuf) -> Result<(), String> {
 }
 
 /// Checks the mountpoint, recovering one left dead by a killed mount.
-pub fn prepare_mountpoint(path: &Path) -> Result<PathBuf, String> {
+pub(crate) fn prepare_mountpoint(path: &Path) -> Result<PathBuf, String> {
     let path = absolute(path)?;
     let meta = match fs::metadata(&path) {
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {

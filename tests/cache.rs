@@ -10,8 +10,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{BIN, Mount, Served, TAG, read};
-use matvisfs::devserver::{Fault, FaultRule};
-use matvisfs::fixture::{Release, ReleaseSpec};
+use matvisfs_sample::{Release, ReleaseSpec};
+use matvisfs_testkit::devserver::{Fault, FaultRule};
 
 const OTHER: &str = "v2026.05.0-rc1";
 
@@ -287,7 +287,7 @@ fn cache_commands_report_verify_and_clear_while_mounted() {
     let extra = "ambientcg/512/Rock064/color.png";
     only_in_twin.files.insert(
         extra.into(),
-        matvisfs::fixture::images::png("twin only", "color", 16),
+        matvisfs_sample::images::png("twin only", "color", 16),
     );
     only_in_twin.write_to(served.dir.path()).unwrap();
     let mount = Mount::builder(&served.base_url())

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{BIN, Mount, Served, TAG, background_mount, is_mounted, peak_rss, read, warm};
-use matvisfs::devserver::{DevServer, Fault, FaultRule, ServerOptions};
-use matvisfs::fixture::{Release, ReleaseSpec};
+use matvisfs_sample::{Release, ReleaseSpec};
+use matvisfs_testkit::devserver::{DevServer, Fault, FaultRule, ServerOptions};
 
 /// `--timeout` of the mounts below.
 const TIMEOUT: u64 = 2;

@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 
 use common::{Mount, Served, TAG, background_mount, read, warm};
-use matvisfs::fixture::{Release, ReleaseSpec};
+use matvisfs_sample::{Release, ReleaseSpec};
 
 #[test]
 fn offline_mode_sends_no_request_at_all() {

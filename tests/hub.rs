@@ -8,8 +8,8 @@ mod common;
 use std::fs;
 
 use common::{Mount, Served, TAG, read};
-use matvisfs::devserver::{Fault, FaultRule, ServerOptions};
-use matvisfs::fixture::{Release, ReleaseSpec};
+use matvisfs_sample::{Release, ReleaseSpec};
+use matvisfs_testkit::devserver::{Fault, FaultRule, ServerOptions};
 
 const REPO: &str = "gerchowl/mat-vis";
 const NEXT: &str = "v2026.05.0-rc1";

@@ -10,7 +10,7 @@ use std::io::Read;
 use std::process::Command;
 
 use common::{BIN, Mount, Served, TAG, read};
-use matvisfs::fixture::{Release, ReleaseSpec};
+use matvisfs_sample::{Release, ReleaseSpec};
 
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 const KTX2_MAGIC: &[u8] = b"\xabKTX 20\xbb\r\n\x1a\n";

@@ -272,10 +272,12 @@ fn concurrent_readers_of_an_uncached_file_cause_one_download() {
     let mount = Mount::builder(&served.base_url()).start();
     let path = "ambientcg/ktx2-512/Metal032/roughness.ktx2";
     fs::metadata(mount.tag_path(path)).unwrap();
-    served.server.inject(matvisfs::devserver::FaultRule::new(
-        &format!("cdn/{TAG}/{path}"),
-        matvisfs::devserver::Fault::Delay(Duration::from_millis(300)),
-    ));
+    served
+        .server
+        .inject(matvisfs_testkit::devserver::FaultRule::new(
+            &format!("cdn/{TAG}/{path}"),
+            matvisfs_testkit::devserver::Fault::Delay(Duration::from_millis(300)),
+        ));
     std::thread::scope(|scope| {
         for _ in 0..8 {
             scope.spawn(|| {
@@ -355,10 +357,12 @@ fn hung_downloads_never_stall_listing_stats_or_cached_reads() {
     let textures: Vec<_> = served.release.textures().collect();
     let (cached, cached_bytes) = textures[0];
     read(&mount.tag_path(cached)).unwrap();
-    served.server.inject(matvisfs::devserver::FaultRule::new(
-        "cdn/",
-        matvisfs::devserver::Fault::Hang,
-    ));
+    served
+        .server
+        .inject(matvisfs_testkit::devserver::FaultRule::new(
+            "cdn/",
+            matvisfs_testkit::devserver::Fault::Hang,
+        ));
     let finished = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for (path, _) in &textures[1..11] {
@@ -433,9 +437,9 @@ fn a_read_after_a_stat_goes_straight_to_the_cdn() {
     let (resolve, cdn) = (format!("{TAG}/{path}"), format!("cdn/{TAG}/{path}"));
     fs::metadata(mount.tag_path(path)).unwrap();
     served.server.inject(
-        matvisfs::devserver::FaultRule::new(
+        matvisfs_testkit::devserver::FaultRule::new(
             &cdn,
-            matvisfs::devserver::Fault::Status {
+            matvisfs_testkit::devserver::Fault::Status {
                 code: 403,
                 retry_after: None,
             },

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use common::nginx::Nginx;
 use common::{Mount, TAG, read, walk};
-use matvisfs::fixture::{Release, ReleaseSpec};
+use matvisfs_sample::{Release, ReleaseSpec};
 
 fn static_mirror(root: &Path, dir: &Path) -> Nginx {
     let conf = format!(

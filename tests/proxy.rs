@@ -10,9 +10,10 @@ use std::fs;
 
 use common::nginx::Nginx;
 use common::tunnel::ConnectProxy;
-use common::{Mount, Served, TAG, read, test_ca, walk};
-use matvisfs::devserver::{DevServer, ServerOptions};
-use matvisfs::fixture::{Release, ReleaseSpec};
+use common::{Mount, Served, TAG, read, walk};
+use matvisfs_sample::{Release, ReleaseSpec};
+use matvisfs_testkit::devserver::{DevServer, ServerOptions};
+use matvisfs_testkit::tls::test_ca;
 
 /// Reads the whole tag through a fresh mount with its own cache, and checks
 /// every byte.

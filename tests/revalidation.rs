@@ -6,8 +6,8 @@ mod common;
 use std::fs;
 
 use common::{Mount, Served, TAG, read};
-use matvisfs::devserver::{LoggedRequest, ServerOptions, Validators};
-use matvisfs::fixture::images;
+use matvisfs_sample::images;
+use matvisfs_testkit::devserver::{LoggedRequest, ServerOptions, Validators};
 
 const MANIFEST: &str = "release-manifest.json";
 
@@ -208,9 +208,8 @@ fn a_server_with_only_last_modified_gets_if_modified_since() {
 #[test]
 fn a_tag_looked_up_by_name_is_loaded_once_and_a_missing_one_remembered() {
     let served = Served::small();
-    let other = matvisfs::fixture::Release::generate(&matvisfs::fixture::ReleaseSpec::small(
-        "v2026.05.0-rc1",
-    ));
+    let other =
+        matvisfs_sample::Release::generate(&matvisfs_sample::ReleaseSpec::small("v2026.05.0-rc1"));
     other.write_to(served.dir.path()).unwrap();
     let mount = Mount::builder(&served.base_url()).start();
     let rc = mount

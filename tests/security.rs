@@ -5,8 +5,9 @@ mod common;
 
 use std::fs;
 
-use common::{Mount, Served, read, test_ca, warm};
-use matvisfs::devserver::{DevServer, ServerOptions};
+use common::{Mount, Served, read, warm};
+use matvisfs_testkit::devserver::{DevServer, ServerOptions};
+use matvisfs_testkit::tls::test_ca;
 
 const TOKEN: &str = "hf_TestTokenThatMustNotLeak";
 

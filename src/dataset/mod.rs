@@ -26,10 +26,7 @@ use crate::stats::Stats;
 use crate::store::{CacheDir, ContentStore, ObjectStore, Recovery};
 use releases::Releases;
 
-pub use changes::{ChangeReport, Counts};
 pub use error::Error;
-pub use files::verify::{KTX2_MAGIC, PNG_MAGIC};
-pub use revalidation::Outcome;
 pub use shared::Opened;
 pub use tag::{LoadError, Stat, Tag};
 pub use view::Kind;
@@ -43,6 +40,7 @@ pub struct Change {
 }
 
 impl Change {
+    #[cfg(test)]
     pub fn tag(tag: &str) -> Self {
         Change {
             tag: tag.to_string(),

@@ -194,16 +194,6 @@ impl Tag {
         self.ask(path, |view| view.resolve(path).map(|_| view.clone()))
     }
 
-    /// Whether `path` exists in the current tree, as far as is known without
-    /// loading anything (`None`: its catalog is not loaded).
-    pub fn exists_now(&self, path: &str) -> Option<bool> {
-        match self.view().resolve(path) {
-            Lookup::Found(_) => Some(true),
-            Lookup::Missing => Some(false),
-            Lookup::NeedsDocument(_) => None,
-        }
-    }
-
     /// What `path` is in the current tree, as far as is known without
     /// loading anything: `None` when its catalog is not loaded, `Some(None)`
     /// when it does not exist.
@@ -319,14 +309,6 @@ impl Tag {
     pub fn refresh_document(&self, name: &str) -> Result<()> {
         self.documents.revalidate(&self.shared, name)?;
         self.documents.get(&self.shared, name).map(drop)
-    }
-
-    /// A source's parsed catalog, loaded if needed.
-    pub fn catalog(&self, name: &str) -> Result<Arc<crate::format::Catalog>> {
-        self.documents
-            .get(&self.shared, name)?
-            .catalog
-            .ok_or(Error::NotFound)
     }
 
     /// How this session's revalidation went, the manifest's ETag, the

@@ -14,9 +14,8 @@ mod slots;
 pub use self::core::{FsCore, OpenReply, ReadReply};
 pub use attr::{Attr, Entry};
 pub use error::FsError;
-pub use inodes::{CONTROL_DIR, NodeKey, ROOT_INO, STATS_FILE};
 pub use kernel::{Invalidation, Kernel};
-pub use listing::{DirEntry, Listing};
+pub use listing::Listing;
 
 #[cfg(test)]
 mod tests;

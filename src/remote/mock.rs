@@ -43,12 +43,6 @@ impl MockRemote {
             .insert((tag.into(), path.into()), bytes.into());
     }
 
-    pub fn remove(&self, tag: &str, path: &str) {
-        self.files
-            .lock()
-            .remove(&(tag.to_string(), path.to_string()));
-    }
-
     pub fn set_down(&self, down: bool) {
         *self.down.lock() = down;
     }

@@ -1,8 +1,10 @@
 //! The network behind a small trait: conditional GET into a sink, and HEAD.
-//! `http` talks to a real server; `mock` (tests only) keeps files in memory.
+//! `http` talks to a real server, `local` reads a copy of the dataset in a
+//! directory (`file://` base URLs); `mock` (tests only) keeps files in memory.
 
 mod budget;
 pub mod http;
+pub mod local;
 mod metered;
 #[cfg(test)]
 pub mod mock;
@@ -16,7 +18,7 @@ use crate::digest::Sha256Digest;
 use crate::format::Slice;
 use crate::format::hub::TreeListing;
 
-pub use budget::{Class, RateBudget, RateLimits};
+pub use budget::{Class, RateLimits};
 pub use metered::Metered;
 pub use retry::RetryPolicy;
 

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use matvisfs::devserver::DevServer;
-use matvisfs::fixture::{Release, ReleaseSpec};
+use matvisfs_sample::{Release, ReleaseSpec};
+use matvisfs_testkit::devserver::DevServer;
 
 pub const TAG: &str = "v2026.04.2";
 pub const BIN: &str = env!("CARGO_BIN_EXE_matvisfs");
@@ -328,33 +328,6 @@ pub fn walk(root: &Path) -> Vec<String> {
     visit(root, root, &mut out);
     out.sort();
     out
-}
-
-/// A throwaway certificate authority and a server certificate it signed.
-pub struct TestCa {
-    pub ca_pem: String,
-    pub cert_pem: String,
-    pub key_pem: String,
-}
-
-pub fn test_ca(hosts: &[&str]) -> TestCa {
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "matvisfs test CA");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
-        .unwrap();
-    let params =
-        rcgen::CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>())
-            .unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &ca).unwrap();
-    TestCa {
-        ca_pem: ca.pem(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    }
 }
 
 /// Peak resident memory of a process, in bytes.

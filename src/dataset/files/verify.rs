@@ -109,7 +109,7 @@ mod tests {
     use crate::digest::Sha256Digest;
 
     fn png() -> Vec<u8> {
-        crate::fixture::images::png("x", "color", 4)
+        matvisfs_sample::images::png("x", "color", 4)
     }
 
     fn blob(bytes: &[u8]) -> Blob {
@@ -163,7 +163,7 @@ mod tests {
             ..right
         };
         assert!(ok(&good, Some(resized)).unwrap_err().contains("catalog"));
-        let ktx = crate::fixture::images::ktx2("x", "color", 4);
+        let ktx = matvisfs_sample::images::ktx2("x", "color", 4);
         assert_eq!(
             check_download(
                 "ktx2",

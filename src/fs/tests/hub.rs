@@ -2,9 +2,9 @@
 //! the root, sizes from tree listings instead of HEADs.
 
 use super::{Harness, TAG, small};
-use crate::fixture::{Release, ReleaseSpec};
 use crate::format::is_texture_path;
 use crate::remote::FetchError;
+use matvisfs_sample::{Release, ReleaseSpec};
 
 /// A release whose `ambientcg` tiers hold `materials` materials.
 fn wide(materials: usize) -> Release {

@@ -7,13 +7,14 @@ use parking_lot::Mutex;
 
 use fuser::Errno;
 
-use super::{FsCore, FsError, Invalidation, ROOT_INO};
+use super::inodes::{NodeKey, ROOT_INO};
+use super::{FsCore, FsError, Invalidation};
 use crate::dataset::{Change, Context, Dataset, Error, Kind};
-use crate::fixture::containers::{Layout, Packed};
-use crate::fixture::{Release, ReleaseSpec};
 use crate::remote::mock::MockRemote;
 use crate::remote::{FetchError, Remote};
 use crate::store::CacheDir;
+use matvisfs_sample::{Release, ReleaseSpec};
+use matvisfs_testkit::containers::{Layout, PackRelease, Packed};
 
 const TAG: &str = "v2026.04.2";
 
@@ -309,8 +310,8 @@ fn a_changed_tag_is_seen_and_stale_bytes_are_not_served() {
     h.warm(&[baked, derived, untouched]);
     // The tag is republished: two textures change, the catalog hash of the
     // baked one with it, and the manifest gains a tier.
-    let new_baked = crate::fixture::images::png("changed", "color", 16);
-    let new_derived = crate::fixture::images::png("changed", "color", 8);
+    let new_baked = matvisfs_sample::images::png("changed", "color", 16);
+    let new_derived = matvisfs_sample::images::png("changed", "color", 8);
     release.replace_texture(baked, new_baked.clone());
     release.replace_texture(derived, new_derived.clone());
     let mut manifest = release.json("release-manifest.json");
@@ -348,7 +349,7 @@ fn a_changed_derived_file_is_reverified_by_its_etag() {
     let later = "ambientcg/512/Metal032/ao.png";
     h.warm(&[derived, same, later]);
     // Only the catalog and one derived file change (the manifest stays).
-    let replacement = crate::fixture::images::png("new", "roughness", 8);
+    let replacement = matvisfs_sample::images::png("new", "roughness", 8);
     release.replace_texture(derived, replacement.clone());
     let mut catalog = release.json("ambientcg.json");
     catalog[0]["mat_vis"]["name"] = serde_json::json!("renamed");
@@ -441,7 +442,7 @@ fn a_file_changed_on_the_server_within_a_session_is_never_served_at_its_old_size
         release.files[rewritten].len() as u64
     );
     // The server's copies change after the kernel was given their sizes.
-    let bigger = crate::fixture::images::png("republished", "ao", 32);
+    let bigger = matvisfs_sample::images::png("republished", "ao", 32);
     assert_ne!(bigger.len() as u64, old_size);
     h.remote.put(TAG, resized, bigger.clone());
     let mut same_size = release.files[rewritten].clone();
@@ -648,7 +649,7 @@ fn readdirplus_gives_known_attributes_and_placeholders_for_unknown_sizes() {
     let dir = s.ino(&format!("{TAG}/ambientcg/512/Wood051")).unwrap();
     let listing = s.core.listing(dir).unwrap();
     s.core.fill(&listing, 2, true, |_, _| true);
-    let refused = crate::fs::NodeKey::root()
+    let refused = NodeKey::root()
         .child(TAG)
         .child("ambientcg")
         .child("512")

@@ -1,11 +1,37 @@
 //! The test server behaves like the Hugging Face resolve endpoint, so that
 //! what the other tests show holds against the real thing.
 
-mod common;
-
-use common::{Served, TAG};
+use matvisfs_sample::{Release, ReleaseSpec, sha256_hex};
+use matvisfs_testkit::devserver::DevServer;
 use reqwest::blocking::Client;
 use reqwest::redirect::Policy;
+
+const TAG: &str = "v2026.04.2";
+
+/// A small release on disk and the server over it.
+struct Served {
+    _dir: tempfile::TempDir,
+    server: DevServer,
+    release: Release,
+}
+
+impl Served {
+    fn small() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let release = Release::generate(&ReleaseSpec::small(TAG));
+        release.write_to(dir.path()).unwrap();
+        let server = DevServer::start(dir.path()).unwrap();
+        Served {
+            _dir: dir,
+            server,
+            release,
+        }
+    }
+
+    fn base_url(&self) -> String {
+        self.server.base_url()
+    }
+}
 
 fn client() -> Client {
     Client::builder().redirect(Policy::none()).build().unwrap()
@@ -23,7 +49,7 @@ fn textures_redirect_with_linked_headers_and_the_cdn_serves_ranges() {
     assert_eq!(header("x-linked-size"), bytes.len().to_string());
     assert_eq!(
         header("x-linked-etag"),
-        format!("\"{}\"", matvisfs::digest::Sha256Digest::of(bytes))
+        format!("\"{}\"", sha256_hex(bytes))
     );
     assert_eq!(header("x-repo-commit").len(), 40);
     assert_ne!(

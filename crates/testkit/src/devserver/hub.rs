@@ -7,11 +7,12 @@
 use std::fs;
 use std::path::Path;
 
+use matvisfs_sample::sha256_hex;
 use serde_json::{Value, json};
 
 use super::Shared;
-use super::respond::{Request, Response, blob_etag, file_path, is_lfs};
-use crate::digest::Sha256Digest;
+use super::files::{blob_etag, file_path, is_lfs};
+use super::message::{Request, Response};
 
 /// Answers `/api/datasets/<owner>/<name>/<rest>`; `None` for other paths.
 /// The first value is what the request log records.
@@ -145,7 +146,7 @@ fn collect(dir: &Path, in_repo: &str, recursive: bool, out: &mut Vec<Value>) {
         if is_lfs(&name) {
             out.push(json!({
                 "type": "file", "oid": git_oid, "size": 134, "path": path,
-                "lfs": {"oid": Sha256Digest::of(&bytes).to_hex(), "size": bytes.len(), "pointerSize": 134},
+                "lfs": {"oid": sha256_hex(&bytes), "size": bytes.len(), "pointerSize": 134},
             }));
         } else {
             out.push(json!({"type": "file", "oid": git_oid, "size": bytes.len(), "path": path}));

@@ -11,10 +11,12 @@
 //!   and paginated tree listing (see `hub`);
 //! - every request is logged, and faults can be injected per path.
 //!
-//! `matvisfs demo` serves its sample with it; the tests and benchmarks use
-//! it as the server they can count requests on and break at will.
+//! The tests and benchmarks use it as the server they can count requests on
+//! and break at will.
 
+mod files;
 mod hub;
+mod message;
 mod respond;
 
 use std::collections::HashMap;

@@ -1,85 +1,16 @@
 //! One connection of the dev server: requests in, responses (or injected
 //! faults) out, keep-alive until the client closes.
 
-use std::collections::HashMap;
-use std::fs;
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use matvisfs_sample::sha256_hex;
 use percent_encoding::percent_decode_str;
 
+use super::files::{blob_etag, content_type, is_lfs, quoted_sha256, read_file};
+use super::message::{Request, Response, Wire, read_request, reason};
 use super::{Fault, LoggedRequest, Shared, Validators};
-use crate::digest::Sha256Digest;
-
-const MAX_HEAD: usize = 64 * 1024;
-
-pub(super) struct Request {
-    pub(super) method: String,
-    /// The raw path, percent-encoded, without the query.
-    pub(super) raw_path: String,
-    pub(super) query: String,
-    pub(super) headers: HashMap<String, String>,
-}
-
-pub(super) struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Response {
-    pub(super) fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
-        Response {
-            status,
-            headers: Vec::new(),
-            body: body.into(),
-        }
-    }
-
-    pub(super) fn header(mut self, name: &str, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-
-    fn head_bytes(&self, keep_alive: bool) -> Vec<u8> {
-        let mut head = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
-        for (name, value) in &self.headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        head.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
-        head.push_str(if keep_alive {
-            "Connection: keep-alive\r\n\r\n"
-        } else {
-            "Connection: close\r\n\r\n"
-        });
-        head.into_bytes()
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        206 => "Partial Content",
-        302 => "Found",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        404 => "Not Found",
-        416 => "Range Not Satisfiable",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Status",
-    }
-}
-
-/// A connection's byte stream: the socket itself, or TLS over it.
-pub(super) trait Wire: Read + Write {}
-impl<T: Read + Write> Wire for T {}
 
 /// Serves requests until the client closes; `socket` is the TCP socket
 /// under `stream`, for the faults that act on it directly.
@@ -261,77 +192,6 @@ fn wait_for_stop(shared: &Shared) {
     }
 }
 
-fn read_request(stream: &mut dyn Wire, buffer: &mut Vec<u8>) -> Option<Request> {
-    loop {
-        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head: Vec<u8> = buffer.drain(..end + 4).collect();
-            return parse_request(&head);
-        }
-        if buffer.len() > MAX_HEAD {
-            return None;
-        }
-        let mut chunk = [0u8; 4096];
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
-fn parse_request(head: &[u8]) -> Option<Request> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut request = httparse::Request::new(&mut headers);
-    request.parse(head).ok()?;
-    let target = request.path?;
-    Some(Request {
-        method: request.method?.to_string(),
-        raw_path: target.split('?').next().unwrap_or("").to_string(),
-        query: target.split_once('?').map_or("", |(_, q)| q).to_string(),
-        headers: request
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_ascii_lowercase(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
-            .collect(),
-    })
-}
-
-/// Decodes `<rev>/<path>` into a file under the root; refuses traversal.
-pub(super) fn file_path(shared: &Shared, encoded: &str) -> Option<PathBuf> {
-    let mut path = shared.root.clone();
-    for part in encoded.split('/') {
-        let part = percent_decode_str(part).decode_utf8().ok()?;
-        if part.is_empty() || part == "." || part == ".." || part.contains('\0') {
-            return None;
-        }
-        path.push(part.as_ref());
-    }
-    Some(path)
-}
-
-/// Files Hugging Face keeps in LFS: textures and containers.
-pub(super) fn is_lfs(path: &str) -> bool {
-    [".png", ".ktx2", ".tar", ".parquet"]
-        .iter()
-        .any(|ext| path.ends_with(ext))
-}
-
-fn content_type(path: &str) -> &'static str {
-    if path.ends_with(".json") {
-        "application/json"
-    } else if path.ends_with(".png") {
-        "image/png"
-    } else if path.ends_with(".ktx2") {
-        "image/ktx2"
-    } else {
-        "application/octet-stream"
-    }
-}
-
 /// The logged path and the normal response to a request.
 fn answer(shared: &Shared, request: &Request) -> (String, Response) {
     if request.method != "GET" && request.method != "HEAD" {
@@ -369,24 +229,6 @@ fn resolve_path(raw_path: &str) -> Option<&str> {
     (resolve == "resolve").then_some(rest)
 }
 
-/// A small file's ETag: git-blob-like (40 hex digits), as the Hub gives.
-pub(super) fn blob_etag(bytes: &[u8]) -> String {
-    let mut blob = format!("blob {}\0", bytes.len()).into_bytes();
-    blob.extend_from_slice(bytes);
-    format!("\"{}\"", &Sha256Digest::of(&blob).to_hex()[..40])
-}
-
-fn read_file(shared: &Shared, encoded: &str) -> Option<(Vec<u8>, SystemTime)> {
-    let path = file_path(shared, encoded)?;
-    let meta = fs::metadata(&path).ok().filter(|m| m.is_file())?;
-    let bytes = fs::read(&path).ok()?;
-    Some((bytes, meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
-}
-
-fn quoted_sha256(bytes: &[u8]) -> String {
-    format!("\"{}\"", Sha256Digest::of(bytes).to_hex())
-}
-
 fn resolve(shared: &Shared, request: &Request, encoded: &str) -> Response {
     let Some((bytes, modified)) = read_file(shared, encoded) else {
         return Response::new(404, "Entry not found\n").header("X-Error-Code", "EntryNotFound");
@@ -403,7 +245,7 @@ fn resolve(shared: &Shared, request: &Request, encoded: &str) -> Response {
             .header("X-Linked-Size", bytes.len().to_string())
             .header(
                 "X-Repo-Commit",
-                Sha256Digest::of(revision.as_bytes()).to_hex()[..40].to_string(),
+                sha256_hex(revision.as_bytes())[..40].to_string(),
             )
             .header("Content-Type", "text/plain; charset=utf-8");
     }
