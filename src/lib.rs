@@ -5,7 +5,8 @@
 //! revalidation, file content), [`fs`] (inodes, handles, operations) and
 //! [`fuse`] (the thin adapter to the kernel). [`mount`] and [`daemon`] run
 //! it; [`fixture`] and [`devserver`] generate and serve sample releases for
-//! the demo and the tests.
+//! the demo and the tests. [`materials`] writes the MaterialX and USD
+//! documents the tree serves beside a material's textures.
 
 pub mod cache_commands;
 pub mod cli;
@@ -22,6 +23,7 @@ pub mod fs;
 pub mod fuse;
 pub mod io_modes;
 pub mod logging;
+pub mod materials;
 pub mod mount;
 pub mod names;
 pub mod prefetch;
