@@ -6,7 +6,8 @@
 //! [`fuse`] (the thin adapter to the kernel). [`mount`] and [`daemon`] run
 //! it. The sample releases of the demo and the tests come from the
 //! `matvisfs-sample` crate; the test server and other test tooling live in
-//! `matvisfs-testkit`, a dev-dependency only.
+//! `matvisfs-testkit`, a dev-dependency only. [`materials`] writes the
+//! MaterialX and USD documents the tree serves beside a material's textures.
 
 // What the binary runs.
 pub mod cache_commands;
@@ -17,6 +18,7 @@ pub mod prefetch;
 
 // What the integration tests check directly (parsers, names, cache layout).
 pub mod format;
+pub mod materials;
 pub mod names;
 pub mod size;
 pub mod store;

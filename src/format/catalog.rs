@@ -6,9 +6,10 @@ use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::{FormatError, Parsed};
+use super::pbr::{Pbr, parse_pbr};
+use super::{FormatError, Parsed, json_type};
 use crate::digest::Sha256Digest;
-use crate::names::check_component;
+use crate::names::{MAX_NAME_BYTES, check_component};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Catalog {
@@ -25,6 +26,17 @@ pub struct Material {
     pub tiers: Box<[Box<str>]>,
     /// Hashes of the baked tier, by channel, sorted by channel.
     pub hashes: Box<[(Box<str>, TextureHash)]>,
+    /// What the `mat_vis` block says beyond files; boxed and only there
+    /// when it says something, so that a catalog of bare entries stays small.
+    pub details: Option<Box<Details>>,
+}
+
+/// The display name and PBR values of a material (`mat_vis.name`,
+/// `mat_vis.pbr`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Details {
+    pub name: Option<Box<str>>,
+    pub pbr: Pbr,
 }
 
 /// What the catalog says about one channel of the baked tier.
@@ -44,6 +56,16 @@ impl Catalog {
 }
 
 impl Material {
+    /// `mat_vis.name`, when the catalog gives a usable one.
+    pub fn name(&self) -> Option<&str> {
+        self.details.as_ref()?.name.as_deref()
+    }
+
+    /// The usable values of `mat_vis.pbr`, when there are any.
+    pub fn pbr(&self) -> Option<&Pbr> {
+        self.details.as_ref().map(|d| &d.pbr)
+    }
+
     pub fn in_tier(&self, tier: &str) -> bool {
         self.tiers.iter().any(|t| t.as_ref() == tier)
     }
@@ -156,7 +178,50 @@ fn parse_material(entry: &Value, skipped: &mut Vec<String>) -> Result<Material, 
         channels: channels.into_iter().collect(),
         tiers: tiers.into_iter().collect(),
         hashes: hashes.into_boxed_slice(),
+        details: parse_details(id, fields.get("mat_vis"), skipped),
     })
+}
+
+/// `mat_vis.name` and `mat_vis.pbr`. A value that is missing, null or
+/// unusable is left out; the entry itself is always kept.
+fn parse_details(
+    id: &str,
+    mat_vis: Option<&Value>,
+    skipped: &mut Vec<String>,
+) -> Option<Box<Details>> {
+    let Some(Value::Object(mat_vis)) = mat_vis else {
+        return None;
+    };
+    let name = match mat_vis.get("name") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) if name.len() <= MAX_NAME_BYTES => Some(name.as_str().into()),
+        Some(Value::String(_)) => {
+            skipped.push(format!(
+                "material {id:?}: mat_vis.name is longer than {MAX_NAME_BYTES} bytes"
+            ));
+            None
+        }
+        Some(other) => {
+            skipped.push(format!(
+                "material {id:?}: mat_vis.name is {}, not a string",
+                json_type(other)
+            ));
+            None
+        }
+    };
+    let pbr = match mat_vis.get("pbr") {
+        None | Some(Value::Null) => Pbr::default(),
+        Some(Value::Object(pbr)) => parse_pbr(id, pbr, skipped),
+        Some(other) => {
+            skipped.push(format!(
+                "material {id:?}: mat_vis.pbr is {}, not an object",
+                json_type(other)
+            ));
+            Pbr::default()
+        }
+    };
+    let details = Details { name, pbr };
+    (details != Details::default()).then(|| Box::new(details))
 }
 
 /// `texture_hashes`: `{"color": {"sha256": "<hex>", "size": N}, ...}`.
@@ -281,6 +346,51 @@ mod tests {
         assert!(parsed.value.material("badhash").unwrap().hashes.is_empty());
         // 5 bad channels + 1 bad tier + 9 bad entries + 1 duplicate + 1 bad hash
         assert_eq!(parsed.skipped.len(), 17, "{:#?}", parsed.skipped);
+    }
+
+    #[test]
+    fn reads_names_and_pbr_values_and_keeps_entries_with_bad_ones() {
+        let long = "n".repeat(256);
+        let doc = format!(
+            r#"[
+            {{"id": "Brass", "available_tiers": ["scalar"],
+              "mat_vis": {{"name": "Brass (polished)", "category": "metal",
+                          "pbr": {{"color_rgb": [0.9, 0.7, 0.3], "metalness": 1, "roughness": null}}}}}},
+            {{"id": "bad", "mat_vis": {{"name": 5, "pbr": {{"roughness": "0.5", "ior": -1, "metalness": 0.5}}}}}},
+            {{"id": "notobject", "mat_vis": "a string"}},
+            {{"id": "pbrlist", "mat_vis": {{"pbr": [1, 2]}}}},
+            {{"id": "empty", "mat_vis": {{"pbr": {{}}, "name": null}}}},
+            {{"id": "longname", "mat_vis": {{"name": "{long}"}}}},
+            {{"id": "none"}}
+        ]"#
+        );
+        let parsed = parse_catalog(doc.as_bytes()).unwrap();
+        assert_eq!(parsed.value.materials.len(), 7);
+        let brass = parsed.value.material("Brass").unwrap();
+        assert_eq!(brass.name(), Some("Brass (polished)"));
+        let pbr = brass.pbr().unwrap();
+        assert_eq!(pbr.color_rgb, Some([0.9, 0.7, 0.3]));
+        assert_eq!(pbr.metalness, Some(1.0));
+        assert_eq!(pbr.roughness, None);
+        let bad = parsed.value.material("bad").unwrap();
+        assert_eq!(bad.name(), None);
+        assert_eq!(bad.pbr().unwrap().metalness, Some(0.5));
+        assert_eq!(bad.pbr().unwrap().ior, None);
+        for id in ["notobject", "pbrlist", "empty", "longname", "none"] {
+            assert_eq!(parsed.value.material(id).unwrap().details, None, "{id}");
+        }
+        // name, roughness, ior of "bad"; pbr of "pbrlist"; the long name.
+        assert_eq!(parsed.skipped.len(), 5, "{:#?}", parsed.skipped);
+    }
+
+    #[test]
+    fn a_bare_entry_costs_no_more_than_one_pointer_for_its_details() {
+        // What a catalog of a million materials pays for every entry.
+        assert!(
+            std::mem::size_of::<Material>() <= 72,
+            "{}",
+            std::mem::size_of::<Material>()
+        );
     }
 
     #[test]

@@ -5,14 +5,18 @@
 pub mod catalog;
 pub mod hub;
 pub mod manifest;
+pub mod mtlx_map;
+pub mod pbr;
 pub mod rowmap;
 
 use thiserror::Error;
 
-pub use catalog::{Catalog, Material, TextureHash, parse_catalog};
+pub use catalog::{Catalog, Details, Material, TextureHash, parse_catalog};
 pub use manifest::{
     ContainerPart, DocumentRole, MANIFEST_FILE, Manifest, SourceSpec, is_url, parse_manifest,
 };
+pub use mtlx_map::{MaterialXMap, UpstreamDocument, parse_materialx_map, upstream_document};
+pub use pbr::Pbr;
 pub use rowmap::{Rowmap, RowmapMaterial, Slice, parse_rowmap};
 
 /// Why a whole document was refused.
@@ -31,6 +35,19 @@ pub enum FormatError {
 pub struct Parsed<T> {
     pub value: T,
     pub skipped: Vec<String>,
+}
+
+/// The JSON type of a value, for reasons: the value itself may be huge.
+fn json_type(value: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 /// Checks a MaterialX map (`{"<material id>": "<MaterialX XML>"}`). It is
