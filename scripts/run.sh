@@ -3,9 +3,10 @@
 #
 #   scripts/run.sh [MOUNTPOINT] [FLAGS...]          mount release v2026.04.2 (default ./mat-vis)
 #   scripts/run.sh --demo [MOUNTPOINT] [FLAGS...]   no network needed: a generated sample,
-#                                                   served on loopback (default ./mat-vis-demo)
+#                                                   read from a local copy (default ./mat-vis-demo)
 #
-# FLAGS go to `matvisfs mount` / `matvisfs demo` (see `matvisfs mount --help`).
+# FLAGS go to `matvisfs mount` / `matvisfs demo` (see `matvisfs mount --help`);
+# the mountpoint may be left out and the flags given alone.
 # The binary goes to $MATVISFS_PREFIX/bin (default ~/.local/bin).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,15 +25,24 @@ fi
 cargo install --quiet --locked --path "$repo" --root "$prefix"
 bin="$prefix/bin/matvisfs"
 
+demo=no
 if [ "${1:-}" = "--demo" ]; then
+    demo=yes
     shift
-    mountpoint=${1:-./mat-vis-demo}
-    [ $# -gt 0 ] && shift
-    exec "$bin" demo "$mountpoint" "$@"
+fi
+# A first argument that is a flag is not a mountpoint.
+if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
+    mountpoint=$1
+    shift
+elif [ $demo = yes ]; then
+    mountpoint=./mat-vis-demo
+else
+    mountpoint=./mat-vis
 fi
 
-mountpoint=${1:-./mat-vis}
-[ $# -gt 0 ] && shift
+if [ $demo = yes ]; then
+    exec "$bin" demo "$mountpoint" "$@"
+fi
 mkdir -p "$mountpoint"
 "$bin" mount "$mountpoint" "$@"
 echo "mat-vis is mounted at $mountpoint:  ls $mountpoint/v2026.04.2"

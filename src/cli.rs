@@ -356,6 +356,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_passthrough: bool,
 
+    /// Mount over a directory that is not empty, hiding its entries while
+    /// mounted (refused otherwise).
+    #[arg(long)]
+    pub nonempty: bool,
+
     /// More log detail: -v debug (one line per HTTP request), -vv trace.
     /// MATVISFS_LOG, a tracing filter such as `matvisfs=debug`, overrides it.
     #[arg(short, long, action = ArgAction::Count)]
@@ -364,7 +369,7 @@ pub struct RunArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct MountArgs {
-    /// An existing empty directory.
+    /// An existing empty directory (see --nonempty).
     pub mountpoint: PathBuf,
 
     /// A release tag to mount, loaded before the command returns (repeat for

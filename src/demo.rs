@@ -22,7 +22,7 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
         .unwrap_or_else(|| PathBuf::from("mat-vis-demo"));
     fs::create_dir_all(&requested)
         .map_err(|e| format!("cannot create {}: {e}", requested.display()))?;
-    let mountpoint = prepare_mountpoint(&requested)?;
+    let mountpoint = prepare_mountpoint(&requested, args.run.nonempty)?;
     // Dataset and cache live in a temporary directory that goes with the process.
     let work = tempfile::Builder::new()
         .prefix("matvisfs-demo-")

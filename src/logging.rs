@@ -1,9 +1,9 @@
 //! Log output: stderr in the foreground, a file in the background.
 
-use std::fs::OpenOptions;
-use std::io::IsTerminal;
+use std::fs::{File, OpenOptions};
+use std::io::{self, IsTerminal, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use tracing_subscriber::EnvFilter;
@@ -36,16 +36,85 @@ pub fn to_stderr(level: u8) {
 }
 
 pub fn to_file(level: u8, path: &Path) -> Result<(), String> {
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
+    let log = CappedLog::open(path.to_path_buf(), LOG_CAP)
         .map_err(|e| format!("cannot open the log file {}: {e}", path.display()))?;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter(level))
         .with_ansi(false)
-        .with_writer(Mutex::new(file))
+        .with_writer(Mutex::new(log))
         .try_init();
     Ok(())
+}
+
+/// A background mount's log grows to at most this, then starts afresh with
+/// the previous one kept beside it (`<file>.1`).
+const LOG_CAP: u64 = 16 << 20;
+
+/// A log file of bounded size: a long-lived mount never fills the disk.
+struct CappedLog {
+    path: PathBuf,
+    file: File,
+    written: u64,
+    cap: u64,
+}
+
+impl CappedLog {
+    fn open(path: PathBuf, cap: u64) -> io::Result<CappedLog> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)?;
+        let written = file.metadata()?.len();
+        Ok(CappedLog {
+            path,
+            file,
+            written,
+            cap,
+        })
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        let mut old = self.path.clone().into_os_string();
+        old.push(".1");
+        std::fs::rename(&self.path, old)?;
+        *self = CappedLog::open(self.path.clone(), self.cap)?;
+        Ok(())
+    }
+}
+
+impl Write for CappedLog {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.written > 0 && self.written + buf.len() as u64 > self.cap {
+            // A log that cannot rotate keeps going in the same file.
+            let _ = self.rotate();
+        }
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_rotates_at_its_cap_and_keeps_one_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.log");
+        let mut log = CappedLog::open(path.clone(), 100).unwrap();
+        for i in 0..30 {
+            writeln!(log, "line {i:02} of the log").unwrap();
+        }
+        let now = std::fs::read_to_string(&path).unwrap();
+        let old = std::fs::read_to_string(dir.path().join("m.log.1")).unwrap();
+        assert!(now.len() <= 100 && old.len() <= 100, "{now:?} {old:?}");
+        assert!(now.ends_with("line 29 of the log\n"));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
 }

@@ -5,6 +5,12 @@ use matvisfs::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Cache(_) | Command::Unmount(_)) {
+        // Reports piped into `head` end quietly, like other tools' output;
+        // commands that use the network keep SIGPIPE ignored.
+        // SAFETY: setting a signal's disposition before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.command {
         Command::Mount(args) => matvisfs::mount::run(args),
         Command::Unmount(args) => matvisfs::mount::unmount(&args.mountpoint, args.lazy),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use fuser::{Config, INodeNo, MountOption, Notifier, Session, SessionACL};
+use fuser::{Config, INodeNo, MountOption, Notifier, Session, SessionACL, SessionUnmounter};
 
 use crate::cli::{MountArgs, RemoteArgs, RunArgs};
 use crate::daemon::{self, Readiness};
@@ -27,7 +27,7 @@ use crate::store::CacheDir;
 /// `matvisfs mount`.
 pub fn run(args: MountArgs) -> Result<(), String> {
     let cache_dir = args.cache.dir()?;
-    let mountpoint = prepare_mountpoint(&args.mountpoint)?;
+    let mountpoint = prepare_mountpoint(&args.mountpoint, args.run.nonempty)?;
     let cache = CacheDir::open(&cache_dir)?;
     let log_file = args
         .run
@@ -128,12 +128,19 @@ fn serve(
         SessionACL::Owner
     };
     config.n_threads = Some(run.threads.max(1));
-    let session = Session::new(
-        FuseAdapter::new(core.clone(), run.threads.max(1) * 4, !run.no_passthrough),
-        mountpoint,
-        &config,
-    )
-    .map_err(|e| {
+    // Once the kernel has unmounted it, the session must not try again
+    // (which only fails, with a warning).
+    let unmounter: Arc<parking_lot::Mutex<Option<SessionUnmounter>>> = Arc::default();
+    let adapter = FuseAdapter::new(core.clone(), run.threads.max(1) * 4, !run.no_passthrough)
+        .on_destroy({
+            let unmounter = unmounter.clone();
+            move || {
+                if let Some(mut unmounter) = unmounter.lock().take() {
+                    let _ = unmounter.unmount();
+                }
+            }
+        });
+    let mut session = Session::new(adapter, mountpoint, &config).map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
             " (is /dev/fuse accessible, and fusermount3 installed?)"
         } else {
@@ -141,6 +148,7 @@ fn serve(
         };
         format!("cannot mount at {}: {e}{hint}", mountpoint.display())
     })?;
+    *unmounter.lock() = Some(session.unmount_callable());
     core.set_kernel(KernelNotifier::start(session.notifier()));
     watch_signals(mountpoint.to_path_buf())?;
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
@@ -247,8 +255,10 @@ fn watch_signals(mountpoint: PathBuf) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks the mountpoint, recovering one left dead by a killed mount.
-pub(crate) fn prepare_mountpoint(path: &Path) -> Result<PathBuf, String> {
+/// Checks the mountpoint, recovering one left dead by a killed mount. A
+/// directory with entries is refused unless `nonempty`: the mount would
+/// hide them.
+pub(crate) fn prepare_mountpoint(path: &Path, nonempty: bool) -> Result<PathBuf, String> {
     let path = absolute(path)?;
     let meta = match fs::metadata(&path) {
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
@@ -279,6 +289,18 @@ pub(crate) fn prepare_mountpoint(path: &Path) -> Result<PathBuf, String> {
             path.display(),
             path.display()
         ));
+    }
+    if !nonempty {
+        let entries = fs::read_dir(&path)
+            .map_err(|e| format!("mountpoint {}: {e}", path.display()))?
+            .count();
+        if entries > 0 {
+            return Err(format!(
+                "mountpoint {} is not empty ({entries} entries): the mount would hide them; \
+                 use an empty directory, or --nonempty to mount over them anyway",
+                path.display()
+            ));
+        }
     }
     Ok(path)
 }

@@ -460,3 +460,94 @@ fn a_read_after_a_stat_goes_straight_to_the_cdn() {
         ]
     );
 }
+
+#[test]
+fn a_mountpoint_with_entries_is_refused_unless_asked_for() {
+    let served = Served::small();
+    let dir = tempfile::tempdir().unwrap();
+    let mountpoint = dir.path().join("mnt");
+    fs::create_dir(&mountpoint).unwrap();
+    fs::write(mountpoint.join("notes.txt"), b"mine").unwrap();
+    let cache = dir.path().join("cache");
+    let refused = background_mount(&mountpoint, &served.base_url(), &cache)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(!is_mounted(&mountpoint));
+    assert_eq!(fs::read(mountpoint.join("notes.txt")).unwrap(), b"mine");
+    let allowed = background_mount(&mountpoint, &served.base_url(), &cache)
+        .arg("--nonempty")
+        .output()
+        .unwrap();
+    assert!(allowed.status.success(), "{allowed:?}");
+    assert!(is_mounted(&mountpoint));
+    assert!(mountpoint.join(TAG).is_dir());
+    let unmounted = Command::new(BIN)
+        .arg("unmount")
+        .arg(&mountpoint)
+        .status()
+        .unwrap();
+    assert!(unmounted.success());
+    assert_eq!(fs::read(mountpoint.join("notes.txt")).unwrap(), b"mine");
+}
+
+#[test]
+fn a_session_of_ordinary_use_logs_no_warning() {
+    let served = Served::small();
+    let mut mount = Mount::builder(&served.base_url()).start();
+    for (path, bytes) in served.release.textures().take(8) {
+        let file = fs::File::open(mount.tag_path(path)).unwrap();
+        // What `isatty` asks of every file a program opens: not a terminal.
+        let mut termios = std::mem::MaybeUninit::<libc::termios>::uninit();
+        use std::os::fd::AsRawFd;
+        let asked = unsafe { libc::ioctl(file.as_raw_fd(), libc::TCGETS, termios.as_mut_ptr()) };
+        assert_eq!(asked, -1);
+        assert_eq!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::ENOTTY)
+        );
+        assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes);
+    }
+    let status = Command::new(BIN)
+        .arg("unmount")
+        .arg(&mount.path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    mount.expect_clean_exit();
+    let log = mount.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
+}
+
+#[test]
+fn a_cache_report_piped_into_head_ends_quietly() {
+    let served = Served::small();
+    let cache = tempfile::tempdir().unwrap();
+    common::warm(
+        &served.base_url(),
+        cache.path(),
+        &["ambientcg/1k/Rock064/color.png"],
+    );
+    let mut child = Command::new(BIN)
+        .args(["cache", "status", "--cache-dir"])
+        .arg(cache.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `head -0`: the reader goes away before the report is written.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        output.status.success() || output.status.signal() == Some(libc::SIGPIPE),
+        "{:?}",
+        output.status
+    );
+}

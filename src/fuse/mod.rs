@@ -40,7 +40,10 @@ const MAX_READAHEAD: u32 = 1 << 20;
 /// a container is one level).
 const PASSTHROUGH_STACK_DEPTH: u32 = 2;
 
-pub struct FuseAdapter(Arc<Inner>);
+/// Run once when the kernel ends the session (the filesystem was unmounted).
+type OnDestroy = Box<dyn FnOnce() + Send + Sync>;
+
+pub struct FuseAdapter(Arc<Inner>, Option<OnDestroy>);
 
 struct Inner {
     core: Arc<FsCore>,
@@ -64,17 +67,26 @@ impl FuseAdapter {
     pub fn new(core: Arc<FsCore>, workers: usize, passthrough: bool) -> Self {
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        FuseAdapter(Arc::new(Inner {
-            core,
-            content_workers: Workers::new("content", workers),
-            metadata_workers: Workers::new("metadata", workers),
-            uid,
-            gid,
-            passthrough: AtomicBool::new(passthrough),
-            no_opendir: AtomicBool::new(false),
-            io_modes: Mutex::new(IoModes::default()),
-            failures: FailureLog::default(),
-        }))
+        FuseAdapter(
+            Arc::new(Inner {
+                core,
+                content_workers: Workers::new("content", workers),
+                metadata_workers: Workers::new("metadata", workers),
+                uid,
+                gid,
+                passthrough: AtomicBool::new(passthrough),
+                no_opendir: AtomicBool::new(false),
+                io_modes: Mutex::new(IoModes::default()),
+                failures: FailureLog::default(),
+            }),
+            None,
+        )
+    }
+
+    /// What to do once the kernel ends the session.
+    pub fn on_destroy(mut self, f: impl FnOnce() + Send + Sync + 'static) -> Self {
+        self.1 = Some(Box::new(f));
+        self
     }
 
     /// Runs `op` in quick mode here; when it must wait, runs it again on a
@@ -314,6 +326,12 @@ impl Inner {
 }
 
 impl Filesystem for FuseAdapter {
+    fn destroy(&mut self) {
+        if let Some(f) = self.1.take() {
+            f();
+        }
+    }
+
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let _ = config.set_max_readahead(MAX_READAHEAD);
         // Listings with attributes, without opendir round trips, several at
