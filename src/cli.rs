@@ -361,6 +361,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub nonempty: bool,
 
+    /// The server's tree and nothing else: no generated MaterialX and USD
+    /// documents, no `scalar/`, `auto/` or `best/` directories, no `latest`.
+    #[arg(long)]
+    pub raw: bool,
+
     /// More log detail: -v debug (one line per HTTP request), -vv trace.
     /// MATVISFS_LOG, a tracing filter such as `matvisfs=debug`, overrides it.
     #[arg(short, long, action = ArgAction::Count)]

@@ -43,7 +43,8 @@ pub fn run(args: MountArgs) -> Result<(), String> {
             args.cache.cache_max_size,
             args.remote.offline,
         )
-        .with_max_file_size(args.remote.max_file_size);
+        .with_max_file_size(args.remote.max_file_size)
+        .raw(args.run.raw);
         load_and_serve(
             ctx,
             args.tags.clone(),

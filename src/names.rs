@@ -92,9 +92,65 @@ pub fn is_release_tag(name: &str) -> bool {
     }
 }
 
+/// Where a release tag stands in CalVer order: year, month, number, then
+/// finals after their release candidates. `None` for other names.
+pub fn release_order(name: &str) -> Option<(bool, [u64; 3], String)> {
+    if !is_release_tag(name) {
+        return None;
+    }
+    let rest = &name[1..];
+    let (version, suffix) = match rest.split_once('-') {
+        Some((version, suffix)) => (version, Some(suffix)),
+        None => (rest, None),
+    };
+    let mut numbers = [0u64; 3];
+    for (slot, part) in numbers.iter_mut().zip(version.split('.')) {
+        *slot = part.parse().ok()?;
+    }
+    // Pre-releases sort by their suffix, numbers by value (`rc10` > `rc9`).
+    let suffix = suffix.map_or(String::new(), |s| {
+        let digits = s.trim_start_matches(|c: char| !c.is_ascii_digit());
+        format!("{:>20}{digits:0>20}", &s[..s.len() - digits.len()])
+    });
+    Some((suffix.is_empty(), numbers, suffix))
+}
+
+/// The newest release among `names`: the newest final one, or, when there
+/// is none, the newest pre-release.
+pub fn newest_release<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    names
+        .into_iter()
+        .filter_map(|n| {
+            release_order(n).map(|(is_final, numbers, suffix)| ((is_final, numbers, suffix), n))
+        })
+        .max()
+        .map(|(_, n)| n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_newest_release_is_the_newest_final_one() {
+        let names = [
+            "v2026.04.2",
+            "v2026.05.0-rc1",
+            "v2026.04.10",
+            "main",
+            "v2025.12.1",
+        ];
+        assert_eq!(newest_release(names), Some("v2026.04.10"));
+        assert_eq!(
+            newest_release(["v2026.05.0-rc2", "v2026.05.0-rc10", "v2026.04.0-rc3"]),
+            Some("v2026.05.0-rc10")
+        );
+        assert_eq!(newest_release(["main", "dev"]), None);
+        assert_eq!(
+            newest_release(["v2026.05.0-rc1", "v2026.01.1"]),
+            Some("v2026.01.1")
+        );
+    }
 
     #[test]
     fn accepts_ordinary_names() {

@@ -59,7 +59,7 @@ fn ranges(served: &Served, status: u16) -> usize {
 fn a_tar_release_mounts_with_the_same_tree_and_bytes() {
     let original = original();
     let served = serve_packed(original.packed(&Layout::Tar, &tar), "unused");
-    let mount = Mount::builder(&served.base_url()).start();
+    let mount = Mount::builder(&served.base_url()).arg("--raw").start();
     assert_eq!(sorted_walk(&mount), expected_tree(&original, true));
     for (path, bytes) in original.textures() {
         let size = fs::metadata(mount.tag_path(path)).unwrap().len();
@@ -127,7 +127,7 @@ fn a_parquet_release_on_another_host_mounts_too() {
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(path, bytes).unwrap();
     }
-    let mount = Mount::builder(&served.base_url()).start();
+    let mount = Mount::builder(&served.base_url()).arg("--raw").start();
     assert_eq!(sorted_walk(&mount), expected_tree(&original, false));
     for (path, bytes) in original.textures() {
         assert_eq!(

@@ -43,7 +43,7 @@ fn a_local_copy_mounts_with_the_tree_bytes_and_sizes_of_the_release() {
     let copy = tempfile::tempdir().unwrap();
     let release = Release::generate(&ReleaseSpec::small(TAG));
     release.write_to(copy.path()).unwrap();
-    let mount = Mount::builder(&file_url(copy.path())).start();
+    let mount = Mount::builder(&file_url(copy.path())).arg("--raw").start();
     let expected: Vec<String> = release.expected_tree().into_iter().collect();
     assert_eq!(walk(&mount.path.join(TAG)), expected);
     for (path, bytes) in release.textures() {

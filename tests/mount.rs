@@ -14,7 +14,7 @@ use common::{BIN, Mount, Served, TAG, background_mount, is_mounted, read, walk};
 #[test]
 fn the_tree_equals_the_generated_catalogs() {
     let served = Served::small();
-    let mount = Mount::builder(&served.base_url()).start();
+    let mount = Mount::builder(&served.base_url()).arg("--raw").start();
     let names: Vec<_> = fs::read_dir(&mount.path)
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -352,6 +352,7 @@ fn hung_downloads_never_stall_listing_stats_or_cached_reads() {
         .arg("1")
         .arg("--retries")
         .arg("0")
+        .arg("--raw")
         .timeout(3)
         .start();
     let textures: Vec<_> = served.release.textures().collect();

@@ -31,7 +31,7 @@ fn a_release_served_by_nginx_mounts_reads_and_revalidates() {
     let base_url = format!("{}/resolve", nginx.url());
     let cache = work.path().join("cache");
     {
-        let mount = Mount::builder(&base_url).cache(&cache).start();
+        let mount = Mount::builder(&base_url).cache(&cache).arg("--raw").start();
         let expected: Vec<String> = release.expected_tree().into_iter().collect();
         assert_eq!(walk(&mount.path.join(TAG)), expected);
         for (path, bytes) in release.textures() {

@@ -18,7 +18,7 @@ use matvisfs_testkit::tls::test_ca;
 /// Reads the whole tag through a fresh mount with its own cache, and checks
 /// every byte.
 fn read_everything(served: &Served, env: &[(&str, &str)]) {
-    let mut builder = Mount::builder(&served.base_url());
+    let mut builder = Mount::builder(&served.base_url()).arg("--raw");
     for (name, value) in env {
         builder = builder.env(name, value);
     }
@@ -155,7 +155,7 @@ fn a_caching_mirror_in_front_of_the_dataset_serves_many_machines() {
     let base_url = format!("{}/datasets/gerchowl/mat-vis/resolve", mirror.url());
 
     for _machine in 0..2 {
-        let mount = Mount::builder(&base_url).start();
+        let mount = Mount::builder(&base_url).arg("--raw").start();
         let root: Vec<_> = fs::read_dir(&mount.path)
             .unwrap()
             .map(|e| e.unwrap().file_name())

@@ -13,8 +13,8 @@ use super::view::{LoadedDoc, Step};
 use crate::digest::Sha256Digest;
 use crate::flight::{Gates, SingleFlight};
 use crate::format::{
-    Catalog, DocumentRole, MANIFEST_FILE, Manifest, Rowmap, check_materialx_map, parse_catalog,
-    parse_manifest, parse_rowmap,
+    Catalog, DocumentRole, MANIFEST_FILE, Manifest, MaterialXMap, Rowmap, parse_catalog,
+    parse_manifest, parse_materialx_map, parse_rowmap,
 };
 use crate::remote::{FetchError, GetOutcome, MemorySink, RemoteMeta, Validators};
 use crate::store::{Blob, DocRecord, OpenBlob};
@@ -48,9 +48,11 @@ pub fn parse_manifest_for(tag: &str, bytes: &[u8]) -> Result<Manifest, String> {
 }
 
 /// What a document holds for the tree.
+#[derive(Default)]
 pub struct Parsed {
     catalog: Option<Arc<Catalog>>,
     rowmap: Option<Arc<Rowmap>>,
+    mtlx: Option<Arc<MaterialXMap>>,
 }
 
 impl Parsed {
@@ -59,6 +61,7 @@ impl Parsed {
             blob,
             catalog: self.catalog,
             rowmap: self.rowmap,
+            mtlx: self.mtlx,
         }
     }
 }
@@ -78,15 +81,17 @@ pub fn parse_document(
             report_skipped(tag, name, &parsed.skipped);
             Ok(Parsed {
                 catalog: Some(Arc::new(parsed.value)),
-                rowmap: None,
+                ..Parsed::default()
             })
         }
-        DocumentRole::MaterialX => check_materialx_map(bytes)
-            .map(|()| Parsed {
-                catalog: None,
-                rowmap: None,
+        DocumentRole::MaterialX => {
+            let parsed = parse_materialx_map(bytes).map_err(|e| e.to_string())?;
+            report_skipped(tag, name, &parsed.skipped);
+            Ok(Parsed {
+                mtlx: Some(Arc::new(parsed.value)),
+                ..Parsed::default()
             })
-            .map_err(|e| e.to_string()),
+        }
         DocumentRole::Rowmap => {
             let parsed = parse_rowmap(bytes).map_err(|e| e.to_string())?;
             report_skipped(tag, name, &parsed.skipped);
@@ -98,8 +103,8 @@ pub fn parse_document(
                 tracing::warn!(tag, document = name, "the rowmap names no container");
             }
             Ok(Parsed {
-                catalog: None,
                 rowmap: Some(Arc::new(rowmap)),
+                ..Parsed::default()
             })
         }
     }

@@ -6,11 +6,13 @@ mod changes;
 mod documents;
 mod error;
 mod files;
+mod generated;
 mod releases;
 mod revalidation;
 mod shared;
 mod state;
 mod tag;
+mod tree;
 pub mod view;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -68,6 +70,8 @@ pub struct Context {
     pub offline: bool,
     /// Texture files larger than this are refused (`--max-file-size`).
     pub max_file_size: u64,
+    /// `--raw`: the server's tree only, nothing generated.
+    pub raw: bool,
     /// Set once the Hugging Face API proved absent or unreliable.
     hub_off: AtomicBool,
     hub_failures: AtomicU32,
@@ -91,6 +95,7 @@ impl Context {
             stats,
             offline,
             max_file_size: u64::MAX,
+            raw: false,
             hub_off: AtomicBool::new(false),
             hub_failures: AtomicU32::new(0),
             change_hooks: RwLock::new(Vec::new()),
@@ -99,6 +104,11 @@ impl Context {
 
     pub fn with_max_file_size(mut self, limit: u64) -> Self {
         self.max_file_size = limit;
+        self
+    }
+
+    pub fn raw(mut self, raw: bool) -> Self {
+        self.raw = raw;
         self
     }
 
@@ -273,6 +283,17 @@ impl Dataset {
             self.releases.refresh(&self.ctx);
         }
         Ok(self.known_tag_names())
+    }
+
+    /// The newest release the mount knows (pinned, cached, loaded or listed
+    /// by the Hub), for the root's `latest` link; `None` with `--raw`, or
+    /// when a tag really is called `latest`.
+    pub fn latest(&self) -> Result<Option<String>, Error> {
+        if self.ctx.raw || self.pinned.iter().any(|p| p == "latest") {
+            return Ok(None);
+        }
+        let names = self.tag_names()?;
+        Ok(crate::names::newest_release(names.iter().map(String::as_str)).map(str::to_string))
     }
 
     fn known_tag_names(&self) -> Vec<String> {

@@ -27,6 +27,9 @@ pub struct Opened {
     pub content: Option<OpenBlob>,
     /// The size of that version, when it is known.
     pub size: Option<u64>,
+    /// The bytes were made by the mount and live in memory (not a cached
+    /// file the kernel could read by itself).
+    pub in_memory: bool,
 }
 
 pub struct Shared {

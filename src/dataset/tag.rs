@@ -14,10 +14,12 @@ use super::Context;
 use super::documents::{DOCUMENT_LIMIT, Documents, parse_manifest_for};
 use super::error::{Error, Result};
 use super::files::Files;
+use super::generated;
 use super::revalidation::Revalidation;
 use super::shared::{Opened, Shared};
 use super::state::{PersistedState, unix_now};
-use super::view::{Kind, Lookup, Node, TagView, ViewCell};
+use super::tree::{Lookup, Node};
+use super::view::{Kind, TagView, ViewCell};
 use crate::digest::Sha256Digest;
 use crate::format::MANIFEST_FILE;
 use crate::remote::{FetchError, GetOutcome, MemorySink, Validators};
@@ -71,6 +73,7 @@ impl Tag {
                             record.blob(),
                             state.generation,
                             state.changed_at,
+                            ctx.raw,
                         );
                         return Ok(Tag::new(
                             ctx,
@@ -124,7 +127,7 @@ impl Tag {
             tracing::warn!(tag = name, "cannot save the tag's state: {e}");
         }
         tracing::info!(tag = name, "fetched the manifest");
-        let view = TagView::first(manifest, blob, state.generation, state.changed_at);
+        let view = TagView::first(manifest, blob, state.generation, state.changed_at, ctx.raw);
         Ok(Tag::new(ctx, name, store, state, view, records, true))
     }
 
@@ -209,13 +212,15 @@ impl Tag {
         let view = self.view_for(path)?;
         let node = view.node(path)?;
         let size = match &node {
-            Node::TagRoot | Node::Source | Node::Tier | Node::Material => 0,
+            Node::TagRoot | Node::Source | Node::Tier | Node::Material | Node::Ladder => 0,
             Node::Manifest => view.manifest_blob.size,
             Node::Document(name) => self.documents.get(&self.shared, name)?.blob.size,
             Node::Texture(texture) => {
                 self.files
                     .size(&self.shared, path, texture, view.generation)?
             }
+            Node::Generated(generated) => generated::size(generated),
+            Node::Link(target) => target.len() as u64,
         };
         Ok(Stat {
             kind: node.kind(),
@@ -242,7 +247,10 @@ impl Tag {
             Node::Manifest => None,
             Node::Document(name) => Some(name),
             Node::Texture(texture) => Some(texture.document),
-            Node::TagRoot | Node::Source | Node::Tier | Node::Material => {
+            Node::Generated(generated) => Some(generated.document),
+            // Opened through what it points to.
+            Node::Link(_) => return Err(Error::NotFound),
+            Node::TagRoot | Node::Source | Node::Tier | Node::Material | Node::Ladder => {
                 return Err(Error::IsDir);
             }
         };
@@ -261,7 +269,19 @@ impl Tag {
                 self.files
                     .opened(&self.shared, path, &texture, view.generation)
             }
-            Node::TagRoot | Node::Source | Node::Tier | Node::Material => Err(Error::IsDir),
+            Node::Generated(generated) => generated::open(&self.shared, &generated),
+            Node::Link(_) => Err(Error::NotFound),
+            Node::TagRoot | Node::Source | Node::Tier | Node::Material | Node::Ladder => {
+                Err(Error::IsDir)
+            }
+        }
+    }
+
+    /// Where a link points, relative to its directory.
+    pub fn link(&self, path: &str) -> Result<String> {
+        match self.view_for(path)?.node(path)? {
+            Node::Link(target) => Ok(target),
+            _ => Err(Error::NotFound),
         }
     }
 
@@ -271,6 +291,7 @@ impl Tag {
             version: Some(blob.digest),
             content: Some(open),
             size: Some(blob.size),
+            in_memory: false,
         })
     }
 
@@ -288,7 +309,11 @@ impl Tag {
                 self.files
                     .content(&self.shared, path, &texture, view.generation)?
             }
-            Node::TagRoot | Node::Source | Node::Tier | Node::Material => {
+            Node::Generated(generated) => generated::open(&self.shared, &generated)?
+                .content
+                .ok_or(Error::NotFound)?,
+            Node::Link(_) => return Err(Error::NotFound),
+            Node::TagRoot | Node::Source | Node::Tier | Node::Material | Node::Ladder => {
                 return Err(Error::IsDir);
             }
         };

@@ -31,6 +31,8 @@ pub struct SourceSpec {
     pub mtlx: Option<String>,
     /// Texture tiers, sorted; `scalar` is left out because it has no files.
     pub tiers: Vec<String>,
+    /// The manifest lists a `scalar` tier: catalog values only.
+    pub scalar: bool,
     /// The tiers whose textures sit in containers (schema 1 and 2).
     pub containers: BTreeMap<String, Vec<ContainerPart>>,
 }
@@ -207,12 +209,14 @@ fn parse_source(
     check_component(&catalog).map_err(|e| format!("the catalog name {catalog:?} {e}"))?;
 
     let mut tiers = Vec::new();
+    let mut scalar = false;
     let mut containers = BTreeMap::new();
     match fields.get("tiers") {
         None | Some(Value::Null) => {}
         Some(Value::Object(map)) => {
             for (tier, spec) in map {
                 if tier == SCALAR_TIER {
+                    scalar = true;
                     continue;
                 }
                 if let Err(e) = check_component(tier) {
@@ -280,6 +284,7 @@ fn parse_source(
         catalog: Some(catalog),
         mtlx,
         tiers,
+        scalar,
         containers,
     })
 }
@@ -401,6 +406,7 @@ fn parse_schema1(root: &Map<String, Value>) -> Result<(Vec<SourceSpec>, Vec<Stri
                 catalog: None,
                 mtlx: None,
                 tiers: Vec::new(),
+                scalar: false,
                 containers: BTreeMap::new(),
             });
             source.tiers.push(tier.clone());

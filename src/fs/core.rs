@@ -19,6 +19,9 @@ use crate::dataset::{Change, Dataset, Kind, Opened, Stat};
 use crate::digest::Sha256Digest;
 use crate::stats::Stats;
 
+/// At the root: a link to the newest release the mount knows.
+const LATEST: &str = "latest";
+
 fn stats_path() -> String {
     format!("{CONTROL_DIR}/{STATS_FILE}")
 }
@@ -114,6 +117,14 @@ impl FsCore {
             mtime: self.mounted_at,
         };
         match &key.tag {
+            Some(tag) if key.path.is_empty() && **tag == *LATEST => match self.dataset.latest()? {
+                Some(target) => Ok(Stat {
+                    kind: Kind::Symlink,
+                    size: target.len() as u64,
+                    mtime: self.mounted_at,
+                }),
+                None => Ok(self.dataset.tag(tag)?.stat("")?),
+            },
             Some(tag) => Ok(self.dataset.tag(tag)?.stat(&key.path)?),
             None if key.path.is_empty() || *key.path == *CONTROL_DIR => Ok(dir),
             None if *key.path == *stats_path() => Ok(Stat {
@@ -204,6 +215,7 @@ impl FsCore {
                         version: Some(open.blob.digest),
                         size: Some(open.blob.size),
                         content: Some(open),
+                        in_memory: false,
                     })
                     .map_err(FsError::from);
                 self.slots.join_settled(ino, &slot, settled)?
@@ -220,8 +232,9 @@ impl FsCore {
                 self.tell_kernel(vec![Invalidation::Attributes(ino)]);
             }
         }
+        // Made in memory by the mount: read through it, never passed through.
         let content = match slot.for_read() {
-            Ok(Bound::Content(file)) => Some(file),
+            Ok(Bound::Content(file)) if !opened.in_memory => Some(file),
             _ => None,
         };
         let version = slot.version();
@@ -236,6 +249,23 @@ impl FsCore {
             content,
             volatile: false,
         })
+    }
+
+    /// Where a symbolic link points.
+    pub fn readlink(&self, ino: u64) -> Result<String> {
+        let key = self.key(ino)?;
+        match &key.tag {
+            Some(tag) if key.path.is_empty() && **tag == *LATEST => self
+                .dataset
+                .latest()?
+                .ok_or(crate::dataset::Error::NotFound.into()),
+            Some(tag) => Ok(self
+                .dataset
+                .tag(tag)?
+                .link(&key.path)
+                .map_err(|e| FsError::from(e).on_inode())?),
+            None => Err(crate::dataset::Error::NotFound.into()),
+        }
     }
 
     pub fn release(&self, fh: u64) {
@@ -345,8 +375,14 @@ impl FsCore {
                 std::iter::once((CONTROL_DIR.to_string(), Kind::Dir))
                     .chain(
                         self.dataset
+                            .latest()?
+                            .map(|_| (LATEST.to_string(), Kind::Symlink)),
+                    )
+                    .chain(
+                        self.dataset
                             .tag_names()?
                             .into_iter()
+                            .filter(|n| n != LATEST)
                             .map(|n| (n, Kind::Dir)),
                     )
                     .collect(),
@@ -501,7 +537,7 @@ impl FsCore {
                         }
                     }
                 }
-                Some(Some(Kind::File)) => out.push(Invalidation::Attributes(ino)),
+                Some(Some(Kind::File | Kind::Symlink)) => out.push(Invalidation::Attributes(ino)),
                 // A directory, or not known without loading a catalog.
                 Some(Some(Kind::Dir)) | None => out.push(Invalidation::Inode(ino)),
             }

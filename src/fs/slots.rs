@@ -201,6 +201,7 @@ mod tests {
             version: version.map(|v| Sha256Digest::of(v.as_bytes())),
             content: None,
             size: None,
+            in_memory: false,
         }
     }
 

@@ -176,6 +176,7 @@ fn file_type(kind: Kind) -> FileType {
     match kind {
         Kind::Dir => FileType::Directory,
         Kind::File => FileType::RegularFile,
+        Kind::Symlink => FileType::Symlink,
     }
 }
 
@@ -184,6 +185,7 @@ impl Inner {
         let (kind, perm, nlink) = match attr.kind {
             Kind::Dir => (FileType::Directory, 0o555, 2),
             Kind::File => (FileType::RegularFile, 0o444, 1),
+            Kind::Symlink => (FileType::Symlink, 0o777, 1),
         };
         FileAttr {
             ino: INodeNo(attr.ino),
@@ -376,6 +378,23 @@ impl Filesystem for FuseAdapter {
             reply,
             move |inner| inner.core.lookup(parent, &name),
             move |inner, result, reply| inner.send_entry(parent, &logged, result, reply),
+        );
+    }
+
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _span = debug_span!("readlink", ino = ino.0, pid = req.pid()).entered();
+        let ino = ino.0;
+        self.answer(
+            Pool::Metadata,
+            reply,
+            move |inner| inner.core.readlink(ino),
+            move |inner, result, reply| match result {
+                Ok(target) => reply.data(target.as_bytes()),
+                Err(e) => {
+                    inner.failed("readlink", ino, &e);
+                    reply.error(errno(&e))
+                }
+            },
         );
     }
 

@@ -305,6 +305,16 @@ pub fn read(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Whether a path of a tag's tree (as [`walk`] gives it) is one the mount
+/// generates rather than one of the server's files.
+pub fn is_generated(path: &str) -> bool {
+    let mut parts = path.trim_end_matches('/').split('/');
+    let in_extra_dir = parts
+        .nth(1)
+        .is_some_and(|tier| ["scalar", "auto", "best"].contains(&tier));
+    in_extra_dir || path.ends_with(".mtlx") || path.ends_with(".usda")
+}
+
 /// Every path under `root`, directories with a trailing `/`, relative.
 pub fn walk(root: &Path) -> Vec<String> {
     fn visit(root: &Path, dir: &Path, out: &mut Vec<String>) {

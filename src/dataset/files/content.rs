@@ -9,7 +9,7 @@ use super::verify::{Expected, check_download, check_file_magic};
 use crate::dataset::changes::ChangeReport;
 use crate::dataset::error::{Error, Result};
 use crate::dataset::shared::{Opened, Shared};
-use crate::dataset::view::{ContainerSlice, TextureRef};
+use crate::dataset::tree::{ContainerSlice, TextureRef};
 use crate::flight::SingleFlight;
 use crate::remote::{FetchError, GetOutcome, Validators};
 use crate::stats::Stats;
@@ -43,12 +43,14 @@ impl Content {
                 version: None,
                 content: None,
                 size: None,
+                in_memory: false,
             });
         };
         Ok(Opened {
             version: Some(identity.digest()),
             content: serve_cached(t, records, record, identity, path, texture, generation)?,
             size: Some(identity.blob.size),
+            in_memory: false,
         })
     }
 

@@ -13,7 +13,7 @@ pub mod verify;
 
 use super::error::Result;
 use super::shared::{Opened, Shared};
-use super::view::TextureRef;
+use super::tree::TextureRef;
 use crate::store::{FileRecords, OpenBlob};
 
 pub struct Files {

@@ -7,7 +7,7 @@ use super::tree_sizes::TreeSizes;
 use super::verify::{MIN_TEXTURE_SIZE, check_announced_size};
 use crate::dataset::error::{Error, Result};
 use crate::dataset::shared::Shared;
-use crate::dataset::view::TextureRef;
+use crate::dataset::tree::TextureRef;
 use crate::flight::SingleFlight;
 use crate::store::FileRecords;
 use crate::wait;

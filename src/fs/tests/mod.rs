@@ -35,6 +35,8 @@ struct Session {
 struct Harness {
     remote: Arc<MockRemote>,
     cache: tempfile::TempDir,
+    /// Sessions show the server's tree only (`--raw`).
+    raw: bool,
 }
 
 impl Harness {
@@ -42,6 +44,7 @@ impl Harness {
         let harness = Harness {
             remote: Arc::new(MockRemote::default()),
             cache: tempfile::tempdir().unwrap(),
+            raw: true,
         };
         harness.publish(release);
         harness
@@ -69,7 +72,7 @@ impl Harness {
     fn session_with(&self, offline: bool, pinned: &[&str]) -> Session {
         let remote: Arc<dyn Remote> = self.remote.clone();
         let cache = CacheDir::open(self.cache.path()).unwrap();
-        let ctx = Arc::new(Context::new(remote, cache, 0, offline));
+        let ctx = Arc::new(Context::new(remote, cache, 0, offline).raw(self.raw));
         let changes = Arc::new(Mutex::new(Vec::new()));
         let seen = changes.clone();
         ctx.on_change(move |change| seen.lock().push(change));
@@ -136,7 +139,7 @@ impl Session {
                     out.push(format!("{relative}/"));
                     self.walk(&path, out);
                 }
-                Kind::File => out.push(relative),
+                Kind::File | Kind::Symlink => out.push(relative),
             }
         }
     }
@@ -1010,3 +1013,4 @@ fn a_changed_container_is_read_again_and_an_unchanged_one_is_not() {
 }
 
 mod hub;
+mod materials;
