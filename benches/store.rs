@@ -23,7 +23,10 @@ const BIG_TAG: usize = 100_000;
 /// The one place where the store's API differs between the versions
 /// measured.
 fn records(cache: &CacheDir, tag: &str) -> FileRecords {
-    FileRecords::open(cache.tag_dir(tag).join("files.log"))
+    cache
+        .origin("http://127.0.0.1:1/resolve")
+        .tag(tag)
+        .records()
 }
 
 fn record(i: usize, tag_generation: u64) -> FileRecord {
@@ -81,11 +84,13 @@ fn worker(root: &Path, n: usize) {
     for chunk in (0..RECORDS).collect::<Vec<_>>().chunks(100) {
         records.put_all(chunk.iter().map(|&i| record(i, 1)).collect());
     }
+    records.flush();
     figure("record puts, 100 a batch", RECORDS, started);
     let started = Instant::now();
     for i in 0..RECORDS / 10 {
         records.put(record(i, 2));
     }
+    records.flush();
     figure("record puts, one at a time", RECORDS / 10, started);
     let started = Instant::now();
     let mut found = 0;
@@ -99,6 +104,11 @@ fn worker(root: &Path, n: usize) {
 }
 
 fn main() {
+    // Warnings of the store (a write that failed) go to stderr.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::WARN)
+        .init();
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     if let Some(role) = args.next().filter(|a| a == "--worker") {
         let _ = role;

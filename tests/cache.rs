@@ -163,6 +163,19 @@ fn stats(mount: &Mount) -> serde_json::Value {
     serde_json::from_slice(&read(&mount.path.join(".matvisfs/stats.json")).unwrap()).unwrap()
 }
 
+/// Waits until the mount has made every download durable (room made under
+/// the cap, moved into place): the store is at rest.
+fn wait_until_settled(mount: &Mount) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while stats(mount)["cache"]["pending"] != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "downloads still pending after 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The small release, and the same files published under a second tag.
 fn serve_with_twin() -> (Served, Release) {
     let served = Served::small();
@@ -227,8 +240,12 @@ fn the_cap_holds_while_reading_more_than_it_through_the_mount() {
             );
         }
     }
+    wait_until_settled(&mount);
     let most = watch.most();
     assert!(most <= cap as u64, "{most} > {cap} at some moment");
+    let at_rest = stored_bytes(&mount.cache);
+    assert!(at_rest <= cap as u64, "{at_rest} > {cap} at rest");
+    assert_eq!(stats(&mount)["cache"]["bytes"], at_rest);
     // A file that stays open keeps reading correctly while it is evicted.
     let (path, bytes) = served.release.textures().next().unwrap();
     let mut open = fs::File::open(mount.tag_path(path)).unwrap();
@@ -434,6 +451,8 @@ fn cache_commands_report_verify_and_clear_while_mounted() {
     }
     assert_eq!(served.texture_gets(), 0, "the shared content stayed");
     // Everything: the mount downloads again and still serves the right bytes.
+    // Downloads still being made durable land after a clear: wait for them.
+    wait_until_settled(&mount);
     let clear = matvisfs(&["cache", "clear"], &mount.cache);
     assert!(clear.status.success());
     assert_eq!(stored_bytes(&mount.cache), 0);
@@ -442,6 +461,57 @@ fn cache_commands_report_verify_and_clear_while_mounted() {
         .cache(&mount.cache)
         .start();
     assert_eq!(&read(&again.tag_path(path)).unwrap(), bytes);
+}
+
+#[test]
+fn an_offline_or_unreachable_mount_of_another_server_is_not_served_the_first_ones_tag() {
+    let first = Served::small();
+    let cache = tempfile::tempdir().unwrap();
+    let path = "ambientcg/1k/Rock064/color.png";
+    {
+        let mount = Mount::builder(&first.base_url())
+            .cache(cache.path())
+            .start();
+        assert_eq!(
+            read(&mount.tag_path(path)).unwrap(),
+            first.release.files[path]
+        );
+    }
+    // Another server with a tag of the same name: not cached for it.
+    let mut other = Served::small();
+    for offline in [true, false] {
+        if !offline {
+            other.server.stop();
+        }
+        let mut builder = Mount::builder(&other.base_url()).cache(cache.path());
+        if offline {
+            builder = builder.arg("--offline");
+        }
+        let refused = builder.try_start().err();
+        let refused =
+            refused.unwrap_or_else(|| panic!("offline {offline}: mounted the other server's tag"));
+        assert!(
+            refused.contains(&format!("cannot load tag {TAG}")),
+            "{refused}"
+        );
+    }
+    assert_eq!(other.texture_gets(), 0);
+    // The first server's tag is still there for it.
+    let mount = Mount::builder(&first.base_url())
+        .cache(cache.path())
+        .arg("--offline")
+        .start();
+    assert_eq!(
+        read(&mount.tag_path(path)).unwrap(),
+        first.release.files[path]
+    );
+    let status = matvisfs(&["cache", "status"], cache.path());
+    let base = matvisfs::remote::origin_of(&first.base_url());
+    assert!(
+        stdout(&status).contains(&format!("origin {base}:")),
+        "{}",
+        stdout(&status)
+    );
 }
 
 #[test]

@@ -20,7 +20,7 @@ use crate::flight::SingleFlight;
 use crate::names::{check_tag, is_release_tag};
 use crate::remote::{FetchError, Metered, Remote};
 use crate::stats::Stats;
-use crate::store::{CacheDir, ContentStore, ObjectStore, Recovery};
+use crate::store::{CacheDir, ContentStore, ObjectStore, OriginDir, Recovery};
 use releases::Releases;
 
 pub use tag::{LoadError, Opened, Stat, Tag};
@@ -53,6 +53,8 @@ pub struct Context {
     /// The server, with requests counted in `stats`.
     pub remote: Arc<dyn Remote>,
     pub cache: CacheDir,
+    /// The part of the cache that belongs to this server (tags, releases).
+    pub origin: OriginDir,
     /// Manifests, catalogs and MaterialX maps.
     pub documents: ObjectStore,
     /// Texture content, deduplicated and capped.
@@ -78,6 +80,7 @@ impl Context {
             tracing::info!(?recovery, "the cache index was repaired");
         }
         Context {
+            origin: cache.origin(&remote.origin()),
             remote: Arc::new(Metered::new(remote, stats.clone())),
             documents: cache.documents(),
             cache,
@@ -156,7 +159,7 @@ pub struct Dataset {
 impl Dataset {
     pub fn new(ctx: Arc<Context>, pinned: Vec<String>) -> Self {
         Dataset {
-            releases: Releases::load(&ctx.cache),
+            releases: Releases::load(&ctx.origin),
             ctx,
             pinned,
             tags: RwLock::new(HashMap::new()),
@@ -209,7 +212,7 @@ impl Dataset {
         }
         let known = self.pinned.iter().any(|p| p == name)
             || is_release_tag(name)
-            || self.ctx.cache.has_tag(name);
+            || self.ctx.origin.has_tag(name);
         if !known {
             return Err(FsError::NotFound);
         }
@@ -246,6 +249,7 @@ impl Dataset {
             "bytes": bytes,
             "cap": content.cap(),
             "evictions": content.evictions(),
+            "pending": content.pending(),
         });
         let tags: serde_json::Map<String, serde_json::Value> = self
             .tags
@@ -275,7 +279,7 @@ impl Dataset {
         let mut names: BTreeSet<String> = self.pinned.iter().cloned().collect();
         names.extend(self.releases.known());
         names.extend(self.tags.read().keys().cloned());
-        names.extend(self.ctx.cache.cached_tags());
+        names.extend(self.ctx.origin.cached_tags());
         names.retain(|n| !self.missing.lock().contains(n));
         names.into_iter().collect()
     }

@@ -84,10 +84,11 @@ pub fn check_texture(
 mod tests {
     use super::*;
     use crate::remote::BodySink;
-    use crate::store::ObjectStore;
 
     fn ingested(dir: &std::path::Path, bytes: &[u8]) -> Ingested {
-        let store = ObjectStore::new(dir.join("objects"), dir.to_path_buf());
+        let store = crate::store::CacheDir::open(&dir.join("cache"))
+            .unwrap()
+            .objects();
         let mut ingest = store.ingest().unwrap();
         ingest.write(bytes).unwrap();
         ingest.finish().unwrap()
