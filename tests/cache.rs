@@ -505,6 +505,24 @@ fn an_offline_or_unreachable_mount_of_another_server_is_not_served_the_first_one
         read(&mount.tag_path(path)).unwrap(),
         first.release.files[path]
     );
+    // Clearing the tag for the other server finds nothing of it; for the
+    // first server, its content.
+    let other_url = other.base_url();
+    let clear = matvisfs(
+        &["cache", "clear", "--tag", TAG, "--base-url", &other_url],
+        cache.path(),
+    );
+    assert!(!clear.status.success(), "{}", stdout(&clear));
+    let first_url = first.base_url();
+    let clear = matvisfs(
+        &["cache", "clear", "--tag", TAG, "--base-url", &first_url],
+        cache.path(),
+    );
+    assert!(
+        stdout(&clear).contains("removed 1 file"),
+        "{}",
+        stdout(&clear)
+    );
     let status = matvisfs(&["cache", "status"], cache.path());
     let base = matvisfs::remote::origin_of(&first.base_url());
     assert!(

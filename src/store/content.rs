@@ -252,6 +252,7 @@ mod tests {
     use super::super::PNG_MAGIC;
     use super::*;
     use crate::remote::BodySink;
+    use std::time::Duration;
 
     /// `bytes` made a texture: the store holds nothing else.
     fn texture(bytes: &[u8]) -> Vec<u8> {
@@ -505,6 +506,46 @@ mod tests {
             "{most} bytes on disk at one moment, the cap is {cap}"
         );
         assert!(bytes_on_disk(&cache) <= cap);
+    }
+
+    #[test]
+    fn opens_and_record_puts_never_wait_for_the_database() {
+        let (dir, cache) = cache();
+        let (store, _) = ContentStore::load(&cache, 0);
+        let blob = put(&store, b"cached");
+        let records = cache
+            .origin("http://127.0.0.1:1/resolve")
+            .tag("t")
+            .records();
+        // Another process holds the database's write lock meanwhile.
+        let other =
+            rusqlite::Connection::open(dir.path().join("c").join(super::super::db::FILE)).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let started = std::time::Instant::now();
+        for i in 0..100 {
+            assert!(store.open(&blob).is_some());
+            records.put(super::super::FileRecord {
+                path: format!("a/1k/m{i}/color.png"),
+                generation: 1,
+                size: Some(100),
+                etag: None,
+                sha256: None,
+                remote_sha256: None,
+            });
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
+        other.execute_batch("COMMIT").unwrap();
+        records.flush();
+        drop(records);
+        let again = reopen(&dir)
+            .origin("http://127.0.0.1:1/resolve")
+            .tag("t")
+            .records();
+        assert_eq!(again.len(), 100, "written once the lock was free");
     }
 
     #[test]
