@@ -26,6 +26,14 @@ pub const FILE: &str = "cache.db";
 const QUEUED_USES: usize = 4096;
 /// How long a process waits for another's transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often a waiting process looks again: SQLite's own handler sleeps up
+/// to 100 ms between looks, far longer than a transaction here lasts.
+const BUSY_POLL: Duration = Duration::from_micros(200);
+
+fn wait_for_the_lock(attempt: i32) -> bool {
+    std::thread::sleep(BUSY_POLL);
+    (attempt as u128) * BUSY_POLL.as_micros() < BUSY_TIMEOUT.as_micros()
+}
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS objects (
@@ -106,7 +114,7 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_NOFOLLOW;
     let conn = Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.busy_handler(Some(wait_for_the_lock))?;
     // NORMAL: a commit is not synced; a power loss may lose the last ones,
     // which the start-up reconciliation with the files repairs.
     conn.pragma_update(None, "journal_mode", "WAL")?;

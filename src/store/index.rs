@@ -48,15 +48,15 @@ fn transaction(conn: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
 }
 
 fn totals(tx: &Connection) -> rusqlite::Result<(usize, u64)> {
-    tx.query_row("SELECT files, bytes FROM totals", [], |row| {
-        Ok((row.get::<_, i64>(0)? as usize, row.get::<_, i64>(1)? as u64))
-    })
+    tx.prepare_cached("SELECT files, bytes FROM totals")?
+        .query_row([], |row| {
+            Ok((row.get::<_, i64>(0)? as usize, row.get::<_, i64>(1)? as u64))
+        })
 }
 
 fn next_use(tx: &Connection) -> rusqlite::Result<i64> {
-    tx.query_row("SELECT IFNULL(MAX(used), 0) + 1 FROM objects", [], |row| {
-        row.get(0)
-    })
+    tx.prepare_cached("SELECT IFNULL(MAX(used), 0) + 1 FROM objects")?
+        .query_row([], |row| row.get(0))
 }
 
 /// Removes the least recently used rows until `cap` holds (0: no cap);
@@ -65,16 +65,16 @@ fn evict_rows(tx: &Connection, cap: u64) -> rusqlite::Result<Vec<(Sha256Digest, 
     let mut victims = Vec::new();
     while cap > 0 && totals(tx)?.1 > cap {
         let oldest = tx
-            .query_row(
-                "SELECT sha256, size FROM objects ORDER BY used LIMIT 1",
-                [],
-                |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, i64>(1)?)),
-            )
+            .prepare_cached("SELECT sha256, size FROM objects ORDER BY used LIMIT 1")?
+            .query_row([], |row| {
+                Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, i64>(1)?))
+            })
             .optional()?;
         let Some((bytes, size)) = oldest else {
             break;
         };
-        tx.execute("DELETE FROM objects WHERE sha256 = ?1", [&bytes])?;
+        tx.prepare_cached("DELETE FROM objects WHERE sha256 = ?1")?
+            .execute([&bytes])?;
         if let Some(digest) = db::digest(Some(bytes)) {
             victims.push((digest, size as u64));
         }
@@ -222,11 +222,11 @@ impl ContentIndex {
         let fail = |e: rusqlite::Error| std::io::Error::other(format!("cache database: {e}"));
         let tx = transaction(&mut conn).map_err(fail)?;
         let used = next_use(&tx).map_err(fail)?;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO objects (sha256, size, used) VALUES (?1, ?2, ?3)
              ON CONFLICT (sha256) DO UPDATE SET used = excluded.used",
-            params![db::blob(&sha256), size as i64, used],
         )
+        .and_then(|mut insert| insert.execute(params![db::blob(&sha256), size as i64, used]))
         .map_err(fail)?;
         let victims = evict_rows(&tx, cap).map_err(fail)?;
         // Room first, then the new file: never above the cap on disk.
