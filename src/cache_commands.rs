@@ -1,15 +1,16 @@
 //! `matvisfs cache status|verify|clear`: what the cache holds, whether its
 //! bytes are right, and emptying it. Safe while mounts use the cache: the
-//! index is shared through its log, and a mount that finds a file gone
-//! downloads it again.
+//! index is shared through the cache database, and a mount that finds a
+//! file gone downloads it again.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::cli::{CacheArgs, CacheCommand, ClearArgs};
 use crate::digest::Sha256Digest;
 use crate::logging;
+use crate::remote::origin_of;
 use crate::size::format_size;
-use crate::store::{CacheDir, ContentStore, FileRecords, TagStore, verify_objects};
+use crate::store::{CacheDir, ContentStore, verify_objects};
 
 pub fn run(command: CacheCommand) -> Result<(), String> {
     logging::to_stderr(0);
@@ -37,20 +38,25 @@ fn open(args: &CacheArgs) -> Result<(CacheDir, ContentStore), String> {
     Ok((dir, store))
 }
 
-/// Which stored objects each cached tag's files use, by path.
-fn references(dir: &CacheDir) -> BTreeMap<String, Vec<(String, Sha256Digest)>> {
-    dir.cached_tags()
-        .into_iter()
-        .map(|tag| {
-            let records = FileRecords::open(TagStore::new(dir.tag_dir(&tag)).records_path());
-            let used = records
+/// A cached tag: its origin (in clear) and name.
+type TagKey = (String, String);
+
+/// Which stored objects each cached tag of each origin uses, by path.
+fn references(dir: &CacheDir) -> BTreeMap<TagKey, Vec<(String, Sha256Digest)>> {
+    let mut out = BTreeMap::new();
+    for origin in dir.origins() {
+        for tag in origin.cached_tags() {
+            let used = origin
+                .tag(&tag)
+                .records()
                 .all()
                 .into_iter()
                 .filter_map(|r| Some((r.path, r.sha256?)))
                 .collect();
-            (tag, used)
-        })
-        .collect()
+            out.insert((origin.origin().to_string(), tag), used);
+        }
+    }
+    out
 }
 
 fn plural(n: usize, what: &str) -> String {
@@ -79,11 +85,7 @@ fn status(args: &CacheArgs) -> Result<(), String> {
         );
     }
     let documents = dir.documents().list();
-    let document_bytes: u64 = documents
-        .iter()
-        .filter_map(|(_, p)| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum();
+    let document_bytes: u64 = documents.iter().map(|l| l.size).sum();
     println!(
         "documents (manifests, catalogs): {} in {}",
         format_size(document_bytes),
@@ -92,7 +94,12 @@ fn status(args: &CacheArgs) -> Result<(), String> {
 
     let mut referenced_bytes = 0u64;
     let mut referenced = HashSet::new();
-    for (tag, used) in references(&dir) {
+    let mut shown_origin = None;
+    for ((origin, tag), used) in references(&dir) {
+        if shown_origin.as_ref() != Some(&origin) {
+            println!("origin {origin}:");
+            shown_origin = Some(origin);
+        }
         let mut per_tier: BTreeMap<String, (usize, u64)> = BTreeMap::new();
         for (path, digest) in &used {
             let Some(size) = stored.get(digest) else {
@@ -109,13 +116,13 @@ fn status(args: &CacheArgs) -> Result<(), String> {
             .values()
             .fold((0, 0), |(c, b), (n, s)| (c + n, b + s));
         println!(
-            "tag {tag}: {} in {}",
+            "  tag {tag}: {} in {}",
             format_size(total),
             plural(count, "file")
         );
         for (tier, (count, total)) in per_tier {
             println!(
-                "  {tier:<28} {:>10} in {}",
+                "    {tier:<26} {:>10} in {}",
                 format_size(total),
                 plural(count, "file")
             );
@@ -166,24 +173,35 @@ fn verify(args: &CacheArgs) -> Result<(), String> {
     }
 }
 
+/// `--tag T` clears what tag T of every origin uses (or of the origin
+/// named by `--base-url`) and no other cached tag does.
 fn clear(args: &ClearArgs) -> Result<(), String> {
     let (dir, store) = open(&args.cache)?;
     let refs = references(&dir);
+    let origin = args.base_url.as_deref().map(origin_of);
     let victims: Vec<Sha256Digest> = match &args.tag {
         None => store.entries().into_iter().map(|(d, _)| d).collect(),
         Some(tag) => {
-            let Some(mine) = refs.get(tag) else {
-                return Err(format!(
-                    "tag {tag} is not in the cache (it has: {})",
-                    dir.cached_tags().join(", ")
-                ));
-            };
-            let others: HashSet<Sha256Digest> = refs
+            let chosen = |(o, t): &TagKey| t == tag && origin.as_ref().is_none_or(|x| x == o);
+            let mine: HashSet<Sha256Digest> = refs
                 .iter()
-                .filter(|(name, _)| *name != tag)
+                .filter(|(key, _)| chosen(key))
                 .flat_map(|(_, used)| used.iter().map(|(_, d)| *d))
                 .collect();
-            let mine: HashSet<Sha256Digest> = mine.iter().map(|(_, d)| *d).collect();
+            if !refs.keys().any(chosen) {
+                let cached: Vec<String> =
+                    refs.keys().map(|(o, t)| format!("{t} from {o}")).collect();
+                return Err(format!(
+                    "tag {tag} is not in the cache{} (it has: {})",
+                    origin.map(|o| format!(" for {o}")).unwrap_or_default(),
+                    cached.join(", ")
+                ));
+            }
+            let others: HashSet<Sha256Digest> = refs
+                .iter()
+                .filter(|(key, _)| !chosen(key))
+                .flat_map(|(_, used)| used.iter().map(|(_, d)| *d))
+                .collect();
             mine.into_iter().filter(|d| !others.contains(d)).collect()
         }
     };

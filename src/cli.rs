@@ -124,9 +124,14 @@ impl CacheArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ClearArgs {
-    /// Only what this tag uses and no other tag does.
+    /// Only what this tag uses and no other tag does (the tag of every
+    /// origin, unless --base-url names one).
     #[arg(long, value_name = "TAG")]
     pub tag: Option<String>,
+
+    /// With --tag: only the tag of the server at this base URL.
+    #[arg(long, value_name = "URL", requires = "tag")]
+    pub base_url: Option<String>,
 
     #[command(flatten)]
     pub cache: CacheArgs,

@@ -4,9 +4,12 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{BIN, Mount, Served, TAG, read};
@@ -59,8 +62,117 @@ fn stored_bytes(cache: &Path) -> u64 {
     walk(&cache.join("objects"))
 }
 
+/// Bytes in `objects/` at every moment, from one inotify instance on all of
+/// its directories: its events come in the order the changes happened, so
+/// the running sum is a state that existed (a directory walk may count an
+/// evicted file and its replacement together). The 256 prefix directories
+/// are made before the store starts, so that no install escapes a watch.
+struct CapWatch {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl CapWatch {
+    /// `sizes`: the size of every object that may appear, by its name.
+    fn start(cache: &Path, sizes: HashMap<String, u64>) -> CapWatch {
+        use inotify::{Inotify, WatchMask};
+        let objects = cache.join("objects");
+        let mut inotify = Inotify::init().unwrap();
+        let mut dirs = HashMap::new();
+        for prefix in 0..=255u8 {
+            let name = format!("{prefix:02x}");
+            fs::create_dir_all(objects.join(&name)).unwrap();
+            let mask =
+                WatchMask::CREATE | WatchMask::MOVED_TO | WatchMask::DELETE | WatchMask::MOVED_FROM;
+            let wd = inotify.watches().add(objects.join(&name), mask).unwrap();
+            dirs.insert(wd, name);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            use inotify::EventMask;
+            let mut buffer = vec![0u8; 1 << 16];
+            let mut present = std::collections::HashSet::new();
+            let (mut now, mut most) = (0u64, 0u64);
+            loop {
+                let last_round = stopped.load(Ordering::SeqCst);
+                match inotify.read_events(&mut buffer) {
+                    Ok(events) => {
+                        for event in events {
+                            assert!(!event.mask.contains(EventMask::Q_OVERFLOW), "events lost");
+                            let name = format!(
+                                "{}{}",
+                                dirs[&event.wd],
+                                event.name.unwrap().to_string_lossy()
+                            );
+                            let Some(&size) = sizes.get(&name) else {
+                                continue;
+                            };
+                            if event
+                                .mask
+                                .intersects(EventMask::CREATE | EventMask::MOVED_TO)
+                            {
+                                if present.insert(name) {
+                                    now += size;
+                                }
+                            } else if present.remove(&name) {
+                                now -= size;
+                            }
+                            most = most.max(now);
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if last_round {
+                            return most;
+                        }
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(e) => panic!("inotify: {e}"),
+                }
+            }
+        });
+        CapWatch {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The most bytes `objects/` held at any moment since the start.
+    fn most(mut self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for CapWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Object names (sha256 in hex) and sizes of a release's textures.
+fn object_sizes(release: &Release) -> HashMap<String, u64> {
+    release
+        .textures()
+        .map(|(_, bytes)| (matvisfs_sample::sha256_hex(bytes), bytes.len() as u64))
+        .collect()
+}
+
 fn stats(mount: &Mount) -> serde_json::Value {
     serde_json::from_slice(&read(&mount.path.join(".matvisfs/stats.json")).unwrap()).unwrap()
+}
+
+/// Waits until the mount has made every download durable (room made under
+/// the cap, moved into place): the store is at rest.
+fn wait_until_settled(mount: &Mount) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while stats(mount)["cache"]["pending"] != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "downloads still pending after 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// The small release, and the same files published under a second tag.
@@ -111,7 +223,10 @@ fn the_cap_holds_while_reading_more_than_it_through_the_mount() {
     let served = Served::small();
     let total: usize = served.release.textures().map(|(_, b)| b.len()).sum();
     let cap = total / 4;
+    let cache = tempfile::tempdir().unwrap();
+    let watch = CapWatch::start(cache.path(), object_sizes(&served.release));
     let mount = Mount::builder(&served.base_url())
+        .cache(cache.path())
         .arg("--cache-max-size")
         .arg(&cap.to_string())
         .start();
@@ -122,10 +237,14 @@ fn the_cap_holds_while_reading_more_than_it_through_the_mount() {
                 bytes,
                 "round {round}: {path}"
             );
-            let stored = stored_bytes(&mount.cache);
-            assert!(stored <= cap as u64, "{stored} > {cap} after {path}");
         }
     }
+    wait_until_settled(&mount);
+    let most = watch.most();
+    assert!(most <= cap as u64, "{most} > {cap} at some moment");
+    let at_rest = stored_bytes(&mount.cache);
+    assert!(at_rest <= cap as u64, "{at_rest} > {cap} at rest");
+    assert_eq!(stats(&mount)["cache"]["bytes"], at_rest);
     // A file that stays open keeps reading correctly while it is evicted.
     let (path, bytes) = served.release.textures().next().unwrap();
     let mut open = fs::File::open(mount.tag_path(path)).unwrap();
@@ -332,6 +451,8 @@ fn cache_commands_report_verify_and_clear_while_mounted() {
     }
     assert_eq!(served.texture_gets(), 0, "the shared content stayed");
     // Everything: the mount downloads again and still serves the right bytes.
+    // Downloads still being made durable land after a clear: wait for them.
+    wait_until_settled(&mount);
     let clear = matvisfs(&["cache", "clear"], &mount.cache);
     assert!(clear.status.success());
     assert_eq!(stored_bytes(&mount.cache), 0);
@@ -340,6 +461,76 @@ fn cache_commands_report_verify_and_clear_while_mounted() {
         .cache(&mount.cache)
         .start();
     assert_eq!(&read(&again.tag_path(path)).unwrap(), bytes);
+}
+
+#[test]
+fn an_offline_or_unreachable_mount_of_another_server_is_not_served_the_first_ones_tag() {
+    let first = Served::small();
+    let cache = tempfile::tempdir().unwrap();
+    let path = "ambientcg/1k/Rock064/color.png";
+    {
+        let mount = Mount::builder(&first.base_url())
+            .cache(cache.path())
+            .start();
+        assert_eq!(
+            read(&mount.tag_path(path)).unwrap(),
+            first.release.files[path]
+        );
+    }
+    // Another server with a tag of the same name: not cached for it.
+    let mut other = Served::small();
+    for offline in [true, false] {
+        if !offline {
+            other.server.stop();
+        }
+        let mut builder = Mount::builder(&other.base_url()).cache(cache.path());
+        if offline {
+            builder = builder.arg("--offline");
+        }
+        let refused = builder.try_start().err();
+        let refused =
+            refused.unwrap_or_else(|| panic!("offline {offline}: mounted the other server's tag"));
+        assert!(
+            refused.contains(&format!("cannot load tag {TAG}")),
+            "{refused}"
+        );
+    }
+    assert_eq!(other.texture_gets(), 0);
+    // The first server's tag is still there for it.
+    let mount = Mount::builder(&first.base_url())
+        .cache(cache.path())
+        .arg("--offline")
+        .start();
+    assert_eq!(
+        read(&mount.tag_path(path)).unwrap(),
+        first.release.files[path]
+    );
+    // Clearing the tag for the other server finds nothing of it; for the
+    // first server, its content.
+    let other_url = other.base_url();
+    let clear = matvisfs(
+        &["cache", "clear", "--tag", TAG, "--base-url", &other_url],
+        cache.path(),
+    );
+    assert!(!clear.status.success(), "{}", stdout(&clear));
+    let first_url = first.base_url();
+    let clear = matvisfs(
+        &["cache", "clear", "--tag", TAG, "--base-url", &first_url],
+        cache.path(),
+    );
+    assert!(
+        stdout(&clear).contains("removed 1 file"),
+        "{}",
+        stdout(&clear)
+    );
+    let status = matvisfs(&["cache", "status"], cache.path());
+    // The test server's base URL is already in its normal form.
+    let base = first.base_url();
+    assert!(
+        stdout(&status).contains(&format!("origin {base}:")),
+        "{}",
+        stdout(&status)
+    );
 }
 
 #[test]

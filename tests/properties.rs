@@ -156,10 +156,12 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let cache = CacheDir::open(&dir.path().join("c")).unwrap();
         if check_tag(&tag).is_ok() {
-            let path = cache.tag_dir(&tag);
-            let tags_dir = cache.tags_dir();
-            prop_assert_eq!(path.parent(), Some(tags_dir.as_path()));
-            prop_assert_eq!(path.file_name().and_then(|n| n.to_str()), Some(tag.as_str()));
+            let origin = cache.origin("http://127.0.0.1:1/resolve");
+            origin.tag(&tag).save(&matvisfs::store::TagState::default()).unwrap();
+            let (path, tags) = (origin.path(), cache.root().join("tags"));
+            prop_assert_eq!(path.parent(), Some(tags.as_path()));
+            prop_assert!(origin.path().join(&tag).join("state.json").is_file());
+            prop_assert_eq!(origin.cached_tags(), vec![tag.clone()]);
         }
     }
 

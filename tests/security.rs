@@ -5,7 +5,7 @@ mod common;
 
 use std::fs;
 
-use common::{Mount, Served, read, warm};
+use common::{BIN, Mount, Served, TAG, read, walk, warm};
 use matvisfs_testkit::devserver::{DevServer, ServerOptions};
 use matvisfs_testkit::tls::test_ca;
 
@@ -168,4 +168,146 @@ fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// Every file below `dir` with its bytes.
+fn snapshot(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    walk(dir)
+        .into_iter()
+        .map(|rel| {
+            let bytes = fs::read(dir.join(&rel)).unwrap_or_default();
+            (rel, bytes)
+        })
+        .collect()
+}
+
+/// A directory of the user's outside the cache: a note, one named like a
+/// digest's tail, and a subdirectory.
+fn notes() -> tempfile::TempDir {
+    let notes = tempfile::tempdir().unwrap();
+    fs::write(notes.path().join("notes.txt"), b"my notes").unwrap();
+    fs::write(notes.path().join("a".repeat(62)), b"named like an object").unwrap();
+    fs::create_dir(notes.path().join("sub")).unwrap();
+    fs::write(notes.path().join("sub/more.txt"), b"more").unwrap();
+    notes
+}
+
+fn run_cache_command(args: &[&str], cache: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(BIN)
+        .args(args)
+        .arg("--cache-dir")
+        .arg(cache)
+        .env_remove("MATVISFS_CACHE_MAX_SIZE")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn links_planted_below_objects_lead_no_command_outside_the_cache() {
+    let served = Served::small();
+    let cache = tempfile::tempdir().unwrap();
+    warm(
+        &served.base_url(),
+        cache.path(),
+        &["ambientcg/1k/Wood051/color.png"],
+    );
+    let notes = notes();
+    let before = snapshot(notes.path());
+    // Every prefix directory that a texture of the release is stored under
+    // leads to the notes.
+    let plant = || {
+        for (_, bytes) in served.release.textures() {
+            let hex = matvisfs_sample::sha256_hex(bytes);
+            let prefix = cache.path().join("objects").join(&hex[..2]);
+            if fs::symlink_metadata(&prefix).is_ok_and(|m| m.is_dir()) {
+                fs::remove_dir_all(&prefix).unwrap();
+            }
+            if fs::symlink_metadata(&prefix).is_err() {
+                std::os::unix::fs::symlink(notes.path(), &prefix).unwrap();
+            }
+        }
+    };
+    for command in [
+        &["cache", "status"][..],
+        &["cache", "verify"],
+        &["cache", "clear"],
+    ] {
+        plant();
+        let output = run_cache_command(command, cache.path());
+        assert!(
+            output.status.success(),
+            "{command:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(snapshot(notes.path()), before, "after {command:?}");
+    }
+    plant();
+    let mount = Mount::builder(&served.base_url())
+        .cache(cache.path())
+        .start();
+    for (path, bytes) in served.release.textures() {
+        assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
+    }
+    drop(mount);
+    assert_eq!(snapshot(notes.path()), before, "after the mount");
+    // What was downloaded is in the cache, where it belongs.
+    for (path, bytes) in served.release.textures() {
+        let hex = matvisfs_sample::sha256_hex(bytes);
+        let prefix = cache.path().join("objects").join(&hex[..2]);
+        assert!(fs::symlink_metadata(&prefix).unwrap().is_dir(), "{path}");
+        assert!(
+            fs::symlink_metadata(prefix.join(&hex[2..]))
+                .unwrap()
+                .is_file(),
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn a_link_planted_in_place_of_a_tags_directory_is_not_written_through() {
+    let served = Served::small();
+    let cache = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    // A first mount makes the origin's directory; its tag is then replaced
+    // by a link, and so is where a tag's state went before tags had origins.
+    drop(
+        Mount::builder(&served.base_url())
+            .cache(cache.path())
+            .start(),
+    );
+    let origins: Vec<_> = fs::read_dir(cache.path().join("tags"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(origins.len(), 1, "{origins:?}");
+    fs::remove_dir_all(origins[0].join(TAG)).unwrap();
+    for place in [cache.path().join("tags").join(TAG), origins[0].join(TAG)] {
+        std::os::unix::fs::symlink(elsewhere.path(), place).unwrap();
+    }
+    let path = "ambientcg/1k/Wood051/color.png";
+    {
+        let mount = Mount::builder(&served.base_url())
+            .cache(cache.path())
+            .start();
+        assert_eq!(
+            read(&mount.tag_path(path)).unwrap(),
+            served.release.files[path]
+        );
+    }
+    assert!(
+        snapshot(elsewhere.path()).is_empty(),
+        "{:?}",
+        walk(elsewhere.path())
+    );
+    // The tag was kept in the cache instead: an offline mount serves it.
+    let mount = Mount::builder(&served.base_url())
+        .cache(cache.path())
+        .arg("--offline")
+        .start();
+    assert_eq!(
+        read(&mount.tag_path(path)).unwrap(),
+        served.release.files[path]
+    );
+    assert!(snapshot(elsewhere.path()).is_empty());
 }

@@ -25,7 +25,7 @@ use crate::flight::SingleFlight;
 use crate::names::{check_tag, is_release_tag};
 use crate::remote::{FetchError, Metered, Remote};
 use crate::stats::Stats;
-use crate::store::{CacheDir, ContentStore, ObjectStore, Recovery};
+use crate::store::{CacheDir, ContentStore, ObjectStore, OriginDir, Recovery};
 use releases::Releases;
 
 pub use error::Error;
@@ -61,6 +61,8 @@ pub struct Context {
     /// The server, with requests counted in `stats`.
     pub remote: Arc<dyn Remote>,
     pub cache: CacheDir,
+    /// The part of the cache that belongs to this server (tags, releases).
+    pub origin: OriginDir,
     /// Manifests, catalogs and MaterialX maps.
     pub documents: ObjectStore,
     /// Texture content, deduplicated and capped.
@@ -88,6 +90,7 @@ impl Context {
             tracing::info!(?recovery, "the cache index was repaired");
         }
         Context {
+            origin: cache.origin(&remote.origin()),
             remote: Arc::new(Metered::new(remote, stats.clone())),
             documents: cache.documents(),
             cache,
@@ -171,7 +174,7 @@ pub struct Dataset {
 impl Dataset {
     pub fn new(ctx: Arc<Context>, pinned: Vec<String>) -> Self {
         Dataset {
-            releases: Releases::load(&ctx.cache),
+            releases: Releases::load(&ctx.origin),
             ctx,
             pinned,
             tags: RwLock::new(HashMap::new()),
@@ -225,7 +228,7 @@ impl Dataset {
         crate::wait::may_block()?;
         let known = self.pinned.iter().any(|p| p == name)
             || is_release_tag(name)
-            || self.ctx.cache.has_tag(name);
+            || self.ctx.origin.has_tag(name);
         if !known {
             return Err(Error::NotFound);
         }
@@ -262,6 +265,7 @@ impl Dataset {
             "bytes": bytes,
             "cap": content.cap(),
             "evictions": content.evictions(),
+            "pending": content.pending(),
         });
         let tags: serde_json::Map<String, serde_json::Value> = self
             .tags
@@ -300,7 +304,7 @@ impl Dataset {
         let mut names: BTreeSet<String> = self.pinned.iter().cloned().collect();
         names.extend(self.releases.known());
         names.extend(self.tags.read().keys().cloned());
-        names.extend(self.ctx.cache.cached_tags());
+        names.extend(self.ctx.origin.cached_tags());
         names.retain(|n| !self.missing.lock().contains(n));
         names.into_iter().collect()
     }

@@ -3,7 +3,6 @@
 //! per session (at the first listing of the root), kept on disk so that a
 //! later or offline session lists them too.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::RwLock;
@@ -12,9 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::Context;
 use crate::flight::SingleFlight;
 use crate::names::{check_tag, is_release_tag};
-use crate::store::{CacheDir, write_atomically};
-
-const FILE: &str = "releases.json";
+use crate::store::OriginDir;
 
 #[derive(Serialize, Deserialize, Default)]
 struct Saved {
@@ -25,14 +22,13 @@ pub(super) struct Releases {
     names: RwLock<Vec<String>>,
     asked: AtomicBool,
     flight: SingleFlight<(), ()>,
-    file: PathBuf,
+    origin: OriginDir,
 }
 
 impl Releases {
-    pub(super) fn load(cache: &CacheDir) -> Self {
-        let file = cache.root().join(FILE);
-        let saved: Saved = std::fs::read(&file)
-            .ok()
+    pub(super) fn load(origin: &OriginDir) -> Self {
+        let saved: Saved = origin
+            .read_releases()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default();
         let names = saved
@@ -44,7 +40,7 @@ impl Releases {
             names: RwLock::new(names),
             asked: AtomicBool::new(false),
             flight: SingleFlight::default(),
-            file,
+            origin: origin.clone(),
         }
     }
 
@@ -75,7 +71,7 @@ impl Releases {
                         names: names.clone(),
                     };
                     if let Ok(bytes) = serde_json::to_vec(&saved) {
-                        if let Err(e) = write_atomically(&self.file, &bytes) {
+                        if let Err(e) = self.origin.save_releases(&bytes) {
                             tracing::warn!("cannot save the list of releases: {e}");
                         }
                     }

@@ -50,7 +50,7 @@ impl Tag {
     /// Opens a tag from the cache or, when it has no usable cached manifest,
     /// from the server (which then counts as this session's revalidation).
     pub fn load(ctx: Arc<Context>, name: &str) -> Result<Tag, LoadError> {
-        let store = TagStore::new(ctx.cache.tag_dir(name));
+        let store = ctx.origin.tag(name);
         let stored = store.load().unwrap_or_else(|e| {
             tracing::warn!(
                 tag = name,
@@ -58,7 +58,7 @@ impl Tag {
             );
             None
         });
-        let records = FileRecords::open(store.records_path());
+        let records = store.records();
         if let Some(state) = &stored {
             if let Some(record) = &state.manifest {
                 let cached = ctx

@@ -273,6 +273,10 @@ impl Remote for LocalRemote {
             false => format!("{}/{tag}/{path}", self.base),
         }
     }
+
+    fn origin(&self) -> String {
+        super::origin_of(&self.base)
+    }
 }
 
 #[cfg(test)]

@@ -152,4 +152,8 @@ impl Remote for Metered {
     fn url(&self, tag: &str, path: &str) -> String {
         self.inner.url(tag, path)
     }
+
+    fn origin(&self) -> String {
+        self.inner.origin()
+    }
 }

@@ -249,4 +249,8 @@ impl Remote for MockRemote {
     fn url(&self, tag: &str, path: &str) -> String {
         format!("mock://{tag}/{path}")
     }
+
+    fn origin(&self) -> String {
+        "mock:".into()
+    }
 }

@@ -203,6 +203,27 @@ pub trait Remote: Send + Sync {
 
     /// The URL of a file, for messages.
     fn url(&self, tag: &str, path: &str) -> String;
+
+    /// What the cache keys this server's tags by: its base URL, normalised
+    /// by [`origin_of`] (on the Hugging Face Hub the base URL names the
+    /// endpoint and the repository both).
+    fn origin(&self) -> String;
+}
+
+/// A base URL as an origin: scheme, host and port (the default one
+/// written out), and path, without a trailing slash, query or fragment.
+pub fn origin_of(base: &str) -> String {
+    let trimmed = base.trim_end_matches('/');
+    match url::Url::parse(trimmed) {
+        Ok(url) if url.has_host() => format!(
+            "{}://{}:{}{}",
+            url.scheme(),
+            url.host_str().unwrap_or_default(),
+            url.port_or_known_default().unwrap_or(0),
+            url.path().trim_end_matches('/')
+        ),
+        _ => trimmed.to_string(),
+    }
 }
 
 /// `--offline`: every request fails at once without touching the network.
@@ -241,5 +262,31 @@ impl Remote for Offline {
             true => path.to_string(),
             false => format!("{}/{tag}/{path}", self.base.trim_end_matches('/')),
         }
+    }
+
+    fn origin(&self) -> String {
+        origin_of(&self.base)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_of;
+
+    #[test]
+    fn an_origin_is_a_normalised_base_url() {
+        let hub = "https://huggingface.co/datasets/gerchowl/mat-vis/resolve";
+        assert_eq!(
+            origin_of(&format!("{hub}/")),
+            "https://huggingface.co:443/datasets/gerchowl/mat-vis/resolve"
+        );
+        assert_eq!(
+            origin_of("http://127.0.0.1:8080/resolve?x=1"),
+            origin_of("HTTP://127.0.0.1:8080/resolve/")
+        );
+        assert_ne!(
+            origin_of("http://127.0.0.1:8080/a"),
+            origin_of("http://127.0.0.1:8081/a")
+        );
     }
 }

@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::db::Database;
 use super::index::{ContentIndex, Recovery};
-use super::{Blob, CacheDir, Ingest, Ingested, ObjectStore, SharedLog};
+use super::{Blob, CacheDir, Ingest, Ingested, ObjectStore};
 use crate::digest::Sha256Digest;
 use crate::workers::Workers;
 
@@ -30,6 +31,7 @@ pub struct ContentStore {
 struct Shared {
     objects: ObjectStore,
     index: ContentIndex,
+    db: Arc<Database>,
     /// Bytes the store may hold; 0 means no limit.
     cap: u64,
     evictions: AtomicU64,
@@ -57,12 +59,14 @@ pub struct VerifyReport {
 impl ContentStore {
     pub fn load(dir: &CacheDir, cap: u64) -> (ContentStore, Recovery) {
         let objects = dir.objects();
+        let db = dir.database();
         let (index, recovery) =
-            ContentIndex::open(SharedLog::new(dir.root().join("index.log")), &objects);
+            ContentIndex::open(db.clone(), &objects, cap, dir.database_is_new());
         let store = ContentStore {
             shared: Arc::new(Shared {
                 objects,
                 index,
+                db,
                 cap,
                 evictions: AtomicU64::new(0),
                 pending: Mutex::new(HashMap::new()),
@@ -81,13 +85,20 @@ impl ContentStore {
         self.shared.evictions.load(Ordering::Relaxed)
     }
 
-    /// (files, bytes) in the store.
+    /// Downloads served but not yet durable (synced, room made, moved into
+    /// place): 0 when the store is at rest.
+    pub fn pending(&self) -> usize {
+        self.shared.pending.lock().len()
+    }
+
+    /// (files, bytes) in the store, as of this process's last change;
+    /// answered from memory.
     pub fn totals(&self) -> (usize, u64) {
         self.shared.index.totals()
     }
 
+    /// Every object, least recently used first, as the database has them.
     pub fn entries(&self) -> Vec<(Sha256Digest, u64)> {
-        self.shared.index.catch_up();
         self.shared.index.entries()
     }
 
@@ -96,6 +107,8 @@ impl ContentStore {
     }
 
     /// Opens cached bytes, if the store holds them, and counts it as a use.
+    /// Touches no lock on a file and writes nothing: safe on the threads
+    /// that answer the kernel.
     pub fn open(&self, blob: &Blob) -> Option<OpenBlob> {
         if let Some(pending) = self.shared.pending.lock().get(&blob.digest) {
             return (pending.blob.size == blob.size).then(|| pending.clone());
@@ -132,34 +145,28 @@ impl ContentStore {
         Ok(open)
     }
 
-    /// Waits until every download taken so far is durable.
+    /// Waits until every download taken so far is durable, and every
+    /// record and use queued is in the database.
     pub fn flush(&self) {
         let mut pending = self.shared.pending.lock();
         while !pending.is_empty() {
             self.shared.settled.wait(&mut pending);
         }
+        drop(pending);
+        self.shared.db.flush();
     }
 
     /// Removes objects (for `cache clear`); returns the bytes freed.
     pub fn remove(&self, digests: &[Sha256Digest]) -> u64 {
-        let shared = &self.shared;
-        shared.index.catch_up();
-        let mut freed = 0;
-        for digest in digests {
-            freed += shared.index.size_of(digest).unwrap_or(0);
-            if let Err(e) = shared.objects.remove(digest) {
-                tracing::warn!(sha256 = %digest, "cannot remove: {e}");
-            }
-        }
-        shared.index.remove(digests);
-        freed
+        self.shared.index.remove(&self.shared.objects, digests)
     }
 
-    /// Re-hashes every object; removes those that do not match.
+    /// Re-hashes every object; removes those that do not match, or that are
+    /// not textures.
     pub fn verify(&self, mut progress: impl FnMut(u64)) -> VerifyReport {
         let shared = &self.shared;
         verify_objects(&shared.objects, &mut progress, |bad| {
-            shared.index.remove(bad)
+            shared.index.remove(&shared.objects, bad);
         })
     }
 }
@@ -172,8 +179,6 @@ impl Drop for ContentStore {
 }
 
 impl Shared {
-    /// Room is made before the object appears, so the store never holds
-    /// more than the cap, even for a moment.
     fn commit(&self, download: Ingested) {
         let blob = download.blob;
         if let Err(e) = self.make_room_and_install(download) {
@@ -184,35 +189,26 @@ impl Shared {
         self.settled.notify_all();
     }
 
+    /// Room is made before the object appears, so the store never holds
+    /// more than the cap, even for a moment.
     fn make_room_and_install(&self, download: Ingested) -> io::Result<()> {
         download.sync()?;
         let blob = download.blob;
-        self.index
-            .insert(blob.digest, blob.size, self.cap, |victims| {
-                let mut keep = true;
-                for (digest, size) in victims {
-                    if *digest == blob.digest {
-                        // Larger than the cap: served, not kept.
-                        keep = false;
-                        continue;
-                    }
-                    match self.objects.remove(digest) {
-                        Ok(()) => tracing::debug!(sha256 = %digest, size, "evicted"),
-                        Err(e) => tracing::warn!(sha256 = %digest, "cannot evict: {e}"),
-                    }
-                }
-                self.evictions
-                    .fetch_add(victims.len() as u64, Ordering::Relaxed);
-                if keep {
-                    download.install(&self.objects)?;
-                }
-                Ok(())
-            })
+        let objects = &self.objects;
+        let evicted = self
+            .index
+            .insert(blob.digest, blob.size, self.cap, objects, || {
+                download.install(objects).map(drop)
+            })?;
+        self.evictions.fetch_add(evicted as u64, Ordering::Relaxed);
+        Ok(())
     }
 }
 
 /// Re-hashes every file of `objects`, removing those whose bytes do not
-/// match their name; `forget` is told which were removed.
+/// match their name or that the store may not hold (an empty file, or one
+/// that is not a texture, among textures); `forget` is told which were
+/// removed.
 pub fn verify_objects(
     objects: &ObjectStore,
     progress: &mut impl FnMut(u64),
@@ -220,18 +216,30 @@ pub fn verify_objects(
 ) -> VerifyReport {
     let mut report = VerifyReport::default();
     let mut bad = Vec::new();
-    for (digest, path) in objects.list() {
+    for listed in objects.list() {
         report.checked += 1;
-        match (digest, ObjectStore::hash_file(&path)) {
-            (Some(digest), Ok((actual, size))) if actual == digest => {
+        let good = match listed.digest.map(|digest| objects.check(&digest)) {
+            // Evicted meanwhile.
+            Some(Err(e)) if e.kind() == io::ErrorKind::NotFound => {
+                report.checked -= 1;
+                continue;
+            }
+            Some(checked) => checked.ok().flatten(),
+            None => None,
+        };
+        match good {
+            Some(size) => {
                 report.bytes += size;
                 progress(size);
             }
-            (digest, _) => {
+            None => {
                 report.corrupt += 1;
-                tracing::error!(path = %path.display(), "bytes do not match the digest; removed");
-                let _ = std::fs::remove_file(&path);
-                bad.extend(digest);
+                tracing::error!(
+                    path = %listed.digest.map_or_else(Default::default, |d| objects.path(&d).display().to_string()),
+                    "bytes do not match the digest, or are not a texture; removed"
+                );
+                let _ = objects.remove_listed(&listed);
+                bad.extend(listed.digest);
             }
         }
     }
@@ -241,25 +249,26 @@ pub fn verify_objects(
 
 #[cfg(test)]
 mod tests {
+    use super::super::PNG_MAGIC;
     use super::*;
     use crate::remote::BodySink;
+    use std::time::Duration;
+
+    /// `bytes` made a texture: the store holds nothing else.
+    fn texture(bytes: &[u8]) -> Vec<u8> {
+        [PNG_MAGIC, bytes].concat()
+    }
 
     fn put(store: &ContentStore, bytes: &[u8]) -> Blob {
         let mut ingest = store.ingest().unwrap();
-        ingest.write(bytes).unwrap();
+        ingest.write(&texture(bytes)).unwrap();
         let blob = store.insert(ingest.finish().unwrap()).unwrap().blob;
         store.flush();
         blob
     }
 
     fn bytes_on_disk(cache: &CacheDir) -> u64 {
-        cache
-            .objects()
-            .list()
-            .iter()
-            // Evicted between the listing and this look: no longer there.
-            .map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len()))
-            .sum()
+        cache.objects().list().iter().map(|l| l.size).sum()
     }
 
     fn cache() -> (tempfile::TempDir, CacheDir) {
@@ -268,6 +277,13 @@ mod tests {
         (dir, cache)
     }
 
+    /// Another process's view of the same cache.
+    fn reopen(dir: &tempfile::TempDir) -> CacheDir {
+        CacheDir::open(&dir.path().join("c")).unwrap()
+    }
+
+    const M: u64 = PNG_MAGIC.len() as u64;
+
     #[test]
     fn identical_bytes_are_stored_once() {
         let (_dir, cache) = cache();
@@ -275,14 +291,15 @@ mod tests {
         let a = put(&store, b"same bytes");
         let b = put(&store, b"same bytes");
         assert_eq!(a, b);
-        assert_eq!(store.totals(), (1, 10));
+        assert_eq!(store.totals(), (1, 10 + M));
         assert_eq!(cache.objects().list().len(), 1);
     }
 
     #[test]
     fn the_least_recently_used_go_first_and_the_cap_holds() {
         let (_dir, cache) = cache();
-        let (store, _) = ContentStore::load(&cache, 300);
+        let cap = 300 + 3 * M;
+        let (store, _) = ContentStore::load(&cache, cap);
         let blobs: Vec<Blob> = (0..3).map(|i| put(&store, &[i as u8; 100])).collect();
         // Using the oldest makes the second one the least recently used.
         store.open(&blobs[0]).unwrap();
@@ -292,9 +309,9 @@ mod tests {
         assert_eq!(store.evictions(), 1);
         for i in 10..200u8 {
             put(&store, &vec![i; 37 + i as usize]);
-            assert!(store.totals().1 <= 300);
+            assert!(store.totals().1 <= cap);
             let on_disk = bytes_on_disk(&cache);
-            assert!(on_disk <= 300, "{on_disk}");
+            assert!(on_disk <= cap, "{on_disk}");
         }
     }
 
@@ -303,24 +320,24 @@ mod tests {
         let (_dir, cache) = cache();
         let (store, _) = ContentStore::load(&cache, 50);
         let mut ingest = store.ingest().unwrap();
-        ingest.write(&[1u8; 80]).unwrap();
+        ingest.write(&texture(&[1u8; 80])).unwrap();
         let opened = store.insert(ingest.finish().unwrap()).unwrap();
         store.flush();
         let mut bytes = Vec::new();
         io::Read::read_to_end(&mut &*opened.file, &mut bytes).unwrap();
-        assert_eq!(bytes, [1u8; 80]);
+        assert_eq!(bytes, texture(&[1u8; 80]));
         assert_eq!(store.totals(), (0, 0));
         assert!(cache.objects().list().is_empty());
     }
 
     #[test]
     fn a_download_is_served_at_once_and_kept_once_durable() {
-        let (_dir, cache) = cache();
+        let (dir, cache) = cache();
         let (store, _) = ContentStore::load(&cache, 0);
         let blobs: Vec<Blob> = (0..20u8)
             .map(|i| {
                 let mut ingest = store.ingest().unwrap();
-                ingest.write(&[i; 33]).unwrap();
+                ingest.write(&texture(&[i; 33])).unwrap();
                 let opened = store.insert(ingest.finish().unwrap()).unwrap();
                 // Found by the next open whether or not it is durable yet.
                 assert!(store.open(&opened.blob).is_some());
@@ -329,9 +346,9 @@ mod tests {
             .collect();
         // Dropping the store waits for the commits.
         drop(store);
-        let (store, recovery) = ContentStore::load(&cache, 0);
+        let (store, recovery) = ContentStore::load(&reopen(&dir), 0);
         assert_eq!(recovery, Recovery::default());
-        assert_eq!(store.totals(), (20, 20 * 33));
+        assert_eq!(store.totals(), (20, 20 * (33 + M)));
         for blob in &blobs {
             assert!(cache.objects().contains(blob));
         }
@@ -339,115 +356,204 @@ mod tests {
 
     #[test]
     fn the_index_survives_restarts_and_is_rebuilt_when_lost_or_damaged() {
-        let (_dir, cache) = cache();
+        let (dir, cache) = cache();
         let (store, _) = ContentStore::load(&cache, 0);
         let blobs: Vec<Blob> = (0..5).map(|i| put(&store, &[i as u8; 64])).collect();
-        drop(store);
-        let (store, recovery) = ContentStore::load(&cache, 0);
+        drop((store, cache));
+        let (store, recovery) = ContentStore::load(&reopen(&dir), 0);
         assert_eq!(recovery, Recovery::default());
-        assert_eq!(store.totals(), (5, 320));
+        assert_eq!(store.totals(), (5, 5 * (64 + M)));
         drop(store);
 
-        // Lost index, and one object rotted on disk meanwhile.
-        std::fs::remove_file(cache.root().join("index.log")).unwrap();
-        std::fs::write(cache.objects().path(&blobs[2].digest), [0xffu8; 64]).unwrap();
+        // Lost index, and one object rotted on disk meanwhile, one emptied.
+        let db = dir.path().join("c").join(super::super::db::FILE);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+        }
+        let cache = reopen(&dir);
+        std::fs::write(cache.objects().path(&blobs[2].digest), texture(&[0xff; 64])).unwrap();
+        std::fs::write(cache.objects().path(&blobs[3].digest), b"").unwrap();
         let (store, recovery) = ContentStore::load(&cache, 0);
         assert!(recovery.rebuilt);
-        assert_eq!(recovery.corrupt, 1);
-        assert_eq!(store.totals(), (4, 256));
+        assert_eq!(recovery.corrupt, 2);
+        assert_eq!(store.totals(), (3, 3 * (64 + M)));
         assert!(store.open(&blobs[2]).is_none());
-        drop(store);
+        drop((store, cache));
 
-        // A damaged line in the middle.
-        let log = cache.root().join("index.log");
-        let mut text = std::fs::read_to_string(&log).unwrap();
-        text.insert_str(0, "{\"op\": \"put\", garbage\n");
-        std::fs::write(&log, text).unwrap();
-        let (store, recovery) = ContentStore::load(&cache, 0);
+        // Damaged beyond reading: started afresh, the files checked again.
+        std::fs::write(&db, b"not a database, not at all, no").unwrap();
+        let _ = std::fs::remove_file(format!("{}-wal", db.display()));
+        let _ = std::fs::remove_file(format!("{}-shm", db.display()));
+        let (store, recovery) = ContentStore::load(&reopen(&dir), 0);
         assert!(recovery.rebuilt && recovery.corrupt == 0);
-        assert_eq!(store.totals(), (4, 256));
+        assert_eq!(store.totals(), (3, 3 * (64 + M)));
     }
 
     #[test]
     fn files_the_index_missed_are_adopted_and_vanished_ones_forgotten() {
-        let (_dir, cache) = cache();
+        let (dir, cache) = cache();
         let (store, _) = ContentStore::load(&cache, 0);
         let kept = put(&store, b"kept");
         let vanished = put(&store, b"vanished");
         drop(store);
         // A crash between rename and index write; and a file removed by hand.
-        cache.objects().put_bytes(b"unrecorded").unwrap();
+        cache.objects().put_bytes(&texture(b"unrecorded")).unwrap();
         std::fs::remove_file(cache.objects().path(&vanished.digest)).unwrap();
-        let (store, recovery) = ContentStore::load(&cache, 0);
+        let (store, recovery) = ContentStore::load(&reopen(&dir), 0);
         assert_eq!(
             (recovery.adopted, recovery.dropped, recovery.rebuilt),
             (1, 1, false)
         );
-        assert_eq!(store.totals(), (2, 4 + 10));
+        assert_eq!(store.totals(), (2, 4 + 10 + 2 * M));
         assert!(store.open(&kept).is_some());
     }
 
     #[test]
-    fn verify_removes_what_does_not_match() {
+    fn verify_removes_what_does_not_match_and_what_is_not_a_texture() {
         let (_dir, cache) = cache();
         let (store, _) = ContentStore::load(&cache, 0);
         let good = put(&store, b"good bytes");
         let bad = put(&store, b"bad bytes!");
-        std::fs::write(cache.objects().path(&bad.digest), b"rotten!!!!").unwrap();
+        let empty = put(&store, b"to be emptied");
+        std::fs::write(cache.objects().path(&bad.digest), texture(b"rotten!!!!")).unwrap();
+        std::fs::write(cache.objects().path(&empty.digest), b"").unwrap();
+        // Named by their digest, but no texture: an empty file, an HTML page.
+        let blank = cache.objects().put_bytes(b"").unwrap();
+        let html = cache.objects().put_bytes(b"<html>").unwrap();
         let report = store.verify(|_| {});
-        assert_eq!((report.checked, report.corrupt, report.bytes), (2, 1, 10));
+        assert_eq!(
+            (report.checked, report.corrupt, report.bytes),
+            (5, 4, 10 + M)
+        );
         assert!(store.open(&good).is_some() && store.open(&bad).is_none());
-        assert_eq!(store.totals(), (1, 10));
+        assert!(!cache.objects().contains(&blank) && !cache.objects().contains(&html));
+        assert_eq!(store.entries().len(), 1);
         assert_eq!(store.verify(|_| {}).corrupt, 0);
+    }
+
+    /// The most bytes `objects/` held at any moment while `work` ran, from
+    /// one inotify instance on all of its directories (events come in the
+    /// order of the changes; a directory walk would count an evicted file
+    /// and its replacement together).
+    fn most_on_disk(cache: &CacheDir, work: impl FnOnce()) -> u64 {
+        use inotify::{EventMask, Inotify, WatchMask};
+        let root = cache.root().join("objects");
+        let mut inotify = Inotify::init().unwrap();
+        let mut prefixes = HashMap::new();
+        for prefix in 0..=255u8 {
+            let name = format!("{prefix:02x}");
+            std::fs::create_dir_all(root.join(&name)).unwrap();
+            let mask = WatchMask::MOVED_TO | WatchMask::DELETE;
+            prefixes.insert(inotify.watches().add(root.join(&name), mask).unwrap(), name);
+        }
+        work();
+        let mut buffer = vec![0u8; 1 << 20];
+        let (mut sizes, mut now, mut most) = (HashMap::new(), 0u64, 0u64);
+        loop {
+            let events = match inotify.read_events(&mut buffer) {
+                Ok(events) => events,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return most,
+                Err(e) => panic!("{e}"),
+            };
+            for event in events {
+                assert!(!event.mask.contains(EventMask::Q_OVERFLOW));
+                let name = format!("{}{}", prefixes[&event.wd], event.name.unwrap().display());
+                if event.mask.contains(EventMask::MOVED_TO) {
+                    // Every object of the test has this size.
+                    let size = M + 100;
+                    if sizes.insert(name, size).is_none() {
+                        now += size;
+                    }
+                } else if let Some(size) = sizes.remove(&name) {
+                    now -= size;
+                }
+                most = most.max(now);
+            }
+        }
     }
 
     #[test]
     fn racing_commits_never_hold_more_than_the_cap_even_for_a_moment() {
-        let (_dir, cache) = cache();
+        let (dir, cache) = cache();
         let cap = 2000;
         // Four processes' stores, each with its committer threads.
-        let stores: Vec<ContentStore> = (0..4).map(|_| ContentStore::load(&cache, cap).0).collect();
-        let done = std::sync::atomic::AtomicBool::new(false);
-        let most = std::thread::scope(|s| {
-            let watcher = s.spawn(|| {
-                let mut most = 0;
-                while !done.load(Ordering::Relaxed) {
-                    most = most.max(bytes_on_disk(&cache));
-                }
-                most
-            });
-            let writers: Vec<_> = stores
-                .iter()
-                .enumerate()
-                .map(|(n, store)| {
+        let caches: Vec<CacheDir> = (0..4).map(|_| reopen(&dir)).collect();
+        let stores: Vec<ContentStore> = caches
+            .iter()
+            .map(|c| ContentStore::load(c, cap).0)
+            .collect();
+        let most = most_on_disk(&cache, || {
+            std::thread::scope(|s| {
+                for (n, store) in stores.iter().enumerate() {
                     s.spawn(move || {
                         // Not flushed one by one: the committers race.
-                        for i in 0..300u32 {
+                        for i in 0..150u32 {
                             let mut ingest = store.ingest().unwrap();
-                            ingest
-                                .write(format!("{n}-{i:03}-{}", "x".repeat(90)).as_bytes())
-                                .unwrap();
+                            let bytes =
+                                texture(format!("{n}-{i:03}-{}", "x".repeat(94)).as_bytes());
+                            assert_eq!(bytes.len() as u64, M + 100);
+                            ingest.write(&bytes).unwrap();
                             store.insert(ingest.finish().unwrap()).unwrap();
                         }
                         store.flush();
-                    })
-                })
-                .collect();
-            for writer in writers {
-                writer.join().unwrap();
-            }
-            done.store(true, Ordering::Relaxed);
-            watcher.join().unwrap()
+                    });
+                }
+            })
         });
         assert!(most > 0);
-        assert!(most <= cap, "{most} bytes on disk, the cap is {cap}");
+        assert!(
+            most <= cap,
+            "{most} bytes on disk at one moment, the cap is {cap}"
+        );
+        assert!(bytes_on_disk(&cache) <= cap);
+    }
+
+    #[test]
+    fn opens_and_record_puts_never_wait_for_the_database() {
+        let (dir, cache) = cache();
+        let (store, _) = ContentStore::load(&cache, 0);
+        let blob = put(&store, b"cached");
+        let records = cache
+            .origin("http://127.0.0.1:1/resolve")
+            .tag("t")
+            .records();
+        // Another process holds the database's write lock meanwhile.
+        let other =
+            rusqlite::Connection::open(dir.path().join("c").join(super::super::db::FILE)).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let started = std::time::Instant::now();
+        for i in 0..100 {
+            assert!(store.open(&blob).is_some());
+            records.put(super::super::FileRecord {
+                path: format!("a/1k/m{i}/color.png"),
+                generation: 1,
+                size: Some(100),
+                etag: None,
+                sha256: None,
+                remote_sha256: None,
+            });
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
+        other.execute_batch("COMMIT").unwrap();
+        records.flush();
+        drop(records);
+        let again = reopen(&dir)
+            .origin("http://127.0.0.1:1/resolve")
+            .tag("t")
+            .records();
+        assert_eq!(again.len(), 100, "written once the lock was free");
     }
 
     #[test]
     fn two_processes_share_one_index_and_one_cap() {
-        let (_dir, cache) = cache();
+        let (dir, cache) = cache();
         let (first, _) = ContentStore::load(&cache, 1000);
-        let (second, _) = ContentStore::load(&cache, 1000);
+        let other = reopen(&dir);
+        let (second, _) = ContentStore::load(&other, 1000);
         std::thread::scope(|s| {
             for (n, store) in [&first, &second].into_iter().enumerate() {
                 s.spawn(move || {
@@ -459,7 +565,7 @@ mod tests {
         });
         let on_disk = bytes_on_disk(&cache);
         assert!(on_disk <= 1000, "{on_disk}");
-        let (third, recovery) = ContentStore::load(&cache, 1000);
+        let (third, recovery) = ContentStore::load(&reopen(&dir), 1000);
         assert_eq!(recovery.corrupt, 0);
         assert_eq!(third.totals().1, on_disk);
         assert!(third.verify(|_| {}).corrupt == 0);

@@ -1,112 +1,26 @@
-//! The index of cached content: digest, size and last use of every object,
-//! in least-recently-used order, shared by every process using the cache
-//! through a log (`index.log`) that each of them appends to and reads back.
+//! The index of cached content, in the cache database: digest, size and
+//! order of last use of every object, and their total. Evicting under the
+//! cap and installing the new object happen inside one write transaction,
+//! so that processes sharing the cache never hold more than the cap
+//! together, even for a moment.
 
 use std::collections::HashSet;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use lru::LruCache;
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::{ObjectStore, SharedLog};
+use super::db::{self, Database};
+use super::{Listed, ObjectStore};
 use crate::digest::Sha256Digest;
 
-/// A use is written to the log at most this often per object: enough for
-/// eviction order across restarts, without a write per read.
-const USE_LOG_INTERVAL: u64 = 3600;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
-enum Line {
-    Put {
-        sha256: Sha256Digest,
-        size: u64,
-        at: u64,
-    },
-    Use {
-        sha256: Sha256Digest,
-        at: u64,
-    },
-    Del {
-        sha256: Sha256Digest,
-    },
-}
-
-impl Line {
-    fn json(&self) -> String {
-        serde_json::to_string(self).expect("serializable")
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    size: u64,
-    /// Last use, in Unix seconds, as last written to the log.
-    used_at: u64,
-}
-
-struct State {
-    lru: LruCache<Sha256Digest, Entry>,
-    total: u64,
-    /// Lines in the log, to decide when to compact it.
-    lines: usize,
-}
-
-impl State {
-    fn new() -> Self {
-        State {
-            lru: LruCache::unbounded(),
-            total: 0,
-            lines: 0,
-        }
-    }
-
-    fn apply(&mut self, line: &Line) {
-        self.lines += 1;
-        match *line {
-            Line::Put { sha256, size, at } => {
-                if let Some((_, old)) = self.lru.push(sha256, Entry { size, used_at: at }) {
-                    self.total -= old.size;
-                }
-                self.total += size;
-            }
-            Line::Use { sha256, at } => {
-                if let Some(entry) = self.lru.get_mut(&sha256) {
-                    entry.used_at = entry.used_at.max(at);
-                }
-            }
-            Line::Del { sha256 } => {
-                if let Some(old) = self.lru.pop(&sha256) {
-                    self.total -= old.size;
-                }
-            }
-        }
-    }
-
-    fn snapshot(&self) -> Vec<String> {
-        // Oldest first, so that replaying restores the order.
-        self.lru
-            .iter()
-            .rev()
-            .map(|(sha256, e)| {
-                Line::Put {
-                    sha256: *sha256,
-                    size: e.size,
-                    at: e.used_at,
-                }
-                .json()
-            })
-            .collect()
-    }
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+/// A use is written at most this often per object and process: enough for
+/// eviction order, without a write per read.
+const USE_INTERVAL: Duration = Duration::from_secs(600);
+/// Objects whose last use this process remembers.
+const USES_REMEMBERED: usize = 65_536;
 
 /// What opening the index found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -122,42 +36,83 @@ pub struct Recovery {
 }
 
 pub struct ContentIndex {
-    log: SharedLog,
-    state: Mutex<State>,
+    db: Arc<Database>,
+    /// (files, bytes) after this process's last transaction: read without
+    /// the database (for the statistics, on the kernel's threads).
+    totals: Mutex<(usize, u64)>,
+    used: Mutex<LruCache<Sha256Digest, Instant>>,
+}
+
+fn transaction(conn: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+}
+
+fn totals(tx: &Connection) -> rusqlite::Result<(usize, u64)> {
+    tx.prepare_cached("SELECT files, bytes FROM totals")?
+        .query_row([], |row| {
+            Ok((row.get::<_, i64>(0)? as usize, row.get::<_, i64>(1)? as u64))
+        })
+}
+
+fn next_use(tx: &Connection) -> rusqlite::Result<i64> {
+    tx.prepare_cached("SELECT IFNULL(MAX(used), 0) + 1 FROM objects")?
+        .query_row([], |row| row.get(0))
+}
+
+/// Removes the least recently used rows until `cap` holds (0: no cap);
+/// returns them. Their files are the caller's to remove.
+fn evict_rows(tx: &Connection, cap: u64) -> rusqlite::Result<Vec<(Sha256Digest, u64)>> {
+    let mut victims = Vec::new();
+    while cap > 0 && totals(tx)?.1 > cap {
+        let oldest = tx
+            .prepare_cached("SELECT sha256, size FROM objects ORDER BY used LIMIT 1")?
+            .query_row([], |row| {
+                Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, i64>(1)?))
+            })
+            .optional()?;
+        let Some((bytes, size)) = oldest else {
+            break;
+        };
+        tx.prepare_cached("DELETE FROM objects WHERE sha256 = ?1")?
+            .execute([&bytes])?;
+        if let Some(digest) = db::digest(Some(bytes)) {
+            victims.push((digest, size as u64));
+        }
+    }
+    Ok(victims)
+}
+
+fn remove_files(objects: &ObjectStore, victims: &[(Sha256Digest, u64)]) {
+    for (digest, size) in victims {
+        match objects.remove(digest) {
+            Ok(()) => tracing::debug!(sha256 = %digest, size, "evicted"),
+            Err(e) => tracing::warn!(sha256 = %digest, "cannot evict: {e}"),
+        }
+    }
 }
 
 impl ContentIndex {
-    /// Loads the index, reconciled with the files in `objects`.
-    pub fn open(log: SharedLog, objects: &ObjectStore) -> (ContentIndex, Recovery) {
-        let existed = log.exists();
-        let mut lines = Vec::new();
-        let mut damaged = 0usize;
-        let read = log.read_new(|text| match serde_json::from_str::<Line>(text) {
-            Ok(line) => lines.push(line),
-            Err(_) => damaged += 1,
-        });
+    /// Loads the index, reconciled with the files in `objects`: rows whose
+    /// file is gone are dropped, files without a row are checked and
+    /// adopted (or removed when their bytes are wrong), within `cap`.
+    pub fn open(
+        db: Arc<Database>,
+        objects: &ObjectStore,
+        cap: u64,
+        rebuilt: bool,
+    ) -> (ContentIndex, Recovery) {
         let index = ContentIndex {
-            log,
-            state: Mutex::new(State::new()),
+            db,
+            totals: Mutex::new((0, 0)),
+            used: Mutex::new(LruCache::new(USES_REMEMBERED.try_into().expect("not zero"))),
         };
-        let files = objects.list();
-        let rebuild = read.is_err() || damaged > 0 || (!existed && !files.is_empty());
-        let recovery = if rebuild {
-            tracing::warn!(
-                index = %index.log.path().display(),
-                damaged_lines = damaged,
-                "the cache index is missing or damaged: rebuilding it from the files, checking each"
-            );
-            index.rebuild(files)
-        } else {
-            {
-                let mut state = index.state.lock();
-                for line in &lines {
-                    state.apply(line);
-                }
-            }
-            index.reconcile(objects, files)
+        let mut recovery = Recovery {
+            rebuilt,
+            ..Recovery::default()
         };
+        if let Err(e) = index.reconcile(objects, cap, &mut recovery) {
+            tracing::warn!("cannot reconcile the cache index with the files: {e}");
+        }
         if recovery.corrupt > 0 {
             tracing::error!(
                 count = recovery.corrupt,
@@ -167,270 +122,208 @@ impl ContentIndex {
         (index, recovery)
     }
 
-    fn rebuild(&self, files: Vec<(Option<Sha256Digest>, std::path::PathBuf)>) -> Recovery {
-        let mut recovery = Recovery {
-            rebuilt: true,
-            ..Recovery::default()
-        };
-        let mut found = Vec::new();
-        for (digest, path) in files {
-            let used_at = std::fs::metadata(&path)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_secs());
-            match (digest, ObjectStore::hash_file(&path)) {
-                (Some(digest), Ok((actual, size))) if actual == digest => {
-                    found.push((used_at, digest, size))
-                }
-                _ => {
-                    recovery.corrupt += 1;
-                    tracing::error!(path = %path.display(), "a cached file does not match its digest; removed");
-                    let _ = std::fs::remove_file(&path);
-                }
-            }
-        }
-        found.sort();
-        let mut state = State::new();
-        for (at, sha256, size) in found {
-            state.apply(&Line::Put { sha256, size, at });
-        }
-        let lines = state.snapshot();
-        state.lines = lines.len();
-        *self.state.lock() = state;
-        if let Err(e) = self.log.rewrite(lines) {
-            tracing::warn!("cannot write the rebuilt cache index: {e}");
-        }
-        recovery
-    }
-
-    /// Adopts files the index does not know and forgets entries whose file
-    /// is gone; checks only the adopted files.
     fn reconcile(
         &self,
         objects: &ObjectStore,
-        files: Vec<(Option<Sha256Digest>, std::path::PathBuf)>,
-    ) -> Recovery {
-        let mut recovery = Recovery::default();
-        let mut on_disk = HashSet::new();
-        let mut adopted = Vec::new();
-        for (digest, path) in files {
-            let Some(digest) = digest else {
-                let _ = std::fs::remove_file(&path);
-                continue;
-            };
-            on_disk.insert(digest);
-            if self.state.lock().lru.contains(&digest) {
-                continue;
-            }
-            match ObjectStore::hash_file(&path) {
-                Ok((actual, size)) if actual == digest => {
-                    adopted.push(Line::Put {
-                        sha256: digest,
-                        size,
-                        at: unix_now(),
-                    });
+        cap: u64,
+        recovery: &mut Recovery,
+    ) -> rusqlite::Result<()> {
+        // Listed within the transaction: no other process installs or
+        // evicts meanwhile, so a row without its file is truly orphaned.
+        let unknown: Vec<Listed> = {
+            let mut conn = self.db.lock();
+            let tx = transaction(&mut conn)?;
+            let rows: HashSet<Sha256Digest> = tx
+                .prepare("SELECT sha256 FROM objects")?
+                .query_map([], |row| row.get::<_, Vec<u8>>(0))?
+                .filter_map(|bytes| db::digest(bytes.ok()))
+                .collect();
+            let mut on_disk = HashSet::new();
+            let mut unknown = Vec::new();
+            for listed in objects.list() {
+                match listed.digest {
+                    None => {
+                        tracing::warn!(
+                            "a file not named by a digest in the cache's objects: removed"
+                        );
+                        let _ = objects.remove_listed(&listed);
+                    }
+                    Some(digest) if rows.contains(&digest) => {
+                        on_disk.insert(digest);
+                    }
+                    Some(_) => unknown.push(listed),
                 }
-                _ => {
+            }
+            for gone in rows.difference(&on_disk) {
+                tx.execute("DELETE FROM objects WHERE sha256 = ?1", [db::blob(gone)])?;
+                recovery.dropped += 1;
+            }
+            *self.totals.lock() = totals(&tx)?;
+            tx.commit()?;
+            unknown
+        };
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        if !recovery.rebuilt {
+            tracing::info!(
+                files = unknown.len(),
+                "cached files the index does not know: checking each"
+            );
+        }
+        // Hashed without the lock; oldest first, so that they keep their order.
+        let mut good: Vec<(u64, Sha256Digest, u64)> = Vec::new();
+        for listed in unknown {
+            let digest = listed.digest.expect("named by a digest");
+            match objects.check(&digest) {
+                Ok(Some(size)) => good.push((listed.modified, digest, size)),
+                Ok(None) => {
                     recovery.corrupt += 1;
-                    tracing::error!(path = %path.display(), "a cached file does not match its digest; removed");
+                    tracing::error!(path = %objects.path(&digest).display(), "a cached file does not match its digest, or is not a texture; removed");
                     let _ = objects.remove(&digest);
                 }
+                // Evicted by another process meanwhile.
+                Err(_) => {}
             }
         }
-        let mut state = self.state.lock();
-        let gone: Vec<Sha256Digest> = state
-            .lru
-            .iter()
-            .map(|(d, _)| *d)
-            .filter(|d| !on_disk.contains(d))
-            .collect();
-        for digest in &gone {
-            state.apply(&Line::Del { sha256: *digest });
-        }
-        for line in &adopted {
-            state.apply(line);
-        }
-        recovery.adopted = adopted.len();
-        recovery.dropped = gone.len();
-        let changed = recovery.adopted + recovery.dropped > 0;
-        if changed || state.lines > 2 * state.lru.len() + 1000 {
-            let lines = state.snapshot();
-            state.lines = lines.len();
-            if let Err(e) = self.log.rewrite(lines) {
-                tracing::warn!("cannot rewrite the cache index: {e}");
+        good.sort();
+        let mut conn = self.db.lock();
+        let tx = transaction(&mut conn)?;
+        for (_, digest, size) in good {
+            if !objects.contains(&super::Blob { digest, size }) {
+                continue;
             }
+            let used = next_use(&tx)?;
+            recovery.adopted += tx.execute(
+                "INSERT OR IGNORE INTO objects (sha256, size, used) VALUES (?1, ?2, ?3)",
+                params![db::blob(&digest), size as i64, used],
+            )?;
         }
-        recovery
+        let victims = evict_rows(&tx, cap)?;
+        remove_files(objects, &victims);
+        *self.totals.lock() = totals(&tx)?;
+        tx.commit()
     }
 
-    /// Applies what other processes wrote since last time.
-    pub fn catch_up(&self) {
-        let mut fresh = Vec::new();
-        let restarted = self.log.read_new(|text| {
-            if let Ok(line) = serde_json::from_str::<Line>(text) {
-                fresh.push(line);
-            }
-        });
-        let mut state = self.state.lock();
-        if matches!(restarted, Ok(true)) {
-            *state = State::new();
-        }
-        for line in &fresh {
-            state.apply(line);
-        }
-    }
-
-    fn write(&self, lines: Vec<String>) {
-        if let Err(e) = self.log.append_all(lines) {
-            tracing::warn!("cannot write to the cache index: {e}");
-        }
-    }
-
-    /// Records a new object and returns the objects to evict so that the
-    /// total stays within `cap` (0: no cap), least recently used first. The
-    /// new object goes too when it alone exceeds the cap.
-    pub fn insert<R>(
+    /// Records a new object, evicts the least recently used objects so that
+    /// the total stays within `cap` (0: no cap), and runs `install` (which
+    /// moves the file into place), all in one transaction. The new object
+    /// is not kept when it alone exceeds the cap: `install` is not called.
+    /// Returns the number of objects evicted.
+    pub fn insert(
         &self,
         sha256: Sha256Digest,
         size: u64,
         cap: u64,
-        evict_and_install: impl FnOnce(&[(Sha256Digest, u64)]) -> R,
-    ) -> R {
-        // One thread or process at a time reads the others' lines, decides,
-        // writes, removes the victims' files and installs the new one, so
-        // that together they stay under the cap at every moment.
-        let _serial = self
-            .log
-            .serial_lock()
-            .inspect_err(|e| tracing::warn!("cannot lock the cache index: {e}"))
-            .ok();
-        evict_and_install(&self.insert_now(sha256, size, cap))
-    }
-
-    fn insert_now(&self, sha256: Sha256Digest, size: u64, cap: u64) -> Vec<(Sha256Digest, u64)> {
-        self.catch_up();
-        let put = Line::Put {
-            sha256,
-            size,
-            at: unix_now(),
-        };
-        let mut victims = Vec::new();
-        let mut lines = vec![put.json()];
-        {
-            let mut state = self.state.lock();
-            state.apply(&put);
-            while cap > 0 && state.total > cap {
-                let Some((digest, entry)) = state.lru.pop_lru() else {
-                    break;
-                };
-                state.total -= entry.size;
-                state.lines += 1;
-                victims.push((digest, entry.size));
-                lines.push(Line::Del { sha256: digest }.json());
+        objects: &ObjectStore,
+        install: impl FnOnce() -> std::io::Result<()>,
+    ) -> std::io::Result<usize> {
+        let mut conn = self.db.lock();
+        let fail = |e: rusqlite::Error| std::io::Error::other(format!("cache database: {e}"));
+        let tx = transaction(&mut conn).map_err(fail)?;
+        let used = next_use(&tx).map_err(fail)?;
+        tx.prepare_cached(
+            "INSERT INTO objects (sha256, size, used) VALUES (?1, ?2, ?3)
+             ON CONFLICT (sha256) DO UPDATE SET used = excluded.used",
+        )
+        .and_then(|mut insert| insert.execute(params![db::blob(&sha256), size as i64, used]))
+        .map_err(fail)?;
+        let victims = evict_rows(&tx, cap).map_err(fail)?;
+        // Room first, then the new file: never above the cap on disk.
+        let keep = victims.iter().all(|(digest, _)| *digest != sha256);
+        remove_files(
+            objects,
+            &victims
+                .iter()
+                .copied()
+                .filter(|(d, _)| *d != sha256)
+                .collect::<Vec<_>>(),
+        );
+        let evicted = victims.len() - usize::from(!keep);
+        if keep {
+            if let Err(e) = install() {
+                // The victims are gone either way; the new row goes too.
+                tx.execute("DELETE FROM objects WHERE sha256 = ?1", [db::blob(&sha256)])
+                    .map_err(fail)?;
+                *self.totals.lock() = totals(&tx).map_err(fail)?;
+                tx.commit().map_err(fail)?;
+                return Err(e);
             }
         }
-        self.write(lines);
-        victims
+        *self.totals.lock() = totals(&tx).map_err(fail)?;
+        tx.commit().map_err(fail)?;
+        Ok(evicted)
     }
 
-    /// Marks an object as just used.
+    /// Marks an object as just used: remembered in memory, written by the
+    /// background writer (or the next insert) at most every few minutes.
     pub fn touch(&self, sha256: &Sha256Digest) {
-        let now = unix_now();
-        let mut state = self.state.lock();
-        let Some(entry) = state.lru.get_mut(sha256) else {
-            return;
-        };
-        if now.saturating_sub(entry.used_at) < USE_LOG_INTERVAL {
-            return;
-        }
-        entry.used_at = now;
-        state.lines += 1;
-        drop(state);
-        self.write(vec![
-            Line::Use {
-                sha256: *sha256,
-                at: now,
-            }
-            .json(),
-        ]);
-    }
-
-    pub fn remove(&self, digests: &[Sha256Digest]) {
-        let mut lines = Vec::new();
+        let now = Instant::now();
+        let mut used = self.used.lock();
+        if used
+            .get(sha256)
+            .is_some_and(|&at| now.duration_since(at) < USE_INTERVAL)
         {
-            let mut state = self.state.lock();
+            return;
+        }
+        used.put(*sha256, now);
+        drop(used);
+        self.db.queue_use(*sha256);
+    }
+
+    /// Removes objects' rows and files; returns the bytes freed.
+    pub fn remove(&self, objects: &ObjectStore, digests: &[Sha256Digest]) -> u64 {
+        let result = (|| {
+            let mut conn = self.db.lock();
+            let tx = transaction(&mut conn)?;
+            let mut freed = 0;
             for digest in digests {
-                let del = Line::Del { sha256: *digest };
-                state.apply(&del);
-                lines.push(del.json());
+                let size: Option<i64> = tx
+                    .query_row(
+                        "DELETE FROM objects WHERE sha256 = ?1 RETURNING size",
+                        [db::blob(digest)],
+                        |row| row.get(0),
+                    )
+                    .optional()?;
+                freed += size.unwrap_or(0) as u64;
+                if let Err(e) = objects.remove(digest) {
+                    tracing::warn!(sha256 = %digest, "cannot remove: {e}");
+                }
             }
-        }
-        self.write(lines);
+            *self.totals.lock() = totals(&tx)?;
+            tx.commit()?;
+            Ok::<_, rusqlite::Error>(freed)
+        })();
+        result.unwrap_or_else(|e| {
+            tracing::warn!("cannot update the cache index: {e}");
+            0
+        })
     }
 
-    pub fn size_of(&self, sha256: &Sha256Digest) -> Option<u64> {
-        self.state.lock().lru.peek(sha256).map(|e| e.size)
-    }
-
-    /// (files, bytes)
+    /// (files, bytes), as of this process's last change.
     pub fn totals(&self) -> (usize, u64) {
-        let state = self.state.lock();
-        (state.lru.len(), state.total)
+        *self.totals.lock()
     }
 
-    /// Every entry, least recently used first.
+    /// Every entry, least recently used first, as the database has them now.
     pub fn entries(&self) -> Vec<(Sha256Digest, u64)> {
-        self.state
-            .lock()
-            .lru
-            .iter()
-            .rev()
-            .map(|(d, e)| (*d, e.size))
-            .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lines_replay_to_the_same_order_and_total() {
-        let mut state = State::new();
-        let d = |b: &[u8]| Sha256Digest::of(b);
-        state.apply(&Line::Put {
-            sha256: d(b"a"),
-            size: 10,
-            at: 1,
-        });
-        state.apply(&Line::Put {
-            sha256: d(b"b"),
-            size: 20,
-            at: 2,
-        });
-        state.apply(&Line::Put {
-            sha256: d(b"c"),
-            size: 30,
-            at: 3,
-        });
-        state.apply(&Line::Use {
-            sha256: d(b"a"),
-            at: 4,
-        });
-        state.apply(&Line::Put {
-            sha256: d(b"b"),
-            size: 20,
-            at: 5,
-        });
-        state.apply(&Line::Del { sha256: d(b"c") });
-        assert_eq!(state.total, 30);
-        let mut replayed = State::new();
-        for line in state.snapshot() {
-            replayed.apply(&serde_json::from_str(&line).unwrap());
-        }
-        let order = |s: &State| s.lru.iter().rev().map(|(k, _)| *k).collect::<Vec<_>>();
-        assert_eq!(order(&replayed), order(&state));
-        assert_eq!(replayed.total, 30);
+        let conn = self.db.lock();
+        let read = || -> rusqlite::Result<Vec<(Sha256Digest, u64)>> {
+            conn.prepare("SELECT sha256, size FROM objects ORDER BY used")?
+                .query_map([], |row| {
+                    Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, i64>(1)?))
+                })?
+                .map(|row| row.map(|(d, s)| (db::digest(Some(d)), s as u64)))
+                .filter_map(|row| match row {
+                    Ok((Some(d), s)) => Some(Ok((d, s))),
+                    Ok((None, _)) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect()
+        };
+        read().unwrap_or_else(|e| {
+            tracing::warn!("cannot read the cache index: {e}");
+            Vec::new()
+        })
     }
 }

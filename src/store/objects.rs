@@ -1,10 +1,9 @@
-use std::fs::{self, DirBuilder, File};
+use std::fs::File;
 use std::io::{self, Seek, Write};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use tempfile::NamedTempFile;
-
+use super::beneath::{Dir, Kind, TempFile};
 use crate::digest::{Hasher, Sha256Digest};
 use crate::remote::{BodySink, FetchError, too_large};
 
@@ -15,77 +14,165 @@ pub struct Blob {
     pub size: u64,
 }
 
+pub const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
+pub const KTX2_MAGIC: &[u8] = b"\xabKTX 20\xbb\r\n\x1a\n";
+
+/// What a store holds, and so which bytes may be in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holds {
+    /// PNG or KTX2 files, nothing else (an empty file is not one).
+    Textures,
+    /// Manifests, catalogs and MaterialX maps.
+    Documents,
+}
+
+impl Holds {
+    /// Whether bytes starting with `head` may be in such a store.
+    pub fn admits(self, head: &[u8]) -> bool {
+        match self {
+            Holds::Textures => head.starts_with(PNG_MAGIC) || head.starts_with(KTX2_MAGIC),
+            Holds::Documents => true,
+        }
+    }
+}
+
+/// A file found in a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Its digest, when its name is one.
+    pub digest: Option<Sha256Digest>,
+    pub size: u64,
+    /// Last change, Unix seconds.
+    pub modified: u64,
+    prefix: String,
+    name: String,
+}
+
 /// File bodies named by their sha256, so identical bytes are stored once.
 #[derive(Debug, Clone)]
 pub struct ObjectStore {
-    dir: PathBuf,
-    tmp: PathBuf,
+    dir: Arc<Dir>,
+    tmp: Arc<Dir>,
+    holds: Holds,
+}
+
+fn split(digest: &Sha256Digest) -> (String, String) {
+    let hex = digest.to_hex();
+    (hex[..2].to_string(), hex[2..].to_string())
 }
 
 impl ObjectStore {
-    pub fn new(dir: PathBuf, tmp: PathBuf) -> Self {
-        ObjectStore { dir, tmp }
+    pub fn new(dir: Arc<Dir>, tmp: Arc<Dir>, holds: Holds) -> Self {
+        ObjectStore { dir, tmp, holds }
     }
 
+    pub fn holds(&self) -> Holds {
+        self.holds
+    }
+
+    /// Where an object is, for messages and tests.
     pub fn path(&self, digest: &Sha256Digest) -> PathBuf {
-        let hex = digest.to_hex();
-        self.dir.join(&hex[..2]).join(&hex[2..])
+        let (prefix, name) = split(digest);
+        self.dir.path().join(prefix).join(name)
     }
 
-    /// Opens an object for reading; a symlink planted in its place is refused.
+    /// Opens an object for reading; a symlink on the way is refused.
     pub fn open(&self, digest: &Sha256Digest) -> io::Result<File> {
-        super::open_no_follow(&self.path(digest))
+        let (prefix, name) = split(digest);
+        self.dir.open_file(&format!("{prefix}/{name}"))
     }
 
     /// Removes an object; one already gone is fine.
     pub fn remove(&self, digest: &Sha256Digest) -> io::Result<()> {
-        match fs::remove_file(self.path(digest)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        let (prefix, name) = split(digest);
+        self.remove_name(&prefix, &name)
+    }
+
+    fn remove_name(&self, prefix: &str, name: &str) -> io::Result<()> {
+        match self.dir.open_dir(prefix) {
+            Ok(dir) => dir.remove(name),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
-    /// Every file in the store: its digest when the name is one, and its path.
-    pub fn list(&self) -> Vec<(Option<Sha256Digest>, PathBuf)> {
+    /// Removes a listed file.
+    pub fn remove_listed(&self, listed: &Listed) -> io::Result<()> {
+        self.remove_name(&listed.prefix, &listed.name)
+    }
+
+    /// Every file in the store. Links are never the store's: they are
+    /// removed (the link, not what it points to), as are files in place of
+    /// a prefix directory.
+    pub fn list(&self) -> Vec<Listed> {
         let mut out = Vec::new();
-        let Ok(prefixes) = fs::read_dir(&self.dir) else {
+        let Ok(prefixes) = self.dir.entries() else {
             return out;
         };
-        for prefix in prefixes.filter_map(Result::ok) {
-            let prefix_name = prefix.file_name().to_string_lossy().into_owned();
-            let Ok(files) = fs::read_dir(prefix.path()) else {
-                // A stray file where a prefix directory belongs.
-                out.push((None, prefix.path()));
+        for (prefix, kind) in prefixes {
+            if kind != Kind::Dir {
+                tracing::warn!(
+                    path = %self.dir.path().join(&prefix).display(),
+                    "not a directory of the cache (a symbolic link or a file): removed, not followed"
+                );
+                let _ = self.dir.remove(&prefix);
+                continue;
+            }
+            let Ok(dir) = self.dir.open_dir(&prefix) else {
                 continue;
             };
-            for file in files.filter_map(Result::ok) {
-                let name = format!("{prefix_name}{}", file.file_name().to_string_lossy());
-                out.push((Sha256Digest::from_hex(&name), file.path()));
+            for (name, kind) in dir.entries().unwrap_or_default() {
+                let Some((Kind::File, size, modified)) =
+                    dir.kind_of(&name).filter(|_| kind == Kind::File)
+                else {
+                    tracing::warn!(
+                        path = %dir.path().join(&name).display(),
+                        "not a file of the cache (a symbolic link or a directory): removed, not followed"
+                    );
+                    let _ = dir.remove(&name);
+                    continue;
+                };
+                out.push(Listed {
+                    digest: Sha256Digest::from_hex(&format!("{prefix}{name}")),
+                    size,
+                    modified: modified
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                    prefix: prefix.clone(),
+                    name,
+                });
             }
         }
         out
     }
 
-    /// Hashes a file without following a symlink planted in its place.
-    pub fn hash_file(path: &std::path::Path) -> io::Result<(Sha256Digest, u64)> {
-        let mut file = super::open_no_follow(path)?;
+    /// Whether a stored object's bytes are what its name says and what the
+    /// store may hold; returns its size when so.
+    pub fn check(&self, digest: &Sha256Digest) -> io::Result<Option<u64>> {
+        let mut file = self.open(digest)?;
         let mut hasher = Hasher::default();
         let mut buf = vec![0u8; 256 * 1024];
+        let mut head = Vec::new();
         let mut size = 0u64;
         loop {
             let n = io::Read::read(&mut file, &mut buf)?;
             if n == 0 {
                 break;
             }
+            if head.len() < HEAD_BYTES {
+                head.extend_from_slice(&buf[..n.min(HEAD_BYTES)]);
+            }
             hasher.update(&buf[..n]);
             size += n as u64;
         }
-        Ok((hasher.finish(), size))
+        let good = hasher.finish() == *digest && self.holds.admits(&head);
+        Ok(good.then_some(size))
     }
 
     pub fn contains(&self, blob: &Blob) -> bool {
-        fs::symlink_metadata(self.path(&blob.digest))
-            .is_ok_and(|m| m.is_file() && m.len() == blob.size)
+        self.open(&blob.digest)
+            .and_then(|f| f.metadata())
+            .is_ok_and(|m| m.len() == blob.size)
     }
 
     pub fn read(&self, blob: &Blob) -> io::Result<Vec<u8>> {
@@ -103,9 +190,7 @@ impl ObjectStore {
     /// A temporary file that a download streams into.
     pub fn ingest(&self) -> io::Result<Ingest> {
         Ok(Ingest {
-            file: tempfile::Builder::new()
-                .prefix("dl-")
-                .tempfile_in(&self.tmp)?,
+            file: self.tmp.create_temp("dl-")?,
             hasher: Hasher::default(),
             size: 0,
             head: Vec::new(),
@@ -113,16 +198,9 @@ impl ObjectStore {
         })
     }
 
-    fn install(&self, file: NamedTempFile, digest: &Sha256Digest) -> io::Result<()> {
-        let target = self.path(digest);
-        if let Some(parent) = target.parent() {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)?;
-        }
-        file.persist(&target).map_err(|e| e.error)?;
-        Ok(())
+    fn install(&self, file: TempFile, digest: &Sha256Digest) -> io::Result<()> {
+        let (prefix, name) = split(digest);
+        file.persist(&self.dir.dir(&prefix)?, &name)
     }
 }
 
@@ -130,7 +208,7 @@ impl ObjectStore {
 const HEAD_BYTES: usize = 16;
 
 pub struct Ingest {
-    file: NamedTempFile,
+    file: TempFile,
     hasher: Hasher,
     size: u64,
     head: Vec<u8>,
@@ -144,8 +222,9 @@ impl Ingest {
         self
     }
 
-    fn append(&mut self, chunk: &[u8]) -> io::Result<()> {
-        self.file.write_all(chunk)?;
+    /// Adds bytes to the download (what a response body does, chunk by chunk).
+    pub fn append(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.file.file_mut().write_all(chunk)?;
         self.hasher.update(chunk);
         self.size += chunk.len() as u64;
         if self.head.len() < HEAD_BYTES {
@@ -176,8 +255,8 @@ impl BodySink for Ingest {
             return Ok(());
         }
         let local = |e: io::Error| FetchError::Local(e.to_string());
-        self.file.as_file().set_len(0).map_err(local)?;
-        self.file.as_file_mut().rewind().map_err(local)?;
+        self.file.file().set_len(0).map_err(local)?;
+        self.file.file_mut().rewind().map_err(local)?;
         self.hasher = Hasher::default();
         self.size = 0;
         self.head.clear();
@@ -203,7 +282,7 @@ impl BodySink for Ingest {
 
 /// A complete download, not yet in the store. Dropping it deletes it.
 pub struct Ingested {
-    file: NamedTempFile,
+    file: TempFile,
     pub blob: Blob,
     /// The first bytes, for magic-number checks.
     pub head: Vec<u8>,
@@ -218,7 +297,7 @@ impl Ingested {
     }
 
     pub fn sync(&self) -> io::Result<()> {
-        self.file.as_file().sync_all()
+        self.file.file().sync_all()
     }
 
     /// Moves synced bytes into place.
@@ -229,7 +308,7 @@ impl Ingested {
 
     /// A read-only handle on the bytes, valid after the commit moves them.
     pub fn reopen(&self) -> io::Result<File> {
-        super::open_no_follow(self.file.path())
+        self.file.reopen()
     }
 }
 
@@ -239,10 +318,10 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, ObjectStore) {
         let dir = tempfile::tempdir().unwrap();
-        fs::create_dir(dir.path().join("objects")).unwrap();
-        fs::create_dir(dir.path().join("tmp")).unwrap();
-        let store = ObjectStore::new(dir.path().join("objects"), dir.path().join("tmp"));
-        (dir, store)
+        let root = Dir::open_root(dir.path()).unwrap();
+        let objects = Arc::new(root.dir("objects").unwrap());
+        let tmp = Arc::new(root.dir("tmp").unwrap());
+        (dir, ObjectStore::new(objects, tmp, Holds::Documents))
     }
 
     #[test]
@@ -258,6 +337,7 @@ mod tests {
         }));
         // Same bytes again: same object, no error.
         assert_eq!(store.put_bytes(b"hello").unwrap(), blob);
+        assert_eq!(store.check(&blob.digest).unwrap(), Some(5));
     }
 
     #[test]
@@ -272,20 +352,58 @@ mod tests {
         assert_eq!(done.blob.digest, Sha256Digest::of(b"\x89PNG rest"));
         assert_eq!(done.head, b"\x89PNG rest");
         drop(done);
-        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
-        assert_eq!(fs::read_dir(dir.path().join("objects")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("objects"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[test]
-    fn refuses_a_symlink_in_place_of_an_object() {
+    fn refuses_a_symlink_in_place_of_an_object_or_of_its_directory() {
         let (dir, store) = store();
         let secret = dir.path().join("secret");
-        fs::write(&secret, b"not yours").unwrap();
+        std::fs::write(&secret, b"not yours").unwrap();
         let digest = Sha256Digest::of(b"not yours");
         let path = store.path(&digest);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::os::unix::fs::symlink(&secret, &path).unwrap();
         assert!(store.open(&digest).is_err());
         assert!(!store.contains(&Blob { digest, size: 9 }));
+
+        // A prefix directory that leads elsewhere is neither entered nor emptied.
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("notes.txt"), b"keep me").unwrap();
+        let linked = Sha256Digest::of(b"linked");
+        let prefix = store.path(&linked).parent().unwrap().to_path_buf();
+        std::os::unix::fs::symlink(&elsewhere, &prefix).unwrap();
+        assert!(store.open(&linked).is_err());
+        assert!(store.list().is_empty(), "links are not the store's");
+        let blob = store.put_bytes(b"linked").unwrap();
+        assert!(store.contains(&blob));
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read(elsewhere.join("notes.txt")).unwrap(),
+            b"keep me"
+        );
+        assert!(
+            std::fs::read_link(&secret).is_err(),
+            "the target is untouched"
+        );
+    }
+
+    #[test]
+    fn a_texture_store_admits_only_png_and_ktx2() {
+        assert!(Holds::Textures.admits(PNG_MAGIC));
+        assert!(Holds::Textures.admits(KTX2_MAGIC));
+        assert!(!Holds::Textures.admits(b""));
+        assert!(!Holds::Textures.admits(b"<html>"));
+        assert!(Holds::Documents.admits(b"{}"));
     }
 }

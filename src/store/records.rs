@@ -1,11 +1,16 @@
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::SharedLog;
+use super::db::{self, Database, RecordWrite};
 use crate::digest::Sha256Digest;
+
+/// No texture is smaller (the PNG signature alone is 8 bytes): a smaller
+/// remembered size (an older version kept 0 from a truncated upload) is
+/// not loaded, the file is asked about again.
+pub const SMALLEST_TEXTURE: u64 = 8;
 
 /// What is known about one file of a tag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,44 +176,62 @@ impl Table {
     }
 }
 
-/// Per-file records of one tag: kept in memory, persisted as a shared log
-/// of JSON lines (the last line for a path wins). The log is compacted when
-/// it holds mostly superseded lines.
+/// Per-file records of one (origin, tag): kept in memory, loaded from the
+/// cache database when the tag is opened and written back to it by its
+/// background writer, so that neither a lookup nor a put touches a file.
 pub struct FileRecords {
     table: Mutex<Table>,
-    log: SharedLog,
+    db: Arc<Database>,
+    origin: Arc<str>,
+    tag: Arc<str>,
+}
+
+fn load(
+    db: &Database,
+    origin: &str,
+    tag: &str,
+    mut each: impl FnMut(FileRecord),
+) -> rusqlite::Result<()> {
+    let conn = db.lock();
+    let mut query = conn.prepare(
+        "SELECT path, generation, size, etag, sha256, remote_sha256
+         FROM files WHERE origin = ?1 AND tag = ?2",
+    )?;
+    let rows = query.query_map([origin, tag], |row| {
+        Ok(FileRecord {
+            path: row.get(0)?,
+            generation: row.get::<_, i64>(1)? as u64,
+            size: row.get::<_, Option<i64>>(2)?.map(|s| s as u64),
+            etag: row.get(3)?,
+            sha256: db::digest(row.get(4)?),
+            remote_sha256: db::digest(row.get(5)?),
+        })
+    })?;
+    for record in rows {
+        each(record?);
+    }
+    Ok(())
 }
 
 impl FileRecords {
-    pub fn open(path: PathBuf) -> Self {
-        let log = SharedLog::new(path);
+    /// The records of `tag` from `origin` (its key in the cache).
+    pub fn open(db: Arc<Database>, origin: &str, tag: &str) -> Self {
         let mut table = Table::default();
-        let mut lines = 0usize;
-        let read = log.read_new(|line| {
-            lines += 1;
-            if let Ok(record) = serde_json::from_str::<FileRecord>(line) {
-                table.insert(record);
+        let loaded = load(&db, origin, tag, |record| {
+            if record.size.is_some_and(|size| size < SMALLEST_TEXTURE) {
+                return;
             }
+            table.insert(record);
         });
-        if let Err(e) = read {
-            tracing::warn!(path = %log.path().display(), "cannot read the file records: {e}");
+        if let Err(e) = loaded {
+            tracing::warn!(tag, "cannot read the file records: {e}");
         }
-        let records = FileRecords {
+        FileRecords {
             table: Mutex::new(table),
-            log,
-        };
-        if lines > 2 * records.len() + 64 {
-            let compacted: Vec<String> = records
-                .table
-                .lock()
-                .all()
-                .filter_map(|record| serde_json::to_string(&record).ok())
-                .collect();
-            if let Err(e) = records.log.rewrite(compacted) {
-                tracing::warn!(path = %records.log.path().display(), "cannot compact the file records: {e}");
-            }
+            db,
+            origin: origin.into(),
+            tag: tag.into(),
         }
-        records
     }
 
     /// The highest generation any record carries.
@@ -250,27 +273,37 @@ impl FileRecords {
         self.table.lock().all().collect()
     }
 
-    /// Records `record` in memory and appends it to the log. A log that
-    /// cannot be written only costs requests in a later session.
+    /// Records `record` in memory and queues it for the database. A record
+    /// that cannot be written only costs requests in a later session.
     pub fn put(&self, record: FileRecord) {
         self.put_all(vec![record]);
     }
 
-    /// Records many files with one write to the log.
     pub fn put_all(&self, records: Vec<FileRecord>) {
-        let mut lines = Vec::with_capacity(records.len());
         {
             let mut table = self.table.lock();
-            for record in records {
-                if let Ok(line) = serde_json::to_string(&record) {
-                    lines.push(line);
-                    table.insert(record);
-                }
+            for record in &records {
+                table.insert(record.clone());
             }
         }
-        if let Err(e) = self.log.append_all(lines) {
-            tracing::warn!(path = %self.log.path().display(), "cannot append to the file records: {e}");
-        }
+        self.db
+            .queue_records(records.into_iter().map(|record| RecordWrite {
+                origin: self.origin.clone(),
+                tag: self.tag.clone(),
+                record,
+            }));
+    }
+
+    /// Waits until every record put so far is in the database.
+    pub fn flush(&self) {
+        self.db.flush();
+    }
+}
+
+/// Records outlive the tag that put them.
+impl Drop for FileRecords {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -289,41 +322,48 @@ mod tests {
         }
     }
 
+    fn database(dir: &tempfile::TempDir) -> Arc<Database> {
+        Arc::new(Database::open(&dir.path().join("cache.db")).unwrap().0)
+    }
+
     #[test]
     fn records_in_their_usual_shapes_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let records = FileRecords::open(dir.path().join("files.log"));
+        let db = database(&dir);
+        let records = FileRecords::open(db.clone(), "o", "t");
         let digest = Sha256Digest::of(b"x");
         // Downloaded from Hugging Face: content, declared digest and ETag agree.
         let linked = FileRecord {
             etag: Some(format!("\"{digest}\"")),
             sha256: Some(digest),
             remote_sha256: Some(digest),
-            ..record("a/1k/m/ao.png", 3, 7)
+            ..record("a/1k/m/ao.png", 3, 70)
         };
         // Sized by a HEAD only; a plain mirror's ETag.
         let headed = FileRecord {
             etag: Some("\"65f1-1a2b\"".into()),
             sha256: None,
             remote_sha256: None,
-            ..record("a/1k/m/color.png", 3, 9)
+            ..record("a/1k/m/color.png", 3, 90)
         };
         for r in [&linked, &headed] {
             records.put(r.clone());
             assert_eq!(records.get(&r.path).as_ref(), Some(r));
         }
-        assert_eq!(records.size_at("a/1k/m/ao.png", 3), Some(7));
+        assert_eq!(records.size_at("a/1k/m/ao.png", 3), Some(70));
         assert_eq!(records.size_at("a/1k/m/ao.png", 2), None);
-        drop(records);
-        let again = FileRecords::open(dir.path().join("files.log"));
+        records.flush();
+        let again = FileRecords::open(db.clone(), "o", "t");
         assert_eq!(again.get("a/1k/m/ao.png"), Some(linked));
+        // Another origin's tag of the same name holds nothing of it.
+        assert!(FileRecords::open(db, "elsewhere", "t").is_empty());
     }
 
     #[test]
     fn records_stay_small_and_replacing_one_reuses_its_slots() {
         assert_eq!(std::mem::size_of::<Compact>(), 24);
         let dir = tempfile::tempdir().unwrap();
-        let records = FileRecords::open(dir.path().join("files.log"));
+        let records = FileRecords::open(database(&dir), "o", "t");
         for i in 0..100u64 {
             let r = record("a/1k/m/ao.png", i, i);
             records.put(FileRecord {
@@ -343,15 +383,16 @@ mod tests {
     }
 
     #[test]
-    fn the_last_record_wins_and_survives_reopening() {
+    fn the_last_record_wins_across_processes_and_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("files.log");
-        let records = FileRecords::open(path.clone());
+        let records = FileRecords::open(database(&dir), "o", "t");
+        let other = FileRecords::open(database(&dir), "o", "t");
         records.put(record("a/1k/m/color.png", 1, 10));
-        records.put(record("a/1k/m/color.png", 2, 11));
-        records.put(record("a/1k/m/normal.png", 1, 12));
-        drop(records);
-        let again = FileRecords::open(path.clone());
+        records.flush();
+        other.put(record("a/1k/m/color.png", 2, 11));
+        other.put(record("a/1k/m/normal.png", 1, 12));
+        drop((records, other));
+        let again = FileRecords::open(database(&dir), "o", "t");
         assert_eq!(again.len(), 2);
         assert_eq!(
             again.get("a/1k/m/color.png"),
@@ -360,24 +401,16 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_line_is_ignored_and_a_long_log_is_compacted() {
+    fn a_size_below_the_smallest_texture_is_not_loaded() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("files.log");
-        let records = FileRecords::open(path.clone());
-        for generation in 0..200 {
-            records.put(record("x/1k/m/ao.png", generation, generation));
-        }
+        let records = FileRecords::open(database(&dir), "o", "t");
+        records.put(record("a/1k/m/empty.png", 1, 0));
+        records.put(record("a/1k/m/tiny.png", 1, 7));
+        records.put(record("a/1k/m/ok.png", 1, 8));
         drop(records);
-        use std::io::Write;
-        let mut file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap();
-        file.write_all(b"{\"path\": \"x/1k/m/ao.png\", \"genera")
-            .unwrap();
-        let again = FileRecords::open(path.clone());
-        assert_eq!(again.get("x/1k/m/ao.png").unwrap().generation, 199);
-        let lines = std::fs::read_to_string(&path).unwrap().lines().count();
-        assert_eq!(lines, 1, "compacted to one line per path");
+        let again = FileRecords::open(database(&dir), "o", "t");
+        assert_eq!(again.get("a/1k/m/empty.png"), None);
+        assert_eq!(again.get("a/1k/m/tiny.png"), None);
+        assert_eq!(again.size_at("a/1k/m/ok.png", 1), Some(8));
     }
 }

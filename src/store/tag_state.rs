@@ -1,12 +1,9 @@
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::DirBuilder;
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Blob, write_atomically};
+use super::{Blob, FileRecords, OriginDir};
 use crate::digest::Sha256Digest;
 use crate::remote::Validators;
 
@@ -56,36 +53,38 @@ pub struct TagState {
     pub complete_tiers: BTreeSet<String>,
 }
 
-/// Where one tag's state lives on disk.
+const STATE_FILE: &str = "state.json";
+
+/// Where one tag of one origin lives in the cache:
+/// `tags/<origin key>/<tag>/state.json`, and its file records.
 #[derive(Debug, Clone)]
 pub struct TagStore {
-    dir: PathBuf,
+    origin: OriginDir,
+    tag: String,
 }
 
 impl TagStore {
-    pub fn new(dir: PathBuf) -> Self {
-        TagStore { dir }
+    /// `tag` must already have passed [`crate::names::check_component`].
+    pub fn new(origin: OriginDir, tag: &str) -> Self {
+        TagStore {
+            origin,
+            tag: tag.to_string(),
+        }
     }
 
-    fn state_path(&self) -> PathBuf {
-        self.dir.join("state.json")
-    }
-
-    pub fn records_path(&self) -> PathBuf {
-        self.dir.join("files.log")
-    }
-
-    pub fn ensure_dir(&self) -> io::Result<()> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
+    /// The tag's file records, from the cache database.
+    pub fn records(&self) -> FileRecords {
+        FileRecords::open(self.origin.database(), self.origin.key(), &self.tag)
     }
 
     /// The stored state; `Ok(None)` when there is none. A corrupt file is
     /// reported as an error so the caller can say so and start afresh.
     pub fn load(&self) -> io::Result<Option<TagState>> {
-        match super::read_no_follow(&self.state_path()) {
+        let read = self
+            .origin
+            .open()
+            .and_then(|dir| dir.read(&format!("{}/{STATE_FILE}", self.tag)));
+        match read {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
@@ -95,9 +94,9 @@ impl TagStore {
     }
 
     pub fn save(&self, state: &TagState) -> io::Result<()> {
-        self.ensure_dir()?;
         let bytes = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
-        write_atomically(&self.state_path(), &bytes)
+        let dir = self.origin.create()?.dir(&self.tag)?;
+        self.origin.write_atomically(&dir, STATE_FILE, &bytes)
     }
 }
 
@@ -108,7 +107,9 @@ mod tests {
     #[test]
     fn state_round_trips_and_corruption_is_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let store = TagStore::new(dir.path().join("v2026.04.2"));
+        let cache = super::super::CacheDir::open(&dir.path().join("c")).unwrap();
+        let origin = cache.origin("http://127.0.0.1:1/resolve");
+        let store = TagStore::new(origin.clone(), "v2026.04.2");
         assert_eq!(store.load().unwrap(), None);
         let blob = Blob {
             digest: Sha256Digest::of(b"m"),
@@ -132,16 +133,31 @@ mod tests {
         );
         state.complete_tiers.insert("ambientcg/1k".into());
         store.save(&state).unwrap();
-        assert_eq!(store.load().unwrap(), Some(state));
+        assert_eq!(store.load().unwrap(), Some(state.clone()));
 
-        std::fs::write(store.state_path(), b"{ truncated").unwrap();
+        let tag_dir = origin.path().join("v2026.04.2");
+        let state_path = tag_dir.join(STATE_FILE);
+        std::fs::write(&state_path, b"{ truncated").unwrap();
         assert!(store.load().is_err());
+        // Another origin's tag of the same name is another tag.
+        let other = TagStore::new(cache.origin("http://127.0.0.1:2/resolve"), "v2026.04.2");
+        assert_eq!(other.load().unwrap(), None);
 
         // A symlink planted in place of the state is not followed.
         let planted = dir.path().join("planted.json");
         std::fs::write(&planted, serde_json::to_vec(&TagState::default()).unwrap()).unwrap();
-        std::fs::remove_file(store.state_path()).unwrap();
-        std::os::unix::fs::symlink(&planted, store.state_path()).unwrap();
+        std::fs::remove_file(&state_path).unwrap();
+        std::os::unix::fs::symlink(&planted, &state_path).unwrap();
         assert_eq!(store.load().unwrap_err().raw_os_error(), Some(libc::ELOOP));
+
+        // Nor one in place of the tag's directory: saving replaces the link.
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::remove_dir_all(&tag_dir).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &tag_dir).unwrap();
+        assert_eq!(store.load().unwrap_err().raw_os_error(), Some(libc::ELOOP));
+        store.save(&state).unwrap();
+        assert_eq!(store.load().unwrap(), Some(state));
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
     }
 }

@@ -384,6 +384,10 @@ impl Remote for HttpRemote {
     fn url(&self, tag: &str, path: &str) -> String {
         self.file_url(tag, path).to_string()
     }
+
+    fn origin(&self) -> String {
+        super::origin_of(self.base.as_str())
+    }
 }
 
 fn is_followable_redirect(status: StatusCode) -> bool {
