@@ -33,7 +33,9 @@ pub fn run(args: PrefetchArgs) -> Result<(), String> {
             args.cache.cache_max_size,
             args.remote.offline,
         )
-        .with_max_file_size(args.remote.max_file_size),
+        .with_max_file_size(args.remote.max_file_size)
+        // The server's files: generated documents need no download.
+        .raw(true),
     );
     let dataset = Dataset::new(ctx.clone(), args.tags.clone());
     dataset.load_pinned()?;

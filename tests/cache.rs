@@ -564,7 +564,7 @@ fn the_statistics_file_counts_the_session() {
     );
     // Hidden from a plain listing by its dot, there for whoever asks.
     let listed = Command::new("ls").arg(&mount.path).output().unwrap();
-    assert_eq!(stdout(&listed).trim(), TAG);
+    assert_eq!(stdout(&listed).trim(), format!("latest\n{TAG}"));
     assert!(
         fs::metadata(mount.path.join(".matvisfs/stats.json"))
             .unwrap()

@@ -79,8 +79,7 @@ fn the_demo_mounts_the_sample_without_network_and_stops_with_the_printed_command
     let expected: Vec<String> = release.expected_tree().into_iter().collect();
     // The server's files, and beside them the documents the mount makes.
     let tree = walk(&mountpoint.join(TAG));
-    let (generated, served): (Vec<String>, Vec<String>) =
-        tree.into_iter().partition(|p| common::is_generated(p));
+    let (generated, served) = common::split_generated(tree);
     assert_eq!(served, expected);
     assert!(
         generated.iter().any(|p| p.ends_with(".usda")),

@@ -6,6 +6,7 @@
 mod common;
 
 use std::fs;
+use std::path::Path;
 
 use common::{Mount, Served, TAG, read};
 use matvisfs_sample::{Release, ReleaseSpec};
@@ -75,7 +76,12 @@ fn a_hub_dataset_lists_its_releases_and_sizes_a_tier_in_a_few_api_calls() {
         .filter(|name| !name.starts_with('.'))
         .collect();
     root.sort();
-    assert_eq!(root, [TAG, NEXT], "the releases from the refs");
+    assert_eq!(root, ["latest", TAG, NEXT], "the releases from the refs");
+    // The newest final release, not the newer release candidate.
+    assert_eq!(
+        fs::read_link(mount.path.join("latest")).unwrap(),
+        Path::new(TAG)
+    );
     assert_eq!(requests(&served, "api/refs").len(), 1);
 
     let textures = stat_tier(&served, &mount);
@@ -177,7 +183,10 @@ fn no_hf_api_keeps_to_the_resolve_endpoint() {
     let textures = stat_tier(&served, &mount);
     assert!(requests(&served, "api/").is_empty());
     assert_eq!(heads(&served), textures, "one HEAD per size");
-    assert_eq!(root, 2, "the pinned tag and the control directory only");
+    assert_eq!(
+        root, 3,
+        "the pinned tag, `latest` and the control directory only"
+    );
 }
 
 #[test]

@@ -186,7 +186,8 @@ fn background_mode_returns_when_ready_and_unmount_ends_the_process() {
         .arg(&mountpoint)
         .status()
         .unwrap();
-    assert_eq!(listed.unwrap(), 3);
+    // Its three tiers, and the auto/ and best/ links beside them.
+    assert_eq!(listed.unwrap(), 5);
     assert!(unmounted.success());
     assert!(!is_mounted(&mountpoint));
     let log = fs::read_to_string(dir.path().join("cache/matvisfs.log")).unwrap();

@@ -315,6 +315,26 @@ pub fn is_generated(path: &str) -> bool {
     in_extra_dir || path.ends_with(".mtlx") || path.ends_with(".usda")
 }
 
+/// A walked tree split into what the mount generates and the server's
+/// files, a directory holding generated entries only (a scalar-only
+/// source's) counted with the generated ones.
+pub fn split_generated(tree: Vec<String>) -> (Vec<String>, Vec<String>) {
+    let (mut generated, served): (Vec<String>, Vec<String>) =
+        tree.into_iter().partition(|p| is_generated(p));
+    let files: Vec<String> = served
+        .iter()
+        .filter(|p| !p.ends_with('/'))
+        .cloned()
+        .collect();
+    let (only_generated, served): (Vec<String>, Vec<String>) = served.into_iter().partition(|p| {
+        p.ends_with('/')
+            && !files.iter().any(|f| f.starts_with(p.as_str()))
+            && generated.iter().any(|g| g.starts_with(p.as_str()))
+    });
+    generated.extend(only_generated);
+    (generated, served)
+}
+
 /// Every path under `root`, directories with a trailing `/`, relative.
 pub fn walk(root: &Path) -> Vec<String> {
     fn visit(root: &Path, dir: &Path, out: &mut Vec<String>) {
