@@ -5,7 +5,9 @@
 //! under target/, so only the first run pays for the download; where they
 //! cannot be installed the test says why and passes without checking.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 
 use matvisfs::format::Pbr;
@@ -16,50 +18,6 @@ const CHECKER: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/materials/check_documents.py"
 );
-
-/// The venv's python, with MaterialX and usd-core importable; the reason
-/// when that cannot be had.
-fn python_with_tools() -> Result<PathBuf, String> {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("materials-venv");
-    let python = venv.join("bin/python");
-    let importable = |python: &Path| {
-        Command::new(python)
-            .args(["-c", "import MaterialX, pxr.Usd, pxr.UsdShade"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if importable(&python) {
-        return Ok(python);
-    }
-    let made = Command::new("python3")
-        .args(["-m", "venv", "--clear"])
-        .arg(&venv)
-        .output()
-        .map_err(|e| format!("no python3: {e}"))?;
-    if !made.status.success() {
-        return Err(format!(
-            "python3 -m venv failed: {}",
-            String::from_utf8_lossy(&made.stderr)
-        ));
-    }
-    let installed = Command::new(venv.join("bin/pip"))
-        .args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "materialx>=1.39,<1.40",
-            "usd-core",
-        ])
-        .output()
-        .map_err(|e| format!("pip did not run: {e}"))?;
-    if !installed.status.success() || !importable(&python) {
-        return Err(format!(
-            "pip could not install materialx and usd-core: {}",
-            String::from_utf8_lossy(&installed.stderr)
-        ));
-    }
-    Ok(python)
-}
 
 /// A 4x4 PNG: RGB for colour channels, grey for data, so that tools
 /// reading the file see the format its channel has in the dataset.
@@ -228,7 +186,7 @@ fn manifest_entry(dir: &Path, spec: &Spec) -> serde_json::Value {
 
 #[test]
 fn materialx_and_usd_accept_every_generated_document() {
-    let python = match python_with_tools() {
+    let python = match common::python::materialx_and_usd() {
         Ok(python) => python,
         Err(reason) => {
             eprintln!("SKIPPED: MaterialX and USD checks: {reason}");

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod nginx;
+pub mod python;
 pub mod tunnel;
 
 use std::fs;

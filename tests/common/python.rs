@@ -1,0 +1,55 @@
+//! Python tools for the tests, installed from PyPI into venvs kept under
+//! target/, so that only the first run pays for the download.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A venv's python that can import every module of `modules`, after
+/// installing `packages` into it if needed; the reason when that fails.
+pub fn venv_with(name: &str, packages: &[&str], modules: &[&str]) -> Result<PathBuf, String> {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let python = venv.join("bin/python");
+    let import = format!("import {}", modules.join(", "));
+    let importable = |python: &Path| {
+        Command::new(python)
+            .args(["-c", &import])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if importable(&python) {
+        return Ok(python);
+    }
+    let made = Command::new("python3")
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv)
+        .output()
+        .map_err(|e| format!("no python3: {e}"))?;
+    if !made.status.success() {
+        return Err(format!(
+            "python3 -m venv failed: {}",
+            String::from_utf8_lossy(&made.stderr)
+        ));
+    }
+    let installed = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(packages)
+        .output()
+        .map_err(|e| format!("pip did not run: {e}"))?;
+    if !installed.status.success() || !importable(&python) {
+        return Err(format!(
+            "pip could not install {}: {}",
+            packages.join(" "),
+            String::from_utf8_lossy(&installed.stderr)
+        ));
+    }
+    Ok(python)
+}
+
+/// MaterialX (1.39) and usd-core.
+pub fn materialx_and_usd() -> Result<PathBuf, String> {
+    venv_with(
+        "materials-venv",
+        &["materialx>=1.39,<1.40", "usd-core"],
+        &["MaterialX", "pxr.Usd", "pxr.UsdShade"],
+    )
+}
