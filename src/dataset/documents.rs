@@ -12,6 +12,7 @@ use super::shared::Shared;
 use super::view::{LoadedDoc, Step};
 use crate::digest::Sha256Digest;
 use crate::flight::{Gates, SingleFlight};
+use crate::materials::generated_files;
 use crate::format::{
     Catalog, DocumentRole, MANIFEST_FILE, Manifest, MaterialXMap, Rowmap, parse_catalog,
     parse_manifest, parse_materialx_map, parse_rowmap,
@@ -37,6 +38,29 @@ fn report_skipped(tag: &str, document: &str, skipped: &[String]) {
             document,
             "skipped {} more entries",
             skipped.len() - SKIPPED_LOGGED
+        );
+    }
+}
+
+/// Generated documents a material cannot have: a name of the server's wins,
+/// and a name longer than a directory entry can be is left out.
+fn report_left_out(tag: &str, document: &str, catalog: &Catalog) {
+    let mut left_out = Vec::new();
+    for material in &catalog.materials {
+        let (_, names) = generated_files(&material.id, true, |file| {
+            file.strip_suffix(".png")
+                .or_else(|| file.strip_suffix(".ktx2"))
+                .is_some_and(|stem| material.has_channel(stem))
+        });
+        left_out.extend(names);
+    }
+    let shown: Vec<_> = left_out.iter().take(SKIPPED_LOGGED).collect();
+    if !shown.is_empty() {
+        tracing::info!(
+            tag,
+            document,
+            count = left_out.len(),
+            "generated documents left out (a server file has the name, or it is too long): {shown:?}"
         );
     }
 }
@@ -79,6 +103,7 @@ pub fn parse_document(
         DocumentRole::Catalog => {
             let parsed = parse_catalog(bytes).map_err(|e| e.to_string())?;
             report_skipped(tag, name, &parsed.skipped);
+            report_left_out(tag, name, &parsed.value);
             Ok(Parsed {
                 catalog: Some(Arc::new(parsed.value)),
                 ..Parsed::default()
