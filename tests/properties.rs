@@ -7,7 +7,9 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
 use matvisfs::format::hub::{next_link, parse_release_refs, parse_tree_page};
-use matvisfs::format::{check_materialx_map, is_url, parse_catalog, parse_manifest, parse_rowmap};
+use matvisfs::format::{
+    Location, check_materialx_map, parse_catalog, parse_manifest, parse_rowmap,
+};
 use matvisfs::names::{check_component, check_tag};
 use matvisfs::size::parse_size;
 use matvisfs::store::CacheDir;
@@ -123,9 +125,13 @@ fn rowmap() -> impl Strategy<Value = Value> {
     })
 }
 
-/// A location from the manifest is a URL or a path of safe components.
-fn safe_location(location: &str) -> bool {
-    is_url(location) || location.split('/').all(safe)
+/// A location from the manifest is an http(s) URL or a path of safe
+/// components.
+fn safe_location(location: &Location) -> bool {
+    match location {
+        Location::Absolute(url) => matches!(url.scheme(), "http" | "https"),
+        Location::Revision(path) => path.split('/').all(safe),
+    }
 }
 
 fn safe(name: &str) -> bool {
@@ -174,7 +180,7 @@ proptest! {
                     prop_assert!(source.tiers.contains(tier));
                     for part in parts {
                         prop_assert!(safe_location(&part.rowmap), "{:?}", part.rowmap);
-                        prop_assert!(part.container.as_deref().is_none_or(safe_location));
+                        prop_assert!(part.container.as_ref().is_none_or(safe_location));
                     }
                 }
             }

@@ -13,8 +13,8 @@ use super::view::{LoadedDoc, Step};
 use crate::digest::Sha256Digest;
 use crate::flight::{Gates, SingleFlight};
 use crate::format::{
-    Catalog, DocumentRole, MANIFEST_FILE, Manifest, Rowmap, check_materialx_map, parse_catalog,
-    parse_manifest, parse_rowmap,
+    Catalog, DocumentRole, Location, MANIFEST_FILE, Manifest, Rowmap, check_materialx_map,
+    parse_catalog, parse_manifest, parse_rowmap,
 };
 use crate::remote::{FetchError, GetOutcome, MemorySink, RemoteMeta, Validators};
 use crate::store::{Blob, DocRecord, OpenBlob};
@@ -51,6 +51,7 @@ pub fn parse_manifest_for(tag: &str, bytes: &[u8]) -> Result<Manifest, String> {
 pub struct Parsed {
     catalog: Option<Arc<Catalog>>,
     rowmap: Option<Arc<Rowmap>>,
+    container: Option<Location>,
 }
 
 impl Parsed {
@@ -59,6 +60,7 @@ impl Parsed {
             blob,
             catalog: self.catalog,
             rowmap: self.rowmap,
+            container: self.container,
         }
     }
 }
@@ -79,30 +81,41 @@ pub fn parse_document(
             Ok(Parsed {
                 catalog: Some(Arc::new(parsed.value)),
                 rowmap: None,
+                container: None,
             })
         }
         DocumentRole::MaterialX => check_materialx_map(bytes)
             .map(|()| Parsed {
                 catalog: None,
                 rowmap: None,
+                container: None,
             })
             .map_err(|e| e.to_string()),
         DocumentRole::Rowmap => {
             let parsed = parse_rowmap(bytes).map_err(|e| e.to_string())?;
             report_skipped(tag, name, &parsed.skipped);
-            let mut rowmap = parsed.value;
-            rowmap.container = manifest
+            let rowmap = parsed.value;
+            let container = manifest
                 .container_part(name)
                 .and_then(|part| part.container_location(rowmap.container.as_deref()));
-            if rowmap.container.is_none() {
+            if container.is_none() {
                 tracing::warn!(tag, document = name, "the rowmap names no container");
             }
             Ok(Parsed {
                 catalog: None,
                 rowmap: Some(Arc::new(rowmap)),
+                container,
             })
         }
     }
+}
+
+/// Where the manifest or a document it names is; a name it does not know
+/// is taken as a path in the revision.
+fn location(manifest: &Manifest, name: &str) -> Location {
+    manifest
+        .location(name)
+        .unwrap_or_else(|| Location::revision(name))
 }
 
 /// What a conditional GET of a document found.
@@ -168,10 +181,11 @@ impl Documents {
     }
 
     fn fetch(&self, t: &Shared, name: &str, role: DocumentRole) -> Result<LoadedDoc> {
-        let url = t.url(name);
+        let file = location(&t.view.load().manifest, name);
+        let url = t.url(&file);
         let remote = t.remote(&url, "not cached")?;
         let mut sink = MemorySink::with_limit(DOCUMENT_LIMIT);
-        let meta = match remote.get(&t.name, name, &Validators::default(), &mut sink) {
+        let meta = match remote.get(&t.name, &file, &Validators::default(), &mut sink) {
             Ok(GetOutcome::Fetched(meta)) => meta,
             Ok(GetOutcome::NotModified) => {
                 return Err(Error::refused(
@@ -214,7 +228,7 @@ impl Documents {
             // Never fetched: the first fetch is fresh by definition.
             return self.get(t, name).is_ok();
         };
-        if t.ctx.offline {
+        if t.ctx.remote.is_offline() {
             return true;
         }
         // The cached version in the view, to tell what changed.
@@ -288,13 +302,14 @@ impl Documents {
     /// One conditional GET of the manifest or a document against what is
     /// stored (also a GET with no validator when none was stored).
     pub fn refresh(t: &Shared, name: &str, record: &DocRecord) -> Refresh {
-        let url = t.url(name);
+        let file = location(&t.view.load().manifest, name);
+        let url = t.url(&file);
         let remote = match t.remote(&url, "cannot be revalidated") {
             Ok(remote) => remote,
             Err(_) => return Refresh::Failed(FetchError::Offline),
         };
         let mut sink = MemorySink::with_limit(DOCUMENT_LIMIT);
-        match remote.get(&t.name, name, &record.validators, &mut sink) {
+        match remote.get(&t.name, &file, &record.validators, &mut sink) {
             Ok(GetOutcome::NotModified) => Refresh::Unchanged,
             Ok(GetOutcome::Fetched(meta)) => {
                 if Sha256Digest::of(&sink.bytes) != record.sha256 {

@@ -19,7 +19,7 @@ use super::shared::{Opened, Shared};
 use super::state::{PersistedState, unix_now};
 use super::view::{Kind, Lookup, Node, TagView, ViewCell};
 use crate::digest::Sha256Digest;
-use crate::format::MANIFEST_FILE;
+use crate::format::{Location, MANIFEST_FILE};
 use crate::remote::{FetchError, GetOutcome, MemorySink, Validators};
 use crate::store::{Blob, DocRecord, FileRecords, OpenBlob, TagState, TagStore};
 
@@ -89,16 +89,18 @@ impl Tag {
                 }
             }
         }
-        if ctx.offline {
+        if ctx.remote.is_offline() {
             return Err(LoadError::Unavailable(
                 "it is not cached and the mount is offline".into(),
             ));
         }
         let mut sink = MemorySink::with_limit(DOCUMENT_LIMIT);
-        let meta = match ctx
-            .remote
-            .get(name, MANIFEST_FILE, &Validators::default(), &mut sink)
-        {
+        let meta = match ctx.remote.get(
+            name,
+            &Location::revision(MANIFEST_FILE),
+            &Validators::default(),
+            &mut sink,
+        ) {
             Ok(GetOutcome::Fetched(meta)) => meta,
             Ok(GetOutcome::NotModified) => {
                 return Err(LoadError::Unavailable(

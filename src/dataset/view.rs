@@ -13,8 +13,8 @@ use parking_lot::Mutex;
 
 use super::error::Error;
 use crate::format::{
-    BAKED_TIER, Catalog, MANIFEST_FILE, Manifest, Rowmap, RowmapMaterial, Slice, SourceSpec,
-    TextureHash, texture_extension,
+    BAKED_TIER, Catalog, Location, MANIFEST_FILE, Manifest, Rowmap, RowmapMaterial, Slice,
+    SourceSpec, TextureHash, texture_extension,
 };
 use crate::store::Blob;
 
@@ -30,8 +30,9 @@ pub struct LoadedDoc {
     pub blob: Blob,
     /// Parsed entries, for catalogs; MaterialX maps are only served.
     pub catalog: Option<Arc<Catalog>>,
-    /// For rowmaps; its `container` is the container's location.
     pub rowmap: Option<Arc<Rowmap>>,
+    /// For rowmaps: where their container is, found through the manifest.
+    pub container: Option<Location>,
 }
 
 #[derive(Debug)]
@@ -189,7 +190,7 @@ pub struct TextureRef<'v> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContainerSlice<'v> {
     /// The container's location (`None`: the rowmap did not say).
-    pub container: Option<&'v str>,
+    pub container: Option<&'v Location>,
     pub slice: Slice,
 }
 
@@ -246,10 +247,13 @@ impl<T> Lookup<T> {
     }
 }
 
+/// A rowmap of a tier: its name, its entries, where its container is.
+type LoadedRowmap<'a> = (&'a str, &'a Rowmap, Option<&'a Location>);
+
 /// A material as the tier it is in describes it.
 enum MaterialRef<'v> {
     Catalog(&'v crate::format::Material, &'v str),
-    Rowmap(&'v RowmapMaterial, &'v str, Option<&'v str>),
+    Rowmap(&'v RowmapMaterial, &'v str, Option<&'v Location>),
 }
 
 impl TagView {
@@ -269,17 +273,18 @@ impl TagView {
         &'a self,
         source: &'a SourceSpec,
         tier: &str,
-    ) -> Option<Lookup<Vec<(&'a str, &'a Rowmap)>>> {
+    ) -> Option<Lookup<Vec<LoadedRowmap<'a>>>> {
         let parts = source.container_parts(tier)?;
         let mut out = Vec::with_capacity(parts.len());
         for part in parts {
-            match self
-                .documents
-                .get(&part.rowmap)
-                .and_then(|d| d.rowmap.as_deref())
-            {
-                Some(rowmap) => out.push((part.rowmap.as_str(), rowmap)),
-                None => return Some(Lookup::NeedsDocument(part.rowmap.clone())),
+            let key = part.rowmap.key();
+            match self.documents.get(key) {
+                Some(LoadedDoc {
+                    rowmap: Some(rowmap),
+                    container,
+                    ..
+                }) => out.push((key, &**rowmap, container.as_ref())),
+                _ => return Some(Lookup::NeedsDocument(key.to_string())),
             }
         }
         Some(Lookup::Found(out))
@@ -299,7 +304,7 @@ impl TagView {
             };
             return match rowmaps
                 .iter()
-                .find_map(|(key, r)| r.material(id).map(|m| (m, *key, r.container.as_deref())))
+                .find_map(|(key, r, container)| r.material(id).map(|m| (m, *key, *container)))
             {
                 Some((m, key, container)) => Lookup::Found(MaterialRef::Rowmap(m, key, container)),
                 None => Lookup::Missing,
@@ -431,7 +436,7 @@ impl TagView {
                 let source = self.dir_source(source).expect("resolved as a tier");
                 match self.rowmaps_of(source, tier).map(Lookup::into_found) {
                     Some(Ok(rowmaps)) => {
-                        for (_, rowmap) in rowmaps {
+                        for (_, rowmap, _) in rowmaps {
                             out.extend(
                                 rowmap
                                     .materials
@@ -521,6 +526,7 @@ mod tests {
                     blob,
                     catalog: Some(Arc::new(catalog)),
                     rowmap: None,
+                    container: None,
                 },
             );
         }
