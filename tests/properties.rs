@@ -265,6 +265,21 @@ proptest! {
     }
 
     #[test]
+    fn fractional_sizes_are_exact(whole in 0u64..1_000_000, hundredths in 0u64..100, unit in prop::sample::select(vec![("kB", 1000u128), ("KiB", 1024), ("MB", 1_000_000), ("GiB", 1 << 30), ("TB", 1_000_000_000_000)])) {
+        let expected = ((whole as u128 * 100 + hundredths as u128) * unit.1 + 50) / 100;
+        let parsed = parse_size(&format!("{whole}.{hundredths:02}{}", unit.0));
+        prop_assert_eq!(parsed.ok().map(u128::from), Some(expected));
+    }
+
+    #[test]
+    fn hostile_size_strings_are_refused_or_fit(text in "[0-9.]{0,40}[a-zA-Z ]{0,4}") {
+        if let Ok(bytes) = parse_size(&text) {
+            // Whatever parses, parses again to the same from its bytes.
+            prop_assert_eq!(parse_size(&bytes.to_string()), Ok(bytes));
+        }
+    }
+
+    #[test]
     fn sizes_round_trip(n in 0u64..1_000_000_000, unit in prop::sample::select(vec![("", 1u64), ("B", 1), ("kB", 1000), ("KiB", 1024), ("MB", 1_000_000), ("MiB", 1 << 20)])) {
         prop_assert_eq!(parse_size(&format!("{n}{}", unit.0)), Ok(n * unit.1));
     }
