@@ -10,7 +10,8 @@ use reqwest::StatusCode;
 use reqwest::header::LINK;
 use url::Url;
 
-use super::{Failure, HttpRemote, header, log_response};
+use super::HttpRemote;
+use super::response::{Failure, header, log_response};
 use crate::format::hub::{TreeListing, next_link, parse_release_refs, parse_tree_page};
 use crate::remote::{Class, FetchError, Hub};
 

@@ -12,10 +12,10 @@ use reqwest::blocking::Response;
 use reqwest::header::{CONTENT_RANGE, ETAG, HeaderMap, IF_NONE_MATCH, LAST_MODIFIED, RANGE};
 use url::Url;
 
-use super::{
-    Failure, HttpRemote, MAX_REDIRECTS, header, is_followable_redirect, log_response,
-    next_location, stream_body,
+use super::response::{
+    Failure, header, is_followable_redirect, log_response, next_location, stream_body,
 };
+use super::{HttpRemote, MAX_REDIRECTS};
 use crate::format::Slice;
 use crate::remote::{
     BodySink, Class, FetchError, GetOutcome, RemoteMeta, Validators, strong_etag_match,
