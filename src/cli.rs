@@ -322,6 +322,7 @@ impl RemoteArgs {
                 .map(Secret),
             ca_pem,
             hub_api: !self.no_hf_api,
+            hub_endpoint: self.hf_endpoint.clone(),
             limits: self.hf_limits,
             ..HttpSettings::new(
                 &self.base_url()?,

@@ -73,7 +73,7 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
         tracing::info!(%base, "mounting the sample release");
         let remote = LocalRemote::new(base.as_str())?;
         // The sample is small: no cap needed.
-        let ctx = Context::new(Arc::new(remote), cache, 0, false).raw(args.run.raw);
+        let ctx = Context::new(Arc::new(remote), cache, 0).raw(args.run.raw);
         let tags = vec![DEFAULT_TAG.to_string()];
         load_and_serve(ctx, tags, &mountpoint, &args.run, &mut readiness)
     })();

@@ -37,14 +37,9 @@ pub fn run(args: MountArgs) -> Result<(), String> {
     let mut readiness = start(&args.run, &log_file, || {})?;
     let result = (|| {
         let remote = make_remote(&args.remote)?;
-        let ctx = Context::new(
-            remote,
-            cache,
-            args.cache.cache_max_size,
-            args.remote.offline,
-        )
-        .with_max_file_size(args.remote.max_file_size)
-        .raw(args.run.raw);
+        let ctx = Context::new(remote, cache, args.cache.cache_max_size)
+            .with_max_file_size(args.remote.max_file_size)
+            .raw(args.run.raw);
         load_and_serve(
             ctx,
             args.tags.clone(),
@@ -85,7 +80,7 @@ pub(crate) fn start(
 pub(crate) fn make_remote(args: &RemoteArgs) -> Result<Arc<dyn Remote>, String> {
     let base = args.base_url()?;
     if args.offline {
-        return Ok(Arc::new(crate::remote::Offline { base }));
+        return Ok(Arc::new(crate::remote::Offline::new(&base)));
     }
     if local::is_file_url(&base) {
         return Ok(Arc::new(LocalRemote::new(&base)?));

@@ -27,15 +27,10 @@ pub fn run(args: PrefetchArgs) -> Result<(), String> {
     let cache = CacheDir::open(&args.cache.dir()?)?;
     let remote = make_remote(&args.remote)?;
     let ctx = Arc::new(
-        Context::new(
-            remote,
-            cache,
-            args.cache.cache_max_size,
-            args.remote.offline,
-        )
-        .with_max_file_size(args.remote.max_file_size)
-        // The server's files: generated documents need no download.
-        .raw(true),
+        Context::new(remote, cache, args.cache.cache_max_size)
+            .with_max_file_size(args.remote.max_file_size)
+            // The server's files: generated documents need no download.
+            .raw(true),
     );
     let dataset = Dataset::new(ctx.clone(), args.tags.clone());
     dataset.load_pinned()?;
@@ -79,8 +74,13 @@ fn selection(tag: &Tag, sources: &[String], tiers: &[String]) -> Result<Vec<Stri
     }
     // Every document of the tag, so that an offline mount lists it all.
     for source in &manifest.sources {
-        let rowmaps = source.containers.values().flatten().map(|p| &p.rowmap);
-        for document in source.catalog.iter().chain(&source.mtlx).chain(rowmaps) {
+        let rowmaps = source.containers.values().flatten().map(|p| p.rowmap.key());
+        let named = source
+            .catalog
+            .iter()
+            .chain(&source.mtlx)
+            .map(String::as_str);
+        for document in named.chain(rowmaps) {
             tag.refresh_document(document)
                 .map_err(|e| format!("tag {}: {document}: {e}", tag.name()))?;
         }

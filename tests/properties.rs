@@ -7,7 +7,9 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
 use matvisfs::format::hub::{next_link, parse_release_refs, parse_tree_page};
-use matvisfs::format::{check_materialx_map, is_url, parse_catalog, parse_manifest, parse_rowmap};
+use matvisfs::format::{
+    Location, check_materialx_map, parse_catalog, parse_manifest, parse_rowmap,
+};
 use matvisfs::names::{check_component, check_tag};
 use matvisfs::size::parse_size;
 use matvisfs::store::CacheDir;
@@ -123,9 +125,13 @@ fn rowmap() -> impl Strategy<Value = Value> {
     })
 }
 
-/// A location from the manifest is a URL or a path of safe components.
-fn safe_location(location: &str) -> bool {
-    is_url(location) || location.split('/').all(safe)
+/// A location from the manifest is an http(s) URL or a path of safe
+/// components.
+fn safe_location(location: &Location) -> bool {
+    match location {
+        Location::Absolute(url) => matches!(url.scheme(), "http" | "https"),
+        Location::Revision(path) => path.split('/').all(safe),
+    }
 }
 
 fn safe(name: &str) -> bool {
@@ -176,7 +182,7 @@ proptest! {
                     prop_assert!(source.tiers.contains(tier));
                     for part in parts {
                         prop_assert!(safe_location(&part.rowmap), "{:?}", part.rowmap);
-                        prop_assert!(part.container.as_deref().is_none_or(safe_location));
+                        prop_assert!(part.container.as_ref().is_none_or(safe_location));
                     }
                 }
             }
@@ -258,6 +264,21 @@ proptest! {
     #[test]
     fn size_strings_never_panic(text in any::<String>()) {
         let _ = parse_size(&text);
+    }
+
+    #[test]
+    fn fractional_sizes_are_exact(whole in 0u64..1_000_000, hundredths in 0u64..100, unit in prop::sample::select(vec![("kB", 1000u128), ("KiB", 1024), ("MB", 1_000_000), ("GiB", 1 << 30), ("TB", 1_000_000_000_000)])) {
+        let expected = ((whole as u128 * 100 + hundredths as u128) * unit.1 + 50) / 100;
+        let parsed = parse_size(&format!("{whole}.{hundredths:02}{}", unit.0));
+        prop_assert_eq!(parsed.ok().map(u128::from), Some(expected));
+    }
+
+    #[test]
+    fn hostile_size_strings_are_refused_or_fit(text in "[0-9.]{0,40}[a-zA-Z ]{0,4}") {
+        if let Ok(bytes) = parse_size(&text) {
+            // Whatever parses, parses again to the same from its bytes.
+            prop_assert_eq!(parse_size(&bytes.to_string()), Ok(bytes));
+        }
     }
 
     #[test]

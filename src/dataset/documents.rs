@@ -12,11 +12,11 @@ use super::shared::Shared;
 use super::view::{LoadedDoc, Step};
 use crate::digest::Sha256Digest;
 use crate::flight::{Gates, SingleFlight};
-use crate::materials::generated_files;
 use crate::format::{
-    Catalog, DocumentRole, MANIFEST_FILE, Manifest, MaterialXMap, Rowmap, parse_catalog,
+    Catalog, DocumentRole, Location, MANIFEST_FILE, Manifest, MaterialXMap, Rowmap, parse_catalog,
     parse_manifest, parse_materialx_map, parse_rowmap,
 };
+use crate::materials::generated_files;
 use crate::remote::{FetchError, GetOutcome, MemorySink, RemoteMeta, Validators};
 use crate::store::{Blob, DocRecord, OpenBlob};
 use crate::wait;
@@ -77,6 +77,7 @@ pub struct Parsed {
     catalog: Option<Arc<Catalog>>,
     rowmap: Option<Arc<Rowmap>>,
     mtlx: Option<Arc<MaterialXMap>>,
+    container: Option<Location>,
 }
 
 impl Parsed {
@@ -86,6 +87,7 @@ impl Parsed {
             catalog: self.catalog,
             rowmap: self.rowmap,
             mtlx: self.mtlx,
+            container: self.container,
         }
     }
 }
@@ -120,19 +122,28 @@ pub fn parse_document(
         DocumentRole::Rowmap => {
             let parsed = parse_rowmap(bytes).map_err(|e| e.to_string())?;
             report_skipped(tag, name, &parsed.skipped);
-            let mut rowmap = parsed.value;
-            rowmap.container = manifest
+            let rowmap = parsed.value;
+            let container = manifest
                 .container_part(name)
                 .and_then(|part| part.container_location(rowmap.container.as_deref()));
-            if rowmap.container.is_none() {
+            if container.is_none() {
                 tracing::warn!(tag, document = name, "the rowmap names no container");
             }
             Ok(Parsed {
                 rowmap: Some(Arc::new(rowmap)),
+                container,
                 ..Parsed::default()
             })
         }
     }
+}
+
+/// Where the manifest or a document it names is; a name it does not know
+/// is taken as a path in the revision.
+fn location(manifest: &Manifest, name: &str) -> Location {
+    manifest
+        .location(name)
+        .unwrap_or_else(|| Location::revision(name))
 }
 
 /// What a conditional GET of a document found.
@@ -198,10 +209,11 @@ impl Documents {
     }
 
     fn fetch(&self, t: &Shared, name: &str, role: DocumentRole) -> Result<LoadedDoc> {
-        let url = t.url(name);
+        let file = location(&t.view.load().manifest, name);
+        let url = t.url(&file);
         let remote = t.remote(&url, "not cached")?;
         let mut sink = MemorySink::with_limit(DOCUMENT_LIMIT);
-        let meta = match remote.get(&t.name, name, &Validators::default(), &mut sink) {
+        let meta = match remote.get(&t.name, &file, &Validators::default(), &mut sink) {
             Ok(GetOutcome::Fetched(meta)) => meta,
             Ok(GetOutcome::NotModified) => {
                 return Err(Error::refused(
@@ -244,7 +256,7 @@ impl Documents {
             // Never fetched: the first fetch is fresh by definition.
             return self.get(t, name).is_ok();
         };
-        if t.ctx.offline {
+        if t.ctx.remote.is_offline() {
             return true;
         }
         // The cached version in the view, to tell what changed.
@@ -318,13 +330,14 @@ impl Documents {
     /// One conditional GET of the manifest or a document against what is
     /// stored (also a GET with no validator when none was stored).
     pub fn refresh(t: &Shared, name: &str, record: &DocRecord) -> Refresh {
-        let url = t.url(name);
+        let file = location(&t.view.load().manifest, name);
+        let url = t.url(&file);
         let remote = match t.remote(&url, "cannot be revalidated") {
             Ok(remote) => remote,
             Err(_) => return Refresh::Failed(FetchError::Offline),
         };
         let mut sink = MemorySink::with_limit(DOCUMENT_LIMIT);
-        match remote.get(&t.name, name, &record.validators, &mut sink) {
+        match remote.get(&t.name, &file, &record.validators, &mut sink) {
             Ok(GetOutcome::NotModified) => Refresh::Unchanged,
             Ok(GetOutcome::Fetched(meta)) => {
                 if Sha256Digest::of(&sink.bytes) != record.sha256 {

@@ -42,7 +42,10 @@ fn bytes(t: &Shared, generated: &GeneratedRef) -> Result<Vec<u8>> {
             file.read_exact_at(&mut token, doc.token.start)
                 .map_err(Error::cache)?;
             let text = upstream_document(&token).map_err(|e| {
-                Error::refused(t.url(map), format!("an unusable MaterialX map: {e}"))
+                Error::refused(
+                    t.url(&crate::format::Location::revision(map)),
+                    format!("an unusable MaterialX map: {e}"),
+                )
             })?;
             Ok(text.into_bytes())
         }

@@ -17,13 +17,12 @@ pub mod view;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
 use crate::flight::SingleFlight;
 use crate::names::{check_tag, is_release_tag};
-use crate::remote::{FetchError, Metered, Remote};
+use crate::remote::Remote;
 use crate::stats::Stats;
 use crate::store::{CacheDir, ContentStore, ObjectStore, OriginDir, Recovery};
 use releases::Releases;
@@ -53,12 +52,14 @@ impl Change {
 
 type ChangeHook = Box<dyn Fn(Change) + Send + Sync>;
 
-/// API failures in a session before it is no longer asked.
-const HUB_FAILURES_TOLERATED: u32 = 3;
+fn manifest_location() -> crate::format::Location {
+    crate::format::Location::revision(crate::format::MANIFEST_FILE)
+}
 
 /// What every tag shares.
 pub struct Context {
-    /// The server, with requests counted in `stats`.
+    /// The server, with requests counted in `stats`; it knows whether the
+    /// mount is offline and whether the Hugging Face API is in use.
     pub remote: Arc<dyn Remote>,
     pub cache: CacheDir,
     /// The part of the cache that belongs to this server (tags, releases).
@@ -68,22 +69,17 @@ pub struct Context {
     /// Texture content, deduplicated and capped.
     pub content: ContentStore,
     pub stats: Arc<Stats>,
-    /// `--offline`: no request is ever sent.
-    pub offline: bool,
     /// Texture files larger than this are refused (`--max-file-size`).
     pub max_file_size: u64,
     /// `--raw`: the server's tree only, nothing generated.
     pub raw: bool,
-    /// Set once the Hugging Face API proved absent or unreliable.
-    hub_off: AtomicBool,
-    hub_failures: AtomicU32,
     change_hooks: RwLock<Vec<ChangeHook>>,
 }
 
 impl Context {
     /// `cap`: the most bytes of texture content the cache may hold (0: no
     /// limit).
-    pub fn new(remote: Arc<dyn Remote>, cache: CacheDir, cap: u64, offline: bool) -> Self {
+    pub fn new(remote: Arc<dyn Remote>, cache: CacheDir, cap: u64) -> Self {
         let stats = Arc::new(Stats::default());
         let (content, recovery) = ContentStore::load(&cache, cap);
         if recovery != Recovery::default() {
@@ -91,16 +87,13 @@ impl Context {
         }
         Context {
             origin: cache.origin(&remote.origin()),
-            remote: Arc::new(Metered::new(remote, stats.clone())),
+            remote: crate::remote::for_session(remote, stats.clone()),
             documents: cache.documents(),
             cache,
             content,
             stats,
-            offline,
             max_file_size: u64::MAX,
             raw: false,
-            hub_off: AtomicBool::new(false),
-            hub_failures: AtomicU32::new(0),
             change_hooks: RwLock::new(Vec::new()),
         }
     }
@@ -119,36 +112,6 @@ impl Context {
     /// server (so that kernel caches can be invalidated).
     pub fn on_change(&self, hook: impl Fn(Change) + Send + Sync + 'static) {
         self.change_hooks.write().push(Box::new(hook));
-    }
-
-    /// Whether asking the Hugging Face API is worth it.
-    pub fn hub_usable(&self) -> bool {
-        !self.offline && !self.hub_off.load(Ordering::Relaxed)
-    }
-
-    /// An API call failed: a server without the API is not asked again, nor
-    /// one that failed a few times (per-file requests do the job).
-    pub fn hub_failed(&self, error: &FetchError) {
-        match error {
-            FetchError::NoApi => {
-                self.hub_off.store(true, Ordering::Relaxed);
-            }
-            FetchError::NotFound => {
-                if !self.hub_off.swap(true, Ordering::Relaxed) {
-                    tracing::info!(
-                        "the server has no Hugging Face API; sizes come from HEAD requests"
-                    );
-                }
-            }
-            error => {
-                let failures = self.hub_failures.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::warn!("a Hugging Face API call failed: {error}");
-                if failures >= HUB_FAILURES_TOLERATED && !self.hub_off.swap(true, Ordering::Relaxed)
-                {
-                    tracing::warn!("the Hugging Face API is not used for the rest of the session");
-                }
-            }
-        }
     }
 
     /// Runs on the thread that found the change, before the operation that
@@ -197,7 +160,7 @@ impl Dataset {
                 continue;
             }
             let tag = Tag::load(self.ctx.clone(), name).map_err(|e| {
-                let url = self.ctx.remote.url(name, crate::format::MANIFEST_FILE);
+                let url = self.ctx.remote.url(name, &manifest_location());
                 match e {
                     LoadError::NotFound => format!(
                         "tag {name} was not found: {url} answered 404; check --tag and --base-url (or MAT_VIS_HF_BASE)"
@@ -248,7 +211,7 @@ impl Dataset {
                     Err(Error::NotFound)
                 }
                 Err(LoadError::Unavailable(why)) => Err(Error::refused(
-                    self.ctx.remote.url(name, crate::format::MANIFEST_FILE),
+                    self.ctx.remote.url(name, &manifest_location()),
                     format!("cannot load the tag: {why}"),
                 )),
             }

@@ -51,20 +51,23 @@ impl Releases {
 
     /// Whether [`Releases::refresh`] would ask the server.
     pub(super) fn would_ask(&self, ctx: &Context) -> bool {
-        ctx.hub_usable() && !self.asked.load(Ordering::Acquire)
+        ctx.remote.hub().is_some() && !self.asked.load(Ordering::Acquire)
     }
 
     /// Asks the API for the refs, once per session; failures keep the
     /// saved list.
     pub(super) fn refresh(&self, ctx: &Context) {
-        if !self.would_ask(ctx) {
+        let Some(hub) = ctx.remote.hub() else {
+            return;
+        };
+        if self.asked.load(Ordering::Acquire) {
             return;
         }
         self.flight.run(&(), || {
             if self.asked.load(Ordering::Acquire) {
                 return;
             }
-            match ctx.remote.release_refs() {
+            match hub.release_refs() {
                 Ok(names) => {
                     tracing::debug!(count = names.len(), "release revisions from the API");
                     let saved = Saved {
@@ -77,7 +80,8 @@ impl Releases {
                     }
                     *self.names.write() = names;
                 }
-                Err(e) => ctx.hub_failed(&e),
+                // The hub's guard counts and logs the failure.
+                Err(e) => tracing::debug!("no release list from the API: {e}"),
             }
             self.asked.store(true, Ordering::Release);
         });

@@ -80,7 +80,7 @@ impl Revalidation {
         let Some(record) = t.state.record(MANIFEST_FILE) else {
             return true;
         };
-        if t.ctx.offline {
+        if t.ctx.remote.is_offline() {
             tracing::info!(tag = %t.name, "offline: serving the cached manifest");
             self.set(Outcome::Offline);
             return true;

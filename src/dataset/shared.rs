@@ -12,6 +12,7 @@ use super::state::PersistedState;
 use super::view::ViewCell;
 use super::{Change, Context};
 use crate::digest::Sha256Digest;
+use crate::format::Location;
 use crate::remote::Remote;
 use crate::store::{Blob, OpenBlob};
 use crate::wait;
@@ -41,15 +42,15 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn url(&self, path: &str) -> String {
-        self.ctx.remote.url(&self.name, path)
+    pub fn url(&self, file: &Location) -> String {
+        self.ctx.remote.url(&self.name, file)
     }
 
     /// The server, for a request about `url`: refused in quick mode (the
     /// caller must wait) and offline (`why` says what is missing).
     pub fn remote(&self, url: &str, why: &'static str) -> Result<&dyn Remote> {
         wait::may_block()?;
-        if self.ctx.offline {
+        if self.ctx.remote.is_offline() {
             return Err(Error::Offline {
                 url: url.to_string(),
                 why,

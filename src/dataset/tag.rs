@@ -21,7 +21,7 @@ use super::state::{PersistedState, unix_now};
 use super::tree::{Lookup, Node};
 use super::view::{Kind, TagView, ViewCell};
 use crate::digest::Sha256Digest;
-use crate::format::MANIFEST_FILE;
+use crate::format::{Location, MANIFEST_FILE};
 use crate::remote::{FetchError, GetOutcome, MemorySink, Validators};
 use crate::store::{Blob, DocRecord, FileRecords, OpenBlob, TagState, TagStore};
 
@@ -92,16 +92,18 @@ impl Tag {
                 }
             }
         }
-        if ctx.offline {
+        if ctx.remote.is_offline() {
             return Err(LoadError::Unavailable(
                 "it is not cached and the mount is offline".into(),
             ));
         }
         let mut sink = MemorySink::with_limit(DOCUMENT_LIMIT);
-        let meta = match ctx
-            .remote
-            .get(name, MANIFEST_FILE, &Validators::default(), &mut sink)
-        {
+        let meta = match ctx.remote.get(
+            name,
+            &Location::revision(MANIFEST_FILE),
+            &Validators::default(),
+            &mut sink,
+        ) {
             Ok(GetOutcome::Fetched(meta)) => meta,
             Ok(GetOutcome::NotModified) => {
                 return Err(LoadError::Unavailable(

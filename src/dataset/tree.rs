@@ -5,10 +5,10 @@
 //! and `auto/` / `best/` links to each material's best tier. Pure: when a
 //! document that is not loaded yet is needed, the answer says which.
 
-use super::view::{Kind, TagView};
+use super::view::{Kind, LoadedDoc, TagView};
 use crate::format::{
-    BAKED_TIER, Catalog, MANIFEST_FILE, Material, Rowmap, RowmapMaterial, SCALAR_TIER, Slice,
-    SourceSpec, TextureHash, UpstreamDocument, texture_extension,
+    BAKED_TIER, Catalog, Location, MANIFEST_FILE, Material, Rowmap, RowmapMaterial, SCALAR_TIER,
+    Slice, SourceSpec, TextureHash, UpstreamDocument, texture_extension,
 };
 use crate::materials::{Generated, Spec, generated_files};
 
@@ -37,7 +37,7 @@ pub struct TextureRef<'v> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContainerSlice<'v> {
     /// The container's location (`None`: the rowmap did not say).
-    pub container: Option<&'v str>,
+    pub container: Option<&'v Location>,
     pub slice: Slice,
 }
 
@@ -122,10 +122,13 @@ macro_rules! found {
     };
 }
 
+/// A rowmap of a tier: its name, its entries, where its container is.
+type LoadedRowmap<'a> = (&'a str, &'a Rowmap, Option<&'a Location>);
+
 /// A material as the tier it is in describes it.
 enum MaterialRef<'v> {
     Catalog(&'v Material, &'v str),
-    Rowmap(&'v RowmapMaterial, &'v str, Option<&'v str>),
+    Rowmap(&'v RowmapMaterial, &'v str, Option<&'v Location>),
 }
 
 /// What a source directory's entry `name` is.
@@ -191,17 +194,18 @@ impl TagView {
         &'a self,
         source: &'a SourceSpec,
         tier: &str,
-    ) -> Option<Lookup<Vec<(&'a str, &'a Rowmap)>>> {
+    ) -> Option<Lookup<Vec<LoadedRowmap<'a>>>> {
         let parts = source.container_parts(tier)?;
         let mut out = Vec::with_capacity(parts.len());
         for part in parts {
-            match self
-                .documents
-                .get(&part.rowmap)
-                .and_then(|d| d.rowmap.as_deref())
-            {
-                Some(rowmap) => out.push((part.rowmap.as_str(), rowmap)),
-                None => return Some(Lookup::NeedsDocument(part.rowmap.clone())),
+            let key = part.rowmap.key();
+            match self.documents.get(key) {
+                Some(LoadedDoc {
+                    rowmap: Some(rowmap),
+                    container,
+                    ..
+                }) => out.push((key, &**rowmap, container.as_ref())),
+                _ => return Some(Lookup::NeedsDocument(key.to_string())),
             }
         }
         Some(Lookup::Found(out))
@@ -218,7 +222,7 @@ impl TagView {
             let rowmaps = found!(rowmaps);
             return match rowmaps
                 .iter()
-                .find_map(|(key, r)| r.material(id).map(|m| (m, *key, r.container.as_deref())))
+                .find_map(|(key, r, container)| r.material(id).map(|m| (m, *key, *container)))
             {
                 Some((m, key, container)) => Lookup::Found(MaterialRef::Rowmap(m, key, container)),
                 None => Lookup::Missing,
@@ -452,7 +456,7 @@ impl TagView {
                 let source = self.dir_source(source).expect("resolved as a tier");
                 match self.rowmaps_of(source, tier).map(Lookup::into_found) {
                     Some(Ok(rowmaps)) => {
-                        for (_, rowmap) in rowmaps {
+                        for (_, rowmap, _) in rowmaps {
                             out.extend(
                                 rowmap
                                     .materials
@@ -575,6 +579,7 @@ mod tests {
                     catalog: Some(Arc::new(catalog)),
                     rowmap: None,
                     mtlx: None,
+                    container: None,
                 },
             );
         }

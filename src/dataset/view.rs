@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
-use crate::format::{Catalog, Manifest, MaterialXMap, Rowmap};
+use crate::format::{Catalog, Location, Manifest, MaterialXMap, Rowmap};
 use crate::store::Blob;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,10 +26,11 @@ pub struct LoadedDoc {
     pub blob: Blob,
     /// Parsed entries, for catalogs; MaterialX maps are only served.
     pub catalog: Option<Arc<Catalog>>,
-    /// For rowmaps; its `container` is the container's location.
     pub rowmap: Option<Arc<Rowmap>>,
     /// For MaterialX maps: where each material's document is in it.
     pub mtlx: Option<Arc<MaterialXMap>>,
+    /// For rowmaps: where their container is, found through the manifest.
+    pub container: Option<Location>,
 }
 
 #[derive(Debug)]

@@ -1,14 +1,19 @@
 //! `release-manifest.json`: schema 3 ("per-file" layout), and the frozen
 //! container layouts of older releases, schema 2 (a tar and a rowmap per
 //! source and tier) and schema 1 (Parquet files and rowmaps on GitHub
-//! Releases).
+//! Releases). Read through serde; an entry of the wrong shape or with an
+//! unsafe name is skipped with a reason, the rest of the document is kept.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use url::Url;
 
+use super::lenient::{Lenient, RevisionPath, Strings, ValidName};
+use super::location::Location;
 use super::{FormatError, Parsed, SCALAR_TIER};
-use crate::names::check_component;
 
 pub const MANIFEST_FILE: &str = "release-manifest.json";
 
@@ -40,29 +45,24 @@ pub struct SourceSpec {
 /// One rowmap of a container tier, and how to find its container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerPart {
-    /// Where the rowmap is: a path in the revision, or a URL (schema 1).
-    pub rowmap: String,
-    /// The container, when the manifest names it (schema 2's `tar`).
-    pub container: Option<String>,
-    /// What a container named by the rowmap is relative to: `""` (the
-    /// revision) or a URL ending in `/`.
-    pub base: String,
+    pub rowmap: Location,
+    /// The container, when the manifest names it (schema 2's `tar`, or
+    /// schema 1's only Parquet file).
+    pub container: Option<Location>,
+    /// The directory a container named by the rowmap is in (schema 1's
+    /// `base_url`); `None`: the revision.
+    pub base: Option<Url>,
 }
 
 impl ContainerPart {
     /// Where the container is, given the name the rowmap gives it (what
     /// its offsets were computed against, so it wins).
-    pub fn container_location(&self, named: Option<&str>) -> Option<String> {
+    pub fn container_location(&self, named: Option<&str>) -> Option<Location> {
         named
-            .map(|name| format!("{}{name}", self.base))
+            .and_then(|name| ValidName::new(name).ok())
+            .map(|name| Location::in_dir(self.base.as_ref(), &name))
             .or_else(|| self.container.clone())
     }
-}
-
-/// Whether a document or container location is a URL of its own rather
-/// than a path in the revision.
-pub fn is_url(location: &str) -> bool {
-    location.starts_with("https://") || location.starts_with("http://")
 }
 
 impl SourceSpec {
@@ -74,6 +74,10 @@ impl SourceSpec {
     /// The rowmaps of a container tier; `None` for a per-file tier.
     pub fn container_parts(&self, tier: &str) -> Option<&[ContainerPart]> {
         self.containers.get(tier).map(Vec::as_slice)
+    }
+
+    fn rowmaps(&self) -> impl Iterator<Item = &ContainerPart> {
+        self.containers.values().flatten()
     }
 }
 
@@ -101,78 +105,142 @@ impl Manifest {
             .find(|s| s.catalog.as_deref() == Some(file) || s.mtlx.as_deref() == Some(file))
     }
 
-    /// The container part whose rowmap is at `location`.
-    pub fn container_part(&self, location: &str) -> Option<&ContainerPart> {
+    /// The container part whose rowmap is known by `key` (its
+    /// [`Location::key`]).
+    pub fn container_part(&self, key: &str) -> Option<&ContainerPart> {
         self.sources
             .iter()
-            .flat_map(|s| s.containers.values().flatten())
-            .find(|part| part.rowmap == location)
+            .flat_map(SourceSpec::rowmaps)
+            .find(|part| part.rowmap.key() == key)
     }
 
-    /// What the document at `location` is, if the manifest names it.
-    pub fn document_role(&self, location: &str) -> Option<DocumentRole> {
+    /// What the document known by `key` is, if the manifest names it.
+    pub fn document_role(&self, key: &str) -> Option<DocumentRole> {
+        self.document(key).map(|(role, _)| role)
+    }
+
+    /// Where the manifest, or a document it names, is.
+    pub fn location(&self, key: &str) -> Option<Location> {
+        match key {
+            MANIFEST_FILE => Some(Location::revision(key)),
+            _ => self.document(key).map(|(_, location)| location),
+        }
+    }
+
+    fn document(&self, key: &str) -> Option<(DocumentRole, Location)> {
         for source in &self.sources {
-            if source.catalog.as_deref() == Some(location) {
-                return Some(DocumentRole::Catalog);
+            if source.catalog.as_deref() == Some(key) {
+                return Some((DocumentRole::Catalog, Location::revision(key)));
             }
-            if source.mtlx.as_deref() == Some(location) {
-                return Some(DocumentRole::MaterialX);
+            if source.mtlx.as_deref() == Some(key) {
+                return Some((DocumentRole::MaterialX, Location::revision(key)));
             }
-            let rowmaps = source.containers.values().flatten();
-            if rowmaps.into_iter().any(|part| part.rowmap == location) {
-                return Some(DocumentRole::Rowmap);
+            if let Some(part) = source.rowmaps().find(|p| p.rowmap.key() == key) {
+                return Some((DocumentRole::Rowmap, part.rowmap.clone()));
             }
         }
         None
     }
 }
 
+/// The manifest as written; every field may be missing or misshapen.
+#[derive(Deserialize)]
+struct RawManifest {
+    #[serde(default)]
+    schema_version: Option<Value>,
+    #[serde(default)]
+    version: Option<Value>,
+    #[serde(default)]
+    release_tag: Option<Lenient<String>>,
+    #[serde(default)]
+    sources: Option<Lenient<BTreeMap<String, Value>>>,
+    #[serde(default)]
+    tiers: Option<Lenient<BTreeMap<String, Value>>>,
+}
+
+/// A source of schema 2 or 3.
+#[derive(Deserialize)]
+struct RawSource {
+    #[serde(default)]
+    catalog: Option<ValidName>,
+    #[serde(default)]
+    tiers: Option<BTreeMap<String, Value>>,
+    #[serde(default)]
+    mtlx: Option<Lenient<ValidName>>,
+}
+
+/// A tier of schema 2 or 3: a container when it names a rowmap (and its
+/// `tar`), else a tier of files.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawTier {
+    rowmap: Option<Lenient<RevisionPath>>,
+    tar: Option<Lenient<RevisionPath>>,
+}
+
+#[derive(Deserialize)]
+struct RawSchema1Tier {
+    #[serde(default)]
+    base_url: Option<Lenient<String>>,
+    #[serde(default)]
+    sources: Option<Lenient<BTreeMap<String, Value>>>,
+}
+
+/// A source's files in a schema-1 tier.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Schema1Files {
+    parquet_files: Strings,
+    rowmap_files: Strings,
+    rowmap_file: Strings,
+}
+
+/// A JSON object as a `T` (serde would also take an array for a struct).
+fn object<T: DeserializeOwned>(value: Value) -> Result<T, String> {
+    match value {
+        Value::Object(_) => T::deserialize(value).map_err(|e| e.to_string()),
+        _ => Err("not a JSON object".into()),
+    }
+}
+
 pub fn parse_manifest(bytes: &[u8]) -> Result<Parsed<Manifest>, FormatError> {
     let root: Value = serde_json::from_slice(bytes)?;
-    let Value::Object(root) = root else {
-        return Err(FormatError::WrongShape(
-            "the manifest is not a JSON object".into(),
-        ));
-    };
-    let schema = check_schema(root.get("schema_version").or_else(|| root.get("version")))?;
-    let release_tag = root
-        .get("release_tag")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    if schema == 1 {
-        let (sources, skipped) = parse_schema1(&root)?;
-        return Ok(Parsed {
-            value: Manifest {
-                schema,
-                release_tag,
-                sources,
-            },
-            skipped,
-        });
-    }
-    let Some(Value::Object(sources)) = root.get("sources") else {
-        return Err(FormatError::WrongShape(
-            "the manifest has no \"sources\" object".into(),
-        ));
-    };
-
+    let raw: RawManifest = object(root)
+        .map_err(|_| FormatError::WrongShape("the manifest is not a JSON object".into()))?;
+    let schema = check_schema(raw.schema_version.as_ref().or(raw.version.as_ref()))?;
+    let release_tag = raw.release_tag.and_then(|tag| tag.0.ok());
     let mut skipped = Vec::new();
-    // Names already used in the tag directory: a later entry may not reuse one.
-    let mut taken: BTreeSet<String> = BTreeSet::from([MANIFEST_FILE.to_string()]);
-    let mut out = Vec::new();
-    let mut names: Vec<&String> = sources.keys().collect();
-    names.sort();
-    for name in names {
-        match parse_source(name, &sources[name], &mut taken, &mut skipped) {
-            Ok(spec) => out.push(spec),
-            Err(reason) => skipped.push(format!("source {name:?}: {reason}")),
+    let sources = if schema == 1 {
+        let Some(Lenient(Ok(tiers))) = raw.tiers else {
+            return Err(FormatError::WrongShape(
+                "the manifest has no \"tiers\" object".into(),
+            ));
+        };
+        schema1_sources(tiers, &mut skipped)
+    } else {
+        let Some(Lenient(Ok(sources))) = raw.sources else {
+            return Err(FormatError::WrongShape(
+                "the manifest has no \"sources\" object".into(),
+            ));
+        };
+        // Names already used in the tag directory: a later entry may not
+        // reuse one. The map is sorted by name.
+        let mut taken: BTreeSet<String> = BTreeSet::from([MANIFEST_FILE.to_string()]);
+        let mut out = Vec::new();
+        for (name, source) in sources {
+            match object(source).and_then(|raw| build_source(&name, raw, &mut taken, &mut skipped))
+            {
+                Ok(spec) => out.push(spec),
+                Err(reason) => skipped.push(format!("source {name:?}: {reason}")),
+            }
         }
-    }
+        out
+    };
     Ok(Parsed {
         value: Manifest {
             schema,
             release_tag,
-            sources: out,
+            sources,
         },
         skipped,
     })
@@ -191,54 +259,42 @@ fn check_schema(version: Option<&Value>) -> Result<u64, FormatError> {
     }
 }
 
-fn parse_source(
+fn build_source(
     name: &str,
-    value: &Value,
+    raw: RawSource,
     taken: &mut BTreeSet<String>,
     skipped: &mut Vec<String>,
 ) -> Result<SourceSpec, String> {
-    check_component(name).map_err(|e| format!("the name {e}"))?;
-    let Value::Object(fields) = value else {
-        return Err("not a JSON object".into());
-    };
-    let catalog = match fields.get("catalog") {
-        None | Some(Value::Null) => format!("{name}.json"),
-        Some(Value::String(file)) => file.clone(),
-        Some(other) => return Err(format!("\"catalog\" is not a string: {other}")),
-    };
-    check_component(&catalog).map_err(|e| format!("the catalog name {catalog:?} {e}"))?;
+    let name = ValidName::new(name).map_err(|e| format!("the name {e}"))?;
+    let name = name.as_str();
+    let catalog = raw
+        .catalog
+        .map_or_else(|| format!("{name}.json"), ValidName::into_string);
+    ValidName::new(&catalog).map_err(|e| format!("the catalog name {e}"))?;
 
     let mut tiers = Vec::new();
     let mut scalar = false;
     let mut containers = BTreeMap::new();
-    match fields.get("tiers") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(map)) => {
-            for (tier, spec) in map {
-                if tier == SCALAR_TIER {
-                    scalar = true;
-                    continue;
-                }
-                if let Err(e) = check_component(tier) {
-                    skipped.push(format!("source {name:?}: tier {tier:?} {e}"));
-                    continue;
-                }
-                match container_tier(spec) {
-                    Ok(part) => {
-                        tiers.push(tier.clone());
-                        if let Some(part) = part {
-                            containers.insert(tier.clone(), vec![part]);
-                        }
-                    }
-                    Err(reason) => {
-                        skipped.push(format!("source {name:?}: tier {tier:?}: {reason}"))
-                    }
-                }
-            }
+    for (tier, spec) in raw.tiers.unwrap_or_default() {
+        if tier == SCALAR_TIER {
+            scalar = true;
+            continue;
         }
-        Some(_) => return Err("\"tiers\" is not a JSON object".into()),
+        if let Err(e) = ValidName::new(&tier) {
+            skipped.push(format!("source {name:?}: tier {e}"));
+            continue;
+        }
+        // A tier that is not an object is a tier of files.
+        match container_part(object(spec).unwrap_or_default()) {
+            Ok(part) => {
+                if let Some(part) = part {
+                    containers.insert(tier.clone(), vec![part]);
+                }
+                tiers.push(tier);
+            }
+            Err(reason) => skipped.push(format!("source {name:?}: tier {tier:?}: {reason}")),
+        }
     }
-    tiers.sort();
 
     let spec_dir = !tiers.is_empty();
     if taken.contains(&catalog)
@@ -254,28 +310,20 @@ fn parse_source(
         taken.insert(name.to_string());
     }
 
-    let mtlx = match fields.get("mtlx") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(file)) => match check_component(file) {
-            Ok(()) if !taken.contains(file) => {
-                taken.insert(file.clone());
-                Some(file.clone())
-            }
-            Ok(()) => {
-                skipped.push(format!(
-                    "source {name:?}: MaterialX file {file:?} clashes with another entry"
-                ));
-                None
-            }
-            Err(e) => {
-                skipped.push(format!("source {name:?}: MaterialX file {file:?} {e}"));
-                None
-            }
-        },
-        Some(other) => {
+    let mtlx = match raw.mtlx.map(|m| m.0) {
+        None => None,
+        Some(Ok(file)) if !taken.contains(file.as_str()) => {
+            taken.insert(file.to_string());
+            Some(file.into_string())
+        }
+        Some(Ok(file)) => {
             skipped.push(format!(
-                "source {name:?}: \"mtlx\" is not a string: {other}"
+                "source {name:?}: MaterialX file {file:?} clashes with another entry"
             ));
+            None
+        }
+        Some(Err(reason)) => {
+            skipped.push(format!("source {name:?}: MaterialX file: {reason}"));
             None
         }
     };
@@ -289,111 +337,96 @@ fn parse_source(
     })
 }
 
-/// A schema-2 tier (`{"tar": ..., "rowmap": ...}`) as a container part;
-/// `None` for a per-file tier.
-fn container_tier(spec: &Value) -> Result<Option<ContainerPart>, String> {
-    let Some(rowmap) = spec.get("rowmap") else {
+/// A schema-2 tier as a container part; `None` for a per-file tier.
+fn container_part(spec: RawTier) -> Result<Option<ContainerPart>, String> {
+    let Some(rowmap) = spec.rowmap else {
         return Ok(None);
     };
-    let path = |value: &Value, what: &str| match value {
-        Value::String(path) => check_revision_path(path)
-            .map(|()| path.clone())
-            .map_err(|e| format!("the {what} {path:?} {e}")),
-        other => Err(format!("the {what} is not a string: {other}")),
-    };
+    let rowmap = rowmap.0.map_err(|e| format!("the rowmap: {e}"))?;
+    let tar = spec
+        .tar
+        .map(|tar| tar.0.map_err(|e| format!("the tar: {e}")))
+        .transpose()?;
     Ok(Some(ContainerPart {
-        rowmap: path(rowmap, "rowmap")?,
-        container: spec.get("tar").map(|tar| path(tar, "tar")).transpose()?,
-        base: String::new(),
+        rowmap: Location::Revision(rowmap.into_string()),
+        container: tar.map(|tar| Location::Revision(tar.into_string())),
+        base: None,
     }))
 }
 
-/// A path inside the revision: safe components separated by `/`.
-fn check_revision_path(path: &str) -> Result<(), String> {
-    path.split('/')
-        .try_for_each(check_component)
-        .map_err(|e| e.to_string())
+/// An http(s) URL that files can be named relative to.
+fn directory_url(text: &str) -> Option<Url> {
+    let mut url = Url::parse(text).ok()?;
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+        return None;
+    }
+    url.set_query(None);
+    url.set_fragment(None);
+    Some(url)
 }
 
 /// Schema 1: `{"tiers": {"<tier>": {"base_url": ..., "sources": {"<source>":
 /// {"parquet_files": [...], "rowmap_files": [...]}}}}}`, turned around into
 /// sources with container tiers.
-fn parse_schema1(root: &Map<String, Value>) -> Result<(Vec<SourceSpec>, Vec<String>), FormatError> {
-    let Some(Value::Object(tiers)) = root.get("tiers") else {
-        return Err(FormatError::WrongShape(
-            "the manifest has no \"tiers\" object".into(),
-        ));
-    };
-    let mut skipped = Vec::new();
+fn schema1_sources(tiers: BTreeMap<String, Value>, skipped: &mut Vec<String>) -> Vec<SourceSpec> {
     let mut sources: BTreeMap<String, SourceSpec> = BTreeMap::new();
     for (tier, spec) in tiers {
         if tier == SCALAR_TIER {
             continue;
         }
-        if let Err(e) = check_component(tier) {
-            skipped.push(format!("tier {tier:?} {e}"));
+        if let Err(e) = ValidName::new(&tier) {
+            skipped.push(format!("tier {e}"));
             continue;
         }
-        let base = match spec.get("base_url").and_then(Value::as_str) {
-            Some(url) if is_url(url) && url::Url::parse(url).is_ok() => {
-                format!("{}/", url.trim_end_matches('/'))
-            }
-            _ => {
-                skipped.push(format!("tier {tier:?}: no http(s) \"base_url\""));
-                continue;
-            }
+        let spec = object::<RawSchema1Tier>(spec).ok();
+        let base = spec
+            .as_ref()
+            .and_then(|s| s.base_url.as_ref())
+            .and_then(|url| url.0.as_deref().ok())
+            .and_then(directory_url);
+        let Some(base) = base else {
+            skipped.push(format!("tier {tier:?}: no http(s) \"base_url\""));
+            continue;
         };
-        let Some(Value::Object(per_source)) = spec.get("sources") else {
+        let Some(Lenient(Ok(per_source))) = spec.and_then(|s| s.sources) else {
             skipped.push(format!("tier {tier:?}: no \"sources\" object"));
             continue;
         };
         for (name, files) in per_source {
-            if let Err(e) = check_component(name)
-                .map_err(|e| e.to_string())
-                .and_then(|()| match name.as_str() == MANIFEST_FILE {
-                    true => Err("clashes with the manifest".into()),
-                    false => Ok(()),
-                })
-            {
-                skipped.push(format!("source {name:?} {e}"));
+            if let Err(e) = ValidName::new(&name) {
+                skipped.push(format!("source {e}"));
                 continue;
             }
-            let names = |key: &str| -> Vec<String> {
-                match files.get(key) {
-                    Some(Value::Array(items)) => items
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_owned)
-                        .collect(),
-                    Some(Value::String(one)) => vec![one.clone()],
-                    _ => Vec::new(),
-                }
-            };
-            let mut rowmaps = names("rowmap_files");
+            if name == MANIFEST_FILE {
+                skipped.push(format!("source {name:?} clashes with the manifest"));
+                continue;
+            }
+            // Not an object: no files named, the rowmap has its usual name.
+            let files: Schema1Files = object(files).unwrap_or_default();
+            let mut rowmaps = files.rowmap_files.0;
             if rowmaps.is_empty() {
-                rowmaps = names("rowmap_file");
+                rowmaps = files.rowmap_file.0;
             }
             if rowmaps.is_empty() {
                 rowmaps.push(format!("{name}-{tier}-rowmap.json"));
             }
             // A lone Parquet file is the container of a rowmap that names none.
-            let parquet = names("parquet_files");
-            let lone = match parquet.as_slice() {
-                [one] if check_component(one).is_ok() => Some(format!("{base}{one}")),
+            let lone = match files.parquet_files.0.as_slice() {
+                [one] => ValidName::new(one)
+                    .ok()
+                    .map(|one| Location::in_dir(Some(&base), &one)),
                 _ => None,
             };
             let parts: Vec<ContainerPart> = rowmaps
                 .into_iter()
-                .filter_map(|rowmap| match check_component(&rowmap) {
-                    Ok(()) => Some(ContainerPart {
-                        rowmap: format!("{base}{rowmap}"),
+                .filter_map(|rowmap| match ValidName::new(&rowmap) {
+                    Ok(rowmap) => Some(ContainerPart {
+                        rowmap: Location::in_dir(Some(&base), &rowmap),
                         container: lone.clone(),
-                        base: base.clone(),
+                        base: Some(base.clone()),
                     }),
                     Err(e) => {
-                        skipped.push(format!(
-                            "source {name:?}, tier {tier:?}: rowmap {rowmap:?} {e}"
-                        ));
+                        skipped.push(format!("source {name:?}, tier {tier:?}: rowmap {e}"));
                         None
                     }
                 })
@@ -417,7 +450,7 @@ fn parse_schema1(root: &Map<String, Value>) -> Result<(Vec<SourceSpec>, Vec<Stri
     for source in &mut sources {
         source.tiers.sort();
     }
-    Ok((sources, skipped))
+    sources
 }
 
 #[cfg(test)]
@@ -496,10 +529,14 @@ mod tests {
         let source = m.source("ambientcg").unwrap();
         assert_eq!(source.tiers, ["1k"]);
         let part = &source.container_parts("1k").unwrap()[0];
-        assert_eq!(part.rowmap, "ambientcg-1k-rowmap.json");
+        assert_eq!(part.rowmap, Location::revision("ambientcg-1k-rowmap.json"));
         assert_eq!(
-            part.container_location(None).as_deref(),
-            Some("ambientcg-1k.tar")
+            part.container_location(None),
+            Some(Location::revision("ambientcg-1k.tar"))
+        );
+        assert_eq!(
+            part.container_location(Some("other.tar")),
+            Some(Location::revision("other.tar"))
         );
         assert_eq!(
             m.document_role("ambientcg-1k-rowmap.json"),
@@ -529,14 +566,15 @@ mod tests {
         assert_eq!(ambientcg.tiers, ["1k"]);
         let parts = ambientcg.container_parts("1k").unwrap();
         let base = "https://github.com/o/r/releases/download/v2025.12.0/";
-        assert_eq!(
-            parts[1].rowmap,
-            format!("{base}ambientcg-1k-wood-rowmap.json")
-        );
+        let at = |name: &str| Location::Absolute(Url::parse(&format!("{base}{name}")).unwrap());
+        assert_eq!(parts[1].rowmap, at("ambientcg-1k-wood-rowmap.json"));
         assert_eq!(
             parts[1].container_location(Some("mat-vis-ambientcg-1k-wood.parquet")),
-            Some(format!("{base}mat-vis-ambientcg-1k-wood.parquet"))
+            Some(at("mat-vis-ambientcg-1k-wood.parquet"))
         );
+        let key = parts[1].rowmap.key();
+        assert_eq!(m.document_role(key), Some(DocumentRole::Rowmap));
+        assert_eq!(m.location(key), Some(parts[1].rowmap.clone()));
         // A lone Parquet file serves a rowmap that names none.
         let polyhaven = &m
             .source("polyhaven")
@@ -545,9 +583,9 @@ mod tests {
             .unwrap()[0];
         assert_eq!(
             polyhaven.container_location(None),
-            Some(format!("{base}mat-vis-polyhaven-1k.parquet"))
+            Some(at("mat-vis-polyhaven-1k.parquet"))
         );
-        assert!(is_url(&polyhaven.rowmap));
+        assert!(matches!(polyhaven.rowmap, Location::Absolute(_)));
     }
 
     #[test]

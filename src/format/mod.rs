@@ -4,6 +4,8 @@
 
 pub mod catalog;
 pub mod hub;
+mod lenient;
+mod location;
 pub mod manifest;
 pub mod mtlx_map;
 pub mod pbr;
@@ -12,8 +14,10 @@ pub mod rowmap;
 use thiserror::Error;
 
 pub use catalog::{Catalog, Details, Material, TextureHash, parse_catalog};
+pub use lenient::ValidName;
+pub use location::Location;
 pub use manifest::{
-    ContainerPart, DocumentRole, MANIFEST_FILE, Manifest, SourceSpec, is_url, parse_manifest,
+    ContainerPart, DocumentRole, MANIFEST_FILE, Manifest, SourceSpec, parse_manifest,
 };
 pub use mtlx_map::{MaterialXMap, UpstreamDocument, parse_materialx_map, upstream_document};
 pub use pbr::Pbr;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use url::Url;
 
 use super::{BodySink, FetchError, GetOutcome, Remote, RemoteMeta, Validators};
-use crate::format::{Slice, is_url};
+use crate::format::{Location, Slice};
 
 /// How often a read starts over when the file changes under it.
 const CHANGED_WHILE_READ_ATTEMPTS: usize = 3;
@@ -96,13 +96,16 @@ impl LocalRemote {
     }
 
     /// `<root>/<tag>/<path>`, refusing components that could leave it.
-    fn file_path(&self, tag: &str, path: &str) -> Result<PathBuf, FetchError> {
-        if is_url(path) {
-            return Err(FetchError::Rejected(format!(
-                "{path} is not in the local copy {}: a file:// base URL reads the revision's own files only",
-                self.base
-            )));
-        }
+    fn file_path(&self, tag: &str, file: &Location) -> Result<PathBuf, FetchError> {
+        let path = match file {
+            Location::Revision(path) => path,
+            Location::Absolute(url) => {
+                return Err(FetchError::Rejected(format!(
+                    "{url} is not in the local copy {}: a file:// base URL reads the revision's own files only",
+                    self.base
+                )));
+            }
+        };
         let mut full = self.root.join(component(tag)?);
         for part in path.split('/') {
             full.push(component(part)?);
@@ -111,16 +114,16 @@ impl LocalRemote {
     }
 
     /// Opens a regular file below the root, with the version it has now.
-    fn open(&self, tag: &str, path: &str) -> Result<(File, Version), FetchError> {
-        let full = self.file_path(tag, path)?;
-        let file = OpenOptions::new()
+    fn open(&self, tag: &str, file: &Location) -> Result<(File, Version), FetchError> {
+        let full = self.file_path(tag, file)?;
+        let opened_file = OpenOptions::new()
             .read(true)
             // A FIFO planted in the copy must not block the open.
             .custom_flags(libc::O_NONBLOCK)
             .open(&full)
             .map_err(|e| read_error(&full, &e))?;
-        let opened = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
-            .map_err(|e| FetchError::Rejected(format!("cannot check where {path} leads: {e}")))?;
+        let opened = std::fs::read_link(format!("/proc/self/fd/{}", opened_file.as_raw_fd()))
+            .map_err(|e| FetchError::Rejected(format!("cannot check where {file} leads: {e}")))?;
         if !opened.starts_with(&self.root) {
             return Err(FetchError::Rejected(format!(
                 "{} leads to {}, outside {}",
@@ -129,7 +132,7 @@ impl LocalRemote {
                 self.root.display()
             )));
         }
-        let meta = file.metadata().map_err(|e| read_error(&full, &e))?;
+        let meta = opened_file.metadata().map_err(|e| read_error(&full, &e))?;
         if meta.is_dir() {
             return Err(FetchError::NotFound);
         }
@@ -139,7 +142,7 @@ impl LocalRemote {
                 full.display()
             )));
         }
-        Ok((file, Version::of(&meta)))
+        Ok((opened_file, Version::of(&meta)))
     }
 
     /// Runs `read` over one version of the file: when the file changed
@@ -148,13 +151,13 @@ impl LocalRemote {
     fn read_one_version(
         &self,
         tag: &str,
-        path: &str,
+        location: &Location,
         validators: &Validators,
         sink: &mut dyn BodySink,
         read: impl Fn(&File, Version, &mut dyn BodySink) -> Result<u64, FetchError>,
     ) -> Result<GetOutcome, FetchError> {
         for _ in 0..CHANGED_WHILE_READ_ATTEMPTS {
-            let (file, version) = self.open(tag, path)?;
+            let (file, version) = self.open(tag, location)?;
             if version.matches(validators) {
                 return Ok(GetOutcome::NotModified);
             }
@@ -162,19 +165,19 @@ impl LocalRemote {
             let result = read(&file, version, sink);
             let now = file
                 .metadata()
-                .map_err(|e| read_error(Path::new(path), &e))?;
+                .map_err(|e| read_error(Path::new(location.key()), &e))?;
             if Version::of(&now) == version {
                 return result.map(|size| GetOutcome::Fetched(version.meta(size)));
             }
             tracing::debug!(
                 tag,
-                path,
+                %location,
                 "the file changed while it was read; reading it again"
             );
         }
         Err(FetchError::Network(format!(
             "{} changed each time it was read",
-            self.url(tag, path)
+            self.url(tag, location)
         )))
     }
 }
@@ -231,11 +234,11 @@ impl Remote for LocalRemote {
     fn get(
         &self,
         tag: &str,
-        path: &str,
+        file: &Location,
         validators: &Validators,
         sink: &mut dyn BodySink,
     ) -> Result<GetOutcome, FetchError> {
-        self.read_one_version(tag, path, validators, sink, |file, version, sink| {
+        self.read_one_version(tag, file, validators, sink, |file, version, sink| {
             // Grown or cut since the open: the version check after this says so.
             sink.announced(version.size)?;
             copy_range(file, 0, version.size, sink)?;
@@ -246,12 +249,12 @@ impl Remote for LocalRemote {
     fn get_range(
         &self,
         tag: &str,
-        path: &str,
+        file: &Location,
         slice: Slice,
         validators: &Validators,
         sink: &mut dyn BodySink,
     ) -> Result<GetOutcome, FetchError> {
-        self.read_one_version(tag, path, validators, sink, |file, version, sink| {
+        self.read_one_version(tag, file, validators, sink, |file, version, sink| {
             let end = slice.offset.checked_add(slice.length);
             if slice.length == 0 || end.is_none_or(|end| end > version.size) {
                 return Err(FetchError::Status(416));
@@ -262,15 +265,15 @@ impl Remote for LocalRemote {
         })
     }
 
-    fn head(&self, tag: &str, path: &str) -> Result<RemoteMeta, FetchError> {
-        let (_, version) = self.open(tag, path)?;
+    fn head(&self, tag: &str, file: &Location) -> Result<RemoteMeta, FetchError> {
+        let (_, version) = self.open(tag, file)?;
         Ok(version.meta(version.size))
     }
 
-    fn url(&self, tag: &str, path: &str) -> String {
-        match is_url(path) {
-            true => path.to_string(),
-            false => format!("{}/{tag}/{path}", self.base),
+    fn url(&self, tag: &str, file: &Location) -> String {
+        match file {
+            Location::Revision(path) => format!("{}/{tag}/{path}", self.base),
+            Location::Absolute(url) => url.to_string(),
         }
     }
 

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use super::{BodySink, FetchError, GetOutcome, Remote, RemoteMeta, Validators};
+use super::{BodySink, FetchError, GetOutcome, Hub, Remote, RemoteMeta, Validators};
 use crate::format::hub::TreeListing;
-use crate::format::{MANIFEST_FILE, Slice};
+use crate::format::{Location, MANIFEST_FILE, Slice};
 use crate::stats::Stats;
 
 pub struct Metered {
@@ -19,7 +19,8 @@ impl Metered {
     }
 }
 
-fn kind(path: &str) -> &'static str {
+fn kind(file: &Location) -> &'static str {
+    let path = file.key();
     if path == MANIFEST_FILE {
         "manifest"
     } else if path.ends_with("/.tier_complete") {
@@ -96,31 +97,31 @@ impl Remote for Metered {
     fn get(
         &self,
         tag: &str,
-        path: &str,
+        file: &Location,
         validators: &Validators,
         sink: &mut dyn BodySink,
     ) -> Result<GetOutcome, FetchError> {
-        self.counted(kind(path), sink, |counting| {
-            self.inner.get(tag, path, validators, counting)
+        self.counted(kind(file), sink, |counting| {
+            self.inner.get(tag, file, validators, counting)
         })
     }
 
     fn get_range(
         &self,
         tag: &str,
-        path: &str,
+        file: &Location,
         slice: Slice,
         validators: &Validators,
         sink: &mut dyn BodySink,
     ) -> Result<GetOutcome, FetchError> {
         self.counted("texture", sink, |counting| {
-            self.inner.get_range(tag, path, slice, validators, counting)
+            self.inner.get_range(tag, file, slice, validators, counting)
         })
     }
 
-    fn head(&self, tag: &str, path: &str) -> Result<RemoteMeta, FetchError> {
-        let result = self.inner.head(tag, path);
-        let kind = if path.ends_with("/.tier_complete") {
+    fn head(&self, tag: &str, file: &Location) -> Result<RemoteMeta, FetchError> {
+        let result = self.inner.head(tag, file);
+        let kind = if file.key().ends_with("/.tier_complete") {
             "tier_check"
         } else {
             "size"
@@ -130,8 +131,27 @@ impl Remote for Metered {
         result
     }
 
+    fn url(&self, tag: &str, file: &Location) -> String {
+        self.inner.url(tag, file)
+    }
+
+    fn origin(&self) -> String {
+        self.inner.origin()
+    }
+
+    fn hub(&self) -> Option<&dyn Hub> {
+        self.inner.hub().map(|_| self as &dyn Hub)
+    }
+
+    fn is_offline(&self) -> bool {
+        self.inner.is_offline()
+    }
+}
+
+/// API calls, counted as `api`; a call that found no API is no request.
+impl Hub for Metered {
     fn release_refs(&self) -> Result<Vec<String>, FetchError> {
-        let result = self.inner.release_refs();
+        let result = self.inner.hub().ok_or(FetchError::NoApi)?.release_refs();
         if !matches!(result, Err(FetchError::NoApi)) {
             self.stats
                 .request("api", result.as_ref().map_or_else(status, |_| "200"));
@@ -140,20 +160,12 @@ impl Remote for Metered {
     }
 
     fn tree(&self, tag: &str, dir: &str) -> Result<TreeListing, FetchError> {
-        let result = self.inner.tree(tag, dir);
+        let result = self.inner.hub().ok_or(FetchError::NoApi)?.tree(tag, dir);
         match &result {
             Ok(listing) => (0..listing.pages).for_each(|_| self.stats.request("api", "200")),
             Err(FetchError::NoApi) => {}
             Err(e) => self.stats.request("api", status(e)),
         }
         result
-    }
-
-    fn url(&self, tag: &str, path: &str) -> String {
-        self.inner.url(tag, path)
-    }
-
-    fn origin(&self) -> String {
-        self.inner.origin()
     }
 }

@@ -5,10 +5,10 @@ use std::collections::{HashMap, VecDeque};
 
 use parking_lot::Mutex;
 
-use super::{BodySink, FetchError, GetOutcome, Remote, RemoteMeta, Validators};
+use super::{BodySink, FetchError, GetOutcome, Hub, Remote, RemoteMeta, Validators};
 use crate::digest::Sha256Digest;
 use crate::format::hub::{TreeFile, TreeListing};
-use crate::format::{Slice, is_texture_path};
+use crate::format::{Location, Slice, is_texture_path};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Logged {
@@ -140,10 +140,11 @@ impl Remote for MockRemote {
     fn get(
         &self,
         tag: &str,
-        path: &str,
+        file: &Location,
         validators: &Validators,
         sink: &mut dyn BodySink,
     ) -> Result<GetOutcome, FetchError> {
+        let path = file.key();
         let Some(served) = self.conditional_body("GET", tag, path, validators)? else {
             return Ok(GetOutcome::NotModified);
         };
@@ -157,11 +158,12 @@ impl Remote for MockRemote {
     fn get_range(
         &self,
         tag: &str,
-        path: &str,
+        file: &Location,
         slice: Slice,
         validators: &Validators,
         sink: &mut dyn BodySink,
     ) -> Result<GetOutcome, FetchError> {
+        let path = file.key();
         let conditional = validators.etag.is_some();
         let Some(bytes) = self.conditional_body("RANGE", tag, path, validators)? else {
             return Ok(GetOutcome::NotModified);
@@ -183,7 +185,8 @@ impl Remote for MockRemote {
         }))
     }
 
-    fn head(&self, tag: &str, path: &str) -> Result<RemoteMeta, FetchError> {
+    fn head(&self, tag: &str, file: &Location) -> Result<RemoteMeta, FetchError> {
+        let path = file.key();
         if let Some(error) = self.take_fault(path) {
             self.record("HEAD", path, false, &error.to_string());
             return Err(error);
@@ -200,10 +203,22 @@ impl Remote for MockRemote {
         }
     }
 
+    fn url(&self, tag: &str, file: &Location) -> String {
+        format!("mock://{tag}/{}", file.key())
+    }
+
+    fn origin(&self) -> String {
+        "mock:".into()
+    }
+
+    fn hub(&self) -> Option<&dyn Hub> {
+        self.hub_refs.lock().is_some().then_some(self as &dyn Hub)
+    }
+}
+
+impl Hub for MockRemote {
     fn release_refs(&self) -> Result<Vec<String>, FetchError> {
-        let Some(refs) = self.hub_refs.lock().clone() else {
-            return Err(FetchError::NoApi);
-        };
+        let refs = self.hub_refs.lock().clone().ok_or(FetchError::NoApi)?;
         if let Some(error) = self.take_fault("api/refs") {
             self.record("API", "refs", false, &error.to_string());
             return Err(error);
@@ -244,13 +259,5 @@ impl Remote for MockRemote {
             true => Err(FetchError::NotFound),
             false => Ok(TreeListing { files, pages: 1 }),
         }
-    }
-
-    fn url(&self, tag: &str, path: &str) -> String {
-        format!("mock://{tag}/{path}")
-    }
-
-    fn origin(&self) -> String {
-        "mock:".into()
     }
 }

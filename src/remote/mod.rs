@@ -1,29 +1,40 @@
-//! The network behind a small trait: conditional GET into a sink, and HEAD.
-//! `http` talks to a real server, `local` reads a copy of the dataset in a
-//! directory (`file://` base URLs); `mock` (tests only) keeps files in memory.
+//! The network behind a small trait: conditional GET into a sink, and HEAD,
+//! of a [`Location`]. `http` talks to a real server, `local` reads a copy of
+//! the dataset in a directory (`file://` base URLs), `offline` sends
+//! nothing; `mock` (tests only) keeps files in memory. Where the dataset is
+//! on a Hugging Face Hub, [`Remote::hub`] gives its API, guarded by
+//! [`hub::HubGuard`] so that a server without one is asked once.
 
 mod budget;
 pub mod http;
+pub mod hub;
 pub mod local;
 mod metered;
 #[cfg(test)]
 pub mod mock;
+mod offline;
+mod pauses;
 mod redirects;
 mod retry;
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::digest::Sha256Digest;
-use crate::format::Slice;
-use crate::format::hub::TreeListing;
+use crate::format::{Location, Slice};
+use crate::stats::Stats;
 
 pub use budget::{Class, RateLimits};
+pub use hub::{Hub, HubGuard};
 pub use metered::Metered;
+pub use offline::Offline;
 pub use retry::RetryPolicy;
 
 /// Whether two ETags name the same bytes: both strong and equal (a weak
-/// ETag promises only equivalent content).
+/// ETag promises only equivalent content). The one ETag comparison of the
+/// program.
 pub fn strong_etag_match(a: &str, b: &str) -> bool {
     let strong = |s: &str| {
         let s = s.trim();
@@ -161,15 +172,14 @@ impl BodySink for MemorySink {
     }
 }
 
-/// A dataset server laid out as `<base>/<revision>/<path>`. Where a method
-/// takes a `path`, it may also be a URL of its own (`http://`, `https://`):
-/// schema-1 releases keep their files on GitHub Releases.
+/// A dataset server laid out as `<base>/<revision>/<path>`, asked for
+/// [`Location`]s: a path in revision `tag`, or a URL of its own.
 pub trait Remote: Send + Sync {
     /// GET, conditional on `validators` when they are not empty.
     fn get(
         &self,
         tag: &str,
-        path: &str,
+        file: &Location,
         validators: &Validators,
         sink: &mut dyn BodySink,
     ) -> Result<GetOutcome, FetchError>;
@@ -180,34 +190,39 @@ pub trait Remote: Send + Sync {
     fn get_range(
         &self,
         tag: &str,
-        path: &str,
+        file: &Location,
         slice: Slice,
         validators: &Validators,
         sink: &mut dyn BodySink,
     ) -> Result<GetOutcome, FetchError>;
 
     /// Metadata without the body.
-    fn head(&self, tag: &str, path: &str) -> Result<RemoteMeta, FetchError>;
-
-    /// The dataset's revisions that look like releases, from the Hugging
-    /// Face API; [`FetchError::NoApi`] where there is none.
-    fn release_refs(&self) -> Result<Vec<String>, FetchError> {
-        Err(FetchError::NoApi)
-    }
-
-    /// Every file below `dir` of revision `tag`, with size and hash, from
-    /// the Hugging Face API's tree listing (all pages).
-    fn tree(&self, _tag: &str, _dir: &str) -> Result<TreeListing, FetchError> {
-        Err(FetchError::NoApi)
-    }
+    fn head(&self, tag: &str, file: &Location) -> Result<RemoteMeta, FetchError>;
 
     /// The URL of a file, for messages.
-    fn url(&self, tag: &str, path: &str) -> String;
+    fn url(&self, tag: &str, file: &Location) -> String;
 
     /// What the cache keys this server's tags by: its base URL, normalised
     /// by [`origin_of`] (on the Hugging Face Hub the base URL names the
     /// endpoint and the repository both).
     fn origin(&self) -> String;
+
+    /// The Hugging Face API beside the dataset: `None` where there is none,
+    /// it is switched off, or the mount is offline.
+    fn hub(&self) -> Option<&dyn Hub> {
+        None
+    }
+
+    /// `--offline`: no request is ever sent.
+    fn is_offline(&self) -> bool {
+        false
+    }
+}
+
+/// The remote of one mount session: requests counted in `stats`, and the
+/// Hub API probed once and switched off when it is absent or failing.
+pub fn for_session(remote: Arc<dyn Remote>, stats: Arc<Stats>) -> Arc<dyn Remote> {
+    Arc::new(HubGuard::new(Arc::new(Metered::new(remote, stats))))
 }
 
 /// A base URL as an origin: scheme, host and port (the default one
@@ -226,67 +241,20 @@ pub fn origin_of(base: &str) -> String {
     }
 }
 
-/// `--offline`: every request fails at once without touching the network.
-pub struct Offline {
-    pub base: String,
-}
-
-impl Remote for Offline {
-    fn get(
-        &self,
-        _: &str,
-        _: &str,
-        _: &Validators,
-        _: &mut dyn BodySink,
-    ) -> Result<GetOutcome, FetchError> {
-        Err(FetchError::Offline)
-    }
-
-    fn get_range(
-        &self,
-        _: &str,
-        _: &str,
-        _: Slice,
-        _: &Validators,
-        _: &mut dyn BodySink,
-    ) -> Result<GetOutcome, FetchError> {
-        Err(FetchError::Offline)
-    }
-
-    fn head(&self, _: &str, _: &str) -> Result<RemoteMeta, FetchError> {
-        Err(FetchError::Offline)
-    }
-
-    fn url(&self, tag: &str, path: &str) -> String {
-        match crate::format::is_url(path) {
-            true => path.to_string(),
-            false => format!("{}/{tag}/{path}", self.base.trim_end_matches('/')),
-        }
-    }
-
-    fn origin(&self) -> String {
-        origin_of(&self.base)
-    }
-}
-
 #[cfg(test)]
-mod tests {
+mod origin_tests {
     use super::origin_of;
 
     #[test]
-    fn an_origin_is_a_normalised_base_url() {
-        let hub = "https://huggingface.co/datasets/gerchowl/mat-vis/resolve";
+    fn origins_name_a_server_the_same_way_however_written() {
         assert_eq!(
-            origin_of(&format!("{hub}/")),
+            origin_of("https://huggingface.co/datasets/gerchowl/mat-vis/resolve/"),
             "https://huggingface.co:443/datasets/gerchowl/mat-vis/resolve"
         );
         assert_eq!(
-            origin_of("http://127.0.0.1:8080/resolve?x=1"),
-            origin_of("HTTP://127.0.0.1:8080/resolve/")
+            origin_of("http://127.0.0.1:8080/resolve"),
+            "http://127.0.0.1:8080/resolve"
         );
-        assert_ne!(
-            origin_of("http://127.0.0.1:8080/a"),
-            origin_of("http://127.0.0.1:8081/a")
-        );
+        assert_eq!(origin_of("file:///srv/mat-vis"), "file:///srv/mat-vis");
     }
 }

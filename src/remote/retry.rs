@@ -1,12 +1,18 @@
-//! When and how long to wait before asking the server again.
+//! When and how long to wait before asking the server again: exponential
+//! backoff with jitter (backon's schedule), or what the server asked for.
+//! The loop itself stays with the caller: backon's blocking retry cannot
+//! take its wait from the error (a `Retry-After`), which is the point here.
 
 use std::time::{Duration, SystemTime};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Retries after the first attempt.
     pub max_retries: u32,
-    /// First backoff; doubled on each retry.
+    /// First backoff; doubled on each retry, plus up to as much again of
+    /// jitter, so that clients that failed together do not retry together.
     pub backoff_base: Duration,
     /// Upper bound on any single wait, including one asked for by Retry-After.
     pub max_wait: Duration,
@@ -23,11 +29,33 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Wait before retry number `retry` (0-based): what the server asked for
-    /// when it said so, else exponential backoff; never above `max_wait`.
-    pub fn delay(&self, retry: u32, server_asked: Option<Duration>) -> Duration {
-        let backoff = self.backoff_base.saturating_mul(1u32 << retry.min(16));
-        server_asked.unwrap_or(backoff).min(self.max_wait)
+    /// The waits before each retry, `max_retries` of them.
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            backoff: ExponentialBuilder::default()
+                .with_jitter()
+                .with_min_delay(self.backoff_base)
+                .with_max_delay(self.max_wait)
+                .with_max_times(self.max_retries as usize)
+                .build(),
+            max_wait: self.max_wait,
+        }
+    }
+}
+
+/// The waits of one request's retries.
+pub struct Schedule {
+    backoff: backon::ExponentialBackoff,
+    max_wait: Duration,
+}
+
+impl Schedule {
+    /// The wait before the next retry (what the server asked for when it
+    /// said so, else the backoff; never above `max_wait`), or `None` when
+    /// the retries are used up.
+    pub fn next(&mut self, server_asked: Option<Duration>) -> Option<Duration> {
+        let backoff = self.backoff.next()?;
+        Some(server_asked.unwrap_or(backoff).min(self.max_wait))
     }
 }
 
@@ -41,37 +69,55 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// The `reset=<seconds>` parameter of a `RateLimit` header
-/// (`limit=500, remaining=0, reset=37`), used when Retry-After is absent.
-pub fn parse_ratelimit_reset(value: &str) -> Option<Duration> {
-    value
-        .split([',', ';'])
-        .filter_map(|part| part.trim().strip_prefix("reset="))
-        .find_map(|n| n.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_and_is_capped() {
-        let p = RetryPolicy {
+    fn backoff_grows_with_jitter_and_is_capped() {
+        let policy = RetryPolicy {
             max_retries: 5,
             backoff_base: Duration::from_secs(1),
             max_wait: Duration::from_secs(5),
         };
-        let waits: Vec<u64> = (0..5).map(|r| p.delay(r, None).as_secs()).collect();
-        assert_eq!(waits, [1, 2, 4, 5, 5]);
+        for _ in 0..20 {
+            let mut schedule = policy.schedule();
+            let waits: Vec<Duration> = std::iter::from_fn(|| schedule.next(None)).collect();
+            assert_eq!(waits.len(), 5, "one wait per retry");
+            // Each wait is the doubled base plus at most as much jitter.
+            for (retry, wait) in waits.iter().enumerate() {
+                let base = Duration::from_secs(1 << retry).min(policy.max_wait);
+                assert!(*wait >= base && *wait <= policy.max_wait.max(base * 2));
+                assert!(*wait <= policy.max_wait, "{waits:?}");
+            }
+        }
+        let mut schedule = policy.schedule();
         assert_eq!(
-            p.delay(0, Some(Duration::from_secs(3))),
-            Duration::from_secs(3)
+            schedule.next(Some(Duration::from_secs(3))),
+            Some(Duration::from_secs(3))
         );
         assert_eq!(
-            p.delay(0, Some(Duration::from_secs(300))),
-            Duration::from_secs(5)
+            schedule.next(Some(Duration::from_secs(300))),
+            Some(Duration::from_secs(5))
         );
+        let none = RetryPolicy {
+            max_retries: 0,
+            ..policy
+        };
+        assert_eq!(none.schedule().next(None), None);
+    }
+
+    #[test]
+    fn jitter_spreads_the_waits() {
+        let policy = RetryPolicy {
+            max_retries: 1,
+            backoff_base: Duration::from_secs(1),
+            max_wait: Duration::from_secs(60),
+        };
+        let waits: std::collections::HashSet<Duration> = (0..20)
+            .filter_map(|_| policy.schedule().next(None))
+            .collect();
+        assert!(waits.len() > 1, "{waits:?}");
     }
 
     #[test]
@@ -86,10 +132,5 @@ mod tests {
         let earlier = httpdate::fmt_http_date(now - Duration::from_secs(12));
         assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
-        assert_eq!(
-            parse_ratelimit_reset("limit=500, remaining=0, reset=37"),
-            Some(Duration::from_secs(37))
-        );
-        assert_eq!(parse_ratelimit_reset("limit=500"), None);
     }
 }

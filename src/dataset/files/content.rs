@@ -11,6 +11,7 @@ use crate::dataset::error::{Error, Result};
 use crate::dataset::shared::{Opened, Shared};
 use crate::dataset::tree::{ContainerSlice, TextureRef};
 use crate::flight::SingleFlight;
+use crate::format::Location;
 use crate::remote::{FetchError, GetOutcome, Validators};
 use crate::stats::Stats;
 use crate::store::{Blob, FileRecord, FileRecords, OpenBlob};
@@ -184,6 +185,7 @@ fn download(
     identity: Option<Identity>,
     unconfirmed: Option<Unconfirmed>,
 ) -> Result<OpenBlob> {
+    let file = Location::revision(path);
     let url = match texture.slice {
         Some(ContainerSlice {
             container: Some(container),
@@ -194,7 +196,7 @@ fn download(
             slice.offset,
             slice.offset + slice.length - 1
         ),
-        _ => t.url(path),
+        _ => t.url(&file),
     };
     let why = match unconfirmed {
         Some(_) => "the tag changed since it was cached",
@@ -217,7 +219,7 @@ fn download(
         .map_err(Error::cache)?
         .with_limit(t.ctx.max_file_size);
     let fetched = match texture.slice {
-        None => remote.get(&t.name, path, &validators, &mut ingest),
+        None => remote.get(&t.name, &file, &validators, &mut ingest),
         Some(slice) => match slice.container {
             None => Err(FetchError::Rejected("the rowmap names no container".into())),
             Some(container) => {

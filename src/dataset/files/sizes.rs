@@ -9,6 +9,7 @@ use crate::dataset::error::{Error, Result};
 use crate::dataset::shared::Shared;
 use crate::dataset::tree::TextureRef;
 use crate::flight::SingleFlight;
+use crate::format::Location;
 use crate::store::FileRecords;
 use crate::wait;
 
@@ -58,10 +59,11 @@ impl Sizes {
 }
 
 fn head(t: &Shared, records: &FileRecords, path: &str, generation: u64) -> Result<u64> {
-    let url = t.url(path);
+    let file = Location::revision(path);
+    let url = t.url(&file);
     let remote = t.remote(&url, "the size is unknown")?;
     let meta = remote
-        .head(&t.name, path)
+        .head(&t.name, &file)
         .map_err(|e| Error::fetch(&url, e))?;
     let Some(size) = meta.size else {
         return Err(Error::refused(url, "the server gave no size"));

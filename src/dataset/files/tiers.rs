@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use crate::dataset::error::{Error, Result};
 use crate::dataset::shared::Shared;
 use crate::flight::SingleFlight;
+use crate::format::Location;
 use crate::remote::FetchError;
 
 #[derive(Default)]
@@ -30,7 +31,7 @@ impl Tiers {
         if t.state.is_complete(&key) {
             return Ok(());
         }
-        let sentinel = format!("{key}/.tier_complete");
+        let sentinel = Location::revision(format!("{key}/.tier_complete"));
         let refused = || Error::TierIncomplete {
             tag: t.name.to_string(),
             tier: key.clone(),

@@ -14,7 +14,6 @@ use crate::dataset::shared::Shared;
 use crate::flight::SingleFlight;
 use crate::format::hub::TreeFile;
 use crate::format::is_texture_path;
-use crate::remote::FetchError;
 use crate::store::{FileRecord, FileRecords};
 
 /// Material listings in a tier before the whole tier is listed.
@@ -33,9 +32,9 @@ impl TreeSizes {
     /// Records the sizes of `path`'s directory from the tree listing, when
     /// the API is there and has not listed it yet this session.
     pub fn list_for(&self, t: &Shared, records: &FileRecords, path: &str, generation: u64) {
-        if !t.ctx.hub_usable() || t.ctx.offline {
+        let Some(hub) = t.ctx.remote.hub() else {
             return;
-        }
+        };
         let mut parts = path.splitn(4, '/');
         let (Some(source), Some(tier), Some(material), Some(_file)) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -66,7 +65,7 @@ impl TreeSizes {
             if sizes.listed.lock().contains(&key) {
                 return;
             }
-            match t.ctx.remote.tree(&t.name, &key.1) {
+            match hub.tree(&t.name, &key.1) {
                 Ok(listing) => {
                     let prefix = format!("{}/", key.1);
                     let files = listing
@@ -75,10 +74,8 @@ impl TreeSizes {
                         .filter(|f| f.path.starts_with(&prefix) && is_texture_path(&f.path));
                     record_listed(t, records, files, generation);
                 }
-                Err(FetchError::NotFound) => {
-                    tracing::debug!(tag = %t.name, dir = key.1, "not in the tree listing");
-                }
-                Err(e) => t.ctx.hub_failed(&e),
+                // Counted and logged by the hub's guard.
+                Err(e) => tracing::debug!(tag = %t.name, dir = key.1, "no tree listing: {e}"),
             }
             sizes.listed.lock().insert(key.clone());
         });

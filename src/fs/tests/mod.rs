@@ -11,7 +11,7 @@ use super::inodes::{NodeKey, ROOT_INO};
 use super::{FsCore, FsError, Invalidation};
 use crate::dataset::{Change, Context, Dataset, Error, Kind};
 use crate::remote::mock::MockRemote;
-use crate::remote::{FetchError, Remote};
+use crate::remote::{FetchError, Offline, Remote};
 use crate::store::CacheDir;
 use matvisfs_sample::{Release, ReleaseSpec};
 use matvisfs_testkit::containers::{Layout, PackRelease, Packed};
@@ -70,9 +70,12 @@ impl Harness {
     }
 
     fn session_with(&self, offline: bool, pinned: &[&str]) -> Session {
-        let remote: Arc<dyn Remote> = self.remote.clone();
+        let remote: Arc<dyn Remote> = match offline {
+            true => Arc::new(Offline::new("mock://")),
+            false => self.remote.clone(),
+        };
         let cache = CacheDir::open(self.cache.path()).unwrap();
-        let ctx = Arc::new(Context::new(remote, cache, 0, offline).raw(self.raw));
+        let ctx = Arc::new(Context::new(remote, cache, 0).raw(self.raw));
         let changes = Arc::new(Mutex::new(Vec::new()));
         let seen = changes.clone();
         ctx.on_change(move |change| seen.lock().push(change));
@@ -731,7 +734,7 @@ fn other_tags_are_looked_up_lazily_and_misses_remembered() {
 fn a_pinned_tag_that_cannot_load_is_an_error_naming_it() {
     let h = Harness::new(&small());
     let cache = CacheDir::open(h.cache.path()).unwrap();
-    let ctx = Arc::new(Context::new(h.remote.clone(), cache, 0, false));
+    let ctx = Arc::new(Context::new(h.remote.clone(), cache, 0));
     let err = Dataset::new(ctx, vec!["v2030.01.1".into()])
         .load_pinned()
         .unwrap_err();
@@ -741,7 +744,7 @@ fn a_pinned_tag_that_cannot_load_is_an_error_naming_it() {
     );
 
     let cache = CacheDir::open(h.cache.path()).unwrap();
-    let ctx = Arc::new(Context::new(h.remote.clone(), cache, 0, true));
+    let ctx = Arc::new(Context::new(Arc::new(Offline::new("mock://")), cache, 0));
     let err = Dataset::new(ctx, vec![TAG.into()])
         .load_pinned()
         .unwrap_err();

@@ -1,7 +1,7 @@
 //! The Hugging Face Hub API beside a resolve endpoint: the dataset's refs
 //! and its paginated tree listing. Found only where the base URL has the
 //! Hub's layout (`<hub>/datasets/<owner>/<name>/resolve`); paced under the
-//! Hub's limit for API calls.
+//! Hub's limit for API calls when it is on the Hub's host.
 
 use std::io::Read;
 use std::time::Instant;
@@ -10,9 +10,10 @@ use reqwest::StatusCode;
 use reqwest::header::LINK;
 use url::Url;
 
-use super::{Failure, HttpRemote, header, log_response};
+use super::HttpRemote;
+use super::response::{Failure, header, log_response};
 use crate::format::hub::{TreeListing, next_link, parse_release_refs, parse_tree_page};
-use crate::remote::{Class, FetchError};
+use crate::remote::{Class, FetchError, Hub};
 
 /// Far beyond a release's size (1000 entries a page), short of looping for ever.
 const MAX_PAGES: u32 = 1000;
@@ -36,7 +37,7 @@ pub fn hub_api_root(base: &Url) -> Option<Url> {
 }
 
 impl HttpRemote {
-    fn api_root(&self) -> Result<&Url, FetchError> {
+    pub(super) fn api_root(&self) -> Result<&Url, FetchError> {
         self.hub
             .as_ref()
             .filter(|_| self.use_api)
@@ -51,7 +52,7 @@ impl HttpRemote {
         let status = response.status();
         log_response("GET", url, status, began);
         if status != StatusCode::OK {
-            return Err(self.refused(url, status, response.headers()));
+            return Err(self.refused(url, Class::Api, status, response.headers()));
         }
         let link = header(response.headers(), LINK);
         let mut body = Vec::new();
@@ -66,8 +67,10 @@ impl HttpRemote {
         }
         Ok((body, link))
     }
+}
 
-    pub(super) fn hub_refs(&self) -> Result<Vec<String>, FetchError> {
+impl Hub for HttpRemote {
+    fn release_refs(&self) -> Result<Vec<String>, FetchError> {
         let mut url = self.api_root()?.clone();
         url.path_segments_mut()
             .expect("an http(s) URL")
@@ -77,7 +80,7 @@ impl HttpRemote {
             .map_err(|e| FetchError::Rejected(format!("the refs from {url} do not parse: {e}")))
     }
 
-    pub(super) fn hub_tree(&self, tag: &str, dir: &str) -> Result<TreeListing, FetchError> {
+    fn tree(&self, tag: &str, dir: &str) -> Result<TreeListing, FetchError> {
         let root = self.api_root()?;
         let mut url = root.clone();
         url.path_segments_mut()

@@ -4,33 +4,40 @@
 //! for transient failures, and a short "server is down" memory so that a dead
 //! server costs one quick failure per request instead of a full retry cycle.
 //! A HEAD's redirect is remembered so the download after it skips a hop.
+//! Requests to the Hugging Face Hub (the host of `--hf-endpoint`) are paced
+//! under its limits; on every host, what the server asks (a 429's
+//! `Retry-After`, an exhausted `RateLimit`) is honoured.
 
-use std::io::Read;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, RequestBuilder, Response};
-use reqwest::header::{
-    CONTENT_LENGTH, ETAG, HeaderMap, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION,
-    RETRY_AFTER,
-};
+use reqwest::header::{HeaderMap, IF_MODIFIED_SINCE, IF_NONE_MATCH};
 use url::Url;
 
 use super::budget::{Class, RateBudget, RateLimits};
+use super::pauses::{HostKey, Pauses};
 use super::redirects::{Hop, RecentRedirects};
-use super::retry::{RetryPolicy, parse_ratelimit_reset, parse_retry_after};
-use super::{BodySink, FetchError, GetOutcome, Remote, RemoteMeta, Validators};
-use crate::digest::Sha256Digest;
-use crate::format::Slice;
-use crate::format::hub::TreeListing;
+use super::retry::RetryPolicy;
+use super::{
+    BodySink, FetchError, GetOutcome, Hub, Remote, RemoteMeta, Validators, strong_etag_match,
+};
+use crate::format::{Location, Slice};
+use response::{
+    Failure, classify_status, is_followable_redirect, log_response, merge_meta, network_error,
+    next_location, read_linked, stream_body,
+};
 
 mod hub;
 mod range;
+mod response;
 
 pub use hub::hub_api_root;
 
 const MAX_REDIRECTS: usize = 10;
+/// The Hub whose rate limits apply unless `--hf-endpoint` names another.
+pub const HUGGING_FACE: &str = "https://huggingface.co";
 /// After a request fails for want of a connection, later requests skip their
 /// retries for this long.
 const DOWN_MEMORY: Duration = Duration::from_secs(10);
@@ -47,7 +54,10 @@ pub struct HttpSettings {
     pub ca_pem: Option<Vec<u8>>,
     /// Use the Hugging Face API when the base URL is in the Hub's layout.
     pub hub_api: bool,
-    /// Pacing of requests to a Hugging Face Hub.
+    /// The Hugging Face Hub (`--hf-endpoint`): requests to its host and
+    /// port are paced under `limits`, whatever the base URL.
+    pub hub_endpoint: String,
+    /// Pacing of requests to the Hub.
     pub limits: RateLimits,
 }
 
@@ -60,6 +70,7 @@ impl HttpSettings {
             token: None,
             ca_pem: None,
             hub_api: true,
+            hub_endpoint: HUGGING_FACE.into(),
             limits: RateLimits::default(),
         }
     }
@@ -84,17 +95,15 @@ pub struct HttpRemote {
     down_until: Mutex<Option<Instant>>,
     redirects: RecentRedirects,
     /// The Hub API's root for this dataset, when the base URL has the
-    /// Hub's layout; the Hub's limits then apply, API calls or not.
+    /// Hub's layout.
     hub: Option<Url>,
     /// Whether API calls may be made (`--no-hf-api` says no).
     use_api: bool,
+    /// The Hub's host, whose requests `budget` paces.
+    paced: Option<HostKey>,
     budget: RateBudget,
-}
-
-enum Failure {
-    /// Worth another attempt after a wait (the server may say how long).
-    Transient(FetchError, Option<Duration>),
-    Final(FetchError),
+    /// What servers asked for (429, `RateLimit`), per host.
+    pauses: Pauses,
 }
 
 impl HttpRemote {
@@ -126,9 +135,13 @@ impl HttpRemote {
         if settings.token.is_some() && base.scheme() != "https" {
             tracing::warn!("a token is set but the base URL is not HTTPS: it will not be sent");
         }
+        let hub_endpoint = Url::parse(&settings.hub_endpoint)
+            .map_err(|e| format!("invalid Hub URL {:?}: {e}", settings.hub_endpoint))?;
         Ok(HttpRemote {
             hub: hub_api_root(&base),
             use_api: settings.hub_api,
+            paced: HostKey::of(&hub_endpoint),
+            pauses: Pauses::default(),
             client,
             base,
             timeout: settings.timeout,
@@ -160,12 +173,11 @@ impl HttpRemote {
         }
     }
 
-    fn file_url(&self, tag: &str, path: &str) -> Url {
-        if crate::format::is_url(path) {
-            if let Ok(url) = Url::parse(path) {
-                return url;
-            }
-        }
+    fn file_url(&self, tag: &str, file: &Location) -> Url {
+        let path = match file {
+            Location::Absolute(url) => return url.clone(),
+            Location::Revision(path) => path,
+        };
         let mut url = self.base.clone();
         url.path_segments_mut()
             .expect("checked in new: the base URL can be a base")
@@ -175,34 +187,40 @@ impl HttpRemote {
         url
     }
 
-    /// Whether `url` is on the dataset's host when that is a Hugging Face
-    /// Hub, whose rate limits apply.
-    fn is_hub(&self, url: &Url) -> bool {
-        self.hub.is_some() && self.on_base_host(url)
+    /// Whether `url` is on the Hugging Face Hub, whose limits we pace.
+    fn is_paced(&self, url: &Url) -> bool {
+        self.paced.is_some() && HostKey::of(url) == self.paced
     }
 
-    /// Sends a request, first waiting for its turn under the Hub's limits.
+    /// Sends a request once the server's host may be asked: after a pause
+    /// it asked for, and in its turn under the Hub's limits when it is the
+    /// Hub. What the answer says of its quota is remembered.
     fn send(&self, request: RequestBuilder, url: &Url, class: Class) -> Result<Response, Failure> {
-        if self.is_hub(url) {
+        self.pauses
+            .wait(url, class, self.retry.max_wait)
+            .map_err(Failure::Final)?;
+        if self.is_paced(url) {
             self.budget
                 .acquire(class, self.retry.max_wait)
                 .map_err(Failure::Final)?;
         }
-        request
+        let response = request
             .send()
-            .map_err(|e| Failure::Transient(network_error(&e), None))
+            .map_err(|e| Failure::Transient(network_error(&e), None))?;
+        self.pauses.observe(url, class, response.headers());
+        Ok(response)
     }
 
-    /// The failure for an unwanted status; a 429 from the Hub also holds
-    /// back every other request to it.
-    fn refused(&self, url: &Url, status: StatusCode, headers: &HeaderMap) -> Failure {
+    /// The failure for an unwanted status; a 429 also holds back the other
+    /// requests of its class to that host, for as long as it asked.
+    fn refused(&self, url: &Url, class: Class, status: StatusCode, headers: &HeaderMap) -> Failure {
         let failure = classify_status(status, headers);
-        if status == StatusCode::TOO_MANY_REQUESTS && self.is_hub(url) {
+        if status == StatusCode::TOO_MANY_REQUESTS {
             let asked = match &failure {
                 Failure::Transient(_, Some(wait)) => *wait,
-                _ => self.retry.delay(0, None),
+                _ => self.retry.backoff_base,
             };
-            self.budget.pause(asked.min(self.retry.max_wait));
+            self.pauses.pause(url, class, asked);
         }
         failure
     }
@@ -218,7 +236,11 @@ impl HttpRemote {
         } else {
             self.retry.max_retries
         };
-        let mut retry = 0;
+        let mut schedule = RetryPolicy {
+            max_retries: retries,
+            ..self.retry
+        }
+        .schedule();
         loop {
             match attempt() {
                 Ok(value) => {
@@ -226,17 +248,20 @@ impl HttpRemote {
                     return Ok(value);
                 }
                 Err(Failure::Final(error)) => return Err(error),
+                // Asked to wait longer than we may: the pause it set fails
+                // the next requests to that host fast too.
+                Err(Failure::Transient(error, Some(asked))) if asked > self.retry.max_wait => {
+                    return Err(error);
+                }
                 Err(Failure::Transient(error, server_asked)) => {
-                    if retry >= retries {
+                    let Some(wait) = schedule.next(server_asked) else {
                         if matches!(error, FetchError::Network(_)) {
                             *self.down_until.lock() = Some(Instant::now() + DOWN_MEMORY);
                         }
                         return Err(error);
-                    }
-                    let wait = self.retry.delay(retry, server_asked);
-                    tracing::debug!(%error, ?wait, retry, "transient failure, retrying");
+                    };
+                    tracing::debug!(%error, ?wait, "transient failure, retrying");
                     std::thread::sleep(wait);
-                    retry += 1;
                 }
             }
         }
@@ -270,7 +295,7 @@ impl HttpRemote {
             if is_followable_redirect(status) {
                 read_linked(response.headers(), &mut linked);
                 if let (Some(have), Some(now)) = (&validators.etag, &linked.etag) {
-                    if same_etag(have, now) {
+                    if strong_etag_match(have, now) {
                         return Ok(GetOutcome::NotModified);
                     }
                 }
@@ -284,7 +309,7 @@ impl HttpRemote {
                     stream_body(response, &meta, sink, began, self.timeout)?;
                     Ok(GetOutcome::Fetched(meta))
                 }
-                status => Err(self.refused(&url, status, response.headers())),
+                status => Err(self.refused(&url, Class::Resolve, status, response.headers())),
             };
         }
         Err(Failure::Final(FetchError::TooManyRedirects))
@@ -320,7 +345,7 @@ impl HttpRemote {
             }
             return match status {
                 StatusCode::OK => Ok(merge_meta(linked, response.headers())),
-                status => Err(self.refused(&url, status, response.headers())),
+                status => Err(self.refused(&url, Class::Resolve, status, response.headers())),
             };
         }
         Err(Failure::Final(FetchError::TooManyRedirects))
@@ -331,11 +356,11 @@ impl Remote for HttpRemote {
     fn get(
         &self,
         tag: &str,
-        path: &str,
+        file: &Location,
         validators: &Validators,
         sink: &mut dyn BodySink,
     ) -> Result<GetOutcome, FetchError> {
-        let url = self.file_url(tag, path);
+        let url = self.file_url(tag, file);
         let mut hop = validators
             .is_empty()
             .then(|| self.redirects.take(&url))
@@ -359,192 +384,30 @@ impl Remote for HttpRemote {
     fn get_range(
         &self,
         tag: &str,
-        path: &str,
+        file: &Location,
         slice: Slice,
         validators: &Validators,
         sink: &mut dyn BodySink,
     ) -> Result<GetOutcome, FetchError> {
-        let url = self.file_url(tag, path);
+        let url = self.file_url(tag, file);
         self.with_retries(|| self.range_once(&url, slice, validators, sink))
     }
 
-    fn head(&self, tag: &str, path: &str) -> Result<RemoteMeta, FetchError> {
-        let url = self.file_url(tag, path);
+    fn head(&self, tag: &str, file: &Location) -> Result<RemoteMeta, FetchError> {
+        let url = self.file_url(tag, file);
         self.with_retries(|| self.head_once(&url))
     }
 
-    fn release_refs(&self) -> Result<Vec<String>, FetchError> {
-        self.hub_refs()
-    }
-
-    fn tree(&self, tag: &str, dir: &str) -> Result<TreeListing, FetchError> {
-        self.hub_tree(tag, dir)
-    }
-
-    fn url(&self, tag: &str, path: &str) -> String {
-        self.file_url(tag, path).to_string()
+    fn url(&self, tag: &str, file: &Location) -> String {
+        self.file_url(tag, file).to_string()
     }
 
     fn origin(&self) -> String {
         super::origin_of(self.base.as_str())
     }
-}
 
-fn is_followable_redirect(status: StatusCode) -> bool {
-    status.is_redirection() && status != StatusCode::NOT_MODIFIED
-}
-
-fn log_response(method: &str, url: &Url, status: StatusCode, began: Instant) {
-    tracing::debug!(
-        method,
-        url = %url,
-        status = status.as_u16(),
-        ms = began.elapsed().as_millis() as u64,
-        "http"
-    );
-}
-
-fn header(headers: &HeaderMap, name: impl reqwest::header::AsHeaderName) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.trim().to_string())
-}
-
-/// Remembers the first `X-Linked-Etag` / `X-Linked-Size` seen on a redirect.
-fn read_linked(headers: &HeaderMap, linked: &mut RemoteMeta) {
-    if linked.etag.is_none() {
-        if let Some(etag) = header(headers, "x-linked-etag") {
-            linked.sha256 = Sha256Digest::from_hex(&etag);
-            linked.etag = Some(etag);
-        }
-    }
-    if linked.size.is_none() {
-        linked.size = header(headers, "x-linked-size").and_then(|s| s.parse().ok());
-    }
-}
-
-/// Metadata of the final response, with what the redirects said taking
-/// precedence (a CDN's own ETag is not the dataset's).
-fn merge_meta(linked: RemoteMeta, headers: &HeaderMap) -> RemoteMeta {
-    RemoteMeta {
-        etag: linked.etag.or_else(|| header(headers, ETAG)),
-        last_modified: header(headers, LAST_MODIFIED),
-        size: linked
-            .size
-            .or_else(|| header(headers, CONTENT_LENGTH).and_then(|s| s.parse().ok())),
-        sha256: linked.sha256,
-    }
-}
-
-fn next_location(current: &Url, headers: &HeaderMap) -> Result<Url, FetchError> {
-    let location = header(headers, LOCATION)
-        .ok_or_else(|| FetchError::Rejected("a redirect without a Location header".into()))?;
-    current.join(&location).map_err(|e| {
-        FetchError::Rejected(format!("a redirect to an invalid URL {location:?}: {e}"))
-    })
-}
-
-fn classify_status(status: StatusCode, headers: &HeaderMap) -> Failure {
-    let code = status.as_u16();
-    match code {
-        404 | 410 => Failure::Final(FetchError::NotFound),
-        429 | 502 | 503 | 504 => {
-            let now = SystemTime::now();
-            let asked = header(headers, RETRY_AFTER)
-                .and_then(|v| parse_retry_after(&v, now))
-                .or_else(|| header(headers, "ratelimit").and_then(|v| parse_ratelimit_reset(&v)));
-            Failure::Transient(FetchError::Status(code), asked)
-        }
-        _ => Failure::Final(FetchError::Status(code)),
-    }
-}
-
-fn stream_body(
-    mut response: Response,
-    meta: &RemoteMeta,
-    sink: &mut dyn BodySink,
-    began: Instant,
-    timeout: Duration,
-) -> Result<(), Failure> {
-    if let Some(size) = meta.size {
-        sink.announced(size).map_err(Failure::Final)?;
-    }
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut received: u64 = 0;
-    loop {
-        let n = match response.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(Failure::Transient(
-                    FetchError::Network(format!("the body broke off after {received} bytes: {e}")),
-                    None,
-                ));
-            }
-        };
-        received += n as u64;
-        if meta.size.is_some_and(|size| received > size) {
-            return Err(Failure::Transient(
-                FetchError::Network(format!(
-                    "the body is longer than the announced {} bytes",
-                    meta.size.unwrap_or(0)
-                )),
-                None,
-            ));
-        }
-        sink.write(&buf[..n]).map_err(Failure::Final)?;
-        if began.elapsed() > timeout {
-            return Err(Failure::Transient(
-                FetchError::Network(format!("the download took longer than {timeout:?}")),
-                None,
-            ));
-        }
-    }
-    if let Some(size) = meta.size {
-        if received != size {
-            return Err(Failure::Transient(
-                FetchError::Network(format!(
-                    "the body has {received} bytes, {size} were announced"
-                )),
-                None,
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// ETags compare equal regardless of quoting and weakness markers.
-pub fn same_etag(a: &str, b: &str) -> bool {
-    let norm = |s: &str| {
-        s.trim()
-            .trim_start_matches("W/")
-            .trim_matches('"')
-            .to_string()
-    };
-    norm(a) == norm(b)
-}
-
-/// The reason of a reqwest error, with the OS cause (e.g. "Connection refused").
-fn network_error(error: &reqwest::Error) -> FetchError {
-    let what = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    let mut cause = String::new();
-    let mut source = std::error::Error::source(error);
-    while let Some(s) = source {
-        cause = s.to_string();
-        source = s.source();
-    }
-    if cause.is_empty() {
-        FetchError::Network(what.to_string())
-    } else {
-        FetchError::Network(format!("{what}: {cause}"))
+    fn hub(&self) -> Option<&dyn Hub> {
+        self.api_root().ok().map(|_| self as &dyn Hub)
     }
 }
 
@@ -561,7 +424,10 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(
-            remote.url("v2026.04.2", "ambientcg/1k/Bois d'été #1/color.png"),
+            remote.url(
+                "v2026.04.2",
+                &Location::revision("ambientcg/1k/Bois d'été #1/color.png")
+            ),
             "https://example.org/datasets/o/r/resolve/v2026.04.2/ambientcg/1k/Bois%20d'%C3%A9t%C3%A9%20%231/color.png"
         );
         assert!(
@@ -572,6 +438,32 @@ mod tests {
             ))
             .is_err()
         );
+    }
+
+    #[test]
+    fn only_the_hubs_own_host_is_paced() {
+        let remote = |base: &str, hub: &str| {
+            HttpRemote::new(&HttpSettings {
+                hub_endpoint: hub.into(),
+                ..HttpSettings::new(base, Duration::from_secs(1), RetryPolicy::default())
+            })
+            .unwrap()
+        };
+        let url = |u: &str| Url::parse(u).unwrap();
+        let hub = remote("https://huggingface.co/datasets/o/r/resolve", HUGGING_FACE);
+        assert!(hub.is_paced(&url("https://huggingface.co/datasets/o/r/resolve/v1/a.png")));
+        assert!(hub.is_paced(&url("https://huggingface.co/api/datasets/o/r/refs")));
+        assert!(!hub.is_paced(&url("https://cdn-lfs.hf.co/repos/x?sig=1")));
+        // A mirror in the Hub's layout has the API, not the Hub's limits.
+        let mirror = remote("http://mirror:8080/datasets/o/r/resolve", HUGGING_FACE);
+        assert!(mirror.hub().is_some());
+        assert!(!mirror.is_paced(&url("http://mirror:8080/datasets/o/r/resolve/v1/a.png")));
+        assert!(!mirror.is_paced(&url("http://mirror:8080/api/datasets/o/r/refs")));
+        // HF_ENDPOINT names the Hub, whatever the base URL's layout.
+        let local = remote("http://127.0.0.1:9000/resolve", "http://127.0.0.1:9000");
+        assert!(local.is_paced(&url("http://127.0.0.1:9000/resolve/v1/a.png")));
+        assert!(!local.is_paced(&url("http://127.0.0.1:9001/resolve/v1/a.png")));
+        assert!(local.hub().is_none(), "no API without the Hub's layout");
     }
 
     #[test]
@@ -607,12 +499,5 @@ mod tests {
             None
         );
         assert!(!format!("{:?}", settings("https://x")).contains("hf_secret"));
-    }
-
-    #[test]
-    fn etags_compare_without_quotes_or_weakness() {
-        assert!(same_etag("\"abc\"", "abc"));
-        assert!(same_etag("W/\"abc\"", "\"abc\""));
-        assert!(!same_etag("\"abc\"", "\"abd\""));
     }
 }

@@ -12,13 +12,14 @@ use reqwest::blocking::Response;
 use reqwest::header::{CONTENT_RANGE, ETAG, HeaderMap, IF_NONE_MATCH, LAST_MODIFIED, RANGE};
 use url::Url;
 
-use super::{
-    Failure, HttpRemote, MAX_REDIRECTS, header, is_followable_redirect, log_response,
-    next_location, same_etag, stream_body,
+use super::response::{
+    Failure, header, is_followable_redirect, log_response, next_location, stream_body,
 };
+use super::{HttpRemote, MAX_REDIRECTS};
 use crate::format::Slice;
-use crate::remote::Class;
-use crate::remote::{BodySink, FetchError, GetOutcome, RemoteMeta, Validators};
+use crate::remote::{
+    BodySink, Class, FetchError, GetOutcome, RemoteMeta, Validators, strong_etag_match,
+};
 
 /// How far into a file a server that ignores `Range` may be read to reach a
 /// slice.
@@ -54,7 +55,7 @@ impl HttpRemote {
                     linked_etag = header(response.headers(), "x-linked-etag");
                 }
                 if let (Some(have), Some(now)) = (&validators.etag, &linked_etag) {
-                    if same_etag(have, now) {
+                    if strong_etag_match(have, now) {
                         return Ok(GetOutcome::NotModified);
                     }
                 }
@@ -78,7 +79,7 @@ impl HttpRemote {
                     read_slice_of_whole(response, &url, slice, sink)?;
                     Ok(GetOutcome::Fetched(meta))
                 }
-                status => Err(self.refused(&url, status, response.headers())),
+                status => Err(self.refused(&url, Class::Resolve, status, response.headers())),
             };
         }
         Err(Failure::Final(FetchError::TooManyRedirects))

@@ -18,6 +18,10 @@ fn copy() -> (tempfile::TempDir, LocalRemote) {
     (dir, remote)
 }
 
+fn at(path: &str) -> Location {
+    Location::revision(path)
+}
+
 fn sink() -> MemorySink {
     MemorySink::with_limit(1 << 30)
 }
@@ -31,7 +35,7 @@ fn fetched(outcome: Result<GetOutcome, FetchError>) -> RemoteMeta {
 
 fn etag_of(remote: &LocalRemote, path: &str) -> Validators {
     Validators {
-        etag: remote.head(TAG, path).unwrap().etag,
+        etag: remote.head(TAG, &at(path)).unwrap().etag,
         last_modified: None,
     }
 }
@@ -41,13 +45,13 @@ fn a_get_gives_the_bytes_and_the_same_size_and_validator_as_a_head() {
     let (dir, remote) = copy();
     for path in ["a.json", "big.bin"] {
         let mut body = sink();
-        let meta = fetched(remote.get(TAG, path, &Validators::default(), &mut body));
+        let meta = fetched(remote.get(TAG, &at(path), &Validators::default(), &mut body));
         assert_eq!(
             body.bytes,
             fs::read(dir.path().join(TAG).join(path)).unwrap()
         );
         assert_eq!(meta.size, Some(body.bytes.len() as u64));
-        assert_eq!(meta, remote.head(TAG, path).unwrap());
+        assert_eq!(meta, remote.head(TAG, &at(path)).unwrap());
         assert!(meta.etag.is_some());
     }
 }
@@ -56,7 +60,7 @@ fn a_get_gives_the_bytes_and_the_same_size_and_validator_as_a_head() {
 fn an_unchanged_file_is_not_modified_and_its_body_is_not_sent() {
     let (_dir, remote) = copy();
     let mut body = sink();
-    let outcome = remote.get(TAG, "a.json", &etag_of(&remote, "a.json"), &mut body);
+    let outcome = remote.get(TAG, &at("a.json"), &etag_of(&remote, "a.json"), &mut body);
     assert!(matches!(outcome, Ok(GetOutcome::NotModified)));
     assert!(body.bytes.is_empty());
 }
@@ -78,7 +82,7 @@ fn a_replaced_file_has_another_validator_even_with_the_same_size_and_time() {
         .unwrap();
     fs::rename(&aside, &path).unwrap();
     let mut body = sink();
-    let meta = fetched(remote.get(TAG, "a.json", &before, &mut body));
+    let meta = fetched(remote.get(TAG, &at("a.json"), &before, &mut body));
     assert_eq!(body.bytes, b"{\"a\": 2}\n");
     assert_ne!(meta.etag, before.etag);
 }
@@ -93,7 +97,7 @@ fn a_file_rewritten_in_place_has_another_validator() {
     file.set_modified(SystemTime::now() + Duration::from_secs(1))
         .unwrap();
     let mut body = sink();
-    let meta = fetched(remote.get(TAG, "a.json", &before, &mut body));
+    let meta = fetched(remote.get(TAG, &at("a.json"), &before, &mut body));
     assert_eq!(body.bytes, b"{\"b\": 1}\n");
     assert_ne!(meta.etag, before.etag);
 }
@@ -133,7 +137,7 @@ fn a_file_changed_while_it_is_read_is_read_again_whole() {
         raced: false,
         resets: 0,
     };
-    let meta = fetched(remote.get(TAG, "big.bin", &Validators::default(), &mut body));
+    let meta = fetched(remote.get(TAG, &at("big.bin"), &Validators::default(), &mut body));
     let now = fs::read(&path).unwrap();
     assert!(now.ends_with(b"appended"));
     assert_eq!(body.inner.bytes, now);
@@ -150,12 +154,18 @@ fn ranges_are_exact_conditional_and_bounded() {
         length: 290_000,
     };
     let mut body = sink();
-    let meta = fetched(remote.get_range(TAG, "big.bin", slice, &Validators::default(), &mut body));
+    let meta = fetched(remote.get_range(
+        TAG,
+        &at("big.bin"),
+        slice,
+        &Validators::default(),
+        &mut body,
+    ));
     assert_eq!(body.bytes, &whole[300_000..590_000]);
     assert_eq!(meta.size, Some(290_000));
     let validators = etag_of(&remote, "big.bin");
     assert_eq!(meta.etag, validators.etag, "the whole file's validator");
-    let outcome = remote.get_range(TAG, "big.bin", slice, &validators, &mut sink());
+    let outcome = remote.get_range(TAG, &at("big.bin"), slice, &validators, &mut sink());
     assert!(matches!(outcome, Ok(GetOutcome::NotModified)));
     let past_the_end = Slice {
         offset: 599_999,
@@ -163,7 +173,7 @@ fn ranges_are_exact_conditional_and_bounded() {
     };
     let outcome = remote.get_range(
         TAG,
-        "big.bin",
+        &at("big.bin"),
         past_the_end,
         &Validators::default(),
         &mut sink(),
@@ -181,11 +191,11 @@ fn missing_files_and_directories_are_not_found() {
         (TAG, "sub"),
     ] {
         assert_eq!(
-            remote.head(tag, path),
+            remote.head(tag, &at(path)),
             Err(FetchError::NotFound),
             "{tag}/{path}"
         );
-        let outcome = remote.get(tag, path, &Validators::default(), &mut sink());
+        let outcome = remote.get(tag, &at(path), &Validators::default(), &mut sink());
         assert_eq!(outcome.unwrap_err(), FetchError::NotFound, "{tag}/{path}");
     }
 }
@@ -204,13 +214,13 @@ fn paths_that_could_leave_the_root_are_refused() {
         (TAG, "a\0.json"),
     ] {
         assert!(
-            matches!(remote.head(tag, path), Err(FetchError::Rejected(_))),
+            matches!(remote.head(tag, &at(path)), Err(FetchError::Rejected(_))),
             "{tag}/{path}"
         );
     }
-    let url = "https://example.invalid/x.parquet";
+    let url = Location::Absolute("https://example.invalid/x.parquet".parse().unwrap());
     assert!(matches!(
-        remote.head(TAG, url),
+        remote.head(TAG, &url),
         Err(FetchError::Rejected(_))
     ));
 }
@@ -224,17 +234,17 @@ fn symlinks_may_stay_inside_the_root_but_not_leave_it() {
     // Inside: a deduplicated copy links its files to one store.
     symlink("../v1/a.json", v1.join("linked.json")).unwrap();
     let mut body = sink();
-    fetched(remote.get(TAG, "linked.json", &Validators::default(), &mut body));
+    fetched(remote.get(TAG, &at("linked.json"), &Validators::default(), &mut body));
     assert_eq!(body.bytes, b"{\"a\": 1}\n");
     symlink(outside.path().join("passwd"), v1.join("file-out")).unwrap();
     symlink(outside.path(), v1.join("dir-out")).unwrap();
     for path in ["file-out", "dir-out/passwd"] {
         let mut body = sink();
-        let outcome = remote.get(TAG, path, &Validators::default(), &mut body);
+        let outcome = remote.get(TAG, &at(path), &Validators::default(), &mut body);
         assert!(matches!(outcome, Err(FetchError::Rejected(_))), "{path}");
         assert!(body.bytes.is_empty());
         assert!(matches!(
-            remote.head(TAG, path),
+            remote.head(TAG, &at(path)),
             Err(FetchError::Rejected(_))
         ));
     }
@@ -259,7 +269,7 @@ fn only_file_urls_of_existing_directories_are_taken() {
 fn urls_in_messages_name_the_file_under_the_base() {
     let (dir, remote) = copy();
     assert_eq!(
-        remote.url(TAG, "sub/x.png"),
+        remote.url(TAG, &at("sub/x.png")),
         format!("file://{}/v1/sub/x.png", dir.path().display())
     );
 }

@@ -104,6 +104,8 @@ pub enum Fault {
     RedirectLoop,
     /// Wait this long, then answer normally.
     Delay(Duration),
+    /// Answer normally, with these headers too (e.g. `RateLimit`).
+    Headers(Vec<(String, String)>),
 }
 
 #[derive(Debug, Clone)]

@@ -100,6 +100,12 @@ fn apply_fault(
             std::thread::sleep(wait);
             send(stream, &response, head_only, keep_alive)
         }
+        Fault::Headers(extra) => {
+            let response = extra.into_iter().fold(response, |response, (name, value)| {
+                response.header(&name, value)
+            });
+            send(stream, &response, head_only, keep_alive)
+        }
         Fault::RedirectLoop => {
             let again = Response::new(302, Vec::new()).header("Location", request.raw_path.clone());
             send(stream, &again, head_only, keep_alive)

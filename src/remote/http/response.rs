@@ -1,0 +1,172 @@
+//! Reading a response: statuses as retryable or final failures, the
+//! `X-Linked-*` headers of a Hugging Face redirect, and a body streamed to a
+//! sink within its announced length and the time bound.
+
+use std::io::Read;
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::StatusCode;
+use reqwest::blocking::Response;
+use reqwest::header::{CONTENT_LENGTH, ETAG, HeaderMap, LAST_MODIFIED, LOCATION, RETRY_AFTER};
+use url::Url;
+
+use crate::digest::Sha256Digest;
+use crate::remote::pauses::exhausted_for;
+use crate::remote::retry::parse_retry_after;
+use crate::remote::{BodySink, FetchError, RemoteMeta};
+
+pub(super) enum Failure {
+    /// Worth another attempt after a wait (the server may say how long).
+    Transient(FetchError, Option<Duration>),
+    Final(FetchError),
+}
+
+pub(super) fn is_followable_redirect(status: StatusCode) -> bool {
+    status.is_redirection() && status != StatusCode::NOT_MODIFIED
+}
+
+pub(super) fn log_response(method: &str, url: &Url, status: StatusCode, began: Instant) {
+    tracing::debug!(
+        method,
+        url = %url,
+        status = status.as_u16(),
+        ms = began.elapsed().as_millis() as u64,
+        "http"
+    );
+}
+
+pub(super) fn header(
+    headers: &HeaderMap,
+    name: impl reqwest::header::AsHeaderName,
+) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
+}
+
+/// Remembers the first `X-Linked-Etag` / `X-Linked-Size` seen on a redirect.
+pub(super) fn read_linked(headers: &HeaderMap, linked: &mut RemoteMeta) {
+    if linked.etag.is_none() {
+        if let Some(etag) = header(headers, "x-linked-etag") {
+            linked.sha256 = Sha256Digest::from_hex(&etag);
+            linked.etag = Some(etag);
+        }
+    }
+    if linked.size.is_none() {
+        linked.size = header(headers, "x-linked-size").and_then(|s| s.parse().ok());
+    }
+}
+
+/// Metadata of the final response, with what the redirects said taking
+/// precedence (a CDN's own ETag is not the dataset's).
+pub(super) fn merge_meta(linked: RemoteMeta, headers: &HeaderMap) -> RemoteMeta {
+    RemoteMeta {
+        etag: linked.etag.or_else(|| header(headers, ETAG)),
+        last_modified: header(headers, LAST_MODIFIED),
+        size: linked
+            .size
+            .or_else(|| header(headers, CONTENT_LENGTH).and_then(|s| s.parse().ok())),
+        sha256: linked.sha256,
+    }
+}
+
+pub(super) fn next_location(current: &Url, headers: &HeaderMap) -> Result<Url, FetchError> {
+    let location = header(headers, LOCATION)
+        .ok_or_else(|| FetchError::Rejected("a redirect without a Location header".into()))?;
+    current.join(&location).map_err(|e| {
+        FetchError::Rejected(format!("a redirect to an invalid URL {location:?}: {e}"))
+    })
+}
+
+pub(super) fn classify_status(status: StatusCode, headers: &HeaderMap) -> Failure {
+    let code = status.as_u16();
+    match code {
+        404 | 410 => Failure::Final(FetchError::NotFound),
+        429 | 502 | 503 | 504 => {
+            let now = SystemTime::now();
+            let asked = header(headers, RETRY_AFTER)
+                .and_then(|v| parse_retry_after(&v, now))
+                .or_else(|| exhausted_for(headers));
+            Failure::Transient(FetchError::Status(code), asked)
+        }
+        _ => Failure::Final(FetchError::Status(code)),
+    }
+}
+
+pub(super) fn stream_body(
+    mut response: Response,
+    meta: &RemoteMeta,
+    sink: &mut dyn BodySink,
+    began: Instant,
+    timeout: Duration,
+) -> Result<(), Failure> {
+    if let Some(size) = meta.size {
+        sink.announced(size).map_err(Failure::Final)?;
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut received: u64 = 0;
+    loop {
+        let n = match response.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(Failure::Transient(
+                    FetchError::Network(format!("the body broke off after {received} bytes: {e}")),
+                    None,
+                ));
+            }
+        };
+        received += n as u64;
+        if meta.size.is_some_and(|size| received > size) {
+            return Err(Failure::Transient(
+                FetchError::Network(format!(
+                    "the body is longer than the announced {} bytes",
+                    meta.size.unwrap_or(0)
+                )),
+                None,
+            ));
+        }
+        sink.write(&buf[..n]).map_err(Failure::Final)?;
+        if began.elapsed() > timeout {
+            return Err(Failure::Transient(
+                FetchError::Network(format!("the download took longer than {timeout:?}")),
+                None,
+            ));
+        }
+    }
+    if let Some(size) = meta.size {
+        if received != size {
+            return Err(Failure::Transient(
+                FetchError::Network(format!(
+                    "the body has {received} bytes, {size} were announced"
+                )),
+                None,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The reason of a reqwest error, with the OS cause (e.g. "Connection refused").
+pub(super) fn network_error(error: &reqwest::Error) -> FetchError {
+    let what = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    let mut cause = String::new();
+    let mut source = std::error::Error::source(error);
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    if cause.is_empty() {
+        FetchError::Network(what.to_string())
+    } else {
+        FetchError::Network(format!("{what}: {cause}"))
+    }
+}

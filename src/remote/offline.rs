@@ -1,0 +1,61 @@
+//! `--offline`: every request fails at once without touching the network,
+//! and the rest of the program asks [`Remote::is_offline`] rather than
+//! keeping a flag of its own.
+
+use super::{BodySink, FetchError, GetOutcome, Remote, RemoteMeta, Validators};
+use crate::format::{Location, Slice};
+
+pub struct Offline {
+    /// The base URL, for messages.
+    base: String,
+}
+
+impl Offline {
+    pub fn new(base: &str) -> Self {
+        Offline {
+            base: base.trim_end_matches('/').to_string(),
+        }
+    }
+}
+
+impl Remote for Offline {
+    fn get(
+        &self,
+        _: &str,
+        _: &Location,
+        _: &Validators,
+        _: &mut dyn BodySink,
+    ) -> Result<GetOutcome, FetchError> {
+        Err(FetchError::Offline)
+    }
+
+    fn get_range(
+        &self,
+        _: &str,
+        _: &Location,
+        _: Slice,
+        _: &Validators,
+        _: &mut dyn BodySink,
+    ) -> Result<GetOutcome, FetchError> {
+        Err(FetchError::Offline)
+    }
+
+    fn head(&self, _: &str, _: &Location) -> Result<RemoteMeta, FetchError> {
+        Err(FetchError::Offline)
+    }
+
+    fn url(&self, tag: &str, file: &Location) -> String {
+        match file {
+            Location::Revision(path) => format!("{}/{tag}/{path}", self.base),
+            Location::Absolute(url) => url.to_string(),
+        }
+    }
+
+    fn origin(&self) -> String {
+        super::origin_of(&self.base)
+    }
+
+    fn is_offline(&self) -> bool {
+        true
+    }
+}
