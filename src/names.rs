@@ -92,6 +92,12 @@ pub fn is_release_tag(name: &str) -> bool {
     }
 }
 
+/// Whether `name` is a commit id (40 lower-case hex digits): a revision that
+/// can never change.
+pub fn is_commit(name: &str) -> bool {
+    name.len() == 40 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// Where a release tag stands in CalVer order: year, month, number, then
 /// finals after their release candidates. `None` for other names.
 pub fn release_order(name: &str) -> Option<(bool, [u64; 3], String)> {

@@ -148,7 +148,8 @@ fn location(manifest: &Manifest, name: &str) -> Location {
 
 /// What a conditional GET of a document found.
 pub enum Refresh {
-    Unchanged,
+    /// With what the answer said.
+    Unchanged(RemoteMeta),
     Changed(Vec<u8>, RemoteMeta),
     Gone,
     Failed(FetchError),
@@ -215,7 +216,7 @@ impl Documents {
         let mut sink = MemorySink::with_limit(DOCUMENT_LIMIT);
         let meta = match remote.get(&t.name, &file, &Validators::default(), &mut sink) {
             Ok(GetOutcome::Fetched(meta)) => meta,
-            Ok(GetOutcome::NotModified) => {
+            Ok(GetOutcome::NotModified(_)) => {
                 return Err(Error::refused(
                     url,
                     "a 304 answer to an unconditional request",
@@ -223,6 +224,7 @@ impl Documents {
             }
             Err(e) => return Err(Error::fetch(url, e)),
         };
+        t.saw(&meta);
         let manifest = t.view.load().manifest.clone();
         let parsed = parse_document(&t.name, name, role, &sink.bytes, &manifest)
             .map_err(|why| Error::refused(&url, format!("an unusable document: {why}")))?;
@@ -238,7 +240,8 @@ impl Documents {
     /// it (the document itself, or a texture it lists) asks the server.
     pub fn revalidate(&self, t: &Shared, name: &str) -> Result<()> {
         let gate = self.fresh.get(&name.to_string());
-        if gate.is_settled(REVALIDATION_RETRY) {
+        // A revision named by its commit never changes.
+        if t.immutable || gate.is_settled(REVALIDATION_RETRY) {
             return Ok(());
         }
         wait::may_block()?;
@@ -263,7 +266,8 @@ impl Documents {
         let _ = self.get(t, name);
         let view = t.view.load();
         match Self::refresh(t, name, &record) {
-            Refresh::Unchanged => {
+            Refresh::Unchanged(meta) => {
+                t.saw(&meta);
                 tracing::info!(tag = %t.name, document = name, "revalidated: unchanged on the server");
                 true
             }
@@ -338,13 +342,13 @@ impl Documents {
         };
         let mut sink = MemorySink::with_limit(DOCUMENT_LIMIT);
         match remote.get(&t.name, &file, &record.validators, &mut sink) {
-            Ok(GetOutcome::NotModified) => Refresh::Unchanged,
+            Ok(GetOutcome::NotModified(meta)) => Refresh::Unchanged(meta),
             Ok(GetOutcome::Fetched(meta)) => {
                 if Sha256Digest::of(&sink.bytes) != record.sha256 {
                     return Refresh::Changed(sink.bytes, meta);
                 }
                 t.state.set_validators(name, meta.validators());
-                Refresh::Unchanged
+                Refresh::Unchanged(meta)
             }
             Err(FetchError::NotFound) => Refresh::Gone,
             Err(e) => Refresh::Failed(e),

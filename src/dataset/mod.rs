@@ -162,6 +162,10 @@ impl Dataset {
             let tag = Tag::load(self.ctx.clone(), name).map_err(|e| {
                 let url = self.ctx.remote.url(name, &manifest_location());
                 match e {
+                    LoadError::NotFound if crate::names::is_commit(name) => format!(
+                        "commit {name} was not found: {url} answered 404; commits name revisions \
+                         only on a server that keeps them (the Hugging Face Hub), not on a plain mirror"
+                    ),
                     LoadError::NotFound => format!(
                         "tag {name} was not found: {url} answered 404; check --tag and --base-url (or MAT_VIS_HF_BASE)"
                     ),
@@ -191,6 +195,7 @@ impl Dataset {
         crate::wait::may_block()?;
         let known = self.pinned.iter().any(|p| p == name)
             || is_release_tag(name)
+            || crate::names::is_commit(name)
             || self.ctx.origin.has_tag(name);
         if !known {
             return Err(Error::NotFound);
@@ -206,7 +211,15 @@ impl Dataset {
                     Ok(tag)
                 }
                 Err(LoadError::NotFound) => {
-                    tracing::info!(tag = name, "no such tag on the server");
+                    if crate::names::is_commit(name) {
+                        tracing::info!(
+                            tag = name,
+                            "no such commit on the server: a commit names a revision only on a \
+                             server that keeps commits (the Hugging Face Hub); a plain mirror has none"
+                        );
+                    } else {
+                        tracing::info!(tag = name, "no such tag on the server");
+                    }
                     self.missing.lock().insert(name.to_string());
                     Err(Error::NotFound)
                 }

@@ -33,6 +33,8 @@ pub enum Outcome {
     Offline,
     /// The server answered something unusable; the cached copy is served.
     Failed,
+    /// A revision named by its commit: it never changes, nothing to ask.
+    Pinned,
 }
 
 pub struct Revalidation {
@@ -41,16 +43,19 @@ pub struct Revalidation {
 }
 
 impl Revalidation {
-    pub fn new(fetched: bool) -> Self {
+    /// `fetched`: the manifest was downloaded to load the tag; `immutable`:
+    /// the revision is a commit.
+    pub fn new(fetched: bool, immutable: bool) -> Self {
+        let outcome = match (immutable, fetched) {
+            (true, _) => Outcome::Pinned,
+            (false, true) => Outcome::Fetched,
+            (false, false) => Outcome::Pending,
+        };
         let revalidation = Revalidation {
             gate: Gate::default(),
-            outcome: Mutex::new(if fetched {
-                Outcome::Fetched
-            } else {
-                Outcome::Pending
-            }),
+            outcome: Mutex::new(outcome),
         };
-        if fetched {
+        if fetched || immutable {
             revalidation.gate.mark_passed();
         }
         revalidation
@@ -86,12 +91,14 @@ impl Revalidation {
             return true;
         }
         match Documents::refresh(t, MANIFEST_FILE, &record) {
-            Refresh::Unchanged => {
+            Refresh::Unchanged(meta) => {
+                t.saw(&meta);
                 tracing::info!(tag = %t.name, "revalidated: unchanged on the server");
                 self.set(Outcome::Unchanged);
                 true
             }
             Refresh::Changed(bytes, meta) => {
+                t.saw(&meta);
                 match parse_manifest_for(&t.name, &bytes) {
                     Ok(manifest) => {
                         self.replace(t, manifest, &bytes, &meta);

@@ -13,7 +13,7 @@ use super::view::ViewCell;
 use super::{Change, Context};
 use crate::digest::Sha256Digest;
 use crate::format::Location;
-use crate::remote::Remote;
+use crate::remote::{Remote, RemoteMeta};
 use crate::store::{Blob, OpenBlob};
 use crate::wait;
 
@@ -39,9 +39,27 @@ pub struct Shared {
     pub view: ViewCell,
     pub state: PersistedState,
     pub changes: Mutex<VecDeque<ChangeReport>>,
+    /// The revision is named by a commit id: it never changes.
+    pub immutable: bool,
+    /// The commit the revision resolved to in this session, as the server
+    /// named it (`X-Repo-Commit`).
+    pub commit: Mutex<Option<String>>,
 }
 
 impl Shared {
+    /// Notes the commit an answer named; a new one in the middle of a
+    /// session means the revision moved.
+    pub fn saw(&self, meta: &RemoteMeta) {
+        let Some(commit) = &meta.commit else {
+            return;
+        };
+        let mut known = self.commit.lock();
+        if known.as_ref().is_some_and(|k| k != commit) {
+            tracing::info!(tag = %self.name, commit, "the revision now resolves to another commit");
+        }
+        *known = Some(commit.clone());
+    }
+
     pub fn url(&self, file: &Location) -> String {
         self.ctx.remote.url(&self.name, file)
     }

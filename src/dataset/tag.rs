@@ -22,7 +22,7 @@ use super::tree::{Lookup, Node};
 use super::view::{Kind, TagView, ViewCell};
 use crate::digest::Sha256Digest;
 use crate::format::{Location, MANIFEST_FILE};
-use crate::remote::{FetchError, GetOutcome, MemorySink, Validators};
+use crate::remote::{FetchError, GetOutcome, MemorySink, RemoteMeta, Validators};
 use crate::store::{Blob, DocRecord, FileRecords, OpenBlob, TagState, TagStore};
 
 #[derive(Debug)]
@@ -82,7 +82,7 @@ impl Tag {
                             state.clone(),
                             view,
                             records,
-                            false,
+                            None,
                         ));
                     }
                     Err(why) => tracing::warn!(
@@ -105,7 +105,7 @@ impl Tag {
             &mut sink,
         ) {
             Ok(GetOutcome::Fetched(meta)) => meta,
-            Ok(GetOutcome::NotModified) => {
+            Ok(GetOutcome::NotModified(_)) => {
                 return Err(LoadError::Unavailable(
                     "the server answered 304 to an unconditional request".into(),
                 ));
@@ -130,7 +130,7 @@ impl Tag {
         }
         tracing::info!(tag = name, "fetched the manifest");
         let view = TagView::first(manifest, blob, state.generation, state.changed_at, ctx.raw);
-        Ok(Tag::new(ctx, name, store, state, view, records, true))
+        Ok(Tag::new(ctx, name, store, state, view, records, Some(meta)))
     }
 
     fn new(
@@ -140,8 +140,11 @@ impl Tag {
         state: TagState,
         view: TagView,
         records: FileRecords,
-        fetched: bool,
+        // The answer of the manifest's download, when this load fetched it.
+        fetched: Option<RemoteMeta>,
     ) -> Tag {
+        let commit = fetched.as_ref().and_then(|meta| meta.commit.clone());
+        let fetched = fetched.is_some();
         Tag {
             shared: Shared {
                 name: name.into(),
@@ -149,9 +152,11 @@ impl Tag {
                 view: ViewCell::new(view),
                 state: PersistedState::new(name, store, state),
                 changes: Mutex::new(VecDeque::new()),
+                immutable: crate::names::is_commit(name),
+                commit: Mutex::new(commit),
             },
             documents: Documents::default(),
-            revalidation: Revalidation::new(fetched),
+            revalidation: Revalidation::new(fetched, crate::names::is_commit(name)),
             files: Files::new(records),
         }
     }
@@ -345,6 +350,8 @@ impl Tag {
             "revalidation": self.revalidation.outcome(),
             "manifest_etag": self.shared.state.manifest_etag(),
             "generation": self.shared.state.version().generation,
+            // None: the server named no commit this session (not a Hub).
+            "commit": *self.shared.commit.lock(),
             "changes": serde_json::to_value(&*self.shared.changes.lock()).unwrap_or_default(),
         })
     }

@@ -62,6 +62,7 @@ impl Version {
             last_modified: None,
             size: Some(size),
             sha256: None,
+            commit: None,
         }
     }
 
@@ -159,7 +160,7 @@ impl LocalRemote {
         for _ in 0..CHANGED_WHILE_READ_ATTEMPTS {
             let (file, version) = self.open(tag, location)?;
             if version.matches(validators) {
-                return Ok(GetOutcome::NotModified);
+                return Ok(GetOutcome::NotModified(RemoteMeta::default()));
             }
             sink.reset()?;
             let result = read(&file, version, sink);

@@ -48,7 +48,7 @@ fn status(error: &FetchError) -> &'static str {
 
 fn outcome(result: &Result<GetOutcome, FetchError>) -> &'static str {
     match result {
-        Ok(GetOutcome::NotModified) => "304",
+        Ok(GetOutcome::NotModified(_)) => "304",
         Ok(GetOutcome::Fetched(_)) => "200",
         Err(e) => status(e),
     }

@@ -103,6 +103,7 @@ impl MockRemote {
             last_modified: None,
             size: Some(bytes.len() as u64),
             sha256: is_texture_path(path).then(|| Sha256Digest::of(bytes)),
+            commit: None,
         }
     }
 }
@@ -146,7 +147,7 @@ impl Remote for MockRemote {
     ) -> Result<GetOutcome, FetchError> {
         let path = file.key();
         let Some(served) = self.conditional_body("GET", tag, path, validators)? else {
-            return Ok(GetOutcome::NotModified);
+            return Ok(GetOutcome::NotModified(RemoteMeta::default()));
         };
         let meta = Self::meta(path, &served);
         self.record("GET", path, validators.etag.is_some(), "200");
@@ -166,7 +167,7 @@ impl Remote for MockRemote {
         let path = file.key();
         let conditional = validators.etag.is_some();
         let Some(bytes) = self.conditional_body("RANGE", tag, path, validators)? else {
-            return Ok(GetOutcome::NotModified);
+            return Ok(GetOutcome::NotModified(RemoteMeta::default()));
         };
         let etag = Some(etag_of(&bytes));
         let start = slice.offset as usize;
@@ -182,6 +183,7 @@ impl Remote for MockRemote {
             last_modified: None,
             size: Some(slice.length),
             sha256: None,
+            commit: None,
         }))
     }
 

@@ -69,6 +69,8 @@ pub struct RemoteMeta {
     /// The content's sha256 when the server states it (`X-Linked-Etag` on
     /// Hugging Face is the LFS object's sha256).
     pub sha256: Option<Sha256Digest>,
+    /// The commit the revision resolved to (`X-Repo-Commit` on the Hub).
+    pub commit: Option<String>,
 }
 
 impl RemoteMeta {
@@ -83,7 +85,8 @@ impl RemoteMeta {
 #[derive(Debug)]
 pub enum GetOutcome {
     /// The stored validator still matches: nothing was written to the sink.
-    NotModified,
+    /// What the answer said (the revision's commit, new validators).
+    NotModified(RemoteMeta),
     /// The whole body went to the sink.
     Fetched(RemoteMeta),
 }

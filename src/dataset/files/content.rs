@@ -228,7 +228,8 @@ fn download(
         },
     };
     match fetched.map_err(|e| Error::fetch(&url, e))? {
-        GetOutcome::NotModified => {
+        GetOutcome::NotModified(meta) => {
+            t.saw(&meta);
             let Some(Unconfirmed { open, etag }) = unconfirmed else {
                 return Err(Error::refused(
                     url,
@@ -250,6 +251,7 @@ fn download(
             Ok(open)
         }
         GetOutcome::Fetched(meta) => {
+            t.saw(&meta);
             let done = ingest.finish().map_err(Error::cache)?;
             let expected = Expected {
                 catalog: texture.hash,

@@ -65,6 +65,7 @@ fn head(t: &Shared, records: &FileRecords, path: &str, generation: u64) -> Resul
     let meta = remote
         .head(&t.name, &file)
         .map_err(|e| Error::fetch(&url, e))?;
+    t.saw(&meta);
     let Some(size) = meta.size else {
         return Err(Error::refused(url, "the server gave no size"));
     };

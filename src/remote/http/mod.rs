@@ -296,14 +296,17 @@ impl HttpRemote {
                 read_linked(response.headers(), &mut linked);
                 if let (Some(have), Some(now)) = (&validators.etag, &linked.etag) {
                     if strong_etag_match(have, now) {
-                        return Ok(GetOutcome::NotModified);
+                        return Ok(GetOutcome::NotModified(linked));
                     }
                 }
                 url = next_location(&url, response.headers()).map_err(Failure::Final)?;
                 continue;
             }
             return match status {
-                StatusCode::NOT_MODIFIED => Ok(GetOutcome::NotModified),
+                StatusCode::NOT_MODIFIED => Ok(GetOutcome::NotModified(merge_meta(
+                    linked,
+                    response.headers(),
+                ))),
                 StatusCode::OK => {
                     let meta = merge_meta(linked, response.headers());
                     stream_body(response, &meta, sink, began, self.timeout)?;

@@ -56,7 +56,7 @@ impl HttpRemote {
                 }
                 if let (Some(have), Some(now)) = (&validators.etag, &linked_etag) {
                     if strong_etag_match(have, now) {
-                        return Ok(GetOutcome::NotModified);
+                        return Ok(GetOutcome::NotModified(RemoteMeta::default()));
                     }
                 }
                 url = next_location(&url, response.headers()).map_err(Failure::Final)?;
@@ -67,9 +67,10 @@ impl HttpRemote {
                 last_modified: header(response.headers(), LAST_MODIFIED),
                 size: Some(slice.length),
                 sha256: None,
+                commit: super::response::repo_commit(response.headers()),
             };
             return match status {
-                StatusCode::NOT_MODIFIED => Ok(GetOutcome::NotModified),
+                StatusCode::NOT_MODIFIED => Ok(GetOutcome::NotModified(meta)),
                 StatusCode::PARTIAL_CONTENT => {
                     check_content_range(response.headers(), slice).map_err(Failure::Final)?;
                     stream_body(response, &meta, sink, began, self.timeout)?;

@@ -56,6 +56,14 @@ pub(super) fn read_linked(headers: &HeaderMap, linked: &mut RemoteMeta) {
     if linked.size.is_none() {
         linked.size = header(headers, "x-linked-size").and_then(|s| s.parse().ok());
     }
+    if linked.commit.is_none() {
+        linked.commit = repo_commit(headers);
+    }
+}
+
+/// The commit a Hugging Face answer names (`X-Repo-Commit`), if it is one.
+pub(super) fn repo_commit(headers: &HeaderMap) -> Option<String> {
+    header(headers, "x-repo-commit").filter(|c| crate::names::is_commit(c))
 }
 
 /// Metadata of the final response, with what the redirects said taking
@@ -68,6 +76,7 @@ pub(super) fn merge_meta(linked: RemoteMeta, headers: &HeaderMap) -> RemoteMeta 
             .size
             .or_else(|| header(headers, CONTENT_LENGTH).and_then(|s| s.parse().ok())),
         sha256: linked.sha256,
+        commit: linked.commit.or_else(|| repo_commit(headers)),
     }
 }
 

@@ -61,7 +61,7 @@ fn an_unchanged_file_is_not_modified_and_its_body_is_not_sent() {
     let (_dir, remote) = copy();
     let mut body = sink();
     let outcome = remote.get(TAG, &at("a.json"), &etag_of(&remote, "a.json"), &mut body);
-    assert!(matches!(outcome, Ok(GetOutcome::NotModified)));
+    assert!(matches!(outcome, Ok(GetOutcome::NotModified(_))));
     assert!(body.bytes.is_empty());
 }
 
@@ -166,7 +166,7 @@ fn ranges_are_exact_conditional_and_bounded() {
     let validators = etag_of(&remote, "big.bin");
     assert_eq!(meta.etag, validators.etag, "the whole file's validator");
     let outcome = remote.get_range(TAG, &at("big.bin"), slice, &validators, &mut sink());
-    assert!(matches!(outcome, Ok(GetOutcome::NotModified)));
+    assert!(matches!(outcome, Ok(GetOutcome::NotModified(_))));
     let past_the_end = Slice {
         offset: 599_999,
         length: 2,

@@ -10,17 +10,55 @@ use percent_encoding::percent_decode_str;
 
 use super::Shared;
 
-/// Decodes `<rev>/<path>` into a file under the root; refuses traversal.
+/// Decodes `<rev>/<path>` into a file under the root; refuses traversal. A
+/// revision may be named by its commit (see [`commit_of`]).
 pub(super) fn file_path(shared: &Shared, encoded: &str) -> Option<PathBuf> {
     let mut path = shared.root.clone();
-    for part in encoded.split('/') {
+    for (i, part) in encoded.split('/').enumerate() {
         let part = percent_decode_str(part).decode_utf8().ok()?;
         if part.is_empty() || part == "." || part == ".." || part.contains('\0') {
             return None;
         }
-        path.push(part.as_ref());
+        match (i, revision_named(shared, &part)) {
+            (0, Some(revision)) => path.push(revision),
+            _ => path.push(part.as_ref()),
+        }
     }
     Some(path)
+}
+
+fn is_commit(name: &str) -> bool {
+    name.len() == 40 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The commit a revision resolves to, as the Hub names it in
+/// `X-Repo-Commit`: here the hash of the revision's manifest, so that a
+/// republished manifest is a new commit. `None` when commits are off (a
+/// plain mirror) or the revision has no manifest.
+pub fn commit_of(shared: &Shared, revision: &str) -> Option<String> {
+    if !shared.options.lock().commits {
+        return None;
+    }
+    let manifest = fs::read(
+        shared
+            .root
+            .join(revision)
+            .join(matvisfs_sample::MANIFEST_FILE),
+    )
+    .ok()?;
+    Some(sha256_hex(&manifest)[..40].to_string())
+}
+
+/// The served revision that `name`, a commit, resolves to.
+fn revision_named(shared: &Shared, name: &str) -> Option<String> {
+    if !is_commit(name) || shared.root.join(name).is_dir() {
+        return None;
+    }
+    fs::read_dir(&shared.root)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .find(|revision| commit_of(shared, revision).as_deref() == Some(name))
 }
 
 /// Files Hugging Face keeps in LFS: textures and containers.

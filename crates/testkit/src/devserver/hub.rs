@@ -68,9 +68,10 @@ fn refs(shared: &Shared) -> Response {
     tags.sort();
     let tags: Vec<Value> = tags
         .iter()
-        .map(
-            |t| json!({"name": t, "ref": format!("refs/tags/{t}"), "targetCommit": "0".repeat(40)}),
-        )
+        .map(|t| {
+            let commit = super::files::commit_of(shared, t).unwrap_or_else(|| "0".repeat(40));
+            json!({"name": t, "ref": format!("refs/tags/{t}"), "targetCommit": commit})
+        })
         .collect();
     json_response(&json!({
         "branches": [{"name": "main", "ref": "refs/heads/main", "targetCommit": "0".repeat(40)}],

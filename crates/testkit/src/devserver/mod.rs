@@ -52,6 +52,9 @@ pub struct ServerOptions {
     pub hub_api: bool,
     /// Entries per page of the Hub's tree listing.
     pub tree_page_size: usize,
+    /// Name the commit each revision resolves to (`X-Repo-Commit`), and
+    /// resolve revisions named by it, as the Hub does; off: a plain mirror.
+    pub commits: bool,
 }
 
 impl Default for ServerOptions {
@@ -63,6 +66,7 @@ impl Default for ServerOptions {
             ignore_range: false,
             hub_api: true,
             tree_page_size: 1000,
+            commits: true,
         }
     }
 }

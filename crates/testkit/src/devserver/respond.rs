@@ -5,7 +5,6 @@ use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, SystemTime};
 
-use matvisfs_sample::sha256_hex;
 use percent_encoding::percent_decode_str;
 
 use super::files::{blob_etag, content_type, is_lfs, quoted_sha256, read_file};
@@ -245,18 +244,15 @@ fn resolve(shared: &Shared, request: &Request, encoded: &str) -> Response {
         let cdn = options.cdn_base.as_deref().unwrap_or("");
         let location = format!("{cdn}/cdn/{encoded}?Expires=4102444800&Signature=fixture");
         let body = format!("Found. Redirecting to {location}");
-        return Response::new(302, body)
+        let response = Response::new(302, body)
             .header("Location", location)
             .header("X-Linked-Etag", quoted_sha256(&bytes))
             .header("X-Linked-Size", bytes.len().to_string())
-            .header(
-                "X-Repo-Commit",
-                sha256_hex(revision.as_bytes())[..40].to_string(),
-            )
             .header("Content-Type", "text/plain; charset=utf-8");
+        return with_commit(response, shared, revision);
     }
     let etag = blob_etag(&bytes);
-    with_validators(
+    let response = with_validators(
         request,
         bytes,
         encoded,
@@ -264,7 +260,17 @@ fn resolve(shared: &Shared, request: &Request, encoded: &str) -> Response {
         modified,
         options.validators,
         options.ignore_range,
-    )
+    );
+    with_commit(response, shared, encoded.split('/').next().unwrap_or(""))
+}
+
+/// Names the revision's commit, as the Hub does on every resolve answer.
+fn with_commit(response: Response, shared: &Shared, revision: &str) -> Response {
+    let decoded = percent_decode_str(revision).decode_utf8_lossy();
+    match super::files::commit_of(shared, &decoded) {
+        Some(commit) => response.header("X-Repo-Commit", commit),
+        None => response,
+    }
 }
 
 fn cdn(shared: &Shared, request: &Request, encoded: &str) -> Response {
