@@ -6,21 +6,21 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use super::attr::{Entry, file_size};
 use super::error::{FsError, Result};
 use super::handles::{Handle, Handles, OpenFile};
 use super::inodes::{CONTROL_DIR, InodeTable, NodeKey, STATS_FILE};
 use super::kernel::{Invalidation, Kernel};
-use super::listing::{DirEntry, Listing, Listings};
+use super::listing::Listings;
 use super::slots::{Bound, Join, Slot, Slots};
 use crate::dataset::{Change, Dataset, Kind, Opened, Stat};
 use crate::digest::Sha256Digest;
 use crate::stats::Stats;
 
 /// At the root: a link to the newest release the mount knows.
-const LATEST: &str = "latest";
+pub(super) const LATEST: &str = "latest";
 
 fn stats_path() -> String {
     format!("{CONTROL_DIR}/{STATS_FILE}")
@@ -351,197 +351,5 @@ impl FsCore {
         buf.truncate(filled);
         Stats::add(&self.dataset.context().stats.bytes_served, filled as u64);
         Ok(buf)
-    }
-
-    /// The children of directory `ino`, loading its catalog if needed.
-    pub fn listing(&self, ino: u64) -> Result<Arc<Listing>> {
-        let key = self.inodes.key(ino).ok_or(FsError::StaleInode)?;
-        let tag = match &key.tag {
-            Some(name) => Some(self.dataset.tag(name)?),
-            None => None,
-        };
-        let current = tag.as_ref().map(|t| t.generation());
-        if let Some(listing) = self.listings.recent(ino, current) {
-            return Ok(listing);
-        }
-        let (children, generation) = match &tag {
-            Some(tag) => {
-                let (children, generation) = tag
-                    .list(&key.path)
-                    .map_err(|e| FsError::from(e).on_inode())?;
-                (children, Some(generation))
-            }
-            None if key.path.is_empty() => (
-                std::iter::once((CONTROL_DIR.to_string(), Kind::Dir))
-                    .chain(
-                        self.dataset
-                            .latest()?
-                            .map(|_| (LATEST.to_string(), Kind::Symlink)),
-                    )
-                    .chain(
-                        self.dataset
-                            .tag_names()?
-                            .into_iter()
-                            .filter(|n| n != LATEST)
-                            .map(|n| (n, Kind::Dir)),
-                    )
-                    .collect(),
-                None,
-            ),
-            None if *key.path == *CONTROL_DIR => (vec![(STATS_FILE.to_string(), Kind::File)], None),
-            None => return Err(crate::dataset::Error::NotDir.into()),
-        };
-        let parent = key
-            .parent()
-            .and_then(|(p, _)| self.inodes.ino_of(&p))
-            .unwrap_or(ino);
-        let listing = Arc::new(Listing {
-            key,
-            ino,
-            parent,
-            children,
-            generation,
-            taken: Instant::now(),
-        });
-        self.listings.keep(listing.clone());
-        Ok(listing)
-    }
-
-    /// Feeds entries from `offset` to `add` until it refuses one (the
-    /// kernel's buffer is full); `add` gets the offset of the next entry.
-    /// With `plus`, entries carry attributes: known ones with the usual time
-    /// to live, others (a size not fetched yet) with none, so that the
-    /// kernel looks them up before use. Every such entry counts as a lookup.
-    pub fn fill(
-        &self,
-        listing: &Listing,
-        offset: u64,
-        plus: bool,
-        mut add: impl FnMut(DirEntry<'_>, u64) -> bool,
-    ) {
-        let total = listing.children.len() + 2;
-        for index in offset as usize..total {
-            let next = index as u64 + 1;
-            let (name, kind, key) = match index {
-                0 => (".", Kind::Dir, None),
-                1 => ("..", Kind::Dir, None),
-                i => {
-                    let (name, kind) = &listing.children[i - 2];
-                    (name.as_str(), *kind, Some(listing.key.child(name)))
-                }
-            };
-            let refused = match key {
-                // The kernel keeps no entry for "." and "..".
-                None => {
-                    let ino = if index == 0 {
-                        listing.ino
-                    } else {
-                        listing.parent
-                    };
-                    let entry = plus.then(|| Entry::placeholder(ino, kind, self.mounted_at));
-                    add(
-                        DirEntry {
-                            name,
-                            kind,
-                            ino,
-                            entry,
-                        },
-                        next,
-                    )
-                }
-                Some(key) if plus => {
-                    let entry = self.plus_entry(&key, kind);
-                    let ino = entry.attr.ino;
-                    let refused = add(
-                        DirEntry {
-                            name,
-                            kind,
-                            ino,
-                            entry: Some(entry),
-                        },
-                        next,
-                    );
-                    if refused {
-                        self.inodes.forget(ino, 1);
-                    }
-                    refused
-                }
-                Some(key) => {
-                    let ino = self
-                        .inodes
-                        .ino_of(&key)
-                        .unwrap_or_else(|| super::listing::unassigned_ino(&key));
-                    add(
-                        DirEntry {
-                            name,
-                            kind,
-                            ino,
-                            entry: None,
-                        },
-                        next,
-                    )
-                }
-            };
-            if refused {
-                break;
-            }
-        }
-    }
-
-    /// Attributes for readdirplus, from memory only.
-    fn plus_entry(&self, key: &NodeKey, kind: Kind) -> Entry {
-        match crate::wait::quick(|| self.stat(key)) {
-            Ok(stat) => {
-                let ino = self.inodes.lookup(key, file_size(&stat));
-                Entry::new(ino, key, stat)
-            }
-            _ => Entry::placeholder(self.inodes.lookup(key, None), kind, self.mounted_at),
-        }
-    }
-
-    /// The kernel caches to drop after a change on the server: for one file,
-    /// its attributes; for a tag, removed names, every directory's listing
-    /// and attributes, and every file's attributes (its size may differ; its
-    /// pages are never shared with another version, see `slots`).
-    pub fn invalidations(&self, change: &Change) -> Vec<Invalidation> {
-        let tag = change.tag.as_str();
-        if let Some(file) = &change.file {
-            let key = NodeKey {
-                tag: Some(tag.into()),
-                path: file.as_str().into(),
-            };
-            return self
-                .inodes
-                .ino_of(&key)
-                .map(Invalidation::Attributes)
-                .into_iter()
-                .collect();
-        }
-        let Some(loaded) = self.dataset.loaded(tag) else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for (ino, key) in self.inodes.under_tag(tag) {
-            if key.path.is_empty() {
-                out.push(Invalidation::Inode(ino));
-                continue;
-            }
-            match loaded.kind_now(&key.path) {
-                Some(None) => {
-                    if let Some((parent, name)) = key.parent() {
-                        if let Some(parent) = self.inodes.ino_of(&parent) {
-                            out.push(Invalidation::Entry {
-                                parent,
-                                name: name.to_string(),
-                            });
-                        }
-                    }
-                }
-                Some(Some(Kind::File | Kind::Symlink)) => out.push(Invalidation::Attributes(ino)),
-                // A directory, or not known without loading a catalog.
-                Some(Some(Kind::Dir)) | None => out.push(Invalidation::Inode(ino)),
-            }
-        }
-        out
     }
 }

@@ -3,12 +3,14 @@
 //! returning plain values. The FUSE adapter (`crate::fuse`) only translates.
 
 mod attr;
+mod changes;
 mod core;
 mod error;
 mod handles;
 mod inodes;
 mod kernel;
 mod listing;
+mod readdir;
 mod slots;
 
 pub use self::core::{FsCore, OpenReply, ReadReply};

@@ -1,0 +1,121 @@
+//! Directory listings of a tag's tree, against one view.
+
+use super::{Lookup, MaterialRef, Node, TierRef, in_tier};
+use crate::dataset::view::{Kind, TagView};
+use crate::format::{MANIFEST_FILE, SCALAR_TIER, texture_extension};
+
+impl TagView {
+    /// Names and kinds in a directory, sorted by name; `Found(None)` for a
+    /// file or a link.
+    pub fn list(&self, path: &str) -> Lookup<Option<Vec<(String, Kind)>>> {
+        let node = found!(self.resolve(path));
+        let mut out: Vec<(String, Kind)> = Vec::new();
+        match node {
+            Node::Manifest
+            | Node::Document(_)
+            | Node::Texture(_)
+            | Node::Generated(_)
+            | Node::Link(_) => return Lookup::Found(None),
+            Node::TagRoot => {
+                out.push((MANIFEST_FILE.to_string(), Kind::File));
+                for source in &self.manifest.sources {
+                    for document in source.catalog.iter().chain(&source.mtlx) {
+                        out.push((document.clone(), Kind::File));
+                    }
+                    if self.dir_source(&source.name).is_some() {
+                        out.push((source.name.clone(), Kind::Dir));
+                    }
+                }
+            }
+            Node::Source => {
+                let source = self.dir_source(path).expect("resolved as a source");
+                out.extend(source.tiers.iter().map(|t| (t.clone(), Kind::Dir)));
+                for extra in [SCALAR_TIER, "auto", "best"] {
+                    if !source.tiers.iter().any(|t| t == extra)
+                        && self.tier_of(source, extra).is_some()
+                    {
+                        out.push((extra.to_string(), Kind::Dir));
+                    }
+                }
+            }
+            Node::Tier => {
+                let (source, tier) = path.split_once('/').expect("resolved as a tier");
+                let source = self.dir_source(source).expect("resolved as a tier");
+                match self.rowmaps_of(source, tier).map(Lookup::into_found) {
+                    Some(Ok(rowmaps)) => {
+                        for (_, rowmap, _) in rowmaps {
+                            out.extend(
+                                rowmap
+                                    .materials
+                                    .iter()
+                                    .map(|m| (m.id.to_string(), Kind::Dir)),
+                            );
+                        }
+                        out.sort_by(|a, b| a.0.cmp(&b.0));
+                        out.dedup_by(|a, b| a.0 == b.0);
+                    }
+                    Some(Err(pending)) => return pending,
+                    None => {
+                        let (_, catalog) = found!(self.catalog_for(source));
+                        out.extend(
+                            catalog
+                                .materials
+                                .iter()
+                                .filter(|m| in_tier(m, tier))
+                                .map(|m| (m.id.to_string(), Kind::Dir)),
+                        );
+                    }
+                }
+            }
+            Node::Ladder => {
+                let (source, name) = path.split_once('/').expect("resolved as a ladder");
+                let source = self.dir_source(source).expect("resolved as a ladder");
+                let Some(TierRef::Ladder(ladder)) = self.tier_of(source, name) else {
+                    return Lookup::Missing;
+                };
+                let (_, catalog) = found!(self.catalog_for(source));
+                out.extend(
+                    catalog
+                        .materials
+                        .iter()
+                        .filter(|m| {
+                            ladder.iter().any(|tier| {
+                                source.tiers.iter().any(|t| t == tier) && m.in_tier(tier)
+                            })
+                        })
+                        .map(|m| (m.id.to_string(), Kind::Symlink)),
+                );
+            }
+            Node::Material => {
+                let mut parts = path.split('/');
+                let (Some(source), Some(tier), Some(id)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    return Lookup::Missing;
+                };
+                let source = self.dir_source(source).expect("resolved as a material");
+                let ext = texture_extension(tier);
+                match found!(self.material(source, tier, id)) {
+                    MaterialRef::Catalog(m, _) => {
+                        if tier != SCALAR_TIER {
+                            out.extend(
+                                m.channels
+                                    .iter()
+                                    .map(|c| (format!("{c}.{ext}"), Kind::File)),
+                            );
+                        }
+                        let generated = found!(self.generated(source, tier, m));
+                        out.extend(generated.into_iter().map(|(name, _)| (name, Kind::File)));
+                    }
+                    MaterialRef::Rowmap(m, _, _) => out.extend(
+                        m.slices
+                            .iter()
+                            .map(|(c, _)| (format!("{c}.{ext}"), Kind::File)),
+                    ),
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Lookup::Found(Some(out))
+    }
+}

@@ -1,0 +1,161 @@
+//! Directory listings: the children of a directory from the current view
+//! of its tag, and the entries handed to the kernel (with attributes, for
+//! readdirplus, so `ls -l` and `find` need no lookup per entry).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::attr::{Entry, file_size};
+use super::core::{FsCore, LATEST};
+use super::error::{FsError, Result};
+use super::inodes::{CONTROL_DIR, NodeKey, STATS_FILE};
+use super::listing::{DirEntry, Listing};
+use crate::dataset::Kind;
+
+impl FsCore {
+    /// The children of directory `ino`, loading its catalog if needed.
+    pub fn listing(&self, ino: u64) -> Result<Arc<Listing>> {
+        let key = self.inodes.key(ino).ok_or(FsError::StaleInode)?;
+        let tag = match &key.tag {
+            Some(name) => Some(self.dataset.tag(name)?),
+            None => None,
+        };
+        let current = tag.as_ref().map(|t| t.generation());
+        if let Some(listing) = self.listings.recent(ino, current) {
+            return Ok(listing);
+        }
+        let (children, generation) = match &tag {
+            Some(tag) => {
+                let (children, generation) = tag
+                    .list(&key.path)
+                    .map_err(|e| FsError::from(e).on_inode())?;
+                (children, Some(generation))
+            }
+            None if key.path.is_empty() => (
+                std::iter::once((CONTROL_DIR.to_string(), Kind::Dir))
+                    .chain(
+                        self.dataset
+                            .latest()?
+                            .map(|_| (LATEST.to_string(), Kind::Symlink)),
+                    )
+                    .chain(
+                        self.dataset
+                            .tag_names()?
+                            .into_iter()
+                            .filter(|n| n != LATEST)
+                            .map(|n| (n, Kind::Dir)),
+                    )
+                    .collect(),
+                None,
+            ),
+            None if *key.path == *CONTROL_DIR => (vec![(STATS_FILE.to_string(), Kind::File)], None),
+            None => return Err(crate::dataset::Error::NotDir.into()),
+        };
+        let parent = key
+            .parent()
+            .and_then(|(p, _)| self.inodes.ino_of(&p))
+            .unwrap_or(ino);
+        let listing = Arc::new(Listing {
+            key,
+            ino,
+            parent,
+            children,
+            generation,
+            taken: Instant::now(),
+        });
+        self.listings.keep(listing.clone());
+        Ok(listing)
+    }
+
+    /// Feeds entries from `offset` to `add` until it refuses one (the
+    /// kernel's buffer is full); `add` gets the offset of the next entry.
+    /// With `plus`, entries carry attributes: known ones with the usual time
+    /// to live, others (a size not fetched yet) with none, so that the
+    /// kernel looks them up before use. Every such entry counts as a lookup.
+    pub fn fill(
+        &self,
+        listing: &Listing,
+        offset: u64,
+        plus: bool,
+        mut add: impl FnMut(DirEntry<'_>, u64) -> bool,
+    ) {
+        let total = listing.children.len() + 2;
+        for index in offset as usize..total {
+            let next = index as u64 + 1;
+            let (name, kind, key) = match index {
+                0 => (".", Kind::Dir, None),
+                1 => ("..", Kind::Dir, None),
+                i => {
+                    let (name, kind) = &listing.children[i - 2];
+                    (name.as_str(), *kind, Some(listing.key.child(name)))
+                }
+            };
+            let refused = match key {
+                // The kernel keeps no entry for "." and "..".
+                None => {
+                    let ino = if index == 0 {
+                        listing.ino
+                    } else {
+                        listing.parent
+                    };
+                    let entry = plus.then(|| Entry::placeholder(ino, kind, self.mounted_at));
+                    add(
+                        DirEntry {
+                            name,
+                            kind,
+                            ino,
+                            entry,
+                        },
+                        next,
+                    )
+                }
+                Some(key) if plus => {
+                    let entry = self.plus_entry(&key, kind);
+                    let ino = entry.attr.ino;
+                    let refused = add(
+                        DirEntry {
+                            name,
+                            kind,
+                            ino,
+                            entry: Some(entry),
+                        },
+                        next,
+                    );
+                    if refused {
+                        self.inodes.forget(ino, 1);
+                    }
+                    refused
+                }
+                Some(key) => {
+                    let ino = self
+                        .inodes
+                        .ino_of(&key)
+                        .unwrap_or_else(|| super::listing::unassigned_ino(&key));
+                    add(
+                        DirEntry {
+                            name,
+                            kind,
+                            ino,
+                            entry: None,
+                        },
+                        next,
+                    )
+                }
+            };
+            if refused {
+                break;
+            }
+        }
+    }
+
+    /// Attributes for readdirplus, from memory only.
+    fn plus_entry(&self, key: &NodeKey, kind: Kind) -> Entry {
+        match crate::wait::quick(|| self.stat(key)) {
+            Ok(stat) => {
+                let ino = self.inodes.lookup(key, file_size(&stat));
+                Entry::new(ino, key, stat)
+            }
+            _ => Entry::placeholder(self.inodes.lookup(key, None), kind, self.mounted_at),
+        }
+    }
+}
