@@ -188,28 +188,55 @@ impl<K: Eq + Hash + Clone> Gates<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Barrier;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+
+    /// Holders of the slot for `key`: the map, the leader, and one per
+    /// caller that found the run under way.
+    fn holders<K: Eq + Hash + Clone, V: Clone>(flight: &SingleFlight<K, V>, key: &K) -> usize {
+        flight
+            .inflight
+            .lock()
+            .get(key)
+            .map_or(0, |slot| Arc::strong_count(slot) - 1)
+    }
+
+    /// Waits (at most 10 s) until `n` callers share the run for `key`.
+    fn until_shared_by<K: Eq + Hash + Clone, V: Clone>(
+        flight: &SingleFlight<K, V>,
+        key: &K,
+        n: usize,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while holders(flight, key) < n {
+            assert!(Instant::now() < deadline, "{n} callers never joined");
+            std::thread::yield_now();
+        }
+    }
 
     #[test]
     fn concurrent_callers_share_one_run() {
         let flight: SingleFlight<&str, usize> = SingleFlight::default();
         let runs = AtomicUsize::new(0);
-        let barrier = Barrier::new(16);
+        let (release, released) = mpsc::channel::<()>();
         std::thread::scope(|s| {
-            let handles: Vec<_> = (0..16)
-                .map(|_| {
-                    s.spawn(|| {
-                        barrier.wait();
-                        flight.run(&"k", || {
-                            std::thread::sleep(Duration::from_millis(100));
-                            runs.fetch_add(1, Ordering::SeqCst) + 41
-                        })
-                    })
+            let (flight, runs) = (&flight, &runs);
+            let leader = s.spawn(move || {
+                flight.run(&"k", || {
+                    // Finishes only once every other caller waits for it.
+                    released.recv().unwrap();
+                    runs.fetch_add(1, Ordering::SeqCst) + 41
                 })
+            });
+            until_shared_by(flight, &"k", 1);
+            let waiters: Vec<_> = (0..15)
+                .map(|_| s.spawn(|| flight.run(&"k", || panic!("a second run"))))
                 .collect();
-            for h in handles {
-                assert_eq!(h.join().unwrap(), 41);
+            until_shared_by(flight, &"k", 16);
+            release.send(()).unwrap();
+            assert_eq!(leader.join().unwrap(), 41);
+            for waiter in waiters {
+                assert_eq!(waiter.join().unwrap(), 41);
             }
         });
         assert_eq!(runs.load(Ordering::SeqCst), 1);
@@ -220,31 +247,59 @@ mod tests {
     #[test]
     fn a_panicking_leader_hands_over_to_a_waiter() {
         let flight: Arc<SingleFlight<u8, u8>> = Arc::default();
-        let f2 = flight.clone();
-        let leader = std::thread::spawn(move || {
-            f2.run(&1, || {
-                std::thread::sleep(Duration::from_millis(100));
-                panic!("leader fails")
+        let (fail, failing) = mpsc::channel::<()>();
+        let leader = {
+            let flight = flight.clone();
+            std::thread::spawn(move || {
+                flight.run(&1, || {
+                    failing.recv().unwrap();
+                    panic!("leader fails")
+                })
             })
-        });
-        std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(flight.run(&1, || 5), 5);
+        };
+        until_shared_by(&flight, &1, 1);
+        let waiter = {
+            let flight = flight.clone();
+            std::thread::spawn(move || flight.run(&1, || 5))
+        };
+        // The waiter found the leader's run: it can only get 5 by taking
+        // the work over when the leader fails.
+        until_shared_by(&flight, &1, 2);
+        fail.send(()).unwrap();
         assert!(leader.join().is_err());
+        assert_eq!(waiter.join().unwrap(), 5);
+        assert_eq!(holders(&flight, &1), 0, "the slot is gone");
     }
 
     #[test]
     fn gate_runs_once_and_retries_only_after_a_failure_and_a_pause() {
         let gate = Gate::default();
         let runs = AtomicUsize::new(0);
+        let (release, released) = mpsc::channel::<()>();
         std::thread::scope(|s| {
-            for _ in 0..8 {
-                s.spawn(|| {
-                    gate.pass(Duration::ZERO, || {
-                        std::thread::sleep(Duration::from_millis(50));
-                        runs.fetch_add(1, Ordering::SeqCst);
-                        true
+            let (gate, runs) = (&gate, &runs);
+            let first = s.spawn(move || {
+                gate.pass(Duration::ZERO, || {
+                    released.recv().unwrap();
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    true
+                })
+            });
+            until_shared_by(&gate.flight, &(), 1);
+            let others: Vec<_> = (0..7)
+                .map(|_| {
+                    s.spawn(move || {
+                        gate.pass(Duration::ZERO, || panic!("ran twice"));
+                        // Callers that arrived meanwhile waited for it.
+                        assert_eq!(runs.load(Ordering::SeqCst), 1);
                     })
-                });
+                })
+                .collect();
+            until_shared_by(&gate.flight, &(), 8);
+            release.send(()).unwrap();
+            first.join().unwrap();
+            for other in others {
+                other.join().unwrap();
             }
         });
         gate.pass(Duration::ZERO, || panic!("already passed"));

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{BIN, Mount, Served, TAG, read};
-use matvisfs_sample::{Release, ReleaseSpec};
+use matvisfs_sample::Release;
 use matvisfs_testkit::devserver::{Fault, FaultRule};
 
 const OTHER: &str = "v2026.05.0-rc1";
@@ -336,14 +336,59 @@ fn prefetch_takes_a_selection_and_refuses_unknown_names() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("ambientcg, gpuopen"));
 }
 
+/// From now on the first `completed` downloads are answered, and every
+/// later one stops halfway through its body and hangs there.
+fn stall_downloads_after(served: &Served, completed: usize) {
+    served.server.clear_faults();
+    served.server.clear_requests();
+    served
+        .server
+        .inject(FaultRule::new("cdn/", Fault::Delay(Duration::ZERO)).times(completed as u32));
+    served
+        .server
+        .inject(FaultRule::new("cdn/", Fault::StallBody));
+}
+
+/// Waits until `stored` objects are in the cache and a download beyond the
+/// answered ones has started: the moment to kill, mid-work.
+fn wait_until_mid_work(served: &Served, cache: &Path, stored: usize, answered: usize) {
+    let downloads_started = || {
+        served
+            .server
+            .requests()
+            .iter()
+            .filter(|r| r.path.starts_with("cdn/"))
+            .count()
+    };
+    common::wait_for(
+        &format!("{stored} objects stored and a download cut off mid-body"),
+        Duration::from_secs(30),
+        || common::stored_objects(cache).len() == stored && downloads_started() > answered,
+    );
+}
+
+fn assert_verify_clean(cache: &Path) {
+    let verify = matvisfs(&["cache", "verify"], cache);
+    assert!(
+        verify.status.success() && stdout(&verify).contains(": 0 corrupt"),
+        "{}{}",
+        stdout(&verify),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
 #[test]
 fn a_killed_prefetch_or_mount_leaves_a_clean_cache_that_serves_correct_bytes() {
-    let served = Served::new(Release::generate(&ReleaseSpec::small(TAG)));
+    let served = Served::small();
+    let textures = served.release.textures().count();
+    assert_eq!(
+        object_sizes(&served.release).len(),
+        textures,
+        "every texture is its own object"
+    );
     let cache = tempfile::tempdir().unwrap();
-    served.server.inject(FaultRule::new(
-        "cdn/",
-        Fault::Delay(Duration::from_millis(150)),
-    ));
+    // Killed with 4 files downloaded and others half-way through.
+    stall_downloads_after(&served, 4);
     let mut child = Command::new(BIN)
         .args(["prefetch", "--base-url", &served.base_url(), "--jobs", "4"])
         .arg("--cache-dir")
@@ -352,14 +397,13 @@ fn a_killed_prefetch_or_mount_leaves_a_clean_cache_that_serves_correct_bytes() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    wait_until_mid_work(&served, cache.path(), 4, 4);
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(
-        stored_bytes(cache.path()) > 0,
-        "the prefetch got somewhere before it was killed"
-    );
+    assert_verify_clean(cache.path());
 
+    // A mount killed the same way, 4 more files in.
+    stall_downloads_after(&served, 4);
     {
         let mut mount = Mount::builder(&served.base_url())
             .cache(cache.path())
@@ -371,31 +415,32 @@ fn a_killed_prefetch_or_mount_leaves_a_clean_cache_that_serves_correct_bytes() {
                     let _ = read(&file);
                 });
             }
-            std::thread::sleep(Duration::from_millis(300));
+            wait_until_mid_work(&served, cache.path(), 8, 4);
             mount.signal(libc::SIGKILL);
         });
         mount.wait_exit(Duration::from_secs(10));
     }
-    let verify = matvisfs(&["cache", "verify"], cache.path());
-    assert!(
-        verify.status.success(),
-        "{}{}",
-        stdout(&verify),
-        String::from_utf8_lossy(&verify.stderr)
-    );
-    assert!(
-        stdout(&verify).contains(": 0 corrupt"),
-        "{}",
-        stdout(&verify)
-    );
+    assert_verify_clean(cache.path());
 
+    // What was stored before each kill is kept: a prefetch resumes with
+    // the rest, and a mount then serves every file without a download.
     served.server.clear_faults();
+    served.server.clear_requests();
+    let resumed = prefetch(&served, cache.path(), &[]);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(served.texture_gets(), textures - 8, "downloaded again");
+    served.server.clear_requests();
     let mount = Mount::builder(&served.base_url())
         .cache(cache.path())
         .start();
     for (path, bytes) in served.release.textures() {
         assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
     }
+    assert_eq!(served.texture_gets(), 0);
 }
 
 #[test]

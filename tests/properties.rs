@@ -205,7 +205,10 @@ proptest! {
     }
 
     #[test]
-    fn catalogs_never_panic_and_keep_only_safe_names(entries in prop::collection::vec(catalog_entry(), 0..12)) {
+    fn catalogs_never_panic_and_keep_only_safe_names(mut entries in prop::collection::vec(catalog_entry(), 0..12)) {
+        // Every other entry listed twice: ids that must come out once.
+        let again: Vec<Value> = entries.iter().step_by(2).cloned().collect();
+        entries.extend(again);
         let parsed = parse_catalog(&serde_json::to_vec(&entries).unwrap()).unwrap();
         let mut ids = Vec::new();
         for material in &parsed.value.materials {
@@ -216,9 +219,19 @@ proptest! {
             prop_assert!(material.tiers.iter().all(|t| safe(t)));
             ids.push(material.id.to_string());
         }
-        let mut unique = ids.clone();
-        unique.dedup();
-        prop_assert_eq!(ids, unique, "ids are unique and sorted");
+        // Strictly increasing: sorted, and no id twice.
+        prop_assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids not unique and sorted: {:?}", ids);
+        // Nothing but the unsafe ids is dropped: every entry with a safe id
+        // is there, once.
+        let mut expected: Vec<String> = entries
+            .iter()
+            .filter_map(|e| e["id"].as_str())
+            .filter(|id| safe(id))
+            .map(str::to_string)
+            .collect();
+        expected.sort();
+        expected.dedup();
+        prop_assert_eq!(ids, expected);
     }
 
     #[test]

@@ -103,8 +103,7 @@ fn the_token_is_not_sent_over_plain_http() {
             .iter()
             .all(|r| r.authorization.is_none())
     );
-    assert!(mount.log().contains("not HTTPS"), "{}", mount.log());
-    assert!(!mount.log().contains(TOKEN));
+    assert!(!mount.log().contains(TOKEN), "the token reached the log");
 }
 
 fn mount_options(path: &std::path::Path) -> String {

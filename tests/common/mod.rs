@@ -6,6 +6,7 @@
 pub mod nginx;
 pub mod python;
 pub mod tunnel;
+pub mod watchdog;
 
 use std::fs;
 use std::io::Read;
@@ -195,6 +196,7 @@ impl MountBuilder {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        watchdog::track(&mount.path);
         Ok(mount)
     }
 }
@@ -253,6 +255,12 @@ impl Mount {
             unsafe { libc::kill(pid as i32, signal) };
         }
     }
+
+    /// The session's counters, `<mnt>/.matvisfs/stats.json`.
+    pub fn stats(&self) -> serde_json::Value {
+        let bytes = read(&self.path.join(".matvisfs/stats.json")).unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
 }
 
 fn force_unmount(path: &Path) {
@@ -287,7 +295,91 @@ impl Drop for Mount {
         if is_mounted(&self.path) {
             force_unmount(&self.path);
         }
+        watchdog::untrack(&self.path);
     }
+}
+
+/// A mount made by `matvisfs mount` in the background (see
+/// [`background_mount`]): unmounted when dropped if it is still there.
+pub struct Unmounts(pub PathBuf);
+
+impl Unmounts {
+    pub fn new(mountpoint: &Path) -> Unmounts {
+        watchdog::track(mountpoint);
+        Unmounts(mountpoint.to_path_buf())
+    }
+}
+
+impl Drop for Unmounts {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let _ = Command::new(BIN)
+                .arg("unmount")
+                .arg(&self.0)
+                .stderr(Stdio::null())
+                .status();
+        }
+        if is_mounted(&self.0) {
+            force_unmount(&self.0);
+        }
+        watchdog::untrack(&self.0);
+    }
+}
+
+/// Processes whose command line is a `mount` of exactly `mountpoint`:
+/// the daemon serving it, in the foreground or the background.
+pub fn serving_processes(mountpoint: &Path) -> Vec<u32> {
+    let wanted = mountpoint.as_os_str().as_encoded_bytes();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != std::process::id())
+        .filter(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            args.contains(&b"mount".as_slice()) && args.contains(&wanted)
+        })
+        .collect()
+}
+
+/// Polls `condition` every 10 ms until it holds; fails the test, naming
+/// `what`, if it does not within `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    watchdog::doing(format!("waiting for {what}"));
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what}: not after {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Names (sha256 in hex) of the texture objects in a cache.
+pub fn stored_objects(cache: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for prefix in fs::read_dir(cache.join("objects")).into_iter().flatten() {
+        let Ok(prefix) = prefix else { continue };
+        let prefix_name = prefix.file_name().to_string_lossy().into_owned();
+        for object in fs::read_dir(prefix.path()).into_iter().flatten() {
+            let Ok(object) = object else { continue };
+            names.push(format!(
+                "{prefix_name}{}",
+                object.file_name().to_string_lossy()
+            ));
+        }
+    }
+    names.sort();
+    names
+}
+
+/// The text of a caught panic.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
 }
 
 /// Mounts over `cache` just long enough to read `paths` (relative to the
