@@ -168,7 +168,20 @@ impl FsCore {
         let key = self.key(parent)?.child(name);
         let stat = self.stat(&key)?;
         let ino = self.inodes.lookup(&key, file_size(&stat));
-        Ok(Entry::new(ino, &key, stat))
+        Ok(self.entry_for(ino, &key, stat))
+    }
+
+    /// What the kernel is told of `ino`: while files of it are open, the
+    /// size of the version they are bound to (the kernel has one page
+    /// cache per inode), else the current one.
+    pub(super) fn entry_for(&self, ino: u64, key: &NodeKey, mut stat: Stat) -> Entry {
+        if stat.kind == Kind::File {
+            if let Some(size) = self.slots.live_size(ino) {
+                stat.size = size;
+            }
+        }
+        self.inodes.set_reported_size(ino, file_size(&stat));
+        Entry::new(ino, key, stat)
     }
 
     pub fn forget(&self, ino: u64, count: u64) {
@@ -178,8 +191,7 @@ impl FsCore {
     pub fn getattr(&self, ino: u64) -> Result<Entry> {
         let key = self.key(ino)?;
         let stat = self.stat(&key).map_err(FsError::on_inode)?;
-        self.inodes.set_reported_size(ino, file_size(&stat));
-        Ok(Entry::new(ino, &key, stat))
+        Ok(self.entry_for(ino, &key, stat))
     }
 
     pub fn open(&self, ino: u64, flags: i32) -> Result<OpenReply> {
@@ -299,7 +311,7 @@ impl FsCore {
                 return Err(e);
             }
         };
-        let content = slot.bind(open.blob.digest, open.file.clone())?;
+        let content = slot.bind(open.blob.digest, open.blob.size, open.file.clone())?;
         self.check_kernel_size(slot, open.blob.size)?;
         Ok(content)
     }

@@ -153,7 +153,7 @@ impl FsCore {
         match crate::wait::quick(|| self.stat(key)) {
             Ok(stat) => {
                 let ino = self.inodes.lookup(key, file_size(&stat));
-                Entry::new(ino, key, stat)
+                self.entry_for(ino, key, stat)
             }
             _ => Entry::placeholder(self.inodes.lookup(key, None), kind, self.mounted_at),
         }

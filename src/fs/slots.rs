@@ -32,6 +32,8 @@ pub struct Slot {
 #[derive(Default)]
 struct SlotState {
     version: Option<Sha256Digest>,
+    /// The size of that version, once known.
+    size: Option<u64>,
     content: Option<Arc<File>>,
     stale: bool,
     failure: Option<(Instant, FsError)>,
@@ -50,6 +52,7 @@ impl Slot {
             ino,
             state: Mutex::new(SlotState {
                 version: opened.version,
+                size: opened.version.and(opened.size),
                 content: opened.content.as_ref().map(|o| o.file.clone()),
                 ..SlotState::default()
             }),
@@ -79,13 +82,19 @@ impl Slot {
 
     /// Binds the slot to bytes fetched for a read. Another read may have
     /// bound it meanwhile: its bytes win, and different ones make it stale.
-    pub fn bind(&self, digest: Sha256Digest, file: Arc<File>) -> Result<Arc<File>, FsError> {
+    pub fn bind(
+        &self,
+        digest: Sha256Digest,
+        size: u64,
+        file: Arc<File>,
+    ) -> Result<Arc<File>, FsError> {
         let mut state = self.state.lock();
         if state.stale || state.version.is_some_and(|v| v != digest) {
             state.stale = true;
             return Err(FsError::VersionOpen);
         }
         state.version = Some(digest);
+        state.size = Some(size);
         Ok(state.content.get_or_insert(file).clone())
     }
 
@@ -135,7 +144,10 @@ impl Slots {
             }
             (Some(v), None) => Join::Settle(slot.clone(), v),
             (_, version) => {
-                state.version = state.version.or(version);
+                if state.version.is_none() && version.is_some() {
+                    state.version = version;
+                    state.size = opened.size;
+                }
                 if state.content.is_none() {
                     state.content = opened.content.as_ref().map(|o| o.file.clone());
                 }
@@ -176,6 +188,16 @@ impl Slots {
                 }
             }
         }
+    }
+
+    /// The size of the version the open files of `ino` are bound to, while
+    /// there are any: what the kernel must be told, so that it neither cuts
+    /// their bytes short nor pads them.
+    pub fn live_size(&self, ino: u64) -> Option<u64> {
+        let live = self.live.lock();
+        let (slot, _) = live.get(&ino)?;
+        let state = slot.state.lock();
+        state.size.filter(|_| !state.stale)
     }
 
     /// An open of `slot` was released.
@@ -241,7 +263,7 @@ mod tests {
         let second = bound(slots.join(1, &opened(None)));
         assert!(matches!(first.for_read(), Ok(Bound::Fetch(None))));
         let digest = Sha256Digest::of(b"x");
-        let content = first.bind(digest, file()).unwrap();
+        let content = first.bind(digest, 1, file()).unwrap();
         // The second open reads what the first bound, not a download of its own.
         match second.for_read() {
             Ok(Bound::Content(f)) => assert!(Arc::ptr_eq(&f, &content)),
@@ -249,7 +271,7 @@ mod tests {
         }
         // Other bytes fetched for it later (a concurrent read that raced)
         // make it stale.
-        assert!(second.bind(Sha256Digest::of(b"y"), file()).is_err());
+        assert!(second.bind(Sha256Digest::of(b"y"), 1, file()).is_err());
         assert!(matches!(first.for_read(), Err(FsError::VersionOpen)));
     }
 

@@ -6,6 +6,7 @@
 //! document that is not loaded yet is needed, the answer says which.
 
 use super::view::{Kind, LoadedDoc, TagView};
+use crate::dataset::files::verify::MIN_TEXTURE_SIZE;
 use crate::format::{
     BAKED_TIER, Catalog, Location, MANIFEST_FILE, Material, Rowmap, RowmapMaterial, SCALAR_TIER,
     Slice, SourceSpec, TextureHash, UpstreamDocument, texture_extension,
@@ -366,7 +367,10 @@ impl TagView {
                         material: &m.id,
                         channel,
                         document: catalog,
-                        hash: m.hash(channel).filter(|_| tier == BAKED_TIER),
+                        // A size no texture can have is no proof of anything.
+                        hash: m
+                            .hash(channel)
+                            .filter(|h| tier == BAKED_TIER && h.size >= MIN_TEXTURE_SIZE),
                         slice: None,
                     }),
                     None => {
