@@ -1017,3 +1017,40 @@ fn a_changed_container_is_read_again_and_an_unchanged_one_is_not() {
 
 mod hub;
 mod materials;
+
+#[test]
+fn while_a_file_is_open_the_kernel_is_given_the_size_of_its_version() {
+    let mut release = small();
+    let h = Harness::new(&release);
+    let path = "ambientcg/512/Wood051/ao.png";
+    let other = release
+        .textures()
+        .find(|(p, _)| p.starts_with("gpuopen/"))
+        .unwrap()
+        .0
+        .clone();
+    h.warm(&[path, &other]);
+    let s = h.session();
+    let ino = s.ino(&format!("{TAG}/{path}")).unwrap();
+    let opened = s.core.open(ino, libc::O_RDONLY).unwrap();
+    let old = release.files[path].clone();
+    // The server's copy changes size, and another source's catalog
+    // changes: a new version of the tag, whose files' sizes are asked again.
+    let bigger = matvisfs_sample::images::png("republished", "ao", 32);
+    release.replace_texture(path, bigger.clone());
+    let mut catalog = release.json("gpuopen.json");
+    catalog[0]["mat_vis"]["name"] = serde_json::json!("renamed");
+    release.set_json("gpuopen.json", &catalog);
+    h.publish(&release);
+    s.read(&format!("{TAG}/{other}")).unwrap();
+    assert!(!s.changes.lock().is_empty(), "the catalog was revalidated");
+    // The open file still reads its version whole, and the kernel, which
+    // keeps one size per inode, is given that version's size.
+    assert_eq!(s.core.getattr(ino).unwrap().attr.size, old.len() as u64);
+    let bytes = s.core.read(opened.fh, 0, 1 << 20).unwrap().bytes;
+    assert_eq!(bytes, old);
+    s.core.release(opened.fh);
+    // Closed: the server's current size.
+    assert_eq!(s.core.getattr(ino).unwrap().attr.size, bigger.len() as u64);
+    assert_eq!(s.read(&format!("{TAG}/{path}")).unwrap(), bigger);
+}
