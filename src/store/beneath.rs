@@ -74,6 +74,11 @@ impl Dir {
         Ok(rustix::fs::fstat(&self.fd)?)
     }
 
+    /// Writes out everything pending on this directory's filesystem.
+    pub fn sync_filesystem(&self) -> io::Result<()> {
+        Ok(rustix::fs::syncfs(&self.fd)?)
+    }
+
     fn open_beneath(&self, rel: &str, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
         let fd = rustix::fs::openat2(&self.fd, rel, flags | OFlags::CLOEXEC, mode, BENEATH)
             .map_err(io::Error::from);
@@ -248,10 +253,23 @@ impl TempFile {
 
     /// Moves the file to `name` in `target`, replacing what is there (a
     /// link there is replaced, not followed).
-    pub fn persist(mut self, target: &Dir, name: &str) -> io::Result<()> {
-        rustix::fs::renameat(&self.dir.fd, &self.name, &target.fd, name)?;
-        self.kept = true;
-        Ok(())
+    pub fn persist(self, target: &Dir, name: &str) -> io::Result<()> {
+        self.persist_or_return(target, name).map_err(|(_, e)| e)
+    }
+
+    /// [`TempFile::persist`], giving the file back when it failed.
+    pub fn persist_or_return(
+        mut self,
+        target: &Dir,
+        name: &str,
+    ) -> Result<(), (TempFile, io::Error)> {
+        match rustix::fs::renameat(&self.dir.fd, &self.name, &target.fd, name) {
+            Ok(()) => {
+                self.kept = true;
+                Ok(())
+            }
+            Err(e) => Err((self, e.into())),
+        }
     }
 }
 

@@ -1,15 +1,21 @@
 //! Texture content: objects named by their sha256, an index in
 //! least-recently-used order, and a size cap enforced on every insert.
 //!
-//! A download is served as soon as it is verified; making it durable
-//! (fsync, rename into place, index, evict) happens on background threads,
-//! so the reader never waits for the disk.
+//! A download is served as soon as it is verified; keeping it (room made
+//! under the cap, the file moved into place, the index) happens on a
+//! background thread, in batches, so the reader never waits for the disk.
+//! Nothing is synced per file: the filesystem is synced once every few
+//! seconds (and at unmount), and what was moved into place before that is
+//! marked in the index, checked again after a crash, so a torn file is
+//! never served.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -17,15 +23,15 @@ use super::db::Database;
 use super::index::{ContentIndex, Recovery};
 use super::{Blob, CacheDir, Ingest, Ingested, ObjectStore};
 use crate::digest::Sha256Digest;
-use crate::workers::Workers;
 
-/// Threads making downloads durable: several, so that the filesystem can
-/// group their syncs into one journal commit.
-const COMMITTERS: usize = 4;
+/// The filesystem is synced at most this long after a file was kept.
+const SYNC_EVERY: Duration = Duration::from_secs(2);
+/// Downloads kept in one transaction at most.
+const BATCH: usize = 256;
 
 pub struct ContentStore {
     shared: Arc<Shared>,
-    committers: Arc<Workers>,
+    committer: Option<JoinHandle<()>>,
 }
 
 struct Shared {
@@ -35,9 +41,22 @@ struct Shared {
     /// Bytes the store may hold; 0 means no limit.
     cap: u64,
     evictions: AtomicU64,
-    /// Verified downloads not yet durable: served from their temporary file.
+    /// Verified downloads not yet kept: served from their temporary file.
     pending: Mutex<HashMap<Sha256Digest, OpenBlob>>,
     settled: Condvar,
+    /// Downloads waiting for the committer, and whether files were kept
+    /// since the last sync.
+    queue: Mutex<Queue>,
+    queued: Condvar,
+    stopping: AtomicBool,
+}
+
+#[derive(Default)]
+struct Queue {
+    downloads: Vec<Ingested>,
+    unsynced_since: Option<Instant>,
+    /// A flush waits for a sync.
+    sync_now: bool,
 }
 
 /// A file's bytes in the store, already open (so that it stays readable
@@ -62,17 +81,28 @@ impl ContentStore {
         let db = dir.database();
         let (index, recovery) =
             ContentIndex::open(db.clone(), &objects, cap, dir.database_is_new());
+        let shared = Arc::new(Shared {
+            objects,
+            index,
+            db,
+            cap,
+            evictions: AtomicU64::new(0),
+            pending: Mutex::new(HashMap::new()),
+            settled: Condvar::new(),
+            queue: Mutex::new(Queue::default()),
+            queued: Condvar::new(),
+            stopping: AtomicBool::new(false),
+        });
+        let committer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("commit".into())
+                .spawn(move || shared.commit_until_stopped())
+                .expect("spawning a thread")
+        };
         let store = ContentStore {
-            shared: Arc::new(Shared {
-                objects,
-                index,
-                db,
-                cap,
-                evictions: AtomicU64::new(0),
-                pending: Mutex::new(HashMap::new()),
-                settled: Condvar::new(),
-            }),
-            committers: Workers::new("commit", COMMITTERS),
+            shared,
+            committer: Some(committer),
         };
         (store, recovery)
     }
@@ -140,19 +170,20 @@ impl ContentStore {
             }
             pending.insert(open.blob.digest, open.clone());
         }
-        let shared = self.shared.clone();
-        self.committers.spawn(move || shared.commit(download));
+        self.shared.queue.lock().downloads.push(download);
+        self.shared.queued.notify_all();
         Ok(open)
     }
 
-    /// Waits until every download taken so far is durable, and every
-    /// record and use queued is in the database.
+    /// Waits until every download taken so far is kept and on disk, and
+    /// every record and use queued is in the database.
     pub fn flush(&self) {
         let mut pending = self.shared.pending.lock();
         while !pending.is_empty() {
             self.shared.settled.wait(&mut pending);
         }
         drop(pending);
+        self.shared.sync_now();
         self.shared.db.flush();
     }
 
@@ -175,33 +206,96 @@ impl ContentStore {
 impl Drop for ContentStore {
     fn drop(&mut self) {
         self.flush();
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.queued.notify_all();
+        if let Some(committer) = self.committer.take() {
+            let _ = committer.join();
+        }
     }
 }
 
 impl Shared {
-    fn commit(&self, download: Ingested) {
-        let blob = download.blob;
-        if let Err(e) = self.make_room_and_install(download) {
-            // The bytes were served; they are downloaded again next time.
-            tracing::warn!(sha256 = %blob.digest, "cannot keep a download: {e}");
+    /// The committer: keeps downloads in batches, and syncs the filesystem
+    /// a little while after the first file kept since the last sync.
+    fn commit_until_stopped(&self) {
+        loop {
+            let (batch, sync) = {
+                let mut queue = self.queue.lock();
+                loop {
+                    let due = queue
+                        .unsynced_since
+                        .is_some_and(|since| since.elapsed() >= SYNC_EVERY);
+                    if !queue.downloads.is_empty() || due || queue.sync_now {
+                        break;
+                    }
+                    if self.stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    match queue.unsynced_since {
+                        Some(since) => {
+                            let left = SYNC_EVERY.saturating_sub(since.elapsed());
+                            self.queued.wait_for(&mut queue, left);
+                        }
+                        None => self.queued.wait(&mut queue),
+                    }
+                }
+                let take = queue.downloads.len().min(BATCH);
+                let batch: Vec<Ingested> = queue.downloads.drain(..take).collect();
+                if !batch.is_empty() && queue.unsynced_since.is_none() {
+                    queue.unsynced_since = Some(Instant::now());
+                }
+                let due = queue
+                    .unsynced_since
+                    .is_some_and(|since| since.elapsed() >= SYNC_EVERY);
+                let sync = (queue.sync_now && queue.downloads.is_empty()) || due;
+                (batch, sync)
+            };
+            if !batch.is_empty() {
+                self.keep(batch);
+            }
+            if sync {
+                if let Err(e) = self.index.settle(&self.objects) {
+                    tracing::warn!("cannot sync the cache: {e}");
+                }
+                let mut queue = self.queue.lock();
+                queue.unsynced_since = None;
+                queue.sync_now = false;
+                drop(queue);
+                self.queued.notify_all();
+            }
         }
-        self.pending.lock().remove(&blob.digest);
+    }
+
+    /// Room is made before the objects appear, so the store never holds
+    /// more than the cap, even for a moment.
+    fn keep(&self, batch: Vec<Ingested>) {
+        let digests: Vec<Sha256Digest> = batch.iter().map(Ingested::digest).collect();
+        match self.index.insert_all(batch, self.cap, &self.objects) {
+            Ok((evicted, _)) => {
+                self.evictions.fetch_add(evicted as u64, Ordering::Relaxed);
+            }
+            // The bytes were served; they are downloaded again next time.
+            Err(e) => tracing::warn!(files = digests.len(), "cannot keep downloads: {e}"),
+        }
+        let mut pending = self.pending.lock();
+        for digest in &digests {
+            pending.remove(digest);
+        }
+        drop(pending);
         self.settled.notify_all();
     }
 
-    /// Room is made before the object appears, so the store never holds
-    /// more than the cap, even for a moment.
-    fn make_room_and_install(&self, download: Ingested) -> io::Result<()> {
-        download.sync()?;
-        let blob = download.blob;
-        let objects = &self.objects;
-        let evicted = self
-            .index
-            .insert(blob.digest, blob.size, self.cap, objects, || {
-                download.install(objects).map(drop)
-            })?;
-        self.evictions.fetch_add(evicted as u64, Ordering::Relaxed);
-        Ok(())
+    /// Syncs now what was kept, and waits for it.
+    fn sync_now(&self) {
+        let mut queue = self.queue.lock();
+        if queue.unsynced_since.is_none() && queue.downloads.is_empty() {
+            return;
+        }
+        queue.sync_now = true;
+        self.queued.notify_all();
+        while queue.sync_now && !self.stopping.load(Ordering::SeqCst) {
+            self.queued.wait(&mut queue);
+        }
     }
 }
 
@@ -283,6 +377,35 @@ mod tests {
     }
 
     const M: u64 = PNG_MAGIC.len() as u64;
+
+    #[test]
+    fn files_kept_but_not_yet_synced_are_checked_after_a_crash() {
+        let (dir, cache) = cache();
+        let objects = cache.objects();
+        let (index, _) = ContentIndex::open(cache.database(), &objects, 0, false);
+        let ingested = |bytes: &[u8]| {
+            let mut ingest = objects.ingest().unwrap();
+            ingest.write(&texture(bytes)).unwrap();
+            ingest.finish().unwrap()
+        };
+        let (whole, torn) = (ingested(b"written out"), ingested(b"cut off by a crash"));
+        let (whole_blob, torn_blob) = (whole.blob, torn.blob);
+        index.insert_all(vec![whole, torn], 0, &objects).unwrap();
+        // The crash: one file's bytes never reached the disk (a file moved
+        // into place but still full of zeros).
+        let path = objects.path(&torn_blob.digest);
+        std::fs::write(&path, vec![0u8; torn_blob.size as usize]).unwrap();
+        drop(index);
+        let (store, recovery) = ContentStore::load(&reopen(&dir), 0);
+        assert_eq!(recovery.corrupt, 1);
+        assert!(store.open(&whole_blob).is_some());
+        assert!(store.open(&torn_blob).is_none());
+        assert_eq!(store.totals(), (1, whole_blob.size));
+        // Checked once: the next start finds nothing to check.
+        drop(store);
+        let (_, recovery) = ContentStore::load(&reopen(&dir), 0);
+        assert_eq!(recovery, Recovery::default());
+    }
 
     #[test]
     fn identical_bytes_are_stored_once() {

@@ -43,6 +43,9 @@ CREATE TABLE IF NOT EXISTS objects (
     used INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS objects_by_use ON objects (used);
+-- Objects moved into place before their bytes were known to be on disk:
+-- checked again after a crash, forgotten once the filesystem was synced.
+CREATE TABLE IF NOT EXISTS unsynced (sha256 BLOB PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS totals (files INTEGER NOT NULL, bytes INTEGER NOT NULL);
 INSERT INTO totals SELECT 0, 0 WHERE NOT EXISTS (SELECT 1 FROM totals);
 CREATE TRIGGER IF NOT EXISTS objects_in AFTER INSERT ON objects BEGIN

@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::db::{self, Database};
-use super::{Listed, ObjectStore};
+use super::{Ingested, Listed, ObjectStore};
 use crate::digest::Sha256Digest;
 
 /// A use is written at most this often per object and process: enough for
@@ -113,6 +113,9 @@ impl ContentIndex {
         if let Err(e) = index.reconcile(objects, cap, &mut recovery) {
             tracing::warn!("cannot reconcile the cache index with the files: {e}");
         }
+        if let Err(e) = index.check_unsynced(objects, &mut recovery) {
+            tracing::warn!("cannot check the files written last: {e}");
+        }
         if recovery.corrupt > 0 {
             tracing::error!(
                 count = recovery.corrupt,
@@ -205,54 +208,142 @@ impl ContentIndex {
         tx.commit()
     }
 
-    /// Records a new object, evicts the least recently used objects so that
-    /// the total stays within `cap` (0: no cap), and runs `install` (which
-    /// moves the file into place), all in one transaction. The new object
-    /// is not kept when it alone exceeds the cap: `install` is not called.
-    /// Returns the number of objects evicted.
-    pub fn insert(
+    /// Records new objects, evicts the least recently used ones so that
+    /// the total stays within `cap` (0: no cap), and moves the new files
+    /// into place, all in one transaction. A new object that does not fit
+    /// alone is not kept. The new objects are marked unsynced: their bytes
+    /// may not be on disk yet (see [`ContentIndex::settle`]). Returns the
+    /// number of objects evicted and the new objects not kept.
+    pub fn insert_all(
         &self,
-        sha256: Sha256Digest,
-        size: u64,
+        downloads: Vec<Ingested>,
         cap: u64,
         objects: &ObjectStore,
-        install: impl FnOnce() -> std::io::Result<()>,
-    ) -> std::io::Result<usize> {
+    ) -> std::io::Result<(usize, Vec<Sha256Digest>)> {
         let mut conn = self.db.lock();
         let fail = |e: rusqlite::Error| std::io::Error::other(format!("cache database: {e}"));
         let tx = transaction(&mut conn).map_err(fail)?;
-        let used = next_use(&tx).map_err(fail)?;
-        tx.prepare_cached(
-            "INSERT INTO objects (sha256, size, used) VALUES (?1, ?2, ?3)
-             ON CONFLICT (sha256) DO UPDATE SET used = excluded.used",
-        )
-        .and_then(|mut insert| insert.execute(params![db::blob(&sha256), size as i64, used]))
-        .map_err(fail)?;
+        let first = next_use(&tx).map_err(fail)?;
+        for (used, download) in (first..).zip(downloads.iter()) {
+            let blob = download.blob;
+            tx.prepare_cached(
+                "INSERT INTO objects (sha256, size, used) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (sha256) DO UPDATE SET used = excluded.used",
+            )
+            .and_then(|mut insert| {
+                insert.execute(params![db::blob(&blob.digest), blob.size as i64, used])
+            })
+            .and_then(|_| {
+                tx.prepare_cached("INSERT OR IGNORE INTO unsynced (sha256) VALUES (?1)")?
+                    .execute([db::blob(&blob.digest)])
+            })
+            .map_err(fail)?;
+        }
         let victims = evict_rows(&tx, cap).map_err(fail)?;
-        // Room first, then the new file: never above the cap on disk.
-        let keep = victims.iter().all(|(digest, _)| *digest != sha256);
+        let new: HashSet<Sha256Digest> = downloads.iter().map(Ingested::digest).collect();
+        // Room first, then the new files: never above the cap on disk.
         remove_files(
             objects,
             &victims
                 .iter()
                 .copied()
-                .filter(|(d, _)| *d != sha256)
+                .filter(|(d, _)| !new.contains(d))
                 .collect::<Vec<_>>(),
         );
-        let evicted = victims.len() - usize::from(!keep);
-        if keep {
-            if let Err(e) = install() {
-                // The victims are gone either way; the new row goes too.
-                tx.execute("DELETE FROM objects WHERE sha256 = ?1", [db::blob(&sha256)])
-                    .map_err(fail)?;
-                *self.totals.lock() = totals(&tx).map_err(fail)?;
-                tx.commit().map_err(fail)?;
-                return Err(e);
+        let mut not_kept: Vec<Sha256Digest> = victims
+            .iter()
+            .map(|(d, _)| *d)
+            .filter(|d| new.contains(d))
+            .collect();
+        let evicted = victims.len() - not_kept.len();
+        for download in downloads {
+            let digest = download.digest();
+            if not_kept.contains(&digest) {
+                continue;
             }
+            if let Err(e) = download.install(objects) {
+                tracing::warn!(sha256 = %digest, "cannot keep a download: {e}");
+                tx.execute("DELETE FROM objects WHERE sha256 = ?1", [db::blob(&digest)])
+                    .map_err(fail)?;
+                not_kept.push(digest);
+            }
+        }
+        for digest in &not_kept {
+            tx.execute("DELETE FROM unsynced WHERE sha256 = ?1", [db::blob(digest)])
+                .map_err(fail)?;
         }
         *self.totals.lock() = totals(&tx).map_err(fail)?;
         tx.commit().map_err(fail)?;
-        Ok(evicted)
+        Ok((evicted, not_kept))
+    }
+
+    /// Makes the objects installed so far durable: one sync of the whole
+    /// filesystem, then they are no longer unsynced. Rows added meanwhile
+    /// (by any process) stay until the next time.
+    pub fn settle(&self, objects: &ObjectStore) -> std::io::Result<()> {
+        let fail = |e: rusqlite::Error| std::io::Error::other(format!("cache database: {e}"));
+        let waiting: Vec<Vec<u8>> = {
+            let conn = self.db.lock();
+            conn.prepare_cached("SELECT sha256 FROM unsynced")
+                .and_then(|mut select| {
+                    select
+                        .query_map([], |row| row.get::<_, Vec<u8>>(0))?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(fail)?
+        };
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        objects.sync_filesystem()?;
+        let mut conn = self.db.lock();
+        let tx = transaction(&mut conn).map_err(fail)?;
+        for digest in &waiting {
+            tx.prepare_cached("DELETE FROM unsynced WHERE sha256 = ?1")
+                .and_then(|mut delete| delete.execute([digest]))
+                .map_err(fail)?;
+        }
+        tx.commit().map_err(fail)
+    }
+
+    /// After a crash, objects moved into place before their bytes reached
+    /// the disk may be torn: each is checked (digest and format), a bad one
+    /// removed, and the rest made durable.
+    fn check_unsynced(
+        &self,
+        objects: &ObjectStore,
+        recovery: &mut Recovery,
+    ) -> rusqlite::Result<()> {
+        let waiting: Vec<Sha256Digest> = {
+            let conn = self.db.lock();
+            let mut select = conn.prepare("SELECT sha256 FROM unsynced")?;
+            select
+                .query_map([], |row| row.get::<_, Vec<u8>>(0))?
+                .filter_map(|bytes| db::digest(bytes.ok()))
+                .collect()
+        };
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let mut bad = Vec::new();
+        for digest in &waiting {
+            match objects.check(digest) {
+                Ok(Some(_)) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                _ => {
+                    tracing::error!(path = %objects.path(digest).display(), "a cached file written just before a crash is not whole; removed");
+                    bad.push(*digest);
+                }
+            }
+        }
+        recovery.corrupt += bad.len();
+        if !bad.is_empty() {
+            self.remove(objects, &bad);
+        }
+        if let Err(e) = self.settle(objects) {
+            tracing::warn!("cannot sync the cache: {e}");
+        }
+        Ok(())
     }
 
     /// Marks an object as just used: remembered in memory, written by the

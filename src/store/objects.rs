@@ -54,6 +54,9 @@ pub struct ObjectStore {
     dir: Arc<Dir>,
     tmp: Arc<Dir>,
     holds: Holds,
+    /// The prefix directories opened so far, so that an install costs no
+    /// mkdir and no open.
+    prefixes: Arc<parking_lot::Mutex<std::collections::HashMap<String, Arc<Dir>>>>,
 }
 
 fn split(digest: &Sha256Digest) -> (String, String) {
@@ -63,7 +66,17 @@ fn split(digest: &Sha256Digest) -> (String, String) {
 
 impl ObjectStore {
     pub fn new(dir: Arc<Dir>, tmp: Arc<Dir>, holds: Holds) -> Self {
-        ObjectStore { dir, tmp, holds }
+        ObjectStore {
+            dir,
+            tmp,
+            holds,
+            prefixes: Arc::default(),
+        }
+    }
+
+    /// Makes everything written to the store's filesystem durable at once.
+    pub fn sync_filesystem(&self) -> io::Result<()> {
+        self.dir.sync_filesystem()
     }
 
     pub fn holds(&self) -> Holds {
@@ -200,7 +213,23 @@ impl ObjectStore {
 
     fn install(&self, file: TempFile, digest: &Sha256Digest) -> io::Result<()> {
         let (prefix, name) = split(digest);
-        file.persist(&self.dir.dir(&prefix)?, &name)
+        let known = self.prefixes.lock().get(&prefix).cloned();
+        let target = match known {
+            Some(dir) => dir,
+            None => {
+                let dir = Arc::new(self.dir.dir(&prefix)?);
+                self.prefixes.lock().insert(prefix.clone(), dir.clone());
+                dir
+            }
+        };
+        match file.persist_or_return(&target, &name) {
+            Ok(()) => Ok(()),
+            // The prefix directory went (removed by hand): made again.
+            Err((file, _)) => {
+                self.prefixes.lock().remove(&prefix);
+                file.persist(&self.dir.dir(&prefix)?, &name)
+            }
+        }
     }
 }
 
@@ -294,6 +323,10 @@ impl Ingested {
     pub fn commit(self, store: &ObjectStore) -> io::Result<Blob> {
         self.sync()?;
         self.install(store)
+    }
+
+    pub fn digest(&self) -> Sha256Digest {
+        self.blob.digest
     }
 
     pub fn sync(&self) -> io::Result<()> {
