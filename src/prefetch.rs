@@ -101,9 +101,9 @@ fn selection(tag: &Tag, sources: &[String], tiers: &[String]) -> Result<Vec<Stri
             .filter(|t| tiers.is_empty() || tiers.contains(t))
         {
             let tier_dir = format!("{}/{tier}", source.name);
-            for (material, _) in list(&tier_dir)? {
+            for (material, _) in list(&tier_dir)?.iter() {
                 let material_dir = format!("{tier_dir}/{material}");
-                for (file, _) in list(&material_dir)? {
+                for (file, _) in list(&material_dir)?.iter() {
                     paths.push(format!("{material_dir}/{file}"));
                 }
             }

@@ -214,9 +214,9 @@ proptest! {
         for material in &parsed.value.materials {
             prop_assert!(safe(&material.id));
             // A texture's file name is the longest name a material yields.
-            let file_names_safe = material.channels.iter().all(|c| safe(c) && safe(&format!("{c}.ktx2")));
+            let file_names_safe = material.channels().all(|c| safe(c) && safe(&format!("{c}.ktx2")));
             prop_assert!(file_names_safe);
-            prop_assert!(material.tiers.iter().all(|t| safe(t)));
+            prop_assert!(material.tiers().all(safe));
             ids.push(material.id.to_string());
         }
         // Strictly increasing: sorted, and no id twice.

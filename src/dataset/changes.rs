@@ -186,7 +186,7 @@ impl ChangeReport {
     ) {
         let files = |m: Option<&Material>, tier: &str| -> Vec<String> {
             m.filter(|m| m.in_tier(tier))
-                .map(|m| m.channels.iter().map(|c| c.to_string()).collect())
+                .map(|m| m.channels().map(str::to_owned).collect())
                 .unwrap_or_default()
         };
         for tier in tiers {

@@ -21,8 +21,11 @@ use crate::remote::{FetchError, GetOutcome, MemorySink, RemoteMeta, Validators};
 use crate::store::{Blob, DocRecord, OpenBlob};
 use crate::wait;
 
-/// Manifests and catalogs larger than this are refused.
-pub const DOCUMENT_LIMIT: usize = 256 << 20;
+/// Manifests and catalogs larger than this are refused. Real catalogs are a
+/// few megabytes; a hostile one of the smallest entries that still make
+/// files holds about twice its size in memory once listed, so this bounds
+/// what a server can make the daemon hold.
+pub const DOCUMENT_LIMIT: usize = 128 << 20;
 /// A revalidation that could not reach the server is tried again after this.
 pub const REVALIDATION_RETRY: Duration = Duration::from_secs(60);
 /// How many skipped entries of one document are logged one by one.

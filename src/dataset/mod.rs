@@ -4,6 +4,7 @@
 
 mod changes;
 mod documents;
+mod entries;
 mod error;
 mod files;
 mod generated;
@@ -27,6 +28,7 @@ use crate::stats::Stats;
 use crate::store::{CacheDir, ContentStore, ObjectStore, OriginDir, Recovery};
 use releases::Releases;
 
+pub use entries::Entries;
 pub use error::Error;
 pub use shared::Opened;
 pub use tag::{LoadError, Stat, Tag};

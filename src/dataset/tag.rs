@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 
 use super::Context;
 use super::documents::{DOCUMENT_LIMIT, Documents, parse_manifest_for};
+use super::entries::Entries;
 use super::error::{Error, Result};
 use super::files::Files;
 use super::generated;
@@ -238,7 +239,7 @@ impl Tag {
 
     /// The entries of a directory, with the generation of the view they
     /// come from.
-    pub fn list(&self, path: &str) -> Result<(Vec<(String, Kind)>, u64)> {
+    pub fn list(&self, path: &str) -> Result<(Entries, u64)> {
         self.ask(path, |view| {
             view.list(path).map(|l| l.map(|l| (l, view.generation)))
         })?

@@ -1,9 +1,10 @@
 //! Catalog `<source>.json`: a JSON array of materials.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
-use serde::de::IgnoredAny;
-use serde_json::value::RawValue;
+use serde::Deserializer;
+use serde::de::{IgnoredAny, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::pbr::{Pbr, parse_pbr};
@@ -17,19 +18,45 @@ pub struct Catalog {
     pub materials: Vec<Material>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The most distinct channel (or tier) names one catalog can use: each
+/// material keeps its set as a bit mask, so that a catalog of a million
+/// materials does not hold a million copies of "color".
+pub const MAX_NAMES: usize = 64;
+
+/// The channel and tier names used in one catalog, each table sorted, so
+/// that bit order is name order.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Names {
+    channels: Vec<Box<str>>,
+    tiers: Vec<Box<str>>,
+}
+
+#[derive(Debug, Clone)]
 pub struct Material {
     pub id: Box<str>,
-    /// Channel names (file stems), sorted and unique.
-    pub channels: Box<[Box<str>]>,
-    /// Tiers this material has files in, sorted and unique.
-    pub tiers: Box<[Box<str>]>,
-    /// Hashes of the baked tier, by channel, sorted by channel.
-    pub hashes: Box<[(Box<str>, TextureHash)]>,
+    names: Arc<Names>,
+    /// Bit i: the material has channel `names.channels[i]`.
+    channels: u64,
+    /// Bit i: the material has files in tier `names.tiers[i]`.
+    tiers: u64,
+    /// Hashes of the baked tier, by channel index, sorted.
+    hashes: Box<[(u8, TextureHash)]>,
     /// What the `mat_vis` block says beyond files; boxed and only there
     /// when it says something, so that a catalog of bare entries stays small.
     pub details: Option<Box<Details>>,
 }
+
+impl PartialEq for Material {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.channels().eq(other.channels())
+            && self.tiers().eq(other.tiers())
+            && self.hashes().eq(other.hashes())
+            && self.details == other.details
+    }
+}
+
+impl Eq for Material {}
 
 /// The display name and PBR values of a material (`mat_vis.name`,
 /// `mat_vis.pbr`).
@@ -55,6 +82,14 @@ impl Catalog {
     }
 }
 
+fn bits(mask: u64) -> impl Iterator<Item = usize> {
+    (0..MAX_NAMES).filter(move |i| mask & (1 << i) != 0)
+}
+
+fn index_of(table: &[Box<str>], name: &str) -> Option<usize> {
+    table.binary_search_by(|n| n.as_ref().cmp(name)).ok()
+}
+
 impl Material {
     /// `mat_vis.name`, when the catalog gives a usable one.
     pub fn name(&self) -> Option<&str> {
@@ -66,8 +101,22 @@ impl Material {
         self.details.as_ref().map(|d| &d.pbr)
     }
 
+    /// Channel names (file stems), sorted.
+    pub fn channels(&self) -> impl Iterator<Item = &str> {
+        bits(self.channels).map(|i| self.names.channels[i].as_ref())
+    }
+
+    /// Tiers this material has files in, sorted.
+    pub fn tiers(&self) -> impl Iterator<Item = &str> {
+        bits(self.tiers).map(|i| self.names.tiers[i].as_ref())
+    }
+
+    pub fn has_tiers(&self) -> bool {
+        self.tiers != 0
+    }
+
     pub fn in_tier(&self, tier: &str) -> bool {
-        self.tiers.iter().any(|t| t.as_ref() == tier)
+        index_of(&self.names.tiers, tier).is_some_and(|i| self.tiers & (1 << i) != 0)
     }
 
     pub fn has_channel(&self, channel: &str) -> bool {
@@ -76,45 +125,134 @@ impl Material {
 
     /// The channel called `name`, borrowed from the material.
     pub fn channel(&self, name: &str) -> Option<&str> {
-        let index = self
-            .channels
-            .binary_search_by(|c| c.as_ref().cmp(name))
-            .ok()?;
-        Some(&self.channels[index])
+        let i = index_of(&self.names.channels, name)?;
+        (self.channels & (1 << i) != 0).then(|| self.names.channels[i].as_ref())
+    }
+
+    /// Hashes of the baked tier by channel, sorted by channel.
+    pub fn hashes(&self) -> impl Iterator<Item = (&str, TextureHash)> {
+        self.hashes
+            .iter()
+            .map(|(i, hash)| (self.names.channels[usize::from(*i)].as_ref(), *hash))
     }
 
     pub fn hash(&self, channel: &str) -> Option<TextureHash> {
+        let i = u8::try_from(index_of(&self.names.channels, channel)?).ok()?;
         self.hashes
-            .binary_search_by(|(c, _)| c.as_ref().cmp(channel))
+            .binary_search_by(|(c, _)| c.cmp(&i))
             .ok()
-            .map(|i| self.hashes[i].1)
+            .map(|at| self.hashes[at].1)
+    }
+}
+
+/// Hands each entry of a JSON array to a function as it is read.
+struct EachEntry<F>(F);
+
+impl<'de, F: FnMut(Value)> Visitor<'de> for EachEntry<F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON array")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut entries: A) -> Result<(), A::Error> {
+        while let Some(entry) = entries.next_element::<Value>()? {
+            (self.0)(entry);
+        }
+        Ok(())
+    }
+}
+
+/// Builds the name tables of a catalog while its entries are parsed:
+/// names get bits in the order they are first seen, put in name order
+/// once all are known. Names past [`MAX_NAMES`] are skipped with a reason.
+#[derive(Default)]
+struct Interner {
+    channels: NameTable,
+    tiers: NameTable,
+}
+
+#[derive(Default)]
+struct NameTable {
+    names: Vec<Box<str>>,
+    bits: HashMap<Box<str>, u8>,
+}
+
+impl NameTable {
+    fn bit(&mut self, name: &str) -> Option<u8> {
+        if let Some(bit) = self.bits.get(name) {
+            return Some(*bit);
+        }
+        let bit = u8::try_from(self.names.len())
+            .ok()
+            .filter(|b| usize::from(*b) < MAX_NAMES)?;
+        self.names.push(name.into());
+        self.bits.insert(name.into(), bit);
+        Some(bit)
+    }
+
+    /// The sorted table, and each first-seen bit's place in it.
+    fn sorted(self) -> (Vec<Box<str>>, Vec<u8>) {
+        let mut seen: Vec<(Box<str>, usize)> = self.names.into_iter().zip(0..).collect();
+        seen.sort_unstable();
+        let mut place = vec![0u8; seen.len()];
+        for (sorted, (_, first)) in seen.iter().enumerate() {
+            place[*first] = sorted as u8;
+        }
+        (seen.into_iter().map(|(name, _)| name).collect(), place)
+    }
+}
+
+fn remap(mask: u64, place: &[u8]) -> u64 {
+    bits(mask).fold(0, |m, bit| m | (1 << place[bit]))
+}
+
+impl Interner {
+    fn finish(self, mut materials: Vec<Material>) -> Vec<Material> {
+        let (channels, channel_place) = self.channels.sorted();
+        let (tiers, tier_place) = self.tiers.sorted();
+        let names = Arc::new(Names { channels, tiers });
+        for m in &mut materials {
+            m.channels = remap(m.channels, &channel_place);
+            m.tiers = remap(m.tiers, &tier_place);
+            for (bit, _) in m.hashes.iter_mut() {
+                *bit = channel_place[usize::from(*bit)];
+            }
+            m.hashes.sort_by_key(|(bit, _)| *bit);
+            m.names = Arc::clone(&names);
+        }
+        materials
     }
 }
 
 pub fn parse_catalog(bytes: &[u8]) -> Result<Parsed<Catalog>, FormatError> {
-    // Entries are parsed one at a time from the raw text: a full catalog
-    // as one JSON tree would take ten times its size in memory.
-    let entries: Vec<&RawValue> = match serde_json::from_slice(bytes) {
-        Ok(entries) => entries,
-        Err(e) => {
-            return Err(match serde_json::from_slice::<IgnoredAny>(bytes) {
-                Ok(_) => FormatError::WrongShape("the catalog is not a JSON array".into()),
-                Err(_) => FormatError::NotJson(e),
-            });
-        }
-    };
     let mut skipped = Vec::new();
-    let mut materials: Vec<Material> = Vec::with_capacity(entries.len());
-    for (index, raw) in entries.iter().enumerate() {
-        let parsed = serde_json::from_str::<Value>(raw.get())
-            .map_err(|e| e.to_string())
-            .and_then(|entry| parse_material(&entry, &mut skipped));
-        match parsed {
+    let mut interner = Interner::default();
+    let unnamed = Arc::new(Names::default());
+    let mut materials: Vec<Material> = Vec::new();
+    let mut index = 0;
+    // Entries are parsed one at a time as the text is read: a full catalog
+    // as one JSON tree would take ten times its size in memory.
+    let each = EachEntry(|entry: Value| {
+        match parse_material(&entry, &mut interner, &unnamed, &mut skipped) {
             Ok(m) => materials.push(m),
             Err(reason) => skipped.push(format!("entry {index}: {reason}")),
         }
+        index += 1;
+    });
+    let mut reader = serde_json::Deserializer::from_slice(bytes);
+    if let Err(e) = reader.deserialize_seq(each).and_then(|()| reader.end()) {
+        return Err(match serde_json::from_slice::<IgnoredAny>(bytes) {
+            Ok(_) => FormatError::WrongShape("the catalog is not a JSON array".into()),
+            Err(_) => FormatError::NotJson(e),
+        });
     }
-    materials.sort_by(|a, b| a.id.cmp(&b.id));
+    materials.shrink_to_fit();
+    // Catalogs come sorted; sorting one again would cost half its size.
+    // Stable: of entries sharing an id, the first stays first.
+    if !materials.is_sorted_by(|a, b| a.id <= b.id) {
+        materials.sort_by(|a, b| a.id.cmp(&b.id));
+    }
     let before = materials.len();
     let mut seen_dups = BTreeSet::new();
     materials.dedup_by(|later, earlier| {
@@ -132,12 +270,19 @@ pub fn parse_catalog(bytes: &[u8]) -> Result<Parsed<Catalog>, FormatError> {
         }
     }
     Ok(Parsed {
-        value: Catalog { materials },
+        value: Catalog {
+            materials: interner.finish(materials),
+        },
         skipped,
     })
 }
 
-fn parse_material(entry: &Value, skipped: &mut Vec<String>) -> Result<Material, String> {
+fn parse_material(
+    entry: &Value,
+    interner: &mut Interner,
+    unnamed: &Arc<Names>,
+    skipped: &mut Vec<String>,
+) -> Result<Material, String> {
     let Value::Object(fields) = entry else {
         return Err("not a JSON object".into());
     };
@@ -148,36 +293,52 @@ fn parse_material(entry: &Value, skipped: &mut Vec<String>) -> Result<Material, 
     };
     check_component(id).map_err(|e| format!("id {id:?} {e}"))?;
 
-    let hashes = parse_hashes(id, fields, skipped);
-    let listed = string_list(fields.get("maps"));
-    let channel_names: Vec<String> = match listed {
-        Some(list) if !list.is_empty() => list,
-        _ => hashes.iter().map(|(c, _)| c.to_string()).collect(),
+    let too_many = |what: &str, name: &str| {
+        format!(
+            "material {id:?}: {what} {name:?} is past the {MAX_NAMES} distinct {what} names a catalog may use"
+        )
     };
-    let mut channels = BTreeSet::new();
+    let listed_hashes = parse_hashes(id, fields, skipped);
+    let listed = string_list(fields.get("maps"));
+    let channel_names: Vec<&str> = match &listed {
+        Some(list) if !list.is_empty() => list.iter().map(String::as_str).collect(),
+        _ => listed_hashes.iter().map(|(c, _)| c.as_str()).collect(),
+    };
+    let mut channels = 0u64;
     for channel in channel_names {
         // The longest file name a channel gets is "<channel>.ktx2".
-        match check_component(&channel).and_then(|()| check_component(&format!("{channel}.ktx2"))) {
-            Ok(()) => {
-                channels.insert(channel.into_boxed_str());
-            }
+        match check_component(channel).and_then(|()| check_component(&format!("{channel}.ktx2"))) {
+            Ok(()) => match interner.channels.bit(channel) {
+                Some(bit) => channels |= 1 << bit,
+                None => skipped.push(too_many("channel", channel)),
+            },
             Err(e) => skipped.push(format!("material {id:?}: channel {channel:?} {e}")),
         }
     }
-    let mut tiers = BTreeSet::new();
+    let mut tiers = 0u64;
     for tier in string_list(fields.get("available_tiers")).unwrap_or_default() {
         match check_component(&tier) {
-            Ok(()) => {
-                tiers.insert(tier.into_boxed_str());
-            }
+            Ok(()) => match interner.tiers.bit(&tier) {
+                Some(bit) => tiers |= 1 << bit,
+                None => skipped.push(too_many("tier", &tier)),
+            },
             Err(e) => skipped.push(format!("material {id:?}: tier {tier:?} {e}")),
         }
     }
+    // Hashes count only for the material's channels.
+    let hashes = listed_hashes
+        .iter()
+        .filter_map(|(channel, hash)| {
+            let bit = *interner.channels.bits.get(channel.as_str())?;
+            (channels & (1 << bit) != 0).then_some((bit, *hash))
+        })
+        .collect();
     Ok(Material {
         id: id.as_str().into(),
-        channels: channels.into_iter().collect(),
-        tiers: tiers.into_iter().collect(),
-        hashes: hashes.into_boxed_slice(),
+        names: Arc::clone(unnamed),
+        channels,
+        tiers,
+        hashes,
         details: parse_details(id, fields.get("mat_vis"), skipped),
     })
 }
@@ -229,11 +390,11 @@ fn parse_hashes(
     id: &str,
     fields: &Map<String, Value>,
     skipped: &mut Vec<String>,
-) -> Vec<(Box<str>, TextureHash)> {
+) -> Vec<(String, TextureHash)> {
     let Some(Value::Object(map)) = fields.get("texture_hashes") else {
         return Vec::new();
     };
-    let mut out: Vec<(Box<str>, TextureHash)> = Vec::new();
+    let mut out: Vec<(String, TextureHash)> = Vec::new();
     for (channel, value) in map {
         let sha256 = value
             .get("sha256")
@@ -241,9 +402,7 @@ fn parse_hashes(
             .and_then(Sha256Digest::from_hex);
         let size = value.get("size").and_then(Value::as_u64);
         match (sha256, size) {
-            (Some(sha256), Some(size)) => {
-                out.push((channel.as_str().into(), TextureHash { sha256, size }))
-            }
+            (Some(sha256), Some(size)) => out.push((channel.clone(), TextureHash { sha256, size })),
             _ => skipped.push(format!(
                 "material {id:?}: texture_hashes.{channel} is not {{sha256, size}}"
             )),
@@ -301,7 +460,7 @@ mod tests {
         assert_eq!(ids, ["Brass", "OnlyHashes", "Rock064"]);
         let rock = parsed.value.material("Rock064").unwrap();
         assert_eq!(
-            rock.channels.iter().map(|c| c.as_ref()).collect::<Vec<_>>(),
+            rock.channels().collect::<Vec<_>>(),
             ["color", "normal", "roughness"]
         );
         assert!(rock.in_tier("ktx2-1k") && !rock.in_tier("256"));
@@ -309,8 +468,11 @@ mod tests {
         assert!(rock.hash("normal").is_none());
         // maps missing: the channels come from texture_hashes.
         let only = parsed.value.material("OnlyHashes").unwrap();
-        assert_eq!(only.channels.as_ref(), [Box::<str>::from("ao")]);
-        assert!(parsed.value.material("Brass").unwrap().channels.is_empty());
+        assert_eq!(only.channels().collect::<Vec<_>>(), ["ao"]);
+        assert_eq!(
+            parsed.value.material("Brass").unwrap().channels().count(),
+            0
+        );
     }
 
     #[test]
@@ -341,9 +503,12 @@ mod tests {
             .collect();
         assert_eq!(ids, ["badhash", "good"]);
         let good = parsed.value.material("good").unwrap();
-        assert_eq!(good.channels.as_ref(), [Box::<str>::from("color")]);
-        assert_eq!(good.tiers.as_ref(), [Box::<str>::from("1k")]);
-        assert!(parsed.value.material("badhash").unwrap().hashes.is_empty());
+        assert_eq!(good.channels().collect::<Vec<_>>(), ["color"]);
+        assert_eq!(good.tiers().collect::<Vec<_>>(), ["1k"]);
+        assert_eq!(
+            parsed.value.material("badhash").unwrap().hashes().count(),
+            0
+        );
         // 5 bad channels + 1 bad tier + 9 bad entries + 1 duplicate + 1 bad hash
         assert_eq!(parsed.skipped.len(), 17, "{:#?}", parsed.skipped);
     }
@@ -387,10 +552,60 @@ mod tests {
     fn a_bare_entry_costs_no_more_than_one_pointer_for_its_details() {
         // What a catalog of a million materials pays for every entry.
         assert!(
-            std::mem::size_of::<Material>() <= 72,
+            std::mem::size_of::<Material>() <= 64,
             "{}",
             std::mem::size_of::<Material>()
         );
+    }
+
+    #[test]
+    fn materials_share_one_table_of_names_and_names_past_the_limit_are_skipped() {
+        let mut doc = String::from("[");
+        for i in 0..=MAX_NAMES {
+            doc += &format!(
+                r#"{{"id": "m{i:02}", "maps": ["color", "c{i:02}"], "available_tiers": ["1k"]}},"#
+            );
+        }
+        doc += r#"{"id": "last", "maps": ["color", "c00"], "available_tiers": ["1k", "2k"]}]"#;
+        let parsed = parse_catalog(doc.as_bytes()).unwrap();
+        let catalog = parsed.value;
+        let first = catalog.material("m00").unwrap();
+        assert!(
+            catalog
+                .materials
+                .iter()
+                .all(|m| Arc::ptr_eq(&m.names, &first.names))
+        );
+        // "color" and c00..c62 fill the table; c63 and c64 do not fit.
+        assert_eq!(
+            catalog
+                .material("m62")
+                .unwrap()
+                .channels()
+                .collect::<Vec<_>>(),
+            ["c62", "color"]
+        );
+        assert_eq!(
+            catalog
+                .material("m63")
+                .unwrap()
+                .channels()
+                .collect::<Vec<_>>(),
+            ["color"]
+        );
+        assert_eq!(
+            catalog
+                .material("m64")
+                .unwrap()
+                .channels()
+                .collect::<Vec<_>>(),
+            ["color"]
+        );
+        let last = catalog.material("last").unwrap();
+        assert!(last.has_channel("c00") && !last.has_channel("c63"));
+        assert_eq!(last.tiers().collect::<Vec<_>>(), ["1k", "2k"]);
+        assert!(last.in_tier("2k") && !first.in_tier("2k") && first.has_tiers());
+        assert_eq!(parsed.skipped.len(), 2, "{:#?}", parsed.skipped);
     }
 
     #[test]

@@ -48,7 +48,9 @@ impl FsCore {
                     .collect(),
                 None,
             ),
-            None if *key.path == *CONTROL_DIR => (vec![(STATS_FILE.to_string(), Kind::File)], None),
+            None if *key.path == *CONTROL_DIR => {
+                ([(STATS_FILE, Kind::File)].into_iter().collect(), None)
+            }
             None => return Err(crate::dataset::Error::NotDir.into()),
         };
         let parent = key
@@ -86,8 +88,8 @@ impl FsCore {
                 0 => (".", Kind::Dir, None),
                 1 => ("..", Kind::Dir, None),
                 i => {
-                    let (name, kind) = &listing.children[i - 2];
-                    (name.as_str(), *kind, Some(listing.key.child(name)))
+                    let (name, kind) = listing.children.get(i - 2).expect("within the listing");
+                    (name, kind, Some(listing.key.child(name)))
                 }
             };
             let refused = match key {

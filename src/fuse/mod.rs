@@ -159,8 +159,11 @@ impl Filesystem for FuseAdapter {
         let _ = config.set_max_readahead(MAX_READAHEAD);
         // Listings with attributes, without opendir round trips, several at
         // once in one directory: what `ls -l` and `find` need. Each is
-        // optional; older kernels simply do without.
+        // optional; older kernels simply do without. With "auto", a listing
+        // nobody looks into (a plain `ls`) goes on without attributes after
+        // its first part, and so without an inode per entry.
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
+        let _ = config.add_capabilities(InitFlags::FUSE_READDIRPLUS_AUTO);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
         // The kernel checks a file's attributes before reading its pages and
         // a directory's mtime before using the listing it kept: after a

@@ -148,7 +148,7 @@ impl<'a> Spec<'a> {
         let textures = if tier == SCALAR_TIER {
             ChannelSet::default()
         } else if texture_extension(tier) == "png" {
-            ChannelSet::from_names(material.channels.iter().map(|c| c.as_ref()))
+            ChannelSet::from_names(material.channels())
         } else {
             return None;
         };

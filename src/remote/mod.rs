@@ -168,10 +168,14 @@ impl BodySink for MemorySink {
     }
 
     fn announced(&mut self, size: u64) -> Result<(), FetchError> {
-        match size > self.limit as u64 {
-            true => Err(too_large(size, self.limit as u64, "documents")),
-            false => Ok(()),
+        if size > self.limit as u64 {
+            return Err(too_large(size, self.limit as u64, "documents"));
         }
+        // Room for the whole body at once: growing by doubling would hold
+        // up to twice a large catalog while it arrives.
+        self.bytes
+            .reserve_exact((size as usize).saturating_sub(self.bytes.len()));
+        Ok(())
     }
 }
 
@@ -259,5 +263,25 @@ mod origin_tests {
             "http://127.0.0.1:8080/resolve"
         );
         assert_eq!(origin_of("file:///srv/mat-vis"), "file:///srv/mat-vis");
+    }
+}
+
+#[cfg(test)]
+mod sink_tests {
+    use super::{BodySink, FetchError, MemorySink};
+
+    #[test]
+    fn a_document_past_its_limit_is_refused_announced_or_not() {
+        let mut sink = MemorySink::with_limit(10);
+        assert!(matches!(sink.announced(11), Err(FetchError::Rejected(_))));
+        sink.announced(10).unwrap();
+        assert!(sink.bytes.capacity() >= 10);
+        sink.write(b"0123456789").unwrap();
+        assert!(matches!(sink.write(b"x"), Err(FetchError::Rejected(_))));
+        assert_eq!(sink.bytes, b"0123456789");
+        // A server that announces less than it sends is cut off all the same.
+        let mut sink = MemorySink::with_limit(10);
+        sink.announced(4).unwrap();
+        assert!(matches!(sink.write(&[0; 11]), Err(FetchError::Rejected(_))));
     }
 }

@@ -1,15 +1,16 @@
 //! Directory listings of a tag's tree, against one view.
 
 use super::{Lookup, MaterialRef, Node, TierRef, in_tier};
+use crate::dataset::entries::Entries;
 use crate::dataset::view::{Kind, TagView};
 use crate::format::{MANIFEST_FILE, SCALAR_TIER, texture_extension};
 
 impl TagView {
-    /// Names and kinds in a directory, sorted by name; `Found(None)` for a
-    /// file or a link.
-    pub fn list(&self, path: &str) -> Lookup<Option<Vec<(String, Kind)>>> {
+    /// Names and kinds in a directory, sorted by name, each once;
+    /// `Found(None)` for a file or a link.
+    pub fn list(&self, path: &str) -> Lookup<Option<Entries>> {
         let node = found!(self.resolve(path));
-        let mut out: Vec<(String, Kind)> = Vec::new();
+        let mut out = Entries::default();
         match node {
             Node::Manifest
             | Node::Document(_)
@@ -17,24 +18,24 @@ impl TagView {
             | Node::Generated(_)
             | Node::Link(_) => return Lookup::Found(None),
             Node::TagRoot => {
-                out.push((MANIFEST_FILE.to_string(), Kind::File));
+                out.push(MANIFEST_FILE, Kind::File);
                 for source in &self.manifest.sources {
                     for document in source.catalog.iter().chain(&source.mtlx) {
-                        out.push((document.clone(), Kind::File));
+                        out.push(document, Kind::File);
                     }
                     if self.dir_source(&source.name).is_some() {
-                        out.push((source.name.clone(), Kind::Dir));
+                        out.push(&source.name, Kind::Dir);
                     }
                 }
             }
             Node::Source => {
                 let source = self.dir_source(path).expect("resolved as a source");
-                out.extend(source.tiers.iter().map(|t| (t.clone(), Kind::Dir)));
+                out.extend(source.tiers.iter().map(|t| (t, Kind::Dir)));
                 for extra in [SCALAR_TIER, "auto", "best"] {
                     if !source.tiers.iter().any(|t| t == extra)
                         && self.tier_of(source, extra).is_some()
                     {
-                        out.push((extra.to_string(), Kind::Dir));
+                        out.push(extra, Kind::Dir);
                     }
                 }
             }
@@ -44,15 +45,8 @@ impl TagView {
                 match self.rowmaps_of(source, tier).map(Lookup::into_found) {
                     Some(Ok(rowmaps)) => {
                         for (_, rowmap, _) in rowmaps {
-                            out.extend(
-                                rowmap
-                                    .materials
-                                    .iter()
-                                    .map(|m| (m.id.to_string(), Kind::Dir)),
-                            );
+                            out.extend(rowmap.materials.iter().map(|m| (&m.id, Kind::Dir)));
                         }
-                        out.sort_by(|a, b| a.0.cmp(&b.0));
-                        out.dedup_by(|a, b| a.0 == b.0);
                     }
                     Some(Err(pending)) => return pending,
                     None => {
@@ -62,7 +56,7 @@ impl TagView {
                                 .materials
                                 .iter()
                                 .filter(|m| in_tier(m, tier))
-                                .map(|m| (m.id.to_string(), Kind::Dir)),
+                                .map(|m| (&m.id, Kind::Dir)),
                         );
                     }
                 }
@@ -83,7 +77,7 @@ impl TagView {
                                 source.tiers.iter().any(|t| t == tier) && m.in_tier(tier)
                             })
                         })
-                        .map(|m| (m.id.to_string(), Kind::Symlink)),
+                        .map(|m| (&m.id, Kind::Symlink)),
                 );
             }
             Node::Material => {
@@ -98,11 +92,7 @@ impl TagView {
                 match found!(self.material(source, tier, id)) {
                     MaterialRef::Catalog(m, _) => {
                         if tier != SCALAR_TIER {
-                            out.extend(
-                                m.channels
-                                    .iter()
-                                    .map(|c| (format!("{c}.{ext}"), Kind::File)),
-                            );
+                            out.extend(m.channels().map(|c| (format!("{c}.{ext}"), Kind::File)));
                         }
                         let generated = found!(self.generated(source, tier, m));
                         out.extend(generated.into_iter().map(|(name, _)| (name, Kind::File)));
@@ -115,7 +105,6 @@ impl TagView {
                 }
             }
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Lookup::Found(Some(out))
+        Lookup::Found(Some(out.sorted()))
     }
 }

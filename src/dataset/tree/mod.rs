@@ -426,7 +426,7 @@ impl TagView {
 /// Whether a catalog material is listed in `tier`; the scalar tier also
 /// holds older entries that give no tiers at all.
 fn in_tier(material: &Material, tier: &str) -> bool {
-    material.in_tier(tier) || (tier == SCALAR_TIER && material.tiers.is_empty())
+    material.in_tier(tier) || (tier == SCALAR_TIER && !material.has_tiers())
 }
 
 mod list;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::*;
+use crate::dataset::Entries;
 use crate::dataset::view::LoadedDoc;
 use crate::digest::Sha256Digest;
 use crate::format::{parse_catalog, parse_manifest};
@@ -51,9 +52,9 @@ fn view(with_catalog: bool) -> TagView {
     }
 }
 
-fn names(listing: Lookup<Option<Vec<(String, Kind)>>>) -> Vec<String> {
+fn names(listing: Lookup<Option<Entries>>) -> Vec<String> {
     match listing {
-        Lookup::Found(Some(entries)) => entries.into_iter().map(|(n, _)| n).collect(),
+        Lookup::Found(Some(entries)) => entries.iter().map(|(n, _)| n.to_string()).collect(),
         other => panic!("not a listing: {other:?}"),
     }
 }

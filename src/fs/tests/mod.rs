@@ -37,6 +37,10 @@ struct Harness {
     cache: tempfile::TempDir,
     /// Sessions show the server's tree only (`--raw`).
     raw: bool,
+    /// The newest session: a new one starts as after its unmount, with
+    /// everything it learned written (a session still in use may not yet
+    /// have written what it learned).
+    newest: Mutex<Option<Arc<FsCore>>>,
 }
 
 impl Harness {
@@ -45,6 +49,7 @@ impl Harness {
             remote: Arc::new(MockRemote::default()),
             cache: tempfile::tempdir().unwrap(),
             raw: true,
+            newest: Mutex::default(),
         };
         harness.publish(release);
         harness
@@ -74,6 +79,9 @@ impl Harness {
             true => Arc::new(Offline::new("mock://")),
             false => self.remote.clone(),
         };
+        if let Some(newest) = self.newest.lock().take() {
+            newest.dataset().context().content.flush();
+        }
         let cache = CacheDir::open(self.cache.path()).unwrap();
         let ctx = Arc::new(Context::new(remote, cache, 0).raw(self.raw));
         let changes = Arc::new(Mutex::new(Vec::new()));
@@ -84,10 +92,9 @@ impl Harness {
             pinned.iter().map(|s| s.to_string()).collect(),
         ));
         dataset.load_pinned().unwrap();
-        Session {
-            core: FsCore::new(dataset),
-            changes,
-        }
+        let core = FsCore::new(dataset);
+        *self.newest.lock() = Some(core.clone());
+        Session { core, changes }
     }
 }
 
