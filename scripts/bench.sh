@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Benchmark matvisfs against curl, the reference Python client and local
-# disk on generated releases served on loopback; prints a table of medians.
-#   scripts/bench.sh [RUNS]
-#   env: MATERIALS, PX, FILES (case 1-2), LARGE (case 4), BIG_MB (case 3),
-#        DELAY_MS (latency added by the test server), REFCLIENT_PYTHON,
-#        CASES (groups to run: cold,warm,tree,hub; default all),
-#        CACHE_ROOT (where cold-read caches go, e.g. /dev/shm; default: the work dir)
-# Needs root, nginx, curl and fuse3 (apt-get install -y nginx-light curl fuse3).
+# Benchmark matvisfs against the wire (one curl process), rclone's FUSE
+# mount, local disk and the reference Python client, on generated releases
+# served on loopback; prints a table of medians (see README, Benchmarks).
+#   scripts/bench.sh [RUNS]          (default 3; about 12 minutes on 2 cores)
+#   env: CASES (groups: cold,latency,warm,big,tree,memory,hub; default all),
+#        MATERIALS, PX (the small textures), LARGE (materials of the full-size
+#        tag), BIG_MB (case 5), HOSTILE (catalog sizes of case 7, comma-separated),
+#        DELAY_MS (latency the test server adds), REFCLIENT_PYTHON,
+#        CACHE_ROOT (where the mounts' caches go, e.g. /dev/shm; default: the work dir)
+# Needs root, nginx, curl, rclone and fuse3
+# (apt-get install -y nginx-light curl rclone fuse3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked --quiet --bin matvisfs --example generate --example serve
+cargo build --release --locked --quiet --bin matvisfs --example generate --example serve \
+    --example readall
 venv=target/bench-venv
 if [ -z "${REFCLIENT_PYTHON:-}" ] && [ ! -x "$venv/bin/python" ]; then
     # The reference client from PyPI, for case 1.
@@ -17,4 +21,5 @@ if [ -z "${REFCLIENT_PYTHON:-}" ] && [ ! -x "$venv/bin/python" ]; then
         && mv "$venv.tmp" "$venv" \
         || { rm -rf "$venv.tmp"; echo "no reference client (needs python3-venv and PyPI)" >&2; }
 fi
+export PYTHONDONTWRITEBYTECODE=1
 exec python3 scripts/bench.py "$@"
