@@ -35,6 +35,7 @@ use io_modes::IoModes;
 use replies::{DirReply, file_type};
 
 /// Readahead the kernel may do on our files.
+const MAX_BACKGROUND: u16 = 64;
 const MAX_READAHEAD: u32 = 1 << 20;
 /// Filesystems the cache may sit on below a passthrough file (overlayfs in
 /// a container is one level).
@@ -157,6 +158,11 @@ impl Filesystem for FuseAdapter {
 
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let _ = config.set_max_readahead(MAX_READAHEAD);
+        // The kernel's default of 16 background requests (readahead, async
+        // reads, releases) and congestion at 12 makes 16 readers' first
+        // reads queue behind each other.
+        let _ = config.set_max_background(MAX_BACKGROUND);
+        let _ = config.set_congestion_threshold(MAX_BACKGROUND / 4 * 3);
         // Listings with attributes, without opendir round trips, several at
         // once in one directory: what `ls -l` and `find` need. Each is
         // optional; older kernels simply do without. With "auto", a listing
