@@ -24,13 +24,13 @@ pub(super) fn file_path(shared: &Shared, encoded: &str) -> Option<PathBuf> {
 }
 
 /// Files Hugging Face keeps in LFS: textures and containers.
-pub(super) fn is_lfs(path: &str) -> bool {
+pub(crate) fn is_lfs(path: &str) -> bool {
     [".png", ".ktx2", ".tar", ".parquet"]
         .iter()
         .any(|ext| path.ends_with(ext))
 }
 
-pub(super) fn content_type(path: &str) -> &'static str {
+pub(crate) fn content_type(path: &str) -> &'static str {
     if path.ends_with(".json") {
         "application/json"
     } else if path.ends_with(".png") {
