@@ -1,10 +1,11 @@
 //! Found by the adversary (seed 6, session 0, a plain mirror): a file
 //! replaced on the server by a smaller one mid-session, with its manifest
 //! and catalog untouched, after a `stat` gave the kernel its old size. The
-//! read that downloads the new bytes returns the old size's worth: the new
-//! version followed by bytes of no version (the kernel pads the short
-//! reply up to the size it holds). Then a reread of the same open file
-//! returns the new version alone. (A larger new version is handled: the
+//! read that downloads the new bytes returns the new version followed by
+//! bytes of no version: here up to the old size (the kernel pads the short
+//! reply up to the size it holds); in the adversary's seed 11 up to the end
+//! of the kernel's first read, 128 KiB. Then a reread of the same open
+//! file returns the new version alone. (A larger new version is handled: the
 //! same sequence reads it whole or fails.) The README promises `ESTALE` for the
 //! read that finds a size change ("the kernel holds the old size and would
 //! cut the new bytes short"); with Hugging Face redirects the digest in

@@ -38,7 +38,7 @@ pub const KNOWN: [Known; 4] = [
     },
     Known {
         repro: "tests/adversary_repro_4.rs",
-        what: "a smaller new version read padded to the old size",
+        what: "a smaller new version read padded towards the old size",
         matches: padded_to_an_older_size,
     },
 ];
@@ -67,10 +67,19 @@ fn served_another_version(
     })
 }
 
-/// Cut short, after the session saw a version of the path no longer than
-/// what the reader got.
+/// Cut short (a read, or a reread of a file held open), after the session
+/// saw a version of the path no longer than what the reader got.
 fn cut_by_a_smaller_version(v: &Violation, history: &History, session: &Session) -> bool {
-    let (ViolationKind::CutShort, Observed::Cut { blob, len }) = (v.kind, &v.op.observed) else {
+    let cut = match (&v.kind, &v.op.observed) {
+        (ViolationKind::CutShort, cut) => cut,
+        (ViolationKind::RereadDiffers, Observed::Reread { first, now }) => match (&**first, &**now)
+        {
+            (Observed::Blob(held), now @ Observed::Cut { blob, .. }) if held == blob => now,
+            _ => return false,
+        },
+        _ => return false,
+    };
+    let Observed::Cut { blob, len } = cut else {
         return false;
     };
     served_another_version(history, session, &v.op.path, blob, v.op.t1, |size| {
@@ -78,8 +87,9 @@ fn cut_by_a_smaller_version(v: &Violation, history: &History, session: &Session)
     })
 }
 
-/// A whole version padded to the size of another version the session saw
-/// (or a reread after such a read).
+/// A whole version padded with bytes of no version, no further than the
+/// size of another version the session saw (or a reread after such a
+/// read): the kernel held that size and filled its pages up to it.
 fn padded_to_an_older_size(v: &Violation, history: &History, session: &Session) -> bool {
     let padded = match (&v.kind, &v.op.observed) {
         (ViolationKind::Padded, observed) => observed,
@@ -90,7 +100,7 @@ fn padded_to_an_older_size(v: &Violation, history: &History, session: &Session) 
         return false;
     };
     served_another_version(history, session, &v.op.path, blob, v.op.t1, |size| {
-        size == *len
+        size >= *len
     })
 }
 

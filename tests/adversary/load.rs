@@ -270,11 +270,9 @@ impl Load {
         }
     }
 
-    fn reread(&self, held: &Held) -> Observed {
-        let Some(file) = &held.file else {
-            // Never opened: nothing to read again.
-            return held.first.clone();
-        };
+    /// `None` for a hold whose open failed: nothing to read again.
+    fn reread(&self, held: &Held) -> Option<Observed> {
+        let file = held.file.as_ref()?;
         let mut bytes = Vec::new();
         let mut buffer = vec![0u8; 256 << 10];
         let now = loop {
@@ -284,10 +282,10 @@ impl Load {
                 Err(e) => break errno(&e),
             }
         };
-        Observed::Reread {
+        Some(Observed::Reread {
             first: Box::new(held.first.clone()),
             now: Box::new(now),
-        }
+        })
     }
 
     fn list(&self, dir: &str) -> Observed {
@@ -347,14 +345,14 @@ impl Load {
                 since: t0,
             });
             let observed = match kind {
-                OpKind::List => self.list(&path),
-                OpKind::Stat => self.stat(&path),
-                OpKind::Read | OpKind::Document => self.read_whole(&path),
-                OpKind::Pieces => self.read_pieces(&path, &choice),
+                OpKind::List => Some(self.list(&path)),
+                OpKind::Stat => Some(self.stat(&path)),
+                OpKind::Read | OpKind::Document => Some(self.read_whole(&path)),
+                OpKind::Pieces => Some(self.read_pieces(&path, &choice)),
                 OpKind::Hold => {
                     let (observed, file) = self.hold(&path);
                     held.push(file);
-                    observed
+                    Some(observed)
                 }
                 OpKind::Reread => {
                     let index = choice.held % held.len();
@@ -367,6 +365,7 @@ impl Load {
             };
             let t1 = self.clock.now();
             *current.lock() = None;
+            let Some(observed) = observed else { continue };
             ops.lock().push(Op {
                 thread,
                 kind,
