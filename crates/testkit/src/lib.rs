@@ -6,11 +6,14 @@
 //!   request log and injectable faults;
 //! - [`containers`] and [`packers`]: a generated release repacked into the
 //!   tar (schema 2) and Parquet (schema 1) layouts of older releases;
-//! - [`tls`]: a throwaway certificate authority.
+//! - [`tls`]: a throwaway certificate authority;
+//! - [`adversary`]: a versioned in-memory server, the mutation model and
+//!   the oracle of the randomized test of the mount's first promise.
 //!
 //! The releases themselves come from `matvisfs-sample`. Nothing here depends
 //! on matvisfs, so its own unit tests can use the kit too.
 
+pub mod adversary;
 pub mod containers;
 pub mod devserver;
 pub mod packers;

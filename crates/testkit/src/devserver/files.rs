@@ -62,13 +62,13 @@ fn revision_named(shared: &Shared, name: &str) -> Option<String> {
 }
 
 /// Files Hugging Face keeps in LFS: textures and containers.
-pub(super) fn is_lfs(path: &str) -> bool {
+pub(crate) fn is_lfs(path: &str) -> bool {
     [".png", ".ktx2", ".tar", ".parquet"]
         .iter()
         .any(|ext| path.ends_with(ext))
 }
 
-pub(super) fn content_type(path: &str) -> &'static str {
+pub(crate) fn content_type(path: &str) -> &'static str {
     if path.ends_with(".json") {
         "application/json"
     } else if path.ends_with(".png") {

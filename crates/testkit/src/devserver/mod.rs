@@ -14,9 +14,9 @@
 //! The tests and benchmarks use it as the server they can count requests on
 //! and break at will.
 
-mod files;
+pub(crate) mod files;
 mod hub;
-mod message;
+pub(crate) mod message;
 mod respond;
 
 use std::collections::HashMap;

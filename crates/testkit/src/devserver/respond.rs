@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use percent_encoding::percent_decode_str;
 
 use super::files::{blob_etag, content_type, is_lfs, quoted_sha256, read_file};
-use super::message::{Request, Response, Wire, read_request, reason};
+use super::message::{Request, Response, Wire, parse_range, read_request, reason};
 use super::{Fault, LoggedRequest, Shared, Validators};
 
 /// Serves requests until the client closes; `socket` is the TCP socket
@@ -348,39 +348,4 @@ fn with_validators(
         response = response.header("Last-Modified", last_modified);
     }
     response
-}
-
-/// One range of `bytes=a-b`, `bytes=a-` or `bytes=-n`, inclusive.
-fn parse_range(value: &str, len: u64) -> Option<(u64, u64)> {
-    let spec = value.trim().strip_prefix("bytes=")?;
-    if spec.contains(',') || len == 0 {
-        return None;
-    }
-    let (start, end) = spec.split_once('-')?;
-    let (start, end) = match (start.trim(), end.trim()) {
-        ("", n) => {
-            let n: u64 = n.parse().ok()?;
-            (len.saturating_sub(n), len - 1)
-        }
-        (a, "") => (a.parse().ok()?, len - 1),
-        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(len - 1)),
-    };
-    (start <= end && start < len).then_some((start, end))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
-        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=50-500", 100), Some((50, 99)));
-        assert_eq!(parse_range("bytes=100-", 100), None);
-        assert_eq!(parse_range("bytes=5-1", 100), None);
-        assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
-        assert_eq!(parse_range("items=0-1", 100), None);
-    }
 }

@@ -1,0 +1,1025 @@
+//! The oracle: what a mount session may have returned, judged from the
+//! server's history and request log alone.
+//!
+//! A session's anchor for a source is the later of the publication times
+//! of the manifest version and of that source's catalog version that
+//! answered the session's first request for each. Then:
+//!
+//! - a completed read of a path is one whole version of that path that was
+//!   served at some moment between the anchor and the read's end (never a
+//!   mix, never cut short, never another path's bytes, never a version
+//!   replaced before the anchor), and never an empty file;
+//! - a reread of a file held open equals what that open returned before;
+//! - a listing, and a size, match a catalog (or manifest) version served
+//!   between the anchor and the operation's end, where before the first
+//!   completed open of the source in the session any earlier version will
+//!   do (the cached catalog may be listed until then);
+//! - failures are allowed with the errnos a user may see (`ENOENT`, `EIO`,
+//!   `ESTALE` for reads; `ENOENT`, `EIO` for stat and listing, and `ESTALE`
+//!   for a listing of a directory gone from the server by its end: the
+//!   revalidation that found it gone ran during the listing); every
+//!   operation ends within the bound.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use super::blob::{BlobSpec, Format};
+use super::history::{Content, DocView, History, Version, at};
+use super::model::{MANIFEST, TAG, catalog_path};
+use super::server::Logged;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OpKind {
+    List,
+    Stat,
+    /// Open and read whole.
+    Read,
+    /// Open and read in pieces, with pauses.
+    Pieces,
+    /// Open, read whole, and keep it open.
+    Hold,
+    /// `pread` from 0 of a file kept open, after a while.
+    Reread,
+    /// Read a manifest or catalog.
+    Document,
+}
+
+impl fmt::Display for OpKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            OpKind::List => "list",
+            OpKind::Stat => "stat",
+            OpKind::Read => "read",
+            OpKind::Pieces => "read in pieces",
+            OpKind::Hold => "open, read and hold",
+            OpKind::Reread => "reread of a held file",
+            OpKind::Document => "read document",
+        };
+        f.write_str(name)
+    }
+}
+
+/// What an operation returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observed {
+    Names(BTreeSet<String>),
+    Size(u64),
+    /// Bytes that are exactly this blob.
+    Blob(BlobSpec),
+    /// A document's bytes, by sha256.
+    Doc(String),
+    /// Zero bytes.
+    Empty,
+    /// The first `len` bytes of a blob, then end-of-file.
+    Cut {
+        blob: BlobSpec,
+        len: u64,
+    },
+    /// A whole blob, then more bytes, `len` in all.
+    Padded {
+        blob: BlobSpec,
+        len: u64,
+    },
+    /// Bytes that are no blob: how they came about.
+    Wrong(String),
+    /// A reread: what the open returned first, and now.
+    Reread {
+        first: Box<Observed>,
+        now: Box<Observed>,
+    },
+    Error(i32),
+    /// Still running when the session ended.
+    Unfinished,
+}
+
+impl fmt::Display for Observed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Observed::Names(names) => {
+                let shown: Vec<&str> = names.iter().map(String::as_str).collect();
+                write!(f, "{} names {shown:?}", names.len())
+            }
+            Observed::Size(size) => write!(f, "size {size}"),
+            Observed::Blob(spec) => write!(f, "{spec}"),
+            Observed::Doc(sha) => write!(f, "document {}", &sha[..12.min(sha.len())]),
+            Observed::Empty => f.write_str("zero bytes"),
+            Observed::Cut { blob, len } => write!(f, "the first {len} bytes of {blob}"),
+            Observed::Padded { blob, len } => {
+                write!(f, "{blob} then {} more bytes", len - blob.size)
+            }
+            Observed::Wrong(how) => write!(f, "wrong bytes: {how}"),
+            Observed::Reread { first, now } => write!(f, "first {first}, now {now}"),
+            Observed::Error(errno) => f.write_str(&errno_name(*errno)),
+            Observed::Unfinished => f.write_str("still running"),
+        }
+    }
+}
+
+pub fn errno_name(errno: i32) -> String {
+    match errno {
+        libc::ENOENT => "ENOENT".into(),
+        libc::EIO => "EIO".into(),
+        libc::ESTALE => "ESTALE".into(),
+        libc::EAGAIN => "EAGAIN".into(),
+        libc::ENOTDIR => "ENOTDIR".into(),
+        libc::EISDIR => "EISDIR".into(),
+        libc::ENOTCONN => "ENOTCONN".into(),
+        libc::EBADF => "EBADF".into(),
+        libc::EINTR => "EINTR".into(),
+        e => format!("errno {e}"),
+    }
+}
+
+/// One operation of the load, on a path relative to the tag.
+#[derive(Debug, Clone)]
+pub struct Op {
+    pub thread: usize,
+    pub kind: OpKind,
+    pub path: String,
+    pub t0: Duration,
+    pub t1: Duration,
+    pub observed: Observed,
+}
+
+impl Op {
+    pub fn describe(&self) -> String {
+        format!(
+            "thread {} {} {} [{}, {}] -> {}",
+            self.thread,
+            self.kind,
+            if self.path.is_empty() {
+                "<tag>"
+            } else {
+                &self.path
+            },
+            at(self.t0),
+            at(self.t1),
+            self.observed
+        )
+    }
+
+    fn source(&self) -> Option<&str> {
+        let first = self.path.split('/').next()?;
+        Some(first.strip_suffix(".json").unwrap_or(first)).filter(|s| !s.is_empty())
+    }
+
+    fn succeeded_open(&self) -> bool {
+        matches!(
+            (self.kind, &self.observed),
+            (
+                OpKind::Read | OpKind::Pieces | OpKind::Hold | OpKind::Document,
+                Observed::Blob(_) | Observed::Doc(_)
+            )
+        )
+    }
+}
+
+/// One mount session as the load and the server saw it.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub index: usize,
+    /// Its flags and the server's mode, in words.
+    pub setup: String,
+    pub mounted: Duration,
+    pub requests: Vec<Logged>,
+    pub ops: Vec<Op>,
+    /// `matvisfs cache clear` runs: start and end.
+    pub clears: Vec<(Duration, Duration)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ViolationKind {
+    WrongBytes,
+    CutShort,
+    Padded,
+    EmptyServed,
+    WrongFormat,
+    AnotherPathsBytes,
+    Stale,
+    RereadDiffers,
+    WrongSize,
+    EmptySizeShown,
+    WrongListing,
+    WrongDocument,
+    UnexpectedErrno,
+    Hang,
+    NoRevalidation,
+}
+
+#[derive(Debug, Clone)]
+pub struct Violation {
+    pub kind: ViolationKind,
+    pub session: usize,
+    pub op: Op,
+    /// What was served and what the oracle allowed.
+    pub why: String,
+}
+
+/// The first request of a session for a document, and the version that
+/// answered it.
+#[derive(Debug, Clone)]
+pub struct FirstRequest {
+    pub at: Duration,
+    pub status: u16,
+    pub snapshot: u64,
+    pub published: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Anchors {
+    pub manifest: Option<FirstRequest>,
+    pub catalogs: BTreeMap<String, FirstRequest>,
+}
+
+impl Anchors {
+    pub fn of(history: &History, requests: &[Logged]) -> Anchors {
+        let first = |path: &str| {
+            let logged = format!("{TAG}/{path}");
+            requests
+                .iter()
+                .find(|r| r.method == "GET" && r.path == logged && matches!(r.status, 200 | 304))
+                .and_then(|r| {
+                    let version = history.version_in(path, r.snapshot)?;
+                    Some(FirstRequest {
+                        at: r.at,
+                        status: r.status,
+                        snapshot: r.snapshot,
+                        published: version.published,
+                    })
+                })
+        };
+        let mut catalogs = BTreeMap::new();
+        for path in history
+            .paths()
+            .filter(|p| !p.contains('/') && p.ends_with(".json"))
+        {
+            if path == MANIFEST {
+                continue;
+            }
+            if let Some(request) = first(path) {
+                catalogs.insert(path.trim_end_matches(".json").to_string(), request);
+            }
+        }
+        Anchors {
+            manifest: first(MANIFEST),
+            catalogs,
+        }
+    }
+
+    /// The anchor of `source`: the later of its manifest's and catalog's
+    /// publications. A catalog fetched before the manifest was first asked
+    /// (for a listing, before any open) is the session's for its whole
+    /// life, whatever the manifest's revalidation finds later: then the
+    /// catalog's publication is the anchor.
+    pub fn of_source(&self, source: &str) -> Option<Duration> {
+        let manifest = self.manifest.as_ref();
+        let catalog = self.catalogs.get(source);
+        match (manifest, catalog) {
+            (Some(m), Some(c)) if c.at < m.at => Some(c.published),
+            _ => manifest
+                .map(|r| r.published)
+                .max(catalog.map(|r| r.published)),
+        }
+    }
+}
+
+/// What bytes, sizes and listings a session may show.
+pub struct Judge<'a> {
+    history: &'a History,
+    session: &'a Session,
+    anchors: Anchors,
+    /// When the first open of a file of each source (and of any file,
+    /// under `None`) completed.
+    first_open: BTreeMap<Option<String>, Duration>,
+    bound: Duration,
+}
+
+fn allowed_errno(kind: OpKind, errno: i32) -> bool {
+    match kind {
+        OpKind::List | OpKind::Stat => matches!(errno, libc::ENOENT | libc::EIO),
+        _ => matches!(errno, libc::ENOENT | libc::EIO | libc::ESTALE),
+    }
+}
+
+/// Names the mount adds to a material's directory: documents generated
+/// from the catalog entry, not the server's files.
+fn generated(name: &str) -> bool {
+    name.ends_with(".mtlx") || name.ends_with(".usda")
+}
+
+impl<'a> Judge<'a> {
+    pub fn new(history: &'a History, session: &'a Session, bound: Duration) -> Self {
+        let mut first_open: BTreeMap<Option<String>, Duration> = BTreeMap::new();
+        for op in session.ops.iter().filter(|op| op.succeeded_open()) {
+            for key in [None, op.source().map(str::to_string)] {
+                let earliest = first_open.entry(key).or_insert(op.t1);
+                *earliest = (*earliest).min(op.t1);
+            }
+        }
+        Judge {
+            history,
+            session,
+            anchors: Anchors::of(history, &session.requests),
+            first_open,
+            bound,
+        }
+    }
+
+    pub fn anchors(&self) -> &Anchors {
+        &self.anchors
+    }
+
+    pub fn violations(&self) -> Vec<Violation> {
+        let mut out = Vec::new();
+        for op in &self.session.ops {
+            if let Some((kind, why)) = self.check(op) {
+                out.push(Violation {
+                    kind,
+                    session: self.session.index,
+                    op: op.clone(),
+                    why,
+                });
+            }
+        }
+        out.extend(self.revalidated());
+        out
+    }
+
+    /// Files were opened, so the session must have asked for the manifest
+    /// and for each such source's catalog.
+    fn revalidated(&self) -> Vec<Violation> {
+        let mut out = Vec::new();
+        let mut reported = BTreeSet::new();
+        for op in self.session.ops.iter().filter(|op| op.succeeded_open()) {
+            let Some(source) = op.source() else { continue };
+            let missing = if self.anchors.manifest.is_none() {
+                MANIFEST.to_string()
+            } else if !self.anchors.catalogs.contains_key(source) && op.path != MANIFEST {
+                catalog_path(source)
+            } else {
+                continue;
+            };
+            if reported.insert(missing.clone()) {
+                out.push(Violation {
+                    kind: ViolationKind::NoRevalidation,
+                    session: self.session.index,
+                    op: op.clone(),
+                    why: format!("a file was opened, but the session never asked for {missing}"),
+                });
+            }
+        }
+        out
+    }
+
+    /// The anchor that applies to `op`: for reads always (the open
+    /// revalidates first); for listings and sizes once an open of the
+    /// source completed before the operation began.
+    fn anchor_for(&self, op: &Op) -> Option<Duration> {
+        let source = op.source();
+        let manifest = self.anchors.manifest.as_ref().map(|r| r.published);
+        let wanted = match op.kind {
+            OpKind::Document if op.path == MANIFEST => return manifest,
+            OpKind::Document => {
+                return source.and_then(|s| self.anchors.catalogs.get(s).map(|r| r.published));
+            }
+            OpKind::Read | OpKind::Pieces | OpKind::Hold | OpKind::Reread => true,
+            OpKind::List | OpKind::Stat => self
+                .first_open
+                .get(&source.map(str::to_string))
+                .is_some_and(|first| *first < op.t0),
+        };
+        if !wanted {
+            return None;
+        }
+        // The tag's and a source's directories list what the manifest says.
+        let from_manifest = op.kind == OpKind::List && !op.path.contains('/');
+        match source {
+            Some(source) if !from_manifest => self.anchors.of_source(source),
+            _ => manifest,
+        }
+    }
+
+    fn live<'v>(
+        &self,
+        versions: &'v [Version],
+        from: Option<Duration>,
+        to: Duration,
+    ) -> impl Iterator<Item = &'v Version> {
+        versions.iter().filter(move |v| v.live_within(from, to))
+    }
+
+    fn window(&self, from: Option<Duration>, to: Duration) -> String {
+        match from {
+            Some(from) => format!("[{}, {}]", at(from), at(to)),
+            None => format!("[start, {}]", at(to)),
+        }
+    }
+
+    fn list_versions(versions: &[Version]) -> String {
+        let listed: Vec<String> = versions
+            .iter()
+            .map(|v| format!("{} {}", v.content.label(), v.lifetime()))
+            .collect();
+        if listed.is_empty() {
+            "none".into()
+        } else {
+            listed.join("; ")
+        }
+    }
+
+    fn check(&self, op: &Op) -> Option<(ViolationKind, String)> {
+        if op.observed == Observed::Unfinished {
+            return Some((
+                ViolationKind::Hang,
+                format!(
+                    "still running when the session ended (bound {:?})",
+                    self.bound
+                ),
+            ));
+        }
+        if op.t1.saturating_sub(op.t0) > self.bound {
+            return Some((
+                ViolationKind::Hang,
+                format!(
+                    "took {:.1} s, more than the bound of {:?}",
+                    (op.t1 - op.t0).as_secs_f64(),
+                    self.bound
+                ),
+            ));
+        }
+        let anchor = self.anchor_for(op);
+        let versions = self.history.versions(&op.path);
+        match (&op.observed, op.kind) {
+            // A directory found gone while it was listed: its inode is
+            // stale, as a file's is for a read.
+            (Observed::Error(libc::ESTALE), OpKind::List)
+                if !self.directory_exists(&op.path, op.t1) =>
+            {
+                None
+            }
+            (Observed::Error(errno), kind) => (!allowed_errno(kind, *errno)).then(|| {
+                (
+                    ViolationKind::UnexpectedErrno,
+                    format!(
+                        "{} is not an error this operation may give",
+                        errno_name(*errno)
+                    ),
+                )
+            }),
+            (Observed::Reread { first, now }, _) => match &**now {
+                Observed::Error(errno) if allowed_errno(OpKind::Reread, *errno) => None,
+                Observed::Error(errno) => Some((
+                    ViolationKind::UnexpectedErrno,
+                    format!("{} is not an error a reread may give", errno_name(*errno)),
+                )),
+                now if now == &**first => None,
+                now => Some((
+                    ViolationKind::RereadDiffers,
+                    format!("the open file returned {first} first and {now} now"),
+                )),
+            },
+            (Observed::Empty, _) => Some((
+                ViolationKind::EmptyServed,
+                "a texture read returned zero bytes (no texture is empty)".into(),
+            )),
+            (Observed::Wrong(how), _) => Some((
+                ViolationKind::WrongBytes,
+                format!(
+                    "{how}; versions of the path: {}",
+                    Self::list_versions(versions)
+                ),
+            )),
+            (Observed::Padded { blob, len }, _) => Some((
+                ViolationKind::Padded,
+                format!(
+                    "the read returned all {} bytes of {blob} and {} bytes more, of no version; versions of the path: {}",
+                    blob.size,
+                    len - blob.size,
+                    Self::list_versions(versions)
+                ),
+            )),
+            (Observed::Cut { blob, len }, _) => Some((
+                ViolationKind::CutShort,
+                format!(
+                    "the read ended after {len} of the {} bytes of {blob}, with no error; versions of the path: {}",
+                    blob.size,
+                    Self::list_versions(versions)
+                ),
+            )),
+            (Observed::Blob(spec), _) => self.check_blob(op, spec, anchor, versions),
+            (Observed::Doc(sha256), _) => {
+                let same = |v: &&Version| v.content.sha256() == sha256;
+                if self.live(versions, anchor, op.t1).any(|v| same(&v)) {
+                    return None;
+                }
+                let held: Vec<Version> = versions.iter().filter(same).cloned().collect();
+                Some((
+                    ViolationKind::WrongDocument,
+                    format!(
+                        "document {} is {}; allowed: versions live in {}: {}",
+                        &sha256[..12],
+                        if held.is_empty() {
+                            "no version of this path".to_string()
+                        } else {
+                            format!("only {}", Self::list_versions(&held))
+                        },
+                        self.window(anchor, op.t1),
+                        Self::list_versions(
+                            &self
+                                .live(versions, anchor, op.t1)
+                                .cloned()
+                                .collect::<Vec<_>>()
+                        )
+                    ),
+                ))
+            }
+            (Observed::Size(size), _) => self.check_size(op, *size, anchor, versions),
+            (Observed::Names(names), _) => self.check_listing(op, names, anchor),
+            (Observed::Unfinished, _) => None,
+        }
+    }
+
+    fn check_blob(
+        &self,
+        op: &Op,
+        spec: &BlobSpec,
+        anchor: Option<Duration>,
+        versions: &[Version],
+    ) -> Option<(ViolationKind, String)> {
+        if Format::of_path(&op.path) != Some(spec.format) {
+            return Some((
+                ViolationKind::WrongFormat,
+                format!(
+                    "{spec} is not a {} file",
+                    op.path.rsplit('.').next().unwrap_or("")
+                ),
+            ));
+        }
+        let same = |v: &&Version| matches!(&v.content, Content::Texture(t) if t.spec == *spec);
+        if self.live(versions, anchor, op.t1).any(|v| same(&v)) {
+            return None;
+        }
+        let allowed: Vec<Version> = self.live(versions, anchor, op.t1).cloned().collect();
+        let held: Vec<Version> = versions.iter().filter(same).cloned().collect();
+        if held.is_empty() {
+            return Some((
+                ViolationKind::AnotherPathsBytes,
+                format!(
+                    "{spec} was never this path's (it is the bytes of {:?}); allowed: {}",
+                    self.history.paths_with(spec),
+                    Self::list_versions(&allowed)
+                ),
+            ));
+        }
+        Some((
+            ViolationKind::Stale,
+            format!(
+                "{spec} is this path's only as {}; the session's anchor is {} ({}), so allowed are versions live in {}: {}",
+                Self::list_versions(&held),
+                anchor.map_or("none".into(), at),
+                self.describe_anchor(op.source()),
+                self.window(anchor, op.t1),
+                Self::list_versions(&allowed)
+            ),
+        ))
+    }
+
+    fn describe_anchor(&self, source: Option<&str>) -> String {
+        let first = |name: &str, r: Option<&FirstRequest>| match r {
+            Some(r) => format!(
+                "{name} first asked at {} ({}, snapshot {}, published {})",
+                at(r.at),
+                r.status,
+                r.snapshot,
+                at(r.published)
+            ),
+            None => format!("{name} never asked"),
+        };
+        let mut parts = vec![first(MANIFEST, self.anchors.manifest.as_ref())];
+        if let Some(source) = source {
+            parts.push(first(
+                &catalog_path(source),
+                self.anchors.catalogs.get(source),
+            ));
+        }
+        parts.join("; ")
+    }
+
+    /// Catalog versions of `source` live in the window.
+    fn catalogs(
+        &self,
+        source: &str,
+        from: Option<Duration>,
+        to: Duration,
+    ) -> Vec<(&'a Version, &'a super::model::CatalogView)> {
+        self.history
+            .versions(&catalog_path(source))
+            .iter()
+            .filter(|v| v.live_within(from, to))
+            .filter_map(|v| match &v.content {
+                Content::Document(d) => match &d.view {
+                    DocView::Catalog(view) => Some((v, &**view)),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn manifests(
+        &self,
+        from: Option<Duration>,
+        to: Duration,
+    ) -> Vec<(&'a Version, &'a super::model::ManifestView)> {
+        self.history
+            .versions(MANIFEST)
+            .iter()
+            .filter(|v| v.live_within(from, to))
+            .filter_map(|v| match &v.content {
+                Content::Document(d) => match &d.view {
+                    DocView::Manifest(view) => Some((v, &**view)),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether the server's versions at `at` have directory `path`.
+    fn directory_exists(&self, path: &str, at: Duration) -> bool {
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        let manifest_has = |source: &str, tier: Option<&str>| {
+            self.manifests(Some(at), at).iter().any(|(_, m)| {
+                m.sources
+                    .get(source)
+                    .is_some_and(|tiers| tier.is_none_or(|t| tiers.contains(t)))
+            })
+        };
+        match parts[..] {
+            [] => true,
+            [source] => manifest_has(source, None),
+            [source, tier] => manifest_has(source, Some(tier)),
+            [source, tier, id] => {
+                manifest_has(source, Some(tier))
+                    && self
+                        .catalogs(source, Some(at), at)
+                        .iter()
+                        .any(|(_, c)| c.files(tier, id).is_some())
+            }
+            _ => false,
+        }
+    }
+
+    fn check_size(
+        &self,
+        op: &Op,
+        size: u64,
+        anchor: Option<Duration>,
+        versions: &[Version],
+    ) -> Option<(ViolationKind, String)> {
+        if size == 0 {
+            return Some((
+                ViolationKind::EmptySizeShown,
+                "a texture shown with size 0 (no texture is empty)".into(),
+            ));
+        }
+        if self
+            .live(versions, anchor, op.t1)
+            .any(|v| v.content.len() == size)
+        {
+            return None;
+        }
+        let source = op.source().unwrap_or("");
+        let catalogs = self.catalogs(source, anchor, op.t1);
+        if catalogs
+            .iter()
+            .any(|(_, c)| c.hashes.get(&op.path).is_some_and(|(_, s)| *s == size))
+        {
+            return None;
+        }
+        let allowed: Vec<Version> = self.live(versions, anchor, op.t1).cloned().collect();
+        Some((
+            ViolationKind::WrongSize,
+            format!(
+                "size {size}; allowed: versions live in {} ({}): {}",
+                self.window(anchor, op.t1),
+                self.describe_anchor(op.source()),
+                Self::list_versions(&allowed)
+            ),
+        ))
+    }
+
+    fn check_listing(
+        &self,
+        op: &Op,
+        names: &BTreeSet<String>,
+        anchor: Option<Duration>,
+    ) -> Option<(ViolationKind, String)> {
+        let parts: Vec<&str> = if op.path.is_empty() {
+            Vec::new()
+        } else {
+            op.path.split('/').collect()
+        };
+        let candidates: Vec<(Duration, BTreeSet<String>)> = match parts[..] {
+            [] => self
+                .manifests(anchor, op.t1)
+                .into_iter()
+                .map(|(v, m)| {
+                    let mut expected: BTreeSet<String> = [MANIFEST.to_string()].into();
+                    for (source, tiers) in &m.sources {
+                        expected.insert(catalog_path(source));
+                        if !tiers.is_empty() {
+                            expected.insert(source.clone());
+                        }
+                    }
+                    (v.published, expected)
+                })
+                .collect(),
+            [source] => self
+                .manifests(anchor, op.t1)
+                .into_iter()
+                .filter_map(|(v, m)| Some((v.published, m.sources.get(source)?.clone())))
+                .collect(),
+            [source, tier] => self
+                .catalogs(source, anchor, op.t1)
+                .into_iter()
+                .map(|(v, c)| (v.published, c.in_tier(tier)))
+                .collect(),
+            [source, tier, id] => self
+                .catalogs(source, anchor, op.t1)
+                .into_iter()
+                .filter_map(|(v, c)| Some((v.published, c.files(tier, id)?)))
+                .collect(),
+            _ => return None,
+        };
+        let shown: BTreeSet<String> = names.iter().filter(|n| !generated(n)).cloned().collect();
+        if candidates.iter().any(|(_, expected)| *expected == shown) {
+            return None;
+        }
+        let listed: Vec<String> = candidates
+            .iter()
+            .map(|(published, names)| format!("published {}: {names:?}", at(*published)))
+            .collect();
+        Some((
+            ViolationKind::WrongListing,
+            format!(
+                "listed {shown:?}; allowed: versions live in {} ({}): {}",
+                self.window(anchor, op.t1),
+                self.describe_anchor(op.source()),
+                if listed.is_empty() {
+                    "none".into()
+                } else {
+                    listed.join("; ")
+                }
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adversary::history::{Document, Texture};
+    use std::sync::Arc;
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    fn png(id: u64) -> Content {
+        Content::Texture(Texture {
+            spec: BlobSpec {
+                id,
+                format: Format::Png,
+                size: 100,
+            },
+            sha256: format!("{id:064}").into(),
+        })
+    }
+
+    fn doc(tag: &str) -> Content {
+        Content::Document(Document {
+            bytes: Arc::from(tag.as_bytes().to_vec()),
+            sha256: format!("{tag:0>64}").into(),
+            view: DocView::Plain,
+        })
+    }
+
+    /// A path that changes at 10 s with its catalog, and a session whose
+    /// first requests came after that.
+    fn scene() -> History {
+        let mut history = History::default();
+        let path = "s/512/m/color.png";
+        let one: BTreeMap<String, Content> = [
+            (path.to_string(), png(1)),
+            (MANIFEST.to_string(), doc("m1")),
+            ("s.json".to_string(), doc("c1")),
+        ]
+        .into();
+        history.record(0, secs(0.0), &one, &BTreeMap::new(), vec![]);
+        let mut two = one.clone();
+        two.insert(path.into(), png(2));
+        two.insert("s.json".into(), doc("c2"));
+        history.record(1, secs(10.0), &two, &one, vec![]);
+        history
+    }
+
+    fn request(path: &str, at: f64, snapshot: u64) -> Logged {
+        Logged {
+            at: secs(at),
+            method: "GET".into(),
+            path: format!("{TAG}/{path}"),
+            status: 200,
+            snapshot,
+            conditional: false,
+            range: false,
+            served: None,
+            blob: None,
+        }
+    }
+
+    fn read(id: u64, t0: f64, t1: f64) -> Op {
+        Op {
+            thread: 0,
+            kind: OpKind::Read,
+            path: "s/512/m/color.png".into(),
+            t0: secs(t0),
+            t1: secs(t1),
+            observed: Observed::Blob(BlobSpec {
+                id,
+                format: Format::Png,
+                size: 100,
+            }),
+        }
+    }
+
+    fn judge(history: &History, ops: Vec<Op>, requests: Vec<Logged>) -> Vec<ViolationKind> {
+        let session = Session {
+            index: 0,
+            setup: String::new(),
+            mounted: secs(0.0),
+            requests,
+            ops,
+            clears: Vec::new(),
+        };
+        Judge::new(history, &session, Duration::from_secs(30))
+            .violations()
+            .into_iter()
+            .map(|v| v.kind)
+            .collect()
+    }
+
+    #[test]
+    fn a_version_replaced_before_the_anchor_is_stale() {
+        let history = scene();
+        let after = vec![request(MANIFEST, 11.0, 1), request("s.json", 11.0, 1)];
+        assert_eq!(
+            judge(&history, vec![read(2, 12.0, 13.0)], after.clone()),
+            []
+        );
+        assert_eq!(
+            judge(&history, vec![read(1, 12.0, 13.0)], after),
+            [ViolationKind::Stale]
+        );
+        // Revalidated before the change: the old version is allowed.
+        let before = vec![request(MANIFEST, 5.0, 0), request("s.json", 5.0, 0)];
+        assert_eq!(
+            judge(&history, vec![read(1, 12.0, 13.0)], before.clone()),
+            []
+        );
+        assert_eq!(
+            judge(&history, vec![read(2, 12.0, 13.0)], before.clone()),
+            []
+        );
+        // Bytes of a blob the path never had, or none at all.
+        assert_eq!(
+            judge(&history, vec![read(9, 12.0, 13.0)], before.clone()),
+            [ViolationKind::AnotherPathsBytes]
+        );
+        let mut wrong = read(1, 12.0, 13.0);
+        wrong.observed = Observed::Wrong("a mix".into());
+        assert_eq!(
+            judge(&history, vec![wrong], before.clone()),
+            [ViolationKind::WrongBytes]
+        );
+        // An error is allowed, an odd one is not; a slow read is a hang.
+        let mut failed = read(1, 12.0, 13.0);
+        failed.observed = Observed::Error(libc::ESTALE);
+        assert_eq!(judge(&history, vec![failed.clone()], before.clone()), []);
+        failed.observed = Observed::Error(libc::EBADF);
+        assert_eq!(
+            judge(&history, vec![failed], before.clone()),
+            [ViolationKind::UnexpectedErrno]
+        );
+        assert_eq!(
+            judge(&history, vec![read(1, 12.0, 50.0)], before),
+            [ViolationKind::Hang]
+        );
+        // Opened without asking for the manifest.
+        assert_eq!(
+            judge(&history, vec![read(2, 12.0, 13.0)], vec![]),
+            [ViolationKind::NoRevalidation]
+        );
+    }
+
+    #[test]
+    fn a_catalog_fetched_before_the_manifest_anchors_its_source() {
+        let history = scene();
+        let manifest_later = vec![request("s.json", 5.0, 0), request(MANIFEST, 11.0, 1)];
+        let anchors = Anchors::of(&history, &manifest_later);
+        assert_eq!(anchors.of_source("s"), Some(secs(0.0)));
+        assert_eq!(
+            judge(&history, vec![read(1, 12.0, 13.0)], manifest_later),
+            []
+        );
+        let catalog_later = vec![request(MANIFEST, 5.0, 0), request("s.json", 11.0, 1)];
+        assert_eq!(
+            Anchors::of(&history, &catalog_later).of_source("s"),
+            Some(secs(10.0))
+        );
+    }
+
+    #[test]
+    fn a_directory_gone_while_listed_may_be_stale() {
+        let mut history = History::default();
+        let manifest = |tiers: &[&str]| {
+            Content::Document(Document {
+                bytes: Arc::from(format!("{tiers:?}").into_bytes()),
+                sha256: format!("{:0>64}", tiers.len()).into(),
+                view: DocView::Manifest(Arc::new(crate::adversary::model::ManifestView {
+                    sources: [(
+                        "s".to_string(),
+                        tiers.iter().map(|t| t.to_string()).collect(),
+                    )]
+                    .into(),
+                })),
+            })
+        };
+        let one: BTreeMap<String, Content> =
+            [(MANIFEST.to_string(), manifest(&["1k", "512"]))].into();
+        history.record(0, secs(0.0), &one, &BTreeMap::new(), vec![]);
+        let two: BTreeMap<String, Content> = [(MANIFEST.to_string(), manifest(&["1k"]))].into();
+        history.record(1, secs(10.0), &two, &one, vec![]);
+        let list = |path: &str, t: f64| Op {
+            thread: 0,
+            kind: OpKind::List,
+            path: path.into(),
+            t0: secs(t),
+            t1: secs(t + 0.1),
+            observed: Observed::Error(libc::ESTALE),
+        };
+        assert_eq!(judge(&history, vec![list("s/512", 12.0)], vec![]), []);
+        assert_eq!(
+            judge(&history, vec![list("s/512", 5.0)], vec![]),
+            [ViolationKind::UnexpectedErrno]
+        );
+        assert_eq!(
+            judge(&history, vec![list("s/1k", 12.0)], vec![]),
+            [ViolationKind::UnexpectedErrno]
+        );
+    }
+
+    #[test]
+    fn sizes_before_the_first_open_may_be_older() {
+        let history = scene();
+        let after = vec![request(MANIFEST, 11.0, 1), request("s.json", 11.0, 1)];
+        let stat = |size, t0| Op {
+            thread: 1,
+            kind: OpKind::Stat,
+            path: "s/512/m/color.png".into(),
+            t0: secs(t0),
+            t1: secs(t0 + 0.1),
+            observed: Observed::Size(size),
+        };
+        assert_eq!(judge(&history, vec![stat(100, 12.0)], after.clone()), []);
+        assert_eq!(
+            judge(&history, vec![stat(101, 12.0)], after.clone()),
+            [ViolationKind::WrongSize]
+        );
+        assert_eq!(
+            judge(&history, vec![stat(0, 12.0)], after),
+            [ViolationKind::EmptySizeShown]
+        );
+        let reread = Op {
+            kind: OpKind::Reread,
+            observed: Observed::Reread {
+                first: Box::new(Observed::Blob(BlobSpec {
+                    id: 1,
+                    format: Format::Png,
+                    size: 100,
+                })),
+                now: Box::new(Observed::Blob(BlobSpec {
+                    id: 2,
+                    format: Format::Png,
+                    size: 100,
+                })),
+            },
+            ..read(1, 12.0, 13.0)
+        };
+        assert_eq!(
+            judge(&history, vec![reread], vec![]),
+            [ViolationKind::RereadDiffers]
+        );
+    }
+}

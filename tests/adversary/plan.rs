@@ -1,0 +1,109 @@
+//! The mount sessions of a run, drawn from the seed: their length, flags,
+//! server mode, and when the cache is cleared.
+
+use std::time::Duration;
+
+use matvisfs_testkit::adversary::server::ServerOptions;
+use rand::Rng;
+use rand::seq::IndexedRandom;
+use rand_chacha::ChaCha8Rng;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// The Hub's layout, with its API.
+    Hub,
+    /// `/resolve/...` with Hugging Face redirects.
+    Redirects,
+    /// `/resolve/...` as a plain mirror: no digest.
+    PlainMirror,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub duration: Duration,
+    /// Only listings and stats this long after the mount (walks before
+    /// the first open, on the cached catalogs).
+    pub walk_first: Duration,
+    pub passthrough: bool,
+    pub cap: Option<&'static str>,
+    pub layout: Layout,
+    pub tree_page_size: usize,
+    /// `cache clear` this long after the mount.
+    pub clears: Vec<Duration>,
+    /// `cache clear` before mounting.
+    pub clear_before: bool,
+}
+
+impl Plan {
+    pub fn describe(&self) -> String {
+        let mut parts = vec![format!("{:?}", self.layout)];
+        if self.layout == Layout::Hub {
+            parts.push(format!("tree pages of {}", self.tree_page_size));
+        }
+        if !self.passthrough {
+            parts.push("--no-passthrough".into());
+        }
+        if let Some(cap) = self.cap {
+            parts.push(format!("--cache-max-size {cap}"));
+        }
+        if self.clear_before {
+            parts.push("cache cleared before".into());
+        }
+        if !self.walk_first.is_zero() {
+            parts.push(format!(
+                "walks for {} ms first",
+                self.walk_first.as_millis()
+            ));
+        }
+        parts.push(format!("{} s", self.duration.as_secs_f64()));
+        parts.join(", ")
+    }
+
+    pub fn options(&self) -> ServerOptions {
+        ServerOptions {
+            redirects: self.layout != Layout::PlainMirror,
+            hub_api: self.layout == Layout::Hub,
+            tree_page_size: self.tree_page_size,
+        }
+    }
+}
+
+/// Sessions filling `seconds` of load.
+pub fn plans(rng: &mut ChaCha8Rng, seconds: u64) -> Vec<Plan> {
+    let total = Duration::from_secs(seconds);
+    let mut used = Duration::ZERO;
+    let mut out = Vec::new();
+    while used < total {
+        let mut duration = Duration::from_millis(rng.random_range(6_000..16_000));
+        if total - used < duration + Duration::from_secs(4) {
+            duration = total - used;
+        }
+        used += duration;
+        let clears = (0..rng.random_range(0..=3))
+            .map(|_| Duration::from_millis(rng.random_range(300..duration.as_millis() as u64)))
+            .collect();
+        out.push(Plan {
+            duration,
+            walk_first: if rng.random_bool(0.5) {
+                Duration::from_millis(rng.random_range(200..1500))
+            } else {
+                Duration::ZERO
+            },
+            passthrough: rng.random_bool(0.7),
+            cap: match rng.random_range(0..100) {
+                0..25 => Some("300kB"),
+                25..40 => Some("2MB"),
+                _ => None,
+            },
+            layout: match rng.random_range(0..10) {
+                0..3 => Layout::Hub,
+                3..7 => Layout::Redirects,
+                _ => Layout::PlainMirror,
+            },
+            tree_page_size: *[3, 40, 1000].choose(rng).expect("sizes"),
+            clears,
+            clear_before: rng.random_bool(0.2),
+        });
+    }
+    out
+}
