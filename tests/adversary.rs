@@ -11,19 +11,16 @@
 //! `MATVISFS_ADVERSARY_SECONDS` (default 60) and `MATVISFS_ADVERSARY_SEED`
 //! (default a fixed number) set the run, `MATVISFS_ADVERSARY_LOGS` a
 //! directory to keep each session's daemon log in; `scripts/adversary.sh`
-//! runs it long; `MATVISFS_ADVERSARY_STRICT=1` fails on the known product
-//! bugs too (see `KNOWN`). The seed drives every choice; only the timing
-//! varies.
+//! runs it long. Every violation fails the test. The bugs it found have
+//! their reproductions in `tests/found_by_adversary.rs`. The seed drives
+//! every choice; only the timing varies.
 
 mod common;
-#[path = "adversary/known.rs"]
-mod known;
 #[path = "adversary/load.rs"]
 mod load;
 #[path = "adversary/plan.rs"]
 mod plan;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -33,7 +30,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use common::{BIN, Mount};
-use known::{KNOWN, known};
 use load::{Load, Running, Universe};
 use matvisfs_testkit::adversary::history::{Clock, at};
 use matvisfs_testkit::adversary::model::Release;
@@ -294,8 +290,6 @@ fn no_wrong_byte_under_mutations_and_load() {
     };
     let stop = Arc::new(AtomicBool::new(false));
     let mutations = mutator(server.clone(), release, model_rng, stop.clone());
-    let strict = std::env::var("MATVISFS_ADVERSARY_STRICT").is_ok_and(|v| v == "1");
-    let mut known_found: BTreeMap<&str, u64> = BTreeMap::new();
     let mut tally = Tally::default();
     let mut violations = 0;
     let mut reports = String::new();
@@ -310,28 +304,15 @@ fn no_wrong_byte_under_mutations_and_load() {
             found.len()
         );
         tally.add_session(&session, &found);
-        let (old, new): (Vec<Violation>, Vec<Violation>) = found
-            .into_iter()
-            .partition(|v| !strict && known(v, &server.history(), &session).is_some());
-        for v in &old {
-            let bug = known(v, &server.history(), &session).expect("known");
-            *known_found.entry(bug.repro).or_insert(0) += 1;
-        }
-        if !old.is_empty() {
-            println!(
-                "known product bugs in session {index}:\n{}",
-                report(&run, &session, &old)
-            );
-        }
-        if !new.is_empty() {
+        if !found.is_empty() {
             let text = format!(
-                "new violations in session {index}:\n{}",
-                report(&run, &session, &new)
+                "violations in session {index}:\n{}",
+                report(&run, &session, &found)
             );
             println!("{text}");
             reports.push_str(&text);
         }
-        violations += new.len();
+        violations += found.len();
     }
     stop.store(true, Ordering::SeqCst);
     for kinds in mutations.join().expect("the mutator") {
@@ -342,15 +323,7 @@ fn no_wrong_byte_under_mutations_and_load() {
         at(server.clock().now()),
         tally.summary(&server.history())
     );
-    for bug in &KNOWN {
-        println!(
-            "known product bug ({}): {} times: {}",
-            bug.repro,
-            known_found.get(bug.repro).copied().unwrap_or(0),
-            bug.what
-        );
-    }
-    println!("new violations: {violations}");
+    println!("violations: {violations}");
     assert!(
         violations == 0,
         "{violations} violations of the first promise; seed {seed} (again: \

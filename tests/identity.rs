@@ -9,28 +9,11 @@ use std::fs;
 use std::io::Read;
 use std::process::Command;
 
-use common::{BIN, Mount, Served, TAG, read};
+use common::{BIN, KTX2_MAGIC, Mount, PNG_MAGIC, Served, TAG, read, texture_like};
 use matvisfs_sample::{Release, ReleaseSpec};
-
-const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
-const KTX2_MAGIC: &[u8] = b"\xabKTX 20\xbb\r\n\x1a\n";
 
 fn stats(mount: &Mount) -> serde_json::Value {
     serde_json::from_slice(&read(&mount.path.join(".matvisfs/stats.json")).unwrap()).unwrap()
-}
-
-/// Bytes that pass as a texture of `magic` and are `len` long.
-fn texture_like(magic: &[u8], len: usize, seed: u8) -> Vec<u8> {
-    let mut bytes = magic.to_vec();
-    let mut x = seed as u32 | 1;
-    while bytes.len() < len {
-        // A little xorshift: bytes that do not repeat or compress.
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        bytes.push(x as u8);
-    }
-    bytes
 }
 
 fn clear_cache(mount: &Mount) {

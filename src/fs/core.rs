@@ -49,7 +49,7 @@ pub struct FsCore {
     pub(super) dataset: Arc<Dataset>,
     pub(super) inodes: InodeTable,
     handles: Handles,
-    slots: Slots,
+    pub(super) slots: Slots,
     pub(super) mounted_at: SystemTime,
     pub(super) listings: Listings,
     kernel: OnceLock<Arc<dyn Kernel>>,
@@ -88,12 +88,6 @@ impl FsCore {
     fn tell_kernel(&self, invalidations: Vec<Invalidation>) {
         if invalidations.is_empty() {
             return;
-        }
-        // The kernel asks for attributes it no longer has before it reads.
-        for invalidation in &invalidations {
-            if let Invalidation::Attributes(ino) | Invalidation::Inode(ino) = invalidation {
-                self.inodes.set_reported_size(*ino, None);
-            }
         }
         if let Some(kernel) = self.kernel.get() {
             kernel.invalidate(invalidations);

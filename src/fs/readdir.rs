@@ -157,7 +157,22 @@ impl FsCore {
                 let ino = self.inodes.lookup(key, file_size(&stat));
                 self.entry_for(ino, key, stat)
             }
-            _ => Entry::placeholder(self.inodes.lookup(key, None), kind, self.mounted_at),
+            _ => {
+                // The kernel applies these attributes to an inode it already
+                // has, even with no time to live: it must be given the size it
+                // holds, or a read under way would end at the placeholder's.
+                let ino = self.inodes.lookup_keeping_size(key);
+                let mut entry = Entry::placeholder(ino, kind, self.mounted_at);
+                if kind == Kind::File {
+                    entry.attr.size = self
+                        .slots
+                        .live_size(ino)
+                        .or_else(|| self.inodes.reported_size(ino))
+                        .unwrap_or(0);
+                    self.inodes.set_reported_size(ino, Some(entry.attr.size));
+                }
+                entry
+            }
         }
     }
 }

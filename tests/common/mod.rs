@@ -18,6 +18,8 @@ use matvisfs_sample::{Release, ReleaseSpec};
 use matvisfs_testkit::devserver::DevServer;
 
 pub const TAG: &str = "v2026.04.2";
+pub const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
+pub const KTX2_MAGIC: &[u8] = b"\xabKTX 20\xbb\r\n\x1a\n";
 pub const BIN: &str = env!("CARGO_BIN_EXE_matvisfs");
 
 /// A release written to disk and served by the dev server.
@@ -459,4 +461,18 @@ pub fn peak_rss(pid: u32) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// Bytes that pass as a texture of `magic` and are `len` long.
+pub fn texture_like(magic: &[u8], len: usize, seed: u8) -> Vec<u8> {
+    let mut bytes = magic.to_vec();
+    let mut x = seed as u32 | 1;
+    while bytes.len() < len {
+        // A little xorshift: bytes that do not repeat or compress.
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        bytes.push(x as u8);
+    }
+    bytes
 }
