@@ -9,20 +9,11 @@ use std::fs;
 use std::io::Read;
 use std::process::Command;
 
-use common::{BIN, KTX2_MAGIC, Mount, PNG_MAGIC, Served, TAG, read, texture_like};
+use common::{BIN, KTX2_MAGIC, Mount, PNG_MAGIC, Served, TAG, clear_cache, read, texture_like};
 use matvisfs_sample::{Release, ReleaseSpec};
 
 fn stats(mount: &Mount) -> serde_json::Value {
     serde_json::from_slice(&read(&mount.path.join(".matvisfs/stats.json")).unwrap()).unwrap()
-}
-
-fn clear_cache(mount: &Mount) {
-    let status = Command::new(BIN)
-        .args(["cache", "clear", "--cache-dir"])
-        .arg(&mount.cache)
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[test]

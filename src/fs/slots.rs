@@ -192,12 +192,14 @@ impl Slots {
 
     /// The size of the version the open files of `ino` are bound to, while
     /// there are any: what the kernel must be told, so that it neither cuts
-    /// their bytes short nor pads them.
+    /// their bytes short nor pads them. A stale slot too: no other version
+    /// opens until it closes, and its pages still in the kernel are read
+    /// with that size.
     pub fn live_size(&self, ino: u64) -> Option<u64> {
         let live = self.live.lock();
         let (slot, _) = live.get(&ino)?;
-        let state = slot.state.lock();
-        state.size.filter(|_| !state.stale)
+        let size = slot.state.lock().size;
+        size
     }
 
     /// An open of `slot` was released.
@@ -273,6 +275,23 @@ mod tests {
         // make it stale.
         assert!(second.bind(Sha256Digest::of(b"y"), 1, file()).is_err());
         assert!(matches!(first.for_read(), Err(FsError::VersionOpen)));
+    }
+
+    #[test]
+    fn the_kernel_is_given_an_open_versions_size_until_it_closes_even_when_stale() {
+        let slots = Slots::default();
+        let mut old = opened(Some("a"));
+        old.size = Some(3);
+        let a = bound(slots.join(1, &old));
+        assert_eq!(slots.live_size(1), Some(3));
+        // A newer version is met: refused, the old one marked stale, and its
+        // pages in the kernel still read with its size.
+        let mut new = opened(Some("b"));
+        new.size = Some(1);
+        assert!(matches!(slots.join(1, &new), Join::Stale));
+        assert_eq!(slots.live_size(1), Some(3));
+        slots.leave(&a);
+        assert_eq!(slots.live_size(1), None);
     }
 
     #[test]

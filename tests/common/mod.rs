@@ -476,3 +476,13 @@ pub fn texture_like(magic: &[u8], len: usize, seed: u8) -> Vec<u8> {
     }
     bytes
 }
+
+/// `matvisfs cache clear` on the mount's cache, while it is mounted.
+pub fn clear_cache(mount: &Mount) {
+    let status = Command::new(BIN)
+        .args(["cache", "clear", "--cache-dir"])
+        .arg(&mount.cache)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
