@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Mount, PNG_MAGIC, Served, TAG, clear_cache, read, texture_like};
+use common::{Mount, PNG_MAGIC, Served, TAG, read, texture_like};
 use matvisfs_sample::{Release, ReleaseSpec};
 use matvisfs_testkit::devserver::ServerOptions;
 use matvisfs_testkit::devserver::{Fault, FaultRule};

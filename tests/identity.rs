@@ -7,9 +7,8 @@ mod common;
 
 use std::fs;
 use std::io::Read;
-use std::process::Command;
 
-use common::{BIN, KTX2_MAGIC, Mount, PNG_MAGIC, Served, TAG, clear_cache, read, texture_like};
+use common::{KTX2_MAGIC, Mount, PNG_MAGIC, Served, TAG, clear_cache, read, texture_like};
 use matvisfs_sample::{Release, ReleaseSpec};
 
 fn stats(mount: &Mount) -> serde_json::Value {

@@ -198,8 +198,7 @@ impl Slots {
     pub fn live_size(&self, ino: u64) -> Option<u64> {
         let live = self.live.lock();
         let (slot, _) = live.get(&ino)?;
-        let size = slot.state.lock().size;
-        size
+        slot.state.lock().size
     }
 
     /// An open of `slot` was released.
