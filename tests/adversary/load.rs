@@ -292,12 +292,7 @@ impl Load {
         let names = || -> std::io::Result<BTreeSet<String>> {
             let mut names = BTreeSet::new();
             for entry in fs::read_dir(self.full(dir))? {
-                let name = entry?.file_name().to_string_lossy().into_owned();
-                // The mount's own documents and links are not the server's
-                // (their tests are tests/materials*.rs).
-                if !crate::common::is_generated(&format!("{dir}/{name}")) {
-                    names.insert(name);
-                }
+                names.insert(entry?.file_name().to_string_lossy().into_owned());
             }
             Ok(names)
         };

@@ -302,10 +302,16 @@ fn allowed_errno(kind: OpKind, errno: i32) -> bool {
     }
 }
 
-/// Names the mount adds to a material's directory: documents generated
-/// from the catalog entry, not the server's files.
-fn generated(name: &str) -> bool {
-    name.ends_with(".mtlx") || name.ends_with(".usda")
+/// Names the mount adds to a listing, not the server's files: documents
+/// generated from a material's catalog entry, and beside a source's tiers
+/// the `auto`, `best` and `scalar` directories (their tests are
+/// `tests/materials*.rs`).
+fn generated(depth: usize, name: &str) -> bool {
+    match depth {
+        1 => ["auto", "best", "scalar"].contains(&name),
+        3 => name.ends_with(".mtlx") || name.ends_with(".usda"),
+        _ => false,
+    }
 }
 
 impl<'a> Judge<'a> {
@@ -753,7 +759,11 @@ impl<'a> Judge<'a> {
                 .collect(),
             _ => return None,
         };
-        let shown: BTreeSet<String> = names.iter().filter(|n| !generated(n)).cloned().collect();
+        let shown: BTreeSet<String> = names
+            .iter()
+            .filter(|n| !generated(parts.len(), n))
+            .cloned()
+            .collect();
         if candidates.iter().any(|(_, expected)| *expected == shown) {
             return None;
         }
