@@ -59,7 +59,7 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
         hint(&mountpoint);
         println!("Press Ctrl-C to unmount.");
     }
-    let mut readiness = start(&args.run, &log_file, || {
+    let mut readiness = start(&args.run, &log_file, false, || {
         hint(&mountpoint);
         // The binary may not be on PATH (~/.local/bin often is not).
         println!(

@@ -35,9 +35,17 @@ pub fn to_stderr(level: u8) {
         .try_init();
 }
 
-pub fn to_file(level: u8, path: &Path) -> Result<(), String> {
-    let log = CappedLog::open(path.to_path_buf(), LOG_CAP)
-        .map_err(|e| format!("cannot open the log file {}: {e}", path.display()))?;
+/// Logs to the file at `path`, which is never opened through a symbolic
+/// link: one in its place is removed when `in_cache` (nothing outside the
+/// cache is written), else refused.
+pub fn to_file(level: u8, path: &Path, in_cache: bool) -> Result<(), String> {
+    let opened = match CappedLog::open(path.to_path_buf(), LOG_CAP) {
+        Err(e) if in_cache && e.raw_os_error() == Some(libc::ELOOP) => {
+            std::fs::remove_file(path).and_then(|()| CappedLog::open(path.to_path_buf(), LOG_CAP))
+        }
+        opened => opened,
+    };
+    let log = opened.map_err(|e| format!("cannot open the log file {}: {e}", path.display()))?;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter(level))
         .with_ansi(false)
@@ -64,6 +72,7 @@ impl CappedLog {
             .create(true)
             .append(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)?;
         let written = file.metadata()?.len();
         Ok(CappedLog {
@@ -116,5 +125,27 @@ mod tests {
         assert!(now.len() <= 100 && old.len() <= 100, "{now:?} {old:?}");
         assert!(now.ends_with("line 29 of the log\n"));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn the_log_is_never_written_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("notes.txt");
+        std::fs::write(&outside, "mine\n").unwrap();
+        let path = dir.path().join("m.log");
+        std::os::unix::fs::symlink(&outside, &path).unwrap();
+        let open = |path: &Path| CappedLog::open(path.to_path_buf(), 100);
+        assert_eq!(
+            open(&path).err().and_then(|e| e.raw_os_error()),
+            Some(libc::ELOOP)
+        );
+        // Rotation renames the link itself, and the new log is a file.
+        std::fs::remove_file(&path).unwrap();
+        let mut log = open(&path).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.path().join("m.log.1")).unwrap();
+        for i in 0..30 {
+            writeln!(log, "line {i:02} of the log").unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "mine\n");
     }
 }

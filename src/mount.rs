@@ -29,12 +29,11 @@ pub fn run(args: MountArgs) -> Result<(), String> {
     let cache_dir = args.cache.dir()?;
     let mountpoint = prepare_mountpoint(&args.mountpoint, args.run.nonempty)?;
     let cache = CacheDir::open(&cache_dir)?;
-    let log_file = args
-        .run
-        .log_file
-        .clone()
-        .unwrap_or_else(|| cache_dir.join("matvisfs.log"));
-    let mut readiness = start(&args.run, &log_file, || {})?;
+    let (log_file, in_cache) = match &args.run.log_file {
+        Some(path) => (path.clone(), false),
+        None => (cache_dir.join("matvisfs.log"), true),
+    };
+    let mut readiness = start(&args.run, &log_file, in_cache, || {})?;
     let result = (|| {
         let remote = make_remote(&args.remote)?;
         let ctx = Context::new(remote, cache, args.cache.cache_max_size)
@@ -65,6 +64,7 @@ pub(crate) fn finish(result: Result<(), String>, readiness: &mut Readiness) -> R
 pub(crate) fn start(
     run: &RunArgs,
     log_file: &Path,
+    log_in_cache: bool,
     on_ready: impl FnOnce(),
 ) -> Result<Readiness, String> {
     if run.foreground {
@@ -72,7 +72,7 @@ pub(crate) fn start(
         return Ok(Readiness::foreground());
     }
     let readiness = daemon::detach(on_ready)?;
-    logging::to_file(logging::MOUNT_LEVEL + run.verbose, log_file)?;
+    logging::to_file(logging::MOUNT_LEVEL + run.verbose, log_file, log_in_cache)?;
     Ok(readiness)
 }
 

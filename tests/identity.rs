@@ -242,3 +242,67 @@ fn opens_served_from_the_cache_count_as_hits() {
         assert_eq!(stats["cache"]["misses"], 0, "{stats}");
     }
 }
+
+/// A mapping of `path` as a program makes it: `fstat`, then `mmap` of that
+/// size, read whole in a child process (a page the kernel cannot fill is
+/// `SIGBUS`). `None` when the child failed or was killed.
+fn mapped(path: &std::path::Path) -> Option<Vec<u8>> {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let script = "import mmap, os, sys\n\
+                  fd = os.open(sys.argv[1], os.O_RDONLY)\n\
+                  m = mmap.mmap(fd, os.fstat(fd).st_size, prot=mmap.PROT_READ)\n\
+                  open(sys.argv[2], 'wb').write(m[:])\n";
+    let status = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .arg(out.path())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("python3 runs");
+    status.success().then(|| fs::read(out.path()).unwrap())
+}
+
+/// On a plain mirror (no digest), a file replaced by a smaller one after a
+/// `stat` gave the kernel its old size: a program that maps it with that
+/// size gets one whole version or an error, never the new bytes padded with
+/// zeros to the old size. Both within one page: the kernel retries a failed
+/// read of a mapping's page at once, and the retry must fail too.
+#[test]
+fn a_mapping_of_a_file_that_shrank_is_never_padded() {
+    let path = "ambientcg/512/Rock064/color.png";
+    let old = texture_like(PNG_MAGIC, 1997, 3);
+    let new = texture_like(PNG_MAGIC, 685, 4);
+    let mut release = Release::generate(&ReleaseSpec::small(TAG));
+    release.replace_texture(path, old.clone());
+    let mut served = Served::new(release);
+    served
+        .server
+        .set_options(matvisfs_testkit::devserver::ServerOptions {
+            lfs_redirects: false,
+            ..Default::default()
+        });
+    let mount = Mount::builder(&served.base_url()).start();
+    read(&mount.tag_path("ambientcg/1k/Metal032/color.png")).unwrap();
+    assert_eq!(
+        fs::metadata(mount.tag_path(path)).unwrap().len(),
+        old.len() as u64
+    );
+    let mut replaced = served.release.clone();
+    replaced.files.insert(path.into(), new.clone());
+    served.republish(replaced);
+    if let Some(bytes) = mapped(&mount.tag_path(path)) {
+        assert!(
+            bytes == old || bytes == new,
+            "mapped {} bytes (the new version has {}{})",
+            bytes.len(),
+            new.len(),
+            if bytes.starts_with(&new) {
+                ", followed by zeros"
+            } else {
+                ""
+            }
+        );
+    }
+    // Once the kernel has the new size, the file reads whole.
+    assert_eq!(read(&mount.tag_path(path)).unwrap(), new);
+}

@@ -310,3 +310,43 @@ fn a_link_planted_in_place_of_a_tags_directory_is_not_written_through() {
     );
     assert!(snapshot(elsewhere.path()).is_empty());
 }
+
+#[test]
+fn a_link_planted_in_place_of_the_log_is_not_written_through() {
+    let served = Served::small();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let mountpoint = dir.path().join("mnt");
+    fs::create_dir_all(&cache).unwrap();
+    fs::create_dir(&mountpoint).unwrap();
+    let _unmounts = common::Unmounts::new(&mountpoint);
+    let victim = notes();
+    let outside = victim.path().join("notes.txt");
+    let before = fs::read(&outside).unwrap();
+    let log = cache.join("matvisfs.log");
+    std::os::unix::fs::symlink(&outside, &log).unwrap();
+    let mounted = common::background_mount(&mountpoint, &served.base_url(), &cache)
+        .output()
+        .unwrap();
+    assert!(
+        mounted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mounted.stderr)
+    );
+    let path = "ambientcg/1k/Wood051/color.png";
+    let bytes = read(&mountpoint.join(TAG).join(path));
+    let unmounted = std::process::Command::new(BIN)
+        .arg("unmount")
+        .arg(&mountpoint)
+        .status()
+        .unwrap();
+    assert_eq!(bytes.unwrap(), served.release.files[path]);
+    assert!(unmounted.success());
+    assert!(
+        fs::read(&outside).unwrap() == before,
+        "the file outside the cache was written through the link"
+    );
+    // The link was replaced by the log itself.
+    let meta = fs::symlink_metadata(&log).unwrap();
+    assert!(meta.file_type().is_file() && meta.len() > 0);
+}

@@ -311,11 +311,14 @@ impl FsCore {
     }
 
     /// A slot bound by a read holds bytes whose size the kernel may not
-    /// know: it would cut them short or pad them, so the read fails and the
-    /// kernel is told the new size for the next one.
+    /// know: it would cut them short or pad them (a page of a mapping
+    /// filled past the new end), so the read fails, and so does every
+    /// later read of the slot (the kernel retries a failed page read at
+    /// once); the kernel is told the new size for the next open.
     fn check_kernel_size(&self, slot: &Slot, size: u64) -> Result<()> {
         match self.inodes.reported_size(slot.ino) {
             Some(known) if known != size => {
+                slot.make_stale();
                 self.tell_kernel(vec![Invalidation::Attributes(slot.ino)]);
                 Err(FsError::VersionOpen)
             }
