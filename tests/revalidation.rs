@@ -194,14 +194,93 @@ fn a_server_without_validators_is_asked_unconditionally_next_time() {
     assert_eq!(tag["changes"], serde_json::json!([]), "{tag}");
 }
 
+/// Sets the served manifest's modification time `age` ago.
+fn age_manifest(served: &Served, age: std::time::Duration) {
+    let path = served.dir.path().join(TAG).join(MANIFEST);
+    let file = fs::File::options().write(true).open(&path).unwrap();
+    file.set_modified(std::time::SystemTime::now() - age)
+        .unwrap();
+}
+
 #[test]
-fn a_server_with_only_last_modified_gets_if_modified_since() {
-    let (manifest, _) = second_session_manifest_requests(Validators::DateOnly, MANIFEST);
+fn a_server_with_only_an_old_last_modified_gets_if_modified_since() {
+    let served = Served::small();
+    served.server.set_options(ServerOptions {
+        validators: Validators::DateOnly,
+        ..ServerOptions::default()
+    });
+    age_manifest(&served, std::time::Duration::from_secs(3600));
+    let cache = tempfile::tempdir().unwrap();
+    drop(
+        Mount::builder(&served.base_url())
+            .cache(cache.path())
+            .start(),
+    );
+    served.server.clear_requests();
+    let mount = Mount::builder(&served.base_url())
+        .cache(cache.path())
+        .start();
+    read(&mount.tag_path(MANIFEST)).unwrap();
+    let manifest: Vec<_> = served
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with(MANIFEST))
+        .collect();
     assert_eq!(manifest.len(), 1);
     assert!(
         manifest[0].conditional && manifest[0].status == 304,
         "{manifest:?}"
     );
+}
+
+/// A file rewritten within a second keeps its Last-Modified: a date that
+/// recent proves nothing, and the next session asks unconditionally and
+/// sees the new manifest.
+#[test]
+fn a_recent_last_modified_is_not_trusted_to_prove_a_copy_unchanged() {
+    let mut served = Served::small();
+    served.server.set_options(ServerOptions {
+        validators: Validators::DateOnly,
+        ..ServerOptions::default()
+    });
+    let cache = tempfile::tempdir().unwrap();
+    drop(
+        Mount::builder(&served.base_url())
+            .cache(cache.path())
+            .start(),
+    );
+    let path = served.dir.path().join(TAG).join(MANIFEST);
+    let modified = fs::metadata(&path).unwrap().modified().unwrap();
+    let mut release = served.release.clone();
+    let mut manifest = release.json(MANIFEST);
+    manifest["sources"]["ambientcg"]["tiers"]["256"] = serde_json::json!({"complete": true});
+    release.set_json(MANIFEST, &manifest);
+    served.republish(release);
+    // Rewritten with the same modification time, as within one second.
+    fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+    served.server.clear_requests();
+    let mount = Mount::builder(&served.base_url())
+        .cache(cache.path())
+        .start();
+    read(&mount.tag_path("ambientcg/1k/Rock064/ao.png")).unwrap();
+    let requests: Vec<_> = served
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with(MANIFEST))
+        .collect();
+    assert!(
+        requests.len() == 1 && !requests[0].conditional && requests[0].status == 200,
+        "{requests:?}"
+    );
+    assert!(mount.tag_path("ambientcg/256").is_dir());
+    assert_eq!(mount.stats()["tags"][TAG]["revalidation"], "changed");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use reqwest::StatusCode;
 use reqwest::blocking::Response;
-use reqwest::header::{CONTENT_RANGE, ETAG, HeaderMap, IF_NONE_MATCH, LAST_MODIFIED, RANGE};
+use reqwest::header::{CONTENT_RANGE, ETAG, HeaderMap, IF_NONE_MATCH, RANGE};
 use url::Url;
 
 use super::response::{
@@ -64,7 +64,7 @@ impl HttpRemote {
             }
             let meta = RemoteMeta {
                 etag: linked_etag.or_else(|| header(response.headers(), ETAG)),
-                last_modified: header(response.headers(), LAST_MODIFIED),
+                last_modified: super::response::strong_last_modified(response.headers()),
                 size: Some(slice.length),
                 sha256: None,
                 commit: super::response::repo_commit(response.headers()),

@@ -66,12 +66,26 @@ pub(super) fn repo_commit(headers: &HeaderMap) -> Option<String> {
     header(headers, "x-repo-commit").filter(|c| crate::names::is_commit(c))
 }
 
+/// How long before the response's `Date` a `Last-Modified` must lie to be
+/// a strong validator (RFC 9110, 8.8.2.2): a file written twice within that
+/// time may keep its date, and `If-Modified-Since` would keep a stale copy.
+const STRONG_DATE_AGE: Duration = Duration::from_secs(60);
+
+/// The response's `Last-Modified`, when it can prove a cached copy
+/// unchanged: never one without a `Date`, or too close to it.
+pub(super) fn strong_last_modified(headers: &HeaderMap) -> Option<String> {
+    let modified = header(headers, LAST_MODIFIED)?;
+    let date = httpdate::parse_http_date(&header(headers, reqwest::header::DATE)?).ok()?;
+    let at = httpdate::parse_http_date(&modified).ok()?;
+    (at + STRONG_DATE_AGE <= date).then_some(modified)
+}
+
 /// Metadata of the final response, with what the redirects said taking
 /// precedence (a CDN's own ETag is not the dataset's).
 pub(super) fn merge_meta(linked: RemoteMeta, headers: &HeaderMap) -> RemoteMeta {
     RemoteMeta {
         etag: linked.etag.or_else(|| header(headers, ETAG)),
-        last_modified: header(headers, LAST_MODIFIED),
+        last_modified: strong_last_modified(headers),
         size: linked
             .size
             .or_else(|| header(headers, CONTENT_LENGTH).and_then(|s| s.parse().ok())),

@@ -340,7 +340,11 @@ fn with_validators(
                 .header("Content-Range", format!("bytes */{}", bytes.len())),
         }
     };
-    response = response.header("Accept-Ranges", "bytes");
+    // As every origin server with a clock: it tells whether a
+    // Last-Modified is old enough to be a strong validator.
+    response = response
+        .header("Accept-Ranges", "bytes")
+        .header("Date", httpdate::fmt_http_date(SystemTime::now()));
     if use_etag {
         response = response.header("ETag", etag);
     }
