@@ -1077,6 +1077,60 @@ fn lazy_unmount_while_reads_are_in_flight() {
 }
 
 #[test]
+fn never_answers_at_the_first_open_of_a_cached_tag() {
+    row(
+        26,
+        "accepts connections, never answers, at the first open of a cached tag (`--timeout 30`)",
+        "cached files served once the revalidation is given up (10 s at most); then at once",
+        ROW_LIMIT,
+        hung_at_revalidation,
+    );
+}
+
+/// The session's first open waits for a revalidation that the server
+/// never answers: it is given up after `CHECK_PATIENCE`, whatever
+/// `--timeout`, with no retry, and the cached copy is served.
+fn hung_at_revalidation() -> Observed {
+    let served = Served::small();
+    let cache = tempfile::tempdir().unwrap();
+    let (first, first_bytes) = a_texture(&served, 2);
+    let (second, second_bytes) = a_texture(&served, 3);
+    warm(&served.base_url(), cache.path(), &[&first, &second]);
+    served.server.clear_requests();
+    served.server.inject(FaultRule::new("", Fault::Hang));
+    doing("mounting over the cache");
+    let m = Mount::builder(&served.base_url())
+        .cache(cache.path())
+        .timeout(30)
+        .start();
+    let (result, took) = timed_read(&m.tag_path(&first));
+    assert_eq!(result.unwrap(), first_bytes);
+    assert!(
+        took < Duration::from_secs(20),
+        "the first open waited {took:?}"
+    );
+    let (result, then) = timed_read(&m.tag_path(&second));
+    assert_eq!(result.unwrap(), second_bytes);
+    assert!(
+        then < Duration::from_secs(1),
+        "the next open waited {then:?}"
+    );
+    let manifest_gets = served
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("release-manifest.json"))
+        .count();
+    assert_eq!(manifest_gets, 1, "one revalidation, not retried");
+    assert_eq!(m.stats()["tags"][TAG]["revalidation"], "offline");
+    observed(format!(
+        "the first open served the cached file after {:.1} s (1 manifest request), the next one after {} ms; the tag is \"offline\" in stats.json",
+        took.as_secs_f64(),
+        then.as_millis()
+    ))
+}
+
+#[test]
 fn readers_on_two_tags_with_faults_injected() {
     row(
         25,

@@ -344,7 +344,7 @@ impl Documents {
             Err(_) => return Refresh::Failed(FetchError::Offline),
         };
         let mut sink = MemorySink::with_limit(DOCUMENT_LIMIT);
-        match remote.get(&t.name, &file, &record.validators, &mut sink) {
+        match remote.check(&t.name, &file, &record.validators, &mut sink) {
             Ok(GetOutcome::NotModified(meta)) => Refresh::Unchanged(meta),
             Ok(GetOutcome::Fetched(meta)) => {
                 if Sha256Digest::of(&sink.bytes) != record.sha256 {

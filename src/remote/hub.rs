@@ -148,6 +148,16 @@ impl Remote for HubGuard {
         self.inner.get(tag, file, validators, sink)
     }
 
+    fn check(
+        &self,
+        tag: &str,
+        file: &Location,
+        validators: &Validators,
+        sink: &mut dyn BodySink,
+    ) -> Result<GetOutcome, FetchError> {
+        self.inner.check(tag, file, validators, sink)
+    }
+
     fn get_range(
         &self,
         tag: &str,

@@ -106,6 +106,18 @@ impl Remote for Metered {
         })
     }
 
+    fn check(
+        &self,
+        tag: &str,
+        file: &Location,
+        validators: &Validators,
+        sink: &mut dyn BodySink,
+    ) -> Result<GetOutcome, FetchError> {
+        self.counted(kind(file), sink, |counting| {
+            self.inner.check(tag, file, validators, counting)
+        })
+    }
+
     fn get_range(
         &self,
         tag: &str,

@@ -43,6 +43,11 @@ pub fn strong_etag_match(a: &str, b: &str) -> bool {
     matches!((strong(a), strong(b)), (Some(a), Some(b)) if a == b)
 }
 
+/// The longest a revalidation of a cached document waits for a server that
+/// does not answer (or `--timeout`, when shorter), with no retry after a
+/// network failure: opens wait for it, and the cached copy will do.
+pub const CHECK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What was remembered from a response, to ask the server "has it changed?".
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Validators {
@@ -190,6 +195,19 @@ pub trait Remote: Send + Sync {
         validators: &Validators,
         sink: &mut dyn BodySink,
     ) -> Result<GetOutcome, FetchError>;
+
+    /// A [`Remote::get`] that checks a cached copy (a revalidation): the
+    /// copy is served if it fails, so a server that does not answer is given
+    /// up sooner than for a download ([`CHECK_PATIENCE`]).
+    fn check(
+        &self,
+        tag: &str,
+        file: &Location,
+        validators: &Validators,
+        sink: &mut dyn BodySink,
+    ) -> Result<GetOutcome, FetchError> {
+        self.get(tag, file, validators, sink)
+    }
 
     /// Bytes `[offset, offset + length)` of a file, by one Range request,
     /// conditional on the file's `validators` when they are not empty. The

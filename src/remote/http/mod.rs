@@ -228,9 +228,25 @@ impl HttpRemote {
     /// Runs `attempt` until it succeeds, fails for good, or retries run out.
     fn with_retries<T>(
         &self,
+        attempt: impl FnMut() -> Result<T, Failure>,
+    ) -> Result<T, FetchError> {
+        self.attempts(false, attempt)
+    }
+
+    /// Runs `attempt` like [`HttpRemote::with_retries`]; a `check` is not
+    /// tried while the server was just found unreachable, and not retried
+    /// after a network failure.
+    fn attempts<T>(
+        &self,
+        check: bool,
         mut attempt: impl FnMut() -> Result<T, Failure>,
     ) -> Result<T, FetchError> {
         let recently_down = self.down_until.lock().is_some_and(|t| Instant::now() < t);
+        if check && recently_down {
+            return Err(FetchError::Network(
+                "the server did not answer a moment ago".into(),
+            ));
+        }
         let retries = if recently_down {
             0
         } else {
@@ -251,6 +267,10 @@ impl HttpRemote {
                 // Asked to wait longer than we may: the pause it set fails
                 // the next requests to that host fast too.
                 Err(Failure::Transient(error, Some(asked))) if asked > self.retry.max_wait => {
+                    return Err(error);
+                }
+                Err(Failure::Transient(error @ FetchError::Network(_), _)) if check => {
+                    *self.down_until.lock() = Some(Instant::now() + DOWN_MEMORY);
                     return Err(error);
                 }
                 Err(Failure::Transient(error, server_asked)) => {
@@ -275,6 +295,7 @@ impl HttpRemote {
         mut linked: RemoteMeta,
         validators: &Validators,
         sink: &mut dyn BodySink,
+        limit: Duration,
     ) -> Result<GetOutcome, Failure> {
         sink.reset().map_err(Failure::Final)?;
         if let Some(size) = linked.size {
@@ -283,7 +304,9 @@ impl HttpRemote {
         let began = Instant::now();
         let mut url = start.clone();
         for _ in 0..=MAX_REDIRECTS {
-            let mut request = self.authorize(self.client.get(url.clone()), &url);
+            let mut request = self
+                .authorize(self.client.get(url.clone()), &url)
+                .timeout(limit);
             if let Some(etag) = &validators.etag {
                 request = request.header(IF_NONE_MATCH, etag);
             } else if let Some(date) = &validators.last_modified {
@@ -309,7 +332,7 @@ impl HttpRemote {
                 ))),
                 StatusCode::OK => {
                     let meta = merge_meta(linked, response.headers());
-                    stream_body(response, &meta, sink, began, self.timeout)?;
+                    stream_body(response, &meta, sink, began, limit)?;
                     Ok(GetOutcome::Fetched(meta))
                 }
                 status => Err(self.refused(&url, Class::Resolve, status, response.headers())),
@@ -372,7 +395,7 @@ impl Remote for HttpRemote {
             // The first attempt may use a redirect a HEAD just saw; retries
             // ask the dataset.
             if let Some(hop) = hop.take() {
-                match self.get_once(&hop.target, hop.linked, validators, sink) {
+                match self.get_once(&hop.target, hop.linked, validators, sink, self.timeout) {
                     // Expired or gone: the dataset knows where it is now.
                     Err(Failure::Final(FetchError::NotFound | FetchError::Status(401 | 403))) => {
                         tracing::debug!("a remembered redirect is stale; asking the dataset");
@@ -380,7 +403,21 @@ impl Remote for HttpRemote {
                     outcome => return outcome,
                 }
             }
-            self.get_once(&url, RemoteMeta::default(), validators, sink)
+            self.get_once(&url, RemoteMeta::default(), validators, sink, self.timeout)
+        })
+    }
+
+    fn check(
+        &self,
+        tag: &str,
+        file: &Location,
+        validators: &Validators,
+        sink: &mut dyn BodySink,
+    ) -> Result<GetOutcome, FetchError> {
+        let url = self.file_url(tag, file);
+        let limit = self.timeout.min(crate::remote::CHECK_PATIENCE);
+        self.attempts(true, || {
+            self.get_once(&url, RemoteMeta::default(), validators, sink, limit)
         })
     }
 
