@@ -19,6 +19,11 @@ pub enum FsError {
     /// kernel cannot hold two versions of one inode at once.
     #[error("the file changed on the server while an older version is open")]
     VersionOpen,
+    /// A directory read on from an offset of a listing that is gone, the
+    /// directory having changed since: reading it again from the start
+    /// gives the new one.
+    #[error("the directory changed on the server while it was read")]
+    ListingChanged,
     #[error(transparent)]
     Dataset(#[from] dataset::Error),
 }

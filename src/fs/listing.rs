@@ -1,12 +1,17 @@
 //! Directory listings. Reading a directory needs no open handle (the kernel
 //! can skip opendir/releasedir round trips), and with readdirplus each entry
 //! carries its attributes, so `ls -l` and `find` need no lookup per entry.
+//! The offsets handed to the kernel carry the version of the listing they
+//! index (a stamp of its tag's generation), so that the kernel's successive
+//! reads of one directory stream all come from one listing, even when the
+//! tag changes between them.
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lru::LruCache;
 use parking_lot::Mutex;
 
 use super::attr::Entry;
@@ -44,29 +49,73 @@ pub struct DirEntry<'a> {
     pub entry: Option<Entry>,
 }
 
-/// Listings kept for the kernel's successive reads of a directory.
-#[derive(Default)]
-pub struct Listings(Mutex<HashMap<u64, Arc<Listing>>>);
+/// Bits of a directory offset that index the listing; the bits above hold
+/// the listing's stamp. Offsets stay below 2^63 (a positive `off_t`).
+const INDEX_BITS: u32 = 31;
+const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
+
+/// A listing's version as its offsets carry it: 0 outside any tag, else
+/// its generation folded into 32 bits, never 0.
+pub fn stamp(generation: Option<u64>) -> u64 {
+    generation.map_or(0, |g| g % 0xFFFF_FFFF + 1)
+}
+
+/// The offset of entry `index` of a listing stamped `stamp`.
+pub fn offset(stamp: u64, index: u64) -> u64 {
+    debug_assert!(index <= INDEX_MASK && stamp <= 0xFFFF_FFFF);
+    (stamp << INDEX_BITS) | index
+}
+
+/// The stamp and the entry index an offset names.
+pub fn split_offset(offset: u64) -> (u64, u64) {
+    (offset >> INDEX_BITS, offset & INDEX_MASK)
+}
+
+/// Listings kept for the kernel's successive reads of a directory: the
+/// current one of each directory, and older ones still being read, least
+/// recently used dropped first.
+pub struct Listings(Mutex<Kept>);
+
+struct Kept {
+    by_version: LruCache<(u64, u64), Arc<Listing>>,
+    entries: usize,
+}
+
+impl Default for Listings {
+    fn default() -> Self {
+        Listings(Mutex::new(Kept {
+            by_version: LruCache::new(NonZeroUsize::new(KEPT).expect("not zero")),
+            entries: 0,
+        }))
+    }
+}
 
 impl Listings {
-    /// The kept listing of `ino`, when still the current one.
+    /// The kept listing of `ino` for `generation`, when there is one (a
+    /// listing outside any tag only for a moment).
     pub fn recent(&self, ino: u64, generation: Option<u64>) -> Option<Arc<Listing>> {
-        self.0
-            .lock()
-            .get(&ino)
-            .filter(|l| {
-                l.generation == generation && (generation.is_some() || l.taken.elapsed() < REUSE)
-            })
-            .cloned()
+        self.stamped(ino, stamp(generation))
+            .filter(|l| generation.is_some() || l.taken.elapsed() < REUSE)
+    }
+
+    /// The kept listing of `ino` stamped `stamp`.
+    pub fn stamped(&self, ino: u64, stamp: u64) -> Option<Arc<Listing>> {
+        self.0.lock().by_version.get(&(ino, stamp)).cloned()
     }
 
     pub fn keep(&self, listing: Arc<Listing>) {
-        let mut listings = self.0.lock();
-        let entries: usize = listings.values().map(|l| l.children.len()).sum();
-        if listings.len() >= KEPT || entries + listing.children.len() > KEPT_ENTRIES {
-            listings.clear();
+        let mut kept = self.0.lock();
+        let key = (listing.ino, stamp(listing.generation));
+        kept.entries += listing.children.len();
+        if let Some((_, old)) = kept.by_version.push(key, listing) {
+            kept.entries -= old.children.len();
         }
-        listings.insert(listing.ino, listing);
+        while kept.entries > KEPT_ENTRIES && kept.by_version.len() > 1 {
+            let Some((_, old)) = kept.by_version.pop_lru() else {
+                break;
+            };
+            kept.entries -= old.children.len();
+        }
     }
 }
 

@@ -9,12 +9,30 @@ use super::attr::{Entry, file_size};
 use super::core::{FsCore, LATEST};
 use super::error::{FsError, Result};
 use super::inodes::{CONTROL_DIR, NodeKey, STATS_FILE};
-use super::listing::{DirEntry, Listing};
+use super::listing::{DirEntry, Listing, split_offset};
 use crate::dataset::Kind;
 
 impl FsCore {
-    /// The children of directory `ino`, loading its catalog if needed.
-    pub fn listing(&self, ino: u64) -> Result<Arc<Listing>> {
+    /// The children of directory `ino` for a read from `offset`, loading
+    /// its catalog if needed: from the start, the current listing; further
+    /// on, the listing the offset was handed out from, so that one pass over
+    /// a directory never mixes two versions of it (`ESTALE` when that
+    /// listing is gone and the directory changed since).
+    pub fn listing(&self, ino: u64, offset: u64) -> Result<Arc<Listing>> {
+        let (stamp, _) = split_offset(offset);
+        if stamp != 0 {
+            if let Some(listing) = self.listings.stamped(ino, stamp) {
+                return Ok(listing);
+            }
+        }
+        let listing = self.current_listing(ino)?;
+        if stamp != 0 && super::listing::stamp(listing.generation) != stamp {
+            return Err(FsError::ListingChanged);
+        }
+        Ok(listing)
+    }
+
+    fn current_listing(&self, ino: u64) -> Result<Arc<Listing>> {
         let key = self.inodes.key(ino).ok_or(FsError::StaleInode)?;
         let tag = match &key.tag {
             Some(name) => Some(self.dataset.tag(name)?),
@@ -82,8 +100,10 @@ impl FsCore {
         mut add: impl FnMut(DirEntry<'_>, u64) -> bool,
     ) {
         let total = listing.children.len() + 2;
-        for index in offset as usize..total {
-            let next = index as u64 + 1;
+        let stamp = super::listing::stamp(listing.generation);
+        let (_, start) = split_offset(offset);
+        for index in start as usize..total {
+            let next = super::listing::offset(stamp, index as u64 + 1);
             let (name, kind, key) = match index {
                 0 => (".", Kind::Dir, None),
                 1 => ("..", Kind::Dir, None),

@@ -15,7 +15,7 @@ use crate::fs::FsError;
 pub fn errno(error: &FsError) -> Errno {
     match error {
         FsError::ReadOnly => Errno::EROFS,
-        FsError::StaleInode | FsError::VersionOpen => Errno::ESTALE,
+        FsError::StaleInode | FsError::VersionOpen | FsError::ListingChanged => Errno::ESTALE,
         FsError::UnknownHandle => Errno::EBADF,
         FsError::Dataset(error) => match error {
             Error::NotFound => Errno::ENOENT,
@@ -36,7 +36,7 @@ pub fn errno(error: &FsError) -> Errno {
 fn level(error: &FsError) -> Option<Level> {
     match error {
         FsError::ReadOnly | FsError::StaleInode => None,
-        FsError::VersionOpen => Some(Level::INFO),
+        FsError::VersionOpen | FsError::ListingChanged => Some(Level::INFO),
         FsError::UnknownHandle => Some(Level::WARN),
         FsError::Dataset(error) => error.level(),
     }
@@ -102,6 +102,7 @@ mod tests {
             (FsError::ReadOnly, Errno::EROFS),
             (FsError::StaleInode, Errno::ESTALE),
             (FsError::VersionOpen, Errno::ESTALE),
+            (FsError::ListingChanged, Errno::ESTALE),
             (Error::NotFound.into(), Errno::ENOENT),
             (Error::IsDir.into(), Errno::EISDIR),
             (Error::Changed { path: "p".into() }.into(), Errno::ESTALE),

@@ -122,13 +122,14 @@ impl FuseAdapter {
     fn list<R: DirReply>(
         &self,
         ino: INodeNo,
+        offset: u64,
         reply: R,
         add: impl FnOnce(&Inner, &Listing, &mut R) + Send + 'static,
     ) {
         self.answer(
             Pool::Metadata,
             reply,
-            move |inner| inner.core.listing(ino.0),
+            move |inner| inner.core.listing(ino.0, offset),
             move |inner, listing, mut reply| match listing {
                 Ok(listing) => {
                     add(inner, &listing, &mut reply);
@@ -403,7 +404,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         reply: ReplyDirectory,
     ) {
-        self.list(ino, reply, move |inner, listing, reply| {
+        self.list(ino, offset, reply, move |inner, listing, reply| {
             inner.core.fill(listing, offset, false, |entry, next| {
                 reply.add(INodeNo(entry.ino), next, file_type(entry.kind), entry.name)
             });
@@ -418,7 +419,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         reply: ReplyDirectoryPlus,
     ) {
-        self.list(ino, reply, move |inner, listing, reply| {
+        self.list(ino, offset, reply, move |inner, listing, reply| {
             inner.core.fill(listing, offset, true, |entry, next| {
                 let plus = entry.entry.expect("readdirplus entries carry attributes");
                 reply.add(

@@ -132,7 +132,7 @@ impl Session {
     }
 
     fn list(&self, path: &str) -> Result<Vec<(String, Kind)>, FsError> {
-        let listing = self.core.listing(self.ino(path)?)?;
+        let listing = self.core.listing(self.ino(path)?, 0)?;
         let mut out = Vec::new();
         self.core.fill(&listing, 2, false, |e, _| {
             out.push((e.name.to_string(), e.kind));
@@ -662,7 +662,7 @@ fn readdirplus_gives_known_attributes_and_placeholders_for_unknown_sizes() {
     s.size(&format!("{TAG}/{known}")).unwrap();
     h.remote.clear_log();
     let dir = s.ino(&format!("{TAG}/ambientcg/512/Rock064")).unwrap();
-    let listing = s.core.listing(dir).unwrap();
+    let listing = s.core.listing(dir, 0).unwrap();
     let mut seen = Vec::new();
     s.core.fill(&listing, 0, true, |e, next| {
         seen.push((e.name.to_string(), e.entry.unwrap(), next));
@@ -695,7 +695,7 @@ fn readdirplus_gives_known_attributes_and_placeholders_for_unknown_sizes() {
     let fresh = Harness::new(&release);
     let s = fresh.session();
     let dir = s.ino(&format!("{TAG}/ambientcg/512/Wood051")).unwrap();
-    let listing = s.core.listing(dir).unwrap();
+    let listing = s.core.listing(dir, 0).unwrap();
     s.core.fill(&listing, 2, true, |_, _| true);
     let refused = NodeKey::root()
         .child(TAG)
@@ -1095,4 +1095,51 @@ fn while_a_file_is_open_the_kernel_is_given_the_size_of_its_version() {
     // Closed: the server's current size.
     assert_eq!(s.core.getattr(ino).unwrap().attr.size, bigger.len() as u64);
     assert_eq!(s.read(&format!("{TAG}/{path}")).unwrap(), bigger);
+}
+
+#[test]
+fn one_pass_over_a_directory_never_mixes_two_versions_of_it() {
+    let mut release = small();
+    let h = Harness::new(&release);
+    h.warm(&["ambientcg/1k/Metal032/color.png"]);
+    // The catalog gains a material in this tier.
+    let mut catalog = release.json("ambientcg.json");
+    let mut added = catalog[0].clone();
+    added["id"] = serde_json::json!("Aaa001");
+    catalog.as_array_mut().unwrap().insert(0, added);
+    release.set_json("ambientcg.json", &catalog);
+    h.publish(&release);
+    let s = h.session();
+    let dir = s.ino(&format!("{TAG}/ambientcg/512")).unwrap();
+    let names = |listing: &super::Listing, from: u64| {
+        let mut out = Vec::new();
+        s.core.fill(listing, from, false, |e, next| {
+            out.push((e.name.to_string(), next));
+            false
+        });
+        out
+    };
+    let first = s.core.listing(dir, 0).unwrap();
+    let before = names(&first, 0);
+    // The kernel's first read stops after "." , ".." and one material.
+    let (_, resume) = before[2].clone();
+    assert!(!before.iter().any(|(n, _)| n == "Aaa001"));
+    // The change is found by an open.
+    s.read(&format!("{TAG}/ambientcg/1k/Rock064/color.png"))
+        .unwrap();
+    // The pass goes on in the listing it began with.
+    let rest = s.core.listing(dir, resume).unwrap();
+    assert!(Arc::ptr_eq(&rest, &first));
+    assert_eq!(names(&rest, resume), before[3..].to_vec());
+    // A new pass sees the new material.
+    let now = s.core.listing(dir, 0).unwrap();
+    assert!(names(&now, 0).iter().any(|(n, _)| n == "Aaa001"));
+    // An offset of a listing no longer kept, the directory changed since:
+    // the pass fails rather than going on in another version.
+    let (stamp, index) = super::listing::split_offset(resume);
+    let gone = super::listing::offset(stamp + 7, index);
+    assert!(matches!(
+        s.core.listing(dir, gone),
+        Err(FsError::ListingChanged)
+    ));
 }
