@@ -149,9 +149,16 @@ fn serve(
     watch_signals(mountpoint.to_path_buf())?;
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
     readiness.report(Ok(()));
-    session
-        .run()
-        .map_err(|e| format!("the FUSE session ended with an error: {e}"))?;
+    match session.run() {
+        Ok(()) => {}
+        // The kernel aborted the connection as the last use of a lazily
+        // unmounted tree went away (or someone aborted it by hand): the
+        // mount is over, as after an unmount.
+        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
+            tracing::info!("the kernel ended the connection");
+        }
+        Err(e) => return Err(format!("the FUSE session ended with an error: {e}")),
+    }
     // The last downloads are made durable so the next mount has them.
     core.dataset().context().content.flush();
     tracing::info!(mountpoint = %mountpoint.display(), "unmounted");

@@ -19,6 +19,9 @@
 //!   for a listing of a directory gone from the server by its end: the
 //!   revalidation that found it gone ran during the listing); every
 //!   operation ends within the bound.
+//!
+//! One file of rules and their tests: every rule reads the same anchors
+//! and history queries, which a split would only pass around.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -7,6 +7,9 @@
 //! `304` to `If-None-Match`; `HEAD` and `Range` work; the Hub API's refs
 //! and tree listing answer from the snapshot of their request. Every
 //! request is logged with its time and the snapshot that answered it.
+//!
+//! One file: the snapshot, the request log and the answers in each layout
+//! share one state, and each answer is made from one snapshot.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
