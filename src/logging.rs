@@ -148,4 +148,16 @@ mod tests {
         }
         assert_eq!(std::fs::read_to_string(&outside).unwrap(), "mine\n");
     }
+
+    #[test]
+    fn a_log_file_given_as_a_link_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("notes.txt");
+        std::fs::write(&outside, "mine\n").unwrap();
+        let path = dir.path().join("m.log");
+        std::os::unix::fs::symlink(&outside, &path).unwrap();
+        assert!(to_file(1, &path, false).is_err());
+        assert!(std::fs::symlink_metadata(&path).unwrap().is_symlink());
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "mine\n");
+    }
 }

@@ -1,11 +1,11 @@
 //! The product bugs the adversary (`tests/adversary.rs`) found, each made
-//! deterministic: every test failed on the code before its fix.
+//! deterministic: every test failed on the code before its fix, but for
+//! the larger-version counterpart of the last, kept beside it.
 
 mod common;
 
 use common::{Mount, PNG_MAGIC, Served, TAG, read, texture_like};
 use matvisfs_sample::{Release, ReleaseSpec};
-use matvisfs_testkit::devserver::ServerOptions;
 use matvisfs_testkit::devserver::{Fault, FaultRule};
 use std::fs;
 use std::io::Read;
@@ -196,25 +196,7 @@ fn a_new_version_of_another_size_is_read_whole(old_len: usize, new_len: usize) {
     let path = "ambientcg/512/Rock064/color.png";
     let old = texture_like(PNG_MAGIC, old_len, 3);
     let new = texture_like(PNG_MAGIC, new_len, 4);
-    let mut release = Release::generate(&ReleaseSpec::small(TAG));
-    release.replace_texture(path, old.clone());
-    let mut served = Served::new(release);
-    // A plain mirror: no redirects, no digest.
-    served.server.set_options(ServerOptions {
-        lfs_redirects: false,
-        ..ServerOptions::default()
-    });
-    let mount = Mount::builder(&served.base_url()).start();
-    // The session's revalidation, then the file's old size to the kernel.
-    read(&mount.tag_path("ambientcg/1k/Metal032/color.png")).unwrap();
-    assert_eq!(
-        fs::metadata(mount.tag_path(path)).unwrap().len(),
-        old.len() as u64
-    );
-    // Replaced by a smaller file, manifest and catalog untouched.
-    let mut replaced = served.release.clone();
-    replaced.files.insert(path.into(), new.clone());
-    served.republish(replaced);
+    let (_served, mount) = common::replaced_after_stat(path, &old, &new);
     let bytes = read(&mount.tag_path(path));
     if let Ok(bytes) = &bytes {
         let padding = bytes.len().saturating_sub(new.len());

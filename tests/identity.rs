@@ -272,24 +272,7 @@ fn a_mapping_of_a_file_that_shrank_is_never_padded() {
     let path = "ambientcg/512/Rock064/color.png";
     let old = texture_like(PNG_MAGIC, 1997, 3);
     let new = texture_like(PNG_MAGIC, 685, 4);
-    let mut release = Release::generate(&ReleaseSpec::small(TAG));
-    release.replace_texture(path, old.clone());
-    let mut served = Served::new(release);
-    served
-        .server
-        .set_options(matvisfs_testkit::devserver::ServerOptions {
-            lfs_redirects: false,
-            ..Default::default()
-        });
-    let mount = Mount::builder(&served.base_url()).start();
-    read(&mount.tag_path("ambientcg/1k/Metal032/color.png")).unwrap();
-    assert_eq!(
-        fs::metadata(mount.tag_path(path)).unwrap().len(),
-        old.len() as u64
-    );
-    let mut replaced = served.release.clone();
-    replaced.files.insert(path.into(), new.clone());
-    served.republish(replaced);
+    let (_served, mount) = common::replaced_after_stat(path, &old, &new);
     if let Some(bytes) = mapped(&mount.tag_path(path)) {
         assert!(
             bytes == old || bytes == new,

@@ -148,24 +148,30 @@ fn a_file_changed_during_a_session_is_never_cut_to_its_old_size() {
     assert_eq!(changes[0]["files"]["changed"], 1);
 }
 
-/// Mounts twice over one cache, the server sending only `validators`, and
-/// opens `path` in the second session; returns that session's manifest
-/// requests and what its statistics say of the tag.
-fn second_session_manifest_requests(
-    validators: Validators,
-    path: &str,
-) -> (Vec<LoggedRequest>, serde_json::Value) {
+/// The small release, served with only `validators`.
+fn served_with(validators: Validators) -> Served {
     let served = Served::small();
     served.server.set_options(ServerOptions {
         validators,
         ..ServerOptions::default()
     });
+    served
+}
+
+/// Mounts `served` twice over one cache, `between` the two sessions, and
+/// opens `path` in the second; returns it with its manifest requests.
+fn second_session(
+    served: &mut Served,
+    path: &str,
+    between: impl FnOnce(&mut Served),
+) -> (Mount, Vec<LoggedRequest>) {
     let cache = tempfile::tempdir().unwrap();
     drop(
         Mount::builder(&served.base_url())
             .cache(cache.path())
             .start(),
     );
+    between(served);
     served.server.clear_requests();
     let mount = Mount::builder(&served.base_url())
         .cache(cache.path())
@@ -177,6 +183,16 @@ fn second_session_manifest_requests(
         .into_iter()
         .filter(|r| r.path.ends_with(MANIFEST))
         .collect();
+    (mount, requests)
+}
+
+/// The second session's manifest requests with a server sending only
+/// `validators`, and what its statistics say of the tag.
+fn second_session_manifest_requests(
+    validators: Validators,
+    path: &str,
+) -> (Vec<LoggedRequest>, serde_json::Value) {
+    let (mount, requests) = second_session(&mut served_with(validators), path, |_| {});
     (requests, mount.stats()["tags"][TAG].clone())
 }
 
@@ -204,29 +220,9 @@ fn age_manifest(served: &Served, age: std::time::Duration) {
 
 #[test]
 fn a_server_with_only_an_old_last_modified_gets_if_modified_since() {
-    let served = Served::small();
-    served.server.set_options(ServerOptions {
-        validators: Validators::DateOnly,
-        ..ServerOptions::default()
-    });
+    let mut served = served_with(Validators::DateOnly);
     age_manifest(&served, std::time::Duration::from_secs(3600));
-    let cache = tempfile::tempdir().unwrap();
-    drop(
-        Mount::builder(&served.base_url())
-            .cache(cache.path())
-            .start(),
-    );
-    served.server.clear_requests();
-    let mount = Mount::builder(&served.base_url())
-        .cache(cache.path())
-        .start();
-    read(&mount.tag_path(MANIFEST)).unwrap();
-    let manifest: Vec<_> = served
-        .server
-        .requests()
-        .into_iter()
-        .filter(|r| r.path.ends_with(MANIFEST))
-        .collect();
+    let (_mount, manifest) = second_session(&mut served, MANIFEST, |_| {});
     assert_eq!(manifest.len(), 1);
     assert!(
         manifest[0].conditional && manifest[0].status == 304,
@@ -239,42 +235,24 @@ fn a_server_with_only_an_old_last_modified_gets_if_modified_since() {
 /// sees the new manifest.
 #[test]
 fn a_recent_last_modified_is_not_trusted_to_prove_a_copy_unchanged() {
-    let mut served = Served::small();
-    served.server.set_options(ServerOptions {
-        validators: Validators::DateOnly,
-        ..ServerOptions::default()
-    });
-    let cache = tempfile::tempdir().unwrap();
-    drop(
-        Mount::builder(&served.base_url())
-            .cache(cache.path())
-            .start(),
-    );
-    let path = served.dir.path().join(TAG).join(MANIFEST);
-    let modified = fs::metadata(&path).unwrap().modified().unwrap();
-    let mut release = served.release.clone();
-    let mut manifest = release.json(MANIFEST);
-    manifest["sources"]["ambientcg"]["tiers"]["256"] = serde_json::json!({"complete": true});
-    release.set_json(MANIFEST, &manifest);
-    served.republish(release);
-    // Rewritten with the same modification time, as within one second.
-    fs::File::options()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_modified(modified)
-        .unwrap();
-    served.server.clear_requests();
-    let mount = Mount::builder(&served.base_url())
-        .cache(cache.path())
-        .start();
-    read(&mount.tag_path("ambientcg/1k/Rock064/ao.png")).unwrap();
-    let requests: Vec<_> = served
-        .server
-        .requests()
-        .into_iter()
-        .filter(|r| r.path.ends_with(MANIFEST))
-        .collect();
+    let mut served = served_with(Validators::DateOnly);
+    let rewrite = |served: &mut Served| {
+        let path = served.dir.path().join(TAG).join(MANIFEST);
+        let modified = fs::metadata(&path).unwrap().modified().unwrap();
+        let mut release = served.release.clone();
+        let mut manifest = release.json(MANIFEST);
+        manifest["sources"]["ambientcg"]["tiers"]["256"] = serde_json::json!({"complete": true});
+        release.set_json(MANIFEST, &manifest);
+        served.republish(release);
+        // Rewritten with the same modification time, as within one second.
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(modified)
+            .unwrap();
+    };
+    let (mount, requests) = second_session(&mut served, "ambientcg/1k/Rock064/ao.png", rewrite);
     assert!(
         requests.len() == 1 && !requests[0].conditional && requests[0].status == 200,
         "{requests:?}"

@@ -486,3 +486,29 @@ pub fn clear_cache(mount: &Mount) {
         .unwrap();
     assert!(status.success());
 }
+
+/// A plain mirror (no redirects, no digest) of the small release with
+/// `old` at `path`, mounted: the session's revalidation done and `old`'s
+/// size given to the kernel by a `stat`; then the server replaces the file
+/// with `new`, manifest and catalog untouched.
+pub fn replaced_after_stat(path: &str, old: &[u8], new: &[u8]) -> (Served, Mount) {
+    let mut release = Release::generate(&ReleaseSpec::small(TAG));
+    release.replace_texture(path, old.to_vec());
+    let mut served = Served::new(release);
+    served
+        .server
+        .set_options(matvisfs_testkit::devserver::ServerOptions {
+            lfs_redirects: false,
+            ..Default::default()
+        });
+    let mount = Mount::builder(&served.base_url()).start();
+    read(&mount.tag_path("ambientcg/1k/Metal032/color.png")).unwrap();
+    assert_eq!(
+        fs::metadata(mount.tag_path(path)).unwrap().len(),
+        old.len() as u64
+    );
+    let mut replaced = served.release.clone();
+    replaced.files.insert(path.into(), new.to_vec());
+    served.republish(replaced);
+    (served, mount)
+}
