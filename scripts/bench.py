@@ -171,7 +171,7 @@ def bench(work: Path):
 def filesystem(path: Path):
     """The type of the filesystem holding `path`, and whether ext4 keeps a
     journal there (without one, creating files just after deleting many
-    costs more: see README)."""
+    costs more: see docs/benchmarks.md, "Where the time goes")."""
     best = ("", "?", "")
     for line in Path("/proc/mounts").read_text().splitlines():
         device, target, kind = line.split()[:3]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark matvisfs against the wire (one curl process), rclone's FUSE
 # mount, local disk and the reference Python client, on generated releases
-# served on loopback; prints a table of medians (see README, Benchmarks).
+# served on loopback; prints a table of medians (see docs/benchmarks.md).
 #   scripts/bench.sh [RUNS]          (default 3; about 12 minutes on 2 cores)
 #   env: CASES (groups: cold,latency,warm,big,tree,memory,hub; default all),
 #        MATERIALS, PX (the small textures), LARGE (materials of the full-size

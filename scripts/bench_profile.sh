@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Where matvisfs's time goes per file (see README, Benchmarks): cold reads
+# Where matvisfs's time goes per file (see docs/benchmarks.md): cold reads
 # with 16 readers and warm reads with one, under the kernel's fuse
 # tracepoints, perf (CPU by part of the daemon) and strace (system calls).
 #   scripts/bench_profile.sh [RUNS]     (untraced runs per scenario, default 3)

@@ -187,11 +187,11 @@ fn a_zero_size_in_the_catalog_is_never_a_texture() {
 // reply up to the size it holds); in the adversary's seed 11 up to the end
 // of the kernel's first read, 128 KiB. Then a reread of the same open
 // file returns the new version alone. (A larger new version is handled: the
-// same sequence reads it whole or fails.) The README promises `ESTALE` for the
-// read that finds a size change ("the kernel holds the old size and would
-// cut the new bytes short"); with Hugging Face redirects the digest in
-// `X-Linked-Etag` catches it, a plain mirror sends none. Allowed: either
-// whole version, or an error.
+// same sequence reads it whole or fails.) docs/caching.md promises
+// `ESTALE` for the read that finds a size change ("the kernel holds the old
+// size and would cut the new bytes short"); with Hugging Face redirects the
+// digest in `X-Linked-Etag` catches it, a plain mirror sends none. Allowed:
+// either whole version, or an error.
 fn a_new_version_of_another_size_is_read_whole(old_len: usize, new_len: usize) {
     let path = "ambientcg/512/Rock064/color.png";
     let old = texture_like(PNG_MAGIC, old_len, 3);

@@ -93,7 +93,7 @@ http {{
         nginx
     }
 
-    /// The caching proxy of the README's "many machines" section, as a
+    /// The caching proxy of docs/mirrors.md ("A forward caching proxy"), as a
     /// forward proxy for plain-HTTP origins; containers of older releases
     /// are cached in 1 MiB slices.
     pub fn caching_proxy(dir: &Path) -> Nginx {
@@ -115,7 +115,7 @@ http {{
         )
     }
 
-    /// The caching mirror of the README's "many machines" section in front
+    /// The caching mirror of docs/mirrors.md ("A caching mirror") in front
     /// of `origin` (which stands for huggingface.co), its CDN redirects to
     /// `cdn_host` brought back through the mirror.
     pub fn caching_mirror(dir: &Path, origin: &str, cdn_host: &str) -> Nginx {

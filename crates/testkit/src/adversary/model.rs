@@ -38,7 +38,7 @@ pub struct Source {
     /// Whether the catalog carries `texture_hashes` (for the baked tier).
     pub hashes: bool,
     /// Bumped by every rewrite of the catalog, so that no catalog ever
-    /// returns to earlier bytes (see the README: a tag whose manifest and
+    /// returns to earlier bytes (see docs/caching.md: a tag whose manifest and
     /// catalogs return to earlier bytes keeps the files of that version).
     pub catalog_revision: u64,
 }
