@@ -7,7 +7,7 @@ the reference client.
 
 Run through scripts/bench.sh, which builds the binaries and the reference
 client's venv first. Prints one table of medians over RUNS runs, with each
-case's goal (issue 13) and whether this run met it, then every sample.
+case's goal and whether this run met it, then every sample.
 """
 
 import os
@@ -32,7 +32,7 @@ HOSTILE = [int(n) for n in os.environ.get("HOSTILE", "100000,1000000").split(","
 VENV_PYTHON = Path(os.environ.get("REFCLIENT_PYTHON", ROOT / "target/bench-venv/bin/python"))
 REFCLIENT = ROOT / "scripts/bench_refclient.py"
 # Groups of cases: cold (1, 2), latency (3), warm (4), big (5), tree (6),
-# memory (7), hub (8).
+# memory (7), hub (8, 9).
 GROUPS = os.environ.get("CASES", "cold,latency,warm,big,tree,memory,hub").split(",")
 # Where the mounts keep their caches (default: the work directory, on the
 # disk the benchmark runs from); e.g. /dev/shm to take the disk out.
@@ -154,6 +154,7 @@ def bench(work: Path):
             hostile_catalogs(work, roots, nginx, table)
         if "hub" in GROUPS:
             hub_sizes(work, roots["sample"], delayed, table)
+            hub_dedup(work, roots["sample"], delayed, table)
     finally:
         delayed.stop()
         nginx.stop()
@@ -489,6 +490,47 @@ def hub_sizes(work, data, delayed, table):
     table.timing(f"8. ls -lR of one tier ({files} files), empty cache, +{DELAY_MS} ms, Hub layout: "
                  f"sizes from the Hub API ({api_requests[0][0]} API calls, {api_requests[0][1]} HEADs)",
                  f"HEAD per file, --no-hf-api ({head_requests[0][1]} HEADs)", head_times, api_times)
+
+
+def hub_dedup(work, data, delayed, table):
+    """Case 9: a second tag whose files are the bytes of a cached one (a new
+    release where little changed), one tier read whole with 16 readers,
+    +DELAY_MS, Hub layout. What it costs to serve the cached bytes: the
+    Hub's own listing of the commit trusted (no request per file), one HEAD
+    per file asking the path's own digest first (a mirror in the Hub's
+    layout), or an empty cache (every file downloaded)."""
+    other = "v2026.05.0-rc1"
+    if not (data / other).exists():
+        shutil.copytree(data / TAG, data / other)
+    tier = "ambientcg/512"
+    rel = sorted(str(p.relative_to(data / TAG)) for p in (data / TAG / tier).rglob("*.png"))
+    origin = delayed.hub_base.split("/datasets/")[0]
+    mnt = work / "mnt"
+    modes = (
+        ("trusted", True, ("--hf-endpoint", origin, "--hf-limits", "off")),
+        ("head", True, ()),
+        ("download", False, ()),
+    )
+    samples = {label: ([], []) for label, _, _ in modes}
+    for i in range(RUNS):
+        for label, warm, flags in modes:
+            with Mount(delayed.hub_base, cache_dir(work, f"dedup-{label}-{i}"), mnt,
+                       *flags) as m:
+                if warm:
+                    read_all([mnt / TAG / p for p in rel], 16)
+                before = m.requests()
+                samples[label][0].append(read_all([mnt / other / p for p in rel], 16))
+                after = m.requests()
+                samples[label][1].append({k: after.get(k, 0) - before.get(k, 0)
+                                          for k in ("texture", "size", "api")})
+    download = samples["download"][0]
+    for label, name in (("trusted", "9a. the Hub's own listing of the commit trusted"),
+                        ("head", "9b. a mirror's listing checked by one HEAD per file")):
+        counts = samples[label][1][0]
+        table.timing(f"{name}: a second tag with the cached bytes, {len(rel)} files, 16 readers, "
+                     f"+{DELAY_MS} ms ({counts['texture']} GETs, {counts['size']} HEADs, "
+                     f"{counts['api']} API calls)",
+                     "empty cache, every file downloaded", download, samples[label][0])
 
 
 if __name__ == "__main__":

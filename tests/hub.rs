@@ -161,12 +161,10 @@ fn api_calls_stay_within_the_budget_and_a_429_is_waited_out() {
     stat_tier(&served, &mount);
     let api = requests(&served, "api/");
     // The refs (the API's probe), then the first page, answered 429.
-    assert_eq!(
-        api[..2],
-        [
-            "GET 200 api/refs",
-            &format!("GET 429 api/tree/{TAG}/ambientcg/512/Mat000")
-        ],
+    // The listing names the commit the tag's manifest resolved to.
+    assert_eq!(api[0], "GET 200 api/refs", "{api:#?}");
+    assert!(
+        api[1].starts_with("GET 429 api/tree/") && api[1].ends_with("/ambientcg/512/Mat000"),
         "{api:#?}"
     );
     assert!(api.len() <= 3, "the budget held: {api:#?}");
@@ -205,4 +203,143 @@ fn a_hub_layout_without_the_api_is_asked_once_and_then_left_alone() {
     let api = requests(&served, "api/");
     assert_eq!(api, ["GET 404 api/refs"], "one call found no API");
     assert_eq!(heads(&served), textures, "sizes from HEADs");
+}
+
+/// A release in the Hub's layout whose catalog has no hash for one `1k`
+/// channel of a material, so that its size comes from the tree listing of
+/// that material; returns the material's color (hashed) and the unhashed
+/// file.
+fn hub_served_one_hash_missing() -> (Served, String, String) {
+    let mut release = Release::generate(&ReleaseSpec::small(TAG));
+    let mut catalog = release.json("ambientcg.json");
+    let entry = &mut catalog.as_array_mut().unwrap()[0];
+    let id = entry["id"].as_str().unwrap().to_string();
+    entry["texture_hashes"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ao");
+    release.set_json("ambientcg.json", &catalog);
+    (
+        Served::new(release),
+        format!("ambientcg/1k/{id}/color.png"),
+        format!("ambientcg/1k/{id}/ao.png"),
+    )
+}
+
+#[test]
+fn a_tree_listing_that_contradicts_the_catalog_serves_the_catalogs_bytes() {
+    let (served, color, unhashed) = hub_served_one_hash_missing();
+    let base = served.server.hub_base_url(REPO);
+    let mount = Mount::builder(&base).start();
+    // Another file of the same tier cached first.
+    let (other, other_bytes) = served
+        .release
+        .textures()
+        .find(|(p, _)| p.starts_with("ambientcg/1k/") && !p.contains(&color[..20]))
+        .map(|(p, b)| (p.clone(), b.clone()))
+        .unwrap();
+    assert_eq!(read(&mount.tag_path(&other)).unwrap(), other_bytes);
+    // The listing gives the material's color the other file's hash and size.
+    let mut options = ServerOptions::default();
+    options.tree_lies.insert(
+        color.clone(),
+        (
+            matvisfs_sample::sha256_hex(&other_bytes),
+            other_bytes.len() as u64,
+        ),
+    );
+    served.server.set_options(options);
+    let unhashed_size = fs::metadata(mount.tag_path(&unhashed)).unwrap().len();
+    assert_eq!(unhashed_size, served.release.files[&unhashed].len() as u64);
+    assert_eq!(
+        requests(&served, "api/tree/").len(),
+        1,
+        "the material was listed"
+    );
+    let truth = &served.release.files[&color];
+    assert_eq!(
+        fs::metadata(mount.tag_path(&color)).unwrap().len(),
+        truth.len() as u64,
+        "the catalog's size"
+    );
+    assert_eq!(&read(&mount.tag_path(&color)).unwrap(), truth);
+}
+
+#[test]
+fn endless_tree_pages_cost_a_stat_one_timeout_and_little_memory() {
+    use matvisfs_testkit::devserver::TreePages;
+    let served = hub_served(3, 1000);
+    served.server.set_options(ServerOptions {
+        tree_pages: TreePages::Endless { padding: 2 << 20 },
+        ..ServerOptions::default()
+    });
+    let mount = Mount::builder(&served.server.hub_base_url(REPO))
+        .timeout(3)
+        .arg("--retries")
+        .arg("1")
+        .start();
+    let rss_before = common::peak_rss(mount.pid().unwrap()).unwrap();
+    let (path, bytes) = served
+        .release
+        .textures()
+        .find(|(p, _)| p.starts_with("ambientcg/512/"))
+        .unwrap();
+    let began = std::time::Instant::now();
+    let size = fs::metadata(mount.tag_path(path)).unwrap().len();
+    let took = began.elapsed();
+    assert_eq!(size, bytes.len() as u64);
+    // One attempt's time for the whole listing (3 s), then its files: far
+    // below the bound of a request with its retry (2 x 3 s plus backoff).
+    assert!(took.as_secs() < 6, "the stat took {took:?}");
+    let pages = requests(&served, "api/tree/").len();
+    assert!(pages >= 2, "the listing followed its pages: {pages}");
+    let rss_after = common::peak_rss(mount.pid().unwrap()).unwrap();
+    assert!(
+        rss_after < rss_before + (64 << 20),
+        "peak memory grew from {rss_before} to {rss_after} bytes over {pages} pages"
+    );
+    // The listing's own files were kept: the material's other channels
+    // cost no request.
+    served.server.clear_requests();
+    let material = Path::new(path).parent().unwrap();
+    for (other, bytes) in served.release.textures() {
+        if Path::new(other).parent() == Some(material) {
+            assert_eq!(
+                fs::metadata(mount.tag_path(other)).unwrap().len(),
+                bytes.len() as u64
+            );
+        }
+    }
+    assert_eq!(
+        served.server.requests().len(),
+        0,
+        "{:#?}",
+        served.server.requests()
+    );
+}
+
+#[test]
+fn a_next_link_to_the_page_itself_ends_the_listing() {
+    use matvisfs_testkit::devserver::TreePages;
+    let served = hub_served(3, 1000);
+    served.server.set_options(ServerOptions {
+        tree_pages: TreePages::LoopToSelf,
+        ..ServerOptions::default()
+    });
+    let mount = Mount::builder(&served.server.hub_base_url(REPO)).start();
+    let (path, bytes) = served
+        .release
+        .textures()
+        .find(|(p, _)| p.starts_with("ambientcg/512/"))
+        .unwrap();
+    assert_eq!(
+        fs::metadata(mount.tag_path(path)).unwrap().len(),
+        bytes.len() as u64
+    );
+    assert_eq!(
+        requests(&served, "api/tree/").len(),
+        1,
+        "the page was read once"
+    );
+    assert_eq!(heads(&served), 0, "its files came from the one page");
 }

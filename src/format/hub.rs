@@ -5,6 +5,7 @@
 use serde::Deserialize;
 
 use super::FormatError;
+use super::lenient::Lenient;
 use crate::digest::Sha256Digest;
 use crate::names::{check_component, check_tag, is_release_tag};
 
@@ -21,12 +22,18 @@ pub struct TreeFile {
     pub sha256: Option<Sha256Digest>,
 }
 
-/// A directory's files, from all pages of its listing.
+/// A directory's files, from the pages of its listing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TreeListing {
     pub files: Vec<TreeFile>,
     /// API requests it took.
     pub pages: u32,
+    /// Why the listing stopped before its last page (a bound, a loop), if
+    /// it did: the files are still what the server said.
+    pub cut_short: Option<String>,
+    /// It came from the Hugging Face Hub itself (the host of
+    /// `--hf-endpoint`), not from a mirror in its layout.
+    pub from_hub: bool,
 }
 
 #[derive(Deserialize)]
@@ -48,19 +55,50 @@ struct RawLfs {
 /// One page of `GET /api/datasets/<repo>/tree/<rev>/<path>`: its files
 /// (directories and bad entries left out).
 pub fn parse_tree_page(bytes: &[u8]) -> Result<Vec<TreeFile>, FormatError> {
-    let entries: Vec<serde_json::Value> = match serde_json::from_slice(bytes)? {
-        serde_json::Value::Array(entries) => entries,
-        _ => {
-            return Err(FormatError::WrongShape(
-                "a tree page is not a JSON array".into(),
-            ));
-        }
+    parse_tree_page_below(bytes, "")
+}
+
+/// One page, keeping only the files below `dir` (every file when empty):
+/// entries elsewhere are dropped as they are read, so a page padded with
+/// them costs no memory beyond its own bytes.
+pub fn parse_tree_page_below(bytes: &[u8], dir: &str) -> Result<Vec<TreeFile>, FormatError> {
+    let prefix = match dir.trim_matches('/') {
+        "" => String::new(),
+        dir => format!("{dir}/"),
     };
-    Ok(entries
-        .into_iter()
-        .filter_map(|value| serde_json::from_value::<RawEntry>(value).ok())
-        .filter_map(tree_file)
-        .collect())
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let files =
+        serde::Deserializer::deserialize_any(&mut deserializer, PageVisitor { prefix: &prefix })
+            .map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => FormatError::WrongShape(e.to_string()),
+                _ => FormatError::from(e),
+            })?;
+    deserializer.end()?;
+    Ok(files)
+}
+
+struct PageVisitor<'p> {
+    prefix: &'p str,
+}
+
+impl<'de> serde::de::Visitor<'de> for PageVisitor<'_> {
+    type Value = Vec<TreeFile>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a tree page (a JSON array)")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut files = Vec::new();
+        while let Some(entry) = seq.next_element::<Lenient<RawEntry>>()? {
+            if let Some(file) = entry.0.ok().and_then(tree_file) {
+                if file.path.starts_with(self.prefix) {
+                    files.push(file);
+                }
+            }
+        }
+        Ok(files)
+    }
 }
 
 fn tree_file(entry: RawEntry) -> Option<TreeFile> {

@@ -20,10 +20,10 @@ pub trait Hub: Send + Sync {
     /// The dataset's revisions that look like releases.
     fn release_refs(&self) -> Result<Vec<String>, FetchError>;
 
-    /// Every file below `dir` of revision `tag`, with size and hash, from
-    /// the tree listing (all pages). [`FetchError::NotFound`]: no such
-    /// directory.
-    fn tree(&self, tag: &str, dir: &str) -> Result<TreeListing, FetchError>;
+    /// Every file below `dir` of `revision` (a tag, or the commit it
+    /// resolved to), with size and hash, from the tree listing (all pages,
+    /// within bounds). [`FetchError::NotFound`]: no such directory.
+    fn tree(&self, revision: &str, dir: &str) -> Result<TreeListing, FetchError>;
 }
 
 /// API failures in a session before it is no longer asked.
@@ -131,9 +131,10 @@ impl Hub for HubGuard {
         hub.release_refs().inspect_err(|e| self.failed(e, true))
     }
 
-    fn tree(&self, tag: &str, dir: &str) -> Result<TreeListing, FetchError> {
+    fn tree(&self, revision: &str, dir: &str) -> Result<TreeListing, FetchError> {
         let hub = self.probed()?;
-        hub.tree(tag, dir).inspect_err(|e| self.failed(e, false))
+        hub.tree(revision, dir)
+            .inspect_err(|e| self.failed(e, false))
     }
 }
 

@@ -171,8 +171,12 @@ impl Hub for Metered {
         result
     }
 
-    fn tree(&self, tag: &str, dir: &str) -> Result<TreeListing, FetchError> {
-        let result = self.inner.hub().ok_or(FetchError::NoApi)?.tree(tag, dir);
+    fn tree(&self, revision: &str, dir: &str) -> Result<TreeListing, FetchError> {
+        let result = self
+            .inner
+            .hub()
+            .ok_or(FetchError::NoApi)?
+            .tree(revision, dir);
         match &result {
             Ok(listing) => (0..listing.pages).for_each(|_| self.stats.request("api", "200")),
             Err(FetchError::NoApi) => {}

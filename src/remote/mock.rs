@@ -28,8 +28,16 @@ pub struct MockRemote {
     faults: Mutex<VecDeque<(String, FetchError)>>,
     /// Bytes served instead of the stored ones.
     corrupt: Mutex<HashMap<String, Vec<u8>>>,
-    /// The Hugging Face API, when switched on: the refs it lists.
+    /// The Hugging Face API, when switched on: the refs it lists. Its
+    /// answers then name each tag's commit, as the Hub does.
     hub_refs: Mutex<Option<Vec<String>>>,
+    /// The revisions tree listings were asked for, in order.
+    tree_revisions: Mutex<Vec<String>>,
+    /// Entries a lying tree listing gives instead of the files' own
+    /// (path → sha256 and size).
+    tree_lies: Mutex<HashMap<String, (Option<Sha256Digest>, u64)>>,
+    /// Its API is a mirror's in the Hub's layout, not the Hub's own.
+    hub_mirror: Mutex<bool>,
 }
 
 fn etag_of(bytes: &[u8]) -> String {
@@ -58,6 +66,58 @@ impl MockRemote {
     /// Serves the Hugging Face API, with these refs.
     pub fn enable_hub(&self, refs: &[&str]) {
         *self.hub_refs.lock() = Some(refs.iter().map(|r| r.to_string()).collect());
+    }
+
+    /// The revisions tree listings were asked for.
+    pub fn tree_revisions(&self) -> Vec<String> {
+        self.tree_revisions.lock().clone()
+    }
+
+    /// Serves the API as a mirror in the Hub's layout would.
+    pub fn as_hub_mirror(&self) {
+        *self.hub_mirror.lock() = true;
+    }
+
+    /// Makes tree listings give `path` this sha256 and size.
+    pub fn lie_in_tree(&self, path: &str, sha256: Option<Sha256Digest>, size: u64) {
+        self.tree_lies.lock().insert(path.into(), (sha256, size));
+    }
+
+    /// The commit `tag` resolves to, with the Hub on: a digest of its files,
+    /// so that any change of them moves it.
+    pub fn commit_of(&self, tag: &str) -> Option<String> {
+        self.hub_refs.lock().as_ref()?;
+        let files = self.files.lock();
+        let mut of_tag: Vec<(&String, &Vec<u8>)> = files
+            .iter()
+            .filter(|((t, _), _)| t == tag)
+            .map(|((_, path), bytes)| (path, bytes))
+            .collect();
+        if of_tag.is_empty() {
+            return None;
+        }
+        of_tag.sort();
+        let mut text = String::new();
+        for (path, bytes) in of_tag {
+            text.push_str(&format!("{path} {}\n", Sha256Digest::of(bytes)));
+        }
+        Some(Sha256Digest::of(text.as_bytes()).to_hex()[..40].to_string())
+    }
+
+    /// The tag a revision names: itself, or the tag whose commit it is.
+    fn tag_of_revision(&self, revision: &str) -> Option<String> {
+        let tags: Vec<String> = {
+            let files = self.files.lock();
+            let mut tags: Vec<String> = files.keys().map(|(t, _)| t.clone()).collect();
+            tags.sort();
+            tags.dedup();
+            tags
+        };
+        if tags.iter().any(|t| t == revision) {
+            return Some(revision.to_string());
+        }
+        tags.into_iter()
+            .find(|t| self.commit_of(t).as_deref() == Some(revision))
     }
 
     pub fn log(&self) -> Vec<Logged> {
@@ -97,14 +157,21 @@ impl MockRemote {
         faults.remove(index).map(|(_, e)| e)
     }
 
-    fn meta(path: &str, bytes: &[u8]) -> RemoteMeta {
+    fn meta(&self, tag: &str, path: &str, bytes: &[u8]) -> RemoteMeta {
         RemoteMeta {
             etag: Some(etag_of(bytes)),
             last_modified: None,
             size: Some(bytes.len() as u64),
             sha256: is_texture_path(path).then(|| Sha256Digest::of(bytes)),
-            commit: None,
+            commit: self.commit_of(tag),
         }
+    }
+
+    fn not_modified(&self, tag: &str) -> GetOutcome {
+        GetOutcome::NotModified(RemoteMeta {
+            commit: self.commit_of(tag),
+            ..RemoteMeta::default()
+        })
     }
 }
 
@@ -147,9 +214,9 @@ impl Remote for MockRemote {
     ) -> Result<GetOutcome, FetchError> {
         let path = file.key();
         let Some(served) = self.conditional_body("GET", tag, path, validators)? else {
-            return Ok(GetOutcome::NotModified(RemoteMeta::default()));
+            return Ok(self.not_modified(tag));
         };
-        let meta = Self::meta(path, &served);
+        let meta = self.meta(tag, path, &served);
         self.record("GET", path, validators.etag.is_some(), "200");
         sink.reset()?;
         sink.write(&served)?;
@@ -167,7 +234,7 @@ impl Remote for MockRemote {
         let path = file.key();
         let conditional = validators.etag.is_some();
         let Some(bytes) = self.conditional_body("RANGE", tag, path, validators)? else {
-            return Ok(GetOutcome::NotModified(RemoteMeta::default()));
+            return Ok(self.not_modified(tag));
         };
         let etag = Some(etag_of(&bytes));
         let start = slice.offset as usize;
@@ -183,7 +250,7 @@ impl Remote for MockRemote {
             last_modified: None,
             size: Some(slice.length),
             sha256: None,
-            commit: None,
+            commit: self.commit_of(tag),
         }))
     }
 
@@ -193,10 +260,11 @@ impl Remote for MockRemote {
             self.record("HEAD", path, false, &error.to_string());
             return Err(error);
         }
-        match self.files.lock().get(&(tag.into(), path.into())) {
+        let bytes = self.files.lock().get(&(tag.into(), path.into())).cloned();
+        match bytes {
             Some(bytes) => {
                 self.record("HEAD", path, false, "200");
-                Ok(Self::meta(path, bytes))
+                Ok(self.meta(tag, path, &bytes))
             }
             None => {
                 self.record("HEAD", path, false, "404");
@@ -230,28 +298,43 @@ impl Hub for MockRemote {
     }
 
     /// One page, however many files.
-    fn tree(&self, tag: &str, dir: &str) -> Result<TreeListing, FetchError> {
+    fn tree(&self, revision: &str, dir: &str) -> Result<TreeListing, FetchError> {
         if self.hub_refs.lock().is_none() {
             return Err(FetchError::NoApi);
         }
         let logged = format!("tree/{dir}");
+        self.tree_revisions.lock().push(revision.to_string());
         if let Some(error) = self.take_fault(&format!("api/{logged}")) {
             self.record("API", &logged, false, &error.to_string());
             return Err(error);
         }
+        let Some(tag) = self.tag_of_revision(revision) else {
+            self.record("API", &logged, false, "404");
+            return Err(FetchError::NotFound);
+        };
         let prefix = format!("{dir}/");
+        let lies = self.tree_lies.lock().clone();
         let files: Vec<TreeFile> = self
             .files
             .lock()
             .iter()
-            .filter(|((t, path), _)| t == tag && path.starts_with(&prefix))
+            .filter(|((t, path), _)| *t == tag && path.starts_with(&prefix))
             .map(|((_, path), bytes)| {
-                let meta = Self::meta(path, bytes);
+                let etag = etag_of(bytes);
+                let (sha256, size) = match lies.get(path) {
+                    Some(&(sha256, size)) => (sha256, size),
+                    None => (
+                        is_texture_path(path).then(|| Sha256Digest::of(bytes)),
+                        bytes.len() as u64,
+                    ),
+                };
                 TreeFile {
                     path: path.clone(),
-                    size: bytes.len() as u64,
-                    etag: meta.etag.unwrap_or_default(),
-                    sha256: meta.sha256,
+                    size,
+                    etag: sha256
+                        .map(|s| format!("\"{}\"", s.to_hex()))
+                        .unwrap_or(etag),
+                    sha256,
                 }
             })
             .collect();
@@ -259,7 +342,12 @@ impl Hub for MockRemote {
         self.record("API", &logged, false, outcome);
         match files.is_empty() {
             true => Err(FetchError::NotFound),
-            false => Ok(TreeListing { files, pages: 1 }),
+            false => Ok(TreeListing {
+                files,
+                pages: 1,
+                cut_short: None,
+                from_hub: !*self.hub_mirror.lock(),
+            }),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use matvisfs_testkit::adversary::server::ServerOptions;
+use matvisfs_testkit::adversary::server::{ServerOptions, TreeLies};
 use rand::Rng;
 use rand::seq::IndexedRandom;
 use rand_chacha::ChaCha8Rng;
@@ -28,6 +28,8 @@ pub struct Plan {
     pub cap: Option<&'static str>,
     pub layout: Layout,
     pub tree_page_size: usize,
+    /// How the Hub layout's tree listing lies.
+    pub tree_lies: TreeLies,
     /// `cache clear` this long after the mount.
     pub clears: Vec<Duration>,
     /// `cache clear` before mounting.
@@ -39,6 +41,9 @@ impl Plan {
         let mut parts = vec![format!("{:?}", self.layout)];
         if self.layout == Layout::Hub {
             parts.push(format!("tree pages of {}", self.tree_page_size));
+            if self.tree_lies != TreeLies::None {
+                parts.push(format!("tree lies: {:?}", self.tree_lies));
+            }
         }
         if !self.passthrough {
             parts.push("--no-passthrough".into());
@@ -64,6 +69,7 @@ impl Plan {
             redirects: self.layout != Layout::PlainMirror,
             hub_api: self.layout == Layout::Hub,
             tree_page_size: self.tree_page_size,
+            tree_lies: self.tree_lies,
         }
     }
 }
@@ -101,6 +107,13 @@ pub fn plans(rng: &mut ChaCha8Rng, seconds: u64) -> Vec<Plan> {
                 _ => Layout::PlainMirror,
             },
             tree_page_size: *[3, 40, 1000].choose(rng).expect("sizes"),
+            tree_lies: match rng.random_range(0..10) {
+                0..4 => TreeLies::None,
+                4..6 => TreeLies::Catalog,
+                6..8 => TreeLies::Cdn,
+                8 => TreeLies::EndlessPages,
+                _ => TreeLies::LoopingPages,
+            },
             clears,
             clear_before: rng.random_bool(0.2),
         });

@@ -4,6 +4,7 @@
 //! Every texture served, cached or not, passes its format's magic check.
 
 use super::identity::{self, Identity, Proof};
+use super::sizes;
 use super::tiers::Tiers;
 use super::verify::{Expected, check_download, check_file_magic};
 use crate::dataset::changes::ChangeReport;
@@ -55,7 +56,10 @@ impl Content {
         })
     }
 
-    /// The bytes of a texture now.
+    /// The bytes of a texture now. `hint`: bytes a listing that proves
+    /// nothing named for the file; when they are cached, the path's own
+    /// digest (one HEAD) decides whether they are its bytes.
+    #[allow(clippy::too_many_arguments)]
     pub fn get(
         &self,
         t: &Shared,
@@ -64,6 +68,7 @@ impl Content {
         path: &str,
         texture: &TextureRef,
         generation: u64,
+        hint: Option<Blob>,
     ) -> Result<OpenBlob> {
         if let Some(open) = self.proven_cached(t, records, path, texture, generation)? {
             return Ok(open);
@@ -72,6 +77,12 @@ impl Content {
         self.downloads.run(&path.to_string(), || {
             if let Some(open) = self.proven_cached(t, records, path, texture, generation)? {
                 return Ok(open);
+            }
+            let hinted_bytes_cached = hint.is_some_and(|blob| t.ctx.content.open(&blob).is_some());
+            if hinted_bytes_cached && sizes::head(t, records, path, generation).is_ok() {
+                if let Some(open) = self.proven_cached(t, records, path, texture, generation)? {
+                    return Ok(open);
+                }
             }
             let record = records.get(path);
             let identity = identity::proven(record.as_ref(), texture.hash, generation);

@@ -42,7 +42,9 @@ impl Identity {
 
 /// The bytes proven to be the file's under `generation`, if any: `record`
 /// is what is known of this path, `catalog` the catalog's hash for this
-/// very file.
+/// very file. Where the catalog gives a hash it decides: another statement
+/// of the server that disagrees with it (a tree listing, a HEAD) never
+/// names the bytes served; downloading lets the bytes decide.
 pub fn proven(
     record: Option<&FileRecord>,
     catalog: Option<TextureHash>,
@@ -59,17 +61,33 @@ pub fn proven(
             proof,
         })
     };
-    from_record(current.and_then(|r| r.sha256), Proof::Confirmed)
-        .or_else(|| from_record(current.and_then(|r| r.remote_sha256), Proof::Declared))
-        .or_else(|| {
-            catalog.map(|hash| Identity {
-                blob: Blob {
-                    digest: hash.sha256,
-                    size: hash.size,
-                },
-                proof: Proof::Catalog,
-            })
-        })
+    let recorded = from_record(current.and_then(|r| r.sha256), Proof::Confirmed)
+        .or_else(|| from_record(current.and_then(|r| r.remote_sha256), Proof::Declared));
+    let Some(hash) = catalog else {
+        return recorded;
+    };
+    let listed = Identity {
+        blob: Blob {
+            digest: hash.sha256,
+            size: hash.size,
+        },
+        proof: Proof::Catalog,
+    };
+    match recorded {
+        Some(recorded) if recorded.blob == listed.blob => Some(recorded),
+        _ => Some(listed),
+    }
+}
+
+/// Whether what the server stated about a file (its sha256, when it gave
+/// one, and its size) contradicts the catalog's hash for it.
+pub fn contradicts_catalog(
+    catalog: Option<TextureHash>,
+    sha256: Option<Sha256Digest>,
+    size: u64,
+) -> bool {
+    catalog
+        .is_some_and(|hash| hash.size != size || sha256.is_some_and(|stated| stated != hash.sha256))
 }
 
 /// The record of a file whose size and validator the server just gave: the
@@ -132,8 +150,13 @@ mod tests {
             ..record(3)
         };
         assert_eq!(
-            proven(Some(&downloaded), Some(hash), 3).map(|i| (i.digest(), i.proof)),
+            proven(Some(&downloaded), None, 3).map(|i| (i.digest(), i.proof)),
             Some((digest("bytes"), Proof::Confirmed))
+        );
+        // Where the catalog gives a hash for the file, it decides.
+        assert_eq!(
+            proven(Some(&downloaded), Some(hash), 3).map(|i| (i.digest(), i.proof)),
+            Some((hash.sha256, Proof::Catalog))
         );
         // Of an older version: only the catalog's hash for the file holds.
         assert_eq!(
@@ -156,5 +179,39 @@ mod tests {
             Some(Proof::Declared)
         );
         assert_eq!(proven(Some(&declared), None, 5), None);
+    }
+
+    #[test]
+    fn the_catalog_beats_any_other_statement_that_disagrees_with_it() {
+        let hash = TextureHash {
+            sha256: digest("catalog"),
+            size: 100,
+        };
+        // A listing gave this very file another file's sha256 and size.
+        let lied = FileRecord {
+            remote_sha256: Some(digest("another file")),
+            size: Some(120),
+            ..record(4)
+        };
+        let identity = proven(Some(&lied), Some(hash), 4).unwrap();
+        assert_eq!(
+            (identity.digest(), identity.proof),
+            (hash.sha256, Proof::Catalog)
+        );
+        assert_eq!(identity.blob.size, 100);
+        // Agreeing statements keep their own proof.
+        let agreed = FileRecord {
+            sha256: Some(hash.sha256),
+            ..record(4)
+        };
+        assert_eq!(
+            proven(Some(&agreed), Some(hash), 4).map(|i| i.proof),
+            Some(Proof::Confirmed)
+        );
+        assert!(contradicts_catalog(Some(hash), Some(digest("x")), 100));
+        assert!(contradicts_catalog(Some(hash), None, 99));
+        assert!(!contradicts_catalog(Some(hash), Some(hash.sha256), 100));
+        assert!(!contradicts_catalog(Some(hash), None, 100));
+        assert!(!contradicts_catalog(None, Some(digest("x")), 1));
     }
 }

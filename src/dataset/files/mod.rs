@@ -66,7 +66,15 @@ impl Files {
         texture: &TextureRef,
         generation: u64,
     ) -> Result<OpenBlob> {
-        self.content
-            .get(t, &self.records, &self.tiers, path, texture, generation)
+        let hint = self.sizes.hint(path, generation);
+        self.content.get(
+            t,
+            &self.records,
+            &self.tiers,
+            path,
+            texture,
+            generation,
+            hint,
+        )
     }
 }

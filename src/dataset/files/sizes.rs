@@ -10,7 +10,7 @@ use crate::dataset::shared::Shared;
 use crate::dataset::tree::TextureRef;
 use crate::flight::SingleFlight;
 use crate::format::Location;
-use crate::store::FileRecords;
+use crate::store::{Blob, FileRecords};
 use crate::wait;
 
 #[derive(Default)]
@@ -19,7 +19,8 @@ pub struct Sizes {
     tree: TreeSizes,
 }
 
-/// The size of a texture when it is known for this version without asking.
+/// The size of a texture when it is known for this version without asking:
+/// the catalog's, for a file it gives a hash for, whatever else was said.
 pub fn known_size(
     records: &FileRecords,
     path: &str,
@@ -29,13 +30,19 @@ pub fn known_size(
     if let Some(slice) = texture.slice {
         return Some(slice.slice.length);
     }
-    records
-        .size_at(path, generation)
-        .filter(|&size| size >= MIN_TEXTURE_SIZE)
-        .or(texture.hash.map(|hash| hash.size))
+    texture.hash.map(|hash| hash.size).or_else(|| {
+        records
+            .size_at(path, generation)
+            .filter(|&size| size >= MIN_TEXTURE_SIZE)
+    })
 }
 
 impl Sizes {
+    /// The bytes a listing that proves nothing named for `path`.
+    pub fn hint(&self, path: &str, generation: u64) -> Option<Blob> {
+        self.tree.hint(path, generation)
+    }
+
     pub fn size(
         &self,
         t: &Shared,
@@ -58,7 +65,9 @@ impl Sizes {
     }
 }
 
-fn head(t: &Shared, records: &FileRecords, path: &str, generation: u64) -> Result<u64> {
+/// Asks the server for the file's size and validators (and its sha256,
+/// where it states one), and records them under `generation`.
+pub fn head(t: &Shared, records: &FileRecords, path: &str, generation: u64) -> Result<u64> {
     let file = Location::revision(path);
     let url = t.url(&file);
     let remote = t.remote(&url, "the size is unknown")?;

@@ -3,6 +3,7 @@
 //! Hub's layout (`<hub>/datasets/<owner>/<name>/resolve`); paced under the
 //! Hub's limit for API calls when it is on the Hub's host.
 
+use std::collections::HashSet;
 use std::io::Read;
 use std::time::Instant;
 
@@ -12,13 +13,18 @@ use url::Url;
 
 use super::HttpRemote;
 use super::response::{Failure, header, log_response};
-use crate::format::hub::{TreeListing, next_link, parse_release_refs, parse_tree_page};
+use crate::format::hub::{TreeListing, next_link, parse_release_refs, parse_tree_page_below};
 use crate::remote::{Class, FetchError, Hub};
 
 /// Far beyond a release's size (1000 entries a page), short of looping for ever.
 const MAX_PAGES: u32 = 1000;
 /// A page of 1000 entries is about 300 kB.
-const MAX_PAGE_BYTES: u64 = 32 << 20;
+const MAX_PAGE_BYTES: u64 = 8 << 20;
+/// All pages of one listing together: a whole release (28,000 files) is
+/// about 10 MB.
+const MAX_LISTING_BYTES: u64 = 64 << 20;
+/// Files kept from one listing: a tier of 3000 materials has about 24,000.
+const MAX_LISTED_FILES: usize = 100_000;
 
 /// `<origin><prefix>/api/datasets/<owner>/<name>` for a base URL
 /// `<origin><prefix>/datasets/<owner>/<name>/resolve`.
@@ -44,10 +50,25 @@ impl HttpRemote {
             .ok_or(FetchError::NoApi)
     }
 
-    /// One API GET: the body and the `Link` header.
-    fn api_get(&self, url: &Url) -> Result<(Vec<u8>, Option<String>), Failure> {
+    /// One API GET: the body and the `Link` header; the whole answer must
+    /// arrive before `deadline`, when one is given.
+    fn api_get(
+        &self,
+        url: &Url,
+        deadline: Option<Instant>,
+    ) -> Result<(Vec<u8>, Option<String>), Failure> {
         let began = Instant::now();
-        let request = self.authorize(self.client.get(url.clone()), url);
+        let mut request = self.client.get(url.clone());
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(began);
+            if left.is_zero() {
+                return Err(Failure::Final(FetchError::Network(format!(
+                    "no time left to ask {url}"
+                ))));
+            }
+            request = request.timeout(left.min(self.timeout));
+        }
+        let request = self.authorize(request, url);
         let response = self.send(request, url, Class::Api)?;
         let status = response.status();
         log_response("GET", url, status, began);
@@ -75,37 +96,82 @@ impl Hub for HttpRemote {
         url.path_segments_mut()
             .expect("an http(s) URL")
             .push("refs");
-        let (body, _) = self.with_retries(|| self.api_get(&url))?;
+        let (body, _) = self.with_retries(|| self.api_get(&url, None))?;
         parse_release_refs(&body)
             .map_err(|e| FetchError::Rejected(format!("the refs from {url} do not parse: {e}")))
     }
 
-    fn tree(&self, tag: &str, dir: &str) -> Result<TreeListing, FetchError> {
+    /// Every page of the listing, bounded as a whole: within one attempt's
+    /// time (`--timeout`), [`MAX_LISTING_BYTES`] and [`MAX_LISTED_FILES`],
+    /// keeping only entries below `dir` as they are parsed, and ending at a
+    /// next link already followed. A listing cut short by a bound still
+    /// gives the files it found (each entry is a statement of its own).
+    fn tree(&self, revision: &str, dir: &str) -> Result<TreeListing, FetchError> {
         let root = self.api_root()?;
+        let deadline = Instant::now() + self.timeout;
         let mut url = root.clone();
         url.path_segments_mut()
             .expect("an http(s) URL")
             .push("tree")
-            .push(tag)
+            .push(revision)
             .extend(dir.split('/').filter(|s| !s.is_empty()));
         url.set_query(Some("recursive=true"));
-        let mut listing = TreeListing::default();
+        let mut listing = TreeListing {
+            from_hub: self.is_paced(root),
+            ..TreeListing::default()
+        };
+        let mut followed = HashSet::from([url.clone()]);
+        let mut bytes = 0u64;
+        let cut = |listing: &mut TreeListing, why: String| {
+            tracing::warn!(
+                dir,
+                pages = listing.pages,
+                "the tree listing was cut short: {why}"
+            );
+            listing.cut_short = Some(why);
+        };
         loop {
-            let (body, link) = self.with_retries(|| self.api_get(&url))?;
+            let page = self.with_retries_until(deadline, || self.api_get(&url, Some(deadline)));
+            let (body, link) = match page {
+                Ok(page) => page,
+                // The first page is the listing; a later one only adds to it.
+                Err(e) if listing.pages > 0 => {
+                    cut(&mut listing, format!("a next page failed: {e}"));
+                    return Ok(listing);
+                }
+                Err(e) => return Err(e),
+            };
             listing.pages += 1;
-            let files = parse_tree_page(&body).map_err(|e| {
+            bytes += body.len() as u64;
+            let files = parse_tree_page_below(&body, dir).map_err(|e| {
                 FetchError::Rejected(format!("the tree listing from {url} does not parse: {e}"))
             })?;
+            drop(body);
+            let room = MAX_LISTED_FILES - listing.files.len();
+            if files.len() > room {
+                listing.files.extend(files.into_iter().take(room));
+                cut(&mut listing, format!("more than {MAX_LISTED_FILES} files"));
+                return Ok(listing);
+            }
             listing.files.extend(files);
             let Some(next) = link.as_deref().and_then(next_link) else {
                 return Ok(listing);
             };
-            if listing.pages >= MAX_PAGES {
-                return Err(FetchError::Rejected(format!(
-                    "the tree listing of {dir} goes on past {MAX_PAGES} pages"
-                )));
-            }
-            url = next_page(root, &url, next)?;
+            let next = next_page(root, &url, next)?;
+            let why = if !followed.insert(next.clone()) {
+                format!("the next page {next} was already read")
+            } else if listing.pages >= MAX_PAGES {
+                format!("more than {MAX_PAGES} pages")
+            } else if bytes > MAX_LISTING_BYTES {
+                format!("more than {MAX_LISTING_BYTES} bytes")
+            } else if Instant::now() >= deadline {
+                format!("it took longer than {:?}", self.timeout)
+            } else {
+                url = next;
+                continue;
+            };
+            cut(&mut listing, why);
+            return Ok(listing);
         }
     }
 }

@@ -230,7 +230,17 @@ impl HttpRemote {
         &self,
         attempt: impl FnMut() -> Result<T, Failure>,
     ) -> Result<T, FetchError> {
-        self.attempts(false, attempt)
+        self.attempts(false, None, attempt)
+    }
+
+    /// Runs `attempt` like [`HttpRemote::with_retries`], with no retry
+    /// that would begin after `deadline`.
+    fn with_retries_until<T>(
+        &self,
+        deadline: Instant,
+        attempt: impl FnMut() -> Result<T, Failure>,
+    ) -> Result<T, FetchError> {
+        self.attempts(false, Some(deadline), attempt)
     }
 
     /// Runs `attempt` like [`HttpRemote::with_retries`]; a `check` is not
@@ -239,6 +249,7 @@ impl HttpRemote {
     fn attempts<T>(
         &self,
         check: bool,
+        deadline: Option<Instant>,
         mut attempt: impl FnMut() -> Result<T, Failure>,
     ) -> Result<T, FetchError> {
         let recently_down = self.down_until.lock().is_some_and(|t| Instant::now() < t);
@@ -274,7 +285,10 @@ impl HttpRemote {
                     return Err(error);
                 }
                 Err(Failure::Transient(error, server_asked)) => {
-                    let Some(wait) = schedule.next(server_asked) else {
+                    let wait = schedule
+                        .next(server_asked)
+                        .filter(|wait| deadline.is_none_or(|d| Instant::now() + *wait < d));
+                    let Some(wait) = wait else {
                         if matches!(error, FetchError::Network(_)) {
                             *self.down_until.lock() = Some(Instant::now() + DOWN_MEMORY);
                         }
@@ -416,7 +430,7 @@ impl Remote for HttpRemote {
     ) -> Result<GetOutcome, FetchError> {
         let url = self.file_url(tag, file);
         let limit = self.timeout.min(crate::remote::CHECK_PATIENCE);
-        self.attempts(true, || {
+        self.attempts(true, None, || {
             self.get_once(&url, RemoteMeta::default(), validators, sink, limit)
         })
     }

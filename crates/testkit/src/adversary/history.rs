@@ -156,6 +156,9 @@ pub struct History {
     /// Every texture blob ever published, by id and by sha256.
     blobs: HashMap<u64, Texture>,
     by_sha256: HashMap<Arc<str>, BlobSpec>,
+    /// The latest blobs published of each size (a lying listing names
+    /// other bytes of a file's size).
+    by_size: HashMap<u64, Vec<Arc<str>>>,
 }
 
 impl History {
@@ -183,6 +186,13 @@ impl History {
             if let Content::Texture(texture) = content {
                 self.blobs.insert(texture.spec.id, texture.clone());
                 self.by_sha256.insert(texture.sha256.clone(), texture.spec);
+                let same_size = self.by_size.entry(texture.spec.size).or_default();
+                if !same_size.contains(&texture.sha256) {
+                    if same_size.len() == 4 {
+                        same_size.remove(0);
+                    }
+                    same_size.push(texture.sha256.clone());
+                }
             }
             self.versions
                 .entry(path.clone())
@@ -236,6 +246,16 @@ impl History {
 
     pub fn blob(&self, id: u64) -> Option<&Texture> {
         self.blobs.get(&id)
+    }
+
+    /// The sha256 of the latest other blob published of `size`, if any.
+    pub fn other_blob_of_size(&self, size: u64, except: &str) -> Option<Arc<str>> {
+        self.by_size
+            .get(&size)?
+            .iter()
+            .rev()
+            .find(|sha| &***sha != except)
+            .cloned()
     }
 
     pub fn blob_by_sha256(&self, sha256: &str) -> Option<BlobSpec> {

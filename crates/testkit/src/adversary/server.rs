@@ -34,13 +34,17 @@ pub const REPO: &str = "adversary/mat-vis";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerOptions {
-    /// Textures answer with a redirect to the CDN, as LFS files do; else
-    /// as a plain mirror: `200`, a content ETag, no digest.
+    /// Textures answer with a redirect to the CDN, as LFS files do, and
+    /// every answer names the snapshot's commit (`X-Repo-Commit`), as the
+    /// Hub does; else as a plain mirror: `200`, a content ETag, no digest,
+    /// no commit.
     pub redirects: bool,
     /// Answer the Hub API; else 404.
     pub hub_api: bool,
     /// Entries per page of the tree listing.
     pub tree_page_size: usize,
+    /// How the tree listing lies.
+    pub tree_lies: TreeLies,
 }
 
 impl Default for ServerOptions {
@@ -49,8 +53,35 @@ impl Default for ServerOptions {
             redirects: true,
             hub_api: true,
             tree_page_size: 1000,
+            tree_lies: TreeLies::None,
         }
     }
+}
+
+/// A lying tree listing (sizes stay true: nothing but a request per file
+/// could tell a listing's wrong size, and the mount believes sizes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeLies {
+    None,
+    /// Baked-tier files (whose hashes the catalog gives) listed with the
+    /// sha256 of other bytes, of the same size where there are some.
+    Catalog,
+    /// Files of the other tiers listed likewise: the CDN serves other bytes
+    /// than the listing names.
+    Cdn,
+    /// Every page links to one more, padded with entries outside the asked
+    /// directory.
+    EndlessPages,
+    /// Every page's next link is itself.
+    LoopingPages,
+}
+
+/// Snapshots kept for listings asked for by their commit.
+const SNAPSHOTS_KEPT: usize = 64;
+
+/// The commit a publication is, as the Hub would name it.
+pub fn commit_of(seq: u64) -> String {
+    matvisfs_sample::sha256_hex(format!("adversary commit {seq}").as_bytes())[..40].to_string()
 }
 
 /// One request as the server answered it.
@@ -74,6 +105,8 @@ pub struct Logged {
 struct Shared {
     clock: Clock,
     current: Mutex<Arc<Snapshot>>,
+    /// The latest snapshots, for listings asked for by commit.
+    recent: Mutex<std::collections::VecDeque<Arc<Snapshot>>>,
     history: Mutex<History>,
     log: Mutex<Vec<Logged>>,
     options: Mutex<ServerOptions>,
@@ -127,9 +160,11 @@ impl VersionedServer {
             &BTreeMap::new(),
             vec!["the initial release".into()],
         );
+        let first = Arc::new(Snapshot { seq: 0, files });
         let shared = Arc::new(Shared {
             clock,
-            current: Mutex::new(Arc::new(Snapshot { seq: 0, files })),
+            recent: Mutex::new(std::collections::VecDeque::from([first.clone()])),
+            current: Mutex::new(first),
             history: Mutex::new(history),
             log: Mutex::new(Vec::new()),
             options: Mutex::new(options),
@@ -178,6 +213,11 @@ impl VersionedServer {
         let at = self.shared.clock.now();
         history.record(seq, at, &files, &current.files, changes);
         *current = Arc::new(Snapshot { seq, files });
+        let mut recent = self.shared.recent.lock();
+        if recent.len() == SNAPSHOTS_KEPT {
+            recent.pop_front();
+        }
+        recent.push_back(current.clone());
         (seq, at)
     }
 
@@ -316,7 +356,7 @@ fn answer(
             return plain(logged, Response::new(404, "Not Found\n"));
         }
         if call == "refs" {
-            return plain(logged, refs());
+            return plain(logged, refs(&commit_of(snapshot.seq)));
         }
         if let Some(target) = call.strip_prefix("tree/") {
             let target = decoded(target);
@@ -327,10 +367,14 @@ fn answer(
             let host = request.headers.get("host").cloned().unwrap_or_default();
             let link_base = format!("http://{host}{api}tree/{target}");
             let logged = format!("api/tree/{target}?cursor={cursor}");
-            return plain(
-                logged,
-                tree(snapshot, options, &target, recursive, cursor, &link_base),
-            );
+            let page = TreePage {
+                target: &target,
+                recursive,
+                cursor,
+                link_base: &link_base,
+                query: &request.query,
+            };
+            return plain(logged, tree(shared, snapshot, options, &page));
         }
         return plain(logged, Response::new(404, "Not Found\n"));
     }
@@ -340,7 +384,13 @@ fn answer(
         .or_else(|| raw.strip_prefix(&hub_resolve))
     {
         let logged = decoded(rest);
-        return resolve(shared, options, snapshot, request, logged);
+        let mut answer = resolve(shared, options, snapshot, request, logged);
+        if options.redirects {
+            answer.response = answer
+                .response
+                .header("X-Repo-Commit", commit_of(snapshot.seq));
+        }
+        return answer;
     }
     if let Some(rest) = raw.strip_prefix("/cdn/") {
         let sha256 = rest.split('/').next().unwrap_or("").to_string();
@@ -411,7 +461,6 @@ fn resolve(
                 .header("Location", location)
                 .header("X-Linked-Etag", format!("\"{}\"", texture.sha256))
                 .header("X-Linked-Size", texture.spec.size.to_string())
-                .header("X-Repo-Commit", "0".repeat(40))
                 .header("Content-Type", "text/plain; charset=utf-8")
         }
         Content::Texture(texture) => {
@@ -470,8 +519,7 @@ fn body_response(request: &Request, bytes: &[u8], etag: &str, kind: &str) -> Res
         .header("ETag", etag)
 }
 
-fn refs() -> Response {
-    let commit = "0".repeat(40);
+fn refs(commit: &str) -> Response {
     let body = json!({
         "branches": [{"name": "main", "ref": "refs/heads/main", "targetCommit": commit}],
         "tags": [{"name": TAG, "ref": format!("refs/tags/{TAG}"), "targetCommit": commit}],
@@ -480,21 +528,36 @@ fn refs() -> Response {
     Response::new(200, body.to_string()).header("Content-Type", "application/json")
 }
 
-/// The Hub's tree listing of `<rev>/<dir>` from one snapshot, a page at a
-/// time (a listing of many pages may span publications, as on the Hub).
-fn tree(
-    snapshot: &Snapshot,
-    options: &ServerOptions,
-    target: &str,
+/// A request for a page of the tree listing.
+struct TreePage<'r> {
+    /// `<rev>/<dir>`: the tag, or a commit of a recent snapshot.
+    target: &'r str,
     recursive: bool,
     cursor: usize,
-    link_base: &str,
-) -> Response {
+    /// The tree URL without query, for the next page's link.
+    link_base: &'r str,
+    query: &'r str,
+}
+
+/// The Hub's tree listing of `<rev>/<dir>` from one snapshot (the current
+/// one for the tag, that commit's for a commit), a page at a time (a
+/// listing of many pages by tag may span publications, as on the Hub), as
+/// `options.tree_lies` makes it lie.
+fn tree(shared: &Shared, current: &Snapshot, options: &ServerOptions, page: &TreePage) -> Response {
     let not_found = || {
         Response::new(404, r#"{"error":"Entry not found"}"#).header("X-Error-Code", "EntryNotFound")
     };
-    let Some(dir) = target.strip_prefix(TAG) else {
-        return not_found();
+    let (revision, dir) = page.target.split_once('/').unwrap_or((page.target, ""));
+    let by_commit;
+    let snapshot = if revision == TAG {
+        current
+    } else {
+        let recent = shared.recent.lock();
+        by_commit = match recent.iter().find(|s| commit_of(s.seq) == revision) {
+            Some(snapshot) => snapshot.clone(),
+            None => return not_found(),
+        };
+        &*by_commit
     };
     let dir = dir.trim_matches('/');
     let prefix = if dir.is_empty() {
@@ -510,18 +573,19 @@ fn tree(
         };
         let parts: Vec<&str> = rest.split('/').collect();
         for depth in 1..parts.len() {
-            if depth == 1 || recursive {
+            if depth == 1 || page.recursive {
                 directories.insert(format!("{prefix}{}", parts[..depth].join("/")));
             }
         }
-        if parts.len() > 1 && !recursive {
+        if parts.len() > 1 && !page.recursive {
             continue;
         }
         let oid = content.sha256()[..40].to_string();
         entries.push(if is_lfs(path) {
+            let sha256 = listed_sha256(shared, snapshot, options.tree_lies, path, content);
             json!({
                 "type": "file", "oid": oid, "size": 134, "path": path,
-                "lfs": {"oid": content.sha256(), "size": content.len(), "pointerSize": 134},
+                "lfs": {"oid": sha256, "size": content.len(), "pointerSize": 134},
             })
         } else {
             json!({"type": "file", "oid": oid, "size": content.len(), "path": path})
@@ -537,16 +601,77 @@ fn tree(
     );
     entries.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
     let size = options.tree_page_size.max(1);
-    let end = (cursor + size).min(entries.len());
-    let page: Vec<Value> = entries.get(cursor..end).unwrap_or(&[]).to_vec();
-    let mut response = Response::new(200, Value::Array(page).to_string())
+    let end = (page.cursor + size).min(entries.len());
+    let mut listed: Vec<Value> = entries.get(page.cursor..end).unwrap_or(&[]).to_vec();
+    let recursive = if page.recursive {
+        "recursive=true&"
+    } else {
+        ""
+    };
+    let link_base = page.link_base;
+    let next = format!("<{link_base}?{recursive}cursor={end}>; rel=\"next\"");
+    let link = match options.tree_lies {
+        TreeLies::EndlessPages => {
+            // Entries elsewhere, about 8 kB a page.
+            for i in 0..40 {
+                listed.push(json!({
+                    "type": "file", "oid": "0".repeat(40), "size": 134,
+                    "path": format!("elsewhere/{}/{i:03}/color.png", page.cursor),
+                    "lfs": {"oid": "0".repeat(64), "size": 4096, "pointerSize": 134},
+                }));
+            }
+            let endless = format!(
+                "<{link_base}?{recursive}cursor={}>; rel=\"next\"",
+                page.cursor + size
+            );
+            Some(endless)
+        }
+        TreeLies::LoopingPages => Some(format!("<{link_base}?{}>; rel=\"next\"", page.query)),
+        _ => (end < entries.len()).then_some(next),
+    };
+    let response = Response::new(200, Value::Array(listed).to_string())
         .header("Content-Type", "application/json");
-    if end < entries.len() {
-        let recursive = if recursive { "recursive=true&" } else { "" };
-        response = response.header(
-            "Link",
-            format!("<{link_base}?{recursive}cursor={end}>; rel=\"next\""),
-        );
+    match link {
+        Some(link) => response.header("Link", link),
+        None => response,
     }
-    response
+}
+
+/// The sha256 a listing gives for a texture: its own, or, lying, that of
+/// other bytes of the same size published before (which a mount may have
+/// cached), else of other bytes of the snapshot.
+fn listed_sha256(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    lies: TreeLies,
+    path: &str,
+    content: &Content,
+) -> String {
+    let baked = path.split('/').nth(1) == Some("1k");
+    let lie = match lies {
+        TreeLies::Catalog => baked,
+        TreeLies::Cdn => !baked,
+        _ => false,
+    };
+    if !lie {
+        return content.sha256().to_string();
+    }
+    if let Some(other) = shared
+        .history
+        .lock()
+        .other_blob_of_size(content.len(), content.sha256())
+    {
+        return other.to_string();
+    }
+    let others = || {
+        snapshot
+            .files
+            .iter()
+            .filter(|(p, c)| *p != path && is_lfs(p) && c.sha256() != content.sha256())
+    };
+    others()
+        .find(|(_, c)| c.len() == content.len())
+        .or_else(|| others().next())
+        .map(|(_, c)| c.sha256().to_string())
+        .unwrap_or_else(|| "0".repeat(64))
 }

@@ -10,9 +10,9 @@ use std::path::Path;
 use matvisfs_sample::sha256_hex;
 use serde_json::{Value, json};
 
-use super::Shared;
 use super::files::{blob_etag, file_path, is_lfs};
 use super::message::{Request, Response};
+use super::{Shared, TreePages};
 
 /// Answers `/api/datasets/<owner>/<name>/<rest>`; `None` for other paths.
 /// The first value is what the request log records.
@@ -38,6 +38,7 @@ pub(super) fn answer(shared: &Shared, request: &Request) -> Option<(String, Resp
                 link_base: format!("http://{host}{prefix}/tree/{target}"),
                 recursive,
                 cursor: cursor.unwrap_or(0),
+                query: request.query.clone(),
             };
             Some((logged, tree(shared, target, &page)))
         }
@@ -85,6 +86,8 @@ struct Page {
     link_base: String,
     recursive: bool,
     cursor: usize,
+    /// The query it was asked with.
+    query: String,
 }
 
 fn tree(shared: &Shared, target: &str, page: &Page) -> Response {
@@ -99,23 +102,56 @@ fn tree(shared: &Shared, target: &str, page: &Page) -> Response {
         .trim_start_matches('/');
     let mut entries = Vec::new();
     collect(&dir, in_repo, page.recursive, &mut entries);
-    entries.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
-    let size = shared.options.lock().tree_page_size.max(1);
-    let end = (page.cursor + size).min(entries.len());
-    let chunk: Vec<Value> = entries.get(page.cursor..end).unwrap_or(&[]).to_vec();
-    let mut response = json_response(&Value::Array(chunk));
-    if end < entries.len() {
-        let recursive = if page.recursive {
-            "recursive=true&"
-        } else {
-            ""
+    let (lies, pages, size) = {
+        let options = shared.options.lock();
+        (
+            options.tree_lies.clone(),
+            options.tree_pages,
+            options.tree_page_size.max(1),
+        )
+    };
+    for entry in &mut entries {
+        let Some((sha, size)) = entry["path"].as_str().and_then(|p| lies.get(p)) else {
+            continue;
         };
-        response = response.header(
-            "Link",
-            format!("<{}?{recursive}cursor={end}>; rel=\"next\"", page.link_base),
-        );
+        entry["lfs"] = json!({"oid": sha, "size": size, "pointerSize": 134});
     }
-    response
+    entries.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+    let end = (page.cursor + size).min(entries.len());
+    let mut chunk: Vec<Value> = entries.get(page.cursor..end).unwrap_or(&[]).to_vec();
+    let recursive = if page.recursive {
+        "recursive=true&"
+    } else {
+        ""
+    };
+    let next = format!(
+        "<{}?{recursive}cursor={}>; rel=\"next\"",
+        page.link_base,
+        page.cursor + size
+    );
+    let link = match pages {
+        TreePages::Honest => (end < entries.len()).then_some(next),
+        TreePages::Endless { padding } => {
+            let mut filled = 0;
+            let mut i = 0;
+            while filled < padding {
+                let path = format!("elsewhere/p{}/{i:08}/color.png", page.cursor);
+                filled += path.len() + 160;
+                chunk.push(json!({
+                    "type": "file", "oid": "0".repeat(40), "size": 134, "path": path,
+                    "lfs": {"oid": "0".repeat(64), "size": 4096, "pointerSize": 134},
+                }));
+                i += 1;
+            }
+            Some(next)
+        }
+        TreePages::LoopToSelf => Some(format!("<{}?{}>; rel=\"next\"", page.link_base, page.query)),
+    };
+    let response = json_response(&Value::Array(chunk));
+    match link {
+        Some(link) => response.header("Link", link),
+        None => response,
+    }
 }
 
 /// Entries below `dir` (whose path in the repository is `in_repo`) as the

@@ -19,7 +19,7 @@ mod hub;
 pub(crate) mod message;
 mod respond;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -55,6 +55,24 @@ pub struct ServerOptions {
     /// Name the commit each revision resolves to (`X-Repo-Commit`), and
     /// resolve revisions named by it, as the Hub does; off: a plain mirror.
     pub commits: bool,
+    /// What the tree listing says instead of the truth, for these paths:
+    /// (sha256 hex, size).
+    pub tree_lies: BTreeMap<String, (String, u64)>,
+    /// A tree listing whose pages do not end.
+    pub tree_pages: TreePages,
+}
+
+/// How the tree listing's pages end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TreePages {
+    /// As the Hub does: a next link while entries remain.
+    #[default]
+    Honest,
+    /// Every page links to one more, each padded with about this many
+    /// bytes of entries outside the asked directory.
+    Endless { padding: usize },
+    /// Every page's next link is the page itself.
+    LoopToSelf,
 }
 
 impl Default for ServerOptions {
@@ -67,6 +85,8 @@ impl Default for ServerOptions {
             hub_api: true,
             tree_page_size: 1000,
             commits: true,
+            tree_lies: BTreeMap::new(),
+            tree_pages: TreePages::Honest,
         }
     }
 }
