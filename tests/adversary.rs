@@ -98,6 +98,8 @@ fn join_by(handle: JoinHandle<()>, clock: Clock, until: Duration) -> Option<Join
 struct Run {
     seed: u64,
     server: Arc<VersionedServer>,
+    /// The mutator replaces textures alone (only the commit moves) while set.
+    textures_only: Arc<AtomicBool>,
     cache: tempfile::TempDir,
     universe: Arc<Universe>,
 }
@@ -106,6 +108,10 @@ impl Run {
     fn session(&self, index: usize, plan: &Plan) -> (Session, String) {
         let clock = self.server.clock();
         self.server.set_options(plan.options());
+        // For this session and until the next: the next one's first open
+        // then finds its manifest and catalogs unchanged and its commit moved.
+        self.textures_only
+            .store(plan.textures_only, Ordering::SeqCst);
         if plan.clear_before {
             assert!(cache_clear(self.cache.path()), "cache clear failed");
         }
@@ -217,6 +223,7 @@ impl Run {
         let session = Session {
             index,
             setup: plan.describe(),
+            commits: plan.layout != Layout::PlainMirror,
             mounted,
             requests: self.server.requests_from(first_request),
             ops: records,
@@ -233,6 +240,7 @@ fn mutator(
     mut release: Release,
     mut rng: ChaCha8Rng,
     stop: Arc<AtomicBool>,
+    textures_only: Arc<AtomicBool>,
 ) -> JoinHandle<Vec<Vec<Mutation>>> {
     std::thread::Builder::new()
         .name("mutator".into())
@@ -241,7 +249,10 @@ fn mutator(
             while !stop.load(Ordering::SeqCst) {
                 let pause = Duration::from_millis(rng.random_range(40..700));
                 std::thread::sleep(pause);
-                let changes = mutate::publication(&mut release, &mut rng);
+                let changes = match textures_only.load(Ordering::SeqCst) {
+                    true => mutate::texture_only(&mut release, &mut rng),
+                    false => mutate::publication(&mut release, &mut rng),
+                };
                 server.publish(release.render(), changes.described);
                 kinds.push(changes.kinds);
             }
@@ -282,14 +293,22 @@ fn no_wrong_byte_under_mutations_and_load() {
         VersionedServer::start(release.render(), ServerOptions::default())
             .expect("the server starts"),
     );
+    let textures_only = Arc::new(AtomicBool::new(false));
     let run = Run {
         seed,
         server: server.clone(),
+        textures_only: textures_only.clone(),
         cache: tempfile::tempdir().unwrap(),
         universe,
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let mutations = mutator(server.clone(), release, model_rng, stop.clone());
+    let mutations = mutator(
+        server.clone(),
+        release,
+        model_rng,
+        stop.clone(),
+        textures_only,
+    );
     let mut tally = Tally::default();
     let mut violations = 0;
     let mut reports = String::new();

@@ -46,6 +46,9 @@ pub struct ChangeReport {
     pub files: Counts,
     /// The first paths concerned, `+` added, `-` removed, `~` changed.
     pub examples: Vec<String>,
+    /// For a moved commit: the new one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
 }
 
 impl ChangeReport {
@@ -58,6 +61,7 @@ impl ChangeReport {
             materials: Counts::default(),
             files: Counts::default(),
             examples: Vec::new(),
+            commit: None,
         }
     }
 
@@ -77,7 +81,12 @@ impl ChangeReport {
         .into_iter()
         .flatten()
         .collect();
-        let summary = if parts.is_empty() {
+        let summary = if let Some(commit) = &self.commit {
+            format!(
+                "the revision resolves to commit {commit} now; files the catalogs do not prove are \
+                 checked again before they are served"
+            )
+        } else if parts.is_empty() {
             "no difference in the tree (the same entries, other bytes or order)".to_string()
         } else {
             parts.join("; ")
@@ -92,6 +101,22 @@ impl ChangeReport {
     /// rowmap, or one not read before).
     pub fn document(name: &str, generation: u64) -> Self {
         ChangeReport::new(name, generation)
+    }
+
+    /// The revision resolves to another commit, the manifest unchanged: any
+    /// file the catalogs do not prove may have changed.
+    pub fn commit(before: Option<&str>, after: &str, generation: u64) -> Self {
+        let short = |c: &str| c.chars().take(12).collect::<String>();
+        let mut report = ChangeReport::new(
+            &format!(
+                "commit {} -> {}",
+                before.map(short).unwrap_or_else(|| "?".into()),
+                short(after)
+            ),
+            generation,
+        );
+        report.commit = Some(after.to_string());
+        report
     }
 
     /// A file found to hold other bytes than before.

@@ -93,6 +93,10 @@ impl Revalidation {
         match Documents::refresh(t, MANIFEST_FILE, &record) {
             Refresh::Unchanged(meta) => {
                 t.saw(&meta);
+                if self.commit_moved(t, &meta) {
+                    self.set(Outcome::Changed);
+                    return true;
+                }
                 tracing::info!(tag = %t.name, "revalidated: unchanged on the server");
                 self.set(Outcome::Unchanged);
                 true
@@ -131,6 +135,33 @@ impl Revalidation {
         }
     }
 
+    /// Whether the answer names another commit than the current version's:
+    /// then a new version begins, in which every file the catalogs do not
+    /// prove is proven again before it is served (the Hub's tree listing of
+    /// the new commit, or a conditional request at its next open).
+    fn commit_moved(&self, t: &Shared, meta: &RemoteMeta) -> bool {
+        let Some(commit) = meta.commit.as_deref() else {
+            return false;
+        };
+        let before = t.state.commit();
+        let Some(version) = t.state.resolved_to(commit) else {
+            return false;
+        };
+        if t.view
+            .update(Step::NewVersion {
+                generation: version.generation,
+                changed_at: version.changed_at,
+            })
+            .is_some()
+        {
+            t.announce(
+                ChangeReport::commit(before.as_deref(), commit, version.generation),
+                None,
+            );
+        }
+        true
+    }
+
     fn replace(
         &self,
         t: &Shared,
@@ -145,9 +176,11 @@ impl Revalidation {
                 return;
             }
         };
-        let version = t
-            .state
-            .replace(MANIFEST_FILE, DocRecord::new(blob, meta.validators()));
+        let version = t.state.replace(
+            MANIFEST_FILE,
+            DocRecord::new(blob, meta.validators()),
+            meta.commit.as_deref(),
+        );
         let Some((old, new)) = t.view.update(Step::NewManifest {
             manifest: Arc::new(manifest),
             blob,

@@ -55,7 +55,7 @@ impl Shared {
         };
         let mut known = self.commit.lock();
         if known.as_ref().is_some_and(|k| k != commit) {
-            tracing::info!(tag = %self.name, commit, "the revision now resolves to another commit");
+            tracing::debug!(tag = %self.name, commit, "the revision now resolves to another commit");
         }
         *known = Some(commit.clone());
     }

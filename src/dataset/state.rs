@@ -95,8 +95,9 @@ impl PersistedState {
 
     /// Replaces the manifest or a document and begins a new version of the
     /// tag, in one write: every file record and tier answer of an older
-    /// generation must be confirmed again.
-    pub fn replace(&self, name: &str, record: DocRecord) -> Version {
+    /// generation must be confirmed again. `commit`: the commit the answer
+    /// named, if any.
+    pub fn replace(&self, name: &str, record: DocRecord, commit: Option<&str>) -> Version {
         let mut state = self.state.lock();
         match name {
             MANIFEST_FILE => state.manifest = Some(record),
@@ -104,14 +105,49 @@ impl PersistedState {
                 state.documents.insert(name.to_string(), record);
             }
         }
-        state.generation += 1;
-        state.changed_at = unix_now();
-        state.complete_tiers.clear();
+        if let Some(commit) = commit {
+            state.commit = Some(commit.to_string());
+        }
+        Self::begin_version(&mut state);
         self.save(&state);
         Version {
             generation: state.generation,
             changed_at: state.changed_at,
         }
+    }
+
+    fn begin_version(state: &mut TagState) {
+        state.generation += 1;
+        state.changed_at = unix_now();
+        state.complete_tiers.clear();
+    }
+
+    /// The commit the current version began at, when the server named one.
+    pub fn commit(&self) -> Option<String> {
+        self.state.lock().commit.clone()
+    }
+
+    /// The server says the revision resolves to `commit` now. A commit other
+    /// than the current version's begins a new version (returned), in one
+    /// write: a texture replaced without touching the manifest or the
+    /// catalogs moves the commit and nothing else. The first commit known
+    /// of a version is recorded as its own.
+    pub fn resolved_to(&self, commit: &str) -> Option<Version> {
+        let mut state = self.state.lock();
+        let moved = match state.commit.as_deref() {
+            Some(known) if known == commit => return None,
+            Some(_) => true,
+            None => false,
+        };
+        state.commit = Some(commit.to_string());
+        if moved {
+            Self::begin_version(&mut state);
+        }
+        self.save(&state);
+        moved.then_some(Version {
+            generation: state.generation,
+            changed_at: state.changed_at,
+        })
     }
 
     pub fn is_complete(&self, tier: &str) -> bool {

@@ -126,6 +126,7 @@ impl Tag {
         state.changed_at = unix_now();
         state.manifest = Some(DocRecord::new(blob, meta.validators()));
         state.complete_tiers.clear();
+        state.commit = meta.commit.clone();
         if let Err(e) = store.save(&state) {
             tracing::warn!(tag = name, "cannot save the tag's state: {e}");
         }

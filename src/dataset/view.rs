@@ -65,6 +65,9 @@ pub enum Step {
         generation: u64,
         changed_at: u64,
     },
+    /// The same documents in a new version of the tag (its commit moved):
+    /// every file must be proven again.
+    NewVersion { generation: u64, changed_at: u64 },
     /// A new manifest: documents it no longer names are dropped.
     NewManifest {
         manifest: Arc<Manifest>,
@@ -123,6 +126,16 @@ impl TagView {
                     raw: self.raw,
                 })
             }
+            Step::NewVersion {
+                generation,
+                changed_at,
+            } => Some(TagView {
+                generation,
+                mtime: version_mtime(changed_at, generation),
+                manifest: self.manifest.clone(),
+                documents: self.documents.clone(),
+                ..*self
+            }),
             Step::NewManifest {
                 manifest,
                 blob,

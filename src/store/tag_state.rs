@@ -51,6 +51,10 @@ pub struct TagState {
     /// current manifest.
     #[serde(default)]
     pub complete_tiers: BTreeSet<String>,
+    /// The commit the revision resolved to when this version began, where
+    /// the server names one (`X-Repo-Commit`): a new commit is a new version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
 }
 
 const STATE_FILE: &str = "state.json";

@@ -30,6 +30,9 @@ pub struct Plan {
     pub tree_page_size: usize,
     /// How the Hub layout's tree listing lies.
     pub tree_lies: TreeLies,
+    /// Publications during this session and until the next replace
+    /// textures alone: only the commit moves.
+    pub textures_only: bool,
     /// `cache clear` this long after the mount.
     pub clears: Vec<Duration>,
     /// `cache clear` before mounting.
@@ -47,6 +50,9 @@ impl Plan {
         }
         if !self.passthrough {
             parts.push("--no-passthrough".into());
+        }
+        if self.textures_only {
+            parts.push("textures replaced alone until the next session".into());
         }
         if let Some(cap) = self.cap {
             parts.push(format!("--cache-max-size {cap}"));
@@ -114,6 +120,7 @@ pub fn plans(rng: &mut ChaCha8Rng, seconds: u64) -> Vec<Plan> {
                 8 => TreeLies::EndlessPages,
                 _ => TreeLies::LoopingPages,
             },
+            textures_only: rng.random_bool(0.3),
             clears,
             clear_before: rng.random_bool(0.2),
         });

@@ -45,9 +45,11 @@ impl Served {
         Self::new(Release::generate(&ReleaseSpec::small(TAG)))
     }
 
-    /// Rewrites the release on disk (the server reads files per request).
+    /// Rewrites the release on disk (the server reads files per request),
+    /// as one new commit of it.
     pub fn republish(&mut self, release: Release) {
         release.write_to(self.dir.path()).unwrap();
+        self.server.commit(&release.tag);
         self.release = release;
     }
 

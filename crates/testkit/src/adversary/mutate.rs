@@ -25,6 +25,9 @@ pub enum Mutation {
     ManifestRewritten,
     ManifestUnchanged,
     CopiedBytes,
+    /// A texture the catalogs do not prove replaced alone (a re-upload
+    /// through the Hub): only the commit moves.
+    TextureOnly,
 }
 
 /// One publication's changes: in words, and by kind.
@@ -72,6 +75,34 @@ pub fn publication(release: &mut Release, rng: &mut impl Rng) -> Changes {
                 .catalog_revision += 1;
         }
     }
+    changes
+}
+
+/// A publication that replaces one texture no catalog hash covers, and
+/// nothing else: the manifest and catalogs keep their bytes, and only the
+/// commit moves.
+pub fn texture_only(release: &mut Release, rng: &mut impl Rng) -> Changes {
+    let mut changes = Changes::default();
+    let candidates: Vec<String> = referenced(release)
+        .into_iter()
+        .filter(|path| describe_file(release, path) == " (manifest and catalog untouched)")
+        .collect();
+    let Some(path) = candidates.choose(rng).cloned() else {
+        return changes;
+    };
+    let tier = split_texture_path(&path).map_or("", |p| p.1).to_string();
+    let size = match rng.random_bool(0.5) {
+        true if release.textures[&path].spec.size > 0 => release.textures[&path].spec.size,
+        _ => texture_size(rng, &tier),
+    };
+    let new = release.set_new_blob(&path, size);
+    changes.add(
+        Mutation::TextureOnly,
+        format!(
+            "{path}: replaced alone, {} (only the commit moves)",
+            new.spec
+        ),
+    );
     changes
 }
 

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use super::blob::{BlobSpec, Format};
 use super::history::{Content, DocView, History, Version, at};
-use super::model::{MANIFEST, TAG, catalog_path};
+use super::model::{BAKED_TIER, MANIFEST, TAG, catalog_path};
 use super::server::Logged;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -189,6 +189,9 @@ pub struct Session {
     pub ops: Vec<Op>,
     /// `matvisfs cache clear` runs: start and end.
     pub clears: Vec<(Duration, Duration)>,
+    /// Every answer named the commit of its publication (a moved commit is
+    /// a new version of the tag).
+    pub commits: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -403,10 +406,28 @@ impl<'a> Judge<'a> {
         }
         // The tag's and a source's directories list what the manifest says.
         let from_manifest = op.kind == OpKind::List && !op.path.contains('/');
-        match source {
+        let anchor = match source {
             Some(source) if !from_manifest => self.anchors.of_source(source),
             _ => manifest,
+        };
+        anchor.max(self.commit_anchor(op))
+    }
+
+    /// Where answers name commits, a read of a file no catalog hash proves
+    /// (outside the baked tier) is of the commit the session's first
+    /// revalidation found, or later: a publication that replaced it alone
+    /// before that moved the commit.
+    fn commit_anchor(&self, op: &Op) -> Option<Duration> {
+        let read = matches!(
+            op.kind,
+            OpKind::Read | OpKind::Pieces | OpKind::Hold | OpKind::Reread
+        );
+        let baked = op.path.split('/').nth(1) == Some(BAKED_TIER);
+        if !self.session.commits || !read || baked {
+            return None;
         }
+        let first = self.anchors.manifest.as_ref()?;
+        Some(self.history.publication(first.snapshot)?.at)
     }
 
     fn live<'v>(
@@ -868,6 +889,15 @@ mod tests {
     }
 
     fn judge(history: &History, ops: Vec<Op>, requests: Vec<Logged>) -> Vec<ViolationKind> {
+        judge_with(history, ops, requests, false)
+    }
+
+    fn judge_with(
+        history: &History,
+        ops: Vec<Op>,
+        requests: Vec<Logged>,
+        commits: bool,
+    ) -> Vec<ViolationKind> {
         let session = Session {
             index: 0,
             setup: String::new(),
@@ -875,6 +905,7 @@ mod tests {
             requests,
             ops,
             clears: Vec::new(),
+            commits,
         };
         Judge::new(history, &session, Duration::from_secs(30))
             .violations()
@@ -933,6 +964,38 @@ mod tests {
         assert_eq!(
             judge(&history, vec![read(2, 12.0, 13.0)], vec![]),
             [ViolationKind::NoRevalidation]
+        );
+    }
+
+    #[test]
+    fn where_commits_are_named_a_texture_replaced_alone_is_stale_after_it() {
+        // The texture replaced at 10 s, the manifest and catalog untouched.
+        let mut history = History::default();
+        let path = "s/512/m/color.png";
+        let one: BTreeMap<String, Content> = [
+            (path.to_string(), png(1)),
+            (MANIFEST.to_string(), doc("m1")),
+            ("s.json".to_string(), doc("c1")),
+        ]
+        .into();
+        history.record(0, secs(0.0), &one, &BTreeMap::new(), vec![]);
+        let mut two = one.clone();
+        two.insert(path.into(), png(2));
+        history.record(1, secs(10.0), &two, &one, vec![]);
+        let session = vec![request(MANIFEST, 11.0, 1), request("s.json", 11.0, 1)];
+        // A plain mirror names no commit: the old bytes are within its rules.
+        assert_eq!(
+            judge_with(&history, vec![read(1, 12.0, 13.0)], session.clone(), false),
+            []
+        );
+        // The commit moved at 10 s: only the new bytes are the path's now.
+        assert_eq!(
+            judge_with(&history, vec![read(1, 12.0, 13.0)], session.clone(), true),
+            [ViolationKind::Stale]
+        );
+        assert_eq!(
+            judge_with(&history, vec![read(2, 12.0, 13.0)], session, true),
+            []
         );
     }
 

@@ -33,19 +33,25 @@ fn is_commit(name: &str) -> bool {
 
 /// The commit a revision resolves to, as the Hub names it in
 /// `X-Repo-Commit`: here the hash of the revision's manifest, so that a
-/// republished manifest is a new commit. `None` when commits are off (a
-/// plain mirror) or the revision has no manifest.
+/// republished manifest is a new commit, and of the commits made since
+/// without it ([`super::DevServer::commit`]: a texture replaced alone).
+/// `None` when commits are off (a plain mirror) or the revision has no
+/// manifest.
 pub fn commit_of(shared: &Shared, revision: &str) -> Option<String> {
     if !shared.options.lock().commits {
         return None;
     }
-    let manifest = fs::read(
+    let mut manifest = fs::read(
         shared
             .root
             .join(revision)
             .join(matvisfs_sample::MANIFEST_FILE),
     )
     .ok()?;
+    let later = shared.commits.lock().get(revision).copied().unwrap_or(0);
+    if later > 0 {
+        manifest.extend_from_slice(format!("\ncommit {later}").as_bytes());
+    }
     Some(sha256_hex(&manifest)[..40].to_string())
 }
 

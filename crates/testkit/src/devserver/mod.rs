@@ -162,6 +162,8 @@ pub(crate) struct Shared {
     log: Mutex<Vec<LoggedRequest>>,
     faults: Mutex<Vec<FaultRule>>,
     stopping: AtomicBool,
+    /// Commits made per revision since its manifest was written.
+    commits: Mutex<HashMap<String, u64>>,
     /// Open connections, to cut them when the server stops.
     connections: Mutex<HashMap<u64, TcpStream>>,
     next_connection: AtomicU64,
@@ -239,6 +241,7 @@ impl DevServer {
             log: Mutex::new(Vec::new()),
             faults: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
+            commits: Mutex::new(HashMap::new()),
             connections: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(0),
         });
@@ -267,6 +270,22 @@ impl DevServer {
     pub fn base_url(&self) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         format!("{scheme}://{}/resolve", self.addr)
+    }
+
+    /// A new commit of `revision`, as the Hub makes for any upload: its
+    /// commit moves even when its manifest did not change.
+    pub fn commit(&self, revision: &str) {
+        *self
+            .shared
+            .commits
+            .lock()
+            .entry(revision.to_string())
+            .or_default() += 1;
+    }
+
+    /// The commit `revision` resolves to (`None` for a plain mirror).
+    pub fn commit_of(&self, revision: &str) -> Option<String> {
+        files::commit_of(&self.shared, revision)
     }
 
     pub fn set_options(&self, options: ServerOptions) {
