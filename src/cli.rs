@@ -376,6 +376,12 @@ pub struct RunArgs {
     /// MATVISFS_LOG, a tracing filter such as `matvisfs=debug`, overrides it.
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics: a PORT alone is on
+    /// loopback (127.0.0.1); another interface must be named, as in
+    /// 0.0.0.0:9100. An address that cannot be bound fails the mount.
+    #[arg(long, value_name = "ADDR", value_parser = crate::metrics::parse_address)]
+    pub metrics: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -30,6 +30,7 @@ pub(crate) mod flight;
 pub(crate) mod fs;
 pub(crate) mod fuse;
 pub(crate) mod logging;
+pub(crate) mod metrics;
 pub(crate) mod remote;
 pub(crate) mod stats;
 pub(crate) mod wait;
