@@ -68,6 +68,38 @@ pub enum Command {
     /// Inspect, check or empty the cache (safe while mounts use it).
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Serve a Kubernetes CSI node plugin: each published volume is a
+    /// read-only mount of its own, every one on the node sharing one cache.
+    Csi(CsiArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CsiArgs {
+    /// The gRPC socket the kubelet and the registrar talk to, as
+    /// unix:///PATH (or a plain path).
+    #[arg(long, env = "CSI_ENDPOINT", value_name = "unix:///PATH")]
+    pub endpoint: String,
+
+    /// This node's name, as NodeGetInfo reports it (the Kubernetes node
+    /// name, from the downward API).
+    #[arg(long, env = "KUBE_NODE_NAME", value_name = "NODE")]
+    pub node_id: String,
+
+    /// Where the plugin keeps what it knows of each published volume, its
+    /// mount's log and, briefly, its token (created with mode 0700). A
+    /// restarted plugin finds its volumes here. Should not outlive a reboot
+    /// (the mounts do not): a tmpfs such as /run.
+    #[arg(long, default_value = "/run/matvisfs-csi", value_name = "DIR")]
+    pub state_dir: PathBuf,
+
+    /// The node's cache, shared by every volume; --cache-max-size is the
+    /// cap of a volume that names none (`cacheMaxSize`).
+    #[command(flatten)]
+    pub cache: CacheArgs,
+
+    /// More log detail: -v debug, -vv trace (MATVISFS_LOG overrides).
+    #[arg(short, long, action = ArgAction::Count)]
+    pub verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]

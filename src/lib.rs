@@ -12,6 +12,7 @@
 // What the binary runs.
 pub mod cache_commands;
 pub mod cli;
+pub mod csi;
 pub mod demo;
 pub mod mount;
 pub mod prefetch;

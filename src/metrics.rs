@@ -173,12 +173,8 @@ impl<'a> Family<'a> {
     }
 
     fn encode(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut family = encoder.encode_descriptor(
-            self.name,
-            self.help,
-            self.unit.as_ref(),
-            self.kind.clone(),
-        )?;
+        let mut family =
+            encoder.encode_descriptor(self.name, self.help, self.unit.as_ref(), self.kind)?;
         for (labels, value) in &self.samples {
             let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
             let metric = family.encode_family(&labels)?;
