@@ -13,6 +13,8 @@ pub const DEFAULT_REPO: &str = "gerchowl/mat-vis";
 pub const DEFAULT_HUB: &str = "https://huggingface.co";
 /// The reference client's default release.
 pub const DEFAULT_TAG: &str = "v2026.04.2";
+/// Where `matvisfs csi` keeps what it knows of its volumes.
+pub const DEFAULT_STATE_DIR: &str = "/run/matvisfs-csi";
 
 const ABOUT: &str = "Mount the mat-vis PBR texture dataset as a read-only filesystem";
 
@@ -89,7 +91,7 @@ pub struct CsiArgs {
     /// mount's log and, briefly, its token (created with mode 0700). A
     /// restarted plugin finds its volumes here. Should not outlive a reboot
     /// (the mounts do not): a tmpfs such as /run.
-    #[arg(long, default_value = "/run/matvisfs-csi", value_name = "DIR")]
+    #[arg(long, default_value = DEFAULT_STATE_DIR, value_name = "DIR")]
     pub state_dir: PathBuf,
 
     /// The node's cache, shared by every volume; --cache-max-size is the
