@@ -402,6 +402,56 @@ fn a_published_volume_serves_the_tree_outlives_a_killed_plugin_and_unpublishes()
 }
 
 #[test]
+fn a_volume_whose_mount_died_is_mounted_again_by_the_next_publish() {
+    watchdog::bounded(LIMIT, || {
+        let served = Served::small();
+        let dir = tempfile::tempdir().unwrap();
+        let mut targets = Targets::default();
+        let target = targets.add(dir.path().join("pods/p/mount"));
+        let driver = Driver::start(dir.path());
+        let mut client = Client::connect(&driver.socket);
+        let base = served.base_url();
+        let request = publish_request("vol", &target, &[(TAGS, TAG), (BASE_URL, &base)]);
+        client.publish(request.clone()).unwrap();
+        let files = read_all(&served, &target);
+
+        for pid in serving_processes(&target) {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        wait_for(
+            "the mount's process to end",
+            Duration::from_secs(10),
+            || serving_processes(&target).is_empty(),
+        );
+        let stats = client.stats("vol", &target).unwrap();
+        assert!(
+            stats.volume_condition.unwrap().abnormal,
+            "a dead mount is abnormal"
+        );
+
+        client.publish(request).unwrap();
+        assert_eq!(serving_processes(&target).len(), 1);
+        let downloads = served.texture_gets();
+        assert_eq!(read_all(&served, &target), files);
+        assert_eq!(
+            served.texture_gets(),
+            downloads,
+            "served from the node's cache"
+        );
+        assert!(
+            !client
+                .stats("vol", &target)
+                .unwrap()
+                .volume_condition
+                .unwrap()
+                .abnormal
+        );
+        client.unpublish("vol", &target).unwrap();
+        assert!(!is_mounted(&target));
+    });
+}
+
+#[test]
 fn volumes_on_one_node_share_its_cache() {
     watchdog::bounded(LIMIT, || {
         let served = Served::small();

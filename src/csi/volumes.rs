@@ -114,7 +114,7 @@ impl Volumes {
                 continue;
             };
             let target = record.target_path.display();
-            if is_mounted(&record.target_path) && fs::metadata(&record.target_path).is_ok() {
+            if answers(&record.target_path) {
                 tracing::info!(volume = record.volume_id, %target, "found a published volume, serving");
             } else {
                 tracing::warn!(
@@ -181,10 +181,14 @@ impl Volumes {
                     target.display()
                 )));
             }
-            if is_mounted(target) && fs::metadata(target).is_ok() {
+            if answers(target) {
                 return Ok(());
             }
             tracing::info!(volume = volume_id, target = %target.display(), "its mount is gone: mounting again");
+            if is_mounted(target) {
+                // Its process ended (ENOTCONN): detach what is left.
+                crate::mount::unmount(target, true).map_err(Refusal::Internal)?;
+            }
         } else if is_mounted(target) {
             return Err(Refusal::AlreadyExists(format!(
                 "something else is mounted at {}",
@@ -366,6 +370,12 @@ impl Volumes {
             abnormal: None,
         })
     }
+}
+
+/// Whether a mount serves `target`: its process answers an open (the
+/// kernel may answer a stat from what it cached, even of a dead mount).
+fn answers(target: &Path) -> bool {
+    is_mounted(target) && fs::File::open(target.join(".matvisfs/stats.json")).is_ok()
 }
 
 fn read_record(path: &Path) -> Option<Record> {
