@@ -221,6 +221,19 @@ fn read_all(served: &Served, target: &Path) -> usize {
     count
 }
 
+/// Waits until the downloads of the mount at `target` are durable (synced
+/// and in the store's index, where other mounts of the cache find them).
+fn wait_until_durable(target: &Path) {
+    wait_for(
+        "the downloads to be durable",
+        Duration::from_secs(10),
+        || {
+            let stats = read(&target.join(".matvisfs/stats.json")).unwrap();
+            serde_json::from_slice::<serde_json::Value>(&stats).unwrap()["cache"]["pending"] == 0
+        },
+    );
+}
+
 /// Command lines of every process, and whether any holds `needle`.
 fn any_cmdline_contains(needle: &str) -> bool {
     fs::read_dir("/proc")
@@ -414,6 +427,9 @@ fn a_volume_whose_mount_died_is_mounted_again_by_the_next_publish() {
         let request = publish_request("vol", &target, &[(TAGS, TAG), (BASE_URL, &base)]);
         client.publish(request.clone()).unwrap();
         let files = read_all(&served, &target);
+        // A killed mount would lose the downloads not yet durable; this
+        // test is not about that.
+        wait_until_durable(&target);
 
         for pid in serving_processes(&target) {
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
@@ -491,6 +507,8 @@ fn volumes_on_one_node_share_its_cache() {
         let files = read_all(&served, &first);
         let downloads = served.texture_gets();
         assert_eq!(downloads, files, "each file downloaded once");
+        // Another process sees a download once it is durable.
+        wait_until_durable(&first);
         assert_eq!(read_all(&served, &second), files);
         assert_eq!(
             served.texture_gets(),
