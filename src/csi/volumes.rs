@@ -100,30 +100,13 @@ impl Volumes {
             exe,
             busy: Mutex::new(HashSet::new()),
         };
-        volumes.report_found();
+        // On a thread of its own: a mount that does not answer must not
+        // hold up serving the others.
+        let state = state.to_path_buf();
+        let _ = std::thread::Builder::new()
+            .name("found".into())
+            .spawn(move || report_found(&state));
         Ok(volumes)
-    }
-
-    /// What a restarted plugin finds: each recorded volume, serving or not.
-    fn report_found(&self) {
-        let Ok(entries) = fs::read_dir(self.state.join("volumes")) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let Some(record) = read_record(&entry.path()) else {
-                continue;
-            };
-            let target = record.target_path.display();
-            if answers(&record.target_path) {
-                tracing::info!(volume = record.volume_id, %target, "found a published volume, serving");
-            } else {
-                tracing::warn!(
-                    volume = record.volume_id,
-                    %target,
-                    "found a published volume whose mount is gone; publishing it again mounts it"
-                );
-            }
-        }
     }
 
     fn claim(&self, target: &Path) -> Result<Claim<'_>, Refusal> {
@@ -369,6 +352,28 @@ impl Volumes {
             cap: number("/cache/cap").unwrap_or(0),
             abnormal: None,
         })
+    }
+}
+
+/// What a restarted plugin finds: each recorded volume, serving or not.
+fn report_found(state: &Path) {
+    let Ok(entries) = fs::read_dir(state.join("volumes")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(record) = read_record(&entry.path()) else {
+            continue;
+        };
+        let target = record.target_path.display();
+        if answers(&record.target_path) {
+            tracing::info!(volume = record.volume_id, %target, "found a published volume, serving");
+        } else {
+            tracing::warn!(
+                volume = record.volume_id,
+                %target,
+                "found a published volume whose mount is gone; publishing it again mounts it"
+            );
+        }
     }
 }
 
