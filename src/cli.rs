@@ -13,6 +13,8 @@ pub const DEFAULT_REPO: &str = "gerchowl/mat-vis";
 pub const DEFAULT_HUB: &str = "https://huggingface.co";
 /// The reference client's default release.
 pub const DEFAULT_TAG: &str = "v2026.04.2";
+/// Where `matvisfs csi` keeps what it knows of its volumes.
+pub const DEFAULT_STATE_DIR: &str = "/run/matvisfs-csi";
 
 const ABOUT: &str = "Mount the mat-vis PBR texture dataset as a read-only filesystem";
 
@@ -68,6 +70,38 @@ pub enum Command {
     /// Inspect, check or empty the cache (safe while mounts use it).
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Serve a Kubernetes CSI node plugin: each published volume is a
+    /// read-only mount of its own, every one on the node sharing one cache.
+    Csi(CsiArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CsiArgs {
+    /// The gRPC socket the kubelet and the registrar talk to, as
+    /// unix:///PATH (or a plain path).
+    #[arg(long, env = "CSI_ENDPOINT", value_name = "unix:///PATH")]
+    pub endpoint: String,
+
+    /// This node's name, as NodeGetInfo reports it (the Kubernetes node
+    /// name, from the downward API).
+    #[arg(long, env = "KUBE_NODE_NAME", value_name = "NODE")]
+    pub node_id: String,
+
+    /// Where the plugin keeps what it knows of each published volume, its
+    /// mount's log and, briefly, its token (created with mode 0700). A
+    /// restarted plugin finds its volumes here. Should not outlive a reboot
+    /// (the mounts do not): a tmpfs such as /run.
+    #[arg(long, default_value = DEFAULT_STATE_DIR, value_name = "DIR")]
+    pub state_dir: PathBuf,
+
+    /// The node's cache, shared by every volume; --cache-max-size is the
+    /// cap of a volume that names none (`cacheMaxSize`).
+    #[command(flatten)]
+    pub cache: CacheArgs,
+
+    /// More log detail: -v debug, -vv trace (MATVISFS_LOG overrides).
+    #[arg(short, long, action = ArgAction::Count)]
+    pub verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]
@@ -376,6 +410,12 @@ pub struct RunArgs {
     /// MATVISFS_LOG, a tracing filter such as `matvisfs=debug`, overrides it.
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics: a PORT alone is on
+    /// loopback (127.0.0.1); another interface must be named, as in
+    /// 0.0.0.0:9100. An address that cannot be bound fails the mount.
+    #[arg(long, value_name = "ADDR", value_parser = crate::metrics::parse_address)]
+    pub metrics: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -12,6 +12,7 @@
 // What the binary runs.
 pub mod cache_commands;
 pub mod cli;
+pub mod csi;
 pub mod demo;
 pub mod mount;
 pub mod prefetch;
@@ -30,6 +31,7 @@ pub(crate) mod flight;
 pub(crate) mod fs;
 pub(crate) mod fuse;
 pub(crate) mod logging;
+pub(crate) mod metrics;
 pub(crate) mod remote;
 pub(crate) mod stats;
 pub(crate) mod wait;

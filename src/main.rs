@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => matvisfs::demo::run(args),
         Command::Prefetch(args) => matvisfs::prefetch::run(args),
         Command::Cache(command) => matvisfs::cache_commands::run(command),
+        Command::Csi(args) => matvisfs::csi::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,6 +19,7 @@ use crate::dataset::{Context, Dataset};
 use crate::fs::{FsCore, Invalidation, Kernel};
 use crate::fuse::FuseAdapter;
 use crate::logging;
+use crate::metrics::Exporter;
 use crate::remote::Remote;
 use crate::remote::http::HttpRemote;
 use crate::remote::local::{self, LocalRemote};
@@ -96,9 +97,14 @@ pub(crate) fn load_and_serve(
     run: &RunArgs,
     readiness: &mut Readiness,
 ) -> Result<(), String> {
+    // Bound first: an address in use fails the mount before any work.
+    let metrics = match &run.metrics {
+        Some(address) => Some(Exporter::bind(address, &ctx.stats)?),
+        None => None,
+    };
     let dataset = Arc::new(Dataset::new(Arc::new(ctx), tags));
     dataset.load_pinned()?;
-    serve(FsCore::new(dataset), mountpoint, run, readiness)
+    serve(FsCore::new(dataset), mountpoint, run, metrics, readiness)
 }
 
 /// Mounts `core` at `mountpoint` and serves it until unmounted.
@@ -106,6 +112,7 @@ fn serve(
     core: Arc<FsCore>,
     mountpoint: &Path,
     run: &RunArgs,
+    metrics: Option<Exporter>,
     readiness: &mut Readiness,
 ) -> Result<(), String> {
     let mut config = Config::default();
@@ -147,6 +154,10 @@ fn serve(
     *unmounter.lock() = Some(session.unmount_callable());
     core.set_kernel(KernelNotifier::start(session.notifier()));
     watch_signals(mountpoint.to_path_buf())?;
+    if let Some(exporter) = metrics {
+        let core = core.clone();
+        exporter.serve(Box::new(move || core.stats_json()))?;
+    }
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
     readiness.report(Ok(()));
     match session.run() {

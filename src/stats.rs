@@ -1,10 +1,15 @@
-//! Counters of one mount session, shown in `<mnt>/.matvisfs/stats.json`.
+//! Counters of one mount session, shown in `<mnt>/.matvisfs/stats.json`
+//! (and, with `--metrics`, to Prometheus), and the latency histograms only
+//! `--metrics` shows.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use serde_json::{Value, json};
 
 #[derive(Default)]
@@ -17,11 +22,59 @@ pub struct Stats {
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
     pub dedupe_hits: AtomicU64,
+    /// Kept only where they are shown (`--metrics`): otherwise nothing is
+    /// timed.
+    latency: OnceLock<Latency>,
+}
+
+/// One label, e.g. `kind="texture"`.
+pub type Label = [(&'static str, &'static str); 1];
+
+/// Latency histograms, in seconds: HTTP requests by kind (the kinds of
+/// `requests`), FUSE operations by opcode.
+#[derive(Clone)]
+pub struct Latency {
+    pub http: Family<Label, Histogram>,
+    pub fuse: Family<Label, Histogram>,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency {
+            // 1 ms to about a minute: a HEAD to a whole texture on a slow link.
+            http: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 4.0, 9))
+            }),
+            // 20 µs (answered from memory) to about 20 s (a download).
+            fuse: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.00002, 4.0, 11))
+            }),
+        }
+    }
 }
 
 impl Stats {
     pub fn request(&self, kind: &'static str, status: &'static str) {
         *self.requests.lock().entry((kind, status)).or_default() += 1;
+    }
+
+    /// Starts keeping latency histograms (once; later calls return the same).
+    pub fn keep_latency(&self) -> &Latency {
+        self.latency.get_or_init(Latency::default)
+    }
+
+    pub fn latency(&self) -> Option<&Latency> {
+        self.latency.get()
+    }
+
+    /// An HTTP request of `kind` took `elapsed` (counted by [`Self::request`]).
+    pub fn request_took(&self, kind: &'static str, elapsed: Duration) {
+        if let Some(latency) = self.latency.get() {
+            latency
+                .http
+                .get_or_create(&[("kind", kind)])
+                .observe(elapsed.as_secs_f64());
+        }
     }
 
     pub fn add(counter: &AtomicU64, n: u64) {

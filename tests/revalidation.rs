@@ -146,6 +146,7 @@ fn a_file_changed_during_a_session_is_never_cut_to_its_old_size() {
     assert_eq!(changes.len(), 1, "{changes:#?}");
     assert_eq!(changes[0]["found_in"], path);
     assert_eq!(changes[0]["files"]["changed"], 1);
+    assert_eq!(stats["tags"][TAG]["changes_found"], 1);
 }
 
 /// The small release, served with only `validators`.
@@ -208,6 +209,7 @@ fn a_server_without_validators_is_asked_unconditionally_next_time() {
     // Same bytes: no change is announced.
     assert_eq!(tag["revalidation"], "unchanged", "{tag}");
     assert_eq!(tag["changes"], serde_json::json!([]), "{tag}");
+    assert_eq!(tag["changes_found"], 0, "{tag}");
 }
 
 /// Sets the served manifest's modification time `age` ago.

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -38,7 +39,10 @@ pub struct Shared {
     pub ctx: Arc<Context>,
     pub view: ViewCell,
     pub state: PersistedState,
+    /// The last [`CHANGES_KEPT`] changes found this session.
     pub changes: Mutex<VecDeque<ChangeReport>>,
+    /// Every change found this session, counted.
+    pub changes_found: AtomicU64,
     /// The revision is named by a commit id: it never changes.
     pub immutable: bool,
     /// The commit the revision resolved to in this session, as the server
@@ -92,6 +96,7 @@ impl Shared {
             "the tag changed on the server: {}",
             report.describe()
         );
+        self.changes_found.fetch_add(1, Ordering::Relaxed);
         {
             let mut changes = self.changes.lock();
             if changes.len() == CHANGES_KEPT {

@@ -154,6 +154,7 @@ impl Tag {
                 view: ViewCell::new(view),
                 state: PersistedState::new(name, store, state),
                 changes: Mutex::new(VecDeque::new()),
+                changes_found: Default::default(),
                 immutable: crate::names::is_commit(name),
                 commit: Mutex::new(commit),
             },
@@ -355,6 +356,7 @@ impl Tag {
             // None: the server named no commit this session (not a Hub).
             "commit": *self.shared.commit.lock(),
             "changes": serde_json::to_value(&*self.shared.changes.lock()).unwrap_or_default(),
+            "changes_found": self.shared.changes_found.load(std::sync::atomic::Ordering::Relaxed),
         })
     }
 }

@@ -130,9 +130,13 @@ impl FsCore {
         }
     }
 
+    /// The session's statistics, as `.matvisfs/stats.json` shows them.
+    pub fn stats_json(&self) -> serde_json::Value {
+        self.dataset.stats_json(self.mounted_at)
+    }
+
     fn render_stats(&self) -> Vec<u8> {
-        let mut bytes = serde_json::to_vec_pretty(&self.dataset.stats_json(self.mounted_at))
-            .expect("serializable");
+        let mut bytes = serde_json::to_vec_pretty(&self.stats_json()).expect("serializable");
         bytes.push(b'\n');
         bytes
     }

@@ -16,7 +16,7 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use fuser::{
     AccessFlags, BackingId, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
@@ -28,6 +28,7 @@ use parking_lot::Mutex;
 use tracing::debug_span;
 
 use crate::fs::{FsCore, FsError, Listing};
+use crate::stats::Latency;
 use crate::wait;
 use crate::workers::Workers;
 use errno::FailureLog;
@@ -61,6 +62,28 @@ struct Inner {
     /// the page cache with passthrough, nor pages of two versions.
     io_modes: Mutex<IoModes<BackingId>>,
     failures: FailureLog,
+    /// Where operations are timed (`--metrics`); `None`: not timed.
+    latency: Option<Latency>,
+}
+
+/// Times one operation from its request to its reply.
+struct Timer(Option<(Instant, &'static str)>);
+
+impl Inner {
+    fn timer(&self, op: &'static str) -> Timer {
+        Timer(self.latency.as_ref().map(|_| (Instant::now(), op)))
+    }
+}
+
+impl Timer {
+    fn finish(self, latency: &Option<Latency>) {
+        if let (Some((started, op)), Some(latency)) = (self.0, latency) {
+            latency
+                .fuse
+                .get_or_create(&[("opcode", op)])
+                .observe(started.elapsed().as_secs_f64());
+        }
+    }
 }
 
 impl FuseAdapter {
@@ -68,6 +91,7 @@ impl FuseAdapter {
     pub fn new(core: Arc<FsCore>, workers: usize, passthrough: bool) -> Self {
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let latency = core.dataset().context().stats.latency().cloned();
         FuseAdapter(
             Arc::new(Inner {
                 core,
@@ -79,6 +103,7 @@ impl FuseAdapter {
                 no_opendir: AtomicBool::new(false),
                 io_modes: Mutex::new(IoModes::default()),
                 failures: FailureLog::default(),
+                latency,
             }),
             None,
         )
@@ -92,13 +117,20 @@ impl FuseAdapter {
 
     /// Runs `op` in quick mode here; when it must wait, runs it again on a
     /// worker of `pool`, in the caller's span. `send` replies either way.
+    /// `name`: the operation, as the latency histogram labels it.
     fn answer<R: Send + 'static, T: Send + 'static>(
         &self,
+        name: &'static str,
         pool: Pool,
         reply: R,
         op: impl Fn(&Inner) -> Result<T, FsError> + Send + 'static,
         send: impl FnOnce(&Inner, Result<T, FsError>, R) + Send + 'static,
     ) {
+        let timer = self.0.timer(name);
+        let send = move |inner: &Inner, result, reply| {
+            send(inner, result, reply);
+            timer.finish(&inner.latency);
+        };
         match wait::quick(|| op(&self.0)) {
             Err(e) if e.is_would_block() => {
                 let inner = self.0.clone();
@@ -121,12 +153,14 @@ impl FuseAdapter {
     /// directory's listing.
     fn list<R: DirReply>(
         &self,
+        name: &'static str,
         ino: INodeNo,
         offset: u64,
         reply: R,
         add: impl FnOnce(&Inner, &Listing, &mut R) + Send + 'static,
     ) {
         self.answer(
+            name,
             Pool::Metadata,
             reply,
             move |inner| inner.core.listing(ino.0, offset),
@@ -205,6 +239,7 @@ impl Filesystem for FuseAdapter {
         let parent = parent.0;
         let logged = name.clone();
         self.answer(
+            "lookup",
             Pool::Metadata,
             reply,
             move |inner| inner.core.lookup(parent, &name),
@@ -216,6 +251,7 @@ impl Filesystem for FuseAdapter {
         let _span = debug_span!("readlink", ino = ino.0, pid = req.pid()).entered();
         let ino = ino.0;
         self.answer(
+            "readlink",
             Pool::Metadata,
             reply,
             move |inner| inner.core.readlink(ino),
@@ -237,6 +273,7 @@ impl Filesystem for FuseAdapter {
         let _span = debug_span!("getattr", ino = ino.0, pid = req.pid()).entered();
         let ino = ino.0;
         self.answer(
+            "getattr",
             Pool::Metadata,
             reply,
             move |inner| inner.core.getattr(ino),
@@ -319,6 +356,7 @@ impl Filesystem for FuseAdapter {
         let _span = debug_span!("open", ino = ino.0, pid = req.pid()).entered();
         let ino = ino.0;
         self.answer(
+            "open",
             Pool::Content,
             reply,
             move |inner| inner.core.open(ino, flags.0),
@@ -340,6 +378,7 @@ impl Filesystem for FuseAdapter {
         let _span = debug_span!("read", ino = ino.0, offset, size, pid = req.pid()).entered();
         let (ino, fh) = (ino.0, fh.0);
         self.answer(
+            "read",
             Pool::Content,
             reply,
             move |inner| inner.core.read(fh, offset, size),
@@ -378,8 +417,10 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let timer = self.0.timer("release");
         self.0.release(fh.0);
         reply.ok();
+        timer.finish(&self.0.latency);
     }
 
     fn fsync(&self, _: &Request, _: INodeNo, _: FileHandle, _: bool, reply: ReplyEmpty) {
@@ -404,11 +445,17 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         reply: ReplyDirectory,
     ) {
-        self.list(ino, offset, reply, move |inner, listing, reply| {
-            inner.core.fill(listing, offset, false, |entry, next| {
-                reply.add(INodeNo(entry.ino), next, file_type(entry.kind), entry.name)
-            });
-        });
+        self.list(
+            "readdir",
+            ino,
+            offset,
+            reply,
+            move |inner, listing, reply| {
+                inner.core.fill(listing, offset, false, |entry, next| {
+                    reply.add(INodeNo(entry.ino), next, file_type(entry.kind), entry.name)
+                });
+            },
+        );
     }
 
     fn readdirplus(
@@ -419,19 +466,25 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         reply: ReplyDirectoryPlus,
     ) {
-        self.list(ino, offset, reply, move |inner, listing, reply| {
-            inner.core.fill(listing, offset, true, |entry, next| {
-                let plus = entry.entry.expect("readdirplus entries carry attributes");
-                reply.add(
-                    INodeNo(entry.ino),
-                    next,
-                    entry.name,
-                    &plus.ttl,
-                    &inner.attr(&plus.attr),
-                    Generation(0),
-                )
-            });
-        });
+        self.list(
+            "readdirplus",
+            ino,
+            offset,
+            reply,
+            move |inner, listing, reply| {
+                inner.core.fill(listing, offset, true, |entry, next| {
+                    let plus = entry.entry.expect("readdirplus entries carry attributes");
+                    reply.add(
+                        INodeNo(entry.ino),
+                        next,
+                        entry.name,
+                        &plus.ttl,
+                        &inner.attr(&plus.attr),
+                        Generation(0),
+                    )
+                });
+            },
+        );
     }
 
     fn releasedir(&self, _: &Request, _: INodeNo, _: FileHandle, _: OpenFlags, reply: ReplyEmpty) {

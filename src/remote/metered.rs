@@ -2,6 +2,7 @@
 //! session statistics.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::{BodySink, FetchError, GetOutcome, Hub, Remote, RemoteMeta, Validators};
 use crate::format::hub::TreeListing;
@@ -86,7 +87,9 @@ impl Metered {
             inner: sink,
             bytes: 0,
         };
+        let started = Instant::now();
         let result = download(&mut counting);
+        self.stats.request_took(kind, started.elapsed());
         Stats::add(&self.stats.bytes_downloaded, counting.bytes);
         self.stats.request(kind, outcome(&result));
         result
@@ -132,12 +135,14 @@ impl Remote for Metered {
     }
 
     fn head(&self, tag: &str, file: &Location) -> Result<RemoteMeta, FetchError> {
+        let started = Instant::now();
         let result = self.inner.head(tag, file);
         let kind = if file.key().ends_with("/.tier_complete") {
             "tier_check"
         } else {
             "size"
         };
+        self.stats.request_took(kind, started.elapsed());
         self.stats
             .request(kind, result.as_ref().map_or_else(status, |_| "200"));
         result
@@ -163,8 +168,10 @@ impl Remote for Metered {
 /// API calls, counted as `api`; a call that found no API is no request.
 impl Hub for Metered {
     fn release_refs(&self) -> Result<Vec<String>, FetchError> {
+        let started = Instant::now();
         let result = self.inner.hub().ok_or(FetchError::NoApi)?.release_refs();
         if !matches!(result, Err(FetchError::NoApi)) {
+            self.stats.request_took("api", started.elapsed());
             self.stats
                 .request("api", result.as_ref().map_or_else(status, |_| "200"));
         }
@@ -172,11 +179,16 @@ impl Hub for Metered {
     }
 
     fn tree(&self, revision: &str, dir: &str) -> Result<TreeListing, FetchError> {
+        let started = Instant::now();
         let result = self
             .inner
             .hub()
             .ok_or(FetchError::NoApi)?
             .tree(revision, dir);
+        if !matches!(result, Err(FetchError::NoApi)) {
+            // All its pages, as one observation.
+            self.stats.request_took("api", started.elapsed());
+        }
         match &result {
             Ok(listing) => (0..listing.pages).for_each(|_| self.stats.request("api", "200")),
             Err(FetchError::NoApi) => {}
