@@ -79,8 +79,13 @@ impl ContentStore {
     pub fn load(dir: &CacheDir, cap: u64) -> (ContentStore, Recovery) {
         let objects = dir.objects();
         let db = dir.database();
-        let (index, recovery) =
-            ContentIndex::open(db.clone(), &objects, cap, dir.database_is_new());
+        let (index, recovery) = ContentIndex::open(
+            db.clone(),
+            &objects,
+            dir.writers(),
+            cap,
+            dir.database_is_new(),
+        );
         let shared = Arc::new(Shared {
             objects,
             index,
@@ -382,7 +387,7 @@ mod tests {
     fn files_kept_but_not_yet_synced_are_checked_after_a_crash() {
         let (dir, cache) = cache();
         let objects = cache.objects();
-        let (index, _) = ContentIndex::open(cache.database(), &objects, 0, false);
+        let (index, _) = ContentIndex::open(cache.database(), &objects, cache.writers(), 0, false);
         let ingested = |bytes: &[u8]| {
             let mut ingest = objects.ingest().unwrap();
             ingest.write(&texture(bytes)).unwrap();

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::beneath::{self, Dir, Kind};
 use super::db::{self, Database};
+use super::writers::{Writers, is_lock_name};
 use super::{Holds, ObjectStore, TagStore};
 use crate::digest::Sha256Digest;
 
@@ -149,6 +150,11 @@ impl CacheDir {
         self.inner.db_new
     }
 
+    /// The lock files of the stores writing objects (see [`super::writers`]).
+    pub fn writers(&self) -> Writers {
+        Writers::new(self.inner.tmp.clone())
+    }
+
     /// Texture bodies (see [`super::ContentStore`] for the cap and index).
     pub fn objects(&self) -> ObjectStore {
         ObjectStore::new(
@@ -199,9 +205,14 @@ impl CacheDir {
     }
 }
 
+/// Left-overs of processes that died; writers' locks live as long as
+/// their writer, and are removed once it is gone (see [`super::writers`]).
 fn remove_stale(tmp: &Dir) {
     let now = SystemTime::now();
     for (name, _) in tmp.entries().unwrap_or_default() {
+        if is_lock_name(&name) {
+            continue;
+        }
         let old = tmp.kind_of(&name).is_some_and(|(_, _, modified)| {
             now.duration_since(modified).unwrap_or_default() > STALE_TMP_AGE
         });

@@ -8,7 +8,9 @@
 //! tags/<origin key>/         one origin (base URL), named in origin.json
 //!   releases.json            its release list
 //!   <tag>/state.json         manifest and catalog records, generation
-//! tmp/                       files being written (renamed into place)
+//! tmp/                       files being written (renamed into place);
+//!                            writer-*: a lock per store writing objects,
+//!                            held for its life (see [`writers`])
 //! ```
 //!
 //! Every file that is read back is written whole to a temporary file and
@@ -24,6 +26,7 @@ mod index;
 mod objects;
 mod records;
 mod tag_state;
+mod writers;
 
 pub use content::{ContentStore, OpenBlob, VerifyReport, verify_objects};
 pub use dir::{CacheDir, OriginDir};
