@@ -327,7 +327,8 @@ impl ContentIndex {
                 false => download.install(objects),
             };
             if let Err(e) = installed {
-                tracing::warn!(sha256 = %digest, "cannot keep a download: {e}");
+                // Said once for all of the cache by the store.
+                tracing::debug!(sha256 = %digest, "cannot keep a download: {e}");
                 tx.execute("DELETE FROM objects WHERE sha256 = ?1", [db::blob(&digest)])
                     .map_err(fail)?;
                 not_kept.push(digest);
