@@ -679,3 +679,23 @@ fn with_its_disk_full_the_cache_serves_the_tree_and_bytes_uncached_then_keeps_ag
 fn when_its_disk_fills_while_mounted_the_tree_and_bytes_are_still_served() {
     serves_the_tree_and_bytes_uncached_on_a_full_disk(false);
 }
+
+#[test]
+fn a_prefetch_onto_a_full_disk_fails_and_says_what_it_could_not_keep() {
+    let served = Served::small();
+    let disk = Tmpfs::new("2m");
+    let cache = disk.path().join("cache");
+    disk.fill();
+    let output = prefetch(&served, &cache, &["--tag", TAG, "--tier", "1k"]);
+    // Downloaded and verified, but not kept: not a prefetch.
+    assert!(!output.status.success(), "{}", stdout(&output));
+    assert!(common::stored_objects(&cache).is_empty());
+    disk.empty();
+    let output = prefetch(&served, &cache, &["--tag", TAG, "--tier", "1k"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!common::stored_objects(&cache).is_empty());
+}
