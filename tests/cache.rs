@@ -681,7 +681,7 @@ fn when_its_disk_fills_while_mounted_the_tree_and_bytes_are_still_served() {
 }
 
 #[test]
-fn a_prefetch_onto_a_full_disk_fails_and_says_what_it_could_not_keep() {
+fn a_prefetch_onto_a_full_disk_fails_and_keeps_nothing_until_there_is_room() {
     let served = Served::small();
     let disk = Tmpfs::new("2m");
     let cache = disk.path().join("cache");
