@@ -130,10 +130,19 @@ fn download_all(ctx: &Context, work: &[(Arc<Tag>, String)], jobs: usize) -> Vec<
             .map(|_| {
                 scope.spawn(|| {
                     while let Some((tag, path)) = work.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        if let Err(e) = tag.content(path, None) {
+                        let failed = match tag.content(path, None) {
+                            Ok(open) if open.in_memory => Some(
+                                "downloaded, but not kept: the cache cannot be written (its \
+                                 disk is full?)"
+                                    .to_string(),
+                            ),
+                            Ok(_) => None,
+                            Err(e) => Some(e.to_string()),
+                        };
+                        if let Some(why) = failed {
                             failures
                                 .lock()
-                                .push((format!("{}/{path}", tag.name()), e.to_string()));
+                                .push((format!("{}/{path}", tag.name()), why));
                         }
                         done.fetch_add(1, Ordering::Relaxed);
                     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{BIN, Mount, Served, TAG, read};
+use common::{BIN, Mount, Served, TAG, Tmpfs, read, split_generated, walk};
 use matvisfs_sample::Release;
 use matvisfs_testkit::devserver::{Fault, FaultRule};
 
@@ -616,4 +616,86 @@ fn the_statistics_file_counts_the_session() {
             .len()
             > 0
     );
+}
+
+/// With the cache's disk full (`fill_first`: before the mount starts,
+/// else once it serves the tag's root), the tree, sizes and bytes are all
+/// served, uncached and counted; once there is room, files are kept again.
+fn serves_the_tree_and_bytes_uncached_on_a_full_disk(fill_first: bool) {
+    let served = Served::small();
+    let disk = Tmpfs::new("2m");
+    let cache = disk.path().join("cache");
+    if fill_first {
+        disk.fill();
+    }
+    let mount = Mount::builder(&served.base_url()).cache(&cache).start();
+    if !fill_first {
+        fs::read_dir(mount.path.join(TAG)).unwrap().for_each(drop);
+        disk.fill();
+    }
+    let release = &served.release;
+    let expected: Vec<String> = release.expected_tree().into_iter().collect();
+    let (_, tree) = split_generated(walk(&mount.path.join(TAG)));
+    assert_eq!(tree, expected);
+    for (path, bytes) in release.textures() {
+        let size = fs::metadata(mount.tag_path(path)).unwrap().len();
+        assert_eq!(size, bytes.len() as u64, "{path}");
+    }
+    // Every file but one texture, kept for when there is room again (the
+    // kernel may keep the pages of those read).
+    let (last, last_bytes) = release.textures().last().unwrap();
+    for (path, bytes) in release.files.iter().filter(|(p, _)| expected.contains(p)) {
+        if path != last {
+            assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
+        }
+    }
+    let uncached = release.textures().count() - 1;
+    let counted = stats(&mount);
+    assert_eq!(counted["cache"]["uncached_reads"], uncached, "{counted:#}");
+    assert_eq!(counted["cache"]["uncached_bytes"], 0, "none is open");
+    assert_eq!(counted["cache"]["files"], 0);
+    assert!(common::stored_objects(&cache).is_empty());
+
+    // Room again: a file read now is kept.
+    disk.empty();
+    let (path, bytes) = (last, last_bytes);
+    assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes);
+    wait_until_settled(&mount);
+    assert_eq!(
+        common::stored_objects(&cache),
+        [matvisfs_sample::sha256_hex(bytes)]
+    );
+    let counted = stats(&mount);
+    assert_eq!(counted["cache"]["uncached_reads"], uncached, "{counted:#}");
+    assert_eq!(counted["cache"]["files"], 1);
+}
+
+#[test]
+fn with_its_disk_full_the_cache_serves_the_tree_and_bytes_uncached_then_keeps_again() {
+    serves_the_tree_and_bytes_uncached_on_a_full_disk(true);
+}
+
+#[test]
+fn when_its_disk_fills_while_mounted_the_tree_and_bytes_are_still_served() {
+    serves_the_tree_and_bytes_uncached_on_a_full_disk(false);
+}
+
+#[test]
+fn a_prefetch_onto_a_full_disk_fails_and_keeps_nothing_until_there_is_room() {
+    let served = Served::small();
+    let disk = Tmpfs::new("2m");
+    let cache = disk.path().join("cache");
+    disk.fill();
+    let output = prefetch(&served, &cache, &["--tag", TAG, "--tier", "1k"]);
+    // Downloaded and verified, but not kept: not a prefetch.
+    assert!(!output.status.success(), "{}", stdout(&output));
+    assert!(common::stored_objects(&cache).is_empty());
+    disk.empty();
+    let output = prefetch(&served, &cache, &["--tag", TAG, "--tier", "1k"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!common::stored_objects(&cache).is_empty());
 }

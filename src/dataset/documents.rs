@@ -358,12 +358,14 @@ impl Documents {
         }
     }
 
-    /// A cached document's bytes, open.
+    /// A cached document's bytes, open (held in memory when the disk
+    /// refused them).
     pub fn open(t: &Shared, blob: &Blob) -> Result<OpenBlob> {
-        let file = t.ctx.documents.open(&blob.digest).map_err(Error::cache)?;
+        let located = t.ctx.documents.locate(&blob.digest).map_err(Error::cache)?;
         Ok(OpenBlob {
             blob: *blob,
-            file: Arc::new(file),
+            file: Arc::new(located.file),
+            in_memory: located.in_memory,
         })
     }
 }

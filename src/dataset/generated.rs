@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::FromRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
@@ -54,13 +53,7 @@ fn bytes(t: &Shared, generated: &GeneratedRef) -> Result<Vec<u8>> {
 
 /// An anonymous in-memory file holding `bytes`.
 fn memory_file(bytes: &[u8]) -> Result<File> {
-    // SAFETY: a valid C string; the descriptor returned is ours alone.
-    let fd = unsafe { libc::memfd_create(c"matvisfs-document".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(Error::cache(std::io::Error::last_os_error()));
-    }
-    // SAFETY: `fd` was just created and is owned by nothing else.
-    let mut file = unsafe { File::from_raw_fd(fd) };
+    let mut file = crate::store::memory_file(c"matvisfs-document").map_err(Error::cache)?;
     file.write_all(bytes).map_err(Error::cache)?;
     Ok(file)
 }
@@ -79,6 +72,7 @@ pub fn open(t: &Shared, generated: &GeneratedRef) -> Result<Opened> {
         content: Some(OpenBlob {
             blob,
             file: Arc::new(file),
+            in_memory: true,
         }),
         in_memory: true,
     })

@@ -244,6 +244,8 @@ impl Dataset {
             "cap": content.cap(),
             "evictions": content.evictions(),
             "pending": content.pending(),
+            "uncached_reads": content.uncached(),
+            "uncached_bytes": content.uncached_bytes(),
         });
         let tags: serde_json::Map<String, serde_json::Value> = self
             .tags

@@ -75,7 +75,8 @@ impl Releases {
                     };
                     if let Ok(bytes) = serde_json::to_vec(&saved) {
                         if let Err(e) = self.origin.save_releases(&bytes) {
-                            tracing::warn!("cannot save the list of releases: {e}");
+                            // Said once for the whole cache by the store.
+                            tracing::debug!("cannot save the list of releases: {e}");
                         }
                     }
                     *self.names.write() = names;

@@ -42,7 +42,8 @@ impl PersistedState {
 
     fn save(&self, state: &TagState) {
         if let Err(e) = self.store.save(state) {
-            tracing::warn!(tag = %self.tag, "cannot save the tag's state: {e}");
+            // Said once for the whole cache by the store.
+            tracing::debug!(tag = %self.tag, "cannot save the tag's state: {e}");
         }
     }
 

@@ -69,6 +69,17 @@ impl Tag {
                     .and_then(|bytes| parse_manifest_for(name, &bytes));
                 match cached {
                     Ok(manifest) => {
+                        let mut state = state.clone();
+                        if records.max_generation() > state.generation {
+                            // A later version's state was never written
+                            // (the disk refused it) while file records of
+                            // it were: a version past them begins, so that
+                            // none is taken for this one's.
+                            state.generation = records.max_generation() + 1;
+                            state.changed_at = unix_now();
+                            state.complete_tiers.clear();
+                            let _ = store.save(&state);
+                        }
                         let view = TagView::first(
                             manifest,
                             record.blob(),
@@ -76,15 +87,7 @@ impl Tag {
                             state.changed_at,
                             ctx.raw,
                         );
-                        return Ok(Tag::new(
-                            ctx,
-                            name,
-                            store,
-                            state.clone(),
-                            view,
-                            records,
-                            None,
-                        ));
+                        return Ok(Tag::new(ctx, name, store, state, view, records, None));
                     }
                     Err(why) => tracing::warn!(
                         tag = name,
@@ -128,7 +131,8 @@ impl Tag {
         state.complete_tiers.clear();
         state.commit = meta.commit.clone();
         if let Err(e) = store.save(&state) {
-            tracing::warn!(tag = name, "cannot save the tag's state: {e}");
+            // Said once for the whole cache by the store.
+            tracing::debug!(tag = name, "cannot save the tag's state: {e}");
         }
         tracing::info!(tag = name, "fetched the manifest");
         let view = TagView::first(manifest, blob, state.generation, state.changed_at, ctx.raw);
@@ -299,9 +303,9 @@ impl Tag {
         let open = Documents::open(&self.shared, blob)?;
         Ok(Opened {
             version: Some(blob.digest),
+            in_memory: open.in_memory,
             content: Some(open),
             size: Some(blob.size),
-            in_memory: false,
         })
     }
 

@@ -224,8 +224,8 @@ impl FsCore {
                     .map(|open| Opened {
                         version: Some(open.blob.digest),
                         size: Some(open.blob.size),
+                        in_memory: open.in_memory,
                         content: Some(open),
-                        in_memory: false,
                     })
                     .map_err(FsError::from);
                 self.slots.join_settled(ino, &slot, settled)?
@@ -244,7 +244,7 @@ impl FsCore {
         }
         // Made in memory by the mount: read through it, never passed through.
         let content = match slot.for_read() {
-            Ok(Bound::Content(file)) if !opened.in_memory => Some(file),
+            Ok(Bound::Content(file)) if !opened.in_memory && !slot.in_memory() => Some(file),
             _ => None,
         };
         let version = slot.version();
@@ -309,7 +309,7 @@ impl FsCore {
                 return Err(e);
             }
         };
-        let content = slot.bind(open.blob.digest, open.blob.size, open.file.clone())?;
+        let content = slot.bind(&open)?;
         self.check_kernel_size(slot, open.blob.size)?;
         Ok(content)
     }

@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 use super::error::FsError;
 use crate::dataset::Opened;
 use crate::digest::Sha256Digest;
+use crate::store::OpenBlob;
 
 /// A failed read is answered with the same error this long: the kernel
 /// retries a failed page read at once, which would otherwise ask the
@@ -35,6 +36,8 @@ struct SlotState {
     /// The size of that version, once known.
     size: Option<u64>,
     content: Option<Arc<File>>,
+    /// That content is held in memory, not a file on disk.
+    in_memory: bool,
     stale: bool,
     failure: Option<(Instant, FsError)>,
 }
@@ -54,6 +57,7 @@ impl Slot {
                 version: opened.version,
                 size: opened.version.and(opened.size),
                 content: opened.content.as_ref().map(|o| o.file.clone()),
+                in_memory: opened.in_memory,
                 ..SlotState::default()
             }),
         })
@@ -61,6 +65,11 @@ impl Slot {
 
     pub fn version(&self) -> Option<Sha256Digest> {
         self.state.lock().version
+    }
+
+    /// Whether its bytes are held in memory (never passed through).
+    pub fn in_memory(&self) -> bool {
+        self.state.lock().in_memory
     }
 
     /// What a read needs, or why it fails at once.
@@ -82,20 +91,20 @@ impl Slot {
 
     /// Binds the slot to bytes fetched for a read. Another read may have
     /// bound it meanwhile: its bytes win, and different ones make it stale.
-    pub fn bind(
-        &self,
-        digest: Sha256Digest,
-        size: u64,
-        file: Arc<File>,
-    ) -> Result<Arc<File>, FsError> {
+    pub fn bind(&self, open: &OpenBlob) -> Result<Arc<File>, FsError> {
         let mut state = self.state.lock();
+        let digest = open.blob.digest;
         if state.stale || state.version.is_some_and(|v| v != digest) {
             state.stale = true;
             return Err(FsError::VersionOpen);
         }
         state.version = Some(digest);
-        state.size = Some(size);
-        Ok(state.content.get_or_insert(file).clone())
+        state.size = Some(open.blob.size);
+        if state.content.is_none() {
+            state.content = Some(open.file.clone());
+            state.in_memory = open.in_memory;
+        }
+        Ok(state.content.clone().expect("bound"))
     }
 
     pub fn failed(&self, error: &FsError) {
@@ -150,6 +159,7 @@ impl Slots {
                 }
                 if state.content.is_none() {
                     state.content = opened.content.as_ref().map(|o| o.file.clone());
+                    state.in_memory = opened.in_memory;
                 }
                 drop(state);
                 *opens += 1;
@@ -239,6 +249,17 @@ mod tests {
         Arc::new(tempfile::tempfile().unwrap())
     }
 
+    fn fetched(bytes: &[u8], in_memory: bool) -> OpenBlob {
+        OpenBlob {
+            blob: crate::store::Blob {
+                digest: Sha256Digest::of(bytes),
+                size: bytes.len() as u64,
+            },
+            file: file(),
+            in_memory,
+        }
+    }
+
     #[test]
     fn opens_of_one_inode_share_one_version() {
         let slots = Slots::default();
@@ -263,16 +284,17 @@ mod tests {
         let first = bound(slots.join(1, &opened(None)));
         let second = bound(slots.join(1, &opened(None)));
         assert!(matches!(first.for_read(), Ok(Bound::Fetch(None))));
-        let digest = Sha256Digest::of(b"x");
-        let content = first.bind(digest, 1, file()).unwrap();
+        let content = first.bind(&fetched(b"x", true)).unwrap();
         // The second open reads what the first bound, not a download of its own.
         match second.for_read() {
             Ok(Bound::Content(f)) => assert!(Arc::ptr_eq(&f, &content)),
             _ => panic!("not bound"),
         }
+        // Bytes held in memory are never passed through, by any open.
+        assert!(first.in_memory() && second.in_memory());
         // Other bytes fetched for it later (a concurrent read that raced)
         // make it stale.
-        assert!(second.bind(Sha256Digest::of(b"y"), 1, file()).is_err());
+        assert!(second.bind(&fetched(b"y", false)).is_err());
         assert!(matches!(first.for_read(), Err(FsError::VersionOpen)));
     }
 

@@ -246,6 +246,11 @@ impl TempFile {
         &mut self.file
     }
 
+    /// Its name in the directory it was made in.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// A read-only descriptor of the same file, valid after it is moved.
     pub fn reopen(&self) -> io::Result<File> {
         self.dir.open_file(&self.name)

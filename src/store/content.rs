@@ -8,6 +8,9 @@
 //! seconds (and at unmount), and what was moved into place before that is
 //! marked in the index, checked again after a crash, so a torn file is
 //! never served.
+//!
+//! When the disk refuses a download (full), it is written to memory
+//! instead, within [`UNCACHED_MEMORY`], served from there and not kept.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -21,6 +24,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::db::Database;
 use super::index::{ContentIndex, Recovery};
+use super::room::{MemoryBudget, UNCACHED_MEMORY};
 use super::{Blob, CacheDir, Ingest, Ingested, ObjectStore};
 use crate::digest::Sha256Digest;
 
@@ -41,6 +45,9 @@ struct Shared {
     /// Bytes the store may hold; 0 means no limit.
     cap: u64,
     evictions: AtomicU64,
+    /// Downloads the disk refused: held in memory while served.
+    memory: Arc<MemoryBudget>,
+    uncached: AtomicU64,
     /// Verified downloads not yet kept: served from their temporary file.
     pending: Mutex<HashMap<Sha256Digest, OpenBlob>>,
     settled: Condvar,
@@ -65,6 +72,9 @@ struct Queue {
 pub struct OpenBlob {
     pub blob: Blob,
     pub file: Arc<File>,
+    /// Held in memory, not a file on disk: read through the mount, never
+    /// handed to the kernel as the file to read.
+    pub in_memory: bool,
 }
 
 /// What `verify` found.
@@ -77,16 +87,29 @@ pub struct VerifyReport {
 
 impl ContentStore {
     pub fn load(dir: &CacheDir, cap: u64) -> (ContentStore, Recovery) {
+        ContentStore::load_with_memory(dir, cap, UNCACHED_MEMORY)
+    }
+
+    /// [`ContentStore::load`], holding at most `memory` bytes of downloads
+    /// that the disk refuses.
+    pub fn load_with_memory(dir: &CacheDir, cap: u64, memory: u64) -> (ContentStore, Recovery) {
         let objects = dir.objects();
         let db = dir.database();
-        let (index, recovery) =
-            ContentIndex::open(db.clone(), &objects, cap, dir.database_is_new());
+        let (index, recovery) = ContentIndex::open(
+            db.clone(),
+            &objects,
+            dir.writers(),
+            cap,
+            dir.database_is_new(),
+        );
         let shared = Arc::new(Shared {
             objects,
             index,
             db,
             cap,
             evictions: AtomicU64::new(0),
+            memory: Arc::new(MemoryBudget::new(memory)),
+            uncached: AtomicU64::new(0),
             pending: Mutex::new(HashMap::new()),
             settled: Condvar::new(),
             queue: Mutex::new(Queue::default()),
@@ -132,8 +155,29 @@ impl ContentStore {
         self.shared.index.entries()
     }
 
+    /// Downloads served from memory, not kept, because the disk refused
+    /// them.
+    pub fn uncached(&self) -> u64 {
+        self.shared.uncached.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of such downloads held in memory now.
+    pub fn uncached_bytes(&self) -> u64 {
+        self.shared.memory.in_use()
+    }
+
+    /// Where a download goes: a temporary file, or memory when the disk
+    /// refuses it (from the start, or midway).
     pub fn ingest(&self) -> io::Result<Ingest> {
-        self.shared.objects.ingest()
+        let objects = &self.shared.objects;
+        let memory = self.shared.memory.clone();
+        match objects.ingest() {
+            Ok(ingest) => Ok(ingest.or_memory(memory)),
+            Err(e) => {
+                objects.room().refused("a download", &e);
+                Ingest::in_memory(memory, objects.room().clone())
+            }
+        }
     }
 
     /// Opens cached bytes, if the store holds them, and counts it as a use.
@@ -151,6 +195,7 @@ impl ContentStore {
         Some(OpenBlob {
             blob: *blob,
             file: Arc::new(file),
+            in_memory: false,
         })
     }
 
@@ -159,9 +204,20 @@ impl ContentStore {
     /// evicting this very file, which stays readable through the returned
     /// handle) in the background. [`ContentStore::flush`] waits for that.
     pub fn insert(&self, download: Ingested) -> io::Result<OpenBlob> {
+        if download.is_in_memory() {
+            let blob = download.blob;
+            let file = download.into_served().expect("in memory");
+            self.shared.uncached.fetch_add(1, Ordering::Relaxed);
+            return Ok(OpenBlob {
+                blob,
+                file,
+                in_memory: true,
+            });
+        }
         let open = OpenBlob {
             blob: download.blob,
             file: Arc::new(download.reopen()?),
+            in_memory: false,
         };
         {
             let mut pending = self.shared.pending.lock();
@@ -275,7 +331,7 @@ impl Shared {
                 self.evictions.fetch_add(evicted as u64, Ordering::Relaxed);
             }
             // The bytes were served; they are downloaded again next time.
-            Err(e) => tracing::warn!(files = digests.len(), "cannot keep downloads: {e}"),
+            Err(e) => self.objects.room().refused("downloads", &e),
         }
         let mut pending = self.pending.lock();
         for digest in &digests {
@@ -344,8 +400,9 @@ pub fn verify_objects(
 #[cfg(test)]
 mod tests {
     use super::super::PNG_MAGIC;
+    use super::super::room::full_disk::FullDisk;
     use super::*;
-    use crate::remote::BodySink;
+    use crate::remote::{BodySink, FetchError};
     use std::time::Duration;
 
     /// `bytes` made a texture: the store holds nothing else.
@@ -382,7 +439,7 @@ mod tests {
     fn files_kept_but_not_yet_synced_are_checked_after_a_crash() {
         let (dir, cache) = cache();
         let objects = cache.objects();
-        let (index, _) = ContentIndex::open(cache.database(), &objects, 0, false);
+        let (index, _) = ContentIndex::open(cache.database(), &objects, cache.writers(), 0, false);
         let ingested = |bytes: &[u8]| {
             let mut ingest = objects.ingest().unwrap();
             ingest.write(&texture(bytes)).unwrap();
@@ -405,6 +462,103 @@ mod tests {
         drop(store);
         let (_, recovery) = ContentStore::load(&reopen(&dir), 0);
         assert_eq!(recovery, Recovery::default());
+    }
+
+    fn read_all(file: &File) -> Vec<u8> {
+        let mut bytes = vec![0u8; file.metadata().unwrap().len() as usize];
+        std::os::unix::fs::FileExt::read_exact_at(file, &mut bytes, 0).unwrap();
+        bytes
+    }
+
+    fn temp_files(cache: &CacheDir) -> Vec<String> {
+        std::fs::read_dir(cache.root().join("tmp"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.starts_with("dl-"))
+            .collect()
+    }
+
+    #[test]
+    fn a_download_the_disk_refuses_is_served_from_memory_within_a_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = FullDisk::over(dir.path());
+        let cache = CacheDir::open(&dir.path().join("c")).unwrap();
+        let (store, _) = ContentStore::load_with_memory(&cache, 0, 40_000);
+        let download = |bytes: &[u8]| {
+            let mut ingest = store.ingest().unwrap();
+            ingest.reset().unwrap();
+            ingest.announced(bytes.len() as u64)?;
+            ingest.write(bytes)?;
+            Ok::<_, FetchError>(store.insert(ingest.finish().unwrap()).unwrap())
+        };
+        let first = download(&texture(&[1; 29_992])).unwrap();
+        assert!(first.in_memory);
+        assert_eq!(read_all(&first.file), texture(&[1; 29_992]));
+        assert_eq!((store.uncached(), store.uncached_bytes()), (1, 30_000));
+        // Past the budget while the first is held: refused before the body
+        // when its size is announced, else once past it.
+        let second = texture(&[2; 19_992]);
+        assert!(matches!(download(&second), Err(FetchError::Local(_))));
+        let mut ingest = store.ingest().unwrap();
+        let refused = ingest
+            .write(&texture(&[3; 8_992]))
+            .and_then(|()| ingest.write(&[3; 2_000]));
+        assert!(matches!(refused, Err(FetchError::Local(_))), "{refused:?}");
+        drop(ingest);
+        assert_eq!(store.uncached_bytes(), 30_000);
+        drop(first);
+        assert_eq!(store.uncached_bytes(), 0);
+        let second = download(&second).unwrap();
+        assert_eq!(read_all(&second.file), texture(&[2; 19_992]));
+        drop(second);
+        store.flush();
+        assert!(cache.objects().list().is_empty(), "nothing kept");
+        assert!(temp_files(&cache).is_empty(), "nothing left in tmp/");
+
+        // Room for the start of a download only: moved to memory midway.
+        disk.leave(8192);
+        let mut ingest = store.ingest().unwrap();
+        let bytes = texture(&[7; 29_992]);
+        for chunk in bytes.chunks(1000) {
+            ingest.write(chunk).unwrap();
+            if chunk.as_ptr() == bytes.as_ptr() {
+                assert!(!ingest.is_in_memory(), "starts on the disk");
+            }
+        }
+        assert!(ingest.is_in_memory());
+        let moved = store.insert(ingest.finish().unwrap()).unwrap();
+        assert!(moved.in_memory);
+        assert_eq!(read_all(&moved.file), bytes);
+        assert_eq!(store.uncached(), 3);
+        assert!(temp_files(&cache).is_empty());
+
+        // Room again: kept as before.
+        disk.empty();
+        let kept = download(&texture(&[4; 100])).unwrap();
+        assert!(!kept.in_memory);
+        store.flush();
+        assert_eq!(cache.objects().list().len(), 1);
+        assert!(store.open(&kept.blob).is_some());
+        assert_eq!(store.uncached(), 3);
+    }
+
+    #[test]
+    fn documents_the_disk_refuses_are_held_in_memory_for_the_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = FullDisk::over(dir.path());
+        let cache = CacheDir::open(&dir.path().join("c")).unwrap();
+        let documents = cache.documents();
+        let blob = documents.put_bytes(b"{\"a catalog\": 1}").unwrap();
+        let located = documents.locate(&blob.digest).unwrap();
+        assert!(located.in_memory);
+        assert_eq!(documents.read(&blob).unwrap(), b"{\"a catalog\": 1}");
+        // Read twice: a shared offset would give nothing the second time.
+        assert_eq!(documents.read(&blob).unwrap(), b"{\"a catalog\": 1}");
+        assert!(documents.list().is_empty());
+        disk.empty();
+        assert_eq!(documents.put_bytes(b"{\"a catalog\": 1}").unwrap(), blob);
+        assert!(!documents.locate(&blob.digest).unwrap().in_memory);
+        assert_eq!(documents.list().len(), 1);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -44,7 +45,11 @@ CREATE TABLE IF NOT EXISTS objects (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS objects_by_use ON objects (used);
 -- Objects moved into place before their bytes were known to be on disk:
--- checked again after a crash, forgotten once the filesystem was synced.
+-- checked again once their writer is gone (see `writers`), forgotten once
+-- the filesystem was synced. `writer` names the lock file of the store
+-- that moved the object (NULL: a version before writers had names, or a
+-- writer without one); `marked` tells one move of the object from a later
+-- one, so that a sync forgets only the moves it covered.
 CREATE TABLE IF NOT EXISTS unsynced (sha256 BLOB PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS totals (files INTEGER NOT NULL, bytes INTEGER NOT NULL);
 INSERT INTO totals SELECT 0, 0 WHERE NOT EXISTS (SELECT 1 FROM totals);
@@ -93,11 +98,16 @@ struct Shared {
     conn: Mutex<Connection>,
     queue: Mutex<Queue>,
     changed: Condvar,
+    /// The last background write failed: a full disk fails every one until
+    /// it has room, which is said once, not once a batch.
+    failing: AtomicBool,
 }
 
 pub struct Database {
     shared: Arc<Shared>,
     writer: Option<JoinHandle<()>>,
+    /// This process's alone (the cache's could not be opened).
+    in_memory: bool,
 }
 
 pub fn blob(digest: &Sha256Digest) -> &[u8] {
@@ -122,14 +132,57 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
     // which the start-up reconciliation with the files repairs.
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))?;
+    conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA}"))?;
+    let migrated = add_writer_columns(&conn);
+    match migrated {
+        Ok(()) => conn.execute_batch("COMMIT")?,
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+    }
     Ok(conn)
+}
+
+/// Caches made before writers had names hold `unsynced (sha256)` only:
+/// the columns are added (their marks have no writer, and are checked by
+/// the next process that opens the cache).
+fn add_writer_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('unsynced')")?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (column, kind) in [("writer", "TEXT"), ("marked", "INTEGER")] {
+        if !columns.iter().any(|c| c == column) {
+            conn.execute_batch(&format!("ALTER TABLE unsynced ADD COLUMN {column} {kind}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Why the database did not open.
+struct OpenError {
+    message: String,
+    /// The disk has no room for it (or cannot be written at all): the
+    /// cache can still be read, with an index in memory.
+    no_room: bool,
+}
+
+impl OpenError {
+    fn new(path: &Path, e: rusqlite::Error) -> Self {
+        OpenError {
+            no_room: matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure)
+            ),
+            message: format!("cache database {}: {e}", path.display()),
+        }
+    }
 }
 
 /// Opens (or creates) the database at `path`; a damaged one is replaced
 /// by an empty one, which the second value tells.
-fn connect_or_replace(path: &Path) -> Result<(Connection, bool), String> {
-    let describe = |e: rusqlite::Error| format!("cache database {}: {e}", path.display());
+fn connect_or_replace(path: &Path) -> Result<(Connection, bool), OpenError> {
     match connect(path) {
         Ok(conn) => Ok((conn, false)),
         Err(rusqlite::Error::SqliteFailure(e, _))
@@ -144,23 +197,35 @@ fn connect_or_replace(path: &Path) -> Result<(Connection, bool), String> {
                 name.push(suffix);
                 let _ = std::fs::remove_file(name);
             }
-            Ok((connect(path).map_err(describe)?, true))
+            Ok((connect(path).map_err(|e| OpenError::new(path, e))?, true))
         }
-        Err(e) => Err(describe(e)),
+        Err(e) => Err(OpenError::new(path, e)),
     }
 }
 
 impl Database {
     /// Checks that the database at `path` opens (making or replacing it),
     /// and closes it: a process may fork after this, never after
-    /// [`Database::open`]. Returns whether it was replaced.
+    /// [`Database::open`]. Returns whether it was replaced. A disk without
+    /// room for it is no reason to refuse the cache: the session keeps its
+    /// index in memory (see [`super::CacheDir::database`]).
     pub fn check(path: &Path) -> Result<bool, String> {
-        connect_or_replace(path).map(|(_, replaced)| replaced)
+        match connect_or_replace(path) {
+            Ok((_, replaced)) => Ok(replaced),
+            Err(e) if e.no_room => {
+                tracing::warn!(
+                    "{}; the cache is read, and written where it has room",
+                    e.message
+                );
+                Ok(false)
+            }
+            Err(e) => Err(e.message),
+        }
     }
 
     /// Opens the database at `path` and starts its writer.
     pub fn open(path: &Path) -> Result<(Database, bool), String> {
-        let (conn, replaced) = connect_or_replace(path)?;
+        let (conn, replaced) = connect_or_replace(path).map_err(|e| e.message)?;
         Ok((Database::with(conn)?, replaced))
     }
 
@@ -168,8 +233,11 @@ impl Database {
     pub fn in_memory() -> Database {
         let conn = Connection::open_in_memory()
             .and_then(|conn| conn.execute_batch(SCHEMA).map(|()| conn))
+            .and_then(|conn| add_writer_columns(&conn).map(|()| conn))
             .expect("an in-memory database opens");
-        Database::with(conn).expect("its writer starts")
+        let mut db = Database::with(conn).expect("its writer starts");
+        db.in_memory = true;
+        db
     }
 
     fn with(conn: Connection) -> Result<Database, String> {
@@ -177,6 +245,7 @@ impl Database {
             conn: Mutex::new(conn),
             queue: Mutex::new(Queue::default()),
             changed: Condvar::new(),
+            failing: AtomicBool::new(false),
         });
         let writer = {
             let shared = shared.clone();
@@ -188,7 +257,14 @@ impl Database {
         Ok(Database {
             shared,
             writer: Some(writer),
+            in_memory: false,
         })
+    }
+
+    /// Whether the database is this process's alone, unseen by others and
+    /// lost at its end.
+    pub fn is_in_memory(&self) -> bool {
+        self.in_memory
     }
 
     /// The connection, for a transaction of the caller's. Uses queued so
@@ -197,9 +273,8 @@ impl Database {
         let mut conn = self.shared.conn.lock();
         let uses = std::mem::take(&mut self.shared.queue.lock().uses);
         if !uses.is_empty() {
-            if let Err(e) = write_batch(&mut conn, &[], &uses) {
-                tracing::warn!("cannot write to the cache database: {e}");
-            }
+            let written = write_batch(&mut conn, &[], &uses);
+            self.shared.report(written, 0);
         }
         conn
     }
@@ -241,6 +316,30 @@ impl Drop for Database {
 }
 
 impl Shared {
+    /// Logs the first failure of a run of failed writes, and its end. A
+    /// lost record costs requests in a later session, a lost use eviction
+    /// order: this session answers from memory either way.
+    fn report(&self, written: rusqlite::Result<()>, records: usize) {
+        match written {
+            Ok(()) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("the cache database can be written again");
+                }
+            }
+            Err(e) => {
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        records,
+                        "cannot write to the cache database: {e}; this session keeps its file \
+                         records in memory until it can (said once)"
+                    );
+                } else {
+                    tracing::debug!(records, "cannot write to the cache database: {e}");
+                }
+            }
+        }
+    }
+
     fn write_queued(&self) {
         loop {
             {
@@ -263,13 +362,8 @@ impl Shared {
                     std::mem::take(&mut queue.uses),
                 )
             };
-            if let Err(e) = write_batch(&mut conn, &records, &uses) {
-                // Costs requests in a later session, or eviction order.
-                tracing::warn!(
-                    records = records.len(),
-                    "cannot write to the cache database: {e}"
-                );
-            }
+            let written = write_batch(&mut conn, &records, &uses);
+            self.report(written, records.len());
             drop(conn);
             self.queue.lock().writing = false;
             self.changed.notify_all();

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::beneath::{self, Dir, Kind};
 use super::db::{self, Database};
+use super::room::DiskRoom;
+use super::writers::{Writers, is_lock_name};
 use super::{Holds, ObjectStore, TagStore};
 use crate::digest::Sha256Digest;
 
@@ -27,8 +29,8 @@ pub struct CacheDir {
 
 struct Inner {
     root: PathBuf,
-    objects: Arc<Dir>,
-    documents: Arc<Dir>,
+    objects: ObjectStore,
+    documents: ObjectStore,
     tmp: Arc<Dir>,
     tags: Dir,
     /// Opened at first use: the mount forks after opening the cache.
@@ -100,6 +102,8 @@ impl CacheDir {
         );
         let tmp = Arc::new(tmp);
         remove_stale(&tmp);
+        // One for all the cache's writes: the disk refuses them all or none.
+        let room = Arc::new(DiskRoom::default());
         // Tells backup tools (tar --exclude-caches, borg, restic) to skip it.
         if top.kind_of("CACHEDIR.TAG").is_none() {
             let _ = beneath::write_atomically(
@@ -114,8 +118,18 @@ impl CacheDir {
         Ok(CacheDir {
             inner: Arc::new(Inner {
                 root,
-                objects: Arc::new(objects),
-                documents: Arc::new(documents),
+                objects: ObjectStore::new(
+                    Arc::new(objects),
+                    tmp.clone(),
+                    Holds::Textures,
+                    room.clone(),
+                ),
+                documents: ObjectStore::new(
+                    Arc::new(documents),
+                    tmp.clone(),
+                    Holds::Documents,
+                    room,
+                ),
                 tmp,
                 tags,
                 db: OnceLock::new(),
@@ -149,22 +163,24 @@ impl CacheDir {
         self.inner.db_new
     }
 
+    /// The lock files of the stores writing objects (see [`super::writers`]).
+    pub fn writers(&self) -> Writers {
+        Writers::new(self.inner.tmp.clone())
+    }
+
     /// Texture bodies (see [`super::ContentStore`] for the cap and index).
     pub fn objects(&self) -> ObjectStore {
-        ObjectStore::new(
-            self.inner.objects.clone(),
-            self.inner.tmp.clone(),
-            Holds::Textures,
-        )
+        self.inner.objects.clone()
     }
 
     /// Manifests, catalogs and MaterialX maps.
     pub fn documents(&self) -> ObjectStore {
-        ObjectStore::new(
-            self.inner.documents.clone(),
-            self.inner.tmp.clone(),
-            Holds::Documents,
-        )
+        self.inner.documents.clone()
+    }
+
+    /// Whether the disk takes the cache's writes, as the last ones found.
+    pub fn room(&self) -> &Arc<DiskRoom> {
+        self.inner.objects.room()
     }
 
     /// The part of the cache that belongs to one origin (see
@@ -199,9 +215,14 @@ impl CacheDir {
     }
 }
 
+/// Left-overs of processes that died; writers' locks live as long as
+/// their writer, and are removed once it is gone (see [`super::writers`]).
 fn remove_stale(tmp: &Dir) {
     let now = SystemTime::now();
     for (name, _) in tmp.entries().unwrap_or_default() {
+        if is_lock_name(&name) {
+            continue;
+        }
         let old = tmp.kind_of(&name).is_some_and(|(_, _, modified)| {
             now.duration_since(modified).unwrap_or_default() > STALE_TMP_AGE
         });
@@ -269,6 +290,12 @@ impl OriginDir {
         beneath::write_atomically(&self.cache.inner.tmp, dir, name, bytes)
     }
 
+    /// A write of the cache failed: said once in the log for all of the
+    /// cache (a full disk refuses every write until it has room).
+    pub fn refused(&self, what: &str, error: &io::Error) {
+        self.cache.room().refused(what, error);
+    }
+
     /// `tag` must already have passed [`crate::names::check_component`].
     pub fn tag(&self, tag: &str) -> TagStore {
         TagStore::new(self.clone(), tag)
@@ -303,8 +330,9 @@ impl OriginDir {
     }
 
     pub fn save_releases(&self, bytes: &[u8]) -> io::Result<()> {
-        let dir = self.create()?;
-        self.write_atomically(&dir, RELEASES_FILE, bytes)
+        self.create()
+            .and_then(|dir| self.write_atomically(&dir, RELEASES_FILE, bytes))
+            .inspect_err(|e| self.refused("the list of releases", e))
     }
 }
 

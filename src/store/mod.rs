@@ -8,7 +8,9 @@
 //! tags/<origin key>/         one origin (base URL), named in origin.json
 //!   releases.json            its release list
 //!   <tag>/state.json         manifest and catalog records, generation
-//! tmp/                       files being written (renamed into place)
+//! tmp/                       files being written (renamed into place);
+//!                            writer-*: a lock per store writing objects,
+//!                            held for its life (see [`writers`])
 //! ```
 //!
 //! Every file that is read back is written whole to a temporary file and
@@ -23,11 +25,18 @@ mod dir;
 mod index;
 mod objects;
 mod records;
+mod room;
 mod tag_state;
+mod writers;
 
 pub use content::{ContentStore, OpenBlob, VerifyReport, verify_objects};
 pub use dir::{CacheDir, OriginDir};
 pub use index::Recovery;
-pub use objects::{Blob, Holds, Ingest, Ingested, KTX2_MAGIC, Listed, ObjectStore, PNG_MAGIC};
+pub use objects::{
+    Blob, Holds, Ingest, Ingested, KTX2_MAGIC, Listed, Located, ObjectStore, PNG_MAGIC,
+};
 pub use records::{FileRecord, FileRecords, SMALLEST_TEXTURE};
+#[cfg(test)]
+pub use room::full_disk::FullDisk;
+pub use room::{DiskRoom, UNCACHED_MEMORY, memory_file};
 pub use tag_state::{DocRecord, TagState, TagStore};

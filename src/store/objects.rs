@@ -1,9 +1,14 @@
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Seek, Write};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use parking_lot::Mutex;
+
 use super::beneath::{Dir, Kind, TempFile};
+use super::room::{DiskRoom, MemoryBudget, MemoryFile, memory_file};
 use crate::digest::{Hasher, Sha256Digest};
 use crate::remote::{BodySink, FetchError, too_large};
 
@@ -56,7 +61,19 @@ pub struct ObjectStore {
     holds: Holds,
     /// The prefix directories opened so far, so that an install costs no
     /// mkdir and no open.
-    prefixes: Arc<parking_lot::Mutex<std::collections::HashMap<String, Arc<Dir>>>>,
+    prefixes: Arc<Mutex<HashMap<String, Arc<Dir>>>>,
+    /// Whether the disk takes writes (shared by the cache's stores).
+    room: Arc<DiskRoom>,
+    /// What [`ObjectStore::put_bytes`] could not write, in memory for the
+    /// session.
+    held: Arc<Mutex<HashMap<Sha256Digest, Arc<File>>>>,
+}
+
+/// An object opened, and whether it is held in memory (not on disk).
+#[derive(Debug)]
+pub struct Located {
+    pub file: File,
+    pub in_memory: bool,
 }
 
 fn split(digest: &Sha256Digest) -> (String, String) {
@@ -65,13 +82,20 @@ fn split(digest: &Sha256Digest) -> (String, String) {
 }
 
 impl ObjectStore {
-    pub fn new(dir: Arc<Dir>, tmp: Arc<Dir>, holds: Holds) -> Self {
+    pub fn new(dir: Arc<Dir>, tmp: Arc<Dir>, holds: Holds, room: Arc<DiskRoom>) -> Self {
         ObjectStore {
             dir,
             tmp,
             holds,
             prefixes: Arc::default(),
+            room,
+            held: Arc::default(),
         }
+    }
+
+    /// Whether the disk takes writes, as the last ones found.
+    pub fn room(&self) -> &Arc<DiskRoom> {
+        &self.room
     }
 
     /// Makes everything written to the store's filesystem durable at once.
@@ -89,8 +113,28 @@ impl ObjectStore {
         self.dir.path().join(prefix).join(name)
     }
 
-    /// Opens an object for reading; a symlink on the way is refused.
+    /// Opens an object for reading; a symlink on the way is refused. One
+    /// held in memory shares its offset: read it with `pread`.
     pub fn open(&self, digest: &Sha256Digest) -> io::Result<File> {
+        self.locate(digest).map(|located| located.file)
+    }
+
+    /// Opens an object, saying whether it is held in memory.
+    pub fn locate(&self, digest: &Sha256Digest) -> io::Result<Located> {
+        if let Some(held) = self.held.lock().get(digest) {
+            return Ok(Located {
+                file: held.try_clone()?,
+                in_memory: true,
+            });
+        }
+        Ok(Located {
+            file: self.open_stored(digest)?,
+            in_memory: false,
+        })
+    }
+
+    /// Opens an object on disk.
+    fn open_stored(&self, digest: &Sha256Digest) -> io::Result<File> {
         let (prefix, name) = split(digest);
         self.dir.open_file(&format!("{prefix}/{name}"))
     }
@@ -162,7 +206,7 @@ impl ObjectStore {
     /// Whether a stored object's bytes are what its name says and what the
     /// store may hold; returns its size when so.
     pub fn check(&self, digest: &Sha256Digest) -> io::Result<Option<u64>> {
-        let mut file = self.open(digest)?;
+        let mut file = self.open_stored(digest)?;
         let mut hasher = Hasher::default();
         let mut buf = vec![0u8; 256 * 1024];
         let mut head = Vec::new();
@@ -183,32 +227,59 @@ impl ObjectStore {
     }
 
     pub fn contains(&self, blob: &Blob) -> bool {
-        self.open(&blob.digest)
+        self.locate(&blob.digest)
+            .map(|located| located.file)
             .and_then(|f| f.metadata())
             .is_ok_and(|m| m.len() == blob.size)
     }
 
     pub fn read(&self, blob: &Blob) -> io::Result<Vec<u8>> {
+        let file = self.open(&blob.digest)?;
         let mut bytes = Vec::with_capacity(blob.size as usize);
-        io::Read::read_to_end(&mut self.open(&blob.digest)?, &mut bytes)?;
-        Ok(bytes)
+        let mut chunk = vec![0u8; 256 * 1024];
+        loop {
+            match file.read_at(&mut chunk, bytes.len() as u64) {
+                Ok(0) => return Ok(bytes),
+                Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 
+    /// Stores `bytes`; when the disk refuses them, they are held in memory
+    /// for the session instead (documents: the tree needs them, and a
+    /// later session fetches them again).
     pub fn put_bytes(&self, bytes: &[u8]) -> io::Result<Blob> {
-        let mut ingest = self.ingest()?;
-        ingest.append(bytes)?;
-        ingest.finish()?.commit(self)
+        let stored = self.ingest().and_then(|mut ingest| {
+            ingest.append(bytes)?;
+            ingest.finish()?.commit(self)
+        });
+        match stored {
+            Ok(blob) => {
+                self.held.lock().remove(&blob.digest);
+                Ok(blob)
+            }
+            Err(e) => {
+                self.room.refused("a document", &e);
+                let mut file = memory_file(c"matvisfs-document")?;
+                file.write_all(bytes)?;
+                let blob = Blob {
+                    digest: Sha256Digest::of(bytes),
+                    size: bytes.len() as u64,
+                };
+                self.held.lock().insert(blob.digest, Arc::new(file));
+                Ok(blob)
+            }
+        }
     }
 
     /// A temporary file that a download streams into.
     pub fn ingest(&self) -> io::Result<Ingest> {
-        Ok(Ingest {
-            file: self.tmp.create_temp("dl-")?,
-            hasher: Hasher::default(),
-            size: 0,
-            head: Vec::new(),
-            limit: u64::MAX,
-        })
+        Ok(Ingest::new(
+            Body::Disk(self.tmp.create_temp("dl-")?),
+            self.room.clone(),
+        ))
     }
 
     fn install(&self, file: TempFile, digest: &Sha256Digest) -> io::Result<()> {
@@ -222,38 +293,92 @@ impl ObjectStore {
                 dir
             }
         };
-        match file.persist_or_return(&target, &name) {
+        let moved = match file.persist_or_return(&target, &name) {
             Ok(()) => Ok(()),
             // The prefix directory went (removed by hand): made again.
             Err((file, _)) => {
                 self.prefixes.lock().remove(&prefix);
-                file.persist(&self.dir.dir(&prefix)?, &name)
+                self.dir
+                    .dir(&prefix)
+                    .and_then(|dir| file.persist(&dir, &name))
             }
+        };
+        match &moved {
+            Ok(()) => self.room.accepted(),
+            Err(e) => self.room.refused("a file", e),
         }
+        moved
     }
 }
 
 /// How many leading bytes are kept aside for format checks.
 const HEAD_BYTES: usize = 16;
 
+/// Where a download's bytes go.
+#[derive(Debug)]
+enum Body {
+    /// A temporary file in the cache's `tmp/`, moved into place once kept.
+    Disk(TempFile),
+    /// Memory, when the disk refuses them: served, never kept.
+    Memory(MemoryFile),
+}
+
 pub struct Ingest {
-    file: TempFile,
+    body: Body,
     hasher: Hasher,
     size: u64,
     head: Vec<u8>,
     limit: u64,
+    /// Where the bytes go when the disk refuses them; without it, the
+    /// download fails.
+    fallback: Option<Arc<MemoryBudget>>,
+    room: Arc<DiskRoom>,
+    /// Moved from the disk to memory midway: checked whole at the end.
+    moved: bool,
 }
 
 impl Ingest {
+    fn new(body: Body, room: Arc<DiskRoom>) -> Self {
+        Ingest {
+            body,
+            hasher: Hasher::default(),
+            size: 0,
+            head: Vec::new(),
+            limit: u64::MAX,
+            fallback: None,
+            room,
+            moved: false,
+        }
+    }
+
+    /// A download held in memory from the start (the disk refused even
+    /// its temporary file).
+    pub fn in_memory(budget: Arc<MemoryBudget>, room: Arc<DiskRoom>) -> io::Result<Self> {
+        let mut ingest = Ingest::new(Body::Memory(MemoryFile::new(budget.clone())?), room);
+        ingest.fallback = Some(budget);
+        Ok(ingest)
+    }
+
+    /// Goes on in memory, within `budget`, if the disk refuses the bytes.
+    pub fn or_memory(mut self, budget: Arc<MemoryBudget>) -> Self {
+        self.fallback = Some(budget);
+        self
+    }
+
     /// Refuses bodies larger than `limit` (`--max-file-size`).
     pub fn with_limit(mut self, limit: u64) -> Self {
         self.limit = limit;
         self
     }
 
+    /// Whether the bytes are in memory (the disk refused them).
+    pub fn is_in_memory(&self) -> bool {
+        matches!(self.body, Body::Memory(_))
+    }
+
     /// Adds bytes to the download (what a response body does, chunk by chunk).
     pub fn append(&mut self, chunk: &[u8]) -> io::Result<()> {
-        self.file.file_mut().write_all(chunk)?;
+        self.write_body(chunk)?;
         self.hasher.update(chunk);
         self.size += chunk.len() as u64;
         if self.head.len() < HEAD_BYTES {
@@ -263,13 +388,65 @@ impl Ingest {
         Ok(())
     }
 
+    fn write_body(&mut self, chunk: &[u8]) -> io::Result<()> {
+        let written = match &mut self.body {
+            Body::Memory(memory) => return memory.write(chunk),
+            Body::Disk(temp) => temp.file_mut().write_all(chunk),
+        };
+        let Err(refused) = written else {
+            return Ok(());
+        };
+        let Some(budget) = self.fallback.clone() else {
+            return Err(refused);
+        };
+        self.room.refused("a download", &refused);
+        // What was written so far, then the rest, in memory; the
+        // temporary file goes (and its room with it).
+        let mut memory = MemoryFile::new(budget)?;
+        if let Body::Disk(temp) = &self.body {
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut copied = 0u64;
+            while copied < self.size {
+                let want = buf.len().min((self.size - copied) as usize);
+                temp.file().read_exact_at(&mut buf[..want], copied)?;
+                memory.write(&buf[..want])?;
+                copied += want as u64;
+            }
+        }
+        memory.write(chunk)?;
+        self.body = Body::Memory(memory);
+        self.moved = true;
+        Ok(())
+    }
+
     /// Names the bytes; nothing is visible in the store until
     /// [`Ingested::commit`].
     pub fn finish(self) -> io::Result<Ingested> {
+        let digest = self.hasher.finish();
+        if let (true, Body::Memory(memory)) = (self.moved, &self.body) {
+            // Read back from the temporary file: what is served must be
+            // what was hashed as it came.
+            let reader = memory.reader()?;
+            let mut hasher = Hasher::default();
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut at = 0u64;
+            while at < self.size {
+                let want = buf.len().min((self.size - at) as usize);
+                reader.read_exact_at(&mut buf[..want], at)?;
+                hasher.update(&buf[..want]);
+                at += want as u64;
+            }
+            if hasher.finish() != digest {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the bytes moved from the disk to memory differ from those downloaded",
+                ));
+            }
+        }
         Ok(Ingested {
-            file: self.file,
+            body: self.body,
             blob: Blob {
-                digest: self.hasher.finish(),
+                digest,
                 size: self.size,
             },
             head: self.head,
@@ -284,8 +461,13 @@ impl BodySink for Ingest {
             return Ok(());
         }
         let local = |e: io::Error| FetchError::Local(e.to_string());
-        self.file.file().set_len(0).map_err(local)?;
-        self.file.file_mut().rewind().map_err(local)?;
+        match &mut self.body {
+            Body::Disk(temp) => {
+                temp.file().set_len(0).map_err(local)?;
+                temp.file_mut().rewind().map_err(local)?;
+            }
+            Body::Memory(memory) => memory.clear().map_err(local)?,
+        }
         self.hasher = Hasher::default();
         self.size = 0;
         self.head.clear();
@@ -302,16 +484,24 @@ impl BodySink for Ingest {
     }
 
     fn announced(&mut self, size: u64) -> Result<(), FetchError> {
-        match size > self.limit {
-            true => Err(too_large(size, self.limit, "--max-file-size")),
-            false => Ok(()),
+        if size > self.limit {
+            return Err(too_large(size, self.limit, "--max-file-size"));
+        }
+        match &self.body {
+            // Refused before the body rather than after most of it.
+            Body::Memory(memory) if !memory.fits(size) => Err(FetchError::Local(format!(
+                "its disk refuses writes, and a file of {size} bytes does not fit in the {} MiB \
+                 of downloads that may be held in memory meanwhile",
+                memory.limit() >> 20
+            ))),
+            _ => Ok(()),
         }
     }
 }
 
 /// A complete download, not yet in the store. Dropping it deletes it.
 pub struct Ingested {
-    file: TempFile,
+    body: Body,
     pub blob: Blob,
     /// The first bytes, for magic-number checks.
     pub head: Vec<u8>,
@@ -329,19 +519,45 @@ impl Ingested {
         self.blob.digest
     }
 
+    /// Whether the bytes are in memory: served, never kept.
+    pub fn is_in_memory(&self) -> bool {
+        matches!(self.body, Body::Memory(_))
+    }
+
     pub fn sync(&self) -> io::Result<()> {
-        self.file.file().sync_all()
+        match &self.body {
+            Body::Disk(temp) => temp.file().sync_all(),
+            Body::Memory(_) => Ok(()),
+        }
     }
 
     /// Moves synced bytes into place.
     pub fn install(self, store: &ObjectStore) -> io::Result<Blob> {
-        store.install(self.file, &self.blob.digest)?;
+        match self.body {
+            Body::Disk(temp) => store.install(temp, &self.blob.digest)?,
+            Body::Memory(_) => {
+                return Err(io::Error::other("the bytes are in memory, not on disk"));
+            }
+        }
         Ok(self.blob)
     }
 
     /// A read-only handle on the bytes, valid after the commit moves them.
     pub fn reopen(&self) -> io::Result<File> {
-        self.file.reopen()
+        match &self.body {
+            Body::Disk(temp) => temp.reopen(),
+            Body::Memory(memory) => memory.reader(),
+        }
+    }
+
+    /// The bytes of a download held in memory, to be served: they count
+    /// in the budget as long as the file lives. `None` (and the download
+    /// gone) for one on disk.
+    pub fn into_served(self) -> Option<Arc<File>> {
+        match self.body {
+            Body::Memory(memory) => Some(memory.into_served()),
+            Body::Disk(_) => None,
+        }
     }
 }
 
@@ -354,7 +570,8 @@ mod tests {
         let root = Dir::open_root(dir.path()).unwrap();
         let objects = Arc::new(root.dir("objects").unwrap());
         let tmp = Arc::new(root.dir("tmp").unwrap());
-        (dir, ObjectStore::new(objects, tmp, Holds::Documents))
+        let room = Arc::default();
+        (dir, ObjectStore::new(objects, tmp, Holds::Documents, room))
     }
 
     #[test]

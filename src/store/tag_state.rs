@@ -97,10 +97,15 @@ impl TagStore {
         }
     }
 
+    /// Writes the state; a failure is said once in the log for all of the
+    /// cache (see [`OriginDir::refused`]).
     pub fn save(&self, state: &TagState) -> io::Result<()> {
         let bytes = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
-        let dir = self.origin.create()?.dir(&self.tag)?;
-        self.origin.write_atomically(&dir, STATE_FILE, &bytes)
+        self.origin
+            .create()
+            .and_then(|origin| origin.dir(&self.tag))
+            .and_then(|dir| self.origin.write_atomically(&dir, STATE_FILE, &bytes))
+            .inspect_err(|e| self.origin.refused("a tag's state", e))
     }
 }
 

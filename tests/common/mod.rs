@@ -457,6 +457,62 @@ pub fn walk(root: &Path) -> Vec<String> {
     out
 }
 
+/// A small tmpfs (mode 0700), unmounted when dropped, even when the test
+/// fails.
+pub struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    pub fn new(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
+            .arg("tmpfs")
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "cannot mount a tmpfs");
+        watchdog::track(dir.path());
+        Tmpfs(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    fn filler(&self) -> PathBuf {
+        self.path().join("filler")
+    }
+
+    /// Writes until it takes no more.
+    pub fn fill(&self) {
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.filler())
+            .unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        for _ in 0..100_000 {
+            if let Err(e) = std::io::Write::write_all(&mut file, &chunk) {
+                assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+                return;
+            }
+        }
+        panic!("the tmpfs never filled");
+    }
+
+    /// Room again: what `fill` wrote goes.
+    pub fn empty(&self) {
+        fs::remove_file(self.filler()).unwrap();
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+        watchdog::untrack(self.0.path());
+    }
+}
+
 /// Peak resident memory of a process, in bytes.
 pub fn peak_rss(pid: u32) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -48,11 +48,12 @@ impl Content {
                 in_memory: false,
             });
         };
+        let content = serve_cached(t, records, record, identity, path, texture, generation)?;
         Ok(Opened {
             version: Some(identity.digest()),
-            content: serve_cached(t, records, record, identity, path, texture, generation)?,
+            in_memory: content.as_ref().is_some_and(|c| c.in_memory),
+            content,
             size: Some(identity.blob.size),
-            in_memory: false,
         })
     }
 

@@ -234,6 +234,85 @@ fn the_tree_is_the_catalogs_and_listing_downloads_no_texture() {
 }
 
 #[test]
+fn with_the_cache_disk_full_the_tree_sizes_and_bytes_are_served_from_memory() {
+    let release = small();
+    let h = Harness::new(&release);
+    let disk = crate::store::FullDisk::over(h.cache.path());
+    let s = h.session();
+    let mut walked = Vec::new();
+    s.walk(TAG, &mut walked);
+    walked.sort();
+    let expected: Vec<String> = release.expected_tree().into_iter().collect();
+    assert_eq!(walked, expected);
+    for (path, bytes) in release.textures() {
+        let path = format!("{TAG}/{path}");
+        assert_eq!(s.size(&path).unwrap(), bytes.len() as u64, "{path}");
+    }
+    // Every file of the tree: textures, manifest, catalogs.
+    for (path, bytes) in release.files.iter().filter(|(p, _)| expected.contains(p)) {
+        assert_eq!(&s.read(&format!("{TAG}/{path}")).unwrap(), bytes, "{path}");
+    }
+    let cache = |s: &Session| {
+        let started = std::time::SystemTime::now();
+        s.core.dataset().stats_json(started)["cache"].clone()
+    };
+    let textures = release.textures().count();
+    assert_eq!(cache(&s)["uncached_reads"], textures);
+    assert_eq!(cache(&s)["uncached_bytes"], 0, "none is open");
+    assert_eq!(cache(&s)["files"], 0);
+
+    // Room again: what is read is kept, and read from the cache after.
+    disk.empty();
+    let (path, bytes) = release.textures().next().unwrap();
+    let path = format!("{TAG}/{path}");
+    assert_eq!(&s.read(&path).unwrap(), bytes);
+    s.core.dataset().context().content.flush();
+    assert_eq!(cache(&s)["files"], 1);
+    assert_eq!(cache(&s)["uncached_reads"], textures);
+    let gets = texture_gets(&h.remote);
+    assert_eq!(&s.read(&path).unwrap(), bytes);
+    assert_eq!(texture_gets(&h.remote), gets);
+}
+
+#[test]
+fn file_records_of_a_version_whose_state_was_never_written_are_not_trusted() {
+    let release = small();
+    let h = Harness::new(&release);
+    let (path, bytes) = release.textures().next().unwrap();
+    let path = format!("{TAG}/{path}");
+    let generation = |s: &Session| {
+        let started = std::time::SystemTime::now();
+        s.core.dataset().stats_json(started)["tags"][TAG]["generation"]
+            .as_u64()
+            .unwrap()
+    };
+    let s = h.session();
+    assert_eq!(&s.read(&path).unwrap(), bytes);
+    let recorded = generation(&s);
+    drop(s);
+    // The state as it was before that version: its write was refused
+    // (a full disk), the file records' were not.
+    let origin = std::fs::read_dir(h.cache.path().join("tags"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let state_file = origin.join(TAG).join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    state["generation"] = (recorded - 1).into();
+    std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+    let s = h.session();
+    assert!(
+        generation(&s) > recorded,
+        "{} <= {recorded}",
+        generation(&s)
+    );
+    assert_eq!(&s.read(&path).unwrap(), bytes);
+}
+
+#[test]
 fn sizes_are_exact_before_reading_and_bytes_match() {
     let release = small();
     let h = Harness::new(&release);
