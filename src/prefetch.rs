@@ -118,6 +118,7 @@ fn download_all(ctx: &Context, work: &[(Arc<Tag>, String)], jobs: usize) -> Vec<
     let done = AtomicUsize::new(0);
     let finished = AtomicBool::new(false);
     let failures = Mutex::new(Vec::new());
+    let downloaded = Mutex::new(Vec::new());
     let progress = Progress::new(work.len());
     std::thread::scope(|scope| {
         scope.spawn(|| {
@@ -131,12 +132,10 @@ fn download_all(ctx: &Context, work: &[(Arc<Tag>, String)], jobs: usize) -> Vec<
                 scope.spawn(|| {
                     while let Some((tag, path)) = work.get(next.fetch_add(1, Ordering::Relaxed)) {
                         let failed = match tag.content(path, None) {
-                            Ok(open) if open.in_memory => Some(
-                                "downloaded, but not kept: the cache cannot be written (its \
-                                 disk is full?)"
-                                    .to_string(),
-                            ),
-                            Ok(_) => None,
+                            Ok(open) => {
+                                downloaded.lock().push((tag, path, open.blob));
+                                None
+                            }
                             Err(e) => Some(e.to_string()),
                         };
                         if let Some(why) = failed {
@@ -153,6 +152,17 @@ fn download_all(ctx: &Context, work: &[(Arc<Tag>, String)], jobs: usize) -> Vec<
             let _ = worker.join();
         }
         ctx.content.flush();
+        // Kept once on the disk (a download may be served from memory and
+        // then refused by a full disk).
+        for (tag, path, blob) in downloaded.lock().drain(..) {
+            if !ctx.content.is_kept(&blob) {
+                failures.lock().push((
+                    format!("{}/{path}", tag.name()),
+                    "downloaded, but not kept: the cache cannot be written (its disk is full?)"
+                        .to_string(),
+                ));
+            }
+        }
         finished.store(true, Ordering::Relaxed);
     });
     progress.finish();

@@ -192,6 +192,46 @@ impl Dir {
         Ok(out)
     }
 
+    /// A file of this directory's filesystem with no name yet (`O_TMPFILE`):
+    /// nothing to clean up if it is never linked. Fails on a filesystem
+    /// without such files (`EOPNOTSUPP`).
+    pub fn create_anonymous(&self) -> io::Result<File> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            ".",
+            OFlags::RDWR | OFlags::TMPFILE | OFlags::CLOEXEC,
+            Mode::RUSR | Mode::WUSR,
+        )?;
+        Ok(File::from(fd))
+    }
+
+    /// Gives `file`, made by [`Dir::create_anonymous`] in this directory,
+    /// the name `name`, replacing what is there (a link there is replaced,
+    /// not followed).
+    pub fn link_anonymous(&self, file: &File, name: &str) -> io::Result<()> {
+        use rustix::io::Errno;
+        for attempt in 0..2 {
+            // By descriptor where allowed (root), else by its /proc name,
+            // which is the descriptor itself too.
+            let linked = match rustix::fs::linkat(file, "", &self.fd, name, AtFlags::EMPTY_PATH) {
+                Err(Errno::NOENT | Errno::PERM) => rustix::fs::linkat(
+                    rustix::fs::CWD,
+                    format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(file)),
+                    &self.fd,
+                    name,
+                    AtFlags::SYMLINK_FOLLOW,
+                ),
+                other => other,
+            };
+            match linked {
+                Ok(()) => return Ok(()),
+                Err(Errno::EXIST) if attempt == 0 => self.remove(name)?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(io::Error::from(io::ErrorKind::AlreadyExists))
+    }
+
     /// A new file in this directory (the cache's `tmp/`), removed when
     /// dropped unless it was moved into place.
     pub fn create_temp(self: &Arc<Dir>, prefix: &str) -> io::Result<TempFile> {

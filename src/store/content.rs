@@ -30,6 +30,10 @@ use crate::digest::Sha256Digest;
 
 /// The filesystem is synced at most this long after a file was kept.
 const SYNC_EVERY: Duration = Duration::from_secs(2);
+/// Downloads held in memory until the committer writes them, at most:
+/// a burst of small textures never waits for the disk (or for its inode
+/// allocation, which on some filesystems costs more than the download).
+const STAGED_MEMORY: u64 = 64 << 20;
 /// Downloads kept in one transaction at most.
 const BATCH: usize = 256;
 
@@ -47,6 +51,8 @@ struct Shared {
     evictions: AtomicU64,
     /// Downloads the disk refused: held in memory while served.
     memory: Arc<MemoryBudget>,
+    /// Downloads held in memory until kept.
+    staged: Arc<MemoryBudget>,
     uncached: AtomicU64,
     /// Verified downloads not yet kept: served from their temporary file.
     pending: Mutex<HashMap<Sha256Digest, OpenBlob>>,
@@ -109,6 +115,7 @@ impl ContentStore {
             cap,
             evictions: AtomicU64::new(0),
             memory: Arc::new(MemoryBudget::new(memory)),
+            staged: Arc::new(MemoryBudget::new(STAGED_MEMORY)),
             uncached: AtomicU64::new(0),
             pending: Mutex::new(HashMap::new()),
             settled: Condvar::new(),
@@ -166,11 +173,17 @@ impl ContentStore {
         self.shared.memory.in_use()
     }
 
-    /// Where a download goes: a temporary file, or memory when the disk
+    /// Where a download goes: memory until it is kept (a small one, while
+    /// the disk takes writes), a temporary file, or memory when the disk
     /// refuses it (from the start, or midway).
     pub fn ingest(&self) -> io::Result<Ingest> {
         let objects = &self.shared.objects;
         let memory = self.shared.memory.clone();
+        if !objects.room().is_refusing() {
+            if let Ok(staged) = objects.stage(self.shared.staged.clone()) {
+                return Ok(staged.or_memory(memory));
+            }
+        }
         match objects.ingest() {
             Ok(ingest) => Ok(ingest.or_memory(memory)),
             Err(e) => {
@@ -199,6 +212,11 @@ impl ContentStore {
         })
     }
 
+    /// Whether the store keeps these bytes on its disk.
+    pub fn is_kept(&self, blob: &Blob) -> bool {
+        self.shared.objects.contains(blob)
+    }
+
     /// Takes a verified download into the store and returns it open at
     /// once; it is synced, moved into place and the cap enforced (possibly
     /// evicting this very file, which stays readable through the returned
@@ -214,10 +232,12 @@ impl ContentStore {
                 in_memory: true,
             });
         }
+        // Staged bytes are served from memory until kept; a later open
+        // finds them on the disk.
         let open = OpenBlob {
             blob: download.blob,
             file: Arc::new(download.reopen()?),
-            in_memory: false,
+            in_memory: download.is_staged(),
         };
         {
             let mut pending = self.shared.pending.lock();
@@ -326,12 +346,29 @@ impl Shared {
     /// more than the cap, even for a moment.
     fn keep(&self, batch: Vec<Ingested>) {
         let digests: Vec<Sha256Digest> = batch.iter().map(Ingested::digest).collect();
-        match self.index.insert_all(batch, self.cap, &self.objects) {
+        let staged: Vec<Sha256Digest> = batch
+            .iter()
+            .filter(|d| d.is_staged())
+            .map(Ingested::digest)
+            .collect();
+        let refused = match self.index.insert_all(batch, self.cap, &self.objects) {
             Ok((evicted, _)) => {
                 self.evictions.fetch_add(evicted as u64, Ordering::Relaxed);
+                self.objects.room().is_refusing()
             }
             // The bytes were served; they are downloaded again next time.
-            Err(e) => self.objects.room().refused("downloads", &e),
+            Err(e) => {
+                self.objects.room().refused("downloads", &e);
+                true
+            }
+        };
+        if refused {
+            // Served from memory, and the disk would not take them.
+            let lost = staged
+                .iter()
+                .filter(|digest| !self.objects.contains_digest(digest))
+                .count();
+            self.uncached.fetch_add(lost as u64, Ordering::Relaxed);
         }
         let mut pending = self.pending.lock();
         for digest in &digests {
@@ -491,10 +528,18 @@ mod tests {
             ingest.write(bytes)?;
             Ok::<_, FetchError>(store.insert(ingest.finish().unwrap()).unwrap())
         };
+        // Held in memory until kept, as every small download: the disk
+        // refuses it then, which the next downloads know from the start.
+        let staged = download(&texture(&[9; 992])).unwrap();
+        assert!(staged.in_memory);
+        store.flush();
+        assert_eq!((store.uncached(), store.uncached_bytes()), (1, 0));
+        assert_eq!(read_all(&staged.file), texture(&[9; 992]));
+        assert!(cache.objects().list().is_empty());
         let first = download(&texture(&[1; 29_992])).unwrap();
         assert!(first.in_memory);
         assert_eq!(read_all(&first.file), texture(&[1; 29_992]));
-        assert_eq!((store.uncached(), store.uncached_bytes()), (1, 30_000));
+        assert_eq!((store.uncached(), store.uncached_bytes()), (2, 30_000));
         // Past the budget while the first is held: refused before the body
         // when its size is announced, else once past it.
         let second = texture(&[2; 19_992]);
@@ -529,7 +574,7 @@ mod tests {
         let moved = store.insert(ingest.finish().unwrap()).unwrap();
         assert!(moved.in_memory);
         assert_eq!(read_all(&moved.file), bytes);
-        assert_eq!(store.uncached(), 3);
+        assert_eq!(store.uncached(), 4);
         assert!(temp_files(&cache).is_empty());
 
         // Room again: kept as before.
@@ -539,7 +584,7 @@ mod tests {
         store.flush();
         assert_eq!(cache.objects().list().len(), 1);
         assert!(store.open(&kept.blob).is_some());
-        assert_eq!(store.uncached(), 3);
+        assert_eq!(store.uncached(), 4);
     }
 
     #[test]
@@ -559,6 +604,64 @@ mod tests {
         assert_eq!(documents.put_bytes(b"{\"a catalog\": 1}").unwrap(), blob);
         assert!(!documents.locate(&blob.digest).unwrap().in_memory);
         assert_eq!(documents.list().len(), 1);
+    }
+
+    #[test]
+    fn a_small_download_makes_no_file_until_the_committer_writes_it() {
+        let (_dir, cache) = cache();
+        let (store, _) = ContentStore::load(&cache, 0);
+        let bytes = texture(&[5; 10_000]);
+        let mut ingest = store.ingest().unwrap();
+        ingest.reset().unwrap();
+        ingest.announced(bytes.len() as u64).unwrap();
+        ingest.write(&bytes).unwrap();
+        assert!(temp_files(&cache).is_empty(), "no file while it is read");
+        let opened = store.insert(ingest.finish().unwrap()).unwrap();
+        assert!(opened.in_memory, "served from memory until kept");
+        assert_eq!(read_all(&opened.file), bytes);
+        store.flush();
+        assert!(temp_files(&cache).is_empty());
+        assert_eq!(cache.objects().list().len(), 1);
+        let kept = store.open(&opened.blob).unwrap();
+        assert!(!kept.in_memory, "on the disk once kept");
+        assert_eq!(read_all(&kept.file), bytes);
+        assert_eq!(
+            cache.objects().check(&opened.blob.digest).unwrap(),
+            Some(bytes.len() as u64)
+        );
+        assert_eq!(store.uncached(), 0);
+    }
+
+    #[test]
+    fn a_large_download_goes_to_a_temporary_file_announced_or_not() {
+        let (_dir, cache) = cache();
+        let (store, _) = ContentStore::load(&cache, 0);
+        let bytes = texture(&vec![6; super::super::STAGED_FILE_LIMIT as usize + 1]);
+        // Announced: on the disk before the body.
+        let mut ingest = store.ingest().unwrap();
+        ingest.reset().unwrap();
+        ingest.announced(bytes.len() as u64).unwrap();
+        assert_eq!(temp_files(&cache).len(), 1);
+        ingest.write(&bytes).unwrap();
+        let announced = store.insert(ingest.finish().unwrap()).unwrap();
+        assert!(!announced.in_memory);
+        // Not announced: moved to the disk once past the limit, whole.
+        let mut ingest = store.ingest().unwrap();
+        ingest.reset().unwrap();
+        for (n, chunk) in bytes.chunks(1 << 20).enumerate() {
+            ingest.write(chunk).unwrap();
+            let spilled = (n + 1) << 20 > super::super::STAGED_FILE_LIMIT as usize;
+            assert_eq!(temp_files(&cache).len(), usize::from(spilled), "chunk {n}");
+        }
+        let moved = store.insert(ingest.finish().unwrap()).unwrap();
+        assert_eq!(moved.blob, announced.blob);
+        assert_eq!(read_all(&moved.file), bytes);
+        store.flush();
+        assert!(temp_files(&cache).is_empty());
+        assert_eq!(
+            cache.objects().check(&moved.blob.digest).unwrap(),
+            Some(bytes.len() as u64)
+        );
     }
 
     #[test]
@@ -720,7 +823,8 @@ mod tests {
         for prefix in 0..=255u8 {
             let name = format!("{prefix:02x}");
             std::fs::create_dir_all(root.join(&name)).unwrap();
-            let mask = WatchMask::MOVED_TO | WatchMask::DELETE;
+            // Moved into place, or linked (written by the committer).
+            let mask = WatchMask::MOVED_TO | WatchMask::CREATE | WatchMask::DELETE;
             prefixes.insert(inotify.watches().add(root.join(&name), mask).unwrap(), name);
         }
         work();
@@ -735,7 +839,10 @@ mod tests {
             for event in events {
                 assert!(!event.mask.contains(EventMask::Q_OVERFLOW));
                 let name = format!("{}{}", prefixes[&event.wd], event.name.unwrap().display());
-                if event.mask.contains(EventMask::MOVED_TO) {
+                if event
+                    .mask
+                    .intersects(EventMask::MOVED_TO | EventMask::CREATE)
+                {
                     // Every object of the test has this size.
                     let size = M + 100;
                     if sizes.insert(name, size).is_none() {

@@ -34,6 +34,7 @@ pub use dir::{CacheDir, OriginDir};
 pub use index::Recovery;
 pub use objects::{
     Blob, Holds, Ingest, Ingested, KTX2_MAGIC, Listed, Located, ObjectStore, PNG_MAGIC,
+    STAGED_FILE_LIMIT,
 };
 pub use records::{FileRecord, FileRecords, SMALLEST_TEXTURE};
 #[cfg(test)]

@@ -226,6 +226,11 @@ impl ObjectStore {
         Ok(good.then_some(size))
     }
 
+    /// Whether an object of that digest is on the disk.
+    pub fn contains_digest(&self, digest: &Sha256Digest) -> bool {
+        self.open_stored(digest).is_ok()
+    }
+
     pub fn contains(&self, blob: &Blob) -> bool {
         self.locate(&blob.digest)
             .map(|located| located.file)
@@ -282,37 +287,95 @@ impl ObjectStore {
         ))
     }
 
-    fn install(&self, file: TempFile, digest: &Sha256Digest) -> io::Result<()> {
+    /// A download held in memory, within `budget`, until it is kept
+    /// ([`Ingested::install`] writes it): nothing is created on the disk
+    /// while it is read. One larger than [`STAGED_FILE_LIMIT`], or past the
+    /// budget, goes on in a temporary file.
+    pub fn stage(&self, budget: Arc<MemoryBudget>) -> io::Result<Ingest> {
+        let mut ingest = Ingest::new(Body::Staged(MemoryFile::new(budget)?), self.room.clone());
+        ingest.spill = Some(self.clone());
+        Ok(ingest)
+    }
+
+    /// The prefix directory of an object, made if missing.
+    fn prefix_dir(&self, prefix: &str) -> io::Result<Arc<Dir>> {
+        if let Some(dir) = self.prefixes.lock().get(prefix) {
+            return Ok(dir.clone());
+        }
+        let dir = Arc::new(self.dir.dir(prefix)?);
+        self.prefixes.lock().insert(prefix.to_string(), dir.clone());
+        Ok(dir)
+    }
+
+    /// Places an object: `place` gets its prefix directory and its name,
+    /// once more if it fails because the directory went (removed by hand).
+    fn place(
+        &self,
+        digest: &Sha256Digest,
+        mut place: impl FnMut(&Dir, &str) -> io::Result<()>,
+    ) -> io::Result<()> {
         let (prefix, name) = split(digest);
-        let known = self.prefixes.lock().get(&prefix).cloned();
-        let target = match known {
-            Some(dir) => dir,
-            None => {
-                let dir = Arc::new(self.dir.dir(&prefix)?);
-                self.prefixes.lock().insert(prefix.clone(), dir.clone());
-                dir
-            }
-        };
-        let moved = match file.persist_or_return(&target, &name) {
-            Ok(()) => Ok(()),
-            // The prefix directory went (removed by hand): made again.
-            Err((file, _)) => {
-                self.prefixes.lock().remove(&prefix);
-                self.dir
-                    .dir(&prefix)
-                    .and_then(|dir| file.persist(&dir, &name))
-            }
-        };
-        match &moved {
+        let placed = place(&*self.prefix_dir(&prefix)?, &name).or_else(|_| {
+            self.prefixes.lock().remove(&prefix);
+            place(&*self.prefix_dir(&prefix)?, &name)
+        });
+        match &placed {
             Ok(()) => self.room.accepted(),
             Err(e) => self.room.refused("a file", e),
         }
-        moved
+        placed
     }
+
+    fn install(&self, file: TempFile, digest: &Sha256Digest) -> io::Result<()> {
+        let mut file = Some(file);
+        self.place(digest, |target, name| match file.take() {
+            Some(temp) => temp.persist_or_return(target, name).map_err(|(temp, e)| {
+                file = Some(temp);
+                e
+            }),
+            None => Err(io::Error::other("the file is gone")),
+        })
+    }
+
+    /// Writes the `size` bytes of `bytes` as an object: into a file with no
+    /// name in its prefix directory, named once whole (where the filesystem
+    /// has no such files: through a temporary file in `tmp/`).
+    fn install_bytes(&self, bytes: &File, size: u64, digest: &Sha256Digest) -> io::Result<()> {
+        self.place(digest, |target, name| match target.create_anonymous() {
+            Ok(mut file) => {
+                copy_at(bytes, size, &mut file)?;
+                target.link_anonymous(&file, name)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                let mut temp = self.tmp.create_temp("dl-")?;
+                copy_at(bytes, size, temp.file_mut())?;
+                temp.persist(target, name)
+            }
+            Err(e) => Err(e),
+        })
+    }
+}
+
+/// Copies the first `size` bytes of `from` (read with `pread`: its offset
+/// may be shared) to `to`.
+fn copy_at(from: &File, size: u64, to: &mut File) -> io::Result<()> {
+    let mut buf = vec![0u8; size.min(256 * 1024) as usize];
+    let mut at = 0u64;
+    while at < size {
+        let want = buf.len().min((size - at) as usize);
+        from.read_exact_at(&mut buf[..want], at)?;
+        to.write_all(&buf[..want])?;
+        at += want as u64;
+    }
+    Ok(())
 }
 
 /// How many leading bytes are kept aside for format checks.
 const HEAD_BYTES: usize = 16;
+
+/// The largest download held in memory until kept: textures up to this
+/// size (most of them) cost no file on the disk while they are read.
+pub const STAGED_FILE_LIMIT: u64 = 4 << 20;
 
 /// Where a download's bytes go.
 #[derive(Debug)]
@@ -321,6 +384,9 @@ enum Body {
     Disk(TempFile),
     /// Memory, when the disk refuses them: served, never kept.
     Memory(MemoryFile),
+    /// Memory until the store keeps them (written out then, off the
+    /// reader's path).
+    Staged(MemoryFile),
 }
 
 pub struct Ingest {
@@ -335,6 +401,8 @@ pub struct Ingest {
     room: Arc<DiskRoom>,
     /// Moved from the disk to memory midway: checked whole at the end.
     moved: bool,
+    /// Where a staged download goes on when it outgrows memory.
+    spill: Option<ObjectStore>,
 }
 
 impl Ingest {
@@ -348,6 +416,7 @@ impl Ingest {
             fallback: None,
             room,
             moved: false,
+            spill: None,
         }
     }
 
@@ -388,35 +457,87 @@ impl Ingest {
         Ok(())
     }
 
+    /// A staged download that would outgrow [`STAGED_FILE_LIMIT`] or its
+    /// budget with `more` bytes goes on in a temporary file, with what it
+    /// has so far.
+    fn spill_if_past(&mut self, more: u64) -> io::Result<()> {
+        let Body::Staged(memory) = &self.body else {
+            return Ok(());
+        };
+        let size = self.size + more;
+        if size <= STAGED_FILE_LIMIT && memory.fits(size) {
+            return Ok(());
+        }
+        self.spill()
+    }
+
+    fn spill(&mut self) -> io::Result<()> {
+        let Body::Staged(memory) = &self.body else {
+            return Ok(());
+        };
+        let store = self.spill.as_ref().expect("a staged download can spill");
+        let mut temp = match store.tmp.create_temp("dl-") {
+            Ok(temp) => temp,
+            Err(refused) => return self.move_to_memory(refused),
+        };
+        if let Err(refused) = copy_at(&memory.reader()?, self.size, temp.file_mut()) {
+            return self.move_to_memory(refused);
+        }
+        self.body = Body::Disk(temp);
+        Ok(())
+    }
+
+    /// The disk refused the bytes: what was written so far, then the rest,
+    /// go to memory within the fallback budget (the temporary file, and its
+    /// room, go).
+    fn move_to_memory(&mut self, refused: io::Error) -> io::Result<()> {
+        let Some(budget) = self.fallback.clone() else {
+            return Err(refused);
+        };
+        self.room.refused("a download", &refused);
+        let mut memory = MemoryFile::new(budget)?;
+        let written = match &self.body {
+            Body::Disk(temp) => Some(temp.file().try_clone()?),
+            Body::Staged(staged) => Some(staged.reader()?),
+            Body::Memory(_) => None,
+        };
+        if let Some(written) = written {
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut copied = 0u64;
+            while copied < self.size {
+                let want = buf.len().min((self.size - copied) as usize);
+                written.read_exact_at(&mut buf[..want], copied)?;
+                memory.write(&buf[..want])?;
+                copied += want as u64;
+            }
+        }
+        self.body = Body::Memory(memory);
+        self.moved = true;
+        Ok(())
+    }
+
     fn write_body(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.spill_if_past(chunk.len() as u64)?;
+        if let Body::Staged(memory) = &mut self.body {
+            // Another download took the budget meanwhile: on to the disk.
+            if memory.write(chunk).is_ok() {
+                return Ok(());
+            }
+            self.spill()?;
+        }
         let written = match &mut self.body {
             Body::Memory(memory) => return memory.write(chunk),
+            Body::Staged(_) => unreachable!("spilled"),
             Body::Disk(temp) => temp.file_mut().write_all(chunk),
         };
         let Err(refused) = written else {
             return Ok(());
         };
-        let Some(budget) = self.fallback.clone() else {
-            return Err(refused);
-        };
-        self.room.refused("a download", &refused);
-        // What was written so far, then the rest, in memory; the
-        // temporary file goes (and its room with it).
-        let mut memory = MemoryFile::new(budget)?;
-        if let Body::Disk(temp) = &self.body {
-            let mut buf = vec![0u8; 256 * 1024];
-            let mut copied = 0u64;
-            while copied < self.size {
-                let want = buf.len().min((self.size - copied) as usize);
-                temp.file().read_exact_at(&mut buf[..want], copied)?;
-                memory.write(&buf[..want])?;
-                copied += want as u64;
-            }
+        self.move_to_memory(refused)?;
+        match &mut self.body {
+            Body::Memory(memory) => memory.write(chunk),
+            _ => unreachable!("moved to memory"),
         }
-        memory.write(chunk)?;
-        self.body = Body::Memory(memory);
-        self.moved = true;
-        Ok(())
     }
 
     /// Names the bytes; nothing is visible in the store until
@@ -466,7 +587,7 @@ impl BodySink for Ingest {
                 temp.file().set_len(0).map_err(local)?;
                 temp.file_mut().rewind().map_err(local)?;
             }
-            Body::Memory(memory) => memory.clear().map_err(local)?,
+            Body::Memory(memory) | Body::Staged(memory) => memory.clear().map_err(local)?,
         }
         self.hasher = Hasher::default();
         self.size = 0;
@@ -486,6 +607,10 @@ impl BodySink for Ingest {
     fn announced(&mut self, size: u64) -> Result<(), FetchError> {
         if size > self.limit {
             return Err(too_large(size, self.limit, "--max-file-size"));
+        }
+        if matches!(self.body, Body::Staged(_)) && self.size == 0 {
+            self.spill_if_past(size)
+                .map_err(|e| FetchError::Local(e.to_string()))?;
         }
         match &self.body {
             // Refused before the body rather than after most of it.
@@ -524,17 +649,27 @@ impl Ingested {
         matches!(self.body, Body::Memory(_))
     }
 
+    /// Whether the bytes are in memory until kept (the disk has no file of
+    /// them yet).
+    pub fn is_staged(&self) -> bool {
+        matches!(self.body, Body::Staged(_))
+    }
+
     pub fn sync(&self) -> io::Result<()> {
         match &self.body {
             Body::Disk(temp) => temp.file().sync_all(),
-            Body::Memory(_) => Ok(()),
+            Body::Memory(_) | Body::Staged(_) => Ok(()),
         }
     }
 
-    /// Moves synced bytes into place.
+    /// Moves synced bytes into place; staged ones are written out (and
+    /// synced with the filesystem later, like those moved).
     pub fn install(self, store: &ObjectStore) -> io::Result<Blob> {
         match self.body {
             Body::Disk(temp) => store.install(temp, &self.blob.digest)?,
+            Body::Staged(memory) => {
+                store.install_bytes(&memory.reader()?, self.blob.size, &self.blob.digest)?
+            }
             Body::Memory(_) => {
                 return Err(io::Error::other("the bytes are in memory, not on disk"));
             }
@@ -542,11 +677,18 @@ impl Ingested {
         Ok(self.blob)
     }
 
-    /// A read-only handle on the bytes, valid after the commit moves them.
+    /// A read-only handle on the bytes, valid after the commit moves them
+    /// (for staged bytes: the memory they are in).
     pub fn reopen(&self) -> io::Result<File> {
         match &self.body {
             Body::Disk(temp) => temp.reopen(),
             Body::Memory(memory) => memory.reader(),
+            // Written whole: readers start at its beginning.
+            Body::Staged(memory) => {
+                let mut reader = memory.reader()?;
+                reader.rewind()?;
+                Ok(reader)
+            }
         }
     }
 
@@ -556,7 +698,7 @@ impl Ingested {
     pub fn into_served(self) -> Option<Arc<File>> {
         match self.body {
             Body::Memory(memory) => Some(memory.into_served()),
-            Body::Disk(_) => None,
+            Body::Disk(_) | Body::Staged(_) => None,
         }
     }
 }

@@ -39,6 +39,11 @@ impl DiskRoom {
         }
     }
 
+    /// Whether the last write to the cache was refused.
+    pub fn is_refusing(&self) -> bool {
+        self.refusing.load(Ordering::Relaxed)
+    }
+
     /// A file was kept: said when it ends a run of refusals.
     pub fn accepted(&self) {
         if self.refusing.swap(false, Ordering::Relaxed) {
