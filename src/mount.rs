@@ -134,15 +134,19 @@ fn serve(
     // Once the kernel has unmounted it, the session must not try again
     // (which only fails, with a warning).
     let unmounter: Arc<parking_lot::Mutex<Option<SessionUnmounter>>> = Arc::default();
-    let adapter = FuseAdapter::new(core.clone(), run.threads.max(1) * 4, !run.no_passthrough)
-        .on_destroy({
-            let unmounter = unmounter.clone();
-            move || {
-                if let Some(mut unmounter) = unmounter.lock().take() {
-                    let _ = unmounter.unmount();
-                }
+    let mut adapter = FuseAdapter::new(core.clone(), run.threads.max(1) * 4, !run.no_passthrough);
+    // Offline, no file can change: no open needs binding to a version.
+    if core.dataset().context().remote.is_offline() {
+        adapter = adapter.without_opens();
+    }
+    let adapter = adapter.on_destroy({
+        let unmounter = unmounter.clone();
+        move || {
+            if let Some(mut unmounter) = unmounter.lock().take() {
+                let _ = unmounter.unmount();
             }
-        });
+        }
+    });
     let mut session = Session::new(adapter, mountpoint, &config).map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
             " (is /dev/fuse accessible, and fusermount3 installed?)"

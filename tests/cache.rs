@@ -304,6 +304,91 @@ fn prefetch_then_an_offline_mount_reads_everything_without_a_request() {
     assert_eq!(stats["tags"][TAG]["revalidation"], "offline");
 }
 
+/// The count of one kernel operation in a `--metrics` scrape.
+fn operations(address: &str, opcode: &str) -> u64 {
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    std::io::Write::write_all(&mut stream, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut text).unwrap();
+    let name = format!("matvisfs_fuse_operation_duration_seconds_count{{opcode=\"{opcode}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&name))
+        .map_or(0, |n| n.trim().parse::<f64>().unwrap() as u64)
+}
+
+/// Offline, no file can change: the kernel reads files without opening
+/// them in the daemon (FUSE's no-open mode), keeps their pages, and each
+/// file read stays one version even when its cached copy goes.
+#[test]
+fn an_offline_mount_is_read_without_opens_and_each_file_one_version() {
+    let served = Served::small();
+    let cache = tempfile::tempdir().unwrap();
+    let textures: Vec<(String, Vec<u8>)> = served
+        .release
+        .textures()
+        .take(6)
+        .map(|(path, bytes)| (path.to_string(), bytes.to_vec()))
+        .collect();
+    {
+        let online = Mount::builder(&served.base_url())
+            .cache(cache.path())
+            .start();
+        for (path, bytes) in &textures {
+            assert_eq!(&read(&online.tag_path(path)).unwrap(), bytes, "{path}");
+        }
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let mount = Mount::builder(&served.base_url())
+        .cache(cache.path())
+        .arg("--offline")
+        .arg("--metrics")
+        .arg(&address)
+        .start();
+    for _ in 0..3 {
+        for (path, bytes) in &textures {
+            assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
+            // The statistics change between reads, and each read of them
+            // is one whole document.
+            let stats: serde_json::Value =
+                serde_json::from_slice(&fs::read(mount.path.join(".matvisfs/stats.json")).unwrap())
+                    .unwrap();
+            assert_eq!(stats["tags"][TAG]["revalidation"], "offline");
+        }
+    }
+    assert_eq!(
+        operations(&address, "open"),
+        0,
+        "no open reached the daemon"
+    );
+    assert_eq!(operations(&address, "release"), 0);
+    assert!(operations(&address, "read") > 0);
+
+    // The cached copies go, and the kernel drops the pages it had: the
+    // files read are still served whole, their one version.
+    let clear = matvisfs(&["cache", "clear"], cache.path());
+    assert!(clear.status.success());
+    for (path, bytes) in &textures {
+        let file = fs::File::open(mount.tag_path(path)).unwrap();
+        // SAFETY: a valid descriptor; advice only.
+        let dropped = unsafe {
+            libc::posix_fadvise(
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+                0,
+                libc::POSIX_FADV_DONTNEED,
+            )
+        };
+        assert_eq!(dropped, 0);
+        assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
+    }
+    assert_eq!(mount.stats()["requests"], serde_json::json!({}));
+}
+
 #[test]
 fn prefetch_takes_a_selection_and_refuses_unknown_names() {
     let served = Served::small();

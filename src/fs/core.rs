@@ -3,9 +3,13 @@
 //! of a file, and reads. Each runs the same way on the kernel's threads
 //! (in quick mode, see `crate::wait`) and on a worker.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
+
+use parking_lot::Mutex;
 use std::time::SystemTime;
 
 use super::attr::{Entry, file_size};
@@ -53,7 +57,18 @@ pub struct FsCore {
     pub(super) mounted_at: SystemTime,
     pub(super) listings: Listings,
     kernel: OnceLock<Arc<dyn Kernel>>,
+    /// FUSE's no-open mode: the kernel sends no open or release, and keeps
+    /// each file's pages across opens. Each inode read is bound to one
+    /// version by an open of our own, from its first read until the kernel
+    /// forgets the inode (and its pages with it).
+    no_open: AtomicBool,
+    implicit_opens: Mutex<HashMap<u64, u64>>,
 }
+
+/// In no-open mode the statistics are padded with spaces to a multiple of
+/// this: their size stays the same from one read to the next, so a read
+/// of the file (one request) is of one snapshot, never of two.
+const STATS_PADDING: usize = 64 * 1024;
 
 impl FsCore {
     /// The core of a mount; changes the dataset finds are passed to the
@@ -67,6 +82,8 @@ impl FsCore {
             mounted_at: SystemTime::now(),
             listings: Listings::default(),
             kernel: OnceLock::new(),
+            no_open: AtomicBool::new(false),
+            implicit_opens: Mutex::new(HashMap::new()),
         });
         let weak: Weak<FsCore> = Arc::downgrade(&core);
         core.dataset.context().on_change(move |change| {
@@ -138,7 +155,50 @@ impl FsCore {
     fn render_stats(&self) -> Vec<u8> {
         let mut bytes = serde_json::to_vec_pretty(&self.stats_json()).expect("serializable");
         bytes.push(b'\n');
+        if self.no_open.load(Ordering::Relaxed) {
+            bytes.resize(bytes.len().div_ceil(STATS_PADDING) * STATS_PADDING, b' ');
+        }
         bytes
+    }
+
+    /// Serves files in FUSE's no-open mode from now on (see
+    /// [`FsCore::read_inode`]).
+    pub fn set_no_open(&self) {
+        self.no_open.store(true, Ordering::Relaxed);
+    }
+
+    /// A read in no-open mode, where the kernel names only the inode: the
+    /// inode's own open binds it to one version, as long as the kernel may
+    /// hold pages of it.
+    pub fn read_inode(&self, ino: u64, offset: u64, size: u32) -> Result<ReadReply> {
+        let known = self.implicit_opens.lock().get(&ino).copied();
+        let fh = match known {
+            Some(fh) => fh,
+            None => {
+                let opened = self.open(ino, libc::O_RDONLY)?;
+                let mut opens = self.implicit_opens.lock();
+                match opens.get(&ino) {
+                    // Another read opened it meanwhile.
+                    Some(&fh) => {
+                        drop(opens);
+                        self.release(opened.fh);
+                        fh
+                    }
+                    None if opened.volatile => {
+                        // The statistics: a snapshot for this read alone.
+                        drop(opens);
+                        let read = self.read(opened.fh, offset, size);
+                        self.release(opened.fh);
+                        return read;
+                    }
+                    None => {
+                        opens.insert(ino, opened.fh);
+                        opened.fh
+                    }
+                }
+            }
+        };
+        self.read(fh, offset, size)
     }
 
     /// The path of an inode, for messages.
@@ -183,7 +243,12 @@ impl FsCore {
     }
 
     pub fn forget(&self, ino: u64, count: u64) {
-        self.inodes.forget(ino, count);
+        if self.inodes.forget(ino, count) == 0 {
+            let implicit = self.implicit_opens.lock().remove(&ino);
+            if let Some(fh) = implicit {
+                self.release(fh);
+            }
+        }
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Entry> {

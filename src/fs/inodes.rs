@@ -220,9 +220,15 @@ impl InodeTable {
 
     /// The kernel dropped `count` references; tolerates counts it never had.
     /// The number stays with its path for the session.
-    pub fn forget(&self, ino: u64, count: u64) {
-        if let Some(inode) = self.table.lock().get_mut(ino) {
-            inode.lookups = inode.lookups.saturating_sub(count);
+    /// The kernel dropped `count` references; returns how many it still
+    /// holds (0: it has no inode for it any more, nor its pages).
+    pub fn forget(&self, ino: u64, count: u64) -> u64 {
+        match self.table.lock().get_mut(ino) {
+            Some(inode) => {
+                inode.lookups = inode.lookups.saturating_sub(count);
+                inode.lookups
+            }
+            None => 0,
         }
     }
 

@@ -56,6 +56,10 @@ struct Inner {
     uid: u32,
     gid: u32,
     passthrough: AtomicBool,
+    /// FUSE's no-open mode (a mount where no file can change): the first
+    /// open is answered ENOSYS, after which the kernel sends no open,
+    /// flush or release and keeps each file's pages.
+    no_open: bool,
     /// The kernel reads directories without opendir.
     no_opendir: AtomicBool,
     /// How each open file is read, so that opens of one inode never mix
@@ -100,6 +104,7 @@ impl FuseAdapter {
                 uid,
                 gid,
                 passthrough: AtomicBool::new(passthrough),
+                no_open: false,
                 no_opendir: AtomicBool::new(false),
                 io_modes: Mutex::new(IoModes::default()),
                 failures: FailureLog::default(),
@@ -107,6 +112,18 @@ impl FuseAdapter {
             }),
             None,
         )
+    }
+
+    /// Serves files in FUSE's no-open mode: only for a mount in which no
+    /// file can change (offline), since no open binds a file to a version
+    /// there; each inode is bound to one from its first read until the
+    /// kernel forgets it. Reads that miss the kernel's page cache come to
+    /// the daemon (no passthrough).
+    pub fn without_opens(mut self) -> Self {
+        let inner = Arc::get_mut(&mut self.0).expect("set before the session starts");
+        inner.no_open = true;
+        inner.core.set_no_open();
+        self
     }
 
     /// What to do once the kernel ends the session.
@@ -353,6 +370,10 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if self.0.no_open {
+            // The kernel sends no open from now on: reads name the inode.
+            return reply.error(Errno::ENOSYS);
+        }
         let _span = debug_span!("open", ino = ino.0, pid = req.pid()).entered();
         let ino = ino.0;
         self.answer(
@@ -377,11 +398,15 @@ impl Filesystem for FuseAdapter {
     ) {
         let _span = debug_span!("read", ino = ino.0, offset, size, pid = req.pid()).entered();
         let (ino, fh) = (ino.0, fh.0);
+        let no_open = self.0.no_open && fh == 0;
         self.answer(
             "read",
             Pool::Content,
             reply,
-            move |inner| inner.core.read(fh, offset, size),
+            move |inner| match no_open {
+                true => inner.core.read_inode(ino, offset, size),
+                false => inner.core.read(fh, offset, size),
+            },
             move |inner, result, reply| inner.send_data((ino, fh, result), reply),
         );
     }
