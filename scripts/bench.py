@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from benchlib import (
-    TAG, SAMPLE_MATERIALS, SAMPLE_PX, ROOT, DelayServer, Mount, Nginx, Rclone, clear_cache,
+    TAG, SAMPLE_MATERIALS, SAMPLE_PX, ROOT, DelayServer, Mount, Nginx, PassthroughLl, Rclone,
+    clear_cache,
     curl_all, drop_caches, fmt_seconds, generate, median, read_all, sample_files, timed,
     traffic, work_dir,
 )
@@ -302,49 +303,106 @@ def latency_reads(work, data, delayed, table):
 
 def warm_reads(work, data, nginx, table):
     """Case 4: the files read again in the mount that read them (page cache
-    hot, then dropped before each run), against local disk and rclone."""
+    hot, then dropped before each run), against local disk, rclone and
+    libfuse's passthrough_ll over the same files; and in an offline mount
+    of the same cache, where no file can change and the kernel reads files
+    without opening them in the daemon (FUSE's no-open mode)."""
     rel, total = small_files(data)
-    mnt, rmnt = work / "mnt", work / "mnt-rclone"
+    mnt, rmnt, omnt, pmnt = work / "mnt", work / "mnt-rclone", work / "mnt-offline", work / "mnt-ll"
     base = nginx.base("sample")
     local = [data / TAG / r for r in rel]
     ours_paths = [mnt / TAG / r for r in rel]
     rclone_paths = [rmnt / TAG / r for r in rel]
-    with Mount(base, cache_dir(work, "warm"), mnt) as m, \
-            Rclone(base + "/", work / "rclone-warm", rmnt):
-        read_all(ours_paths, 16, total)
-        m.wait_durable()
-        read_all(rclone_paths, 16, total)
-        mark = nginx.mark()
-        for parallel in (16, 1):
-            for dropped in (False, True):
-                samples = {"local": [], "ours": [], "rclone": []}
+    offline_paths = [omnt / TAG / r for r in rel]
+    ll_paths = [pmnt / TAG / r for r in rel]
+    cache = cache_dir(work, "warm")
+    ll = PassthroughLl.start(work, data, pmnt)
+    try:
+        with Mount(base, cache, mnt) as m, Rclone(base + "/", work / "rclone-warm", rmnt):
+            read_all(ours_paths, 16, total)
+            m.wait_durable()
+            read_all(rclone_paths, 16, total)
+            mark = nginx.mark()
+            with Mount(base, cache, omnt, "--offline"):
+                readers = {"local": local, "ours": ours_paths, "rclone": rclone_paths,
+                           "offline": offline_paths}
+                if ll:
+                    readers["ll"] = ll_paths
+                for parallel in (16, 1):
+                    for dropped in (False, True):
+                        samples = {name: [] for name in readers}
+                        for _ in range(RUNS):
+                            for name, paths in readers.items():
+                                if dropped:
+                                    drop_caches()
+                                else:
+                                    read_all(paths, parallel, total)
+                                samples[name].append(read_all(paths, parallel, total))
+                        state = "page cache dropped" if dropped else "page cache hot"
+                        who = f"{parallel} reader{'s' if parallel > 1 else ''}"
+                        table.timing(f"4. warm, {who}, {state}", "local disk", samples["local"],
+                                     samples["ours"], goal=0.8 if parallel == 16 else 0.7,
+                                     rclone=samples["rclone"])
+                        if ll:
+                            table.timing(f"4. warm, {who}, {state}: against classic FUSE",
+                                         "libfuse passthrough_ll", samples["ll"],
+                                         samples["ours"],
+                                         goal=None if dropped else (0.9 if parallel == 16 else 1.5))
+                        table.timing(f"4. warm, {who}, {state}: offline mount (no-open mode)",
+                                     "local disk", samples["local"], samples["offline"],
+                                     goal=None if dropped else 0.7)
+                # The reader of earlier versions of this benchmark (and of issue 13's
+                # figures): a cat process per 16 files.
+                samples = {"local": [], "ours": []}
                 for _ in range(RUNS):
-                    for name, paths in (("local", local), ("ours", ours_paths),
-                                        ("rclone", rclone_paths)):
-                        if dropped:
-                            drop_caches()
-                        else:
-                            read_all(paths, parallel, total)
-                        samples[name].append(read_all(paths, parallel, total))
-                state = "page cache dropped" if dropped else "page cache hot"
-                readers = f"{parallel} reader{'s' if parallel > 1 else ''}"
-                table.timing(f"4. warm, {readers}, {state}", "local disk", samples["local"],
-                             samples["ours"], goal=0.8 if parallel == 16 else 0.7,
-                             rclone=samples["rclone"])
-        # The reader of earlier versions of this benchmark (and of issue 13's
-        # figures): a cat process per 16 files.
-        samples = {"local": [], "ours": []}
-        for _ in range(RUNS):
-            for name, paths in (("local", local), ("ours", ours_paths)):
-                samples[name].append(xargs_cat(paths, 16))
-        table.timing("4. warm, 16 readers, page cache hot, read by `xargs -P 16 -n 16 cat`",
-                     "local disk", samples["local"], samples["ours"], goal=0.8)
-        requests = traffic(nginx.since(mark))["requests"]
-        passthrough = m.passthrough()
+                    for name, paths in (("local", local), ("ours", ours_paths)):
+                        samples[name].append(xargs_cat(paths, 16))
+                table.timing("4. warm, 16 readers, page cache hot, read by `xargs -P 16 -n 16 cat`",
+                             "local disk", samples["local"], samples["ours"], goal=0.8)
+                python_reads(table, local, ours_paths, offline_paths)
+            requests = traffic(nginx.since(mark))["requests"]
+            passthrough = m.passthrough()
+    finally:
+        if ll:
+            ll.__exit__()
     table.notes.append(
         "warm reads went through FUSE passthrough" if passthrough
         else "warm reads went through matvisfs (no FUSE passthrough on this kernel)")
-    table.notes.append(f"warm reads, both mounts together: {requests} requests to the server")
+    table.notes.append(f"warm reads, all mounts together: {requests} requests to the server")
+    if ll:
+        table.notes.append("classic FUSE: libfuse's passthrough_ll example (libfuse3-dev), built "
+                           "at benchmark time, `-o cache=always`, over the local directory")
+    else:
+        table.notes.append("passthrough_ll not measured: needs gcc, pkg-config and libfuse3-dev's "
+                           "examples")
+
+
+PYTHON_READER = """
+import sys, time
+paths = sys.stdin.read().split()
+started = time.perf_counter()
+for path in paths:
+    with open(path, "rb") as f:
+        f.read()
+print(time.perf_counter() - started)
+"""
+
+
+def python_reads(table, local, ours, offline):
+    """One Python process reading every file with open().read(): open()
+    asks whether the file is a terminal (an ioctl), which on a FUSE mount
+    reaches the daemon."""
+    samples = {"local": [], "ours": [], "offline": []}
+    for _ in range(RUNS):
+        for name, paths in (("local", local), ("ours", ours), ("offline", offline)):
+            out = subprocess.run([sys.executable, "-c", PYTHON_READER],
+                                 input="\n".join(str(p) for p in paths), capture_output=True,
+                                 text=True, check=True)
+            samples[name].append(float(out.stdout))
+    table.timing("4. warm, Python `open().read()`, 1 reader, page cache hot", "local disk",
+                 samples["local"], samples["ours"])
+    table.timing("4. warm, Python `open().read()`, 1 reader, page cache hot: offline mount "
+                 "(no-open mode)", "local disk", samples["local"], samples["offline"])
 
 
 def xargs_cat(paths, parallel):

@@ -8,8 +8,9 @@
 #        tag), BIG_MB (case 5), HOSTILE (catalog sizes of case 7, comma-separated),
 #        DELAY_MS (latency the test server adds), REFCLIENT_PYTHON,
 #        CACHE_ROOT (where the mounts' caches go, e.g. /dev/shm; default: the work dir)
-# Needs root, nginx, curl, rclone and fuse3
-# (apt-get install -y nginx-light curl rclone fuse3).
+# Needs root, nginx, curl, rclone and fuse3; gcc and libfuse3-dev for the
+# classic FUSE baseline (libfuse's passthrough_ll example, built at run time)
+# (apt-get install -y nginx-light curl rclone fuse3 gcc libfuse3-dev).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked --quiet --bin matvisfs --example generate --example serve \

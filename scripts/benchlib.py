@@ -272,6 +272,47 @@ class Rclone:
             self.process.wait()
 
 
+class PassthroughLl:
+    """libfuse's passthrough_ll example (Debian's libfuse3-dev), built at
+    benchmark time into `work` and mounted over `source` with
+    `-o cache=always`: the classic FUSE baseline, every open, flush and
+    release a round trip to its daemon, warm reads from the page cache.
+    Not available (None from `start`) without gcc, pkg-config or the
+    example."""
+
+    SOURCE = Path("/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c")
+
+    @classmethod
+    def start(cls, work: Path, source: Path, mountpoint: Path):
+        binary = work / "passthrough_ll"
+        if not binary.exists():
+            if not cls.SOURCE.exists() or not shutil.which("gcc"):
+                return None
+            flags = subprocess.run(["pkg-config", "--cflags", "--libs", "fuse3"],
+                                   capture_output=True, text=True)
+            if flags.returncode != 0:
+                return None
+            built = subprocess.run(["gcc", "-O2", "-o", str(binary), str(cls.SOURCE),
+                                    *flags.stdout.split()], capture_output=True)
+            if built.returncode != 0:
+                return None
+        mountpoint.mkdir(parents=True, exist_ok=True)
+        run(binary, "-o", f"source={source}", "-o", "cache=always", mountpoint)
+        return cls(mountpoint)
+
+    def __init__(self, mountpoint: Path):
+        self.mountpoint = mountpoint
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        subprocess.run(["fusermount3", "-u", str(self.mountpoint)], check=False,
+                       stderr=subprocess.DEVNULL)
+        if mounted(self.mountpoint):
+            subprocess.run(["umount", "-l", str(self.mountpoint)], check=False)
+
+
 def read_all(paths, threads, expected_bytes=None):
     """Seconds for `readall` to read every path whole with `threads` threads."""
     out = subprocess.run(
