@@ -78,9 +78,99 @@ impl Hasher {
     }
 }
 
+/// The hash of a stream as it arrives: on the receiving thread, or, once
+/// [`StreamHasher::in_background`] is asked for (a large download), on a
+/// thread of its own beside it, so that receiving and writing a large
+/// body do not wait for its hash (which is as slow as both together).
+#[derive(Default)]
+pub struct StreamHasher {
+    inline: Hasher,
+    worker: Option<HashWorker>,
+}
+
+struct HashWorker {
+    batch: Vec<u8>,
+    sender: std::sync::mpsc::SyncSender<Vec<u8>>,
+    done: std::thread::JoinHandle<Hasher>,
+}
+
+/// Bytes handed to the hashing thread at a time.
+const HASH_BATCH: usize = 1 << 20;
+
+impl StreamHasher {
+    pub fn update(&mut self, bytes: &[u8]) {
+        let Some(worker) = &mut self.worker else {
+            return self.inline.update(bytes);
+        };
+        worker.batch.extend_from_slice(bytes);
+        if worker.batch.len() >= HASH_BATCH {
+            let batch = std::mem::replace(&mut worker.batch, Vec::with_capacity(HASH_BATCH));
+            // The thread only ends with the sender, or by a panic that
+            // `finish` passes on.
+            let _ = worker.sender.send(batch);
+        }
+    }
+
+    /// Hashes the rest on a thread of its own (where one can be started).
+    pub fn in_background(&mut self) {
+        if self.worker.is_some() {
+            return;
+        }
+        let (sender, batches) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let mut hasher = self.inline.clone();
+        let started = std::thread::Builder::new()
+            .name("hash".into())
+            .spawn(move || {
+                for batch in batches {
+                    hasher.update(&batch);
+                }
+                hasher
+            });
+        if let Ok(done) = started {
+            self.worker = Some(HashWorker {
+                batch: Vec::with_capacity(HASH_BATCH),
+                sender,
+                done,
+            });
+        }
+    }
+
+    pub fn finish(self) -> Sha256Digest {
+        let Some(worker) = self.worker else {
+            return self.inline.finish();
+        };
+        let HashWorker {
+            batch,
+            sender,
+            done,
+        } = worker;
+        let _ = sender.send(batch);
+        drop(sender);
+        match done.join() {
+            Ok(hasher) => hasher.finish(),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_hashed_in_the_background_has_the_same_digest() {
+        let bytes: Vec<u8> = (0..5_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for switch_at in [0, 1, 777_777, 4_999_999] {
+            let mut hasher = StreamHasher::default();
+            for (n, chunk) in bytes.chunks(65_536).enumerate() {
+                if n * 65_536 >= switch_at {
+                    hasher.in_background();
+                }
+                hasher.update(chunk);
+            }
+            assert_eq!(hasher.finish(), Sha256Digest::of(&bytes), "{switch_at}");
+        }
+    }
 
     #[test]
     fn hex_round_trip_and_known_value() {

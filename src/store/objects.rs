@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 
 use super::beneath::{Dir, Kind, TempFile};
 use super::room::{DiskRoom, MemoryBudget, MemoryFile, memory_file};
-use crate::digest::{Hasher, Sha256Digest};
+use crate::digest::{Hasher, Sha256Digest, StreamHasher};
 use crate::remote::{BodySink, FetchError, too_large};
 
 /// Bytes held in the object store.
@@ -391,7 +391,7 @@ enum Body {
 
 pub struct Ingest {
     body: Body,
-    hasher: Hasher,
+    hasher: StreamHasher,
     size: u64,
     head: Vec<u8>,
     limit: u64,
@@ -409,7 +409,7 @@ impl Ingest {
     fn new(body: Body, room: Arc<DiskRoom>) -> Self {
         Ingest {
             body,
-            hasher: Hasher::default(),
+            hasher: StreamHasher::default(),
             size: 0,
             head: Vec::new(),
             limit: u64::MAX,
@@ -448,8 +448,12 @@ impl Ingest {
     /// Adds bytes to the download (what a response body does, chunk by chunk).
     pub fn append(&mut self, chunk: &[u8]) -> io::Result<()> {
         self.write_body(chunk)?;
-        self.hasher.update(chunk);
         self.size += chunk.len() as u64;
+        // A large body is hashed beside its download, not in turn with it.
+        if self.size > STAGED_FILE_LIMIT {
+            self.hasher.in_background();
+        }
+        self.hasher.update(chunk);
         if self.head.len() < HEAD_BYTES {
             let take = (HEAD_BYTES - self.head.len()).min(chunk.len());
             self.head.extend_from_slice(&chunk[..take]);
@@ -589,7 +593,7 @@ impl BodySink for Ingest {
             }
             Body::Memory(memory) | Body::Staged(memory) => memory.clear().map_err(local)?,
         }
-        self.hasher = Hasher::default();
+        self.hasher = StreamHasher::default();
         self.size = 0;
         self.head.clear();
         Ok(())
@@ -607,6 +611,9 @@ impl BodySink for Ingest {
     fn announced(&mut self, size: u64) -> Result<(), FetchError> {
         if size > self.limit {
             return Err(too_large(size, self.limit, "--max-file-size"));
+        }
+        if size > STAGED_FILE_LIMIT {
+            self.hasher.in_background();
         }
         if matches!(self.body, Body::Staged(_)) && self.size == 0 {
             self.spill_if_past(size)
