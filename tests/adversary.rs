@@ -131,6 +131,9 @@ impl Run {
         if !plan.passthrough {
             builder = builder.arg("--no-passthrough");
         }
+        if plan.offline {
+            builder = builder.arg("--offline");
+        }
         if let Some(cap) = plan.cap {
             builder = builder.arg("--cache-max-size").arg(cap);
         }
@@ -224,6 +227,7 @@ impl Run {
             index,
             setup: plan.describe(),
             commits: plan.layout != Layout::PlainMirror,
+            offline: plan.offline,
             mounted,
             requests: self.server.requests_from(first_request),
             ops: records,

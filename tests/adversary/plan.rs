@@ -37,6 +37,8 @@ pub struct Plan {
     pub clears: Vec<Duration>,
     /// `cache clear` before mounting.
     pub clear_before: bool,
+    /// `--offline`: what earlier sessions cached, in FUSE's no-open mode.
+    pub offline: bool,
 }
 
 impl Plan {
@@ -50,6 +52,9 @@ impl Plan {
         }
         if !self.passthrough {
             parts.push("--no-passthrough".into());
+        }
+        if self.offline {
+            parts.push("--offline".into());
         }
         if self.textures_only {
             parts.push("textures replaced alone until the next session".into());
@@ -123,7 +128,17 @@ pub fn plans(rng: &mut ChaCha8Rng, seconds: u64) -> Vec<Plan> {
             textures_only: rng.random_bool(0.3),
             clears,
             clear_before: rng.random_bool(0.2),
+            // Not the first: an offline session serves what others cached.
+            offline: !out.is_empty() && rng.random_bool(0.2),
         });
+        // Offline, the same server (its origin keys the cached tag) as the
+        // session before, and its cache kept.
+        if let [.., before, offline] = &mut out[..] {
+            if offline.offline {
+                offline.layout = before.layout;
+                offline.clear_before = false;
+            }
+        }
     }
     out
 }

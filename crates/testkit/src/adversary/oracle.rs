@@ -192,6 +192,10 @@ pub struct Session {
     /// Every answer named the commit of its publication (a moved commit is
     /// a new version of the tag).
     pub commits: bool,
+    /// `--offline`: nothing is asked of the server, so there is no
+    /// revalidation to anchor reads to; what was cached is served, and
+    /// nothing can change within the session.
+    pub offline: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -211,6 +215,8 @@ pub enum ViolationKind {
     UnexpectedErrno,
     Hang,
     NoRevalidation,
+    /// An offline session served two versions of one path.
+    OfflineChanged,
 }
 
 #[derive(Debug, Clone)]
@@ -354,7 +360,33 @@ impl<'a> Judge<'a> {
                 });
             }
         }
-        out.extend(self.revalidated());
+        if self.session.offline {
+            out.extend(self.one_version_each());
+        } else {
+            out.extend(self.revalidated());
+        }
+        out
+    }
+
+    /// Offline, nothing can change: every read of a path in the session
+    /// is of one version.
+    fn one_version_each(&self) -> Vec<Violation> {
+        let mut first: BTreeMap<&str, &BlobSpec> = BTreeMap::new();
+        let mut out = Vec::new();
+        for op in &self.session.ops {
+            let Observed::Blob(spec) = &op.observed else {
+                continue;
+            };
+            let seen = *first.entry(&op.path).or_insert(spec);
+            if seen != spec {
+                out.push(Violation {
+                    kind: ViolationKind::OfflineChanged,
+                    session: self.session.index,
+                    op: op.clone(),
+                    why: format!("{spec} read after {seen}, in a session that asks nothing"),
+                });
+            }
+        }
         out
     }
 
@@ -898,6 +930,16 @@ mod tests {
         requests: Vec<Logged>,
         commits: bool,
     ) -> Vec<ViolationKind> {
+        judge_session(history, ops, requests, commits, false)
+    }
+
+    fn judge_session(
+        history: &History,
+        ops: Vec<Op>,
+        requests: Vec<Logged>,
+        commits: bool,
+        offline: bool,
+    ) -> Vec<ViolationKind> {
         let session = Session {
             index: 0,
             setup: String::new(),
@@ -906,6 +948,7 @@ mod tests {
             ops,
             clears: Vec::new(),
             commits,
+            offline,
         };
         Judge::new(history, &session, Duration::from_secs(30))
             .violations()
@@ -996,6 +1039,42 @@ mod tests {
         assert_eq!(
             judge_with(&history, vec![read(2, 12.0, 13.0)], session, true),
             []
+        );
+    }
+
+    #[test]
+    fn an_offline_session_asks_nothing_and_serves_one_version_of_each_path() {
+        let history = scene();
+        // Whatever an earlier session cached: no revalidation to anchor to.
+        assert_eq!(
+            judge_session(&history, vec![read(1, 12.0, 13.0)], vec![], false, true),
+            []
+        );
+        assert_eq!(
+            judge_session(
+                &history,
+                vec![read(1, 12.0, 13.0), read(1, 14.0, 15.0)],
+                vec![],
+                false,
+                true
+            ),
+            []
+        );
+        // Two versions in one session that can see no change.
+        assert_eq!(
+            judge_session(
+                &history,
+                vec![read(1, 12.0, 13.0), read(2, 14.0, 15.0)],
+                vec![],
+                false,
+                true
+            ),
+            [ViolationKind::OfflineChanged]
+        );
+        // Online, the same reads without a revalidation are a violation.
+        assert_eq!(
+            judge(&history, vec![read(1, 12.0, 13.0)], vec![]),
+            [ViolationKind::NoRevalidation]
         );
     }
 
