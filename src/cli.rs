@@ -45,6 +45,8 @@ Environment:
   MAT_VIS_BACKOFF_BASE    as --backoff-base
   MAT_VIS_RETRY_MAX_WAIT  as --retry-max-wait
   MATVISFS_LOG_FILE       as --log-file
+  MATVISFS_REVALIDATE_EVERY as --revalidate-every
+  MATVISFS_RUNTIME_DIR    where mounts keep their control sockets (see refresh)
   MATVISFS_LOG            log filter, e.g. `matvisfs=debug` (overrides -v)";
 
 #[derive(Debug, Parser)]
@@ -61,6 +63,9 @@ pub enum Command {
     Mount(MountArgs),
     /// Unmount a matvisfs mount (`fusermount3 -u` and `umount` work too).
     Unmount(UnmountArgs),
+    /// Revalidate the tags of a running mount now, as if a new session
+    /// began (SIGHUP to its process does the same for every tag).
+    Refresh(RefreshArgs),
     /// Generate a small sample release, serve it on loopback and mount it.
     /// Needs no network: a way to see matvisfs work in seconds.
     Demo(DemoArgs),
@@ -436,6 +441,28 @@ pub struct MountArgs {
 
     #[command(flatten)]
     pub run: RunArgs,
+
+    /// Revalidate a tag again at the first open once this has passed since
+    /// its last revalidation (30s, 10m, 1h, 1d) [default: once per mount
+    /// session]. An idle mount sends nothing.
+    #[arg(
+        long,
+        env = "MATVISFS_REVALIDATE_EVERY",
+        value_name = "DURATION",
+        value_parser = crate::duration::parse_duration
+    )]
+    pub revalidate_every: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RefreshArgs {
+    /// Where the mount is.
+    pub mountpoint: PathBuf,
+
+    /// Only this tag (repeat for several) [default: every tag the mount
+    /// has loaded]; a tag it has not loaded is looked up.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]

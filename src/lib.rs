@@ -12,12 +12,14 @@
 // What the binary runs.
 pub mod cache_commands;
 pub mod cli;
+pub mod control;
 pub mod csi;
 pub mod demo;
 pub mod mount;
 pub mod prefetch;
 
 // What the integration tests check directly (parsers, names, cache layout).
+pub mod duration;
 pub mod format;
 pub mod materials;
 pub mod names;
@@ -32,6 +34,7 @@ pub(crate) mod fs;
 pub(crate) mod fuse;
 pub(crate) mod logging;
 pub(crate) mod metrics;
+pub(crate) mod notify;
 pub(crate) mod remote;
 pub(crate) mod stats;
 pub(crate) mod wait;

@@ -5,13 +5,17 @@ use matvisfs::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Cache(_) | Command::Unmount(_)) {
+    if matches!(
+        cli.command,
+        Command::Cache(_) | Command::Unmount(_) | Command::Refresh(_)
+    ) {
         // Reports piped into `head` end quietly, like other tools' output;
         // commands that use the network keep SIGPIPE ignored.
         // SAFETY: setting a signal's disposition before any thread starts.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     let result = match cli.command {
+        Command::Refresh(args) => return matvisfs::control::refresh(args),
         Command::Mount(args) => matvisfs::mount::run(args),
         Command::Unmount(args) => matvisfs::mount::unmount(&args.mountpoint, args.lazy),
         Command::Demo(args) => matvisfs::demo::run(args),

@@ -14,12 +14,14 @@ use std::time::Duration;
 use fuser::{Config, INodeNo, MountOption, Notifier, Session, SessionACL, SessionUnmounter};
 
 use crate::cli::{MountArgs, RemoteArgs, RunArgs};
+use crate::control;
 use crate::daemon::{self, Readiness};
 use crate::dataset::{Context, Dataset};
 use crate::fs::{FsCore, Invalidation, Kernel};
 use crate::fuse::FuseAdapter;
 use crate::logging;
 use crate::metrics::Exporter;
+use crate::notify;
 use crate::remote::Remote;
 use crate::remote::http::HttpRemote;
 use crate::remote::local::{self, LocalRemote};
@@ -39,7 +41,8 @@ pub fn run(args: MountArgs) -> Result<(), String> {
         let remote = make_remote(&args.remote)?;
         let ctx = Context::new(remote, cache, args.cache.cache_max_size)
             .with_max_file_size(args.remote.max_file_size)
-            .raw(args.run.raw);
+            .raw(args.run.raw)
+            .revalidate_every(args.revalidate_every);
         load_and_serve(
             ctx,
             args.tags.clone(),
@@ -125,12 +128,24 @@ fn serve(
         MountOption::NoSuid,
         MountOption::NoAtime,
     ];
+    if rustix::process::geteuid().is_root() {
+        // Mounted by the kernel directly, where fuser passes no subtype:
+        // the type is `fuse.matvisfs` as with fusermount3, which is how
+        // `matvisfs refresh` and mount(8) tell a matvisfs mount.
+        config
+            .mount_options
+            .push(MountOption::CUSTOM("subtype=matvisfs".into()));
+    }
     config.acl = if run.allow_other {
         SessionACL::All
     } else {
         SessionACL::Owner
     };
     config.n_threads = Some(run.threads.max(1));
+    // What the kernel will show as the mount point, which names the
+    // control socket (taken before mounting: not through the mount).
+    let canonical = fs::canonicalize(mountpoint)
+        .map_err(|e| format!("mountpoint {}: {e}", mountpoint.display()))?;
     // Once the kernel has unmounted it, the session must not try again
     // (which only fails, with a warning).
     let unmounter: Arc<parking_lot::Mutex<Option<SessionUnmounter>>> = Arc::default();
@@ -153,14 +168,31 @@ fn serve(
     })?;
     *unmounter.lock() = Some(session.unmount_callable());
     core.set_kernel(KernelNotifier::start(session.notifier()));
-    watch_signals(mountpoint.to_path_buf())?;
+    let control = match control::Listener::start(&canonical, core.dataset().clone()) {
+        Ok(listener) => Some(listener),
+        Err(e) => {
+            tracing::warn!(
+                "no control channel ({e}): `matvisfs refresh` cannot reach this mount; SIGHUP still revalidates"
+            );
+            None
+        }
+    };
+    watch_signals(
+        mountpoint.to_path_buf(),
+        core.dataset().clone(),
+        control.as_ref().map(|c| c.path().to_path_buf()),
+    )?;
     if let Some(exporter) = metrics {
         let core = core.clone();
         exporter.serve(Box::new(move || core.stats_json()))?;
     }
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
     readiness.report(Ok(()));
-    match session.run() {
+    notify::ready();
+    let ended = session.run();
+    notify::stopping();
+    drop(control);
+    match ended {
         Ok(()) => {}
         // The kernel aborted the connection as the last use of a lazily
         // unmounted tree went away (or someone aborted it by hand): the
@@ -244,15 +276,33 @@ impl Kernel for KernelNotifier {
 /// is still pending with ENOTCONN instead of leaving it hanging.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-fn watch_signals(mountpoint: PathBuf) -> Result<(), String> {
+/// SIGINT and SIGTERM unmount; SIGHUP revalidates every loaded tag, as
+/// `matvisfs refresh` does. `socket`: the control socket, removed before
+/// the process exits.
+fn watch_signals(
+    mountpoint: PathBuf,
+    dataset: Arc<Dataset>,
+    socket: Option<PathBuf>,
+) -> Result<(), String> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
+            let mut signals = signals.forever();
+            let ending = loop {
+                match signals.next() {
+                    Some(SIGHUP) => {
+                        tracing::info!("SIGHUP: revalidating every tag");
+                        control::refresh_on_signal(dataset.clone());
+                    }
+                    other => break other,
+                }
+            };
+            if let Some(signal) = ending {
                 tracing::info!(signal, "unmounting on signal");
+                notify::stopping();
                 // Busy (files open, reads in flight): detach now, finish later.
                 if let Err(busy) = unmount(&mountpoint, false) {
                     tracing::info!("{busy}; detaching lazily");
@@ -262,6 +312,9 @@ fn watch_signals(mountpoint: PathBuf) -> Result<(), String> {
                 }
                 std::thread::sleep(SHUTDOWN_GRACE);
                 tracing::warn!("files are still open after {SHUTDOWN_GRACE:?}; exiting anyway");
+                if let Some(socket) = &socket {
+                    control::remove_socket(socket);
+                }
                 std::process::exit(0);
             }
         })

@@ -3,8 +3,11 @@
 //! put into the tag's view; and the conditional request that asks whether
 //! one of them (or the manifest) changed.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use super::changes::ChangeReport;
 use super::error::{Error, Result};
@@ -26,7 +29,8 @@ use crate::wait;
 /// files holds about twice its size in memory once listed, so this bounds
 /// what a server can make the daemon hold.
 pub const DOCUMENT_LIMIT: usize = 128 << 20;
-/// A revalidation that could not reach the server is tried again after this.
+/// A revalidation that could not reach the server is tried again after this
+/// (or after `--revalidate-every`, when shorter).
 pub const REVALIDATION_RETRY: Duration = Duration::from_secs(60);
 /// How many skipped entries of one document are logged one by one.
 const SKIPPED_LOGGED: usize = 10;
@@ -161,8 +165,11 @@ pub enum Refresh {
 #[derive(Default)]
 pub struct Documents {
     loads: SingleFlight<String, Result<LoadedDoc>>,
-    /// One revalidation per document and session (a first download counts).
+    /// One revalidation per document and session (a first download
+    /// counts); re-armed when the tag is revalidated again.
     fresh: Gates<String>,
+    /// Why a document's last check did not revalidate it, when it did not.
+    problems: Mutex<HashMap<String, String>>,
 }
 
 impl Documents {
@@ -239,17 +246,52 @@ impl Documents {
         Ok(Self::install(t, name, parsed.into_doc(blob)))
     }
 
-    /// Revalidates a document once per session: the first open that needs
-    /// it (the document itself, or a texture it lists) asks the server.
+    /// Revalidates a document once per session (and once after each time
+    /// the tag is revalidated again): the first open that needs it (the
+    /// document itself, or a texture it lists) asks the server.
     pub fn revalidate(&self, t: &Shared, name: &str) -> Result<()> {
         let gate = self.fresh.get(&name.to_string());
+        let schedule = t.ctx.document_schedule();
         // A revision named by its commit never changes.
-        if t.immutable || gate.is_settled(REVALIDATION_RETRY) {
+        if t.immutable || gate.is_settled(schedule) {
             return Ok(());
         }
         wait::may_block()?;
-        gate.pass(REVALIDATION_RETRY, || self.revalidate_now(t, name));
+        gate.pass(schedule, |_| self.revalidate_now(t, name));
         Ok(())
+    }
+
+    /// Every document is revalidated again at its next need, as at a
+    /// session's start.
+    pub fn rearm(&self) {
+        self.fresh.rearm_all();
+    }
+
+    /// Revalidates a document now; a check under way is waited for and
+    /// does not count. The error says why it could not be.
+    pub fn revalidate_again(&self, t: &Shared, name: &str) -> Result<(), String> {
+        if t.immutable {
+            return Ok(());
+        }
+        let gate = self.fresh.get(&name.to_string());
+        gate.pass_again(t.ctx.document_schedule(), |_| self.revalidate_now(t, name));
+        match self.problems.lock().get(name) {
+            Some(why) => Err(format!("{name}: {why}")),
+            None => Ok(()),
+        }
+    }
+
+    /// The names of the documents in the current view.
+    pub fn loaded(t: &Shared) -> Vec<String> {
+        t.view.load().documents.keys().cloned().collect()
+    }
+
+    fn problem(&self, name: &str, why: Option<String>) {
+        let mut problems = self.problems.lock();
+        match why {
+            Some(why) => problems.insert(name.to_string(), why),
+            None => problems.remove(name),
+        };
     }
 
     /// Returns whether the check completed (false: try again later).
@@ -260,9 +302,12 @@ impl Documents {
         };
         let Some(record) = t.state.record(name) else {
             // Never fetched: the first fetch is fresh by definition.
-            return self.get(t, name).is_ok();
+            let fetched = self.get(t, name);
+            self.problem(name, fetched.as_ref().err().map(|e| e.to_string()));
+            return fetched.is_ok();
         };
         if t.ctx.remote.is_offline() {
+            self.problem(name, Some("the mount is offline (--offline)".into()));
             return true;
         }
         // The cached version in the view, to tell what changed.
@@ -272,25 +317,37 @@ impl Documents {
             Refresh::Unchanged(meta) => {
                 t.saw(&meta);
                 tracing::info!(tag = %t.name, document = name, "revalidated: unchanged on the server");
+                self.problem(name, None);
                 true
             }
             Refresh::Changed(bytes, meta) => {
                 match parse_document(&t.name, name, role, &bytes, &view.manifest) {
-                    Ok(parsed) => self.replace(t, name, parsed, &bytes, &meta),
-                    Err(why) => tracing::error!(
-                        tag = %t.name,
-                        document = name,
-                        "the server sent an unusable document ({why}); keeping the cached copy"
-                    ),
+                    Ok(parsed) => {
+                        self.replace(t, name, parsed, &bytes, &meta);
+                        self.problem(name, None);
+                    }
+                    Err(why) => {
+                        tracing::error!(
+                            tag = %t.name,
+                            document = name,
+                            "the server sent an unusable document ({why}); keeping the cached copy"
+                        );
+                        self.problem(
+                            name,
+                            Some(format!("the server sent an unusable document ({why})")),
+                        );
+                    }
                 }
                 true
             }
             Refresh::Gone => {
                 tracing::warn!(tag = %t.name, document = name, "no longer on the server; serving the cached copy");
+                self.problem(name, Some("no longer on the server (404)".into()));
                 true
             }
             Refresh::Failed(e) => {
                 tracing::warn!(tag = %t.name, document = name, "cannot revalidate ({e}); serving the cached copy");
+                self.problem(name, Some(e.to_string()));
                 false
             }
         }

@@ -6,6 +6,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
@@ -25,6 +26,16 @@ use crate::digest::Sha256Digest;
 use crate::format::{Location, MANIFEST_FILE};
 use crate::remote::{FetchError, GetOutcome, MemorySink, RemoteMeta, Validators};
 use crate::store::{Blob, DocRecord, FileRecords, OpenBlob, TagState, TagStore};
+
+/// What revalidating a tag on request found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refreshed {
+    Unchanged,
+    /// The changes found, described.
+    Changed(Vec<String>),
+    /// Why the tag could not be revalidated (the cached copy is served).
+    Failed(String),
+}
 
 #[derive(Debug)]
 pub enum LoadError {
@@ -253,9 +264,10 @@ impl Tag {
     }
 
     /// Opens a file: revalidates the tag (and the document that describes
-    /// the file) once per session, then says which bytes the open is for.
+    /// the file) once per session, or per period, then says which bytes the
+    /// open is for.
     pub fn open(&self, path: &str) -> Result<Opened> {
-        self.revalidation.revalidate(&self.shared)?;
+        self.revalidate()?;
         let view = self.view_for(path)?;
         let document = match view.node(path)? {
             Node::Manifest => None,
@@ -339,9 +351,77 @@ impl Tag {
         }
     }
 
-    /// Revalidates the manifest, unless it was this session.
+    /// Revalidates the manifest, unless it was this session (or period).
     pub fn revalidate(&self) -> Result<()> {
-        self.revalidation.revalidate(&self.shared)
+        self.revalidation
+            .revalidate(&self.shared, || self.rechecked())
+    }
+
+    /// The manifest was revalidated again: what the session remembers of
+    /// the tag's documents and tiers is asked again at its next need, as at
+    /// a session's start.
+    fn rechecked(&self) {
+        self.documents.rearm();
+        self.files.forget_incomplete_tiers();
+    }
+
+    /// Revalidates the tag now, as if a new session began (`matvisfs
+    /// refresh`): the manifest and the commit with one conditional request,
+    /// then every document the session loaded, each with one; the others
+    /// at their next need. Checks under way when it is asked do not count;
+    /// concurrent callers share one. Changes found are announced (and the
+    /// kernel told) before it returns.
+    pub fn refresh(&self) -> Refreshed {
+        let before = self.shared.changes_found.load(Ordering::Relaxed);
+        let mut problems = Vec::new();
+        match self
+            .revalidation
+            .revalidate_again(&self.shared, || self.rechecked())
+        {
+            Err(why) => problems.push(why),
+            Ok(()) => {
+                let names = Documents::loaded(&self.shared);
+                // At once: each waits for the server at most its own bound.
+                let failed: Vec<String> = std::thread::scope(|scope| {
+                    let checks: Vec<_> = names
+                        .iter()
+                        .map(|name| {
+                            scope.spawn(move || self.documents.revalidate_again(&self.shared, name))
+                        })
+                        .collect();
+                    checks
+                        .into_iter()
+                        .filter_map(|check| match check.join() {
+                            Ok(result) => result.err(),
+                            Err(_) => Some("the check failed".into()),
+                        })
+                        .collect()
+                });
+                problems.extend(failed);
+            }
+        }
+        if !problems.is_empty() {
+            return Refreshed::Failed(problems.join("; "));
+        }
+        let found = self.shared.changes_found.load(Ordering::Relaxed) - before;
+        if found == 0 {
+            return Refreshed::Unchanged;
+        }
+        let changes = self.shared.changes.lock();
+        let shown = changes.len().min(found as usize);
+        Refreshed::Changed(
+            changes
+                .iter()
+                .skip(changes.len() - shown)
+                .map(|c| format!("{}: {}", c.found_in, c.describe()))
+                .collect(),
+        )
+    }
+
+    /// Whether the tag's manifest was downloaded this session rather than
+    /// read from the cache.
+    pub fn was_fetched(&self) -> bool {
+        self.revalidation.outcome() == super::revalidation::Outcome::Fetched
     }
 
     /// Revalidates a document, unless it was this session, and loads it.
@@ -360,7 +440,7 @@ impl Tag {
             // None: the server named no commit this session (not a Hub).
             "commit": *self.shared.commit.lock(),
             "changes": serde_json::to_value(&*self.shared.changes.lock()).unwrap_or_default(),
-            "changes_found": self.shared.changes_found.load(std::sync::atomic::Ordering::Relaxed),
+            "changes_found": self.shared.changes_found.load(Ordering::Relaxed),
         })
     }
 }
