@@ -322,41 +322,42 @@ fn unescape(field: &str) -> String {
 /// there), from `mountinfo`'s text.
 fn mount_at(mountinfo: &str, path: &Path) -> Option<MountEntry> {
     let wanted = path.to_string_lossy();
-    mountinfo
-        .lines()
-        .rev()
-        .find_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            if fields.len() < 5 || unescape(fields[4]) != wanted {
-                return None;
-            }
-            let dash = fields.iter().position(|f| *f == "-")?;
-            let fstype = fields.get(dash + 1)?.to_string();
-            let options = fields.get(dash + 3).copied().unwrap_or("");
-            let owner = options
-                .split(',')
-                .find_map(|o| o.strip_prefix("user_id="))
-                .and_then(|uid| uid.parse().ok());
-            Some(MountEntry { fstype, owner })
-        })
+    mountinfo.lines().rev().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if fields.len() < 5 || unescape(fields[4]) != wanted {
+            return None;
+        }
+        let dash = fields.iter().position(|f| *f == "-")?;
+        let fstype = fields.get(dash + 1)?.to_string();
+        let options = fields.get(dash + 3).copied().unwrap_or("");
+        let owner = options
+            .split(',')
+            .find_map(|o| o.strip_prefix("user_id="))
+            .and_then(|uid| uid.parse().ok());
+        Some(MountEntry { fstype, owner })
+    })
 }
 
 /// Finds the mount's socket and asks it.
 fn ask(args: &RefreshArgs) -> Result<Vec<TagAnswer>, String> {
     let given = std::path::absolute(&args.mountpoint)
         .map_err(|e| format!("{}: {e}", args.mountpoint.display()))?;
-    let (path, dead) = match fs::canonicalize(&given) {
-        Ok(path) => (path, false),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => (given.clone(), true),
-        Err(e) => return Err(format!("{}: {e}", given.display())),
+    // A path this user cannot resolve (a dead mount, another user's
+    // directory) is looked up as given.
+    let (path, unreachable) = match fs::canonicalize(&given) {
+        Ok(path) => (path, None),
+        Err(e) => (given.clone(), Some(e)),
     };
     let mountinfo = fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
     let Some(mount) = mount_at(&mountinfo, &path) else {
-        return Err(format!(
-            "{} is not a matvisfs mount: nothing is mounted there",
-            path.display()
-        ));
+        return Err(match unreachable {
+            Some(e) => format!("{}: {e}", path.display()),
+            None => format!(
+                "{} is not a matvisfs mount: nothing is mounted there",
+                path.display()
+            ),
+        });
     };
     if mount.fstype != "fuse.matvisfs" {
         return Err(format!(
@@ -365,7 +366,7 @@ fn ask(args: &RefreshArgs) -> Result<Vec<TagAnswer>, String> {
             mount.fstype
         ));
     }
-    if dead {
+    if unreachable.is_some_and(|e| e.raw_os_error() == Some(libc::ENOTCONN)) {
         return Err(format!(
             "the daemon serving {} is gone (the mount is dead: \"Transport endpoint is not \
              connected\"); unmount it with `matvisfs unmount {}` and mount again",

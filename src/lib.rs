@@ -16,6 +16,7 @@ pub mod control;
 pub mod csi;
 pub mod demo;
 pub mod mount;
+pub mod mount_helper;
 pub mod prefetch;
 
 // What the integration tests check directly (parsers, names, cache layout).

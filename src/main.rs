@@ -4,7 +4,17 @@ use clap::Parser;
 use matvisfs::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // `matvisfs SOURCE MOUNTPOINT -o OPTIONS`, as mount(8) calls helpers.
+    let argv = match matvisfs::mount_helper::translate(&argv) {
+        None => argv,
+        Some(Ok(mount)) => mount,
+        Some(Err(msg)) => {
+            eprintln!("matvisfs: {msg}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(argv);
     if matches!(
         cli.command,
         Command::Cache(_) | Command::Unmount(_) | Command::Refresh(_)
