@@ -365,6 +365,7 @@ impl Documents {
         let version = t
             .state
             .replace(name, DocRecord::new(blob, meta.validators()), None);
+        t.begin_version();
         let doc = parsed.into_doc(blob);
         let Some((old, new)) = t.view.update(Step::Replaced {
             name: name.to_string(),

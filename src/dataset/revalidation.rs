@@ -200,6 +200,7 @@ impl Revalidation {
         let Some(version) = t.state.resolved_to(commit) else {
             return false;
         };
+        t.begin_version();
         if t.view
             .update(Step::NewVersion {
                 generation: version.generation,
@@ -234,6 +235,7 @@ impl Revalidation {
             DocRecord::new(blob, meta.validators()),
             meta.commit.as_deref(),
         );
+        t.begin_version();
         let Some((old, new)) = t.view.update(Step::NewManifest {
             manifest: Arc::new(manifest),
             blob,

@@ -189,6 +189,10 @@ impl Remote for HubGuard {
     fn is_offline(&self) -> bool {
         self.inner.is_offline()
     }
+
+    fn forget_redirects(&self) {
+        self.inner.forget_redirects();
+    }
 }
 
 #[cfg(test)]

@@ -163,6 +163,10 @@ impl Remote for Metered {
     fn is_offline(&self) -> bool {
         self.inner.is_offline()
     }
+
+    fn forget_redirects(&self) {
+        self.inner.forget_redirects();
+    }
 }
 
 /// API calls, counted as `api`; a call that found no API is no request.

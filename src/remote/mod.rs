@@ -242,6 +242,11 @@ pub trait Remote: Send + Sync {
     fn is_offline(&self) -> bool {
         false
     }
+
+    /// A version of a tag begins: where a file redirects to may have
+    /// changed, so redirects that HEADs saw before are not followed by a
+    /// download.
+    fn forget_redirects(&self) {}
 }
 
 /// The remote of one mount session: requests counted in `stats`, and the

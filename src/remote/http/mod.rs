@@ -357,6 +357,7 @@ impl HttpRemote {
 
     fn head_once(&self, start: &Url) -> Result<RemoteMeta, Failure> {
         let began = Instant::now();
+        let epoch = self.redirects.epoch();
         let mut url = start.clone();
         let mut linked = RemoteMeta::default();
         for _ in 0..=MAX_REDIRECTS {
@@ -377,6 +378,7 @@ impl HttpRemote {
                             target: next,
                             linked: linked.clone(),
                         },
+                        epoch,
                     );
                     return Ok(linked);
                 }
@@ -462,6 +464,10 @@ impl Remote for HttpRemote {
 
     fn hub(&self) -> Option<&dyn Hub> {
         self.api_root().ok().map(|_| self as &dyn Hub)
+    }
+
+    fn forget_redirects(&self) {
+        self.redirects.forget_all();
     }
 }
 

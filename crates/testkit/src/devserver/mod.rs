@@ -60,6 +60,10 @@ pub struct ServerOptions {
     pub tree_lies: BTreeMap<String, (String, u64)>,
     /// A tree listing whose pages do not end.
     pub tree_pages: TreePages,
+    /// Redirects name the bytes (`?sha256=`), and the CDN serves the bytes
+    /// a redirect named even after the file changed, as the Hub's CDN
+    /// keeps every object; off: the CDN serves the file as it is now.
+    pub cdn_keeps_objects: bool,
 }
 
 /// How the tree listing's pages end.
@@ -87,6 +91,7 @@ impl Default for ServerOptions {
             commits: true,
             tree_lies: BTreeMap::new(),
             tree_pages: TreePages::Honest,
+            cdn_keeps_objects: false,
         }
     }
 }
@@ -164,6 +169,8 @@ pub(crate) struct Shared {
     stopping: AtomicBool,
     /// Commits made per revision since its manifest was written.
     commits: Mutex<HashMap<String, u64>>,
+    /// The bytes redirects named, by quoted sha256 (`cdn_keeps_objects`).
+    objects: Mutex<HashMap<String, Vec<u8>>>,
     /// Open connections, to cut them when the server stops.
     connections: Mutex<HashMap<u64, TcpStream>>,
     next_connection: AtomicU64,
@@ -242,6 +249,7 @@ impl DevServer {
             faults: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
             commits: Mutex::new(HashMap::new()),
+            objects: Mutex::new(HashMap::new()),
             connections: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(0),
         });
