@@ -4,6 +4,9 @@
 #   scripts/run.sh [MOUNTPOINT] [FLAGS...]          mount release v2026.04.2 (default ./mat-vis)
 #   scripts/run.sh --demo [MOUNTPOINT] [FLAGS...]   no network needed: a generated sample,
 #                                                   read from a local copy (default ./mat-vis-demo)
+#   scripts/run.sh --install-system                 install only, and copy the binary to
+#                                                   /usr/local/bin (sudo), where mount(8) finds
+#                                                   the type fuse.matvisfs (see docs/long-lived.md)
 #
 # FLAGS go to `matvisfs mount` / `matvisfs demo` (see `matvisfs mount --help`);
 # the mountpoint may be left out and the flags given alone.
@@ -24,6 +27,12 @@ if ! command -v fusermount3 >/dev/null && command -v apt-get >/dev/null; then
 fi
 cargo install --quiet --locked --path "$repo" --root "$prefix"
 bin="$prefix/bin/matvisfs"
+
+if [ "${1:-}" = "--install-system" ]; then
+    as_root install -m 0755 "$bin" /usr/local/bin/matvisfs
+    echo "installed /usr/local/bin/matvisfs: /etc/fstab and systemd can mount the type fuse.matvisfs"
+    exit 0
+fi
 
 demo=no
 if [ "${1:-}" = "--demo" ]; then
