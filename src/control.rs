@@ -139,12 +139,21 @@ impl Listener {
         let uid = rustix::process::geteuid().as_raw();
         let path = socket_path(uid, mountpoint);
         let dir = path.parent().expect("a socket has a directory");
-        private_dir(dir, uid)?;
-        // Left by a daemon that was killed at this mountpoint: a live one
-        // cannot be, the mountpoint was not a mount point.
-        let _ = fs::remove_file(&path);
-        let listener = UnixListener::bind(&path)
-            .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+        let mut attempts = 0;
+        let listener = loop {
+            private_dir(dir, uid)?;
+            // Left by a daemon that was killed at this mountpoint: a live
+            // one cannot be, the mountpoint was not a mount point.
+            let _ = fs::remove_file(&path);
+            match UnixListener::bind(&path) {
+                Ok(listener) => break listener,
+                // Another mount's unmount removed the directory meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 3 => {
+                    attempts += 1;
+                }
+                Err(e) => return Err(format!("cannot listen on {}: {e}", path.display())),
+            }
+        };
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
             .map_err(|e| format!("{}: {e}", path.display()))?;
         std::thread::Builder::new()

@@ -198,14 +198,34 @@ impl Gate {
     /// began before this call does not count, so it is waited for and run
     /// again; one that began since is shared. Returns whether the check
     /// that counts completed.
-    pub fn pass_again(&self, schedule: Schedule, mut check: impl FnMut(bool) -> bool) -> bool {
-        self.rearm();
+    pub fn pass_again(&self, schedule: Schedule, check: impl FnMut(bool) -> bool) -> bool {
+        self.pass_since(self.ticket(), schedule, check)
+    }
+
+    /// The number of the next check to begin: [`Gate::pass_since`] with it
+    /// counts only checks that begin from now on.
+    pub fn ticket(&self) -> u64 {
+        self.state.lock().begun
+    }
+
+    /// [`Gate::pass_again`], counting every check that began since
+    /// `ticket` was taken.
+    pub fn pass_since(
+        &self,
+        ticket: u64,
+        schedule: Schedule,
+        mut check: impl FnMut(bool) -> bool,
+    ) -> bool {
+        {
+            let mut state = self.state.lock();
+            state.wanted = state.wanted.max(ticket);
+        }
         loop {
             self.pass(schedule, &mut check);
             let state = self.state.lock();
             match state.last {
-                Some(last) if last.number >= state.wanted => return last.completed,
-                // A check older than this call ended (or none ran): again.
+                Some(last) if last.number >= ticket => return last.completed,
+                // A check older than the ticket ended (or none ran): again.
                 _ => {}
             }
         }
@@ -252,6 +272,15 @@ impl<K: Eq + Hash + Clone> Default for Gates<K> {
 impl<K: Eq + Hash + Clone> Gates<K> {
     pub fn get(&self, key: &K) -> Arc<Gate> {
         self.gates.lock().entry(key.clone()).or_default().clone()
+    }
+
+    /// Every gate's [`Gate::ticket`], by key.
+    pub fn tickets(&self) -> HashMap<K, u64> {
+        self.gates
+            .lock()
+            .iter()
+            .map(|(key, gate)| (key.clone(), gate.ticket()))
+            .collect()
     }
 
     /// Re-arms every gate (see [`Gate::rearm`]).
@@ -466,5 +495,10 @@ mod tests {
         assert_eq!(rerun.load(Ordering::SeqCst), 1);
         assert!(!gate.pass_again(schedule, |_| false));
         gate.pass(schedule, |_| panic!("failed within retry_after"));
+        // A check that began after a ticket was taken counts for it.
+        let ticket = gate.ticket();
+        gate.rearm();
+        gate.pass(schedule, |_| true);
+        assert!(gate.pass_since(ticket, schedule, |_| panic!("began after the ticket")));
     }
 }

@@ -140,6 +140,45 @@ fn a_refresh_of_an_unchanged_tag_costs_one_request_per_document_and_says_so() {
 }
 
 #[test]
+fn refreshes_racing_with_first_opens_and_each_other_share_their_checks() {
+    let mut served = Served::small();
+    let cache = tempfile::tempdir().unwrap();
+    common::warm(&served.base_url(), cache.path(), &[BAKED]);
+    let new = replace(&mut served, &[OTHER], "raced");
+    let mount = Mount::builder(&served.base_url())
+        .cache(cache.path())
+        .start();
+    served.server.clear_requests();
+    let paths: Vec<_> = served
+        .release
+        .textures()
+        .map(|(p, _)| mount.tag_path(p))
+        .collect();
+    std::thread::scope(|scope| {
+        let refreshes: Vec<_> = (0..3)
+            .map(|_| scope.spawn(|| refresh(&mount.path, &[])))
+            .collect();
+        for t in 0..8 {
+            let paths = &paths;
+            scope.spawn(move || {
+                for path in paths.iter().skip(t) {
+                    read(path).unwrap();
+                }
+            });
+        }
+        for refresh in refreshes {
+            let output = refresh.join().unwrap();
+            assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        }
+    });
+    // The first opens' check, and at most one more per refresh.
+    let manifest = served.count("GET", MANIFEST);
+    assert!((1..=4).contains(&manifest), "{manifest} manifest requests");
+    assert!(served.count("GET", "ambientcg.json") <= 4);
+    assert_eq!(read(&mount.tag_path(OTHER)).unwrap(), new[0]);
+}
+
+#[test]
 fn a_refresh_that_cannot_reach_the_server_exits_1_and_the_cache_serves() {
     let served = Served::small();
     let mount = Mount::builder(&served.base_url()).start();

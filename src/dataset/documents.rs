@@ -267,14 +267,23 @@ impl Documents {
         self.fresh.rearm_all();
     }
 
-    /// Revalidates a document now; a check under way is waited for and
-    /// does not count. The error says why it could not be.
-    pub fn revalidate_again(&self, t: &Shared, name: &str) -> Result<(), String> {
+    /// Where each document's checks stand: given back to
+    /// [`Documents::revalidate_since`], only checks that began after count.
+    pub fn tickets(&self) -> HashMap<String, u64> {
+        self.fresh.tickets()
+    }
+
+    /// Revalidates a document unless a check that began since `ticket`
+    /// was taken did (one under way then is waited for and does not
+    /// count). The error says why it could not be.
+    pub fn revalidate_since(&self, t: &Shared, name: &str, ticket: u64) -> Result<(), String> {
         if t.immutable {
             return Ok(());
         }
         let gate = self.fresh.get(&name.to_string());
-        gate.pass_again(t.ctx.document_schedule(), |_| self.revalidate_now(t, name));
+        gate.pass_since(ticket, t.ctx.document_schedule(), |_| {
+            self.revalidate_now(t, name)
+        });
         match self.problems.lock().get(name) {
             Some(why) => Err(format!("{name}: {why}")),
             None => Ok(()),

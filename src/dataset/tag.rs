@@ -373,6 +373,9 @@ impl Tag {
     /// kernel told) before it returns.
     pub fn refresh(&self) -> Refreshed {
         let before = self.shared.changes_found.load(Ordering::Relaxed);
+        // A document checked by an open once the refresh began needs no
+        // second request.
+        let tickets = self.documents.tickets();
         let mut problems = Vec::new();
         match self
             .revalidation
@@ -386,7 +389,10 @@ impl Tag {
                     let checks: Vec<_> = names
                         .iter()
                         .map(|name| {
-                            scope.spawn(move || self.documents.revalidate_again(&self.shared, name))
+                            let ticket = tickets.get(name).copied().unwrap_or(0);
+                            scope.spawn(move || {
+                                self.documents.revalidate_since(&self.shared, name, ticket)
+                            })
                         })
                         .collect();
                     checks
