@@ -146,6 +146,16 @@ fn serve(
     // control socket (taken before mounting: not through the mount).
     let canonical = fs::canonicalize(mountpoint)
         .map_err(|e| format!("mountpoint {}: {e}", mountpoint.display()))?;
+    // Listening before the mount appears: whoever sees the mount can ask it.
+    let control = match control::Listener::start(&canonical, core.dataset().clone()) {
+        Ok(listener) => Some(listener),
+        Err(e) => {
+            tracing::warn!(
+                "no control channel ({e}): `matvisfs refresh` cannot reach this mount; SIGHUP still revalidates"
+            );
+            None
+        }
+    };
     // Once the kernel has unmounted it, the session must not try again
     // (which only fails, with a warning).
     let unmounter: Arc<parking_lot::Mutex<Option<SessionUnmounter>>> = Arc::default();
@@ -168,15 +178,6 @@ fn serve(
     })?;
     *unmounter.lock() = Some(session.unmount_callable());
     core.set_kernel(KernelNotifier::start(session.notifier()));
-    let control = match control::Listener::start(&canonical, core.dataset().clone()) {
-        Ok(listener) => Some(listener),
-        Err(e) => {
-            tracing::warn!(
-                "no control channel ({e}): `matvisfs refresh` cannot reach this mount; SIGHUP still revalidates"
-            );
-            None
-        }
-    };
     watch_signals(
         mountpoint.to_path_buf(),
         core.dataset().clone(),

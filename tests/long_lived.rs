@@ -168,7 +168,13 @@ fn refreshes_racing_with_first_opens_and_each_other_share_their_checks() {
         }
         for refresh in refreshes {
             let output = refresh.join().unwrap();
-            assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+            assert_eq!(
+                output.status.code(),
+                Some(0),
+                "{}{}",
+                text(&output.stdout),
+                text(&output.stderr)
+            );
         }
     });
     // The first opens' check, and at most one more per refresh.
