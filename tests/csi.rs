@@ -112,6 +112,7 @@ impl Drop for Targets {
                 let c = std::ffi::CString::new(target.as_os_str().as_encoded_bytes()).unwrap();
                 unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
             }
+            common::remove_control_socket(target);
             watchdog::untrack(target);
         }
     }

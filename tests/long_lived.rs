@@ -251,12 +251,9 @@ fn a_refresh_that_cannot_ask_the_mount_exits_2_saying_why() {
 
     // Its daemon killed: the mount is dead.
     let mut mount = mount;
-    let socket = matvisfs::control::socket_path(0, &fs::canonicalize(&mount.path).unwrap());
     mount.signal(libc::SIGKILL);
     assert_eq!(mount.wait_exit(LIMIT), Some(false));
     let output = refresh(&mount.path, &[]);
-    // What a killed daemon leaves.
-    matvisfs::control::remove_socket(&socket);
     assert_eq!(output.status.code(), Some(2));
     assert!(
         text(&output.stderr).contains("is gone"),

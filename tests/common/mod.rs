@@ -267,6 +267,23 @@ impl Mount {
     }
 }
 
+/// Removes the control socket a daemon killed at `mountpoint` left behind
+/// (one that exits by itself removes its own); called once its process is
+/// gone.
+pub fn remove_control_socket(mountpoint: &Path) {
+    // Canonical without looking through the mount: its parent's path, and
+    // its own name.
+    let (Some(parent), Some(name)) = (mountpoint.parent(), mountpoint.file_name()) else {
+        return;
+    };
+    let Ok(parent) = fs::canonicalize(parent) else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    matvisfs::control::remove_socket(&matvisfs::control::socket_path(uid, &parent.join(name)));
+}
+
 fn force_unmount(path: &Path) {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
@@ -299,6 +316,7 @@ impl Drop for Mount {
         if is_mounted(&self.path) {
             force_unmount(&self.path);
         }
+        remove_control_socket(&self.path);
         watchdog::untrack(&self.path);
     }
 }
@@ -326,6 +344,7 @@ impl Drop for Unmounts {
         if is_mounted(&self.0) {
             force_unmount(&self.0);
         }
+        remove_control_socket(&self.0);
         watchdog::untrack(&self.0);
     }
 }
