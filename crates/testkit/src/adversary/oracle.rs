@@ -642,7 +642,7 @@ impl<'a> Judge<'a> {
         source: &str,
         from: Option<Duration>,
         to: Duration,
-    ) -> Vec<(&'a Version, &'a super::model::CatalogView)> {
+    ) -> Vec<(&'a Version, &'a super::views::CatalogView)> {
         self.history
             .versions(&catalog_path(source))
             .iter()
@@ -661,7 +661,7 @@ impl<'a> Judge<'a> {
         &self,
         from: Option<Duration>,
         to: Duration,
-    ) -> Vec<(&'a Version, &'a super::model::ManifestView)> {
+    ) -> Vec<(&'a Version, &'a super::views::ManifestView)> {
         self.history
             .versions(MANIFEST)
             .iter()
@@ -1023,7 +1023,7 @@ mod tests {
             Content::Document(Document {
                 bytes: Arc::from(format!("{tiers:?}").into_bytes()),
                 sha256: format!("{:0>64}", tiers.len()).into(),
-                view: DocView::Manifest(Arc::new(crate::adversary::model::ManifestView {
+                view: DocView::Manifest(Arc::new(crate::adversary::views::ManifestView {
                     sources: [(
                         "s".to_string(),
                         tiers.iter().map(|t| t.to_string()).collect(),
