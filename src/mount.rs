@@ -2,9 +2,8 @@
 //! its worker threads, kernel cache invalidation, and clean shutdown on
 //! SIGINT/SIGTERM.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -333,14 +332,14 @@ fn is_mount_point(path: &Path, meta: &fs::Metadata) -> bool {
 /// `matvisfs unmount`.
 pub fn unmount(path: &Path, lazy: bool) -> Result<(), String> {
     let path = absolute(path)?;
-    let c_path =
-        CString::new(path.as_os_str().as_bytes()).map_err(|_| "the path contains a NUL byte")?;
-    let flags = if lazy { libc::MNT_DETACH } else { 0 };
-    // SAFETY: c_path is a valid C string.
-    if unsafe { libc::umount2(c_path.as_ptr(), flags) } == 0 {
+    let flags = match lazy {
+        true => rustix::mount::UnmountFlags::DETACH,
+        false => rustix::mount::UnmountFlags::empty(),
+    };
+    let Err(error) = rustix::mount::unmount(&path, flags) else {
         return Ok(());
-    }
-    let error = std::io::Error::last_os_error();
+    };
+    let error = std::io::Error::from(error);
     match error.raw_os_error() {
         // Not root: the setuid helper may unmount our own mounts.
         Some(libc::EPERM) => {

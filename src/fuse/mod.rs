@@ -90,8 +90,10 @@ impl Timer {
 impl FuseAdapter {
     /// `workers`: threads of each pool for requests that wait on the network.
     pub fn new(core: Arc<FsCore>, workers: usize, passthrough: bool) -> Self {
-        // SAFETY: getuid/getgid cannot fail.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let (uid, gid) = (
+            rustix::process::getuid().as_raw(),
+            rustix::process::getgid().as_raw(),
+        );
         let latency = core.dataset().context().stats.latency().cloned();
         FuseAdapter(
             Arc::new(Inner {

@@ -65,7 +65,7 @@ impl CacheDir {
             _ => describe(e),
         })?;
         let meta = top.metadata().map_err(describe)?;
-        let me = unsafe { libc::geteuid() };
+        let me = rustix::process::geteuid().as_raw();
         if meta.st_uid != me {
             return Err(format!(
                 "cache directory {} belongs to uid {}, not to you (uid {me}); pick another with --cache-dir",

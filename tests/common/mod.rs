@@ -256,6 +256,7 @@ impl Mount {
 
     pub fn signal(&self, signal: i32) {
         if let Some(pid) = self.pid() {
+            // SAFETY: sending a signal has no memory effects.
             unsafe { libc::kill(pid as i32, signal) };
         }
     }
@@ -269,6 +270,7 @@ impl Mount {
 
 fn force_unmount(path: &Path) {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
     unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
 }
 
