@@ -170,9 +170,10 @@ impl Tag {
         self.shared.view.load()
     }
 
-    /// The current version's generation.
-    pub fn generation(&self) -> u64 {
-        self.shared.view.load().generation
+    /// The current version of the tree, as listings are versioned by (see
+    /// [`TagView::listing_version`]).
+    pub fn listing_version(&self) -> u64 {
+        self.shared.view.load().listing_version()
     }
 
     /// Asks `question` of the current tree, loading the documents it needs
@@ -194,7 +195,12 @@ impl Tag {
                         );
                         return Err(Error::NotFound);
                     }
-                    self.documents.get(&self.shared, &name)?;
+                    match self.documents.get(&self.shared, &name) {
+                        Ok(_) => {}
+                        // The server lacks it: the tree goes on without it.
+                        Err(Error::NotFound) if self.view().absent.contains(&name) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
             }
         }
@@ -237,13 +243,23 @@ impl Tag {
         })
     }
 
-    /// The entries of a directory, with the generation of the view they
-    /// come from.
+    /// The entries of a directory, with the listing version of the view
+    /// they come from.
     pub fn list(&self, path: &str) -> Result<(Entries, u64)> {
         self.ask(path, |view| {
-            view.list(path).map(|l| l.map(|l| (l, view.generation)))
+            view.list(path)
+                .map(|l| l.map(|l| (l, view.listing_version())))
         })?
         .ok_or(Error::NotDir)
+    }
+
+    /// The entries of a directory in the current tree, as far as is known
+    /// without loading anything.
+    pub fn entries_now(&self, path: &str) -> Option<Entries> {
+        match self.view().list(path) {
+            Lookup::Found(entries) => entries,
+            Lookup::Missing | Lookup::NeedsDocument(_) => None,
+        }
     }
 
     /// Opens a file: revalidates the tag (and the document that describes
@@ -354,6 +370,16 @@ impl Tag {
             // None: the server named no commit this session (not a Hub).
             "commit": *self.shared.commit.lock(),
             "changes": serde_json::to_value(&*self.shared.changes.lock()).unwrap_or_default(),
+            "missing": missing_report(&self.view()),
         })
     }
+}
+
+/// The files of the current version found absent on the server this
+/// session: how many, and the first few paths.
+fn missing_report(view: &TagView) -> serde_json::Value {
+    serde_json::json!({
+        "count": view.absent.len(),
+        "examples": view.absent.iter().take(super::missing::EXAMPLES).collect::<Vec<_>>(),
+    })
 }

@@ -324,7 +324,10 @@ fn files_a_listing_gives_beyond_the_catalog_are_not_recorded() {
         h.remote.put(TAG, extra, bytes.clone());
     }
     let s = h.session();
-    assert_eq!(s.size(&format!("{TAG}/{path}")).unwrap(), bytes.len() as u64);
+    assert_eq!(
+        s.size(&format!("{TAG}/{path}")).unwrap(),
+        bytes.len() as u64
+    );
     assert_eq!(api_calls(&h, "tree/"), 1);
     s.core.dataset().context().content.flush();
     drop(s);
@@ -338,6 +341,9 @@ fn files_a_listing_gives_beyond_the_catalog_are_not_recorded() {
         )
         .unwrap()
     };
-    assert!(recorded(&format!("{material}/%")) > 0, "the listing was recorded");
+    assert!(
+        recorded(&format!("{material}/%")) > 0,
+        "the listing was recorded"
+    );
     assert_eq!(recorded("%/extra%"), 0, "files in no catalog were recorded");
 }
