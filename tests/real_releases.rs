@@ -258,13 +258,13 @@ fn a_complete_tree_listing_proves_a_file_absent_without_asking_for_it() {
         });
         let mount = Mount::builder(&served.server.hub_base_url(REPO)).start();
         let dir = mount.tag_path("ambientcg/512/Rock064");
-        // A sibling's size lists the material's directory.
-        assert!(fs::metadata(dir.join("color.png")).unwrap().len() > 0);
+        // Its size lists the material's directory, which has no such file.
         assert_eq!(
             errno(fs::metadata(mount.tag_path(MISSING))),
             Some(libc::ENOENT)
         );
         assert!(!names(&dir).contains(&"normal.png".to_string()));
+        assert!(fs::metadata(dir.join("color.png")).unwrap().len() > 0);
         let heads = served.server.count("HEAD", MISSING);
         match pages {
             TreePages::Honest => assert_eq!(heads, 0, "the listing said it"),

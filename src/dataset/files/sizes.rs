@@ -61,6 +61,8 @@ impl Sizes {
             self.tree.list_for(t, records, path, generation);
             match known_size(records, path, texture, generation) {
                 Some(size) => Ok(size),
+                // The listing said the server lacks it.
+                None if t.view.load().absent.contains(path) => Err(Error::NotFound),
                 None => head(t, records, path, generation),
             }
         })
