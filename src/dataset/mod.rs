@@ -36,7 +36,8 @@ pub use tag::{LoadError, Stat, Tag};
 pub use view::Kind;
 
 /// What the server changed: a whole tag, or one file of it (by its path
-/// under the tag).
+/// under the tag): other bytes, found absent, or (a map the manifest does
+/// not name) found present.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     pub tag: String,

@@ -179,14 +179,16 @@ impl Tag {
     /// Asks `question` of the current tree, loading the documents it needs
     /// first (a container tier may need several rowmaps).
     fn ask<T>(&self, path: &str, question: impl Fn(&Arc<TagView>) -> Lookup<T>) -> Result<T> {
-        // Asking for one document twice means loading it did not help.
+        // Asking for one document twice in one version means loading it
+        // did not help.
         let mut loaded = HashSet::new();
         loop {
-            match question(&self.view()) {
+            let view = self.view();
+            match question(&view) {
                 Lookup::Found(answer) => return Ok(answer),
                 Lookup::Missing => return Err(Error::NotFound),
                 Lookup::NeedsDocument(name) => {
-                    if !loaded.insert(name.clone()) {
+                    if !loaded.insert((name.clone(), view.generation)) {
                         tracing::error!(
                             tag = self.name(),
                             path,
@@ -197,8 +199,10 @@ impl Tag {
                     }
                     match self.documents.get(&self.shared, &name) {
                         Ok(_) => {}
-                        // The server lacks it: the tree goes on without it.
-                        Err(Error::NotFound) if self.view().absent.contains(&name) => {}
+                        // The server lacks it (the tree goes on without it),
+                        // or the tag's version moved on meanwhile and no
+                        // longer has it: ask the current tree again.
+                        Err(Error::NotFound) => {}
                         Err(e) => return Err(e),
                     }
                 }
