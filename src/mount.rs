@@ -41,7 +41,7 @@ pub fn run(args: MountArgs) -> Result<(), String> {
             .raw(args.run.raw);
         load_and_serve(
             ctx,
-            args.tags.clone(),
+            args.pinned_tags()?,
             &mountpoint,
             &args.run,
             &mut readiness,
@@ -151,7 +151,7 @@ fn serve(
         format!("cannot mount at {}: {e}{hint}", mountpoint.display())
     })?;
     *unmounter.lock() = Some(session.unmount_callable());
-    core.set_kernel(KernelNotifier::start(session.notifier()));
+    core.set_kernel(KernelNotifier::start(&session));
     watch_signals(mountpoint.to_path_buf())?;
     if let Some(exporter) = metrics {
         let core = core.clone();
@@ -181,43 +181,51 @@ fn serve(
 const NOTIFY_WAIT: Duration = Duration::from_secs(2);
 
 /// The kernel's caches, reached by FUSE notifications sent from a thread of
-/// their own; the caller waits for them, within [`NOTIFY_WAIT`].
+/// their own; the caller waits for them, within [`NOTIFY_WAIT`]. Those
+/// nobody waits for go through a second thread, so that one the kernel
+/// holds back (a name, while a lookup holds its directory) delays no other.
 struct KernelNotifier {
     queue: parking_lot::Mutex<mpsc::Sender<(Vec<Invalidation>, mpsc::SyncSender<()>)>>,
+    later: parking_lot::Mutex<mpsc::Sender<(Vec<Invalidation>, mpsc::SyncSender<()>)>>,
+}
+
+/// A thread that sends each batch of invalidations to the kernel, then
+/// says it is done.
+fn invalidator(
+    name: &str,
+    notifier: Notifier,
+) -> mpsc::Sender<(Vec<Invalidation>, mpsc::SyncSender<()>)> {
+    let (tx, rx) = mpsc::channel::<(Vec<Invalidation>, mpsc::SyncSender<()>)>();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            for (invalidations, done) in rx {
+                for invalidation in invalidations {
+                    let result = match &invalidation {
+                        // A negative offset: attributes only.
+                        Invalidation::Attributes(ino) => notifier.inval_inode(INodeNo(*ino), -1, 0),
+                        Invalidation::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
+                        Invalidation::Entry { parent, name } => {
+                            notifier.inval_entry(INodeNo(*parent), OsStr::new(name))
+                        }
+                    };
+                    // ENOENT: the kernel had nothing cached for it.
+                    if let Err(e) = result {
+                        tracing::trace!(?invalidation, "the kernel refused an invalidation: {e}");
+                    }
+                }
+                let _ = done.try_send(());
+            }
+        })
+        .expect("spawning a thread");
+    tx
 }
 
 impl KernelNotifier {
-    fn start(notifier: Notifier) -> Arc<KernelNotifier> {
-        let (tx, rx) = mpsc::channel::<(Vec<Invalidation>, mpsc::SyncSender<()>)>();
-        std::thread::Builder::new()
-            .name("invalidator".into())
-            .spawn(move || {
-                for (invalidations, done) in rx {
-                    for invalidation in invalidations {
-                        let result = match &invalidation {
-                            // A negative offset: attributes only.
-                            Invalidation::Attributes(ino) => {
-                                notifier.inval_inode(INodeNo(*ino), -1, 0)
-                            }
-                            Invalidation::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
-                            Invalidation::Entry { parent, name } => {
-                                notifier.inval_entry(INodeNo(*parent), OsStr::new(name))
-                            }
-                        };
-                        // ENOENT: the kernel had nothing cached for it.
-                        if let Err(e) = result {
-                            tracing::trace!(
-                                ?invalidation,
-                                "the kernel refused an invalidation: {e}"
-                            );
-                        }
-                    }
-                    let _ = done.try_send(());
-                }
-            })
-            .expect("spawning a thread");
+    fn start(session: &Session<FuseAdapter>) -> Arc<KernelNotifier> {
         Arc::new(KernelNotifier {
-            queue: parking_lot::Mutex::new(tx),
+            queue: parking_lot::Mutex::new(invalidator("invalidator", session.notifier())),
+            later: parking_lot::Mutex::new(invalidator("invalidator-later", session.notifier())),
         })
     }
 }
@@ -235,6 +243,11 @@ impl Kernel for KernelNotifier {
                 "the kernel has not taken the invalidations yet; going on"
             );
         }
+    }
+
+    fn invalidate_later(&self, invalidations: Vec<Invalidation>) {
+        let (done, _) = mpsc::sync_channel(1);
+        let _ = self.later.lock().send((invalidations, done));
     }
 }
 

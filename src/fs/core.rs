@@ -95,6 +95,13 @@ impl FsCore {
     }
 
     fn changed(&self, change: &Change) {
+        if let Some(gone) = self.gone(change) {
+            self.tell_kernel(gone.now);
+            if let (Some(kernel), false) = (self.kernel.get(), gone.later.is_empty()) {
+                kernel.invalidate_later(gone.later);
+            }
+            return;
+        }
         let invalidations = self.invalidations(change);
         tracing::debug!(
             ?change,

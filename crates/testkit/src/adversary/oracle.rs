@@ -676,6 +676,25 @@ impl<'a> Judge<'a> {
             .collect()
     }
 
+    /// Whether the server had no version of `path` at some moment of
+    /// `[from, to]`.
+    fn absent_at_some_moment(&self, path: &str, from: Duration, to: Duration) -> bool {
+        let mut covered_until = from;
+        for version in self.history.versions(path) {
+            if version.published > covered_until {
+                break;
+            }
+            match version.replaced {
+                None => return false,
+                Some(end) => covered_until = covered_until.max(end),
+            }
+            if covered_until > to {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Whether the server's versions at `at` have directory `path`.
     fn directory_exists(&self, path: &str, at: Duration) -> bool {
         let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
@@ -788,7 +807,19 @@ impl<'a> Judge<'a> {
             .filter(|n| !generated(parts.len(), n))
             .cloned()
             .collect();
-        if candidates.iter().any(|(_, expected)| *expected == shown) {
+        // A material's file the server lacked at some moment of the session
+        // may have been found absent, and left out for the rest of it.
+        let left_out_allowed = |name: &String| {
+            parts.len() == 3
+                && self.absent_at_some_moment(
+                    &format!("{}/{name}", op.path),
+                    self.session.mounted,
+                    op.t1,
+                )
+        };
+        if candidates.iter().any(|(_, expected)| {
+            shown.is_subset(expected) && expected.difference(&shown).all(left_out_allowed)
+        }) {
             return None;
         }
         let listed: Vec<String> = candidates
@@ -1053,6 +1084,64 @@ mod tests {
         assert_eq!(
             judge(&history, vec![list("s/1k", 12.0)], vec![]),
             [ViolationKind::UnexpectedErrno]
+        );
+    }
+
+    #[test]
+    fn a_file_the_server_lacked_in_the_session_may_be_left_out_of_a_listing() {
+        use crate::adversary::views::{CatalogView, Material};
+        let mut history = History::default();
+        let catalog = Content::Document(Document {
+            bytes: Arc::from(b"c".to_vec()),
+            sha256: format!("{:0>64}", "c").into(),
+            view: DocView::Catalog(Arc::new(CatalogView {
+                materials: [(
+                    "m".to_string(),
+                    Material {
+                        tiers: ["512".to_string()].into(),
+                        channels: vec!["ao".into(), "color".into()],
+                    },
+                )]
+                .into(),
+                hashes: BTreeMap::new(),
+            })),
+        });
+        let one: BTreeMap<String, Content> = [
+            ("s.json".to_string(), catalog),
+            ("s/512/m/ao.png".to_string(), png(1)),
+            ("s/512/m/color.png".to_string(), png(2)),
+        ]
+        .into();
+        history.record(0, secs(0.0), &one, &BTreeMap::new(), vec![]);
+        // The ao file goes from the server at 10 s, the catalog stays.
+        let mut two = one.clone();
+        two.remove("s/512/m/ao.png");
+        history.record(1, secs(10.0), &two, &one, vec![]);
+        let list = |t: f64, names: &[&str]| Op {
+            thread: 0,
+            kind: OpKind::List,
+            path: "s/512/m".into(),
+            t0: secs(t),
+            t1: secs(t + 0.1),
+            observed: Observed::Names(names.iter().map(|n| n.to_string()).collect()),
+        };
+        assert_eq!(
+            judge(&history, vec![list(12.0, &["color.png"])], vec![]),
+            []
+        );
+        assert_eq!(
+            judge(&history, vec![list(5.0, &["color.png"])], vec![]),
+            [ViolationKind::WrongListing],
+            "it was there all the time before"
+        );
+        assert_eq!(
+            judge(&history, vec![list(12.0, &["ao.png"])], vec![]),
+            [ViolationKind::WrongListing],
+            "the other one never went"
+        );
+        assert_eq!(
+            judge(&history, vec![list(12.0, &["ao.png", "color.png"])], vec![]),
+            []
         );
     }
 
