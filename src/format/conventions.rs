@@ -5,22 +5,17 @@
 use std::collections::BTreeSet;
 
 use super::lenient::ValidName;
-use super::manifest::SourceSpec;
 
-/// Gives each source with texture tiers the map name the reference client
-/// would try. Called only when no source of the manifest has an `mtlx` key:
-/// a manifest with the key for some source comes from a bake that writes
-/// it, and its other sources have no map (so the current releases cost no
+/// The map name the reference client would try for a source with texture
+/// tiers. Used only when no source of the manifest has an `mtlx` key: a
+/// manifest with the key for some source comes from a bake that writes it,
+/// and its other sources have no map (so the current releases cost no
 /// request for maps that do not exist). A name that another entry of the
 /// tag's directory already has (`taken`) is not assumed. Whether the
 /// server has the file is found when it is first needed.
-pub fn assume_materialx_maps(sources: &mut [SourceSpec], taken: &BTreeSet<String>) {
-    for source in sources.iter_mut().filter(|s| s.has_directory()) {
-        let name = format!("{}-mtlx.json", source.name);
-        if ValidName::new(&name).is_ok() && !taken.contains(&name) {
-            source.mtlx = Some(name);
-        }
-    }
+pub fn assumed_materialx_map(source: &str, taken: &BTreeSet<String>) -> Option<String> {
+    let name = format!("{source}-mtlx.json");
+    (ValidName::new(&name).is_ok() && !taken.contains(&name)).then_some(name)
 }
 
 #[cfg(test)]

@@ -242,7 +242,9 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Parsed<Manifest>, FormatError> {
             }
         }
         if !names_maps {
-            super::conventions::assume_materialx_maps(&mut out, &taken);
+            for source in out.iter_mut().filter(|s| s.has_directory()) {
+                source.mtlx = super::conventions::assumed_materialx_map(&source.name, &taken);
+            }
         }
         out
     };
