@@ -24,8 +24,12 @@ use crate::dataset::{Entries, Kind};
 /// a directory of a million entries is read in hundreds of calls, and must
 /// not be built again for each.
 const REUSE: Duration = Duration::from_secs(1);
-/// Listings kept at most, and entries in all of them at most.
-const KEPT: usize = 256;
+/// Listings kept at most, and entries in all of them at most: a pass over
+/// one directory must find its listing again after a walk of the whole tag
+/// has listed every other directory meanwhile (as one does after a new
+/// version), so the count is far above a tag's directories, and memory is
+/// bounded by the entries.
+const KEPT: usize = 65_536;
 const KEPT_ENTRIES: usize = 4 << 20;
 
 /// A directory's children at one moment.

@@ -1221,6 +1221,43 @@ fn a_page_cache_read_past_the_versions_last_page_fails_rather_than_pad() {
 }
 
 #[test]
+fn a_pass_over_a_directory_outlives_a_burst_of_other_listings() {
+    // Hundreds of material directories.
+    let mut spec = ReleaseSpec::small(TAG);
+    spec.sources[0].materials = (0..200).map(|i| format!("Mat{i:03}")).collect();
+    let release = Release::generate(&spec);
+    let h = Harness::new(&release);
+    let s = h.session();
+    let dirs: Vec<String> = ["1k", "512", "ktx2-512"]
+        .iter()
+        .flat_map(|tier| {
+            let tier_dir = format!("{TAG}/ambientcg/{tier}");
+            s.list(&tier_dir)
+                .unwrap()
+                .into_iter()
+                .filter(|(_, kind)| *kind == Kind::Dir)
+                .map(move |(name, _)| format!("{tier_dir}/{name}"))
+        })
+        .collect();
+    assert!(dirs.len() > 500, "{}", dirs.len());
+    let dir = s.ino(&dirs[0]).unwrap();
+    let first = s.core.listing(dir, 0).unwrap();
+    let mut resume = 0;
+    s.core.fill(&first, 0, false, |_, next| {
+        resume = next;
+        true
+    });
+    // Every other directory listed (a walk after a new version) before the
+    // pass goes on: the pass still reads the listing it began with.
+    for path in &dirs[1..] {
+        let ino = s.ino(path).unwrap();
+        s.core.listing(ino, 0).unwrap();
+    }
+    let rest = s.core.listing(dir, resume).unwrap();
+    assert!(Arc::ptr_eq(&rest, &first), "the listing the pass began with");
+}
+
+#[test]
 fn one_pass_over_a_directory_never_mixes_two_versions_of_it() {
     let mut release = small();
     let h = Harness::new(&release);
