@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
+use crate::environment::Named;
 use crate::remote::http::{HttpSettings, Secret};
 use crate::remote::{RateLimits, RetryPolicy};
 
@@ -29,7 +30,10 @@ content is downloaded on first read and kept in a disk cache.";
 
 const ENVIRONMENT: &str = "\
 Environment:
-  MAT_VIS_HF_BASE         base URL (as --base-url)
+  MAT_VIS_DATASET         <owner>/<name>@<tag>: the repository (as --repo) and the tag
+  MAT_VIS_HF_DATASET      the repository (as --repo), unless MAT_VIS_DATASET names one
+  MAT_VIS_TAG             the tag (as --tag), unless MAT_VIS_DATASET names one
+  MAT_VIS_HF_BASE         base URL (as --base-url), unless a repository is named above
   HF_ENDPOINT             as --hf-endpoint
   MATVISFS_HF_LIMITS      as --hf-limits
   MATVISFS_CACHE_DIR      cache directory (as --cache-dir)
@@ -178,8 +182,9 @@ pub struct ClearArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct PrefetchArgs {
-    /// Release tag [default: v2026.04.2]; repeat for several.
-    #[arg(long = "tag", value_name = "TAG", default_value = DEFAULT_TAG)]
+    /// Release tag; repeat for several [default: MAT_VIS_TAG, or the tag
+    /// of MAT_VIS_DATASET, else v2026.04.2].
+    #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
 
     /// Only these sources (repeatable) [default: all with textures].
@@ -209,14 +214,16 @@ pub struct PrefetchArgs {
 #[derive(Debug, Clone, Args)]
 pub struct RemoteArgs {
     /// Dataset base URL: a file is <URL>/<tag>/<path>. Any static HTTP server
-    /// with that layout is a valid mirror [default:
+    /// with that layout is a valid mirror [default: MAT_VIS_HF_BASE unless
+    /// the environment names a repository, else
     /// <hf-endpoint>/datasets/<repo>/resolve, that is
     /// https://huggingface.co/datasets/gerchowl/mat-vis/resolve].
-    #[arg(long, env = "MAT_VIS_HF_BASE", value_name = "URL")]
+    #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
 
-    /// The Hugging Face dataset repository to mount [default:
-    /// gerchowl/mat-vis]. Not with --base-url, which names the dataset itself.
+    /// The Hugging Face dataset repository to mount [default: the one
+    /// MAT_VIS_DATASET or MAT_VIS_HF_DATASET names, else gerchowl/mat-vis].
+    /// Not with --base-url, which names the dataset itself.
     #[arg(long, value_name = "OWNER/NAME")]
     pub repo: Option<String>,
 
@@ -304,19 +311,26 @@ pub struct RemoteArgs {
 }
 
 impl RemoteArgs {
-    /// The base URL: `--base-url` (or MAT_VIS_HF_BASE), else the repository
-    /// on the Hub.
+    /// The base URL: `--base-url`, else the repository of `--repo` on the
+    /// Hub, else what the environment names (see `crate::environment`),
+    /// else the default repository.
     pub fn base_url(&self) -> Result<String, String> {
+        self.base_url_in(&Named::read()?)
+    }
+
+    fn base_url_in(&self, env: &Named) -> Result<String, String> {
         if let Some(base) = &self.base_url {
             return match &self.repo {
-                Some(_) => Err(
-                    "--repo and --base-url (or MAT_VIS_HF_BASE) both name the dataset: give one"
-                        .into(),
-                ),
+                Some(_) => Err("--repo and --base-url both name the dataset: give one".into()),
                 None => Ok(base.clone()),
             };
         }
-        let repo = self.repo.as_deref().unwrap_or(DEFAULT_REPO);
+        let (repo, given_by) = match (&self.repo, &env.repo, &env.base) {
+            (Some(repo), _, _) => (repo.as_str(), "--repo"),
+            (None, Some((repo, variable)), _) => (repo.as_str(), *variable),
+            (None, None, Some(base)) => return Ok(base.clone()),
+            (None, None, None) => (DEFAULT_REPO, "--repo"),
+        };
         let valid = |part: &str| {
             !part.is_empty()
                 && part != "."
@@ -330,7 +344,7 @@ impl RemoteArgs {
                 "{}/datasets/{owner}/{name}/resolve",
                 self.hf_endpoint.trim_end_matches('/')
             )),
-            _ => Err(format!("--repo {repo:?} is not OWNER/NAME")),
+            _ => Err(format!("{given_by} {repo:?} is not OWNER/NAME")),
         }
     }
 
@@ -429,8 +443,9 @@ pub struct MountArgs {
     pub mountpoint: PathBuf,
 
     /// A release tag to mount, loaded before the command returns (repeat for
-    /// several). Other release tags appear when first looked up.
-    #[arg(long = "tag", value_name = "TAG", default_value = DEFAULT_TAG)]
+    /// several). Other release tags appear when first looked up [default:
+    /// MAT_VIS_TAG, or the tag of MAT_VIS_DATASET, else v2026.04.2].
+    #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
 
     #[command(flatten)]
@@ -463,6 +478,21 @@ pub struct RefreshArgs {
     /// has loaded]; a tag it has not loaded is looked up.
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
+}
+
+impl MountArgs {
+    /// The tags to load: `--tag`, else the environment's, else the default.
+    pub fn pinned_tags(&self) -> Result<Vec<String>, String> {
+        Ok(Named::read()?.tags(&self.tags, DEFAULT_TAG))
+    }
+}
+
+impl PrefetchArgs {
+    /// The tags to prefetch: `--tag`, else the environment's, else the
+    /// default.
+    pub fn selected_tags(&self) -> Result<Vec<String>, String> {
+        Ok(Named::read()?.tags(&self.tags, DEFAULT_TAG))
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -541,6 +571,46 @@ mod tests {
     }
 
     #[test]
+    fn flags_name_the_dataset_before_the_environment() {
+        let env = |vars: &[(&str, &str)]| {
+            Named::from_lookup(|name| {
+                vars.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
+            })
+            .unwrap()
+        };
+        let hub = |repo: &str| format!("https://hub.example/datasets/{repo}/resolve");
+        let dataset = env(&[
+            ("MAT_VIS_DATASET", "me/tst@v2026.04.99"),
+            ("MAT_VIS_HF_BASE", "http://mirror/resolve"),
+        ]);
+        assert_eq!(remote(&[]).base_url_in(&dataset).unwrap(), hub("me/tst"));
+        assert_eq!(
+            remote(&["--repo", "a/b"]).base_url_in(&dataset).unwrap(),
+            hub("a/b")
+        );
+        assert_eq!(
+            remote(&["--base-url", "http://m/x"])
+                .base_url_in(&dataset)
+                .unwrap(),
+            "http://m/x"
+        );
+        let base = env(&[("MAT_VIS_HF_BASE", "http://mirror/resolve")]);
+        assert_eq!(
+            remote(&[]).base_url_in(&base).unwrap(),
+            "http://mirror/resolve"
+        );
+        assert_eq!(
+            remote(&["--repo", "a/b"]).base_url_in(&base).unwrap(),
+            hub("a/b")
+        );
+        let bad = env(&[("MAT_VIS_HF_DATASET", "not-a-repo")]);
+        let err = remote(&[]).base_url_in(&bad).unwrap_err();
+        assert!(err.contains("MAT_VIS_HF_DATASET"), "{err}");
+    }
+
+    #[test]
     fn the_interface_parses_as_documented() {
         let cli = Cli::try_parse_from([
             "matvisfs",
@@ -568,7 +638,10 @@ mod tests {
         else {
             panic!("not mount")
         };
-        assert_eq!(args.tags, [DEFAULT_TAG]);
+        assert!(
+            args.tags.is_empty(),
+            "the default comes after the environment"
+        );
         assert!(!args.run.foreground && !args.run.allow_other);
 
         let Command::Unmount(args) = Cli::try_parse_from(["matvisfs", "unmount", "/m", "--lazy"])
@@ -600,7 +673,7 @@ mod tests {
         assert_eq!(
             (args.tags, args.sources, args.tiers, args.jobs),
             (
-                vec![DEFAULT_TAG.to_string()],
+                vec![],
                 vec!["ambientcg".to_string()],
                 vec!["1k".to_string(), "512".to_string()],
                 4

@@ -2,9 +2,8 @@
 //! its worker threads, kernel cache invalidation, and clean shutdown on
 //! SIGINT/SIGTERM.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,7 +44,7 @@ pub fn run(args: MountArgs) -> Result<(), String> {
             .revalidate_every(args.revalidate_every);
         load_and_serve(
             ctx,
-            args.tags.clone(),
+            args.pinned_tags()?,
             &mountpoint,
             &args.run,
             &mut readiness,
@@ -177,7 +176,7 @@ fn serve(
         format!("cannot mount at {}: {e}{hint}", mountpoint.display())
     })?;
     *unmounter.lock() = Some(session.unmount_callable());
-    core.set_kernel(KernelNotifier::start(session.notifier()));
+    core.set_kernel(KernelNotifier::start(&session));
     watch_signals(
         mountpoint.to_path_buf(),
         core.dataset().clone(),
@@ -215,43 +214,51 @@ fn serve(
 const NOTIFY_WAIT: Duration = Duration::from_secs(2);
 
 /// The kernel's caches, reached by FUSE notifications sent from a thread of
-/// their own; the caller waits for them, within [`NOTIFY_WAIT`].
+/// their own; the caller waits for them, within [`NOTIFY_WAIT`]. Those
+/// nobody waits for go through a second thread, so that one the kernel
+/// holds back (a name, while a lookup holds its directory) delays no other.
 struct KernelNotifier {
     queue: parking_lot::Mutex<mpsc::Sender<(Vec<Invalidation>, mpsc::SyncSender<()>)>>,
+    later: parking_lot::Mutex<mpsc::Sender<(Vec<Invalidation>, mpsc::SyncSender<()>)>>,
+}
+
+/// A thread that sends each batch of invalidations to the kernel, then
+/// says it is done.
+fn invalidator(
+    name: &str,
+    notifier: Notifier,
+) -> mpsc::Sender<(Vec<Invalidation>, mpsc::SyncSender<()>)> {
+    let (tx, rx) = mpsc::channel::<(Vec<Invalidation>, mpsc::SyncSender<()>)>();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            for (invalidations, done) in rx {
+                for invalidation in invalidations {
+                    let result = match &invalidation {
+                        // A negative offset: attributes only.
+                        Invalidation::Attributes(ino) => notifier.inval_inode(INodeNo(*ino), -1, 0),
+                        Invalidation::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
+                        Invalidation::Entry { parent, name } => {
+                            notifier.inval_entry(INodeNo(*parent), OsStr::new(name))
+                        }
+                    };
+                    // ENOENT: the kernel had nothing cached for it.
+                    if let Err(e) = result {
+                        tracing::trace!(?invalidation, "the kernel refused an invalidation: {e}");
+                    }
+                }
+                let _ = done.try_send(());
+            }
+        })
+        .expect("spawning a thread");
+    tx
 }
 
 impl KernelNotifier {
-    fn start(notifier: Notifier) -> Arc<KernelNotifier> {
-        let (tx, rx) = mpsc::channel::<(Vec<Invalidation>, mpsc::SyncSender<()>)>();
-        std::thread::Builder::new()
-            .name("invalidator".into())
-            .spawn(move || {
-                for (invalidations, done) in rx {
-                    for invalidation in invalidations {
-                        let result = match &invalidation {
-                            // A negative offset: attributes only.
-                            Invalidation::Attributes(ino) => {
-                                notifier.inval_inode(INodeNo(*ino), -1, 0)
-                            }
-                            Invalidation::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
-                            Invalidation::Entry { parent, name } => {
-                                notifier.inval_entry(INodeNo(*parent), OsStr::new(name))
-                            }
-                        };
-                        // ENOENT: the kernel had nothing cached for it.
-                        if let Err(e) = result {
-                            tracing::trace!(
-                                ?invalidation,
-                                "the kernel refused an invalidation: {e}"
-                            );
-                        }
-                    }
-                    let _ = done.try_send(());
-                }
-            })
-            .expect("spawning a thread");
+    fn start(session: &Session<FuseAdapter>) -> Arc<KernelNotifier> {
         Arc::new(KernelNotifier {
-            queue: parking_lot::Mutex::new(tx),
+            queue: parking_lot::Mutex::new(invalidator("invalidator", session.notifier())),
+            later: parking_lot::Mutex::new(invalidator("invalidator-later", session.notifier())),
         })
     }
 }
@@ -269,6 +276,11 @@ impl Kernel for KernelNotifier {
                 "the kernel has not taken the invalidations yet; going on"
             );
         }
+    }
+
+    fn invalidate_later(&self, invalidations: Vec<Invalidation>) {
+        let (done, _) = mpsc::sync_channel(1);
+        let _ = self.later.lock().send((invalidations, done));
     }
 }
 
@@ -387,14 +399,14 @@ fn is_mount_point(path: &Path, meta: &fs::Metadata) -> bool {
 /// `matvisfs unmount`.
 pub fn unmount(path: &Path, lazy: bool) -> Result<(), String> {
     let path = absolute(path)?;
-    let c_path =
-        CString::new(path.as_os_str().as_bytes()).map_err(|_| "the path contains a NUL byte")?;
-    let flags = if lazy { libc::MNT_DETACH } else { 0 };
-    // SAFETY: c_path is a valid C string.
-    if unsafe { libc::umount2(c_path.as_ptr(), flags) } == 0 {
+    let flags = match lazy {
+        true => rustix::mount::UnmountFlags::DETACH,
+        false => rustix::mount::UnmountFlags::empty(),
+    };
+    let Err(error) = rustix::mount::unmount(&path, flags) else {
         return Ok(());
-    }
-    let error = std::io::Error::last_os_error();
+    };
+    let error = std::io::Error::from(error);
     match error.raw_os_error() {
         // Not root: the setuid helper may unmount our own mounts.
         Some(libc::EPERM) => {

@@ -106,10 +106,13 @@ impl Drop for Targets {
     fn drop(&mut self) {
         for target in &self.0 {
             for pid in serving_processes(target) {
+                // SAFETY: sending a signal has no memory effects.
+                // SAFETY: sending a signal has no memory effects.
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             }
             if is_mounted(target) {
                 let c = std::ffi::CString::new(target.as_os_str().as_encoded_bytes()).unwrap();
+                // SAFETY: a valid NUL-terminated path.
                 unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
             }
             common::remove_control_socket(target);
@@ -381,6 +384,7 @@ fn a_published_volume_serves_the_tree_outlives_a_killed_plugin_and_unpublishes()
         }
 
         // The plugin killed: the mount still serves.
+        // SAFETY: sending a signal has no memory effects.
         unsafe { libc::kill(driver.child.id() as i32, libc::SIGKILL) };
         driver.kill();
         assert!(is_mounted(&target));
@@ -433,6 +437,7 @@ fn a_volume_whose_mount_died_is_mounted_again_by_the_next_publish() {
         wait_until_durable(&target);
 
         for pid in serving_processes(&target) {
+            // SAFETY: sending a signal has no memory effects.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
         wait_for(

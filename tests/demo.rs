@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{BIN, TAG, is_mounted, read, walk};
-use matvisfs_sample::{Release, ReleaseSpec};
+use matvisfs_sample::{Release, ReleaseSpec, SAMPLE_UNPUBLISHED};
 
 /// Unmounts whatever the demo left mounted when the test fails.
 struct Unmount(PathBuf);
@@ -77,6 +77,13 @@ fn the_demo_mounts_the_sample_without_network_and_stops_with_the_printed_command
 
     let release = Release::generate(&ReleaseSpec::sample(TAG, 2));
     let expected: Vec<String> = release.expected_tree().into_iter().collect();
+    // The catalog names a file the sample never published, as real
+    // releases do: not there, and then not listed.
+    let unpublished = mountpoint.join(TAG).join(SAMPLE_UNPUBLISHED);
+    assert_eq!(
+        fs::metadata(&unpublished).unwrap_err().raw_os_error(),
+        Some(libc::ENOENT)
+    );
     // The server's files, and beside them the documents the mount makes.
     let tree = walk(&mountpoint.join(TAG));
     let (generated, served) = common::split_generated(tree);

@@ -147,6 +147,7 @@ fn everything_that_would_write_fails_with_erofs() {
     );
     erofs(fs::hard_link(&file, dir.join("hard")), "link");
     let c_file = std::ffi::CString::new(file.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
     let truncated = unsafe { libc::truncate(c_file.as_ptr(), 0) };
     erofs(
         if truncated == 0 {
@@ -546,6 +547,8 @@ fn a_session_of_ordinary_use_logs_no_warning() {
         // What `isatty` asks of every file a program opens: not a terminal.
         let mut termios = std::mem::MaybeUninit::<libc::termios>::uninit();
         use std::os::fd::AsRawFd;
+        // SAFETY: an open descriptor and room for the answer.
+        // SAFETY: an open descriptor and room for the answer.
         let asked = unsafe { libc::ioctl(file.as_raw_fd(), libc::TCGETS, termios.as_mut_ptr()) };
         assert_eq!(asked, -1);
         assert_eq!(

@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 
 use super::changes::ChangeReport;
 use super::error::{Error, Result};
+use super::missing;
 use super::shared::Shared;
 use super::view::{LoadedDoc, Step};
 use crate::digest::Sha256Digest;
@@ -214,13 +215,27 @@ impl Documents {
     }
 
     /// The view's copy once installed: another thread may have been first.
+    /// A map the manifest does not name is listed from now on: the kernel
+    /// is told.
     fn install(t: &Shared, name: &str, doc: LoadedDoc) -> LoadedDoc {
-        t.view.update(Step::Loaded(name.to_string(), doc.clone()));
-        t.view.load().documents.get(name).cloned().unwrap_or(doc)
+        let installed = t.view.update(Step::Loaded(name.to_string(), doc.clone()));
+        let view = t.view.load();
+        let implied = view
+            .manifest
+            .document_owner(name)
+            .is_some_and(|s| s.mtlx.as_deref() == Some(name) && !s.mtlx_named);
+        if installed.is_some() && implied {
+            t.ctx.changed(super::Change {
+                tag: t.name.to_string(),
+                file: Some(name.to_string()),
+            });
+        }
+        view.documents.get(name).cloned().unwrap_or(doc)
     }
 
     fn fetch(&self, t: &Shared, name: &str, role: DocumentRole) -> Result<LoadedDoc> {
-        let file = location(&t.view.load().manifest, name);
+        let view = t.view.load();
+        let file = location(&view.manifest, name);
         let url = t.url(&file);
         let remote = t.remote(&url, "not cached")?;
         let mut sink = MemorySink::with_limit(DOCUMENT_LIMIT);
@@ -231,6 +246,11 @@ impl Documents {
                     url,
                     "a 304 answer to an unconditional request",
                 ));
+            }
+            // A map is an addition to the tree; a tag without its catalogs
+            // is broken, and says so.
+            Err(FetchError::NotFound) if role == DocumentRole::MaterialX => {
+                return Err(missing::answered_404(t, name, view.generation));
             }
             Err(e) => return Err(Error::fetch(url, e)),
         };

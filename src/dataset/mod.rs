@@ -8,6 +8,7 @@ mod entries;
 mod error;
 mod files;
 mod generated;
+mod missing;
 mod releases;
 mod revalidation;
 mod shared;
@@ -37,7 +38,8 @@ pub use tag::{LoadError, Refreshed, Stat, Tag};
 pub use view::Kind;
 
 /// What the server changed: a whole tag, or one file of it (by its path
-/// under the tag).
+/// under the tag): other bytes, found absent, or (a map the manifest does
+/// not name) found present.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     pub tag: String,
@@ -201,7 +203,7 @@ impl Dataset {
                          only on a server that keeps them (the Hugging Face Hub), not on a plain mirror"
                     ),
                     LoadError::NotFound => format!(
-                        "tag {name} was not found: {url} answered 404; check --tag and --base-url (or MAT_VIS_HF_BASE)"
+                        "tag {name} was not found: {url} answered 404; check --tag and --base-url (or MAT_VIS_TAG, MAT_VIS_DATASET and MAT_VIS_HF_BASE)"
                     ),
                     LoadError::Unavailable(why) => format!("cannot load tag {name} from {url}: {why}"),
                 }

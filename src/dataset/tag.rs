@@ -187,22 +187,25 @@ impl Tag {
         self.shared.view.load()
     }
 
-    /// The current version's generation.
-    pub fn generation(&self) -> u64 {
-        self.shared.view.load().generation
+    /// The current version of the tree, as listings are versioned by (see
+    /// [`TagView::listing_version`]).
+    pub fn listing_version(&self) -> u64 {
+        self.shared.view.load().listing_version()
     }
 
     /// Asks `question` of the current tree, loading the documents it needs
     /// first (a container tier may need several rowmaps).
     fn ask<T>(&self, path: &str, question: impl Fn(&Arc<TagView>) -> Lookup<T>) -> Result<T> {
-        // Asking for one document twice means loading it did not help.
+        // Asking for one document twice in one version means loading it
+        // did not help.
         let mut loaded = HashSet::new();
         loop {
-            match question(&self.view()) {
+            let view = self.view();
+            match question(&view) {
                 Lookup::Found(answer) => return Ok(answer),
                 Lookup::Missing => return Err(Error::NotFound),
                 Lookup::NeedsDocument(name) => {
-                    if !loaded.insert(name.clone()) {
+                    if !loaded.insert((name.clone(), view.generation)) {
                         tracing::error!(
                             tag = self.name(),
                             path,
@@ -211,7 +214,14 @@ impl Tag {
                         );
                         return Err(Error::NotFound);
                     }
-                    self.documents.get(&self.shared, &name)?;
+                    match self.documents.get(&self.shared, &name) {
+                        Ok(_) => {}
+                        // The server lacks it (the tree goes on without it),
+                        // or the tag's version moved on meanwhile and no
+                        // longer has it: ask the current tree again.
+                        Err(Error::NotFound) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
             }
         }
@@ -254,13 +264,23 @@ impl Tag {
         })
     }
 
-    /// The entries of a directory, with the generation of the view they
-    /// come from.
+    /// The entries of a directory, with the listing version of the view
+    /// they come from.
     pub fn list(&self, path: &str) -> Result<(Entries, u64)> {
         self.ask(path, |view| {
-            view.list(path).map(|l| l.map(|l| (l, view.generation)))
+            view.list(path)
+                .map(|l| l.map(|l| (l, view.listing_version())))
         })?
         .ok_or(Error::NotDir)
+    }
+
+    /// The entries of a directory in the current tree, as far as is known
+    /// without loading anything.
+    pub fn entries_now(&self, path: &str) -> Option<Entries> {
+        match self.view().list(path) {
+            Lookup::Found(entries) => entries,
+            Lookup::Missing | Lookup::NeedsDocument(_) => None,
+        }
     }
 
     /// Opens a file: revalidates the tag (and the document that describes
@@ -447,6 +467,16 @@ impl Tag {
             "commit": *self.shared.commit.lock(),
             "changes": serde_json::to_value(&*self.shared.changes.lock()).unwrap_or_default(),
             "changes_found": self.shared.changes_found.load(Ordering::Relaxed),
+            "missing": missing_report(&self.view()),
         })
     }
+}
+
+/// The files of the current version found absent on the server this
+/// session: how many, and the first few paths.
+fn missing_report(view: &TagView) -> serde_json::Value {
+    serde_json::json!({
+        "count": view.absent.len(),
+        "examples": view.absent.iter().take(super::missing::EXAMPLES).collect::<Vec<_>>(),
+    })
 }

@@ -292,6 +292,11 @@ fn parse_material(
         None => return Err("no \"id\"".into()),
     };
     check_component(id).map_err(|e| format!("id {id:?} {e}"))?;
+    // The bake's own tools leave such entries out: their files were never
+    // all made.
+    if fields.get("status").and_then(Value::as_str) == Some("failed") {
+        return Err(format!("material {id:?} is marked \"status\": \"failed\""));
+    }
 
     let too_many = |what: &str, name: &str| {
         format!(
@@ -442,7 +447,8 @@ mod tests {
               "available_tiers": ["1k", "512", "ktx2-1k"],
               "texture_hashes": {{"color": {{"sha256": "{}", "size": 10}}}},
               "upstream": {{"whatever": true}}, "brand_new_field": 1}},
-            {{"id": "Brass", "available_tiers": ["scalar"]}},
+            {{"id": "Brass", "available_tiers": ["scalar"], "status": "ok"}},
+            {{"id": "Failed", "available_tiers": ["1k"], "maps": ["color"], "status": "failed"}},
             {{"id": "OnlyHashes", "available_tiers": ["1k"],
               "texture_hashes": {{"ao": {{"sha256": "{}", "size": 3}}}}}}
         ]"#,
@@ -450,7 +456,9 @@ mod tests {
             hex('b')
         );
         let parsed = parse_catalog(doc.as_bytes()).unwrap();
-        assert!(parsed.skipped.is_empty(), "{:?}", parsed.skipped);
+        // An entry the bake marked failed is left out like a bad one.
+        assert_eq!(parsed.skipped.len(), 1, "{:?}", parsed.skipped);
+        assert!(parsed.skipped[0].contains("failed"));
         let ids: Vec<_> = parsed
             .value
             .materials

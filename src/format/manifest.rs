@@ -34,6 +34,9 @@ pub struct SourceSpec {
     pub catalog: Option<String>,
     /// Optional `{"<material id>": "<MaterialX XML>"}` document.
     pub mtlx: Option<String>,
+    /// The manifest names `mtlx` itself; else it is the name the reference
+    /// client assumes (see `conventions`), which the server may not have.
+    pub mtlx_named: bool,
     /// Texture tiers, sorted; `scalar` is left out because it has no files.
     pub tiers: Vec<String>,
     /// The manifest lists a `scalar` tier: catalog values only.
@@ -176,6 +179,8 @@ struct RawSource {
 struct RawTier {
     rowmap: Option<Lenient<RevisionPath>>,
     tar: Option<Lenient<RevisionPath>>,
+    /// `false`: the bake says the tier is not complete.
+    complete: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -226,12 +231,19 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Parsed<Manifest>, FormatError> {
         // Names already used in the tag directory: a later entry may not
         // reuse one. The map is sorted by name.
         let mut taken: BTreeSet<String> = BTreeSet::from([MANIFEST_FILE.to_string()]);
+        let names_maps = sources.values().any(|s| s.get("mtlx").is_some());
         let mut out = Vec::new();
         for (name, source) in sources {
-            match object(source).and_then(|raw| build_source(&name, raw, &mut taken, &mut skipped))
+            match object(source)
+                .and_then(|raw| build_source(&name, raw, schema, &mut taken, &mut skipped))
             {
                 Ok(spec) => out.push(spec),
                 Err(reason) => skipped.push(format!("source {name:?}: {reason}")),
+            }
+        }
+        if !names_maps {
+            for source in out.iter_mut().filter(|s| s.has_directory()) {
+                source.mtlx = super::conventions::assumed_materialx_map(&source.name, &taken);
             }
         }
         out
@@ -262,6 +274,7 @@ fn check_schema(version: Option<&Value>) -> Result<u64, FormatError> {
 fn build_source(
     name: &str,
     raw: RawSource,
+    schema: u64,
     taken: &mut BTreeSet<String>,
     skipped: &mut Vec<String>,
 ) -> Result<SourceSpec, String> {
@@ -285,7 +298,20 @@ fn build_source(
             continue;
         }
         // A tier that is not an object is a tier of files.
-        match container_part(object(spec).unwrap_or_default()) {
+        let spec: RawTier = object(spec).unwrap_or_default();
+        if spec.complete == Some(Value::Bool(false)) {
+            skipped.push(format!(
+                "source {name:?}: tier {tier:?} is marked \"complete\": false; it is not shown until it is complete"
+            ));
+            continue;
+        }
+        // Schema 3 is one file per texture: `tar` and `rowmap` a re-bake
+        // left from schema 2 name nothing it serves.
+        let spec = match schema {
+            3 => RawTier::default(),
+            _ => spec,
+        };
+        match container_part(spec) {
             Ok(part) => {
                 if let Some(part) = part {
                     containers.insert(tier.clone(), vec![part]);
@@ -330,6 +356,7 @@ fn build_source(
     Ok(SourceSpec {
         name: name.to_string(),
         catalog: Some(catalog),
+        mtlx_named: mtlx.is_some(),
         mtlx,
         tiers,
         scalar,
@@ -438,6 +465,7 @@ fn schema1_sources(tiers: BTreeMap<String, Value>, skipped: &mut Vec<String>) ->
                 name: name.clone(),
                 catalog: None,
                 mtlx: None,
+                mtlx_named: false,
                 tiers: Vec::new(),
                 scalar: false,
                 containers: BTreeMap::new(),
@@ -586,6 +614,44 @@ mod tests {
             Some(at("mat-vis-polyhaven-1k.parquet"))
         );
         assert!(matches!(polyhaven.rowmap, Location::Absolute(_)));
+    }
+
+    #[test]
+    fn a_schema_3_manifest_is_per_file_whatever_schema_2_left_in_it() {
+        let doc = r#"{"schema_version": 3, "sources": {
+            "ambientcg": {"catalog": "ambientcg.json", "materials_count": 1960, "tiers": {
+                "1k": {"complete": true, "tar": "ambientcg-1k.tar", "rowmap": "ambientcg-1k-rowmap.json"},
+                "512": {"tar": "ambientcg-512.tar", "rowmap": "ambientcg-512-rowmap.json"}}}}}"#;
+        let parsed = parse_manifest(doc.as_bytes()).unwrap();
+        assert!(parsed.skipped.is_empty(), "{:?}", parsed.skipped);
+        let source = parsed.value.source("ambientcg").unwrap();
+        assert_eq!(source.tiers, ["1k", "512"]);
+        assert!(source.containers.is_empty());
+        assert_eq!(parsed.value.document_role("ambientcg-1k-rowmap.json"), None);
+        // The same tiers in schema 2 are containers.
+        let parsed = parse_manifest(
+            doc.replace("\"schema_version\": 3", "\"schema_version\": 2")
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            parsed.value.source("ambientcg").unwrap().containers.len(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_tier_marked_incomplete_is_left_out_until_it_is_complete() {
+        let doc = r#"{"schema_version": 3, "sources": {
+            "ambientcg": {"catalog": "ambientcg.json", "tiers": {
+                "1k": {"complete": true}, "512": {"complete": false}, "256": {}, "128": {"complete": "no"}}}}}"#;
+        let parsed = parse_manifest(doc.as_bytes()).unwrap();
+        assert_eq!(
+            parsed.value.source("ambientcg").unwrap().tiers,
+            ["128", "1k", "256"]
+        );
+        assert_eq!(parsed.skipped.len(), 1, "{:?}", parsed.skipped);
+        assert!(parsed.skipped[0].contains("\"512\""));
     }
 
     #[test]

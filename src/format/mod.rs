@@ -3,6 +3,7 @@
 //! strict about what reaches a path: every bad entry is skipped with a reason.
 
 pub mod catalog;
+mod conventions;
 pub mod hub;
 mod lenient;
 mod location;

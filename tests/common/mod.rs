@@ -171,6 +171,9 @@ impl MountBuilder {
             ])
             .args(&self.args)
             .env_remove("MAT_VIS_HF_BASE")
+            .env_remove("MAT_VIS_DATASET")
+            .env_remove("MAT_VIS_HF_DATASET")
+            .env_remove("MAT_VIS_TAG")
             .env_remove("MATVISFS_CACHE_DIR")
             .env_remove("MATVISFS_LOG")
             .env_remove("HF_TOKEN")
@@ -256,6 +259,7 @@ impl Mount {
 
     pub fn signal(&self, signal: i32) {
         if let Some(pid) = self.pid() {
+            // SAFETY: sending a signal has no memory effects.
             unsafe { libc::kill(pid as i32, signal) };
         }
     }
@@ -286,6 +290,7 @@ pub fn remove_control_socket(mountpoint: &Path) {
 
 fn force_unmount(path: &Path) {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
     unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
 }
 

@@ -625,7 +625,11 @@ impl<'a> Judge<'a> {
             // A directory found gone while it was listed: its inode is
             // stale, as a file's is for a read.
             (Observed::Error(libc::ESTALE), OpKind::List)
-                if !self.directory_exists(&op.path, op.t1) =>
+                if self.directory_missing_within(
+                    &op.path,
+                    self.listing_from(op, anchor),
+                    op.t1,
+                ) =>
             {
                 None
             }
@@ -782,7 +786,7 @@ impl<'a> Judge<'a> {
         source: &str,
         from: Option<Duration>,
         to: Duration,
-    ) -> Vec<(&'a Version, &'a super::model::CatalogView)> {
+    ) -> Vec<(&'a Version, &'a super::views::CatalogView)> {
         self.history
             .versions(&catalog_path(source))
             .iter()
@@ -801,7 +805,7 @@ impl<'a> Judge<'a> {
         &self,
         from: Option<Duration>,
         to: Duration,
-    ) -> Vec<(&'a Version, &'a super::model::ManifestView)> {
+    ) -> Vec<(&'a Version, &'a super::views::ManifestView)> {
         self.history
             .versions(MANIFEST)
             .iter()
@@ -816,28 +820,59 @@ impl<'a> Judge<'a> {
             .collect()
     }
 
+    /// Whether the server had no version of `path` at some moment of
+    /// `[from, to]`.
+    fn absent_at_some_moment(&self, path: &str, from: Duration, to: Duration) -> bool {
+        let mut covered_until = from;
+        for version in self.history.versions(path) {
+            if version.published > covered_until {
+                break;
+            }
+            match version.replaced {
+                None => return false,
+                Some(end) => covered_until = covered_until.max(end),
+            }
+            if covered_until > to {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Whether the server's versions at `at` have directory `path`.
-    fn directory_exists(&self, path: &str, at: Duration) -> bool {
+    /// Where the versions a listing may have been answered from begin: its
+    /// anchor, else the session's manifest's, else the operation's start.
+    fn listing_from(&self, op: &Op, anchor: Option<Duration>) -> Duration {
+        anchor
+            .or_else(|| self.anchors.manifest.as_ref().map(|r| r.published))
+            .unwrap_or(op.t0)
+            .min(op.t0)
+    }
+
+    /// Whether some manifest or catalog version served between `from` and
+    /// `to` lacks the directory: the session's version may be that one
+    /// (it is revalidated once), however soon the server brought it back.
+    fn directory_missing_within(&self, path: &str, from: Duration, to: Duration) -> bool {
         let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-        let manifest_has = |source: &str, tier: Option<&str>| {
-            self.manifests(Some(at), at).iter().any(|(_, m)| {
-                m.sources
+        let manifest_lacks = |source: &str, tier: Option<&str>| {
+            self.manifests(Some(from), to).iter().any(|(_, m)| {
+                !m.sources
                     .get(source)
                     .is_some_and(|tiers| tier.is_none_or(|t| tiers.contains(t)))
             })
         };
         match parts[..] {
-            [] => true,
-            [source] => manifest_has(source, None),
-            [source, tier] => manifest_has(source, Some(tier)),
+            [] => false,
+            [source] => manifest_lacks(source, None),
+            [source, tier] => manifest_lacks(source, Some(tier)),
             [source, tier, id] => {
-                manifest_has(source, Some(tier))
-                    && self
-                        .catalogs(source, Some(at), at)
+                manifest_lacks(source, Some(tier))
+                    || self
+                        .catalogs(source, Some(from), to)
                         .iter()
-                        .any(|(_, c)| c.files(tier, id).is_some())
+                        .any(|(_, c)| c.files(tier, id).is_none())
             }
-            _ => false,
+            _ => true,
         }
     }
 
@@ -928,7 +963,19 @@ impl<'a> Judge<'a> {
             .filter(|n| !generated(parts.len(), n))
             .cloned()
             .collect();
-        if candidates.iter().any(|(_, expected)| *expected == shown) {
+        // A material's file the server lacked at some moment of the session
+        // may have been found absent, and left out for the rest of it.
+        let left_out_allowed = |name: &String| {
+            parts.len() == 3
+                && self.absent_at_some_moment(
+                    &format!("{}/{name}", op.path),
+                    self.session.mounted,
+                    op.t1,
+                )
+        };
+        if candidates.iter().any(|(_, expected)| {
+            shown.is_subset(expected) && expected.difference(&shown).all(left_out_allowed)
+        }) {
             return None;
         }
         let listed: Vec<String> = candidates
@@ -1164,7 +1211,7 @@ mod tests {
             Content::Document(Document {
                 bytes: Arc::from(format!("{tiers:?}").into_bytes()),
                 sha256: format!("{:0>64}", tiers.len()).into(),
-                view: DocView::Manifest(Arc::new(crate::adversary::model::ManifestView {
+                view: DocView::Manifest(Arc::new(crate::adversary::views::ManifestView {
                     sources: [(
                         "s".to_string(),
                         tiers.iter().map(|t| t.to_string()).collect(),
@@ -1194,6 +1241,76 @@ mod tests {
         assert_eq!(
             judge(&history, vec![list("s/1k", 12.0)], vec![]),
             [ViolationKind::UnexpectedErrno]
+        );
+        // The tier comes back at 20 s: a session whose version lacks it
+        // (its manifest asked at 11 s) may still find it gone at 25 s.
+        let three: BTreeMap<String, Content> =
+            [(MANIFEST.to_string(), manifest(&["1k", "512", "256"]))].into();
+        history.record(2, secs(20.0), &three, &two, vec![]);
+        let session = vec![request(MANIFEST, 11.0, 1)];
+        assert_eq!(judge(&history, vec![list("s/512", 25.0)], session), []);
+        let later = vec![request(MANIFEST, 21.0, 2)];
+        assert_eq!(
+            judge(&history, vec![list("s/512", 25.0)], later),
+            [ViolationKind::UnexpectedErrno]
+        );
+    }
+
+    #[test]
+    fn a_file_the_server_lacked_in_the_session_may_be_left_out_of_a_listing() {
+        use crate::adversary::views::{CatalogView, Material};
+        let mut history = History::default();
+        let catalog = Content::Document(Document {
+            bytes: Arc::from(b"c".to_vec()),
+            sha256: format!("{:0>64}", "c").into(),
+            view: DocView::Catalog(Arc::new(CatalogView {
+                materials: [(
+                    "m".to_string(),
+                    Material {
+                        tiers: ["512".to_string()].into(),
+                        channels: vec!["ao".into(), "color".into()],
+                    },
+                )]
+                .into(),
+                hashes: BTreeMap::new(),
+            })),
+        });
+        let one: BTreeMap<String, Content> = [
+            ("s.json".to_string(), catalog),
+            ("s/512/m/ao.png".to_string(), png(1)),
+            ("s/512/m/color.png".to_string(), png(2)),
+        ]
+        .into();
+        history.record(0, secs(0.0), &one, &BTreeMap::new(), vec![]);
+        // The ao file goes from the server at 10 s, the catalog stays.
+        let mut two = one.clone();
+        two.remove("s/512/m/ao.png");
+        history.record(1, secs(10.0), &two, &one, vec![]);
+        let list = |t: f64, names: &[&str]| Op {
+            thread: 0,
+            kind: OpKind::List,
+            path: "s/512/m".into(),
+            t0: secs(t),
+            t1: secs(t + 0.1),
+            observed: Observed::Names(names.iter().map(|n| n.to_string()).collect()),
+        };
+        assert_eq!(
+            judge(&history, vec![list(12.0, &["color.png"])], vec![]),
+            []
+        );
+        assert_eq!(
+            judge(&history, vec![list(5.0, &["color.png"])], vec![]),
+            [ViolationKind::WrongListing],
+            "it was there all the time before"
+        );
+        assert_eq!(
+            judge(&history, vec![list(12.0, &["ao.png"])], vec![]),
+            [ViolationKind::WrongListing],
+            "the other one never went"
+        );
+        assert_eq!(
+            judge(&history, vec![list(12.0, &["ao.png", "color.png"])], vec![]),
+            []
         );
     }
 

@@ -3,8 +3,9 @@
 //!
 //! - `GET|HEAD /resolve/<rev>/<path>`: small files answer 200 with a
 //!   content ETag (304 on `If-None-Match`, or on `If-Modified-Since`);
-//!   textures (`.png`, `.ktx2`) answer 302 to `/cdn/<rev>/<path>?...` with
-//!   `X-Linked-Etag` (the sha256), `X-Linked-Size` and `X-Repo-Commit`;
+//!   textures (`.png`, `.ktx2`), and JSON documents above a size when asked
+//!   to, answer 302 to `/cdn/<rev>/<path>?...` with `X-Linked-Etag` (the
+//!   sha256), `X-Linked-Size` and `X-Repo-Commit`;
 //! - `/cdn/...` serves the bytes with `Range` (206) support;
 //! - the same resolve endpoint under the Hub's own layout,
 //!   `/datasets/<owner>/<name>/resolve/<rev>/<path>`, and the Hub API's refs
@@ -64,6 +65,11 @@ pub struct ServerOptions {
     /// a redirect named even after the file changed, as the Hub's CDN
     /// keeps every object; off: the CDN serves the file as it is now.
     pub cdn_keeps_objects: bool,
+    /// JSON documents (catalogs, MaterialX maps) of at least this many
+    /// bytes are kept in LFS, as the Hub keeps files over 10 MB: `resolve`
+    /// answers them with a redirect to the CDN like a texture, whatever a
+    /// request's validators. `None`: every JSON document is a git blob.
+    pub lfs_json_from: Option<u64>,
 }
 
 /// How the tree listing's pages end.
@@ -92,6 +98,7 @@ impl Default for ServerOptions {
             tree_lies: BTreeMap::new(),
             tree_pages: TreePages::Honest,
             cdn_keeps_objects: false,
+            lfs_json_from: None,
         }
     }
 }

@@ -239,7 +239,11 @@ fn resolve(shared: &Shared, request: &Request, encoded: &str) -> Response {
         return Response::new(404, "Entry not found\n").header("X-Error-Code", "EntryNotFound");
     };
     let options = shared.options.lock().clone();
-    if options.lfs_redirects && is_lfs(encoded) {
+    let large_json = encoded.ends_with(".json")
+        && options
+            .lfs_json_from
+            .is_some_and(|from| bytes.len() as u64 >= from);
+    if (options.lfs_redirects && is_lfs(encoded)) || large_json {
         let revision = encoded.split('/').next().unwrap_or("");
         let cdn = options.cdn_base.as_deref().unwrap_or("");
         let mut location = format!("{cdn}/cdn/{encoded}?Expires=4102444800&Signature=fixture");
