@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -30,9 +29,6 @@ use crate::wait;
 /// files holds about twice its size in memory once listed, so this bounds
 /// what a server can make the daemon hold.
 pub const DOCUMENT_LIMIT: usize = 128 << 20;
-/// A revalidation that could not reach the server is tried again after this
-/// (or after `--revalidate-every`, when shorter).
-pub const REVALIDATION_RETRY: Duration = Duration::from_secs(60);
 /// How many skipped entries of one document are logged one by one.
 const SKIPPED_LOGGED: usize = 10;
 

@@ -28,7 +28,6 @@ use crate::names::{check_tag, is_release_tag};
 use crate::remote::Remote;
 use crate::stats::Stats;
 use crate::store::{CacheDir, ContentStore, ObjectStore, OriginDir, Recovery};
-use documents::REVALIDATION_RETRY;
 use releases::Releases;
 
 pub use entries::Entries;
@@ -57,6 +56,10 @@ impl Change {
 }
 
 type ChangeHook = Box<dyn Fn(Change) + Send + Sync>;
+
+/// A revalidation that could not reach the server is tried again after this
+/// (or after `--revalidate-every`, when shorter).
+pub const REVALIDATION_RETRY: Duration = Duration::from_secs(60);
 
 fn manifest_location() -> crate::format::Location {
     crate::format::Location::revision(crate::format::MANIFEST_FILE)
