@@ -1254,7 +1254,10 @@ fn a_pass_over_a_directory_outlives_a_burst_of_other_listings() {
         s.core.listing(ino, 0).unwrap();
     }
     let rest = s.core.listing(dir, resume).unwrap();
-    assert!(Arc::ptr_eq(&rest, &first), "the listing the pass began with");
+    assert!(
+        Arc::ptr_eq(&rest, &first),
+        "the listing the pass began with"
+    );
 }
 
 #[test]
