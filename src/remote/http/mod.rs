@@ -207,7 +207,8 @@ impl HttpRemote {
         let response = request
             .send()
             .map_err(|e| Failure::Transient(network_error(&e), None))?;
-        self.pauses.observe(url, class, response.headers());
+        self.pauses
+            .observe(url, class, response.headers(), self.retry.max_wait);
         Ok(response)
     }
 
@@ -220,7 +221,7 @@ impl HttpRemote {
                 Failure::Transient(_, Some(wait)) => *wait,
                 _ => self.retry.backoff_base,
             };
-            self.pauses.pause(url, class, asked);
+            self.pauses.pause(url, class, asked, self.retry.max_wait);
         }
         failure
     }
