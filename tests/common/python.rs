@@ -31,7 +31,13 @@ pub fn venv_with(name: &str, packages: &[&str], modules: &[&str]) -> Result<Path
         ));
     }
     let installed = Command::new(venv.join("bin/pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check"])
+        // No download cache in the user's home: the venv is the cache.
+        .args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-cache-dir",
+        ])
         .args(packages)
         .output()
         .map_err(|e| format!("pip did not run: {e}"))?;
