@@ -20,9 +20,26 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
         .mountpoint
         .clone()
         .unwrap_or_else(|| PathBuf::from("mat-vis-demo"));
-    fs::create_dir_all(&requested)
-        .map_err(|e| format!("cannot create {}: {e}", requested.display()))?;
-    let mountpoint = prepare_mountpoint(&requested, args.run.nonempty)?;
+    // Only a missing directory is created: one left dead by a killed
+    // demo fails every check but this one, and is recovered below.
+    let created = match fs::symlink_metadata(&requested) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(&requested)
+                .map_err(|e| format!("cannot create {}: {e}", requested.display()))?;
+            true
+        }
+        _ => false,
+    };
+    let result = demo(&args, &requested);
+    if result.is_err() && created {
+        // Nothing left behind by a demo that did not start.
+        let _ = fs::remove_dir(&requested);
+    }
+    result
+}
+
+fn demo(args: &DemoArgs, requested: &Path) -> Result<(), String> {
+    let mountpoint = prepare_mountpoint(requested, args.run.nonempty)?;
     // Dataset and cache live in a temporary directory that goes with the process.
     let work = tempfile::Builder::new()
         .prefix("matvisfs-demo-")
@@ -64,7 +81,7 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
         // The binary may not be on PATH (~/.local/bin often is not).
         println!(
             "Stop it with:  {} unmount {}",
-            this_binary(),
+            crate::cli::program(),
             mountpoint.display()
         );
         println!("Its log:       {}", log_file.display());
@@ -87,11 +104,4 @@ fn log_beside(mountpoint: &Path) -> PathBuf {
         .file_name()
         .map_or("matvisfs-demo".into(), |n| n.to_string_lossy());
     mountpoint.with_file_name(format!("{name}.log"))
-}
-
-/// The full path of the running binary, or its name if that is unknown.
-fn this_binary() -> String {
-    std::env::current_exe()
-        .map(|path| path.display().to_string())
-        .unwrap_or_else(|_| "matvisfs".into())
 }
