@@ -31,15 +31,10 @@ fn blender_imports_a_generated_usd_material_and_renders_it() {
     // Blender keeps its settings and thumbnails in the user's home: a home
     // of its own, gone with the test.
     let home = tempfile::tempdir().unwrap();
-    let rendered = Command::new(&python)
+    let rendered = common::python::own_home(&mut Command::new(&python), home.path())
         .arg(SCRIPT)
         .arg(&document)
         .arg(&image)
-        .env("HOME", home.path())
-        .env("XDG_CONFIG_HOME", home.path().join(".config"))
-        .env("XDG_CACHE_HOME", home.path().join(".cache"))
-        .env("XDG_DATA_HOME", home.path().join(".local/share"))
-        .env("XDG_STATE_HOME", home.path().join(".local/state"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&rendered.stdout);
