@@ -40,9 +40,11 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
 
 fn demo(args: &DemoArgs, requested: &Path) -> Result<(), String> {
     let mountpoint = prepare_mountpoint(requested, args.run.nonempty)?;
-    // Dataset and cache live in a temporary directory that goes with the process.
+    remove_killed_demos();
+    // Dataset and cache live in a temporary directory that goes with the
+    // process; its name says which process, for when it is killed.
     let work = tempfile::Builder::new()
-        .prefix("matvisfs-demo-")
+        .prefix(&format!("{WORK_PREFIX}{}-", std::process::id()))
         .tempdir()
         .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     let data = work.path().join("data");
@@ -96,6 +98,38 @@ fn demo(args: &DemoArgs, requested: &Path) -> Result<(), String> {
     })();
     drop(work);
     finish(result, &mut readiness)
+}
+
+/// A demo's temporary directory: `<prefix><pid>-<random>`.
+const WORK_PREFIX: &str = "matvisfs-demo-";
+
+/// Removes the temporary directories of demos that were killed (their
+/// process is gone), which nothing else would.
+fn remove_killed_demos() {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    // SAFETY: a plain syscall.
+    let me = unsafe { libc::geteuid() };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(WORK_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        use std::os::unix::fs::MetadataExt;
+        let mine = entry
+            .metadata()
+            .is_ok_and(|meta| meta.is_dir() && meta.uid() == me);
+        if mine && !Path::new(&format!("/proc/{pid}")).exists() {
+            tracing::debug!(dir = %entry.path().display(), "removing a killed demo's files");
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// `<mountpoint>.log`, next to the mountpoint.

@@ -315,7 +315,9 @@ fn watch_signals(mountpoint: PathBuf) -> Result<(), String> {
 pub(crate) fn prepare_mountpoint(path: &Path, nonempty: bool) -> Result<PathBuf, String> {
     let path = absolute(path)?;
     let meta = match fs::metadata(&path) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+        // No process serves it: ENOTCONN, or ECONNABORTED for a request
+        // made while the kernel was ending the connection.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) => {
             eprintln!(
                 "matvisfs: {} is a dead FUSE mount (\"Transport endpoint is not connected\": its \
                  process was killed); unmounting it lazily",

@@ -161,18 +161,22 @@ fn a_demo_whose_process_was_killed_is_mounted_again_by_the_next_demo() {
     assert_eq!(daemons.len(), 1, "{daemons:?}");
     // SAFETY: a plain syscall on the demo's own process.
     unsafe { libc::kill(daemons[0], libc::SIGKILL) };
+    // Every thread gone, the files (the FUSE connection) with them: its
+    // command line goes earlier, and a zombie leader is not enough.
+    let pid = daemons[0];
     assert!(wait_until(Duration::from_secs(10), || {
-        demo_processes(&mountpoint).is_empty()
+        let threads = fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |t| t.count());
+        let state = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        threads == 0 || (threads == 1 && state.contains(") Z "))
     }));
-    assert_eq!(
-        fs::metadata(&mountpoint).unwrap_err().raw_os_error(),
-        Some(libc::ENOTCONN),
-        "a dead mount is left"
-    );
+    let dead = fs::metadata(&mountpoint).unwrap_err().raw_os_error();
+    assert_eq!(dead, Some(libc::ENOTCONN), "a dead mount is left");
 
     let output = demo_command(&mountpoint, &tmp).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
+    // The killed demo's files are gone; the new one's are there.
+    assert_eq!(fs::read_dir(&tmp).unwrap().count(), 1, "{stderr}");
     let release = Release::generate(&ReleaseSpec::sample(TAG, 2));
     let (path, bytes) = release.textures().next().unwrap();
     assert_eq!(&read(&mountpoint.join(TAG).join(path)).unwrap(), bytes);

@@ -77,18 +77,6 @@ pub struct PinnedError {
     pub unreachable: bool,
 }
 
-impl std::fmt::Display for PinnedError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl From<PinnedError> for String {
-    fn from(error: PinnedError) -> String {
-        error.message
-    }
-}
-
 fn manifest_location() -> crate::format::Location {
     crate::format::Location::revision(crate::format::MANIFEST_FILE)
 }
