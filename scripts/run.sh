@@ -49,7 +49,7 @@ fi
 # On a terminal the build shows its progress; the first one takes minutes.
 if [ -t 2 ]; then
     if [ ! -x "$bin" ]; then
-        echo "Building matvisfs (a release build: about 4 minutes on 2 cores the first time)..." >&2
+        echo "Building matvisfs: the first build takes about 5 minutes on 2 cores (6 CPU-minutes)..." >&2
     fi
     cargo install --locked --path "$repo" --root "$prefix"
 else
