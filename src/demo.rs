@@ -109,8 +109,7 @@ fn remove_killed_demos() {
     let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
         return;
     };
-    // SAFETY: a plain syscall.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) = name
