@@ -484,7 +484,11 @@ impl<'a> Judge<'a> {
             // A directory found gone while it was listed: its inode is
             // stale, as a file's is for a read.
             (Observed::Error(libc::ESTALE), OpKind::List)
-                if !self.directory_exists(&op.path, op.t1) =>
+                if self.directory_missing_within(
+                    &op.path,
+                    self.listing_from(op, anchor),
+                    op.t1,
+                ) =>
             {
                 None
             }
@@ -696,27 +700,39 @@ impl<'a> Judge<'a> {
     }
 
     /// Whether the server's versions at `at` have directory `path`.
-    fn directory_exists(&self, path: &str, at: Duration) -> bool {
+    /// Where the versions a listing may have been answered from begin: its
+    /// anchor, else the session's manifest's, else the operation's start.
+    fn listing_from(&self, op: &Op, anchor: Option<Duration>) -> Duration {
+        anchor
+            .or_else(|| self.anchors.manifest.as_ref().map(|r| r.published))
+            .unwrap_or(op.t0)
+            .min(op.t0)
+    }
+
+    /// Whether some manifest or catalog version served between `from` and
+    /// `to` lacks the directory: the session's version may be that one
+    /// (it is revalidated once), however soon the server brought it back.
+    fn directory_missing_within(&self, path: &str, from: Duration, to: Duration) -> bool {
         let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-        let manifest_has = |source: &str, tier: Option<&str>| {
-            self.manifests(Some(at), at).iter().any(|(_, m)| {
-                m.sources
+        let manifest_lacks = |source: &str, tier: Option<&str>| {
+            self.manifests(Some(from), to).iter().any(|(_, m)| {
+                !m.sources
                     .get(source)
                     .is_some_and(|tiers| tier.is_none_or(|t| tiers.contains(t)))
             })
         };
         match parts[..] {
-            [] => true,
-            [source] => manifest_has(source, None),
-            [source, tier] => manifest_has(source, Some(tier)),
+            [] => false,
+            [source] => manifest_lacks(source, None),
+            [source, tier] => manifest_lacks(source, Some(tier)),
             [source, tier, id] => {
-                manifest_has(source, Some(tier))
-                    && self
-                        .catalogs(source, Some(at), at)
+                manifest_lacks(source, Some(tier))
+                    || self
+                        .catalogs(source, Some(from), to)
                         .iter()
-                        .any(|(_, c)| c.files(tier, id).is_some())
+                        .any(|(_, c)| c.files(tier, id).is_none())
             }
-            _ => false,
+            _ => true,
         }
     }
 
@@ -1083,6 +1099,18 @@ mod tests {
         );
         assert_eq!(
             judge(&history, vec![list("s/1k", 12.0)], vec![]),
+            [ViolationKind::UnexpectedErrno]
+        );
+        // The tier comes back at 20 s: a session whose version lacks it
+        // (its manifest asked at 11 s) may still find it gone at 25 s.
+        let three: BTreeMap<String, Content> =
+            [(MANIFEST.to_string(), manifest(&["1k", "512", "256"]))].into();
+        history.record(2, secs(20.0), &three, &two, vec![]);
+        let session = vec![request(MANIFEST, 11.0, 1)];
+        assert_eq!(judge(&history, vec![list("s/512", 25.0)], session), []);
+        let later = vec![request(MANIFEST, 21.0, 2)];
+        assert_eq!(
+            judge(&history, vec![list("s/512", 25.0)], later),
             [ViolationKind::UnexpectedErrno]
         );
     }
