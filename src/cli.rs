@@ -16,6 +16,32 @@ pub const DEFAULT_HUB: &str = "https://huggingface.co";
 pub const DEFAULT_TAG: &str = "v2026.04.2";
 /// Where `matvisfs csi` keeps what it knows of its volumes.
 pub const DEFAULT_STATE_DIR: &str = "/run/matvisfs-csi";
+/// `--timeout` when not given: the bound on one attempt of a download.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How hints name this program: `matvisfs` when that is what `PATH`
+/// finds, else its full path (`~/.local/bin` is often not on `PATH`).
+pub fn program() -> String {
+    let Ok(exe) = std::env::current_exe() else {
+        return "matvisfs".into();
+    };
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("matvisfs"))
+            .find(|candidate| candidate.is_file())
+    });
+    let same = |a: &std::path::Path, b: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        }
+    };
+    match found {
+        Some(first) if same(&first, &exe) => "matvisfs".into(),
+        _ => exe.display().to_string(),
+    }
+}
 
 const ABOUT: &str = "Mount the mat-vis PBR texture dataset as a read-only filesystem";
 
@@ -70,8 +96,12 @@ pub enum Command {
     /// Revalidate the tags of a running mount now, as if a new session
     /// began (SIGHUP to its process does the same for every tag).
     Refresh(RefreshArgs),
-    /// Generate a small sample release, serve it on loopback and mount it.
-    /// Needs no network: a way to see matvisfs work in seconds.
+    /// Generate a small sample release in a temporary directory and mount
+    /// it from there, as a local copy of the dataset. Needs no network and
+    /// no server: a way to see matvisfs work in seconds.
+    #[command(mut_arg("log_file", |arg| arg.help(
+        "Log file of a background demo [default: <MOUNTPOINT>.log, beside the mountpoint]"
+    )))]
     Demo(DemoArgs),
     /// Download a selection of textures into the cache, for offline use.
     #[command(after_help = ENVIRONMENT)]
@@ -251,14 +281,12 @@ pub struct RemoteArgs {
     #[arg(long)]
     pub offline: bool,
 
-    /// Time limit of one HTTP attempt (connecting, headers and body).
-    #[arg(
-        long,
-        env = "MATVISFS_TIMEOUT",
-        default_value_t = 60,
-        value_name = "SECONDS"
-    )]
-    pub timeout: u64,
+    /// Time limit of one HTTP attempt (connecting, headers and body)
+    /// [default: 60]. A first contact (a tag, catalog or list of releases
+    /// nothing is cached of) waits 30 s in all, retries included, or this
+    /// long when it is given.
+    #[arg(long, env = "MATVISFS_TIMEOUT", value_name = "SECONDS")]
+    pub timeout: Option<u64>,
 
     /// Retries after a transient failure (HTTP 429, 502, 503, 504, or no
     /// connection), with exponential backoff or the server's Retry-After.
@@ -350,6 +378,7 @@ impl RemoteArgs {
 
     pub fn http_settings(&self) -> Result<HttpSettings, String> {
         let seconds = |s: f64| Duration::from_secs_f64(s.max(0.0));
+        let given = self.timeout.map(|t| Duration::from_secs(t.max(1)));
         let retry = RetryPolicy {
             max_retries: self.retries,
             backoff_base: seconds(self.backoff_base),
@@ -377,11 +406,8 @@ impl RemoteArgs {
             hub_api: !self.no_hf_api,
             hub_endpoint: self.hf_endpoint.clone(),
             limits: self.hf_limits,
-            ..HttpSettings::new(
-                &self.base_url()?,
-                Duration::from_secs(self.timeout.max(1)),
-                retry,
-            )
+            first_contact: given.unwrap_or(crate::remote::FIRST_CONTACT_PATIENCE),
+            ..HttpSettings::new(&self.base_url()?, given.unwrap_or(DEFAULT_TIMEOUT), retry)
         })
     }
 }
@@ -497,6 +523,7 @@ impl PrefetchArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct UnmountArgs {
+    /// The directory the dataset is mounted at.
     pub mountpoint: PathBuf,
 
     /// Detach now and clean up when it is no longer busy (umount -l).
@@ -692,6 +719,52 @@ mod tests {
         };
         assert_eq!(args.tag.as_deref(), Some("v1"));
         <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    fn help_of(path: &[&str]) -> String {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        let mut sub = &mut command;
+        for name in path {
+            sub = sub.find_subcommand_mut(name).unwrap();
+        }
+        sub.render_long_help().to_string()
+    }
+
+    #[test]
+    fn the_help_says_each_default_once_and_the_one_that_applies() {
+        let prefetch = help_of(&["prefetch"]);
+        assert_eq!(prefetch.matches(DEFAULT_TAG).count(), 1, "{prefetch}");
+        // The demo logs beside its mountpoint, not in a cache it does not keep.
+        let demo = help_of(&["demo"]);
+        assert!(demo.contains("<MOUNTPOINT>.log"), "{demo}");
+        assert!(!demo.contains("<cache dir>/matvisfs.log"), "{demo}");
+        // It reads a local copy: no server, on loopback or elsewhere.
+        let command = <Cli as clap::CommandFactory>::command();
+        let about = command.find_subcommand("demo").unwrap().get_about();
+        let about = about.map(|a| a.to_string()).unwrap_or_default();
+        assert!(
+            about.contains("local copy") && !about.contains("loopback"),
+            "{about}"
+        );
+        let unmount = command.find_subcommand("unmount").unwrap();
+        let mountpoint = unmount
+            .get_arguments()
+            .find(|arg| arg.get_id() == "mountpoint")
+            .unwrap();
+        assert!(mountpoint.get_help().is_some(), "the argument is described");
+    }
+
+    #[test]
+    fn the_first_contact_waits_30_s_unless_a_timeout_is_given() {
+        let settings = |args: &[&str]| remote(args).http_settings().unwrap();
+        let default = settings(&[]);
+        assert_eq!(default.first_contact, crate::remote::FIRST_CONTACT_PATIENCE);
+        assert_eq!(default.timeout, DEFAULT_TIMEOUT);
+        for given in ["5", "120"] {
+            let set = settings(&["--timeout", given]);
+            let given = Duration::from_secs(given.parse().unwrap());
+            assert_eq!((set.timeout, set.first_contact), (given, given));
+        }
     }
 
     #[test]

@@ -53,10 +53,13 @@ pub fn run(args: MountArgs) -> Result<(), String> {
     finish(result, &mut readiness)
 }
 
-/// Logs a failure and passes it on to a waiting parent.
+/// Logs a failure and passes it on to a waiting parent. In the
+/// foreground the log is the terminal, where the caller prints it.
 pub(crate) fn finish(result: Result<(), String>, readiness: &mut Readiness) -> Result<(), String> {
     if let Err(msg) = &result {
-        tracing::error!("{msg}");
+        if !readiness.is_foreground() {
+            tracing::error!("{msg}");
+        }
         readiness.report(Err(msg));
     }
     result
@@ -105,8 +108,33 @@ pub(crate) fn load_and_serve(
         None => None,
     };
     let dataset = Arc::new(Dataset::new(Arc::new(ctx), tags));
-    dataset.load_pinned()?;
+    let say = |line: &str| readiness.note(line);
+    dataset.load_pinned(&say).map_err(|e| match e.unreachable {
+        true => format!("{}\n{}", e.message, ways_out(&dataset)),
+        false => e.message,
+    })?;
     serve(FsCore::new(dataset), mountpoint, run, metrics, readiness)
+}
+
+/// What a user can do when the server cannot be reached at mount.
+fn ways_out(dataset: &Dataset) -> String {
+    let cached = dataset.context().origin.cached_tags();
+    let cached = match cached.is_empty() {
+        true => "nothing is cached for this server yet".to_string(),
+        false => format!("cached for this server: {}", cached.join(", ")),
+    };
+    [
+        "ways out:".to_string(),
+        format!("  --offline            mount what is cached, with no network ({cached})"),
+        format!(
+            "  {} demo   a generated sample to look at, with no network",
+            crate::cli::program()
+        ),
+        "  --base-url URL       another server or mirror of the dataset (or MAT_VIS_HF_BASE)"
+            .to_string(),
+        "  --timeout SECONDS    wait longer for the server".to_string(),
+    ]
+    .join("\n")
 }
 
 /// Mounts `core` at `mountpoint` and serves it until unmounted.
@@ -341,7 +369,9 @@ fn watch_signals(
 pub(crate) fn prepare_mountpoint(path: &Path, nonempty: bool) -> Result<PathBuf, String> {
     let path = absolute(path)?;
     let meta = match fs::metadata(&path) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+        // No process serves it: ENOTCONN, or ECONNABORTED for a request
+        // made while the kernel was ending the connection.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) => {
             eprintln!(
                 "matvisfs: {} is a dead FUSE mount (\"Transport endpoint is not connected\": its \
                  process was killed); unmounting it lazily",
@@ -365,8 +395,9 @@ pub(crate) fn prepare_mountpoint(path: &Path, nonempty: bool) -> Result<PathBuf,
     }
     if is_mount_point(&path, &meta) {
         return Err(format!(
-            "{} is already a mount point; unmount it first (`matvisfs unmount {}`)",
+            "{} is already a mount point; unmount it first (`{} unmount {}`)",
             path.display(),
+            crate::cli::program(),
             path.display()
         ));
     }
@@ -376,9 +407,13 @@ pub(crate) fn prepare_mountpoint(path: &Path, nonempty: bool) -> Result<PathBuf,
             .count();
         if entries > 0 {
             return Err(format!(
-                "mountpoint {} is not empty ({entries} entries): the mount would hide them; \
+                "mountpoint {} is not empty ({}): the mount would hide them; \
                  use an empty directory, or --nonempty to mount over them anyway",
-                path.display()
+                path.display(),
+                match entries {
+                    1 => "1 entry".to_string(),
+                    n => format!("{n} entries"),
+                }
             ));
         }
     }

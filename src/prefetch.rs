@@ -34,7 +34,16 @@ pub fn run(args: PrefetchArgs) -> Result<(), String> {
     );
     let tags = args.selected_tags()?;
     let dataset = Dataset::new(ctx.clone(), tags.clone());
-    dataset.load_pinned()?;
+    dataset
+        .load_pinned(&crate::dataset::log_waiting)
+        .map_err(|e| match e.unreachable {
+            true => format!(
+                "{}\n  ways out: --base-url URL for another server or mirror of the dataset, \
+                 --timeout SECONDS to wait longer",
+                e.message
+            ),
+            false => e.message,
+        })?;
     let mut work: Vec<(Arc<Tag>, String)> = Vec::new();
     for name in &tags {
         let tag = dataset.tag(name).map_err(|e| format!("tag {name}: {e}"))?;

@@ -20,7 +20,7 @@ use crate::format::{
     parse_manifest, parse_materialx_map, parse_rowmap,
 };
 use crate::materials::generated_files;
-use crate::remote::{FetchError, GetOutcome, MemorySink, RemoteMeta, Validators};
+use crate::remote::{FetchError, GetOutcome, MemorySink, RemoteMeta};
 use crate::store::{Blob, DocRecord, OpenBlob};
 use crate::wait;
 
@@ -235,7 +235,10 @@ impl Documents {
         let url = t.url(&file);
         let remote = t.remote(&url, "not cached")?;
         let mut sink = MemorySink::with_limit(DOCUMENT_LIMIT);
-        let meta = match remote.get(&t.name, &file, &Validators::default(), &mut sink) {
+        let fetched = super::first_contact(&url, &super::log_waiting, || {
+            remote.get_first(&t.name, &file, &mut sink)
+        });
+        let meta = match fetched {
             Ok(GetOutcome::Fetched(meta)) => meta,
             Ok(GetOutcome::NotModified(_)) => {
                 return Err(Error::refused(

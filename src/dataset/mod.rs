@@ -25,7 +25,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::flight::{Schedule, SingleFlight};
 use crate::names::{check_tag, is_release_tag};
-use crate::remote::Remote;
+use crate::remote::{Remote, WAITING_NOTICE};
 use crate::stats::Stats;
 use crate::store::{CacheDir, ContentStore, ObjectStore, OriginDir, Recovery};
 use releases::Releases;
@@ -61,6 +61,27 @@ type ChangeHook = Box<dyn Fn(Change) + Send + Sync>;
 /// (or after `--revalidate-every`, when shorter).
 pub const REVALIDATION_RETRY: Duration = Duration::from_secs(60);
 
+/// Runs `fetch`, a first contact with `url`; when no answer has come after
+/// [`WAITING_NOTICE`], `say` is given a line saying so.
+pub fn first_contact<T>(url: &str, say: &(dyn Fn(&str) + Sync), fetch: impl FnOnce() -> T) -> T {
+    let notice = || say(&crate::remote::waiting_line(url));
+    crate::wait::noticed_after(WAITING_NOTICE, notice, fetch)
+}
+
+/// Says in the log what a first contact during the session waits for.
+pub fn log_waiting(line: &str) {
+    tracing::warn!("{line}");
+}
+
+/// Why a pinned tag could not be loaded.
+#[derive(Debug)]
+pub struct PinnedError {
+    pub message: String,
+    /// The server could not be reached, or did not answer in time: a
+    /// front end may say what else there is to do.
+    pub unreachable: bool,
+}
+
 fn manifest_location() -> crate::format::Location {
     crate::format::Location::revision(crate::format::MANIFEST_FILE)
 }
@@ -95,7 +116,7 @@ impl Context {
         let stats = Arc::new(Stats::default());
         let (content, recovery) = ContentStore::load(&cache, cap);
         if recovery != Recovery::default() {
-            tracing::info!(?recovery, "the cache index was repaired");
+            tracing::info!("{recovery}");
         }
         Context {
             origin: cache.origin(&remote.origin()),
@@ -190,17 +211,26 @@ impl Dataset {
     }
 
     /// Loads every pinned tag; the error names the first that cannot be.
-    pub fn load_pinned(&self) -> Result<(), String> {
+    /// A tag fetched from the server that has not answered after
+    /// [`WAITING_NOTICE`] is announced through `say` (reading a cached
+    /// one takes no time).
+    pub fn load_pinned(&self, say: &(dyn Fn(&str) + Sync)) -> Result<(), PinnedError> {
+        let failed = |message: String, unreachable: bool| PinnedError {
+            message,
+            unreachable,
+        };
         for name in &self.pinned {
             if let Err(e) = check_tag(name) {
-                return Err(format!("--tag {name:?}: the name {e}"));
+                return Err(failed(format!("--tag {name:?}: the name {e}"), false));
             }
             if self.tags.read().contains_key(name) {
                 continue;
             }
-            let tag = Tag::load(self.ctx.clone(), name).map_err(|e| {
-                let url = self.ctx.remote.url(name, &manifest_location());
-                match e {
+            let url = self.ctx.remote.url(name, &manifest_location());
+            let loaded = first_contact(&url, say, || Tag::load(self.ctx.clone(), name));
+            let tag = loaded.map_err(|e| {
+                let unreachable = matches!(e, LoadError::Unreachable(_));
+                let message = match e {
                     LoadError::NotFound if crate::names::is_commit(name) => format!(
                         "commit {name} was not found: {url} answered 404; commits name revisions \
                          only on a server that keeps them (the Hugging Face Hub), not on a plain mirror"
@@ -208,8 +238,11 @@ impl Dataset {
                     LoadError::NotFound => format!(
                         "tag {name} was not found: {url} answered 404; check --tag and --base-url (or MAT_VIS_TAG, MAT_VIS_DATASET and MAT_VIS_HF_BASE)"
                     ),
-                    LoadError::Unavailable(why) => format!("cannot load tag {name} from {url}: {why}"),
-                }
+                    LoadError::Unreachable(why) | LoadError::Unavailable(why) => {
+                        format!("cannot load tag {name} from {url}: {why}")
+                    }
+                };
+                failed(message, unreachable)
             })?;
             self.tags.write().insert(name.clone(), Arc::new(tag));
         }
@@ -243,7 +276,8 @@ impl Dataset {
             if let Some(tag) = self.loaded(name) {
                 return Ok(tag);
             }
-            match Tag::load(self.ctx.clone(), name) {
+            let url = self.ctx.remote.url(name, &manifest_location());
+            match first_contact(&url, &log_waiting, || Tag::load(self.ctx.clone(), name)) {
                 Ok(tag) => {
                     let tag = Arc::new(tag);
                     self.tags.write().insert(name.to_string(), tag.clone());
@@ -264,10 +298,9 @@ impl Dataset {
                         .insert(name.to_string(), Instant::now());
                     Err(Error::NotFound)
                 }
-                Err(LoadError::Unavailable(why)) => Err(Error::refused(
-                    self.ctx.remote.url(name, &manifest_location()),
-                    format!("cannot load the tag: {why}"),
-                )),
+                Err(LoadError::Unreachable(why) | LoadError::Unavailable(why)) => Err(
+                    Error::refused(url, format!("cannot load the tag: {why}")),
+                ),
             }
         })
     }

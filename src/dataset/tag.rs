@@ -24,7 +24,7 @@ use super::tree::{Lookup, Node};
 use super::view::{Kind, TagView, ViewCell};
 use crate::digest::Sha256Digest;
 use crate::format::{Location, MANIFEST_FILE};
-use crate::remote::{FetchError, GetOutcome, MemorySink, RemoteMeta, Validators};
+use crate::remote::{FetchError, GetOutcome, MemorySink, RemoteMeta};
 use crate::store::{Blob, DocRecord, FileRecords, OpenBlob, TagState, TagStore};
 
 /// What revalidating a tag on request found.
@@ -40,6 +40,9 @@ pub enum Refreshed {
 #[derive(Debug)]
 pub enum LoadError {
     NotFound,
+    /// The server could not be reached, or did not answer in time, or
+    /// answered that it cannot serve now (5xx, 429).
+    Unreachable(String),
     Unavailable(String),
 }
 
@@ -113,12 +116,10 @@ impl Tag {
             ));
         }
         let mut sink = MemorySink::with_limit(DOCUMENT_LIMIT);
-        let meta = match ctx.remote.get(
-            name,
-            &Location::revision(MANIFEST_FILE),
-            &Validators::default(),
-            &mut sink,
-        ) {
+        let meta = match ctx
+            .remote
+            .get_first(name, &Location::revision(MANIFEST_FILE), &mut sink)
+        {
             Ok(GetOutcome::Fetched(meta)) => meta,
             Ok(GetOutcome::NotModified(_)) => {
                 return Err(LoadError::Unavailable(
@@ -126,6 +127,9 @@ impl Tag {
                 ));
             }
             Err(FetchError::NotFound) => return Err(LoadError::NotFound),
+            Err(e @ (FetchError::Network(_) | FetchError::Status(429 | 500..))) => {
+                return Err(LoadError::Unreachable(e.to_string()));
+            }
             Err(e) => return Err(LoadError::Unavailable(e.to_string())),
         };
         let manifest = parse_manifest_for(name, &sink.bytes)

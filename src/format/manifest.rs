@@ -9,9 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use url::Url;
 
-use super::lenient::{Lenient, RevisionPath, Strings, ValidName};
+use super::lenient::{Lenient, RevisionPath, Strings, ValidName, entry_value, refusal};
 use super::location::Location;
 use super::{FormatError, Parsed, SCALAR_TIER};
 
@@ -146,19 +147,27 @@ impl Manifest {
     }
 }
 
-/// The manifest as written; every field may be missing or misshapen.
-#[derive(Deserialize)]
-struct RawManifest {
-    #[serde(default)]
-    schema_version: Option<Value>,
-    #[serde(default)]
-    version: Option<Value>,
-    #[serde(default)]
-    release_tag: Option<Lenient<String>>,
-    #[serde(default)]
-    sources: Option<Lenient<BTreeMap<String, Value>>>,
-    #[serde(default)]
-    tiers: Option<Lenient<BTreeMap<String, Value>>>,
+/// The manifest's top level as written: every field may be missing or
+/// misshapen, and each is read on its own (see [`entry_value`]), so that
+/// one value nested too deep is one bad entry.
+type RawManifest<'a> = BTreeMap<String, &'a RawValue>;
+
+/// A field of the top level, read; one that cannot be read counts as null.
+fn field(raw: &RawManifest, key: &str) -> Option<Value> {
+    raw.get(key)
+        .map(|value| entry_value(value).unwrap_or(Value::Null))
+}
+
+/// The entries of an object field (`sources`, `tiers`), each read on its
+/// own; `None` when the field is missing or not an object.
+fn entries(raw: &RawManifest, key: &str) -> Option<Vec<(String, Result<Value, String>)>> {
+    let object: BTreeMap<String, &RawValue> = serde_json::from_str(raw.get(key)?.get()).ok()?;
+    Some(
+        object
+            .into_iter()
+            .map(|(name, value)| (name, entry_value(value)))
+            .collect(),
+    )
 }
 
 /// A source of schema 2 or 3.
@@ -209,21 +218,27 @@ fn object<T: DeserializeOwned>(value: Value) -> Result<T, String> {
 }
 
 pub fn parse_manifest(bytes: &[u8]) -> Result<Parsed<Manifest>, FormatError> {
-    let root: Value = serde_json::from_slice(bytes)?;
-    let raw: RawManifest = object(root)
-        .map_err(|_| FormatError::WrongShape("the manifest is not a JSON object".into()))?;
-    let schema = check_schema(raw.schema_version.as_ref().or(raw.version.as_ref()))?;
-    let release_tag = raw.release_tag.and_then(|tag| tag.0.ok());
+    let raw: RawManifest = serde_json::from_slice(bytes)
+        .map_err(|e| refusal(bytes, e, "the manifest is not a JSON object"))?;
+    let schema = check_schema(
+        field(&raw, "schema_version")
+            .or_else(|| field(&raw, "version"))
+            .as_ref(),
+    )?;
+    let release_tag = field(&raw, "release_tag").and_then(|tag| match tag {
+        Value::String(tag) => Some(tag),
+        _ => None,
+    });
     let mut skipped = Vec::new();
     let sources = if schema == 1 {
-        let Some(Lenient(Ok(tiers))) = raw.tiers else {
+        let Some(tiers) = entries(&raw, "tiers") else {
             return Err(FormatError::WrongShape(
                 "the manifest has no \"tiers\" object".into(),
             ));
         };
         schema1_sources(tiers, &mut skipped)
     } else {
-        let Some(Lenient(Ok(sources))) = raw.sources else {
+        let Some(sources) = entries(&raw, "sources") else {
             return Err(FormatError::WrongShape(
                 "the manifest has no \"sources\" object".into(),
             ));
@@ -231,10 +246,13 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Parsed<Manifest>, FormatError> {
         // Names already used in the tag directory: a later entry may not
         // reuse one. The map is sorted by name.
         let mut taken: BTreeSet<String> = BTreeSet::from([MANIFEST_FILE.to_string()]);
-        let names_maps = sources.values().any(|s| s.get("mtlx").is_some());
+        let names_maps = sources
+            .iter()
+            .any(|(_, s)| s.as_ref().is_ok_and(|s| s.get("mtlx").is_some()));
         let mut out = Vec::new();
         for (name, source) in sources {
-            match object(source)
+            match source
+                .and_then(object)
                 .and_then(|raw| build_source(&name, raw, schema, &mut taken, &mut skipped))
             {
                 Ok(spec) => out.push(spec),
@@ -395,7 +413,10 @@ fn directory_url(text: &str) -> Option<Url> {
 /// Schema 1: `{"tiers": {"<tier>": {"base_url": ..., "sources": {"<source>":
 /// {"parquet_files": [...], "rowmap_files": [...]}}}}}`, turned around into
 /// sources with container tiers.
-fn schema1_sources(tiers: BTreeMap<String, Value>, skipped: &mut Vec<String>) -> Vec<SourceSpec> {
+fn schema1_sources(
+    tiers: Vec<(String, Result<Value, String>)>,
+    skipped: &mut Vec<String>,
+) -> Vec<SourceSpec> {
     let mut sources: BTreeMap<String, SourceSpec> = BTreeMap::new();
     for (tier, spec) in tiers {
         if tier == SCALAR_TIER {
@@ -405,6 +426,13 @@ fn schema1_sources(tiers: BTreeMap<String, Value>, skipped: &mut Vec<String>) ->
             skipped.push(format!("tier {e}"));
             continue;
         }
+        let spec = match spec {
+            Ok(spec) => spec,
+            Err(reason) => {
+                skipped.push(format!("tier {tier:?}: {reason}"));
+                continue;
+            }
+        };
         let spec = object::<RawSchema1Tier>(spec).ok();
         let base = spec
             .as_ref()
@@ -523,6 +551,39 @@ mod tests {
             "gpuopen"
         );
         assert!(m.document_owner("nope.json").is_none());
+    }
+
+    #[test]
+    fn a_source_nested_too_deep_is_skipped_and_the_others_kept() {
+        for depth in [130, 1_000_000] {
+            let deep = "[".repeat(depth) + &"]".repeat(depth);
+            let doc = format!(
+                r#"{{"schema_version": 3, "unknown": {deep},
+                    "sources": {{"ambientcg": {{"tiers": {{"1k": {{}}}}}},
+                                 "deep": {{"tiers": {{"1k": {{}}}}, "extra": {deep}}},
+                                 "polyhaven": {{"tiers": {{"1k": {{}}}}}}}}}}"#
+            );
+            let parsed = parse_manifest(doc.as_bytes()).unwrap();
+            let names: Vec<_> = parsed.value.sources.iter().map(|s| &s.name).collect();
+            assert_eq!(names, ["ambientcg", "polyhaven"], "{depth}");
+            assert_eq!(parsed.skipped.len(), 1, "{:?}", parsed.skipped);
+            assert!(
+                parsed.skipped[0].contains("deeper than"),
+                "{:?}",
+                parsed.skipped
+            );
+            let schema1 = format!(
+                r#"{{"version": 1, "tiers": {{"1k": {deep},
+                    "2k": {{"base_url": "https://example.org/d/", "sources": {{"a": {{}}}}}}}}}}"#
+            );
+            let parsed = parse_manifest(schema1.as_bytes()).unwrap();
+            assert_eq!(parsed.value.sources.len(), 1);
+            assert!(
+                parsed.skipped[0].contains("deeper than"),
+                "{:?}",
+                parsed.skipped
+            );
+        }
     }
 
     #[test]

@@ -114,9 +114,17 @@ pub struct MountBuilder {
     timeout: u64,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    log: Option<PathBuf>,
 }
 
 impl MountBuilder {
+    /// Where the daemon's stderr goes (a file in the mount's own
+    /// temporary directory unless set).
+    pub fn log_file(mut self, path: &Path) -> Self {
+        self.log = Some(path.to_path_buf());
+        self
+    }
+
     pub fn env(mut self, name: &str, value: &str) -> Self {
         self.env.push((name.into(), value.into()));
         self
@@ -154,7 +162,7 @@ impl MountBuilder {
         let path = dir.path().join("mnt");
         fs::create_dir(&path).unwrap();
         let cache = self.cache.unwrap_or_else(|| dir.path().join("cache"));
-        let log = dir.path().join("stderr.log");
+        let log = self.log.unwrap_or_else(|| dir.path().join("stderr.log"));
         let child = Command::new(BIN)
             .arg("mount")
             .arg(&path)
@@ -216,6 +224,7 @@ impl Mount {
             timeout: 5,
             args: Vec::new(),
             env: Vec::new(),
+            log: None,
         }
     }
 
