@@ -9,7 +9,7 @@ use crate::cli::{CacheArgs, CacheCommand, ClearArgs};
 use crate::digest::Sha256Digest;
 use crate::logging;
 use crate::remote::origin_of;
-use crate::size::format_size;
+use crate::size::{format_size, plural};
 use crate::store::{CacheDir, ContentStore, verify_objects};
 
 pub fn run(command: CacheCommand) -> Result<(), String> {
@@ -24,16 +24,9 @@ pub fn run(command: CacheCommand) -> Result<(), String> {
 fn open(args: &CacheArgs) -> Result<(CacheDir, ContentStore), String> {
     let dir = CacheDir::open(&args.dir()?)?;
     let (store, recovery) = ContentStore::load(&dir, args.cache_max_size);
+    // Files another process was storing when it died are routine.
     if recovery.rebuilt || recovery.corrupt > 0 {
-        eprintln!(
-            "the index was {}; {} corrupt files removed",
-            if recovery.rebuilt {
-                "rebuilt"
-            } else {
-                "repaired"
-            },
-            recovery.corrupt
-        );
+        eprintln!("{recovery}");
     }
     Ok((dir, store))
 }
@@ -57,10 +50,6 @@ fn references(dir: &CacheDir) -> BTreeMap<TagKey, Vec<(String, Sha256Digest)>> {
         }
     }
     out
-}
-
-fn plural(n: usize, what: &str) -> String {
-    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
 fn status(args: &CacheArgs) -> Result<(), String> {

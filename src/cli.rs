@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
+use crate::environment::Named;
 use crate::remote::http::{HttpSettings, Secret};
 use crate::remote::{RateLimits, RetryPolicy};
 
@@ -15,6 +16,32 @@ pub const DEFAULT_HUB: &str = "https://huggingface.co";
 pub const DEFAULT_TAG: &str = "v2026.04.2";
 /// Where `matvisfs csi` keeps what it knows of its volumes.
 pub const DEFAULT_STATE_DIR: &str = "/run/matvisfs-csi";
+/// `--timeout` when not given: the bound on one attempt of a download.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How hints name this program: `matvisfs` when that is what `PATH`
+/// finds, else its full path (`~/.local/bin` is often not on `PATH`).
+pub fn program() -> String {
+    let Ok(exe) = std::env::current_exe() else {
+        return "matvisfs".into();
+    };
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("matvisfs"))
+            .find(|candidate| candidate.is_file())
+    });
+    let same = |a: &std::path::Path, b: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        }
+    };
+    match found {
+        Some(first) if same(&first, &exe) => "matvisfs".into(),
+        _ => exe.display().to_string(),
+    }
+}
 
 const ABOUT: &str = "Mount the mat-vis PBR texture dataset as a read-only filesystem";
 
@@ -29,7 +56,10 @@ content is downloaded on first read and kept in a disk cache.";
 
 const ENVIRONMENT: &str = "\
 Environment:
-  MAT_VIS_HF_BASE         base URL (as --base-url)
+  MAT_VIS_DATASET         <owner>/<name>@<tag>: the repository (as --repo) and the tag
+  MAT_VIS_HF_DATASET      the repository (as --repo), unless MAT_VIS_DATASET names one
+  MAT_VIS_TAG             the tag (as --tag), unless MAT_VIS_DATASET names one
+  MAT_VIS_HF_BASE         base URL (as --base-url), unless a repository is named above
   HF_ENDPOINT             as --hf-endpoint
   MATVISFS_HF_LIMITS      as --hf-limits
   MATVISFS_CACHE_DIR      cache directory (as --cache-dir)
@@ -45,6 +75,8 @@ Environment:
   MAT_VIS_BACKOFF_BASE    as --backoff-base
   MAT_VIS_RETRY_MAX_WAIT  as --retry-max-wait
   MATVISFS_LOG_FILE       as --log-file
+  MATVISFS_REVALIDATE_EVERY as --revalidate-every
+  MATVISFS_RUNTIME_DIR    where mounts keep their control sockets (see refresh)
   MATVISFS_LOG            log filter, e.g. `matvisfs=debug` (overrides -v)";
 
 #[derive(Debug, Parser)]
@@ -61,8 +93,15 @@ pub enum Command {
     Mount(MountArgs),
     /// Unmount a matvisfs mount (`fusermount3 -u` and `umount` work too).
     Unmount(UnmountArgs),
-    /// Generate a small sample release, serve it on loopback and mount it.
-    /// Needs no network: a way to see matvisfs work in seconds.
+    /// Revalidate the tags of a running mount now, as if a new session
+    /// began (SIGHUP to its process does the same for every tag).
+    Refresh(RefreshArgs),
+    /// Generate a small sample release in a temporary directory and mount
+    /// it from there, as a local copy of the dataset. Needs no network and
+    /// no server: a way to see matvisfs work in seconds.
+    #[command(mut_arg("log_file", |arg| arg.help(
+        "Log file of a background demo [default: <MOUNTPOINT>.log, beside the mountpoint]"
+    )))]
     Demo(DemoArgs),
     /// Download a selection of textures into the cache, for offline use.
     #[command(after_help = ENVIRONMENT)]
@@ -173,8 +212,9 @@ pub struct ClearArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct PrefetchArgs {
-    /// Release tag [default: v2026.04.2]; repeat for several.
-    #[arg(long = "tag", value_name = "TAG", default_value = DEFAULT_TAG)]
+    /// Release tag; repeat for several [default: MAT_VIS_TAG, or the tag
+    /// of MAT_VIS_DATASET, else v2026.04.2].
+    #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
 
     /// Only these sources (repeatable) [default: all with textures].
@@ -204,14 +244,16 @@ pub struct PrefetchArgs {
 #[derive(Debug, Clone, Args)]
 pub struct RemoteArgs {
     /// Dataset base URL: a file is <URL>/<tag>/<path>. Any static HTTP server
-    /// with that layout is a valid mirror [default:
+    /// with that layout is a valid mirror [default: MAT_VIS_HF_BASE unless
+    /// the environment names a repository, else
     /// <hf-endpoint>/datasets/<repo>/resolve, that is
     /// https://huggingface.co/datasets/gerchowl/mat-vis/resolve].
-    #[arg(long, env = "MAT_VIS_HF_BASE", value_name = "URL")]
+    #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
 
-    /// The Hugging Face dataset repository to mount [default:
-    /// gerchowl/mat-vis]. Not with --base-url, which names the dataset itself.
+    /// The Hugging Face dataset repository to mount [default: the one
+    /// MAT_VIS_DATASET or MAT_VIS_HF_DATASET names, else gerchowl/mat-vis].
+    /// Not with --base-url, which names the dataset itself.
     #[arg(long, value_name = "OWNER/NAME")]
     pub repo: Option<String>,
 
@@ -239,14 +281,12 @@ pub struct RemoteArgs {
     #[arg(long)]
     pub offline: bool,
 
-    /// Time limit of one HTTP attempt (connecting, headers and body).
-    #[arg(
-        long,
-        env = "MATVISFS_TIMEOUT",
-        default_value_t = 60,
-        value_name = "SECONDS"
-    )]
-    pub timeout: u64,
+    /// Time limit of one HTTP attempt (connecting, headers and body)
+    /// [default: 60]. A first contact (a tag, catalog or list of releases
+    /// nothing is cached of) waits 30 s in all, retries included, or this
+    /// long when it is given.
+    #[arg(long, env = "MATVISFS_TIMEOUT", value_name = "SECONDS")]
+    pub timeout: Option<u64>,
 
     /// Retries after a transient failure (HTTP 429, 502, 503, 504, or no
     /// connection), with exponential backoff or the server's Retry-After.
@@ -299,19 +339,26 @@ pub struct RemoteArgs {
 }
 
 impl RemoteArgs {
-    /// The base URL: `--base-url` (or MAT_VIS_HF_BASE), else the repository
-    /// on the Hub.
+    /// The base URL: `--base-url`, else the repository of `--repo` on the
+    /// Hub, else what the environment names (see `crate::environment`),
+    /// else the default repository.
     pub fn base_url(&self) -> Result<String, String> {
+        self.base_url_in(&Named::read()?)
+    }
+
+    fn base_url_in(&self, env: &Named) -> Result<String, String> {
         if let Some(base) = &self.base_url {
             return match &self.repo {
-                Some(_) => Err(
-                    "--repo and --base-url (or MAT_VIS_HF_BASE) both name the dataset: give one"
-                        .into(),
-                ),
+                Some(_) => Err("--repo and --base-url both name the dataset: give one".into()),
                 None => Ok(base.clone()),
             };
         }
-        let repo = self.repo.as_deref().unwrap_or(DEFAULT_REPO);
+        let (repo, given_by) = match (&self.repo, &env.repo, &env.base) {
+            (Some(repo), _, _) => (repo.as_str(), "--repo"),
+            (None, Some((repo, variable)), _) => (repo.as_str(), *variable),
+            (None, None, Some(base)) => return Ok(base.clone()),
+            (None, None, None) => (DEFAULT_REPO, "--repo"),
+        };
         let valid = |part: &str| {
             !part.is_empty()
                 && part != "."
@@ -325,12 +372,13 @@ impl RemoteArgs {
                 "{}/datasets/{owner}/{name}/resolve",
                 self.hf_endpoint.trim_end_matches('/')
             )),
-            _ => Err(format!("--repo {repo:?} is not OWNER/NAME")),
+            _ => Err(format!("{given_by} {repo:?} is not OWNER/NAME")),
         }
     }
 
     pub fn http_settings(&self) -> Result<HttpSettings, String> {
         let seconds = |s: f64| Duration::from_secs_f64(s.max(0.0));
+        let given = self.timeout.map(|t| Duration::from_secs(t.max(1)));
         let retry = RetryPolicy {
             max_retries: self.retries,
             backoff_base: seconds(self.backoff_base),
@@ -358,11 +406,8 @@ impl RemoteArgs {
             hub_api: !self.no_hf_api,
             hub_endpoint: self.hf_endpoint.clone(),
             limits: self.hf_limits,
-            ..HttpSettings::new(
-                &self.base_url()?,
-                Duration::from_secs(self.timeout.max(1)),
-                retry,
-            )
+            first_contact: given.unwrap_or(crate::remote::FIRST_CONTACT_PATIENCE),
+            ..HttpSettings::new(&self.base_url()?, given.unwrap_or(DEFAULT_TIMEOUT), retry)
         })
     }
 }
@@ -424,8 +469,9 @@ pub struct MountArgs {
     pub mountpoint: PathBuf,
 
     /// A release tag to mount, loaded before the command returns (repeat for
-    /// several). Other release tags appear when first looked up.
-    #[arg(long = "tag", value_name = "TAG", default_value = DEFAULT_TAG)]
+    /// several). Other release tags appear when first looked up [default:
+    /// MAT_VIS_TAG, or the tag of MAT_VIS_DATASET, else v2026.04.2].
+    #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
 
     #[command(flatten)]
@@ -436,10 +482,48 @@ pub struct MountArgs {
 
     #[command(flatten)]
     pub run: RunArgs,
+
+    /// Revalidate a tag again at the first open once this has passed since
+    /// its last revalidation (30s, 10m, 1h, 1d) [default: once per mount
+    /// session]. An idle mount sends nothing.
+    #[arg(
+        long,
+        env = "MATVISFS_REVALIDATE_EVERY",
+        value_name = "DURATION",
+        value_parser = crate::duration::parse_duration
+    )]
+    pub revalidate_every: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RefreshArgs {
+    /// Where the mount is.
+    pub mountpoint: PathBuf,
+
+    /// Only this tag (repeat for several) [default: every tag the mount
+    /// has loaded]; a tag it has not loaded is looked up.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+}
+
+impl MountArgs {
+    /// The tags to load: `--tag`, else the environment's, else the default.
+    pub fn pinned_tags(&self) -> Result<Vec<String>, String> {
+        Ok(Named::read()?.tags(&self.tags, DEFAULT_TAG))
+    }
+}
+
+impl PrefetchArgs {
+    /// The tags to prefetch: `--tag`, else the environment's, else the
+    /// default.
+    pub fn selected_tags(&self) -> Result<Vec<String>, String> {
+        Ok(Named::read()?.tags(&self.tags, DEFAULT_TAG))
+    }
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct UnmountArgs {
+    /// The directory the dataset is mounted at.
     pub mountpoint: PathBuf,
 
     /// Detach now and clean up when it is no longer busy (umount -l).
@@ -514,6 +598,46 @@ mod tests {
     }
 
     #[test]
+    fn flags_name_the_dataset_before_the_environment() {
+        let env = |vars: &[(&str, &str)]| {
+            Named::from_lookup(|name| {
+                vars.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
+            })
+            .unwrap()
+        };
+        let hub = |repo: &str| format!("https://hub.example/datasets/{repo}/resolve");
+        let dataset = env(&[
+            ("MAT_VIS_DATASET", "me/tst@v2026.04.99"),
+            ("MAT_VIS_HF_BASE", "http://mirror/resolve"),
+        ]);
+        assert_eq!(remote(&[]).base_url_in(&dataset).unwrap(), hub("me/tst"));
+        assert_eq!(
+            remote(&["--repo", "a/b"]).base_url_in(&dataset).unwrap(),
+            hub("a/b")
+        );
+        assert_eq!(
+            remote(&["--base-url", "http://m/x"])
+                .base_url_in(&dataset)
+                .unwrap(),
+            "http://m/x"
+        );
+        let base = env(&[("MAT_VIS_HF_BASE", "http://mirror/resolve")]);
+        assert_eq!(
+            remote(&[]).base_url_in(&base).unwrap(),
+            "http://mirror/resolve"
+        );
+        assert_eq!(
+            remote(&["--repo", "a/b"]).base_url_in(&base).unwrap(),
+            hub("a/b")
+        );
+        let bad = env(&[("MAT_VIS_HF_DATASET", "not-a-repo")]);
+        let err = remote(&[]).base_url_in(&bad).unwrap_err();
+        assert!(err.contains("MAT_VIS_HF_DATASET"), "{err}");
+    }
+
+    #[test]
     fn the_interface_parses_as_documented() {
         let cli = Cli::try_parse_from([
             "matvisfs",
@@ -541,7 +665,10 @@ mod tests {
         else {
             panic!("not mount")
         };
-        assert_eq!(args.tags, [DEFAULT_TAG]);
+        assert!(
+            args.tags.is_empty(),
+            "the default comes after the environment"
+        );
         assert!(!args.run.foreground && !args.run.allow_other);
 
         let Command::Unmount(args) = Cli::try_parse_from(["matvisfs", "unmount", "/m", "--lazy"])
@@ -573,7 +700,7 @@ mod tests {
         assert_eq!(
             (args.tags, args.sources, args.tiers, args.jobs),
             (
-                vec![DEFAULT_TAG.to_string()],
+                vec![],
                 vec!["ambientcg".to_string()],
                 vec!["1k".to_string(), "512".to_string()],
                 4
@@ -592,6 +719,52 @@ mod tests {
         };
         assert_eq!(args.tag.as_deref(), Some("v1"));
         <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    fn help_of(path: &[&str]) -> String {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        let mut sub = &mut command;
+        for name in path {
+            sub = sub.find_subcommand_mut(name).unwrap();
+        }
+        sub.render_long_help().to_string()
+    }
+
+    #[test]
+    fn the_help_says_each_default_once_and_the_one_that_applies() {
+        let prefetch = help_of(&["prefetch"]);
+        assert_eq!(prefetch.matches(DEFAULT_TAG).count(), 1, "{prefetch}");
+        // The demo logs beside its mountpoint, not in a cache it does not keep.
+        let demo = help_of(&["demo"]);
+        assert!(demo.contains("<MOUNTPOINT>.log"), "{demo}");
+        assert!(!demo.contains("<cache dir>/matvisfs.log"), "{demo}");
+        // It reads a local copy: no server, on loopback or elsewhere.
+        let command = <Cli as clap::CommandFactory>::command();
+        let about = command.find_subcommand("demo").unwrap().get_about();
+        let about = about.map(|a| a.to_string()).unwrap_or_default();
+        assert!(
+            about.contains("local copy") && !about.contains("loopback"),
+            "{about}"
+        );
+        let unmount = command.find_subcommand("unmount").unwrap();
+        let mountpoint = unmount
+            .get_arguments()
+            .find(|arg| arg.get_id() == "mountpoint")
+            .unwrap();
+        assert!(mountpoint.get_help().is_some(), "the argument is described");
+    }
+
+    #[test]
+    fn the_first_contact_waits_30_s_unless_a_timeout_is_given() {
+        let settings = |args: &[&str]| remote(args).http_settings().unwrap();
+        let default = settings(&[]);
+        assert_eq!(default.first_contact, crate::remote::FIRST_CONTACT_PATIENCE);
+        assert_eq!(default.timeout, DEFAULT_TIMEOUT);
+        for given in ["5", "120"] {
+            let set = settings(&["--timeout", given]);
+            let given = Duration::from_secs(given.parse().unwrap());
+            assert_eq!((set.timeout, set.first_contact), (given, given));
+        }
     }
 
     #[test]

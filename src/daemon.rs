@@ -3,28 +3,46 @@
 //! ready (status 0) or failed (its message, status 1).
 
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::io::{BufRead, BufReader, Write};
 
-/// The child's line back to the waiting parent.
+/// The child's lines back to the waiting parent: `note <text>` while it
+/// gets ready, then `ok`, or `error <text>` for each line of the reason.
 pub struct Readiness {
     pipe: Option<File>,
+    foreground: bool,
 }
 
 impl Readiness {
     /// Nobody waits: the process stays in the foreground.
     pub fn foreground() -> Self {
-        Readiness { pipe: None }
+        Readiness {
+            pipe: None,
+            foreground: true,
+        }
+    }
+
+    /// Whether the process logs to the terminal (no parent waits).
+    pub fn is_foreground(&self) -> bool {
+        self.foreground
+    }
+
+    /// Says something to whoever waits for the mount, while it gets ready:
+    /// in the log, and on the terminal of the waiting command.
+    pub fn note(&self, line: &str) {
+        tracing::warn!("{line}");
+        if let Some(mut pipe) = self.pipe.as_ref() {
+            let _ = pipe.write_all(format!("note {}\n", line.replace('\n', " ")).as_bytes());
+        }
     }
 
     /// Tells the parent how mounting went; only the first report counts.
     pub fn report(&mut self, outcome: Result<(), &str>) {
         if let Some(mut pipe) = self.pipe.take() {
-            let line = match outcome {
+            let text = match outcome {
                 Ok(()) => "ok\n".to_string(),
-                Err(msg) => format!("error {}\n", msg.replace('\n', " ")),
+                Err(msg) => msg.lines().map(|line| format!("error {line}\n")).collect(),
             };
-            let _ = pipe.write_all(line.as_bytes());
+            let _ = pipe.write_all(text.as_bytes());
         }
     }
 }
@@ -33,14 +51,8 @@ impl Readiness {
 /// /dev/null); the parent waits for the child's report, runs `on_ready` if
 /// it is good, and exits. Must be called before any thread is started.
 pub fn detach(on_ready: impl FnOnce()) -> Result<Readiness, String> {
-    let mut fds = [0i32; 2];
-    // SAFETY: fds is a valid array of two ints.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: both descriptors were just created and are owned here.
-    let (read_end, write_end) =
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| format!("pipe: {e}"))?;
     // SAFETY: the process is still single-threaded.
     match unsafe { libc::fork() } {
         -1 => Err(format!("fork: {}", std::io::Error::last_os_error())),
@@ -61,27 +73,36 @@ pub fn detach(on_ready: impl FnOnce()) -> Result<Readiness, String> {
             }
             Ok(Readiness {
                 pipe: Some(File::from(write_end)),
+                foreground: false,
             })
         }
         _child => {
             drop(write_end);
-            let mut report = String::new();
-            let _ = File::from(read_end).read_to_string(&mut report);
-            match report.lines().next() {
-                Some("ok") => {
+            let mut error = Vec::new();
+            for line in BufReader::new(File::from(read_end)).lines() {
+                let Ok(line) = line else { break };
+                if line == "ok" {
                     on_ready();
                     std::process::exit(0)
                 }
-                Some(line) => {
-                    let msg = line.strip_prefix("error ").unwrap_or(line);
-                    eprintln!("matvisfs: {msg}");
-                    std::process::exit(1)
-                }
-                None => {
-                    eprintln!("matvisfs: the background process exited before the mount was ready");
-                    std::process::exit(1)
+                if let Some(note) = line.strip_prefix("note ") {
+                    eprintln!("matvisfs: {note}");
+                } else {
+                    error.push(line.strip_prefix("error ").unwrap_or(&line).to_string());
                 }
             }
+            match error.split_first() {
+                Some((first, rest)) => {
+                    eprintln!("matvisfs: {first}");
+                    for line in rest {
+                        eprintln!("{line}");
+                    }
+                }
+                None => {
+                    eprintln!("matvisfs: the background process exited before the mount was ready")
+                }
+            }
+            std::process::exit(1)
         }
     }
 }

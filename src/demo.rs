@@ -20,12 +20,31 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
         .mountpoint
         .clone()
         .unwrap_or_else(|| PathBuf::from("mat-vis-demo"));
-    fs::create_dir_all(&requested)
-        .map_err(|e| format!("cannot create {}: {e}", requested.display()))?;
-    let mountpoint = prepare_mountpoint(&requested, args.run.nonempty)?;
-    // Dataset and cache live in a temporary directory that goes with the process.
+    // Only a missing directory is created: one left dead by a killed
+    // demo fails every check but this one, and is recovered below.
+    let created = match fs::symlink_metadata(&requested) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(&requested)
+                .map_err(|e| format!("cannot create {}: {e}", requested.display()))?;
+            true
+        }
+        _ => false,
+    };
+    let result = demo(&args, &requested);
+    if result.is_err() && created {
+        // Nothing left behind by a demo that did not start.
+        let _ = fs::remove_dir(&requested);
+    }
+    result
+}
+
+fn demo(args: &DemoArgs, requested: &Path) -> Result<(), String> {
+    let mountpoint = prepare_mountpoint(requested, args.run.nonempty)?;
+    remove_killed_demos();
+    // Dataset and cache live in a temporary directory that goes with the
+    // process; its name says which process, for when it is killed.
     let work = tempfile::Builder::new()
-        .prefix("matvisfs-demo-")
+        .prefix(&format!("{WORK_PREFIX}{}-", std::process::id()))
         .tempdir()
         .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     let data = work.path().join("data");
@@ -64,7 +83,7 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
         // The binary may not be on PATH (~/.local/bin often is not).
         println!(
             "Stop it with:  {} unmount {}",
-            this_binary(),
+            crate::cli::program(),
             mountpoint.display()
         );
         println!("Its log:       {}", log_file.display());
@@ -81,17 +100,41 @@ pub fn run(args: DemoArgs) -> Result<(), String> {
     finish(result, &mut readiness)
 }
 
+/// A demo's temporary directory: `<prefix><pid>-<random>`.
+const WORK_PREFIX: &str = "matvisfs-demo-";
+
+/// Removes the temporary directories of demos that were killed (their
+/// process is gone), which nothing else would.
+fn remove_killed_demos() {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    let me = rustix::process::geteuid().as_raw();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(WORK_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        use std::os::unix::fs::MetadataExt;
+        let mine = entry
+            .metadata()
+            .is_ok_and(|meta| meta.is_dir() && meta.uid() == me);
+        if mine && !Path::new(&format!("/proc/{pid}")).exists() {
+            tracing::debug!(dir = %entry.path().display(), "removing a killed demo's files");
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// `<mountpoint>.log`, next to the mountpoint.
 fn log_beside(mountpoint: &Path) -> PathBuf {
     let name = mountpoint
         .file_name()
         .map_or("matvisfs-demo".into(), |n| n.to_string_lossy());
     mountpoint.with_file_name(format!("{name}.log"))
-}
-
-/// The full path of the running binary, or its name if that is unknown.
-fn this_binary() -> String {
-    std::env::current_exe()
-        .map(|path| path.display().to_string())
-        .unwrap_or_else(|_| "matvisfs".into())
 }

@@ -1,7 +1,8 @@
 //! Coordination of concurrent callers that want the same work done:
 //! [`SingleFlight`] runs one computation per key at a time and hands its
 //! result to everyone who asked meanwhile; [`Gate`] runs a check once per
-//! mount session (again after a pause if it could not complete).
+//! mount session or period (again after a pause if it could not complete,
+//! and at once when re-armed).
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -101,16 +102,47 @@ impl<K: Eq + Hash + Clone, V: Clone> Drop for LeaderGuard<'_, K, V> {
     }
 }
 
+/// The last check a [`Gate`] ran.
 #[derive(Clone, Copy)]
-enum GateState {
-    NotRun,
-    Passed,
-    Failed(Instant),
+struct Finished {
+    /// Its number: checks are numbered in the order they begin.
+    number: u64,
+    at: Instant,
+    completed: bool,
 }
 
-/// A check that runs once per session. Callers arriving while it runs wait
-/// for it. A check that could not complete (say, the network was down) runs
+#[derive(Default)]
+struct GateState {
+    /// Checks begun so far (the next one's number).
+    begun: u64,
+    /// A check numbered below this no longer counts ([`Gate::rearm`]).
+    wanted: u64,
+    last: Option<Finished>,
+}
+
+/// When a [`Gate`] runs its check again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// After a check that could not complete (say, the network was down).
+    pub retry_after: Duration,
+    /// After a check that completed: `None` never (once per session).
+    pub period: Option<Duration>,
+}
+
+impl Schedule {
+    pub fn once(retry_after: Duration) -> Self {
+        Schedule {
+            retry_after,
+            period: None,
+        }
+    }
+}
+
+/// A check that runs once per session, or once per period. Callers
+/// arriving while it runs wait for it. A check that could not complete runs
 /// again when asked after `retry_after`; until then callers go on at once.
+/// [`Gate::rearm`] makes the next caller run it again, as if the session
+/// had just begun.
 pub struct Gate {
     state: Mutex<GateState>,
     flight: SingleFlight<(), ()>,
@@ -119,50 +151,108 @@ pub struct Gate {
 impl Default for Gate {
     fn default() -> Self {
         Gate {
-            state: Mutex::new(GateState::NotRun),
+            state: Mutex::new(GateState::default()),
             flight: SingleFlight::default(),
         }
     }
 }
 
 impl Gate {
-    fn needs_run(&self, retry_after: Duration) -> bool {
-        match *self.state.lock() {
-            GateState::NotRun => true,
-            GateState::Passed => false,
-            GateState::Failed(at) => at.elapsed() >= retry_after,
+    fn needs_run(&self, schedule: Schedule) -> bool {
+        let state = self.state.lock();
+        match state.last {
+            None => true,
+            Some(last) if last.number < state.wanted => true,
+            Some(last) if !last.completed => last.at.elapsed() >= schedule.retry_after,
+            Some(last) => schedule.period.is_some_and(|p| last.at.elapsed() >= p),
         }
     }
 
-    /// Runs `check` if it has not passed yet this session; `check` returns
-    /// whether it completed.
-    pub fn pass(&self, retry_after: Duration, check: impl FnOnce() -> bool) {
-        if !self.needs_run(retry_after) {
+    /// Runs `check` if it has not passed yet this session (or this
+    /// period); `check` is told whether it passed before (a check run
+    /// again), and returns whether it completed.
+    pub fn pass(&self, schedule: Schedule, check: impl FnOnce(bool) -> bool) {
+        if !self.needs_run(schedule) {
             return;
         }
         self.flight.run(&(), || {
             // Another caller may have completed the check just before us.
-            if !self.needs_run(retry_after) {
+            if !self.needs_run(schedule) {
                 return;
             }
-            let completed = check();
-            *self.state.lock() = if completed {
-                GateState::Passed
-            } else {
-                GateState::Failed(Instant::now())
+            let (number, again) = {
+                let mut state = self.state.lock();
+                state.begun += 1;
+                (state.begun - 1, state.last.is_some_and(|l| l.completed))
             };
+            let completed = check(again);
+            self.state.lock().last = Some(Finished {
+                number,
+                at: Instant::now(),
+                completed,
+            });
         });
     }
 
+    /// Runs `check` now, as if the session had just begun: a check that
+    /// began before this call does not count, so it is waited for and run
+    /// again; one that began since is shared. Returns whether the check
+    /// that counts completed.
+    pub fn pass_again(&self, schedule: Schedule, check: impl FnMut(bool) -> bool) -> bool {
+        self.pass_since(self.ticket(), schedule, check)
+    }
+
+    /// The number of the next check to begin: [`Gate::pass_since`] with it
+    /// counts only checks that begin from now on.
+    pub fn ticket(&self) -> u64 {
+        self.state.lock().begun
+    }
+
+    /// [`Gate::pass_again`], counting every check that began since
+    /// `ticket` was taken.
+    pub fn pass_since(
+        &self,
+        ticket: u64,
+        schedule: Schedule,
+        mut check: impl FnMut(bool) -> bool,
+    ) -> bool {
+        {
+            let mut state = self.state.lock();
+            state.wanted = state.wanted.max(ticket);
+        }
+        loop {
+            self.pass(schedule, &mut check);
+            let state = self.state.lock();
+            match state.last {
+                Some(last) if last.number >= ticket => return last.completed,
+                // A check older than the ticket ended (or none ran): again.
+                _ => {}
+            }
+        }
+    }
+
+    /// The next caller runs the check again, as at a session's start; a
+    /// check running now does not count.
+    pub fn rearm(&self) {
+        let mut state = self.state.lock();
+        state.wanted = state.begun;
+    }
+
     /// True when [`Gate::pass`] would return at once, without running.
-    pub fn is_settled(&self, retry_after: Duration) -> bool {
-        !self.needs_run(retry_after)
+    pub fn is_settled(&self, schedule: Schedule) -> bool {
+        !self.needs_run(schedule)
     }
 
     /// Records that the check's work was done another way (e.g. a first
     /// download, which is as fresh as a revalidation).
     pub fn mark_passed(&self) {
-        *self.state.lock() = GateState::Passed;
+        let mut state = self.state.lock();
+        state.begun += 1;
+        state.last = Some(Finished {
+            number: state.begun - 1,
+            at: Instant::now(),
+            completed: true,
+        });
     }
 }
 
@@ -182,6 +272,22 @@ impl<K: Eq + Hash + Clone> Default for Gates<K> {
 impl<K: Eq + Hash + Clone> Gates<K> {
     pub fn get(&self, key: &K) -> Arc<Gate> {
         self.gates.lock().entry(key.clone()).or_default().clone()
+    }
+
+    /// Every gate's [`Gate::ticket`], by key.
+    pub fn tickets(&self) -> HashMap<K, u64> {
+        self.gates
+            .lock()
+            .iter()
+            .map(|(key, gate)| (key.clone(), gate.ticket()))
+            .collect()
+    }
+
+    /// Re-arms every gate (see [`Gate::rearm`]).
+    pub fn rearm_all(&self) {
+        for gate in self.gates.lock().values() {
+            gate.rearm();
+        }
     }
 }
 
@@ -279,7 +385,7 @@ mod tests {
         std::thread::scope(|s| {
             let (gate, runs) = (&gate, &runs);
             let first = s.spawn(move || {
-                gate.pass(Duration::ZERO, || {
+                gate.pass(Schedule::once(Duration::ZERO), |_| {
                     released.recv().unwrap();
                     runs.fetch_add(1, Ordering::SeqCst);
                     true
@@ -289,7 +395,7 @@ mod tests {
             let others: Vec<_> = (0..7)
                 .map(|_| {
                     s.spawn(move || {
-                        gate.pass(Duration::ZERO, || panic!("ran twice"));
+                        gate.pass(Schedule::once(Duration::ZERO), |_| panic!("ran twice"));
                         // Callers that arrived meanwhile waited for it.
                         assert_eq!(runs.load(Ordering::SeqCst), 1);
                     })
@@ -302,16 +408,16 @@ mod tests {
                 other.join().unwrap();
             }
         });
-        gate.pass(Duration::ZERO, || panic!("already passed"));
+        gate.pass(Schedule::once(Duration::ZERO), |_| panic!("already passed"));
         assert_eq!(runs.load(Ordering::SeqCst), 1);
 
         let failing = Gate::default();
-        failing.pass(Duration::from_secs(3600), || false);
-        failing.pass(Duration::from_secs(3600), || {
+        failing.pass(Schedule::once(Duration::from_secs(3600)), |_| false);
+        failing.pass(Schedule::once(Duration::from_secs(3600)), |_| {
             panic!("must wait before retrying")
         });
         let retried = AtomicUsize::new(0);
-        failing.pass(Duration::ZERO, || {
+        failing.pass(Schedule::once(Duration::ZERO), |_| {
             retried.fetch_add(1, Ordering::SeqCst);
             true
         });
@@ -319,6 +425,80 @@ mod tests {
 
         let marked = Gate::default();
         marked.mark_passed();
-        marked.pass(Duration::ZERO, || panic!("marked as passed"));
+        marked.pass(Schedule::once(Duration::ZERO), |_| {
+            panic!("marked as passed")
+        });
+    }
+
+    #[test]
+    fn a_period_runs_the_check_again_once_it_has_passed() {
+        let gate = Gate::default();
+        let every = |period| Schedule {
+            retry_after: Duration::from_secs(3600),
+            period: Some(period),
+        };
+        let mut seen = Vec::new();
+        gate.pass(every(Duration::from_secs(3600)), |again| {
+            seen.push(again);
+            true
+        });
+        gate.pass(every(Duration::from_secs(3600)), |_| {
+            panic!("within the period")
+        });
+        gate.pass(every(Duration::ZERO), |again| {
+            seen.push(again);
+            true
+        });
+        assert_eq!(seen, [false, true], "the second run knows it is one");
+        assert!(gate.is_settled(every(Duration::from_secs(3600))));
+        assert!(!gate.is_settled(every(Duration::ZERO)));
+    }
+
+    #[test]
+    fn a_check_run_again_never_counts_one_that_began_before() {
+        let gate = Gate::default();
+        let runs = AtomicUsize::new(0);
+        let (release, released) = mpsc::channel::<()>();
+        let schedule = Schedule::once(Duration::from_secs(3600));
+        std::thread::scope(|s| {
+            let (gate, runs) = (&gate, &runs);
+            // A first check under way...
+            let first = s.spawn(move || {
+                gate.pass(schedule, |_| {
+                    released.recv().unwrap();
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    true
+                })
+            });
+            until_shared_by(&gate.flight, &(), 1);
+            // ...when one is asked for anew: it waits for the first, then runs.
+            let again = s.spawn(move || {
+                gate.pass_again(schedule, |again| {
+                    assert!(again);
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    true
+                })
+            });
+            until_shared_by(&gate.flight, &(), 2);
+            release.send(()).unwrap();
+            first.join().unwrap();
+            assert!(again.join().unwrap());
+        });
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        // Re-armed, the next caller runs it; a failure is said.
+        gate.rearm();
+        let rerun = AtomicUsize::new(0);
+        gate.pass(schedule, |_| {
+            rerun.fetch_add(1, Ordering::SeqCst);
+            true
+        });
+        assert_eq!(rerun.load(Ordering::SeqCst), 1);
+        assert!(!gate.pass_again(schedule, |_| false));
+        gate.pass(schedule, |_| panic!("failed within retry_after"));
+        // A check that began after a ticket was taken counts for it.
+        let ticket = gate.ticket();
+        gate.rearm();
+        gate.pass(schedule, |_| true);
+        assert!(gate.pass_since(ticket, schedule, |_| panic!("began after the ticket")));
     }
 }

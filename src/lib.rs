@@ -12,12 +12,15 @@
 // What the binary runs.
 pub mod cache_commands;
 pub mod cli;
+pub mod control;
 pub mod csi;
 pub mod demo;
 pub mod mount;
+pub mod mount_helper;
 pub mod prefetch;
 
 // What the integration tests check directly (parsers, names, cache layout).
+pub mod duration;
 pub mod format;
 pub mod materials;
 pub mod names;
@@ -27,11 +30,13 @@ pub mod store;
 pub(crate) mod daemon;
 pub(crate) mod dataset;
 pub(crate) mod digest;
+pub(crate) mod environment;
 pub(crate) mod flight;
 pub(crate) mod fs;
 pub(crate) mod fuse;
 pub(crate) mod logging;
 pub(crate) mod metrics;
+pub(crate) mod notify;
 pub(crate) mod remote;
 pub(crate) mod stats;
 pub(crate) mod wait;

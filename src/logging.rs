@@ -32,6 +32,10 @@ pub fn to_stderr(level: u8) {
         .with_env_filter(filter(level))
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
+        // A log that cannot be written (a full disk, a closed pipe) must
+        // cost only the log: reporting that failure goes through
+        // eprintln!, which panics, and a panic ends the mount.
+        .log_internal_errors(false)
         .try_init();
 }
 
@@ -50,6 +54,7 @@ pub fn to_file(level: u8, path: &Path, in_cache: bool) -> Result<(), String> {
         .with_env_filter(filter(level))
         .with_ansi(false)
         .with_writer(Mutex::new(log))
+        .log_internal_errors(false)
         .try_init();
     Ok(())
 }

@@ -2,9 +2,8 @@
 //! its worker threads, kernel cache invalidation, and clean shutdown on
 //! SIGINT/SIGTERM.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,12 +13,14 @@ use std::time::Duration;
 use fuser::{Config, INodeNo, MountOption, Notifier, Session, SessionACL, SessionUnmounter};
 
 use crate::cli::{MountArgs, RemoteArgs, RunArgs};
+use crate::control;
 use crate::daemon::{self, Readiness};
 use crate::dataset::{Context, Dataset};
 use crate::fs::{FsCore, Invalidation, Kernel};
 use crate::fuse::FuseAdapter;
 use crate::logging;
 use crate::metrics::Exporter;
+use crate::notify;
 use crate::remote::Remote;
 use crate::remote::http::HttpRemote;
 use crate::remote::local::{self, LocalRemote};
@@ -39,10 +40,11 @@ pub fn run(args: MountArgs) -> Result<(), String> {
         let remote = make_remote(&args.remote)?;
         let ctx = Context::new(remote, cache, args.cache.cache_max_size)
             .with_max_file_size(args.remote.max_file_size)
-            .raw(args.run.raw);
+            .raw(args.run.raw)
+            .revalidate_every(args.revalidate_every);
         load_and_serve(
             ctx,
-            args.tags.clone(),
+            args.pinned_tags()?,
             &mountpoint,
             &args.run,
             &mut readiness,
@@ -51,10 +53,13 @@ pub fn run(args: MountArgs) -> Result<(), String> {
     finish(result, &mut readiness)
 }
 
-/// Logs a failure and passes it on to a waiting parent.
+/// Logs a failure and passes it on to a waiting parent. In the
+/// foreground the log is the terminal, where the caller prints it.
 pub(crate) fn finish(result: Result<(), String>, readiness: &mut Readiness) -> Result<(), String> {
     if let Err(msg) = &result {
-        tracing::error!("{msg}");
+        if !readiness.is_foreground() {
+            tracing::error!("{msg}");
+        }
         readiness.report(Err(msg));
     }
     result
@@ -103,8 +108,33 @@ pub(crate) fn load_and_serve(
         None => None,
     };
     let dataset = Arc::new(Dataset::new(Arc::new(ctx), tags));
-    dataset.load_pinned()?;
+    let say = |line: &str| readiness.note(line);
+    dataset.load_pinned(&say).map_err(|e| match e.unreachable {
+        true => format!("{}\n{}", e.message, ways_out(&dataset)),
+        false => e.message,
+    })?;
     serve(FsCore::new(dataset), mountpoint, run, metrics, readiness)
+}
+
+/// What a user can do when the server cannot be reached at mount.
+fn ways_out(dataset: &Dataset) -> String {
+    let cached = dataset.context().origin.cached_tags();
+    let cached = match cached.is_empty() {
+        true => "nothing is cached for this server yet".to_string(),
+        false => format!("cached for this server: {}", cached.join(", ")),
+    };
+    [
+        "ways out:".to_string(),
+        format!("  --offline            mount what is cached, with no network ({cached})"),
+        format!(
+            "  {} demo   a generated sample to look at, with no network",
+            crate::cli::program()
+        ),
+        "  --base-url URL       another server or mirror of the dataset (or MAT_VIS_HF_BASE)"
+            .to_string(),
+        "  --timeout SECONDS    wait longer for the server".to_string(),
+    ]
+    .join("\n")
 }
 
 /// Mounts `core` at `mountpoint` and serves it until unmounted.
@@ -125,12 +155,34 @@ fn serve(
         MountOption::NoSuid,
         MountOption::NoAtime,
     ];
+    if rustix::process::geteuid().is_root() {
+        // Mounted by the kernel directly, where fuser passes no subtype:
+        // the type is `fuse.matvisfs` as with fusermount3, which is how
+        // `matvisfs refresh` and mount(8) tell a matvisfs mount.
+        config
+            .mount_options
+            .push(MountOption::CUSTOM("subtype=matvisfs".into()));
+    }
     config.acl = if run.allow_other {
         SessionACL::All
     } else {
         SessionACL::Owner
     };
     config.n_threads = Some(run.threads.max(1));
+    // What the kernel will show as the mount point, which names the
+    // control socket (taken before mounting: not through the mount).
+    let canonical = fs::canonicalize(mountpoint)
+        .map_err(|e| format!("mountpoint {}: {e}", mountpoint.display()))?;
+    // Listening before the mount appears: whoever sees the mount can ask it.
+    let control = match control::Listener::start(&canonical, core.dataset().clone()) {
+        Ok(listener) => Some(listener),
+        Err(e) => {
+            tracing::warn!(
+                "no control channel ({e}): `matvisfs refresh` cannot reach this mount; SIGHUP still revalidates"
+            );
+            None
+        }
+    };
     // Once the kernel has unmounted it, the session must not try again
     // (which only fails, with a warning).
     let unmounter: Arc<parking_lot::Mutex<Option<SessionUnmounter>>> = Arc::default();
@@ -156,15 +208,23 @@ fn serve(
         format!("cannot mount at {}: {e}{hint}", mountpoint.display())
     })?;
     *unmounter.lock() = Some(session.unmount_callable());
-    core.set_kernel(KernelNotifier::start(session.notifier()));
-    watch_signals(mountpoint.to_path_buf())?;
+    core.set_kernel(KernelNotifier::start(&session));
+    watch_signals(
+        mountpoint.to_path_buf(),
+        core.dataset().clone(),
+        control.as_ref().map(|c| c.path().to_path_buf()),
+    )?;
     if let Some(exporter) = metrics {
         let core = core.clone();
         exporter.serve(Box::new(move || core.stats_json()))?;
     }
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
     readiness.report(Ok(()));
-    match session.run() {
+    notify::ready();
+    let ended = session.run();
+    notify::stopping();
+    drop(control);
+    match ended {
         Ok(()) => {}
         // The kernel aborted the connection as the last use of a lazily
         // unmounted tree went away (or someone aborted it by hand): the
@@ -186,43 +246,51 @@ fn serve(
 const NOTIFY_WAIT: Duration = Duration::from_secs(2);
 
 /// The kernel's caches, reached by FUSE notifications sent from a thread of
-/// their own; the caller waits for them, within [`NOTIFY_WAIT`].
+/// their own; the caller waits for them, within [`NOTIFY_WAIT`]. Those
+/// nobody waits for go through a second thread, so that one the kernel
+/// holds back (a name, while a lookup holds its directory) delays no other.
 struct KernelNotifier {
     queue: parking_lot::Mutex<mpsc::Sender<(Vec<Invalidation>, mpsc::SyncSender<()>)>>,
+    later: parking_lot::Mutex<mpsc::Sender<(Vec<Invalidation>, mpsc::SyncSender<()>)>>,
+}
+
+/// A thread that sends each batch of invalidations to the kernel, then
+/// says it is done.
+fn invalidator(
+    name: &str,
+    notifier: Notifier,
+) -> mpsc::Sender<(Vec<Invalidation>, mpsc::SyncSender<()>)> {
+    let (tx, rx) = mpsc::channel::<(Vec<Invalidation>, mpsc::SyncSender<()>)>();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            for (invalidations, done) in rx {
+                for invalidation in invalidations {
+                    let result = match &invalidation {
+                        // A negative offset: attributes only.
+                        Invalidation::Attributes(ino) => notifier.inval_inode(INodeNo(*ino), -1, 0),
+                        Invalidation::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
+                        Invalidation::Entry { parent, name } => {
+                            notifier.inval_entry(INodeNo(*parent), OsStr::new(name))
+                        }
+                    };
+                    // ENOENT: the kernel had nothing cached for it.
+                    if let Err(e) = result {
+                        tracing::trace!(?invalidation, "the kernel refused an invalidation: {e}");
+                    }
+                }
+                let _ = done.try_send(());
+            }
+        })
+        .expect("spawning a thread");
+    tx
 }
 
 impl KernelNotifier {
-    fn start(notifier: Notifier) -> Arc<KernelNotifier> {
-        let (tx, rx) = mpsc::channel::<(Vec<Invalidation>, mpsc::SyncSender<()>)>();
-        std::thread::Builder::new()
-            .name("invalidator".into())
-            .spawn(move || {
-                for (invalidations, done) in rx {
-                    for invalidation in invalidations {
-                        let result = match &invalidation {
-                            // A negative offset: attributes only.
-                            Invalidation::Attributes(ino) => {
-                                notifier.inval_inode(INodeNo(*ino), -1, 0)
-                            }
-                            Invalidation::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
-                            Invalidation::Entry { parent, name } => {
-                                notifier.inval_entry(INodeNo(*parent), OsStr::new(name))
-                            }
-                        };
-                        // ENOENT: the kernel had nothing cached for it.
-                        if let Err(e) = result {
-                            tracing::trace!(
-                                ?invalidation,
-                                "the kernel refused an invalidation: {e}"
-                            );
-                        }
-                    }
-                    let _ = done.try_send(());
-                }
-            })
-            .expect("spawning a thread");
+    fn start(session: &Session<FuseAdapter>) -> Arc<KernelNotifier> {
         Arc::new(KernelNotifier {
-            queue: parking_lot::Mutex::new(tx),
+            queue: parking_lot::Mutex::new(invalidator("invalidator", session.notifier())),
+            later: parking_lot::Mutex::new(invalidator("invalidator-later", session.notifier())),
         })
     }
 }
@@ -241,6 +309,11 @@ impl Kernel for KernelNotifier {
             );
         }
     }
+
+    fn invalidate_later(&self, invalidations: Vec<Invalidation>) {
+        let (done, _) = mpsc::sync_channel(1);
+        let _ = self.later.lock().send((invalidations, done));
+    }
 }
 
 /// After a signal, the session has this long to end by itself once
@@ -248,15 +321,33 @@ impl Kernel for KernelNotifier {
 /// is still pending with ENOTCONN instead of leaving it hanging.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-fn watch_signals(mountpoint: PathBuf) -> Result<(), String> {
+/// SIGINT and SIGTERM unmount; SIGHUP revalidates every loaded tag, as
+/// `matvisfs refresh` does. `socket`: the control socket, removed before
+/// the process exits.
+fn watch_signals(
+    mountpoint: PathBuf,
+    dataset: Arc<Dataset>,
+    socket: Option<PathBuf>,
+) -> Result<(), String> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
+            let mut signals = signals.forever();
+            let ending = loop {
+                match signals.next() {
+                    Some(SIGHUP) => {
+                        tracing::info!("SIGHUP: revalidating every tag");
+                        control::refresh_on_signal(dataset.clone());
+                    }
+                    other => break other,
+                }
+            };
+            if let Some(signal) = ending {
                 tracing::info!(signal, "unmounting on signal");
+                notify::stopping();
                 // Busy (files open, reads in flight): detach now, finish later.
                 if let Err(busy) = unmount(&mountpoint, false) {
                     tracing::info!("{busy}; detaching lazily");
@@ -266,6 +357,9 @@ fn watch_signals(mountpoint: PathBuf) -> Result<(), String> {
                 }
                 std::thread::sleep(SHUTDOWN_GRACE);
                 tracing::warn!("files are still open after {SHUTDOWN_GRACE:?}; exiting anyway");
+                if let Some(socket) = &socket {
+                    control::remove_socket(socket);
+                }
                 std::process::exit(0);
             }
         })
@@ -279,7 +373,9 @@ fn watch_signals(mountpoint: PathBuf) -> Result<(), String> {
 pub(crate) fn prepare_mountpoint(path: &Path, nonempty: bool) -> Result<PathBuf, String> {
     let path = absolute(path)?;
     let meta = match fs::metadata(&path) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+        // No process serves it: ENOTCONN, or ECONNABORTED for a request
+        // made while the kernel was ending the connection.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) => {
             eprintln!(
                 "matvisfs: {} is a dead FUSE mount (\"Transport endpoint is not connected\": its \
                  process was killed); unmounting it lazily",
@@ -303,8 +399,9 @@ pub(crate) fn prepare_mountpoint(path: &Path, nonempty: bool) -> Result<PathBuf,
     }
     if is_mount_point(&path, &meta) {
         return Err(format!(
-            "{} is already a mount point; unmount it first (`matvisfs unmount {}`)",
+            "{} is already a mount point; unmount it first (`{} unmount {}`)",
             path.display(),
+            crate::cli::program(),
             path.display()
         ));
     }
@@ -314,9 +411,13 @@ pub(crate) fn prepare_mountpoint(path: &Path, nonempty: bool) -> Result<PathBuf,
             .count();
         if entries > 0 {
             return Err(format!(
-                "mountpoint {} is not empty ({entries} entries): the mount would hide them; \
+                "mountpoint {} is not empty ({}): the mount would hide them; \
                  use an empty directory, or --nonempty to mount over them anyway",
-                path.display()
+                path.display(),
+                match entries {
+                    1 => "1 entry".to_string(),
+                    n => format!("{n} entries"),
+                }
             ));
         }
     }
@@ -337,14 +438,14 @@ fn is_mount_point(path: &Path, meta: &fs::Metadata) -> bool {
 /// `matvisfs unmount`.
 pub fn unmount(path: &Path, lazy: bool) -> Result<(), String> {
     let path = absolute(path)?;
-    let c_path =
-        CString::new(path.as_os_str().as_bytes()).map_err(|_| "the path contains a NUL byte")?;
-    let flags = if lazy { libc::MNT_DETACH } else { 0 };
-    // SAFETY: c_path is a valid C string.
-    if unsafe { libc::umount2(c_path.as_ptr(), flags) } == 0 {
+    let flags = match lazy {
+        true => rustix::mount::UnmountFlags::DETACH,
+        false => rustix::mount::UnmountFlags::empty(),
+    };
+    let Err(error) = rustix::mount::unmount(&path, flags) else {
         return Ok(());
-    }
-    let error = std::io::Error::last_os_error();
+    };
+    let error = std::io::Error::from(error);
     match error.raw_os_error() {
         // Not root: the setuid helper may unmount our own mounts.
         Some(libc::EPERM) => {

@@ -32,10 +32,20 @@ pub fn run(args: PrefetchArgs) -> Result<(), String> {
             // The server's files: generated documents need no download.
             .raw(true),
     );
-    let dataset = Dataset::new(ctx.clone(), args.tags.clone());
-    dataset.load_pinned()?;
+    let tags = args.selected_tags()?;
+    let dataset = Dataset::new(ctx.clone(), tags.clone());
+    dataset
+        .load_pinned(&crate::dataset::log_waiting)
+        .map_err(|e| match e.unreachable {
+            true => format!(
+                "{}\n  ways out: --base-url URL for another server or mirror of the dataset, \
+                 --timeout SECONDS to wait longer",
+                e.message
+            ),
+            false => e.message,
+        })?;
     let mut work: Vec<(Arc<Tag>, String)> = Vec::new();
-    for name in &args.tags {
+    for name in &tags {
         let tag = dataset.tag(name).map_err(|e| format!("tag {name}: {e}"))?;
         tag.revalidate().map_err(|e| format!("tag {name}: {e}"))?;
         for path in selection(&tag, &args.sources, &args.tiers)? {
@@ -43,8 +53,8 @@ pub fn run(args: PrefetchArgs) -> Result<(), String> {
         }
     }
     let started = Instant::now();
-    let failures = download_all(&ctx, &work, args.jobs.max(1));
-    summarize(&ctx, work.len(), &failures, started.elapsed())
+    let (failures, missing) = download_all(&ctx, &work, args.jobs.max(1));
+    summarize(&ctx, work.len(), &failures, missing, started.elapsed())
 }
 
 /// Paths of every texture of the selected sources and tiers, with each
@@ -81,8 +91,11 @@ fn selection(tag: &Tag, sources: &[String], tiers: &[String]) -> Result<Vec<Stri
             .chain(&source.mtlx)
             .map(String::as_str);
         for document in named.chain(rowmaps) {
-            tag.refresh_document(document)
-                .map_err(|e| format!("tag {}: {document}: {e}", tag.name()))?;
+            match tag.refresh_document(document) {
+                // A map the server does not have (one the manifest implies).
+                Err(crate::dataset::Error::NotFound) => {}
+                result => result.map_err(|e| format!("tag {}: {document}: {e}", tag.name()))?,
+            }
         }
     }
     let list = |dir: &str| {
@@ -112,10 +125,17 @@ fn selection(tag: &Tag, sources: &[String], tiers: &[String]) -> Result<Vec<Stri
     Ok(paths)
 }
 
-/// Runs `jobs` workers over `work` with a progress display; returns failures.
-fn download_all(ctx: &Context, work: &[(Arc<Tag>, String)], jobs: usize) -> Vec<(String, String)> {
+/// Runs `jobs` workers over `work` with a progress display; returns the
+/// failures, and how many files the server does not have (the catalog
+/// names them; nothing to fetch, and no failure of the prefetch).
+fn download_all(
+    ctx: &Context,
+    work: &[(Arc<Tag>, String)],
+    jobs: usize,
+) -> (Vec<(String, String)>, usize) {
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
+    let missing = AtomicUsize::new(0);
     let finished = AtomicBool::new(false);
     let failures = Mutex::new(Vec::new());
     let downloaded = Mutex::new(Vec::new());
@@ -131,17 +151,14 @@ fn download_all(ctx: &Context, work: &[(Arc<Tag>, String)], jobs: usize) -> Vec<
             .map(|_| {
                 scope.spawn(|| {
                     while let Some((tag, path)) = work.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        let failed = match tag.content(path, None) {
-                            Ok(open) => {
-                                downloaded.lock().push((tag, path, open.blob));
-                                None
+                        match tag.content(path, None) {
+                            Ok(open) => downloaded.lock().push((tag, path, open.blob)),
+                            Err(crate::dataset::Error::NotFound) => {
+                                missing.fetch_add(1, Ordering::Relaxed);
                             }
-                            Err(e) => Some(e.to_string()),
-                        };
-                        if let Some(why) = failed {
-                            failures
+                            Err(e) => failures
                                 .lock()
-                                .push((format!("{}/{path}", tag.name()), why));
+                                .push((format!("{}/{path}", tag.name()), e.to_string())),
                         }
                         done.fetch_add(1, Ordering::Relaxed);
                     }
@@ -166,7 +183,7 @@ fn download_all(ctx: &Context, work: &[(Arc<Tag>, String)], jobs: usize) -> Vec<
         finished.store(true, Ordering::Relaxed);
     });
     progress.finish();
-    failures.into_inner()
+    (failures.into_inner(), missing.into_inner())
 }
 
 /// A progress bar on a terminal, a line every few seconds otherwise.
@@ -237,6 +254,7 @@ fn summarize(
     ctx: &Context,
     total: usize,
     failures: &[(String, String)],
+    missing: usize,
     took: Duration,
 ) -> Result<(), String> {
     let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
@@ -261,6 +279,9 @@ fn summarize(
         "cache: {} in {files} files ({cap_text})",
         format_size(bytes)
     );
+    if missing > 0 {
+        println!("{missing} files the catalogs name are not on the server (nothing to fetch)");
+    }
     if ctx.content.evictions() > 0 {
         eprintln!(
             "warning: the selection does not fit the cache limit: {} files were evicted again; raise --cache-max-size",

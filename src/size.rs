@@ -1,5 +1,10 @@
 //! Byte sizes as people write them (`5GB`, `500MB`, `1.5GiB`, `0`) and
-//! as reports print them.
+//! as reports print them; counts of things too.
+
+/// `1 file`, `2 files`.
+pub fn plural(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
 
 /// Digits after the point that are kept; more are refused rather than
 /// rounded away (no one means a size to a billionth of a byte).

@@ -6,6 +6,8 @@
 //! which runs it again in the normal mode. One code path, two budgets.
 
 use std::cell::Cell;
+use std::sync::mpsc;
+use std::time::Duration;
 
 thread_local! {
     static QUICK: Cell<bool> = const { Cell::new(false) };
@@ -38,9 +40,44 @@ pub fn may_block() -> Result<(), WouldBlock> {
     if is_quick() { Err(WouldBlock) } else { Ok(()) }
 }
 
+/// Runs `work` on this thread; if it has not returned after `after`,
+/// `notice` runs (on another thread), once: a long wait says what it is
+/// waiting for while it waits.
+pub fn noticed_after<T>(
+    after: Duration,
+    notice: impl FnOnce() + Send,
+    work: impl FnOnce() -> T,
+) -> T {
+    let (done, finished) = mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            if finished.recv_timeout(after) == Err(mpsc::RecvTimeoutError::Timeout) {
+                notice();
+            }
+        });
+        let out = work();
+        drop(done);
+        out
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_notice_comes_only_when_the_work_takes_longer() {
+        let noticed = std::sync::atomic::AtomicUsize::new(0);
+        let count = || {
+            noticed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        };
+        assert_eq!(noticed_after(Duration::from_secs(60), count, || 7), 7);
+        assert_eq!(noticed.load(std::sync::atomic::Ordering::SeqCst), 0);
+        noticed_after(Duration::from_millis(1), count, || {
+            std::thread::sleep(Duration::from_millis(200))
+        });
+        assert_eq!(noticed.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn quick_mode_is_scoped_to_the_call_and_the_thread() {

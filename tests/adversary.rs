@@ -4,8 +4,9 @@
 //! hashes, derived files with their baked twin's size, empty uploads,
 //! manifests changed or not), 16 threads list, stat, read whole and in
 //! pieces, hold files open and reread them, across several mount sessions
-//! over one cache, with `cache clear` while mounted, small caps and
-//! `--no-passthrough` mixed in. The oracle (`matvisfs_testkit::adversary`)
+//! over one cache, with `cache clear` while mounted, `matvisfs refresh` at
+//! random moments from a thread of its own, short `--revalidate-every`
+//! periods, small caps and `--no-passthrough` mixed in. The oracle (`matvisfs_testkit::adversary`)
 //! then checks every result against the server's history.
 //!
 //! `MATVISFS_ADVERSARY_SECONDS` (default 60) and `MATVISFS_ADVERSARY_SEED`
@@ -34,7 +35,7 @@ use load::{Load, Running, Universe};
 use matvisfs_testkit::adversary::history::{Clock, at};
 use matvisfs_testkit::adversary::model::Release;
 use matvisfs_testkit::adversary::mutate::{self, Mutation};
-use matvisfs_testkit::adversary::oracle::{Judge, Observed, Op, Session, Violation};
+use matvisfs_testkit::adversary::oracle::{Judge, Observed, Op, RefreshRun, Session, Violation};
 use matvisfs_testkit::adversary::report::{Tally, timeline, worth_showing};
 use matvisfs_testkit::adversary::server::{ServerOptions, VersionedServer};
 use parking_lot::Mutex;
@@ -70,6 +71,49 @@ const MUTATIONS: u64 = 2;
 
 fn load_stream(session: usize, thread: usize) -> u64 {
     1000 + session as u64 * 100 + thread as u64
+}
+
+/// `matvisfs refresh` of the mount at `mountpoint` at each of `offsets`
+/// after `mounted` (sorted), until `deadline`, on a thread of its own.
+fn refresher(
+    mountpoint: &Path,
+    clock: Clock,
+    mounted: Duration,
+    mut offsets: Vec<Duration>,
+    deadline: Duration,
+) -> JoinHandle<Vec<RefreshRun>> {
+    let mountpoint = mountpoint.to_path_buf();
+    offsets.sort();
+    std::thread::Builder::new()
+        .name("refresher".into())
+        .spawn(move || {
+            let mut runs = Vec::new();
+            for offset in offsets {
+                let when = mounted + offset;
+                if when >= deadline {
+                    break;
+                }
+                while clock.now() < when {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let t0 = clock.now();
+                let exit = Command::new(BIN)
+                    .arg("refresh")
+                    .arg(&mountpoint)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .ok()
+                    .and_then(|s| s.code());
+                runs.push(RefreshRun {
+                    t0,
+                    t1: clock.now(),
+                    exit,
+                });
+            }
+            runs
+        })
+        .expect("the refresher")
 }
 
 fn cache_clear(cache: &Path) -> bool {
@@ -137,6 +181,9 @@ impl Run {
         if let Some(cap) = plan.cap {
             builder = builder.arg("--cache-max-size").arg(cap);
         }
+        if let Some(every) = plan.revalidate_every {
+            builder = builder.arg("--revalidate-every").arg(every);
+        }
         if std::env::var_os("MATVISFS_ADVERSARY_LOGS").is_some() {
             // Every kernel request too, for the logs kept.
             builder = builder.env("MATVISFS_LOG", "matvisfs=debug,fuser=debug");
@@ -164,6 +211,13 @@ impl Run {
                     .expect("a load thread")
             })
             .collect();
+        let refreshes = refresher(
+            &mount.path,
+            clock,
+            mounted,
+            plan.refreshes.clone(),
+            load.deadline,
+        );
         let mut clears = Vec::new();
         let mut offsets = plan.clears.clone();
         offsets.sort();
@@ -181,6 +235,8 @@ impl Run {
             .into_iter()
             .filter_map(|t| join_by(t, clock, until))
             .collect();
+        // Each refresh is bounded by the command's own wait.
+        let refreshes = refreshes.join().expect("the refresher");
         let mut records: Vec<Op> = Vec::new();
         for (thread, slot) in current.iter().enumerate() {
             if let Some(running) = slot.lock().clone() {
@@ -232,6 +288,7 @@ impl Run {
             requests: self.server.requests_from(first_request),
             ops: records,
             clears,
+            refreshes,
         };
         (session, stats)
     }
@@ -279,7 +336,12 @@ fn report(run: &Run, session: &Session, violations: &[Violation]) -> String {
             violation.op.describe(),
             violation.why
         ));
-        for line in timeline(&history, session, judge.anchors(), violation) {
+        for line in timeline(
+            &history,
+            session,
+            &judge.anchors_for(&violation.op),
+            violation,
+        ) {
             out.push_str(&format!("  {line}\n"));
         }
     }

@@ -28,7 +28,10 @@ fn blender_imports_a_generated_usd_material_and_renders_it() {
     let mount = Mount::builder(&served.base_url()).start();
     let document = mount.tag_path("ambientcg/1k/Rock064/Rock064.usda");
     let image = mount.dir.path().join("render.png");
-    let rendered = Command::new(&python)
+    // Blender keeps its settings and thumbnails in the user's home: a home
+    // of its own, gone with the test.
+    let home = tempfile::tempdir().unwrap();
+    let rendered = common::python::own_home(&mut Command::new(&python), home.path())
         .arg(SCRIPT)
         .arg(&document)
         .arg(&image)

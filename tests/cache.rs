@@ -765,6 +765,32 @@ fn when_its_disk_fills_while_mounted_the_tree_and_bytes_are_still_served() {
     serves_the_tree_and_bytes_uncached_on_a_full_disk(false);
 }
 
+/// A log that cannot be written (its disk full) costs only the log: the
+/// mount keeps serving every file, whole, to readers at once.
+#[test]
+fn a_mount_whose_log_cannot_be_written_keeps_serving() {
+    let served = Served::small();
+    let disk = Tmpfs::new("1m");
+    let mount = Mount::builder(&served.base_url())
+        .log_file(&disk.path().join("stderr.log"))
+        .arg("-vv")
+        .start();
+    disk.fill();
+    let files: Vec<(&String, &Vec<u8>)> = served.release.textures().collect();
+    std::thread::scope(|scope| {
+        for chunk in files.chunks(files.len().div_ceil(8)) {
+            let mount = &mount;
+            scope.spawn(move || {
+                for (path, bytes) in chunk {
+                    assert_eq!(&read(&mount.tag_path(path)).unwrap(), *bytes, "{path}");
+                }
+            });
+        }
+    });
+    assert_eq!(stats(&mount)["cache"]["misses"], files.len());
+    assert!(common::is_mounted(&mount.path));
+}
+
 #[test]
 fn a_prefetch_onto_a_full_disk_fails_and_keeps_nothing_until_there_is_room() {
     let served = Served::small();

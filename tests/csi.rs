@@ -106,12 +106,16 @@ impl Drop for Targets {
     fn drop(&mut self) {
         for target in &self.0 {
             for pid in serving_processes(target) {
+                // SAFETY: sending a signal has no memory effects.
+                // SAFETY: sending a signal has no memory effects.
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             }
             if is_mounted(target) {
                 let c = std::ffi::CString::new(target.as_os_str().as_encoded_bytes()).unwrap();
+                // SAFETY: a valid NUL-terminated path.
                 unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
             }
+            common::remove_control_socket(target);
             watchdog::untrack(target);
         }
     }
@@ -380,6 +384,7 @@ fn a_published_volume_serves_the_tree_outlives_a_killed_plugin_and_unpublishes()
         }
 
         // The plugin killed: the mount still serves.
+        // SAFETY: sending a signal has no memory effects.
         unsafe { libc::kill(driver.child.id() as i32, libc::SIGKILL) };
         driver.kill();
         assert!(is_mounted(&target));
@@ -432,6 +437,7 @@ fn a_volume_whose_mount_died_is_mounted_again_by_the_next_publish() {
         wait_until_durable(&target);
 
         for pid in serving_processes(&target) {
+            // SAFETY: sending a signal has no memory effects.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
         wait_for(
@@ -622,6 +628,52 @@ fn each_bad_request_is_an_invalid_argument_naming_what_is_wrong() {
             .publish(publish_request("vol", &target, &good))
             .unwrap();
         client.unpublish("vol", &target).unwrap();
+        assert!(!is_mounted(&target));
+    });
+}
+
+#[test]
+fn a_volume_is_revalidated_every_period_its_attribute_names() {
+    watchdog::bounded(LIMIT, || {
+        let mut served = Served::small();
+        let dir = tempfile::tempdir().unwrap();
+        let mut targets = Targets::default();
+        let target = targets.add(dir.path().join("pods/p1/volumes/v/mount"));
+        let driver = Driver::start(dir.path());
+        let mut client = Client::connect(&driver.socket);
+        let base = served.base_url();
+        let context = [
+            (TAGS, TAG),
+            (BASE_URL, base.as_str()),
+            (REVALIDATE_EVERY, "1s"),
+        ];
+        client
+            .publish(publish_request("vol-1", &target, &context))
+            .unwrap();
+        let pids = serving_processes(&target);
+        assert_eq!(pids.len(), 1);
+        let cmdline = fs::read(format!("/proc/{}/cmdline", pids[0])).unwrap();
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        assert!(
+            args.windows(2)
+                .any(|w| w == [b"--revalidate-every".as_slice(), b"1s".as_slice()]),
+            "{}",
+            String::from_utf8_lossy(&cmdline)
+        );
+        // The period applies: a change is seen at the first open after it.
+        let path = "ambientcg/512/Wood051/ao.png";
+        assert_eq!(
+            read(&target.join(TAG).join(path)).unwrap(),
+            served.release.files[path]
+        );
+        let mut release = served.release.clone();
+        let new = matvisfs_sample::images::png("every", "ao", 40);
+        release.files.insert(path.into(), new.clone());
+        served.republish(release);
+        wait_for("the change, after the period", LIMIT, || {
+            read(&target.join(TAG).join(path)).is_ok_and(|bytes| bytes == new)
+        });
+        client.unpublish("vol-1", &target).unwrap();
         assert!(!is_mounted(&target));
     });
 }

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{BIN, TAG, is_mounted, read, walk};
-use matvisfs_sample::{Release, ReleaseSpec};
+use matvisfs_sample::{Release, ReleaseSpec, SAMPLE_UNPUBLISHED};
 
 /// Unmounts whatever the demo left mounted when the test fails.
 struct Unmount(PathBuf);
@@ -77,6 +77,13 @@ fn the_demo_mounts_the_sample_without_network_and_stops_with_the_printed_command
 
     let release = Release::generate(&ReleaseSpec::sample(TAG, 2));
     let expected: Vec<String> = release.expected_tree().into_iter().collect();
+    // The catalog names a file the sample never published, as real
+    // releases do: not there, and then not listed.
+    let unpublished = mountpoint.join(TAG).join(SAMPLE_UNPUBLISHED);
+    assert_eq!(
+        fs::metadata(&unpublished).unwrap_err().raw_os_error(),
+        Some(libc::ENOENT)
+    );
     // The server's files, and beside them the documents the mount makes.
     let tree = walk(&mountpoint.join(TAG));
     let (generated, served) = common::split_generated(tree);
@@ -125,4 +132,61 @@ fn the_demo_mounts_the_sample_without_network_and_stops_with_the_printed_command
         fs::read_dir(&tmp).unwrap().collect::<Vec<_>>()
     );
     assert!(fs::metadata(&log).unwrap().len() > 0);
+}
+
+/// Processes whose command line is a `demo` at exactly `mountpoint`.
+fn demo_processes(mountpoint: &Path) -> Vec<i32> {
+    let wanted = mountpoint.as_os_str().as_encoded_bytes();
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            args.contains(&b"demo".as_slice()) && args.contains(&wanted)
+        })
+        .collect()
+}
+
+#[test]
+fn a_demo_whose_process_was_killed_is_mounted_again_by_the_next_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let mountpoint = dir.path().join("demo");
+    let tmp = dir.path().join("tmp");
+    fs::create_dir(&tmp).unwrap();
+    let _guard = Unmount(mountpoint.clone());
+    let output = demo_command(&mountpoint, &tmp).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let daemons = demo_processes(&mountpoint);
+    assert_eq!(daemons.len(), 1, "{daemons:?}");
+    // SAFETY: a plain syscall on the demo's own process.
+    unsafe { libc::kill(daemons[0], libc::SIGKILL) };
+    // Every thread gone, the files (the FUSE connection) with them: its
+    // command line goes earlier, and a zombie leader is not enough.
+    let pid = daemons[0];
+    assert!(wait_until(Duration::from_secs(10), || {
+        let threads = fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |t| t.count());
+        let state = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        threads == 0 || (threads == 1 && state.contains(") Z "))
+    }));
+    let dead = fs::metadata(&mountpoint).unwrap_err().raw_os_error();
+    assert_eq!(dead, Some(libc::ENOTCONN), "a dead mount is left");
+
+    let output = demo_command(&mountpoint, &tmp).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    // The killed demo's files are gone; the new one's are there.
+    assert_eq!(fs::read_dir(&tmp).unwrap().count(), 1, "{stderr}");
+    let release = Release::generate(&ReleaseSpec::sample(TAG, 2));
+    let (path, bytes) = release.textures().next().unwrap();
+    assert_eq!(&read(&mountpoint.join(TAG).join(path)).unwrap(), bytes);
+    let status = Command::new(BIN)
+        .arg("unmount")
+        .arg(&mountpoint)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(wait_until(Duration::from_secs(10), || {
+        demo_processes(&mountpoint).is_empty()
+    }));
 }

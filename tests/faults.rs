@@ -129,6 +129,61 @@ fn bad_catalogs_are_survived() {
     assert!(!mount.cache.join("../etc").exists());
 }
 
+/// `[[[...]]]`, `depth` deep: valid JSON that Python's `json` reads (up to
+/// its own limit), which serde_json does not read into a tree past 128.
+fn nested(depth: usize) -> String {
+    "[".repeat(depth) + &"]".repeat(depth)
+}
+
+/// JSON text `doc` (an array or an object) with `entries` added at its end.
+fn with_entries(doc: &[u8], entries: &[String]) -> Vec<u8> {
+    let text = String::from_utf8(doc.to_vec()).unwrap();
+    let text = text.trim_end();
+    let (body, close) = text.split_at(text.len() - 1);
+    format!("{body}, {}{close}", entries.join(", ")).into_bytes()
+}
+
+#[test]
+fn an_entry_nested_too_deep_costs_that_entry_only() {
+    let mut release = Release::generate(&ReleaseSpec::small(TAG));
+    let catalog = with_entries(
+        &release.files["ambientcg.json"],
+        &[
+            format!(
+                r#"{{"id": "Deep130", "maps": ["color"], "available_tiers": ["1k"], "x": {}}}"#,
+                nested(130)
+            ),
+            nested(1_000_000),
+        ],
+    );
+    release.files.insert("ambientcg.json".into(), catalog);
+    let manifest = with_entries(
+        &release.files["release-manifest.json"],
+        &[format!(r#""unknown_field": {}"#, nested(130))],
+    );
+    release
+        .files
+        .insert("release-manifest.json".into(), manifest);
+    let served = Served::new(release);
+    let mount = Mount::builder(&served.base_url()).start();
+    let mut names: Vec<String> = fs::read_dir(mount.tag_path("ambientcg/1k"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["Metal032", "Rock064", "Wood051"], "{}", mount.log());
+    for (path, bytes) in served.release.textures() {
+        if path.starts_with("ambientcg/") {
+            assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
+        }
+    }
+    // The server's catalog is still served as it is.
+    assert_eq!(
+        read(&mount.tag_path("ambientcg.json")).unwrap(),
+        served.release.files["ambientcg.json"]
+    );
+}
+
 #[test]
 fn a_corrupt_manifest_for_a_new_tag_fails_the_mount_clearly() {
     let mut release = Release::generate(&ReleaseSpec::small(TAG));

@@ -6,7 +6,7 @@ mod common;
 
 use common::{Mount, PNG_MAGIC, Served, TAG, read, texture_like};
 use matvisfs_sample::{Release, ReleaseSpec};
-use matvisfs_testkit::devserver::{Fault, FaultRule};
+use matvisfs_testkit::devserver::{Fault, FaultRule, ServerOptions};
 use std::fs;
 use std::io::Read;
 use std::time::Duration;
@@ -222,4 +222,54 @@ fn a_smaller_new_version_is_never_padded_to_the_old_size() {
 #[test]
 fn a_larger_new_version_is_never_cut_at_the_old_size() {
     a_new_version_of_another_size_is_read_whole(11546, 14333);
+}
+
+// Found by the adversary (seed 20260420, a session on the Hub's layout
+// with `matvisfs refresh`): a `stat` made a HEAD, whose redirect (to the
+// CDN address of the bytes then) was remembered for the download that
+// usually follows; the texture was then replaced alone, the commit moved,
+// and the refresh began a new version, in which the Hub's tree listing of
+// the new commit gave the file's size: no HEAD again. The first read of the
+// new version went to the remembered address and served the bytes the
+// server had replaced. A redirect seen before a new version began is no
+// longer followed.
+#[test]
+fn a_redirect_seen_before_a_new_version_does_not_serve_it() {
+    let mut served = Served::small();
+    // As the Hub's: an old redirect still leads to the old bytes.
+    served.server.set_options(ServerOptions {
+        cdn_keeps_objects: true,
+        ..ServerOptions::default()
+    });
+    let mount = Mount::builder(&served.server.hub_base_url("gerchowl/mat-vis")).start();
+    let path = "ambientcg/512/Wood051/ao.png";
+    // The tree listing fails once: the size comes from a HEAD, its
+    // redirect kept.
+    served.server.inject(
+        FaultRule::new(
+            "api/",
+            Fault::Status {
+                code: 500,
+                retry_after: None,
+            },
+        )
+        .times(1),
+    );
+    let old = served.release.files[path].clone();
+    assert_eq!(
+        fs::metadata(mount.tag_path(path)).unwrap().len(),
+        old.len() as u64
+    );
+    assert!(served.server.count("HEAD", path) >= 1);
+    let mut release = served.release.clone();
+    let new = texture_like(PNG_MAGIC, old.len() + 4096, 3);
+    release.files.insert(path.into(), new.clone());
+    served.republish(release);
+    let refreshed = std::process::Command::new(common::BIN)
+        .arg("refresh")
+        .arg(&mount.path)
+        .status()
+        .unwrap();
+    assert!(refreshed.success());
+    assert_eq!(read(&mount.tag_path(path)).unwrap(), new);
 }

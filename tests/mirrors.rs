@@ -173,11 +173,12 @@ fn an_exhausted_ratelimit_quota_pauses_that_host_until_its_reset() {
         began.elapsed()
     );
 
-    // A reset beyond --retry-max-wait: requests fail at once, none is sent.
+    // A reset beyond --retry-max-wait: requests fail at once, none is
+    // sent, for as long as that wait.
     drop(mount);
     let mount = Mount::builder(&served.base_url())
         .arg("--retry-max-wait")
-        .arg("1")
+        .arg("3")
         .start();
     assert_eq!(
         &read(&mount.tag_path(&a.0)).unwrap(),
@@ -255,4 +256,53 @@ fn a_429_with_retry_after_on_a_mirror_holds_back_its_other_requests() {
     let (bytes, took) = first.join().unwrap();
     assert_eq!(bytes, a.1);
     assert!(took >= Duration::from_millis(1900), "{took:?}");
+}
+
+#[test]
+fn a_429_asking_for_a_day_holds_the_host_back_for_the_longest_wait_only() {
+    let served = served(3);
+    let files = tier_textures(&served);
+    let (a, b) = (files[0].clone(), files[1].clone());
+    let mount = Mount::builder(&served.base_url())
+        .arg("--retry-max-wait")
+        .arg("1")
+        .start();
+    served.server.inject(
+        FaultRule::new(
+            &a.0,
+            Fault::Status {
+                code: 429,
+                retry_after: Some(100_000),
+            },
+        )
+        .times(1),
+    );
+    let began = Instant::now();
+    let error = read(&mount.tag_path(&a.0)).unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(served.server.requests().iter().any(|r| r.status == 429));
+    // The server has recovered; once --retry-max-wait has passed, the host
+    // is asked again (reads meanwhile may fail at once).
+    let deadline = began + Duration::from_secs(10);
+    let read_b = loop {
+        match read(&mount.tag_path(&b.0)) {
+            Ok(bytes) => break bytes,
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+                assert!(
+                    Instant::now() < deadline,
+                    "the host is still held back after {:?}",
+                    began.elapsed()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    assert_eq!(read_b, b.1);
+    assert_eq!(&read(&mount.tag_path(&a.0)).unwrap(), &a.1);
 }

@@ -13,6 +13,7 @@ use common::{
     BIN, Mount, Served, TAG, Unmounts, background_mount, is_mounted, read, serving_processes,
     wait_for, walk,
 };
+use matvisfs_testkit::devserver::{Fault, FaultRule};
 
 #[test]
 fn the_tree_equals_the_generated_catalogs() {
@@ -147,6 +148,7 @@ fn everything_that_would_write_fails_with_erofs() {
     );
     erofs(fs::hard_link(&file, dir.join("hard")), "link");
     let c_file = std::ffi::CString::new(file.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
     let truncated = unsafe { libc::truncate(c_file.as_ptr(), 0) };
     erofs(
         if truncated == 0 {
@@ -546,6 +548,8 @@ fn a_session_of_ordinary_use_logs_no_warning() {
         // What `isatty` asks of every file a program opens: not a terminal.
         let mut termios = std::mem::MaybeUninit::<libc::termios>::uninit();
         use std::os::fd::AsRawFd;
+        // SAFETY: an open descriptor and room for the answer.
+        // SAFETY: an open descriptor and room for the answer.
         let asked = unsafe { libc::ioctl(file.as_raw_fd(), libc::TCGETS, termios.as_mut_ptr()) };
         assert_eq!(asked, -1);
         assert_eq!(
@@ -595,5 +599,197 @@ fn a_cache_report_piped_into_head_ends_quietly() {
         output.status.success() || output.status.signal() == Some(libc::SIGPIPE),
         "{:?}",
         output.status
+    );
+}
+
+/// `matvisfs mount` as a new user first runs it (default flags, an empty
+/// cache) against `base_url`: its exit status, its stderr with the time
+/// each line came, and how long it took.
+fn first_mount(base_url: &str) -> (std::process::ExitStatus, Vec<(Duration, String)>, Duration) {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mountpoint = dir.path().join("mnt");
+    fs::create_dir(&mountpoint).unwrap();
+    let _unmounts = Unmounts::new(&mountpoint);
+    let began = std::time::Instant::now();
+    let mut child = Command::new(BIN)
+        .arg("mount")
+        .arg(&mountpoint)
+        .args(["--base-url", base_url, "--cache-dir"])
+        .arg(dir.path().join("cache"))
+        .env_remove("MATVISFS_TIMEOUT")
+        .env_remove("MAT_VIS_MAX_RETRIES")
+        .env_remove("MAT_VIS_BACKOFF_BASE")
+        .env_remove("MAT_VIS_RETRY_MAX_WAIT")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines: Vec<(Duration, String)> = std::io::BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map(|line| (began.elapsed(), line.unwrap()))
+        .collect();
+    let status = child.wait().unwrap();
+    let took = began.elapsed();
+    // Nothing is left: no mount, no process, the mountpoint as it was.
+    assert!(!is_mounted(&mountpoint));
+    wait_for(
+        "the background process to end",
+        Duration::from_secs(10),
+        || serving_processes(&mountpoint).is_empty(),
+    );
+    assert_eq!(fs::read_dir(&mountpoint).unwrap().count(), 0);
+    (status, lines, took)
+}
+
+/// The ways out a failed first contact names.
+fn names_the_ways_out(stderr: &str) {
+    for flag in ["--offline", "demo", "--base-url", "--timeout"] {
+        assert!(stderr.contains(flag), "{flag} not in {stderr}");
+    }
+}
+
+#[test]
+fn a_first_mount_against_a_silent_server_says_what_it_waits_for_and_gives_up_within_30_s() {
+    let served = Served::small();
+    served
+        .server
+        .inject(FaultRule::new("release-manifest.json", Fault::Hang));
+    let url = format!("{}/{TAG}/release-manifest.json", served.base_url());
+    let (status, lines, took) = first_mount(&served.base_url());
+    let stderr: String = lines.iter().map(|(_, line)| format!("{line}\n")).collect();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(took < Duration::from_secs(45), "took {took:?}: {stderr}");
+    // Said while waiting, within a few seconds, and not only at the end.
+    let (said_at, _) = lines
+        .iter()
+        .find(|(_, line)| line.contains(&url))
+        .unwrap_or_else(|| panic!("{url} not in {stderr}"));
+    assert!(
+        *said_at < Duration::from_secs(10),
+        "said at {said_at:?}: {stderr}"
+    );
+    assert!(*said_at + Duration::from_secs(10) < took, "{stderr}");
+    names_the_ways_out(&stderr);
+}
+
+#[test]
+fn a_first_mount_of_a_host_that_does_not_resolve_fails_fast_with_the_same_ways_out() {
+    // RFC 6761: no name under .invalid resolves, and no query leaves the
+    // machine for one.
+    let base = "http://mat-vis.invalid/resolve";
+    let (status, lines, took) = first_mount(base);
+    let stderr: String = lines.iter().map(|(_, line)| format!("{line}\n")).collect();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(took < Duration::from_secs(20), "took {took:?}: {stderr}");
+    assert!(
+        stderr.contains(&format!("{base}/{TAG}/release-manifest.json")),
+        "{stderr}"
+    );
+    names_the_ways_out(&stderr);
+}
+
+#[test]
+fn a_failed_foreground_mount_says_why_once() {
+    // A port nothing listens on: the connection is refused at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let mountpoint = dir.path().join("mnt");
+    fs::create_dir(&mountpoint).unwrap();
+    let _unmounts = Unmounts::new(&mountpoint);
+    let output = Command::new(BIN)
+        .arg("mount")
+        .arg(&mountpoint)
+        .arg("--foreground")
+        .args(["--base-url", &format!("http://127.0.0.1:{port}/resolve")])
+        .args(["--backoff-base", "0.01", "--cache-dir"])
+        .arg(dir.path().join("cache"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.matches("cannot load tag").count(), 1, "{stderr}");
+    assert!(!is_mounted(&mountpoint));
+}
+
+/// `scripts/run.sh ARGS` run in an empty directory as a new user runs it,
+/// with the binary under test installed in its place (a `cargo` that builds
+/// nothing comes first on `PATH`). Returns its output and the directory.
+fn run_script(args: &[&str]) -> (std::process::Output, tempfile::TempDir) {
+    use std::os::unix::fs::PermissionsExt;
+    let tools = tempfile::tempdir().unwrap();
+    let prefix = tools.path().join("prefix");
+    fs::create_dir_all(prefix.join("bin")).unwrap();
+    std::os::unix::fs::symlink(BIN, prefix.join("bin/matvisfs")).unwrap();
+    let fake = tools.path().join("fake");
+    fs::create_dir(&fake).unwrap();
+    fs::write(fake.join("cargo"), "#!/bin/sh\nexit 0\n").unwrap();
+    fs::set_permissions(fake.join("cargo"), fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        fake.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let cwd = tempfile::tempdir().unwrap();
+    let output = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/run.sh"))
+        .args(args)
+        .current_dir(cwd.path())
+        .env("MATVISFS_PREFIX", &prefix)
+        .env("PATH", path)
+        .env("MATVISFS_CACHE_DIR", tools.path().join("cache"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (output, cwd)
+}
+
+#[test]
+fn the_run_script_prints_help_and_mounts_nothing_for_help() {
+    for help in ["--help", "-h"] {
+        let (output, cwd) = run_script(&[help]);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{output:?}");
+        assert!(stdout.contains("--base-url"), "mount's flags: {stdout}");
+        assert_eq!(
+            fs::read_dir(cwd.path()).unwrap().count(),
+            0,
+            "nothing created: {stdout}"
+        );
+        assert!(!is_mounted(&cwd.path().join("mat-vis")));
+    }
+}
+
+#[test]
+fn the_run_script_leaves_nothing_when_the_mount_fails() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}/resolve");
+    let (output, cwd) = run_script(&["--base-url", &base, "--backoff-base", "0.01"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{output:?}");
+    assert!(stderr.contains(&base), "{stderr}");
+    assert_eq!(fs::read_dir(cwd.path()).unwrap().count(), 0, "{stderr}");
+}
+
+#[test]
+fn a_brand_new_cache_is_created_without_a_word_of_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .args(["cache", "status", "--cache-dir"])
+        .arg(dir.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "",
+        "nothing to report"
     );
 }

@@ -116,7 +116,7 @@ impl Volume {
             .transpose()?;
         let revalidate_every = get(REVALIDATE_EVERY)
             .map(|text| {
-                parse_duration(text)
+                crate::duration::parse_duration(text)
                     .map(|_| text.to_string())
                     .map_err(|e| format!("attribute {REVALIDATE_EVERY}: {e}"))
             })
@@ -208,34 +208,6 @@ fn mount_has_flag(name: &str) -> bool {
         .is_some_and(|mount| mount.get_arguments().any(|a| a.get_long() == Some(name)))
 }
 
-/// `30s`, `10m`, `1h`, `1d`: a whole, positive number and its unit.
-pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => {
-            return Err(format!(
-                "{text:?} is not a duration such as 30s, 10m, 1h or 1d"
-            ));
-        }
-    };
-    match number.parse::<u64>() {
-        Ok(n) if n > 0 => n
-            .checked_mul(seconds)
-            .map(std::time::Duration::from_secs)
-            .ok_or_else(|| format!("{text:?} is too long")),
-        _ => Err(format!(
-            "{text:?} is not a duration such as 30s, 10m, 1h or 1d"
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,17 +263,6 @@ mod tests {
         ] {
             let error = Volume::parse(&context(&pairs)).unwrap_err();
             assert!(error.contains(named), "{pairs:?}: {error}");
-        }
-    }
-
-    #[test]
-    fn durations_have_a_unit() {
-        assert_eq!(parse_duration("30s").unwrap().as_secs(), 30);
-        assert_eq!(parse_duration("10m").unwrap().as_secs(), 600);
-        assert_eq!(parse_duration("1h").unwrap().as_secs(), 3600);
-        assert_eq!(parse_duration("1d").unwrap().as_secs(), 86_400);
-        for bad in ["", "s", "1", "1.5h", "-1s", "1 h", "99999999999999999999d"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
 

@@ -288,8 +288,9 @@ impl Volumes {
             if Instant::now() > deadline {
                 tracing::warn!(?alive, "the mount's process has not exited: killing it");
                 for pid in alive {
-                    // SAFETY: a signal to a process that serves this target.
-                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                    }
                 }
                 break;
             }

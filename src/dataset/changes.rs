@@ -7,6 +7,7 @@ use std::cmp::Ordering;
 use serde::Serialize;
 
 use super::state::unix_now;
+use super::tree::tier_channels;
 use crate::format::{BAKED_TIER, Catalog, Manifest, Material, texture_extension};
 
 /// Paths named in a report, at most.
@@ -211,7 +212,7 @@ impl ChangeReport {
     ) {
         let files = |m: Option<&Material>, tier: &str| -> Vec<String> {
             m.filter(|m| m.in_tier(tier))
-                .map(|m| m.channels().map(str::to_owned).collect())
+                .map(|m| tier_channels(m, tier).map(str::to_owned).collect())
                 .unwrap_or_default()
         };
         for tier in tiers {

@@ -3,11 +3,14 @@
 //! put into the tag's view; and the conditional request that asks whether
 //! one of them (or the manifest) changed.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use super::changes::ChangeReport;
 use super::error::{Error, Result};
+use super::missing;
 use super::shared::Shared;
 use super::view::{LoadedDoc, Step};
 use crate::digest::Sha256Digest;
@@ -17,7 +20,7 @@ use crate::format::{
     parse_manifest, parse_materialx_map, parse_rowmap,
 };
 use crate::materials::generated_files;
-use crate::remote::{FetchError, GetOutcome, MemorySink, RemoteMeta, Validators};
+use crate::remote::{FetchError, GetOutcome, MemorySink, RemoteMeta};
 use crate::store::{Blob, DocRecord, OpenBlob};
 use crate::wait;
 
@@ -26,8 +29,6 @@ use crate::wait;
 /// files holds about twice its size in memory once listed, so this bounds
 /// what a server can make the daemon hold.
 pub const DOCUMENT_LIMIT: usize = 128 << 20;
-/// A revalidation that could not reach the server is tried again after this.
-pub const REVALIDATION_RETRY: Duration = Duration::from_secs(60);
 /// How many skipped entries of one document are logged one by one.
 const SKIPPED_LOGGED: usize = 10;
 
@@ -161,8 +162,11 @@ pub enum Refresh {
 #[derive(Default)]
 pub struct Documents {
     loads: SingleFlight<String, Result<LoadedDoc>>,
-    /// One revalidation per document and session (a first download counts).
+    /// One revalidation per document and session (a first download
+    /// counts); re-armed when the tag is revalidated again.
     fresh: Gates<String>,
+    /// Why a document's last check did not revalidate it, when it did not.
+    problems: Mutex<HashMap<String, String>>,
 }
 
 impl Documents {
@@ -207,23 +211,45 @@ impl Documents {
     }
 
     /// The view's copy once installed: another thread may have been first.
+    /// A map the manifest does not name is listed from now on: the kernel
+    /// is told.
     fn install(t: &Shared, name: &str, doc: LoadedDoc) -> LoadedDoc {
-        t.view.update(Step::Loaded(name.to_string(), doc.clone()));
-        t.view.load().documents.get(name).cloned().unwrap_or(doc)
+        let installed = t.view.update(Step::Loaded(name.to_string(), doc.clone()));
+        let view = t.view.load();
+        let implied = view
+            .manifest
+            .document_owner(name)
+            .is_some_and(|s| s.mtlx.as_deref() == Some(name) && !s.mtlx_named);
+        if installed.is_some() && implied {
+            t.ctx.changed(super::Change {
+                tag: t.name.to_string(),
+                file: Some(name.to_string()),
+            });
+        }
+        view.documents.get(name).cloned().unwrap_or(doc)
     }
 
     fn fetch(&self, t: &Shared, name: &str, role: DocumentRole) -> Result<LoadedDoc> {
-        let file = location(&t.view.load().manifest, name);
+        let view = t.view.load();
+        let file = location(&view.manifest, name);
         let url = t.url(&file);
         let remote = t.remote(&url, "not cached")?;
         let mut sink = MemorySink::with_limit(DOCUMENT_LIMIT);
-        let meta = match remote.get(&t.name, &file, &Validators::default(), &mut sink) {
+        let fetched = super::first_contact(&url, &super::log_waiting, || {
+            remote.get_first(&t.name, &file, &mut sink)
+        });
+        let meta = match fetched {
             Ok(GetOutcome::Fetched(meta)) => meta,
             Ok(GetOutcome::NotModified(_)) => {
                 return Err(Error::refused(
                     url,
                     "a 304 answer to an unconditional request",
                 ));
+            }
+            // A map is an addition to the tree; a tag without its catalogs
+            // is broken, and says so.
+            Err(FetchError::NotFound) if role == DocumentRole::MaterialX => {
+                return Err(missing::answered_404(t, name, view.generation));
             }
             Err(e) => return Err(Error::fetch(url, e)),
         };
@@ -239,17 +265,61 @@ impl Documents {
         Ok(Self::install(t, name, parsed.into_doc(blob)))
     }
 
-    /// Revalidates a document once per session: the first open that needs
-    /// it (the document itself, or a texture it lists) asks the server.
+    /// Revalidates a document once per session (and once after each time
+    /// the tag is revalidated again): the first open that needs it (the
+    /// document itself, or a texture it lists) asks the server.
     pub fn revalidate(&self, t: &Shared, name: &str) -> Result<()> {
         let gate = self.fresh.get(&name.to_string());
+        let schedule = t.ctx.document_schedule();
         // A revision named by its commit never changes.
-        if t.immutable || gate.is_settled(REVALIDATION_RETRY) {
+        if t.immutable || gate.is_settled(schedule) {
             return Ok(());
         }
         wait::may_block()?;
-        gate.pass(REVALIDATION_RETRY, || self.revalidate_now(t, name));
+        gate.pass(schedule, |_| self.revalidate_now(t, name));
         Ok(())
+    }
+
+    /// Every document is revalidated again at its next need, as at a
+    /// session's start.
+    pub fn rearm(&self) {
+        self.fresh.rearm_all();
+    }
+
+    /// Where each document's checks stand: given back to
+    /// [`Documents::revalidate_since`], only checks that began after count.
+    pub fn tickets(&self) -> HashMap<String, u64> {
+        self.fresh.tickets()
+    }
+
+    /// Revalidates a document unless a check that began since `ticket`
+    /// was taken did (one under way then is waited for and does not
+    /// count). The error says why it could not be.
+    pub fn revalidate_since(&self, t: &Shared, name: &str, ticket: u64) -> Result<(), String> {
+        if t.immutable {
+            return Ok(());
+        }
+        let gate = self.fresh.get(&name.to_string());
+        gate.pass_since(ticket, t.ctx.document_schedule(), |_| {
+            self.revalidate_now(t, name)
+        });
+        match self.problems.lock().get(name) {
+            Some(why) => Err(format!("{name}: {why}")),
+            None => Ok(()),
+        }
+    }
+
+    /// The names of the documents in the current view.
+    pub fn loaded(t: &Shared) -> Vec<String> {
+        t.view.load().documents.keys().cloned().collect()
+    }
+
+    fn problem(&self, name: &str, why: Option<String>) {
+        let mut problems = self.problems.lock();
+        match why {
+            Some(why) => problems.insert(name.to_string(), why),
+            None => problems.remove(name),
+        };
     }
 
     /// Returns whether the check completed (false: try again later).
@@ -260,9 +330,12 @@ impl Documents {
         };
         let Some(record) = t.state.record(name) else {
             // Never fetched: the first fetch is fresh by definition.
-            return self.get(t, name).is_ok();
+            let fetched = self.get(t, name);
+            self.problem(name, fetched.as_ref().err().map(|e| e.to_string()));
+            return fetched.is_ok();
         };
         if t.ctx.remote.is_offline() {
+            self.problem(name, Some("the mount is offline (--offline)".into()));
             return true;
         }
         // The cached version in the view, to tell what changed.
@@ -272,25 +345,37 @@ impl Documents {
             Refresh::Unchanged(meta) => {
                 t.saw(&meta);
                 tracing::info!(tag = %t.name, document = name, "revalidated: unchanged on the server");
+                self.problem(name, None);
                 true
             }
             Refresh::Changed(bytes, meta) => {
                 match parse_document(&t.name, name, role, &bytes, &view.manifest) {
-                    Ok(parsed) => self.replace(t, name, parsed, &bytes, &meta),
-                    Err(why) => tracing::error!(
-                        tag = %t.name,
-                        document = name,
-                        "the server sent an unusable document ({why}); keeping the cached copy"
-                    ),
+                    Ok(parsed) => {
+                        self.replace(t, name, parsed, &bytes, &meta);
+                        self.problem(name, None);
+                    }
+                    Err(why) => {
+                        tracing::error!(
+                            tag = %t.name,
+                            document = name,
+                            "the server sent an unusable document ({why}); keeping the cached copy"
+                        );
+                        self.problem(
+                            name,
+                            Some(format!("the server sent an unusable document ({why})")),
+                        );
+                    }
                 }
                 true
             }
             Refresh::Gone => {
                 tracing::warn!(tag = %t.name, document = name, "no longer on the server; serving the cached copy");
+                self.problem(name, Some("no longer on the server (404)".into()));
                 true
             }
             Refresh::Failed(e) => {
                 tracing::warn!(tag = %t.name, document = name, "cannot revalidate ({e}); serving the cached copy");
+                self.problem(name, Some(e.to_string()));
                 false
             }
         }
@@ -308,6 +393,7 @@ impl Documents {
         let version = t
             .state
             .replace(name, DocRecord::new(blob, meta.validators()), None);
+        t.begin_version();
         let doc = parsed.into_doc(blob);
         let Some((old, new)) = t.view.update(Step::Replaced {
             name: name.to_string(),

@@ -8,6 +8,7 @@ mod entries;
 mod error;
 mod files;
 mod generated;
+mod missing;
 mod releases;
 mod revalidation;
 mod shared;
@@ -16,14 +17,15 @@ mod tag;
 mod tree;
 pub mod view;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::flight::SingleFlight;
+use crate::flight::{Schedule, SingleFlight};
 use crate::names::{check_tag, is_release_tag};
-use crate::remote::Remote;
+use crate::remote::{Remote, WAITING_NOTICE};
 use crate::stats::Stats;
 use crate::store::{CacheDir, ContentStore, ObjectStore, OriginDir, Recovery};
 use releases::Releases;
@@ -31,11 +33,12 @@ use releases::Releases;
 pub use entries::Entries;
 pub use error::Error;
 pub use shared::Opened;
-pub use tag::{LoadError, Stat, Tag};
+pub use tag::{LoadError, Refreshed, Stat, Tag};
 pub use view::Kind;
 
 /// What the server changed: a whole tag, or one file of it (by its path
-/// under the tag).
+/// under the tag): other bytes, found absent, or (a map the manifest does
+/// not name) found present.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     pub tag: String,
@@ -53,6 +56,31 @@ impl Change {
 }
 
 type ChangeHook = Box<dyn Fn(Change) + Send + Sync>;
+
+/// A revalidation that could not reach the server is tried again after this
+/// (or after `--revalidate-every`, when shorter).
+pub const REVALIDATION_RETRY: Duration = Duration::from_secs(60);
+
+/// Runs `fetch`, a first contact with `url`; when no answer has come after
+/// [`WAITING_NOTICE`], `say` is given a line saying so.
+pub fn first_contact<T>(url: &str, say: &(dyn Fn(&str) + Sync), fetch: impl FnOnce() -> T) -> T {
+    let notice = || say(&crate::remote::waiting_line(url));
+    crate::wait::noticed_after(WAITING_NOTICE, notice, fetch)
+}
+
+/// Says in the log what a first contact during the session waits for.
+pub fn log_waiting(line: &str) {
+    tracing::warn!("{line}");
+}
+
+/// Why a pinned tag could not be loaded.
+#[derive(Debug)]
+pub struct PinnedError {
+    pub message: String,
+    /// The server could not be reached, or did not answer in time: a
+    /// front end may say what else there is to do.
+    pub unreachable: bool,
+}
 
 fn manifest_location() -> crate::format::Location {
     crate::format::Location::revision(crate::format::MANIFEST_FILE)
@@ -75,6 +103,9 @@ pub struct Context {
     pub max_file_size: u64,
     /// `--raw`: the server's tree only, nothing generated.
     pub raw: bool,
+    /// `--revalidate-every`: a tag is revalidated again at the first open
+    /// once this has passed since its last revalidation.
+    pub revalidate_every: Option<Duration>,
     change_hooks: RwLock<Vec<ChangeHook>>,
 }
 
@@ -85,7 +116,7 @@ impl Context {
         let stats = Arc::new(Stats::default());
         let (content, recovery) = ContentStore::load(&cache, cap);
         if recovery != Recovery::default() {
-            tracing::info!(?recovery, "the cache index was repaired");
+            tracing::info!("{recovery}");
         }
         Context {
             origin: cache.origin(&remote.origin()),
@@ -96,6 +127,7 @@ impl Context {
             stats,
             max_file_size: u64::MAX,
             raw: false,
+            revalidate_every: None,
             change_hooks: RwLock::new(Vec::new()),
         }
     }
@@ -108,6 +140,31 @@ impl Context {
     pub fn raw(mut self, raw: bool) -> Self {
         self.raw = raw;
         self
+    }
+
+    pub fn revalidate_every(mut self, period: Option<Duration>) -> Self {
+        self.revalidate_every = period;
+        self
+    }
+
+    /// When a tag's manifest is revalidated again: after the period, and
+    /// after a check that could not reach the server once the retry pause
+    /// (or the period, when shorter) has passed.
+    pub(crate) fn schedule(&self) -> Schedule {
+        let retry_after = match self.revalidate_every {
+            Some(period) => period.min(REVALIDATION_RETRY),
+            None => REVALIDATION_RETRY,
+        };
+        Schedule {
+            retry_after,
+            period: self.revalidate_every,
+        }
+    }
+
+    /// A document is revalidated again when its tag is (it is re-armed
+    /// then), or after a failed check, as the manifest is.
+    pub(crate) fn document_schedule(&self) -> Schedule {
+        Schedule::once(self.schedule().retry_after)
     }
 
     /// Called whenever a tag, or a file of it, is seen to change on the
@@ -130,8 +187,9 @@ pub struct Dataset {
     ctx: Arc<Context>,
     pinned: Vec<String>,
     tags: RwLock<HashMap<String, Arc<Tag>>>,
-    /// Names the server answered 404 for, this session.
-    missing: Mutex<HashSet<String>>,
+    /// Names the server answered 404 for, this session (or period), and
+    /// when.
+    missing: Mutex<HashMap<String, Instant>>,
     loads: SingleFlight<String, Result<Arc<Tag>, Error>>,
     releases: Releases,
 }
@@ -143,7 +201,7 @@ impl Dataset {
             ctx,
             pinned,
             tags: RwLock::new(HashMap::new()),
-            missing: Mutex::new(HashSet::new()),
+            missing: Mutex::new(HashMap::new()),
             loads: SingleFlight::default(),
         }
     }
@@ -153,26 +211,38 @@ impl Dataset {
     }
 
     /// Loads every pinned tag; the error names the first that cannot be.
-    pub fn load_pinned(&self) -> Result<(), String> {
+    /// A tag fetched from the server that has not answered after
+    /// [`WAITING_NOTICE`] is announced through `say` (reading a cached
+    /// one takes no time).
+    pub fn load_pinned(&self, say: &(dyn Fn(&str) + Sync)) -> Result<(), PinnedError> {
+        let failed = |message: String, unreachable: bool| PinnedError {
+            message,
+            unreachable,
+        };
         for name in &self.pinned {
             if let Err(e) = check_tag(name) {
-                return Err(format!("--tag {name:?}: the name {e}"));
+                return Err(failed(format!("--tag {name:?}: the name {e}"), false));
             }
             if self.tags.read().contains_key(name) {
                 continue;
             }
-            let tag = Tag::load(self.ctx.clone(), name).map_err(|e| {
-                let url = self.ctx.remote.url(name, &manifest_location());
-                match e {
+            let url = self.ctx.remote.url(name, &manifest_location());
+            let loaded = first_contact(&url, say, || Tag::load(self.ctx.clone(), name));
+            let tag = loaded.map_err(|e| {
+                let unreachable = matches!(e, LoadError::Unreachable(_));
+                let message = match e {
                     LoadError::NotFound if crate::names::is_commit(name) => format!(
                         "commit {name} was not found: {url} answered 404; commits name revisions \
                          only on a server that keeps them (the Hugging Face Hub), not on a plain mirror"
                     ),
                     LoadError::NotFound => format!(
-                        "tag {name} was not found: {url} answered 404; check --tag and --base-url (or MAT_VIS_HF_BASE)"
+                        "tag {name} was not found: {url} answered 404; check --tag and --base-url (or MAT_VIS_TAG, MAT_VIS_DATASET and MAT_VIS_HF_BASE)"
                     ),
-                    LoadError::Unavailable(why) => format!("cannot load tag {name} from {url}: {why}"),
-                }
+                    LoadError::Unreachable(why) | LoadError::Unavailable(why) => {
+                        format!("cannot load tag {name} from {url}: {why}")
+                    }
+                };
+                failed(message, unreachable)
             })?;
             self.tags.write().insert(name.clone(), Arc::new(tag));
         }
@@ -191,7 +261,7 @@ impl Dataset {
         if let Some(tag) = self.loaded(name) {
             return Ok(tag);
         }
-        if check_tag(name).is_err() || self.missing.lock().contains(name) {
+        if check_tag(name).is_err() || self.is_missing(name) {
             return Err(Error::NotFound);
         }
         crate::wait::may_block()?;
@@ -206,7 +276,8 @@ impl Dataset {
             if let Some(tag) = self.loaded(name) {
                 return Ok(tag);
             }
-            match Tag::load(self.ctx.clone(), name) {
+            let url = self.ctx.remote.url(name, &manifest_location());
+            match first_contact(&url, &log_waiting, || Tag::load(self.ctx.clone(), name)) {
                 Ok(tag) => {
                     let tag = Arc::new(tag);
                     self.tags.write().insert(name.to_string(), tag.clone());
@@ -222,15 +293,87 @@ impl Dataset {
                     } else {
                         tracing::info!(tag = name, "no such tag on the server");
                     }
-                    self.missing.lock().insert(name.to_string());
+                    self.missing
+                        .lock()
+                        .insert(name.to_string(), Instant::now());
                     Err(Error::NotFound)
                 }
-                Err(LoadError::Unavailable(why)) => Err(Error::refused(
-                    self.ctx.remote.url(name, &manifest_location()),
-                    format!("cannot load the tag: {why}"),
-                )),
+                Err(LoadError::Unreachable(why) | LoadError::Unavailable(why)) => Err(
+                    Error::refused(url, format!("cannot load the tag: {why}")),
+                ),
             }
         })
+    }
+
+    /// Whether the server answered 404 for `name` this session (or, with
+    /// `--revalidate-every`, within the period).
+    fn is_missing(&self, name: &str) -> bool {
+        let period = self.ctx.revalidate_every;
+        let mut missing = self.missing.lock();
+        match missing.get(name) {
+            Some(at) if period.is_some_and(|p| at.elapsed() >= p) => {
+                missing.remove(name);
+                false
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// Revalidates tags now, as if a new session began for them
+    /// (`matvisfs refresh`, SIGHUP): `None` for every loaded tag, when the
+    /// names the server did not have and the list of releases are asked
+    /// again too; a named tag that is not loaded is looked up first. The
+    /// tags are revalidated at once, each answer with its tag's name.
+    pub fn refresh(&self, names: Option<&[String]>) -> Vec<(String, Refreshed)> {
+        let names: Vec<String> = match names {
+            Some(names) => names.to_vec(),
+            None => {
+                self.missing.lock().clear();
+                self.releases.rearm();
+                let mut loaded: Vec<String> = self.tags.read().keys().cloned().collect();
+                loaded.sort();
+                loaded
+            }
+        };
+        std::thread::scope(|scope| {
+            let refreshes: Vec<_> = names
+                .iter()
+                .map(|name| scope.spawn(move || self.refresh_one(name)))
+                .collect();
+            names
+                .iter()
+                .zip(refreshes)
+                .map(|(name, refresh)| {
+                    let refreshed = refresh
+                        .join()
+                        .unwrap_or_else(|_| Refreshed::Failed("the check failed".into()));
+                    (name.clone(), refreshed)
+                })
+                .collect()
+        })
+    }
+
+    fn refresh_one(&self, name: &str) -> Refreshed {
+        if let Some(tag) = self.loaded(name) {
+            return tag.refresh();
+        }
+        if let Err(e) = check_tag(name) {
+            return Refreshed::Failed(format!("the name {e}"));
+        }
+        self.missing.lock().remove(name);
+        match self.tag(name) {
+            Ok(tag) if tag.was_fetched() => Refreshed::Changed(vec![
+                "new in this mount: fetched from the server".to_string(),
+            ]),
+            // Loaded from the cache: revalidated as a new session would.
+            Ok(tag) => tag.refresh(),
+            Err(Error::NotFound) => Refreshed::Failed(format!(
+                "not on the server: {} answered 404",
+                self.ctx.remote.url(name, &manifest_location())
+            )),
+            Err(e) => Refreshed::Failed(e.to_string()),
+        }
     }
 
     /// The session's statistics (`.matvisfs/stats.json`).
@@ -285,7 +428,7 @@ impl Dataset {
         names.extend(self.releases.known());
         names.extend(self.tags.read().keys().cloned());
         names.extend(self.ctx.origin.cached_tags());
-        names.retain(|n| !self.missing.lock().contains(n));
+        names.retain(|n| !self.is_missing(n));
         names.into_iter().collect()
     }
 }

@@ -1,11 +1,13 @@
 //! The dataset's release revisions, from the Hugging Face API's refs: listed
 //! at the mount's root beside the pinned and cached tags. Asked at most once
-//! per session (at the first listing of the root), kept on disk so that a
-//! later or offline session lists them too.
+//! per session (at the first listing of the root; with `--revalidate-every`,
+//! again at the first listing after the period; again after a refresh of
+//! every tag), kept on disk so that a later or offline session lists them
+//! too.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use super::Context;
@@ -20,7 +22,8 @@ struct Saved {
 
 pub(super) struct Releases {
     names: RwLock<Vec<String>>,
-    asked: AtomicBool,
+    /// When the API was last asked.
+    asked: Mutex<Option<Instant>>,
     flight: SingleFlight<(), ()>,
     origin: OriginDir,
 }
@@ -38,7 +41,7 @@ impl Releases {
             .collect();
         Releases {
             names: RwLock::new(names),
-            asked: AtomicBool::new(false),
+            asked: Mutex::new(None),
             flight: SingleFlight::default(),
             origin: origin.clone(),
         }
@@ -51,7 +54,19 @@ impl Releases {
 
     /// Whether [`Releases::refresh`] would ask the server.
     pub(super) fn would_ask(&self, ctx: &Context) -> bool {
-        ctx.remote.hub().is_some() && !self.asked.load(Ordering::Acquire)
+        ctx.remote.hub().is_some() && self.due(ctx)
+    }
+
+    fn due(&self, ctx: &Context) -> bool {
+        match *self.asked.lock() {
+            None => true,
+            Some(at) => ctx.revalidate_every.is_some_and(|p| at.elapsed() >= p),
+        }
+    }
+
+    /// The next listing of the root asks again.
+    pub(super) fn rearm(&self) {
+        *self.asked.lock() = None;
     }
 
     /// Asks the API for the refs, once per session; failures keep the
@@ -60,11 +75,11 @@ impl Releases {
         let Some(hub) = ctx.remote.hub() else {
             return;
         };
-        if self.asked.load(Ordering::Acquire) {
+        if !self.due(ctx) {
             return;
         }
         self.flight.run(&(), || {
-            if self.asked.load(Ordering::Acquire) {
+            if !self.due(ctx) {
                 return;
             }
             match hub.release_refs() {
@@ -84,7 +99,7 @@ impl Releases {
                 // The hub's guard counts and logs the failure.
                 Err(e) => tracing::debug!("no release list from the API: {e}"),
             }
-            self.asked.store(true, Ordering::Release);
+            *self.asked.lock() = Some(Instant::now());
         });
     }
 }

@@ -1,7 +1,8 @@
 //! Where the manifest is revalidated: once per tag and mount session, at the
 //! first open of any file under it, with one conditional request however
-//! many threads open at once. A changed manifest begins a new version of the
-//! tag.
+//! many threads open at once; with `--revalidate-every`, again at the first
+//! open once the period has passed; and at once when asked (`matvisfs
+//! refresh`, SIGHUP). A changed manifest begins a new version of the tag.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use super::changes::ChangeReport;
-use super::documents::{Documents, REVALIDATION_RETRY, Refresh, parse_manifest_for};
+use super::documents::{Documents, Refresh, parse_manifest_for};
 use super::error::Result;
 use super::shared::Shared;
 use super::view::Step;
@@ -40,6 +41,8 @@ pub enum Outcome {
 pub struct Revalidation {
     gate: Gate,
     outcome: Mutex<Outcome>,
+    /// Why the last check did not revalidate the tag, when it did not.
+    problem: Mutex<Option<String>>,
 }
 
 impl Revalidation {
@@ -54,6 +57,7 @@ impl Revalidation {
         let revalidation = Revalidation {
             gate: Gate::default(),
             outcome: Mutex::new(outcome),
+            problem: Mutex::new(None),
         };
         if fetched || immutable {
             revalidation.gate.mark_passed();
@@ -69,15 +73,57 @@ impl Revalidation {
         *self.outcome.lock() = outcome;
     }
 
-    /// Revalidates the manifest unless it was this session.
-    pub fn revalidate(&self, t: &Shared) -> Result<()> {
-        if self.gate.is_settled(REVALIDATION_RETRY) {
+    /// Revalidates the manifest unless it was this session (or, with a
+    /// period, within the period). `rechecked` runs when a check that is
+    /// not the session's first got an answer, before any open goes on: the
+    /// documents are then revalidated at their next need, as at a
+    /// session's start.
+    pub fn revalidate(&self, t: &Shared, rechecked: impl FnOnce()) -> Result<()> {
+        // A revision named by its commit never changes.
+        if t.immutable {
+            return Ok(());
+        }
+        let schedule = t.ctx.schedule();
+        if self.gate.is_settled(schedule) {
             return Ok(());
         }
         wait::may_block()?;
         self.gate
-            .pass(REVALIDATION_RETRY, || self.revalidate_now(t));
+            .pass(schedule, |again| self.check(t, again, rechecked));
         Ok(())
+    }
+
+    /// Revalidates the manifest now, as if the session had just begun; a
+    /// check already under way is waited for and does not count. The
+    /// error says why the tag could not be revalidated (the cached copy
+    /// stays in service).
+    pub fn revalidate_again(&self, t: &Shared, rechecked: impl Fn()) -> Result<(), String> {
+        if t.immutable {
+            return Ok(());
+        }
+        self.gate
+            .pass_again(t.ctx.schedule(), |again| self.check(t, again, &rechecked));
+        match self.problem.lock().clone() {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
+    }
+
+    fn check(&self, t: &Shared, again: bool, rechecked: impl FnOnce()) -> bool {
+        let completed = self.revalidate_now(t);
+        let answered = matches!(self.outcome(), Outcome::Unchanged | Outcome::Changed);
+        if answered {
+            *self.problem.lock() = None;
+            if again {
+                rechecked();
+            }
+        }
+        completed
+    }
+
+    fn failed(&self, outcome: Outcome, why: String) {
+        self.set(outcome);
+        *self.problem.lock() = Some(why);
     }
 
     /// Returns whether the check completed (false: try again later).
@@ -87,7 +133,7 @@ impl Revalidation {
         };
         if t.ctx.remote.is_offline() {
             tracing::info!(tag = %t.name, "offline: serving the cached manifest");
-            self.set(Outcome::Offline);
+            self.failed(Outcome::Offline, "the mount is offline (--offline)".into());
             return true;
         }
         match Documents::refresh(t, MANIFEST_FILE, &record) {
@@ -113,23 +159,30 @@ impl Revalidation {
                             tag = %t.name,
                             "the server sent an unusable manifest ({why}); keeping the cached copy"
                         );
-                        self.set(Outcome::Failed);
+                        self.failed(
+                            Outcome::Failed,
+                            format!("the server sent an unusable manifest ({why})"),
+                        );
                     }
                 }
                 true
             }
             Refresh::Gone => {
                 tracing::warn!(tag = %t.name, "the tag is no longer on the server; serving the cached copy");
-                self.set(Outcome::Failed);
+                self.failed(
+                    Outcome::Failed,
+                    "the tag is no longer on the server (404)".into(),
+                );
                 true
             }
             Refresh::Failed(e) => {
                 tracing::warn!(tag = %t.name, "cannot revalidate ({e}); serving the cached copy");
-                self.set(if e.is_unreachable() {
+                let outcome = if e.is_unreachable() {
                     Outcome::Offline
                 } else {
                     Outcome::Failed
-                });
+                };
+                self.failed(outcome, e.to_string());
                 false
             }
         }
@@ -147,6 +200,7 @@ impl Revalidation {
         let Some(version) = t.state.resolved_to(commit) else {
             return false;
         };
+        t.begin_version();
         if t.view
             .update(Step::NewVersion {
                 generation: version.generation,
@@ -181,6 +235,7 @@ impl Revalidation {
             DocRecord::new(blob, meta.validators()),
             meta.commit.as_deref(),
         );
+        t.begin_version();
         let Some((old, new)) = t.view.update(Step::NewManifest {
             manifest: Arc::new(manifest),
             blob,

@@ -81,6 +81,12 @@ impl Shared {
         Ok(&*self.ctx.remote)
     }
 
+    /// Called just before a new version of the tag is put in place: a
+    /// redirect seen before it may lead to the bytes of the version before.
+    pub fn begin_version(&self) {
+        self.ctx.remote.forget_redirects();
+    }
+
     pub fn put_document(&self, bytes: &[u8]) -> Result<Blob> {
         self.ctx.documents.put_bytes(bytes).map_err(Error::cache)
     }

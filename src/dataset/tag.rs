@@ -6,6 +6,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
@@ -23,12 +24,25 @@ use super::tree::{Lookup, Node};
 use super::view::{Kind, TagView, ViewCell};
 use crate::digest::Sha256Digest;
 use crate::format::{Location, MANIFEST_FILE};
-use crate::remote::{FetchError, GetOutcome, MemorySink, RemoteMeta, Validators};
+use crate::remote::{FetchError, GetOutcome, MemorySink, RemoteMeta};
 use crate::store::{Blob, DocRecord, FileRecords, OpenBlob, TagState, TagStore};
+
+/// What revalidating a tag on request found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refreshed {
+    Unchanged,
+    /// The changes found, described.
+    Changed(Vec<String>),
+    /// Why the tag could not be revalidated (the cached copy is served).
+    Failed(String),
+}
 
 #[derive(Debug)]
 pub enum LoadError {
     NotFound,
+    /// The server could not be reached, or did not answer in time, or
+    /// answered that it cannot serve now (5xx, 429).
+    Unreachable(String),
     Unavailable(String),
 }
 
@@ -102,12 +116,10 @@ impl Tag {
             ));
         }
         let mut sink = MemorySink::with_limit(DOCUMENT_LIMIT);
-        let meta = match ctx.remote.get(
-            name,
-            &Location::revision(MANIFEST_FILE),
-            &Validators::default(),
-            &mut sink,
-        ) {
+        let meta = match ctx
+            .remote
+            .get_first(name, &Location::revision(MANIFEST_FILE), &mut sink)
+        {
             Ok(GetOutcome::Fetched(meta)) => meta,
             Ok(GetOutcome::NotModified(_)) => {
                 return Err(LoadError::Unavailable(
@@ -115,6 +127,9 @@ impl Tag {
                 ));
             }
             Err(FetchError::NotFound) => return Err(LoadError::NotFound),
+            Err(e @ (FetchError::Network(_) | FetchError::Status(429 | 500..))) => {
+                return Err(LoadError::Unreachable(e.to_string()));
+            }
             Err(e) => return Err(LoadError::Unavailable(e.to_string())),
         };
         let manifest = parse_manifest_for(name, &sink.bytes)
@@ -176,22 +191,25 @@ impl Tag {
         self.shared.view.load()
     }
 
-    /// The current version's generation.
-    pub fn generation(&self) -> u64 {
-        self.shared.view.load().generation
+    /// The current version of the tree, as listings are versioned by (see
+    /// [`TagView::listing_version`]).
+    pub fn listing_version(&self) -> u64 {
+        self.shared.view.load().listing_version()
     }
 
     /// Asks `question` of the current tree, loading the documents it needs
     /// first (a container tier may need several rowmaps).
     fn ask<T>(&self, path: &str, question: impl Fn(&Arc<TagView>) -> Lookup<T>) -> Result<T> {
-        // Asking for one document twice means loading it did not help.
+        // Asking for one document twice in one version means loading it
+        // did not help.
         let mut loaded = HashSet::new();
         loop {
-            match question(&self.view()) {
+            let view = self.view();
+            match question(&view) {
                 Lookup::Found(answer) => return Ok(answer),
                 Lookup::Missing => return Err(Error::NotFound),
                 Lookup::NeedsDocument(name) => {
-                    if !loaded.insert(name.clone()) {
+                    if !loaded.insert((name.clone(), view.generation)) {
                         tracing::error!(
                             tag = self.name(),
                             path,
@@ -200,7 +218,14 @@ impl Tag {
                         );
                         return Err(Error::NotFound);
                     }
-                    self.documents.get(&self.shared, &name)?;
+                    match self.documents.get(&self.shared, &name) {
+                        Ok(_) => {}
+                        // The server lacks it (the tree goes on without it),
+                        // or the tag's version moved on meanwhile and no
+                        // longer has it: ask the current tree again.
+                        Err(Error::NotFound) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
             }
         }
@@ -243,19 +268,30 @@ impl Tag {
         })
     }
 
-    /// The entries of a directory, with the generation of the view they
-    /// come from.
+    /// The entries of a directory, with the listing version of the view
+    /// they come from.
     pub fn list(&self, path: &str) -> Result<(Entries, u64)> {
         self.ask(path, |view| {
-            view.list(path).map(|l| l.map(|l| (l, view.generation)))
+            view.list(path)
+                .map(|l| l.map(|l| (l, view.listing_version())))
         })?
         .ok_or(Error::NotDir)
     }
 
+    /// The entries of a directory in the current tree, as far as is known
+    /// without loading anything.
+    pub fn entries_now(&self, path: &str) -> Option<Entries> {
+        match self.view().list(path) {
+            Lookup::Found(entries) => entries,
+            Lookup::Missing | Lookup::NeedsDocument(_) => None,
+        }
+    }
+
     /// Opens a file: revalidates the tag (and the document that describes
-    /// the file) once per session, then says which bytes the open is for.
+    /// the file) once per session, or per period, then says which bytes the
+    /// open is for.
     pub fn open(&self, path: &str) -> Result<Opened> {
-        self.revalidation.revalidate(&self.shared)?;
+        self.revalidate()?;
         let view = self.view_for(path)?;
         let document = match view.node(path)? {
             Node::Manifest => None,
@@ -339,9 +375,83 @@ impl Tag {
         }
     }
 
-    /// Revalidates the manifest, unless it was this session.
+    /// Revalidates the manifest, unless it was this session (or period).
     pub fn revalidate(&self) -> Result<()> {
-        self.revalidation.revalidate(&self.shared)
+        self.revalidation
+            .revalidate(&self.shared, || self.rechecked())
+    }
+
+    /// The manifest was revalidated again: what the session remembers of
+    /// the tag's documents and tiers is asked again at its next need, as at
+    /// a session's start.
+    fn rechecked(&self) {
+        self.documents.rearm();
+        self.files.forget_incomplete_tiers();
+    }
+
+    /// Revalidates the tag now, as if a new session began (`matvisfs
+    /// refresh`): the manifest and the commit with one conditional request,
+    /// then every document the session loaded, each with one; the others
+    /// at their next need. Checks under way when it is asked do not count;
+    /// concurrent callers share one. Changes found are announced (and the
+    /// kernel told) before it returns.
+    pub fn refresh(&self) -> Refreshed {
+        let before = self.shared.changes_found.load(Ordering::Relaxed);
+        // A document checked by an open once the refresh began needs no
+        // second request.
+        let tickets = self.documents.tickets();
+        let mut problems = Vec::new();
+        match self
+            .revalidation
+            .revalidate_again(&self.shared, || self.rechecked())
+        {
+            Err(why) => problems.push(why),
+            Ok(()) => {
+                let names = Documents::loaded(&self.shared);
+                // At once: each waits for the server at most its own bound.
+                let failed: Vec<String> = std::thread::scope(|scope| {
+                    let checks: Vec<_> = names
+                        .iter()
+                        .map(|name| {
+                            let ticket = tickets.get(name).copied().unwrap_or(0);
+                            scope.spawn(move || {
+                                self.documents.revalidate_since(&self.shared, name, ticket)
+                            })
+                        })
+                        .collect();
+                    checks
+                        .into_iter()
+                        .filter_map(|check| match check.join() {
+                            Ok(result) => result.err(),
+                            Err(_) => Some("the check failed".into()),
+                        })
+                        .collect()
+                });
+                problems.extend(failed);
+            }
+        }
+        if !problems.is_empty() {
+            return Refreshed::Failed(problems.join("; "));
+        }
+        let found = self.shared.changes_found.load(Ordering::Relaxed) - before;
+        if found == 0 {
+            return Refreshed::Unchanged;
+        }
+        let changes = self.shared.changes.lock();
+        let shown = changes.len().min(found as usize);
+        Refreshed::Changed(
+            changes
+                .iter()
+                .skip(changes.len() - shown)
+                .map(|c| format!("{}: {}", c.found_in, c.describe()))
+                .collect(),
+        )
+    }
+
+    /// Whether the tag's manifest was downloaded this session rather than
+    /// read from the cache.
+    pub fn was_fetched(&self) -> bool {
+        self.revalidation.outcome() == super::revalidation::Outcome::Fetched
     }
 
     /// Revalidates a document, unless it was this session, and loads it.
@@ -360,7 +470,17 @@ impl Tag {
             // None: the server named no commit this session (not a Hub).
             "commit": *self.shared.commit.lock(),
             "changes": serde_json::to_value(&*self.shared.changes.lock()).unwrap_or_default(),
-            "changes_found": self.shared.changes_found.load(std::sync::atomic::Ordering::Relaxed),
+            "changes_found": self.shared.changes_found.load(Ordering::Relaxed),
+            "missing": missing_report(&self.view()),
         })
     }
+}
+
+/// The files of the current version found absent on the server this
+/// session: how many, and the first few paths.
+fn missing_report(view: &TagView) -> serde_json::Value {
+    serde_json::json!({
+        "count": view.absent.len(),
+        "examples": view.absent.iter().take(super::missing::EXAMPLES).collect::<Vec<_>>(),
+    })
 }

@@ -3,7 +3,7 @@
 //! are resolved against it in `tree`). A new snapshot is only ever made by
 //! [`TagView::next`] and put in place by [`ViewCell::update`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -43,6 +43,9 @@ pub struct TagView {
     pub manifest: Arc<Manifest>,
     pub manifest_blob: Blob,
     pub documents: HashMap<String, LoadedDoc>,
+    /// Files of this version the server lacks, by path in the revision,
+    /// found this session (see `missing`): the tree leaves them out.
+    pub absent: Arc<BTreeSet<String>>,
     /// `--raw`: the server's tree and nothing else.
     pub raw: bool,
 }
@@ -68,6 +71,9 @@ pub enum Step {
     /// The same documents in a new version of the tag (its commit moved):
     /// every file must be proven again.
     NewVersion { generation: u64, changed_at: u64 },
+    /// Files the server was found to lack under `generation` (ignored
+    /// when the tag's version moved on meanwhile).
+    Absent { paths: Vec<String>, generation: u64 },
     /// A new manifest: documents it no longer names are dropped.
     NewManifest {
         manifest: Arc<Manifest>,
@@ -91,8 +97,24 @@ impl TagView {
             manifest: Arc::new(manifest),
             manifest_blob: blob,
             documents: HashMap::new(),
+            absent: Arc::default(),
             raw,
         }
+    }
+
+    /// What listings of this view are versioned by: they change with the
+    /// generation, and within one as files are found absent and maps the
+    /// manifest does not name are found present (both only grow).
+    pub fn listing_version(&self) -> u64 {
+        let found = self
+            .manifest
+            .sources
+            .iter()
+            .filter(|s| !s.mtlx_named)
+            .filter_map(|s| s.mtlx.as_deref())
+            .filter(|map| self.documents.contains_key(*map))
+            .count();
+        (self.generation << 24) + (self.absent.len() + found) as u64
     }
 
     /// The view after `step`; `None` when it changes nothing (a document
@@ -106,6 +128,24 @@ impl TagView {
                 Some(TagView {
                     documents,
                     manifest: self.manifest.clone(),
+                    absent: self.absent.clone(),
+                    ..*self
+                })
+            }
+            Step::Absent { paths, generation } => {
+                let new: Vec<String> = paths
+                    .into_iter()
+                    .filter(|p| !self.absent.contains(p))
+                    .collect();
+                if generation != self.generation || new.is_empty() {
+                    return None;
+                }
+                let mut absent = (*self.absent).clone();
+                absent.extend(new);
+                Some(TagView {
+                    documents: self.documents.clone(),
+                    manifest: self.manifest.clone(),
+                    absent: Arc::new(absent),
                     ..*self
                 })
             }
@@ -123,6 +163,8 @@ impl TagView {
                     manifest: self.manifest.clone(),
                     manifest_blob: self.manifest_blob,
                     documents,
+                    // A new version: what the server lacks is found again.
+                    absent: Arc::default(),
                     raw: self.raw,
                 })
             }
@@ -134,6 +176,8 @@ impl TagView {
                 mtime: version_mtime(changed_at, generation),
                 manifest: self.manifest.clone(),
                 documents: self.documents.clone(),
+                // A new version: what the server lacks is found again.
+                absent: Arc::default(),
                 ..*self
             }),
             Step::NewManifest {
@@ -155,6 +199,7 @@ impl TagView {
                     manifest,
                     manifest_blob: blob,
                     documents,
+                    absent: Arc::default(),
                     raw: self.raw,
                 })
             }

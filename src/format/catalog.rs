@@ -4,9 +4,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde::Deserializer;
-use serde::de::{IgnoredAny, SeqAccess, Visitor};
+use serde::de::{SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::lenient::{entry_value, refusal};
 use super::pbr::{Pbr, parse_pbr};
 use super::{FormatError, Parsed, json_type};
 use crate::digest::Sha256Digest;
@@ -145,10 +147,11 @@ impl Material {
     }
 }
 
-/// Hands each entry of a JSON array to a function as it is read.
+/// Hands each entry of a JSON array to a function as it is read, as raw
+/// text: passing over an entry takes no stack, however deep it nests.
 struct EachEntry<F>(F);
 
-impl<'de, F: FnMut(Value)> Visitor<'de> for EachEntry<F> {
+impl<'de, F: FnMut(&'de RawValue)> Visitor<'de> for EachEntry<F> {
     type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -156,11 +159,18 @@ impl<'de, F: FnMut(Value)> Visitor<'de> for EachEntry<F> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(mut self, mut entries: A) -> Result<(), A::Error> {
-        while let Some(entry) = entries.next_element::<Value>()? {
+        while let Some(entry) = entries.next_element::<&'de RawValue>()? {
             (self.0)(entry);
         }
         Ok(())
     }
+}
+
+/// The `id` of an entry that could not be read whole, for the reason it
+/// is skipped: only its first level is read.
+fn id_of(entry: &RawValue) -> Option<String> {
+    let fields: HashMap<String, &RawValue> = serde_json::from_str(entry.get()).ok()?;
+    serde_json::from_str(fields.get("id")?.get()).ok()
 }
 
 /// Builds the name tables of a catalog while its entries are parsed:
@@ -233,19 +243,21 @@ pub fn parse_catalog(bytes: &[u8]) -> Result<Parsed<Catalog>, FormatError> {
     let mut index = 0;
     // Entries are parsed one at a time as the text is read: a full catalog
     // as one JSON tree would take ten times its size in memory.
-    let each = EachEntry(|entry: Value| {
-        match parse_material(&entry, &mut interner, &unnamed, &mut skipped) {
+    let each = EachEntry(|raw: &RawValue| {
+        let parsed = entry_value(raw)
+            .and_then(|entry| parse_material(&entry, &mut interner, &unnamed, &mut skipped));
+        match parsed {
             Ok(m) => materials.push(m),
-            Err(reason) => skipped.push(format!("entry {index}: {reason}")),
+            Err(reason) => match id_of(raw) {
+                Some(id) => skipped.push(format!("entry {index} (id {id:?}): {reason}")),
+                None => skipped.push(format!("entry {index}: {reason}")),
+            },
         }
         index += 1;
     });
     let mut reader = serde_json::Deserializer::from_slice(bytes);
     if let Err(e) = reader.deserialize_seq(each).and_then(|()| reader.end()) {
-        return Err(match serde_json::from_slice::<IgnoredAny>(bytes) {
-            Ok(_) => FormatError::WrongShape("the catalog is not a JSON array".into()),
-            Err(_) => FormatError::NotJson(e),
-        });
+        return Err(refusal(bytes, e, "the catalog is not a JSON array"));
     }
     materials.shrink_to_fit();
     // Catalogs come sorted; sorting one again would cost half its size.
@@ -292,6 +304,11 @@ fn parse_material(
         None => return Err("no \"id\"".into()),
     };
     check_component(id).map_err(|e| format!("id {id:?} {e}"))?;
+    // The bake's own tools leave such entries out: their files were never
+    // all made.
+    if fields.get("status").and_then(Value::as_str) == Some("failed") {
+        return Err(format!("material {id:?} is marked \"status\": \"failed\""));
+    }
 
     let too_many = |what: &str, name: &str| {
         format!(
@@ -442,7 +459,8 @@ mod tests {
               "available_tiers": ["1k", "512", "ktx2-1k"],
               "texture_hashes": {{"color": {{"sha256": "{}", "size": 10}}}},
               "upstream": {{"whatever": true}}, "brand_new_field": 1}},
-            {{"id": "Brass", "available_tiers": ["scalar"]}},
+            {{"id": "Brass", "available_tiers": ["scalar"], "status": "ok"}},
+            {{"id": "Failed", "available_tiers": ["1k"], "maps": ["color"], "status": "failed"}},
             {{"id": "OnlyHashes", "available_tiers": ["1k"],
               "texture_hashes": {{"ao": {{"sha256": "{}", "size": 3}}}}}}
         ]"#,
@@ -450,7 +468,9 @@ mod tests {
             hex('b')
         );
         let parsed = parse_catalog(doc.as_bytes()).unwrap();
-        assert!(parsed.skipped.is_empty(), "{:?}", parsed.skipped);
+        // An entry the bake marked failed is left out like a bad one.
+        assert_eq!(parsed.skipped.len(), 1, "{:?}", parsed.skipped);
+        assert!(parsed.skipped[0].contains("failed"));
         let ids: Vec<_> = parsed
             .value
             .materials
@@ -606,6 +626,38 @@ mod tests {
         assert_eq!(last.tiers().collect::<Vec<_>>(), ["1k", "2k"]);
         assert!(last.in_tier("2k") && !first.in_tier("2k") && first.has_tiers());
         assert_eq!(parsed.skipped.len(), 2, "{:#?}", parsed.skipped);
+    }
+
+    /// An array nested `depth` deep: valid JSON.
+    fn nested(depth: usize) -> String {
+        "[".repeat(depth) + &"]".repeat(depth)
+    }
+
+    #[test]
+    fn an_entry_nested_too_deep_is_skipped_and_the_others_kept() {
+        for depth in [130, 1_000_000] {
+            let doc = format!(
+                r#"[{{"id": "Before", "maps": ["color"], "available_tiers": ["1k"]}},
+                    {{"id": "Deep", "maps": ["color"], "available_tiers": ["1k"], "extra": {deep}}},
+                    {deep},
+                    {{"id": "After", "maps": ["color"], "available_tiers": ["1k"]}}]"#,
+                deep = nested(depth)
+            );
+            let parsed = parse_catalog(doc.as_bytes()).unwrap();
+            let ids: Vec<_> = parsed.value.materials.iter().map(|m| &*m.id).collect();
+            assert_eq!(ids, ["After", "Before"], "{depth}");
+            assert_eq!(parsed.skipped.len(), 2, "{:#?}", parsed.skipped);
+            assert!(
+                parsed.skipped[0].contains("\"Deep\""),
+                "{:?}",
+                parsed.skipped
+            );
+            assert!(parsed.skipped.iter().all(|r| r.contains("deeper than")));
+        }
+        // A number no float holds is one bad entry too.
+        let parsed = parse_catalog(br#"[{"id": "a", "x": 1e400}, {"id": "b"}]"#).unwrap();
+        assert_eq!(parsed.value.materials.len(), 1);
+        assert_eq!(parsed.skipped.len(), 1);
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! sha256 without a request per file). Untrusted like every document.
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::FormatError;
-use super::lenient::Lenient;
+use super::lenient::refusal;
 use crate::digest::Sha256Digest;
 use crate::names::{check_component, check_tag, is_release_tag};
 
@@ -90,8 +91,11 @@ impl<'de> serde::de::Visitor<'de> for PageVisitor<'_> {
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut files = Vec::new();
-        while let Some(entry) = seq.next_element::<Lenient<RawEntry>>()? {
-            if let Some(file) = entry.0.ok().and_then(tree_file) {
+        // Entry by entry, as raw text first: one nested too deep to read
+        // is one bad entry.
+        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+            let entry = serde_json::from_str::<RawEntry>(raw.get()).ok();
+            if let Some(file) = entry.and_then(tree_file) {
                 if file.path.starts_with(self.prefix) {
                     files.push(file);
                 }
@@ -134,18 +138,20 @@ fn tree_file(entry: RawEntry) -> Option<TreeFile> {
 /// `GET /api/datasets/<repo>/refs`: the branch and tag names that look like
 /// releases, sorted, without duplicates.
 pub fn parse_release_refs(bytes: &[u8]) -> Result<Vec<String>, FormatError> {
-    let serde_json::Value::Object(refs) = serde_json::from_slice(bytes)? else {
-        return Err(FormatError::WrongShape(
-            "the refs are not a JSON object".into(),
-        ));
-    };
+    #[derive(Deserialize)]
+    struct Named {
+        name: String,
+    }
+    // Ref by ref: one nested too deep to read is one bad entry.
+    let refs: std::collections::HashMap<String, &RawValue> = serde_json::from_slice(bytes)
+        .map_err(|e| refusal(bytes, e, "the refs are not a JSON object"))?;
     let mut names: Vec<String> = ["branches", "tags"]
         .iter()
-        .filter_map(|kind| refs.get(*kind)?.as_array())
+        .filter_map(|kind| serde_json::from_str::<Vec<&RawValue>>(refs.get(*kind)?.get()).ok())
         .flatten()
-        .filter_map(|r| r.get("name")?.as_str())
+        .filter_map(|r| serde_json::from_str::<Named>(r.get()).ok())
+        .map(|r| r.name)
         .filter(|name| check_tag(name).is_ok() && is_release_tag(name))
-        .map(str::to_owned)
         .collect();
     names.sort();
     names.dedup();
@@ -233,6 +239,26 @@ mod tests {
             vec!["v2026.04.2".to_string(), "v2026.05.0-rc1".to_string()]
         );
         assert!(parse_release_refs(b"[]").is_err());
+    }
+
+    #[test]
+    fn an_entry_nested_too_deep_is_one_bad_entry() {
+        let deep = "[".repeat(1_000_000) + &"]".repeat(1_000_000);
+        let page = format!(
+            r#"[{{"type":"file","oid":"beef","size":5,"path":"a/x.png","lfs":{deep}}},
+                {{"type":"file","oid":"cafe","size":7,"path":"a/y.png","extra":{deep}}}]"#
+        );
+        let files = parse_tree_page(page.as_bytes()).unwrap();
+        let paths: Vec<_> = files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["a/y.png"]);
+        let refs = format!(
+            r#"{{"branches":[{{"name":"v2026.05.0","x":{deep}}}, {deep}],
+                "tags":[{{"name":{deep}}}, {{"name":"v2026.04.2"}}], "other":{deep}}}"#
+        );
+        assert_eq!(
+            parse_release_refs(refs.as_bytes()).unwrap(),
+            ["v2026.04.2", "v2026.05.0"]
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::fmt;
 use serde::de::{DeserializeOwned, Deserializer, Error as _};
 use serde::{Deserialize, de::IgnoredAny};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::names::check_component;
 
@@ -61,6 +62,35 @@ impl<'de> Deserialize<'de> for RevisionPath {
             Ok(()) => Ok(RevisionPath(path)),
             Err(e) => Err(D::Error::custom(format!("the path {path:?} {e}"))),
         }
+    }
+}
+
+/// How deep serde_json reads a value into a tree: its recursion limit,
+/// which keeps the stack bounded.
+pub const MAX_DEPTH: usize = 128;
+
+/// One entry of a document as a [`Value`], or why it cannot be one. The
+/// document is first passed over as raw text, which takes no stack however
+/// deep it nests; an entry nested deeper than [`MAX_DEPTH`] (valid JSON,
+/// which other readers may take) is then refused here on its own, never
+/// its whole document.
+pub fn entry_value(raw: &RawValue) -> Result<Value, String> {
+    serde_json::from_str(raw.get()).map_err(|e| {
+        if e.to_string().starts_with("recursion limit exceeded") {
+            format!("it nests deeper than {MAX_DEPTH} levels")
+        } else {
+            e.to_string()
+        }
+    })
+}
+
+/// The reason a document that does not parse as `shape` is refused: not
+/// JSON at all, or JSON of another shape. The check skips values without
+/// building them, so it holds for any depth.
+pub fn refusal(bytes: &[u8], error: serde_json::Error, shape: &str) -> super::FormatError {
+    match serde_json::from_slice::<IgnoredAny>(bytes) {
+        Ok(_) => super::FormatError::WrongShape(shape.into()),
+        Err(_) => super::FormatError::NotJson(error),
     }
 }
 

@@ -9,9 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use url::Url;
 
-use super::lenient::{Lenient, RevisionPath, Strings, ValidName};
+use super::lenient::{Lenient, RevisionPath, Strings, ValidName, entry_value, refusal};
 use super::location::Location;
 use super::{FormatError, Parsed, SCALAR_TIER};
 
@@ -34,6 +35,9 @@ pub struct SourceSpec {
     pub catalog: Option<String>,
     /// Optional `{"<material id>": "<MaterialX XML>"}` document.
     pub mtlx: Option<String>,
+    /// The manifest names `mtlx` itself; else it is the name the reference
+    /// client assumes (see `conventions`), which the server may not have.
+    pub mtlx_named: bool,
     /// Texture tiers, sorted; `scalar` is left out because it has no files.
     pub tiers: Vec<String>,
     /// The manifest lists a `scalar` tier: catalog values only.
@@ -143,19 +147,27 @@ impl Manifest {
     }
 }
 
-/// The manifest as written; every field may be missing or misshapen.
-#[derive(Deserialize)]
-struct RawManifest {
-    #[serde(default)]
-    schema_version: Option<Value>,
-    #[serde(default)]
-    version: Option<Value>,
-    #[serde(default)]
-    release_tag: Option<Lenient<String>>,
-    #[serde(default)]
-    sources: Option<Lenient<BTreeMap<String, Value>>>,
-    #[serde(default)]
-    tiers: Option<Lenient<BTreeMap<String, Value>>>,
+/// The manifest's top level as written: every field may be missing or
+/// misshapen, and each is read on its own (see [`entry_value`]), so that
+/// one value nested too deep is one bad entry.
+type RawManifest<'a> = BTreeMap<String, &'a RawValue>;
+
+/// A field of the top level, read; one that cannot be read counts as null.
+fn field(raw: &RawManifest, key: &str) -> Option<Value> {
+    raw.get(key)
+        .map(|value| entry_value(value).unwrap_or(Value::Null))
+}
+
+/// The entries of an object field (`sources`, `tiers`), each read on its
+/// own; `None` when the field is missing or not an object.
+fn entries(raw: &RawManifest, key: &str) -> Option<Vec<(String, Result<Value, String>)>> {
+    let object: BTreeMap<String, &RawValue> = serde_json::from_str(raw.get(key)?.get()).ok()?;
+    Some(
+        object
+            .into_iter()
+            .map(|(name, value)| (name, entry_value(value)))
+            .collect(),
+    )
 }
 
 /// A source of schema 2 or 3.
@@ -176,6 +188,8 @@ struct RawSource {
 struct RawTier {
     rowmap: Option<Lenient<RevisionPath>>,
     tar: Option<Lenient<RevisionPath>>,
+    /// `false`: the bake says the tier is not complete.
+    complete: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -204,21 +218,27 @@ fn object<T: DeserializeOwned>(value: Value) -> Result<T, String> {
 }
 
 pub fn parse_manifest(bytes: &[u8]) -> Result<Parsed<Manifest>, FormatError> {
-    let root: Value = serde_json::from_slice(bytes)?;
-    let raw: RawManifest = object(root)
-        .map_err(|_| FormatError::WrongShape("the manifest is not a JSON object".into()))?;
-    let schema = check_schema(raw.schema_version.as_ref().or(raw.version.as_ref()))?;
-    let release_tag = raw.release_tag.and_then(|tag| tag.0.ok());
+    let raw: RawManifest = serde_json::from_slice(bytes)
+        .map_err(|e| refusal(bytes, e, "the manifest is not a JSON object"))?;
+    let schema = check_schema(
+        field(&raw, "schema_version")
+            .or_else(|| field(&raw, "version"))
+            .as_ref(),
+    )?;
+    let release_tag = field(&raw, "release_tag").and_then(|tag| match tag {
+        Value::String(tag) => Some(tag),
+        _ => None,
+    });
     let mut skipped = Vec::new();
     let sources = if schema == 1 {
-        let Some(Lenient(Ok(tiers))) = raw.tiers else {
+        let Some(tiers) = entries(&raw, "tiers") else {
             return Err(FormatError::WrongShape(
                 "the manifest has no \"tiers\" object".into(),
             ));
         };
         schema1_sources(tiers, &mut skipped)
     } else {
-        let Some(Lenient(Ok(sources))) = raw.sources else {
+        let Some(sources) = entries(&raw, "sources") else {
             return Err(FormatError::WrongShape(
                 "the manifest has no \"sources\" object".into(),
             ));
@@ -226,12 +246,22 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Parsed<Manifest>, FormatError> {
         // Names already used in the tag directory: a later entry may not
         // reuse one. The map is sorted by name.
         let mut taken: BTreeSet<String> = BTreeSet::from([MANIFEST_FILE.to_string()]);
+        let names_maps = sources
+            .iter()
+            .any(|(_, s)| s.as_ref().is_ok_and(|s| s.get("mtlx").is_some()));
         let mut out = Vec::new();
         for (name, source) in sources {
-            match object(source).and_then(|raw| build_source(&name, raw, &mut taken, &mut skipped))
+            match source
+                .and_then(object)
+                .and_then(|raw| build_source(&name, raw, schema, &mut taken, &mut skipped))
             {
                 Ok(spec) => out.push(spec),
                 Err(reason) => skipped.push(format!("source {name:?}: {reason}")),
+            }
+        }
+        if !names_maps {
+            for source in out.iter_mut().filter(|s| s.has_directory()) {
+                source.mtlx = super::conventions::assumed_materialx_map(&source.name, &taken);
             }
         }
         out
@@ -262,6 +292,7 @@ fn check_schema(version: Option<&Value>) -> Result<u64, FormatError> {
 fn build_source(
     name: &str,
     raw: RawSource,
+    schema: u64,
     taken: &mut BTreeSet<String>,
     skipped: &mut Vec<String>,
 ) -> Result<SourceSpec, String> {
@@ -285,7 +316,20 @@ fn build_source(
             continue;
         }
         // A tier that is not an object is a tier of files.
-        match container_part(object(spec).unwrap_or_default()) {
+        let spec: RawTier = object(spec).unwrap_or_default();
+        if spec.complete == Some(Value::Bool(false)) {
+            skipped.push(format!(
+                "source {name:?}: tier {tier:?} is marked \"complete\": false; it is not shown until it is complete"
+            ));
+            continue;
+        }
+        // Schema 3 is one file per texture: `tar` and `rowmap` a re-bake
+        // left from schema 2 name nothing it serves.
+        let spec = match schema {
+            3 => RawTier::default(),
+            _ => spec,
+        };
+        match container_part(spec) {
             Ok(part) => {
                 if let Some(part) = part {
                     containers.insert(tier.clone(), vec![part]);
@@ -330,6 +374,7 @@ fn build_source(
     Ok(SourceSpec {
         name: name.to_string(),
         catalog: Some(catalog),
+        mtlx_named: mtlx.is_some(),
         mtlx,
         tiers,
         scalar,
@@ -368,7 +413,10 @@ fn directory_url(text: &str) -> Option<Url> {
 /// Schema 1: `{"tiers": {"<tier>": {"base_url": ..., "sources": {"<source>":
 /// {"parquet_files": [...], "rowmap_files": [...]}}}}}`, turned around into
 /// sources with container tiers.
-fn schema1_sources(tiers: BTreeMap<String, Value>, skipped: &mut Vec<String>) -> Vec<SourceSpec> {
+fn schema1_sources(
+    tiers: Vec<(String, Result<Value, String>)>,
+    skipped: &mut Vec<String>,
+) -> Vec<SourceSpec> {
     let mut sources: BTreeMap<String, SourceSpec> = BTreeMap::new();
     for (tier, spec) in tiers {
         if tier == SCALAR_TIER {
@@ -378,6 +426,13 @@ fn schema1_sources(tiers: BTreeMap<String, Value>, skipped: &mut Vec<String>) ->
             skipped.push(format!("tier {e}"));
             continue;
         }
+        let spec = match spec {
+            Ok(spec) => spec,
+            Err(reason) => {
+                skipped.push(format!("tier {tier:?}: {reason}"));
+                continue;
+            }
+        };
         let spec = object::<RawSchema1Tier>(spec).ok();
         let base = spec
             .as_ref()
@@ -438,6 +493,7 @@ fn schema1_sources(tiers: BTreeMap<String, Value>, skipped: &mut Vec<String>) ->
                 name: name.clone(),
                 catalog: None,
                 mtlx: None,
+                mtlx_named: false,
                 tiers: Vec::new(),
                 scalar: false,
                 containers: BTreeMap::new(),
@@ -495,6 +551,39 @@ mod tests {
             "gpuopen"
         );
         assert!(m.document_owner("nope.json").is_none());
+    }
+
+    #[test]
+    fn a_source_nested_too_deep_is_skipped_and_the_others_kept() {
+        for depth in [130, 1_000_000] {
+            let deep = "[".repeat(depth) + &"]".repeat(depth);
+            let doc = format!(
+                r#"{{"schema_version": 3, "unknown": {deep},
+                    "sources": {{"ambientcg": {{"tiers": {{"1k": {{}}}}}},
+                                 "deep": {{"tiers": {{"1k": {{}}}}, "extra": {deep}}},
+                                 "polyhaven": {{"tiers": {{"1k": {{}}}}}}}}}}"#
+            );
+            let parsed = parse_manifest(doc.as_bytes()).unwrap();
+            let names: Vec<_> = parsed.value.sources.iter().map(|s| &s.name).collect();
+            assert_eq!(names, ["ambientcg", "polyhaven"], "{depth}");
+            assert_eq!(parsed.skipped.len(), 1, "{:?}", parsed.skipped);
+            assert!(
+                parsed.skipped[0].contains("deeper than"),
+                "{:?}",
+                parsed.skipped
+            );
+            let schema1 = format!(
+                r#"{{"version": 1, "tiers": {{"1k": {deep},
+                    "2k": {{"base_url": "https://example.org/d/", "sources": {{"a": {{}}}}}}}}}}"#
+            );
+            let parsed = parse_manifest(schema1.as_bytes()).unwrap();
+            assert_eq!(parsed.value.sources.len(), 1);
+            assert!(
+                parsed.skipped[0].contains("deeper than"),
+                "{:?}",
+                parsed.skipped
+            );
+        }
     }
 
     #[test]
@@ -586,6 +675,44 @@ mod tests {
             Some(at("mat-vis-polyhaven-1k.parquet"))
         );
         assert!(matches!(polyhaven.rowmap, Location::Absolute(_)));
+    }
+
+    #[test]
+    fn a_schema_3_manifest_is_per_file_whatever_schema_2_left_in_it() {
+        let doc = r#"{"schema_version": 3, "sources": {
+            "ambientcg": {"catalog": "ambientcg.json", "materials_count": 1960, "tiers": {
+                "1k": {"complete": true, "tar": "ambientcg-1k.tar", "rowmap": "ambientcg-1k-rowmap.json"},
+                "512": {"tar": "ambientcg-512.tar", "rowmap": "ambientcg-512-rowmap.json"}}}}}"#;
+        let parsed = parse_manifest(doc.as_bytes()).unwrap();
+        assert!(parsed.skipped.is_empty(), "{:?}", parsed.skipped);
+        let source = parsed.value.source("ambientcg").unwrap();
+        assert_eq!(source.tiers, ["1k", "512"]);
+        assert!(source.containers.is_empty());
+        assert_eq!(parsed.value.document_role("ambientcg-1k-rowmap.json"), None);
+        // The same tiers in schema 2 are containers.
+        let parsed = parse_manifest(
+            doc.replace("\"schema_version\": 3", "\"schema_version\": 2")
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            parsed.value.source("ambientcg").unwrap().containers.len(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_tier_marked_incomplete_is_left_out_until_it_is_complete() {
+        let doc = r#"{"schema_version": 3, "sources": {
+            "ambientcg": {"catalog": "ambientcg.json", "tiers": {
+                "1k": {"complete": true}, "512": {"complete": false}, "256": {}, "128": {"complete": "no"}}}}}"#;
+        let parsed = parse_manifest(doc.as_bytes()).unwrap();
+        assert_eq!(
+            parsed.value.source("ambientcg").unwrap().tiers,
+            ["128", "1k", "256"]
+        );
+        assert_eq!(parsed.skipped.len(), 1, "{:?}", parsed.skipped);
+        assert!(parsed.skipped[0].contains("\"512\""));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! strict about what reaches a path: every bad entry is skipped with a reason.
 
 pub mod catalog;
+mod conventions;
 pub mod hub;
 mod lenient;
 mod location;
@@ -57,12 +58,10 @@ fn json_type(value: &serde_json::Value) -> &'static str {
 /// Checks a MaterialX map (`{"<material id>": "<MaterialX XML>"}`). It is
 /// served as it is, so only its shape matters: a JSON object.
 pub fn check_materialx_map(bytes: &[u8]) -> Result<(), FormatError> {
-    match serde_json::from_slice::<serde_json::Value>(bytes)? {
-        serde_json::Value::Object(_) => Ok(()),
-        _ => Err(FormatError::WrongShape(
-            "the MaterialX map is not a JSON object".into(),
-        )),
-    }
+    // Values are skipped, not built: any depth is fine.
+    serde_json::from_slice::<std::collections::HashMap<String, serde::de::IgnoredAny>>(bytes)
+        .map(drop)
+        .map_err(|e| lenient::refusal(bytes, e, "the MaterialX map is not a JSON object"))
 }
 
 /// Texture file extension for a tier: KTX2 tiers are named `ktx2-<size>`.

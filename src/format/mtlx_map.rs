@@ -144,6 +144,16 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_nested_too_deep_is_left_out_and_the_others_kept() {
+        let deep = "[".repeat(1_000_000) + &"]".repeat(1_000_000);
+        let bytes = format!(r#"{{"a": "<m/>", "deep": {deep}, "z": "<z/>"}}"#);
+        let parsed = parse_materialx_map(bytes.as_bytes()).unwrap();
+        assert_eq!(parsed.value.ids().collect::<Vec<_>>(), ["a", "z"]);
+        assert_eq!(parsed.skipped.len(), 1, "{:?}", parsed.skipped);
+        assert!(crate::format::check_materialx_map(bytes.as_bytes()).is_ok());
+    }
+
+    #[test]
     fn a_repeated_id_keeps_its_last_value() {
         let bytes = br#"{"a": "first", "a": "second"}"#;
         let map = parse_materialx_map(bytes).unwrap().value;

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use super::lenient::{entry_value, refusal};
 use super::{FormatError, Parsed};
 use crate::names::check_component;
 
@@ -63,28 +64,29 @@ pub fn parse_rowmap(bytes: &[u8]) -> Result<Parsed<Rowmap>, FormatError> {
     struct Raw<'a> {
         #[serde(borrow, default)]
         materials: Option<&'a RawValue>,
-        #[serde(default)]
-        tar_file: Option<Value>,
-        #[serde(default)]
-        parquet_file: Option<Value>,
+        #[serde(borrow, default)]
+        tar_file: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        parquet_file: Option<&'a RawValue>,
     }
-    let raw: Raw = serde_json::from_slice(bytes).map_err(|e| {
-        match serde_json::from_slice::<Value>(bytes) {
-            Ok(_) => FormatError::WrongShape("the rowmap is not a JSON object".into()),
-            Err(_) => FormatError::NotJson(e),
-        }
-    })?;
+    let raw: Raw = serde_json::from_slice(bytes)
+        .map_err(|e| refusal(bytes, e, "the rowmap is not a JSON object"))?;
     let mut skipped = Vec::new();
-    let container = match raw.tar_file.or(raw.parquet_file) {
-        None | Some(Value::Null) => None,
-        Some(Value::String(name)) => match check_component(&name) {
+    let named = raw.tar_file.or(raw.parquet_file).map(entry_value);
+    let container = match named.transpose() {
+        Err(reason) => {
+            skipped.push(format!("the container name: {reason}"));
+            None
+        }
+        Ok(None | Some(Value::Null)) => None,
+        Ok(Some(Value::String(name))) => match check_component(&name) {
             Ok(()) => Some(name),
             Err(e) => {
                 skipped.push(format!("the container name {name:?} {e}"));
                 None
             }
         },
-        Some(other) => {
+        Ok(Some(other)) => {
             skipped.push(format!("the container name is not a string: {other}"));
             None
         }
@@ -99,7 +101,7 @@ pub fn parse_rowmap(bytes: &[u8]) -> Result<Parsed<Rowmap>, FormatError> {
         .map_err(|_| FormatError::WrongShape("\"materials\" is not a JSON object".into()))?;
     let mut out = Vec::with_capacity(entries.len());
     for (id, value) in entries {
-        match parse_material(&id, value.get(), &mut skipped) {
+        match parse_material(&id, value, &mut skipped) {
             Ok(material) => out.push(material),
             Err(reason) => skipped.push(format!("material {id:?}: {reason}")),
         }
@@ -116,11 +118,11 @@ pub fn parse_rowmap(bytes: &[u8]) -> Result<Parsed<Rowmap>, FormatError> {
 
 fn parse_material(
     id: &str,
-    text: &str,
+    raw: &RawValue,
     skipped: &mut Vec<String>,
 ) -> Result<RowmapMaterial, String> {
     check_component(id).map_err(|e| format!("the id {e}"))?;
-    let Ok(Value::Object(channels)) = serde_json::from_str::<Value>(text) else {
+    let Value::Object(channels) = entry_value(raw)? else {
         return Err("not a JSON object".into());
     };
     let mut slices = Vec::with_capacity(channels.len());
@@ -187,6 +189,25 @@ mod tests {
             parse_rowmap(parquet).unwrap().value.container.as_deref(),
             Some("mat-vis-ambientcg-1k.parquet")
         );
+    }
+
+    #[test]
+    fn a_material_nested_too_deep_is_skipped_and_the_others_kept() {
+        for depth in [130, 1_000_000] {
+            let deep = "[".repeat(depth) + &"]".repeat(depth);
+            let doc = format!(
+                r#"{{"tar_file": {deep}, "unknown": {deep}, "materials": {{
+                    "a": {{"color": {{"offset": 0, "length": 1}}}},
+                    "deep": {{"color": {{"offset": 0, "length": 1}}, "x": {deep}}},
+                    "z": {{"color": {{"offset": 1, "length": 1}}}}}}}}"#
+            );
+            let parsed = parse_rowmap(doc.as_bytes()).unwrap();
+            let ids: Vec<_> = parsed.value.materials.iter().map(|m| &*m.id).collect();
+            assert_eq!(ids, ["a", "z"], "{depth}");
+            // The container's name and the material.
+            assert_eq!(parsed.skipped.len(), 2, "{:?}", parsed.skipped);
+            assert!(parsed.skipped.iter().all(|r| r.contains("deeper than")));
+        }
     }
 
     #[test]

@@ -112,6 +112,13 @@ impl FsCore {
     }
 
     fn changed(&self, change: &Change) {
+        if let Some(gone) = self.gone(change) {
+            self.tell_kernel(gone.now);
+            if let (Some(kernel), false) = (self.kernel.get(), gone.later.is_empty()) {
+                kernel.invalidate_later(gone.later);
+            }
+            return;
+        }
         let invalidations = self.invalidations(change);
         tracing::debug!(
             ?change,
@@ -317,6 +324,7 @@ impl FsCore {
             tag,
             path: key.path.clone(),
             slot,
+            direct: flags & libc::O_DIRECT != 0,
         }));
         Ok(OpenReply {
             fh,
@@ -409,10 +417,40 @@ impl FsCore {
             }
         };
         let content = self.content(file)?;
+        if !file.direct {
+            self.check_read_within_size(&file.slot, offset, size)?;
+        }
         Ok(ReadReply {
             bytes: self.read_from(&content, offset, size)?,
             version: file.slot.version(),
         })
+    }
+
+    /// The page cache reads no page past the one that holds the last byte
+    /// of the size the kernel holds: a read beyond the last page of the
+    /// slot's version shows that the kernel holds a larger size (a reply
+    /// it dropped for an invalidation that crossed it, which the mount
+    /// cannot see), and the pages past the end would be served as zeros.
+    /// It fails like a read that found a size the kernel does not hold.
+    fn check_read_within_size(&self, slot: &Slot, offset: u64, size: u32) -> Result<()> {
+        let Some(bound) = slot.size() else {
+            return Ok(());
+        };
+        let page = rustix::param::page_size() as u64;
+        let last_page_end = bound.div_ceil(page) * page;
+        if offset.saturating_add(size as u64) <= last_page_end.max(page) {
+            return Ok(());
+        }
+        tracing::debug!(
+            ino = slot.ino,
+            offset,
+            size,
+            bound,
+            "a read past the version's last page: the kernel holds another size"
+        );
+        slot.make_stale();
+        self.tell_kernel(vec![Invalidation::Attributes(slot.ino)]);
+        Err(FsError::VersionOpen)
     }
 
     fn read_from(&self, content: &File, offset: u64, size: u32) -> Result<Vec<u8>> {

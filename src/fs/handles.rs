@@ -14,6 +14,9 @@ pub struct OpenFile {
     pub path: Arc<str>,
     /// The version this open is bound to, shared with the inode's other opens.
     pub slot: Arc<Slot>,
+    /// Opened with `O_DIRECT`: its reads are the program's own, not the
+    /// page cache's (which never reads past the size the kernel holds).
+    pub direct: bool,
 }
 
 pub enum Handle {

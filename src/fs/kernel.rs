@@ -16,5 +16,13 @@ pub enum Invalidation {
 
 /// The kernel's caches, as the mount reaches them.
 pub trait Kernel: Send + Sync {
+    /// Sends the invalidations, and waits (a bounded time) until the kernel
+    /// has taken them.
     fn invalidate(&self, invalidations: Vec<Invalidation>);
+
+    /// Sends the invalidations without waiting for the kernel: for names,
+    /// whose invalidation waits on a lock the caller's own request may hold.
+    fn invalidate_later(&self, invalidations: Vec<Invalidation>) {
+        self.invalidate(invalidations);
+    }
 }

@@ -2,7 +2,7 @@
 //! can skip opendir/releasedir round trips), and with readdirplus each entry
 //! carries its attributes, so `ls -l` and `find` need no lookup per entry.
 //! The offsets handed to the kernel carry the version of the listing they
-//! index (a stamp of its tag's generation), so that the kernel's successive
+//! index (a stamp of its tag's tree version), so that the kernel's successive
 //! reads of one directory stream all come from one listing, even when the
 //! tag changes between them.
 
@@ -24,8 +24,12 @@ use crate::dataset::{Entries, Kind};
 /// a directory of a million entries is read in hundreds of calls, and must
 /// not be built again for each.
 const REUSE: Duration = Duration::from_secs(1);
-/// Listings kept at most, and entries in all of them at most.
-const KEPT: usize = 256;
+/// Listings kept at most, and entries in all of them at most: a pass over
+/// one directory must find its listing again after a walk of the whole tag
+/// has listed every other directory meanwhile (as one does after a new
+/// version), so the count is far above a tag's directories, and memory is
+/// bounded by the entries.
+const KEPT: usize = 65_536;
 const KEPT_ENTRIES: usize = 4 << 20;
 
 /// A directory's children at one moment.
@@ -34,9 +38,10 @@ pub struct Listing {
     pub ino: u64,
     pub parent: u64,
     pub children: Entries,
-    /// The generation of the tag's view it was built from; a listing of an
-    /// older version is never handed out again.
-    pub generation: Option<u64>,
+    /// The version of the tag's tree it was built from (its generation,
+    /// and the files found absent in it); a listing of an older version is
+    /// never handed out again.
+    pub version: Option<u64>,
     pub taken: Instant,
 }
 
@@ -55,9 +60,9 @@ const INDEX_BITS: u32 = 31;
 const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
 
 /// A listing's version as its offsets carry it: 0 outside any tag, else
-/// its generation folded into 32 bits, never 0.
-pub fn stamp(generation: Option<u64>) -> u64 {
-    generation.map_or(0, |g| g % 0xFFFF_FFFF + 1)
+/// its version folded into 32 bits, never 0.
+pub fn stamp(version: Option<u64>) -> u64 {
+    version.map_or(0, |g| g % 0xFFFF_FFFF + 1)
 }
 
 /// The offset of entry `index` of a listing stamped `stamp`.
@@ -91,11 +96,11 @@ impl Default for Listings {
 }
 
 impl Listings {
-    /// The kept listing of `ino` for `generation`, when there is one (a
+    /// The kept listing of `ino` for `version`, when there is one (a
     /// listing outside any tag only for a moment).
-    pub fn recent(&self, ino: u64, generation: Option<u64>) -> Option<Arc<Listing>> {
-        self.stamped(ino, stamp(generation))
-            .filter(|l| generation.is_some() || l.taken.elapsed() < REUSE)
+    pub fn recent(&self, ino: u64, version: Option<u64>) -> Option<Arc<Listing>> {
+        self.stamped(ino, stamp(version))
+            .filter(|l| version.is_some() || l.taken.elapsed() < REUSE)
     }
 
     /// The kept listing of `ino` stamped `stamp`.
@@ -105,7 +110,7 @@ impl Listings {
 
     pub fn keep(&self, listing: Arc<Listing>) {
         let mut kept = self.0.lock();
-        let key = (listing.ino, stamp(listing.generation));
+        let key = (listing.ino, stamp(listing.version));
         kept.entries += listing.children.len();
         if let Some((_, old)) = kept.by_version.push(key, listing) {
             kept.entries -= old.children.len();

@@ -26,7 +26,7 @@ impl FsCore {
             }
         }
         let listing = self.current_listing(ino)?;
-        if stamp != 0 && super::listing::stamp(listing.generation) != stamp {
+        if stamp != 0 && super::listing::stamp(listing.version) != stamp {
             return Err(FsError::ListingChanged);
         }
         Ok(listing)
@@ -38,16 +38,16 @@ impl FsCore {
             Some(name) => Some(self.dataset.tag(name)?),
             None => None,
         };
-        let current = tag.as_ref().map(|t| t.generation());
+        let current = tag.as_ref().map(|t| t.listing_version());
         if let Some(listing) = self.listings.recent(ino, current) {
             return Ok(listing);
         }
-        let (children, generation) = match &tag {
+        let (children, version) = match &tag {
             Some(tag) => {
-                let (children, generation) = tag
+                let (children, version) = tag
                     .list(&key.path)
                     .map_err(|e| FsError::from(e).on_inode())?;
-                (children, Some(generation))
+                (children, Some(version))
             }
             None if key.path.is_empty() => (
                 std::iter::once((CONTROL_DIR.to_string(), Kind::Dir))
@@ -80,7 +80,7 @@ impl FsCore {
             ino,
             parent,
             children,
-            generation,
+            version,
             taken: Instant::now(),
         });
         self.listings.keep(listing.clone());
@@ -100,7 +100,7 @@ impl FsCore {
         mut add: impl FnMut(DirEntry<'_>, u64) -> bool,
     ) {
         let total = listing.children.len() + 2;
-        let stamp = super::listing::stamp(listing.generation);
+        let stamp = super::listing::stamp(listing.version);
         let (_, start) = split_offset(offset);
         for index in start as usize..total {
             let next = super::listing::offset(stamp, index as u64 + 1);

@@ -67,6 +67,11 @@ impl Slot {
         self.state.lock().version
     }
 
+    /// The size of its version, once known.
+    pub fn size(&self) -> Option<u64> {
+        self.state.lock().size
+    }
+
     /// Whether its bytes are held in memory (never passed through).
     pub fn in_memory(&self) -> bool {
         self.state.lock().in_memory

@@ -8,6 +8,7 @@
 
 mod errno;
 pub(crate) use errno::errno;
+mod dir_reply;
 mod io_modes;
 mod replies;
 
@@ -31,9 +32,9 @@ use crate::fs::{FsCore, FsError, Listing};
 use crate::stats::Latency;
 use crate::wait;
 use crate::workers::Workers;
+use dir_reply::{DirReply, file_type};
 use errno::FailureLog;
 use io_modes::IoModes;
-use replies::{DirReply, file_type};
 
 /// Readahead the kernel may do on our files.
 const MAX_BACKGROUND: u16 = 64;
@@ -93,8 +94,10 @@ impl Timer {
 impl FuseAdapter {
     /// `workers`: threads of each pool for requests that wait on the network.
     pub fn new(core: Arc<FsCore>, workers: usize, passthrough: bool) -> Self {
-        // SAFETY: getuid/getgid cannot fail.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let (uid, gid) = (
+            rustix::process::getuid().as_raw(),
+            rustix::process::getgid().as_raw(),
+        );
         let latency = core.dataset().context().stats.latency().cloned();
         FuseAdapter(
             Arc::new(Inner {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, ReplyAttr, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEntry, ReplyOpen,
+    FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, ReplyAttr, ReplyData,
+    ReplyEntry, ReplyOpen,
 };
 
 use super::Inner;
@@ -16,38 +16,6 @@ use super::errno::errno;
 use super::io_modes::Decision;
 use crate::dataset::Kind;
 use crate::fs::{Attr, Entry, FsError, OpenReply, ReadReply};
-
-/// The two kinds of directory reply, which fuser does not unify.
-pub(super) trait DirReply: Send + 'static {
-    fn ok(self);
-    fn error(self, errno: Errno);
-}
-
-impl DirReply for ReplyDirectory {
-    fn ok(self) {
-        ReplyDirectory::ok(self)
-    }
-    fn error(self, errno: Errno) {
-        ReplyDirectory::error(self, errno)
-    }
-}
-
-impl DirReply for ReplyDirectoryPlus {
-    fn ok(self) {
-        ReplyDirectoryPlus::ok(self)
-    }
-    fn error(self, errno: Errno) {
-        ReplyDirectoryPlus::error(self, errno)
-    }
-}
-
-pub(super) fn file_type(kind: Kind) -> FileType {
-    match kind {
-        Kind::Dir => FileType::Directory,
-        Kind::File => FileType::RegularFile,
-        Kind::Symlink => FileType::Symlink,
-    }
-}
 
 impl Inner {
     pub(super) fn attr(&self, attr: &Attr) -> FileAttr {

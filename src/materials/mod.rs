@@ -112,6 +112,10 @@ impl ChannelSet {
         ChannelSet(self.0 | 1 << channel as u8)
     }
 
+    pub fn without(self, channel: Channel) -> ChannelSet {
+        ChannelSet(self.0 & !(1 << channel as u8))
+    }
+
     pub fn contains(self, channel: Channel) -> bool {
         self.0 & 1 << channel as u8 != 0
     }

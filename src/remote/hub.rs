@@ -159,6 +159,15 @@ impl Remote for HubGuard {
         self.inner.check(tag, file, validators, sink)
     }
 
+    fn get_first(
+        &self,
+        tag: &str,
+        file: &Location,
+        sink: &mut dyn BodySink,
+    ) -> Result<GetOutcome, FetchError> {
+        self.inner.get_first(tag, file, sink)
+    }
+
     fn get_range(
         &self,
         tag: &str,
@@ -188,6 +197,10 @@ impl Remote for HubGuard {
 
     fn is_offline(&self) -> bool {
         self.inner.is_offline()
+    }
+
+    fn forget_redirects(&self) {
+        self.inner.forget_redirects();
     }
 }
 

@@ -121,6 +121,17 @@ impl Remote for Metered {
         })
     }
 
+    fn get_first(
+        &self,
+        tag: &str,
+        file: &Location,
+        sink: &mut dyn BodySink,
+    ) -> Result<GetOutcome, FetchError> {
+        self.counted(kind(file), sink, |counting| {
+            self.inner.get_first(tag, file, counting)
+        })
+    }
+
     fn get_range(
         &self,
         tag: &str,
@@ -162,6 +173,10 @@ impl Remote for Metered {
 
     fn is_offline(&self) -> bool {
         self.inner.is_offline()
+    }
+
+    fn forget_redirects(&self) {
+        self.inner.forget_redirects();
     }
 }
 

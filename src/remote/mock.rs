@@ -38,6 +38,8 @@ pub struct MockRemote {
     tree_lies: Mutex<HashMap<String, (Option<Sha256Digest>, u64)>>,
     /// Its API is a mirror's in the Hub's layout, not the Hub's own.
     hub_mirror: Mutex<bool>,
+    /// Tree listings say they were cut short (by a bound).
+    tree_cut_short: Mutex<bool>,
 }
 
 fn etag_of(bytes: &[u8]) -> String {
@@ -49,6 +51,10 @@ impl MockRemote {
         self.files
             .lock()
             .insert((tag.into(), path.into()), bytes.into());
+    }
+
+    pub fn remove(&self, tag: &str, path: &str) {
+        self.files.lock().remove(&(tag.into(), path.into()));
     }
 
     pub fn set_down(&self, down: bool) {
@@ -76,6 +82,11 @@ impl MockRemote {
     /// Serves the API as a mirror in the Hub's layout would.
     pub fn as_hub_mirror(&self) {
         *self.hub_mirror.lock() = true;
+    }
+
+    /// Makes tree listings say they were cut short, their files all there.
+    pub fn cut_tree_listings(&self) {
+        *self.tree_cut_short.lock() = true;
     }
 
     /// Makes tree listings give `path` this sha256 and size.
@@ -345,7 +356,10 @@ impl Hub for MockRemote {
             false => Ok(TreeListing {
                 files,
                 pages: 1,
-                cut_short: None,
+                cut_short: self
+                    .tree_cut_short
+                    .lock()
+                    .then(|| "a bound, in a test".to_string()),
                 from_hub: !*self.hub_mirror.lock(),
             }),
         }

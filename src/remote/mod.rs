@@ -48,6 +48,21 @@ pub fn strong_etag_match(a: &str, b: &str) -> bool {
 /// network failure: opens wait for it, and the cached copy will do.
 pub const CHECK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The longest a first contact (a document nothing is cached of: the
+/// manifest of a tag, a catalog, the Hub's refs) waits for the server in
+/// all, retries included, unless `--timeout` says otherwise: whoever
+/// waits for it has nothing to look at meanwhile.
+pub const FIRST_CONTACT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// After this long without an answer, a first contact says what it is
+/// waiting for.
+pub const WAITING_NOTICE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The line that says so.
+pub fn waiting_line(url: &str) -> String {
+    format!("waiting for {url} ({} s so far)", WAITING_NOTICE.as_secs())
+}
+
 /// What was remembered from a response, to ask the server "has it changed?".
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Validators {
@@ -209,6 +224,18 @@ pub trait Remote: Send + Sync {
         self.get(tag, file, validators, sink)
     }
 
+    /// A [`Remote::get`] of a document nothing is cached of (a first
+    /// contact): given up after [`FIRST_CONTACT_PATIENCE`] in all, or the
+    /// `--timeout` given.
+    fn get_first(
+        &self,
+        tag: &str,
+        file: &Location,
+        sink: &mut dyn BodySink,
+    ) -> Result<GetOutcome, FetchError> {
+        self.get(tag, file, &Validators::default(), sink)
+    }
+
     /// Bytes `[offset, offset + length)` of a file, by one Range request,
     /// conditional on the file's `validators` when they are not empty. The
     /// metadata returned describes the slice, with the whole file's ETag.
@@ -242,6 +269,11 @@ pub trait Remote: Send + Sync {
     fn is_offline(&self) -> bool {
         false
     }
+
+    /// A version of a tag begins: where a file redirects to may have
+    /// changed, so redirects that HEADs saw before are not followed by a
+    /// download.
+    fn forget_redirects(&self) {}
 }
 
 /// The remote of one mount session: requests counted in `stats`, and the

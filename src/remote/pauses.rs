@@ -2,7 +2,9 @@
 //! (its `Retry-After`), or a `RateLimit` header saying that nothing is left
 //! of a quota until a reset, requests of that class to that host wait until
 //! then. A request that would wait longer than it may (`--retry-max-wait`)
-//! fails at once instead, so nothing hangs.
+//! fails at once instead, so nothing hangs; and a pause asked for longer
+//! than that lasts only that long (its requests failing meanwhile), so that
+//! one answer of a server cannot keep a mount from it for a day.
 //!
 //! `RateLimit` is read in the forms of the IETF drafts
 //! (draft-ietf-httpapi-ratelimit-headers): the structured one the Hugging
@@ -38,66 +40,114 @@ impl HostKey {
     }
 }
 
+/// Requests of one class to one host held back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pause {
+    until: Instant,
+    /// The server asked for longer than a request may wait: requests fail
+    /// until then instead of waiting.
+    refuse: bool,
+}
+
 #[derive(Default)]
 pub struct Pauses {
-    until: Mutex<HashMap<(HostKey, Class), Instant>>,
+    held: Mutex<HashMap<(HostKey, Class), Pause>>,
 }
 
 impl Pauses {
     /// Waits out a pause of requests of `class` to `url`'s host, if there
     /// is one; refuses when that would take more than `max_wait`.
     pub fn wait(&self, url: &Url, class: Class, max_wait: Duration) -> Result<(), FetchError> {
-        let wait = self.remaining(url, class, Instant::now());
-        if wait.is_zero() {
-            return Ok(());
+        let wait = self.due(url, class, max_wait, Instant::now())?;
+        if !wait.is_zero() {
+            tracing::debug!(%url, ?wait, "waiting as the server asked");
+            std::thread::sleep(wait);
         }
-        if wait > max_wait {
-            return Err(FetchError::Rejected(format!(
-                "{} asked for no requests for {} s more",
-                url.host_str().unwrap_or("the server"),
-                wait.as_secs().max(1)
-            )));
-        }
-        tracing::debug!(%url, ?wait, "waiting as the server asked");
-        std::thread::sleep(wait);
         Ok(())
     }
 
-    fn remaining(&self, url: &Url, class: Class, now: Instant) -> Duration {
-        let Some(host) = HostKey::of(url) else {
-            return Duration::ZERO;
+    /// How long a request of `class` to `url` must wait at `now`, or why
+    /// it may not.
+    fn due(
+        &self,
+        url: &Url,
+        class: Class,
+        max_wait: Duration,
+        now: Instant,
+    ) -> Result<Duration, FetchError> {
+        let Some(pause) = self.pause_of(url, class) else {
+            return Ok(Duration::ZERO);
         };
-        self.until
-            .lock()
-            .get(&(host, class))
-            .map_or(Duration::ZERO, |until| until.saturating_duration_since(now))
+        let wait = pause.until.saturating_duration_since(now);
+        if wait.is_zero() {
+            return Ok(wait);
+        }
+        if pause.refuse || wait > max_wait {
+            return Err(FetchError::Rejected(format!(
+                "{} asked for no requests for longer than we wait; it is asked again in {} s",
+                url.host_str().unwrap_or("the server"),
+                wait.as_secs_f64().ceil()
+            )));
+        }
+        Ok(wait)
     }
 
-    /// Nothing of `class` goes to `url`'s host for `wait` (a longer pause
-    /// already in place stays).
-    pub fn pause(&self, url: &Url, class: Class, wait: Duration) {
+    fn pause_of(&self, url: &Url, class: Class) -> Option<Pause> {
+        self.held.lock().get(&(HostKey::of(url)?, class)).copied()
+    }
+
+    /// Nothing of `class` goes to `url`'s host for `asked`, or for
+    /// `max_wait` when it asked for longer: then requests fail meanwhile,
+    /// and the host is asked again after it. A longer pause already in
+    /// place stays.
+    pub fn pause(&self, url: &Url, class: Class, asked: Duration, max_wait: Duration) {
+        self.pause_at(url, class, asked, max_wait, Instant::now());
+    }
+
+    fn pause_at(&self, url: &Url, class: Class, asked: Duration, max_wait: Duration, now: Instant) {
         let Some(host) = HostKey::of(url) else {
             return;
         };
-        let until = Instant::now() + wait;
-        let mut pauses = self.until.lock();
-        let entry = pauses.entry((host, class)).or_insert(until);
-        if *entry < until {
-            *entry = until;
+        let refuse = asked > max_wait;
+        let held = asked.min(max_wait);
+        let new = Pause {
+            until: now + held,
+            refuse,
+        };
+        {
+            let mut pauses = self.held.lock();
+            let pause = pauses.entry((host, class)).or_insert(new);
+            if pause.until < new.until {
+                *pause = new;
+            } else {
+                pause.refuse |= refuse;
+            }
         }
-        tracing::warn!(
-            host = url.host_str().unwrap_or(""),
-            ?class,
-            "the server asked to slow down: no request to it for {} s",
-            wait.as_secs_f64().ceil()
-        );
+        let host = url.host_str().unwrap_or("");
+        if refuse {
+            tracing::warn!(
+                host,
+                ?class,
+                "the server asked for no request to it for {} s, longer than --retry-max-wait: \
+                 its requests fail for {} s, then it is asked again",
+                asked.as_secs_f64().ceil(),
+                held.as_secs_f64().ceil()
+            );
+        } else {
+            tracing::warn!(
+                host,
+                ?class,
+                "the server asked to slow down: no request to it for {} s",
+                held.as_secs_f64().ceil()
+            );
+        }
     }
 
     /// Reads a response's `RateLimit` headers: a quota with nothing left
     /// pauses the class until its reset.
-    pub fn observe(&self, url: &Url, class: Class, headers: &HeaderMap) {
+    pub fn observe(&self, url: &Url, class: Class, headers: &HeaderMap, max_wait: Duration) {
         if let Some(wait) = exhausted_for(headers) {
-            self.pause(url, class, wait);
+            self.pause(url, class, wait, max_wait);
         }
     }
 }
@@ -202,30 +252,59 @@ mod tests {
     fn a_pause_holds_one_host_and_class_and_refuses_long_waits() {
         let pauses = Pauses::default();
         let url = |u: &str| Url::parse(u).unwrap();
+        let secs = Duration::from_secs;
         let mirror = url("http://mirror:8080/a");
-        pauses.pause(&mirror, Class::Resolve, Duration::from_secs(30));
         let now = Instant::now();
-        assert!(
-            pauses.remaining(&url("http://MIRROR:8080/b"), Class::Resolve, now)
-                > Duration::from_secs(29)
-        );
-        assert_eq!(pauses.remaining(&mirror, Class::Api, now), Duration::ZERO);
+        pauses.pause_at(&mirror, Class::Resolve, secs(30), secs(60), now);
+        let due = |u: &Url, class, max_wait, at| pauses.due(u, class, max_wait, at);
         assert_eq!(
-            pauses.remaining(&url("http://mirror:8081/a"), Class::Resolve, now),
-            Duration::ZERO
+            due(&url("http://MIRROR:8080/b"), Class::Resolve, secs(60), now).unwrap(),
+            secs(30)
         );
-        assert!(
-            pauses
-                .wait(&mirror, Class::Resolve, Duration::from_secs(1))
-                .is_err()
+        assert_eq!(due(&mirror, Class::Api, secs(60), now).unwrap(), secs(0));
+        let other_port = url("http://mirror:8081/a");
+        assert_eq!(
+            due(&other_port, Class::Resolve, secs(60), now).unwrap(),
+            secs(0)
         );
+        // A request that may not wait that long fails at once.
+        assert!(due(&mirror, Class::Resolve, secs(1), now).is_err());
         // A shorter pause does not cut a longer one short.
-        pauses.pause(&mirror, Class::Resolve, Duration::from_secs(1));
-        assert!(pauses.remaining(&mirror, Class::Resolve, now) > Duration::from_secs(29));
+        pauses.pause_at(&mirror, Class::Resolve, secs(1), secs(60), now);
+        assert_eq!(
+            due(&mirror, Class::Resolve, secs(60), now).unwrap(),
+            secs(30)
+        );
+        assert_eq!(
+            due(&mirror, Class::Resolve, secs(60), now + secs(31)).unwrap(),
+            secs(0)
+        );
         assert!(
             pauses
                 .wait(&url("http://other/"), Class::Resolve, Duration::ZERO)
                 .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_pause_asked_for_longer_than_the_longest_wait_ends_after_that_wait() {
+        let pauses = Pauses::default();
+        let mirror = Url::parse("http://mirror:8080/a").unwrap();
+        let secs = Duration::from_secs;
+        let now = Instant::now();
+        // `Retry-After: 100000` on one texture, with --retry-max-wait 60.
+        pauses.pause_at(&mirror, Class::Resolve, secs(100_000), secs(60), now);
+        // Meanwhile requests fail at once, even those that could wait out
+        // what is left of the minute: the server asked for far longer.
+        for at in [now, now + secs(59)] {
+            assert!(pauses.due(&mirror, Class::Resolve, secs(60), at).is_err());
+        }
+        // After the longest wait the host is asked again.
+        assert_eq!(
+            pauses
+                .due(&mirror, Class::Resolve, secs(60), now + secs(61))
+                .unwrap(),
+            secs(0)
         );
     }
 }

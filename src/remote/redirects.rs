@@ -4,6 +4,7 @@
 //! read and the use of Hugging Face's resolve rate limit.
 
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
@@ -24,8 +25,12 @@ pub struct Hop {
     pub linked: RemoteMeta,
 }
 
+/// Redirects with when they were seen and the epoch their HEAD began in.
 pub struct RecentRedirects {
-    entries: Mutex<LruCache<Url, (Hop, Instant)>>,
+    entries: Mutex<LruCache<Url, (Hop, Instant, u64)>>,
+    /// Bumped when a version of a tag begins: a redirect a HEAD saw before
+    /// may point to the bytes of the version before, and is not used.
+    epoch: AtomicU64,
 }
 
 impl Default for RecentRedirects {
@@ -34,13 +39,25 @@ impl Default for RecentRedirects {
             entries: Mutex::new(LruCache::new(
                 NonZeroUsize::new(CAPACITY).expect("non-zero"),
             )),
+            epoch: AtomicU64::new(0),
         }
     }
 }
 
 impl RecentRedirects {
-    pub fn remember(&self, from: Url, hop: Hop) {
-        self.entries.lock().put(from, (hop, Instant::now()));
+    /// Taken before a HEAD is sent, and given to [`RecentRedirects::remember`].
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Redirects seen by HEADs that began before now are not used.
+    pub fn forget_all(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// `epoch`: when the HEAD that saw it began.
+    pub fn remember(&self, from: Url, hop: Hop, epoch: u64) {
+        self.entries.lock().put(from, (hop, Instant::now(), epoch));
     }
 
     /// The fresh redirect of `from`, used once: a second download of the
@@ -50,8 +67,8 @@ impl RecentRedirects {
     }
 
     fn take_at(&self, from: &Url, now: Instant) -> Option<Hop> {
-        let (hop, seen) = self.entries.lock().pop(from)?;
-        (now.saturating_duration_since(seen) < REUSE_FOR).then_some(hop)
+        let (hop, seen, epoch) = self.entries.lock().pop(from)?;
+        (now.saturating_duration_since(seen) < REUSE_FOR && epoch == self.epoch()).then_some(hop)
     }
 }
 
@@ -74,11 +91,18 @@ mod tests {
                 ..RemoteMeta::default()
             },
         };
-        redirects.remember(from.clone(), hop.clone());
+        redirects.remember(from.clone(), hop.clone(), redirects.epoch());
         assert_eq!(redirects.take(&from).unwrap().target, hop.target);
         assert!(redirects.take(&from).is_none(), "used once");
-        redirects.remember(from.clone(), hop);
+        redirects.remember(from.clone(), hop.clone(), redirects.epoch());
         let later = Instant::now() + REUSE_FOR + Duration::from_secs(1);
         assert!(redirects.take_at(&from, later).is_none(), "stale");
+        // Seen by a HEAD that began before a new version: not used.
+        let began = redirects.epoch();
+        redirects.forget_all();
+        redirects.remember(from.clone(), hop.clone(), began);
+        assert!(redirects.take(&from).is_none(), "from the version before");
+        redirects.remember(from.clone(), hop, redirects.epoch());
+        assert!(redirects.take(&from).is_some());
     }
 }

@@ -737,7 +737,8 @@ mod tests {
     #[test]
     fn the_index_survives_restarts_and_is_rebuilt_when_lost_or_damaged() {
         let (dir, cache) = cache();
-        let (store, _) = ContentStore::load(&cache, 0);
+        let (store, recovery) = ContentStore::load(&cache, 0);
+        assert_eq!(recovery, Recovery::default(), "a new cache is no repair");
         let blobs: Vec<Blob> = (0..5).map(|i| put(&store, &[i as u8; 64])).collect();
         drop((store, cache));
         let (store, recovery) = ContentStore::load(&reopen(&dir), 0);

@@ -16,9 +16,30 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use rusqlite::{Connection, OpenFlags, params};
+use serde::{Deserialize, Serialize};
 
-use super::FileRecord;
 use crate::digest::Sha256Digest;
+
+/// What is known about one file of a tag: a row of the `files` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// `<source>/<tier>/<material>/<channel>.<ext>`
+    pub path: String,
+    /// The tag generation under which this record was last confirmed.
+    pub generation: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// The server's validator for the content (`X-Linked-Etag` or `ETag`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// Digest of the content held in the object store, once downloaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<Sha256Digest>,
+    /// The content's digest as the server states it (`X-Linked-Etag`), so
+    /// that bytes cached under another path can serve this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_sha256: Option<Sha256Digest>,
+}
 
 pub const FILE: &str = "cache.db";
 

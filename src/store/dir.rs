@@ -11,7 +11,7 @@ use super::beneath::{self, Dir, Kind};
 use super::db::{self, Database};
 use super::room::DiskRoom;
 use super::writers::{Writers, is_lock_name};
-use super::{Holds, ObjectStore, TagStore};
+use super::{Holds, ObjectStore};
 use crate::digest::Sha256Digest;
 
 /// Temporary files older than this belong to a process that died.
@@ -65,7 +65,7 @@ impl CacheDir {
             _ => describe(e),
         })?;
         let meta = top.metadata().map_err(describe)?;
-        let me = unsafe { libc::geteuid() };
+        let me = rustix::process::geteuid().as_raw();
         if meta.st_uid != me {
             return Err(format!(
                 "cache directory {} belongs to uid {}, not to you (uid {me}); pick another with --cache-dir",
@@ -294,11 +294,6 @@ impl OriginDir {
     /// cache (a full disk refuses every write until it has room).
     pub fn refused(&self, what: &str, error: &io::Error) {
         self.cache.room().refused(what, error);
-    }
-
-    /// `tag` must already have passed [`crate::names::check_component`].
-    pub fn tag(&self, tag: &str) -> TagStore {
-        TagStore::new(self.clone(), tag)
     }
 
     pub fn has_tag(&self, tag: &str) -> bool {

@@ -72,6 +72,36 @@ fn forget_marks(conn: &mut Connection, marks: &[Mark]) -> rusqlite::Result<()> {
     tx.commit()
 }
 
+impl std::fmt::Display for Recovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::size::plural;
+        let what = match self.rebuilt {
+            true => "rebuilt from its files",
+            false => "brought up to date with its files",
+        };
+        let mut done = Vec::new();
+        if self.adopted > 0 {
+            done.push(format!("{} kept", plural(self.adopted, "file")));
+        }
+        if self.corrupt > 0 {
+            done.push(format!(
+                "{} removed as corrupt",
+                plural(self.corrupt, "file")
+            ));
+        }
+        if self.dropped > 0 {
+            done.push(format!(
+                "{} forgotten as missing",
+                plural(self.dropped, "file")
+            ));
+        }
+        match done.is_empty() {
+            true => write!(f, "the cache index was {what}"),
+            false => write!(f, "the cache index was {what}: {}", done.join(", ")),
+        }
+    }
+}
+
 pub struct ContentIndex {
     db: Arc<Database>,
     writers: Writers,
@@ -163,6 +193,10 @@ impl ContentIndex {
         }
         if let Err(e) = index.check_unsynced(objects, &mut recovery) {
             tracing::warn!("cannot check the files written last: {e}");
+        }
+        // A new index with no files to rebuild it from is a new cache.
+        if recovery.adopted == 0 && recovery.corrupt == 0 {
+            recovery.rebuilt = false;
         }
         if recovery.corrupt > 0 {
             tracing::error!(

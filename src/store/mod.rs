@@ -30,13 +30,14 @@ mod tag_state;
 mod writers;
 
 pub use content::{ContentStore, OpenBlob, VerifyReport, verify_objects};
+pub use db::FileRecord;
 pub use dir::{CacheDir, OriginDir};
 pub use index::Recovery;
 pub use objects::{
     Blob, Holds, Ingest, Ingested, KTX2_MAGIC, Listed, Located, ObjectStore, PNG_MAGIC,
     STAGED_FILE_LIMIT,
 };
-pub use records::{FileRecord, FileRecords, SMALLEST_TEXTURE};
+pub use records::{FileRecords, SMALLEST_TEXTURE};
 #[cfg(test)]
 pub use room::full_disk::FullDisk;
 pub use room::{DiskRoom, UNCACHED_MEMORY, memory_file};

@@ -2,36 +2,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 
-use super::db::{self, Database, RecordWrite};
+use super::db::{self, Database, FileRecord, RecordWrite};
 use crate::digest::Sha256Digest;
 
 /// No texture is smaller (the PNG signature alone is 8 bytes): a smaller
 /// remembered size (an older version kept 0 from a truncated upload) is
 /// not loaded, the file is asked about again.
 pub const SMALLEST_TEXTURE: u64 = 8;
-
-/// What is known about one file of a tag.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileRecord {
-    /// `<source>/<tier>/<material>/<channel>.<ext>`
-    pub path: String,
-    /// The tag generation under which this record was last confirmed.
-    pub generation: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub size: Option<u64>,
-    /// The server's validator for the content (`X-Linked-Etag` or `ETag`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub etag: Option<String>,
-    /// Digest of the content held in the object store, once downloaded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<Sha256Digest>,
-    /// The content's digest as the server states it (`X-Linked-Etag`), so
-    /// that bytes cached under another path can serve this one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remote_sha256: Option<Sha256Digest>,
-}
 
 /// A record as kept in memory (100,000 of them for a full tag), 24 bytes:
 /// the path is the map's key; the content digest and the server's digest

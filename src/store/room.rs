@@ -7,7 +7,6 @@
 use std::ffi::CStr;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -54,13 +53,8 @@ impl DiskRoom {
 
 /// An anonymous file in memory, never on any disk.
 pub fn memory_file(name: &CStr) -> io::Result<File> {
-    // SAFETY: a valid C string; the descriptor returned is ours alone.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just created and is owned by nothing else.
-    Ok(unsafe { File::from_raw_fd(fd) })
+    let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)?;
+    Ok(File::from(fd))
 }
 
 /// Bytes of downloads held in memory: those being written, and those

@@ -67,6 +67,14 @@ pub struct TagStore {
     tag: String,
 }
 
+impl OriginDir {
+    /// Where `tag` of this origin lives; `tag` must already have passed
+    /// [`crate::names::check_component`].
+    pub fn tag(&self, tag: &str) -> TagStore {
+        TagStore::new(self.clone(), tag)
+    }
+}
+
 impl TagStore {
     /// `tag` must already have passed [`crate::names::check_component`].
     pub fn new(origin: OriginDir, tag: &str) -> Self {

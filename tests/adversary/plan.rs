@@ -1,5 +1,6 @@
-//! The mount sessions of a run, drawn from the seed: their length, flags,
-//! server mode, and when the cache is cleared.
+//! The mount sessions of a run, drawn from the seed: their length, flags
+//! (a short `--revalidate-every` now and then), server mode, and when the
+//! cache is cleared and the mount refreshed.
 
 use std::time::Duration;
 
@@ -39,6 +40,10 @@ pub struct Plan {
     pub clear_before: bool,
     /// `--offline`: what earlier sessions cached, in FUSE's no-open mode.
     pub offline: bool,
+    /// `--revalidate-every`, for some sessions.
+    pub revalidate_every: Option<&'static str>,
+    /// `matvisfs refresh` this long after the mount.
+    pub refreshes: Vec<Duration>,
 }
 
 impl Plan {
@@ -64,6 +69,12 @@ impl Plan {
         }
         if self.clear_before {
             parts.push("cache cleared before".into());
+        }
+        if let Some(every) = self.revalidate_every {
+            parts.push(format!("--revalidate-every {every}"));
+        }
+        if !self.refreshes.is_empty() {
+            parts.push(format!("{} refreshes", self.refreshes.len()));
         }
         if !self.walk_first.is_zero() {
             parts.push(format!(
@@ -130,6 +141,20 @@ pub fn plans(rng: &mut ChaCha8Rng, seconds: u64) -> Vec<Plan> {
             clear_before: rng.random_bool(0.2),
             // Not the first: an offline session serves what others cached.
             offline: !out.is_empty() && rng.random_bool(0.2),
+            revalidate_every: match rng.random_range(0..10) {
+                0..2 => Some("1s"),
+                2 => Some("2s"),
+                3 => Some("3s"),
+                _ => None,
+            },
+            refreshes: match rng.random_bool(0.5) {
+                true => (0..rng.random_range(1..=4))
+                    .map(|_| {
+                        Duration::from_millis(rng.random_range(200..duration.as_millis() as u64))
+                    })
+                    .collect(),
+                false => Vec::new(),
+            },
         });
         // Offline, the same server (its origin keys the cached tag) as the
         // session before, and its cache kept.

@@ -114,9 +114,17 @@ pub struct MountBuilder {
     timeout: u64,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    log: Option<PathBuf>,
 }
 
 impl MountBuilder {
+    /// Where the daemon's stderr goes (a file in the mount's own
+    /// temporary directory unless set).
+    pub fn log_file(mut self, path: &Path) -> Self {
+        self.log = Some(path.to_path_buf());
+        self
+    }
+
     pub fn env(mut self, name: &str, value: &str) -> Self {
         self.env.push((name.into(), value.into()));
         self
@@ -154,7 +162,7 @@ impl MountBuilder {
         let path = dir.path().join("mnt");
         fs::create_dir(&path).unwrap();
         let cache = self.cache.unwrap_or_else(|| dir.path().join("cache"));
-        let log = dir.path().join("stderr.log");
+        let log = self.log.unwrap_or_else(|| dir.path().join("stderr.log"));
         let child = Command::new(BIN)
             .arg("mount")
             .arg(&path)
@@ -171,6 +179,9 @@ impl MountBuilder {
             ])
             .args(&self.args)
             .env_remove("MAT_VIS_HF_BASE")
+            .env_remove("MAT_VIS_DATASET")
+            .env_remove("MAT_VIS_HF_DATASET")
+            .env_remove("MAT_VIS_TAG")
             .env_remove("MATVISFS_CACHE_DIR")
             .env_remove("MATVISFS_LOG")
             .env_remove("HF_TOKEN")
@@ -213,6 +224,7 @@ impl Mount {
             timeout: 5,
             args: Vec::new(),
             env: Vec::new(),
+            log: None,
         }
     }
 
@@ -256,6 +268,7 @@ impl Mount {
 
     pub fn signal(&self, signal: i32) {
         if let Some(pid) = self.pid() {
+            // SAFETY: sending a signal has no memory effects.
             unsafe { libc::kill(pid as i32, signal) };
         }
     }
@@ -267,8 +280,26 @@ impl Mount {
     }
 }
 
+/// Removes the control socket a daemon killed at `mountpoint` left behind
+/// (one that exits by itself removes its own); called once its process is
+/// gone.
+pub fn remove_control_socket(mountpoint: &Path) {
+    // Canonical without looking through the mount: its parent's path, and
+    // its own name.
+    let (Some(parent), Some(name)) = (mountpoint.parent(), mountpoint.file_name()) else {
+        return;
+    };
+    let Ok(parent) = fs::canonicalize(parent) else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    matvisfs::control::remove_socket(&matvisfs::control::socket_path(uid, &parent.join(name)));
+}
+
 fn force_unmount(path: &Path) {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
     unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
 }
 
@@ -299,6 +330,7 @@ impl Drop for Mount {
         if is_mounted(&self.path) {
             force_unmount(&self.path);
         }
+        remove_control_socket(&self.path);
         watchdog::untrack(&self.path);
     }
 }
@@ -326,6 +358,7 @@ impl Drop for Unmounts {
         if is_mounted(&self.0) {
             force_unmount(&self.0);
         }
+        remove_control_socket(&self.0);
         watchdog::untrack(&self.0);
     }
 }

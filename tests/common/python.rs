@@ -4,14 +4,26 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Runs `command` with a home of its own at `home`: Blender (`bpy`), even
+/// when only imported, keeps settings and thumbnails in the user's home.
+pub fn own_home<'a>(command: &'a mut Command, home: &Path) -> &'a mut Command {
+    command
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_CACHE_HOME", home.join(".cache"))
+        .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("XDG_STATE_HOME", home.join(".local/state"))
+}
+
 /// A venv's python that can import every module of `modules`, after
 /// installing `packages` into it if needed; the reason when that fails.
 pub fn venv_with(name: &str, packages: &[&str], modules: &[&str]) -> Result<PathBuf, String> {
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let python = venv.join("bin/python");
     let import = format!("import {}", modules.join(", "));
+    let home = tempfile::tempdir().map_err(|e| format!("no temporary home: {e}"))?;
     let importable = |python: &Path| {
-        Command::new(python)
+        own_home(&mut Command::new(python), home.path())
             .args(["-c", &import])
             .output()
             .is_ok_and(|o| o.status.success())
@@ -31,7 +43,13 @@ pub fn venv_with(name: &str, packages: &[&str], modules: &[&str]) -> Result<Path
         ));
     }
     let installed = Command::new(venv.join("bin/pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check"])
+        // No download cache in the user's home: the venv is the cache.
+        .args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-cache-dir",
+        ])
         .args(packages)
         .output()
         .map_err(|e| format!("pip did not run: {e}"))?;

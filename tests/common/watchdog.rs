@@ -100,4 +100,5 @@ fn end_mount(mountpoint: &Path) {
         // SAFETY: a valid NUL-terminated path.
         unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
     }
+    super::remove_control_socket(mountpoint);
 }

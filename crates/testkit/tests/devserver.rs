@@ -102,3 +102,37 @@ fn small_files_answer_304_to_their_etag_and_404_when_missing() {
     assert_eq!(log.len(), 4);
     assert!(log[1].conditional && log[1].status == 304);
 }
+
+#[test]
+fn json_documents_above_the_lfs_size_redirect_like_textures_even_when_conditional() {
+    let served = Served::small();
+    let catalog = "ambientcg.json";
+    let bytes = &served.release.files[catalog];
+    served
+        .server
+        .set_options(matvisfs_testkit::devserver::ServerOptions {
+            lfs_json_from: Some(bytes.len() as u64),
+            ..Default::default()
+        });
+    let url = format!("{}/{TAG}/{catalog}", served.base_url());
+    let linked = format!("\"{}\"", sha256_hex(bytes));
+    // Asked with its own linked ETag, the Hub redirects all the same: the
+    // client compares.
+    for conditional in [false, true] {
+        let mut request = client().get(&url);
+        if conditional {
+            request = request.header("If-None-Match", &linked);
+        }
+        let response = request.send().unwrap();
+        assert_eq!(response.status(), 302);
+        assert_eq!(response.headers()["x-linked-etag"], linked.as_str());
+        assert_eq!(
+            response.headers()["x-linked-size"],
+            bytes.len().to_string().as_str()
+        );
+        assert!(!response.headers().contains_key("etag"));
+    }
+    // A smaller document stays a git blob.
+    let manifest = format!("{}/{TAG}/release-manifest.json", served.base_url());
+    assert_eq!(client().get(&manifest).send().unwrap().status(), 200);
+}

@@ -9,6 +9,7 @@ use super::tiers::Tiers;
 use super::verify::{Expected, check_download, check_file_magic};
 use crate::dataset::changes::ChangeReport;
 use crate::dataset::error::{Error, Result};
+use crate::dataset::missing;
 use crate::dataset::shared::{Opened, Shared};
 use crate::dataset::tree::{ContainerSlice, TextureRef};
 use crate::flight::SingleFlight;
@@ -239,7 +240,14 @@ fn download(
             }
         },
     };
-    match fetched.map_err(|e| Error::fetch(&url, e))? {
+    let fetched = match fetched {
+        // A container's 404 is not the texture's: only a file of its own.
+        Err(FetchError::NotFound) if texture.slice.is_none() => {
+            return Err(missing::answered_404(t, path, generation));
+        }
+        fetched => fetched.map_err(|e| Error::fetch(&url, e))?,
+    };
+    match fetched {
         GetOutcome::NotModified(meta) => {
             t.saw(&meta);
             let Some(Unconfirmed { open, etag }) = unconfirmed else {

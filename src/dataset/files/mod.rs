@@ -33,6 +33,11 @@ impl Files {
         }
     }
 
+    /// Tiers found incomplete are asked again at their next need.
+    pub fn forget_incomplete_tiers(&self) {
+        self.tiers.forget_incomplete();
+    }
+
     /// The exact size of a texture, from what is known or from the server.
     pub fn size(
         &self,

@@ -6,10 +6,12 @@ use super::identity::announced_record;
 use super::tree_sizes::TreeSizes;
 use super::verify::{MIN_TEXTURE_SIZE, check_announced_size};
 use crate::dataset::error::{Error, Result};
+use crate::dataset::missing;
 use crate::dataset::shared::Shared;
 use crate::dataset::tree::TextureRef;
 use crate::flight::SingleFlight;
 use crate::format::Location;
+use crate::remote::FetchError;
 use crate::store::{Blob, FileRecords};
 use crate::wait;
 
@@ -59,6 +61,8 @@ impl Sizes {
             self.tree.list_for(t, records, path, generation);
             match known_size(records, path, texture, generation) {
                 Some(size) => Ok(size),
+                // The listing said the server lacks it.
+                None if t.view.load().absent.contains(path) => Err(Error::NotFound),
                 None => head(t, records, path, generation),
             }
         })
@@ -71,9 +75,11 @@ pub fn head(t: &Shared, records: &FileRecords, path: &str, generation: u64) -> R
     let file = Location::revision(path);
     let url = t.url(&file);
     let remote = t.remote(&url, "the size is unknown")?;
-    let meta = remote
-        .head(&t.name, &file)
-        .map_err(|e| Error::fetch(&url, e))?;
+    let meta = match remote.head(&t.name, &file) {
+        Ok(meta) => meta,
+        Err(FetchError::NotFound) => return Err(missing::answered_404(t, path, generation)),
+        Err(e) => return Err(Error::fetch(&url, e)),
+    };
     t.saw(&meta);
     let Some(size) = meta.size else {
         return Err(Error::refused(url, "the server gave no size"));

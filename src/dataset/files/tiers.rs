@@ -1,6 +1,7 @@
 //! A tier is served only once its `.tier_complete` sentinel exists (the
 //! last commit of a tier's upload). A positive answer is kept with the
-//! manifest, until the tag changes; a negative one for the session.
+//! manifest, until the tag changes; a negative one for the session, or
+//! until the tag is revalidated again.
 
 use std::collections::HashSet;
 
@@ -20,6 +21,10 @@ pub struct Tiers {
 }
 
 impl Tiers {
+    pub fn forget_incomplete(&self) {
+        self.incomplete.lock().clear();
+    }
+
     pub fn ensure_complete(
         &self,
         t: &Shared,

@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 
 use super::identity::{announced_record, contradicts_catalog};
 use super::verify::MIN_TEXTURE_SIZE;
+use crate::dataset::missing;
 use crate::dataset::shared::Shared;
 use crate::dataset::tree::{Lookup, Node};
 use crate::flight::SingleFlight;
@@ -99,6 +100,9 @@ impl TreeSizes {
             let revision = commit.as_deref().unwrap_or(&t.name);
             match hub.tree(revision, &key.1) {
                 Ok(listing) => {
+                    if listing.cut_short.is_none() {
+                        missing::not_listed(t, &key.1, &listing.files, generation);
+                    }
                     let prefix = format!("{}/", key.1);
                     let files = listing
                         .files

@@ -1,6 +1,6 @@
 //! Directory listings of a tag's tree, against one view.
 
-use super::{Lookup, MaterialRef, Node, TierRef, in_tier};
+use super::{Lookup, MaterialRef, Node, TierRef, in_tier, tier_channels};
 use crate::dataset::entries::Entries;
 use crate::dataset::view::{Kind, TagView};
 use crate::format::{MANIFEST_FILE, SCALAR_TIER, texture_extension};
@@ -21,7 +21,9 @@ impl TagView {
                 out.push(MANIFEST_FILE, Kind::File);
                 for source in &self.manifest.sources {
                     for document in source.catalog.iter().chain(&source.mtlx) {
-                        out.push(document, Kind::File);
+                        if self.lists_document(source, document) {
+                            out.push(document, Kind::File);
+                        }
                     }
                     if self.dir_source(&source.name).is_some() {
                         out.push(&source.name, Kind::Dir);
@@ -92,7 +94,15 @@ impl TagView {
                 match found!(self.material(source, tier, id)) {
                     MaterialRef::Catalog(m, _) => {
                         if tier != SCALAR_TIER {
-                            out.extend(m.channels().map(|c| (format!("{c}.{ext}"), Kind::File)));
+                            out.extend(
+                                tier_channels(m, tier)
+                                    .map(|c| format!("{c}.{ext}"))
+                                    .filter(|f| {
+                                        self.absent.is_empty()
+                                            || !self.is_absent(&format!("{path}/{f}"))
+                                    })
+                                    .map(|f| (f, Kind::File)),
+                            );
                         }
                         let generated = found!(self.generated(source, tier, m));
                         out.extend(generated.into_iter().map(|(name, _)| (name, Kind::File)));
@@ -106,5 +116,42 @@ impl TagView {
             }
         }
         Lookup::Found(Some(out.sorted()))
+    }
+}
+
+impl TagView {
+    /// The texture files this view names below `dir` (a tier,
+    /// `<source>/<tier>`, or a material, `<source>/<tier>/<id>`), by path,
+    /// leaving out those known absent; `None` when that is not known
+    /// without loading a document, or the tier is in containers.
+    pub fn textures_below(&self, dir: &str) -> Option<Vec<String>> {
+        let mut parts = dir.split('/');
+        let (source, tier, id) = (parts.next()?, parts.next()?, parts.next());
+        if parts.next().is_some() || tier == SCALAR_TIER {
+            return None;
+        }
+        let source = self.dir_source(source)?;
+        if !source.tiers.iter().any(|t| t == tier) || source.container_parts(tier).is_some() {
+            return None;
+        }
+        let Lookup::Found((_, catalog)) = self.catalog_for(source) else {
+            return None;
+        };
+        let ext = texture_extension(tier);
+        let materials: Vec<_> = match id {
+            Some(id) => catalog.material(id).into_iter().collect(),
+            None => catalog.materials.iter().collect(),
+        };
+        Some(
+            materials
+                .into_iter()
+                .filter(|m| m.in_tier(tier))
+                .flat_map(|m| {
+                    tier_channels(m, tier)
+                        .map(move |c| format!("{}/{tier}/{}/{c}.{ext}", source.name, m.id))
+                })
+                .filter(|path| !self.is_absent(path))
+                .collect(),
+        )
     }
 }

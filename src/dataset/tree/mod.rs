@@ -13,6 +13,30 @@ use crate::format::{
 };
 use crate::materials::{Generated, Spec, generated_files};
 
+/// The tier of previews: it holds one `thumb.png` per material and nothing
+/// else, and no other tier has one, though `maps` names `thumb` for every
+/// tier (as the bake writes it).
+pub const THUMB_TIER: &str = "thumb";
+const THUMB_CHANNEL: &str = "thumb";
+
+/// The channels of a catalog material whose files are in `tier`, sorted.
+pub fn tier_channels<'m>(material: &'m Material, tier: &str) -> impl Iterator<Item = &'m str> {
+    let thumbs = tier == THUMB_TIER;
+    material
+        .channels()
+        .filter(move |c| !thumbs && *c != THUMB_CHANNEL)
+        .chain(thumbs.then_some(THUMB_CHANNEL))
+}
+
+/// The channel called `name` of a catalog material in `tier`, if the tier
+/// has its file.
+fn tier_channel<'m>(material: &'m Material, tier: &str, name: &str) -> Option<&'m str> {
+    match tier {
+        THUMB_TIER => (name == THUMB_CHANNEL).then_some(THUMB_CHANNEL),
+        _ => material.channel(name).filter(|c| *c != THUMB_CHANNEL),
+    }
+}
+
 /// The tiers `auto/` tries, in order, as the reference client does.
 pub const AUTO_LADDER: &[&str] = &["1k", "512", "256", "128"];
 /// The tiers `best/` tries, in order.
@@ -142,7 +166,7 @@ enum TierRef<'v> {
 /// Generated documents go beside PNG textures of a size tier, and in the
 /// scalar tier; thumbnails and KTX2 files get none.
 fn has_documents(tier: &str) -> bool {
-    tier == SCALAR_TIER || (texture_extension(tier) == "png" && tier != "thumb")
+    tier == SCALAR_TIER || (texture_extension(tier) == "png" && tier != THUMB_TIER)
 }
 
 impl TagView {
@@ -152,6 +176,19 @@ impl TagView {
         self.manifest
             .source(name)
             .filter(|s| s.has_directory() || (!self.raw && s.scalar))
+    }
+
+    /// Whether the server was found to lack `path` in this version.
+    fn is_absent(&self, path: &str) -> bool {
+        !self.absent.is_empty() && self.absent.contains(path)
+    }
+
+    /// Whether a document the manifest names (or, for a map, implies) is
+    /// listed in the tag's directory: not when the server lacks it, and a
+    /// map it does not name only once the server gave it this session.
+    fn lists_document(&self, source: &SourceSpec, name: &str) -> bool {
+        let implied = source.mtlx.as_deref() == Some(name) && !source.mtlx_named;
+        !self.is_absent(name) && (!implied || self.documents.contains_key(name))
     }
 
     fn tier_of<'a>(&self, source: &'a SourceSpec, name: &str) -> Option<TierRef<'a>> {
@@ -243,7 +280,7 @@ impl TagView {
         source: &'a SourceSpec,
         id: &str,
     ) -> Lookup<Option<(&'a str, &'a UpstreamDocument)>> {
-        let Some(map_name) = source.mtlx.as_deref() else {
+        let Some(map_name) = source.mtlx.as_deref().filter(|m| !self.is_absent(m)) else {
             return Lookup::Found(None);
         };
         match self.documents.get(map_name).map(|d| d.mtlx.as_deref()) {
@@ -264,9 +301,23 @@ impl TagView {
         if self.raw || !has_documents(tier) {
             return Lookup::Found(Vec::new());
         }
-        let Some(spec) = Spec::for_tier(material, tier) else {
+        let Some(mut spec) = Spec::for_tier(material, tier) else {
             return Lookup::Found(Vec::new());
         };
+        // The documents name only the files the server has.
+        if !self.absent.is_empty() {
+            for channel in spec.textures.iter() {
+                let file = format!(
+                    "{}/{tier}/{}/{}",
+                    source.name,
+                    material.id,
+                    channel.file_name()
+                );
+                if self.is_absent(&file) {
+                    spec.textures = spec.textures.without(channel);
+                }
+            }
+        }
         let upstream = found!(self.upstream(source, &material.id));
         let ext = texture_extension(tier);
         let (kept, _left_out) = generated_files(&material.id, upstream.is_some(), |name| {
@@ -313,6 +364,7 @@ impl TagView {
                 return Lookup::Found(Node::Manifest);
             }
             return match self.manifest.document_owner(first) {
+                Some(_) if self.is_absent(first) => Lookup::Missing,
                 Some(owner) => Lookup::Found(Node::Document(
                     [owner.catalog.as_deref(), owner.mtlx.as_deref()]
                         .into_iter()
@@ -358,9 +410,10 @@ impl TagView {
                 let channel = file
                     .strip_suffix(texture_extension(tier))
                     .and_then(|stem| stem.strip_suffix('.'))
-                    .and_then(|stem| m.channel(stem))
+                    .and_then(|stem| tier_channel(m, tier, stem))
                     .filter(|_| tier != SCALAR_TIER);
                 match channel {
+                    Some(_) if self.is_absent(path) => return Lookup::Missing,
                     Some(channel) => Some(TextureRef {
                         source: &source.name,
                         tier,

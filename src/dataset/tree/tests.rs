@@ -48,6 +48,7 @@ fn view(with_catalog: bool) -> TagView {
         manifest: Arc::new(manifest),
         manifest_blob: blob,
         documents,
+        absent: Arc::default(),
         raw: true,
     }
 }
@@ -132,4 +133,127 @@ fn resolves_materials_and_channels_per_tier() {
         v.resolve("gpuopen/1k/x"),
         Lookup::NeedsDocument("gpuopen.json".into())
     );
+}
+
+/// A view of `manifest` with `catalogs` loaded.
+fn view_with(manifest: &str, catalogs: &[(&str, &str)], raw: bool) -> TagView {
+    let manifest = parse_manifest(manifest.as_bytes()).unwrap().value;
+    let blob = Blob {
+        digest: Sha256Digest::of(b""),
+        size: 0,
+    };
+    let documents = catalogs
+        .iter()
+        .map(|(name, json)| {
+            let catalog = parse_catalog(json.as_bytes()).unwrap().value;
+            let doc = LoadedDoc {
+                blob,
+                catalog: Some(Arc::new(catalog)),
+                rowmap: None,
+                mtlx: None,
+                container: None,
+            };
+            (name.to_string(), doc)
+        })
+        .collect();
+    TagView {
+        generation: 1,
+        mtime: SystemTime::UNIX_EPOCH,
+        manifest: Arc::new(manifest),
+        manifest_blob: blob,
+        documents,
+        absent: Arc::default(),
+        raw,
+    }
+}
+
+#[test]
+fn the_thumb_tier_holds_the_preview_only_and_no_other_tier_has_one() {
+    let mut v = view_with(
+        r#"{"schema_version": 3, "sources": {
+            "a": {"catalog": "a.json", "tiers": {"1k": {}, "thumb": {}}}}}"#,
+        &[(
+            "a.json",
+            r#"[{"id": "M", "maps": ["color", "normal", "thumb"], "available_tiers": ["1k", "thumb"]}]"#,
+        )],
+        false,
+    );
+    // The map the manifest implies is not on the server.
+    v.absent = Arc::new(["a-mtlx.json".to_string()].into());
+    assert_eq!(names(v.list("a/thumb/M")), ["thumb.png"]);
+    assert_eq!(
+        names(v.list("a/1k/M")),
+        ["M.mtlx", "M.usda", "color.png", "normal.png"]
+    );
+    assert_eq!(v.resolve("a/1k/M/thumb.png"), Lookup::Missing);
+    assert_eq!(v.resolve("a/thumb/M/color.png"), Lookup::Missing);
+    assert!(matches!(
+        v.resolve("a/thumb/M/thumb.png"),
+        Lookup::Found(Node::Texture(t)) if t.channel == "thumb" && t.hash.is_none()
+    ));
+    assert_eq!(
+        v.textures_below("a/thumb"),
+        Some(vec!["a/thumb/M/thumb.png".to_string()])
+    );
+}
+
+#[test]
+fn absent_files_are_left_out_of_lookups_listings_and_documents() {
+    let mut v = view_with(
+        r#"{"schema_version": 3, "sources": {
+            "a": {"catalog": "a.json", "tiers": {"1k": {}, "512": {}}},
+            "b": {"catalog": "b.json", "tiers": {"1k": {}}}}}"#,
+        &[(
+            "a.json",
+            r#"[{"id": "M", "maps": ["color", "normal", "opacity"], "available_tiers": ["1k", "512"]}]"#,
+        )],
+        false,
+    );
+    // No source names a map: each is assumed, and listed once present only.
+    assert_eq!(
+        names(v.list("")),
+        ["a", "a.json", "b", "b.json", "release-manifest.json"]
+    );
+    assert_eq!(
+        v.list("a/1k/M"),
+        Lookup::NeedsDocument("a-mtlx.json".into())
+    );
+    let before = v.listing_version();
+    v.absent = Arc::new(
+        ["a-mtlx.json", "a/1k/M/opacity.png", "a/512/M/normal.png"]
+            .map(String::from)
+            .into(),
+    );
+    assert_ne!(v.listing_version(), before);
+    assert_eq!(v.resolve("a-mtlx.json"), Lookup::Missing);
+    assert_eq!(v.resolve("a/1k/M/opacity.png"), Lookup::Missing);
+    assert!(matches!(
+        v.resolve("a/512/M/opacity.png"),
+        Lookup::Found(Node::Texture(_))
+    ));
+    assert_eq!(
+        names(v.list("a/1k/M")),
+        ["M.mtlx", "M.usda", "color.png", "normal.png"]
+    );
+    assert_eq!(
+        names(v.list("a/512/M")),
+        ["M.mtlx", "M.usda", "color.png", "opacity.png"]
+    );
+    // The documents name only what is there.
+    let Lookup::Found(Node::Generated(mtlx)) = v.resolve("a/512/M/M.mtlx") else {
+        panic!("no document");
+    };
+    let text = crate::materials::materialx(&mtlx.spec);
+    assert!(
+        text.contains("opacity.png") && !text.contains("normal.png"),
+        "{text}"
+    );
+    assert_eq!(
+        v.textures_below("a/512"),
+        Some(vec![
+            "a/512/M/color.png".to_string(),
+            "a/512/M/opacity.png".to_string()
+        ])
+    );
+    assert_eq!(v.textures_below("b/1k"), None, "its catalog is not loaded");
 }

@@ -109,7 +109,7 @@ impl Harness {
             ctx,
             pinned.iter().map(|s| s.to_string()).collect(),
         ));
-        dataset.load_pinned().unwrap();
+        dataset.load_pinned(&|_| {}).unwrap();
         let core = FsCore::new(dataset);
         let kernel = Arc::new(MockKernel::default());
         core.set_kernel(kernel.clone());
@@ -118,6 +118,16 @@ impl Harness {
             core,
             changes,
             kernel,
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        // What the last session still writes lands before its directory
+        // goes: a removal racing with the store's writes leaves it behind.
+        if let Some(newest) = self.newest.lock().take() {
+            newest.dataset().context().content.flush();
         }
     }
 }
@@ -148,7 +158,9 @@ impl Session {
     /// Reads `ino` whole, as the kernel would: attributes it was told to
     /// drop are asked for again before a read.
     fn read_ino(&self, ino: u64) -> Result<Vec<u8>, FsError> {
-        let opened = self.core.open(ino, libc::O_RDONLY)?;
+        // Read until an empty answer, as a direct reader does (the page
+        // cache asks for no page past the size it holds).
+        let opened = self.core.open(ino, libc::O_RDONLY | libc::O_DIRECT)?;
         let mut out = Vec::new();
         let read = loop {
             if self.kernel.dropped.lock().remove(&ino) {
@@ -857,8 +869,9 @@ fn a_pinned_tag_that_cannot_load_is_an_error_naming_it() {
     let cache = CacheDir::open(h.cache.path()).unwrap();
     let ctx = Arc::new(Context::new(h.remote.clone(), cache, 0));
     let err = Dataset::new(ctx, vec!["v2030.01.1".into()])
-        .load_pinned()
-        .unwrap_err();
+        .load_pinned(&|_| {})
+        .unwrap_err()
+        .message;
     assert!(
         err.contains("v2030.01.1") && err.contains("mock://v2030.01.1/release-manifest.json"),
         "{err}"
@@ -867,8 +880,9 @@ fn a_pinned_tag_that_cannot_load_is_an_error_naming_it() {
     let cache = CacheDir::open(h.cache.path()).unwrap();
     let ctx = Arc::new(Context::new(Arc::new(Offline::new("mock://")), cache, 0));
     let err = Dataset::new(ctx, vec![TAG.into()])
-        .load_pinned()
-        .unwrap_err();
+        .load_pinned(&|_| {})
+        .unwrap_err()
+        .message;
     assert!(err.contains("offline"), "{err}");
 }
 
@@ -1138,6 +1152,7 @@ fn a_changed_container_is_read_again_and_an_unchanged_one_is_not() {
 
 mod hub;
 mod materials;
+mod missing;
 
 #[test]
 fn while_a_file_is_open_the_kernel_is_given_the_size_of_its_version() {
@@ -1168,12 +1183,93 @@ fn while_a_file_is_open_the_kernel_is_given_the_size_of_its_version() {
     // The open file still reads its version whole, and the kernel, which
     // keeps one size per inode, is given that version's size.
     assert_eq!(s.core.getattr(ino).unwrap().attr.size, old.len() as u64);
-    let bytes = s.core.read(opened.fh, 0, 1 << 20).unwrap().bytes;
+    let bytes = s.core.read(opened.fh, 0, old.len() as u32).unwrap().bytes;
     assert_eq!(bytes, old);
     s.core.release(opened.fh);
     // Closed: the server's current size.
     assert_eq!(s.core.getattr(ino).unwrap().attr.size, bigger.len() as u64);
     assert_eq!(s.read(&format!("{TAG}/{path}")).unwrap(), bigger);
+}
+
+#[test]
+fn a_page_cache_read_past_the_versions_last_page_fails_rather_than_pad() {
+    let release = small();
+    let h = Harness::new(&release);
+    let path = "ambientcg/512/Rock064/color.png";
+    let size = release.files[path].len() as u64;
+    let s = h.session();
+    let ino = s.ino(&format!("{TAG}/{path}")).unwrap();
+    let page = rustix::param::page_size() as u64;
+    let last_page_end = size.div_ceil(page) * page;
+    let opened = s.core.open(ino, libc::O_RDONLY).unwrap();
+    // Within the last page: the bytes.
+    let read = s.core.read(opened.fh, 0, last_page_end as u32).unwrap();
+    assert_eq!(read.bytes, release.files[path]);
+    // Past it: the kernel holds a larger size than this version's (a reply
+    // it dropped), and would pad the file with zeros.
+    let past = s.core.read(opened.fh, last_page_end, page as u32);
+    assert_eq!(errno(past.unwrap_err()), Errno::ESTALE);
+    assert!(s.kernel.dropped.lock().contains(&ino), "the kernel is told");
+    // Every later read of that open fails too; a new open reads it whole.
+    assert_eq!(
+        errno(s.core.read(opened.fh, 0, 4096).unwrap_err()),
+        Errno::ESTALE
+    );
+    s.core.release(opened.fh);
+    assert_eq!(
+        s.read(&format!("{TAG}/{path}")).unwrap(),
+        release.files[path]
+    );
+    // A direct reader asks for what it wants, past the end too.
+    let direct = s.core.open(ino, libc::O_RDONLY | libc::O_DIRECT).unwrap();
+    assert!(
+        s.core
+            .read(direct.fh, last_page_end, page as u32)
+            .unwrap()
+            .bytes
+            .is_empty()
+    );
+    s.core.release(direct.fh);
+}
+
+#[test]
+fn a_pass_over_a_directory_outlives_a_burst_of_other_listings() {
+    // Hundreds of material directories.
+    let mut spec = ReleaseSpec::small(TAG);
+    spec.sources[0].materials = (0..200).map(|i| format!("Mat{i:03}")).collect();
+    let release = Release::generate(&spec);
+    let h = Harness::new(&release);
+    let s = h.session();
+    let dirs: Vec<String> = ["1k", "512", "ktx2-512"]
+        .iter()
+        .flat_map(|tier| {
+            let tier_dir = format!("{TAG}/ambientcg/{tier}");
+            s.list(&tier_dir)
+                .unwrap()
+                .into_iter()
+                .filter(|(_, kind)| *kind == Kind::Dir)
+                .map(move |(name, _)| format!("{tier_dir}/{name}"))
+        })
+        .collect();
+    assert!(dirs.len() > 500, "{}", dirs.len());
+    let dir = s.ino(&dirs[0]).unwrap();
+    let first = s.core.listing(dir, 0).unwrap();
+    let mut resume = 0;
+    s.core.fill(&first, 0, false, |_, next| {
+        resume = next;
+        true
+    });
+    // Every other directory listed (a walk after a new version) before the
+    // pass goes on: the pass still reads the listing it began with.
+    for path in &dirs[1..] {
+        let ino = s.ino(path).unwrap();
+        s.core.listing(ino, 0).unwrap();
+    }
+    let rest = s.core.listing(dir, resume).unwrap();
+    assert!(
+        Arc::ptr_eq(&rest, &first),
+        "the listing the pass began with"
+    );
 }
 
 #[test]

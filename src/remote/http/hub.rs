@@ -11,8 +11,8 @@ use reqwest::StatusCode;
 use reqwest::header::LINK;
 use url::Url;
 
-use super::HttpRemote;
 use super::response::{Failure, header, log_response};
+use super::{Deadline, HttpRemote};
 use crate::format::hub::{TreeListing, next_link, parse_release_refs, parse_tree_page_below};
 use crate::remote::{Class, FetchError, Hub};
 
@@ -96,7 +96,13 @@ impl Hub for HttpRemote {
         url.path_segments_mut()
             .expect("an http(s) URL")
             .push("refs");
-        let (body, _) = self.with_retries(|| self.api_get(&url, None))?;
+        // Asked at the first listing of the root: a first contact.
+        let deadline = Deadline::after(self.first_contact);
+        let (body, _) = crate::wait::noticed_after(
+            crate::remote::WAITING_NOTICE,
+            || tracing::warn!("{}", crate::remote::waiting_line(url.as_str())),
+            || self.with_retries_until(deadline, || self.api_get(&url, Some(deadline.at))),
+        )?;
         parse_release_refs(&body)
             .map_err(|e| FetchError::Rejected(format!("the refs from {url} do not parse: {e}")))
     }
@@ -108,7 +114,7 @@ impl Hub for HttpRemote {
     /// gives the files it found (each entry is a statement of its own).
     fn tree(&self, revision: &str, dir: &str) -> Result<TreeListing, FetchError> {
         let root = self.api_root()?;
-        let deadline = Instant::now() + self.timeout;
+        let deadline = Deadline::after(self.timeout);
         let mut url = root.clone();
         url.path_segments_mut()
             .expect("an http(s) URL")
@@ -131,7 +137,7 @@ impl Hub for HttpRemote {
             listing.cut_short = Some(why);
         };
         loop {
-            let page = self.with_retries_until(deadline, || self.api_get(&url, Some(deadline)));
+            let page = self.with_retries_until(deadline, || self.api_get(&url, Some(deadline.at)));
             let (body, link) = match page {
                 Ok(page) => page,
                 // The first page is the listing; a later one only adds to it.
@@ -164,7 +170,7 @@ impl Hub for HttpRemote {
                 format!("more than {MAX_PAGES} pages")
             } else if bytes > MAX_LISTING_BYTES {
                 format!("more than {MAX_LISTING_BYTES} bytes")
-            } else if Instant::now() >= deadline {
+            } else if Instant::now() >= deadline.at {
                 format!("it took longer than {:?}", self.timeout)
             } else {
                 url = next;

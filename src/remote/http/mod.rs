@@ -47,6 +47,9 @@ pub struct HttpSettings {
     pub base: String,
     /// Bound on one attempt: connecting, waiting for headers and the body.
     pub timeout: Duration,
+    /// Bound on a first contact, attempts and waits included (see
+    /// [`crate::remote::FIRST_CONTACT_PATIENCE`]).
+    pub first_contact: Duration,
     pub retry: RetryPolicy,
     /// Sent as a bearer token, only to the base URL's host and only over HTTPS.
     pub token: Option<Secret>,
@@ -66,6 +69,7 @@ impl HttpSettings {
         HttpSettings {
             base: base.into(),
             timeout,
+            first_contact: crate::remote::FIRST_CONTACT_PATIENCE,
             retry,
             token: None,
             ca_pem: None,
@@ -86,10 +90,35 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// When requests must be done by: `span` from when it was set.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    span: Duration,
+}
+
+impl Deadline {
+    fn after(span: Duration) -> Deadline {
+        Deadline {
+            at: Instant::now() + span,
+            span,
+        }
+    }
+}
+
+/// What one attempt may spend: its time limit, and the longest it may
+/// wait for a pause a server asked for before it is sent.
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
+    limit: Duration,
+    wait_most: Duration,
+}
+
 pub struct HttpRemote {
     client: Client,
     base: Url,
     timeout: Duration,
+    first_contact: Duration,
     retry: RetryPolicy,
     token: Option<Secret>,
     down_until: Mutex<Option<Instant>>,
@@ -145,6 +174,7 @@ impl HttpRemote {
             client,
             base,
             timeout: settings.timeout,
+            first_contact: settings.first_contact,
             retry: settings.retry,
             token: settings.token.clone(),
             down_until: Mutex::new(None),
@@ -196,8 +226,19 @@ impl HttpRemote {
     /// it asked for, and in its turn under the Hub's limits when it is the
     /// Hub. What the answer says of its quota is remembered.
     fn send(&self, request: RequestBuilder, url: &Url, class: Class) -> Result<Response, Failure> {
+        self.send_within(request, url, class, self.retry.max_wait)
+    }
+
+    /// [`HttpRemote::send`], waiting at most `wait_most` for a pause.
+    fn send_within(
+        &self,
+        request: RequestBuilder,
+        url: &Url,
+        class: Class,
+        wait_most: Duration,
+    ) -> Result<Response, Failure> {
         self.pauses
-            .wait(url, class, self.retry.max_wait)
+            .wait(url, class, wait_most)
             .map_err(Failure::Final)?;
         if self.is_paced(url) {
             self.budget
@@ -207,7 +248,8 @@ impl HttpRemote {
         let response = request
             .send()
             .map_err(|e| Failure::Transient(network_error(&e), None))?;
-        self.pauses.observe(url, class, response.headers());
+        self.pauses
+            .observe(url, class, response.headers(), self.retry.max_wait);
         Ok(response)
     }
 
@@ -220,7 +262,7 @@ impl HttpRemote {
                 Failure::Transient(_, Some(wait)) => *wait,
                 _ => self.retry.backoff_base,
             };
-            self.pauses.pause(url, class, asked);
+            self.pauses.pause(url, class, asked, self.retry.max_wait);
         }
         failure
     }
@@ -228,29 +270,41 @@ impl HttpRemote {
     /// Runs `attempt` until it succeeds, fails for good, or retries run out.
     fn with_retries<T>(
         &self,
-        attempt: impl FnMut() -> Result<T, Failure>,
+        mut attempt: impl FnMut() -> Result<T, Failure>,
     ) -> Result<T, FetchError> {
-        self.attempts(false, None, attempt)
+        self.attempts(false, self.timeout, None, |_| attempt())
     }
 
     /// Runs `attempt` like [`HttpRemote::with_retries`], with no retry
     /// that would begin after `deadline`.
     fn with_retries_until<T>(
         &self,
-        deadline: Instant,
-        attempt: impl FnMut() -> Result<T, Failure>,
+        deadline: Deadline,
+        mut attempt: impl FnMut() -> Result<T, Failure>,
     ) -> Result<T, FetchError> {
-        self.attempts(false, Some(deadline), attempt)
+        self.attempts(false, self.timeout, Some(deadline), |_| attempt())
     }
 
-    /// Runs `attempt` like [`HttpRemote::with_retries`]; a `check` is not
-    /// tried while the server was just found unreachable, and not retried
-    /// after a network failure.
+    /// Runs `attempt` like [`HttpRemote::with_retries`], all attempts and
+    /// waits within the first contact's bound.
+    fn first_contact<T>(
+        &self,
+        attempt: impl FnMut(Attempt) -> Result<T, Failure>,
+    ) -> Result<T, FetchError> {
+        let deadline = Deadline::after(self.first_contact);
+        self.attempts(false, self.timeout, Some(deadline), attempt)
+    }
+
+    /// Runs `attempt` like [`HttpRemote::with_retries`], each attempt
+    /// within `limit`, and all of them before `deadline` when there is one;
+    /// a `check` is not tried while the server was just found unreachable,
+    /// and not retried after a network failure.
     fn attempts<T>(
         &self,
         check: bool,
-        deadline: Option<Instant>,
-        mut attempt: impl FnMut() -> Result<T, Failure>,
+        limit: Duration,
+        deadline: Option<Deadline>,
+        mut attempt: impl FnMut(Attempt) -> Result<T, Failure>,
     ) -> Result<T, FetchError> {
         let recently_down = self.down_until.lock().is_some_and(|t| Instant::now() < t);
         if check && recently_down {
@@ -268,8 +322,21 @@ impl HttpRemote {
             ..self.retry
         }
         .schedule();
+        let mut last_error = None;
         loop {
-            match attempt() {
+            let mut this = Attempt {
+                limit,
+                wait_most: self.retry.max_wait,
+            };
+            if let Some(deadline) = deadline {
+                let left = deadline.at.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(gave_up(last_error, deadline.span));
+                }
+                this.limit = this.limit.min(left);
+                this.wait_most = this.wait_most.min(left);
+            }
+            match attempt(this) {
                 Ok(value) => {
                     *self.down_until.lock() = None;
                     return Ok(value);
@@ -285,16 +352,23 @@ impl HttpRemote {
                     return Err(error);
                 }
                 Err(Failure::Transient(error, server_asked)) => {
-                    let wait = schedule
-                        .next(server_asked)
-                        .filter(|wait| deadline.is_none_or(|d| Instant::now() + *wait < d));
-                    let Some(wait) = wait else {
+                    let out_of_time = |wait: Duration| {
+                        deadline.is_some_and(|deadline| Instant::now() + wait >= deadline.at)
+                    };
+                    let Some(wait) = schedule.next(server_asked).filter(|w| !out_of_time(*w))
+                    else {
                         if matches!(error, FetchError::Network(_)) {
                             *self.down_until.lock() = Some(Instant::now() + DOWN_MEMORY);
                         }
-                        return Err(error);
+                        return Err(match deadline {
+                            Some(deadline) if out_of_time(Duration::ZERO) => {
+                                gave_up(Some(error), deadline.span)
+                            }
+                            _ => error,
+                        });
                     };
                     tracing::debug!(%error, ?wait, "transient failure, retrying");
+                    last_error = Some(error);
                     std::thread::sleep(wait);
                 }
             }
@@ -309,8 +383,9 @@ impl HttpRemote {
         mut linked: RemoteMeta,
         validators: &Validators,
         sink: &mut dyn BodySink,
-        limit: Duration,
+        attempt: Attempt,
     ) -> Result<GetOutcome, Failure> {
+        let limit = attempt.limit;
         sink.reset().map_err(Failure::Final)?;
         if let Some(size) = linked.size {
             sink.announced(size).map_err(Failure::Final)?;
@@ -326,7 +401,7 @@ impl HttpRemote {
             } else if let Some(date) = &validators.last_modified {
                 request = request.header(IF_MODIFIED_SINCE, date);
             }
-            let response = self.send(request, &url, Class::Resolve)?;
+            let response = self.send_within(request, &url, Class::Resolve, attempt.wait_most)?;
             let status = response.status();
             log_response("GET", &url, status, began);
             if is_followable_redirect(status) {
@@ -357,6 +432,7 @@ impl HttpRemote {
 
     fn head_once(&self, start: &Url) -> Result<RemoteMeta, Failure> {
         let began = Instant::now();
+        let epoch = self.redirects.epoch();
         let mut url = start.clone();
         let mut linked = RemoteMeta::default();
         for _ in 0..=MAX_REDIRECTS {
@@ -377,6 +453,7 @@ impl HttpRemote {
                             target: next,
                             linked: linked.clone(),
                         },
+                        epoch,
                     );
                     return Ok(linked);
                 }
@@ -405,11 +482,11 @@ impl Remote for HttpRemote {
             .is_empty()
             .then(|| self.redirects.take(&url))
             .flatten();
-        self.with_retries(|| {
+        self.attempts(false, self.timeout, None, |attempt| {
             // The first attempt may use a redirect a HEAD just saw; retries
             // ask the dataset.
             if let Some(hop) = hop.take() {
-                match self.get_once(&hop.target, hop.linked, validators, sink, self.timeout) {
+                match self.get_once(&hop.target, hop.linked, validators, sink, attempt) {
                     // Expired or gone: the dataset knows where it is now.
                     Err(Failure::Final(FetchError::NotFound | FetchError::Status(401 | 403))) => {
                         tracing::debug!("a remembered redirect is stale; asking the dataset");
@@ -417,7 +494,20 @@ impl Remote for HttpRemote {
                     outcome => return outcome,
                 }
             }
-            self.get_once(&url, RemoteMeta::default(), validators, sink, self.timeout)
+            self.get_once(&url, RemoteMeta::default(), validators, sink, attempt)
+        })
+    }
+
+    fn get_first(
+        &self,
+        tag: &str,
+        file: &Location,
+        sink: &mut dyn BodySink,
+    ) -> Result<GetOutcome, FetchError> {
+        let url = self.file_url(tag, file);
+        let none = Validators::default();
+        self.first_contact(|attempt| {
+            self.get_once(&url, RemoteMeta::default(), &none, sink, attempt)
         })
     }
 
@@ -430,8 +520,8 @@ impl Remote for HttpRemote {
     ) -> Result<GetOutcome, FetchError> {
         let url = self.file_url(tag, file);
         let limit = self.timeout.min(crate::remote::CHECK_PATIENCE);
-        self.attempts(true, None, || {
-            self.get_once(&url, RemoteMeta::default(), validators, sink, limit)
+        self.attempts(true, limit, None, |attempt| {
+            self.get_once(&url, RemoteMeta::default(), validators, sink, attempt)
         })
     }
 
@@ -463,11 +553,65 @@ impl Remote for HttpRemote {
     fn hub(&self) -> Option<&dyn Hub> {
         self.api_root().ok().map(|_| self as &dyn Hub)
     }
+
+    fn forget_redirects(&self) {
+        self.redirects.forget_all();
+    }
+}
+
+/// The error of a first contact that ran out of time, with what its last
+/// attempt found when that was more than silence.
+fn gave_up(last: Option<FetchError>, bound: Duration) -> FetchError {
+    let waited = format!("no answer within {} s", bound.as_secs_f64().ceil());
+    FetchError::Network(match last {
+        Some(FetchError::Network(why)) if why.starts_with("timed out") => waited,
+        Some(FetchError::Network(why)) => format!("{waited}; the last attempt: {why}"),
+        Some(error) => format!("{waited}; the last attempt: {error}"),
+        None => waited,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server on loopback that accepts connections and never answers;
+    /// its connections are held until the listener thread ends.
+    fn silent_server() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let held: Vec<_> = listener.incoming().take(16).collect();
+            drop(held);
+        });
+        format!("http://{addr}/resolve")
+    }
+
+    #[test]
+    fn a_first_contact_gives_up_within_its_bound_however_long_an_attempt_may_take() {
+        let settings = HttpSettings {
+            first_contact: Duration::from_secs(1),
+            ..HttpSettings::new(
+                &silent_server(),
+                Duration::from_secs(60),
+                RetryPolicy::default(),
+            )
+        };
+        let remote = HttpRemote::new(&settings).unwrap();
+        let began = Instant::now();
+        let mut sink = crate::remote::MemorySink::with_limit(1 << 20);
+        let error = remote
+            .get_first(
+                "v1",
+                &Location::revision("release-manifest.json"),
+                &mut sink,
+            )
+            .unwrap_err();
+        let took = began.elapsed();
+        assert!(took >= Duration::from_millis(900), "{took:?}");
+        assert!(took < Duration::from_secs(10), "{took:?}");
+        assert!(matches!(error, FetchError::Network(_)), "{error}");
+    }
 
     #[test]
     fn file_urls_escape_each_component() {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::blob::BlobSpec;
-use super::model::{CatalogView, ManifestView};
+use super::views::{CatalogView, ManifestView};
 
 /// The run's one clock.
 #[derive(Debug, Clone, Copy)]

@@ -4,6 +4,7 @@
 //!
 //! - [`model`] and [`mutate`]: the release and what each publication does
 //!   to it, chosen by a seed;
+//! - [`views`]: what each manifest and catalog version says;
 //! - [`history`]: every version of every path with its lifetime;
 //! - [`server`]: the Hugging Face layout over an atomically swapped
 //!   snapshot, with a request log;
@@ -20,3 +21,4 @@ pub mod mutate;
 pub mod oracle;
 pub mod report;
 pub mod server;
+pub mod views;

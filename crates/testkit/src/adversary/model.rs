@@ -13,17 +13,12 @@ use serde_json::{Value, json};
 
 use super::blob::{BlobSpec, Format};
 use super::history::{Content, DocView, Document, Texture};
+use super::views::{CatalogView, ManifestView, Material, tier_format};
 
 pub const TAG: &str = "v2026.04.2";
 pub const MANIFEST: &str = "release-manifest.json";
 /// The tier the catalogs' `texture_hashes` describe.
 pub const BAKED_TIER: &str = "1k";
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Material {
-    pub tiers: BTreeSet<String>,
-    pub channels: Vec<String>,
-}
 
 #[derive(Debug, Clone)]
 pub struct Source {
@@ -41,52 +36,6 @@ pub struct Source {
     /// returns to earlier bytes (see docs/caching.md: a tag whose manifest and
     /// catalogs return to earlier bytes keeps the files of that version).
     pub catalog_revision: u64,
-}
-
-/// What a manifest version says: each texture source's tiers.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ManifestView {
-    pub sources: BTreeMap<String, BTreeSet<String>>,
-}
-
-/// What a catalog version says: its materials, and the hashes of the
-/// baked tier's files by path.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct CatalogView {
-    pub materials: BTreeMap<String, Material>,
-    pub hashes: BTreeMap<String, (String, u64)>,
-}
-
-impl CatalogView {
-    /// The material ids a tier directory lists.
-    pub fn in_tier(&self, tier: &str) -> BTreeSet<String> {
-        self.materials
-            .iter()
-            .filter(|(_, m)| m.tiers.contains(tier))
-            .map(|(id, _)| id.clone())
-            .collect()
-    }
-
-    /// The files of a material's directory in `tier`, when it has one.
-    pub fn files(&self, tier: &str, id: &str) -> Option<BTreeSet<String>> {
-        let material = self.materials.get(id).filter(|m| m.tiers.contains(tier))?;
-        let ext = tier_format(tier).extension();
-        Some(
-            material
-                .channels
-                .iter()
-                .map(|c| format!("{c}.{ext}"))
-                .collect(),
-        )
-    }
-}
-
-pub fn tier_format(tier: &str) -> Format {
-    if tier.starts_with("ktx2-") {
-        Format::Ktx2
-    } else {
-        Format::Png
-    }
 }
 
 pub fn texture_path(source: &str, tier: &str, id: &str, channel: &str) -> String {

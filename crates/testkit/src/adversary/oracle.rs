@@ -3,7 +3,16 @@
 //!
 //! A session's anchor for a source is the later of the publication times
 //! of the manifest version and of that source's catalog version that
-//! answered the session's first request for each. Then:
+//! answered the session's first request for each. A read (an open) is
+//! anchored later when the mount revalidated again before it began (a
+//! refresh, or a period): at the last request for the manifest and the
+//! last for the catalog that the server logged before the read began (or
+//! the first ones, when none was: the open's own revalidation made them).
+//! That is sound because an open waits for a revalidation under way: a
+//! request logged before the open began belongs to a check that had ended
+//! by then, or that the open joins. Listings and sizes keep the session's
+//! first anchor: the kernel may answer them from what it was told before a
+//! later revalidation. Then:
 //!
 //! - a completed read of a path is one whole version of that path that was
 //!   served at some moment between the anchor and the read's end (never a
@@ -18,7 +27,9 @@
 //!   `ESTALE` for reads; `ENOENT`, `EIO` for stat and listing, and `ESTALE`
 //!   for a listing of a directory gone from the server by its end: the
 //!   revalidation that found it gone ran during the listing); every
-//!   operation ends within the bound.
+//!   operation ends within the bound;
+//! - `matvisfs refresh` exits 0, or 1 (a server it could not reach in
+//!   time), within the bound.
 //!
 //! One file of rules and their tests: every rule reads the same anchors
 //! and history queries, which a split would only pass around.
@@ -189,6 +200,8 @@ pub struct Session {
     pub ops: Vec<Op>,
     /// `matvisfs cache clear` runs: start and end.
     pub clears: Vec<(Duration, Duration)>,
+    /// `matvisfs refresh` runs.
+    pub refreshes: Vec<RefreshRun>,
     /// Every answer named the commit of its publication (a moved commit is
     /// a new version of the tag).
     pub commits: bool,
@@ -196,6 +209,15 @@ pub struct Session {
     /// revalidation to anchor reads to; what was cached is served, and
     /// nothing can change within the session.
     pub offline: bool,
+}
+
+/// One `matvisfs refresh` of the session's mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshRun {
+    pub t0: Duration,
+    pub t1: Duration,
+    /// Its exit code (`None`: killed by a signal).
+    pub exit: Option<i32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -217,6 +239,7 @@ pub enum ViolationKind {
     NoRevalidation,
     /// An offline session served two versions of one path.
     OfflineChanged,
+    RefreshFailed,
 }
 
 #[derive(Debug, Clone)]
@@ -242,6 +265,73 @@ pub struct FirstRequest {
 pub struct Anchors {
     pub manifest: Option<FirstRequest>,
     pub catalogs: BTreeMap<String, FirstRequest>,
+}
+
+/// Every answered request for the manifest and each catalog, in order.
+#[derive(Debug, Clone, Default)]
+struct Revalidations {
+    manifest: Vec<FirstRequest>,
+    catalogs: BTreeMap<String, Vec<FirstRequest>>,
+}
+
+impl Revalidations {
+    fn of(history: &History, requests: &[Logged]) -> Revalidations {
+        let answered = |path: &str| -> Vec<FirstRequest> {
+            let logged = format!("{TAG}/{path}");
+            let mut out: Vec<FirstRequest> = requests
+                .iter()
+                .filter(|r| r.method == "GET" && r.path == logged && matches!(r.status, 200 | 304))
+                .filter_map(|r| {
+                    let version = history.version_in(path, r.snapshot)?;
+                    Some(FirstRequest {
+                        at: r.at,
+                        status: r.status,
+                        snapshot: r.snapshot,
+                        published: version.published,
+                    })
+                })
+                .collect();
+            out.sort_by_key(|r| r.at);
+            out
+        };
+        let mut catalogs = BTreeMap::new();
+        for path in history
+            .paths()
+            .filter(|p| !p.contains('/') && p.ends_with(".json") && *p != MANIFEST)
+        {
+            let found = answered(path);
+            if !found.is_empty() {
+                catalogs.insert(path.trim_end_matches(".json").to_string(), found);
+            }
+        }
+        Revalidations {
+            manifest: answered(MANIFEST),
+            catalogs,
+        }
+    }
+
+    /// The last request logged before `t0`, else the first.
+    fn before(requests: &[FirstRequest], t0: Duration) -> Option<FirstRequest> {
+        let earlier = requests.partition_point(|r| r.at < t0);
+        requests
+            .get(earlier.saturating_sub(1))
+            .or(requests.first())
+            .cloned()
+    }
+
+    /// The anchors of an open that began at `t0`.
+    fn at(&self, t0: Duration) -> Anchors {
+        Anchors {
+            manifest: Self::before(&self.manifest, t0),
+            catalogs: self
+                .catalogs
+                .iter()
+                .filter_map(|(source, requests)| {
+                    Some((source.clone(), Self::before(requests, t0)?))
+                })
+                .collect(),
+        }
+    }
 }
 
 impl Anchors {
@@ -300,7 +390,10 @@ impl Anchors {
 pub struct Judge<'a> {
     history: &'a History,
     session: &'a Session,
+    /// The session's first requests: the anchors of listings and sizes.
     anchors: Anchors,
+    /// Every revalidation: reads are anchored at the last before them.
+    revalidations: Revalidations,
     /// When the first open of a file of each source (and of any file,
     /// under `None`) completed.
     first_open: BTreeMap<Option<String>, Duration>,
@@ -339,6 +432,7 @@ impl<'a> Judge<'a> {
             history,
             session,
             anchors: Anchors::of(history, &session.requests),
+            revalidations: Revalidations::of(history, &session.requests),
             first_open,
             bound,
         }
@@ -346,6 +440,23 @@ impl<'a> Judge<'a> {
 
     pub fn anchors(&self) -> &Anchors {
         &self.anchors
+    }
+
+    /// The anchors `op` is judged by: for an open, the last revalidation
+    /// logged before it began; else the session's first.
+    pub fn anchors_for(&self, op: &Op) -> Anchors {
+        if Self::opens(op) {
+            self.revalidations.at(op.t0)
+        } else {
+            self.anchors.clone()
+        }
+    }
+
+    fn opens(op: &Op) -> bool {
+        matches!(
+            op.kind,
+            OpKind::Read | OpKind::Pieces | OpKind::Hold | OpKind::Reread | OpKind::Document
+        )
     }
 
     pub fn violations(&self) -> Vec<Violation> {
@@ -365,6 +476,7 @@ impl<'a> Judge<'a> {
         } else {
             out.extend(self.revalidated());
         }
+        out.extend(self.refreshes());
         out
     }
 
@@ -388,6 +500,33 @@ impl<'a> Judge<'a> {
             }
         }
         out
+    }
+
+    /// Every refresh of a mount that serves ends within the bound, and
+    /// revalidates (exit 0) or says it could not reach the server (1).
+    fn refreshes(&self) -> Vec<Violation> {
+        self.session
+            .refreshes
+            .iter()
+            .filter(|r| !matches!(r.exit, Some(0 | 1)) || r.t1.saturating_sub(r.t0) > self.bound)
+            .map(|r| Violation {
+                kind: ViolationKind::RefreshFailed,
+                session: self.session.index,
+                op: Op {
+                    thread: usize::MAX,
+                    kind: OpKind::Document,
+                    path: MANIFEST.into(),
+                    t0: r.t0,
+                    t1: r.t1,
+                    observed: Observed::Unfinished,
+                },
+                why: format!(
+                    "matvisfs refresh exited with {:?} after {:.1} s",
+                    r.exit,
+                    (r.t1.saturating_sub(r.t0)).as_secs_f64()
+                ),
+            })
+            .collect()
     }
 
     /// Files were opened, so the session must have asked for the manifest
@@ -421,11 +560,12 @@ impl<'a> Judge<'a> {
     /// source completed before the operation began.
     fn anchor_for(&self, op: &Op) -> Option<Duration> {
         let source = op.source();
-        let manifest = self.anchors.manifest.as_ref().map(|r| r.published);
+        let anchors = self.anchors_for(op);
+        let manifest = anchors.manifest.as_ref().map(|r| r.published);
         let wanted = match op.kind {
             OpKind::Document if op.path == MANIFEST => return manifest,
             OpKind::Document => {
-                return source.and_then(|s| self.anchors.catalogs.get(s).map(|r| r.published));
+                return source.and_then(|s| anchors.catalogs.get(s).map(|r| r.published));
             }
             OpKind::Read | OpKind::Pieces | OpKind::Hold | OpKind::Reread => true,
             OpKind::List | OpKind::Stat => self
@@ -439,17 +579,18 @@ impl<'a> Judge<'a> {
         // The tag's and a source's directories list what the manifest says.
         let from_manifest = op.kind == OpKind::List && !op.path.contains('/');
         let anchor = match source {
-            Some(source) if !from_manifest => self.anchors.of_source(source),
+            Some(source) if !from_manifest => anchors.of_source(source),
             _ => manifest,
         };
-        anchor.max(self.commit_anchor(op))
+        anchor.max(self.commit_anchor(op, &anchors))
     }
 
     /// Where answers name commits, a read of a file no catalog hash proves
-    /// (outside the baked tier) is of the commit the session's first
-    /// revalidation found, or later: a publication that replaced it alone
-    /// before that moved the commit.
-    fn commit_anchor(&self, op: &Op) -> Option<Duration> {
+    /// (outside the baked tier) is of the commit the revalidation it is
+    /// anchored at found (the session's first, or a later one that began
+    /// before it), or later: a publication that replaced it alone before
+    /// that moved the commit.
+    fn commit_anchor(&self, op: &Op, anchors: &Anchors) -> Option<Duration> {
         let read = matches!(
             op.kind,
             OpKind::Read | OpKind::Pieces | OpKind::Hold | OpKind::Reread
@@ -458,8 +599,8 @@ impl<'a> Judge<'a> {
         if !self.session.commits || !read || baked {
             return None;
         }
-        let first = self.anchors.manifest.as_ref()?;
-        Some(self.history.publication(first.snapshot)?.at)
+        let revalidation = anchors.manifest.as_ref()?;
+        Some(self.history.publication(revalidation.snapshot)?.at)
     }
 
     fn live<'v>(
@@ -516,7 +657,11 @@ impl<'a> Judge<'a> {
             // A directory found gone while it was listed: its inode is
             // stale, as a file's is for a read.
             (Observed::Error(libc::ESTALE), OpKind::List)
-                if !self.directory_exists(&op.path, op.t1) =>
+                if self.directory_missing_within(
+                    &op.path,
+                    self.listing_from(op, anchor),
+                    op.t1,
+                ) =>
             {
                 None
             }
@@ -640,17 +785,19 @@ impl<'a> Judge<'a> {
                 "{spec} is this path's only as {}; the session's anchor is {} ({}), so allowed are versions live in {}: {}",
                 Self::list_versions(&held),
                 anchor.map_or("none".into(), at),
-                self.describe_anchor(op.source()),
+                self.describe_anchor(op),
                 self.window(anchor, op.t1),
                 Self::list_versions(&allowed)
             ),
         ))
     }
 
-    fn describe_anchor(&self, source: Option<&str>) -> String {
+    fn describe_anchor(&self, op: &Op) -> String {
+        let source = op.source();
+        let anchors = self.anchors_for(op);
         let first = |name: &str, r: Option<&FirstRequest>| match r {
             Some(r) => format!(
-                "{name} first asked at {} ({}, snapshot {}, published {})",
+                "{name} asked at {} ({}, snapshot {}, published {})",
                 at(r.at),
                 r.status,
                 r.snapshot,
@@ -658,12 +805,9 @@ impl<'a> Judge<'a> {
             ),
             None => format!("{name} never asked"),
         };
-        let mut parts = vec![first(MANIFEST, self.anchors.manifest.as_ref())];
+        let mut parts = vec![first(MANIFEST, anchors.manifest.as_ref())];
         if let Some(source) = source {
-            parts.push(first(
-                &catalog_path(source),
-                self.anchors.catalogs.get(source),
-            ));
+            parts.push(first(&catalog_path(source), anchors.catalogs.get(source)));
         }
         parts.join("; ")
     }
@@ -674,7 +818,7 @@ impl<'a> Judge<'a> {
         source: &str,
         from: Option<Duration>,
         to: Duration,
-    ) -> Vec<(&'a Version, &'a super::model::CatalogView)> {
+    ) -> Vec<(&'a Version, &'a super::views::CatalogView)> {
         self.history
             .versions(&catalog_path(source))
             .iter()
@@ -693,7 +837,7 @@ impl<'a> Judge<'a> {
         &self,
         from: Option<Duration>,
         to: Duration,
-    ) -> Vec<(&'a Version, &'a super::model::ManifestView)> {
+    ) -> Vec<(&'a Version, &'a super::views::ManifestView)> {
         self.history
             .versions(MANIFEST)
             .iter()
@@ -708,28 +852,59 @@ impl<'a> Judge<'a> {
             .collect()
     }
 
+    /// Whether the server had no version of `path` at some moment of
+    /// `[from, to]`.
+    fn absent_at_some_moment(&self, path: &str, from: Duration, to: Duration) -> bool {
+        let mut covered_until = from;
+        for version in self.history.versions(path) {
+            if version.published > covered_until {
+                break;
+            }
+            match version.replaced {
+                None => return false,
+                Some(end) => covered_until = covered_until.max(end),
+            }
+            if covered_until > to {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Whether the server's versions at `at` have directory `path`.
-    fn directory_exists(&self, path: &str, at: Duration) -> bool {
+    /// Where the versions a listing may have been answered from begin: its
+    /// anchor, else the session's manifest's, else the operation's start.
+    fn listing_from(&self, op: &Op, anchor: Option<Duration>) -> Duration {
+        anchor
+            .or_else(|| self.anchors.manifest.as_ref().map(|r| r.published))
+            .unwrap_or(op.t0)
+            .min(op.t0)
+    }
+
+    /// Whether some manifest or catalog version served between `from` and
+    /// `to` lacks the directory: the session's version may be that one
+    /// (it is revalidated once), however soon the server brought it back.
+    fn directory_missing_within(&self, path: &str, from: Duration, to: Duration) -> bool {
         let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-        let manifest_has = |source: &str, tier: Option<&str>| {
-            self.manifests(Some(at), at).iter().any(|(_, m)| {
-                m.sources
+        let manifest_lacks = |source: &str, tier: Option<&str>| {
+            self.manifests(Some(from), to).iter().any(|(_, m)| {
+                !m.sources
                     .get(source)
                     .is_some_and(|tiers| tier.is_none_or(|t| tiers.contains(t)))
             })
         };
         match parts[..] {
-            [] => true,
-            [source] => manifest_has(source, None),
-            [source, tier] => manifest_has(source, Some(tier)),
+            [] => false,
+            [source] => manifest_lacks(source, None),
+            [source, tier] => manifest_lacks(source, Some(tier)),
             [source, tier, id] => {
-                manifest_has(source, Some(tier))
-                    && self
-                        .catalogs(source, Some(at), at)
+                manifest_lacks(source, Some(tier))
+                    || self
+                        .catalogs(source, Some(from), to)
                         .iter()
-                        .any(|(_, c)| c.files(tier, id).is_some())
+                        .any(|(_, c)| c.files(tier, id).is_none())
             }
-            _ => false,
+            _ => true,
         }
     }
 
@@ -766,7 +941,7 @@ impl<'a> Judge<'a> {
             format!(
                 "size {size}; allowed: versions live in {} ({}): {}",
                 self.window(anchor, op.t1),
-                self.describe_anchor(op.source()),
+                self.describe_anchor(op),
                 Self::list_versions(&allowed)
             ),
         ))
@@ -820,7 +995,19 @@ impl<'a> Judge<'a> {
             .filter(|n| !generated(parts.len(), n))
             .cloned()
             .collect();
-        if candidates.iter().any(|(_, expected)| *expected == shown) {
+        // A material's file the server lacked at some moment of the session
+        // may have been found absent, and left out for the rest of it.
+        let left_out_allowed = |name: &String| {
+            parts.len() == 3
+                && self.absent_at_some_moment(
+                    &format!("{}/{name}", op.path),
+                    self.session.mounted,
+                    op.t1,
+                )
+        };
+        if candidates.iter().any(|(_, expected)| {
+            shown.is_subset(expected) && expected.difference(&shown).all(left_out_allowed)
+        }) {
             return None;
         }
         let listed: Vec<String> = candidates
@@ -832,7 +1019,7 @@ impl<'a> Judge<'a> {
             format!(
                 "listed {shown:?}; allowed: versions live in {} ({}): {}",
                 self.window(anchor, op.t1),
-                self.describe_anchor(op.source()),
+                self.describe_anchor(op),
                 if listed.is_empty() {
                     "none".into()
                 } else {
@@ -947,6 +1134,7 @@ mod tests {
             requests,
             ops,
             clears: Vec::new(),
+            refreshes: Vec::new(),
             commits,
             offline,
         };
@@ -1102,7 +1290,7 @@ mod tests {
             Content::Document(Document {
                 bytes: Arc::from(format!("{tiers:?}").into_bytes()),
                 sha256: format!("{:0>64}", tiers.len()).into(),
-                view: DocView::Manifest(Arc::new(crate::adversary::model::ManifestView {
+                view: DocView::Manifest(Arc::new(crate::adversary::views::ManifestView {
                     sources: [(
                         "s".to_string(),
                         tiers.iter().map(|t| t.to_string()).collect(),
@@ -1132,6 +1320,76 @@ mod tests {
         assert_eq!(
             judge(&history, vec![list("s/1k", 12.0)], vec![]),
             [ViolationKind::UnexpectedErrno]
+        );
+        // The tier comes back at 20 s: a session whose version lacks it
+        // (its manifest asked at 11 s) may still find it gone at 25 s.
+        let three: BTreeMap<String, Content> =
+            [(MANIFEST.to_string(), manifest(&["1k", "512", "256"]))].into();
+        history.record(2, secs(20.0), &three, &two, vec![]);
+        let session = vec![request(MANIFEST, 11.0, 1)];
+        assert_eq!(judge(&history, vec![list("s/512", 25.0)], session), []);
+        let later = vec![request(MANIFEST, 21.0, 2)];
+        assert_eq!(
+            judge(&history, vec![list("s/512", 25.0)], later),
+            [ViolationKind::UnexpectedErrno]
+        );
+    }
+
+    #[test]
+    fn a_file_the_server_lacked_in_the_session_may_be_left_out_of_a_listing() {
+        use crate::adversary::views::{CatalogView, Material};
+        let mut history = History::default();
+        let catalog = Content::Document(Document {
+            bytes: Arc::from(b"c".to_vec()),
+            sha256: format!("{:0>64}", "c").into(),
+            view: DocView::Catalog(Arc::new(CatalogView {
+                materials: [(
+                    "m".to_string(),
+                    Material {
+                        tiers: ["512".to_string()].into(),
+                        channels: vec!["ao".into(), "color".into()],
+                    },
+                )]
+                .into(),
+                hashes: BTreeMap::new(),
+            })),
+        });
+        let one: BTreeMap<String, Content> = [
+            ("s.json".to_string(), catalog),
+            ("s/512/m/ao.png".to_string(), png(1)),
+            ("s/512/m/color.png".to_string(), png(2)),
+        ]
+        .into();
+        history.record(0, secs(0.0), &one, &BTreeMap::new(), vec![]);
+        // The ao file goes from the server at 10 s, the catalog stays.
+        let mut two = one.clone();
+        two.remove("s/512/m/ao.png");
+        history.record(1, secs(10.0), &two, &one, vec![]);
+        let list = |t: f64, names: &[&str]| Op {
+            thread: 0,
+            kind: OpKind::List,
+            path: "s/512/m".into(),
+            t0: secs(t),
+            t1: secs(t + 0.1),
+            observed: Observed::Names(names.iter().map(|n| n.to_string()).collect()),
+        };
+        assert_eq!(
+            judge(&history, vec![list(12.0, &["color.png"])], vec![]),
+            []
+        );
+        assert_eq!(
+            judge(&history, vec![list(5.0, &["color.png"])], vec![]),
+            [ViolationKind::WrongListing],
+            "it was there all the time before"
+        );
+        assert_eq!(
+            judge(&history, vec![list(12.0, &["ao.png"])], vec![]),
+            [ViolationKind::WrongListing],
+            "the other one never went"
+        );
+        assert_eq!(
+            judge(&history, vec![list(12.0, &["ao.png", "color.png"])], vec![]),
+            []
         );
     }
 
@@ -1176,5 +1434,129 @@ mod tests {
             judge(&history, vec![reread], vec![]),
             [ViolationKind::RereadDiffers]
         );
+    }
+
+    #[test]
+    fn a_read_after_a_later_revalidation_is_anchored_there() {
+        let history = scene();
+        // Revalidated at the session's start, before the change, and again
+        // (a refresh, a period) after it.
+        let requests = vec![
+            request(MANIFEST, 5.0, 0),
+            request("s.json", 5.0, 0),
+            request(MANIFEST, 11.0, 1),
+            request("s.json", 11.0, 1),
+        ];
+        assert_eq!(
+            judge(&history, vec![read(1, 12.0, 13.0)], requests.clone()),
+            [ViolationKind::Stale]
+        );
+        assert_eq!(
+            judge(&history, vec![read(2, 12.0, 13.0)], requests.clone()),
+            []
+        );
+        // Begun before the later requests: the first ones anchor it.
+        assert_eq!(
+            judge(&history, vec![read(1, 8.0, 13.0)], requests.clone()),
+            []
+        );
+        // A catalog last asked before the latest manifest: its own
+        // publication anchors the source (its hashes prove files).
+        let catalog_older = vec![
+            request(MANIFEST, 5.0, 0),
+            request("s.json", 5.0, 0),
+            request(MANIFEST, 11.0, 1),
+        ];
+        assert_eq!(
+            judge(&history, vec![read(1, 12.0, 13.0)], catalog_older),
+            []
+        );
+        // Listings and sizes keep the session's first anchor.
+        let session = Session {
+            index: 0,
+            setup: String::new(),
+            mounted: secs(0.0),
+            requests,
+            ops: Vec::new(),
+            clears: Vec::new(),
+            refreshes: Vec::new(),
+            commits: false,
+            offline: false,
+        };
+        let judge = Judge::new(&history, &session, Duration::from_secs(30));
+        let stat = Op {
+            kind: OpKind::Stat,
+            ..read(1, 12.0, 13.0)
+        };
+        assert_eq!(judge.anchors_for(&stat).manifest.unwrap().at, secs(5.0));
+        assert_eq!(
+            judge.anchors_for(&read(1, 12.0, 13.0)).manifest.unwrap().at,
+            secs(11.0)
+        );
+    }
+
+    #[test]
+    fn where_commits_are_named_a_later_revalidation_moves_the_commit_anchor() {
+        let mut history = History::default();
+        let path = "s/512/m/color.png";
+        let one: BTreeMap<String, Content> = [
+            (path.to_string(), png(1)),
+            (MANIFEST.to_string(), doc("m1")),
+            ("s.json".to_string(), doc("c1")),
+        ]
+        .into();
+        history.record(0, secs(0.0), &one, &BTreeMap::new(), vec![]);
+        let mut two = one.clone();
+        two.insert(path.into(), png(2));
+        history.record(1, secs(10.0), &two, &one, vec![]);
+        let requests = vec![
+            request(MANIFEST, 5.0, 0),
+            request("s.json", 5.0, 0),
+            request(MANIFEST, 11.0, 1),
+        ];
+        assert_eq!(
+            judge_with(&history, vec![read(1, 12.0, 13.0)], requests.clone(), true),
+            [ViolationKind::Stale]
+        );
+        assert_eq!(
+            judge_with(&history, vec![read(1, 6.0, 13.0)], requests.clone(), true),
+            []
+        );
+        assert_eq!(
+            judge_with(&history, vec![read(2, 12.0, 13.0)], requests, true),
+            []
+        );
+    }
+
+    #[test]
+    fn a_refresh_that_cannot_ask_the_mount_is_a_violation() {
+        let history = scene();
+        let run = |exit: Option<i32>, seconds: f64| {
+            let session = Session {
+                index: 0,
+                setup: String::new(),
+                mounted: secs(0.0),
+                requests: vec![],
+                ops: vec![],
+                clears: vec![],
+                refreshes: vec![RefreshRun {
+                    t0: secs(1.0),
+                    t1: secs(1.0 + seconds),
+                    exit,
+                }],
+                commits: false,
+                offline: false,
+            };
+            Judge::new(&history, &session, Duration::from_secs(30))
+                .violations()
+                .into_iter()
+                .map(|v| v.kind)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(Some(0), 0.5), []);
+        assert_eq!(run(Some(1), 0.5), []);
+        assert_eq!(run(Some(2), 0.5), [ViolationKind::RefreshFailed]);
+        assert_eq!(run(None, 0.5), [ViolationKind::RefreshFailed]);
+        assert_eq!(run(Some(0), 31.0), [ViolationKind::RefreshFailed]);
     }
 }

@@ -88,7 +88,7 @@ pub fn timeline(
             (
                 r.at,
                 format!(
-                    "session's first request for {name}: {} from snapshot {} (a version published {})",
+                    "the request for {name} the operation is judged by: {} from snapshot {} (a version published {})",
                     r.status,
                     r.snapshot,
                     at(r.published)
@@ -100,6 +100,16 @@ pub fn timeline(
     events.extend(first(&catalog, anchors.catalogs.get(&source)));
     for (start, end) in session.clears.iter().filter(|(s, _)| *s <= op.t1) {
         events.push((*start, format!("cache clear (done {})", at(*end))));
+    }
+    for refresh in session.refreshes.iter().filter(|r| r.t0 <= op.t1) {
+        events.push((
+            refresh.t0,
+            format!(
+                "matvisfs refresh (done {}, exit {:?})",
+                at(refresh.t1),
+                refresh.exit
+            ),
+        ));
     }
     let served_blob = match &op.observed {
         Observed::Blob(spec) => history.blob(spec.id).map(|t| t.sha256.to_string()),
@@ -174,6 +184,7 @@ pub struct Tally {
     pub publications: u64,
     pub mutations: BTreeMap<Mutation, u64>,
     pub clears: u64,
+    pub refreshes: u64,
     pub requests: u64,
     pub violations: BTreeMap<ViolationKind, u64>,
 }
@@ -182,6 +193,7 @@ impl Tally {
     pub fn add_session(&mut self, session: &Session, violations: &[Violation]) {
         self.sessions += 1;
         self.clears += session.clears.len() as u64;
+        self.refreshes += session.refreshes.len() as u64;
         self.requests += session.requests.len() as u64;
         for op in &session.ops {
             *self.ops.entry(op.kind).or_default() += 1;
@@ -257,6 +269,7 @@ impl Tally {
             let _ = writeln!(out, "  {kind:?}: {n}");
         }
         let _ = writeln!(out, "cache clears while mounted: {}", self.clears);
+        let _ = writeln!(out, "refreshes while mounted: {}", self.refreshes);
         let _ = writeln!(out, "requests to the server: {}", self.requests);
         let wrong: u64 = self.violations.values().sum();
         let _ = writeln!(out, "violations: {wrong}");

@@ -3,8 +3,9 @@
 //!
 //! - `GET|HEAD /resolve/<rev>/<path>`: small files answer 200 with a
 //!   content ETag (304 on `If-None-Match`, or on `If-Modified-Since`);
-//!   textures (`.png`, `.ktx2`) answer 302 to `/cdn/<rev>/<path>?...` with
-//!   `X-Linked-Etag` (the sha256), `X-Linked-Size` and `X-Repo-Commit`;
+//!   textures (`.png`, `.ktx2`), and JSON documents above a size when asked
+//!   to, answer 302 to `/cdn/<rev>/<path>?...` with `X-Linked-Etag` (the
+//!   sha256), `X-Linked-Size` and `X-Repo-Commit`;
 //! - `/cdn/...` serves the bytes with `Range` (206) support;
 //! - the same resolve endpoint under the Hub's own layout,
 //!   `/datasets/<owner>/<name>/resolve/<rev>/<path>`, and the Hub API's refs
@@ -60,6 +61,15 @@ pub struct ServerOptions {
     pub tree_lies: BTreeMap<String, (String, u64)>,
     /// A tree listing whose pages do not end.
     pub tree_pages: TreePages,
+    /// Redirects name the bytes (`?sha256=`), and the CDN serves the bytes
+    /// a redirect named even after the file changed, as the Hub's CDN
+    /// keeps every object; off: the CDN serves the file as it is now.
+    pub cdn_keeps_objects: bool,
+    /// JSON documents (catalogs, MaterialX maps) of at least this many
+    /// bytes are kept in LFS, as the Hub keeps files over 10 MB: `resolve`
+    /// answers them with a redirect to the CDN like a texture, whatever a
+    /// request's validators. `None`: every JSON document is a git blob.
+    pub lfs_json_from: Option<u64>,
 }
 
 /// How the tree listing's pages end.
@@ -87,6 +97,8 @@ impl Default for ServerOptions {
             commits: true,
             tree_lies: BTreeMap::new(),
             tree_pages: TreePages::Honest,
+            cdn_keeps_objects: false,
+            lfs_json_from: None,
         }
     }
 }
@@ -164,6 +176,8 @@ pub(crate) struct Shared {
     stopping: AtomicBool,
     /// Commits made per revision since its manifest was written.
     commits: Mutex<HashMap<String, u64>>,
+    /// The bytes redirects named, by quoted sha256 (`cdn_keeps_objects`).
+    objects: Mutex<HashMap<String, Vec<u8>>>,
     /// Open connections, to cut them when the server stops.
     connections: Mutex<HashMap<u64, TcpStream>>,
     next_connection: AtomicU64,
@@ -242,6 +256,7 @@ impl DevServer {
             faults: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
             commits: Mutex::new(HashMap::new()),
+            objects: Mutex::new(HashMap::new()),
             connections: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(0),
         });

@@ -239,10 +239,19 @@ fn resolve(shared: &Shared, request: &Request, encoded: &str) -> Response {
         return Response::new(404, "Entry not found\n").header("X-Error-Code", "EntryNotFound");
     };
     let options = shared.options.lock().clone();
-    if options.lfs_redirects && is_lfs(encoded) {
+    let large_json = encoded.ends_with(".json")
+        && options
+            .lfs_json_from
+            .is_some_and(|from| bytes.len() as u64 >= from);
+    if (options.lfs_redirects && is_lfs(encoded)) || large_json {
         let revision = encoded.split('/').next().unwrap_or("");
         let cdn = options.cdn_base.as_deref().unwrap_or("");
-        let location = format!("{cdn}/cdn/{encoded}?Expires=4102444800&Signature=fixture");
+        let mut location = format!("{cdn}/cdn/{encoded}?Expires=4102444800&Signature=fixture");
+        if options.cdn_keeps_objects {
+            let sha256 = quoted_sha256(&bytes);
+            location.push_str(&format!("&sha256={}", sha256.trim_matches('"')));
+            shared.objects.lock().insert(sha256, bytes.clone());
+        }
         let body = format!("Found. Redirecting to {location}");
         let response = Response::new(302, body)
             .header("Location", location)
@@ -274,7 +283,16 @@ fn with_commit(response: Response, shared: &Shared, revision: &str) -> Response 
 }
 
 fn cdn(shared: &Shared, request: &Request, encoded: &str) -> Response {
-    let Some((bytes, modified)) = read_file(shared, encoded) else {
+    // The object a redirect named, whatever the file is now.
+    let named = request
+        .query
+        .split('&')
+        .find_map(|p| p.strip_prefix("sha256="))
+        .and_then(|sha| shared.objects.lock().get(&format!("\"{sha}\"")).cloned());
+    let Some((bytes, modified)) = named
+        .map(|bytes| (bytes, SystemTime::UNIX_EPOCH))
+        .or_else(|| read_file(shared, encoded))
+    else {
         return Response::new(404, "NoSuchKey\n");
     };
     let etag = quoted_sha256(&bytes);

@@ -1,0 +1,234 @@
+//! Files a catalog names that the server does not have, through the core:
+//! found by a 404 or a complete tree listing, then absent for the rest of
+//! the tag's version in the session; never by a failure of the network.
+
+use fuser::Errno;
+
+use super::{Harness, TAG, errno, name, parent};
+use crate::dataset::{Change, Kind};
+use crate::fs::Invalidation;
+use crate::remote::FetchError;
+use matvisfs_sample::{Quirks, Release, ReleaseSpec};
+
+/// The small release with a 512 file of Rock064 never published and an
+/// `opacity` channel gpuopen names but never uploaded.
+fn with_missing() -> Release {
+    let mut spec = ReleaseSpec::small(TAG);
+    spec.quirks = Quirks {
+        unpublished: vec![MISSING.into()],
+        unuploaded_channels: vec![("gpuopen".into(), "opacity".into())],
+        ..Quirks::default()
+    };
+    Release::generate(&spec)
+}
+
+const MISSING: &str = "ambientcg/512/Rock064/normal.png";
+const UUID: &str = "0b1e2f9c-4d3a-4c55-9e1f-2a7b6c8d9e01";
+
+fn names(s: &super::Session, path: &str) -> Vec<String> {
+    s.list(path).unwrap().into_iter().map(|(n, _)| n).collect()
+}
+
+fn missing_count(s: &super::Session) -> u64 {
+    let stats = s.core.dataset().stats_json(std::time::SystemTime::now());
+    stats["tags"][TAG]["missing"]["count"].as_u64().unwrap()
+}
+
+#[test]
+fn a_404_makes_a_file_enoent_gone_from_listings_and_documents_for_the_session() {
+    let release = with_missing();
+    let mut h = Harness::new(&release);
+    h.raw = false;
+    let s = h.session();
+    let dir = format!("{TAG}/{}", parent(MISSING));
+    assert!(names(&s, &dir).contains(&"normal.png".to_string()));
+    let mtlx = format!("{dir}/Rock064.mtlx");
+    let before = String::from_utf8(s.read(&mtlx).unwrap()).unwrap();
+    assert!(before.contains("normal.png"));
+    let mtlx_ino = s.ino(&mtlx).unwrap();
+
+    // The stat asks the server (HEAD), which has no such file.
+    let path = format!("{TAG}/{MISSING}");
+    assert_eq!(errno(s.size(&path).unwrap_err()), Errno::ENOENT);
+    assert_eq!(h.remote.count("HEAD", MISSING), 1);
+    assert_eq!(
+        names(&s, &dir),
+        [
+            "Rock064.mtlx",
+            "Rock064.usda",
+            "ao.png",
+            "color.png",
+            "roughness.png"
+        ]
+    );
+    let change = Change {
+        tag: TAG.into(),
+        file: Some(MISSING.into()),
+    };
+    assert!(s.changes.lock().contains(&change));
+    // The kernel drops the directory's listing and its documents' sizes,
+    // and the name without waiting.
+    let gone = s.core.gone(&change).unwrap();
+    let dir_ino = s.ino(&dir).unwrap();
+    assert!(gone.now.contains(&Invalidation::Inode(dir_ino)));
+    assert!(gone.now.contains(&Invalidation::Attributes(mtlx_ino)));
+    assert_eq!(
+        gone.later,
+        [Invalidation::Entry {
+            parent: dir_ino,
+            name: name(MISSING).into()
+        }]
+    );
+    // A new version of the generated document, without the file.
+    let after = String::from_utf8(s.read(&mtlx).unwrap()).unwrap();
+    assert!(!after.contains("normal.png") && after.contains("color.png"));
+    assert_eq!(s.size(&mtlx).unwrap(), after.len() as u64);
+    let usda = String::from_utf8(s.read(&format!("{dir}/Rock064.usda")).unwrap()).unwrap();
+    assert!(!usda.contains("normal.png") && usda.contains("color.png"));
+
+    // Known for the session: no second request, in any form.
+    assert_eq!(errno(s.read(&path).unwrap_err()), Errno::ENOENT);
+    assert_eq!(h.remote.count("HEAD", MISSING), 1);
+    assert_eq!(h.remote.count("GET", MISSING), 0);
+    assert_eq!(missing_count(&s), 1);
+
+    // A channel never uploaded: the same.
+    let opacity = format!("gpuopen/1k/{UUID}/opacity.png");
+    assert_eq!(
+        errno(s.read(&format!("{TAG}/{opacity}")).unwrap_err()),
+        Errno::ENOENT
+    );
+    assert_eq!(h.remote.count("HEAD", &opacity), 1);
+    let material = format!("{TAG}/gpuopen/1k/{UUID}");
+    assert!(!names(&s, &material).contains(&"opacity.png".into()));
+    // A download answered 404 too: a file whose size the catalog gave,
+    // gone from the server after its open. The open file is stale (as any
+    // inode whose path went), the name is gone.
+    let color = format!("gpuopen/1k/{UUID}/color.png");
+    let ino = s.ino(&format!("{TAG}/{color}")).unwrap();
+    let opened = s.core.open(ino, libc::O_RDONLY).unwrap();
+    h.remote.remove(TAG, &color);
+    assert_eq!(
+        errno(s.core.read(opened.fh, 0, 4096).unwrap_err()),
+        Errno::ESTALE
+    );
+    s.core.release(opened.fh);
+    assert_eq!(h.remote.count("GET", &color), 1);
+    assert_eq!(
+        errno(s.read(&format!("{TAG}/{color}")).unwrap_err()),
+        Errno::ENOENT
+    );
+    assert!(!names(&s, &material).contains(&"color.png".into()));
+    assert_eq!(missing_count(&s), 3);
+
+    // Not kept on disk: the next session asks again, and sees a file the
+    // server gained meanwhile.
+    h.remote.put(
+        TAG,
+        MISSING,
+        release.files["ambientcg/1k/Rock064/normal.png"].clone(),
+    );
+    let s = h.session();
+    assert!(s.size(&path).unwrap() > 0);
+    assert!(names(&s, &dir).contains(&"normal.png".to_string()));
+    assert_eq!(missing_count(&s), 0);
+}
+
+#[test]
+fn a_network_failure_is_eio_and_never_makes_a_file_absent() {
+    let release = with_missing();
+    let h = Harness::new(&release);
+    let s = h.session();
+    let present = "ambientcg/512/Rock064/color.png";
+    for error in [
+        FetchError::Network("connection refused".into()),
+        FetchError::Status(503),
+        FetchError::Status(403),
+    ] {
+        h.remote.fail_next(present, error);
+        assert_eq!(
+            errno(s.size(&format!("{TAG}/{present}")).unwrap_err()),
+            Errno::EIO
+        );
+    }
+    assert_eq!(missing_count(&s), 0);
+    assert!(names(&s, &format!("{TAG}/{}", parent(present))).contains(&"color.png".into()));
+    assert_eq!(
+        s.read(&format!("{TAG}/{present}")).unwrap(),
+        release.files[present]
+    );
+}
+
+#[test]
+fn a_complete_tree_listing_proves_absence_without_a_request_and_a_cut_one_does_not() {
+    let release = with_missing();
+    for cut in [false, true] {
+        let h = Harness::new(&release);
+        h.remote.enable_hub(&[TAG]);
+        if cut {
+            h.remote.cut_tree_listings();
+        }
+        let s = h.session();
+        // The size of a sibling lists the material's directory.
+        let sibling = format!("{TAG}/ambientcg/512/Rock064/color.png");
+        assert!(s.size(&sibling).unwrap() > 0);
+        let listed = names(&s, &format!("{TAG}/{}", parent(MISSING)));
+        let path = format!("{TAG}/{MISSING}");
+        assert_eq!(errno(s.size(&path).unwrap_err()), Errno::ENOENT);
+        if cut {
+            // Cut short, the listing proves nothing: a HEAD did.
+            assert!(listed.contains(&"normal.png".to_string()));
+            assert_eq!(h.remote.count("HEAD", MISSING), 1);
+        } else {
+            assert!(!listed.contains(&"normal.png".to_string()), "{listed:?}");
+            assert_eq!(h.remote.count("HEAD", MISSING), 0);
+        }
+        assert_eq!(missing_count(&s), 1);
+        let kinds = s.list(&format!("{TAG}/{}", parent(MISSING))).unwrap();
+        assert!(kinds.iter().all(|(_, kind)| *kind == Kind::File));
+    }
+}
+
+#[test]
+fn a_map_the_manifest_implies_but_the_server_lacks_leaves_the_tree_as_it_was() {
+    // Bakes before the `mtlx` key: every source's map is looked for.
+    let mut spec = ReleaseSpec::small(TAG);
+    spec.quirks.no_mtlx_key = true;
+    let release = Release::generate(&spec);
+    let mut h = Harness::new(&release);
+    h.raw = false;
+    let s = h.session();
+    // Listing a material needs to know whether its source has a map.
+    assert_eq!(
+        names(&s, &format!("{TAG}/ambientcg/1k/Rock064")),
+        [
+            "Rock064.mtlx",
+            "Rock064.usda",
+            "ao.png",
+            "color.png",
+            "normal.png",
+            "roughness.png"
+        ]
+    );
+    assert_eq!(h.remote.count("GET", "ambientcg-mtlx.json"), 1);
+    assert_eq!(
+        errno(s.size(&format!("{TAG}/ambientcg-mtlx.json")).unwrap_err()),
+        Errno::ENOENT
+    );
+    assert_eq!(h.remote.count("GET", "ambientcg-mtlx.json"), 1);
+    // gpuopen has one: its upstream documents, and its name in the tag.
+    let root = names(&s, TAG);
+    assert!(!root.contains(&"gpuopen-mtlx.json".to_string()), "{root:?}");
+    let material = names(&s, &format!("{TAG}/gpuopen/1k/{UUID}"));
+    assert!(
+        material.contains(&format!("{UUID}.upstream.mtlx")),
+        "{material:?}"
+    );
+    let root = names(&s, TAG);
+    assert!(root.contains(&"gpuopen-mtlx.json".to_string()), "{root:?}");
+    assert!(
+        !root.contains(&"ambientcg-mtlx.json".to_string()),
+        "{root:?}"
+    );
+    assert_eq!(missing_count(&s), 1);
+}

@@ -1,0 +1,481 @@
+//! Long-lived mounts through real mounts: `matvisfs refresh` (and SIGHUP)
+//! revalidates a running mount with one manifest request, files held open
+//! across it read whole in their version and the next open reads the new
+//! one; its exit codes; `--revalidate-every` sends nothing while the mount
+//! is idle and revalidates at the first open after the period; mounting
+//! from an fstab through mount(8) and mount.fuse3; readiness for systemd
+//! (`NOTIFY_SOCKET`).
+
+mod common;
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{BIN, Mount, Served, TAG, Unmounts, is_mounted, read, wait_for};
+use matvisfs_sample::images;
+use matvisfs_testkit::devserver::{Fault, FaultRule};
+
+const MANIFEST: &str = "release-manifest.json";
+/// In the tier the catalog's hashes describe: its bytes change the catalog.
+const BAKED: &str = "ambientcg/1k/Rock064/color.png";
+/// Outside it: only the file (and the commit) change.
+const OTHER: &str = "ambientcg/512/Wood051/ao.png";
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn refresh(mount: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("refresh")
+        .arg(mount)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Replaces `paths` on the server with new bytes of another size, as one
+/// new commit; returns them.
+fn replace(served: &mut Served, paths: &[&str], seed: &str) -> Vec<Vec<u8>> {
+    let mut release = served.release.clone();
+    let mut new = Vec::new();
+    for path in paths {
+        let channel = path.rsplit('/').next().unwrap().trim_end_matches(".png");
+        let bytes = images::png(seed, channel, 40);
+        assert_ne!(bytes, served.release.files[*path]);
+        release.replace_texture(path, bytes.clone());
+        new.push(bytes);
+    }
+    served.republish(release);
+    new
+}
+
+#[test]
+fn a_refresh_serves_new_opens_the_new_bytes_and_an_open_file_its_own_whole() {
+    let mut served = Served::small();
+    let mount = Mount::builder(&served.base_url()).start();
+    let old = served.release.files[BAKED].clone();
+    let old_other = served.release.files[OTHER].clone();
+    assert_eq!(read(&mount.tag_path(BAKED)).unwrap(), old);
+    assert_eq!(read(&mount.tag_path(OTHER)).unwrap(), old_other);
+
+    // Held open across the change and the refresh, its first half read.
+    let held = fs::File::open(mount.tag_path(BAKED)).unwrap();
+    let mut first = vec![0u8; old.len() / 2];
+    held.read_exact_at(&mut first, 0).unwrap();
+    let new = replace(&mut served, &[BAKED, OTHER], "refreshed");
+    served.server.clear_requests();
+    // Within the session, the cached version is what every open serves.
+    assert_eq!(read(&mount.tag_path(OTHER)).unwrap(), old_other);
+    assert_eq!(served.count("GET", MANIFEST), 0);
+
+    let output = refresh(&mount.path, &[]);
+    let stdout = text(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        text(&output.stderr)
+    );
+    assert!(stdout.starts_with(&format!("{TAG}: changed: ")), "{stdout}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let manifest: Vec<_> = served
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == format!("{TAG}/{MANIFEST}"))
+        .collect();
+    assert_eq!(manifest.len(), 1, "{manifest:#?}");
+    assert!(manifest[0].conditional, "{manifest:?}");
+
+    // The open file goes on in its version, whole.
+    let mut rest = Vec::new();
+    let mut reader = &held;
+    std::io::Seek::seek(&mut reader, std::io::SeekFrom::Start(first.len() as u64)).unwrap();
+    reader.read_to_end(&mut rest).unwrap();
+    first.extend(rest);
+    assert_eq!(first, old, "the held file read another version");
+    drop(held);
+    // Opens after the refresh read the new bytes, whole.
+    assert_eq!(read(&mount.tag_path(BAKED)).unwrap(), new[0]);
+    assert_eq!(read(&mount.tag_path(OTHER)).unwrap(), new[1]);
+    assert_eq!(
+        fs::metadata(mount.tag_path(OTHER)).unwrap().len(),
+        new[1].len() as u64
+    );
+    let stats = mount.stats();
+    assert!(
+        stats["tags"][TAG]["changes_found"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
+    assert_eq!(stats["tags"][TAG]["revalidation"], "changed", "{stats}");
+}
+
+#[test]
+fn a_refresh_of_an_unchanged_tag_costs_one_request_per_document_and_says_so() {
+    let served = Served::small();
+    let mount = Mount::builder(&served.base_url()).start();
+    read(&mount.tag_path(BAKED)).unwrap();
+    served.server.clear_requests();
+    let output = refresh(&mount.path, &["--tag", TAG]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), format!("{TAG}: unchanged\n"));
+    assert_eq!(served.count("GET", MANIFEST), 1);
+    // The catalog the session loaded, and nothing else.
+    assert_eq!(served.count("GET", "ambientcg.json"), 1);
+    assert_eq!(
+        served.server.requests().len(),
+        2,
+        "{:#?}",
+        served.server.requests()
+    );
+    assert_eq!(mount.stats()["tags"][TAG]["changes_found"], 0);
+}
+
+#[test]
+fn refreshes_racing_with_first_opens_and_each_other_share_their_checks() {
+    let mut served = Served::small();
+    let cache = tempfile::tempdir().unwrap();
+    common::warm(&served.base_url(), cache.path(), &[BAKED]);
+    let new = replace(&mut served, &[OTHER], "raced");
+    let mount = Mount::builder(&served.base_url())
+        .cache(cache.path())
+        .start();
+    served.server.clear_requests();
+    let paths: Vec<_> = served
+        .release
+        .textures()
+        .map(|(p, _)| mount.tag_path(p))
+        .collect();
+    std::thread::scope(|scope| {
+        let refreshes: Vec<_> = (0..3)
+            .map(|_| scope.spawn(|| refresh(&mount.path, &[])))
+            .collect();
+        for t in 0..8 {
+            let paths = &paths;
+            scope.spawn(move || {
+                for path in paths.iter().skip(t) {
+                    read(path).unwrap();
+                }
+            });
+        }
+        for refresh in refreshes {
+            let output = refresh.join().unwrap();
+            assert_eq!(
+                output.status.code(),
+                Some(0),
+                "{}{}",
+                text(&output.stdout),
+                text(&output.stderr)
+            );
+        }
+    });
+    // The first opens' check, and at most one more per refresh.
+    let manifest = served.count("GET", MANIFEST);
+    assert!((1..=4).contains(&manifest), "{manifest} manifest requests");
+    assert!(served.count("GET", "ambientcg.json") <= 4);
+    assert_eq!(read(&mount.tag_path(OTHER)).unwrap(), new[0]);
+}
+
+#[test]
+fn a_refresh_that_cannot_reach_the_server_exits_1_and_the_cache_serves() {
+    let served = Served::small();
+    let mount = Mount::builder(&served.base_url()).start();
+    let bytes = read(&mount.tag_path(BAKED)).unwrap();
+    served.server.inject(FaultRule::new(
+        MANIFEST,
+        Fault::Status {
+            code: 404,
+            retry_after: None,
+        },
+    ));
+    let output = refresh(&mount.path, &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stdout));
+    assert!(text(&output.stdout).starts_with(&format!("{TAG}: failed: ")));
+    assert_eq!(read(&mount.tag_path(BAKED)).unwrap(), bytes);
+
+    let mut served = served;
+    served.server.stop();
+    let output = refresh(&mount.path, &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stdout));
+    assert_eq!(read(&mount.tag_path(BAKED)).unwrap(), bytes);
+}
+
+#[test]
+fn a_refresh_that_cannot_ask_the_mount_exits_2_saying_why() {
+    let dir = tempfile::tempdir().unwrap();
+    // Not a mount at all, and a mount of another kind.
+    let output = refresh(dir.path(), &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("not a matvisfs mount"),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = refresh(Path::new("/proc"), &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("proc"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    let served = Served::small();
+    let mount = Mount::builder(&served.base_url()).start();
+    // Another user (not the owner, not root).
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(BIN)
+        .arg("refresh")
+        .arg(&mount.path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("only root and"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert_eq!(
+        served.count("GET", MANIFEST),
+        1,
+        "the mount was not refreshed"
+    );
+
+    // Its daemon killed: the mount is dead.
+    let mut mount = mount;
+    mount.signal(libc::SIGKILL);
+    assert_eq!(mount.wait_exit(LIMIT), Some(false));
+    let output = refresh(&mount.path, &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("is gone"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn sighup_refreshes_every_tag_and_the_mount_stays() {
+    let mut served = Served::small();
+    let mount = Mount::builder(&served.base_url()).start();
+    let old = read(&mount.tag_path(OTHER)).unwrap();
+    let new = replace(&mut served, &[OTHER], "hangup");
+    assert_eq!(read(&mount.tag_path(OTHER)).unwrap(), old);
+    mount.signal(libc::SIGHUP);
+    wait_for("the change found after SIGHUP", LIMIT, || {
+        mount.stats()["tags"][TAG]["changes_found"].as_u64() >= Some(1)
+    });
+    assert!(is_mounted(&mount.path));
+    assert_eq!(read(&mount.tag_path(OTHER)).unwrap(), new[0]);
+}
+
+#[test]
+fn a_period_sends_nothing_while_idle_and_revalidates_at_the_first_open_after_it() {
+    let mut served = Served::small();
+    let mount = Mount::builder(&served.base_url())
+        .arg("--revalidate-every")
+        .arg("1s")
+        .start();
+    let old = read(&mount.tag_path(OTHER)).unwrap();
+    served.server.clear_requests();
+    // Several periods with nothing open: not one request.
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(served.server.requests(), vec![]);
+
+    let new = replace(&mut served, &[OTHER], "period");
+    assert_ne!(old, new[0]);
+    std::thread::sleep(Duration::from_millis(1100));
+    // The first open after the period asks, once, and sees the change.
+    assert_eq!(read(&mount.tag_path(OTHER)).unwrap(), new[0]);
+    assert_eq!(served.count("GET", MANIFEST), 1);
+}
+
+#[test]
+fn a_duration_that_does_not_parse_is_refused_with_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .arg("mount")
+        .arg(dir.path())
+        .args(["--revalidate-every", "often"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("30s, 10m, 1h, 1d"), "{stderr}");
+    assert!(!is_mounted(dir.path()));
+}
+
+#[test]
+fn readiness_goes_to_notify_socket_once_the_mount_serves() {
+    let served = Served::small();
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut mount = Mount::builder(&served.base_url())
+        .env("NOTIFY_SOCKET", socket_path.to_str().unwrap())
+        .start();
+    let mut buffer = [0u8; 256];
+    let n = socket.recv(&mut buffer).unwrap();
+    assert_eq!(&buffer[..n], b"READY=1");
+    // Sent once mounted and serving.
+    assert!(is_mounted(&mount.path));
+    assert!(mount.tag_path(BAKED).exists());
+    mount.signal(libc::SIGTERM);
+    let n = socket.recv(&mut buffer).unwrap();
+    assert_eq!(&buffer[..n], b"STOPPING=1");
+    mount.expect_clean_exit();
+}
+
+/// A temporary fstab with one line.
+fn fstab(dir: &Path, line: &str) -> std::path::PathBuf {
+    let path = dir.join("fstab");
+    fs::write(&path, format!("{line}\n")).unwrap();
+    path
+}
+
+#[test]
+fn an_fstab_line_mounts_through_mount_8_and_umount_unmounts() {
+    let served = Served::small();
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let cache = dir.path().join("cache");
+    let _guard = Unmounts::new(&mnt);
+    // The program named in the source: nothing installed on PATH.
+    let table = fstab(
+        dir.path(),
+        &format!(
+            "{BIN}#{TAG} {} fuse ro,nodev,noatime,base-url={},cache-dir={},timeout=5,revalidate-every=1h 0 0",
+            mnt.display(),
+            served.base_url(),
+            cache.display()
+        ),
+    );
+    let output = Command::new("mount")
+        .arg("-T")
+        .arg(&table)
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    // mount(8) returned: the mount serves already.
+    assert!(is_mounted(&mnt));
+    assert_eq!(
+        read(&mnt.join(TAG).join(BAKED)).unwrap(),
+        served.release.files[BAKED]
+    );
+    let output = refresh(&mnt, &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let status = Command::new("umount").arg(&mnt).status().unwrap();
+    assert!(status.success());
+    assert!(!is_mounted(&mnt));
+
+    // An option matvisfs does not know fails the mount, named.
+    let table = fstab(
+        dir.path(),
+        &format!(
+            "{BIN}#{TAG} {} fuse ro,base-url={},colour=red 0 0",
+            mnt.display(),
+            served.base_url()
+        ),
+    );
+    let output = Command::new("mount")
+        .arg("-T")
+        .arg(&table)
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("colour"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert!(!is_mounted(&mnt));
+}
+
+#[test]
+fn mount_fuse3_runs_the_helper_named_by_the_type() {
+    let served = Served::small();
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let cache = dir.path().join("cache");
+    // `fuse.matvisfs` runs `matvisfs` from PATH: here a temporary one.
+    let bin = dir.path().join("bin");
+    fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(BIN, bin.join("matvisfs")).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let _guard = Unmounts::new(&mnt);
+    let output = Command::new("mount.fuse3")
+        .arg(format!("{TAG},v2026.05.0-rc1"))
+        .arg(&mnt)
+        .args(["-t", "fuse.matvisfs", "-o"])
+        .arg(format!(
+            "rw,allow_other,base-url={},cache_dir={},timeout=5",
+            served.base_url(),
+            cache.display()
+        ))
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    // The second tag is not on the server: the mount fails, naming it.
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("v2026.05.0-rc1"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert!(!is_mounted(&mnt));
+
+    let output = Command::new("mount.fuse3")
+        .arg(TAG)
+        .arg(&mnt)
+        .args(["-t", "fuse.matvisfs", "-o"])
+        .arg(format!(
+            "rw,allow_other,base-url={},cache_dir={},timeout=5",
+            served.base_url(),
+            cache.display()
+        ))
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(is_mounted(&mnt));
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = mountinfo
+        .lines()
+        .find(|l| l.contains(&*mnt.to_string_lossy()))
+        .unwrap();
+    assert!(line.contains(" - fuse.matvisfs "), "{line}");
+    assert_eq!(
+        read(&mnt.join(TAG).join(OTHER)).unwrap(),
+        served.release.files[OTHER]
+    );
+    // Read-only whatever `rw` said.
+    let error = fs::write(mnt.join(TAG).join("x"), b"x").unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EROFS), "{error}");
+    let status = Command::new("umount").arg(&mnt).status().unwrap();
+    assert!(status.success());
+    wait_for("the unmount", LIMIT, || !is_mounted(&mnt));
+}
