@@ -156,6 +156,43 @@ fn a_texture_replaced_alone_moves_the_commit_and_the_next_session_serves_it() {
     assert_eq!(served.texture_gets(), 1, "{:#?}", served.server.requests());
 }
 
+/// A cache filled from a server that names no commit holds bytes of no
+/// known commit: the first commit named is a new version, in which they
+/// are proven again (a texture replaced alone meanwhile, which the mirror
+/// could not show, is then served new).
+#[test]
+fn bytes_cached_where_no_commit_was_named_are_proven_again_at_the_first_commit() {
+    let mut served = Served::small();
+    served.server.set_options(ServerOptions {
+        commits: false,
+        ..ServerOptions::default()
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let path = "ambientcg/512/Rock064/color.png";
+    let kept = "ambientcg/512/Wood051/normal.png";
+    common::warm(&served.base_url(), cache.path(), &[path, kept]);
+    let new = replace_one_texture(&mut served, path);
+    served.server.set_options(ServerOptions::default());
+
+    served.server.clear_requests();
+    let mount = Mount::builder(&served.base_url())
+        .cache(cache.path())
+        .start();
+    assert_eq!(read(&mount.tag_path(path)).unwrap(), new, "the new bytes");
+    assert_eq!(
+        read(&mount.tag_path(kept)).unwrap(),
+        served.release.files[kept]
+    );
+    let stats = stats(&mount);
+    assert_eq!(stats["tags"][TAG]["revalidation"], "changed", "{stats:#}");
+    assert_eq!(
+        stats["tags"][TAG]["commit"],
+        served.server.commit_of(TAG).unwrap().as_str()
+    );
+    // The unchanged file was proven again by one conditional request.
+    assert_eq!(served.texture_gets(), 1, "{:#?}", served.server.requests());
+}
+
 #[test]
 fn an_unchanged_commit_costs_no_request_per_file() {
     let served = Served::small();

@@ -131,21 +131,19 @@ impl PersistedState {
     /// The server says the revision resolves to `commit` now. A commit other
     /// than the current version's begins a new version (returned), in one
     /// write: a texture replaced without touching the manifest or the
-    /// catalogs moves the commit and nothing else. The first commit known
-    /// of a version is recorded as its own.
+    /// catalogs moves the commit and nothing else. A version that had no
+    /// commit (its files came from a server that names none) is of no
+    /// known commit: the first one named begins a new version too, in
+    /// which those files are proven again.
     pub fn resolved_to(&self, commit: &str) -> Option<Version> {
         let mut state = self.state.lock();
-        let moved = match state.commit.as_deref() {
-            Some(known) if known == commit => return None,
-            Some(_) => true,
-            None => false,
-        };
-        state.commit = Some(commit.to_string());
-        if moved {
-            Self::begin_version(&mut state);
+        if state.commit.as_deref() == Some(commit) {
+            return None;
         }
+        state.commit = Some(commit.to_string());
+        Self::begin_version(&mut state);
         self.save(&state);
-        moved.then_some(Version {
+        Some(Version {
             generation: state.generation,
             changed_at: state.changed_at,
         })
