@@ -117,6 +117,7 @@ impl LocalRemote {
     /// Opens a regular file below the root, with the version it has now.
     fn open(&self, tag: &str, file: &Location) -> Result<(File, Version), FetchError> {
         let full = self.file_path(tag, file)?;
+        crate::wait::must_not_be_quick(|| format!("a read of {}", full.display()));
         let opened_file = OpenOptions::new()
             .read(true)
             // A FIFO planted in the copy must not block the open.

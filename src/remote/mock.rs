@@ -157,7 +157,10 @@ impl MockRemote {
         });
     }
 
+    /// Every request asks for its fault first, so the quick-mode rule is
+    /// held here too, as a real server's transport holds it.
     fn take_fault(&self, path: &str) -> Option<FetchError> {
+        crate::wait::must_not_be_quick(|| format!("a request for {path}"));
         if *self.down.lock() {
             return Some(FetchError::Network("connection refused".into()));
         }

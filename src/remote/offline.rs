@@ -18,30 +18,37 @@ impl Offline {
     }
 }
 
+/// Sends nothing, but is where a request would have left: what reached it
+/// in quick mode would have waited online.
+fn refused<T>(file: &Location) -> Result<T, FetchError> {
+    crate::wait::must_not_be_quick(|| format!("a request for {file}"));
+    Err(FetchError::Offline)
+}
+
 impl Remote for Offline {
     fn get(
         &self,
         _: &str,
-        _: &Location,
+        file: &Location,
         _: &Validators,
         _: &mut dyn BodySink,
     ) -> Result<GetOutcome, FetchError> {
-        Err(FetchError::Offline)
+        refused(file)
     }
 
     fn get_range(
         &self,
         _: &str,
-        _: &Location,
+        file: &Location,
         _: Slice,
         _: &Validators,
         _: &mut dyn BodySink,
     ) -> Result<GetOutcome, FetchError> {
-        Err(FetchError::Offline)
+        refused(file)
     }
 
-    fn head(&self, _: &str, _: &Location) -> Result<RemoteMeta, FetchError> {
-        Err(FetchError::Offline)
+    fn head(&self, _: &str, file: &Location) -> Result<RemoteMeta, FetchError> {
+        refused(file)
     }
 
     fn url(&self, tag: &str, file: &Location) -> String {

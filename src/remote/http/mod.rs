@@ -237,6 +237,7 @@ impl HttpRemote {
         class: Class,
         wait_most: Duration,
     ) -> Result<Response, Failure> {
+        crate::wait::must_not_be_quick(|| format!("a request for {url}"));
         self.pauses
             .wait(url, class, wait_most)
             .map_err(Failure::Final)?;
