@@ -2,8 +2,8 @@
 //! and the rest of the program asks [`Remote::is_offline`] rather than
 //! keeping a flag of its own.
 
-use super::{BodySink, FetchError, GetOutcome, Remote, RemoteMeta, Validators};
-use crate::format::{Location, Slice};
+use super::{Answer, BodySink, FetchError, Remote, Request};
+use crate::format::Location;
 
 pub struct Offline {
     /// The base URL, for messages.
@@ -18,44 +18,16 @@ impl Offline {
     }
 }
 
-/// Sends nothing, but is where a request would have left: what reached it
-/// in quick mode would have waited online.
-fn refused<T>(file: &Location) -> Result<T, FetchError> {
-    crate::wait::must_not_be_quick(|| format!("a request for {file}"));
-    Err(FetchError::Offline)
-}
-
+/// Every request fails at once. It sends nothing, but is where a request
+/// would have left: what reached it in quick mode would have waited online.
 impl Remote for Offline {
-    fn get(
-        &self,
-        _: &str,
-        file: &Location,
-        _: &Validators,
-        _: &mut dyn BodySink,
-    ) -> Result<GetOutcome, FetchError> {
-        refused(file)
-    }
-
-    fn get_range(
-        &self,
-        _: &str,
-        file: &Location,
-        _: Slice,
-        _: &Validators,
-        _: &mut dyn BodySink,
-    ) -> Result<GetOutcome, FetchError> {
-        refused(file)
-    }
-
-    fn head(&self, _: &str, file: &Location) -> Result<RemoteMeta, FetchError> {
-        refused(file)
+    fn send(&self, request: Request<'_>, _: &mut dyn BodySink) -> Result<Answer, FetchError> {
+        crate::wait::must_not_be_quick(|| format!("{request:?}"));
+        Err(FetchError::Offline)
     }
 
     fn url(&self, tag: &str, file: &Location) -> String {
-        match file {
-            Location::Revision(path) => format!("{}/{tag}/{path}", self.base),
-            Location::Absolute(url) => url.to_string(),
-        }
+        super::url_under(&self.base, tag, file)
     }
 
     fn origin(&self) -> String {
