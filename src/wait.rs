@@ -4,6 +4,12 @@
 //! read from disk, another thread's download) stops it with
 //! [`WouldBlock`]. The adapter then hands the request to a worker thread,
 //! which runs it again in the normal mode. One code path, two budgets.
+//!
+//! What holds the rule is the other end: every request leaves for the
+//! server through [`must_not_be_quick`], which in debug builds (every test,
+//! the mounted test binary included) panics when a quick-mode thread got
+//! that far, naming the request: a missing [`may_block`] is found by any
+//! test that drives the path, not by reading the code.
 
 use std::cell::Cell;
 use std::sync::mpsc;
@@ -38,6 +44,20 @@ pub fn is_quick() -> bool {
 /// Called before every step that may wait: fails in quick mode.
 pub fn may_block() -> Result<(), WouldBlock> {
     if is_quick() { Err(WouldBlock) } else { Ok(()) }
+}
+
+/// Called where a wait begins whatever the mode (a request leaves for the
+/// server): in quick mode a [`may_block`] should have stopped the caller
+/// before it. Debug builds panic, naming `what`; release builds go on, as
+/// the operation would merely be slow.
+#[track_caller]
+pub fn must_not_be_quick(what: impl FnOnce() -> String) {
+    if cfg!(debug_assertions) && is_quick() {
+        panic!(
+            "{} was reached in quick mode: a may_block() check is missing on its path",
+            what()
+        );
+    }
 }
 
 /// Runs `work` on this thread; if it has not returned after `after`,
@@ -92,5 +112,16 @@ mod tests {
         // Restored even when the closure panics.
         let _ = std::panic::catch_unwind(|| quick(|| panic!("boom")));
         assert!(!is_quick());
+    }
+
+    #[test]
+    fn a_blocking_step_reached_in_quick_mode_is_a_bug_in_debug_builds() {
+        must_not_be_quick(|| "a request".into());
+        let reached = std::panic::catch_unwind(|| quick(|| must_not_be_quick(|| "GET x".into())));
+        let message = *reached.unwrap_err().downcast::<String>().unwrap();
+        assert!(
+            message.starts_with("GET x was reached in quick mode"),
+            "{message}"
+        );
     }
 }

@@ -6,25 +6,11 @@
 //! thread while the others wait for its answer, so however many ask at
 //! once, a server without the API sees one request.
 
-use std::sync::Arc;
-
 use parking_lot::Mutex;
 
-use super::{BodySink, FetchError, GetOutcome, Remote, RemoteMeta, Validators};
+use super::{Answer, BodySink, FetchError, Hub, Layer, Remote, Request};
 use crate::flight::SingleFlight;
 use crate::format::hub::TreeListing;
-use crate::format::{Location, Slice};
-
-/// The calls only a Hugging Face Hub answers.
-pub trait Hub: Send + Sync {
-    /// The dataset's revisions that look like releases.
-    fn release_refs(&self) -> Result<Vec<String>, FetchError>;
-
-    /// Every file below `dir` of `revision` (a tag, or the commit it
-    /// resolved to), with size and hash, from the tree listing (all pages,
-    /// within bounds). [`FetchError::NotFound`]: no such directory.
-    fn tree(&self, revision: &str, dir: &str) -> Result<TreeListing, FetchError>;
-}
 
 /// API failures in a session before it is no longer asked.
 const FAILURES_TOLERATED: u32 = 3;
@@ -40,34 +26,26 @@ struct State {
     refs: Option<Vec<String>>,
 }
 
-/// A remote whose Hub API is probed once (single-flight) and switched off
-/// when it is absent or keeps failing.
+/// A [`Layer`] whose Hub API is probed once (single-flight) and switched
+/// off when it is absent or keeps failing.
+#[derive(Default)]
 pub struct HubGuard {
-    inner: Arc<dyn Remote>,
     state: Mutex<State>,
     probe: SingleFlight<(), Result<(), FetchError>>,
 }
 
 impl HubGuard {
-    pub fn new(inner: Arc<dyn Remote>) -> Self {
-        HubGuard {
-            inner,
-            state: Mutex::new(State::default()),
-            probe: SingleFlight::default(),
-        }
-    }
-
-    fn inner_hub(&self) -> Result<&dyn Hub, FetchError> {
+    fn inner_hub<'a>(&self, inner: &'a dyn Remote) -> Result<Hub<'a>, FetchError> {
         match self.state.lock().off {
             true => Err(FetchError::NoApi),
-            false => self.inner.hub().ok_or(FetchError::NoApi),
+            false => inner.hub().ok_or(FetchError::NoApi),
         }
     }
 
     /// Asks for the refs first, once: their 404 says the API is absent,
     /// where a tree listing's 404 only says a directory is.
-    fn probed(&self) -> Result<&dyn Hub, FetchError> {
-        let hub = self.inner_hub()?;
+    fn probed<'a>(&self, inner: &'a dyn Remote) -> Result<Hub<'a>, FetchError> {
+        let hub = self.inner_hub(inner)?;
         if self.state.lock().present {
             return Ok(hub);
         }
@@ -120,94 +98,58 @@ impl HubGuard {
             }
         }
     }
-}
 
-impl Hub for HubGuard {
-    fn release_refs(&self) -> Result<Vec<String>, FetchError> {
-        let hub = self.probed()?;
+    fn release_refs(&self, inner: &dyn Remote) -> Result<Vec<String>, FetchError> {
+        let hub = self.probed(inner)?;
         if let Some(refs) = self.state.lock().refs.take() {
             return Ok(refs);
         }
         hub.release_refs().inspect_err(|e| self.failed(e, true))
     }
 
-    fn tree(&self, revision: &str, dir: &str) -> Result<TreeListing, FetchError> {
-        let hub = self.probed()?;
+    fn tree(
+        &self,
+        inner: &dyn Remote,
+        revision: &str,
+        dir: &str,
+    ) -> Result<TreeListing, FetchError> {
+        let hub = self.probed(inner)?;
         hub.tree(revision, dir)
             .inspect_err(|e| self.failed(e, false))
     }
 }
 
-impl Remote for HubGuard {
-    fn get(
+/// API calls go through the probe; the rest passes untouched.
+impl Layer for HubGuard {
+    fn send(
         &self,
-        tag: &str,
-        file: &Location,
-        validators: &Validators,
+        inner: &dyn Remote,
+        request: Request<'_>,
         sink: &mut dyn BodySink,
-    ) -> Result<GetOutcome, FetchError> {
-        self.inner.get(tag, file, validators, sink)
+    ) -> Result<Answer, FetchError> {
+        match request {
+            Request::Refs => self.release_refs(inner).map(Answer::Refs),
+            Request::Tree { revision, dir } => self.tree(inner, revision, dir).map(Answer::Tree),
+            _ => inner.send(request, sink),
+        }
     }
 
-    fn check(
-        &self,
-        tag: &str,
-        file: &Location,
-        validators: &Validators,
-        sink: &mut dyn BodySink,
-    ) -> Result<GetOutcome, FetchError> {
-        self.inner.check(tag, file, validators, sink)
-    }
-
-    fn get_first(
-        &self,
-        tag: &str,
-        file: &Location,
-        sink: &mut dyn BodySink,
-    ) -> Result<GetOutcome, FetchError> {
-        self.inner.get_first(tag, file, sink)
-    }
-
-    fn get_range(
-        &self,
-        tag: &str,
-        file: &Location,
-        slice: Slice,
-        validators: &Validators,
-        sink: &mut dyn BodySink,
-    ) -> Result<GetOutcome, FetchError> {
-        self.inner.get_range(tag, file, slice, validators, sink)
-    }
-
-    fn head(&self, tag: &str, file: &Location) -> Result<RemoteMeta, FetchError> {
-        self.inner.head(tag, file)
-    }
-
-    fn url(&self, tag: &str, file: &Location) -> String {
-        self.inner.url(tag, file)
-    }
-
-    fn origin(&self) -> String {
-        self.inner.origin()
-    }
-
-    fn hub(&self) -> Option<&dyn Hub> {
-        self.inner_hub().ok().map(|_| self as &dyn Hub)
-    }
-
-    fn is_offline(&self) -> bool {
-        self.inner.is_offline()
-    }
-
-    fn forget_redirects(&self) {
-        self.inner.forget_redirects();
+    fn has_hub(&self, inner: &dyn Remote) -> bool {
+        self.inner_hub(inner).is_ok()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::remote::Layered;
     use crate::remote::mock::MockRemote;
+
+    fn guard(mock: &Arc<MockRemote>) -> Arc<dyn Remote> {
+        Arc::new(Layered::new(HubGuard::default(), mock.clone()))
+    }
 
     fn api_calls(mock: &MockRemote) -> usize {
         mock.log().iter().filter(|l| l.method == "API").count()
@@ -218,7 +160,7 @@ mod tests {
         let mock = Arc::new(MockRemote::default());
         mock.enable_hub(&["v1"]);
         mock.fail_next("api/refs", FetchError::NotFound);
-        let guard = HubGuard::new(mock.clone());
+        let guard = guard(&mock);
         std::thread::scope(|scope| {
             for i in 0..16 {
                 let guard = &guard;
@@ -238,7 +180,7 @@ mod tests {
         let mock = Arc::new(MockRemote::default());
         mock.enable_hub(&["v1"]);
         mock.put("v1", "a/1k/M/color.png", b"x".to_vec());
-        let guard = HubGuard::new(mock.clone());
+        let guard = guard(&mock);
         let hub = guard.hub().unwrap();
         assert!(matches!(hub.tree("v1", "b/1k"), Err(FetchError::NotFound)));
         assert_eq!(hub.release_refs().unwrap(), ["v1"]);
@@ -257,11 +199,15 @@ mod tests {
         for _ in 0..FAILURES_TOLERATED {
             mock.fail_next("api/tree", FetchError::Status(500));
         }
-        let guard = HubGuard::new(mock.clone());
+        let layered = Layered::new(HubGuard::default(), mock.clone());
+        let guard: &dyn Remote = &layered;
         for _ in 0..FAILURES_TOLERATED {
             assert!(guard.hub().unwrap().tree("v1", "a").is_err());
         }
         assert!(guard.hub().is_none());
-        assert!(matches!(guard.release_refs(), Err(FetchError::NoApi)));
+        assert!(matches!(
+            layered.layer.release_refs(&*mock),
+            Err(FetchError::NoApi)
+        ));
     }
 }

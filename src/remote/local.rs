@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 
 use url::Url;
 
-use super::{BodySink, FetchError, GetOutcome, Remote, RemoteMeta, Validators};
+use super::{
+    Answer, BodySink, FetchError, GetOutcome, Remote, RemoteMeta, Request, Server, Validators,
+};
 use crate::format::{Location, Slice};
 
 /// How often a read starts over when the file changes under it.
@@ -117,6 +119,7 @@ impl LocalRemote {
     /// Opens a regular file below the root, with the version it has now.
     fn open(&self, tag: &str, file: &Location) -> Result<(File, Version), FetchError> {
         let full = self.file_path(tag, file)?;
+        crate::wait::must_not_be_quick(|| format!("a read of {}", full.display()));
         let opened_file = OpenOptions::new()
             .read(true)
             // A FIFO planted in the copy must not block the open.
@@ -231,7 +234,8 @@ fn copy_range(
     Ok(())
 }
 
-impl Remote for LocalRemote {
+/// The requests a directory answers, however patient: it has no API.
+impl Server for LocalRemote {
     fn get(
         &self,
         tag: &str,
@@ -270,12 +274,15 @@ impl Remote for LocalRemote {
         let (_, version) = self.open(tag, file)?;
         Ok(version.meta(version.size))
     }
+}
+
+impl Remote for LocalRemote {
+    fn send(&self, request: Request<'_>, sink: &mut dyn BodySink) -> Result<Answer, FetchError> {
+        super::serve(self, request, sink)
+    }
 
     fn url(&self, tag: &str, file: &Location) -> String {
-        match file {
-            Location::Revision(path) => format!("{}/{tag}/{path}", self.base),
-            Location::Absolute(url) => url.to_string(),
-        }
+        super::url_under(&self.base, tag, file)
     }
 
     fn origin(&self) -> String {

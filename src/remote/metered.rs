@@ -4,19 +4,18 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{BodySink, FetchError, GetOutcome, Hub, Remote, RemoteMeta, Validators};
-use crate::format::hub::TreeListing;
-use crate::format::{Location, MANIFEST_FILE, Slice};
+use super::{Answer, BodySink, FetchError, GetOutcome, Layer, Remote, Request};
+use crate::format::{Location, MANIFEST_FILE};
 use crate::stats::Stats;
 
+/// A [`super::Layer`] that counts what passes through it.
 pub struct Metered {
-    inner: Arc<dyn Remote>,
     stats: Arc<Stats>,
 }
 
 impl Metered {
-    pub fn new(inner: Arc<dyn Remote>, stats: Arc<Stats>) -> Self {
-        Metered { inner, stats }
+    pub fn new(stats: Arc<Stats>) -> Self {
+        Metered { stats }
     }
 }
 
@@ -47,11 +46,22 @@ fn status(error: &FetchError) -> &'static str {
     }
 }
 
-fn outcome(result: &Result<GetOutcome, FetchError>) -> &'static str {
+fn outcome(result: &Result<Answer, FetchError>) -> &'static str {
     match result {
-        Ok(GetOutcome::NotModified(_)) => "304",
-        Ok(GetOutcome::Fetched(_)) => "200",
+        Ok(Answer::Body(GetOutcome::NotModified(_))) => "304",
+        Ok(_) => "200",
         Err(e) => status(e),
+    }
+}
+
+/// What the statistics count a request as.
+fn kind_of(request: &Request<'_>) -> &'static str {
+    match request {
+        Request::Get { file, .. } => kind(file),
+        Request::Range { .. } => "texture",
+        Request::Head { file, .. } if file.key().ends_with("/.tier_complete") => "tier_check",
+        Request::Head { .. } => "size",
+        Request::Refs | Request::Tree { .. } => "api",
     }
 }
 
@@ -75,139 +85,33 @@ impl BodySink for Counting<'_> {
     }
 }
 
-impl Metered {
-    /// Runs a download through a byte-counting sink and records its outcome.
-    fn counted(
+/// Every request is timed and counted by kind and outcome, the bytes of its
+/// body counted as they arrive. An API call that found no API is no
+/// request; a tree listing counts each of its pages.
+impl Layer for Metered {
+    fn send(
         &self,
-        kind: &'static str,
+        inner: &dyn Remote,
+        request: Request<'_>,
         sink: &mut dyn BodySink,
-        download: impl FnOnce(&mut dyn BodySink) -> Result<GetOutcome, FetchError>,
-    ) -> Result<GetOutcome, FetchError> {
+    ) -> Result<Answer, FetchError> {
+        let kind = kind_of(&request);
         let mut counting = Counting {
             inner: sink,
             bytes: 0,
         };
         let started = Instant::now();
-        let result = download(&mut counting);
+        let result = inner.send(request, &mut counting);
+        if kind == "api" && matches!(result, Err(FetchError::NoApi)) {
+            return result;
+        }
         self.stats.request_took(kind, started.elapsed());
         Stats::add(&self.stats.bytes_downloaded, counting.bytes);
-        self.stats.request(kind, outcome(&result));
-        result
-    }
-}
-
-impl Remote for Metered {
-    fn get(
-        &self,
-        tag: &str,
-        file: &Location,
-        validators: &Validators,
-        sink: &mut dyn BodySink,
-    ) -> Result<GetOutcome, FetchError> {
-        self.counted(kind(file), sink, |counting| {
-            self.inner.get(tag, file, validators, counting)
-        })
-    }
-
-    fn check(
-        &self,
-        tag: &str,
-        file: &Location,
-        validators: &Validators,
-        sink: &mut dyn BodySink,
-    ) -> Result<GetOutcome, FetchError> {
-        self.counted(kind(file), sink, |counting| {
-            self.inner.check(tag, file, validators, counting)
-        })
-    }
-
-    fn get_first(
-        &self,
-        tag: &str,
-        file: &Location,
-        sink: &mut dyn BodySink,
-    ) -> Result<GetOutcome, FetchError> {
-        self.counted(kind(file), sink, |counting| {
-            self.inner.get_first(tag, file, counting)
-        })
-    }
-
-    fn get_range(
-        &self,
-        tag: &str,
-        file: &Location,
-        slice: Slice,
-        validators: &Validators,
-        sink: &mut dyn BodySink,
-    ) -> Result<GetOutcome, FetchError> {
-        self.counted("texture", sink, |counting| {
-            self.inner.get_range(tag, file, slice, validators, counting)
-        })
-    }
-
-    fn head(&self, tag: &str, file: &Location) -> Result<RemoteMeta, FetchError> {
-        let started = Instant::now();
-        let result = self.inner.head(tag, file);
-        let kind = if file.key().ends_with("/.tier_complete") {
-            "tier_check"
-        } else {
-            "size"
-        };
-        self.stats.request_took(kind, started.elapsed());
-        self.stats
-            .request(kind, result.as_ref().map_or_else(status, |_| "200"));
-        result
-    }
-
-    fn url(&self, tag: &str, file: &Location) -> String {
-        self.inner.url(tag, file)
-    }
-
-    fn origin(&self) -> String {
-        self.inner.origin()
-    }
-
-    fn hub(&self) -> Option<&dyn Hub> {
-        self.inner.hub().map(|_| self as &dyn Hub)
-    }
-
-    fn is_offline(&self) -> bool {
-        self.inner.is_offline()
-    }
-
-    fn forget_redirects(&self) {
-        self.inner.forget_redirects();
-    }
-}
-
-/// API calls, counted as `api`; a call that found no API is no request.
-impl Hub for Metered {
-    fn release_refs(&self) -> Result<Vec<String>, FetchError> {
-        let started = Instant::now();
-        let result = self.inner.hub().ok_or(FetchError::NoApi)?.release_refs();
-        if !matches!(result, Err(FetchError::NoApi)) {
-            self.stats.request_took("api", started.elapsed());
-            self.stats
-                .request("api", result.as_ref().map_or_else(status, |_| "200"));
-        }
-        result
-    }
-
-    fn tree(&self, revision: &str, dir: &str) -> Result<TreeListing, FetchError> {
-        let started = Instant::now();
-        let result = self
-            .inner
-            .hub()
-            .ok_or(FetchError::NoApi)?
-            .tree(revision, dir);
-        if !matches!(result, Err(FetchError::NoApi)) {
-            // All its pages, as one observation.
-            self.stats.request_took("api", started.elapsed());
-        }
         match &result {
-            Ok(listing) => (0..listing.pages).for_each(|_| self.stats.request("api", "200")),
-            Err(FetchError::NoApi) => {}
-            Err(e) => self.stats.request("api", status(e)),
+            Ok(Answer::Tree(listing)) => {
+                (0..listing.pages).for_each(|_| self.stats.request(kind, "200"));
+            }
+            result => self.stats.request(kind, outcome(result)),
         }
         result
     }

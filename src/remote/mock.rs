@@ -5,7 +5,9 @@ use std::collections::{HashMap, VecDeque};
 
 use parking_lot::Mutex;
 
-use super::{BodySink, FetchError, GetOutcome, Hub, Remote, RemoteMeta, Validators};
+use super::{
+    Answer, BodySink, FetchError, GetOutcome, Remote, RemoteMeta, Request, Server, Validators,
+};
 use crate::digest::Sha256Digest;
 use crate::format::hub::{TreeFile, TreeListing};
 use crate::format::{Location, Slice, is_texture_path};
@@ -157,7 +159,10 @@ impl MockRemote {
         });
     }
 
+    /// Every request asks for its fault first, so the quick-mode rule is
+    /// held here too, as a real server's transport holds it.
     fn take_fault(&self, path: &str) -> Option<FetchError> {
+        crate::wait::must_not_be_quick(|| format!("a request for {path}"));
         if *self.down.lock() {
             return Some(FetchError::Network("connection refused".into()));
         }
@@ -215,7 +220,8 @@ impl MockRemote {
     }
 }
 
-impl Remote for MockRemote {
+/// The requests, each as a server answers it.
+impl Server for MockRemote {
     fn get(
         &self,
         tag: &str,
@@ -284,20 +290,6 @@ impl Remote for MockRemote {
         }
     }
 
-    fn url(&self, tag: &str, file: &Location) -> String {
-        format!("mock://{tag}/{}", file.key())
-    }
-
-    fn origin(&self) -> String {
-        "mock:".into()
-    }
-
-    fn hub(&self) -> Option<&dyn Hub> {
-        self.hub_refs.lock().is_some().then_some(self as &dyn Hub)
-    }
-}
-
-impl Hub for MockRemote {
     fn release_refs(&self) -> Result<Vec<String>, FetchError> {
         let refs = self.hub_refs.lock().clone().ok_or(FetchError::NoApi)?;
         if let Some(error) = self.take_fault("api/refs") {
@@ -363,5 +355,23 @@ impl Hub for MockRemote {
                 from_hub: !*self.hub_mirror.lock(),
             }),
         }
+    }
+}
+
+impl Remote for MockRemote {
+    fn send(&self, request: Request<'_>, sink: &mut dyn BodySink) -> Result<Answer, FetchError> {
+        super::serve(self, request, sink)
+    }
+
+    fn url(&self, tag: &str, file: &Location) -> String {
+        format!("mock://{tag}/{}", file.key())
+    }
+
+    fn origin(&self) -> String {
+        "mock:".into()
+    }
+
+    fn has_hub(&self) -> bool {
+        self.hub_refs.lock().is_some()
     }
 }

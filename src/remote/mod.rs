@@ -2,8 +2,11 @@
 //! of a [`Location`]. `http` talks to a real server, `local` reads a copy of
 //! the dataset in a directory (`file://` base URLs), `offline` sends
 //! nothing; `mock` (tests only) keeps files in memory. Where the dataset is
-//! on a Hugging Face Hub, [`Remote::hub`] gives its API, guarded by
-//! [`hub::HubGuard`] so that a server without one is asked once.
+//! on a Hugging Face Hub, `dyn Remote::hub` gives its API, guarded by
+//! [`hub::HubGuard`] so that a server without one is asked once. Every
+//! request is one [`Request`] value given to [`Remote::send`]: a layer in
+//! front of a server ([`Layer`]: metering, the Hub guard) handles each kind
+//! in one method, and callers ask through typed functions.
 
 mod budget;
 pub mod http;
@@ -23,11 +26,12 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::digest::Sha256Digest;
+use crate::format::hub::TreeListing;
 use crate::format::{Location, Slice};
 use crate::stats::Stats;
 
 pub use budget::{Class, RateLimits};
-pub use hub::{Hub, HubGuard};
+pub use hub::HubGuard;
 pub use metered::Metered;
 pub use offline::Offline;
 pub use retry::RetryPolicy;
@@ -199,57 +203,72 @@ impl BodySink for MemorySink {
     }
 }
 
-/// A dataset server laid out as `<base>/<revision>/<path>`, asked for
-/// [`Location`]s: a path in revision `tag`, or a URL of its own.
-pub trait Remote: Send + Sync {
-    /// GET, conditional on `validators` when they are not empty.
-    fn get(
-        &self,
-        tag: &str,
-        file: &Location,
-        validators: &Validators,
-        sink: &mut dyn BodySink,
-    ) -> Result<GetOutcome, FetchError>;
-
-    /// A [`Remote::get`] that checks a cached copy (a revalidation): the
-    /// copy is served if it fails, so a server that does not answer is given
-    /// up sooner than for a download ([`CHECK_PATIENCE`]).
-    fn check(
-        &self,
-        tag: &str,
-        file: &Location,
-        validators: &Validators,
-        sink: &mut dyn BodySink,
-    ) -> Result<GetOutcome, FetchError> {
-        self.get(tag, file, validators, sink)
-    }
-
-    /// A [`Remote::get`] of a document nothing is cached of (a first
-    /// contact): given up after [`FIRST_CONTACT_PATIENCE`] in all, or the
-    /// `--timeout` given.
-    fn get_first(
-        &self,
-        tag: &str,
-        file: &Location,
-        sink: &mut dyn BodySink,
-    ) -> Result<GetOutcome, FetchError> {
-        self.get(tag, file, &Validators::default(), sink)
-    }
-
-    /// Bytes `[offset, offset + length)` of a file, by one Range request,
-    /// conditional on the file's `validators` when they are not empty. The
-    /// metadata returned describes the slice, with the whole file's ETag.
-    fn get_range(
-        &self,
-        tag: &str,
-        file: &Location,
+/// What a remote is asked: one value per request, so that a layer in front
+/// of the server (metering, the Hub guard) sees every kind in one place.
+#[derive(Debug, Clone, Copy)]
+pub enum Request<'a> {
+    /// A whole file into the sink, conditional on `validators` when they
+    /// are not empty, waited for as `patience` says.
+    Get {
+        tag: &'a str,
+        file: &'a Location,
+        validators: &'a Validators,
+        patience: Patience,
+    },
+    /// Bytes `[offset, offset + length)` of a file into the sink, by one
+    /// Range request, conditional on the file's `validators` when they are
+    /// not empty. The metadata answered describes the slice, with the whole
+    /// file's ETag.
+    Range {
+        tag: &'a str,
+        file: &'a Location,
         slice: Slice,
-        validators: &Validators,
-        sink: &mut dyn BodySink,
-    ) -> Result<GetOutcome, FetchError>;
-
+        validators: &'a Validators,
+    },
     /// Metadata without the body.
-    fn head(&self, tag: &str, file: &Location) -> Result<RemoteMeta, FetchError>;
+    Head { tag: &'a str, file: &'a Location },
+    /// The Hub API: the dataset's revisions that look like releases.
+    Refs,
+    /// The Hub API: every file below `dir` of `revision` (a tag, or the
+    /// commit it resolved to), with size and hash, all pages within bounds.
+    /// [`FetchError::NotFound`]: no such directory.
+    Tree { revision: &'a str, dir: &'a str },
+}
+
+/// How long a [`Request::Get`] is waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Patience {
+    /// A download: retried as the retry policy says.
+    Download,
+    /// A check of a cached copy (a revalidation): the copy is served if it
+    /// fails, so a server that does not answer is given up sooner
+    /// ([`CHECK_PATIENCE`]).
+    Check,
+    /// A document nothing is cached of (a first contact): given up after
+    /// [`FIRST_CONTACT_PATIENCE`] in all, or the `--timeout` given.
+    FirstContact,
+}
+
+/// What a [`Request`] is answered with, one kind per kind of request.
+#[derive(Debug)]
+pub enum Answer {
+    /// Of a [`Request::Get`] or a [`Request::Range`].
+    Body(GetOutcome),
+    /// Of a [`Request::Head`].
+    Meta(RemoteMeta),
+    /// Of [`Request::Refs`].
+    Refs(Vec<String>),
+    /// Of a [`Request::Tree`].
+    Tree(TreeListing),
+}
+
+/// A dataset server laid out as `<base>/<revision>/<path>`, asked for
+/// [`Location`]s: a path in revision `tag`, or a URL of its own. Callers ask
+/// through the typed functions of `dyn Remote` ([`Remote::send`] under them).
+pub trait Remote: Send + Sync {
+    /// Sends `request`; a body goes to `sink` (requests without one leave
+    /// it untouched).
+    fn send(&self, request: Request<'_>, sink: &mut dyn BodySink) -> Result<Answer, FetchError>;
 
     /// The URL of a file, for messages.
     fn url(&self, tag: &str, file: &Location) -> String;
@@ -259,10 +278,10 @@ pub trait Remote: Send + Sync {
     /// endpoint and the repository both).
     fn origin(&self) -> String;
 
-    /// The Hugging Face API beside the dataset: `None` where there is none,
-    /// it is switched off, or the mount is offline.
-    fn hub(&self) -> Option<&dyn Hub> {
-        None
+    /// Whether the Hugging Face API beside the dataset may be asked: not
+    /// where there is none, it is switched off, or the mount is offline.
+    fn has_hub(&self) -> bool {
+        false
     }
 
     /// `--offline`: no request is ever sent.
@@ -276,10 +295,306 @@ pub trait Remote: Send + Sync {
     fn forget_redirects(&self) {}
 }
 
+/// The typed requests, for callers.
+impl dyn Remote + '_ {
+    /// GET, conditional on `validators` when they are not empty.
+    pub fn get(
+        &self,
+        tag: &str,
+        file: &Location,
+        validators: &Validators,
+        sink: &mut dyn BodySink,
+    ) -> Result<GetOutcome, FetchError> {
+        self.get_with(tag, file, validators, Patience::Download, sink)
+    }
+
+    /// A [`Patience::Check`] of a cached copy.
+    pub fn check(
+        &self,
+        tag: &str,
+        file: &Location,
+        validators: &Validators,
+        sink: &mut dyn BodySink,
+    ) -> Result<GetOutcome, FetchError> {
+        self.get_with(tag, file, validators, Patience::Check, sink)
+    }
+
+    /// A [`Patience::FirstContact`] GET of a document nothing is cached of.
+    pub fn get_first(
+        &self,
+        tag: &str,
+        file: &Location,
+        sink: &mut dyn BodySink,
+    ) -> Result<GetOutcome, FetchError> {
+        let none = Validators::default();
+        self.get_with(tag, file, &none, Patience::FirstContact, sink)
+    }
+
+    fn get_with(
+        &self,
+        tag: &str,
+        file: &Location,
+        validators: &Validators,
+        patience: Patience,
+        sink: &mut dyn BodySink,
+    ) -> Result<GetOutcome, FetchError> {
+        let request = Request::Get {
+            tag,
+            file,
+            validators,
+            patience,
+        };
+        match self.send(request, sink)? {
+            Answer::Body(outcome) => Ok(outcome),
+            other => Err(wrong_answer(&request, &other)),
+        }
+    }
+
+    /// A [`Request::Range`].
+    pub fn get_range(
+        &self,
+        tag: &str,
+        file: &Location,
+        slice: Slice,
+        validators: &Validators,
+        sink: &mut dyn BodySink,
+    ) -> Result<GetOutcome, FetchError> {
+        let request = Request::Range {
+            tag,
+            file,
+            slice,
+            validators,
+        };
+        match self.send(request, sink)? {
+            Answer::Body(outcome) => Ok(outcome),
+            other => Err(wrong_answer(&request, &other)),
+        }
+    }
+
+    /// Metadata without the body.
+    pub fn head(&self, tag: &str, file: &Location) -> Result<RemoteMeta, FetchError> {
+        let request = Request::Head { tag, file };
+        match self.send(request, &mut NoBody)? {
+            Answer::Meta(meta) => Ok(meta),
+            other => Err(wrong_answer(&request, &other)),
+        }
+    }
+
+    /// The Hugging Face API beside the dataset: `None` where it may not be
+    /// asked ([`Remote::has_hub`]).
+    pub fn hub(&self) -> Option<Hub<'_>> {
+        self.has_hub().then_some(Hub(self))
+    }
+}
+
+/// The calls only a Hugging Face Hub answers, of a remote that has them.
+#[derive(Clone, Copy)]
+pub struct Hub<'a>(&'a dyn Remote);
+
+impl Hub<'_> {
+    /// A [`Request::Refs`].
+    pub fn release_refs(&self) -> Result<Vec<String>, FetchError> {
+        match self.0.send(Request::Refs, &mut NoBody)? {
+            Answer::Refs(refs) => Ok(refs),
+            other => Err(wrong_answer(&Request::Refs, &other)),
+        }
+    }
+
+    /// A [`Request::Tree`].
+    pub fn tree(&self, revision: &str, dir: &str) -> Result<TreeListing, FetchError> {
+        let request = Request::Tree { revision, dir };
+        match self.0.send(request, &mut NoBody)? {
+            Answer::Tree(listing) => Ok(listing),
+            other => Err(wrong_answer(&request, &other)),
+        }
+    }
+}
+
+/// An answer of another kind than the request's: a layer's mistake, never
+/// the server's.
+fn wrong_answer(request: &Request<'_>, answer: &Answer) -> FetchError {
+    if cfg!(debug_assertions) {
+        panic!("{request:?} was answered with {answer:?}");
+    }
+    FetchError::Rejected(format!(
+        "{request:?} was answered with another kind of answer"
+    ))
+}
+
+/// The sink of a request without a body.
+struct NoBody;
+
+impl BodySink for NoBody {
+    fn reset(&mut self) -> Result<(), FetchError> {
+        Ok(())
+    }
+
+    fn write(&mut self, _: &[u8]) -> Result<(), FetchError> {
+        Err(FetchError::Rejected(
+            "a body where none was asked for".into(),
+        ))
+    }
+}
+
+/// A layer in front of a remote ([`Layered`]): sees every request, and
+/// leaves what it does not change (URLs, origin, offline, redirects) to the
+/// remote behind it.
+pub trait Layer: Send + Sync {
+    fn send(
+        &self,
+        inner: &dyn Remote,
+        request: Request<'_>,
+        sink: &mut dyn BodySink,
+    ) -> Result<Answer, FetchError>;
+
+    /// [`Remote::has_hub`], with the remote behind it.
+    fn has_hub(&self, inner: &dyn Remote) -> bool {
+        inner.has_hub()
+    }
+}
+
+/// A [`Layer`] over a remote, as a remote.
+pub struct Layered<L> {
+    pub layer: L,
+    inner: Arc<dyn Remote>,
+}
+
+impl<L: Layer> Layered<L> {
+    pub fn new(layer: L, inner: Arc<dyn Remote>) -> Self {
+        Layered { layer, inner }
+    }
+}
+
+impl<L: Layer> Remote for Layered<L> {
+    fn send(&self, request: Request<'_>, sink: &mut dyn BodySink) -> Result<Answer, FetchError> {
+        self.layer.send(&*self.inner, request, sink)
+    }
+
+    fn url(&self, tag: &str, file: &Location) -> String {
+        self.inner.url(tag, file)
+    }
+
+    fn origin(&self) -> String {
+        self.inner.origin()
+    }
+
+    fn has_hub(&self) -> bool {
+        self.layer.has_hub(&*self.inner)
+    }
+
+    fn is_offline(&self) -> bool {
+        self.inner.is_offline()
+    }
+
+    fn forget_redirects(&self) {
+        self.inner.forget_redirects();
+    }
+}
+
+/// A remote that answers from a server of its own (HTTP, a local copy, the
+/// mock): one method per kind of request, made into [`Remote::send`] by
+/// [`serve`].
+trait Server {
+    /// GET, conditional on `validators` when they are not empty.
+    fn get(
+        &self,
+        tag: &str,
+        file: &Location,
+        validators: &Validators,
+        sink: &mut dyn BodySink,
+    ) -> Result<GetOutcome, FetchError>;
+
+    /// A [`Patience::Check`] GET.
+    fn check(
+        &self,
+        tag: &str,
+        file: &Location,
+        validators: &Validators,
+        sink: &mut dyn BodySink,
+    ) -> Result<GetOutcome, FetchError> {
+        self.get(tag, file, validators, sink)
+    }
+
+    /// A [`Patience::FirstContact`] GET.
+    fn get_first(
+        &self,
+        tag: &str,
+        file: &Location,
+        sink: &mut dyn BodySink,
+    ) -> Result<GetOutcome, FetchError> {
+        self.get(tag, file, &Validators::default(), sink)
+    }
+
+    /// A [`Request::Range`].
+    fn get_range(
+        &self,
+        tag: &str,
+        file: &Location,
+        slice: Slice,
+        validators: &Validators,
+        sink: &mut dyn BodySink,
+    ) -> Result<GetOutcome, FetchError>;
+
+    /// A [`Request::Head`].
+    fn head(&self, tag: &str, file: &Location) -> Result<RemoteMeta, FetchError>;
+
+    /// [`Request::Refs`]: only a Hub answers.
+    fn release_refs(&self) -> Result<Vec<String>, FetchError> {
+        Err(FetchError::NoApi)
+    }
+
+    /// A [`Request::Tree`]: only a Hub answers.
+    fn tree(&self, _revision: &str, _dir: &str) -> Result<TreeListing, FetchError> {
+        Err(FetchError::NoApi)
+    }
+}
+
+/// [`Remote::send`] of a [`Server`].
+fn serve(
+    server: &impl Server,
+    request: Request<'_>,
+    sink: &mut dyn BodySink,
+) -> Result<Answer, FetchError> {
+    match request {
+        Request::Get {
+            tag,
+            file,
+            validators,
+            patience,
+        } => match patience {
+            Patience::Download => server.get(tag, file, validators, sink),
+            Patience::Check => server.check(tag, file, validators, sink),
+            Patience::FirstContact => server.get_first(tag, file, sink),
+        }
+        .map(Answer::Body),
+        Request::Range {
+            tag,
+            file,
+            slice,
+            validators,
+        } => server
+            .get_range(tag, file, slice, validators, sink)
+            .map(Answer::Body),
+        Request::Head { tag, file } => server.head(tag, file).map(Answer::Meta),
+        Request::Refs => server.release_refs().map(Answer::Refs),
+        Request::Tree { revision, dir } => server.tree(revision, dir).map(Answer::Tree),
+    }
+}
+
+/// `<base>/<tag>/<path>`, or the location's own URL: the URL of a file
+/// under a base that is not escaped (a local copy, an offline mount).
+fn url_under(base: &str, tag: &str, file: &Location) -> String {
+    match file {
+        Location::Revision(path) => format!("{base}/{tag}/{path}"),
+        Location::Absolute(url) => url.to_string(),
+    }
+}
+
 /// The remote of one mount session: requests counted in `stats`, and the
 /// Hub API probed once and switched off when it is absent or failing.
 pub fn for_session(remote: Arc<dyn Remote>, stats: Arc<Stats>) -> Arc<dyn Remote> {
-    Arc::new(HubGuard::new(Arc::new(Metered::new(remote, stats))))
+    let metered: Arc<dyn Remote> = Arc::new(Layered::new(Metered::new(stats), remote));
+    Arc::new(Layered::new(HubGuard::default(), metered))
 }
 
 /// A base URL as an origin: scheme, host and port (the default one

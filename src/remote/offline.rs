@@ -2,8 +2,8 @@
 //! and the rest of the program asks [`Remote::is_offline`] rather than
 //! keeping a flag of its own.
 
-use super::{BodySink, FetchError, GetOutcome, Remote, RemoteMeta, Validators};
-use crate::format::{Location, Slice};
+use super::{Answer, BodySink, FetchError, Remote, Request};
+use crate::format::Location;
 
 pub struct Offline {
     /// The base URL, for messages.
@@ -18,37 +18,16 @@ impl Offline {
     }
 }
 
+/// Every request fails at once. It sends nothing, but is where a request
+/// would have left: what reached it in quick mode would have waited online.
 impl Remote for Offline {
-    fn get(
-        &self,
-        _: &str,
-        _: &Location,
-        _: &Validators,
-        _: &mut dyn BodySink,
-    ) -> Result<GetOutcome, FetchError> {
-        Err(FetchError::Offline)
-    }
-
-    fn get_range(
-        &self,
-        _: &str,
-        _: &Location,
-        _: Slice,
-        _: &Validators,
-        _: &mut dyn BodySink,
-    ) -> Result<GetOutcome, FetchError> {
-        Err(FetchError::Offline)
-    }
-
-    fn head(&self, _: &str, _: &Location) -> Result<RemoteMeta, FetchError> {
+    fn send(&self, request: Request<'_>, _: &mut dyn BodySink) -> Result<Answer, FetchError> {
+        crate::wait::must_not_be_quick(|| format!("{request:?}"));
         Err(FetchError::Offline)
     }
 
     fn url(&self, tag: &str, file: &Location) -> String {
-        match file {
-            Location::Revision(path) => format!("{}/{tag}/{path}", self.base),
-            Location::Absolute(url) => url.to_string(),
-        }
+        super::url_under(&self.base, tag, file)
     }
 
     fn origin(&self) -> String {

@@ -38,11 +38,13 @@ const STAGED_MEMORY: u64 = 64 << 20;
 const BATCH: usize = 256;
 
 pub struct ContentStore {
-    shared: Arc<Shared>,
+    shared: Arc<SharedWithCommitter>,
     committer: Option<JoinHandle<()>>,
 }
 
-struct Shared {
+/// The store's state, shared by its callers and the committer thread that
+/// keeps their downloads.
+struct SharedWithCommitter {
     objects: ObjectStore,
     index: ContentIndex,
     db: Arc<Database>,
@@ -108,7 +110,7 @@ impl ContentStore {
             cap,
             dir.database_is_new(),
         );
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(SharedWithCommitter {
             objects,
             index,
             db,
@@ -290,7 +292,7 @@ impl Drop for ContentStore {
     }
 }
 
-impl Shared {
+impl SharedWithCommitter {
     /// The committer: keeps downloads in batches, and syncs the filesystem
     /// a little while after the first file kept since the last sync.
     fn commit_until_stopped(&self) {

@@ -115,7 +115,9 @@ impl Queue {
     }
 }
 
-struct Shared {
+/// The connection and the queue of writes, shared by the database's callers
+/// and the background writer thread.
+struct SharedWithWriter {
     conn: Mutex<Connection>,
     queue: Mutex<Queue>,
     changed: Condvar,
@@ -125,7 +127,7 @@ struct Shared {
 }
 
 pub struct Database {
-    shared: Arc<Shared>,
+    shared: Arc<SharedWithWriter>,
     writer: Option<JoinHandle<()>>,
     /// This process's alone (the cache's could not be opened).
     in_memory: bool,
@@ -262,7 +264,7 @@ impl Database {
     }
 
     fn with(conn: Connection) -> Result<Database, String> {
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(SharedWithWriter {
             conn: Mutex::new(conn),
             queue: Mutex::new(Queue::default()),
             changed: Condvar::new(),
@@ -336,7 +338,7 @@ impl Drop for Database {
     }
 }
 
-impl Shared {
+impl SharedWithWriter {
     /// Logs the first failure of a run of failed writes, and its end. A
     /// lost record costs requests in a later session, a lost use eviction
     /// order: this session answers from memory either way.

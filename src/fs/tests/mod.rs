@@ -1153,6 +1153,7 @@ fn a_changed_container_is_read_again_and_an_unchanged_one_is_not() {
 mod hub;
 mod materials;
 mod missing;
+mod quick;
 
 #[test]
 fn while_a_file_is_open_the_kernel_is_given_the_size_of_its_version() {

@@ -14,7 +14,7 @@ use url::Url;
 use super::response::{Failure, header, log_response};
 use super::{Deadline, HttpRemote};
 use crate::format::hub::{TreeListing, next_link, parse_release_refs, parse_tree_page_below};
-use crate::remote::{Class, FetchError, Hub};
+use crate::remote::{Class, FetchError};
 
 /// Far beyond a release's size (1000 entries a page), short of looping for ever.
 const MAX_PAGES: u32 = 1000;
@@ -90,8 +90,9 @@ impl HttpRemote {
     }
 }
 
-impl Hub for HttpRemote {
-    fn release_refs(&self) -> Result<Vec<String>, FetchError> {
+/// The Hub API's requests.
+impl HttpRemote {
+    pub(super) fn api_release_refs(&self) -> Result<Vec<String>, FetchError> {
         let mut url = self.api_root()?.clone();
         url.path_segments_mut()
             .expect("an http(s) URL")
@@ -112,7 +113,7 @@ impl Hub for HttpRemote {
     /// keeping only entries below `dir` as they are parsed, and ending at a
     /// next link already followed. A listing cut short by a bound still
     /// gives the files it found (each entry is a statement of its own).
-    fn tree(&self, revision: &str, dir: &str) -> Result<TreeListing, FetchError> {
+    pub(super) fn api_tree(&self, revision: &str, dir: &str) -> Result<TreeListing, FetchError> {
         let root = self.api_root()?;
         let deadline = Deadline::after(self.timeout);
         let mut url = root.clone();

@@ -21,8 +21,10 @@ use super::pauses::{HostKey, Pauses};
 use super::redirects::{Hop, RecentRedirects};
 use super::retry::RetryPolicy;
 use super::{
-    BodySink, FetchError, GetOutcome, Hub, Remote, RemoteMeta, Validators, strong_etag_match,
+    Answer, BodySink, FetchError, GetOutcome, Remote, RemoteMeta, Request, Server, Validators,
+    strong_etag_match,
 };
+use crate::format::hub::TreeListing;
 use crate::format::{Location, Slice};
 use response::{
     Failure, classify_status, is_followable_redirect, log_response, merge_meta, network_error,
@@ -237,6 +239,7 @@ impl HttpRemote {
         class: Class,
         wait_most: Duration,
     ) -> Result<Response, Failure> {
+        crate::wait::must_not_be_quick(|| format!("a request for {url}"));
         self.pauses
             .wait(url, class, wait_most)
             .map_err(Failure::Final)?;
@@ -469,7 +472,8 @@ impl HttpRemote {
     }
 }
 
-impl Remote for HttpRemote {
+/// The requests, each with its own patience and retries.
+impl Server for HttpRemote {
     fn get(
         &self,
         tag: &str,
@@ -542,6 +546,20 @@ impl Remote for HttpRemote {
         self.with_retries(|| self.head_once(&url))
     }
 
+    fn release_refs(&self) -> Result<Vec<String>, FetchError> {
+        self.api_release_refs()
+    }
+
+    fn tree(&self, revision: &str, dir: &str) -> Result<TreeListing, FetchError> {
+        self.api_tree(revision, dir)
+    }
+}
+
+impl Remote for HttpRemote {
+    fn send(&self, request: Request<'_>, sink: &mut dyn BodySink) -> Result<Answer, FetchError> {
+        super::serve(self, request, sink)
+    }
+
     fn url(&self, tag: &str, file: &Location) -> String {
         self.file_url(tag, file).to_string()
     }
@@ -550,8 +568,8 @@ impl Remote for HttpRemote {
         super::origin_of(self.base.as_str())
     }
 
-    fn hub(&self) -> Option<&dyn Hub> {
-        self.api_root().ok().map(|_| self as &dyn Hub)
+    fn has_hub(&self) -> bool {
+        self.api_root().is_ok()
     }
 
     fn forget_redirects(&self) {
@@ -654,14 +672,14 @@ mod tests {
         assert!(!hub.is_paced(&url("https://cdn-lfs.hf.co/repos/x?sig=1")));
         // A mirror in the Hub's layout has the API, not the Hub's limits.
         let mirror = remote("http://mirror:8080/datasets/o/r/resolve", HUGGING_FACE);
-        assert!(mirror.hub().is_some());
+        assert!(mirror.has_hub());
         assert!(!mirror.is_paced(&url("http://mirror:8080/datasets/o/r/resolve/v1/a.png")));
         assert!(!mirror.is_paced(&url("http://mirror:8080/api/datasets/o/r/refs")));
         // HF_ENDPOINT names the Hub, whatever the base URL's layout.
         let local = remote("http://127.0.0.1:9000/resolve", "http://127.0.0.1:9000");
         assert!(local.is_paced(&url("http://127.0.0.1:9000/resolve/v1/a.png")));
         assert!(!local.is_paced(&url("http://127.0.0.1:9001/resolve/v1/a.png")));
-        assert!(local.hub().is_none(), "no API without the Hub's layout");
+        assert!(!local.has_hub(), "no API without the Hub's layout");
     }
 
     #[test]
