@@ -23,6 +23,19 @@ use super::listing::Listings;
 use crate::dataset::{Change, Dataset, Kind, Opened, Stat};
 use crate::stats::Stats;
 
+/// A handle just bound, before the kernel is told how to read it.
+enum Binding {
+    File {
+        fh: u64,
+        slot: Arc<Slot>,
+        /// The open's bytes were made by the mount: never passed through.
+        in_memory: bool,
+    },
+    /// The statistics: a snapshot whose size changes from one open to the
+    /// next.
+    Snapshot(u64),
+}
+
 /// At the root: a link to the newest release the mount knows.
 pub(super) const LATEST: &str = "latest";
 
@@ -181,7 +194,11 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             Some(fh) => fh,
             None => {
                 // Not an open of the kernel's: how it reads is not decided.
-                let (opened, volatile) = self.bind(ino, libc::O_RDONLY)?;
+                let binding = self.bind(ino, libc::O_RDONLY)?;
+                let (opened, volatile) = match binding {
+                    Binding::File { fh, .. } => (fh, false),
+                    Binding::Snapshot(fh) => (fh, true),
+                };
                 let mut opens = self.implicit_opens.lock();
                 match opens.get(&ino) {
                     // Another read opened it meanwhile.
@@ -271,22 +288,27 @@ impl<B: Send + Sync + 'static> FsCore<B> {
         flags: i32,
         register: impl FnOnce(&File) -> io::Result<B>,
     ) -> Result<Open<B>> {
-        let (fh, _) = self.bind(ino, flags)?;
-        let handle = self.handles.get(fh).ok_or(FsError::UnknownHandle)?;
-        let Handle::File(file) = &*handle else {
-            // The statistics: never cached by the kernel.
-            return Ok(Open {
+        let (fh, slot, in_memory) = match self.bind(ino, flags)? {
+            Binding::File {
                 fh,
-                version: None,
-                size: None,
-                mode: ReadMode::Direct,
-            });
+                slot,
+                in_memory,
+            } => (fh, slot, in_memory),
+            // The statistics: never cached by the kernel.
+            Binding::Snapshot(fh) => {
+                return Ok(Open {
+                    fh,
+                    version: None,
+                    size: None,
+                    mode: ReadMode::Direct,
+                });
+            }
         };
-        match self.files.admit(fh, &file.slot, file.in_memory, register) {
+        match self.files.admit(fh, &slot, in_memory, register) {
             Ok(mode) => Ok(Open {
                 fh,
-                version: file.slot.version(),
-                size: file.slot.size(),
+                version: slot.version(),
+                size: slot.size(),
                 mode,
             }),
             Err(e) => {
@@ -296,9 +318,8 @@ impl<B: Send + Sync + 'static> FsCore<B> {
         }
     }
 
-    /// A handle of `ino` bound to one version; `true`: the statistics,
-    /// a snapshot whose size changes from one open to the next.
-    fn bind(&self, ino: u64, flags: i32) -> Result<(u64, bool)> {
+    /// A handle of `ino` bound to one version.
+    fn bind(&self, ino: u64, flags: i32) -> Result<Binding> {
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             return Err(FsError::ReadOnly);
         }
@@ -308,7 +329,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
                 return Err(crate::dataset::Error::IsDir.into());
             }
             let fh = self.handles.insert(Handle::Snapshot(self.render_stats()));
-            return Ok((fh, true));
+            return Ok(Binding::Snapshot(fh));
         };
         let tag = self.dataset.tag(tag_name)?;
         let opened = tag
@@ -334,11 +355,14 @@ impl<B: Send + Sync + 'static> FsCore<B> {
         let fh = self.handles.insert(Handle::File(OpenFile {
             tag,
             path: key.path.clone(),
-            slot,
-            in_memory: opened.in_memory,
+            slot: slot.clone(),
             direct: flags & libc::O_DIRECT != 0,
         }));
-        Ok((fh, false))
+        Ok(Binding::File {
+            fh,
+            slot,
+            in_memory: opened.in_memory,
+        })
     }
 
     /// Where a symbolic link points.

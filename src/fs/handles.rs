@@ -14,9 +14,6 @@ pub struct OpenFile {
     pub path: Arc<str>,
     /// The version this open is bound to, shared with the inode's other opens.
     pub slot: Arc<Slot>,
-    /// Its bytes, as the dataset gave them at open, were made by the mount
-    /// and live in memory: never passed through.
-    pub in_memory: bool,
     /// Opened with `O_DIRECT`: its reads are the program's own, not the
     /// page cache's (which never reads past the size the kernel holds).
     pub direct: bool,
