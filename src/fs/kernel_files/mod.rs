@@ -69,7 +69,8 @@ pub struct KernelFiles<B> {
     slots: Slots,
     modes: Mutex<IoModes<B>>,
     /// The size last given to the kernel for each inode, to tell when its
-    /// copy is stale: dense by inode number, like the inode table.
+    /// copy is stale: dense by inode number, like the inode table, whose
+    /// numbers are the only ones given here.
     reported: Mutex<Vec<u64>>,
     /// Whether cached files may be handed to the kernel to read by itself:
     /// offered by the front end, withdrawn when it fails to register one.
