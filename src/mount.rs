@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use fuser::{Config, INodeNo, MountOption, Notifier, Session, SessionACL, SessionUnmounter};
+use fuser::{
+    BackingId, Config, INodeNo, MountOption, Notifier, Session, SessionACL, SessionUnmounter,
+};
 
 use crate::cli::{MountArgs, RemoteArgs, RunArgs};
 use crate::control;
@@ -139,7 +141,7 @@ fn ways_out(dataset: &Dataset) -> String {
 
 /// Mounts `core` at `mountpoint` and serves it until unmounted.
 fn serve(
-    core: Arc<FsCore>,
+    core: Arc<FsCore<BackingId>>,
     mountpoint: &Path,
     run: &RunArgs,
     metrics: Option<Exporter>,

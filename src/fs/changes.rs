@@ -6,11 +6,11 @@ use super::inodes::NodeKey;
 use super::kernel::Invalidation;
 use crate::dataset::{Change, Kind};
 
-impl FsCore {
+impl<B: Send + Sync + 'static> FsCore<B> {
     /// The kernel caches to drop after a change on the server: for one file,
     /// its attributes; for a tag, removed names, every directory's listing
     /// and attributes, and every file's attributes (its size may differ; its
-    /// pages are never shared with another version, see `slots`).
+    /// pages are never shared with another version, see `kernel_files`).
     pub fn invalidations(&self, change: &Change) -> Vec<Invalidation> {
         let tag = change.tag.as_str();
         if let Some(file) = &change.file {
@@ -71,7 +71,7 @@ pub struct Gone {
     pub later: Vec<Invalidation>,
 }
 
-impl FsCore {
+impl<B: Send + Sync + 'static> FsCore<B> {
     /// The invalidations for `change` when it is a file now absent from its
     /// tag's tree; `None` for any other change.
     pub fn gone(&self, change: &Change) -> Option<Gone> {

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -17,11 +18,23 @@ use super::error::{FsError, Result};
 use super::handles::{Handle, Handles, OpenFile};
 use super::inodes::{CONTROL_DIR, InodeTable, NodeKey, STATS_FILE};
 use super::kernel::{Invalidation, Kernel};
+use super::kernel_files::{Bound, KernelFiles, NoBacking, Open, ReadMode, Slot};
 use super::listing::Listings;
-use super::slots::{Bound, Join, Slot, Slots};
 use crate::dataset::{Change, Dataset, Kind, Opened, Stat};
-use crate::digest::Sha256Digest;
 use crate::stats::Stats;
+
+/// A handle just bound, before the kernel is told how to read it.
+enum Binding {
+    File {
+        fh: u64,
+        slot: Arc<Slot>,
+        /// The open's bytes were made by the mount: never passed through.
+        in_memory: bool,
+    },
+    /// The statistics: a snapshot whose size changes from one open to the
+    /// next.
+    Snapshot(u64),
+}
 
 /// At the root: a link to the newest release the mount knows.
 pub(super) const LATEST: &str = "latest";
@@ -30,30 +43,22 @@ fn stats_path() -> String {
     format!("{CONTROL_DIR}/{STATS_FILE}")
 }
 
-#[derive(Debug, Clone)]
-pub struct OpenReply {
-    pub fh: u64,
-    /// The version the open is bound to, when known at open.
-    pub version: Option<Sha256Digest>,
-    /// Its bytes, when they are at hand (and could be passed through).
-    pub content: Option<Arc<File>>,
-    /// Content whose size changes as it is read (the statistics): the
-    /// kernel must not cache it.
-    pub volatile: bool,
-}
-
-/// Bytes read, and the version they are of.
+/// Bytes read.
 #[derive(Debug, Clone)]
 pub struct ReadReply {
     pub bytes: Vec<u8>,
-    pub version: Option<Sha256Digest>,
 }
 
-pub struct FsCore {
+/// The core of a mount. `B`: how its front end names a file it hands to
+/// the kernel to read by itself (FUSE passthrough); [`NoBacking`] for one
+/// that never does.
+pub struct FsCore<B = NoBacking> {
     pub(super) dataset: Arc<Dataset>,
     pub(super) inodes: InodeTable,
     handles: Handles,
-    pub(super) slots: Slots,
+    /// Each file as the kernel holds it: the one owner of what the kernel
+    /// is told of a file and how it reads it.
+    pub(super) files: KernelFiles<B>,
     pub(super) mounted_at: SystemTime,
     pub(super) listings: Listings,
     kernel: OnceLock<Arc<dyn Kernel>>,
@@ -70,7 +75,7 @@ pub struct FsCore {
 /// of the file (one request) is of one snapshot, never of two.
 const STATS_PADDING: usize = 64 * 1024;
 
-impl FsCore {
+impl<B: Send + Sync + 'static> FsCore<B> {
     /// The core of a mount; changes the dataset finds are passed to the
     /// kernel set with [`FsCore::set_kernel`].
     pub fn new(dataset: Arc<Dataset>) -> Arc<Self> {
@@ -78,14 +83,14 @@ impl FsCore {
             dataset,
             inodes: InodeTable::default(),
             handles: Handles::default(),
-            slots: Slots::default(),
+            files: KernelFiles::default(),
             mounted_at: SystemTime::now(),
             listings: Listings::default(),
             kernel: OnceLock::new(),
             no_open: AtomicBool::new(false),
             implicit_opens: Mutex::new(HashMap::new()),
         });
-        let weak: Weak<FsCore> = Arc::downgrade(&core);
+        let weak: Weak<FsCore<B>> = Arc::downgrade(&core);
         core.dataset.context().on_change(move |change| {
             if let Some(core) = weak.upgrade() {
                 core.changed(&change);
@@ -96,6 +101,12 @@ impl FsCore {
 
     pub fn set_kernel(&self, kernel: Arc<dyn Kernel>) {
         let _ = self.kernel.set(kernel);
+    }
+
+    /// Cached files may be handed to the kernel to read by itself (the
+    /// front end can register them, see [`FsCore::open_with_backing`]).
+    pub fn set_passthrough(&self, on: bool) {
+        self.files.set_passthrough(on);
     }
 
     pub fn dataset(&self) -> &Arc<Dataset> {
@@ -182,25 +193,30 @@ impl FsCore {
         let fh = match known {
             Some(fh) => fh,
             None => {
-                let opened = self.open(ino, libc::O_RDONLY)?;
+                // Not an open of the kernel's: how it reads is not decided.
+                let binding = self.bind(ino, libc::O_RDONLY)?;
+                let (opened, volatile) = match binding {
+                    Binding::File { fh, .. } => (fh, false),
+                    Binding::Snapshot(fh) => (fh, true),
+                };
                 let mut opens = self.implicit_opens.lock();
                 match opens.get(&ino) {
                     // Another read opened it meanwhile.
                     Some(&fh) => {
                         drop(opens);
-                        self.release(opened.fh);
+                        self.release(opened);
                         fh
                     }
-                    None if opened.volatile => {
+                    None if volatile => {
                         // The statistics: a snapshot for this read alone.
                         drop(opens);
-                        let read = self.read(opened.fh, offset, size);
-                        self.release(opened.fh);
+                        let read = self.read(opened, offset, size);
+                        self.release(opened);
                         return read;
                     }
                     None => {
-                        opens.insert(ino, opened.fh);
-                        opened.fh
+                        opens.insert(ino, opened);
+                        opened
                     }
                 }
             }
@@ -232,20 +248,16 @@ impl FsCore {
     pub fn lookup(&self, parent: u64, name: &str) -> Result<Entry> {
         let key = self.key(parent)?.child(name);
         let stat = self.stat(&key)?;
-        let ino = self.inodes.lookup(&key, file_size(&stat));
+        let ino = self.inodes.lookup(&key);
         Ok(self.entry_for(ino, &key, stat))
     }
 
-    /// What the kernel is told of `ino`: while files of it are open, the
-    /// size of the version they are bound to (the kernel has one page
-    /// cache per inode), else the current one.
+    /// What the kernel is told of `ino`: the size [`KernelFiles`] gives
+    /// it (the open version's while files of it are open).
     pub(super) fn entry_for(&self, ino: u64, key: &NodeKey, mut stat: Stat) -> Entry {
-        if stat.kind == Kind::File {
-            if let Some(size) = self.slots.live_size(ino) {
-                stat.size = size;
-            }
+        if let Some(size) = self.files.report_size(ino, file_size(&stat)) {
+            stat.size = size;
         }
-        self.inodes.set_reported_size(ino, file_size(&stat));
         Entry::new(ino, key, stat)
     }
 
@@ -264,7 +276,50 @@ impl FsCore {
         Ok(self.entry_for(ino, &key, stat))
     }
 
-    pub fn open(&self, ino: u64, flags: i32) -> Result<OpenReply> {
+    /// An open of `ino`, decided once: the version it is bound to, the
+    /// size the kernel holds, and how the kernel reads it. `register`
+    /// hands a cached file to the kernel to read by itself, when the core
+    /// passes the open through (see [`FsCore::set_passthrough`]); when it
+    /// fails, the open reads the page cache. A front end answers with the
+    /// decision as it is.
+    pub fn open_with_backing(
+        &self,
+        ino: u64,
+        flags: i32,
+        register: impl FnOnce(&File) -> io::Result<B>,
+    ) -> Result<Open<B>> {
+        let (fh, slot, in_memory) = match self.bind(ino, flags)? {
+            Binding::File {
+                fh,
+                slot,
+                in_memory,
+            } => (fh, slot, in_memory),
+            // The statistics: never cached by the kernel.
+            Binding::Snapshot(fh) => {
+                return Ok(Open {
+                    fh,
+                    version: None,
+                    size: None,
+                    mode: ReadMode::Direct,
+                });
+            }
+        };
+        match self.files.admit(fh, &slot, in_memory, register) {
+            Ok(mode) => Ok(Open {
+                fh,
+                version: slot.version(),
+                size: slot.size(),
+                mode,
+            }),
+            Err(e) => {
+                self.release(fh);
+                Err(e)
+            }
+        }
+    }
+
+    /// A handle of `ino` bound to one version.
+    fn bind(&self, ino: u64, flags: i32) -> Result<Binding> {
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             return Err(FsError::ReadOnly);
         }
@@ -274,63 +329,39 @@ impl FsCore {
                 return Err(crate::dataset::Error::IsDir.into());
             }
             let fh = self.handles.insert(Handle::Snapshot(self.render_stats()));
-            return Ok(OpenReply {
-                fh,
-                version: None,
-                content: None,
-                volatile: true,
-            });
+            return Ok(Binding::Snapshot(fh));
         };
         let tag = self.dataset.tag(tag_name)?;
         let opened = tag
             .open(&key.path)
             .map_err(|e| FsError::from(e).on_inode())?;
-        let slot = match self.slots.join(ino, &opened) {
-            Join::Bound(slot) => slot,
-            Join::Stale => return Err(FsError::VersionOpen),
-            Join::Settle(slot, version) => {
-                // Open beside a bound version whose bytes this open cannot
-                // vouch for yet: they must be the same, or it cannot open.
-                let settled = tag
-                    .content(&key.path, Some(version))
-                    .map(|open| Opened {
-                        version: Some(open.blob.digest),
-                        size: Some(open.blob.size),
-                        in_memory: open.in_memory,
-                        content: Some(open),
-                    })
-                    .map_err(FsError::from);
-                self.slots.join_settled(ino, &slot, settled)?
-            }
-        };
+        let slot = self.files.bind(ino, &opened, |version| {
+            tag.content(&key.path, Some(version))
+                .map(|open| Opened {
+                    version: Some(open.blob.digest),
+                    size: Some(open.blob.size),
+                    in_memory: open.in_memory,
+                    content: Some(open),
+                })
+                .map_err(FsError::from)
+        })?;
         if let Some(size) = opened.size {
-            if self
-                .inodes
-                .reported_size(ino)
-                .is_some_and(|known| known != size)
-            {
+            if self.files.holds_other_size(ino, size) {
                 // The kernel holds another version's size: it asks again
                 // before its next read.
                 self.tell_kernel(vec![Invalidation::Attributes(ino)]);
             }
         }
-        // Made in memory by the mount: read through it, never passed through.
-        let content = match slot.for_read() {
-            Ok(Bound::Content(file)) if !opened.in_memory && !slot.in_memory() => Some(file),
-            _ => None,
-        };
-        let version = slot.version();
         let fh = self.handles.insert(Handle::File(OpenFile {
             tag,
             path: key.path.clone(),
-            slot,
+            slot: slot.clone(),
             direct: flags & libc::O_DIRECT != 0,
         }));
-        Ok(OpenReply {
+        Ok(Binding::File {
             fh,
-            version,
-            content,
-            volatile: false,
+            slot,
+            in_memory: opened.in_memory,
         })
     }
 
@@ -354,7 +385,7 @@ impl FsCore {
     pub fn release(&self, fh: u64) {
         if let Some(handle) = self.handles.remove(fh) {
             if let Handle::File(file) = &*handle {
-                self.slots.leave(&file.slot);
+                self.files.release(fh, &file.slot);
             }
         }
     }
@@ -393,7 +424,7 @@ impl FsCore {
     /// later read of the slot (the kernel retries a failed page read at
     /// once); the kernel is told the new size for the next open.
     fn check_kernel_size(&self, slot: &Slot, size: u64) -> Result<()> {
-        match self.inodes.reported_size(slot.ino) {
+        match self.files.reported_size(slot.ino) {
             Some(known) if known != size => {
                 slot.make_stale();
                 self.tell_kernel(vec![Invalidation::Attributes(slot.ino)]);
@@ -412,7 +443,6 @@ impl FsCore {
                 let end = start.saturating_add(size as usize).min(bytes.len());
                 return Ok(ReadReply {
                     bytes: bytes[start..end].to_vec(),
-                    version: None,
                 });
             }
         };
@@ -420,10 +450,11 @@ impl FsCore {
         if !file.direct {
             self.check_read_within_size(&file.slot, offset, size)?;
         }
-        Ok(ReadReply {
-            bytes: self.read_from(&content, offset, size)?,
-            version: file.slot.version(),
-        })
+        let bytes = self.read_from(&content, offset, size)?;
+        if let Some(version) = file.slot.version() {
+            self.files.read(fh, version);
+        }
+        Ok(ReadReply { bytes })
     }
 
     /// The page cache reads no page past the one that holds the last byte

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use super::slots::Slot;
+use super::kernel_files::Slot;
 use crate::dataset::Tag;
 
 pub struct OpenFile {

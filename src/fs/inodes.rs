@@ -99,14 +99,9 @@ impl NodeKey {
     }
 }
 
-/// No size reported (a directory, or not yet known).
-const NO_SIZE: u64 = u64::MAX;
-
 struct Inode {
     key: NodeKey,
     lookups: u64,
-    /// The size last given to the kernel, to tell when its copy is stale.
-    reported_size: u64,
 }
 
 struct Table {
@@ -158,7 +153,6 @@ impl Table {
         self.inodes.push(Inode {
             key: key.clone(),
             lookups: 0,
-            reported_size: NO_SIZE,
         });
         let Table {
             inodes,
@@ -172,10 +166,6 @@ impl Table {
     }
 }
 
-fn size_option(size: u64) -> Option<u64> {
-    (size != NO_SIZE).then_some(size)
-}
-
 impl InodeTable {
     pub fn key(&self, ino: u64) -> Option<NodeKey> {
         self.table.lock().get_mut(ino).map(|i| i.key.clone())
@@ -185,37 +175,12 @@ impl InodeTable {
         self.table.lock().find(key)
     }
 
-    /// The inode for `key`, counted as one more kernel reference, with the
-    /// size about to be reported.
-    pub fn lookup(&self, key: &NodeKey, size: Option<u64>) -> u64 {
-        let mut table = self.table.lock();
-        let ino = table.ino_for(key);
-        let inode = table.get_mut(ino).expect("just inserted");
-        inode.lookups += 1;
-        inode.reported_size = size.unwrap_or(NO_SIZE);
-        ino
-    }
-
-    /// The inode for `key`, counted as one more kernel reference, when the
-    /// size to report is the one the kernel already holds.
-    pub fn lookup_keeping_size(&self, key: &NodeKey) -> u64 {
+    /// The inode for `key`, counted as one more kernel reference.
+    pub fn lookup(&self, key: &NodeKey) -> u64 {
         let mut table = self.table.lock();
         let ino = table.ino_for(key);
         table.get_mut(ino).expect("just inserted").lookups += 1;
         ino
-    }
-
-    pub fn set_reported_size(&self, ino: u64, size: Option<u64>) {
-        if let Some(inode) = self.table.lock().get_mut(ino) {
-            inode.reported_size = size.unwrap_or(NO_SIZE);
-        }
-    }
-
-    pub fn reported_size(&self, ino: u64) -> Option<u64> {
-        self.table
-            .lock()
-            .get_mut(ino)
-            .and_then(|i| size_option(i.reported_size))
     }
 
     /// The kernel dropped `count` references; tolerates counts it never had.
@@ -291,21 +256,16 @@ mod tests {
     fn numbers_are_stable_for_the_session() {
         let table = InodeTable::default();
         let key = NodeKey::root().child("v1");
-        let a = table.lookup(&key, None);
+        let a = table.lookup(&key);
         assert_eq!(a, 2);
-        assert_eq!(table.lookup(&key, Some(7)), a);
+        assert_eq!(table.lookup(&key), a);
         assert_eq!(table.lookups(a), 2);
-        assert_eq!(table.reported_size(a), Some(7));
         table.forget(a, 1);
         assert_eq!(table.key(a), Some(key.clone()));
         table.forget(a, 5); // more than it had: tolerated
         assert_eq!(table.lookups(a), 0);
-        assert_eq!(
-            table.lookup(&key, None),
-            a,
-            "the same path keeps its number"
-        );
-        let b = table.lookup(&NodeKey::root().child("v2"), None);
+        assert_eq!(table.lookup(&key), a, "the same path keeps its number");
+        let b = table.lookup(&NodeKey::root().child("v2"));
         assert_eq!(b, a + 1);
         table.forget(ROOT_INO, 10);
         assert_eq!(table.key(ROOT_INO), Some(NodeKey::root()));

@@ -9,14 +9,15 @@ mod error;
 mod handles;
 mod inodes;
 mod kernel;
+mod kernel_files;
 mod listing;
 mod readdir;
-mod slots;
 
-pub use self::core::{FsCore, OpenReply, ReadReply};
+pub use self::core::{FsCore, ReadReply};
 pub use attr::{Attr, Entry};
 pub use error::FsError;
 pub use kernel::{Invalidation, Kernel};
+pub use kernel_files::{Open, ReadMode};
 pub use listing::Listing;
 
 #[cfg(test)]

@@ -5,14 +5,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::attr::{Entry, file_size};
+use super::attr::Entry;
 use super::core::{FsCore, LATEST};
 use super::error::{FsError, Result};
 use super::inodes::{CONTROL_DIR, NodeKey, STATS_FILE};
 use super::listing::{DirEntry, Listing, split_offset};
 use crate::dataset::Kind;
 
-impl FsCore {
+impl<B: Send + Sync + 'static> FsCore<B> {
     /// The children of directory `ino` for a read from `offset`, loading
     /// its catalog if needed: from the start, the current listing; further
     /// on, the listing the offset was handed out from, so that one pass over
@@ -174,22 +174,17 @@ impl FsCore {
     fn plus_entry(&self, key: &NodeKey, kind: Kind) -> Entry {
         match crate::wait::quick(|| self.stat(key)) {
             Ok(stat) => {
-                let ino = self.inodes.lookup(key, file_size(&stat));
+                let ino = self.inodes.lookup(key);
                 self.entry_for(ino, key, stat)
             }
             _ => {
                 // The kernel applies these attributes to an inode it already
                 // has, even with no time to live: it must be given the size it
                 // holds, or a read under way would end at the placeholder's.
-                let ino = self.inodes.lookup_keeping_size(key);
+                let ino = self.inodes.lookup(key);
                 let mut entry = Entry::placeholder(ino, kind, self.mounted_at);
                 if kind == Kind::File {
-                    entry.attr.size = self
-                        .slots
-                        .live_size(ino)
-                        .or_else(|| self.inodes.reported_size(ino))
-                        .unwrap_or(0);
-                    self.inodes.set_reported_size(ino, Some(entry.attr.size));
+                    entry.attr.size = self.files.report_held_size(ino);
                 }
                 entry
             }

@@ -3,13 +3,14 @@
 //! `crate::wait`), and handed with its reply to a worker pool when it must
 //! wait; downloads and metadata have separate pools, so hung downloads never
 //! hold up a lookup. Kernel concerns live here: the errno of each error
-//! ([`errno`]), and how the kernel reads each open file ([`io_modes`]: page
-//! cache, kept or not, or passthrough of cached files on Linux 6.9+).
+//! ([`errno`]), and the flags of each open as the core decided it (page
+//! cache, kept or not, or passthrough of cached files on Linux 6.9+); the
+//! adapter registers the backing files the core asks for, and keeps no
+//! state of its own about open files.
 
 mod errno;
 pub(crate) use errno::errno;
 mod dir_reply;
-mod io_modes;
 mod replies;
 
 use std::ffi::OsStr;
@@ -25,7 +26,6 @@ use fuser::{
     ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen,
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use parking_lot::Mutex;
 use tracing::debug_span;
 
 use crate::fs::{FsCore, FsError, Listing};
@@ -34,7 +34,6 @@ use crate::wait;
 use crate::workers::Workers;
 use dir_reply::{DirReply, file_type};
 use errno::FailureLog;
-use io_modes::IoModes;
 
 /// Readahead the kernel may do on our files.
 const MAX_BACKGROUND: u16 = 64;
@@ -49,23 +48,21 @@ type OnDestroy = Box<dyn FnOnce() + Send + Sync>;
 pub struct FuseAdapter(Arc<Inner>, Option<OnDestroy>);
 
 struct Inner {
-    core: Arc<FsCore>,
+    core: Arc<FsCore<BackingId>>,
     /// Opens and reads: may wait for a whole download.
     content_workers: Arc<Workers>,
     /// Lookups, attributes and listings: may wait for a HEAD or a catalog.
     metadata_workers: Arc<Workers>,
     uid: u32,
     gid: u32,
-    passthrough: AtomicBool,
+    /// Cached files are to be passed through, where the kernel allows.
+    passthrough: bool,
     /// FUSE's no-open mode (a mount where no file can change): the first
     /// open is answered ENOSYS, after which the kernel sends no open,
     /// flush or release and keeps each file's pages.
     no_open: bool,
     /// The kernel reads directories without opendir.
     no_opendir: AtomicBool,
-    /// How each open file is read, so that opens of one inode never mix
-    /// the page cache with passthrough, nor pages of two versions.
-    io_modes: Mutex<IoModes<BackingId>>,
     failures: FailureLog,
     /// Where operations are timed (`--metrics`); `None`: not timed.
     latency: Option<Latency>,
@@ -93,7 +90,7 @@ impl Timer {
 
 impl FuseAdapter {
     /// `workers`: threads of each pool for requests that wait on the network.
-    pub fn new(core: Arc<FsCore>, workers: usize, passthrough: bool) -> Self {
+    pub fn new(core: Arc<FsCore<BackingId>>, workers: usize, passthrough: bool) -> Self {
         let (uid, gid) = (
             rustix::process::getuid().as_raw(),
             rustix::process::getgid().as_raw(),
@@ -106,10 +103,9 @@ impl FuseAdapter {
                 metadata_workers: Workers::new("metadata", workers),
                 uid,
                 gid,
-                passthrough: AtomicBool::new(passthrough),
+                passthrough,
                 no_open: false,
                 no_opendir: AtomicBool::new(false),
-                io_modes: Mutex::new(IoModes::default()),
                 failures: FailureLog::default(),
                 latency,
             }),
@@ -136,14 +132,15 @@ impl FuseAdapter {
     }
 
     /// Runs `op` in quick mode here; when it must wait, runs it again on a
-    /// worker of `pool`, in the caller's span. `send` replies either way.
+    /// worker of `pool`, in the caller's span. `send` replies either way;
+    /// `op` may use the reply before (an open registers a backing file).
     /// `name`: the operation, as the latency histogram labels it.
     fn answer<R: Send + 'static, T: Send + 'static>(
         &self,
         name: &'static str,
         pool: Pool,
         reply: R,
-        op: impl Fn(&Inner) -> Result<T, FsError> + Send + 'static,
+        op: impl Fn(&Inner, &R) -> Result<T, FsError> + Send + 'static,
         send: impl FnOnce(&Inner, Result<T, FsError>, R) + Send + 'static,
     ) {
         let timer = self.0.timer(name);
@@ -151,7 +148,7 @@ impl FuseAdapter {
             send(inner, result, reply);
             timer.finish(&inner.latency);
         };
-        match wait::quick(|| op(&self.0)) {
+        match wait::quick(|| op(&self.0, &reply)) {
             Err(e) if e.is_would_block() => {
                 let inner = self.0.clone();
                 let span = tracing::Span::current();
@@ -161,7 +158,7 @@ impl FuseAdapter {
                 };
                 workers.spawn(move || {
                     let _entered = span.enter();
-                    let result = op(&inner);
+                    let result = op(&inner, &reply);
                     send(&inner, result, reply);
                 });
             }
@@ -183,7 +180,7 @@ impl FuseAdapter {
             name,
             Pool::Metadata,
             reply,
-            move |inner| inner.core.listing(ino.0, offset),
+            move |inner, _| inner.core.listing(ino.0, offset),
             move |inner, listing, mut reply| match listing {
                 Ok(listing) => {
                     add(inner, &listing, &mut reply);
@@ -234,10 +231,10 @@ impl Filesystem for FuseAdapter {
             .add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
             .is_ok();
         self.0.no_opendir.store(no_opendir, Ordering::Relaxed);
-        let passthrough = self.0.passthrough.load(Ordering::Relaxed)
+        let passthrough = self.0.passthrough
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(PASSTHROUGH_STACK_DEPTH).is_ok();
-        self.0.passthrough.store(passthrough, Ordering::Relaxed);
+        self.0.core.set_passthrough(passthrough);
         if passthrough {
             tracing::info!(
                 "reads of cached files are passed through to the kernel (FUSE passthrough)"
@@ -262,7 +259,7 @@ impl Filesystem for FuseAdapter {
             "lookup",
             Pool::Metadata,
             reply,
-            move |inner| inner.core.lookup(parent, &name),
+            move |inner, _| inner.core.lookup(parent, &name),
             move |inner, result, reply| inner.send_entry(parent, &logged, result, reply),
         );
     }
@@ -274,7 +271,7 @@ impl Filesystem for FuseAdapter {
             "readlink",
             Pool::Metadata,
             reply,
-            move |inner| inner.core.readlink(ino),
+            move |inner, _| inner.core.readlink(ino),
             move |inner, result, reply| match result {
                 Ok(target) => reply.data(target.as_bytes()),
                 Err(e) => {
@@ -296,7 +293,7 @@ impl Filesystem for FuseAdapter {
             "getattr",
             Pool::Metadata,
             reply,
-            move |inner| inner.core.getattr(ino),
+            move |inner, _| inner.core.getattr(ino),
             move |inner, result, reply| inner.send_attr((ino, result), reply),
         );
     }
@@ -383,7 +380,11 @@ impl Filesystem for FuseAdapter {
             "open",
             Pool::Content,
             reply,
-            move |inner| inner.core.open(ino, flags.0),
+            move |inner, reply: &ReplyOpen| {
+                inner
+                    .core
+                    .open_with_backing(ino, flags.0, |file| reply.open_backing(file))
+            },
             move |inner, result, reply| inner.send_open((ino, result), reply),
         );
     }
@@ -406,11 +407,11 @@ impl Filesystem for FuseAdapter {
             "read",
             Pool::Content,
             reply,
-            move |inner| match no_open {
+            move |inner, _| match no_open {
                 true => inner.core.read_inode(ino, offset, size),
                 false => inner.core.read(fh, offset, size),
             },
-            move |inner, result, reply| inner.send_data((ino, fh, result), reply),
+            move |inner, result, reply| inner.send_data((ino, result), reply),
         );
     }
 

@@ -27,8 +27,18 @@ fn eio<T: std::fmt::Debug>(result: Result<T, FsError>) -> bool {
     matches!(result, Err(e) if crate::fuse::errno(&e) == Errno::EIO)
 }
 
-struct Session {
-    core: Arc<FsCore>,
+impl<B: Send + Sync + 'static> FsCore<B> {
+    /// An open as a front end makes it that hands the kernel no file to
+    /// read by itself.
+    fn open(&self, ino: u64, flags: i32) -> Result<super::Open<B>, FsError> {
+        self.open_with_backing(ino, flags, |_| Err(std::io::ErrorKind::Unsupported.into()))
+    }
+}
+
+/// A mount session; `B`: how its front end names a file the kernel reads
+/// by itself (FUSE passthrough).
+struct Session<B = super::kernel_files::NoBacking> {
+    core: Arc<FsCore<B>>,
     changes: Arc<Mutex<Vec<Change>>>,
     kernel: Arc<MockKernel>,
 }
@@ -58,7 +68,7 @@ struct Harness {
     /// The newest session: a new one starts as after its unmount, with
     /// everything it learned written (a session still in use may not yet
     /// have written what it learned).
-    newest: Mutex<Option<Arc<FsCore>>>,
+    newest: Mutex<Option<Arc<Dataset>>>,
 }
 
 impl Harness {
@@ -93,12 +103,17 @@ impl Harness {
     }
 
     fn session_with(&self, offline: bool, pinned: &[&str]) -> Session {
+        self.session_of(offline, pinned)
+    }
+
+    /// A new session whose front end names backing files with `B`.
+    fn session_of<B: Send + Sync + 'static>(&self, offline: bool, pinned: &[&str]) -> Session<B> {
         let remote: Arc<dyn Remote> = match offline {
             true => Arc::new(Offline::new("mock://")),
             false => self.remote.clone(),
         };
         if let Some(newest) = self.newest.lock().take() {
-            newest.dataset().context().content.flush();
+            newest.context().content.flush();
         }
         let cache = CacheDir::open(self.cache.path()).unwrap();
         let ctx = Arc::new(Context::new(remote, cache, 0).raw(self.raw));
@@ -113,7 +128,7 @@ impl Harness {
         let core = FsCore::new(dataset);
         let kernel = Arc::new(MockKernel::default());
         core.set_kernel(kernel.clone());
-        *self.newest.lock() = Some(core.clone());
+        *self.newest.lock() = Some(core.dataset().clone());
         Session {
             core,
             changes,
@@ -127,12 +142,12 @@ impl Drop for Harness {
         // What the last session still writes lands before its directory
         // goes: a removal racing with the store's writes leaves it behind.
         if let Some(newest) = self.newest.lock().take() {
-            newest.dataset().context().content.flush();
+            newest.context().content.flush();
         }
     }
 }
 
-impl Session {
+impl<B: Send + Sync + 'static> Session<B> {
     fn ino(&self, path: &str) -> Result<u64, FsError> {
         let mut ino = ROOT_INO;
         for part in path.split('/').filter(|p| !p.is_empty()) {
@@ -1153,6 +1168,7 @@ fn a_changed_container_is_read_again_and_an_unchanged_one_is_not() {
 mod hub;
 mod materials;
 mod missing;
+mod opens;
 mod quick;
 
 #[test]

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::error::FsError;
 use crate::dataset::Opened;
 use crate::digest::Sha256Digest;
+use crate::fs::error::FsError;
 use crate::store::OpenBlob;
 
 /// A failed read is answered with the same error this long: the kernel

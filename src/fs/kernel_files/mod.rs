@@ -1,0 +1,265 @@
+//! Each file as the kernel holds it, with one owner: the version its open
+//! files are bound to (`slots`), the size the kernel was told, how each
+//! open is read (`io_modes`: page cache, kept pages, passthrough) and the
+//! version of the pages the kernel keeps. The core decides each open here
+//! once, as an [`Open`]; a front end obeys the decision and has no state
+//! of its own with which to refuse or change it.
+
+mod io_modes;
+mod slots;
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::dataset::Opened;
+use crate::digest::Sha256Digest;
+use crate::fs::error::FsError;
+use io_modes::{Decision, IoModes};
+pub use slots::{Bound, Slot};
+use slots::{Join, Slots};
+
+/// How the kernel reads an open file.
+#[derive(Debug)]
+pub enum ReadMode<B> {
+    /// Every read comes to the daemon, past the page cache: content whose
+    /// size changes as it is read (the statistics).
+    Direct,
+    /// Through the kernel's page cache, filled with the open's version.
+    /// `keep_pages`: the pages it already holds are of that version, and
+    /// may be kept; otherwise the kernel drops them at the open.
+    PageCache { keep_pages: bool },
+    /// Passed through to this backing file: the cached bytes of the
+    /// open's version, which the kernel reads by itself.
+    Passthrough(Arc<B>),
+}
+
+/// An open as the core decided it, once: what a front end answers with.
+///
+/// A front end without opens (NFS) would give out a file handle carrying
+/// `version`, and bind each request made with it to that version (as the
+/// inode of FUSE's no-open mode is bound by its first read, see
+/// `FsCore::read_inode`), with the same rules: a handle of another version
+/// than the one being served is stale, never served other bytes.
+#[derive(Debug)]
+pub struct Open<B> {
+    pub fh: u64,
+    /// The version the open is bound to, when known at open (otherwise its
+    /// first read binds it).
+    pub version: Option<Sha256Digest>,
+    /// The size of that version, the one the kernel is given while the
+    /// open lives, when known.
+    pub size: Option<u64>,
+    pub mode: ReadMode<B>,
+}
+
+/// The backing file of a front end that has none: no open is ever passed
+/// through.
+#[derive(Debug)]
+pub enum NoBacking {}
+
+/// No size reported (a directory, or not yet known).
+const NO_SIZE: u64 = u64::MAX;
+
+pub struct KernelFiles<B> {
+    slots: Slots,
+    modes: Mutex<IoModes<B>>,
+    /// The size last given to the kernel for each inode, to tell when its
+    /// copy is stale: dense by inode number, like the inode table, whose
+    /// numbers are the only ones given here.
+    reported: Mutex<Vec<u64>>,
+    /// Whether cached files may be handed to the kernel to read by itself:
+    /// offered by the front end, withdrawn when it fails to register one.
+    passthrough: AtomicBool,
+}
+
+impl<B> Default for KernelFiles<B> {
+    fn default() -> Self {
+        KernelFiles {
+            slots: Slots::default(),
+            modes: Mutex::new(IoModes::default()),
+            reported: Mutex::new(Vec::new()),
+            passthrough: AtomicBool::new(false),
+        }
+    }
+}
+
+impl<B> KernelFiles<B> {
+    /// Cached files may be passed through from now on (`on`), or not.
+    pub fn set_passthrough(&self, on: bool) {
+        self.passthrough.store(on, Ordering::Relaxed);
+    }
+
+    /// Binds a new open of `ino`, whose version the dataset gave as
+    /// `opened`, to the inode's slot. Beside a bound slot whose version
+    /// the open cannot vouch for yet, `settle` fetches the open's bytes of
+    /// that version (no lock is held meanwhile): they must be the same, or
+    /// it cannot open.
+    pub fn bind(
+        &self,
+        ino: u64,
+        opened: &Opened,
+        settle: impl FnOnce(Sha256Digest) -> Result<Opened, FsError>,
+    ) -> Result<Arc<Slot>, FsError> {
+        match self.slots.join(ino, opened) {
+            Join::Bound(slot) => Ok(slot),
+            Join::Stale => Err(FsError::VersionOpen),
+            Join::Settle(slot, version) => self.slots.join_settled(ino, &slot, settle(version)),
+        }
+    }
+
+    /// How the kernel reads the open `fh` of `slot`, decided against the
+    /// inode's other opens and recorded until [`KernelFiles::release`].
+    /// Its bytes are passed through when they are a cached file
+    /// (`in_memory`: the open's own bytes were made by the mount, never
+    /// passed through) and no open of the inode reads the page cache:
+    /// `register` hands the file to the kernel, and when that fails the
+    /// open reads the page cache, and so does every later one. An error:
+    /// the kernel allows no open of the inode now (still passed through to
+    /// other bytes); the open must be released.
+    pub fn admit(
+        &self,
+        fh: u64,
+        slot: &Slot,
+        in_memory: bool,
+        register: impl FnOnce(&File) -> io::Result<B>,
+    ) -> Result<ReadMode<B>, FsError> {
+        let (ino, version) = (slot.ino, slot.version());
+        let cached = match slot.for_read() {
+            Ok(Bound::Content(file))
+                if !in_memory && !slot.in_memory() && self.passthrough.load(Ordering::Relaxed) =>
+            {
+                file.metadata().ok().map(|m| (file, m.ino()))
+            }
+            _ => None,
+        };
+        // Decided and recorded under one lock: concurrent opens of an inode
+        // agree on its mode.
+        let mut modes = self.modes.lock();
+        match modes.decide(ino, cached.as_ref().map(|(_, i)| *i), version) {
+            Decision::Reuse(id) => {
+                modes.reused(fh, ino);
+                return Ok(ReadMode::Passthrough(id));
+            }
+            Decision::Register => {
+                let (file, file_ino) = cached.expect("a cached file to register");
+                match register(&file) {
+                    Ok(id) => {
+                        let id = Arc::new(id);
+                        modes.registered(fh, ino, file_ino, version, id.clone());
+                        return Ok(ReadMode::Passthrough(id));
+                    }
+                    Err(e) => {
+                        self.set_passthrough(false);
+                        tracing::info!(
+                            "FUSE passthrough is not available ({e}); cached files are read through matvisfs"
+                        );
+                    }
+                }
+            }
+            Decision::Stale => return Err(FsError::VersionOpen),
+            Decision::Ordinary => {}
+        }
+        let keep_pages = modes.may_keep_pages(ino, version);
+        modes.opened_caching(fh, ino, version);
+        Ok(ReadMode::PageCache { keep_pages })
+    }
+
+    /// A read of the open `fh` returned bytes of `version`: the pages a
+    /// page-cache open holds are of it.
+    pub fn read(&self, fh: u64, version: Sha256Digest) {
+        self.modes.lock().read_caching(fh, version);
+    }
+
+    /// The open `fh` of `slot` was released.
+    pub fn release(&self, fh: u64, slot: &Arc<Slot>) {
+        self.modes.lock().released(fh);
+        self.slots.leave(slot);
+    }
+
+    /// The size to give the kernel for `ino`, recorded as given: while
+    /// files of it are open, the size of the version they are bound to
+    /// (the kernel has one page cache per inode), else `current` (`None`:
+    /// not a file).
+    pub fn report_size(&self, ino: u64, current: Option<u64>) -> Option<u64> {
+        let size = current.map(|current| self.slots.live_size(ino).unwrap_or(current));
+        self.set_reported(ino, size);
+        size
+    }
+
+    /// The size to give the kernel for the file `ino` when its current one
+    /// is not known: the one it holds, which a read under way ends at.
+    pub fn report_held_size(&self, ino: u64) -> u64 {
+        let size = self
+            .slots
+            .live_size(ino)
+            .or_else(|| self.reported_size(ino))
+            .unwrap_or(0);
+        self.set_reported(ino, Some(size));
+        size
+    }
+
+    /// The size last given to the kernel for `ino`.
+    pub fn reported_size(&self, ino: u64) -> Option<u64> {
+        let reported = self.reported.lock();
+        let size = *reported.get(usize::try_from(ino).ok()?)?;
+        (size != NO_SIZE).then_some(size)
+    }
+
+    /// Whether the kernel holds another size for `ino` than `size`, the
+    /// size of the version an open was bound to: then it must ask again
+    /// before its next read.
+    pub fn holds_other_size(&self, ino: u64, size: u64) -> bool {
+        self.reported_size(ino).is_some_and(|held| held != size)
+    }
+
+    fn set_reported(&self, ino: u64, size: Option<u64>) {
+        let Ok(index) = usize::try_from(ino) else {
+            return;
+        };
+        let mut reported = self.reported.lock();
+        if reported.len() <= index {
+            reported.resize(index + 1, NO_SIZE);
+        }
+        reported[index] = size.unwrap_or(NO_SIZE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opened(version: &str, size: u64) -> Opened {
+        Opened {
+            version: Some(Sha256Digest::of(version.as_bytes())),
+            content: None,
+            size: Some(size),
+            in_memory: false,
+        }
+    }
+
+    fn unused(_: Sha256Digest) -> Result<Opened, FsError> {
+        unreachable!("no open to settle")
+    }
+
+    #[test]
+    fn the_kernel_is_told_the_open_versions_size_until_its_last_open_closes() {
+        let files = KernelFiles::<NoBacking>::default();
+        assert_eq!(files.report_size(5, Some(3)), Some(3));
+        assert_eq!(files.reported_size(5), Some(3));
+        let slot = files.bind(5, &opened("a", 3), unused).unwrap();
+        // The server's copy grew: the kernel keeps the open version's size.
+        assert_eq!(files.report_size(5, Some(9)), Some(3));
+        assert!(files.holds_other_size(5, 9) && !files.holds_other_size(5, 3));
+        files.release(1, &slot);
+        assert_eq!(files.report_size(5, Some(9)), Some(9));
+        assert_eq!(files.report_held_size(5), 9);
+        // Not a file: no size.
+        assert_eq!(files.report_size(6, None), None);
+        assert_eq!(files.reported_size(6), None);
+    }
+}

@@ -1,0 +1,176 @@
+//! Each open decided once by the core: the version it is bound to, the
+//! size the kernel holds, and how the kernel reads it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::{Harness, TAG, small};
+use crate::digest::Sha256Digest;
+use crate::fs::ReadMode;
+
+/// A texture whose catalog names its bytes, and a texture of another
+/// source, read to make the mount revalidate the tag.
+const PATH: &str = "ambientcg/512/Wood051/ao.png";
+
+fn other_source(release: &matvisfs_sample::Release) -> String {
+    release
+        .textures()
+        .find(|(p, _)| p.starts_with("gpuopen/"))
+        .unwrap()
+        .0
+        .clone()
+}
+
+#[test]
+fn an_open_is_decided_with_its_version_size_and_pages_and_a_changed_file_gets_a_new_decision() {
+    let mut release = small();
+    let h = Harness::new(&release);
+    let other = other_source(&release);
+    h.warm(&[PATH, &other]);
+    let s = h.session();
+    let ino = s.ino(&format!("{TAG}/{PATH}")).unwrap();
+    let old = release.files[PATH].clone();
+
+    let first = s.core.open(ino, libc::O_RDONLY).unwrap();
+    assert_eq!(first.version, Some(Sha256Digest::of(&old)));
+    assert_eq!(first.size, Some(old.len() as u64));
+    // The kernel holds no pages of it yet.
+    assert!(matches!(
+        first.mode,
+        ReadMode::PageCache { keep_pages: false }
+    ));
+    assert_eq!(
+        s.core.read(first.fh, 0, old.len() as u32).unwrap().bytes,
+        old
+    );
+    s.core.release(first.fh);
+
+    // The same version again: the pages the first open filled are kept.
+    let again = s.core.open(ino, libc::O_RDONLY).unwrap();
+    assert_eq!((again.version, again.size), (first.version, first.size));
+    assert!(matches!(
+        again.mode,
+        ReadMode::PageCache { keep_pages: true }
+    ));
+    s.core.release(again.fh);
+
+    // The server's copy changes; the mount revalidates the tag.
+    let bigger = matvisfs_sample::images::png("republished", "ao", 32);
+    release.replace_texture(PATH, bigger.clone());
+    let mut catalog = release.json("gpuopen.json");
+    catalog[0]["mat_vis"]["name"] = serde_json::json!("renamed");
+    release.set_json("gpuopen.json", &catalog);
+    h.publish(&release);
+    s.read(&format!("{TAG}/{other}")).unwrap();
+    assert!(!s.changes.lock().is_empty(), "the catalog was revalidated");
+
+    // A new decision: not the old version (the new one is not cached yet,
+    // so its first read binds it), and the old pages dropped.
+    let changed = s.core.open(ino, libc::O_RDONLY).unwrap();
+    assert_ne!(changed.version, first.version);
+    assert_ne!(changed.size, first.size);
+    assert!(matches!(
+        changed.mode,
+        ReadMode::PageCache { keep_pages: false }
+    ));
+    assert_eq!(s.core.getattr(ino).unwrap().attr.size, bigger.len() as u64);
+    let read = s.core.read(changed.fh, 0, bigger.len() as u32).unwrap();
+    assert_eq!(read.bytes, bigger);
+    s.core.release(changed.fh);
+
+    // Its read filled the pages with the new version: the next open is
+    // bound to it, and keeps them.
+    let after = s.core.open(ino, libc::O_RDONLY).unwrap();
+    assert_eq!(after.version, Some(Sha256Digest::of(&bigger)));
+    assert_eq!(after.size, Some(bigger.len() as u64));
+    assert!(matches!(
+        after.mode,
+        ReadMode::PageCache { keep_pages: true }
+    ));
+    s.core.release(after.fh);
+}
+
+#[test]
+fn the_statistics_are_read_past_the_page_cache() {
+    let h = Harness::new(&small());
+    let s = h.session();
+    let ino = s.ino(".matvisfs/stats.json").unwrap();
+    let open = s.core.open(ino, libc::O_RDONLY).unwrap();
+    assert!(matches!(open.mode, ReadMode::Direct));
+    assert!(!s.core.read(open.fh, 0, 1 << 20).unwrap().bytes.is_empty());
+    s.core.release(open.fh);
+}
+
+#[test]
+fn a_cached_file_is_passed_through_once_registered_and_every_open_of_it_shares_the_backing() {
+    let h = Harness::new(&small());
+    h.warm(&[PATH]);
+    let s = h.session_of::<u32>(false, &[TAG]);
+    s.core.set_passthrough(true);
+    let ino = s.ino(&format!("{TAG}/{PATH}")).unwrap();
+    let registered = AtomicUsize::new(0);
+    let register = |_: &std::fs::File| {
+        registered.fetch_add(1, Ordering::Relaxed);
+        Ok(7)
+    };
+    let first = s
+        .core
+        .open_with_backing(ino, libc::O_RDONLY, register)
+        .unwrap();
+    let second = s
+        .core
+        .open_with_backing(ino, libc::O_RDONLY, register)
+        .unwrap();
+    let (ReadMode::Passthrough(a), ReadMode::Passthrough(b)) = (&first.mode, &second.mode) else {
+        panic!("both passed through: {:?}, {:?}", first.mode, second.mode);
+    };
+    assert!(Arc::ptr_eq(a, b) && **a == 7);
+    assert_eq!(registered.load(Ordering::Relaxed), 1);
+    s.core.release(first.fh);
+    s.core.release(second.fh);
+    // The last passthrough open gone, the kernel dropped the backing file:
+    // the next open registers it again.
+    let third = s
+        .core
+        .open_with_backing(ino, libc::O_RDONLY, register)
+        .unwrap();
+    assert!(matches!(third.mode, ReadMode::Passthrough(_)));
+    assert_eq!(registered.load(Ordering::Relaxed), 2);
+    s.core.release(third.fh);
+}
+
+#[test]
+fn a_backing_file_the_front_end_cannot_register_leaves_the_open_on_the_page_cache() {
+    let release = small();
+    let h = Harness::new(&release);
+    h.warm(&[PATH]);
+    let s = h.session_of::<u32>(false, &[TAG]);
+    s.core.set_passthrough(true);
+    let ino = s.ino(&format!("{TAG}/{PATH}")).unwrap();
+    let tried = AtomicUsize::new(0);
+    let refuse = |_: &std::fs::File| {
+        tried.fetch_add(1, Ordering::Relaxed);
+        Err(std::io::ErrorKind::PermissionDenied.into())
+    };
+    // The open stands, read through the page cache, bytes and all.
+    let open = s
+        .core
+        .open_with_backing(ino, libc::O_RDONLY, refuse)
+        .unwrap();
+    assert!(matches!(open.mode, ReadMode::PageCache { .. }));
+    let bytes = &release.files[PATH];
+    let read = s.core.read(open.fh, 0, bytes.len() as u32).unwrap();
+    assert_eq!(&read.bytes, bytes);
+    s.core.release(open.fh);
+    // Passthrough is withdrawn: no open asks again.
+    let next = s
+        .core
+        .open_with_backing(ino, libc::O_RDONLY, refuse)
+        .unwrap();
+    assert!(matches!(
+        next.mode,
+        ReadMode::PageCache { keep_pages: true }
+    ));
+    assert_eq!(tried.load(Ordering::Relaxed), 1);
+    s.core.release(next.fh);
+}
