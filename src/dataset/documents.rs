@@ -12,6 +12,7 @@ use super::changes::ChangeReport;
 use super::error::{Error, Result};
 use super::missing;
 use super::shared::Shared;
+use super::version::NewVersion;
 use super::view::{LoadedDoc, Step};
 use crate::digest::Sha256Digest;
 use crate::flight::{Gates, SingleFlight};
@@ -173,22 +174,22 @@ impl Documents {
     /// A catalog, MaterialX or rowmap document: from the view, the cache, or
     /// the server (reading it from disk counts as waiting).
     pub fn get(&self, t: &Shared, name: &str) -> Result<LoadedDoc> {
-        if let Some(doc) = t.view.load().documents.get(name) {
+        if let Some(doc) = t.version.view().documents.get(name) {
             return Ok(doc.clone());
         }
         let role = t
-            .view
-            .load()
+            .version
+            .view()
             .manifest
             .document_role(name)
             .ok_or(Error::NotFound)?;
         wait::may_block()?;
         self.loads.run(&name.to_string(), || {
-            let view = t.view.load();
+            let view = t.version.view();
             if let Some(doc) = view.documents.get(name) {
                 return Ok(doc.clone());
             }
-            if let Some(record) = t.state.record(name) {
+            if let Some(record) = t.version.state().record(name) {
                 let cached = t
                     .ctx
                     .documents
@@ -214,8 +215,10 @@ impl Documents {
     /// A map the manifest does not name is listed from now on: the kernel
     /// is told.
     fn install(t: &Shared, name: &str, doc: LoadedDoc) -> LoadedDoc {
-        let installed = t.view.update(Step::Loaded(name.to_string(), doc.clone()));
-        let view = t.view.load();
+        let installed = t
+            .version
+            .update(Step::Loaded(name.to_string(), doc.clone()));
+        let view = t.version.view();
         let implied = view
             .manifest
             .document_owner(name)
@@ -230,7 +233,7 @@ impl Documents {
     }
 
     fn fetch(&self, t: &Shared, name: &str, role: DocumentRole) -> Result<LoadedDoc> {
-        let view = t.view.load();
+        let view = t.version.view();
         let file = location(&view.manifest, name);
         let url = t.url(&file);
         let remote = t.remote(&url, "not cached")?;
@@ -254,11 +257,12 @@ impl Documents {
             Err(e) => return Err(Error::fetch(url, e)),
         };
         t.saw(&meta);
-        let manifest = t.view.load().manifest.clone();
+        let manifest = t.version.view().manifest.clone();
         let parsed = parse_document(&t.name, name, role, &sink.bytes, &manifest)
             .map_err(|why| Error::refused(&url, format!("an unusable document: {why}")))?;
         let blob = t.put_document(&sink.bytes)?;
-        t.state
+        t.version
+            .state()
             .set_document(name, DocRecord::new(blob, meta.validators()));
         tracing::info!(tag = %t.name, document = name, "fetched");
         self.fresh.get(&name.to_string()).mark_passed();
@@ -311,7 +315,7 @@ impl Documents {
 
     /// The names of the documents in the current view.
     pub fn loaded(t: &Shared) -> Vec<String> {
-        t.view.load().documents.keys().cloned().collect()
+        t.version.view().documents.keys().cloned().collect()
     }
 
     fn problem(&self, name: &str, why: Option<String>) {
@@ -324,11 +328,11 @@ impl Documents {
 
     /// Returns whether the check completed (false: try again later).
     fn revalidate_now(&self, t: &Shared, name: &str) -> bool {
-        let view = t.view.load();
+        let view = t.version.view();
         let Some(role) = view.manifest.document_role(name) else {
             return true;
         };
-        let Some(record) = t.state.record(name) else {
+        let Some(record) = t.version.state().record(name) else {
             // Never fetched: the first fetch is fresh by definition.
             let fetched = self.get(t, name);
             self.problem(name, fetched.as_ref().err().map(|e| e.to_string()));
@@ -340,7 +344,7 @@ impl Documents {
         }
         // The cached version in the view, to tell what changed.
         let _ = self.get(t, name);
-        let view = t.view.load();
+        let view = t.version.view();
         match Self::refresh(t, name, &record) {
             Refresh::Unchanged(meta) => {
                 t.saw(&meta);
@@ -390,32 +394,23 @@ impl Documents {
                 return;
             }
         };
-        let version = t
-            .state
-            .replace(name, DocRecord::new(blob, meta.validators()), None);
-        t.begin_version();
         let doc = parsed.into_doc(blob);
-        let Some((old, new)) = t.view.update(Step::Replaced {
+        let Some(change) = t.begin_version(NewVersion::Document {
             name: name.to_string(),
+            record: DocRecord::new(blob, meta.validators()),
             doc: doc.clone(),
-            generation: version.generation,
-            changed_at: version.changed_at,
         }) else {
             return;
         };
+        let (old, new, generation) = (&change.old, &change.new, change.generation);
         let report = match (old.documents.get(name), new.manifest.document_owner(name)) {
             (Some(before), Some(source)) => match (&before.catalog, &doc.catalog) {
-                (Some(a), Some(b)) => ChangeReport::catalogs(
-                    name,
-                    &source.name,
-                    &source.tiers,
-                    a,
-                    b,
-                    version.generation,
-                ),
-                _ => ChangeReport::document(name, version.generation),
+                (Some(a), Some(b)) => {
+                    ChangeReport::catalogs(name, &source.name, &source.tiers, a, b, generation)
+                }
+                _ => ChangeReport::document(name, generation),
             },
-            _ => ChangeReport::document(name, version.generation),
+            _ => ChangeReport::document(name, generation),
         };
         t.announce(report, None);
     }
@@ -423,7 +418,7 @@ impl Documents {
     /// One conditional GET of the manifest or a document against what is
     /// stored (also a GET with no validator when none was stored).
     pub fn refresh(t: &Shared, name: &str, record: &DocRecord) -> Refresh {
-        let file = location(&t.view.load().manifest, name);
+        let file = location(&t.version.view().manifest, name);
         let url = t.url(&file);
         let remote = match t.remote(&url, "cannot be revalidated") {
             Ok(remote) => remote,
@@ -436,7 +431,7 @@ impl Documents {
                 if Sha256Digest::of(&sink.bytes) != record.sha256 {
                     return Refresh::Changed(sink.bytes, meta);
                 }
-                t.state.set_validators(name, meta.validators());
+                t.version.state().set_validators(name, meta.validators());
                 Refresh::Unchanged(meta)
             }
             Err(FetchError::NotFound) => Refresh::Gone,

@@ -31,7 +31,7 @@ fn bytes(t: &Shared, generated: &GeneratedRef) -> Result<Vec<u8>> {
             let Some((map, doc)) = generated.upstream else {
                 return Err(Error::NotFound);
             };
-            let record = t.state.record(map).ok_or(Error::NotFound)?;
+            let record = t.version.state().record(map).ok_or(Error::NotFound)?;
             let file = t
                 .ctx
                 .documents

@@ -34,7 +34,7 @@ enum Proof {
 /// Leaves `paths` out of the tree, when `generation` is still the tag's:
 /// the view changes, and the kernel is told, before this returns.
 fn record(t: &Shared, paths: Vec<String>, generation: u64, proof: Proof) {
-    let Some((old, new)) = t.view.update(Step::Absent { paths, generation }) else {
+    let Some((old, new)) = t.version.update(Step::Absent { paths, generation }) else {
         return;
     };
     let found: Vec<&String> = new.absent.difference(&old.absent).collect();
@@ -68,7 +68,7 @@ pub fn answered_404(t: &Shared, path: &str, generation: u64) -> Error {
 /// `listed`: the texture files the tree has there and the listing does not
 /// name are absent.
 pub fn not_listed(t: &Shared, dir: &str, listed: &[TreeFile], generation: u64) {
-    let view = t.view.load();
+    let view = t.version.view();
     if view.generation != generation {
         return;
     }

@@ -12,9 +12,11 @@ mod missing;
 mod releases;
 mod revalidation;
 mod shared;
-mod state;
 mod tag;
+#[cfg(test)]
+mod tests;
 mod tree;
+mod version;
 pub mod view;
 
 use std::collections::{BTreeSet, HashMap};

@@ -13,7 +13,7 @@ use super::changes::ChangeReport;
 use super::documents::{Documents, Refresh, parse_manifest_for};
 use super::error::Result;
 use super::shared::Shared;
-use super::view::Step;
+use super::version::NewVersion;
 use crate::flight::Gate;
 use crate::format::MANIFEST_FILE;
 use crate::remote::RemoteMeta;
@@ -128,7 +128,7 @@ impl Revalidation {
 
     /// Returns whether the check completed (false: try again later).
     fn revalidate_now(&self, t: &Shared) -> bool {
-        let Some(record) = t.state.record(MANIFEST_FILE) else {
+        let Some(record) = t.version.state().record(MANIFEST_FILE) else {
             return true;
         };
         if t.ctx.remote.is_offline() {
@@ -196,23 +196,13 @@ impl Revalidation {
         let Some(commit) = meta.commit.as_deref() else {
             return false;
         };
-        let before = t.state.commit();
-        let Some(version) = t.state.resolved_to(commit) else {
+        let Some(change) = t.begin_version(NewVersion::Commit(commit.to_string())) else {
             return false;
         };
-        t.begin_version();
-        if t.view
-            .update(Step::NewVersion {
-                generation: version.generation,
-                changed_at: version.changed_at,
-            })
-            .is_some()
-        {
-            t.announce(
-                ChangeReport::commit(before.as_deref(), commit, version.generation),
-                None,
-            );
-        }
+        t.announce(
+            ChangeReport::commit(change.commit_before.as_deref(), commit, change.generation),
+            None,
+        );
         true
     }
 
@@ -230,22 +220,19 @@ impl Revalidation {
                 return;
             }
         };
-        let version = t.state.replace(
-            MANIFEST_FILE,
-            DocRecord::new(blob, meta.validators()),
-            meta.commit.as_deref(),
-        );
-        t.begin_version();
-        let Some((old, new)) = t.view.update(Step::NewManifest {
+        let Some(change) = t.begin_version(NewVersion::Manifest {
+            record: DocRecord::new(blob, meta.validators()),
             manifest: Arc::new(manifest),
-            blob,
-            generation: version.generation,
-            changed_at: version.changed_at,
+            commit: meta.commit.clone(),
         }) else {
             return;
         };
         t.announce(
-            ChangeReport::manifests(&old.manifest, &new.manifest, version.generation),
+            ChangeReport::manifests(
+                &change.old.manifest,
+                &change.new.manifest,
+                change.generation,
+            ),
             None,
         );
     }

@@ -9,8 +9,7 @@ use parking_lot::Mutex;
 
 use super::changes::ChangeReport;
 use super::error::{Error, Result};
-use super::state::PersistedState;
-use super::view::ViewCell;
+use super::version::{NewVersion, TagVersion, Transition};
 use super::{Change, Context};
 use crate::digest::Sha256Digest;
 use crate::format::Location;
@@ -37,8 +36,8 @@ pub struct Opened {
 pub struct Shared {
     pub name: Arc<str>,
     pub ctx: Arc<Context>,
-    pub view: ViewCell,
-    pub state: PersistedState,
+    /// The persisted state and the current view, versioned together.
+    pub version: TagVersion,
     /// The last [`CHANGES_KEPT`] changes found this session.
     pub changes: Mutex<VecDeque<ChangeReport>>,
     /// Every change found this session, counted.
@@ -81,10 +80,12 @@ impl Shared {
         Ok(&*self.ctx.remote)
     }
 
-    /// Called just before a new version of the tag is put in place: a
-    /// redirect seen before it may lead to the bytes of the version before.
-    pub fn begin_version(&self) {
-        self.ctx.remote.forget_redirects();
+    /// Begins a new version of the tag (see [`TagVersion::begin`]); a
+    /// redirect seen before it may lead to the bytes of the version before,
+    /// so they are forgotten just before it is put in place.
+    pub fn begin_version(&self, change: NewVersion) -> Option<Transition> {
+        self.version
+            .begin(change, || self.ctx.remote.forget_redirects())
     }
 
     pub fn put_document(&self, bytes: &[u8]) -> Result<Blob> {

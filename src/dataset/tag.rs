@@ -19,13 +19,13 @@ use super::files::Files;
 use super::generated;
 use super::revalidation::Revalidation;
 use super::shared::{Opened, Shared};
-use super::state::{PersistedState, unix_now};
 use super::tree::{Lookup, Node};
-use super::view::{Kind, TagView, ViewCell};
+use super::version::{ManifestSource, TagVersion};
+use super::view::{Kind, TagView};
 use crate::digest::Sha256Digest;
 use crate::format::{Location, MANIFEST_FILE};
 use crate::remote::{FetchError, GetOutcome, MemorySink, RemoteMeta};
-use crate::store::{Blob, DocRecord, FileRecords, OpenBlob, TagState, TagStore};
+use crate::store::{Blob, DocRecord, FileRecords, OpenBlob};
 
 /// What revalidating a tag on request found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,25 +83,20 @@ impl Tag {
                     .and_then(|bytes| parse_manifest_for(name, &bytes));
                 match cached {
                     Ok(manifest) => {
-                        let mut state = state.clone();
-                        if records.max_generation() > state.generation {
-                            // A later version's state was never written
-                            // (the disk refused it) while file records of
-                            // it were: a version past them begins, so that
-                            // none is taken for this one's.
-                            state.generation = records.max_generation() + 1;
-                            state.changed_at = unix_now();
-                            state.complete_tiers.clear();
-                            let _ = store.save(&state);
-                        }
-                        let view = TagView::first(
+                        // A later version's state may never have been
+                        // written (the disk refused it) while file records
+                        // of it were: a version past them then begins, so
+                        // that none is taken for this one's.
+                        let version = TagVersion::first(
+                            name,
+                            store,
+                            state.clone(),
+                            records.max_generation(),
+                            ManifestSource::Cached(record.blob()),
                             manifest,
-                            record.blob(),
-                            state.generation,
-                            state.changed_at,
                             ctx.raw,
                         );
-                        return Ok(Tag::new(ctx, name, store, state, view, records, None));
+                        return Ok(Tag::new(ctx, name, version, records, None));
                     }
                     Err(why) => tracing::warn!(
                         tag = name,
@@ -138,28 +133,27 @@ impl Tag {
             .documents
             .put_bytes(&sink.bytes)
             .map_err(|e| LoadError::Unavailable(format!("cannot write the cache: {e}")))?;
-        let mut state = stored.unwrap_or_default();
         // Past every generation any surviving file record may carry.
-        state.generation = state.generation.max(records.max_generation()) + 1;
-        state.changed_at = unix_now();
-        state.manifest = Some(DocRecord::new(blob, meta.validators()));
-        state.complete_tiers.clear();
-        state.commit = meta.commit.clone();
-        if let Err(e) = store.save(&state) {
-            // Said once for the whole cache by the store.
-            tracing::debug!(tag = name, "cannot save the tag's state: {e}");
-        }
+        let version = TagVersion::first(
+            name,
+            store,
+            stored.unwrap_or_default(),
+            records.max_generation(),
+            ManifestSource::Fetched {
+                record: DocRecord::new(blob, meta.validators()),
+                commit: meta.commit.clone(),
+            },
+            manifest,
+            ctx.raw,
+        );
         tracing::info!(tag = name, "fetched the manifest");
-        let view = TagView::first(manifest, blob, state.generation, state.changed_at, ctx.raw);
-        Ok(Tag::new(ctx, name, store, state, view, records, Some(meta)))
+        Ok(Tag::new(ctx, name, version, records, Some(meta)))
     }
 
     fn new(
         ctx: Arc<Context>,
         name: &str,
-        store: TagStore,
-        state: TagState,
-        view: TagView,
+        version: TagVersion,
         records: FileRecords,
         // The answer of the manifest's download, when this load fetched it.
         fetched: Option<RemoteMeta>,
@@ -170,8 +164,7 @@ impl Tag {
             shared: Shared {
                 name: name.into(),
                 ctx,
-                view: ViewCell::new(view),
-                state: PersistedState::new(name, store, state),
+                version,
                 changes: Mutex::new(VecDeque::new()),
                 changes_found: Default::default(),
                 immutable: crate::names::is_commit(name),
@@ -188,13 +181,13 @@ impl Tag {
     }
 
     pub fn view(&self) -> Arc<TagView> {
-        self.shared.view.load()
+        self.shared.version.view()
     }
 
     /// The current version of the tree, as listings are versioned by (see
     /// [`TagView::listing_version`]).
     pub fn listing_version(&self) -> u64 {
-        self.shared.view.load().listing_version()
+        self.shared.version.view().listing_version()
     }
 
     /// Asks `question` of the current tree, loading the documents it needs
@@ -465,8 +458,8 @@ impl Tag {
     pub fn report(&self) -> serde_json::Value {
         serde_json::json!({
             "revalidation": self.revalidation.outcome(),
-            "manifest_etag": self.shared.state.manifest_etag(),
-            "generation": self.shared.state.version().generation,
+            "manifest_etag": self.shared.version.state().manifest_etag(),
+            "generation": self.shared.version.state().version().generation,
             // None: the server named no commit this session (not a Hub).
             "commit": *self.shared.commit.lock(),
             "changes": serde_json::to_value(&*self.shared.changes.lock()).unwrap_or_default(),

@@ -1,14 +1,11 @@
 //! One immutable snapshot of a tag's tree, built from its manifest and the
-//! documents loaded so far, and the cell that holds the current one (paths
-//! are resolved against it in `tree`). A new snapshot is only ever made by
-//! [`TagView::next`] and put in place by [`ViewCell::update`].
+//! documents loaded so far (paths are resolved against it in `tree`). A new
+//! snapshot is only ever made by [`TagView::next`] and put in place by the
+//! tag's version (`version`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use arc_swap::ArcSwap;
-use parking_lot::Mutex;
 
 use crate::format::{Catalog, Location, Manifest, MaterialXMap, Rowmap};
 use crate::store::Blob;
@@ -204,35 +201,5 @@ impl TagView {
                 })
             }
         }
-    }
-}
-
-/// The current view of a tag: read without locks, replaced whole.
-pub struct ViewCell {
-    current: ArcSwap<TagView>,
-    /// Serialises replacements, so that none is built on a stale view.
-    writer: Mutex<()>,
-}
-
-impl ViewCell {
-    pub fn new(view: TagView) -> Self {
-        ViewCell {
-            current: ArcSwap::from_pointee(view),
-            writer: Mutex::new(()),
-        }
-    }
-
-    pub fn load(&self) -> Arc<TagView> {
-        self.current.load_full()
-    }
-
-    /// Puts the view after `step` in place; returns the old and the new view
-    /// when something changed.
-    pub fn update(&self, step: Step) -> Option<(Arc<TagView>, Arc<TagView>)> {
-        let _writer = self.writer.lock();
-        let old = self.current.load_full();
-        let new = Arc::new(old.next(step)?);
-        self.current.store(new.clone());
-        Some((old, new))
     }
 }

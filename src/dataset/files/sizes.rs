@@ -62,7 +62,7 @@ impl Sizes {
             match known_size(records, path, texture, generation) {
                 Some(size) => Ok(size),
                 // The listing said the server lacks it.
-                None if t.view.load().absent.contains(path) => Err(Error::NotFound),
+                None if t.version.view().absent.contains(path) => Err(Error::NotFound),
                 None => head(t, records, path, generation),
             }
         })

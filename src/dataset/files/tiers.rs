@@ -33,7 +33,7 @@ impl Tiers {
         generation: u64,
     ) -> Result<()> {
         let key = format!("{source}/{tier}");
-        if t.state.is_complete(&key) {
+        if t.version.state().is_complete(&key) {
             return Ok(());
         }
         let sentinel = Location::revision(format!("{key}/.tier_complete"));
@@ -48,12 +48,12 @@ impl Tiers {
         let url = t.url(&sentinel);
         let remote = t.remote(&url, "the tier's completeness is unknown")?;
         self.checks.run(&key, || {
-            if t.state.is_complete(&key) {
+            if t.version.state().is_complete(&key) {
                 return Ok(());
             }
             match remote.head(&t.name, &sentinel) {
                 Ok(_) => {
-                    t.state.set_complete(&key, generation);
+                    t.version.state().set_complete(&key, generation);
                     Ok(())
                 }
                 Err(FetchError::NotFound) => {

@@ -153,7 +153,7 @@ fn record_listed(
     generation: u64,
     proves: Proves,
 ) -> Vec<(String, Blob)> {
-    let view = t.view.load();
+    let view = t.version.view();
     if view.generation != generation {
         return Vec::new();
     }
