@@ -1,7 +1,8 @@
-//! The documents that shape a tag's tree (catalogs, MaterialX maps,
-//! rowmaps): read from the cache or fetched when first needed, parsed, and
-//! put into the tag's view; and the conditional request that asks whether
-//! one of them (or the manifest) changed.
+//! The documents that shape a tag's tree: the manifest and those it names
+//! (catalogs, MaterialX maps, rowmaps), each by its role. The named ones are
+//! read from the cache or fetched when first needed, parsed, and put into
+//! the tag's view; every one, the manifest included, is first downloaded
+//! and revalidated here, a changed one beginning a new version of the tag.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use crate::format::{
     parse_manifest, parse_materialx_map, parse_rowmap,
 };
 use crate::materials::generated_files;
-use crate::remote::{FetchError, GetOutcome, MemorySink, RemoteMeta};
+use crate::remote::{FetchError, GetOutcome, MemorySink, Remote, RemoteMeta};
 use crate::store::{Blob, DocRecord, OpenBlob};
 use crate::wait;
 
@@ -143,6 +144,89 @@ pub fn parse_document(
     }
 }
 
+/// What a document is to the tag: its manifest, or a document the
+/// manifest names. Both are fetched, kept and revalidated the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Manifest,
+    Named(DocumentRole),
+}
+
+impl Role {
+    /// What the server no longer having it means.
+    fn gone(self) -> &'static str {
+        match self {
+            Role::Manifest => "the tag is no longer on the server (404)",
+            Role::Named(_) => "no longer on the server (404)",
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Role::Manifest => "manifest",
+            Role::Named(_) => "document",
+        }
+    }
+}
+
+/// A document's bytes, checked and parsed for its role.
+pub enum Contents {
+    Manifest(Manifest),
+    Named(Parsed),
+}
+
+/// Checks and parses a document for its role; `manifest` (the current one)
+/// locates a rowmap's container.
+pub fn parse(
+    tag: &str,
+    name: &str,
+    role: Role,
+    bytes: &[u8],
+    manifest: &Manifest,
+) -> Result<Contents, String> {
+    match role {
+        Role::Manifest => parse_manifest_for(tag, bytes).map(Contents::Manifest),
+        Role::Named(role) => parse_document(tag, name, role, bytes, manifest).map(Contents::Named),
+    }
+}
+
+/// Why a document's first download brought no bytes.
+pub enum NotDownloaded {
+    Failed(FetchError),
+    /// A 304 answer to an unconditional request.
+    NotModified,
+}
+
+/// The first download of a document nothing is cached of: its bytes and
+/// what the answer said.
+pub fn first_download(
+    remote: &dyn Remote,
+    tag: &str,
+    file: &Location,
+) -> Result<(Vec<u8>, RemoteMeta), NotDownloaded> {
+    let mut sink = MemorySink::with_limit(DOCUMENT_LIMIT);
+    match remote.get_first(tag, file, &mut sink) {
+        Ok(GetOutcome::Fetched(meta)) => Ok((sink.bytes, meta)),
+        Ok(GetOutcome::NotModified(_)) => Err(NotDownloaded::NotModified),
+        Err(e) => Err(NotDownloaded::Failed(e)),
+    }
+}
+
+/// What revalidating a document found.
+pub enum Checked {
+    /// The server has the same bytes: with what the answer said.
+    Unchanged(RemoteMeta),
+    /// Other bytes, put in place as a new version of the tag.
+    Replaced,
+    /// The cached copy stays in service (why): the server no longer has the
+    /// document, or sent an unusable one.
+    Kept(String),
+    /// The mount is offline: the server was not asked.
+    Offline,
+    /// No usable answer: checked again later.
+    Failed(FetchError),
+}
+
 /// Where the manifest or a document it names is; a name it does not know
 /// is taken as a path in the revision.
 fn location(manifest: &Manifest, name: &str) -> Location {
@@ -152,7 +236,7 @@ fn location(manifest: &Manifest, name: &str) -> Location {
 }
 
 /// What a conditional GET of a document found.
-pub enum Refresh {
+enum Refresh {
     /// With what the answer said.
     Unchanged(RemoteMeta),
     Changed(Vec<u8>, RemoteMeta),
@@ -237,13 +321,12 @@ impl Documents {
         let file = location(&view.manifest, name);
         let url = t.url(&file);
         let remote = t.remote(&url, "not cached")?;
-        let mut sink = MemorySink::with_limit(DOCUMENT_LIMIT);
         let fetched = super::first_contact(&url, &super::log_waiting, || {
-            remote.get_first(&t.name, &file, &mut sink)
+            first_download(remote, &t.name, &file)
         });
-        let meta = match fetched {
-            Ok(GetOutcome::Fetched(meta)) => meta,
-            Ok(GetOutcome::NotModified(_)) => {
+        let (bytes, meta) = match fetched {
+            Ok(fetched) => fetched,
+            Err(NotDownloaded::NotModified) => {
                 return Err(Error::refused(
                     url,
                     "a 304 answer to an unconditional request",
@@ -251,16 +334,16 @@ impl Documents {
             }
             // A map is an addition to the tree; a tag without its catalogs
             // is broken, and says so.
-            Err(FetchError::NotFound) if role == DocumentRole::MaterialX => {
+            Err(NotDownloaded::Failed(FetchError::NotFound)) if role == DocumentRole::MaterialX => {
                 return Err(missing::answered_404(t, name, view.generation));
             }
-            Err(e) => return Err(Error::fetch(url, e)),
+            Err(NotDownloaded::Failed(e)) => return Err(Error::fetch(url, e)),
         };
         t.saw(&meta);
         let manifest = t.version.view().manifest.clone();
-        let parsed = parse_document(&t.name, name, role, &sink.bytes, &manifest)
+        let parsed = parse_document(&t.name, name, role, &bytes, &manifest)
             .map_err(|why| Error::refused(&url, format!("an unusable document: {why}")))?;
-        let blob = t.put_document(&sink.bytes)?;
+        let blob = t.put_document(&bytes)?;
         t.version
             .state()
             .set_document(name, DocRecord::new(blob, meta.validators()));
@@ -338,55 +421,66 @@ impl Documents {
             self.problem(name, fetched.as_ref().err().map(|e| e.to_string()));
             return fetched.is_ok();
         };
-        if t.ctx.remote.is_offline() {
-            self.problem(name, Some("the mount is offline (--offline)".into()));
-            return true;
-        }
         // The cached version in the view, to tell what changed.
         let _ = self.get(t, name);
-        let view = t.version.view();
-        match Self::refresh(t, name, &record) {
+        let (why, completed) = match Self::check(t, name, Role::Named(role), &record) {
+            Checked::Unchanged(_) | Checked::Replaced => (None, true),
+            Checked::Kept(why) => (Some(why), true),
+            Checked::Offline => (Some("the mount is offline (--offline)".into()), true),
+            Checked::Failed(e) => (Some(e.to_string()), false),
+        };
+        self.problem(name, why);
+        completed
+    }
+
+    /// Revalidates the manifest or a document against `record`, what is
+    /// stored of it: one conditional request, and a different answer put
+    /// in place as a new version of the tag (announced). The cached copy
+    /// stays in service when the answer is unusable.
+    pub fn check(t: &Shared, name: &str, role: Role, record: &DocRecord) -> Checked {
+        if t.ctx.remote.is_offline() {
+            tracing::info!(tag = %t.name, document = name, "offline: serving the cached copy");
+            return Checked::Offline;
+        }
+        let noun = role.noun();
+        match Self::refresh(t, name, record) {
             Refresh::Unchanged(meta) => {
                 t.saw(&meta);
                 tracing::info!(tag = %t.name, document = name, "revalidated: unchanged on the server");
-                self.problem(name, None);
-                true
+                Checked::Unchanged(meta)
             }
             Refresh::Changed(bytes, meta) => {
-                match parse_document(&t.name, name, role, &bytes, &view.manifest) {
-                    Ok(parsed) => {
-                        self.replace(t, name, parsed, &bytes, &meta);
-                        self.problem(name, None);
+                t.saw(&meta);
+                let manifest = t.version.view().manifest.clone();
+                match parse(&t.name, name, role, &bytes, &manifest) {
+                    Ok(contents) => {
+                        Self::replace(t, name, contents, &bytes, &meta);
+                        Checked::Replaced
                     }
                     Err(why) => {
                         tracing::error!(
                             tag = %t.name,
                             document = name,
-                            "the server sent an unusable document ({why}); keeping the cached copy"
+                            "the server sent an unusable {noun} ({why}); keeping the cached copy"
                         );
-                        self.problem(
-                            name,
-                            Some(format!("the server sent an unusable document ({why})")),
-                        );
+                        Checked::Kept(format!("the server sent an unusable {noun} ({why})"))
                     }
                 }
-                true
             }
             Refresh::Gone => {
                 tracing::warn!(tag = %t.name, document = name, "no longer on the server; serving the cached copy");
-                self.problem(name, Some("no longer on the server (404)".into()));
-                true
+                Checked::Kept(role.gone().into())
             }
             Refresh::Failed(e) => {
                 tracing::warn!(tag = %t.name, document = name, "cannot revalidate ({e}); serving the cached copy");
-                self.problem(name, Some(e.to_string()));
-                false
+                Checked::Failed(e)
             }
         }
     }
 
-    /// A document changed on the server: a new version of the tag begins.
-    fn replace(&self, t: &Shared, name: &str, parsed: Parsed, bytes: &[u8], meta: &RemoteMeta) {
+    /// The manifest or a document changed on the server: a new version of
+    /// the tag begins, and is announced.
+    fn replace(t: &Shared, name: &str, contents: Contents, bytes: &[u8], meta: &RemoteMeta) {
         let blob = match t.put_document(bytes) {
             Ok(blob) => blob,
             Err(e) => {
@@ -394,30 +488,55 @@ impl Documents {
                 return;
             }
         };
-        let doc = parsed.into_doc(blob);
-        let Some(change) = t.begin_version(NewVersion::Document {
-            name: name.to_string(),
-            record: DocRecord::new(blob, meta.validators()),
-            doc: doc.clone(),
-        }) else {
-            return;
-        };
-        let (old, new, generation) = (&change.old, &change.new, change.generation);
-        let report = match (old.documents.get(name), new.manifest.document_owner(name)) {
-            (Some(before), Some(source)) => match (&before.catalog, &doc.catalog) {
-                (Some(a), Some(b)) => {
-                    ChangeReport::catalogs(name, &source.name, &source.tiers, a, b, generation)
+        let record = DocRecord::new(blob, meta.validators());
+        let report = match contents {
+            Contents::Manifest(manifest) => {
+                let Some(change) = t.begin_version(NewVersion::Manifest {
+                    record,
+                    manifest: Arc::new(manifest),
+                    // The manifest's answer names the new version's commit.
+                    commit: meta.commit.clone(),
+                }) else {
+                    return;
+                };
+                ChangeReport::manifests(
+                    &change.old.manifest,
+                    &change.new.manifest,
+                    change.generation,
+                )
+            }
+            Contents::Named(parsed) => {
+                let doc = parsed.into_doc(blob);
+                let Some(change) = t.begin_version(NewVersion::Document {
+                    name: name.to_string(),
+                    record,
+                    doc: doc.clone(),
+                }) else {
+                    return;
+                };
+                let (old, new, generation) = (&change.old, &change.new, change.generation);
+                match (old.documents.get(name), new.manifest.document_owner(name)) {
+                    (Some(before), Some(source)) => match (&before.catalog, &doc.catalog) {
+                        (Some(a), Some(b)) => ChangeReport::catalogs(
+                            name,
+                            &source.name,
+                            &source.tiers,
+                            a,
+                            b,
+                            generation,
+                        ),
+                        _ => ChangeReport::document(name, generation),
+                    },
+                    _ => ChangeReport::document(name, generation),
                 }
-                _ => ChangeReport::document(name, generation),
-            },
-            _ => ChangeReport::document(name, generation),
+            }
         };
         t.announce(report, None);
     }
 
     /// One conditional GET of the manifest or a document against what is
     /// stored (also a GET with no validator when none was stored).
-    pub fn refresh(t: &Shared, name: &str, record: &DocRecord) -> Refresh {
+    fn refresh(t: &Shared, name: &str, record: &DocRecord) -> Refresh {
         let file = location(&t.version.view().manifest, name);
         let url = t.url(&file);
         let remote = match t.remote(&url, "cannot be revalidated") {

@@ -2,22 +2,21 @@
 //! first open of any file under it, with one conditional request however
 //! many threads open at once; with `--revalidate-every`, again at the first
 //! open once the period has passed; and at once when asked (`matvisfs
-//! refresh`, SIGHUP). A changed manifest begins a new version of the tag.
-
-use std::sync::Arc;
+//! refresh`, SIGHUP). The request, and a changed manifest beginning a new
+//! version of the tag, are the documents' (the manifest is one of them);
+//! what the answer means for the session is decided here.
 
 use parking_lot::Mutex;
 use serde::Serialize;
 
 use super::changes::ChangeReport;
-use super::documents::{Documents, Refresh, parse_manifest_for};
+use super::documents::{Checked, Documents, Role};
 use super::error::Result;
 use super::shared::Shared;
 use super::version::NewVersion;
 use crate::flight::Gate;
 use crate::format::MANIFEST_FILE;
 use crate::remote::RemoteMeta;
-use crate::store::DocRecord;
 use crate::wait;
 
 /// How this session's revalidation of a tag went.
@@ -131,56 +130,31 @@ impl Revalidation {
         let Some(record) = t.version.state().record(MANIFEST_FILE) else {
             return true;
         };
-        if t.ctx.remote.is_offline() {
-            tracing::info!(tag = %t.name, "offline: serving the cached manifest");
-            self.failed(Outcome::Offline, "the mount is offline (--offline)".into());
-            return true;
-        }
-        match Documents::refresh(t, MANIFEST_FILE, &record) {
-            Refresh::Unchanged(meta) => {
-                t.saw(&meta);
-                if self.commit_moved(t, &meta) {
-                    self.set(Outcome::Changed);
-                    return true;
-                }
-                tracing::info!(tag = %t.name, "revalidated: unchanged on the server");
-                self.set(Outcome::Unchanged);
+        match Documents::check(t, MANIFEST_FILE, Role::Manifest, &record) {
+            Checked::Unchanged(meta) => {
+                let outcome = match self.commit_moved(t, &meta) {
+                    true => Outcome::Changed,
+                    false => Outcome::Unchanged,
+                };
+                self.set(outcome);
                 true
             }
-            Refresh::Changed(bytes, meta) => {
-                t.saw(&meta);
-                match parse_manifest_for(&t.name, &bytes) {
-                    Ok(manifest) => {
-                        self.replace(t, manifest, &bytes, &meta);
-                        self.set(Outcome::Changed);
-                    }
-                    Err(why) => {
-                        tracing::error!(
-                            tag = %t.name,
-                            "the server sent an unusable manifest ({why}); keeping the cached copy"
-                        );
-                        self.failed(
-                            Outcome::Failed,
-                            format!("the server sent an unusable manifest ({why})"),
-                        );
-                    }
-                }
+            Checked::Replaced => {
+                self.set(Outcome::Changed);
                 true
             }
-            Refresh::Gone => {
-                tracing::warn!(tag = %t.name, "the tag is no longer on the server; serving the cached copy");
-                self.failed(
-                    Outcome::Failed,
-                    "the tag is no longer on the server (404)".into(),
-                );
+            Checked::Kept(why) => {
+                self.failed(Outcome::Failed, why);
                 true
             }
-            Refresh::Failed(e) => {
-                tracing::warn!(tag = %t.name, "cannot revalidate ({e}); serving the cached copy");
-                let outcome = if e.is_unreachable() {
-                    Outcome::Offline
-                } else {
-                    Outcome::Failed
+            Checked::Offline => {
+                self.failed(Outcome::Offline, "the mount is offline (--offline)".into());
+                true
+            }
+            Checked::Failed(e) => {
+                let outcome = match e.is_unreachable() {
+                    true => Outcome::Offline,
+                    false => Outcome::Failed,
                 };
                 self.failed(outcome, e.to_string());
                 false
@@ -204,36 +178,5 @@ impl Revalidation {
             None,
         );
         true
-    }
-
-    fn replace(
-        &self,
-        t: &Shared,
-        manifest: crate::format::Manifest,
-        bytes: &[u8],
-        meta: &RemoteMeta,
-    ) {
-        let blob = match t.put_document(bytes) {
-            Ok(blob) => blob,
-            Err(e) => {
-                tracing::error!(tag = %t.name, "cannot keep the new manifest: {e}");
-                return;
-            }
-        };
-        let Some(change) = t.begin_version(NewVersion::Manifest {
-            record: DocRecord::new(blob, meta.validators()),
-            manifest: Arc::new(manifest),
-            commit: meta.commit.clone(),
-        }) else {
-            return;
-        };
-        t.announce(
-            ChangeReport::manifests(
-                &change.old.manifest,
-                &change.new.manifest,
-                change.generation,
-            ),
-            None,
-        );
     }
 }

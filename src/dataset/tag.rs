@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 
 use super::Context;
-use super::documents::{DOCUMENT_LIMIT, Documents, parse_manifest_for};
+use super::documents::{Documents, NotDownloaded, first_download, parse_manifest_for};
 use super::entries::Entries;
 use super::error::{Error, Result};
 use super::files::Files;
@@ -24,7 +24,7 @@ use super::version::{ManifestSource, TagVersion};
 use super::view::{Kind, TagView};
 use crate::digest::Sha256Digest;
 use crate::format::{Location, MANIFEST_FILE};
-use crate::remote::{FetchError, GetOutcome, MemorySink, RemoteMeta};
+use crate::remote::{FetchError, RemoteMeta};
 use crate::store::{Blob, DocRecord, FileRecords, OpenBlob};
 
 /// What revalidating a tag on request found.
@@ -110,28 +110,27 @@ impl Tag {
                 "it is not cached and the mount is offline".into(),
             ));
         }
-        let mut sink = MemorySink::with_limit(DOCUMENT_LIMIT);
-        let meta = match ctx
-            .remote
-            .get_first(name, &Location::revision(MANIFEST_FILE), &mut sink)
-        {
-            Ok(GetOutcome::Fetched(meta)) => meta,
-            Ok(GetOutcome::NotModified(_)) => {
+        let manifest_file = Location::revision(MANIFEST_FILE);
+        let (bytes, meta) = match first_download(&*ctx.remote, name, &manifest_file) {
+            Ok(fetched) => fetched,
+            Err(NotDownloaded::NotModified) => {
                 return Err(LoadError::Unavailable(
                     "the server answered 304 to an unconditional request".into(),
                 ));
             }
-            Err(FetchError::NotFound) => return Err(LoadError::NotFound),
-            Err(e @ (FetchError::Network(_) | FetchError::Status(429 | 500..))) => {
+            Err(NotDownloaded::Failed(FetchError::NotFound)) => return Err(LoadError::NotFound),
+            Err(NotDownloaded::Failed(
+                e @ (FetchError::Network(_) | FetchError::Status(429 | 500..)),
+            )) => {
                 return Err(LoadError::Unreachable(e.to_string()));
             }
-            Err(e) => return Err(LoadError::Unavailable(e.to_string())),
+            Err(NotDownloaded::Failed(e)) => return Err(LoadError::Unavailable(e.to_string())),
         };
-        let manifest = parse_manifest_for(name, &sink.bytes)
+        let manifest = parse_manifest_for(name, &bytes)
             .map_err(|e| LoadError::Unavailable(format!("the manifest is unusable: {e}")))?;
         let blob = ctx
             .documents
-            .put_bytes(&sink.bytes)
+            .put_bytes(&bytes)
             .map_err(|e| LoadError::Unavailable(format!("cannot write the cache: {e}")))?;
         // Past every generation any surviving file record may carry.
         let version = TagVersion::first(
