@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use super::changes::ChangeReport;
 use super::error::{Error, Result};
 use super::missing;
-use super::shared::Shared;
+use super::tag_context::TagContext;
 use super::version::NewVersion;
 use super::view::{LoadedDoc, Step};
 use crate::digest::Sha256Digest;
@@ -257,7 +257,7 @@ pub struct Documents {
 impl Documents {
     /// A catalog, MaterialX or rowmap document: from the view, the cache, or
     /// the server (reading it from disk counts as waiting).
-    pub fn get(&self, t: &Shared, name: &str) -> Result<LoadedDoc> {
+    pub fn get(&self, t: &TagContext, name: &str) -> Result<LoadedDoc> {
         if let Some(doc) = t.version.view().documents.get(name) {
             return Ok(doc.clone());
         }
@@ -298,7 +298,7 @@ impl Documents {
     /// The view's copy once installed: another thread may have been first.
     /// A map the manifest does not name is listed from now on: the kernel
     /// is told.
-    fn install(t: &Shared, name: &str, doc: LoadedDoc) -> LoadedDoc {
+    fn install(t: &TagContext, name: &str, doc: LoadedDoc) -> LoadedDoc {
         let installed = t
             .version
             .update(Step::Loaded(name.to_string(), doc.clone()));
@@ -316,7 +316,7 @@ impl Documents {
         view.documents.get(name).cloned().unwrap_or(doc)
     }
 
-    fn fetch(&self, t: &Shared, name: &str, role: DocumentRole) -> Result<LoadedDoc> {
+    fn fetch(&self, t: &TagContext, name: &str, role: DocumentRole) -> Result<LoadedDoc> {
         let view = t.version.view();
         let file = location(&view.manifest, name);
         let url = t.url(&file);
@@ -355,7 +355,7 @@ impl Documents {
     /// Revalidates a document once per session (and once after each time
     /// the tag is revalidated again): the first open that needs it (the
     /// document itself, or a texture it lists) asks the server.
-    pub fn revalidate(&self, t: &Shared, name: &str) -> Result<()> {
+    pub fn revalidate(&self, t: &TagContext, name: &str) -> Result<()> {
         let gate = self.fresh.get(&name.to_string());
         let schedule = t.ctx.document_schedule();
         // A revision named by its commit never changes.
@@ -382,7 +382,7 @@ impl Documents {
     /// Revalidates a document unless a check that began since `ticket`
     /// was taken did (one under way then is waited for and does not
     /// count). The error says why it could not be.
-    pub fn revalidate_since(&self, t: &Shared, name: &str, ticket: u64) -> Result<(), String> {
+    pub fn revalidate_since(&self, t: &TagContext, name: &str, ticket: u64) -> Result<(), String> {
         if t.immutable {
             return Ok(());
         }
@@ -397,7 +397,7 @@ impl Documents {
     }
 
     /// The names of the documents in the current view.
-    pub fn loaded(t: &Shared) -> Vec<String> {
+    pub fn loaded(t: &TagContext) -> Vec<String> {
         t.version.view().documents.keys().cloned().collect()
     }
 
@@ -410,7 +410,7 @@ impl Documents {
     }
 
     /// Returns whether the check completed (false: try again later).
-    fn revalidate_now(&self, t: &Shared, name: &str) -> bool {
+    fn revalidate_now(&self, t: &TagContext, name: &str) -> bool {
         let view = t.version.view();
         let Some(role) = view.manifest.document_role(name) else {
             return true;
@@ -437,7 +437,7 @@ impl Documents {
     /// stored of it: one conditional request, and a different answer put
     /// in place as a new version of the tag (announced). The cached copy
     /// stays in service when the answer is unusable.
-    pub fn check(t: &Shared, name: &str, role: Role, record: &DocRecord) -> Checked {
+    pub fn check(t: &TagContext, name: &str, role: Role, record: &DocRecord) -> Checked {
         if t.ctx.remote.is_offline() {
             tracing::info!(tag = %t.name, document = name, "offline: serving the cached copy");
             return Checked::Offline;
@@ -480,7 +480,7 @@ impl Documents {
 
     /// The manifest or a document changed on the server: a new version of
     /// the tag begins, and is announced.
-    fn replace(t: &Shared, name: &str, contents: Contents, bytes: &[u8], meta: &RemoteMeta) {
+    fn replace(t: &TagContext, name: &str, contents: Contents, bytes: &[u8], meta: &RemoteMeta) {
         let blob = match t.put_document(bytes) {
             Ok(blob) => blob,
             Err(e) => {
@@ -536,7 +536,7 @@ impl Documents {
 
     /// One conditional GET of the manifest or a document against what is
     /// stored (also a GET with no validator when none was stored).
-    fn refresh(t: &Shared, name: &str, record: &DocRecord) -> Refresh {
+    fn refresh(t: &TagContext, name: &str, record: &DocRecord) -> Refresh {
         let file = location(&t.version.view().manifest, name);
         let url = t.url(&file);
         let remote = match t.remote(&url, "cannot be revalidated") {
@@ -560,7 +560,7 @@ impl Documents {
 
     /// A cached document's bytes, open (held in memory when the disk
     /// refused them).
-    pub fn open(t: &Shared, blob: &Blob) -> Result<OpenBlob> {
+    pub fn open(t: &TagContext, blob: &Blob) -> Result<OpenBlob> {
         let located = t.ctx.documents.locate(&blob.digest).map_err(Error::cache)?;
         Ok(OpenBlob {
             blob: *blob,

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::changes::ChangeReport;
 use super::documents::{Checked, Documents, Role};
 use super::error::Result;
-use super::shared::Shared;
+use super::tag_context::TagContext;
 use super::version::NewVersion;
 use crate::flight::Gate;
 use crate::format::MANIFEST_FILE;
@@ -77,7 +77,7 @@ impl Revalidation {
     /// not the session's first got an answer, before any open goes on: the
     /// documents are then revalidated at their next need, as at a
     /// session's start.
-    pub fn revalidate(&self, t: &Shared, rechecked: impl FnOnce()) -> Result<()> {
+    pub fn revalidate(&self, t: &TagContext, rechecked: impl FnOnce()) -> Result<()> {
         // A revision named by its commit never changes.
         if t.immutable {
             return Ok(());
@@ -96,7 +96,7 @@ impl Revalidation {
     /// check already under way is waited for and does not count. The
     /// error says why the tag could not be revalidated (the cached copy
     /// stays in service).
-    pub fn revalidate_again(&self, t: &Shared, rechecked: impl Fn()) -> Result<(), String> {
+    pub fn revalidate_again(&self, t: &TagContext, rechecked: impl Fn()) -> Result<(), String> {
         if t.immutable {
             return Ok(());
         }
@@ -108,7 +108,7 @@ impl Revalidation {
         }
     }
 
-    fn check(&self, t: &Shared, again: bool, rechecked: impl FnOnce()) -> bool {
+    fn check(&self, t: &TagContext, again: bool, rechecked: impl FnOnce()) -> bool {
         let completed = self.revalidate_now(t);
         let answered = matches!(self.outcome(), Outcome::Unchanged | Outcome::Changed);
         if answered {
@@ -126,7 +126,7 @@ impl Revalidation {
     }
 
     /// Returns whether the check completed (false: try again later).
-    fn revalidate_now(&self, t: &Shared) -> bool {
+    fn revalidate_now(&self, t: &TagContext) -> bool {
         let Some(record) = t.version.state().record(MANIFEST_FILE) else {
             return true;
         };
@@ -166,7 +166,7 @@ impl Revalidation {
     /// then a new version begins, in which every file the catalogs do not
     /// prove is proven again before it is served (the Hub's tree listing of
     /// the new commit, or a conditional request at its next open).
-    fn commit_moved(&self, t: &Shared, meta: &RemoteMeta) -> bool {
+    fn commit_moved(&self, t: &TagContext, meta: &RemoteMeta) -> bool {
         let Some(commit) = meta.commit.as_deref() else {
             return false;
         };

@@ -1,8 +1,8 @@
 //! One tag (release revision): a thin front over the parts that own its
-//! state. [`Shared`] holds what they all read (the current view, the
-//! persisted state); [`Documents`] loads and revalidates the catalogs,
-//! [`Revalidation`] the manifest, [`Files`] the texture files' sizes and
-//! content.
+//! state. [`TagContext`] holds what they all read (the tag's version: the
+//! current view and the persisted state); [`Documents`] loads and
+//! revalidates the documents, [`Revalidation`] decides when the manifest is
+//! revalidated, [`Files`] the texture files' sizes and content.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use super::error::{Error, Result};
 use super::files::Files;
 use super::generated;
 use super::revalidation::Revalidation;
-use super::shared::{Opened, Shared};
+use super::tag_context::{Opened, TagContext};
 use super::tree::{Lookup, Node};
 use super::version::{ManifestSource, TagVersion};
 use super::view::{Kind, TagView};
@@ -55,7 +55,7 @@ pub struct Stat {
 }
 
 pub struct Tag {
-    shared: Shared,
+    context: TagContext,
     documents: Documents,
     revalidation: Revalidation,
     files: Files,
@@ -160,7 +160,7 @@ impl Tag {
         let commit = fetched.as_ref().and_then(|meta| meta.commit.clone());
         let fetched = fetched.is_some();
         Tag {
-            shared: Shared {
+            context: TagContext {
                 name: name.into(),
                 ctx,
                 version,
@@ -176,17 +176,17 @@ impl Tag {
     }
 
     pub fn name(&self) -> &str {
-        &self.shared.name
+        &self.context.name
     }
 
     pub fn view(&self) -> Arc<TagView> {
-        self.shared.version.view()
+        self.context.version.view()
     }
 
     /// The current version of the tree, as listings are versioned by (see
     /// [`TagView::listing_version`]).
     pub fn listing_version(&self) -> u64 {
-        self.shared.version.view().listing_version()
+        self.context.version.view().listing_version()
     }
 
     /// Asks `question` of the current tree, loading the documents it needs
@@ -210,7 +210,7 @@ impl Tag {
                         );
                         return Err(Error::NotFound);
                     }
-                    match self.documents.get(&self.shared, &name) {
+                    match self.documents.get(&self.context, &name) {
                         Ok(_) => {}
                         // The server lacks it (the tree goes on without it),
                         // or the tag's version moved on meanwhile and no
@@ -245,10 +245,10 @@ impl Tag {
         let size = match &node {
             Node::TagRoot | Node::Source | Node::Tier | Node::Material | Node::Ladder => 0,
             Node::Manifest => view.manifest_blob.size,
-            Node::Document(name) => self.documents.get(&self.shared, name)?.blob.size,
+            Node::Document(name) => self.documents.get(&self.context, name)?.blob.size,
             Node::Texture(texture) => {
                 self.files
-                    .size(&self.shared, path, texture, view.generation)?
+                    .size(&self.context, path, texture, view.generation)?
             }
             Node::Generated(generated) => generated::size(generated),
             Node::Link(target) => target.len() as u64,
@@ -297,21 +297,21 @@ impl Tag {
             }
         };
         if let Some(document) = document {
-            self.documents.revalidate(&self.shared, document)?;
+            self.documents.revalidate(&self.context, document)?;
         }
         // The revalidations may just have changed the tree: look again.
         let view = self.view_for(path)?;
         match view.node(path)? {
             Node::Manifest => self.document_opened(&view.manifest_blob),
             Node::Document(name) => {
-                let blob = self.documents.get(&self.shared, name)?.blob;
+                let blob = self.documents.get(&self.context, name)?.blob;
                 self.document_opened(&blob)
             }
             Node::Texture(texture) => {
                 self.files
-                    .opened(&self.shared, path, &texture, view.generation)
+                    .opened(&self.context, path, &texture, view.generation)
             }
-            Node::Generated(generated) => generated::open(&self.shared, &generated),
+            Node::Generated(generated) => generated::open(&self.context, &generated),
             Node::Link(_) => Err(Error::NotFound),
             Node::TagRoot | Node::Source | Node::Tier | Node::Material | Node::Ladder => {
                 Err(Error::IsDir)
@@ -328,7 +328,7 @@ impl Tag {
     }
 
     fn document_opened(&self, blob: &Blob) -> Result<Opened> {
-        let open = Documents::open(&self.shared, blob)?;
+        let open = Documents::open(&self.context, blob)?;
         Ok(Opened {
             version: Some(blob.digest),
             in_memory: open.in_memory,
@@ -342,16 +342,16 @@ impl Tag {
     pub fn content(&self, path: &str, expected: Option<Sha256Digest>) -> Result<OpenBlob> {
         let view = self.view_for(path)?;
         let open = match view.node(path)? {
-            Node::Manifest => Documents::open(&self.shared, &view.manifest_blob)?,
+            Node::Manifest => Documents::open(&self.context, &view.manifest_blob)?,
             Node::Document(name) => {
-                let blob = self.documents.get(&self.shared, name)?.blob;
-                Documents::open(&self.shared, &blob)?
+                let blob = self.documents.get(&self.context, name)?.blob;
+                Documents::open(&self.context, &blob)?
             }
             Node::Texture(texture) => {
                 self.files
-                    .content(&self.shared, path, &texture, view.generation)?
+                    .content(&self.context, path, &texture, view.generation)?
             }
-            Node::Generated(generated) => generated::open(&self.shared, &generated)?
+            Node::Generated(generated) => generated::open(&self.context, &generated)?
                 .content
                 .ok_or(Error::NotFound)?,
             Node::Link(_) => return Err(Error::NotFound),
@@ -370,7 +370,7 @@ impl Tag {
     /// Revalidates the manifest, unless it was this session (or period).
     pub fn revalidate(&self) -> Result<()> {
         self.revalidation
-            .revalidate(&self.shared, || self.rechecked())
+            .revalidate(&self.context, || self.rechecked())
     }
 
     /// The manifest was revalidated again: what the session remembers of
@@ -388,18 +388,18 @@ impl Tag {
     /// concurrent callers share one. Changes found are announced (and the
     /// kernel told) before it returns.
     pub fn refresh(&self) -> Refreshed {
-        let before = self.shared.changes_found.load(Ordering::Relaxed);
+        let before = self.context.changes_found.load(Ordering::Relaxed);
         // A document checked by an open once the refresh began needs no
         // second request.
         let tickets = self.documents.tickets();
         let mut problems = Vec::new();
         match self
             .revalidation
-            .revalidate_again(&self.shared, || self.rechecked())
+            .revalidate_again(&self.context, || self.rechecked())
         {
             Err(why) => problems.push(why),
             Ok(()) => {
-                let names = Documents::loaded(&self.shared);
+                let names = Documents::loaded(&self.context);
                 // At once: each waits for the server at most its own bound.
                 let failed: Vec<String> = std::thread::scope(|scope| {
                     let checks: Vec<_> = names
@@ -407,7 +407,7 @@ impl Tag {
                         .map(|name| {
                             let ticket = tickets.get(name).copied().unwrap_or(0);
                             scope.spawn(move || {
-                                self.documents.revalidate_since(&self.shared, name, ticket)
+                                self.documents.revalidate_since(&self.context, name, ticket)
                             })
                         })
                         .collect();
@@ -425,11 +425,11 @@ impl Tag {
         if !problems.is_empty() {
             return Refreshed::Failed(problems.join("; "));
         }
-        let found = self.shared.changes_found.load(Ordering::Relaxed) - before;
+        let found = self.context.changes_found.load(Ordering::Relaxed) - before;
         if found == 0 {
             return Refreshed::Unchanged;
         }
-        let changes = self.shared.changes.lock();
+        let changes = self.context.changes.lock();
         let shown = changes.len().min(found as usize);
         Refreshed::Changed(
             changes
@@ -448,8 +448,8 @@ impl Tag {
 
     /// Revalidates a document, unless it was this session, and loads it.
     pub fn refresh_document(&self, name: &str) -> Result<()> {
-        self.documents.revalidate(&self.shared, name)?;
-        self.documents.get(&self.shared, name).map(drop)
+        self.documents.revalidate(&self.context, name)?;
+        self.documents.get(&self.context, name).map(drop)
     }
 
     /// How this session's revalidation went, the manifest's ETag, the
@@ -457,12 +457,12 @@ impl Tag {
     pub fn report(&self) -> serde_json::Value {
         serde_json::json!({
             "revalidation": self.revalidation.outcome(),
-            "manifest_etag": self.shared.version.state().manifest_etag(),
-            "generation": self.shared.version.state().version().generation,
+            "manifest_etag": self.context.version.state().manifest_etag(),
+            "generation": self.context.version.state().version().generation,
             // None: the server named no commit this session (not a Hub).
-            "commit": *self.shared.commit.lock(),
-            "changes": serde_json::to_value(&*self.shared.changes.lock()).unwrap_or_default(),
-            "changes_found": self.shared.changes_found.load(Ordering::Relaxed),
+            "commit": *self.context.commit.lock(),
+            "changes": serde_json::to_value(&*self.context.changes.lock()).unwrap_or_default(),
+            "changes_found": self.context.changes_found.load(Ordering::Relaxed),
             "missing": missing_report(&self.view()),
         })
     }

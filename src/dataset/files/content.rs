@@ -10,7 +10,7 @@ use super::verify::{Expected, check_download, check_file_magic};
 use crate::dataset::changes::ChangeReport;
 use crate::dataset::error::{Error, Result};
 use crate::dataset::missing;
-use crate::dataset::shared::{Opened, Shared};
+use crate::dataset::tag_context::{Opened, TagContext};
 use crate::dataset::tree::{ContainerSlice, TextureRef};
 use crate::flight::SingleFlight;
 use crate::format::Location;
@@ -34,7 +34,7 @@ impl Content {
     /// What an open is bound to, with the bytes when they are cached.
     pub fn opened(
         &self,
-        t: &Shared,
+        t: &TagContext,
         records: &FileRecords,
         path: &str,
         texture: &TextureRef,
@@ -64,7 +64,7 @@ impl Content {
     #[allow(clippy::too_many_arguments)]
     pub fn get(
         &self,
-        t: &Shared,
+        t: &TagContext,
         records: &FileRecords,
         tiers: &Tiers,
         path: &str,
@@ -121,7 +121,7 @@ impl Content {
 
     fn proven_cached(
         &self,
-        t: &Shared,
+        t: &TagContext,
         records: &FileRecords,
         path: &str,
         texture: &TextureRef,
@@ -139,7 +139,7 @@ impl Content {
 /// magic check. Bytes first served under this path are recorded for it
 /// (which is a write: not in quick mode).
 fn serve_cached(
-    t: &Shared,
+    t: &TagContext,
     records: &FileRecords,
     record: Option<FileRecord>,
     identity: Identity,
@@ -188,7 +188,7 @@ fn serve_cached(
 
 #[allow(clippy::too_many_arguments)]
 fn download(
-    t: &Shared,
+    t: &TagContext,
     records: &FileRecords,
     tiers: &Tiers,
     path: &str,

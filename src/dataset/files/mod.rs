@@ -12,7 +12,7 @@ mod tree_sizes;
 pub mod verify;
 
 use super::error::Result;
-use super::shared::{Opened, Shared};
+use super::tag_context::{Opened, TagContext};
 use super::tree::TextureRef;
 use crate::store::{FileRecords, OpenBlob};
 
@@ -41,7 +41,7 @@ impl Files {
     /// The exact size of a texture, from what is known or from the server.
     pub fn size(
         &self,
-        t: &Shared,
+        t: &TagContext,
         path: &str,
         texture: &TextureRef,
         generation: u64,
@@ -53,7 +53,7 @@ impl Files {
     /// own under this version, open when they are cached.
     pub fn opened(
         &self,
-        t: &Shared,
+        t: &TagContext,
         path: &str,
         texture: &TextureRef,
         generation: u64,
@@ -66,7 +66,7 @@ impl Files {
     /// downloaded (one download however many readers ask at once).
     pub fn content(
         &self,
-        t: &Shared,
+        t: &TagContext,
         path: &str,
         texture: &TextureRef,
         generation: u64,

@@ -7,7 +7,7 @@ use super::tree_sizes::TreeSizes;
 use super::verify::{MIN_TEXTURE_SIZE, check_announced_size};
 use crate::dataset::error::{Error, Result};
 use crate::dataset::missing;
-use crate::dataset::shared::Shared;
+use crate::dataset::tag_context::TagContext;
 use crate::dataset::tree::TextureRef;
 use crate::flight::SingleFlight;
 use crate::format::Location;
@@ -47,7 +47,7 @@ impl Sizes {
 
     pub fn size(
         &self,
-        t: &Shared,
+        t: &TagContext,
         records: &FileRecords,
         path: &str,
         texture: &TextureRef,
@@ -71,7 +71,7 @@ impl Sizes {
 
 /// Asks the server for the file's size and validators (and its sha256,
 /// where it states one), and records them under `generation`.
-pub fn head(t: &Shared, records: &FileRecords, path: &str, generation: u64) -> Result<u64> {
+pub fn head(t: &TagContext, records: &FileRecords, path: &str, generation: u64) -> Result<u64> {
     let file = Location::revision(path);
     let url = t.url(&file);
     let remote = t.remote(&url, "the size is unknown")?;

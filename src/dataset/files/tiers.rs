@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use parking_lot::Mutex;
 
 use crate::dataset::error::{Error, Result};
-use crate::dataset::shared::Shared;
+use crate::dataset::tag_context::TagContext;
 use crate::flight::SingleFlight;
 use crate::format::Location;
 use crate::remote::FetchError;
@@ -27,7 +27,7 @@ impl Tiers {
 
     pub fn ensure_complete(
         &self,
-        t: &Shared,
+        t: &TagContext,
         source: &str,
         tier: &str,
         generation: u64,

@@ -1,5 +1,6 @@
-//! What the parts of a tag share: its name, the mount's context, the
-//! current view and the persisted state, and how a change is announced.
+//! A tag's context, what its parts share: its name, the mount's context,
+//! its version (the current view and the persisted state), and how a change
+//! is announced.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -33,7 +34,8 @@ pub struct Opened {
     pub in_memory: bool,
 }
 
-pub struct Shared {
+/// What the parts of one tag share.
+pub struct TagContext {
     pub name: Arc<str>,
     pub ctx: Arc<Context>,
     /// The persisted state and the current view, versioned together.
@@ -49,7 +51,7 @@ pub struct Shared {
     pub commit: Mutex<Option<String>>,
 }
 
-impl Shared {
+impl TagContext {
     /// Notes the commit an answer named; a new one in the middle of a
     /// session means the revision moved.
     pub fn saw(&self, meta: &RemoteMeta) {
