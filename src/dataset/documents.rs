@@ -14,12 +14,12 @@ use super::error::{Error, Result};
 use super::missing;
 use super::tag_context::TagContext;
 use super::version::NewVersion;
-use super::view::{LoadedDoc, Step};
+use super::view::{DocContents, LoadedDoc, Step};
 use crate::digest::Sha256Digest;
 use crate::flight::{Gates, SingleFlight};
 use crate::format::{
-    Catalog, DocumentRole, Location, MANIFEST_FILE, Manifest, MaterialXMap, Rowmap, parse_catalog,
-    parse_manifest, parse_materialx_map, parse_rowmap,
+    Catalog, DocumentRole, Location, MANIFEST_FILE, Manifest, parse_catalog, parse_manifest,
+    parse_materialx_map, parse_rowmap,
 };
 use crate::materials::generated_files;
 use crate::remote::{FetchError, GetOutcome, MemorySink, Remote, RemoteMeta};
@@ -77,27 +77,6 @@ pub fn parse_manifest_for(tag: &str, bytes: &[u8]) -> Result<Manifest, String> {
     Ok(parsed.value)
 }
 
-/// What a document holds for the tree.
-#[derive(Default)]
-pub struct Parsed {
-    catalog: Option<Arc<Catalog>>,
-    rowmap: Option<Arc<Rowmap>>,
-    mtlx: Option<Arc<MaterialXMap>>,
-    container: Option<Location>,
-}
-
-impl Parsed {
-    pub fn into_doc(self, blob: Blob) -> LoadedDoc {
-        LoadedDoc {
-            blob,
-            catalog: self.catalog,
-            rowmap: self.rowmap,
-            mtlx: self.mtlx,
-            container: self.container,
-        }
-    }
-}
-
 /// Checks a document's bytes; catalogs and rowmaps are parsed for the tree,
 /// and a rowmap's container is located through the manifest.
 pub fn parse_document(
@@ -106,24 +85,18 @@ pub fn parse_document(
     role: DocumentRole,
     bytes: &[u8],
     manifest: &Manifest,
-) -> Result<Parsed, String> {
+) -> Result<DocContents, String> {
     match role {
         DocumentRole::Catalog => {
             let parsed = parse_catalog(bytes).map_err(|e| e.to_string())?;
             report_skipped(tag, name, &parsed.skipped);
             report_left_out(tag, name, &parsed.value);
-            Ok(Parsed {
-                catalog: Some(Arc::new(parsed.value)),
-                ..Parsed::default()
-            })
+            Ok(DocContents::Catalog(Arc::new(parsed.value)))
         }
         DocumentRole::MaterialX => {
             let parsed = parse_materialx_map(bytes).map_err(|e| e.to_string())?;
             report_skipped(tag, name, &parsed.skipped);
-            Ok(Parsed {
-                mtlx: Some(Arc::new(parsed.value)),
-                ..Parsed::default()
-            })
+            Ok(DocContents::MaterialX(Arc::new(parsed.value)))
         }
         DocumentRole::Rowmap => {
             let parsed = parse_rowmap(bytes).map_err(|e| e.to_string())?;
@@ -135,10 +108,9 @@ pub fn parse_document(
             if container.is_none() {
                 tracing::warn!(tag, document = name, "the rowmap names no container");
             }
-            Ok(Parsed {
-                rowmap: Some(Arc::new(rowmap)),
+            Ok(DocContents::Rowmap {
+                rowmap: Arc::new(rowmap),
                 container,
-                ..Parsed::default()
             })
         }
     }
@@ -172,7 +144,7 @@ impl Role {
 /// A document's bytes, checked and parsed for its role.
 pub enum Contents {
     Manifest(Manifest),
-    Named(Parsed),
+    Named(DocContents),
 }
 
 /// Checks and parses a document for its role; `manifest` (the current one)
@@ -516,7 +488,7 @@ impl Documents {
                 };
                 let (old, new, generation) = (&change.old, &change.new, change.generation);
                 match (old.documents.get(name), new.manifest.document_owner(name)) {
-                    (Some(before), Some(source)) => match (&before.catalog, &doc.catalog) {
+                    (Some(before), Some(source)) => match (before.catalog(), doc.catalog()) {
                         (Some(a), Some(b)) => ChangeReport::catalogs(
                             name,
                             &source.name,

@@ -17,17 +17,52 @@ pub enum Kind {
     Symlink,
 }
 
-/// A catalog, MaterialX or rowmap document in memory.
+/// A catalog, MaterialX or rowmap document in memory: its bytes in the
+/// cache and what the tree reads of it.
 #[derive(Debug, Clone)]
 pub struct LoadedDoc {
     pub blob: Blob,
-    /// Parsed entries, for catalogs; MaterialX maps are only served.
-    pub catalog: Option<Arc<Catalog>>,
-    pub rowmap: Option<Arc<Rowmap>>,
-    /// For MaterialX maps: where each material's document is in it.
-    pub mtlx: Option<Arc<MaterialXMap>>,
-    /// For rowmaps: where their container is, found through the manifest.
-    pub container: Option<Location>,
+    pub contents: DocContents,
+}
+
+/// What a document holds for the tree, by its role.
+#[derive(Debug, Clone)]
+pub enum DocContents {
+    /// Parsed entries.
+    Catalog(Arc<Catalog>),
+    /// Where each material's document is in it (the map is only served).
+    MaterialX(Arc<MaterialXMap>),
+    /// With where its container is, found through the manifest (`None`:
+    /// it names none the manifest knows).
+    Rowmap {
+        rowmap: Arc<Rowmap>,
+        container: Option<Location>,
+    },
+}
+
+impl DocContents {
+    pub fn into_doc(self, blob: Blob) -> LoadedDoc {
+        LoadedDoc {
+            blob,
+            contents: self,
+        }
+    }
+}
+
+impl LoadedDoc {
+    pub fn catalog(&self) -> Option<&Arc<Catalog>> {
+        match &self.contents {
+            DocContents::Catalog(catalog) => Some(catalog),
+            _ => None,
+        }
+    }
+
+    pub fn materialx(&self) -> Option<&Arc<MaterialXMap>> {
+        match &self.contents {
+            DocContents::MaterialX(map) => Some(map),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug)]
