@@ -246,10 +246,10 @@ impl Tag {
             Node::TagRoot | Node::Source | Node::Tier | Node::Material | Node::Ladder => 0,
             Node::Manifest => view.manifest_blob.size,
             Node::Document(name) => self.documents.get(&self.context, name)?.blob.size,
-            Node::Texture(texture) => {
-                self.files
-                    .size(&self.context, path, texture, view.generation)?
-            }
+            Node::Texture(texture) => self
+                .files
+                .request(&self.context, path, texture, view.generation)
+                .size()?,
             Node::Generated(generated) => generated::size(generated),
             Node::Link(target) => target.len() as u64,
         };
@@ -307,10 +307,10 @@ impl Tag {
                 let blob = self.documents.get(&self.context, name)?.blob;
                 self.document_opened(&blob)
             }
-            Node::Texture(texture) => {
-                self.files
-                    .opened(&self.context, path, &texture, view.generation)
-            }
+            Node::Texture(texture) => self
+                .files
+                .request(&self.context, path, &texture, view.generation)
+                .opened(),
             Node::Generated(generated) => generated::open(&self.context, &generated),
             Node::Link(_) => Err(Error::NotFound),
             Node::TagRoot | Node::Source | Node::Tier | Node::Material | Node::Ladder => {
@@ -347,10 +347,10 @@ impl Tag {
                 let blob = self.documents.get(&self.context, name)?.blob;
                 Documents::open(&self.context, &blob)?
             }
-            Node::Texture(texture) => {
-                self.files
-                    .content(&self.context, path, &texture, view.generation)?
-            }
+            Node::Texture(texture) => self
+                .files
+                .request(&self.context, path, &texture, view.generation)
+                .content()?,
             Node::Generated(generated) => generated::open(&self.context, &generated)?
                 .content
                 .ok_or(Error::NotFound)?,
