@@ -19,7 +19,7 @@ use super::files::Files;
 use super::generated;
 use super::revalidation::Revalidation;
 use super::tag_context::{Opened, TagContext};
-use super::tree::{Lookup, Node};
+use super::tree::{GeneratedRef, Lookup, Node, TextureRef};
 use super::version::{ManifestSource, TagVersion};
 use super::view::{Kind, TagView};
 use crate::digest::Sha256Digest;
@@ -52,6 +52,42 @@ pub struct Stat {
     pub kind: Kind,
     pub size: u64,
     pub mtime: SystemTime,
+}
+
+/// A file of the tree, by what its bytes are read from.
+enum FileNode<'v> {
+    /// The manifest, or a document it names: the server's bytes as they are.
+    Document(&'v str),
+    Texture(TextureRef<'v>),
+    Generated(GeneratedRef<'v>),
+}
+
+impl<'v> FileNode<'v> {
+    /// The file `node` is; a directory, or a link (opened through what it
+    /// points to), is none.
+    fn of(node: Node<'v>) -> Result<FileNode<'v>> {
+        match node {
+            Node::Manifest => Ok(FileNode::Document(MANIFEST_FILE)),
+            Node::Document(name) => Ok(FileNode::Document(name)),
+            Node::Texture(texture) => Ok(FileNode::Texture(texture)),
+            Node::Generated(generated) => Ok(FileNode::Generated(generated)),
+            Node::Link(_) => Err(Error::NotFound),
+            Node::TagRoot | Node::Source | Node::Tier | Node::Material | Node::Ladder => {
+                Err(Error::IsDir)
+            }
+        }
+    }
+
+    /// The document revalidated before the file is opened: the one that
+    /// describes it (the manifest is the tag's own revalidation).
+    fn described_by(&self) -> Option<&'v str> {
+        match *self {
+            FileNode::Document(MANIFEST_FILE) => None,
+            FileNode::Document(name) => Some(name),
+            FileNode::Texture(texture) => Some(texture.document),
+            FileNode::Generated(generated) => Some(generated.document),
+        }
+    }
 }
 
 pub struct Tag {
@@ -242,19 +278,21 @@ impl Tag {
     pub fn stat(&self, path: &str) -> Result<Stat> {
         let view = self.view_for(path)?;
         let node = view.node(path)?;
-        let size = match &node {
-            Node::TagRoot | Node::Source | Node::Tier | Node::Material | Node::Ladder => 0,
-            Node::Manifest => view.manifest_blob.size,
-            Node::Document(name) => self.documents.get(&self.context, name)?.blob.size,
-            Node::Texture(texture) => self
-                .files
-                .request(&self.context, path, texture, view.generation)
-                .size()?,
-            Node::Generated(generated) => generated::size(generated),
+        let kind = node.kind();
+        let size = match node {
             Node::Link(target) => target.len() as u64,
+            _ if kind == Kind::Dir => 0,
+            node => match FileNode::of(node)? {
+                FileNode::Document(name) => self.document_blob(&view, name)?.size,
+                FileNode::Texture(texture) => self
+                    .files
+                    .request(&self.context, path, &texture, view.generation)
+                    .size()?,
+                FileNode::Generated(generated) => generated::size(&generated),
+            },
         };
         Ok(Stat {
-            kind: node.kind(),
+            kind,
             size,
             mtime: view.mtime,
         })
@@ -285,37 +323,27 @@ impl Tag {
     pub fn open(&self, path: &str) -> Result<Opened> {
         self.revalidate()?;
         let view = self.view_for(path)?;
-        let document = match view.node(path)? {
-            Node::Manifest => None,
-            Node::Document(name) => Some(name),
-            Node::Texture(texture) => Some(texture.document),
-            Node::Generated(generated) => Some(generated.document),
-            // Opened through what it points to.
-            Node::Link(_) => return Err(Error::NotFound),
-            Node::TagRoot | Node::Source | Node::Tier | Node::Material | Node::Ladder => {
-                return Err(Error::IsDir);
-            }
-        };
-        if let Some(document) = document {
+        if let Some(document) = FileNode::of(view.node(path)?)?.described_by() {
             self.documents.revalidate(&self.context, document)?;
         }
         // The revalidations may just have changed the tree: look again.
         let view = self.view_for(path)?;
-        match view.node(path)? {
-            Node::Manifest => self.document_opened(&view.manifest_blob),
-            Node::Document(name) => {
-                let blob = self.documents.get(&self.context, name)?.blob;
-                self.document_opened(&blob)
+        match FileNode::of(view.node(path)?)? {
+            FileNode::Document(name) => {
+                let blob = self.document_blob(&view, name)?;
+                let open = Documents::open(&self.context, &blob)?;
+                Ok(Opened {
+                    version: Some(blob.digest),
+                    in_memory: open.in_memory,
+                    content: Some(open),
+                    size: Some(blob.size),
+                })
             }
-            Node::Texture(texture) => self
+            FileNode::Texture(texture) => self
                 .files
                 .request(&self.context, path, &texture, view.generation)
                 .opened(),
-            Node::Generated(generated) => generated::open(&self.context, &generated),
-            Node::Link(_) => Err(Error::NotFound),
-            Node::TagRoot | Node::Source | Node::Tier | Node::Material | Node::Ladder => {
-                Err(Error::IsDir)
-            }
+            FileNode::Generated(generated) => generated::open(&self.context, &generated),
         }
     }
 
@@ -327,37 +355,29 @@ impl Tag {
         }
     }
 
-    fn document_opened(&self, blob: &Blob) -> Result<Opened> {
-        let open = Documents::open(&self.context, blob)?;
-        Ok(Opened {
-            version: Some(blob.digest),
-            in_memory: open.in_memory,
-            content: Some(open),
-            size: Some(blob.size),
-        })
+    /// The bytes of the manifest or of a document it names, in `view`.
+    fn document_blob(&self, view: &TagView, name: &str) -> Result<Blob> {
+        match name {
+            MANIFEST_FILE => Ok(view.manifest_blob),
+            _ => Ok(self.documents.get(&self.context, name)?.blob),
+        }
     }
 
     /// The bytes of a file now; `expected` is the version an open is bound
     /// to, and other bytes are [`Error::Changed`].
     pub fn content(&self, path: &str, expected: Option<Sha256Digest>) -> Result<OpenBlob> {
         let view = self.view_for(path)?;
-        let open = match view.node(path)? {
-            Node::Manifest => Documents::open(&self.context, &view.manifest_blob)?,
-            Node::Document(name) => {
-                let blob = self.documents.get(&self.context, name)?.blob;
-                Documents::open(&self.context, &blob)?
+        let open = match FileNode::of(view.node(path)?)? {
+            FileNode::Document(name) => {
+                Documents::open(&self.context, &self.document_blob(&view, name)?)?
             }
-            Node::Texture(texture) => self
+            FileNode::Texture(texture) => self
                 .files
                 .request(&self.context, path, &texture, view.generation)
                 .content()?,
-            Node::Generated(generated) => generated::open(&self.context, &generated)?
+            FileNode::Generated(generated) => generated::open(&self.context, &generated)?
                 .content
                 .ok_or(Error::NotFound)?,
-            Node::Link(_) => return Err(Error::NotFound),
-            Node::TagRoot | Node::Source | Node::Tier | Node::Material | Node::Ladder => {
-                return Err(Error::IsDir);
-            }
         };
         match expected {
             Some(digest) if digest != open.blob.digest => Err(Error::Changed {
