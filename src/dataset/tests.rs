@@ -100,8 +100,10 @@ fn a_generation_never_goes_backwards_when_two_changes_land_at_once() {
     let cache = tempfile::tempdir().unwrap();
     {
         // A first session caches the manifest and the catalog.
-        let tag = Tag::load(context(mock.clone(), cache.path()), TAG).unwrap();
+        let ctx = context(mock.clone(), cache.path());
+        let tag = Tag::load(ctx.clone(), TAG).unwrap();
         tag.refresh_document(CATALOG).unwrap();
+        ctx.content.flush();
     }
     // Both the manifest and the catalog change on the server.
     let mut manifest = release.json("release-manifest.json");
@@ -122,7 +124,8 @@ fn a_generation_never_goes_backwards_when_two_changes_land_at_once() {
             patience: Duration::from_secs(1),
         })),
     });
-    let tag = Tag::load(context(remote, cache.path()), TAG).unwrap();
+    let ctx = context(remote, cache.path());
+    let tag = Tag::load(ctx.clone(), TAG).unwrap();
     let first = tag.view().generation;
     std::thread::scope(|scope| {
         // The manifest's revalidation finds the new manifest and is held
@@ -154,4 +157,6 @@ fn a_generation_never_goes_backwards_when_two_changes_land_at_once() {
         view.documents[CATALOG].blob.digest,
         Sha256Digest::of(&release.files[CATALOG])
     );
+    // What the session still writes lands before its directory goes.
+    ctx.content.flush();
 }
