@@ -4,17 +4,17 @@
 //! document's and a moved commit racing each other each take the next
 //! generation in the order they are put in place, on disk as in memory.
 
+mod state;
+
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 use super::view::{LoadedDoc, Step, TagView};
-
-mod state;
-
 use crate::format::Manifest;
 use crate::store::{Blob, DocRecord, TagState, TagStore};
+
 pub use state::{PersistedState, unix_now};
 
 /// What begins a new version of the tag.
