@@ -6,8 +6,8 @@ use std::cmp::Ordering;
 
 use serde::Serialize;
 
-use super::state::unix_now;
 use super::tree::tier_channels;
+use super::version::unix_now;
 use crate::format::{BAKED_TIER, Catalog, Manifest, Material, texture_extension};
 
 /// Paths named in a report, at most.

@@ -1,7 +1,8 @@
-//! The documents that shape a tag's tree (catalogs, MaterialX maps,
-//! rowmaps): read from the cache or fetched when first needed, parsed, and
-//! put into the tag's view; and the conditional request that asks whether
-//! one of them (or the manifest) changed.
+//! The documents that shape a tag's tree: the manifest and those it names
+//! (catalogs, MaterialX maps, rowmaps), each by its role. The named ones are
+//! read from the cache or fetched when first needed, parsed, and put into
+//! the tag's view; every one, the manifest included, is first downloaded
+//! and revalidated here, a changed one beginning a new version of the tag.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,16 +12,17 @@ use parking_lot::Mutex;
 use super::changes::ChangeReport;
 use super::error::{Error, Result};
 use super::missing;
-use super::shared::Shared;
-use super::view::{LoadedDoc, Step};
+use super::tag_context::TagContext;
+use super::version::NewVersion;
+use super::view::{DocContents, LoadedDoc, Step};
 use crate::digest::Sha256Digest;
 use crate::flight::{Gates, SingleFlight};
 use crate::format::{
-    Catalog, DocumentRole, Location, MANIFEST_FILE, Manifest, MaterialXMap, Rowmap, parse_catalog,
-    parse_manifest, parse_materialx_map, parse_rowmap,
+    Catalog, DocumentRole, Location, MANIFEST_FILE, Manifest, parse_catalog, parse_manifest,
+    parse_materialx_map, parse_rowmap,
 };
 use crate::materials::generated_files;
-use crate::remote::{FetchError, GetOutcome, MemorySink, RemoteMeta};
+use crate::remote::{FetchError, GetOutcome, MemorySink, Remote, RemoteMeta};
 use crate::store::{Blob, DocRecord, OpenBlob};
 use crate::wait;
 
@@ -75,27 +77,6 @@ pub fn parse_manifest_for(tag: &str, bytes: &[u8]) -> Result<Manifest, String> {
     Ok(parsed.value)
 }
 
-/// What a document holds for the tree.
-#[derive(Default)]
-pub struct Parsed {
-    catalog: Option<Arc<Catalog>>,
-    rowmap: Option<Arc<Rowmap>>,
-    mtlx: Option<Arc<MaterialXMap>>,
-    container: Option<Location>,
-}
-
-impl Parsed {
-    pub fn into_doc(self, blob: Blob) -> LoadedDoc {
-        LoadedDoc {
-            blob,
-            catalog: self.catalog,
-            rowmap: self.rowmap,
-            mtlx: self.mtlx,
-            container: self.container,
-        }
-    }
-}
-
 /// Checks a document's bytes; catalogs and rowmaps are parsed for the tree,
 /// and a rowmap's container is located through the manifest.
 pub fn parse_document(
@@ -104,24 +85,18 @@ pub fn parse_document(
     role: DocumentRole,
     bytes: &[u8],
     manifest: &Manifest,
-) -> Result<Parsed, String> {
+) -> Result<DocContents, String> {
     match role {
         DocumentRole::Catalog => {
             let parsed = parse_catalog(bytes).map_err(|e| e.to_string())?;
             report_skipped(tag, name, &parsed.skipped);
             report_left_out(tag, name, &parsed.value);
-            Ok(Parsed {
-                catalog: Some(Arc::new(parsed.value)),
-                ..Parsed::default()
-            })
+            Ok(DocContents::Catalog(Arc::new(parsed.value)))
         }
         DocumentRole::MaterialX => {
             let parsed = parse_materialx_map(bytes).map_err(|e| e.to_string())?;
             report_skipped(tag, name, &parsed.skipped);
-            Ok(Parsed {
-                mtlx: Some(Arc::new(parsed.value)),
-                ..Parsed::default()
-            })
+            Ok(DocContents::MaterialX(Arc::new(parsed.value)))
         }
         DocumentRole::Rowmap => {
             let parsed = parse_rowmap(bytes).map_err(|e| e.to_string())?;
@@ -133,13 +108,95 @@ pub fn parse_document(
             if container.is_none() {
                 tracing::warn!(tag, document = name, "the rowmap names no container");
             }
-            Ok(Parsed {
-                rowmap: Some(Arc::new(rowmap)),
+            Ok(DocContents::Rowmap {
+                rowmap: Arc::new(rowmap),
                 container,
-                ..Parsed::default()
             })
         }
     }
+}
+
+/// What a document is to the tag: its manifest, or a document the
+/// manifest names. Both are fetched, kept and revalidated the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Manifest,
+    Named(DocumentRole),
+}
+
+impl Role {
+    /// What the server no longer having it means.
+    fn gone(self) -> &'static str {
+        match self {
+            Role::Manifest => "the tag is no longer on the server (404)",
+            Role::Named(_) => "no longer on the server (404)",
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Role::Manifest => "manifest",
+            Role::Named(_) => "document",
+        }
+    }
+}
+
+/// A document's bytes, checked and parsed for its role.
+pub enum Contents {
+    Manifest(Manifest),
+    Named(DocContents),
+}
+
+/// Checks and parses a document for its role; `manifest` (the current one)
+/// locates a rowmap's container.
+pub fn parse(
+    tag: &str,
+    name: &str,
+    role: Role,
+    bytes: &[u8],
+    manifest: &Manifest,
+) -> Result<Contents, String> {
+    match role {
+        Role::Manifest => parse_manifest_for(tag, bytes).map(Contents::Manifest),
+        Role::Named(role) => parse_document(tag, name, role, bytes, manifest).map(Contents::Named),
+    }
+}
+
+/// Why a document's first download brought no bytes.
+pub enum NotDownloaded {
+    Failed(FetchError),
+    /// A 304 answer to an unconditional request.
+    NotModified,
+}
+
+/// The first download of a document nothing is cached of: its bytes and
+/// what the answer said.
+pub fn first_download(
+    remote: &dyn Remote,
+    tag: &str,
+    file: &Location,
+) -> Result<(Vec<u8>, RemoteMeta), NotDownloaded> {
+    let mut sink = MemorySink::with_limit(DOCUMENT_LIMIT);
+    match remote.get_first(tag, file, &mut sink) {
+        Ok(GetOutcome::Fetched(meta)) => Ok((sink.bytes, meta)),
+        Ok(GetOutcome::NotModified(_)) => Err(NotDownloaded::NotModified),
+        Err(e) => Err(NotDownloaded::Failed(e)),
+    }
+}
+
+/// What revalidating a document found.
+pub enum Checked {
+    /// The server has the same bytes: with what the answer said.
+    Unchanged(RemoteMeta),
+    /// Other bytes, put in place as a new version of the tag.
+    Replaced,
+    /// The cached copy stays in service (why): the server no longer has the
+    /// document, or sent an unusable one.
+    Kept(String),
+    /// The mount is offline: the server was not asked.
+    Offline,
+    /// No usable answer: checked again later.
+    Failed(FetchError),
 }
 
 /// Where the manifest or a document it names is; a name it does not know
@@ -151,7 +208,7 @@ fn location(manifest: &Manifest, name: &str) -> Location {
 }
 
 /// What a conditional GET of a document found.
-pub enum Refresh {
+enum Refresh {
     /// With what the answer said.
     Unchanged(RemoteMeta),
     Changed(Vec<u8>, RemoteMeta),
@@ -172,23 +229,23 @@ pub struct Documents {
 impl Documents {
     /// A catalog, MaterialX or rowmap document: from the view, the cache, or
     /// the server (reading it from disk counts as waiting).
-    pub fn get(&self, t: &Shared, name: &str) -> Result<LoadedDoc> {
-        if let Some(doc) = t.view.load().documents.get(name) {
+    pub fn get(&self, t: &TagContext, name: &str) -> Result<LoadedDoc> {
+        if let Some(doc) = t.version.view().documents.get(name) {
             return Ok(doc.clone());
         }
         let role = t
-            .view
-            .load()
+            .version
+            .view()
             .manifest
             .document_role(name)
             .ok_or(Error::NotFound)?;
         wait::may_block()?;
         self.loads.run(&name.to_string(), || {
-            let view = t.view.load();
+            let view = t.version.view();
             if let Some(doc) = view.documents.get(name) {
                 return Ok(doc.clone());
             }
-            if let Some(record) = t.state.record(name) {
+            if let Some(record) = t.version.state().record(name) {
                 let cached = t
                     .ctx
                     .documents
@@ -213,9 +270,11 @@ impl Documents {
     /// The view's copy once installed: another thread may have been first.
     /// A map the manifest does not name is listed from now on: the kernel
     /// is told.
-    fn install(t: &Shared, name: &str, doc: LoadedDoc) -> LoadedDoc {
-        let installed = t.view.update(Step::Loaded(name.to_string(), doc.clone()));
-        let view = t.view.load();
+    fn install(t: &TagContext, name: &str, doc: LoadedDoc) -> LoadedDoc {
+        let installed = t
+            .version
+            .update(Step::Loaded(name.to_string(), doc.clone()));
+        let view = t.version.view();
         let implied = view
             .manifest
             .document_owner(name)
@@ -229,18 +288,17 @@ impl Documents {
         view.documents.get(name).cloned().unwrap_or(doc)
     }
 
-    fn fetch(&self, t: &Shared, name: &str, role: DocumentRole) -> Result<LoadedDoc> {
-        let view = t.view.load();
+    fn fetch(&self, t: &TagContext, name: &str, role: DocumentRole) -> Result<LoadedDoc> {
+        let view = t.version.view();
         let file = location(&view.manifest, name);
         let url = t.url(&file);
         let remote = t.remote(&url, "not cached")?;
-        let mut sink = MemorySink::with_limit(DOCUMENT_LIMIT);
         let fetched = super::first_contact(&url, &super::log_waiting, || {
-            remote.get_first(&t.name, &file, &mut sink)
+            first_download(remote, &t.name, &file)
         });
-        let meta = match fetched {
-            Ok(GetOutcome::Fetched(meta)) => meta,
-            Ok(GetOutcome::NotModified(_)) => {
+        let (bytes, meta) = match fetched {
+            Ok(fetched) => fetched,
+            Err(NotDownloaded::NotModified) => {
                 return Err(Error::refused(
                     url,
                     "a 304 answer to an unconditional request",
@@ -248,17 +306,18 @@ impl Documents {
             }
             // A map is an addition to the tree; a tag without its catalogs
             // is broken, and says so.
-            Err(FetchError::NotFound) if role == DocumentRole::MaterialX => {
+            Err(NotDownloaded::Failed(FetchError::NotFound)) if role == DocumentRole::MaterialX => {
                 return Err(missing::answered_404(t, name, view.generation));
             }
-            Err(e) => return Err(Error::fetch(url, e)),
+            Err(NotDownloaded::Failed(e)) => return Err(Error::fetch(url, e)),
         };
         t.saw(&meta);
-        let manifest = t.view.load().manifest.clone();
-        let parsed = parse_document(&t.name, name, role, &sink.bytes, &manifest)
+        let manifest = t.version.view().manifest.clone();
+        let parsed = parse_document(&t.name, name, role, &bytes, &manifest)
             .map_err(|why| Error::refused(&url, format!("an unusable document: {why}")))?;
-        let blob = t.put_document(&sink.bytes)?;
-        t.state
+        let blob = t.put_document(&bytes)?;
+        t.version
+            .state()
             .set_document(name, DocRecord::new(blob, meta.validators()));
         tracing::info!(tag = %t.name, document = name, "fetched");
         self.fresh.get(&name.to_string()).mark_passed();
@@ -268,7 +327,7 @@ impl Documents {
     /// Revalidates a document once per session (and once after each time
     /// the tag is revalidated again): the first open that needs it (the
     /// document itself, or a texture it lists) asks the server.
-    pub fn revalidate(&self, t: &Shared, name: &str) -> Result<()> {
+    pub fn revalidate(&self, t: &TagContext, name: &str) -> Result<()> {
         let gate = self.fresh.get(&name.to_string());
         let schedule = t.ctx.document_schedule();
         // A revision named by its commit never changes.
@@ -295,7 +354,7 @@ impl Documents {
     /// Revalidates a document unless a check that began since `ticket`
     /// was taken did (one under way then is waited for and does not
     /// count). The error says why it could not be.
-    pub fn revalidate_since(&self, t: &Shared, name: &str, ticket: u64) -> Result<(), String> {
+    pub fn revalidate_since(&self, t: &TagContext, name: &str, ticket: u64) -> Result<(), String> {
         if t.immutable {
             return Ok(());
         }
@@ -310,8 +369,8 @@ impl Documents {
     }
 
     /// The names of the documents in the current view.
-    pub fn loaded(t: &Shared) -> Vec<String> {
-        t.view.load().documents.keys().cloned().collect()
+    pub fn loaded(t: &TagContext) -> Vec<String> {
+        t.version.view().documents.keys().cloned().collect()
     }
 
     fn problem(&self, name: &str, why: Option<String>) {
@@ -323,66 +382,77 @@ impl Documents {
     }
 
     /// Returns whether the check completed (false: try again later).
-    fn revalidate_now(&self, t: &Shared, name: &str) -> bool {
-        let view = t.view.load();
+    fn revalidate_now(&self, t: &TagContext, name: &str) -> bool {
+        let view = t.version.view();
         let Some(role) = view.manifest.document_role(name) else {
             return true;
         };
-        let Some(record) = t.state.record(name) else {
+        let Some(record) = t.version.state().record(name) else {
             // Never fetched: the first fetch is fresh by definition.
             let fetched = self.get(t, name);
             self.problem(name, fetched.as_ref().err().map(|e| e.to_string()));
             return fetched.is_ok();
         };
-        if t.ctx.remote.is_offline() {
-            self.problem(name, Some("the mount is offline (--offline)".into()));
-            return true;
-        }
         // The cached version in the view, to tell what changed.
         let _ = self.get(t, name);
-        let view = t.view.load();
-        match Self::refresh(t, name, &record) {
+        let (why, completed) = match Self::check(t, name, Role::Named(role), &record) {
+            Checked::Unchanged(_) | Checked::Replaced => (None, true),
+            Checked::Kept(why) => (Some(why), true),
+            Checked::Offline => (Some("the mount is offline (--offline)".into()), true),
+            Checked::Failed(e) => (Some(e.to_string()), false),
+        };
+        self.problem(name, why);
+        completed
+    }
+
+    /// Revalidates the manifest or a document against `record`, what is
+    /// stored of it: one conditional request, and a different answer put
+    /// in place as a new version of the tag (announced). The cached copy
+    /// stays in service when the answer is unusable.
+    pub fn check(t: &TagContext, name: &str, role: Role, record: &DocRecord) -> Checked {
+        if t.ctx.remote.is_offline() {
+            tracing::info!(tag = %t.name, document = name, "offline: serving the cached copy");
+            return Checked::Offline;
+        }
+        let noun = role.noun();
+        match Self::refresh(t, name, record) {
             Refresh::Unchanged(meta) => {
                 t.saw(&meta);
                 tracing::info!(tag = %t.name, document = name, "revalidated: unchanged on the server");
-                self.problem(name, None);
-                true
+                Checked::Unchanged(meta)
             }
             Refresh::Changed(bytes, meta) => {
-                match parse_document(&t.name, name, role, &bytes, &view.manifest) {
-                    Ok(parsed) => {
-                        self.replace(t, name, parsed, &bytes, &meta);
-                        self.problem(name, None);
+                t.saw(&meta);
+                let manifest = t.version.view().manifest.clone();
+                match parse(&t.name, name, role, &bytes, &manifest) {
+                    Ok(contents) => {
+                        Self::replace(t, name, contents, &bytes, &meta);
+                        Checked::Replaced
                     }
                     Err(why) => {
                         tracing::error!(
                             tag = %t.name,
                             document = name,
-                            "the server sent an unusable document ({why}); keeping the cached copy"
+                            "the server sent an unusable {noun} ({why}); keeping the cached copy"
                         );
-                        self.problem(
-                            name,
-                            Some(format!("the server sent an unusable document ({why})")),
-                        );
+                        Checked::Kept(format!("the server sent an unusable {noun} ({why})"))
                     }
                 }
-                true
             }
             Refresh::Gone => {
                 tracing::warn!(tag = %t.name, document = name, "no longer on the server; serving the cached copy");
-                self.problem(name, Some("no longer on the server (404)".into()));
-                true
+                Checked::Kept(role.gone().into())
             }
             Refresh::Failed(e) => {
                 tracing::warn!(tag = %t.name, document = name, "cannot revalidate ({e}); serving the cached copy");
-                self.problem(name, Some(e.to_string()));
-                false
+                Checked::Failed(e)
             }
         }
     }
 
-    /// A document changed on the server: a new version of the tag begins.
-    fn replace(&self, t: &Shared, name: &str, parsed: Parsed, bytes: &[u8], meta: &RemoteMeta) {
+    /// The manifest or a document changed on the server: a new version of
+    /// the tag begins, and is announced.
+    fn replace(t: &TagContext, name: &str, contents: Contents, bytes: &[u8], meta: &RemoteMeta) {
         let blob = match t.put_document(bytes) {
             Ok(blob) => blob,
             Err(e) => {
@@ -390,40 +460,56 @@ impl Documents {
                 return;
             }
         };
-        let version = t
-            .state
-            .replace(name, DocRecord::new(blob, meta.validators()), None);
-        t.begin_version();
-        let doc = parsed.into_doc(blob);
-        let Some((old, new)) = t.view.update(Step::Replaced {
-            name: name.to_string(),
-            doc: doc.clone(),
-            generation: version.generation,
-            changed_at: version.changed_at,
-        }) else {
-            return;
-        };
-        let report = match (old.documents.get(name), new.manifest.document_owner(name)) {
-            (Some(before), Some(source)) => match (&before.catalog, &doc.catalog) {
-                (Some(a), Some(b)) => ChangeReport::catalogs(
-                    name,
-                    &source.name,
-                    &source.tiers,
-                    a,
-                    b,
-                    version.generation,
-                ),
-                _ => ChangeReport::document(name, version.generation),
-            },
-            _ => ChangeReport::document(name, version.generation),
+        let record = DocRecord::new(blob, meta.validators());
+        let report = match contents {
+            Contents::Manifest(manifest) => {
+                let Some(change) = t.begin_version(NewVersion::Manifest {
+                    record,
+                    manifest: Arc::new(manifest),
+                    // The manifest's answer names the new version's commit.
+                    commit: meta.commit.clone(),
+                }) else {
+                    return;
+                };
+                ChangeReport::manifests(
+                    &change.old.manifest,
+                    &change.new.manifest,
+                    change.generation,
+                )
+            }
+            Contents::Named(parsed) => {
+                let doc = parsed.into_doc(blob);
+                let Some(change) = t.begin_version(NewVersion::Document {
+                    name: name.to_string(),
+                    record,
+                    doc: doc.clone(),
+                }) else {
+                    return;
+                };
+                let (old, new, generation) = (&change.old, &change.new, change.generation);
+                match (old.documents.get(name), new.manifest.document_owner(name)) {
+                    (Some(before), Some(source)) => match (before.catalog(), doc.catalog()) {
+                        (Some(a), Some(b)) => ChangeReport::catalogs(
+                            name,
+                            &source.name,
+                            &source.tiers,
+                            a,
+                            b,
+                            generation,
+                        ),
+                        _ => ChangeReport::document(name, generation),
+                    },
+                    _ => ChangeReport::document(name, generation),
+                }
+            }
         };
         t.announce(report, None);
     }
 
     /// One conditional GET of the manifest or a document against what is
     /// stored (also a GET with no validator when none was stored).
-    pub fn refresh(t: &Shared, name: &str, record: &DocRecord) -> Refresh {
-        let file = location(&t.view.load().manifest, name);
+    fn refresh(t: &TagContext, name: &str, record: &DocRecord) -> Refresh {
+        let file = location(&t.version.view().manifest, name);
         let url = t.url(&file);
         let remote = match t.remote(&url, "cannot be revalidated") {
             Ok(remote) => remote,
@@ -436,7 +522,7 @@ impl Documents {
                 if Sha256Digest::of(&sink.bytes) != record.sha256 {
                     return Refresh::Changed(sink.bytes, meta);
                 }
-                t.state.set_validators(name, meta.validators());
+                t.version.state().set_validators(name, meta.validators());
                 Refresh::Unchanged(meta)
             }
             Err(FetchError::NotFound) => Refresh::Gone,
@@ -446,7 +532,7 @@ impl Documents {
 
     /// A cached document's bytes, open (held in memory when the disk
     /// refused them).
-    pub fn open(t: &Shared, blob: &Blob) -> Result<OpenBlob> {
+    pub fn open(t: &TagContext, blob: &Blob) -> Result<OpenBlob> {
         let located = t.ctx.documents.locate(&blob.digest).map_err(Error::cache)?;
         Ok(OpenBlob {
             blob: *blob,

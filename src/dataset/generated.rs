@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use super::error::{Error, Result};
-use super::shared::{Opened, Shared};
+use super::tag_context::{Opened, TagContext};
 use super::tree::GeneratedRef;
 use crate::digest::Sha256Digest;
 use crate::format::upstream_document;
@@ -23,7 +23,7 @@ pub fn size(generated: &GeneratedRef) -> u64 {
     }
 }
 
-fn bytes(t: &Shared, generated: &GeneratedRef) -> Result<Vec<u8>> {
+fn bytes(t: &TagContext, generated: &GeneratedRef) -> Result<Vec<u8>> {
     match generated.kind {
         Generated::MaterialX => Ok(materialx(&generated.spec).into_bytes()),
         Generated::Usd => Ok(usda(&generated.spec).into_bytes()),
@@ -31,7 +31,7 @@ fn bytes(t: &Shared, generated: &GeneratedRef) -> Result<Vec<u8>> {
             let Some((map, doc)) = generated.upstream else {
                 return Err(Error::NotFound);
             };
-            let record = t.state.record(map).ok_or(Error::NotFound)?;
+            let record = t.version.state().record(map).ok_or(Error::NotFound)?;
             let file = t
                 .ctx
                 .documents
@@ -59,7 +59,7 @@ fn memory_file(bytes: &[u8]) -> Result<File> {
 }
 
 /// A generated document, made now, bound to its bytes' digest.
-pub fn open(t: &Shared, generated: &GeneratedRef) -> Result<Opened> {
+pub fn open(t: &TagContext, generated: &GeneratedRef) -> Result<Opened> {
     let bytes = bytes(t, generated)?;
     let blob = Blob {
         digest: Sha256Digest::of(&bytes),

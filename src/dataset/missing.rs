@@ -17,7 +17,7 @@ use std::collections::HashSet;
 
 use super::Change;
 use super::error::Error;
-use super::shared::Shared;
+use super::tag_context::TagContext;
 use super::view::Step;
 use crate::format::hub::TreeFile;
 
@@ -33,8 +33,8 @@ enum Proof {
 
 /// Leaves `paths` out of the tree, when `generation` is still the tag's:
 /// the view changes, and the kernel is told, before this returns.
-fn record(t: &Shared, paths: Vec<String>, generation: u64, proof: Proof) {
-    let Some((old, new)) = t.view.update(Step::Absent { paths, generation }) else {
+fn record(t: &TagContext, paths: Vec<String>, generation: u64, proof: Proof) {
+    let Some((old, new)) = t.version.update(Step::Absent { paths, generation }) else {
         return;
     };
     let found: Vec<&String> = new.absent.difference(&old.absent).collect();
@@ -59,7 +59,7 @@ fn record(t: &Shared, paths: Vec<String>, generation: u64, proof: Proof) {
 
 /// The server answered 404 for `path` under `generation`: it is left out,
 /// and the operation fails as for any name that does not exist.
-pub fn answered_404(t: &Shared, path: &str, generation: u64) -> Error {
+pub fn answered_404(t: &TagContext, path: &str, generation: u64) -> Error {
     record(t, vec![path.to_string()], generation, Proof::Answered404);
     Error::NotFound
 }
@@ -67,8 +67,8 @@ pub fn answered_404(t: &Shared, path: &str, generation: u64) -> Error {
 /// A complete tree listing of `dir` (a tier or a material directory) named
 /// `listed`: the texture files the tree has there and the listing does not
 /// name are absent.
-pub fn not_listed(t: &Shared, dir: &str, listed: &[TreeFile], generation: u64) {
-    let view = t.view.load();
+pub fn not_listed(t: &TagContext, dir: &str, listed: &[TreeFile], generation: u64) {
+    let view = t.version.view();
     if view.generation != generation {
         return;
     }

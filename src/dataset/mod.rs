@@ -11,10 +11,12 @@ mod generated;
 mod missing;
 mod releases;
 mod revalidation;
-mod shared;
-mod state;
 mod tag;
+mod tag_context;
+#[cfg(test)]
+mod tests;
 mod tree;
+mod version;
 pub mod view;
 
 use std::collections::{BTreeSet, HashMap};
@@ -32,8 +34,8 @@ use releases::Releases;
 
 pub use entries::Entries;
 pub use error::Error;
-pub use shared::Opened;
 pub use tag::{LoadError, Refreshed, Stat, Tag};
+pub use tag_context::Opened;
 pub use view::Kind;
 
 /// What the server changed: a whole tag, or one file of it (by its path

@@ -2,22 +2,21 @@
 //! first open of any file under it, with one conditional request however
 //! many threads open at once; with `--revalidate-every`, again at the first
 //! open once the period has passed; and at once when asked (`matvisfs
-//! refresh`, SIGHUP). A changed manifest begins a new version of the tag.
-
-use std::sync::Arc;
+//! refresh`, SIGHUP). The request, and a changed manifest beginning a new
+//! version of the tag, are the documents' (the manifest is one of them);
+//! what the answer means for the session is decided here.
 
 use parking_lot::Mutex;
 use serde::Serialize;
 
 use super::changes::ChangeReport;
-use super::documents::{Documents, Refresh, parse_manifest_for};
+use super::documents::{Checked, Documents, Role};
 use super::error::Result;
-use super::shared::Shared;
-use super::view::Step;
+use super::tag_context::TagContext;
+use super::version::NewVersion;
 use crate::flight::Gate;
 use crate::format::MANIFEST_FILE;
 use crate::remote::RemoteMeta;
-use crate::store::DocRecord;
 use crate::wait;
 
 /// How this session's revalidation of a tag went.
@@ -78,7 +77,7 @@ impl Revalidation {
     /// not the session's first got an answer, before any open goes on: the
     /// documents are then revalidated at their next need, as at a
     /// session's start.
-    pub fn revalidate(&self, t: &Shared, rechecked: impl FnOnce()) -> Result<()> {
+    pub fn revalidate(&self, t: &TagContext, rechecked: impl FnOnce()) -> Result<()> {
         // A revision named by its commit never changes.
         if t.immutable {
             return Ok(());
@@ -97,7 +96,7 @@ impl Revalidation {
     /// check already under way is waited for and does not count. The
     /// error says why the tag could not be revalidated (the cached copy
     /// stays in service).
-    pub fn revalidate_again(&self, t: &Shared, rechecked: impl Fn()) -> Result<(), String> {
+    pub fn revalidate_again(&self, t: &TagContext, rechecked: impl Fn()) -> Result<(), String> {
         if t.immutable {
             return Ok(());
         }
@@ -109,7 +108,7 @@ impl Revalidation {
         }
     }
 
-    fn check(&self, t: &Shared, again: bool, rechecked: impl FnOnce()) -> bool {
+    fn check(&self, t: &TagContext, again: bool, rechecked: impl FnOnce()) -> bool {
         let completed = self.revalidate_now(t);
         let answered = matches!(self.outcome(), Outcome::Unchanged | Outcome::Changed);
         if answered {
@@ -127,60 +126,35 @@ impl Revalidation {
     }
 
     /// Returns whether the check completed (false: try again later).
-    fn revalidate_now(&self, t: &Shared) -> bool {
-        let Some(record) = t.state.record(MANIFEST_FILE) else {
+    fn revalidate_now(&self, t: &TagContext) -> bool {
+        let Some(record) = t.version.state().record(MANIFEST_FILE) else {
             return true;
         };
-        if t.ctx.remote.is_offline() {
-            tracing::info!(tag = %t.name, "offline: serving the cached manifest");
-            self.failed(Outcome::Offline, "the mount is offline (--offline)".into());
-            return true;
-        }
-        match Documents::refresh(t, MANIFEST_FILE, &record) {
-            Refresh::Unchanged(meta) => {
-                t.saw(&meta);
-                if self.commit_moved(t, &meta) {
-                    self.set(Outcome::Changed);
-                    return true;
-                }
-                tracing::info!(tag = %t.name, "revalidated: unchanged on the server");
-                self.set(Outcome::Unchanged);
+        match Documents::check(t, MANIFEST_FILE, Role::Manifest, &record) {
+            Checked::Unchanged(meta) => {
+                let outcome = match self.commit_moved(t, &meta) {
+                    true => Outcome::Changed,
+                    false => Outcome::Unchanged,
+                };
+                self.set(outcome);
                 true
             }
-            Refresh::Changed(bytes, meta) => {
-                t.saw(&meta);
-                match parse_manifest_for(&t.name, &bytes) {
-                    Ok(manifest) => {
-                        self.replace(t, manifest, &bytes, &meta);
-                        self.set(Outcome::Changed);
-                    }
-                    Err(why) => {
-                        tracing::error!(
-                            tag = %t.name,
-                            "the server sent an unusable manifest ({why}); keeping the cached copy"
-                        );
-                        self.failed(
-                            Outcome::Failed,
-                            format!("the server sent an unusable manifest ({why})"),
-                        );
-                    }
-                }
+            Checked::Replaced => {
+                self.set(Outcome::Changed);
                 true
             }
-            Refresh::Gone => {
-                tracing::warn!(tag = %t.name, "the tag is no longer on the server; serving the cached copy");
-                self.failed(
-                    Outcome::Failed,
-                    "the tag is no longer on the server (404)".into(),
-                );
+            Checked::Kept(why) => {
+                self.failed(Outcome::Failed, why);
                 true
             }
-            Refresh::Failed(e) => {
-                tracing::warn!(tag = %t.name, "cannot revalidate ({e}); serving the cached copy");
-                let outcome = if e.is_unreachable() {
-                    Outcome::Offline
-                } else {
-                    Outcome::Failed
+            Checked::Offline => {
+                self.failed(Outcome::Offline, "the mount is offline (--offline)".into());
+                true
+            }
+            Checked::Failed(e) => {
+                let outcome = match e.is_unreachable() {
+                    true => Outcome::Offline,
+                    false => Outcome::Failed,
                 };
                 self.failed(outcome, e.to_string());
                 false
@@ -192,61 +166,17 @@ impl Revalidation {
     /// then a new version begins, in which every file the catalogs do not
     /// prove is proven again before it is served (the Hub's tree listing of
     /// the new commit, or a conditional request at its next open).
-    fn commit_moved(&self, t: &Shared, meta: &RemoteMeta) -> bool {
+    fn commit_moved(&self, t: &TagContext, meta: &RemoteMeta) -> bool {
         let Some(commit) = meta.commit.as_deref() else {
             return false;
         };
-        let before = t.state.commit();
-        let Some(version) = t.state.resolved_to(commit) else {
+        let Some(change) = t.begin_version(NewVersion::Commit(commit.to_string())) else {
             return false;
         };
-        t.begin_version();
-        if t.view
-            .update(Step::NewVersion {
-                generation: version.generation,
-                changed_at: version.changed_at,
-            })
-            .is_some()
-        {
-            t.announce(
-                ChangeReport::commit(before.as_deref(), commit, version.generation),
-                None,
-            );
-        }
-        true
-    }
-
-    fn replace(
-        &self,
-        t: &Shared,
-        manifest: crate::format::Manifest,
-        bytes: &[u8],
-        meta: &RemoteMeta,
-    ) {
-        let blob = match t.put_document(bytes) {
-            Ok(blob) => blob,
-            Err(e) => {
-                tracing::error!(tag = %t.name, "cannot keep the new manifest: {e}");
-                return;
-            }
-        };
-        let version = t.state.replace(
-            MANIFEST_FILE,
-            DocRecord::new(blob, meta.validators()),
-            meta.commit.as_deref(),
-        );
-        t.begin_version();
-        let Some((old, new)) = t.view.update(Step::NewManifest {
-            manifest: Arc::new(manifest),
-            blob,
-            generation: version.generation,
-            changed_at: version.changed_at,
-        }) else {
-            return;
-        };
         t.announce(
-            ChangeReport::manifests(&old.manifest, &new.manifest, version.generation),
+            ChangeReport::commit(change.commit_before.as_deref(), commit, change.generation),
             None,
         );
+        true
     }
 }

@@ -1,8 +1,8 @@
 //! One tag (release revision): a thin front over the parts that own its
-//! state. [`Shared`] holds what they all read (the current view, the
-//! persisted state); [`Documents`] loads and revalidates the catalogs,
-//! [`Revalidation`] the manifest, [`Files`] the texture files' sizes and
-//! content.
+//! state. [`TagContext`] holds what they all read (the tag's version: the
+//! current view and the persisted state); [`Documents`] loads and
+//! revalidates the documents, [`Revalidation`] decides when the manifest is
+//! revalidated, [`Files`] the texture files' sizes and content.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -12,20 +12,20 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 
 use super::Context;
-use super::documents::{DOCUMENT_LIMIT, Documents, parse_manifest_for};
+use super::documents::{Documents, NotDownloaded, first_download, parse_manifest_for};
 use super::entries::Entries;
 use super::error::{Error, Result};
 use super::files::Files;
 use super::generated;
 use super::revalidation::Revalidation;
-use super::shared::{Opened, Shared};
-use super::state::{PersistedState, unix_now};
-use super::tree::{Lookup, Node};
-use super::view::{Kind, TagView, ViewCell};
+use super::tag_context::{Opened, TagContext};
+use super::tree::{GeneratedRef, Lookup, Node, TextureRef};
+use super::version::{ManifestSource, TagVersion};
+use super::view::{Kind, TagView};
 use crate::digest::Sha256Digest;
 use crate::format::{Location, MANIFEST_FILE};
-use crate::remote::{FetchError, GetOutcome, MemorySink, RemoteMeta};
-use crate::store::{Blob, DocRecord, FileRecords, OpenBlob, TagState, TagStore};
+use crate::remote::{FetchError, RemoteMeta};
+use crate::store::{Blob, DocRecord, FileRecords, OpenBlob};
 
 /// What revalidating a tag on request found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,8 +54,44 @@ pub struct Stat {
     pub mtime: SystemTime,
 }
 
+/// A file of the tree, by what its bytes are read from.
+enum FileNode<'v> {
+    /// The manifest, or a document it names: the server's bytes as they are.
+    Document(&'v str),
+    Texture(TextureRef<'v>),
+    Generated(GeneratedRef<'v>),
+}
+
+impl<'v> FileNode<'v> {
+    /// The file `node` is; a directory, or a link (opened through what it
+    /// points to), is none.
+    fn of(node: Node<'v>) -> Result<FileNode<'v>> {
+        match node {
+            Node::Manifest => Ok(FileNode::Document(MANIFEST_FILE)),
+            Node::Document(name) => Ok(FileNode::Document(name)),
+            Node::Texture(texture) => Ok(FileNode::Texture(texture)),
+            Node::Generated(generated) => Ok(FileNode::Generated(generated)),
+            Node::Link(_) => Err(Error::NotFound),
+            Node::TagRoot | Node::Source | Node::Tier | Node::Material | Node::Ladder => {
+                Err(Error::IsDir)
+            }
+        }
+    }
+
+    /// The document revalidated before the file is opened: the one that
+    /// describes it (the manifest is the tag's own revalidation).
+    fn described_by(&self) -> Option<&'v str> {
+        match *self {
+            FileNode::Document(MANIFEST_FILE) => None,
+            FileNode::Document(name) => Some(name),
+            FileNode::Texture(texture) => Some(texture.document),
+            FileNode::Generated(generated) => Some(generated.document),
+        }
+    }
+}
+
 pub struct Tag {
-    shared: Shared,
+    context: TagContext,
     documents: Documents,
     revalidation: Revalidation,
     files: Files,
@@ -83,25 +119,20 @@ impl Tag {
                     .and_then(|bytes| parse_manifest_for(name, &bytes));
                 match cached {
                     Ok(manifest) => {
-                        let mut state = state.clone();
-                        if records.max_generation() > state.generation {
-                            // A later version's state was never written
-                            // (the disk refused it) while file records of
-                            // it were: a version past them begins, so that
-                            // none is taken for this one's.
-                            state.generation = records.max_generation() + 1;
-                            state.changed_at = unix_now();
-                            state.complete_tiers.clear();
-                            let _ = store.save(&state);
-                        }
-                        let view = TagView::first(
+                        // A later version's state may never have been
+                        // written (the disk refused it) while file records
+                        // of it were: a version past them then begins, so
+                        // that none is taken for this one's.
+                        let version = TagVersion::first(
+                            name,
+                            store,
+                            state.clone(),
+                            records.max_generation(),
+                            ManifestSource::Cached(record.blob()),
                             manifest,
-                            record.blob(),
-                            state.generation,
-                            state.changed_at,
                             ctx.raw,
                         );
-                        return Ok(Tag::new(ctx, name, store, state, view, records, None));
+                        return Ok(Tag::new(ctx, name, version, records, None));
                     }
                     Err(why) => tracing::warn!(
                         tag = name,
@@ -115,51 +146,49 @@ impl Tag {
                 "it is not cached and the mount is offline".into(),
             ));
         }
-        let mut sink = MemorySink::with_limit(DOCUMENT_LIMIT);
-        let meta = match ctx
-            .remote
-            .get_first(name, &Location::revision(MANIFEST_FILE), &mut sink)
-        {
-            Ok(GetOutcome::Fetched(meta)) => meta,
-            Ok(GetOutcome::NotModified(_)) => {
+        let manifest_file = Location::revision(MANIFEST_FILE);
+        let (bytes, meta) = match first_download(&*ctx.remote, name, &manifest_file) {
+            Ok(fetched) => fetched,
+            Err(NotDownloaded::NotModified) => {
                 return Err(LoadError::Unavailable(
                     "the server answered 304 to an unconditional request".into(),
                 ));
             }
-            Err(FetchError::NotFound) => return Err(LoadError::NotFound),
-            Err(e @ (FetchError::Network(_) | FetchError::Status(429 | 500..))) => {
+            Err(NotDownloaded::Failed(FetchError::NotFound)) => return Err(LoadError::NotFound),
+            Err(NotDownloaded::Failed(
+                e @ (FetchError::Network(_) | FetchError::Status(429 | 500..)),
+            )) => {
                 return Err(LoadError::Unreachable(e.to_string()));
             }
-            Err(e) => return Err(LoadError::Unavailable(e.to_string())),
+            Err(NotDownloaded::Failed(e)) => return Err(LoadError::Unavailable(e.to_string())),
         };
-        let manifest = parse_manifest_for(name, &sink.bytes)
+        let manifest = parse_manifest_for(name, &bytes)
             .map_err(|e| LoadError::Unavailable(format!("the manifest is unusable: {e}")))?;
         let blob = ctx
             .documents
-            .put_bytes(&sink.bytes)
+            .put_bytes(&bytes)
             .map_err(|e| LoadError::Unavailable(format!("cannot write the cache: {e}")))?;
-        let mut state = stored.unwrap_or_default();
         // Past every generation any surviving file record may carry.
-        state.generation = state.generation.max(records.max_generation()) + 1;
-        state.changed_at = unix_now();
-        state.manifest = Some(DocRecord::new(blob, meta.validators()));
-        state.complete_tiers.clear();
-        state.commit = meta.commit.clone();
-        if let Err(e) = store.save(&state) {
-            // Said once for the whole cache by the store.
-            tracing::debug!(tag = name, "cannot save the tag's state: {e}");
-        }
+        let version = TagVersion::first(
+            name,
+            store,
+            stored.unwrap_or_default(),
+            records.max_generation(),
+            ManifestSource::Fetched {
+                record: DocRecord::new(blob, meta.validators()),
+                commit: meta.commit.clone(),
+            },
+            manifest,
+            ctx.raw,
+        );
         tracing::info!(tag = name, "fetched the manifest");
-        let view = TagView::first(manifest, blob, state.generation, state.changed_at, ctx.raw);
-        Ok(Tag::new(ctx, name, store, state, view, records, Some(meta)))
+        Ok(Tag::new(ctx, name, version, records, Some(meta)))
     }
 
     fn new(
         ctx: Arc<Context>,
         name: &str,
-        store: TagStore,
-        state: TagState,
-        view: TagView,
+        version: TagVersion,
         records: FileRecords,
         // The answer of the manifest's download, when this load fetched it.
         fetched: Option<RemoteMeta>,
@@ -167,11 +196,10 @@ impl Tag {
         let commit = fetched.as_ref().and_then(|meta| meta.commit.clone());
         let fetched = fetched.is_some();
         Tag {
-            shared: Shared {
+            context: TagContext {
                 name: name.into(),
                 ctx,
-                view: ViewCell::new(view),
-                state: PersistedState::new(name, store, state),
+                version,
                 changes: Mutex::new(VecDeque::new()),
                 changes_found: Default::default(),
                 immutable: crate::names::is_commit(name),
@@ -184,17 +212,17 @@ impl Tag {
     }
 
     pub fn name(&self) -> &str {
-        &self.shared.name
+        &self.context.name
     }
 
     pub fn view(&self) -> Arc<TagView> {
-        self.shared.view.load()
+        self.context.version.view()
     }
 
     /// The current version of the tree, as listings are versioned by (see
     /// [`TagView::listing_version`]).
     pub fn listing_version(&self) -> u64 {
-        self.shared.view.load().listing_version()
+        self.context.version.view().listing_version()
     }
 
     /// Asks `question` of the current tree, loading the documents it needs
@@ -218,7 +246,7 @@ impl Tag {
                         );
                         return Err(Error::NotFound);
                     }
-                    match self.documents.get(&self.shared, &name) {
+                    match self.documents.get(&self.context, &name) {
                         Ok(_) => {}
                         // The server lacks it (the tree goes on without it),
                         // or the tag's version moved on meanwhile and no
@@ -250,19 +278,21 @@ impl Tag {
     pub fn stat(&self, path: &str) -> Result<Stat> {
         let view = self.view_for(path)?;
         let node = view.node(path)?;
-        let size = match &node {
-            Node::TagRoot | Node::Source | Node::Tier | Node::Material | Node::Ladder => 0,
-            Node::Manifest => view.manifest_blob.size,
-            Node::Document(name) => self.documents.get(&self.shared, name)?.blob.size,
-            Node::Texture(texture) => {
-                self.files
-                    .size(&self.shared, path, texture, view.generation)?
-            }
-            Node::Generated(generated) => generated::size(generated),
+        let kind = node.kind();
+        let size = match node {
             Node::Link(target) => target.len() as u64,
+            _ if kind == Kind::Dir => 0,
+            node => match FileNode::of(node)? {
+                FileNode::Document(name) => self.document_blob(&view, name)?.size,
+                FileNode::Texture(texture) => self
+                    .files
+                    .request(&self.context, path, &texture, view.generation)
+                    .size()?,
+                FileNode::Generated(generated) => generated::size(&generated),
+            },
         };
         Ok(Stat {
-            kind: node.kind(),
+            kind,
             size,
             mtime: view.mtime,
         })
@@ -293,37 +323,27 @@ impl Tag {
     pub fn open(&self, path: &str) -> Result<Opened> {
         self.revalidate()?;
         let view = self.view_for(path)?;
-        let document = match view.node(path)? {
-            Node::Manifest => None,
-            Node::Document(name) => Some(name),
-            Node::Texture(texture) => Some(texture.document),
-            Node::Generated(generated) => Some(generated.document),
-            // Opened through what it points to.
-            Node::Link(_) => return Err(Error::NotFound),
-            Node::TagRoot | Node::Source | Node::Tier | Node::Material | Node::Ladder => {
-                return Err(Error::IsDir);
-            }
-        };
-        if let Some(document) = document {
-            self.documents.revalidate(&self.shared, document)?;
+        if let Some(document) = FileNode::of(view.node(path)?)?.described_by() {
+            self.documents.revalidate(&self.context, document)?;
         }
         // The revalidations may just have changed the tree: look again.
         let view = self.view_for(path)?;
-        match view.node(path)? {
-            Node::Manifest => self.document_opened(&view.manifest_blob),
-            Node::Document(name) => {
-                let blob = self.documents.get(&self.shared, name)?.blob;
-                self.document_opened(&blob)
+        match FileNode::of(view.node(path)?)? {
+            FileNode::Document(name) => {
+                let blob = self.document_blob(&view, name)?;
+                let open = Documents::open(&self.context, &blob)?;
+                Ok(Opened {
+                    version: Some(blob.digest),
+                    in_memory: open.in_memory,
+                    content: Some(open),
+                    size: Some(blob.size),
+                })
             }
-            Node::Texture(texture) => {
-                self.files
-                    .opened(&self.shared, path, &texture, view.generation)
-            }
-            Node::Generated(generated) => generated::open(&self.shared, &generated),
-            Node::Link(_) => Err(Error::NotFound),
-            Node::TagRoot | Node::Source | Node::Tier | Node::Material | Node::Ladder => {
-                Err(Error::IsDir)
-            }
+            FileNode::Texture(texture) => self
+                .files
+                .request(&self.context, path, &texture, view.generation)
+                .opened(),
+            FileNode::Generated(generated) => generated::open(&self.context, &generated),
         }
     }
 
@@ -335,37 +355,29 @@ impl Tag {
         }
     }
 
-    fn document_opened(&self, blob: &Blob) -> Result<Opened> {
-        let open = Documents::open(&self.shared, blob)?;
-        Ok(Opened {
-            version: Some(blob.digest),
-            in_memory: open.in_memory,
-            content: Some(open),
-            size: Some(blob.size),
-        })
+    /// The bytes of the manifest or of a document it names, in `view`.
+    fn document_blob(&self, view: &TagView, name: &str) -> Result<Blob> {
+        match name {
+            MANIFEST_FILE => Ok(view.manifest_blob),
+            _ => Ok(self.documents.get(&self.context, name)?.blob),
+        }
     }
 
     /// The bytes of a file now; `expected` is the version an open is bound
     /// to, and other bytes are [`Error::Changed`].
     pub fn content(&self, path: &str, expected: Option<Sha256Digest>) -> Result<OpenBlob> {
         let view = self.view_for(path)?;
-        let open = match view.node(path)? {
-            Node::Manifest => Documents::open(&self.shared, &view.manifest_blob)?,
-            Node::Document(name) => {
-                let blob = self.documents.get(&self.shared, name)?.blob;
-                Documents::open(&self.shared, &blob)?
+        let open = match FileNode::of(view.node(path)?)? {
+            FileNode::Document(name) => {
+                Documents::open(&self.context, &self.document_blob(&view, name)?)?
             }
-            Node::Texture(texture) => {
-                self.files
-                    .content(&self.shared, path, &texture, view.generation)?
-            }
-            Node::Generated(generated) => generated::open(&self.shared, &generated)?
+            FileNode::Texture(texture) => self
+                .files
+                .request(&self.context, path, &texture, view.generation)
+                .content()?,
+            FileNode::Generated(generated) => generated::open(&self.context, &generated)?
                 .content
                 .ok_or(Error::NotFound)?,
-            Node::Link(_) => return Err(Error::NotFound),
-            Node::TagRoot | Node::Source | Node::Tier | Node::Material | Node::Ladder => {
-                return Err(Error::IsDir);
-            }
         };
         match expected {
             Some(digest) if digest != open.blob.digest => Err(Error::Changed {
@@ -378,7 +390,7 @@ impl Tag {
     /// Revalidates the manifest, unless it was this session (or period).
     pub fn revalidate(&self) -> Result<()> {
         self.revalidation
-            .revalidate(&self.shared, || self.rechecked())
+            .revalidate(&self.context, || self.rechecked())
     }
 
     /// The manifest was revalidated again: what the session remembers of
@@ -396,18 +408,18 @@ impl Tag {
     /// concurrent callers share one. Changes found are announced (and the
     /// kernel told) before it returns.
     pub fn refresh(&self) -> Refreshed {
-        let before = self.shared.changes_found.load(Ordering::Relaxed);
+        let before = self.context.changes_found.load(Ordering::Relaxed);
         // A document checked by an open once the refresh began needs no
         // second request.
         let tickets = self.documents.tickets();
         let mut problems = Vec::new();
         match self
             .revalidation
-            .revalidate_again(&self.shared, || self.rechecked())
+            .revalidate_again(&self.context, || self.rechecked())
         {
             Err(why) => problems.push(why),
             Ok(()) => {
-                let names = Documents::loaded(&self.shared);
+                let names = Documents::loaded(&self.context);
                 // At once: each waits for the server at most its own bound.
                 let failed: Vec<String> = std::thread::scope(|scope| {
                     let checks: Vec<_> = names
@@ -415,7 +427,7 @@ impl Tag {
                         .map(|name| {
                             let ticket = tickets.get(name).copied().unwrap_or(0);
                             scope.spawn(move || {
-                                self.documents.revalidate_since(&self.shared, name, ticket)
+                                self.documents.revalidate_since(&self.context, name, ticket)
                             })
                         })
                         .collect();
@@ -433,11 +445,11 @@ impl Tag {
         if !problems.is_empty() {
             return Refreshed::Failed(problems.join("; "));
         }
-        let found = self.shared.changes_found.load(Ordering::Relaxed) - before;
+        let found = self.context.changes_found.load(Ordering::Relaxed) - before;
         if found == 0 {
             return Refreshed::Unchanged;
         }
-        let changes = self.shared.changes.lock();
+        let changes = self.context.changes.lock();
         let shown = changes.len().min(found as usize);
         Refreshed::Changed(
             changes
@@ -456,8 +468,8 @@ impl Tag {
 
     /// Revalidates a document, unless it was this session, and loads it.
     pub fn refresh_document(&self, name: &str) -> Result<()> {
-        self.documents.revalidate(&self.shared, name)?;
-        self.documents.get(&self.shared, name).map(drop)
+        self.documents.revalidate(&self.context, name)?;
+        self.documents.get(&self.context, name).map(drop)
     }
 
     /// How this session's revalidation went, the manifest's ETag, the
@@ -465,12 +477,12 @@ impl Tag {
     pub fn report(&self) -> serde_json::Value {
         serde_json::json!({
             "revalidation": self.revalidation.outcome(),
-            "manifest_etag": self.shared.state.manifest_etag(),
-            "generation": self.shared.state.version().generation,
+            "manifest_etag": self.context.version.state().manifest_etag(),
+            "generation": self.context.version.state().version().generation,
             // None: the server named no commit this session (not a Hub).
-            "commit": *self.shared.commit.lock(),
-            "changes": serde_json::to_value(&*self.shared.changes.lock()).unwrap_or_default(),
-            "changes_found": self.shared.changes_found.load(Ordering::Relaxed),
+            "commit": *self.context.commit.lock(),
+            "changes": serde_json::to_value(&*self.context.changes.lock()).unwrap_or_default(),
+            "changes_found": self.context.changes_found.load(Ordering::Relaxed),
             "missing": missing_report(&self.view()),
         })
     }

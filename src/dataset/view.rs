@@ -1,14 +1,11 @@
 //! One immutable snapshot of a tag's tree, built from its manifest and the
-//! documents loaded so far, and the cell that holds the current one (paths
-//! are resolved against it in `tree`). A new snapshot is only ever made by
-//! [`TagView::next`] and put in place by [`ViewCell::update`].
+//! documents loaded so far (paths are resolved against it in `tree`). A new
+//! snapshot is only ever made by [`TagView::next`] and put in place by the
+//! tag's version (`version`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use arc_swap::ArcSwap;
-use parking_lot::Mutex;
 
 use crate::format::{Catalog, Location, Manifest, MaterialXMap, Rowmap};
 use crate::store::Blob;
@@ -20,17 +17,52 @@ pub enum Kind {
     Symlink,
 }
 
-/// A catalog, MaterialX or rowmap document in memory.
+/// A catalog, MaterialX or rowmap document in memory: its bytes in the
+/// cache and what the tree reads of it.
 #[derive(Debug, Clone)]
 pub struct LoadedDoc {
     pub blob: Blob,
-    /// Parsed entries, for catalogs; MaterialX maps are only served.
-    pub catalog: Option<Arc<Catalog>>,
-    pub rowmap: Option<Arc<Rowmap>>,
-    /// For MaterialX maps: where each material's document is in it.
-    pub mtlx: Option<Arc<MaterialXMap>>,
-    /// For rowmaps: where their container is, found through the manifest.
-    pub container: Option<Location>,
+    pub contents: DocContents,
+}
+
+/// What a document holds for the tree, by its role.
+#[derive(Debug, Clone)]
+pub enum DocContents {
+    /// Parsed entries.
+    Catalog(Arc<Catalog>),
+    /// Where each material's document is in it (the map is only served).
+    MaterialX(Arc<MaterialXMap>),
+    /// With where its container is, found through the manifest (`None`:
+    /// it names none the manifest knows).
+    Rowmap {
+        rowmap: Arc<Rowmap>,
+        container: Option<Location>,
+    },
+}
+
+impl DocContents {
+    pub fn into_doc(self, blob: Blob) -> LoadedDoc {
+        LoadedDoc {
+            blob,
+            contents: self,
+        }
+    }
+}
+
+impl LoadedDoc {
+    pub fn catalog(&self) -> Option<&Arc<Catalog>> {
+        match &self.contents {
+            DocContents::Catalog(catalog) => Some(catalog),
+            _ => None,
+        }
+    }
+
+    pub fn materialx(&self) -> Option<&Arc<MaterialXMap>> {
+        match &self.contents {
+            DocContents::MaterialX(map) => Some(map),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -204,35 +236,5 @@ impl TagView {
                 })
             }
         }
-    }
-}
-
-/// The current view of a tag: read without locks, replaced whole.
-pub struct ViewCell {
-    current: ArcSwap<TagView>,
-    /// Serialises replacements, so that none is built on a stale view.
-    writer: Mutex<()>,
-}
-
-impl ViewCell {
-    pub fn new(view: TagView) -> Self {
-        ViewCell {
-            current: ArcSwap::from_pointee(view),
-            writer: Mutex::new(()),
-        }
-    }
-
-    pub fn load(&self) -> Arc<TagView> {
-        self.current.load_full()
-    }
-
-    /// Puts the view after `step` in place; returns the old and the new view
-    /// when something changed.
-    pub fn update(&self, step: Step) -> Option<(Arc<TagView>, Arc<TagView>)> {
-        let _writer = self.writer.lock();
-        let old = self.current.load_full();
-        let new = Arc::new(old.next(step)?);
-        self.current.store(new.clone());
-        Some((old, new))
     }
 }

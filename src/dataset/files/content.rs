@@ -3,20 +3,20 @@
 //! they were downloaded for), else downloaded once, checked, and kept.
 //! Every texture served, cached or not, passes its format's magic check.
 
+use super::FileRequest;
 use super::identity::{self, Identity, Proof};
 use super::sizes;
-use super::tiers::Tiers;
 use super::verify::{Expected, check_download, check_file_magic};
 use crate::dataset::changes::ChangeReport;
 use crate::dataset::error::{Error, Result};
 use crate::dataset::missing;
-use crate::dataset::shared::{Opened, Shared};
-use crate::dataset::tree::{ContainerSlice, TextureRef};
+use crate::dataset::tag_context::Opened;
+use crate::dataset::tree::ContainerSlice;
 use crate::flight::SingleFlight;
 use crate::format::Location;
 use crate::remote::{FetchError, GetOutcome, Validators};
 use crate::stats::Stats;
-use crate::store::{Blob, FileRecord, FileRecords, OpenBlob};
+use crate::store::{Blob, FileRecord, OpenBlob};
 use crate::wait;
 
 #[derive(Default)]
@@ -30,18 +30,13 @@ struct Unconfirmed {
     etag: String,
 }
 
-impl Content {
-    /// What an open is bound to, with the bytes when they are cached.
-    pub fn opened(
-        &self,
-        t: &Shared,
-        records: &FileRecords,
-        path: &str,
-        texture: &TextureRef,
-        generation: u64,
-    ) -> Result<Opened> {
-        let record = records.get(path);
-        let Some(identity) = identity::proven(record.as_ref(), texture.hash, generation) else {
+impl FileRequest<'_> {
+    /// What an open of the texture is bound to: the bytes proven to be its
+    /// own under this version, open when they are cached.
+    pub fn opened(&self) -> Result<Opened> {
+        let record = self.records().get(self.path);
+        let Some(identity) = identity::proven(record.as_ref(), self.texture.hash, self.generation)
+        else {
             return Ok(Opened {
                 version: None,
                 content: None,
@@ -49,7 +44,7 @@ impl Content {
                 in_memory: false,
             });
         };
-        let content = serve_cached(t, records, record, identity, path, texture, generation)?;
+        let content = serve_cached(self, record, identity)?;
         Ok(Opened {
             version: Some(identity.digest()),
             in_memory: content.as_ref().is_some_and(|c| c.in_memory),
@@ -58,35 +53,28 @@ impl Content {
         })
     }
 
-    /// The bytes of a texture now. `hint`: bytes a listing that proves
-    /// nothing named for the file; when they are cached, the path's own
-    /// digest (one HEAD) decides whether they are its bytes.
-    #[allow(clippy::too_many_arguments)]
-    pub fn get(
-        &self,
-        t: &Shared,
-        records: &FileRecords,
-        tiers: &Tiers,
-        path: &str,
-        texture: &TextureRef,
-        generation: u64,
-        hint: Option<Blob>,
-    ) -> Result<OpenBlob> {
-        if let Some(open) = self.proven_cached(t, records, path, texture, generation)? {
+    /// The bytes of the texture now: from the cache when proven, else
+    /// downloaded (one download however many readers ask at once). Bytes a
+    /// listing that proves nothing named for the file, when they are cached,
+    /// are its own if the path's own digest (one HEAD) says so.
+    pub fn content(&self) -> Result<OpenBlob> {
+        let (t, path, texture, generation) = (self.t, self.path, self.texture, self.generation);
+        let hint = self.files.sizes.hint(path, generation);
+        if let Some(open) = self.proven_cached()? {
             return Ok(open);
         }
         wait::may_block()?;
-        self.downloads.run(&path.to_string(), || {
-            if let Some(open) = self.proven_cached(t, records, path, texture, generation)? {
+        self.files.content.downloads.run(&path.to_string(), || {
+            if let Some(open) = self.proven_cached()? {
                 return Ok(open);
             }
             let hinted_bytes_cached = hint.is_some_and(|blob| t.ctx.content.open(&blob).is_some());
-            if hinted_bytes_cached && sizes::head(t, records, path, generation).is_ok() {
-                if let Some(open) = self.proven_cached(t, records, path, texture, generation)? {
+            if hinted_bytes_cached && sizes::head(self).is_ok() {
+                if let Some(open) = self.proven_cached()? {
                     return Ok(open);
                 }
             }
-            let record = records.get(path);
+            let record = self.records().get(path);
             let identity = identity::proven(record.as_ref(), texture.hash, generation);
             // Cached under an older version: ask whether it is still current
             // (for a slice of a container: the same slice of the same
@@ -105,31 +93,14 @@ impl Content {
                     let etag = r.etag.clone().filter(|_| same_slice)?;
                     Some(Unconfirmed { open, etag })
                 });
-            download(
-                t,
-                records,
-                tiers,
-                path,
-                texture,
-                generation,
-                record,
-                identity,
-                unconfirmed,
-            )
+            download(self, record, identity, unconfirmed)
         })
     }
 
-    fn proven_cached(
-        &self,
-        t: &Shared,
-        records: &FileRecords,
-        path: &str,
-        texture: &TextureRef,
-        generation: u64,
-    ) -> Result<Option<OpenBlob>> {
-        let record = records.get(path);
-        match identity::proven(record.as_ref(), texture.hash, generation) {
-            Some(identity) => serve_cached(t, records, record, identity, path, texture, generation),
+    fn proven_cached(&self) -> Result<Option<OpenBlob>> {
+        let record = self.records().get(self.path);
+        match identity::proven(record.as_ref(), self.texture.hash, self.generation) {
+            Some(identity) => serve_cached(self, record, identity),
             None => Ok(None),
         }
     }
@@ -139,14 +110,17 @@ impl Content {
 /// magic check. Bytes first served under this path are recorded for it
 /// (which is a write: not in quick mode).
 fn serve_cached(
-    t: &Shared,
-    records: &FileRecords,
+    request: &FileRequest,
     record: Option<FileRecord>,
     identity: Identity,
-    path: &str,
-    texture: &TextureRef,
-    generation: u64,
 ) -> Result<Option<OpenBlob>> {
+    let (t, records, path, texture, generation) = (
+        request.t,
+        request.records(),
+        request.path,
+        request.texture,
+        request.generation,
+    );
     let Some(open) = t.ctx.content.open(&identity.blob) else {
         return Ok(None);
     };
@@ -186,18 +160,19 @@ fn serve_cached(
     Ok(Some(open))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn download(
-    t: &Shared,
-    records: &FileRecords,
-    tiers: &Tiers,
-    path: &str,
-    texture: &TextureRef,
-    generation: u64,
+    request: &FileRequest,
     record: Option<FileRecord>,
     identity: Option<Identity>,
     unconfirmed: Option<Unconfirmed>,
 ) -> Result<OpenBlob> {
+    let (t, records, path, texture, generation) = (
+        request.t,
+        request.records(),
+        request.path,
+        request.texture,
+        request.generation,
+    );
     let file = Location::revision(path);
     let url = match texture.slice {
         Some(ContainerSlice {
@@ -219,7 +194,10 @@ fn download(
     // Container releases predate the sentinel: their manifest lists only
     // finished tiers.
     if texture.slice.is_none() {
-        tiers.ensure_complete(t, texture.source, texture.tier, generation)?;
+        request
+            .files
+            .tiers
+            .ensure_complete(t, texture.source, texture.tier, generation)?;
     }
     let validators = Validators {
         etag: unconfirmed.as_ref().map(|u| u.etag.clone()),

@@ -2,7 +2,8 @@
 //! downloads ([`sizes`]), content fetched once and kept, once for all tags
 //! and paths with the same bytes ([`content`]), tiers served only once
 //! complete ([`tiers`]), and [`identity`], the rule for which bytes belong to
-//! a path. The per-file records are the one piece of state they share.
+//! a path. The per-file records are the one piece of state they share; a
+//! [`FileRequest`] is what each is asked.
 
 mod content;
 pub mod identity;
@@ -11,11 +12,12 @@ mod tiers;
 mod tree_sizes;
 pub mod verify;
 
-use super::error::Result;
-use super::shared::{Opened, Shared};
+use super::tag_context::TagContext;
 use super::tree::TextureRef;
-use crate::store::{FileRecords, OpenBlob};
+use crate::store::FileRecords;
 
+/// What the texture files of a tag keep: their records and what this
+/// session learned of their sizes, downloads and tiers.
 pub struct Files {
     records: FileRecords,
     sizes: sizes::Sizes,
@@ -38,48 +40,38 @@ impl Files {
         self.tiers.forget_incomplete();
     }
 
-    /// The exact size of a texture, from what is known or from the server.
-    pub fn size(
-        &self,
-        t: &Shared,
-        path: &str,
-        texture: &TextureRef,
+    /// A question about the texture `texture` at `path`, in the version of
+    /// the tag `generation` names.
+    pub fn request<'a>(
+        &'a self,
+        t: &'a TagContext,
+        path: &'a str,
+        texture: &'a TextureRef<'a>,
         generation: u64,
-    ) -> Result<u64> {
-        self.sizes.size(t, &self.records, path, texture, generation)
-    }
-
-    /// What an open of a texture is bound to: the bytes proven to be its
-    /// own under this version, open when they are cached.
-    pub fn opened(
-        &self,
-        t: &Shared,
-        path: &str,
-        texture: &TextureRef,
-        generation: u64,
-    ) -> Result<Opened> {
-        self.content
-            .opened(t, &self.records, path, texture, generation)
-    }
-
-    /// The bytes of a texture now: from the cache when proven, else
-    /// downloaded (one download however many readers ask at once).
-    pub fn content(
-        &self,
-        t: &Shared,
-        path: &str,
-        texture: &TextureRef,
-        generation: u64,
-    ) -> Result<OpenBlob> {
-        let hint = self.sizes.hint(path, generation);
-        self.content.get(
+    ) -> FileRequest<'a> {
+        FileRequest {
             t,
-            &self.records,
-            &self.tiers,
+            files: self,
             path,
             texture,
             generation,
-            hint,
-        )
+        }
+    }
+}
+
+/// One texture file of one version of a tag, with what its answers are
+/// kept in: what every question about its size ([`FileRequest::size`]) and
+/// bytes ([`FileRequest::opened`], [`FileRequest::content`]) is asked of.
+pub struct FileRequest<'a> {
+    t: &'a TagContext,
+    files: &'a Files,
+    path: &'a str,
+    texture: &'a TextureRef<'a>,
+    generation: u64,
+}
+
+impl FileRequest<'_> {
+    fn records(&self) -> &FileRecords {
+        &self.files.records
     }
 }

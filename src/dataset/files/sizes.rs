@@ -2,12 +2,12 @@
 //! the catalog's hash for a baked-tier file, a container's rowmap, the
 //! Hugging Face tree listing, or one HEAD request.
 
+use super::FileRequest;
 use super::identity::announced_record;
 use super::tree_sizes::TreeSizes;
 use super::verify::{MIN_TEXTURE_SIZE, check_announced_size};
 use crate::dataset::error::{Error, Result};
 use crate::dataset::missing;
-use crate::dataset::shared::Shared;
 use crate::dataset::tree::TextureRef;
 use crate::flight::SingleFlight;
 use crate::format::Location;
@@ -44,34 +44,38 @@ impl Sizes {
     pub fn hint(&self, path: &str, generation: u64) -> Option<Blob> {
         self.tree.hint(path, generation)
     }
+}
 
-    pub fn size(
-        &self,
-        t: &Shared,
-        records: &FileRecords,
-        path: &str,
-        texture: &TextureRef,
-        generation: u64,
-    ) -> Result<u64> {
-        if let Some(size) = known_size(records, path, texture, generation) {
+impl FileRequest<'_> {
+    /// The exact size of the texture, from what is known or from the server.
+    pub fn size(&self) -> Result<u64> {
+        let (records, path, generation) = (self.records(), self.path, self.generation);
+        if let Some(size) = known_size(records, path, self.texture, generation) {
             return Ok(size);
         }
         wait::may_block()?;
-        self.flight.run(&path.to_string(), || {
-            self.tree.list_for(t, records, path, generation);
-            match known_size(records, path, texture, generation) {
+        let sizes = &self.files.sizes;
+        sizes.flight.run(&path.to_string(), || {
+            sizes.tree.list_for(self.t, records, path, generation);
+            match known_size(records, path, self.texture, generation) {
                 Some(size) => Ok(size),
                 // The listing said the server lacks it.
-                None if t.view.load().absent.contains(path) => Err(Error::NotFound),
-                None => head(t, records, path, generation),
+                None if self.t.version.view().absent.contains(path) => Err(Error::NotFound),
+                None => head(self),
             }
         })
     }
 }
 
 /// Asks the server for the file's size and validators (and its sha256,
-/// where it states one), and records them under `generation`.
-pub fn head(t: &Shared, records: &FileRecords, path: &str, generation: u64) -> Result<u64> {
+/// where it states one), and records them under the request's generation.
+pub fn head(request: &FileRequest) -> Result<u64> {
+    let (t, records, path, generation) = (
+        request.t,
+        request.records(),
+        request.path,
+        request.generation,
+    );
     let file = Location::revision(path);
     let url = t.url(&file);
     let remote = t.remote(&url, "the size is unknown")?;

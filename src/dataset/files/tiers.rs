@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use parking_lot::Mutex;
 
 use crate::dataset::error::{Error, Result};
-use crate::dataset::shared::Shared;
+use crate::dataset::tag_context::TagContext;
 use crate::flight::SingleFlight;
 use crate::format::Location;
 use crate::remote::FetchError;
@@ -27,13 +27,13 @@ impl Tiers {
 
     pub fn ensure_complete(
         &self,
-        t: &Shared,
+        t: &TagContext,
         source: &str,
         tier: &str,
         generation: u64,
     ) -> Result<()> {
         let key = format!("{source}/{tier}");
-        if t.state.is_complete(&key) {
+        if t.version.state().is_complete(&key) {
             return Ok(());
         }
         let sentinel = Location::revision(format!("{key}/.tier_complete"));
@@ -48,12 +48,12 @@ impl Tiers {
         let url = t.url(&sentinel);
         let remote = t.remote(&url, "the tier's completeness is unknown")?;
         self.checks.run(&key, || {
-            if t.state.is_complete(&key) {
+            if t.version.state().is_complete(&key) {
                 return Ok(());
             }
             match remote.head(&t.name, &sentinel) {
                 Ok(_) => {
-                    t.state.set_complete(&key, generation);
+                    t.version.state().set_complete(&key, generation);
                     Ok(())
                 }
                 Err(FetchError::NotFound) => {

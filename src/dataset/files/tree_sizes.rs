@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use super::identity::{announced_record, contradicts_catalog};
 use super::verify::MIN_TEXTURE_SIZE;
 use crate::dataset::missing;
-use crate::dataset::shared::Shared;
+use crate::dataset::tag_context::TagContext;
 use crate::dataset::tree::{Lookup, Node};
 use crate::flight::SingleFlight;
 use crate::format::hub::TreeFile;
@@ -59,7 +59,7 @@ impl TreeSizes {
 
     /// Records the sizes of `path`'s directory from the tree listing, when
     /// the API is there and has not listed it yet this session.
-    pub fn list_for(&self, t: &Shared, records: &FileRecords, path: &str, generation: u64) {
+    pub fn list_for(&self, t: &TagContext, records: &FileRecords, path: &str, generation: u64) {
         let Some(hub) = t.ctx.remote.hub() else {
             return;
         };
@@ -147,13 +147,13 @@ enum Proves {
 /// contradicts the catalog (logged: the server disagrees with itself).
 /// Returns the hints: the bytes named by a listing that proves sizes only.
 fn record_listed(
-    t: &Shared,
+    t: &TagContext,
     records: &FileRecords,
     files: impl Iterator<Item = TreeFile>,
     generation: u64,
     proves: Proves,
 ) -> Vec<(String, Blob)> {
-    let view = t.view.load();
+    let view = t.version.view();
     if view.generation != generation {
         return Vec::new();
     }

@@ -5,7 +5,7 @@
 //! and `auto/` / `best/` links to each material's best tier. Pure: when a
 //! document that is not loaded yet is needed, the answer says which.
 
-use super::view::{Kind, LoadedDoc, TagView};
+use super::view::{DocContents, Kind, LoadedDoc, TagView};
 use crate::dataset::files::verify::MIN_TEXTURE_SIZE;
 use crate::format::{
     BAKED_TIER, Catalog, Location, MANIFEST_FILE, Material, Rowmap, RowmapMaterial, SCALAR_TIER,
@@ -214,7 +214,8 @@ impl TagView {
     fn catalog_of<'a>(&'a self, catalog: &str) -> Option<&'a Catalog> {
         self.documents
             .get(catalog)
-            .and_then(|d| d.catalog.as_deref())
+            .and_then(|d| d.catalog())
+            .map(|catalog| &**catalog)
     }
 
     fn catalog_for<'a>(&'a self, source: &'a SourceSpec) -> Lookup<(&'a str, &'a Catalog)> {
@@ -239,8 +240,7 @@ impl TagView {
             let key = part.rowmap.key();
             match self.documents.get(key) {
                 Some(LoadedDoc {
-                    rowmap: Some(rowmap),
-                    container,
+                    contents: DocContents::Rowmap { rowmap, container },
                     ..
                 }) => out.push((key, &**rowmap, container.as_ref())),
                 _ => return Some(Lookup::NeedsDocument(key.to_string())),
@@ -283,7 +283,7 @@ impl TagView {
         let Some(map_name) = source.mtlx.as_deref().filter(|m| !self.is_absent(m)) else {
             return Lookup::Found(None);
         };
-        match self.documents.get(map_name).map(|d| d.mtlx.as_deref()) {
+        match self.documents.get(map_name).map(|d| d.materialx()) {
             Some(Some(map)) => Lookup::Found(map.document(id).map(|doc| (map_name, doc))),
             // Loaded, but not a map the documents can be taken from.
             Some(None) => Lookup::Found(None),

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use super::*;
 use crate::dataset::Entries;
-use crate::dataset::view::LoadedDoc;
+use crate::dataset::view::{DocContents, LoadedDoc};
 use crate::digest::Sha256Digest;
 use crate::format::{parse_catalog, parse_manifest};
 use crate::store::Blob;
@@ -35,10 +35,7 @@ fn view(with_catalog: bool) -> TagView {
             "ambientcg.json".to_string(),
             LoadedDoc {
                 blob,
-                catalog: Some(Arc::new(catalog)),
-                rowmap: None,
-                mtlx: None,
-                container: None,
+                contents: DocContents::Catalog(Arc::new(catalog)),
             },
         );
     }
@@ -148,10 +145,7 @@ fn view_with(manifest: &str, catalogs: &[(&str, &str)], raw: bool) -> TagView {
             let catalog = parse_catalog(json.as_bytes()).unwrap().value;
             let doc = LoadedDoc {
                 blob,
-                catalog: Some(Arc::new(catalog)),
-                rowmap: None,
-                mtlx: None,
-                container: None,
+                contents: DocContents::Catalog(Arc::new(catalog)),
             };
             (name.to_string(), doc)
         })

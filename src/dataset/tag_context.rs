@@ -1,5 +1,6 @@
-//! What the parts of a tag share: its name, the mount's context, the
-//! current view and the persisted state, and how a change is announced.
+//! A tag's context, what its parts share: its name, the mount's context,
+//! its version (the current view and the persisted state), and how a change
+//! is announced.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -9,8 +10,7 @@ use parking_lot::Mutex;
 
 use super::changes::ChangeReport;
 use super::error::{Error, Result};
-use super::state::PersistedState;
-use super::view::ViewCell;
+use super::version::{NewVersion, TagVersion, Transition};
 use super::{Change, Context};
 use crate::digest::Sha256Digest;
 use crate::format::Location;
@@ -34,11 +34,12 @@ pub struct Opened {
     pub in_memory: bool,
 }
 
-pub struct Shared {
+/// What the parts of one tag share.
+pub struct TagContext {
     pub name: Arc<str>,
     pub ctx: Arc<Context>,
-    pub view: ViewCell,
-    pub state: PersistedState,
+    /// The persisted state and the current view, versioned together.
+    pub version: TagVersion,
     /// The last [`CHANGES_KEPT`] changes found this session.
     pub changes: Mutex<VecDeque<ChangeReport>>,
     /// Every change found this session, counted.
@@ -50,7 +51,7 @@ pub struct Shared {
     pub commit: Mutex<Option<String>>,
 }
 
-impl Shared {
+impl TagContext {
     /// Notes the commit an answer named; a new one in the middle of a
     /// session means the revision moved.
     pub fn saw(&self, meta: &RemoteMeta) {
@@ -81,10 +82,12 @@ impl Shared {
         Ok(&*self.ctx.remote)
     }
 
-    /// Called just before a new version of the tag is put in place: a
-    /// redirect seen before it may lead to the bytes of the version before.
-    pub fn begin_version(&self) {
-        self.ctx.remote.forget_redirects();
+    /// Begins a new version of the tag (see [`TagVersion::begin`]); a
+    /// redirect seen before it may lead to the bytes of the version before,
+    /// so they are forgotten just before it is put in place.
+    pub fn begin_version(&self, change: NewVersion) -> Option<Transition> {
+        self.version
+            .begin(change, || self.ctx.remote.forget_redirects())
     }
 
     pub fn put_document(&self, bytes: &[u8]) -> Result<Blob> {

@@ -2,6 +2,8 @@
 //! validators, its generation, and the tiers seen complete. One owner, one
 //! lock; every change is written at once, and a new version (a replaced
 //! manifest or document together with its new generation) in one write.
+//! A new version begins only within the tag's transition (the parent
+//! module), which puts it in view under the same lock.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -98,7 +100,7 @@ impl PersistedState {
     /// tag, in one write: every file record and tier answer of an older
     /// generation must be confirmed again. `commit`: the commit the answer
     /// named, if any.
-    pub fn replace(&self, name: &str, record: DocRecord, commit: Option<&str>) -> Version {
+    pub(super) fn replace(&self, name: &str, record: DocRecord, commit: Option<&str>) -> Version {
         let mut state = self.state.lock();
         match name {
             MANIFEST_FILE => state.manifest = Some(record),
@@ -109,7 +111,7 @@ impl PersistedState {
         if let Some(commit) = commit {
             state.commit = Some(commit.to_string());
         }
-        Self::begin_version(&mut state);
+        Self::begin_version(&mut state, 0);
         self.save(&state);
         Version {
             generation: state.generation,
@@ -117,8 +119,21 @@ impl PersistedState {
         }
     }
 
-    fn begin_version(state: &mut TagState) {
-        state.generation += 1;
+    /// Begins a version past the current one and past `floor` (the highest
+    /// generation a surviving file record carries), so that no record is
+    /// taken for the new version's.
+    pub(super) fn begin_past(&self, floor: u64) -> Version {
+        let mut state = self.state.lock();
+        Self::begin_version(&mut state, floor);
+        self.save(&state);
+        Version {
+            generation: state.generation,
+            changed_at: state.changed_at,
+        }
+    }
+
+    fn begin_version(state: &mut TagState, floor: u64) {
+        state.generation = state.generation.max(floor) + 1;
         state.changed_at = unix_now();
         state.complete_tiers.clear();
     }
@@ -135,13 +150,13 @@ impl PersistedState {
     /// commit (its files came from a server that names none) is of no
     /// known commit: the first one named begins a new version too, in
     /// which those files are proven again.
-    pub fn resolved_to(&self, commit: &str) -> Option<Version> {
+    pub(super) fn resolved_to(&self, commit: &str) -> Option<Version> {
         let mut state = self.state.lock();
         if state.commit.as_deref() == Some(commit) {
             return None;
         }
         state.commit = Some(commit.to_string());
-        Self::begin_version(&mut state);
+        Self::begin_version(&mut state, 0);
         self.save(&state);
         Some(Version {
             generation: state.generation,
