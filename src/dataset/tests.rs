@@ -9,9 +9,9 @@ use parking_lot::Mutex;
 
 use super::{Context, Tag};
 use crate::digest::Sha256Digest;
-use crate::format::{Location, Slice};
+use crate::format::Location;
 use crate::remote::mock::MockRemote;
-use crate::remote::{BodySink, FetchError, GetOutcome, Hub, Remote, RemoteMeta, Validators};
+use crate::remote::{Answer, BodySink, FetchError, Remote, Request};
 use crate::store::CacheDir;
 use matvisfs_sample::{Release, ReleaseSpec};
 
@@ -35,29 +35,8 @@ struct Hold {
 }
 
 impl Remote for Holding {
-    fn get(
-        &self,
-        tag: &str,
-        file: &Location,
-        validators: &Validators,
-        sink: &mut dyn BodySink,
-    ) -> Result<GetOutcome, FetchError> {
-        self.inner.get(tag, file, validators, sink)
-    }
-
-    fn get_range(
-        &self,
-        tag: &str,
-        file: &Location,
-        slice: Slice,
-        validators: &Validators,
-        sink: &mut dyn BodySink,
-    ) -> Result<GetOutcome, FetchError> {
-        self.inner.get_range(tag, file, slice, validators, sink)
-    }
-
-    fn head(&self, tag: &str, file: &Location) -> Result<RemoteMeta, FetchError> {
-        self.inner.head(tag, file)
+    fn send(&self, request: Request<'_>, sink: &mut dyn BodySink) -> Result<Answer, FetchError> {
+        self.inner.send(request, sink)
     }
 
     fn url(&self, tag: &str, file: &Location) -> String {
@@ -68,8 +47,8 @@ impl Remote for Holding {
         self.inner.origin()
     }
 
-    fn hub(&self) -> Option<&dyn Hub> {
-        self.inner.hub()
+    fn has_hub(&self) -> bool {
+        self.inner.has_hub()
     }
 
     fn forget_redirects(&self) {
