@@ -218,7 +218,10 @@ enum Refresh {
 
 #[derive(Default)]
 pub struct Documents {
-    loads: SingleFlight<String, Result<LoadedDoc>>,
+    /// One load at a time per document and version: a load that began
+    /// under an older version (its answer, say a 404, kept for that
+    /// version only) is not what a caller under a newer one waits for.
+    loads: SingleFlight<(String, u64), Result<LoadedDoc>>,
     /// One revalidation per document and session (a first download
     /// counts); re-armed when the tag is revalidated again.
     fresh: Gates<String>,
@@ -240,7 +243,8 @@ impl Documents {
             .document_role(name)
             .ok_or(Error::NotFound)?;
         wait::may_block()?;
-        self.loads.run(&name.to_string(), || {
+        let generation = t.version.view().generation;
+        self.loads.run(&(name.to_string(), generation), || {
             let view = t.version.view();
             if let Some(doc) = view.documents.get(name) {
                 return Ok(doc.clone());

@@ -139,3 +139,84 @@ fn a_generation_never_goes_backwards_when_two_changes_land_at_once() {
     // What the session still writes lands before its directory goes.
     ctx.content.flush();
 }
+
+/// The mock server, with the first GET of a MaterialX map held until
+/// released.
+struct HoldingMap {
+    inner: Arc<MockRemote>,
+    hold: Mutex<Option<(Sender<()>, Receiver<()>)>>,
+}
+
+impl Remote for HoldingMap {
+    fn send(&self, request: Request<'_>, sink: &mut dyn BodySink) -> Result<Answer, FetchError> {
+        if let Request::Get { file, .. } = &request {
+            if matches!(file, Location::Revision(path) if path.ends_with("-mtlx.json")) {
+                let hold = self.hold.lock().take();
+                if let Some((entered, release)) = hold {
+                    entered.send(()).unwrap();
+                    let _ = release.recv_timeout(DEADLINE);
+                }
+            }
+        }
+        self.inner.send(request, sink)
+    }
+
+    fn url(&self, tag: &str, file: &Location) -> String {
+        self.inner.url(tag, file)
+    }
+
+    fn origin(&self) -> String {
+        self.inner.origin()
+    }
+}
+
+#[test]
+fn a_listing_under_a_new_version_never_waits_for_a_load_begun_under_the_old() {
+    const MAP: &str = "ambientcg-mtlx.json";
+    const DIR: &str = "ambientcg/1k/Wood051";
+    // The manifest names a map the server does not have.
+    let mut spec = ReleaseSpec::small(TAG);
+    spec.sources[0].mtlx = true;
+    let mut release = Release::generate(&spec);
+    let mock = Arc::new(MockRemote::default());
+    for (path, bytes) in &release.files {
+        if path != MAP {
+            mock.put(&release.tag, path, bytes.clone());
+        }
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let (entered, entered_rx) = channel();
+    let (release_hold, released) = channel();
+    let remote = Arc::new(HoldingMap {
+        inner: mock.clone(),
+        hold: Mutex::new(Some((entered, released))),
+    });
+    let ctx = context(remote, cache.path());
+    let tag = Tag::load(ctx.clone(), TAG).unwrap();
+    tag.refresh_document(CATALOG).unwrap();
+    let first = tag.view().generation;
+    std::thread::scope(|scope| {
+        // A listing loads the map the server lacks, and is held there...
+        let before = scope.spawn(|| tag.list(DIR).map(|(entries, _)| entries));
+        entered_rx.recv_timeout(DEADLINE).unwrap();
+        // ... while a new version of the catalog begins.
+        let mut catalog = release.json(CATALOG);
+        catalog[0]["note"] = serde_json::json!("again");
+        release.set_json(CATALOG, &catalog);
+        mock.put(TAG, CATALOG, release.files[CATALOG].clone());
+        tag.refresh();
+        assert!(tag.view().generation > first);
+        // A listing under the new version asks the server itself.
+        let after = scope.spawn(|| tag.list(DIR).map(|(entries, _)| entries));
+        let deadline = std::time::Instant::now() + Duration::from_millis(500);
+        while !after.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = release_hold.send(());
+        let after = after.join().unwrap();
+        let before = before.join().unwrap();
+        assert!(after.is_ok(), "{:?}", after.err());
+        assert!(before.is_ok(), "{:?}", before.err());
+    });
+    ctx.content.flush();
+}
