@@ -12,6 +12,10 @@ use super::inodes::{CONTROL_DIR, NodeKey, STATS_FILE};
 use super::listing::{DirEntry, Listing, split_offset};
 use crate::dataset::Kind;
 
+/// A size the kernel refuses in an entry (above `i64::MAX`, see
+/// `fuse_valid_size` in Linux's `fs/fuse/fuse_i.h`).
+pub const REFUSED_SIZE: u64 = u64::MAX;
+
 impl<B: Send + Sync + 'static> FsCore<B> {
     /// The children of directory `ino` for a read from `offset`, loading
     /// its catalog if needed: from the start, the current listing; further
@@ -178,13 +182,18 @@ impl<B: Send + Sync + 'static> FsCore<B> {
                 self.entry_for(ino, key, stat)
             }
             _ => {
-                // The kernel applies these attributes to an inode it already
-                // has, even with no time to live: it must be given the size it
-                // holds, or a read under way would end at the placeholder's.
+                // A size not known yet is no size for the kernel to hold: it
+                // applies an entry's attributes even with no time to live,
+                // and a placeholder's size would end reads early (at zero
+                // bytes, with the reply that corrects it crossed by an
+                // invalidation). A size the kernel refuses makes it list the
+                // name without taking the entry (it creates or updates no
+                // inode, and forgets the lookup at once): the name is looked
+                // up before any use.
                 let ino = self.inodes.lookup(key);
                 let mut entry = Entry::placeholder(ino, kind, self.mounted_at);
                 if kind == Kind::File {
-                    entry.attr.size = self.files.report_held_size(ino);
+                    entry.attr.size = REFUSED_SIZE;
                 }
                 entry
             }

@@ -22,7 +22,7 @@ impl Inner {
         FileAttr {
             ino: INodeNo(attr.ino),
             size: attr.size,
-            blocks: attr.size.div_ceil(512),
+            blocks: attr.size.div_ceil(512).min(i64::MAX as u64),
             atime: attr.mtime,
             mtime: attr.mtime,
             ctime: attr.mtime,

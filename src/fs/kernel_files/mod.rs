@@ -191,18 +191,6 @@ impl<B> KernelFiles<B> {
         size
     }
 
-    /// The size to give the kernel for the file `ino` when its current one
-    /// is not known: the one it holds, which a read under way ends at.
-    pub fn report_held_size(&self, ino: u64) -> u64 {
-        let size = self
-            .slots
-            .live_size(ino)
-            .or_else(|| self.reported_size(ino))
-            .unwrap_or(0);
-        self.set_reported(ino, Some(size));
-        size
-    }
-
     /// The size last given to the kernel for `ino`.
     pub fn reported_size(&self, ino: u64) -> Option<u64> {
         let reported = self.reported.lock();
@@ -257,7 +245,7 @@ mod tests {
         assert!(files.holds_other_size(5, 9) && !files.holds_other_size(5, 3));
         files.release(1, &slot);
         assert_eq!(files.report_size(5, Some(9)), Some(9));
-        assert_eq!(files.report_held_size(5), 9);
+        assert_eq!(files.reported_size(5), Some(9));
         // Not a file: no size.
         assert_eq!(files.report_size(6, None), None);
         assert_eq!(files.reported_size(6), None);

@@ -790,6 +790,10 @@ fn readdirplus_gives_known_attributes_and_placeholders_for_unknown_sizes() {
         std::time::Duration::ZERO,
         "unknown size: the kernel must look it up"
     );
+    // And a size the kernel refuses, so that it holds none for the file
+    // (a placeholder's would end reads early).
+    assert_eq!(normal.attr.size, super::readdir::REFUSED_SIZE);
+    assert!(normal.attr.size > i64::MAX as u64);
     // Each entry counted as a lookup: the same inode comes back, and a
     // forget per entry drops it.
     assert_eq!(
