@@ -30,6 +30,9 @@ enum Binding {
         slot: Arc<Slot>,
         /// The open's bytes were made by the mount: never passed through.
         in_memory: bool,
+        /// The kernel may hold another size than the version's: its reads
+        /// must reach the mount.
+        direct: bool,
     },
     /// The statistics: a snapshot whose size changes from one open to the
     /// next.
@@ -288,12 +291,13 @@ impl<B: Send + Sync + 'static> FsCore<B> {
         flags: i32,
         register: impl FnOnce(&File) -> io::Result<B>,
     ) -> Result<Open<B>> {
-        let (fh, slot, in_memory) = match self.bind(ino, flags)? {
+        let (fh, slot, in_memory, direct) = match self.bind(ino, flags)? {
             Binding::File {
                 fh,
                 slot,
                 in_memory,
-            } => (fh, slot, in_memory),
+                direct,
+            } => (fh, slot, in_memory, direct),
             // The statistics: never cached by the kernel.
             Binding::Snapshot(fh) => {
                 return Ok(Open {
@@ -304,7 +308,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
                 });
             }
         };
-        match self.files.admit(fh, &slot, in_memory, register) {
+        match self.files.admit(fh, &slot, in_memory, direct, register) {
             Ok(mode) => Ok(Open {
                 fh,
                 version: slot.version(),
@@ -345,23 +349,30 @@ impl<B: Send + Sync + 'static> FsCore<B> {
                 })
                 .map_err(FsError::from)
         })?;
+        let mut size_unsure = false;
         if let Some(size) = opened.size {
             if self.files.holds_other_size(ino, size) {
                 // The kernel holds another version's size: it asks again
-                // before its next read.
+                // before its next read. Its answer may be dropped, though,
+                // when an invalidation crosses it, and a page-cache read
+                // ends at the size the kernel holds: this open's reads
+                // reach the mount, which ends them at the version's size.
                 self.tell_kernel(vec![Invalidation::Attributes(ino)]);
+                size_unsure = true;
             }
         }
+        let direct = flags & libc::O_DIRECT != 0 || size_unsure;
         let fh = self.handles.insert(Handle::File(OpenFile {
             tag,
             path: key.path.clone(),
             slot: slot.clone(),
-            direct: flags & libc::O_DIRECT != 0,
+            direct,
         }));
         Ok(Binding::File {
             fh,
             slot,
             in_memory: opened.in_memory,
+            direct: size_unsure,
         })
     }
 
@@ -414,7 +425,13 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             }
         };
         let content = slot.bind(&open)?;
-        self.check_kernel_size(slot, open.blob.size)?;
+        if !file.direct {
+            self.check_kernel_size(slot, open.blob.size)?;
+        } else if self.files.holds_other_size(slot.ino, open.blob.size) {
+            // Its reads reach the mount whatever size the kernel holds:
+            // only the next opens need the new one.
+            self.tell_kernel(vec![Invalidation::Attributes(slot.ino)]);
+        }
         Ok(content)
     }
 

@@ -227,6 +227,9 @@ impl Filesystem for FuseAdapter {
         // a directory's mtime before using the listing it kept: after a
         // change on the server, both are dropped once the attributes are.
         let _ = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA);
+        // A file opened past the page cache (its size in the kernel unsure)
+        // can still be mapped shared, through the page cache (Linux 6.6).
+        let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
         let no_opendir = config
             .add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
             .is_ok();

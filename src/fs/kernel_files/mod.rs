@@ -120,12 +120,15 @@ impl<B> KernelFiles<B> {
     /// `register` hands the file to the kernel, and when that fails the
     /// open reads the page cache, and so does every later one. An error:
     /// the kernel allows no open of the inode now (still passed through to
-    /// other bytes); the open must be released.
+    /// other bytes); the open must be released. `size_unsure`: the kernel
+    /// may hold another size than the version's, so an open that is not
+    /// passed through reads past the page cache.
     pub fn admit(
         &self,
         fh: u64,
         slot: &Slot,
         in_memory: bool,
+        size_unsure: bool,
         register: impl FnOnce(&File) -> io::Result<B>,
     ) -> Result<ReadMode<B>, FsError> {
         let (ino, version) = (slot.ino, slot.version());
@@ -163,6 +166,12 @@ impl<B> KernelFiles<B> {
             }
             Decision::Stale => return Err(FsError::VersionOpen),
             Decision::Ordinary => {}
+        }
+        // The kernel may hold another size than the version's (it was
+        // told, and may have dropped the answer): reads past the page cache,
+        // which a wrong size cannot end early.
+        if size_unsure {
+            return Ok(ReadMode::Direct);
         }
         let keep_pages = modes.may_keep_pages(ino, version);
         modes.opened_caching(fh, ino, version);

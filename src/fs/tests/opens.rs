@@ -174,3 +174,45 @@ fn a_backing_file_the_front_end_cannot_register_leaves_the_open_on_the_page_cach
     assert_eq!(tried.load(Ordering::Relaxed), 1);
     s.core.release(next.fh);
 }
+
+/// The kernel was told a file's old size, and the new version's bytes are
+/// known at open (the catalog's hash): the kernel is told again, but its
+/// answer may be dropped when an invalidation crosses it, and a page-cache
+/// read would end at the old size. The open reads past the page cache,
+/// whole; once the kernel was given the new size, opens use it again.
+#[test]
+fn an_open_whose_size_the_kernel_may_not_hold_reads_past_the_page_cache() {
+    const BAKED: &str = "ambientcg/1k/Rock064/color.png";
+    let mut release = small();
+    let h = Harness::new(&release);
+    let s = h.session();
+    let path = format!("{TAG}/{BAKED}");
+    let ino = s.ino(&path).unwrap();
+    let old = release.files[BAKED].clone();
+    assert_eq!(s.core.getattr(ino).unwrap().attr.size, old.len() as u64);
+
+    let bigger = matvisfs_sample::images::png("republished", "color", 32);
+    assert_ne!(bigger.len(), old.len());
+    release.replace_texture(BAKED, bigger.clone());
+    h.publish(&release);
+    s.core.dataset.refresh(None);
+
+    let open = s.core.open(ino, libc::O_RDONLY).unwrap();
+    assert_eq!(open.version, Some(Sha256Digest::of(&bigger)));
+    assert!(matches!(open.mode, ReadMode::Direct));
+    let mut bytes = Vec::new();
+    loop {
+        let read = s.core.read(open.fh, bytes.len() as u64, 4096).unwrap();
+        if read.bytes.is_empty() {
+            break;
+        }
+        bytes.extend(read.bytes);
+    }
+    assert_eq!(bytes, bigger);
+    s.core.release(open.fh);
+
+    assert_eq!(s.core.getattr(ino).unwrap().attr.size, bigger.len() as u64);
+    let again = s.core.open(ino, libc::O_RDONLY).unwrap();
+    assert!(matches!(again.mode, ReadMode::PageCache { .. }));
+    s.core.release(again.fh);
+}
