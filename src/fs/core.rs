@@ -15,7 +15,7 @@ use std::time::SystemTime;
 
 use super::attr::{Entry, file_size};
 use super::error::{FsError, Result};
-use super::handles::{Handle, Handles, OpenFile};
+use super::handles::{Handle, Handles, OpenFile, Reads};
 use super::inodes::{CONTROL_DIR, InodeTable, NodeKey, STATS_FILE};
 use super::kernel::{Invalidation, Kernel};
 use super::kernel_files::{Bound, KernelFiles, NoBacking, Open, ReadMode, Slot};
@@ -30,9 +30,6 @@ enum Binding {
         slot: Arc<Slot>,
         /// The open's bytes were made by the mount: never passed through.
         in_memory: bool,
-        /// The kernel may hold another size than the version's: its reads
-        /// must reach the mount.
-        direct: bool,
     },
     /// The statistics: a snapshot whose size changes from one open to the
     /// next.
@@ -197,7 +194,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             Some(fh) => fh,
             None => {
                 // Not an open of the kernel's: how it reads is not decided.
-                let binding = self.bind(ino, libc::O_RDONLY)?;
+                let binding = self.bind(ino, libc::O_RDONLY, Reads::PageCache)?;
                 let (opened, volatile) = match binding {
                     Binding::File { fh, .. } => (fh, false),
                     Binding::Snapshot(fh) => (fh, true),
@@ -283,7 +280,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
     /// size the kernel holds, and how the kernel reads it. `register`
     /// hands a cached file to the kernel to read by itself, when the core
     /// passes the open through (see [`FsCore::set_passthrough`]); when it
-    /// fails, the open reads the page cache. A front end answers with the
+    /// fails, the mount reads the open. A front end answers with the
     /// decision as it is.
     pub fn open_with_backing(
         &self,
@@ -291,13 +288,12 @@ impl<B: Send + Sync + 'static> FsCore<B> {
         flags: i32,
         register: impl FnOnce(&File) -> io::Result<B>,
     ) -> Result<Open<B>> {
-        let (fh, slot, in_memory, direct) = match self.bind(ino, flags)? {
+        let (fh, slot, in_memory) = match self.bind(ino, flags, Reads::Mount)? {
             Binding::File {
                 fh,
                 slot,
                 in_memory,
-                direct,
-            } => (fh, slot, in_memory, direct),
+            } => (fh, slot, in_memory),
             // The statistics: never cached by the kernel.
             Binding::Snapshot(fh) => {
                 return Ok(Open {
@@ -308,7 +304,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
                 });
             }
         };
-        match self.files.admit(fh, &slot, in_memory, direct, register) {
+        match self.files.admit(fh, &slot, in_memory, register) {
             Ok(mode) => Ok(Open {
                 fh,
                 version: slot.version(),
@@ -322,8 +318,8 @@ impl<B: Send + Sync + 'static> FsCore<B> {
         }
     }
 
-    /// A handle of `ino` bound to one version.
-    fn bind(&self, ino: u64, flags: i32) -> Result<Binding> {
+    /// A handle of `ino` bound to one version, read as `reads` says.
+    fn bind(&self, ino: u64, flags: i32, reads: Reads) -> Result<Binding> {
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             return Err(FsError::ReadOnly);
         }
@@ -349,30 +345,24 @@ impl<B: Send + Sync + 'static> FsCore<B> {
                 })
                 .map_err(FsError::from)
         })?;
-        let mut size_unsure = false;
-        if let Some(size) = opened.size {
-            if self.files.holds_other_size(ino, size) {
-                // The kernel holds another version's size: it asks again
-                // before its next read. Its answer may be dropped, though,
-                // when an invalidation crosses it, and a page-cache read
-                // ends at the size the kernel holds: this open's reads
-                // reach the mount, which ends them at the version's size.
-                self.tell_kernel(vec![Invalidation::Attributes(ino)]);
-                size_unsure = true;
-            }
+        if opened
+            .size
+            .is_some_and(|size| self.files.holds_other_size(ino, size))
+        {
+            // The kernel holds another version's size: `stat` must show
+            // this one's.
+            self.tell_kernel(vec![Invalidation::Attributes(ino)]);
         }
-        let direct = flags & libc::O_DIRECT != 0 || size_unsure;
         let fh = self.handles.insert(Handle::File(OpenFile {
             tag,
             path: key.path.clone(),
             slot: slot.clone(),
-            direct,
+            reads,
         }));
         Ok(Binding::File {
             fh,
             slot,
             in_memory: opened.in_memory,
-            direct: size_unsure,
         })
     }
 
@@ -425,12 +415,14 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             }
         };
         let content = slot.bind(&open)?;
-        if !file.direct {
-            self.check_kernel_size(slot, open.blob.size)?;
-        } else if self.files.holds_other_size(slot.ino, open.blob.size) {
+        match file.reads {
+            Reads::PageCache => self.check_kernel_size(slot, open.blob.size)?,
             // Its reads reach the mount whatever size the kernel holds:
-            // only the next opens need the new one.
-            self.tell_kernel(vec![Invalidation::Attributes(slot.ino)]);
+            // only `stat` needs the new one.
+            Reads::Mount if self.files.holds_other_size(slot.ino, open.blob.size) => {
+                self.tell_kernel(vec![Invalidation::Attributes(slot.ino)]);
+            }
+            Reads::Mount => {}
         }
         Ok(content)
     }
@@ -464,13 +456,10 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             }
         };
         let content = self.content(file)?;
-        if !file.direct {
+        if file.reads == Reads::PageCache {
             self.check_read_within_size(&file.slot, offset, size)?;
         }
         let bytes = self.read_from(&content, offset, size)?;
-        if let Some(version) = file.slot.version() {
-            self.files.read(fh, version);
-        }
         Ok(ReadReply { bytes })
     }
 

@@ -1,7 +1,6 @@
 //! Each file as the kernel holds it, with one owner: the version its open
-//! files are bound to (`slots`), the size the kernel was told, how each
-//! open is read (`io_modes`: page cache, kept pages, passthrough) and the
-//! version of the pages the kernel keeps. The core decides each open here
+//! files are bound to (`slots`), the size the kernel was told, and how each
+//! open is read (`io_modes`: by the mount, or passed through). The core decides each open here
 //! once, as an [`Open`]; a front end obeys the decision and has no state
 //! of its own with which to refuse or change it.
 
@@ -26,13 +25,13 @@ use slots::{Join, Slots};
 /// How the kernel reads an open file.
 #[derive(Debug)]
 pub enum ReadMode<B> {
-    /// Every read comes to the daemon, past the page cache: content whose
-    /// size changes as it is read (the statistics).
+    /// Every read comes to the daemon, past the page cache, and ends at
+    /// the end of the open's version. A page-cache read ends at the size
+    /// the kernel holds instead, which the mount cannot know for sure: the
+    /// kernel drops a reply that gives it a new size when an invalidation
+    /// crosses it, and a read of a grown file would end early, with no
+    /// error.
     Direct,
-    /// Through the kernel's page cache, filled with the open's version.
-    /// `keep_pages`: the pages it already holds are of that version, and
-    /// may be kept; otherwise the kernel drops them at the open.
-    PageCache { keep_pages: bool },
     /// Passed through to this backing file: the cached bytes of the
     /// open's version, which the kernel reads by itself.
     Passthrough(Arc<B>),
@@ -116,19 +115,16 @@ impl<B> KernelFiles<B> {
     /// inode's other opens and recorded until [`KernelFiles::release`].
     /// Its bytes are passed through when they are a cached file
     /// (`in_memory`: the open's own bytes were made by the mount, never
-    /// passed through) and no open of the inode reads the page cache:
+    /// passed through) and no open of the inode is read by the mount:
     /// `register` hands the file to the kernel, and when that fails the
-    /// open reads the page cache, and so does every later one. An error:
+    /// open is read by the mount, and so is every later one. An error:
     /// the kernel allows no open of the inode now (still passed through to
-    /// other bytes); the open must be released. `size_unsure`: the kernel
-    /// may hold another size than the version's, so an open that is not
-    /// passed through reads past the page cache.
+    /// other bytes); the open must be released.
     pub fn admit(
         &self,
         fh: u64,
         slot: &Slot,
         in_memory: bool,
-        size_unsure: bool,
         register: impl FnOnce(&File) -> io::Result<B>,
     ) -> Result<ReadMode<B>, FsError> {
         let (ino, version) = (slot.ino, slot.version());
@@ -167,21 +163,8 @@ impl<B> KernelFiles<B> {
             Decision::Stale => return Err(FsError::VersionOpen),
             Decision::Ordinary => {}
         }
-        // The kernel may hold another size than the version's (it was
-        // told, and may have dropped the answer): reads past the page cache,
-        // which a wrong size cannot end early.
-        if size_unsure {
-            return Ok(ReadMode::Direct);
-        }
-        let keep_pages = modes.may_keep_pages(ino, version);
-        modes.opened_caching(fh, ino, version);
-        Ok(ReadMode::PageCache { keep_pages })
-    }
-
-    /// A read of the open `fh` returned bytes of `version`: the pages a
-    /// page-cache open holds are of it.
-    pub fn read(&self, fh: u64, version: Sha256Digest) {
-        self.modes.lock().read_caching(fh, version);
+        modes.opened_direct(fh, ino);
+        Ok(ReadMode::Direct)
     }
 
     /// The open `fh` of `slot` was released.

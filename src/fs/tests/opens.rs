@@ -22,7 +22,7 @@ fn other_source(release: &matvisfs_sample::Release) -> String {
 }
 
 #[test]
-fn an_open_is_decided_with_its_version_size_and_pages_and_a_changed_file_gets_a_new_decision() {
+fn an_open_is_decided_with_its_version_and_size_and_a_changed_file_gets_a_new_decision() {
     let mut release = small();
     let h = Harness::new(&release);
     let other = other_source(&release);
@@ -34,24 +34,18 @@ fn an_open_is_decided_with_its_version_size_and_pages_and_a_changed_file_gets_a_
     let first = s.core.open(ino, libc::O_RDONLY).unwrap();
     assert_eq!(first.version, Some(Sha256Digest::of(&old)));
     assert_eq!(first.size, Some(old.len() as u64));
-    // The kernel holds no pages of it yet.
-    assert!(matches!(
-        first.mode,
-        ReadMode::PageCache { keep_pages: false }
-    ));
+    // Not passed through: the mount reads it, whatever size the kernel holds.
+    assert!(matches!(first.mode, ReadMode::Direct));
     assert_eq!(
         s.core.read(first.fh, 0, old.len() as u32).unwrap().bytes,
         old
     );
     s.core.release(first.fh);
 
-    // The same version again: the pages the first open filled are kept.
+    // The same version again.
     let again = s.core.open(ino, libc::O_RDONLY).unwrap();
     assert_eq!((again.version, again.size), (first.version, first.size));
-    assert!(matches!(
-        again.mode,
-        ReadMode::PageCache { keep_pages: true }
-    ));
+    assert!(matches!(again.mode, ReadMode::Direct));
     s.core.release(again.fh);
 
     // The server's copy changes; the mount revalidates the tag.
@@ -65,28 +59,21 @@ fn an_open_is_decided_with_its_version_size_and_pages_and_a_changed_file_gets_a_
     assert!(!s.changes.lock().is_empty(), "the catalog was revalidated");
 
     // A new decision: not the old version (the new one is not cached yet,
-    // so its first read binds it), and the old pages dropped.
+    // so its first read binds it).
     let changed = s.core.open(ino, libc::O_RDONLY).unwrap();
     assert_ne!(changed.version, first.version);
     assert_ne!(changed.size, first.size);
-    assert!(matches!(
-        changed.mode,
-        ReadMode::PageCache { keep_pages: false }
-    ));
+    assert!(matches!(changed.mode, ReadMode::Direct));
     assert_eq!(s.core.getattr(ino).unwrap().attr.size, bigger.len() as u64);
     let read = s.core.read(changed.fh, 0, bigger.len() as u32).unwrap();
     assert_eq!(read.bytes, bigger);
     s.core.release(changed.fh);
 
-    // Its read filled the pages with the new version: the next open is
-    // bound to it, and keeps them.
+    // Its read bound the new version: the next open is bound to it.
     let after = s.core.open(ino, libc::O_RDONLY).unwrap();
     assert_eq!(after.version, Some(Sha256Digest::of(&bigger)));
     assert_eq!(after.size, Some(bigger.len() as u64));
-    assert!(matches!(
-        after.mode,
-        ReadMode::PageCache { keep_pages: true }
-    ));
+    assert!(matches!(after.mode, ReadMode::Direct));
     s.core.release(after.fh);
 }
 
@@ -140,7 +127,7 @@ fn a_cached_file_is_passed_through_once_registered_and_every_open_of_it_shares_t
 }
 
 #[test]
-fn a_backing_file_the_front_end_cannot_register_leaves_the_open_on_the_page_cache() {
+fn a_backing_file_the_front_end_cannot_register_leaves_the_open_to_the_mount() {
     let release = small();
     let h = Harness::new(&release);
     h.warm(&[PATH]);
@@ -152,12 +139,12 @@ fn a_backing_file_the_front_end_cannot_register_leaves_the_open_on_the_page_cach
         tried.fetch_add(1, Ordering::Relaxed);
         Err(std::io::ErrorKind::PermissionDenied.into())
     };
-    // The open stands, read through the page cache, bytes and all.
+    // The open stands, read by the mount, bytes and all.
     let open = s
         .core
         .open_with_backing(ino, libc::O_RDONLY, refuse)
         .unwrap();
-    assert!(matches!(open.mode, ReadMode::PageCache { .. }));
+    assert!(matches!(open.mode, ReadMode::Direct));
     let bytes = &release.files[PATH];
     let read = s.core.read(open.fh, 0, bytes.len() as u32).unwrap();
     assert_eq!(&read.bytes, bytes);
@@ -167,10 +154,7 @@ fn a_backing_file_the_front_end_cannot_register_leaves_the_open_on_the_page_cach
         .core
         .open_with_backing(ino, libc::O_RDONLY, refuse)
         .unwrap();
-    assert!(matches!(
-        next.mode,
-        ReadMode::PageCache { keep_pages: true }
-    ));
+    assert!(matches!(next.mode, ReadMode::Direct));
     assert_eq!(tried.load(Ordering::Relaxed), 1);
     s.core.release(next.fh);
 }
@@ -179,7 +163,8 @@ fn a_backing_file_the_front_end_cannot_register_leaves_the_open_on_the_page_cach
 /// known at open (the catalog's hash): the kernel is told again, but its
 /// answer may be dropped when an invalidation crosses it, and a page-cache
 /// read would end at the old size. The open reads past the page cache,
-/// whole; once the kernel was given the new size, opens use it again.
+/// whole; and so does the next, although the mount gave the kernel the
+/// new size since: the mount knows what it sent, not what the kernel kept.
 #[test]
 fn an_open_whose_size_the_kernel_may_not_hold_reads_past_the_page_cache() {
     const BAKED: &str = "ambientcg/1k/Rock064/color.png";
@@ -213,6 +198,6 @@ fn an_open_whose_size_the_kernel_may_not_hold_reads_past_the_page_cache() {
 
     assert_eq!(s.core.getattr(ino).unwrap().attr.size, bigger.len() as u64);
     let again = s.core.open(ino, libc::O_RDONLY).unwrap();
-    assert!(matches!(again.mode, ReadMode::PageCache { .. }));
+    assert!(matches!(again.mode, ReadMode::Direct));
     s.core.release(again.fh);
 }
