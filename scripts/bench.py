@@ -33,8 +33,10 @@ HOSTILE = [int(n) for n in os.environ.get("HOSTILE", "100000,1000000").split(","
 VENV_PYTHON = Path(os.environ.get("REFCLIENT_PYTHON", ROOT / "target/bench-venv/bin/python"))
 REFCLIENT = ROOT / "scripts/bench_refclient.py"
 # Groups of cases: cold (1, 2), latency (3), warm (4), big (5), tree (6),
-# memory (7), hub (8, 9).
-GROUPS = os.environ.get("CASES", "cold,latency,warm,big,tree,memory,hub").split(",")
+# memory (7), hub (8, 9), and with BEFORE (an earlier build of matvisfs)
+# set, before (10).
+GROUPS = os.environ.get("CASES", "cold,latency,warm,big,tree,memory,hub,before").split(",")
+BEFORE = os.environ.get("BEFORE")
 # Where the mounts keep their caches (default: the work directory, on the
 # disk the benchmark runs from); e.g. /dev/shm to take the disk out.
 CACHE_ROOT = os.environ.get("CACHE_ROOT")
@@ -156,6 +158,8 @@ def bench(work: Path):
         if "hub" in GROUPS:
             hub_sizes(work, roots["sample"], delayed, table)
             hub_dedup(work, roots["sample"], delayed, table)
+        if "before" in GROUPS and BEFORE:
+            against_earlier_build(work, roots["sample"], nginx, table)
     finally:
         delayed.stop()
         nginx.stop()
@@ -489,6 +493,36 @@ def tree_walks(work, data, nginx, table):
             f"{lines['rclone']}; requests: matvisfs {max(requests)} per walk, rclone "
             f"{counted(rclone_requests['methods'])} (one walk: rclone keeps no listing across "
             "mounts, and sends a HEAD for every file it lists)")
+
+
+def against_earlier_build(work, data, nginx, table):
+    """Case 10: this build against an earlier one (BEFORE, the path of its
+    binary), the two taking turns in every run: a cold read, warm reads in
+    the same mount (16 readers, then 1), and `ls -lR` on a new mount of the
+    warm cache."""
+    rel, total = small_files(data)
+    base = nginx.base("sample")
+    builds = {"before": Path(BEFORE), "this": BIN}
+    measures = ("cold, empty cache, 16 readers", "warm, 16 readers, page cache hot",
+                "warm, 1 reader, page cache hot", "ls -lR, new mount, warm cache")
+    samples = {m: {b: [] for b in builds} for m in measures}
+    for i in range(RUNS):
+        for name, binary in builds.items():
+            mnt = work / f"mnt-{name}"
+            cache = cache_dir(work, f"before-{name}-{i}")
+            paths = [mnt / TAG / r for r in rel]
+            with Mount(base, cache, mnt, binary=binary) as m:
+                samples[measures[0]][name].append(read_all(paths, 16, total))
+                m.wait_durable()
+                read_all(paths, 16, total)
+                samples[measures[1]][name].append(read_all(paths, 16, total))
+                samples[measures[2]][name].append(read_all(paths, 1, total))
+            with Mount(base, cache, mnt, binary=binary):
+                samples[measures[3]][name].append(walk("ls -lR", mnt / TAG)[0])
+    for measure in measures:
+        table.timing(f"10. {measure}: this build against an earlier one", "earlier build",
+                     samples[measure]["before"], samples[measure]["this"])
+    table.notes.append(f"earlier build: {BEFORE}")
 
 
 def kernel_slab_mib():

@@ -3,7 +3,8 @@
 # mount, local disk and the reference Python client, on generated releases
 # served on loopback; prints a table of medians (see docs/benchmarks.md).
 #   scripts/bench.sh [RUNS]          (default 3; about 12 minutes on 2 cores)
-#   env: CASES (groups: cold,latency,warm,big,tree,memory,hub; default all),
+#   env: CASES (groups: cold,latency,warm,big,tree,memory,hub,before; default all),
+#        BEFORE (an earlier build's binary: case 10 compares this build with it),
 #        MATERIALS, PX (the small textures), LARGE (materials of the full-size
 #        tag), BIG_MB (case 5), HOSTILE (catalog sizes of case 7, comma-separated),
 #        DELAY_MS (latency the test server adds), REFCLIENT_PYTHON,

@@ -178,18 +178,19 @@ class Mount:
     """A background matvisfs mount for the duration of a `with` block; the
     exit waits until the daemon has ended (its writes done)."""
 
-    def __init__(self, base: str, cache: Path, mountpoint: Path, *flags):
+    def __init__(self, base: str, cache: Path, mountpoint: Path, *flags, binary: Path = BIN):
         self.mountpoint = mountpoint
         self.cache = cache
+        self.binary = binary
         mountpoint.mkdir(parents=True, exist_ok=True)
-        run(BIN, "mount", mountpoint, "--base-url", base, "--cache-dir", cache, *flags)
+        run(binary, "mount", mountpoint, "--base-url", base, "--cache-dir", cache, *flags)
         self.pid = self.daemon_pid()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        subprocess.run([str(BIN), "unmount", str(self.mountpoint)], check=False)
+        subprocess.run([str(self.binary), "unmount", str(self.mountpoint)], check=False)
         if mounted(self.mountpoint):
             subprocess.run(["umount", "-l", str(self.mountpoint)], check=False)
         wait_gone(self.pid)

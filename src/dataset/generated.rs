@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use super::error::{Error, Result};
-use super::tag_context::{Opened, TagContext};
+use super::tag_context::TagContext;
 use super::tree::GeneratedRef;
 use crate::digest::Sha256Digest;
 use crate::format::upstream_document;
@@ -59,21 +59,16 @@ fn memory_file(bytes: &[u8]) -> Result<File> {
 }
 
 /// A generated document, made now, bound to its bytes' digest.
-pub fn open(t: &TagContext, generated: &GeneratedRef) -> Result<Opened> {
+pub fn open(t: &TagContext, generated: &GeneratedRef) -> Result<OpenBlob> {
     let bytes = bytes(t, generated)?;
     let blob = Blob {
         digest: Sha256Digest::of(&bytes),
         size: bytes.len() as u64,
     };
     let file = memory_file(&bytes)?;
-    Ok(Opened {
-        version: Some(blob.digest),
-        size: Some(blob.size),
-        content: Some(OpenBlob {
-            blob,
-            file: Arc::new(file),
-            in_memory: true,
-        }),
+    Ok(OpenBlob {
+        blob,
+        file: Arc::new(file),
         in_memory: true,
     })
 }

@@ -331,19 +331,15 @@ impl Tag {
         match FileNode::of(view.node(path)?)? {
             FileNode::Document(name) => {
                 let blob = self.document_blob(&view, name)?;
-                let open = Documents::open(&self.context, &blob)?;
-                Ok(Opened {
-                    version: Some(blob.digest),
-                    in_memory: open.in_memory,
-                    content: Some(open),
-                    size: Some(blob.size),
-                })
+                Ok(Opened::AtHand(Documents::open(&self.context, &blob)?))
             }
             FileNode::Texture(texture) => self
                 .files
                 .request(&self.context, path, &texture, view.generation)
                 .opened(),
-            FileNode::Generated(generated) => generated::open(&self.context, &generated),
+            FileNode::Generated(generated) => {
+                generated::open(&self.context, &generated).map(Opened::AtHand)
+            }
         }
     }
 
@@ -375,9 +371,7 @@ impl Tag {
                 .files
                 .request(&self.context, path, &texture, view.generation)
                 .content()?,
-            FileNode::Generated(generated) => generated::open(&self.context, &generated)?
-                .content
-                .ok_or(Error::NotFound)?,
+            FileNode::Generated(generated) => generated::open(&self.context, &generated)?,
         };
         match expected {
             Some(digest) if digest != open.blob.digest => Err(Error::Changed {

@@ -21,17 +21,51 @@ use crate::wait;
 /// Change reports kept for the statistics.
 const CHANGES_KEPT: usize = 8;
 
-/// What opening a file found: the bytes it is bound to when they are known
-/// now, and those bytes when they are at hand.
+/// What opening a file found: the bytes it is bound to, as far as they are
+/// known now.
 #[derive(Debug, Clone)]
-pub struct Opened {
-    pub version: Option<Sha256Digest>,
-    pub content: Option<OpenBlob>,
-    /// The size of that version, when it is known.
-    pub size: Option<u64>,
+pub enum Opened {
+    /// No bytes are proven to be the file's yet: the open's first read
+    /// fetches them, and binds it to them.
+    Unproven,
+    /// These bytes are the file's, not at hand (not cached).
+    Proven(Blob),
+    /// These bytes are the file's, open.
+    AtHand(OpenBlob),
+}
+
+impl Opened {
+    /// The version the open is bound to, when known now.
+    pub fn version(&self) -> Option<Sha256Digest> {
+        self.blob().map(|b| b.digest)
+    }
+
+    /// The size of that version, when known now.
+    pub fn size(&self) -> Option<u64> {
+        self.blob().map(|b| b.size)
+    }
+
+    fn blob(&self) -> Option<Blob> {
+        match self {
+            Opened::Unproven => None,
+            Opened::Proven(blob) => Some(*blob),
+            Opened::AtHand(open) => Some(open.blob),
+        }
+    }
+
+    /// The bytes, when they are at hand.
+    pub fn content(&self) -> Option<&OpenBlob> {
+        match self {
+            Opened::AtHand(open) => Some(open),
+            _ => None,
+        }
+    }
+
     /// The bytes were made by the mount and live in memory (not a cached
     /// file the kernel could read by itself).
-    pub in_memory: bool,
+    pub fn in_memory(&self) -> bool {
+        self.content().is_some_and(|open| open.in_memory)
+    }
 }
 
 /// What the parts of one tag share.

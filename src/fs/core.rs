@@ -337,16 +337,11 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             .map_err(|e| FsError::from(e).on_inode())?;
         let slot = self.files.bind(ino, &opened, |version| {
             tag.content(&key.path, Some(version))
-                .map(|open| Opened {
-                    version: Some(open.blob.digest),
-                    size: Some(open.blob.size),
-                    in_memory: open.in_memory,
-                    content: Some(open),
-                })
+                .map(Opened::AtHand)
                 .map_err(FsError::from)
         })?;
         if opened
-            .size
+            .size()
             .is_some_and(|size| self.files.holds_other_size(ino, size))
         {
             // The kernel holds another version's size: `stat` must show
@@ -362,7 +357,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
         Ok(Binding::File {
             fh,
             slot,
-            in_memory: opened.in_memory,
+            in_memory: opened.in_memory(),
         })
     }
 

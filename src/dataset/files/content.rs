@@ -37,19 +37,11 @@ impl FileRequest<'_> {
         let record = self.records().get(self.path);
         let Some(identity) = identity::proven(record.as_ref(), self.texture.hash, self.generation)
         else {
-            return Ok(Opened {
-                version: None,
-                content: None,
-                size: None,
-                in_memory: false,
-            });
+            return Ok(Opened::Unproven);
         };
-        let content = serve_cached(self, record, identity)?;
-        Ok(Opened {
-            version: Some(identity.digest()),
-            in_memory: content.as_ref().is_some_and(|c| c.in_memory),
-            content,
-            size: Some(identity.blob.size),
+        Ok(match serve_cached(self, record, identity)? {
+            Some(open) => Opened::AtHand(open),
+            None => Opened::Proven(identity.blob),
         })
     }
 

@@ -214,12 +214,10 @@ mod tests {
     use super::*;
 
     fn opened(version: &str, size: u64) -> Opened {
-        Opened {
-            version: Some(Sha256Digest::of(version.as_bytes())),
-            content: None,
-            size: Some(size),
-            in_memory: false,
-        }
+        Opened::Proven(crate::store::Blob {
+            digest: Sha256Digest::of(version.as_bytes()),
+            size,
+        })
     }
 
     fn unused(_: Sha256Digest) -> Result<Opened, FsError> {

@@ -54,10 +54,10 @@ impl Slot {
         Arc::new(Slot {
             ino,
             state: Mutex::new(SlotState {
-                version: opened.version,
-                size: opened.version.and(opened.size),
-                content: opened.content.as_ref().map(|o| o.file.clone()),
-                in_memory: opened.in_memory,
+                version: opened.version(),
+                size: opened.size(),
+                content: opened.content().map(|o| o.file.clone()),
+                in_memory: opened.in_memory(),
                 ..SlotState::default()
             }),
         })
@@ -151,7 +151,7 @@ impl Slots {
         if state.stale {
             return Join::Stale;
         }
-        match (state.version, opened.version) {
+        match (state.version, opened.version()) {
             (Some(v), Some(w)) if v != w => {
                 state.stale = true;
                 Join::Stale
@@ -160,11 +160,11 @@ impl Slots {
             (_, version) => {
                 if state.version.is_none() && version.is_some() {
                     state.version = version;
-                    state.size = opened.size;
+                    state.size = opened.size();
                 }
                 if state.content.is_none() {
-                    state.content = opened.content.as_ref().map(|o| o.file.clone());
-                    state.in_memory = opened.in_memory;
+                    state.content = opened.content().map(|o| o.file.clone());
+                    state.in_memory = opened.in_memory();
                 }
                 drop(state);
                 *opens += 1;
@@ -184,7 +184,7 @@ impl Slots {
         let mut live = self.live.lock();
         match live.get_mut(&ino) {
             Some((current, opens)) if Arc::ptr_eq(current, slot) => match settled {
-                Ok(opened) if opened.version == current.version() => {
+                Ok(opened) if opened.version() == current.version() => {
                     *opens += 1;
                     Ok(current.clone())
                 }
@@ -235,11 +235,12 @@ mod tests {
     use super::*;
 
     fn opened(version: Option<&str>) -> Opened {
-        Opened {
-            version: version.map(|v| Sha256Digest::of(v.as_bytes())),
-            content: None,
-            size: None,
-            in_memory: false,
+        match version {
+            Some(v) => Opened::Proven(crate::store::Blob {
+                digest: Sha256Digest::of(v.as_bytes()),
+                size: v.len() as u64,
+            }),
+            None => Opened::Unproven,
         }
     }
 
@@ -306,15 +307,11 @@ mod tests {
     #[test]
     fn the_kernel_is_given_an_open_versions_size_until_it_closes_even_when_stale() {
         let slots = Slots::default();
-        let mut old = opened(Some("a"));
-        old.size = Some(3);
-        let a = bound(slots.join(1, &old));
+        let a = bound(slots.join(1, &opened(Some("aaa"))));
         assert_eq!(slots.live_size(1), Some(3));
         // A newer version is met: refused, the old one marked stale, and its
         // pages in the kernel still read with its size.
-        let mut new = opened(Some("b"));
-        new.size = Some(1);
-        assert!(matches!(slots.join(1, &new), Join::Stale));
+        assert!(matches!(slots.join(1, &opened(Some("b"))), Join::Stale));
         assert_eq!(slots.live_size(1), Some(3));
         slots.leave(&a);
         assert_eq!(slots.live_size(1), None);
