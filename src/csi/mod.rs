@@ -7,7 +7,7 @@
 //! in a pod.
 
 pub mod attributes;
-mod launcher;
+pub mod launcher;
 mod service;
 pub mod volumes;
 
