@@ -847,6 +847,8 @@ fn replace_the_plugins_container(launched: bool) {
         assert!(first_container.processes().contains(&mount));
     }
 
+    assert!(!driver.log().contains(TOKEN));
+
     // The container replaced.
     assert!(first_container.kill_everything(), "the container emptied");
     driver.kill();
@@ -901,4 +903,35 @@ fn a_mount_started_through_the_launcher_outlives_the_plugins_container() {
 #[test]
 fn without_a_launcher_replacing_the_plugins_container_ends_its_mounts() {
     watchdog::bounded(LIMIT, || replace_the_plugins_container(false));
+}
+
+#[test]
+fn a_mount_the_plugin_cannot_see_is_refused_and_ended() {
+    watchdog::bounded(LIMIT, || {
+        // A launcher whose mounts land in a mount namespace of their own,
+        // as they would on a host whose kubelet directory the plugin's
+        // container does not share: the pod would get an empty directory.
+        let served = Served::small();
+        let dir = tempfile::tempdir().unwrap();
+        let mut targets = Targets::default();
+        let target = targets.add(dir.path().join("pods/p/mount"));
+        let launcher = "unshare --mount --propagation private --";
+        let driver = Driver::start_in(dir.path(), None, Some(launcher));
+        let mut client = Client::connect(&driver.socket);
+        let base = served.base_url();
+        let request = publish_request("vol", &target, &[(TAGS, TAG), (BASE_URL, &base)]);
+        let status = client.publish(request).unwrap_err();
+        assert_eq!(status.code(), Code::Internal, "{status:?}");
+        assert!(!is_mounted(&target));
+        wait_for(
+            "the unseen mount's process to end",
+            Duration::from_secs(10),
+            || serving_processes(&target).is_empty(),
+        );
+        // Not recorded: nothing to find or unpublish.
+        assert_eq!(
+            client.stats("vol", &target).unwrap_err().code(),
+            Code::NotFound
+        );
+    });
 }
