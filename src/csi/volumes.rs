@@ -238,8 +238,11 @@ impl Volumes {
         if output.status.success() && !is_mounted(target) {
             // Mounted where this plugin does not see it (the target's
             // directory not shared with the launcher's mount namespace):
-            // the pod would get an empty directory.
-            kill_all(&serving_processes(target));
+            // the pod would get an empty directory. Asked to end, it
+            // unmounts there first.
+            let unseen = serving_processes(target);
+            signal_all(&unseen, rustix::process::Signal::TERM);
+            wait_for_exit(&unseen, target);
             return Err(Refusal::Internal(format!(
                 "mounting at {} failed: the mount reported ready, but the plugin does not see it mounted \
                  (is the kubelet's directory shared with mount propagation Bidirectional?)",
@@ -298,23 +301,7 @@ impl Volumes {
                 crate::mount::unmount(target, true).map_err(Refusal::Internal)?;
             }
         }
-        let deadline = Instant::now() + EXIT_WAIT;
-        loop {
-            let alive: Vec<u32> = serving
-                .iter()
-                .copied()
-                .filter(|&pid| serves(pid, target))
-                .collect();
-            if alive.is_empty() {
-                break;
-            }
-            if Instant::now() > deadline {
-                tracing::warn!(?alive, "the mount's process has not exited: killing it");
-                kill_all(&alive);
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_exit(&serving, target);
         match fs::remove_dir(target) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -447,11 +434,33 @@ fn serves(pid: u32, target: &Path) -> bool {
         && args.get(2) == Some(&target.as_os_str().as_encoded_bytes())
 }
 
-fn kill_all(pids: &[u32]) {
+fn signal_all(pids: &[u32], signal: rustix::process::Signal) {
     for &pid in pids {
         if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            let _ = rustix::process::kill_process(pid, signal);
         }
+    }
+}
+
+/// Waits for the processes `pids` to stop serving `target` (a mount makes
+/// its last downloads durable first); kills those left after `EXIT_WAIT`.
+fn wait_for_exit(pids: &[u32], target: &Path) {
+    let deadline = Instant::now() + EXIT_WAIT;
+    loop {
+        let alive: Vec<u32> = pids
+            .iter()
+            .copied()
+            .filter(|&pid| serves(pid, target))
+            .collect();
+        if alive.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            tracing::warn!(?alive, "the mount's process has not exited: killing it");
+            signal_all(&alive, rustix::process::Signal::KILL);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
