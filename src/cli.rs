@@ -143,9 +143,10 @@ pub struct CsiArgs {
     /// the container does not end the mounts: the plugin runs `PREFIX
     /// <copy of itself> mount <target> ...`, the copy kept in the state
     /// directory, and `{volume}` in a word names the target (e.g. `nsenter
-    /// --target 1 --mount --pid --cgroup -- systemd-run --scope --collect
-    /// --quiet --unit=matvisfs-{volume} --`). Unset: each mount is a child
-    /// of the plugin, in its container.
+    /// --target 1 --mount --net --pid --cgroup -- systemd-run --scope
+    /// --collect --quiet --unit=matvisfs-{volume} --`: a scope of the
+    /// host's systemd). Unset: each mount is a child of the plugin, in its
+    /// container.
     #[arg(long, env = "MATVISFS_MOUNT_LAUNCHER", value_name = "PREFIX")]
     pub mount_launcher: Option<String>,
 
