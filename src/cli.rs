@@ -138,6 +138,18 @@ pub struct CsiArgs {
     #[command(flatten)]
     pub cache: CacheArgs,
 
+    /// A command prefix (words split at white space) that starts each
+    /// volume's mount outside the plugin's container, so that replacing
+    /// the container does not end the mounts: the plugin runs `PREFIX
+    /// <copy of itself> mount <target> ...`, the copy kept in the state
+    /// directory, and `{volume}` in a word names the target (e.g. `nsenter
+    /// --target 1 --mount --net --pid --cgroup -- systemd-run --scope
+    /// --collect --quiet --unit=matvisfs-{volume} --`: a scope of the
+    /// host's systemd). Unset: each mount is a child of the plugin, in its
+    /// container.
+    #[arg(long, env = "MATVISFS_MOUNT_LAUNCHER", value_name = "PREFIX")]
+    pub mount_launcher: Option<String>,
+
     /// More log detail: -v debug, -vv trace (MATVISFS_LOG overrides).
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::watchdog;
@@ -40,9 +41,32 @@ struct Driver {
 
 impl Driver {
     fn start(dir: &Path) -> Driver {
+        Driver::start_in(dir, None, None)
+    }
+
+    /// A plugin started in `container` (a cgroup of its own, as a
+    /// container's processes are), starting mounts through `launcher`.
+    fn start_in(dir: &Path, container: Option<&Cgroup>, launcher: Option<&str>) -> Driver {
         let socket = dir.join("plugin/csi.sock");
         let log = dir.join(format!("driver-{}.log", fs::read_dir(dir).unwrap().count()));
-        let child = Command::new(BIN)
+        let mut command = match container {
+            // Joins the cgroup, then becomes the plugin (the same process).
+            Some(cgroup) => {
+                let mut command = Command::new("/bin/sh");
+                command
+                    .args(["-c", "echo $$ > \"$0\" && exec \"$@\""])
+                    .arg(cgroup.procs_file())
+                    .arg(BIN);
+                command
+            }
+            None => Command::new(BIN),
+        };
+        if let Some(launcher) = launcher {
+            command.env("MATVISFS_MOUNT_LAUNCHER", launcher);
+        } else {
+            command.env_remove("MATVISFS_MOUNT_LAUNCHER");
+        }
+        let child = command
             .arg("csi")
             .arg("--endpoint")
             .arg(format!("unix://{}", socket.display()))
@@ -117,6 +141,67 @@ impl Drop for Targets {
             }
             common::remove_control_socket(target);
             watchdog::untrack(target);
+        }
+    }
+}
+
+/// A cgroup of the v1 `pids` hierarchy, made for one test: a container
+/// (the runtime ends a container by killing every process of its cgroup),
+/// or the host's place for mounts that the test's launcher moves them to.
+/// Every process left in it is killed, and it is removed, when dropped.
+struct Cgroup(PathBuf);
+
+impl Cgroup {
+    fn new(name: &str) -> Cgroup {
+        static MADE: AtomicUsize = AtomicUsize::new(0);
+        let path = Path::new("/sys/fs/cgroup/pids").join(format!(
+            "matvisfs-csi-test-{}-{}-{name}",
+            std::process::id(),
+            MADE.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        Cgroup(path)
+    }
+
+    fn procs_file(&self) -> PathBuf {
+        self.0.join("cgroup.procs")
+    }
+
+    fn processes(&self) -> Vec<i32> {
+        fs::read_to_string(self.procs_file())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect()
+    }
+
+    /// What the container runtime does when a container goes: SIGKILL to
+    /// every process of its cgroup, until none is left. Whether it emptied.
+    fn kill_everything(&self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let processes = self.processes();
+            if processes.is_empty() {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            for pid in processes {
+                // SAFETY: sending a signal has no memory effects.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        self.kill_everything();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while fs::remove_dir(&self.0).is_err() && self.0.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }
@@ -675,5 +760,178 @@ fn a_volume_is_revalidated_every_period_its_attribute_names() {
         });
         client.unpublish("vol-1", &target).unwrap();
         assert!(!is_mounted(&target));
+    });
+}
+
+/// A launcher as `--mount-launcher` takes one: a script that records the
+/// name it is given, moves itself into `host` (out of the plugin's
+/// cgroup, as `systemd-run --scope` moves a mount into a unit of the
+/// host's) and runs the rest of its words.
+fn write_launcher(dir: &Path, host: &Cgroup) -> (String, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join("launch");
+    let named = dir.join("launched");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$1\" >> '{}'\nshift\necho $$ > '{}' || exit 1\nexec \"$@\"\n",
+            named.display(),
+            host.procs_file().display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    (format!("{} {{volume}}", script.display()), named)
+}
+
+/// The name the plugin gives a target's files and its launcher: the first
+/// half of the target path's SHA-256.
+fn target_key(target: &Path) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(target.as_os_str().as_encoded_bytes());
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// A volume published by a plugin in a container of its own; then the
+/// container replaced (every process of its cgroup killed, as the runtime
+/// does on a DaemonSet update) and a new plugin started in a new one.
+/// Through a launcher the mount lives outside the container and outlives
+/// it; without one, it ends with the container.
+fn replace_the_plugins_container(launched: bool) {
+    let served = Served::small();
+    let dir = tempfile::tempdir().unwrap();
+    let mut targets = Targets::default();
+    let target = targets.add(dir.path().join("pods/p1/volumes/v/mount"));
+    let first_container = Cgroup::new("container-1");
+    let second_container = Cgroup::new("container-2");
+    let host = Cgroup::new("host");
+    let (launcher, named) = write_launcher(dir.path(), &host);
+    let launcher = launched.then_some(launcher.as_str());
+
+    let mut driver = Driver::start_in(dir.path(), Some(&first_container), launcher);
+    let mut client = Client::connect(&driver.socket);
+    let base = served.base_url();
+    let mut request = publish_request("vol-1", &target, &[(TAGS, TAG), (BASE_URL, &base)]);
+    request.secrets = HashMap::from([(TOKEN_SECRET.to_string(), TOKEN.to_string())]);
+    client.publish(request).unwrap();
+    let files = read_all(&served, &target);
+    assert!(files > 0);
+    wait_until_durable(&target);
+    let pids = serving_processes(&target);
+    assert_eq!(pids.len(), 1);
+    let mount = pids[0] as i32;
+    assert!(!any_cmdline_contains(TOKEN));
+    if launched {
+        // Outside the container, running the plugin's own bytes from a
+        // copy in the state directory, the target named to the launcher.
+        assert!(host.processes().contains(&mount));
+        assert!(!first_container.processes().contains(&mount));
+        let cmdline = fs::read(format!("/proc/{mount}/cmdline")).unwrap();
+        let program = PathBuf::from(
+            String::from_utf8_lossy(cmdline.split(|&b| b == 0).next().unwrap()).into_owned(),
+        );
+        assert!(
+            program.starts_with(dir.path().join("state")),
+            "{}",
+            program.display()
+        );
+        assert!(
+            fs::read(&program).unwrap() == fs::read(BIN).unwrap(),
+            "the copy is this program"
+        );
+        assert_eq!(
+            fs::read_to_string(&named).unwrap().trim(),
+            target_key(&target)
+        );
+    } else {
+        assert!(first_container.processes().contains(&mount));
+    }
+
+    assert!(!driver.log().contains(TOKEN));
+
+    // The container replaced.
+    assert!(first_container.kill_everything(), "the container emptied");
+    driver.kill();
+    drop(client);
+
+    if launched {
+        assert!(is_mounted(&target));
+        assert_eq!(read_all(&served, &target), files, "the mount still serves");
+        assert_eq!(serving_processes(&target), [mount as u32]);
+    } else {
+        wait_for(
+            "the mount's process to end",
+            Duration::from_secs(10),
+            || serving_processes(&target).is_empty(),
+        );
+        let (path, _) = served.release.textures().next().unwrap();
+        let error = read(&target.join(TAG).join(path)).unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(libc::ENOTCONN), "{error}");
+    }
+
+    // A new plugin in a new container finds the volume, and unpublishes
+    // it: the mount and its process gone.
+    let driver = Driver::start_in(dir.path(), Some(&second_container), launcher);
+    let mut client = Client::connect(&driver.socket);
+    let condition = client
+        .stats("vol-1", &target)
+        .unwrap()
+        .volume_condition
+        .unwrap();
+    assert_eq!(condition.abnormal, !launched, "{}", condition.message);
+    client.unpublish("vol-1", &target).unwrap();
+    assert!(!is_mounted(&target));
+    assert!(
+        serving_processes(&target).is_empty(),
+        "the mount's process exited"
+    );
+    // Its last threads may still be on their way out of the kernel.
+    wait_for(
+        "the host's cgroup to empty",
+        Duration::from_secs(10),
+        || host.processes().is_empty(),
+    );
+    assert!(!target.exists());
+    assert!(!driver.log().contains(TOKEN));
+}
+
+#[test]
+fn a_mount_started_through_the_launcher_outlives_the_plugins_container() {
+    watchdog::bounded(LIMIT, || replace_the_plugins_container(true));
+}
+
+#[test]
+fn without_a_launcher_replacing_the_plugins_container_ends_its_mounts() {
+    watchdog::bounded(LIMIT, || replace_the_plugins_container(false));
+}
+
+#[test]
+fn a_mount_the_plugin_cannot_see_is_refused_and_ended() {
+    watchdog::bounded(LIMIT, || {
+        // A launcher whose mounts land in a mount namespace of their own,
+        // as they would on a host whose kubelet directory the plugin's
+        // container does not share: the pod would get an empty directory.
+        let served = Served::small();
+        let dir = tempfile::tempdir().unwrap();
+        let mut targets = Targets::default();
+        let target = targets.add(dir.path().join("pods/p/mount"));
+        let launcher = "unshare --mount --propagation private --";
+        let driver = Driver::start_in(dir.path(), None, Some(launcher));
+        let mut client = Client::connect(&driver.socket);
+        let base = served.base_url();
+        let request = publish_request("vol", &target, &[(TAGS, TAG), (BASE_URL, &base)]);
+        let status = client.publish(request).unwrap_err();
+        assert_eq!(status.code(), Code::Internal, "{status:?}");
+        assert!(!is_mounted(&target));
+        wait_for(
+            "the unseen mount's process to end",
+            Duration::from_secs(10),
+            || serving_processes(&target).is_empty(),
+        );
+        // Not recorded: nothing to find or unpublish.
+        assert_eq!(
+            client.stats("vol", &target).unwrap_err().code(),
+            Code::NotFound
+        );
     });
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use clap::CommandFactory;
 use matvisfs::cli::{Cli, DEFAULT_STATE_DIR};
 use matvisfs::csi::attributes::{ATTRIBUTES, TOKEN_SECRET, Volume};
+use matvisfs::csi::launcher::VOLUME_PLACEHOLDER;
 use matvisfs::csi::{DEFAULT_SOCKET, DRIVER_NAME};
 use serde::Deserialize;
 use serde_json::Value;
@@ -225,7 +226,8 @@ fn the_daemonset_gives_the_plugin_its_socket_directories_and_fuse() {
         .iter()
         .find(|m| m["mountPath"] == cache.as_str())
         .expect("the cache directory is mounted");
-    assert!(volumes[cache_volume["name"].as_str().unwrap()]["hostPath"].is_object());
+    // At the same path as on the host: the mounts run there.
+    assert_eq!(host_path(cache_volume["name"].as_str().unwrap()), cache);
     // The state directory (its default), kept on the host across restarts.
     assert_eq!(
         mounted_at(plugin, DEFAULT_STATE_DIR).as_deref(),
@@ -234,6 +236,35 @@ fn the_daemonset_gives_the_plugin_its_socket_directories_and_fuse() {
     // The cap's variable parses as a size.
     let cap = env[&csi_env("cache-max-size")]["value"].as_str().unwrap();
     matvisfs::size::parse_size(cap).unwrap();
+
+    // Mounts outlive the pod: each starts in the host's namespaces (the
+    // network too: the pod's goes with it), as a scope of the host's
+    // systemd named after its target, from a copy of the program in the
+    // state directory; the plugin sees the host's processes to find them.
+    // So the pod may be replaced by a rolling update.
+    assert_eq!(pod["hostPID"], true);
+    assert_eq!(sets[0]["spec"]["updateStrategy"]["type"], "RollingUpdate");
+    let launcher = env[&csi_env("mount-launcher")]["value"].as_str().unwrap();
+    let words: Vec<&str> = launcher.split_whitespace().collect();
+    let (nsenter, systemd_run) = words.split_at(
+        words
+            .iter()
+            .position(|w| *w == "systemd-run")
+            .expect("systemd-run"),
+    );
+    assert_eq!(nsenter[..3], ["nsenter", "--target", "1"], "{launcher}");
+    for namespace in ["--mount", "--net", "--pid", "--cgroup"] {
+        assert!(nsenter.contains(&namespace), "{namespace}: {launcher}");
+    }
+    assert_eq!(nsenter.last(), Some(&"--"), "{launcher}");
+    assert!(systemd_run.contains(&"--scope"), "{launcher}");
+    assert!(
+        systemd_run.contains(&format!("--unit=matvisfs-{VOLUME_PLACEHOLDER}").as_str()),
+        "{launcher}"
+    );
+    assert_eq!(systemd_run.last(), Some(&"--"), "{launcher}");
+    // The tini the plugin runs under reaps as a subreaper: it is not PID 1.
+    assert!(strings(&plugin["command"]).contains(&"-s".to_string()));
 }
 
 #[test]
@@ -295,7 +326,7 @@ fn the_image_is_built_in_two_stages_with_fuse() {
         .count();
     assert_eq!(stages, 2);
     assert!(dockerfile.contains("COPY --from=build"));
-    for package in ["fuse3", "tini", "ca-certificates"] {
+    for package in ["fuse3", "tini", "ca-certificates", "util-linux"] {
         assert!(dockerfile.contains(package), "{package}");
     }
     // The DaemonSet runs what the image holds.

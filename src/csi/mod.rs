@@ -7,6 +7,7 @@
 //! in a pod.
 
 pub mod attributes;
+pub mod launcher;
 mod service;
 pub mod volumes;
 
@@ -70,7 +71,12 @@ pub fn run(args: CsiArgs) -> Result<(), String> {
     }
     let socket = socket_path(&args.endpoint)?;
     let cache = args.cache.dir()?;
-    let volumes = volumes::Volumes::open(&args.state_dir, &cache, args.cache.cache_max_size)?;
+    let volumes = volumes::Volumes::open(
+        &args.state_dir,
+        &cache,
+        args.cache.cache_max_size,
+        args.mount_launcher.as_deref(),
+    )?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,14 +1,15 @@
 //! The node's published volumes. Each is a `matvisfs mount` of its own in
 //! the background (its own session, not a thread of the plugin), so mounts
-//! outlive the plugin; what a restarted plugin needs to know of them is
-//! written under the state directory: one record per target path.
+//! outlive the plugin, and, started through a launcher, its container too;
+//! what a restarted plugin needs to know of them is written under the
+//! state directory: one record per target path.
 
 use std::collections::HashSet;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::attributes::Volume;
+use super::launcher::Launcher;
 
 /// Why a call is refused, as the CSI spec names the cases.
 #[derive(Debug, PartialEq, Eq)]
@@ -65,7 +67,7 @@ pub struct Volumes {
     state: PathBuf,
     cache: PathBuf,
     default_cap: u64,
-    exe: PathBuf,
+    launcher: Launcher,
     busy: Mutex<HashSet<PathBuf>>,
 }
 
@@ -87,17 +89,27 @@ fn private_dir(path: &Path) -> Result<(), String> {
 }
 
 impl Volumes {
-    pub fn open(state: &Path, cache: &Path, default_cap: u64) -> Result<Volumes, String> {
+    /// `mount_launcher`: the command prefix that starts each mount outside
+    /// the plugin's container; none: mounts are children of the plugin.
+    pub fn open(
+        state: &Path,
+        cache: &Path,
+        default_cap: u64,
+        mount_launcher: Option<&str>,
+    ) -> Result<Volumes, String> {
         for dir in ["volumes", "secrets", "logs"] {
             private_dir(&state.join(dir))?;
         }
         private_dir(cache)?;
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+        let launcher = match mount_launcher {
+            Some(prefix) => Launcher::outside(prefix, state)?,
+            None => Launcher::direct()?,
+        };
         let volumes = Volumes {
             state: state.to_path_buf(),
             cache: cache.to_path_buf(),
             default_cap,
-            exe,
+            launcher,
             busy: Mutex::new(HashSet::new()),
         };
         // On a thread of its own: a mount that does not answer must not
@@ -207,7 +219,7 @@ impl Volumes {
             &self.log_path(target),
             token_file.as_deref(),
         );
-        let mut command = Command::new(&self.exe);
+        let mut command = self.launcher.command(&Self::key(target));
         command.arg("mount").arg(target).args(&args);
         for name in ENV_DECIDED_BY_THE_VOLUME {
             command.env_remove(name);
@@ -223,6 +235,20 @@ impl Volumes {
         }
         let output =
             output.map_err(|e| Refusal::Internal(format!("cannot run matvisfs mount: {e}")))?;
+        if output.status.success() && !is_mounted(target) {
+            // Mounted where this plugin does not see it (the target's
+            // directory not shared with the launcher's mount namespace):
+            // the pod would get an empty directory. Asked to end, it
+            // unmounts there first.
+            let unseen = serving_processes(target);
+            signal_all(&unseen, rustix::process::Signal::TERM);
+            wait_for_exit(&unseen, target);
+            return Err(Refusal::Internal(format!(
+                "mounting at {} failed: the mount reported ready, but the plugin does not see it mounted \
+                 (is the kubelet's directory shared with mount propagation Bidirectional?)",
+                target.display()
+            )));
+        }
         if output.status.success() {
             tracing::info!(target = %target.display(), "mounted");
             return Ok(());
@@ -275,27 +301,7 @@ impl Volumes {
                 crate::mount::unmount(target, true).map_err(Refusal::Internal)?;
             }
         }
-        let deadline = Instant::now() + EXIT_WAIT;
-        loop {
-            let alive: Vec<u32> = serving
-                .iter()
-                .copied()
-                .filter(|&pid| serves(pid, target))
-                .collect();
-            if alive.is_empty() {
-                break;
-            }
-            if Instant::now() > deadline {
-                tracing::warn!(?alive, "the mount's process has not exited: killing it");
-                for pid in alive {
-                    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                    }
-                }
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_exit(&serving, target);
         match fs::remove_dir(target) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -313,6 +319,7 @@ impl Volumes {
         ] {
             let _ = fs::remove_file(path);
         }
+        self.launcher.tidy();
         tracing::info!(volume = volume_id, target = %target.display(), "unpublished");
         Ok(())
     }
@@ -427,6 +434,36 @@ fn serves(pid: u32, target: &Path) -> bool {
         && args.get(2) == Some(&target.as_os_str().as_encoded_bytes())
 }
 
+fn signal_all(pids: &[u32], signal: rustix::process::Signal) {
+    for &pid in pids {
+        if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+            let _ = rustix::process::kill_process(pid, signal);
+        }
+    }
+}
+
+/// Waits for the processes `pids` to stop serving `target` (a mount makes
+/// its last downloads durable first); kills those left after `EXIT_WAIT`.
+fn wait_for_exit(pids: &[u32], target: &Path) {
+    let deadline = Instant::now() + EXIT_WAIT;
+    loop {
+        let alive: Vec<u32> = pids
+            .iter()
+            .copied()
+            .filter(|&pid| serves(pid, target))
+            .collect();
+        if alive.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            tracing::warn!(?alive, "the mount's process has not exited: killing it");
+            signal_all(&alive, rustix::process::Signal::KILL);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The processes serving `target` (normally one).
 fn serving_processes(target: &Path) -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else {
@@ -463,8 +500,13 @@ mod tests {
     #[test]
     fn unpublishing_what_was_never_published_succeeds_and_a_busy_target_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let volumes =
-            Volumes::open(&dir.path().join("state"), &dir.path().join("cache"), 0).unwrap();
+        let volumes = Volumes::open(
+            &dir.path().join("state"),
+            &dir.path().join("cache"),
+            0,
+            None,
+        )
+        .unwrap();
         let target = dir.path().join("target");
         assert_eq!(volumes.unpublish("v", &target), Ok(()));
         fs::create_dir(&target).unwrap();
