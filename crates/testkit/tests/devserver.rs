@@ -138,7 +138,7 @@ fn json_documents_above_the_lfs_size_redirect_like_textures_even_when_conditiona
 }
 
 #[test]
-fn the_dataset_info_names_the_dataset_and_the_commit_its_main_branch_names() {
+fn the_dataset_info_and_a_revisions_read_token_answer_as_the_hub_does() {
     let served = Served::small();
     let api = format!(
         "http://{}/api/datasets/gerchowl/mat-vis",
@@ -163,6 +163,16 @@ fn the_dataset_info_names_the_dataset_and_the_commit_its_main_branch_names() {
         "api/info",
         "logged as the dataset's info"
     );
+
+    let token = get_json(&format!("{api}/xet-read-token/{TAG}"));
+    assert!(token["casUrl"].as_str().unwrap().starts_with("http://"));
+    assert!(!token["accessToken"].as_str().unwrap().is_empty());
+    assert!(token["exp"].as_u64().unwrap() > 1_700_000_000);
+    let unknown = client()
+        .get(format!("{api}/xet-read-token/v1999.01.0"))
+        .send()
+        .unwrap();
+    assert_eq!(unknown.status(), 404, "an unknown revision has no token");
 
     served
         .server

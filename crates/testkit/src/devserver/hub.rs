@@ -1,6 +1,9 @@
 //! The Hugging Face Hub API as far as matvisfs and its peers use it, over
 //! the served directory: `GET /api/datasets/<owner>/<name>` (the dataset's
 //! info at its `main` branch, as other clients ask it first),
+//! `GET /api/datasets/<owner>/<name>/xet-read-token/<rev>` (a read token for
+//! the Xet storage, which other clients take at start; no file here is in
+//! Xet, so the token is never used),
 //! `GET /api/datasets/<owner>/<name>/refs` (each revision directory that
 //! looks like a release is a tag, plus a `main` branch) and
 //! `GET /api/datasets/<owner>/<name>/tree/<rev>/<path>[?recursive=true]`,
@@ -33,6 +36,13 @@ pub(super) fn answer(shared: &Shared, request: &Request) -> Option<(String, Resp
     match (call, parts.next()) {
         ("", None) => Some(("api/info".into(), info(shared, owner, name))),
         ("refs", None) => Some(("api/refs".into(), refs(shared))),
+        ("xet-read-token", Some(revision)) => {
+            let host = request.headers.get("host").cloned().unwrap_or_default();
+            Some((
+                format!("api/xet-read-token/{revision}"),
+                xet_read_token(shared, revision, &host),
+            ))
+        }
         ("tree", Some(target)) => {
             let cursor = query_value(&request.query, "cursor").and_then(|c| c.parse().ok());
             let logged = match cursor {
@@ -117,6 +127,26 @@ fn info(shared: &Shared, owner: &str, name: &str) -> Response {
         "disabled": false,
         "tags": [],
         "siblings": siblings,
+    }))
+}
+
+/// A read token for the revision's Xet storage, as the Hub gives it:
+/// where the storage is, the token and when it expires (an hour on). The
+/// storage named is this server's `/cas`, which has nothing: the served
+/// files are in LFS, and clients read them through `resolve`.
+fn xet_read_token(shared: &Shared, revision: &str, host: &str) -> Response {
+    if file_path(shared, revision).is_none_or(|p| !p.is_dir()) && revision != "main" {
+        return Response::new(404, r#"{"error":"Revision not found"}"#)
+            .header("X-Error-Code", "RevisionNotFound");
+    }
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + 3600;
+    json_response(&json!({
+        "casUrl": format!("http://{host}/cas"),
+        "exp": exp,
+        "accessToken": format!("xet_read_{}", &sha256_hex(revision.as_bytes())[..32]),
     }))
 }
 
