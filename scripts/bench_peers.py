@@ -161,13 +161,29 @@ class Peer:
         return [self.tag_root() / r for r in self.rel]
 
 
-def one_round(peer, round_no, expected, samples, requests, peaks, lines):
+def kind(method, status, path):
+    """What a logged request was: `GET 302 resolve`, `GET 200 cdn`, `GET 200 api/tree`..."""
+    if path.startswith("api/"):
+        what = "/".join(path.split("/")[:2])
+    elif path.startswith("cdn/"):
+        what = "cdn"
+    else:
+        what = "resolve"
+    return f"{method} {status} {what}"
+
+
+def one_round(peer, round_no, expected, samples, requests, peaks, lines, kinds):
     files = len(peer.rel)
     cache = peer.work / f"cache-{peer.name}-{round_no}"
 
     def record(phase, seconds):
         samples[peer.name][phase].append(seconds)
-        requests[peer.name][phase].append(len(peer.server.requests()) / files)
+        served = peer.server.requests()
+        requests[peer.name][phase].append(len(served) / files)
+        counts = {}
+        for r in served:
+            counts[kind(*r)] = counts.get(kind(*r), 0) + 1
+        kinds[peer.name][phase] = counts
 
     for phase, threads in (("cold16", 16), ("cold1", 1)):
         shutil.rmtree(cache, ignore_errors=True)
@@ -219,11 +235,12 @@ def main():
         requests = {p: {ph: [] for ph in PHASES} for p in PEERS}
         peaks = {p: [] for p in PEERS}
         lines = {}
+        kinds = {p: {} for p in PEERS}
         peers = [Peer(name, server, work, rel) for name in PEERS]
         for round_no in range(ROUNDS):
             order = peers if round_no % 2 == 0 else peers[::-1]
             for peer in order:
-                one_round(peer, round_no, expected, samples, requests, peaks, lines)
+                one_round(peer, round_no, expected, samples, requests, peaks, lines, kinds)
         load_after = os.getloadavg()
         print(f"\n`HF_MOUNT=... scripts/bench_peers.sh {ROUNDS}`: {os.cpu_count()} cores "
               f"({platform.processor() or platform.machine()}), kernel {os.uname().release}, "
@@ -245,6 +262,11 @@ def main():
         print(f"\nEvery byte read was the served file's own. `find` printed {lines['matvisfs']} "
               f"lines in matvisfs (its tree adds MaterialX and USD documents, scalar/, auto/ "
               f"and best/) and {lines['hf-mount']} in hf-mount (the repository's files).")
+        print(f"\nRequests of the last round, by kind ({len(rel)} files):")
+        for peer in PEERS:
+            for phase in PHASES:
+                counts = sorted(kinds[peer][phase].items(), key=lambda kv: -kv[1])
+                print(f"- {peer}, {phase}: " + (", ".join(f"{n} {k}" for k, n in counts) or "none"))
         print("\nSamples (seconds):")
         for peer in PEERS:
             for phase in PHASES:
