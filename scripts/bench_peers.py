@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from benchlib import (
-    READALL, SAMPLE_MATERIALS, SAMPLE_PX, SERVE, TAG, Mount, drop_caches, fmt_seconds,
+    BIN, READALL, SAMPLE_MATERIALS, SAMPLE_PX, SERVE, TAG, Mount, drop_caches, fmt_seconds,
     generate, median, mounted, sample_files, work_dir,
 )
 
@@ -80,6 +80,10 @@ class HubServer:
         self.process.wait()
 
 
+# Every hf-mount daemon started, for the cleanup to end whatever is left.
+DAEMONS = []
+
+
 class HfMount:
     """hf-mount's FUSE daemon in the foreground (`hf-mount-fuse repo ...`)
     for the duration of a `with` block, mounting the tag read-only."""
@@ -94,6 +98,7 @@ class HfMount:
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                 env={k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HF_ENDPOINT")},
             )
+        DAEMONS.append(self.process)
         self.pid = self.process.pid
         deadline = time.monotonic() + 60
         while not mounted(mountpoint):
@@ -220,7 +225,9 @@ def main():
         raise SystemExit("run as root: the benchmark mounts and drops the page cache")
     if not HF_MOUNT or not os.access(HF_MOUNT, os.X_OK):
         raise SystemExit("set HF_MOUNT to hf-mount's FUSE binary (hf-mount-fuse)")
-    # SIGINT and SIGTERM end the run through the cleanup below.
+    # SIGINT and SIGTERM end the run through the cleanup below (SIGINT too
+    # when started with it ignored, as a shell's background job is).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
     work = work_dir("matvisfs-peers-")
     server = None
@@ -273,13 +280,36 @@ def main():
                 values = ", ".join(f"{s:.3f}" for s in samples[peer][phase])
                 print(f"- {peer}, {phase}: {values}")
     finally:
-        for mnt in work.glob("mnt-*"):
-            if mounted(mnt):
-                subprocess.run(["umount", "-l", str(mnt)], stderr=subprocess.DEVNULL, check=False)
-        if server:
-            server.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        cleanup(work, server)
+
+
+def cleanup(work, server):
+    """Ends every daemon, mount and server the run started and removes its
+    work directory, uninterrupted by a second Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # First the daemons, so that none is still mounting when the mounts go.
+    for process in DAEMONS:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    for mnt in work.glob("mnt-*"):
+        if mounted(mnt):
+            subprocess.run([str(BIN), "unmount", str(mnt)], stderr=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, check=False)
+        if mounted(mnt):
+            subprocess.run(["umount", "-l", str(mnt)], stderr=subprocess.DEVNULL, check=False)
+    if server:
+        server.stop()
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        raise SystemExit("interrupted; every mount, daemon and file of the run is gone")
