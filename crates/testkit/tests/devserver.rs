@@ -136,3 +136,49 @@ fn json_documents_above_the_lfs_size_redirect_like_textures_even_when_conditiona
     let manifest = format!("{}/{TAG}/release-manifest.json", served.base_url());
     assert_eq!(client().get(&manifest).send().unwrap().status(), 200);
 }
+
+#[test]
+fn the_dataset_info_and_a_revisions_read_token_answer_as_the_hub_does() {
+    let served = Served::small();
+    let api = format!(
+        "http://{}/api/datasets/gerchowl/mat-vis",
+        served.server.addr()
+    );
+    let get_json = |url: &str| -> serde_json::Value {
+        serde_json::from_slice(&client().get(url).send().unwrap().bytes().unwrap()).unwrap()
+    };
+    let info = get_json(&api);
+    let refs = get_json(&format!("{api}/refs"));
+    assert_eq!(info["id"], "gerchowl/mat-vis");
+    assert_eq!(info["author"], "gerchowl");
+    assert_eq!(info["sha"], refs["branches"][0]["targetCommit"]);
+    assert_eq!(info["private"], false);
+    let modified = info["lastModified"].as_str().unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(modified).is_ok(),
+        "{modified}"
+    );
+    assert_eq!(
+        served.server.requests()[0].path,
+        "api/info",
+        "logged as the dataset's info"
+    );
+
+    let token = get_json(&format!("{api}/xet-read-token/{TAG}"));
+    assert!(token["casUrl"].as_str().unwrap().starts_with("http://"));
+    assert!(!token["accessToken"].as_str().unwrap().is_empty());
+    assert!(token["exp"].as_u64().unwrap() > 1_700_000_000);
+    let unknown = client()
+        .get(format!("{api}/xet-read-token/v1999.01.0"))
+        .send()
+        .unwrap();
+    assert_eq!(unknown.status(), 404, "an unknown revision has no token");
+
+    served
+        .server
+        .set_options(matvisfs_testkit::devserver::ServerOptions {
+            hub_api: false,
+            ..Default::default()
+        });
+    assert_eq!(client().get(&api).send().unwrap().status(), 404);
+}

@@ -1,6 +1,11 @@
-//! The Hugging Face Hub API as far as matvisfs uses it, over the served
-//! directory: `GET /api/datasets/<owner>/<name>/refs` (each revision
-//! directory that looks like a release is a tag, plus a `main` branch) and
+//! The Hugging Face Hub API as far as matvisfs and its peers use it, over
+//! the served directory: `GET /api/datasets/<owner>/<name>` (the dataset's
+//! info at its `main` branch, as other clients ask it first),
+//! `GET /api/datasets/<owner>/<name>/xet-read-token/<rev>` (a read token for
+//! the Xet storage, which other clients take at start; no file here is in
+//! Xet, so the token is never used),
+//! `GET /api/datasets/<owner>/<name>/refs` (each revision directory that
+//! looks like a release is a tag, plus a `main` branch) and
 //! `GET /api/datasets/<owner>/<name>/tree/<rev>/<path>[?recursive=true]`,
 //! paginated like the Hub (`Link: <...>; rel="next"` with a cursor).
 
@@ -14,18 +19,30 @@ use super::files::{blob_etag, file_path, is_lfs};
 use super::message::{Request, Response};
 use super::{Shared, TreePages};
 
+/// The commit the `main` branch names: releases are tags, `main` never moves.
+const MAIN_COMMIT: &str = "0000000000000000000000000000000000000000";
+
 /// Answers `/api/datasets/<owner>/<name>/<rest>`; `None` for other paths.
 /// The first value is what the request log records.
 pub(super) fn answer(shared: &Shared, request: &Request) -> Option<(String, Response)> {
     let rest = request.raw_path.strip_prefix("/api/datasets/")?;
     let mut parts = rest.splitn(4, '/');
-    let (owner, name, call) = (parts.next()?, parts.next()?, parts.next()?);
+    let (owner, name) = (parts.next()?, parts.next()?);
+    let call = parts.next().unwrap_or("");
     let prefix = format!("/api/datasets/{owner}/{name}");
     if !shared.options.lock().hub_api {
         return Some((format!("api/{call}"), Response::new(404, "Not Found\n")));
     }
     match (call, parts.next()) {
+        ("", None) => Some(("api/info".into(), info(shared, owner, name))),
         ("refs", None) => Some(("api/refs".into(), refs(shared))),
+        ("xet-read-token", Some(revision)) => {
+            let host = request.headers.get("host").cloned().unwrap_or_default();
+            Some((
+                format!("api/xet-read-token/{revision}"),
+                xet_read_token(shared, revision, &host),
+            ))
+        }
         ("tree", Some(target)) => {
             let cursor = query_value(&request.query, "cursor").and_then(|c| c.parse().ok());
             let logged = match cursor {
@@ -75,9 +92,61 @@ fn refs(shared: &Shared) -> Response {
         })
         .collect();
     json_response(&json!({
-        "branches": [{"name": "main", "ref": "refs/heads/main", "targetCommit": "0".repeat(40)}],
+        "branches": [{"name": "main", "ref": "refs/heads/main", "targetCommit": MAIN_COMMIT}],
         "tags": tags,
         "converts": [],
+    }))
+}
+
+/// The dataset's info at `main`, as the Hub gives it (the fields clients
+/// read: `id`, `sha`, `lastModified`; the Hub adds card data, downloads,
+/// likes and the like). `main` is the commit `refs` names, its files those
+/// of a `main` directory if one is served, and it was last modified when
+/// the served directory was.
+fn info(shared: &Shared, owner: &str, name: &str) -> Response {
+    let modified = fs::metadata(&shared.root)
+        .and_then(|m| m.modified())
+        .unwrap_or(std::time::UNIX_EPOCH);
+    let last_modified = chrono::DateTime::<chrono::Utc>::from(modified)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut files = Vec::new();
+    collect(&shared.root.join("main"), "", true, &mut files);
+    let siblings: Vec<Value> = files
+        .iter()
+        .filter(|e| e["type"] == "file")
+        .map(|e| json!({"rfilename": e["path"]}))
+        .collect();
+    json_response(&json!({
+        "_id": &sha256_hex(format!("{owner}/{name}").as_bytes())[..24],
+        "id": format!("{owner}/{name}"),
+        "author": owner,
+        "sha": MAIN_COMMIT,
+        "lastModified": last_modified,
+        "private": false,
+        "gated": false,
+        "disabled": false,
+        "tags": [],
+        "siblings": siblings,
+    }))
+}
+
+/// A read token for the revision's Xet storage, as the Hub gives it:
+/// where the storage is, the token and when it expires (an hour on). The
+/// storage named is this server's `/cas`, which has nothing: the served
+/// files are in LFS, and clients read them through `resolve`.
+fn xet_read_token(shared: &Shared, revision: &str, host: &str) -> Response {
+    if file_path(shared, revision).is_none_or(|p| !p.is_dir()) && revision != "main" {
+        return Response::new(404, r#"{"error":"Revision not found"}"#)
+            .header("X-Error-Code", "RevisionNotFound");
+    }
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + 3600;
+    json_response(&json!({
+        "casUrl": format!("http://{host}/cas"),
+        "exp": exp,
+        "accessToken": format!("xet_read_{}", &sha256_hex(revision.as_bytes())[..32]),
     }))
 }
 
