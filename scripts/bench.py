@@ -142,6 +142,7 @@ def bench(work: Path):
     nginx = Nginx(work, roots)
     delayed = DelayServer(roots["sample"], DELAY_MS)
     table = Table()
+    failure = None
     try:
         if "cold" in GROUPS:
             cold_reads(work, roots["sample"], nginx, table)
@@ -160,6 +161,10 @@ def bench(work: Path):
             hub_dedup(work, roots["sample"], delayed, table)
         if "before" in GROUPS and BEFORE:
             against_earlier_build(work, roots["sample"], nginx, table)
+    except Exception as e:
+        # The cases measured so far are still printed.
+        failure = e
+        table.notes.append(f"the run stopped early: {e!r}")
     finally:
         delayed.stop()
         nginx.stop()
@@ -172,6 +177,8 @@ def bench(work: Path):
         f"{time.perf_counter() - started:.0f} s in all; load average "
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after\n"
     )
+    if failure:
+        raise SystemExit(f"benchmark failed: {failure!r}")
 
 
 def filesystem(path: Path):
@@ -446,7 +453,12 @@ def walk_command(name, root):
 def walk(name, root):
     """Seconds for the walk, and the lines it printed."""
     started = time.perf_counter()
-    out = subprocess.run(walk_command(name, root), capture_output=True, check=True)
+    out = subprocess.run(walk_command(name, root), capture_output=True)
+    if out.returncode != 0:
+        errors = out.stderr.decode(errors="replace").splitlines()
+        lines = out.stdout.count(b"\n")
+        raise RuntimeError(f"{name} {root} exited with {out.returncode} after {lines} lines; "
+                           f"{len(errors)} errors, the first: {errors[:5]}")
     return time.perf_counter() - started, out.stdout.count(b"\n")
 
 

@@ -4,7 +4,7 @@
 
 use super::view::Kind;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Entries {
     names: String,
     /// Where each name ends in `names`.

@@ -1,11 +1,13 @@
 //! Directory listings. Reading a directory needs no open handle (the kernel
 //! can skip opendir/releasedir round trips), and with readdirplus each entry
 //! carries its attributes, so `ls -l` and `find` need no lookup per entry.
-//! The offsets handed to the kernel carry the version of the listing they
-//! index (a stamp of its tag's tree version), so that the kernel's successive
-//! reads of one directory stream all come from one listing, even when the
-//! tag changes between them.
+//! The offsets handed to the kernel carry a stamp of the listing they index
+//! (a digest of its entries), so that the kernel's successive reads of one
+//! directory stream all come from one listing, even when the tag changes
+//! between them, and go on in a listing built again only when the directory
+//! is the same.
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -39,10 +41,44 @@ pub struct Listing {
     pub parent: u64,
     pub children: Entries,
     /// The version of the tag's tree it was built from (its generation,
-    /// and the files found absent in it); a listing of an older version is
-    /// never handed out again.
+    /// and the files found absent in it); a new pass never begins in a
+    /// listing of an older version.
     pub version: Option<u64>,
+    /// What its offsets carry: a digest of its entries (0 outside any
+    /// tag). The kernel keeps a directory's entries with their offsets for
+    /// as long as it likes, and asks to go on from one of them after the
+    /// listing is dropped: a listing built again goes on from it only when
+    /// its entries are the same.
+    pub stamp: u64,
     pub taken: Instant,
+}
+
+impl Listing {
+    pub fn new(
+        key: NodeKey,
+        ino: u64,
+        parent: u64,
+        children: Entries,
+        version: Option<u64>,
+    ) -> Listing {
+        let stamp = match version {
+            None => 0,
+            Some(_) => {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                children.hash(&mut hasher);
+                hasher.finish() % 0xFFFF_FFFF + 1
+            }
+        };
+        Listing {
+            key,
+            ino,
+            parent,
+            children,
+            version,
+            stamp,
+            taken: Instant::now(),
+        }
+    }
 }
 
 /// One entry handed to the kernel.
@@ -58,12 +94,6 @@ pub struct DirEntry<'a> {
 /// the listing's stamp. Offsets stay below 2^63 (a positive `off_t`).
 const INDEX_BITS: u32 = 31;
 const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
-
-/// A listing's version as its offsets carry it: 0 outside any tag, else
-/// its version folded into 32 bits, never 0.
-pub fn stamp(version: Option<u64>) -> u64 {
-    version.map_or(0, |g| g % 0xFFFF_FFFF + 1)
-}
 
 /// The offset of entry `index` of a listing stamped `stamp`.
 pub fn offset(stamp: u64, index: u64) -> u64 {
@@ -82,14 +112,27 @@ pub fn split_offset(offset: u64) -> (u64, u64) {
 pub struct Listings(Mutex<Kept>);
 
 struct Kept {
-    by_version: LruCache<(u64, u64), Arc<Listing>>,
+    by_stamp: LruCache<(u64, u64), Arc<Listing>>,
+    /// The stamp of each directory's newest listing kept, and the version
+    /// it was built from.
+    newest: HashMap<u64, (Option<u64>, u64)>,
     entries: usize,
+}
+
+impl Kept {
+    fn dropped(&mut self, (ino, stamp): (u64, u64), listing: &Listing) {
+        self.entries -= listing.children.len();
+        if self.newest.get(&ino).is_some_and(|&(_, s)| s == stamp) {
+            self.newest.remove(&ino);
+        }
+    }
 }
 
 impl Default for Listings {
     fn default() -> Self {
         Listings(Mutex::new(Kept {
-            by_version: LruCache::new(NonZeroUsize::new(KEPT).expect("not zero")),
+            by_stamp: LruCache::new(NonZeroUsize::new(KEPT).expect("not zero")),
+            newest: HashMap::new(),
             entries: 0,
         }))
     }
@@ -99,27 +142,45 @@ impl Listings {
     /// The kept listing of `ino` for `version`, when there is one (a
     /// listing outside any tag only for a moment).
     pub fn recent(&self, ino: u64, version: Option<u64>) -> Option<Arc<Listing>> {
-        self.stamped(ino, stamp(version))
+        let mut kept = self.0.lock();
+        let &(built_for, stamp) = kept.newest.get(&ino)?;
+        if built_for != version {
+            return None;
+        }
+        kept.by_stamp
+            .get(&(ino, stamp))
             .filter(|l| version.is_some() || l.taken.elapsed() < REUSE)
+            .cloned()
     }
 
     /// The kept listing of `ino` stamped `stamp`.
     pub fn stamped(&self, ino: u64, stamp: u64) -> Option<Arc<Listing>> {
-        self.0.lock().by_version.get(&(ino, stamp)).cloned()
+        self.0.lock().by_stamp.get(&(ino, stamp)).cloned()
+    }
+
+    /// Drops every listing, as a long walk of other directories would.
+    #[cfg(test)]
+    pub fn forget_all(&self) {
+        let mut kept = self.0.lock();
+        kept.by_stamp.clear();
+        kept.newest.clear();
+        kept.entries = 0;
     }
 
     pub fn keep(&self, listing: Arc<Listing>) {
         let mut kept = self.0.lock();
-        let key = (listing.ino, stamp(listing.version));
+        let key = (listing.ino, listing.stamp);
+        let newest = (listing.version, listing.stamp);
         kept.entries += listing.children.len();
-        if let Some((_, old)) = kept.by_version.push(key, listing) {
-            kept.entries -= old.children.len();
+        if let Some((old_key, old)) = kept.by_stamp.push(key, listing) {
+            kept.dropped(old_key, &old);
         }
-        while kept.entries > KEPT_ENTRIES && kept.by_version.len() > 1 {
-            let Some((_, old)) = kept.by_version.pop_lru() else {
+        kept.newest.insert(key.0, newest);
+        while kept.entries > KEPT_ENTRIES && kept.by_stamp.len() > 1 {
+            let Some((old_key, old)) = kept.by_stamp.pop_lru() else {
                 break;
             };
-            kept.entries -= old.children.len();
+            kept.dropped(old_key, &old);
         }
     }
 }

@@ -3,7 +3,6 @@
 //! readdirplus, so `ls -l` and `find` need no lookup per entry).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::attr::Entry;
 use super::core::{FsCore, LATEST};
@@ -30,7 +29,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             }
         }
         let listing = self.current_listing(ino)?;
-        if stamp != 0 && super::listing::stamp(listing.version) != stamp {
+        if stamp != 0 && listing.stamp != stamp {
             return Err(FsError::ListingChanged);
         }
         Ok(listing)
@@ -79,14 +78,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             .parent()
             .and_then(|(p, _)| self.inodes.ino_of(&p))
             .unwrap_or(ino);
-        let listing = Arc::new(Listing {
-            key,
-            ino,
-            parent,
-            children,
-            version,
-            taken: Instant::now(),
-        });
+        let listing = Arc::new(Listing::new(key, ino, parent, children, version));
         self.listings.keep(listing.clone());
         Ok(listing)
     }
@@ -104,7 +96,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
         mut add: impl FnMut(DirEntry<'_>, u64) -> bool,
     ) {
         let total = listing.children.len() + 2;
-        let stamp = super::listing::stamp(listing.version);
+        let stamp = listing.stamp;
         let (_, start) = split_offset(offset);
         for index in start as usize..total {
             let next = super::listing::offset(stamp, index as u64 + 1);

@@ -1286,6 +1286,50 @@ fn a_pass_over_a_directory_outlives_a_burst_of_other_listings() {
     );
 }
 
+/// The kernel keeps a directory's entries in its own cache, with the
+/// offsets they were handed out with, for as long as it likes: a pass
+/// reading from that cache asks the mount to go on at an offset whose
+/// listing may be long dropped, after the tag moved on elsewhere (a file
+/// found absent, a new version). Where the directory itself did not
+/// change, the pass goes on.
+#[test]
+fn a_pass_goes_on_after_its_listing_was_dropped_when_the_directory_is_unchanged() {
+    let mut release = small();
+    let h = Harness::new(&release);
+    let (other, _) = release
+        .textures()
+        .find(|(p, _)| p.starts_with("gpuopen/"))
+        .map(|(p, b)| (p.clone(), b.clone()))
+        .unwrap();
+    h.warm(&["ambientcg/1k/Metal032/color.png", &other]);
+    let s = h.session();
+    let dir = s.ino(&format!("{TAG}/ambientcg/512")).unwrap();
+    let first = s.core.listing(dir, 0).unwrap();
+    let mut before = Vec::new();
+    s.core.fill(&first, 0, false, |e, next| {
+        before.push((e.name.to_string(), next));
+        false
+    });
+    let (_, resume) = before[2].clone();
+    // Another source changes: a new version of the tag, this directory
+    // the same.
+    let mut catalog = release.json("gpuopen.json");
+    catalog[0]["mat_vis"]["name"] = serde_json::json!("renamed");
+    release.set_json("gpuopen.json", &catalog);
+    h.publish(&release);
+    s.read(&format!("{TAG}/{other}")).unwrap();
+    assert!(!s.changes.lock().is_empty(), "the tag moved on");
+    // The listing the pass began with is dropped.
+    s.core.listings.forget_all();
+    let rest = s.core.listing(dir, resume).unwrap();
+    let mut after = Vec::new();
+    s.core.fill(&rest, resume, false, |e, next| {
+        after.push((e.name.to_string(), next));
+        false
+    });
+    assert_eq!(after, before[3..].to_vec());
+}
+
 #[test]
 fn one_pass_over_a_directory_never_mixes_two_versions_of_it() {
     let mut release = small();
