@@ -227,6 +227,23 @@ fn small() -> Release {
     Release::generate(&ReleaseSpec::small(TAG))
 }
 
+/// A material of another source renamed on the server and published, then
+/// found by a read of `other` (a texture of that source cached before the
+/// session, so its catalog is revalidated): a new version of the tag.
+fn publish_a_change_elsewhere<B: Send + Sync + 'static>(
+    h: &Harness,
+    s: &Session<B>,
+    release: &mut Release,
+    other: &str,
+) {
+    let mut catalog = release.json("gpuopen.json");
+    catalog[0]["mat_vis"]["name"] = serde_json::json!("renamed");
+    release.set_json("gpuopen.json", &catalog);
+    h.publish(release);
+    s.read(&format!("{TAG}/{other}")).unwrap();
+    assert!(!s.changes.lock().is_empty(), "the catalog was revalidated");
+}
+
 fn texture_gets(remote: &MockRemote) -> usize {
     remote
         .log()
@@ -1195,12 +1212,7 @@ fn while_a_file_is_open_the_kernel_is_given_the_size_of_its_version() {
     // changes: a new version of the tag, whose files' sizes are asked again.
     let bigger = matvisfs_sample::images::png("republished", "ao", 32);
     release.replace_texture(path, bigger.clone());
-    let mut catalog = release.json("gpuopen.json");
-    catalog[0]["mat_vis"]["name"] = serde_json::json!("renamed");
-    release.set_json("gpuopen.json", &catalog);
-    h.publish(&release);
-    s.read(&format!("{TAG}/{other}")).unwrap();
-    assert!(!s.changes.lock().is_empty(), "the catalog was revalidated");
+    publish_a_change_elsewhere(&h, &s, &mut release, &other);
     // The open file still reads its version whole, and the kernel, which
     // keeps one size per inode, is given that version's size.
     assert_eq!(s.core.getattr(ino).unwrap().attr.size, old.len() as u64);
@@ -1313,12 +1325,7 @@ fn a_pass_goes_on_after_its_listing_was_dropped_when_the_directory_is_unchanged(
     let (_, resume) = before[2].clone();
     // Another source changes: a new version of the tag, this directory
     // the same.
-    let mut catalog = release.json("gpuopen.json");
-    catalog[0]["mat_vis"]["name"] = serde_json::json!("renamed");
-    release.set_json("gpuopen.json", &catalog);
-    h.publish(&release);
-    s.read(&format!("{TAG}/{other}")).unwrap();
-    assert!(!s.changes.lock().is_empty(), "the tag moved on");
+    publish_a_change_elsewhere(&h, &s, &mut release, &other);
     // The listing the pass began with is dropped.
     s.core.listings.forget_all();
     let rest = s.core.listing(dir, resume).unwrap();
