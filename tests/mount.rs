@@ -372,10 +372,9 @@ fn a_file_open_since_before_it_was_cached_can_be_opened_again_meanwhile() {
     let served = Served::small();
     let mount = Mount::builder(&served.base_url()).start();
     for (path, bytes) in served.release.textures().take(4) {
-        // The mount reads the first open (nothing was cached); while it
-        // stays open, later opens find the bytes cached, and are read by
-        // the mount too (a shared mapping of the first would make the
-        // kernel refuse a passthrough open of the inode).
+        // The first open reads through the page cache (nothing was cached);
+        // while it stays open, later opens find the bytes cached. The kernel
+        // allows no passthrough open of an inode beside such an open.
         let mut first = fs::File::open(mount.tag_path(path)).unwrap();
         let mut from_first = Vec::new();
         first.read_to_end(&mut from_first).unwrap();

@@ -15,7 +15,7 @@ use std::time::SystemTime;
 
 use super::attr::{Entry, file_size};
 use super::error::{FsError, Result};
-use super::handles::{Handle, Handles, OpenFile, Reads};
+use super::handles::{Handle, Handles, OpenFile};
 use super::inodes::{CONTROL_DIR, InodeTable, NodeKey, STATS_FILE};
 use super::kernel::{Invalidation, Kernel};
 use super::kernel_files::{Bound, KernelFiles, NoBacking, Open, ReadMode, Slot};
@@ -30,6 +30,9 @@ enum Binding {
         slot: Arc<Slot>,
         /// The open's bytes were made by the mount: never passed through.
         in_memory: bool,
+        /// The kernel may hold another size than the version's: its reads
+        /// must reach the mount.
+        direct: bool,
     },
     /// The statistics: a snapshot whose size changes from one open to the
     /// next.
@@ -194,7 +197,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             Some(fh) => fh,
             None => {
                 // Not an open of the kernel's: how it reads is not decided.
-                let binding = self.bind(ino, libc::O_RDONLY, Reads::PageCache)?;
+                let binding = self.bind(ino, libc::O_RDONLY)?;
                 let (opened, volatile) = match binding {
                     Binding::File { fh, .. } => (fh, false),
                     Binding::Snapshot(fh) => (fh, true),
@@ -280,7 +283,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
     /// size the kernel holds, and how the kernel reads it. `register`
     /// hands a cached file to the kernel to read by itself, when the core
     /// passes the open through (see [`FsCore::set_passthrough`]); when it
-    /// fails, the mount reads the open. A front end answers with the
+    /// fails, the open reads the page cache. A front end answers with the
     /// decision as it is.
     pub fn open_with_backing(
         &self,
@@ -288,12 +291,13 @@ impl<B: Send + Sync + 'static> FsCore<B> {
         flags: i32,
         register: impl FnOnce(&File) -> io::Result<B>,
     ) -> Result<Open<B>> {
-        let (fh, slot, in_memory) = match self.bind(ino, flags, Reads::Mount)? {
+        let (fh, slot, in_memory, direct) = match self.bind(ino, flags)? {
             Binding::File {
                 fh,
                 slot,
                 in_memory,
-            } => (fh, slot, in_memory),
+                direct,
+            } => (fh, slot, in_memory, direct),
             // The statistics: never cached by the kernel.
             Binding::Snapshot(fh) => {
                 return Ok(Open {
@@ -304,7 +308,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
                 });
             }
         };
-        match self.files.admit(fh, &slot, in_memory, register) {
+        match self.files.admit(fh, &slot, in_memory, direct, register) {
             Ok(mode) => Ok(Open {
                 fh,
                 version: slot.version(),
@@ -318,8 +322,8 @@ impl<B: Send + Sync + 'static> FsCore<B> {
         }
     }
 
-    /// A handle of `ino` bound to one version, read as `reads` says.
-    fn bind(&self, ino: u64, flags: i32, reads: Reads) -> Result<Binding> {
+    /// A handle of `ino` bound to one version.
+    fn bind(&self, ino: u64, flags: i32) -> Result<Binding> {
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             return Err(FsError::ReadOnly);
         }
@@ -340,24 +344,31 @@ impl<B: Send + Sync + 'static> FsCore<B> {
                 .map(Opened::AtHand)
                 .map_err(FsError::from)
         })?;
+        // The kernel may hold another size than this version's: one it was
+        // given for another version, whose replacement it may have dropped
+        // (an invalidation crossing the reply), and a page-cache read ends
+        // at the size the kernel holds. Such an open's reads reach the
+        // mount, which ends them at the version's size.
+        let size_unsure = self.files.size_unsure(ino, opened.size());
         if opened
             .size()
             .is_some_and(|size| self.files.holds_other_size(ino, size))
         {
-            // The kernel holds another version's size: `stat` must show
-            // this one's.
+            // `stat` must show this version's size.
             self.tell_kernel(vec![Invalidation::Attributes(ino)]);
         }
+        let direct = flags & libc::O_DIRECT != 0 || size_unsure;
         let fh = self.handles.insert(Handle::File(OpenFile {
             tag,
             path: key.path.clone(),
             slot: slot.clone(),
-            reads,
+            direct,
         }));
         Ok(Binding::File {
             fh,
             slot,
             in_memory: opened.in_memory(),
+            direct: size_unsure,
         })
     }
 
@@ -410,32 +421,29 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             }
         };
         let content = slot.bind(&open)?;
-        match file.reads {
-            Reads::PageCache => self.check_kernel_size(slot, open.blob.size)?,
+        if !file.direct {
+            self.check_kernel_size(slot, open.blob.size)?;
+        } else if self.files.holds_other_size(slot.ino, open.blob.size) {
             // Its reads reach the mount whatever size the kernel holds:
-            // only `stat` needs the new one.
-            Reads::Mount if self.files.holds_other_size(slot.ino, open.blob.size) => {
-                self.tell_kernel(vec![Invalidation::Attributes(slot.ino)]);
-            }
-            Reads::Mount => {}
+            // only the next opens need the new one.
+            self.tell_kernel(vec![Invalidation::Attributes(slot.ino)]);
         }
         Ok(content)
     }
 
-    /// A slot bound by a read holds bytes whose size the kernel may not
-    /// know: it would cut them short or pad them (a page of a mapping
-    /// filled past the new end), so the read fails, and so does every
-    /// later read of the slot (the kernel retries a failed page read at
-    /// once); the kernel is told the new size for the next open.
+    /// A slot bound by a read of the page cache (no-open mode) holds bytes
+    /// whose size the kernel may not hold (it was given another last, or
+    /// more than one): it would cut them short or pad them (a page of a
+    /// mapping filled past the new end), so the read fails, and so does
+    /// every later read of the slot (the kernel retries a failed page read
+    /// at once); the kernel is told the new size for the next open.
     fn check_kernel_size(&self, slot: &Slot, size: u64) -> Result<()> {
-        match self.files.reported_size(slot.ino) {
-            Some(known) if known != size => {
-                slot.make_stale();
-                self.tell_kernel(vec![Invalidation::Attributes(slot.ino)]);
-                Err(FsError::VersionOpen)
-            }
-            _ => Ok(()),
+        if !self.files.size_unsure(slot.ino, Some(size)) {
+            return Ok(());
         }
+        slot.make_stale();
+        self.tell_kernel(vec![Invalidation::Attributes(slot.ino)]);
+        Err(FsError::VersionOpen)
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<ReadReply> {
@@ -451,10 +459,13 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             }
         };
         let content = self.content(file)?;
-        if file.reads == Reads::PageCache {
+        if !file.direct {
             self.check_read_within_size(&file.slot, offset, size)?;
         }
         let bytes = self.read_from(&content, offset, size)?;
+        if let Some(version) = file.slot.version() {
+            self.files.read(fh, version);
+        }
         Ok(ReadReply { bytes })
     }
 

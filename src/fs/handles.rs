@@ -14,19 +14,9 @@ pub struct OpenFile {
     pub path: Arc<str>,
     /// The version this open is bound to, shared with the inode's other opens.
     pub slot: Arc<Slot>,
-    pub reads: Reads,
-}
-
-/// Who reads an open file's bytes from the mount.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reads {
-    /// The program, past the page cache: each read ends at the end of the
-    /// open's version.
-    Mount,
-    /// The kernel's page cache (FUSE's no-open mode), which reads no page
-    /// past the size the kernel holds: the mount checks that this size is
-    /// the version's.
-    PageCache,
+    /// Opened with `O_DIRECT`: its reads are the program's own, not the
+    /// page cache's (which never reads past the size the kernel holds).
+    pub direct: bool,
 }
 
 pub enum Handle {

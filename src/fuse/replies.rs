@@ -110,6 +110,10 @@ impl Inner {
         let fh = FileHandle(open.fh);
         match open.mode {
             ReadMode::Direct => reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO),
+            ReadMode::PageCache { keep_pages: true } => {
+                reply.opened(fh, FopenFlags::FOPEN_KEEP_CACHE)
+            }
+            ReadMode::PageCache { keep_pages: false } => reply.opened(fh, FopenFlags::empty()),
             // The kernel refuses page-cache flags on a passthrough open.
             ReadMode::Passthrough(id) => reply.opened_passthrough(fh, FopenFlags::empty(), &id),
         }

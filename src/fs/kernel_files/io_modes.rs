@@ -20,7 +20,7 @@ pub enum Decision<Id> {
     Reuse(Arc<Id>),
     /// Pass through to the cached file offered: register it as a backing file.
     Register,
-    /// Read by the mount.
+    /// Read through the daemon (page cache or direct, as the open asked).
     Ordinary,
     /// The inode is passed through to other bytes still (the file changed
     /// on the server while it was open): the kernel allows no other open.
@@ -36,27 +36,28 @@ struct Backing<Id> {
 }
 
 struct InodeOpens<Id> {
-    direct: usize,
+    caching: usize,
     backing: Option<Backing<Id>>,
 }
 
-/// How a recorded open is read.
+/// How a recorded open is read. Direct opens (`FOPEN_DIRECT_IO`) are not
+/// recorded: the kernel lets them beside caching opens, and beside
+/// passthrough ones no open is ordinary.
 #[derive(Debug, Clone, Copy)]
 enum Mode {
-    /// By the mount (`FOPEN_DIRECT_IO`). The kernel lets such an open
-    /// beside a passthrough one, until a program maps it shared
-    /// (`FUSE_DIRECT_IO_ALLOW_MMAP`): that puts the inode in caching mode
-    /// until the open is released, and a passthrough open would then fail
-    /// in the kernel. The mount does not see mappings, so no open of an
-    /// inode is passed through while one of it is read by the mount.
-    Direct,
+    Caching,
     Passthrough,
 }
 
-/// The open files of every inode that constrain further opens.
+/// The open files of every inode that constrain further opens, and the
+/// version of the pages the kernel may keep for each inode.
 pub struct IoModes<Id> {
     handles: HashMap<u64, (u64, Mode)>,
     inodes: HashMap<u64, InodeOpens<Id>>,
+    /// The version whose pages an inode's page cache holds (they outlive
+    /// the opens that read them): a later open of that version may keep
+    /// them, an open of any other must not.
+    paged: HashMap<u64, Sha256Digest>,
 }
 
 impl<Id> Default for IoModes<Id> {
@@ -64,6 +65,7 @@ impl<Id> Default for IoModes<Id> {
         IoModes {
             handles: HashMap::new(),
             inodes: HashMap::new(),
+            paged: HashMap::new(),
         }
     }
 }
@@ -90,15 +92,34 @@ impl<Id> IoModes<Id> {
             };
         }
         match cached_file {
-            Some(_) if opens.is_none_or(|o| o.direct == 0) => Decision::Register,
+            Some(_) if opens.is_none_or(|o| o.caching == 0) => Decision::Register,
             _ => Decision::Ordinary,
         }
     }
 
-    /// Records an open read by the mount.
-    pub fn opened_direct(&mut self, fh: u64, ino: u64) {
-        self.inode(ino).direct += 1;
-        self.handles.insert(fh, (ino, Mode::Direct));
+    /// Whether an open of `version` may keep the pages the kernel holds
+    /// for `ino`.
+    pub fn may_keep_pages(&self, ino: u64, version: Option<Sha256Digest>) -> bool {
+        version.is_some() && self.paged.get(&ino) == version.as_ref()
+    }
+
+    /// Records an open read through the page cache, bound to `version`
+    /// (`None`: not known until its first read). Without kept pages, the
+    /// kernel dropped the inode's pages when it opened it.
+    pub fn opened_caching(&mut self, fh: u64, ino: u64, version: Option<Sha256Digest>) {
+        self.inode(ino).caching += 1;
+        self.handles.insert(fh, (ino, Mode::Caching));
+        match version {
+            Some(version) => self.paged.insert(ino, version),
+            None => self.paged.remove(&ino),
+        };
+    }
+
+    /// A read through the page cache returned bytes of `version`.
+    pub fn read_caching(&mut self, fh: u64, version: Sha256Digest) {
+        if let Some((ino, Mode::Caching)) = self.handles.get(&fh) {
+            self.paged.insert(*ino, version);
+        }
     }
 
     /// Records an open passed through to the inode's registered backing
@@ -130,7 +151,7 @@ impl<Id> IoModes<Id> {
 
     fn inode(&mut self, ino: u64) -> &mut InodeOpens<Id> {
         self.inodes.entry(ino).or_insert_with(|| InodeOpens {
-            direct: 0,
+            caching: 0,
             backing: None,
         })
     }
@@ -144,7 +165,7 @@ impl<Id> IoModes<Id> {
             return;
         };
         match mode {
-            Mode::Direct => opens.direct = opens.direct.saturating_sub(1),
+            Mode::Caching => opens.caching = opens.caching.saturating_sub(1),
             Mode::Passthrough => {
                 if let Some(backing) = opens.backing.as_mut() {
                     backing.opens = backing.opens.saturating_sub(1);
@@ -155,7 +176,7 @@ impl<Id> IoModes<Id> {
                 }
             }
         }
-        if opens.direct == 0 && opens.backing.is_none() {
+        if opens.caching == 0 && opens.backing.is_none() {
             self.inodes.remove(&ino);
         }
     }
@@ -165,21 +186,38 @@ impl<Id> IoModes<Id> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn pages_are_kept_only_for_the_version_that_filled_them() {
+        let mut modes = IoModes::<u32>::default();
+        let (a, b) = (digest(b"a"), digest(b"b"));
+        assert!(!modes.may_keep_pages(1, a));
+        modes.opened_caching(10, 1, a);
+        modes.released(10);
+        assert!(modes.may_keep_pages(1, a));
+        assert!(!modes.may_keep_pages(1, b) && !modes.may_keep_pages(1, None));
+        // Opened before its version was known: no pages are kept until a
+        // read says what they are.
+        modes.opened_caching(11, 1, None);
+        assert!(!modes.may_keep_pages(1, a));
+        modes.read_caching(11, b.unwrap());
+        modes.released(11);
+        assert!(modes.may_keep_pages(1, b));
+    }
+
     fn digest(bytes: &[u8]) -> Option<Sha256Digest> {
         Some(Sha256Digest::of(bytes))
     }
 
     #[test]
-    fn no_passthrough_while_an_open_of_the_inode_is_read_by_the_mount() {
+    fn no_passthrough_while_a_caching_open_of_the_inode_is_live() {
         let mut modes = IoModes::<u32>::default();
         let bytes = digest(b"bytes");
         assert!(matches!(
             modes.decide(1, Some(7), bytes),
             Decision::Register
         ));
-        // Opened before the bytes were cached: the mount reads it (and a
-        // program may map it shared).
-        modes.opened_direct(10, 1);
+        // Opened before the bytes were cached: the page cache reads it.
+        modes.opened_caching(10, 1, None);
         assert!(matches!(
             modes.decide(1, Some(7), bytes),
             Decision::Ordinary
@@ -223,7 +261,7 @@ mod tests {
     fn releases_of_unknown_or_repeated_handles_are_harmless() {
         let mut modes = IoModes::<u32>::default();
         modes.released(5);
-        modes.opened_direct(10, 1);
+        modes.opened_caching(10, 1, None);
         modes.released(10);
         modes.released(10);
         assert!(modes.inodes.is_empty() && modes.handles.is_empty());

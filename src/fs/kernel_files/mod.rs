@@ -1,12 +1,14 @@
 //! Each file as the kernel holds it, with one owner: the version its open
-//! files are bound to (`slots`), the size the kernel was told, and how each
-//! open is read (`io_modes`: by the mount, or passed through). The core decides each open here
+//! files are bound to (`slots`), the size the kernel was told, how each
+//! open is read (`io_modes`: page cache, kept pages, passthrough) and the
+//! version of the pages the kernel keeps. The core decides each open here
 //! once, as an [`Open`]; a front end obeys the decision and has no state
 //! of its own with which to refuse or change it.
 
 mod io_modes;
 mod slots;
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -25,13 +27,13 @@ use slots::{Join, Slots};
 /// How the kernel reads an open file.
 #[derive(Debug)]
 pub enum ReadMode<B> {
-    /// Every read comes to the daemon, past the page cache, and ends at
-    /// the end of the open's version. A page-cache read ends at the size
-    /// the kernel holds instead, which the mount cannot know for sure: the
-    /// kernel drops a reply that gives it a new size when an invalidation
-    /// crosses it, and a read of a grown file would end early, with no
-    /// error.
+    /// Every read comes to the daemon, past the page cache: content whose
+    /// size changes as it is read (the statistics).
     Direct,
+    /// Through the kernel's page cache, filled with the open's version.
+    /// `keep_pages`: the pages it already holds are of that version, and
+    /// may be kept; otherwise the kernel drops them at the open.
+    PageCache { keep_pages: bool },
     /// Passed through to this backing file: the cached bytes of the
     /// open's version, which the kernel reads by itself.
     Passthrough(Arc<B>),
@@ -71,6 +73,10 @@ pub struct KernelFiles<B> {
     /// copy is stale: dense by inode number, like the inode table, whose
     /// numbers are the only ones given here.
     reported: Mutex<Vec<u64>>,
+    /// Inodes the kernel was given more than one size for this session:
+    /// it may hold any of them (a reply that gives it a new one is dropped
+    /// when an invalidation crosses it), whatever the mount gave last.
+    resized: Mutex<HashSet<u64>>,
     /// Whether cached files may be handed to the kernel to read by itself:
     /// offered by the front end, withdrawn when it fails to register one.
     passthrough: AtomicBool,
@@ -82,6 +88,7 @@ impl<B> Default for KernelFiles<B> {
             slots: Slots::default(),
             modes: Mutex::new(IoModes::default()),
             reported: Mutex::new(Vec::new()),
+            resized: Mutex::new(HashSet::new()),
             passthrough: AtomicBool::new(false),
         }
     }
@@ -115,16 +122,19 @@ impl<B> KernelFiles<B> {
     /// inode's other opens and recorded until [`KernelFiles::release`].
     /// Its bytes are passed through when they are a cached file
     /// (`in_memory`: the open's own bytes were made by the mount, never
-    /// passed through) and no open of the inode is read by the mount:
+    /// passed through) and no open of the inode reads the page cache:
     /// `register` hands the file to the kernel, and when that fails the
-    /// open is read by the mount, and so is every later one. An error:
+    /// open reads the page cache, and so does every later one. An error:
     /// the kernel allows no open of the inode now (still passed through to
-    /// other bytes); the open must be released.
+    /// other bytes); the open must be released. `size_unsure`: the kernel
+    /// may hold another size than the version's, so an open that is not
+    /// passed through reads past the page cache.
     pub fn admit(
         &self,
         fh: u64,
         slot: &Slot,
         in_memory: bool,
+        size_unsure: bool,
         register: impl FnOnce(&File) -> io::Result<B>,
     ) -> Result<ReadMode<B>, FsError> {
         let (ino, version) = (slot.ino, slot.version());
@@ -163,8 +173,21 @@ impl<B> KernelFiles<B> {
             Decision::Stale => return Err(FsError::VersionOpen),
             Decision::Ordinary => {}
         }
-        modes.opened_direct(fh, ino);
-        Ok(ReadMode::Direct)
+        // The kernel may hold another size than the version's (it was
+        // told, and may have dropped the answer): reads past the page cache,
+        // which a wrong size cannot end early.
+        if size_unsure {
+            return Ok(ReadMode::Direct);
+        }
+        let keep_pages = modes.may_keep_pages(ino, version);
+        modes.opened_caching(fh, ino, version);
+        Ok(ReadMode::PageCache { keep_pages })
+    }
+
+    /// A read of the open `fh` returned bytes of `version`: the pages a
+    /// page-cache open holds are of it.
+    pub fn read(&self, fh: u64, version: Sha256Digest) {
+        self.modes.lock().read_caching(fh, version);
     }
 
     /// The open `fh` of `slot` was released.
@@ -197,6 +220,16 @@ impl<B> KernelFiles<B> {
         self.reported_size(ino).is_some_and(|held| held != size)
     }
 
+    /// Whether the kernel may hold another size for `ino` than `size`, the
+    /// size of an open's version (`None`: not known yet, so it may be any):
+    /// it was given another one last, or more than one this session.
+    pub fn size_unsure(&self, ino: u64, size: Option<u64>) -> bool {
+        let Some(size) = size else {
+            return true;
+        };
+        self.resized.lock().contains(&ino) || self.holds_other_size(ino, size)
+    }
+
     fn set_reported(&self, ino: u64, size: Option<u64>) {
         let Ok(index) = usize::try_from(ino) else {
             return;
@@ -205,7 +238,11 @@ impl<B> KernelFiles<B> {
         if reported.len() <= index {
             reported.resize(index + 1, NO_SIZE);
         }
-        reported[index] = size.unwrap_or(NO_SIZE);
+        let given = size.unwrap_or(NO_SIZE);
+        if reported[index] != NO_SIZE && given != NO_SIZE && reported[index] != given {
+            self.resized.lock().insert(ino);
+        }
+        reported[index] = given;
     }
 }
 
@@ -234,8 +271,12 @@ mod tests {
         assert_eq!(files.report_size(5, Some(9)), Some(3));
         assert!(files.holds_other_size(5, 9) && !files.holds_other_size(5, 3));
         files.release(1, &slot);
+        assert!(!files.size_unsure(5, Some(3)) && files.size_unsure(5, None));
         assert_eq!(files.report_size(5, Some(9)), Some(9));
         assert_eq!(files.reported_size(5), Some(9));
+        // Given two sizes: the kernel may hold either, from now on.
+        assert!(files.size_unsure(5, Some(9)));
+        assert!(!files.size_unsure(7, Some(1)));
         // Not a file: no size.
         assert_eq!(files.report_size(6, None), None);
         assert_eq!(files.reported_size(6), None);

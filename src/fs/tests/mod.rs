@@ -1234,28 +1234,35 @@ fn a_page_cache_read_past_the_versions_last_page_fails_rather_than_pad() {
     let ino = s.ino(&format!("{TAG}/{path}")).unwrap();
     let page = rustix::param::page_size() as u64;
     let last_page_end = size.div_ceil(page) * page;
-    // An open is read by the mount: a reader asks for what it wants, past
-    // the end too.
     let opened = s.core.open(ino, libc::O_RDONLY).unwrap();
+    // Within the last page: the bytes.
     let read = s.core.read(opened.fh, 0, last_page_end as u32).unwrap();
-    assert_eq!(read.bytes, release.files[path]);
-    let past = s.core.read(opened.fh, last_page_end, page as u32).unwrap();
-    assert!(past.bytes.is_empty());
-    s.core.release(opened.fh);
-    // In no-open mode the page cache reads. Within the last page: the bytes.
-    s.core.set_no_open();
-    let read = s.core.read_inode(ino, 0, last_page_end as u32).unwrap();
     assert_eq!(read.bytes, release.files[path]);
     // Past it: the kernel holds a larger size than this version's (a reply
     // it dropped), and would pad the file with zeros.
-    let past = s.core.read_inode(ino, last_page_end, page as u32);
+    let past = s.core.read(opened.fh, last_page_end, page as u32);
     assert_eq!(errno(past.unwrap_err()), Errno::ESTALE);
     assert!(s.kernel.dropped.lock().contains(&ino), "the kernel is told");
-    // Every later read of the inode's implicit open fails too.
+    // Every later read of that open fails too; a new open reads it whole.
     assert_eq!(
-        errno(s.core.read_inode(ino, 0, 4096).unwrap_err()),
+        errno(s.core.read(opened.fh, 0, 4096).unwrap_err()),
         Errno::ESTALE
     );
+    s.core.release(opened.fh);
+    assert_eq!(
+        s.read(&format!("{TAG}/{path}")).unwrap(),
+        release.files[path]
+    );
+    // A direct reader asks for what it wants, past the end too.
+    let direct = s.core.open(ino, libc::O_RDONLY | libc::O_DIRECT).unwrap();
+    assert!(
+        s.core
+            .read(direct.fh, last_page_end, page as u32)
+            .unwrap()
+            .bytes
+            .is_empty()
+    );
+    s.core.release(direct.fh);
 }
 
 #[test]

@@ -22,7 +22,7 @@ fn other_source(release: &matvisfs_sample::Release) -> String {
 }
 
 #[test]
-fn an_open_is_decided_with_its_version_and_size_and_a_changed_file_gets_a_new_decision() {
+fn an_open_is_decided_with_its_version_size_and_pages_and_a_changed_file_gets_a_new_decision() {
     let mut release = small();
     let h = Harness::new(&release);
     let other = other_source(&release);
@@ -34,18 +34,24 @@ fn an_open_is_decided_with_its_version_and_size_and_a_changed_file_gets_a_new_de
     let first = s.core.open(ino, libc::O_RDONLY).unwrap();
     assert_eq!(first.version, Some(Sha256Digest::of(&old)));
     assert_eq!(first.size, Some(old.len() as u64));
-    // Not passed through: the mount reads it, whatever size the kernel holds.
-    assert!(matches!(first.mode, ReadMode::Direct));
+    // The kernel holds no pages of it yet.
+    assert!(matches!(
+        first.mode,
+        ReadMode::PageCache { keep_pages: false }
+    ));
     assert_eq!(
         s.core.read(first.fh, 0, old.len() as u32).unwrap().bytes,
         old
     );
     s.core.release(first.fh);
 
-    // The same version again.
+    // The same version again: the pages the first open filled are kept.
     let again = s.core.open(ino, libc::O_RDONLY).unwrap();
     assert_eq!((again.version, again.size), (first.version, first.size));
-    assert!(matches!(again.mode, ReadMode::Direct));
+    assert!(matches!(
+        again.mode,
+        ReadMode::PageCache { keep_pages: true }
+    ));
     s.core.release(again.fh);
 
     // The server's copy changes; the mount revalidates the tag.
@@ -54,7 +60,8 @@ fn an_open_is_decided_with_its_version_and_size_and_a_changed_file_gets_a_new_de
     publish_a_change_elsewhere(&h, &s, &mut release, &other);
 
     // A new decision: not the old version (the new one is not cached yet,
-    // so its first read binds it).
+    // so its first read binds it), read past the page cache, since the
+    // size of a version not known yet may not be the one the kernel holds.
     let changed = s.core.open(ino, libc::O_RDONLY).unwrap();
     assert_ne!(changed.version, first.version);
     assert_ne!(changed.size, first.size);
@@ -64,7 +71,10 @@ fn an_open_is_decided_with_its_version_and_size_and_a_changed_file_gets_a_new_de
     assert_eq!(read.bytes, bigger);
     s.core.release(changed.fh);
 
-    // Its read bound the new version: the next open is bound to it.
+    // The next open is bound to the new version. The kernel was given two
+    // sizes for the file this session, and may hold either (a reply that
+    // gives it the new one is dropped when an invalidation crosses it):
+    // its reads too reach the mount.
     let after = s.core.open(ino, libc::O_RDONLY).unwrap();
     assert_eq!(after.version, Some(Sha256Digest::of(&bigger)));
     assert_eq!(after.size, Some(bigger.len() as u64));
@@ -122,7 +132,7 @@ fn a_cached_file_is_passed_through_once_registered_and_every_open_of_it_shares_t
 }
 
 #[test]
-fn a_backing_file_the_front_end_cannot_register_leaves_the_open_to_the_mount() {
+fn a_backing_file_the_front_end_cannot_register_leaves_the_open_on_the_page_cache() {
     let release = small();
     let h = Harness::new(&release);
     h.warm(&[PATH]);
@@ -134,12 +144,12 @@ fn a_backing_file_the_front_end_cannot_register_leaves_the_open_to_the_mount() {
         tried.fetch_add(1, Ordering::Relaxed);
         Err(std::io::ErrorKind::PermissionDenied.into())
     };
-    // The open stands, read by the mount, bytes and all.
+    // The open stands, read through the page cache, bytes and all.
     let open = s
         .core
         .open_with_backing(ino, libc::O_RDONLY, refuse)
         .unwrap();
-    assert!(matches!(open.mode, ReadMode::Direct));
+    assert!(matches!(open.mode, ReadMode::PageCache { .. }));
     let bytes = &release.files[PATH];
     let read = s.core.read(open.fh, 0, bytes.len() as u32).unwrap();
     assert_eq!(&read.bytes, bytes);
@@ -149,7 +159,10 @@ fn a_backing_file_the_front_end_cannot_register_leaves_the_open_to_the_mount() {
         .core
         .open_with_backing(ino, libc::O_RDONLY, refuse)
         .unwrap();
-    assert!(matches!(next.mode, ReadMode::Direct));
+    assert!(matches!(
+        next.mode,
+        ReadMode::PageCache { keep_pages: true }
+    ));
     assert_eq!(tried.load(Ordering::Relaxed), 1);
     s.core.release(next.fh);
 }
@@ -158,8 +171,8 @@ fn a_backing_file_the_front_end_cannot_register_leaves_the_open_to_the_mount() {
 /// known at open (the catalog's hash): the kernel is told again, but its
 /// answer may be dropped when an invalidation crosses it, and a page-cache
 /// read would end at the old size. The open reads past the page cache,
-/// whole; and so does the next, although the mount gave the kernel the
-/// new size since: the mount knows what it sent, not what the kernel kept.
+/// whole, and so do later ones: the kernel was given two sizes for the file
+/// this session, and may hold either.
 #[test]
 fn an_open_whose_size_the_kernel_may_not_hold_reads_past_the_page_cache() {
     const BAKED: &str = "ambientcg/1k/Rock064/color.png";
@@ -191,6 +204,8 @@ fn an_open_whose_size_the_kernel_may_not_hold_reads_past_the_page_cache() {
     assert_eq!(bytes, bigger);
     s.core.release(open.fh);
 
+    // Once given the new size, the kernel may still hold the old one (the
+    // reply dropped): later opens too are read past the page cache.
     assert_eq!(s.core.getattr(ino).unwrap().attr.size, bigger.len() as u64);
     let again = s.core.open(ino, libc::O_RDONLY).unwrap();
     assert!(matches!(again.mode, ReadMode::Direct));
