@@ -421,26 +421,28 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             }
         };
         let content = slot.bind(&open)?;
-        if !file.direct {
-            self.check_kernel_size(slot, open.blob.size)?;
-        } else if self.files.holds_other_size(slot.ino, open.blob.size) {
-            // Its reads reach the mount whatever size the kernel holds:
-            // only the next opens need the new one.
-            self.tell_kernel(vec![Invalidation::Attributes(slot.ino)]);
+        let size = open.blob.size;
+        // A read past the page cache ends at the version's end whatever size
+        // the kernel holds, but a shared mapping of the open reads the page
+        // cache up to that size: where this read found the version and the
+        // kernel surely holds another size, it fails as a page-cache one
+        // would. (An open whose version was known was told its size.)
+        let unsure = match file.direct {
+            false => self.files.size_unsure(slot.ino, Some(size)),
+            true => expected.is_none() && self.files.holds_other_size(slot.ino, size),
+        };
+        if unsure {
+            self.stale_size(slot)?;
         }
         Ok(content)
     }
 
-    /// A slot bound by a read of the page cache (no-open mode) holds bytes
-    /// whose size the kernel may not hold (it was given another last, or
-    /// more than one): it would cut them short or pad them (a page of a
+    /// A slot bound by a read holds bytes whose size the kernel may not
+    /// hold: the page cache would cut them short or pad them (a page of a
     /// mapping filled past the new end), so the read fails, and so does
     /// every later read of the slot (the kernel retries a failed page read
     /// at once); the kernel is told the new size for the next open.
-    fn check_kernel_size(&self, slot: &Slot, size: u64) -> Result<()> {
-        if !self.files.size_unsure(slot.ino, Some(size)) {
-            return Ok(());
-        }
+    fn stale_size(&self, slot: &Slot) -> Result<()> {
         slot.make_stale();
         self.tell_kernel(vec![Invalidation::Attributes(slot.ino)]);
         Err(FsError::VersionOpen)
