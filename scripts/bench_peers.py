@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 
 from benchlib import (
-    BIN, READALL, SAMPLE_MATERIALS, SAMPLE_PX, SERVE, TAG, Mount, drop_caches, fmt_seconds,
+    BIN, READALL, SAMPLE_MATERIALS, SAMPLE_PX, SERVE, TAG, ForegroundMount, Mount, drop_caches,
+    fmt_seconds,
     generate, median, mounted, sample_files, work_dir,
 )
 
@@ -84,7 +85,7 @@ class HubServer:
 DAEMONS = []
 
 
-class HfMount:
+class HfMount(ForegroundMount):
     """hf-mount's FUSE daemon in the foreground (`hf-mount-fuse repo ...`)
     for the duration of a `with` block, mounting the tag read-only."""
 
@@ -100,26 +101,8 @@ class HfMount:
             )
         DAEMONS.append(self.process)
         self.pid = self.process.pid
-        deadline = time.monotonic() + 60
-        while not mounted(mountpoint):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.__exit__()
-                raise SystemExit(f"hf-mount did not mount (see {log})")
-            time.sleep(0.01)
+        self.wait_mounted(60, f"hf-mount did not mount (see {log})")
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        subprocess.run(["fusermount3", "-u", str(self.mountpoint)], check=False,
-                       stderr=subprocess.DEVNULL)
-        if mounted(self.mountpoint):
-            subprocess.run(["umount", "-l", str(self.mountpoint)], check=False)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 def peak_rss_mib(pid):

@@ -240,22 +240,16 @@ def clear_cache(cache: Path):
     run(BIN, "cache", "clear", "--cache-dir", cache, stdout=subprocess.DEVNULL)
 
 
-class Rclone:
-    """rclone's FUSE mount of a plain mirror (`rclone mount :http:`), with
-    a full VFS cache in `cache`, for the duration of a `with` block."""
+class ForegroundMount:
+    """A FUSE daemon run in the foreground (`self.process`) for the duration
+    of a `with` block: unmounted, then waited for (killed if it lingers)."""
 
-    def __init__(self, url: str, cache: Path, mountpoint: Path):
-        self.mountpoint = mountpoint
-        mountpoint.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            ["rclone", "mount", ":http:", str(mountpoint), "--http-url", url, "--read-only",
-             "--vfs-cache-mode", "full", "--cache-dir", str(cache), "--config", "/dev/null"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while not mounted(mountpoint):
+    def wait_mounted(self, seconds, why):
+        deadline = time.monotonic() + seconds
+        while not mounted(self.mountpoint):
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("rclone mount did not come up")
+                self.__exit__()
+                raise SystemExit(why)
             time.sleep(0.01)
 
     def __enter__(self):
@@ -271,6 +265,22 @@ class Rclone:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+class Rclone(ForegroundMount):
+    """rclone's FUSE mount of a plain mirror (`rclone mount :http:`), with
+    a full VFS cache in `cache`, for the duration of a `with` block."""
+
+    def __init__(self, url: str, cache: Path, mountpoint: Path):
+        self.mountpoint = mountpoint
+        mountpoint.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            ["rclone", "mount", ":http:", str(mountpoint), "--http-url", url, "--read-only",
+             "--vfs-cache-mode", "full", "--cache-dir", str(cache), "--config", "/dev/null"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self.wait_mounted(30, "rclone mount did not come up")
+
 
 
 class PassthroughLl:
