@@ -176,7 +176,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
     fn render_stats(&self) -> Vec<u8> {
         let mut bytes = serde_json::to_vec_pretty(&self.stats_json()).expect("serializable");
         bytes.push(b'\n');
-        if self.no_open.load(Ordering::Relaxed) {
+        if self.no_open() {
             bytes.resize(bytes.len().div_ceil(STATS_PADDING) * STATS_PADDING, b' ');
         }
         bytes
@@ -186,6 +186,12 @@ impl<B: Send + Sync + 'static> FsCore<B> {
     /// [`FsCore::read_inode`]).
     pub fn set_no_open(&self) {
         self.no_open.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether files are served in FUSE's no-open mode, where the kernel
+    /// reads every file through its page cache.
+    pub(super) fn no_open(&self) -> bool {
+        self.no_open.load(Ordering::Relaxed)
     }
 
     /// A read in no-open mode, where the kernel names only the inode: the

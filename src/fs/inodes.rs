@@ -183,8 +183,24 @@ impl InodeTable {
         ino
     }
 
-    /// The kernel dropped `count` references; tolerates counts it never had.
-    /// The number stays with its path for the session.
+    /// The inode for `key`, numbered if new, not counted as a kernel
+    /// reference.
+    pub fn number(&self, key: &NodeKey) -> u64 {
+        self.table.lock().ino_for(key)
+    }
+
+    /// The inode for `key`, counted as one more kernel reference, and
+    /// whether the kernel held it before: with none, it has no inode of
+    /// that number (it forgets one only when it evicts it), nor any file
+    /// of it open.
+    pub fn lookup_held(&self, key: &NodeKey) -> (u64, bool) {
+        let mut table = self.table.lock();
+        let ino = table.ino_for(key);
+        let inode = table.get_mut(ino).expect("just inserted");
+        inode.lookups += 1;
+        (ino, inode.lookups > 1)
+    }
+
     /// The kernel dropped `count` references; returns how many it still
     /// holds (0: it has no inode for it any more, nor its pages).
     pub fn forget(&self, ino: u64, count: u64) -> u64 {

@@ -173,22 +173,35 @@ impl<B: Send + Sync + 'static> FsCore<B> {
                 let ino = self.inodes.lookup(key);
                 self.entry_for(ino, key, stat)
             }
-            _ => {
-                // A size not known yet is no size for the kernel to hold: it
-                // applies an entry's attributes even with no time to live,
-                // and a placeholder's size would end reads early (at zero
-                // bytes, with the reply that corrects it crossed by an
-                // invalidation). A size the kernel refuses makes it list the
-                // name without taking the entry (it creates or updates no
-                // inode, and forgets the lookup at once): the name is looked
-                // up before any use.
-                let ino = self.inodes.lookup(key);
-                let mut entry = Entry::placeholder(ino, kind, self.mounted_at);
-                if kind == Kind::File {
-                    entry.attr.size = REFUSED_SIZE;
-                }
-                entry
-            }
+            _ if kind == Kind::File => self.placeholder(key),
+            _ => Entry::placeholder(self.inodes.lookup(key), kind, self.mounted_at),
         }
+    }
+
+    /// An entry for a file whose size is not known yet. A placeholder's
+    /// size is no size for the kernel to trust: it applies an entry's
+    /// attributes even with no time to live. Where the kernel holds no
+    /// inode of that number, it takes the placeholder (size 0) and the
+    /// file is marked first as one whose size the kernel may hold wrong,
+    /// so that its opens read past the page cache (a page-cache read would
+    /// end at the placeholder's size, were the reply that corrects it
+    /// crossed by an invalidation). Where the kernel may hold the inode,
+    /// with files of it open, the placeholder would change their size
+    /// under them: the entry gets a size the kernel refuses, so that it
+    /// lists the name without taking the entry (it creates or updates no
+    /// inode, and forgets the lookup at once, one more request) and looks
+    /// the name up before any use. In no-open mode every read goes
+    /// through the page cache, so every placeholder is refused.
+    fn placeholder(&self, key: &NodeKey) -> Entry {
+        let no_open = self.no_open();
+        if !no_open {
+            self.files.give_placeholder(self.inodes.number(key));
+        }
+        let (ino, held) = self.inodes.lookup_held(key);
+        let mut entry = Entry::placeholder(ino, Kind::File, self.mounted_at);
+        if held || no_open {
+            entry.attr.size = REFUSED_SIZE;
+        }
+        entry
     }
 }

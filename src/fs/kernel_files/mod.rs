@@ -230,6 +230,14 @@ impl<B> KernelFiles<B> {
         self.resized.lock().contains(&ino) || self.holds_other_size(ino, size)
     }
 
+    /// The kernel is about to be given a size that is not the file's (a
+    /// listing's placeholder for a size not known yet): from now on it may
+    /// hold any size for `ino`. Called before the placeholder is counted,
+    /// so that no open decided after the kernel takes it trusts its size.
+    pub fn give_placeholder(&self, ino: u64) {
+        self.resized.lock().insert(ino);
+    }
+
     fn set_reported(&self, ino: u64, size: Option<u64>) {
         let Ok(index) = usize::try_from(ino) else {
             return;

@@ -807,10 +807,8 @@ fn readdirplus_gives_known_attributes_and_placeholders_for_unknown_sizes() {
         std::time::Duration::ZERO,
         "unknown size: the kernel must look it up"
     );
-    // And a size the kernel refuses, so that it holds none for the file
-    // (a placeholder's would end reads early).
-    assert_eq!(normal.attr.size, super::readdir::REFUSED_SIZE);
-    assert!(normal.attr.size > i64::MAX as u64);
+    // The kernel holds no inode of it: it takes the placeholder's size.
+    assert_eq!(normal.attr.size, 0);
     // Each entry counted as a lookup: the same inode comes back, and a
     // forget per entry drops it.
     assert_eq!(
@@ -1389,4 +1387,74 @@ fn one_pass_over_a_directory_never_mixes_two_versions_of_it() {
         s.core.listing(dir, gone),
         Err(FsError::ListingChanged)
     ));
+}
+
+/// A file listed with a placeholder size is one whose size the kernel may
+/// hold wrong: its opens read past the page cache, even once its size is
+/// known and given, as the reply giving it may be dropped.
+#[test]
+fn a_file_listed_with_a_placeholder_size_is_read_past_the_page_cache() {
+    let release = small();
+    let h = Harness::new(&release);
+    let s = h.session();
+    let path = "ambientcg/512/Rock064/normal.png";
+    let dir = s.ino(&format!("{TAG}/ambientcg/512/Rock064")).unwrap();
+    let listing = s.core.listing(dir, 0).unwrap();
+    let mut placeholder = None;
+    s.core.fill(&listing, 0, true, |e, _| {
+        if e.name == "normal.png" {
+            placeholder = e.entry;
+        }
+        false
+    });
+    assert_eq!(placeholder.expect("listed").attr.size, 0);
+    let ino = s.ino(&format!("{TAG}/{path}")).unwrap();
+    let looked_up = s.core.getattr(ino).unwrap();
+    assert_eq!(looked_up.attr.size, release.files[path].len() as u64);
+    let open = s.core.open(ino, libc::O_RDONLY).unwrap();
+    assert!(matches!(open.mode, crate::fs::ReadMode::Direct));
+    s.core.release(open.fh);
+}
+
+/// Where the kernel may hold the inode (files of it open), or reads every
+/// file through its page cache (no-open mode), a file of unknown size is
+/// listed with a size the kernel refuses: it keeps the size it holds.
+#[test]
+fn a_file_the_kernel_holds_or_reads_without_opens_gets_a_refused_placeholder() {
+    let release = small();
+    let h = Harness::new(&release);
+    let listed_size = |s: &Session, no_open: bool, held: bool| {
+        if no_open {
+            s.core.set_no_open();
+        }
+        let dir = s.ino(&format!("{TAG}/ambientcg/512/Rock064")).unwrap();
+        let key = NodeKey::root()
+            .child(TAG)
+            .child("ambientcg")
+            .child("512")
+            .child("Rock064")
+            .child("normal.png");
+        if held {
+            s.core.inodes.lookup(&key);
+        }
+        let listing = s.core.listing(dir, 0).unwrap();
+        let mut size = None;
+        s.core.fill(&listing, 0, true, |e, _| {
+            if e.name == "normal.png" {
+                size = e.entry.map(|e| e.attr.size);
+            }
+            false
+        });
+        size.expect("listed")
+    };
+    assert_eq!(listed_size(&h.session(), false, false), 0);
+    assert_eq!(
+        listed_size(&h.session(), false, true),
+        super::readdir::REFUSED_SIZE
+    );
+    assert_eq!(
+        listed_size(&h.session(), true, false),
+        super::readdir::REFUSED_SIZE
+    );
+    assert!(super::readdir::REFUSED_SIZE > i64::MAX as u64);
 }
