@@ -329,8 +329,10 @@ fn the_image_is_built_in_two_stages_with_fuse() {
     for package in ["fuse3", "tini", "ca-certificates", "util-linux"] {
         assert!(dockerfile.contains(package), "{package}");
     }
-    // The DaemonSet runs what the image holds.
+    // The DaemonSet runs what the image holds, stripped: the plugin keeps a
+    // copy of it on the node for each version that runs mounts.
     assert!(dockerfile.contains("/usr/local/bin/matvisfs"));
+    assert!(dockerfile.contains("install -D --strip"));
     let node = fs::read_to_string(Path::new(DEPLOY).join("kubernetes/node.yaml")).unwrap();
     assert!(node.contains("/usr/bin/tini"));
 }
