@@ -90,6 +90,8 @@ pub struct StreamHasher {
 
 struct HashWorker {
     batch: Vec<u8>,
+    #[cfg(test)]
+    largest_sent: usize,
     sender: std::sync::mpsc::SyncSender<Vec<u8>>,
     done: std::thread::JoinHandle<Hasher>,
 }
@@ -98,16 +100,26 @@ struct HashWorker {
 const HASH_BATCH: usize = 1 << 20;
 
 impl StreamHasher {
-    pub fn update(&mut self, bytes: &[u8]) {
+    pub fn update(&mut self, mut bytes: &[u8]) {
         let Some(worker) = &mut self.worker else {
             return self.inline.update(bytes);
         };
-        worker.batch.extend_from_slice(bytes);
-        if worker.batch.len() >= HASH_BATCH {
-            let batch = std::mem::replace(&mut worker.batch, Vec::with_capacity(HASH_BATCH));
-            // The thread only ends with the sender, or by a panic that
-            // `finish` passes on.
-            let _ = worker.sender.send(batch);
+        // A batch at a time, however large the slice (a whole document):
+        // the bytes in flight stay within a few batches.
+        while !bytes.is_empty() {
+            let take = (HASH_BATCH - worker.batch.len()).min(bytes.len());
+            worker.batch.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if worker.batch.len() >= HASH_BATCH {
+                let batch = std::mem::replace(&mut worker.batch, Vec::with_capacity(HASH_BATCH));
+                #[cfg(test)]
+                {
+                    worker.largest_sent = worker.largest_sent.max(batch.len());
+                }
+                // The thread only ends with the sender, or by a panic that
+                // `finish` passes on.
+                let _ = worker.sender.send(batch);
+            }
         }
     }
 
@@ -129,6 +141,8 @@ impl StreamHasher {
         if let Ok(done) = started {
             self.worker = Some(HashWorker {
                 batch: Vec::with_capacity(HASH_BATCH),
+                #[cfg(test)]
+                largest_sent: 0,
                 sender,
                 done,
             });
@@ -143,6 +157,7 @@ impl StreamHasher {
             batch,
             sender,
             done,
+            ..
         } = worker;
         let _ = sender.send(batch);
         drop(sender);
@@ -156,6 +171,18 @@ impl StreamHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_slice_is_hashed_in_the_background_a_batch_at_a_time() {
+        let bytes: Vec<u8> = (0..10_000_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        let mut hasher = StreamHasher::default();
+        hasher.in_background();
+        hasher.update(&bytes);
+        let worker = hasher.worker.as_ref().expect("a hashing thread");
+        assert_eq!(worker.largest_sent, HASH_BATCH);
+        assert!(worker.batch.capacity() <= HASH_BATCH);
+        assert_eq!(hasher.finish(), Sha256Digest::of(&bytes));
+    }
 
     #[test]
     fn a_stream_hashed_in_the_background_has_the_same_digest() {
