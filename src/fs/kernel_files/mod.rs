@@ -8,7 +8,6 @@
 mod io_modes;
 mod slots;
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -69,14 +68,8 @@ const NO_SIZE: u64 = u64::MAX;
 pub struct KernelFiles<B> {
     slots: Slots,
     modes: Mutex<IoModes<B>>,
-    /// The size last given to the kernel for each inode, to tell when its
-    /// copy is stale: dense by inode number, like the inode table, whose
-    /// numbers are the only ones given here.
-    reported: Mutex<Vec<u64>>,
-    /// Inodes the kernel was given more than one size for this session:
-    /// it may hold any of them (a reply that gives it a new one is dropped
-    /// when an invalidation crosses it), whatever the mount gave last.
-    resized: Mutex<HashSet<u64>>,
+    /// The sizes given to the kernel, to tell when its copy is stale.
+    given: Mutex<Given>,
     /// Whether cached files may be handed to the kernel to read by itself:
     /// offered by the front end, withdrawn when it fails to register one.
     passthrough: AtomicBool,
@@ -87,8 +80,7 @@ impl<B> Default for KernelFiles<B> {
         KernelFiles {
             slots: Slots::default(),
             modes: Mutex::new(IoModes::default()),
-            reported: Mutex::new(Vec::new()),
-            resized: Mutex::new(HashSet::new()),
+            given: Mutex::new(Given::default()),
             passthrough: AtomicBool::new(false),
         }
     }
@@ -208,9 +200,7 @@ impl<B> KernelFiles<B> {
 
     /// The size last given to the kernel for `ino`.
     pub fn reported_size(&self, ino: u64) -> Option<u64> {
-        let reported = self.reported.lock();
-        let size = *reported.get(usize::try_from(ino).ok()?)?;
-        (size != NO_SIZE).then_some(size)
+        self.given.lock().size(ino)
     }
 
     /// Whether the kernel holds another size for `ino` than `size`, the
@@ -227,7 +217,8 @@ impl<B> KernelFiles<B> {
         let Some(size) = size else {
             return true;
         };
-        self.resized.lock().contains(&ino) || self.holds_other_size(ino, size)
+        let given = self.given.lock();
+        given.resized(ino) || given.size(ino).is_some_and(|held| held != size)
     }
 
     /// The kernel is about to be given a size that is not the file's (a
@@ -235,22 +226,64 @@ impl<B> KernelFiles<B> {
     /// hold any size for `ino`. Called before the placeholder is counted,
     /// so that no open decided after the kernel takes it trusts its size.
     pub fn give_placeholder(&self, ino: u64) {
-        self.resized.lock().insert(ino);
+        self.given.lock().mark_resized(ino);
     }
 
     fn set_reported(&self, ino: u64, size: Option<u64>) {
+        self.given.lock().set(ino, size);
+    }
+}
+
+/// The sizes given to the kernel this session, dense by inode number, like
+/// the inode table, whose numbers are the only ones given here.
+#[derive(Default)]
+struct Given {
+    /// The size last given for each inode.
+    sizes: Vec<u64>,
+    /// A bit for each inode given more than one size this session: the
+    /// kernel may hold any of them (a reply that gives it a new one is
+    /// dropped when an invalidation crosses it), whatever was given last.
+    resized: Vec<u64>,
+}
+
+impl Given {
+    fn size(&self, ino: u64) -> Option<u64> {
+        let size = *self.sizes.get(usize::try_from(ino).ok()?)?;
+        (size != NO_SIZE).then_some(size)
+    }
+
+    fn resized(&self, ino: u64) -> bool {
+        let Ok(index) = usize::try_from(ino) else {
+            return false;
+        };
+        self.resized
+            .get(index / 64)
+            .is_some_and(|word| word & (1 << (index % 64)) != 0)
+    }
+
+    fn mark_resized(&mut self, ino: u64) {
         let Ok(index) = usize::try_from(ino) else {
             return;
         };
-        let mut reported = self.reported.lock();
-        if reported.len() <= index {
-            reported.resize(index + 1, NO_SIZE);
+        if self.resized.len() <= index / 64 {
+            self.resized.resize(index / 64 + 1, 0);
+        }
+        self.resized[index / 64] |= 1 << (index % 64);
+    }
+
+    fn set(&mut self, ino: u64, size: Option<u64>) {
+        let Ok(index) = usize::try_from(ino) else {
+            return;
+        };
+        if self.sizes.len() <= index {
+            self.sizes.resize(index + 1, NO_SIZE);
         }
         let given = size.unwrap_or(NO_SIZE);
-        if reported[index] != NO_SIZE && given != NO_SIZE && reported[index] != given {
-            self.resized.lock().insert(ino);
+        let last = self.sizes[index];
+        if last != NO_SIZE && given != NO_SIZE && last != given {
+            self.mark_resized(ino);
         }
-        reported[index] = given;
+        self.sizes[index] = given;
     }
 }
 
@@ -288,5 +321,12 @@ mod tests {
         // Not a file: no size.
         assert_eq!(files.report_size(6, None), None);
         assert_eq!(files.reported_size(6), None);
+        // A placeholder: whatever size is given later, the kernel may hold
+        // the placeholder's (inodes far apart, each its own).
+        files.give_placeholder(130);
+        assert_eq!(files.report_size(130, Some(4)), Some(4));
+        assert!(files.size_unsure(130, Some(4)));
+        assert_eq!(files.report_size(129, Some(4)), Some(4));
+        assert!(!files.size_unsure(129, Some(4)) && !files.size_unsure(131, Some(4)));
     }
 }
