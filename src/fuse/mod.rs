@@ -10,6 +10,7 @@
 
 mod errno;
 pub(crate) use errno::errno;
+mod answers;
 mod dir_reply;
 mod replies;
 
@@ -373,9 +374,8 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if self.0.no_open {
-            // The kernel sends no open from now on: reads name the inode.
-            return reply.error(Errno::ENOSYS);
+        if let Some(errno) = self.0.open_refused() {
+            return reply.error(errno);
         }
         let _span = debug_span!("open", ino = ino.0, pid = req.pid()).entered();
         let ino = ino.0;
@@ -405,15 +405,11 @@ impl Filesystem for FuseAdapter {
     ) {
         let _span = debug_span!("read", ino = ino.0, offset, size, pid = req.pid()).entered();
         let (ino, fh) = (ino.0, fh.0);
-        let no_open = self.0.no_open && fh == 0;
         self.answer(
             "read",
             Pool::Content,
             reply,
-            move |inner, _| match no_open {
-                true => inner.core.read_inode(ino, offset, size),
-                false => inner.core.read(fh, offset, size),
-            },
+            move |inner, _| inner.read(ino, fh, offset, size),
             move |inner, result, reply| inner.send_data((ino, result), reply),
         );
     }
@@ -434,9 +430,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn flush(&self, _: &Request, _: INodeNo, _: FileHandle, _: LockOwner, reply: ReplyEmpty) {
-        // Nothing to flush on a read-only filesystem: ENOSYS tells the kernel
-        // to stop sending FLUSH on every close.
-        reply.error(Errno::ENOSYS);
+        reply.error(answers::FLUSH);
     }
 
     fn release(
@@ -460,12 +454,9 @@ impl Filesystem for FuseAdapter {
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        // Directories are read without a handle: where the kernel allows,
-        // it skips this call (and releasedir) from now on.
-        if self.0.no_opendir.load(Ordering::Relaxed) {
-            reply.error(Errno::ENOSYS);
-        } else {
-            reply.opened(FileHandle(0), FopenFlags::empty());
+        match self.0.opendir() {
+            Ok(fh) => reply.opened(fh, FopenFlags::empty()),
+            Err(errno) => reply.error(errno),
         }
     }
 
@@ -524,7 +515,10 @@ impl Filesystem for FuseAdapter {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+        let s = answers::STATFS;
+        reply.statfs(
+            s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+        );
     }
 
     fn setxattr(
@@ -540,22 +534,18 @@ impl Filesystem for FuseAdapter {
         reply.error(Errno::EROFS);
     }
 
-    // ENOSYS makes the kernel stop asking for extended attributes for the
-    // rest of the mount, which saves round trips on every `ls -l`.
     fn getxattr(&self, _: &Request, _: INodeNo, _: &OsStr, _: u32, reply: ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+        reply.error(answers::XATTR);
     }
 
     fn listxattr(&self, _: &Request, _: INodeNo, _: u32, reply: ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+        reply.error(answers::XATTR);
     }
 
     fn removexattr(&self, _: &Request, _: INodeNo, _: &OsStr, reply: ReplyEmpty) {
         reply.error(Errno::EROFS);
     }
 
-    // Programs ask terminals questions of every file they open (`isatty`):
-    // no file here is a terminal.
     fn ioctl(
         &self,
         _: &Request,
@@ -567,14 +557,13 @@ impl Filesystem for FuseAdapter {
         _: u32,
         reply: ReplyIoctl,
     ) {
-        reply.error(Errno::ENOTTY);
+        reply.error(answers::IOCTL);
     }
 
     fn access(&self, _: &Request, _: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        if mask.contains(AccessFlags::W_OK) {
-            reply.error(Errno::EROFS);
-        } else {
-            reply.ok();
+        match self.0.access(mask) {
+            Ok(()) => reply.ok(),
+            Err(errno) => reply.error(errno),
         }
     }
 }
