@@ -13,9 +13,11 @@ pub(crate) use errno::errno;
 mod answers;
 mod dir_reply;
 mod replies;
+mod uring;
 
 use std::ffi::OsStr;
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,7 +48,34 @@ const PASSTHROUGH_STACK_DEPTH: u32 = 2;
 /// Run once when the kernel ends the session (the filesystem was unmounted).
 type OnDestroy = Box<dyn FnOnce() + Send + Sync>;
 
-pub struct FuseAdapter(Arc<Inner>, Option<OnDestroy>);
+pub struct FuseAdapter(Arc<Inner>, Option<OnDestroy>, Option<RingRequest>);
+
+/// FUSE over io_uring, asked for: entries a queue, and the rings set up
+/// at `FUSE_INIT` once the kernel has agreed to it.
+struct RingRequest {
+    depth: usize,
+    rings: PendingRings,
+}
+
+/// Rings set up at `FUSE_INIT` (fuser answers it before the session is
+/// handed over), to be started on the session's `/dev/fuse` (see
+/// [`FuseAdapter::with_io_uring`]).
+#[derive(Clone, Default)]
+pub struct PendingRings(Arc<parking_lot::Mutex<Option<ReadyRings>>>);
+
+/// Rings set up, and what they answer with.
+type ReadyRings = (uring::Rings, Arc<Inner>);
+
+impl PendingRings {
+    /// Starts the rings on a duplicate of the session's `/dev/fuse`, where
+    /// the kernel agreed to them: it holds every request back until then.
+    pub fn start(&self, fuse: BorrowedFd<'_>) -> io::Result<()> {
+        if let Some((rings, inner)) = self.0.lock().take() {
+            rings.start(fuse.try_clone_to_owned()?, inner);
+        }
+        Ok(())
+    }
+}
 
 struct Inner {
     core: Arc<FsCore<BackingId>>,
@@ -111,7 +140,22 @@ impl FuseAdapter {
                 latency,
             }),
             None,
+            None,
         )
+    }
+
+    /// Asks the kernel for FUSE over io_uring at `FUSE_INIT`, with `depth`
+    /// entries a queue; where it is not offered (the fuse module's
+    /// `enable_uring` unset, or a kernel before 6.14) requests go through
+    /// `/dev/fuse`. The rings returned must be started once the session
+    /// is set up.
+    pub fn with_io_uring(mut self, depth: usize) -> (Self, PendingRings) {
+        let rings = PendingRings::default();
+        self.2 = Some(RingRequest {
+            depth,
+            rings: rings.clone(),
+        });
+        (self, rings)
     }
 
     /// Serves files in FUSE's no-open mode: only for a mount in which no
@@ -202,6 +246,45 @@ enum Pool {
     Metadata,
 }
 
+impl FuseAdapter {
+    /// At `FUSE_INIT`: asks for FUSE over io_uring where it was asked for
+    /// and the kernel offers it, and sets the rings up; whether it did.
+    fn start_rings(&mut self, config: &mut KernelConfig) -> bool {
+        let Some(request) = &self.2 else {
+            return false;
+        };
+        if !config
+            .capabilities()
+            .contains(InitFlags::FUSE_OVER_IO_URING)
+        {
+            let why = match uring::enabled_in_kernel() {
+                Some(false) => "the fuse module's enable_uring is off",
+                Some(true) => "it is not offered on this mount",
+                None => "this kernel has none",
+            };
+            tracing::info!("--io-uring: {why}; requests go through /dev/fuse");
+            return false;
+        }
+        // Every ring entry must hold the largest request or reply (the
+        // readahead asked for, at most what the kernel allows, is smaller).
+        const _: () = assert!(MAX_READAHEAD <= uring::MAX_PAYLOAD);
+        if config.set_max_write(uring::MAX_PAYLOAD).is_err() {
+            return false;
+        }
+        let Some(rings) = uring::prepare(request.depth) else {
+            return false;
+        };
+        if config
+            .add_capabilities(InitFlags::FUSE_OVER_IO_URING)
+            .is_err()
+        {
+            return false;
+        }
+        *request.rings.0.lock() = Some((rings, self.0.clone()));
+        true
+    }
+}
+
 impl Filesystem for FuseAdapter {
     fn destroy(&mut self) {
         if let Some(f) = self.1.take() {
@@ -235,7 +318,9 @@ impl Filesystem for FuseAdapter {
             .add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
             .is_ok();
         self.0.no_opendir.store(no_opendir, Ordering::Relaxed);
+        let over_ring = self.start_rings(config);
         let passthrough = self.0.passthrough
+            && !over_ring
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(PASSTHROUGH_STACK_DEPTH).is_ok();
         self.0.core.set_passthrough(passthrough);
