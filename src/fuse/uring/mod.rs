@@ -137,7 +137,7 @@ fn parse(header: &InHeader, op_in: &[u8], payload: &[u8]) -> Op {
                 plus: header.opcode == abi::FUSE_READDIRPLUS,
             }
         }
-        abi::FUSE_RELEASEDIR | 20 /* FSYNC */ | 30 /* FSYNCDIR */ => Op::Empty,
+        abi::FUSE_RELEASEDIR | 20 /* FSYNC */ => Op::Empty,
         abi::FUSE_FLUSH => Op::Flush,
         abi::FUSE_STATFS => Op::Statfs,
         abi::FUSE_ACCESS => {
