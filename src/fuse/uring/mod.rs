@@ -414,3 +414,73 @@ pub(super) fn enabled_in_kernel() -> Option<bool> {
     let value = std::fs::read_to_string("/sys/module/fuse/parameters/enable_uring").ok()?;
     Some(value.trim() == "Y")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(opcode: u32, nodeid: u64) -> InHeader {
+        InHeader {
+            opcode,
+            nodeid,
+            unique: 2,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_lookup_names_what_comes_before_the_nul() {
+        let op = parse(&header(abi::FUSE_LOOKUP, 7), &[], b"ao.png\0");
+        assert!(
+            matches!(op, Op::Lookup { parent: 7, name: Some(ref n) } if n == "ao.png"),
+            "{op:?}"
+        );
+        let op = parse(&header(abi::FUSE_LOOKUP, 7), &[], b"\xff\0");
+        assert!(matches!(op, Op::Lookup { name: None, .. }), "{op:?}");
+    }
+
+    #[test]
+    fn a_read_takes_its_handle_offset_and_size_from_the_fixed_argument() {
+        let read = abi::ReadIn {
+            fh: 9,
+            offset: 4096,
+            size: 131072,
+            ..Default::default()
+        };
+        let op = parse(&header(abi::FUSE_READ, 5), abi::bytes(&read), &[]);
+        assert!(
+            matches!(
+                op,
+                Op::Read {
+                    ino: 5,
+                    fh: 9,
+                    offset: 4096,
+                    size: 131072
+                }
+            ),
+            "{op:?}"
+        );
+    }
+
+    #[test]
+    fn writes_are_refused_and_unknown_requests_are_not_implemented() {
+        assert!(matches!(parse(&header(16, 5), &[], &[]), Op::ReadOnly));
+        assert!(matches!(parse(&header(46, 5), &[], &[]), Op::Unknown));
+    }
+
+    #[test]
+    fn directory_entries_are_padded_to_eight_bytes_and_refused_when_full() {
+        let mut buf = [0xaa_u8; 40];
+        let mut out = Out {
+            buf: &mut buf,
+            len: 0,
+        };
+        assert!(out.push(&[b"abcdefghij"], 8));
+        assert_eq!(out.len, 16);
+        assert!(out.push(&[b"0123", b"4567"], 8));
+        assert_eq!(out.len, 24);
+        assert!(!out.push(&[&[1u8; 17]], 8), "would end past the buffer");
+        assert_eq!(out.len, 24);
+        assert_eq!(&buf[..24], b"abcdefghij\0\0\0\0\0\x0001234567");
+    }
+}
