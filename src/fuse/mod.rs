@@ -249,7 +249,7 @@ enum Pool {
 impl FuseAdapter {
     /// At `FUSE_INIT`: asks for FUSE over io_uring where it was asked for
     /// and the kernel offers it, and sets the rings up; whether it did.
-    fn start_rings(&mut self, config: &mut KernelConfig) -> bool {
+    fn set_up_rings(&mut self, config: &mut KernelConfig) -> bool {
         let Some(request) = &self.2 else {
             return false;
         };
@@ -318,7 +318,7 @@ impl Filesystem for FuseAdapter {
             .add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
             .is_ok();
         self.0.no_opendir.store(no_opendir, Ordering::Relaxed);
-        let over_ring = self.start_rings(config);
+        let over_ring = self.set_up_rings(config);
         let passthrough = self.0.passthrough
             && !over_ring
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
@@ -330,7 +330,7 @@ impl Filesystem for FuseAdapter {
             );
         } else {
             tracing::info!(
-                "FUSE passthrough is off (--no-passthrough, or the kernel offers none): \
+                "FUSE passthrough is off (--no-passthrough, --io-uring, or the kernel offers none): \
                  cached files are read through matvisfs"
             );
         }
