@@ -8,7 +8,7 @@ use std::fs;
 use std::io::ErrorKind;
 
 use common::uring::UringSetting;
-use common::{Mount, Served, TAG, read, walk};
+use common::{Mount, Served, TAG, read, walk, warm};
 
 /// Kernel requests the mount answered over its rings.
 fn ring_requests(mount: &Mount) -> u64 {
@@ -65,6 +65,38 @@ fn over_io_uring_the_tree_sizes_and_bytes_are_the_servers() {
     let missing = fs::metadata(mount.tag_path("no-such-source")).unwrap_err();
     assert_eq!(missing.kind(), ErrorKind::NotFound);
     assert_eq!(served.texture_gets(), textures.len(), "one download a file");
+}
+
+#[test]
+fn an_offline_mount_over_io_uring_serves_the_cached_bytes_without_opens() {
+    let Some(_setting) = UringSetting::set(true) else {
+        eprintln!("skipped: this kernel has no FUSE over io_uring, or it cannot be set here");
+        return;
+    };
+    let served = Served::small();
+    let cache = tempfile::tempdir().unwrap();
+    let textures: Vec<_> = served.release.textures().collect();
+    let paths: Vec<&str> = textures.iter().map(|(p, _)| p.as_str()).collect();
+    warm(&served.base_url(), cache.path(), &paths);
+    let downloads = served.texture_gets();
+    let mount = Mount::builder(&served.base_url())
+        .cache(cache.path())
+        .arg("--offline")
+        .arg("--io-uring")
+        .start();
+    // Twice: the first open is refused (FUSE's no-open mode), after which
+    // reads name the inode.
+    for _ in 0..2 {
+        for (path, bytes) in &textures {
+            assert_eq!(&read(&mount.tag_path(path)).unwrap(), *bytes, "{path}");
+        }
+    }
+    assert!(ring_requests(&mount) > textures.len() as u64);
+    assert_eq!(
+        served.texture_gets(),
+        downloads,
+        "nothing downloaded offline"
+    );
 }
 
 #[test]
