@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchlib import (
     BIN, TAG, SAMPLE_MATERIALS, SAMPLE_PX, ROOT, DelayServer, Mount, Nginx, PassthroughLl, Rclone,
-    clear_cache,
+    clear_cache, uring_mount,
     curl_all, drop_caches, fmt_seconds, generate, median, read_all, sample_files, timed,
     traffic, work_dir,
 )
@@ -317,9 +317,13 @@ def warm_reads(work, data, nginx, table):
     hot, then dropped before each run), against local disk, rclone and
     libfuse's passthrough_ll over the same files; and in an offline mount
     of the same cache, where no file can change and the kernel reads files
-    without opening them in the daemon (FUSE's no-open mode)."""
+    without opening them in the daemon (FUSE's no-open mode); and, where
+    the kernel has it, in a mount of the same cache over FUSE's io_uring
+    transport, against one over /dev/fuse without passthrough (as over the
+    ring)."""
     rel, total = small_files(data)
     mnt, rmnt, omnt, pmnt = work / "mnt", work / "mnt-rclone", work / "mnt-offline", work / "mnt-ll"
+    umnt, nmnt = work / "mnt-uring", work / "mnt-no-passthrough"
     base = nginx.base("sample")
     local = [data / TAG / r for r in rel]
     ours_paths = [mnt / TAG / r for r in rel]
@@ -334,11 +338,16 @@ def warm_reads(work, data, nginx, table):
             m.wait_durable()
             read_all(rclone_paths, 16, total)
             mark = nginx.mark()
-            with Mount(base, cache, omnt, "--offline"):
+            with Mount(base, cache, omnt, "--offline"), \
+                    Mount(base, cache, nmnt, "--no-passthrough"), \
+                    uring_mount(base, cache, umnt) as ring:
                 readers = {"local": local, "ours": ours_paths, "rclone": rclone_paths,
-                           "offline": offline_paths}
+                           "offline": offline_paths,
+                           "no-passthrough": [nmnt / TAG / r for r in rel]}
                 if ll:
                     readers["ll"] = ll_paths
+                if ring:
+                    readers["uring"] = [umnt / TAG / r for r in rel]
                 for parallel in (16, 1):
                     for dropped in (False, True):
                         samples = {name: [] for name in readers}
@@ -362,6 +371,13 @@ def warm_reads(work, data, nginx, table):
                         table.timing(f"4. warm, {who}, {state}: offline mount (no-open mode)",
                                      "local disk", samples["local"], samples["offline"],
                                      goal=None if dropped else 0.7)
+                        if ring:
+                            table.timing(f"4. warm, {who}, {state}: over io_uring, against "
+                                         "/dev/fuse", "matvisfs --no-passthrough",
+                                         samples["no-passthrough"], samples["uring"])
+                            table.timing(f"4. warm, {who}, {state}: over io_uring, against "
+                                         "/dev/fuse with passthrough", "matvisfs",
+                                         samples["ours"], samples["uring"])
                 # The reader of earlier versions of this benchmark (and of issue 13's
                 # figures): a cat process per 16 files.
                 samples = {"local": [], "ours": []}
@@ -371,6 +387,8 @@ def warm_reads(work, data, nginx, table):
                 table.timing("4. warm, 16 readers, page cache hot, read by `xargs -P 16 -n 16 cat`",
                              "local disk", samples["local"], samples["ours"], goal=0.8)
                 python_reads(table, local, ours_paths, offline_paths)
+                if ring:
+                    ring_requests = ring.stats()["fuse"]["ring_requests"]
             requests = traffic(nginx.since(mark))["requests"]
             passthrough = m.passthrough()
     finally:
@@ -380,6 +398,11 @@ def warm_reads(work, data, nginx, table):
         "warm reads went through FUSE passthrough" if passthrough
         else "warm reads went through matvisfs (no FUSE passthrough on this kernel)")
     table.notes.append(f"warm reads, all mounts together: {requests} requests to the server")
+    if ring:
+        table.notes.append(f"the io_uring mount answered {ring_requests} kernel requests over its "
+                           "rings (enable_uring set only while it mounted)")
+    else:
+        table.notes.append("io_uring not measured: this kernel has no FUSE over io_uring")
     if ll:
         table.notes.append("classic FUSE: libfuse's passthrough_ll example (libfuse3-dev), built "
                            "at benchmark time, `-o cache=always`, over the local directory")

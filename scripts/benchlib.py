@@ -6,6 +6,7 @@ reading with N threads, one curl process with N parallel transfers).
 Needs root (mounting, dropping the page cache), nginx, curl and rclone.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -233,6 +234,24 @@ class Mount:
     def passthrough(self):
         log = self.cache / "matvisfs.log"
         return "passed through to the kernel" in (log.read_text() if log.exists() else "")
+
+
+URING_PARAMETER = Path("/sys/module/fuse/parameters/enable_uring")
+
+
+def uring_mount(base: str, cache: Path, mountpoint: Path, *flags):
+    """A matvisfs mount with `--io-uring`, the fuse module's `enable_uring`
+    set only while it mounts (it counts at a mount's start) and put back as
+    found; for a `with` block, which gets None where the kernel has no FUSE
+    over io_uring."""
+    if not URING_PARAMETER.exists():
+        return contextlib.nullcontext(None)
+    found = URING_PARAMETER.read_text().strip()
+    URING_PARAMETER.write_text("Y")
+    try:
+        return Mount(base, cache, mountpoint, "--io-uring", *flags)
+    finally:
+        URING_PARAMETER.write_text(found)
 
 
 def clear_cache(cache: Path):

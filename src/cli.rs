@@ -453,6 +453,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_passthrough: bool,
 
+    /// Take kernel requests over FUSE's io_uring transport where the kernel
+    /// offers it (Linux 6.14+ with the fuse module's `enable_uring` set;
+    /// otherwise through /dev/fuse as without it). Files are then not
+    /// passed through. A prototype, never the default.
+    #[arg(long)]
+    pub io_uring: bool,
+
     /// Mount over a directory that is not empty, hiding its entries while
     /// mounted (refused otherwise).
     #[arg(long)]

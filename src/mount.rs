@@ -4,6 +4,7 @@
 
 use std::ffi::OsStr;
 use std::fs;
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -193,6 +194,14 @@ fn serve(
     if core.dataset().context().remote.is_offline() {
         adapter = adapter.without_opens();
     }
+    let rings = match run.io_uring {
+        true => {
+            let (with_rings, rings) = adapter.with_io_uring(run.threads.max(1));
+            adapter = with_rings;
+            Some(rings)
+        }
+        false => None,
+    };
     let adapter = adapter.on_destroy({
         let unmounter = unmounter.clone();
         move || {
@@ -210,6 +219,11 @@ fn serve(
         format!("cannot mount at {}: {e}{hint}", mountpoint.display())
     })?;
     *unmounter.lock() = Some(session.unmount_callable());
+    if let Some(rings) = rings {
+        rings
+            .start(session.as_fd())
+            .map_err(|e| format!("--io-uring: cannot share /dev/fuse with the rings: {e}"))?;
+    }
     core.set_kernel(KernelNotifier::start(&session));
     watch_signals(
         mountpoint.to_path_buf(),

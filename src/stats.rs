@@ -22,6 +22,8 @@ pub struct Stats {
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
     pub dedupe_hits: AtomicU64,
+    /// Kernel requests answered over FUSE's io_uring rings (`--io-uring`).
+    pub ring_requests: AtomicU64,
     /// Kept only where they are shown (`--metrics`): otherwise nothing is
     /// timed.
     latency: OnceLock<Latency>,
@@ -108,6 +110,7 @@ impl Stats {
             "requests": requests,
             "bytes": {"downloaded": get(&self.bytes_downloaded), "served": get(&self.bytes_served)},
             "cache": cache,
+            "fuse": {"ring_requests": get(&self.ring_requests)},
             "tags": tags,
         })
     }

@@ -10,11 +10,14 @@
 
 mod errno;
 pub(crate) use errno::errno;
+mod answers;
 mod dir_reply;
 mod replies;
+mod uring;
 
 use std::ffi::OsStr;
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,7 +48,34 @@ const PASSTHROUGH_STACK_DEPTH: u32 = 2;
 /// Run once when the kernel ends the session (the filesystem was unmounted).
 type OnDestroy = Box<dyn FnOnce() + Send + Sync>;
 
-pub struct FuseAdapter(Arc<Inner>, Option<OnDestroy>);
+pub struct FuseAdapter(Arc<Inner>, Option<OnDestroy>, Option<RingRequest>);
+
+/// FUSE over io_uring, asked for: entries a queue, and the rings set up
+/// at `FUSE_INIT` once the kernel has agreed to it.
+struct RingRequest {
+    depth: usize,
+    rings: PendingRings,
+}
+
+/// Rings set up at `FUSE_INIT` (fuser answers it before the session is
+/// handed over), to be started on the session's `/dev/fuse` (see
+/// [`FuseAdapter::with_io_uring`]).
+#[derive(Clone, Default)]
+pub struct PendingRings(Arc<parking_lot::Mutex<Option<ReadyRings>>>);
+
+/// Rings set up, and what they answer with.
+type ReadyRings = (uring::Rings, Arc<Inner>);
+
+impl PendingRings {
+    /// Starts the rings on a duplicate of the session's `/dev/fuse`, where
+    /// the kernel agreed to them: it holds every request back until then.
+    pub fn start(&self, fuse: BorrowedFd<'_>) -> io::Result<()> {
+        if let Some((rings, inner)) = self.0.lock().take() {
+            rings.start(fuse.try_clone_to_owned()?, inner);
+        }
+        Ok(())
+    }
+}
 
 struct Inner {
     core: Arc<FsCore<BackingId>>,
@@ -110,7 +140,22 @@ impl FuseAdapter {
                 latency,
             }),
             None,
+            None,
         )
+    }
+
+    /// Asks the kernel for FUSE over io_uring at `FUSE_INIT`, with `depth`
+    /// entries a queue; where it is not offered (the fuse module's
+    /// `enable_uring` unset, or a kernel before 6.14) requests go through
+    /// `/dev/fuse`. The rings returned must be started once the session
+    /// is set up.
+    pub fn with_io_uring(mut self, depth: usize) -> (Self, PendingRings) {
+        let rings = PendingRings::default();
+        self.2 = Some(RingRequest {
+            depth,
+            rings: rings.clone(),
+        });
+        (self, rings)
     }
 
     /// Serves files in FUSE's no-open mode: only for a mount in which no
@@ -201,6 +246,45 @@ enum Pool {
     Metadata,
 }
 
+impl FuseAdapter {
+    /// At `FUSE_INIT`: asks for FUSE over io_uring where it was asked for
+    /// and the kernel offers it, and sets the rings up; whether it did.
+    fn set_up_rings(&mut self, config: &mut KernelConfig) -> bool {
+        let Some(request) = &self.2 else {
+            return false;
+        };
+        if !config
+            .capabilities()
+            .contains(InitFlags::FUSE_OVER_IO_URING)
+        {
+            let why = match uring::enabled_in_kernel() {
+                Some(false) => "the fuse module's enable_uring is off",
+                Some(true) => "it is not offered on this mount",
+                None => "this kernel has none",
+            };
+            tracing::info!("--io-uring: {why}; requests go through /dev/fuse");
+            return false;
+        }
+        // Every ring entry must hold the largest request or reply (the
+        // readahead asked for, at most what the kernel allows, is smaller).
+        const _: () = assert!(MAX_READAHEAD <= uring::MAX_PAYLOAD);
+        if config.set_max_write(uring::MAX_PAYLOAD).is_err() {
+            return false;
+        }
+        let Some(rings) = uring::prepare(request.depth) else {
+            return false;
+        };
+        if config
+            .add_capabilities(InitFlags::FUSE_OVER_IO_URING)
+            .is_err()
+        {
+            return false;
+        }
+        *request.rings.0.lock() = Some((rings, self.0.clone()));
+        true
+    }
+}
+
 impl Filesystem for FuseAdapter {
     fn destroy(&mut self) {
         if let Some(f) = self.1.take() {
@@ -234,7 +318,9 @@ impl Filesystem for FuseAdapter {
             .add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
             .is_ok();
         self.0.no_opendir.store(no_opendir, Ordering::Relaxed);
+        let over_ring = self.set_up_rings(config);
         let passthrough = self.0.passthrough
+            && !over_ring
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(PASSTHROUGH_STACK_DEPTH).is_ok();
         self.0.core.set_passthrough(passthrough);
@@ -244,7 +330,7 @@ impl Filesystem for FuseAdapter {
             );
         } else {
             tracing::info!(
-                "FUSE passthrough is off (--no-passthrough, or the kernel offers none): \
+                "FUSE passthrough is off (--no-passthrough, --io-uring, or the kernel offers none): \
                  cached files are read through matvisfs"
             );
         }
@@ -373,9 +459,8 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if self.0.no_open {
-            // The kernel sends no open from now on: reads name the inode.
-            return reply.error(Errno::ENOSYS);
+        if let Some(errno) = self.0.open_refused() {
+            return reply.error(errno);
         }
         let _span = debug_span!("open", ino = ino.0, pid = req.pid()).entered();
         let ino = ino.0;
@@ -405,15 +490,11 @@ impl Filesystem for FuseAdapter {
     ) {
         let _span = debug_span!("read", ino = ino.0, offset, size, pid = req.pid()).entered();
         let (ino, fh) = (ino.0, fh.0);
-        let no_open = self.0.no_open && fh == 0;
         self.answer(
             "read",
             Pool::Content,
             reply,
-            move |inner, _| match no_open {
-                true => inner.core.read_inode(ino, offset, size),
-                false => inner.core.read(fh, offset, size),
-            },
+            move |inner, _| inner.read(ino, fh, offset, size),
             move |inner, result, reply| inner.send_data((ino, result), reply),
         );
     }
@@ -434,9 +515,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn flush(&self, _: &Request, _: INodeNo, _: FileHandle, _: LockOwner, reply: ReplyEmpty) {
-        // Nothing to flush on a read-only filesystem: ENOSYS tells the kernel
-        // to stop sending FLUSH on every close.
-        reply.error(Errno::ENOSYS);
+        reply.error(answers::FLUSH);
     }
 
     fn release(
@@ -460,12 +539,9 @@ impl Filesystem for FuseAdapter {
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        // Directories are read without a handle: where the kernel allows,
-        // it skips this call (and releasedir) from now on.
-        if self.0.no_opendir.load(Ordering::Relaxed) {
-            reply.error(Errno::ENOSYS);
-        } else {
-            reply.opened(FileHandle(0), FopenFlags::empty());
+        match self.0.opendir() {
+            Ok(fh) => reply.opened(fh, FopenFlags::empty()),
+            Err(errno) => reply.error(errno),
         }
     }
 
@@ -524,7 +600,10 @@ impl Filesystem for FuseAdapter {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+        let s = answers::STATFS;
+        reply.statfs(
+            s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+        );
     }
 
     fn setxattr(
@@ -540,22 +619,18 @@ impl Filesystem for FuseAdapter {
         reply.error(Errno::EROFS);
     }
 
-    // ENOSYS makes the kernel stop asking for extended attributes for the
-    // rest of the mount, which saves round trips on every `ls -l`.
     fn getxattr(&self, _: &Request, _: INodeNo, _: &OsStr, _: u32, reply: ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+        reply.error(answers::XATTR);
     }
 
     fn listxattr(&self, _: &Request, _: INodeNo, _: u32, reply: ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+        reply.error(answers::XATTR);
     }
 
     fn removexattr(&self, _: &Request, _: INodeNo, _: &OsStr, reply: ReplyEmpty) {
         reply.error(Errno::EROFS);
     }
 
-    // Programs ask terminals questions of every file they open (`isatty`):
-    // no file here is a terminal.
     fn ioctl(
         &self,
         _: &Request,
@@ -567,14 +642,13 @@ impl Filesystem for FuseAdapter {
         _: u32,
         reply: ReplyIoctl,
     ) {
-        reply.error(Errno::ENOTTY);
+        reply.error(answers::IOCTL);
     }
 
     fn access(&self, _: &Request, _: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        if mask.contains(AccessFlags::W_OK) {
-            reply.error(Errno::EROFS);
-        } else {
-            reply.ok();
+        match self.0.access(mask) {
+            Ok(()) => reply.ok(),
+            Err(errno) => reply.error(errno),
         }
     }
 }

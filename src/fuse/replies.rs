@@ -3,11 +3,12 @@
 //! log line of a failed operation.
 
 use fuser::{
-    BackingId, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, ReplyAttr,
-    ReplyData, ReplyEntry, ReplyOpen,
+    BackingId, FileAttr, FileHandle, FileType, Generation, INodeNo, ReplyAttr, ReplyData,
+    ReplyEntry, ReplyOpen,
 };
 
 use super::Inner;
+use super::answers::open_flags;
 use super::errno::errno;
 use crate::dataset::Kind;
 use crate::fs::{Attr, Entry, FsError, Open, ReadMode, ReadReply};
@@ -108,14 +109,10 @@ impl Inner {
             "opened"
         );
         let fh = FileHandle(open.fh);
+        let flags = open_flags(&open.mode);
         match open.mode {
-            ReadMode::Direct => reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO),
-            ReadMode::PageCache { keep_pages: true } => {
-                reply.opened(fh, FopenFlags::FOPEN_KEEP_CACHE)
-            }
-            ReadMode::PageCache { keep_pages: false } => reply.opened(fh, FopenFlags::empty()),
-            // The kernel refuses page-cache flags on a passthrough open.
-            ReadMode::Passthrough(id) => reply.opened_passthrough(fh, FopenFlags::empty(), &id),
+            ReadMode::Passthrough(id) => reply.opened_passthrough(fh, flags, &id),
+            _ => reply.opened(fh, flags),
         }
     }
 

@@ -6,6 +6,7 @@
 pub mod nginx;
 pub mod python;
 pub mod tunnel;
+pub mod uring;
 pub mod watchdog;
 
 use std::fs;

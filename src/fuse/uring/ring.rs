@@ -1,0 +1,340 @@
+//! The rings: one io_uring (128-byte entries) and one thread per possible
+//! CPU, each with a queue of ring entries registered on `/dev/fuse`. A
+//! request answered on the ring thread is committed at once; one that
+//! must wait is answered on a worker, which hands the entry back through
+//! a channel and wakes the ring through an eventfd the ring reads.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use io_uring::squeue::Entry128;
+use io_uring::{IoUring, cqueue, opcode, types};
+use rustix::event::{EventfdFlags, eventfd};
+
+use super::abi::{self, InHeader, OutHeader, ReqHeader};
+use super::{Failure, Op, Out, counted, op_name, parse};
+use crate::fuse::Inner;
+use crate::wait;
+
+/// The `user_data` of the eventfd read; slots are numbered from 0.
+const WAKE: u64 = u64::MAX;
+/// How long registration may wait for the kernel to finish `FUSE_INIT`
+/// (it refuses entries with EAGAIN until then).
+const REGISTER_PATIENCE: Duration = Duration::from_secs(10);
+const REGISTER_RETRY: Duration = Duration::from_millis(1);
+
+/// One ring entry's buffers: the kernel writes each request into them and
+/// reads the answer from them.
+struct Slot {
+    header: Box<ReqHeader>,
+    payload: Box<[u8]>,
+    /// The two buffers, as `FUSE_IO_URING_CMD_REGISTER` names them.
+    iov: Box<[libc::iovec; 2]>,
+}
+
+// SAFETY: `iov` points into the slot's own heap buffers, which move with
+// it; the slot is used by one thread at a time (the ring's, or a worker's
+// while the kernel waits for the answer).
+unsafe impl Send for Slot {}
+
+impl Slot {
+    fn new(payload: usize) -> Slot {
+        let mut header = Box::<ReqHeader>::default();
+        let mut payload = vec![0u8; payload].into_boxed_slice();
+        let iov = Box::new([
+            libc::iovec {
+                iov_base: (&raw mut *header).cast(),
+                iov_len: size_of::<ReqHeader>(),
+            },
+            libc::iovec {
+                iov_base: payload.as_mut_ptr().cast(),
+                iov_len: payload.len(),
+            },
+        ]);
+        Slot {
+            header,
+            payload,
+            iov,
+        }
+    }
+
+    fn request(&self) -> (InHeader, Op) {
+        let header: InHeader = abi::read(&self.header.in_out);
+        let size = (self.header.ent_in_out.payload_sz as usize).min(self.payload.len());
+        let op = parse(&header, &self.header.op_in, &self.payload[..size]);
+        (header, op)
+    }
+
+    fn answer(&mut self, inner: &Inner, op: &Op) -> Result<usize, Failure> {
+        let mut out = Out {
+            buf: &mut self.payload,
+            len: 0,
+        };
+        inner.answer_ring(op, &mut out).map(|()| out.len)
+    }
+
+    /// Writes the answer's header for the request `unique`.
+    fn finish(&mut self, unique: u64, result: Result<usize, Failure>) {
+        let (error, len) = match result {
+            Ok(len) => (0, len),
+            Err(Failure::Errno(errno)) => (-errno.code(), 0),
+            // Only on the ring thread, which hands the request on instead.
+            Err(Failure::WouldBlock) => (-libc::EIO, 0),
+        };
+        let out = OutHeader {
+            len: (size_of::<OutHeader>() + len) as u32,
+            error,
+            unique,
+        };
+        self.header.in_out[..size_of::<OutHeader>()].copy_from_slice(abi::bytes(&out));
+        self.header.ent_in_out.payload_sz = len as u32;
+    }
+}
+
+/// One queue: its ring, its entries, and what wakes it.
+struct Queue {
+    qid: u16,
+    ring: IoUring<Entry128, cqueue::Entry>,
+    wake: Arc<OwnedFd>,
+    slots: Vec<Option<Slot>>,
+}
+
+/// The rings of a mount, set up and not yet started.
+pub struct Rings {
+    queues: Vec<Queue>,
+}
+
+/// The kernel's number of queues: one per possible CPU.
+fn possible_cpus() -> usize {
+    let listed = std::fs::read_to_string("/sys/devices/system/cpu/possible").ok();
+    let highest = listed.as_deref().and_then(|list| {
+        list.trim()
+            .split(',')
+            .filter_map(|range| range.rsplit('-').next()?.parse::<usize>().ok())
+            .max()
+    });
+    match highest {
+        Some(highest) => highest + 1,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }
+}
+
+impl Rings {
+    /// Rings and buffers for every queue, `depth` entries each.
+    pub fn prepare(depth: usize) -> io::Result<Rings> {
+        let depth = depth.max(1);
+        let payload = super::MAX_PAYLOAD as usize;
+        let queues = (0..possible_cpus())
+            .map(|qid| {
+                Ok(Queue {
+                    qid: qid as u16,
+                    ring: IoUring::builder().build((depth * 2 + 2).next_power_of_two() as u32)?,
+                    wake: Arc::new(eventfd(0, EventfdFlags::CLOEXEC)?),
+                    slots: (0..depth).map(|_| Some(Slot::new(payload))).collect(),
+                })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Rings { queues })
+    }
+
+    /// Registers every entry on `/dev/fuse` (`fuse`) and serves the
+    /// queues, a thread each, until the kernel ends the connection.
+    pub fn start(self, fuse: OwnedFd, inner: Arc<Inner>) {
+        let fuse = Arc::new(fuse);
+        tracing::info!(
+            queues = self.queues.len(),
+            "requests go through FUSE over io_uring"
+        );
+        for queue in self.queues {
+            let (fuse, inner) = (fuse.clone(), inner.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("fuse-ring-{}", queue.qid))
+                .spawn(move || {
+                    if let Err(e) = queue.serve(&fuse, &inner) {
+                        tracing::warn!("a FUSE ring ended with an error: {e}");
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!("cannot start a FUSE ring thread: {e}");
+            }
+        }
+    }
+}
+
+/// A `FUSE_IO_URING_CMD_*` for slot `index`.
+fn command(fuse: &OwnedFd, op: u32, qid: u16, commit_id: u64, index: usize) -> Entry128 {
+    opcode::UringCmd80::new(types::Fd(fuse.as_raw_fd()), op)
+        .cmd(abi::cmd_req(commit_id, qid))
+        .build()
+        .user_data(index as u64)
+}
+
+/// Sets the `len` field of a 128-byte SQE, which `UringCmd80` leaves at 0
+/// and registration needs (the number of iovecs: 2).
+fn with_len(entry: Entry128, len: u32) -> Entry128 {
+    // SAFETY: `Entry128` is `#[repr(C)]`: the 64-byte `io_uring_sqe`, whose
+    // `len` (u32) is at bytes 24..28, then 64 command bytes; plain data
+    // with no drop, so its bytes may be copied out and back.
+    let mut raw: [u8; 128] = unsafe { std::mem::transmute(entry) };
+    raw[24..28].copy_from_slice(&len.to_ne_bytes());
+    // SAFETY: the same bytes, one field changed to another valid length.
+    unsafe { std::mem::transmute::<[u8; 128], Entry128>(raw) }
+}
+
+impl Queue {
+    fn push(&mut self, entry: &Entry128) -> io::Result<()> {
+        loop {
+            // SAFETY: every buffer an entry names (a slot's, the wake
+            // buffer) lives as long as the queue and is not moved.
+            match unsafe { self.ring.submission().push(entry) } {
+                Ok(()) => return Ok(()),
+                Err(_) => {
+                    self.ring.submit()?;
+                }
+            }
+        }
+    }
+
+    fn register(&mut self, fuse: &OwnedFd, index: usize) -> io::Result<()> {
+        let iov = self.slots[index]
+            .as_ref()
+            .expect("registered while on the ring")
+            .iov
+            .as_ptr();
+        let entry = opcode::UringCmd80::new(types::Fd(fuse.as_raw_fd()), abi::CMD_REGISTER)
+            .cmd(abi::cmd_req(0, self.qid))
+            .addr(Some(iov as u64))
+            .build()
+            .user_data(index as u64);
+        self.push(&with_len(entry, 2))
+    }
+
+    fn commit(&mut self, fuse: &OwnedFd, index: usize) -> io::Result<()> {
+        let commit_id = self.slots[index]
+            .as_ref()
+            .expect("committed while on the ring")
+            .header
+            .ent_in_out
+            .commit_id;
+        let entry = command(fuse, abi::CMD_COMMIT_AND_FETCH, self.qid, commit_id, index);
+        self.push(&entry)
+    }
+
+    fn serve(mut self, fuse: &Arc<OwnedFd>, inner: &Arc<Inner>) -> io::Result<()> {
+        let (done_tx, done_rx) = mpsc::channel::<(usize, Slot)>();
+        let mut wake_buf = Box::new([0u8; 8]);
+        let wake_read = |buf: &mut [u8; 8], wake: &OwnedFd| {
+            Entry128::from(
+                opcode::Read::new(types::Fd(wake.as_raw_fd()), buf.as_mut_ptr(), 8)
+                    .build()
+                    .user_data(WAKE),
+            )
+        };
+        let wake = self.wake.clone();
+        self.push(&wake_read(&mut wake_buf, &wake))?;
+        let mut registered = vec![false; self.slots.len()];
+        for index in 0..self.slots.len() {
+            self.register(fuse, index)?;
+        }
+        let started = Instant::now();
+        let mut live = self.slots.len();
+        let mut completions = Vec::new();
+        while live > 0 {
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
+            completions.extend(
+                self.ring
+                    .completion()
+                    .map(|cqe| (cqe.user_data(), cqe.result())),
+            );
+            for (user_data, result) in completions.drain(..) {
+                if user_data == WAKE {
+                    while let Ok((index, slot)) = done_rx.try_recv() {
+                        self.slots[index] = Some(slot);
+                        self.commit(fuse, index)?;
+                    }
+                    self.push(&wake_read(&mut wake_buf, &wake))?;
+                    continue;
+                }
+                let index = user_data as usize;
+                if result == -libc::EAGAIN
+                    && !registered[index]
+                    && started.elapsed() < REGISTER_PATIENCE
+                {
+                    // The kernel has not taken the reply to FUSE_INIT in yet.
+                    std::thread::sleep(REGISTER_RETRY);
+                    self.register(fuse, index)?;
+                    continue;
+                }
+                if result < 0 {
+                    if ![libc::ENOTCONN, libc::ECONNABORTED].contains(&-result) {
+                        tracing::warn!(
+                            qid = self.qid,
+                            "a FUSE ring entry ended: {}",
+                            io::Error::from_raw_os_error(-result)
+                        );
+                    }
+                    live -= 1;
+                    continue;
+                }
+                registered[index] = true;
+                self.handle(fuse, inner, index, &done_tx, &wake)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers the request in slot `index`: here if it can be answered
+    /// from memory, else on a worker, which hands the slot back.
+    fn handle(
+        &mut self,
+        fuse: &OwnedFd,
+        inner: &Arc<Inner>,
+        index: usize,
+        done: &mpsc::Sender<(usize, Slot)>,
+        wake: &Arc<OwnedFd>,
+    ) -> io::Result<()> {
+        let mut slot = self.slots[index]
+            .take()
+            .expect("a request in a slot on the ring");
+        let (header, op) = slot.request();
+        counted(inner);
+        let name = op_name(&op);
+        let span = tracing::debug_span!("ring", op = name, ino = header.nodeid, pid = header.pid);
+        let _entered = span.enter();
+        let timer = inner.timer(name);
+        match wait::quick(|| slot.answer(inner, &op)) {
+            Err(Failure::WouldBlock) => {
+                let workers = match Inner::is_content(&op) {
+                    true => &inner.content_workers,
+                    false => &inner.metadata_workers,
+                };
+                let (inner, done, wake, span) =
+                    (inner.clone(), done.clone(), wake.clone(), span.clone());
+                workers.spawn(move || {
+                    let _entered = span.enter();
+                    let result = slot.answer(&inner, &op);
+                    slot.finish(header.unique, result);
+                    timer.finish(&inner.latency);
+                    // The ring is gone when the connection is: nobody to tell.
+                    if done.send((index, slot)).is_ok() {
+                        let _ = rustix::io::write(&*wake, &1u64.to_ne_bytes());
+                    }
+                });
+                Ok(())
+            }
+            result => {
+                slot.finish(header.unique, result);
+                timer.finish(&inner.latency);
+                self.slots[index] = Some(slot);
+                self.commit(fuse, index)
+            }
+        }
+    }
+}

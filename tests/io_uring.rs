@@ -1,0 +1,118 @@
+//! `--io-uring`: FUSE over io_uring where the kernel offers it (the fuse
+//! module's `enable_uring`, set here for the test and put back as found),
+//! and `/dev/fuse` as before where it does not.
+
+mod common;
+
+use std::fs;
+use std::io::ErrorKind;
+
+use common::uring::UringSetting;
+use common::{Mount, Served, TAG, read, walk, warm};
+
+/// Kernel requests the mount answered over its rings.
+fn ring_requests(mount: &Mount) -> u64 {
+    mount.stats()["fuse"]["ring_requests"]
+        .as_u64()
+        .expect("stats.json counts ring requests")
+}
+
+#[test]
+fn over_io_uring_the_tree_sizes_and_bytes_are_the_servers() {
+    let Some(_setting) = UringSetting::set(true) else {
+        eprintln!(
+            "skipped: this kernel has no FUSE over io_uring (no fuse enable_uring parameter), \
+             or it cannot be set here"
+        );
+        return;
+    };
+    let served = Served::small();
+    let mount = Mount::builder(&served.base_url())
+        .arg("--raw")
+        .arg("--io-uring")
+        .start();
+    let expected: Vec<String> = served.release.expected_tree().into_iter().collect();
+    assert_eq!(walk(&mount.path.join(TAG)), expected);
+    let listed = ring_requests(&mount);
+    assert!(listed > 0, "the walk went over the ring");
+
+    let textures: Vec<_> = served.release.textures().collect();
+    for (path, bytes) in &textures {
+        let meta = fs::metadata(mount.tag_path(path)).unwrap();
+        assert_eq!(meta.len(), bytes.len() as u64, "{path}");
+    }
+    // Four readers at once: first reads download, off the ring threads.
+    std::thread::scope(|scope| {
+        for part in textures.chunks(textures.len().div_ceil(4)) {
+            let mount = &mount;
+            scope.spawn(move || {
+                for (path, bytes) in part {
+                    assert_eq!(&read(&mount.tag_path(path)).unwrap(), *bytes, "{path}");
+                }
+            });
+        }
+    });
+    // Read again, from the cache (and the page cache).
+    for (path, bytes) in &textures {
+        assert_eq!(&read(&mount.tag_path(path)).unwrap(), *bytes, "{path}");
+    }
+    let answered = ring_requests(&mount) - listed;
+    assert!(
+        answered >= 2 * textures.len() as u64,
+        "every open of every read went over the ring: {answered} requests for {} opens",
+        2 * textures.len()
+    );
+    let missing = fs::metadata(mount.tag_path("no-such-source")).unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::NotFound);
+    assert_eq!(served.texture_gets(), textures.len(), "one download a file");
+}
+
+#[test]
+fn an_offline_mount_over_io_uring_serves_the_cached_bytes_without_opens() {
+    let Some(_setting) = UringSetting::set(true) else {
+        eprintln!("skipped: this kernel has no FUSE over io_uring, or it cannot be set here");
+        return;
+    };
+    let served = Served::small();
+    let cache = tempfile::tempdir().unwrap();
+    let textures: Vec<_> = served.release.textures().collect();
+    let paths: Vec<&str> = textures.iter().map(|(p, _)| p.as_str()).collect();
+    warm(&served.base_url(), cache.path(), &paths);
+    let downloads = served.texture_gets();
+    let mount = Mount::builder(&served.base_url())
+        .cache(cache.path())
+        .arg("--offline")
+        .arg("--io-uring")
+        .start();
+    // Twice: the first open is refused (FUSE's no-open mode), after which
+    // reads name the inode.
+    for _ in 0..2 {
+        for (path, bytes) in &textures {
+            assert_eq!(&read(&mount.tag_path(path)).unwrap(), *bytes, "{path}");
+        }
+    }
+    assert!(ring_requests(&mount) > textures.len() as u64);
+    assert_eq!(
+        served.texture_gets(),
+        downloads,
+        "nothing downloaded offline"
+    );
+}
+
+#[test]
+fn where_the_kernel_offers_no_io_uring_requests_go_through_dev_fuse() {
+    // Without the parameter the kernel has no such transport at all: the
+    // same case.
+    let _setting = UringSetting::set(false);
+    let served = Served::small();
+    let mount = Mount::builder(&served.base_url())
+        .arg("--raw")
+        .arg("--io-uring")
+        .start();
+    let expected: Vec<String> = served.release.expected_tree().into_iter().collect();
+    assert_eq!(walk(&mount.path.join(TAG)), expected);
+    for (path, bytes) in served.release.textures() {
+        assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
+    }
+    assert_eq!(ring_requests(&mount), 0);
+}
