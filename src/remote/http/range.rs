@@ -4,16 +4,15 @@
 //! the start is read (up to the slice, and no further), anything deeper is
 //! refused rather than downloading the container.
 
-use std::io::Read;
 use std::time::Instant;
 
 use reqwest::StatusCode;
-use reqwest::blocking::Response;
 use reqwest::header::{CONTENT_RANGE, ETAG, HeaderMap, IF_NONE_MATCH, RANGE};
 use url::Url;
 
+use super::client::Response;
 use super::response::{
-    Failure, header, is_followable_redirect, log_response, next_location, stream_body,
+    Failure, body_error, header, is_followable_redirect, log_response, next_location, stream_body,
 };
 use super::{HttpRemote, MAX_REDIRECTS};
 use crate::format::Slice;
@@ -122,26 +121,20 @@ fn read_slice_of_whole(
         ))));
     }
     tracing::debug!(%url, "the server ignores Range: reading the start of the file");
-    let mut buf = vec![0u8; 64 * 1024];
     let mut at: u64 = 0;
     while at < end {
-        let want = (end - at).min(buf.len() as u64) as usize;
-        let n = match response.read(&mut buf[..want]) {
-            Ok(0) => {
+        let chunk = match response.chunk() {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => {
                 return Err(Failure::Final(FetchError::Rejected(format!(
                     "{url} ends at byte {at}, before the texture's end at {end}"
                 ))));
             }
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(Failure::Transient(
-                    FetchError::Network(format!("the body broke off after {at} bytes: {e}")),
-                    None,
-                ));
-            }
+            Err(e) => return Err(Failure::Transient(body_error(at, &e), None)),
         };
-        let chunk = &buf[..n];
+        // Not past the slice's end.
+        let chunk = &chunk.as_ref()[..(end - at).min(chunk.as_ref().len() as u64) as usize];
+        let n = chunk.len();
         let skip = slice.offset.saturating_sub(at).min(n as u64) as usize;
         if skip < n {
             sink.write(&chunk[skip..]).map_err(Failure::Final)?;
