@@ -538,6 +538,19 @@ impl Server for HttpRemote {
         self.with_retries(|| self.head_once(&url))
     }
 
+    fn first_bytes(
+        &self,
+        tag: &str,
+        file: &Location,
+        length: u64,
+        sink: &mut dyn BodySink,
+    ) -> Result<(RemoteMeta, bool), FetchError> {
+        let url = self.file_url(tag, file);
+        self.attempts(false, self.timeout, None, |attempt| {
+            self.first_bytes_once(&url, length, sink, attempt)
+        })
+    }
+
     fn release_refs(&self) -> Result<Vec<String>, FetchError> {
         self.api_release_refs()
     }
