@@ -25,11 +25,18 @@ pub(super) struct ClientSettings {
     pub ca_pem: Option<Vec<u8>>,
 }
 
+/// What every thread's client of one remote is built from: the settings,
+/// and the TLS configuration, built once.
+struct Shared {
+    settings: ClientSettings,
+    tls: rustls::ClientConfig,
+}
+
 /// One remote's client: a handle on each thread's own.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(super) struct Client {
     id: u64,
-    settings: Arc<ClientSettings>,
+    shared: Arc<Shared>,
 }
 
 /// Clients a thread keeps, of as many remotes (a process has one remote;
@@ -58,11 +65,12 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 impl Client {
     /// Checks the settings by building a client on this thread.
     pub fn new(settings: ClientSettings) -> Result<Client, String> {
+        let tls = tls_config(settings.ca_pem.as_deref())?;
         let client = Client {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            settings: Arc::new(settings),
+            shared: Arc::new(Shared { settings, tls }),
         };
-        build(&client.settings)?;
+        build(&client.shared)?;
         Ok(client)
     }
 
@@ -85,7 +93,7 @@ impl Client {
                 return client.clone();
             }
             // Checked in `new`: the same settings built a client then.
-            let client = build(&self.settings).expect("the settings built a client before");
+            let client = build(&self.shared).expect("the settings built a client before");
             if thread.clients.len() >= CLIENTS_A_THREAD {
                 thread.clients.remove(0);
             }
@@ -95,22 +103,49 @@ impl Client {
     }
 }
 
-fn build(settings: &ClientSettings) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder()
+fn build(shared: &Shared) -> Result<reqwest::Client, String> {
+    let settings = &shared.settings;
+    reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(settings.timeout)
         .connect_timeout(settings.connect_timeout)
         .pool_max_idle_per_host(4)
         .pool_idle_timeout(POOL_IDLE)
-        .user_agent(concat!("matvisfs/", env!("CARGO_PKG_VERSION")));
-    if let Some(pem) = &settings.ca_pem {
-        let certs = reqwest::Certificate::from_pem_bundle(pem)
-            .map_err(|e| format!("cannot read the CA certificates: {e}"))?;
-        builder = builder.tls_certs_merge(certs);
-    }
-    builder
+        .user_agent(concat!("matvisfs/", env!("CARGO_PKG_VERSION")))
+        .tls_backend_preconfigured(shared.tls.clone())
         .build()
         .map_err(|e| format!("cannot set up the HTTP client: {e}"))
+}
+
+/// The TLS configuration reqwest builds for itself: the system's roots
+/// (and `extra_pem`'s) through the platform's verifier, HTTP/2 or 1.1.
+fn tls_config(extra_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let extra = match extra_pem {
+        Some(pem) => CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("cannot read the CA certificates: {e}"))?,
+        None => Vec::new(),
+    };
+    if extra_pem.is_some() && extra.is_empty() {
+        return Err("cannot read the CA certificates: no certificate in them".into());
+    }
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
+            .map_err(|e| format!("cannot set up TLS: {e}"))?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// Runs `future` to its end on this thread's runtime.
