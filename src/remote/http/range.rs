@@ -269,4 +269,20 @@ mod tests {
         headers.clear();
         assert!(check_content_range(&headers, slice).is_err());
     }
+
+    #[test]
+    fn a_content_range_gives_its_first_and_last_byte_and_the_total_when_known() {
+        let mut headers = HeaderMap::new();
+        for (value, parsed) in [
+            ("bytes 0-1233/1234", Some((0, 1233, Some(1234)))),
+            ("bytes 0-65535/300000", Some((0, 65535, Some(300000)))),
+            ("bytes 0-99/*", Some((0, 99, None))),
+            ("bytes 5-4/10", None),
+            ("bytes 0-99/many", None),
+            ("0-99/100", None),
+        ] {
+            headers.insert(CONTENT_RANGE, HeaderValue::from_static(value));
+            assert_eq!(content_range(&headers), parsed, "{value}");
+        }
+    }
 }
