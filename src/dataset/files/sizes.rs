@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use parking_lot::Mutex;
 
 use super::FileRequest;
-use super::content::keep_download;
+use super::downloaded::keep_download;
 use super::identity::{self, announced_record};
 use super::tree_sizes::TreeSizes;
 use super::verify::{MIN_TEXTURE_SIZE, check_announced_size};
