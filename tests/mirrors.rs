@@ -306,3 +306,106 @@ fn a_429_asking_for_a_day_holds_the_host_back_for_the_longest_wait_only() {
     assert_eq!(read_b, b.1);
     assert_eq!(&read(&mount.tag_path(&a.0)).unwrap(), &a.1);
 }
+
+/// A plain mirror: no redirect names a size, no API lists one.
+fn plain_mirror(ignore_range: bool) -> ServerOptions {
+    ServerOptions {
+        lfs_redirects: false,
+        commits: false,
+        hub_api: false,
+        ignore_range,
+        ..ServerOptions::default()
+    }
+}
+
+/// Requests with `method` for the textures of the `ambientcg/512` tier.
+fn tier_requests(served: &Served, method: &str) -> usize {
+    let tier = format!("{TAG}/ambientcg/512/");
+    served
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.method == method && r.path.starts_with(&tier))
+        .filter(|r| r.path.ends_with(".png") || r.path.ends_with(".ktx2"))
+        .count()
+}
+
+fn bytes_downloaded(mount: &Mount) -> u64 {
+    mount.stats()["bytes"]["downloaded"].as_u64().unwrap()
+}
+
+#[test]
+fn on_a_plain_mirror_a_small_files_size_and_bytes_come_in_one_request() {
+    for ignore_range in [false, true] {
+        let served = served(4);
+        served.server.set_options(plain_mirror(ignore_range));
+        let files = tier_textures(&served);
+        assert!(files.iter().all(|(_, bytes)| bytes.len() < 64 * 1024));
+        let mount = Mount::builder(&served.base_url()).start();
+        for (path, bytes) in &files {
+            assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
+        }
+        // The tier's first file: a HEAD for its size, a GET for its bytes;
+        // every other file: one GET of its first 64 KiB, which is all of it.
+        assert_eq!(
+            tier_requests(&served, "HEAD"),
+            1,
+            "ignore_range {ignore_range}"
+        );
+        assert_eq!(
+            tier_requests(&served, "GET"),
+            files.len(),
+            "ignore_range {ignore_range}"
+        );
+        assert_eq!(
+            mount.stats()["cache"]["misses"].as_u64(),
+            Some(files.len() as u64)
+        );
+    }
+}
+
+#[test]
+fn on_a_plain_mirror_a_stat_of_a_large_file_keeps_none_of_it_and_its_tier_goes_back_to_heads() {
+    for ignore_range in [false, true] {
+        let mut served = served(4);
+        let files = tier_textures(&served);
+        let (small, large) = (&files[0].0, [&files[1].0, &files[2].0]);
+        let mut release = served.release.clone();
+        for (seed, path) in large.iter().enumerate() {
+            let magic = if path.ends_with(".ktx2") {
+                common::KTX2_MAGIC
+            } else {
+                common::PNG_MAGIC
+            };
+            let bytes = common::texture_like(magic, 300_000, seed as u8);
+            release.files.insert(path.to_string(), bytes);
+        }
+        served.republish(release);
+        served.server.set_options(plain_mirror(ignore_range));
+        let mount = Mount::builder(&served.base_url()).start();
+        assert_eq!(read(&mount.tag_path(small)).unwrap(), files[0].1);
+        let before = bytes_downloaded(&mount);
+        for path in large {
+            let size = std::fs::metadata(mount.tag_path(path)).unwrap().len();
+            assert_eq!(size, 300_000, "{path}, ignore_range {ignore_range}");
+        }
+        assert_eq!(
+            bytes_downloaded(&mount),
+            before,
+            "a stat keeps no byte of a large file (ignore_range {ignore_range})"
+        );
+        // The first large file was asked for its first bytes; the tier's
+        // sizes come from HEADs after it.
+        assert_eq!(served.count("GET", large[0]), 1);
+        assert_eq!(served.count("HEAD", large[0]), 0);
+        assert_eq!(served.count("GET", large[1]), 0);
+        assert_eq!(served.count("HEAD", large[1]), 1);
+        for path in large {
+            assert_eq!(
+                read(&mount.tag_path(path)).unwrap(),
+                served.release.files[path.as_str()],
+                "{path}"
+            );
+        }
+    }
+}

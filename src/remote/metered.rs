@@ -60,7 +60,7 @@ fn kind_of(request: &Request<'_>) -> &'static str {
         Request::Get { file, .. } => kind(file),
         Request::Range { .. } => "texture",
         Request::Head { file, .. } if file.key().ends_with("/.tier_complete") => "tier_check",
-        Request::Head { .. } => "size",
+        Request::Head { .. } | Request::FirstBytes { .. } => "size",
         Request::Refs | Request::Tree { .. } => "api",
     }
 }

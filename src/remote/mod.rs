@@ -227,6 +227,15 @@ pub enum Request<'a> {
     },
     /// Metadata without the body.
     Head { tag: &'a str, file: &'a Location },
+    /// Metadata and, when the whole file is at most `length` bytes, its
+    /// body into the sink: one GET of its first `length` bytes in place of
+    /// a HEAD, for a file likely that small. A longer file's bytes are not
+    /// read (and none reach the sink); its size is the answer's.
+    FirstBytes {
+        tag: &'a str,
+        file: &'a Location,
+        length: u64,
+    },
     /// The Hub API: the dataset's revisions that look like releases.
     Refs,
     /// The Hub API: every file below `dir` of `revision` (a tag, or the
@@ -256,6 +265,8 @@ pub enum Answer {
     Body(GetOutcome),
     /// Of a [`Request::Head`].
     Meta(RemoteMeta),
+    /// Of a [`Request::FirstBytes`]: whether the whole body went to the sink.
+    FirstBytes { meta: RemoteMeta, whole: bool },
     /// Of [`Request::Refs`].
     Refs(Vec<String>),
     /// Of a [`Request::Tree`].
@@ -376,6 +387,22 @@ impl dyn Remote + '_ {
         let request = Request::Head { tag, file };
         match self.send(request, &mut NoBody)? {
             Answer::Meta(meta) => Ok(meta),
+            other => Err(wrong_answer(&request, &other)),
+        }
+    }
+
+    /// A [`Request::FirstBytes`]: the metadata, and whether the whole body
+    /// went to the sink.
+    pub fn first_bytes(
+        &self,
+        tag: &str,
+        file: &Location,
+        length: u64,
+        sink: &mut dyn BodySink,
+    ) -> Result<(RemoteMeta, bool), FetchError> {
+        let request = Request::FirstBytes { tag, file, length };
+        match self.send(request, sink)? {
+            Answer::FirstBytes { meta, whole } => Ok((meta, whole)),
             other => Err(wrong_answer(&request, &other)),
         }
     }
@@ -538,6 +565,18 @@ trait Server {
     /// A [`Request::Head`].
     fn head(&self, tag: &str, file: &Location) -> Result<RemoteMeta, FetchError>;
 
+    /// A [`Request::FirstBytes`]; a server that cannot ask for part of a
+    /// file answers with a HEAD's metadata.
+    fn first_bytes(
+        &self,
+        tag: &str,
+        file: &Location,
+        _length: u64,
+        _sink: &mut dyn BodySink,
+    ) -> Result<(RemoteMeta, bool), FetchError> {
+        Ok((self.head(tag, file)?, false))
+    }
+
     /// [`Request::Refs`]: only a Hub answers.
     fn release_refs(&self) -> Result<Vec<String>, FetchError> {
         Err(FetchError::NoApi)
@@ -576,6 +615,9 @@ fn serve(
             .get_range(tag, file, slice, validators, sink)
             .map(Answer::Body),
         Request::Head { tag, file } => server.head(tag, file).map(Answer::Meta),
+        Request::FirstBytes { tag, file, length } => server
+            .first_bytes(tag, file, length, sink)
+            .map(|(meta, whole)| Answer::FirstBytes { meta, whole }),
         Request::Refs => server.release_refs().map(Answer::Refs),
         Request::Tree { revision, dir } => server.tree(revision, dir).map(Answer::Tree),
     }

@@ -4,10 +4,10 @@
 //! Every texture served, cached or not, passes its format's magic check.
 
 use super::FileRequest;
+use super::downloaded::keep_download;
 use super::identity::{self, Identity, Proof};
 use super::sizes;
-use super::verify::{Expected, check_download, check_file_magic};
-use crate::dataset::changes::ChangeReport;
+use super::verify::check_file_magic;
 use crate::dataset::error::{Error, Result};
 use crate::dataset::missing;
 use crate::dataset::tag_context::Opened;
@@ -240,36 +240,6 @@ fn download(
             Stats::add(&t.ctx.stats.cache_hits, 1);
             Ok(open)
         }
-        GetOutcome::Fetched(meta) => {
-            t.saw(&meta);
-            let done = ingest.finish().map_err(Error::cache)?;
-            let expected = Expected {
-                catalog: texture.hash,
-            };
-            check_download(texture.extension(), &done.head, done.blob, &meta, expected)
-                .map_err(|why| Error::refused(&url, why))?;
-            let open = t.ctx.content.insert(done).map_err(Error::cache)?;
-            // What this version said of the file before: bytes proven, or
-            // a size the kernel was given.
-            let announced_size = record
-                .as_ref()
-                .filter(|r| r.generation == generation)
-                .and_then(|r| r.size);
-            let changed = identity.is_some_and(|i| i.digest() != open.blob.digest)
-                || announced_size.is_some_and(|size| size != open.blob.size);
-            records.put(FileRecord {
-                path: path.to_string(),
-                generation,
-                size: Some(open.blob.size),
-                etag: meta.etag,
-                sha256: Some(open.blob.digest),
-                remote_sha256: meta.sha256,
-            });
-            Stats::add(&t.ctx.stats.cache_misses, 1);
-            if changed {
-                t.announce(ChangeReport::file(path, generation), Some(path));
-            }
-            Ok(open)
-        }
+        GetOutcome::Fetched(meta) => keep_download(request, record, identity, &meta, ingest, &url),
     }
 }

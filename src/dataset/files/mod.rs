@@ -6,6 +6,7 @@
 //! [`FileRequest`] is what each is asked.
 
 mod content;
+mod downloaded;
 pub mod identity;
 mod sizes;
 mod tiers;

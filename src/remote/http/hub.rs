@@ -4,14 +4,13 @@
 //! Hub's limit for API calls when it is on the Hub's host.
 
 use std::collections::HashSet;
-use std::io::Read;
 use std::time::Instant;
 
 use reqwest::StatusCode;
 use reqwest::header::LINK;
 use url::Url;
 
-use super::response::{Failure, header, log_response};
+use super::response::{Failure, body_error, header, log_response};
 use super::{Deadline, HttpRemote};
 use crate::format::hub::{TreeListing, next_link, parse_release_refs, parse_tree_page_below};
 use crate::remote::{Class, FetchError};
@@ -77,10 +76,16 @@ impl HttpRemote {
         }
         let link = header(response.headers(), LINK);
         let mut body = Vec::new();
-        response
-            .take(MAX_PAGE_BYTES + 1)
-            .read_to_end(&mut body)
-            .map_err(|e| Failure::Transient(FetchError::Network(e.to_string()), None))?;
+        let mut response = response;
+        while (body.len() as u64) <= MAX_PAGE_BYTES {
+            match response.chunk() {
+                Ok(Some(chunk)) => body.extend_from_slice(chunk.as_ref()),
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(Failure::Transient(body_error(body.len() as u64, &e), None));
+                }
+            }
+        }
         if body.len() as u64 > MAX_PAGE_BYTES {
             return Err(Failure::Final(FetchError::Rejected(format!(
                 "the API answer from {url} is larger than {MAX_PAGE_BYTES} bytes"

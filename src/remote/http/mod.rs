@@ -1,5 +1,5 @@
-//! The reqwest implementation of [`Remote`]: one pooled client shared by all
-//! threads, redirects followed by hand (so that the `X-Linked-*` headers of a
+//! The reqwest implementation of [`Remote`]: a pooled client on each thread
+//! that asks, driven on that thread ([`client`]), redirects followed by hand (so that the `X-Linked-*` headers of a
 //! Hugging Face 302 are seen), bounded time per attempt, retries with backoff
 //! for transient failures, and a short "server is down" memory so that a dead
 //! server costs one quick failure per request instead of a full retry cycle.
@@ -11,8 +11,8 @@
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use reqwest::RequestBuilder;
 use reqwest::StatusCode;
-use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{HeaderMap, IF_MODIFIED_SINCE, IF_NONE_MATCH};
 use url::Url;
 
@@ -26,11 +26,13 @@ use super::{
 };
 use crate::format::hub::TreeListing;
 use crate::format::{Location, Slice};
+use client::{Client, ClientSettings, Response};
 use response::{
     Failure, classify_status, is_followable_redirect, log_response, merge_meta, network_error,
     next_location, read_linked, stream_body,
 };
 
+mod client;
 mod hub;
 mod range;
 mod response;
@@ -149,20 +151,11 @@ impl HttpRemote {
         }
         base.set_query(None);
         base.set_fragment(None);
-        let mut builder = Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
-            .pool_max_idle_per_host(32)
-            .user_agent(concat!("matvisfs/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = &settings.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| format!("cannot read the CA certificates: {e}"))?;
-            builder = builder.tls_certs_merge(certs);
-        }
-        let client = builder
-            .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        let client = Client::new(ClientSettings {
+            timeout: settings.timeout,
+            connect_timeout: settings.timeout.min(Duration::from_secs(10)),
+            ca_pem: settings.ca_pem.clone(),
+        })?;
         if settings.token.is_some() && base.scheme() != "https" {
             tracing::warn!("a token is set but the base URL is not HTTPS: it will not be sent");
         }
@@ -248,9 +241,8 @@ impl HttpRemote {
                 .acquire(class, self.retry.max_wait)
                 .map_err(Failure::Final)?;
         }
-        let response = request
-            .send()
-            .map_err(|e| Failure::Transient(network_error(&e), None))?;
+        let response =
+            client::send(request).map_err(|e| Failure::Transient(network_error(&e), None))?;
         self.pauses
             .observe(url, class, response.headers(), self.retry.max_wait);
         Ok(response)
@@ -544,6 +536,19 @@ impl Server for HttpRemote {
     fn head(&self, tag: &str, file: &Location) -> Result<RemoteMeta, FetchError> {
         let url = self.file_url(tag, file);
         self.with_retries(|| self.head_once(&url))
+    }
+
+    fn first_bytes(
+        &self,
+        tag: &str,
+        file: &Location,
+        length: u64,
+        sink: &mut dyn BodySink,
+    ) -> Result<(RemoteMeta, bool), FetchError> {
+        let url = self.file_url(tag, file);
+        self.attempts(false, self.timeout, None, |attempt| {
+            self.first_bytes_once(&url, length, sink, attempt)
+        })
     }
 
     fn release_refs(&self) -> Result<Vec<String>, FetchError> {

@@ -2,20 +2,21 @@
 //! is bytes `[offset, offset + length)` of a tar or Parquet file. A server
 //! that ignores `Range` answers with the whole file; then only a slice near
 //! the start is read (up to the slice, and no further), anything deeper is
-//! refused rather than downloading the container.
+//! refused rather than downloading the container. And the first bytes of
+//! a file in place of a HEAD: the whole file when it is that small.
 
-use std::io::Read;
 use std::time::Instant;
 
 use reqwest::StatusCode;
-use reqwest::blocking::Response;
 use reqwest::header::{CONTENT_RANGE, ETAG, HeaderMap, IF_NONE_MATCH, RANGE};
 use url::Url;
 
+use super::client::Response;
 use super::response::{
-    Failure, header, is_followable_redirect, log_response, next_location, stream_body,
+    Failure, body_error, header, is_followable_redirect, log_response, merge_meta, next_location,
+    read_linked, stream_body,
 };
-use super::{HttpRemote, MAX_REDIRECTS};
+use super::{Attempt, HttpRemote, MAX_REDIRECTS};
 use crate::format::Slice;
 use crate::remote::{
     BodySink, Class, FetchError, GetOutcome, RemoteMeta, Validators, strong_etag_match,
@@ -87,17 +88,114 @@ impl HttpRemote {
     }
 }
 
+impl HttpRemote {
+    /// One GET of the first `length` bytes of `start`, following redirects:
+    /// the body goes to the sink only when it is the whole file (a 206 of
+    /// all of it, or a 200 from a server that ignores `Range`, of at most
+    /// `length` bytes); of a longer file only the size is taken and its
+    /// bytes are not read.
+    pub(super) fn first_bytes_once(
+        &self,
+        start: &Url,
+        length: u64,
+        sink: &mut dyn BodySink,
+        attempt: Attempt,
+    ) -> Result<(RemoteMeta, bool), Failure> {
+        sink.reset().map_err(Failure::Final)?;
+        let began = Instant::now();
+        let mut url = start.clone();
+        let mut linked = RemoteMeta::default();
+        for _ in 0..=MAX_REDIRECTS {
+            let request = self
+                .authorize(self.client.get(url.clone()), &url)
+                .header(RANGE, format!("bytes=0-{}", length - 1))
+                .timeout(attempt.limit);
+            let response = self.send_within(request, &url, Class::Resolve, attempt.wait_most)?;
+            let status = response.status();
+            log_response("GET", &url, status, began);
+            if is_followable_redirect(status) {
+                read_linked(response.headers(), &mut linked);
+                // A Hugging Face 302 names the size: a longer file's target
+                // need not be asked.
+                if linked.size.is_some_and(|size| size > length) {
+                    return Ok((linked, false));
+                }
+                url = next_location(&url, response.headers()).map_err(Failure::Final)?;
+                continue;
+            }
+            // A 206's Content-Length is of the part: the size is the
+            // redirect's, or the Content-Range's.
+            let linked_size = linked.size;
+            let mut meta = merge_meta(linked, response.headers());
+            match status {
+                StatusCode::PARTIAL_CONTENT => {
+                    let (_, last, total) = content_range(response.headers())
+                        .filter(|&(first, _, _)| first == 0)
+                        .ok_or_else(|| {
+                            Failure::Final(FetchError::Rejected(format!(
+                                "asked for bytes 0-{}, the server sent Content-Range {:?}",
+                                length - 1,
+                                header(response.headers(), CONTENT_RANGE).unwrap_or_default()
+                            )))
+                        })?;
+                    let total = total.ok_or_else(|| {
+                        Failure::Final(FetchError::Rejected(format!(
+                            "{url} gave no size in its Content-Range"
+                        )))
+                    })?;
+                    if linked_size.is_some_and(|size| size != total) {
+                        return Err(Failure::Final(FetchError::Rejected(format!(
+                            "{url} is {total} bytes long, its redirect said {}",
+                            linked_size.unwrap_or(0)
+                        ))));
+                    }
+                    meta.size = Some(total);
+                    if last + 1 != total {
+                        return Ok((meta, false));
+                    }
+                }
+                StatusCode::OK => match meta.size {
+                    Some(size) if size <= length => {}
+                    Some(_) => {
+                        tracing::debug!(%url, "the server ignores Range: the body is not read");
+                        return Ok((meta, false));
+                    }
+                    None => {
+                        return Err(Failure::Final(FetchError::Rejected(format!(
+                            "{url} gave no size"
+                        ))));
+                    }
+                },
+                status => {
+                    return Err(self.refused(&url, Class::Resolve, status, response.headers()));
+                }
+            }
+            stream_body(response, &meta, sink, began, attempt.limit)?;
+            return Ok((meta, true));
+        }
+        Err(Failure::Final(FetchError::TooManyRedirects))
+    }
+}
+
+/// `Content-Range: bytes first-last/total` (total `None` for `*`).
+fn content_range(headers: &HeaderMap) -> Option<(u64, u64, Option<u64>)> {
+    let value = header(headers, CONTENT_RANGE)?;
+    let (range, total) = value.strip_prefix("bytes ")?.split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    let (first, last) = (first.trim().parse().ok()?, last.trim().parse().ok()?);
+    let total = match total.trim() {
+        "*" => None,
+        total => Some(total.parse().ok()?),
+    };
+    (first <= last).then_some((first, last, total))
+}
+
 /// A 206 must be for exactly the bytes asked for.
 fn check_content_range(headers: &HeaderMap, slice: Slice) -> Result<(), FetchError> {
     let last = slice.offset + slice.length - 1;
     let value = header(headers, CONTENT_RANGE).unwrap_or_default();
-    let range = value
-        .strip_prefix("bytes ")
-        .and_then(|rest| rest.split_once('/'))
-        .and_then(|(range, _total)| range.split_once('-'))
-        .and_then(|(a, b)| Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?)));
-    match range {
-        Some((first, end)) if first == slice.offset && end == last => Ok(()),
+    match content_range(headers) {
+        Some((first, end, _)) if first == slice.offset && end == last => Ok(()),
         _ => Err(FetchError::Rejected(format!(
             "asked for bytes {}-{last}, the server sent Content-Range {value:?}",
             slice.offset
@@ -122,26 +220,20 @@ fn read_slice_of_whole(
         ))));
     }
     tracing::debug!(%url, "the server ignores Range: reading the start of the file");
-    let mut buf = vec![0u8; 64 * 1024];
     let mut at: u64 = 0;
     while at < end {
-        let want = (end - at).min(buf.len() as u64) as usize;
-        let n = match response.read(&mut buf[..want]) {
-            Ok(0) => {
+        let chunk = match response.chunk() {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => {
                 return Err(Failure::Final(FetchError::Rejected(format!(
                     "{url} ends at byte {at}, before the texture's end at {end}"
                 ))));
             }
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(Failure::Transient(
-                    FetchError::Network(format!("the body broke off after {at} bytes: {e}")),
-                    None,
-                ));
-            }
+            Err(e) => return Err(Failure::Transient(body_error(at, &e), None)),
         };
-        let chunk = &buf[..n];
+        // Not past the slice's end.
+        let chunk = &chunk.as_ref()[..(end - at).min(chunk.as_ref().len() as u64) as usize];
+        let n = chunk.len();
         let skip = slice.offset.saturating_sub(at).min(n as u64) as usize;
         if skip < n {
             sink.write(&chunk[skip..]).map_err(Failure::Final)?;
@@ -176,5 +268,21 @@ mod tests {
         }
         headers.clear();
         assert!(check_content_range(&headers, slice).is_err());
+    }
+
+    #[test]
+    fn a_content_range_gives_its_first_and_last_byte_and_the_total_when_known() {
+        let mut headers = HeaderMap::new();
+        for (value, parsed) in [
+            ("bytes 0-1233/1234", Some((0, 1233, Some(1234)))),
+            ("bytes 0-65535/300000", Some((0, 65535, Some(300000)))),
+            ("bytes 0-99/*", Some((0, 99, None))),
+            ("bytes 5-4/10", None),
+            ("bytes 0-99/many", None),
+            ("0-99/100", None),
+        ] {
+            headers.insert(CONTENT_RANGE, HeaderValue::from_static(value));
+            assert_eq!(content_range(&headers), parsed, "{value}");
+        }
     }
 }

@@ -2,14 +2,13 @@
 //! `X-Linked-*` headers of a Hugging Face redirect, and a body streamed to a
 //! sink within its announced length and the time bound.
 
-use std::io::Read;
 use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::StatusCode;
-use reqwest::blocking::Response;
 use reqwest::header::{CONTENT_LENGTH, ETAG, HeaderMap, LAST_MODIFIED, LOCATION, RETRY_AFTER};
 use url::Url;
 
+use super::client::Response;
 use crate::digest::Sha256Digest;
 use crate::remote::pauses::exhausted_for;
 use crate::remote::retry::parse_retry_after;
@@ -127,20 +126,17 @@ pub(super) fn stream_body(
     if let Some(size) = meta.size {
         sink.announced(size).map_err(Failure::Final)?;
     }
-    let mut buf = vec![0u8; 64 * 1024];
     let mut received: u64 = 0;
     loop {
-        let n = match response.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+        let chunk = match response.chunk() {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
             Err(e) => {
-                return Err(Failure::Transient(
-                    FetchError::Network(format!("the body broke off after {received} bytes: {e}")),
-                    None,
-                ));
+                return Err(Failure::Transient(body_error(received, &e), None));
             }
         };
+        let chunk = chunk.as_ref();
+        let n = chunk.len();
         received += n as u64;
         if meta.size.is_some_and(|size| received > size) {
             return Err(Failure::Transient(
@@ -151,7 +147,7 @@ pub(super) fn stream_body(
                 None,
             ));
         }
-        sink.write(&buf[..n]).map_err(Failure::Final)?;
+        sink.write(chunk).map_err(Failure::Final)?;
         if began.elapsed() > timeout {
             return Err(Failure::Transient(
                 FetchError::Network(format!("the download took longer than {timeout:?}")),
@@ -192,4 +188,13 @@ pub(super) fn network_error(error: &reqwest::Error) -> FetchError {
     } else {
         FetchError::Network(format!("{what}: {cause}"))
     }
+}
+
+/// A body that broke off after `received` bytes: a timeout says so.
+pub(super) fn body_error(received: u64, error: &reqwest::Error) -> FetchError {
+    let why = match network_error(error) {
+        FetchError::Network(why) => why,
+        other => other.to_string(),
+    };
+    FetchError::Network(format!("the body broke off after {received} bytes: {why}"))
 }
