@@ -6,7 +6,8 @@
 //! pieces, hold files open and reread them, across several mount sessions
 //! over one cache, with `cache clear` while mounted, `matvisfs refresh` at
 //! random moments from a thread of its own, short `--revalidate-every`
-//! periods, small caps and `--no-passthrough` mixed in. The oracle (`matvisfs_testkit::adversary`)
+//! periods, small caps, `--no-passthrough` and `--io-uring` (where the
+//! kernel offers it) mixed in. The oracle (`matvisfs_testkit::adversary`)
 //! then checks every result against the server's history.
 //!
 //! `MATVISFS_ADVERSARY_SECONDS` (default 60) and `MATVISFS_ADVERSARY_SEED`
@@ -30,6 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use common::uring::UringSetting;
 use common::{BIN, Mount};
 use load::{Load, Running, Universe};
 use matvisfs_testkit::adversary::history::{Clock, at};
@@ -150,6 +152,13 @@ struct Run {
 
 impl Run {
     fn session(&self, index: usize, plan: &Plan) -> (Session, String) {
+        // Held until the mount is gone, even on a panic (it drops after
+        // the mount); a kernel without the transport runs the session
+        // without the flag, and says so.
+        let uring_setting = plan.io_uring.then(|| UringSetting::set(true)).flatten();
+        let mut plan = plan.clone();
+        plan.io_uring = uring_setting.is_some();
+        let plan = &plan;
         let clock = self.server.clock();
         self.server.set_options(plan.options());
         // For this session and until the next: the next one's first open
@@ -177,6 +186,9 @@ impl Run {
         }
         if plan.offline {
             builder = builder.arg("--offline");
+        }
+        if plan.io_uring {
+            builder = builder.arg("--io-uring");
         }
         if let Some(cap) = plan.cap {
             builder = builder.arg("--cache-max-size").arg(cap);
@@ -255,11 +267,12 @@ impl Run {
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .map(|s| {
                 format!(
-                    "cache hits {} misses {} dedupe {} evictions {}",
+                    "cache hits {} misses {} dedupe {} evictions {}, ring requests {}",
                     s["cache"]["hits"],
                     s["cache"]["misses"],
                     s["cache"]["dedupe_hits"],
-                    s["cache"]["evictions"]
+                    s["cache"]["evictions"],
+                    s["fuse"]["ring_requests"]
                 )
             })
             .unwrap_or_else(|| "no stats.json".into());
@@ -272,6 +285,7 @@ impl Run {
         }
         // Unmounting ends what is still stuck (it fails with ENOTCONN).
         drop(mount);
+        drop(uring_setting);
         for handle in stuck {
             let _ = join_by(handle, clock, clock.now() + Duration::from_secs(10));
         }

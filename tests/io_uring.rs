@@ -6,9 +6,11 @@ mod common;
 
 use std::fs;
 use std::io::ErrorKind;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 
 use common::uring::UringSetting;
 use common::{Mount, Served, TAG, read, walk, warm};
+use matvisfs_sample::{Release, ReleaseSpec};
 
 /// Kernel requests the mount answered over its rings.
 fn ring_requests(mount: &Mount) -> u64 {
@@ -115,4 +117,56 @@ fn where_the_kernel_offers_no_io_uring_requests_go_through_dev_fuse() {
         assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
     }
     assert_eq!(ring_requests(&mount), 0);
+}
+
+#[test]
+fn a_file_larger_than_a_ring_buffer_is_served_whole_over_the_ring() {
+    let Some(_setting) = UringSetting::set(true) else {
+        eprintln!("skipped: this kernel has no FUSE over io_uring, or it cannot be set here");
+        return;
+    };
+    let mut release = Release::generate(&ReleaseSpec::small(TAG));
+    let path = "ambientcg/1k/Metal032/ao.png";
+    // Over 1 MiB, a ring entry's payload, and no multiple of a page.
+    let mut big: Vec<u8> = (0..3 * 1024 * 1024 + 4321u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    big[..8].copy_from_slice(b"\x89PNG\r\n\x1a\n");
+    release.replace_texture(path, big.clone());
+    let served = Served::new(release);
+    let mount = Mount::builder(&served.base_url()).arg("--io-uring").start();
+    let file = mount.tag_path(path);
+    assert_eq!(fs::metadata(&file).unwrap().len(), big.len() as u64);
+    assert_eq!(read(&file).unwrap(), big, "read whole");
+    // One read call for all of it, through the page cache and past it.
+    for flags in [0, libc::O_DIRECT] {
+        let opened = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags)
+            .open(&file)
+            .unwrap();
+        let mut got = vec![0u8; big.len() + 100];
+        let mut filled = 0;
+        while filled < got.len() {
+            match opened.read_at(&mut got[filled..], filled as u64).unwrap() {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        got.truncate(filled);
+        assert!(
+            got == big,
+            "flags {flags:#o}: {filled} bytes, not the server's"
+        );
+        // A piece across the first payload's end.
+        let mut piece = vec![0u8; 8192];
+        let at = 1024 * 1024 - 4000;
+        opened.read_exact_at(&mut piece, at as u64).unwrap();
+        assert!(
+            piece == big[at..at + 8192],
+            "flags {flags:#o}: the piece at {at}"
+        );
+    }
+    assert!(ring_requests(&mount) > 0);
+    assert_eq!(served.texture_gets(), 1, "one download");
 }

@@ -1,5 +1,6 @@
 //! The mount sessions of a run, drawn from the seed: their length, flags
-//! (a short `--revalidate-every` now and then), server mode, and when the
+//! (a short `--revalidate-every` now and then, `--io-uring` in one session
+//! of four), server mode, and when the
 //! cache is cleared and the mount refreshed.
 
 use std::time::Duration;
@@ -44,6 +45,9 @@ pub struct Plan {
     pub revalidate_every: Option<&'static str>,
     /// `matvisfs refresh` this long after the mount.
     pub refreshes: Vec<Duration>,
+    /// `--io-uring`, with the fuse module's `enable_uring` set for the
+    /// session (cleared where this kernel has no such transport).
+    pub io_uring: bool,
 }
 
 impl Plan {
@@ -60,6 +64,9 @@ impl Plan {
         }
         if self.offline {
             parts.push("--offline".into());
+        }
+        if self.io_uring {
+            parts.push("--io-uring".into());
         }
         if self.textures_only {
             parts.push("textures replaced alone until the next session".into());
@@ -155,6 +162,7 @@ pub fn plans(rng: &mut ChaCha8Rng, seconds: u64) -> Vec<Plan> {
                     .collect(),
                 false => Vec::new(),
             },
+            io_uring: rng.random_bool(0.25),
         });
         // Offline, the same server (its origin keys the cached tag) as the
         // session before, and its cache kept.

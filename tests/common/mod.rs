@@ -118,6 +118,15 @@ pub struct MountBuilder {
     log: Option<PathBuf>,
 }
 
+/// `MATVISFS_TEST_EXTRA_ARGS`: flags added to every mount a test makes
+/// (split on whitespace), to run a test file over another setup, e.g.
+/// `--io-uring` with the fuse module's `enable_uring` set around the run.
+fn extra_args() -> Vec<String> {
+    std::env::var("MATVISFS_TEST_EXTRA_ARGS")
+        .map(|args| args.split_whitespace().map(String::from).collect())
+        .unwrap_or_default()
+}
+
 impl MountBuilder {
     /// Where the daemon's stderr goes (a file in the mount's own
     /// temporary directory unless set).
@@ -179,6 +188,7 @@ impl MountBuilder {
                 "-v",
             ])
             .args(&self.args)
+            .args(extra_args())
             .env_remove("MAT_VIS_HF_BASE")
             .env_remove("MAT_VIS_DATASET")
             .env_remove("MAT_VIS_HF_DATASET")
