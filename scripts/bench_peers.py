@@ -97,7 +97,10 @@ class HfMount(ForegroundMount):
                 [binary, "--hub-endpoint", endpoint, "--cache-dir", str(cache), "--read-only",
                  "repo", f"datasets/{REPO}", str(mountpoint), "--revision", TAG],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                env={k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HF_ENDPOINT")},
+                # Its own caches (xet's among them) under the cache
+                # directory, which the benchmark removes, not in $HOME.
+                env={**{k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HF_ENDPOINT")},
+                     "HF_HOME": str(cache / "hf-home"), "XDG_CACHE_HOME": str(cache / "xdg-cache")},
             )
         DAEMONS.append(self.process)
         self.pid = self.process.pid

@@ -287,7 +287,7 @@ def cold(work, data, nginx, clear_first):
 
     def fuse_tool(m):
         connection["id"] = os.minor(os.stat(mnt).st_dev)
-        return Tracer(["perf", "record", "-a", "-e", "fuse:fuse_request_send",
+        return Tracer(["perf", "record", "--no-buildid-cache", "-a", "-e", "fuse:fuse_request_send",
                        "-e", "fuse:fuse_request_end", "-o", str(fuse_log)])
 
     traced = session(fuse_tool)
@@ -298,7 +298,7 @@ def cold(work, data, nginx, clear_first):
                  sorted(fuse.items(), key=lambda x: -x[1][0])])
 
     cpu_log = work / "cpu.data"
-    traced = session(lambda m: Tracer(["perf", "record", "-p", str(m.pid), "--call-graph",
+    traced = session(lambda m: Tracer(["perf", "record", "--no-buildid-cache", "-p", str(m.pid), "--call-graph",
                                        "dwarf,8192", "-F", str(PERF_HZ), "-e", "cpu-clock",
                                        "-o", str(cpu_log)]))
     parts, threads, samples = cpu_parts(cpu_log, files, daemon)
@@ -341,7 +341,7 @@ def warm(work, data, nginx):
             daemon.append(cpu_seconds(m.pid) - cpu)
             theirs.append(read_all(local, 1, total))
         fuse_log = work / "fuse-warm.data"
-        tracer = Tracer(["perf", "record", "-a", "-e", "fuse:fuse_request_send",
+        tracer = Tracer(["perf", "record", "--no-buildid-cache", "-a", "-e", "fuse:fuse_request_send",
                          "-e", "fuse:fuse_request_end", "-o", str(fuse_log)])
         read_all(paths, 1, total)
         tracer.stop()
@@ -349,7 +349,7 @@ def warm(work, data, nginx):
         ours_calls = reader_syscalls(paths, 1, work / "trace-ours.txt")
         theirs_calls = reader_syscalls(local, 1, work / "trace-local.txt")
         cpu_log = work / "cpu-warm.data"
-        tracer = Tracer(["perf", "record", "-p", str(m.pid), "--call-graph", "dwarf,8192",
+        tracer = Tracer(["perf", "record", "--no-buildid-cache", "-p", str(m.pid), "--call-graph", "dwarf,8192",
                          "-F", str(PERF_HZ), "-e", "cpu-clock", "-o", str(cpu_log)])
         for _ in range(3):
             read_all(paths, 1, total)
