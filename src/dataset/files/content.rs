@@ -4,7 +4,7 @@
 //! Every texture served, cached or not, passes its format's magic check.
 
 use super::FileRequest;
-use super::downloaded::keep_download;
+use super::downloaded::{keep_download, start_download};
 use super::identity::{self, Identity, Proof};
 use super::sizes;
 use super::verify::check_file_magic;
@@ -195,12 +195,7 @@ fn download(
         etag: unconfirmed.as_ref().map(|u| u.etag.clone()),
         last_modified: None,
     };
-    let mut ingest = t
-        .ctx
-        .content
-        .ingest()
-        .map_err(Error::cache)?
-        .with_limit(t.ctx.max_file_size);
+    let mut ingest = start_download(request)?;
     let fetched = match texture.slice {
         None => remote.get(&t.name, &file, &validators, &mut ingest),
         Some(slice) => match slice.container {

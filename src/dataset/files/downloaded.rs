@@ -11,6 +11,17 @@ use crate::remote::RemoteMeta;
 use crate::stats::Stats;
 use crate::store::{FileRecord, Ingest, OpenBlob};
 
+/// Where a texture's body is downloaded to: the cache's, within the
+/// largest file the mount takes.
+pub(super) fn start_download(request: &FileRequest) -> Result<Ingest> {
+    let t = request.t;
+    Ok(t.ctx
+        .content
+        .ingest()
+        .map_err(Error::cache)?
+        .with_limit(t.ctx.max_file_size))
+}
+
 /// A whole body downloaded for the texture: checked, kept in the cache,
 /// and recorded as the path's bytes under this version (a change
 /// announced when it differs from what this version said before).

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use parking_lot::Mutex;
 
 use super::FileRequest;
-use super::downloaded::keep_download;
+use super::downloaded::{keep_download, start_download};
 use super::identity::{self, announced_record};
 use super::tree_sizes::TreeSizes;
 use super::verify::{MIN_TEXTURE_SIZE, check_announced_size};
@@ -163,12 +163,7 @@ fn first_bytes(request: &FileRequest) -> Result<u64> {
     let file = Location::revision(path);
     let url = t.url(&file);
     let remote = t.remote(&url, "the size is unknown")?;
-    let mut ingest = t
-        .ctx
-        .content
-        .ingest()
-        .map_err(Error::cache)?
-        .with_limit(t.ctx.max_file_size);
+    let mut ingest = start_download(request)?;
     let tier = request.tier_key();
     let sizes = &request.files.sizes;
     let (meta, whole) = match remote.first_bytes(&t.name, &file, FIRST_BYTES, &mut ingest) {

@@ -1389,6 +1389,19 @@ fn one_pass_over_a_directory_never_mixes_two_versions_of_it() {
     ));
 }
 
+/// The readdirplus entry of `name` in the directory `dir`.
+fn listed_entry(s: &Session, dir: u64, name: &str) -> crate::fs::attr::Entry {
+    let listing = s.core.listing(dir, 0).unwrap();
+    let mut found = None;
+    s.core.fill(&listing, 0, true, |e, _| {
+        if e.name == name {
+            found = e.entry;
+        }
+        false
+    });
+    found.expect("listed")
+}
+
 /// A file listed with a placeholder size is one whose size the kernel may
 /// hold wrong: its opens read past the page cache, even once its size is
 /// known and given, as the reply giving it may be dropped.
@@ -1399,15 +1412,7 @@ fn a_file_listed_with_a_placeholder_size_is_read_past_the_page_cache() {
     let s = h.session();
     let path = "ambientcg/512/Rock064/normal.png";
     let dir = s.ino(&format!("{TAG}/ambientcg/512/Rock064")).unwrap();
-    let listing = s.core.listing(dir, 0).unwrap();
-    let mut placeholder = None;
-    s.core.fill(&listing, 0, true, |e, _| {
-        if e.name == "normal.png" {
-            placeholder = e.entry;
-        }
-        false
-    });
-    assert_eq!(placeholder.expect("listed").attr.size, 0);
+    assert_eq!(listed_entry(&s, dir, "normal.png").attr.size, 0);
     let ino = s.ino(&format!("{TAG}/{path}")).unwrap();
     let looked_up = s.core.getattr(ino).unwrap();
     assert_eq!(looked_up.attr.size, release.files[path].len() as u64);
@@ -1437,15 +1442,7 @@ fn a_file_the_kernel_holds_or_reads_without_opens_gets_a_refused_placeholder() {
         if held {
             s.core.inodes.lookup(&key);
         }
-        let listing = s.core.listing(dir, 0).unwrap();
-        let mut size = None;
-        s.core.fill(&listing, 0, true, |e, _| {
-            if e.name == "normal.png" {
-                size = e.entry.map(|e| e.attr.size);
-            }
-            false
-        });
-        size.expect("listed")
+        listed_entry(s, dir, "normal.png").attr.size
     };
     assert_eq!(listed_size(&h.session(), false, false), 0);
     assert_eq!(
