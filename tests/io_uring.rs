@@ -67,6 +67,47 @@ fn over_io_uring_the_tree_sizes_and_bytes_are_the_servers() {
     let missing = fs::metadata(mount.tag_path("no-such-source")).unwrap_err();
     assert_eq!(missing.kind(), ErrorKind::NotFound);
     assert_eq!(served.texture_gets(), textures.len(), "one download a file");
+    assert_ring_threads_pinned(mount.pid().expect("a foreground daemon"));
+}
+
+/// Each queue's thread runs only on the CPU whose requests the kernel
+/// puts in that queue (where the daemon may run there at all).
+fn assert_ring_threads_pinned(pid: u32) {
+    let allowed = |status: &str| -> Vec<usize> {
+        let list = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .expect("Cpus_allowed_list in /proc status")
+            .trim()
+            .to_owned();
+        list.split(',')
+            .flat_map(|part| match part.split_once('-') {
+                Some((a, b)) => (a.parse().unwrap()..=b.parse().unwrap()).collect::<Vec<_>>(),
+                None => vec![part.parse().unwrap()],
+            })
+            .collect()
+    };
+    let process = allowed(&fs::read_to_string(format!("/proc/{pid}/status")).unwrap());
+    let mut pinned = 0;
+    for task in fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let name = fs::read_to_string(task.join("comm")).unwrap_or_default();
+        let Some(queue) = name.trim().strip_prefix("fuse-ring-") else {
+            continue;
+        };
+        let queue: usize = queue.parse().unwrap();
+        if !process.contains(&queue) {
+            continue;
+        }
+        let cpus = allowed(&fs::read_to_string(task.join("status")).unwrap());
+        assert_eq!(
+            cpus,
+            vec![queue],
+            "the thread of ring {queue} runs on its CPU only"
+        );
+        pinned += 1;
+    }
+    assert!(pinned > 0, "a ring thread on a CPU the daemon may use");
 }
 
 #[test]

@@ -107,6 +107,25 @@ pub struct Rings {
     queues: Vec<Queue>,
 }
 
+/// Keeps the calling thread on `cpu`: the kernel queues a request on the
+/// ring of the CPU it was made on, so its thread is woken there, without
+/// the cross-CPU wake-up of a thread that ran elsewhere. Best effort: a
+/// CPU outside the thread's allowed set leaves it where it was.
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays
+    // inside it for cpu < CPU_SETSIZE, checked first.
+    unsafe {
+        if cpu >= libc::CPU_SETSIZE as usize {
+            return;
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            tracing::debug!(cpu, "a FUSE ring thread could not be pinned to its CPU");
+        }
+    }
+}
+
 /// The kernel's number of queues: one per possible CPU.
 fn possible_cpus() -> usize {
     let listed = std::fs::read_to_string("/sys/devices/system/cpu/possible").ok();
@@ -224,6 +243,7 @@ impl Queue {
     }
 
     fn serve(mut self, fuse: &Arc<OwnedFd>, inner: &Arc<Inner>) -> io::Result<()> {
+        pin_to_cpu(self.qid as usize);
         let (done_tx, done_rx) = mpsc::channel::<(usize, Slot)>();
         let mut wake_buf = Box::new([0u8; 8]);
         let wake_read = |buf: &mut [u8; 8], wake: &OwnedFd| {
