@@ -375,7 +375,7 @@ fn ask(args: &RefreshArgs) -> Result<Vec<TagAnswer>, String> {
             mount.fstype
         ));
     }
-    if unreachable.is_some_and(|e| e.raw_os_error() == Some(libc::ENOTCONN)) {
+    if unreachable.as_ref().is_some_and(crate::fuse::is_dead_mount) {
         return Err(format!(
             "the daemon serving {} is gone (the mount is dead: \"Transport endpoint is not \
              connected\"); unmount it with `matvisfs unmount {}` and mount again",

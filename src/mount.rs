@@ -11,16 +11,14 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use fuser::{
-    BackingId, Config, INodeNo, MountOption, Notifier, Session, SessionACL, SessionUnmounter,
-};
+use fuser::{Config, INodeNo, MountOption, Notifier, Session, SessionACL, SessionUnmounter};
 
 use crate::cli::{MountArgs, RemoteArgs, RunArgs};
 use crate::control;
 use crate::daemon::{self, Readiness};
 use crate::dataset::{Context, Dataset};
 use crate::fs::{FsCore, Invalidation, Kernel};
-use crate::fuse::FuseAdapter;
+use crate::fuse::{Backing, FuseAdapter};
 use crate::logging;
 use crate::metrics::Exporter;
 use crate::notify;
@@ -142,7 +140,7 @@ fn ways_out(dataset: &Dataset) -> String {
 
 /// Mounts `core` at `mountpoint` and serves it until unmounted.
 fn serve(
-    core: Arc<FsCore<BackingId>>,
+    core: Arc<FsCore<Backing>>,
     mountpoint: &Path,
     run: &RunArgs,
     metrics: Option<Exporter>,
@@ -202,6 +200,7 @@ fn serve(
         }
         false => None,
     };
+    let device = adapter.session_device();
     let adapter = adapter.on_destroy({
         let unmounter = unmounter.clone();
         move || {
@@ -219,6 +218,9 @@ fn serve(
         format!("cannot mount at {}: {e}{hint}", mountpoint.display())
     })?;
     *unmounter.lock() = Some(session.unmount_callable());
+    device
+        .set(session.as_fd())
+        .map_err(|e| format!("cannot keep /dev/fuse for passthrough: {e}"))?;
     if let Some(rings) = rings {
         rings
             .start(session.as_fd())
@@ -389,9 +391,7 @@ fn watch_signals(
 pub(crate) fn prepare_mountpoint(path: &Path, nonempty: bool) -> Result<PathBuf, String> {
     let path = absolute(path)?;
     let meta = match fs::metadata(&path) {
-        // No process serves it: ENOTCONN, or ECONNABORTED for a request
-        // made while the kernel was ending the connection.
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) => {
+        Err(e) if crate::fuse::is_dead_mount(&e) => {
             eprintln!(
                 "matvisfs: {} is a dead FUSE mount (\"Transport endpoint is not connected\": its \
                  process was killed); unmounting it lazily",

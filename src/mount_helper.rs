@@ -89,7 +89,7 @@ fn is_helper_call(argv: &[OsString]) -> bool {
     }
     match std::fs::symlink_metadata(Path::new(second)) {
         Ok(_) => true,
-        Err(e) => e.raw_os_error() == Some(libc::ENOTCONN),
+        Err(e) => crate::fuse::is_dead_mount(&e),
     }
 }
 

@@ -44,6 +44,11 @@ impl Workers {
         })
     }
 
+    /// The most threads the pool runs at once.
+    pub fn max_threads(&self) -> usize {
+        self.max_threads
+    }
+
     pub fn spawn(self: &Arc<Self>, job: impl FnOnce() + Send + 'static) {
         let mut state = self.state.lock();
         state.queue.push_back(Box::new(job));

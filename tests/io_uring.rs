@@ -143,6 +143,41 @@ fn an_offline_mount_over_io_uring_serves_the_cached_bytes_without_opens() {
 }
 
 #[test]
+fn over_io_uring_cached_files_are_passed_through_to_the_kernel() {
+    let Some(_setting) = UringSetting::set(true) else {
+        eprintln!("skipped: no FUSE over io_uring here");
+        return;
+    };
+    let served = Served::small();
+    let cache = tempfile::tempdir().unwrap();
+    let files: Vec<_> = served.release.textures().take(6).collect();
+    let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+    warm(&served.base_url(), cache.path(), &paths);
+    // A new mount: the kernel holds no page of these files, so every byte
+    // read comes from matvisfs or from the backing file.
+    let mount = Mount::builder(&served.base_url())
+        .cache(cache.path())
+        .arg("--io-uring")
+        .start();
+    let before = ring_requests(&mount);
+    for _ in 0..3 {
+        for (path, bytes) in &files {
+            assert_eq!(&read(&mount.tag_path(path)).unwrap(), *bytes, "{path}");
+        }
+    }
+    let stats = mount.stats();
+    assert!(
+        ring_requests(&mount) - before >= 2 * 3 * files.len() as u64,
+        "the opens and releases went over the ring: {stats}"
+    );
+    assert_eq!(stats["cache"]["hits"], 3 * files.len(), "{stats}");
+    assert_eq!(
+        stats["bytes"]["served"], 0,
+        "cached reads reached matvisfs: {stats}"
+    );
+}
+
+#[test]
 fn where_the_kernel_offers_no_io_uring_requests_go_through_dev_fuse() {
     // Without the parameter the kernel has no such transport at all: the
     // same case.

@@ -367,6 +367,44 @@ fn cached_files_are_passed_through_where_the_kernel_offers_it() {
 }
 
 #[test]
+fn an_o_direct_open_of_a_cached_file_has_no_alignment_rule() {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let served = Served::small();
+    let cache = tempfile::tempdir().unwrap();
+    let files: Vec<(&String, &Vec<u8>)> = served.release.textures().take(3).collect();
+    let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+    common::warm(&served.base_url(), cache.path(), &paths);
+    let mount = Mount::builder(&served.base_url())
+        .cache(cache.path())
+        .start();
+    for (path, bytes) in &files {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(mount.tag_path(path))
+            .unwrap();
+        // An odd address, an odd length and an odd offset, as any FUSE file
+        // allows; passed through, the cache's own filesystem would refuse
+        // them (EINVAL).
+        let mut buffer = vec![0u8; bytes.len() + 1];
+        let got = &mut buffer[1..];
+        let mut filled = 0;
+        while filled < got.len() {
+            match file.read_at(&mut got[filled..], filled as u64).unwrap() {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        assert_eq!(&&got[..filled], bytes, "{path}");
+        let mut piece = vec![0u8; bytes.len() - 8];
+        file.read_exact_at(&mut piece, 7).unwrap();
+        assert_eq!(piece, bytes[7..bytes.len() - 1], "{path}");
+        // A plain open beside it is still passed through or read whole.
+        assert_eq!(&&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
+    }
+}
+
+#[test]
 fn a_file_open_since_before_it_was_cached_can_be_opened_again_meanwhile() {
     use std::io::Read;
     let served = Served::small();

@@ -33,6 +33,8 @@ enum Binding {
         /// The kernel may hold another size than the version's: its reads
         /// must reach the mount.
         direct: bool,
+        /// Opened with `O_DIRECT`.
+        o_direct: bool,
     },
     /// The statistics: a snapshot whose size changes from one open to the
     /// next.
@@ -297,13 +299,14 @@ impl<B: Send + Sync + 'static> FsCore<B> {
         flags: i32,
         register: impl FnOnce(&File) -> io::Result<B>,
     ) -> Result<Open<B>> {
-        let (fh, slot, in_memory, direct) = match self.bind(ino, flags)? {
+        let (fh, slot, in_memory, direct, o_direct) = match self.bind(ino, flags)? {
             Binding::File {
                 fh,
                 slot,
                 in_memory,
                 direct,
-            } => (fh, slot, in_memory, direct),
+                o_direct,
+            } => (fh, slot, in_memory, direct, o_direct),
             // The statistics: never cached by the kernel.
             Binding::Snapshot(fh) => {
                 return Ok(Open {
@@ -314,7 +317,10 @@ impl<B: Send + Sync + 'static> FsCore<B> {
                 });
             }
         };
-        match self.files.admit(fh, &slot, in_memory, direct, register) {
+        match self
+            .files
+            .admit(fh, &slot, in_memory, direct, o_direct, register)
+        {
             Ok(mode) => Ok(Open {
                 fh,
                 version: slot.version(),
@@ -363,7 +369,8 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             // `stat` must show this version's size.
             self.tell_kernel(vec![Invalidation::Attributes(ino)]);
         }
-        let direct = flags & libc::O_DIRECT != 0 || size_unsure;
+        let o_direct = flags & libc::O_DIRECT != 0;
+        let direct = o_direct || size_unsure;
         let fh = self.handles.insert(Handle::File(OpenFile {
             tag,
             path: key.path.clone(),
@@ -375,6 +382,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             slot,
             in_memory: opened.in_memory(),
             direct: size_unsure,
+            o_direct,
         })
     }
 

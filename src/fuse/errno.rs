@@ -12,6 +12,19 @@ use tracing::Level;
 use crate::dataset::Error;
 use crate::fs::FsError;
 
+/// Whether a call on a path under a FUSE mount failed because no process
+/// serves the mount any more: `ENOTCONN` once the kernel has ended the
+/// connection, and, for a request made while it was ending it, the
+/// `ECONNABORTED` or `ECANCELED` of the requests it ends (over io_uring the
+/// ending runs after the killed process is gone, as the rings are torn
+/// down).
+pub fn is_dead_mount(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED)
+    )
+}
+
 pub fn errno(error: &FsError) -> Errno {
     match error {
         FsError::ReadOnly => Errno::EROFS,

@@ -9,8 +9,10 @@
 //! state of its own about open files.
 
 mod errno;
-pub(crate) use errno::errno;
+pub use backing::{Backing, SessionDevice};
+pub(crate) use errno::{errno, is_dead_mount};
 mod answers;
+mod backing;
 mod dir_reply;
 mod replies;
 mod uring;
@@ -24,10 +26,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
 use fuser::{
-    AccessFlags, BackingId, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tracing::debug_span;
 
@@ -71,14 +73,16 @@ impl PendingRings {
     /// the kernel agreed to them: it holds every request back until then.
     pub fn start(&self, fuse: BorrowedFd<'_>) -> io::Result<()> {
         if let Some((rings, inner)) = self.0.lock().take() {
-            rings.start(fuse.try_clone_to_owned()?, inner);
+            rings.start(inner.device.set(fuse)?, inner);
         }
         Ok(())
     }
 }
 
 struct Inner {
-    core: Arc<FsCore<BackingId>>,
+    core: Arc<FsCore<Backing>>,
+    /// The session's `/dev/fuse`, on which backing files are registered.
+    device: SessionDevice,
     /// Opens and reads: may wait for a whole download.
     content_workers: Arc<Workers>,
     /// Lookups, attributes and listings: may wait for a HEAD or a catalog.
@@ -120,7 +124,7 @@ impl Timer {
 
 impl FuseAdapter {
     /// `workers`: threads of each pool for requests that wait on the network.
-    pub fn new(core: Arc<FsCore<BackingId>>, workers: usize, passthrough: bool) -> Self {
+    pub fn new(core: Arc<FsCore<Backing>>, workers: usize, passthrough: bool) -> Self {
         let (uid, gid) = (
             rustix::process::getuid().as_raw(),
             rustix::process::getgid().as_raw(),
@@ -129,6 +133,7 @@ impl FuseAdapter {
         FuseAdapter(
             Arc::new(Inner {
                 core,
+                device: SessionDevice::default(),
                 content_workers: Workers::new("content", workers),
                 metadata_workers: Workers::new("metadata", workers),
                 uid,
@@ -144,13 +149,21 @@ impl FuseAdapter {
         )
     }
 
-    /// Asks the kernel for FUSE over io_uring at `FUSE_INIT`, with `depth`
-    /// entries a queue; where it is not offered (the fuse module's
-    /// `enable_uring` unset, or a kernel before 6.14) requests go through
-    /// `/dev/fuse`. The rings returned must be started once the session
-    /// is set up.
-    pub fn with_io_uring(mut self, depth: usize) -> (Self, PendingRings) {
+    /// Asks the kernel for FUSE over io_uring at `FUSE_INIT`; where it is
+    /// not offered (the fuse module's `enable_uring` unset, or a kernel
+    /// before 6.14) requests go through `/dev/fuse`. The rings returned
+    /// must be started once the session is set up.
+    ///
+    /// A request handed to a worker holds its ring entry until answered,
+    /// and the kernel queues a CPU's requests behind its queue's entries:
+    /// each queue gets `answered_here` entries beyond as many as both
+    /// worker pools run at once, so that requests waiting on the network
+    /// (a hung server) leave room for those answered from memory.
+    pub fn with_io_uring(mut self, answered_here: usize) -> (Self, PendingRings) {
         let rings = PendingRings::default();
+        let depth = answered_here
+            + self.0.content_workers.max_threads()
+            + self.0.metadata_workers.max_threads();
         self.2 = Some(RingRequest {
             depth,
             rings: rings.clone(),
@@ -168,6 +181,12 @@ impl FuseAdapter {
         inner.no_open = true;
         inner.core.set_no_open();
         self
+    }
+
+    /// Where the session's `/dev/fuse` is to be given once the session
+    /// exists, before it runs: passthrough registers backing files on it.
+    pub fn session_device(&self) -> SessionDevice {
+        self.0.device.clone()
     }
 
     /// What to do once the kernel ends the session.
@@ -318,9 +337,8 @@ impl Filesystem for FuseAdapter {
             .add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
             .is_ok();
         self.0.no_opendir.store(no_opendir, Ordering::Relaxed);
-        let over_ring = self.set_up_rings(config);
+        self.set_up_rings(config);
         let passthrough = self.0.passthrough
-            && !over_ring
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(PASSTHROUGH_STACK_DEPTH).is_ok();
         self.0.core.set_passthrough(passthrough);
@@ -330,7 +348,7 @@ impl Filesystem for FuseAdapter {
             );
         } else {
             tracing::info!(
-                "FUSE passthrough is off (--no-passthrough, --io-uring, or the kernel offers none): \
+                "FUSE passthrough is off (--no-passthrough, or the kernel offers none): \
                  cached files are read through matvisfs"
             );
         }
@@ -468,10 +486,10 @@ impl Filesystem for FuseAdapter {
             "open",
             Pool::Content,
             reply,
-            move |inner, reply: &ReplyOpen| {
+            move |inner, _| {
                 inner
                     .core
-                    .open_with_backing(ino, flags.0, |file| reply.open_backing(file))
+                    .open_with_backing(ino, flags.0, |file| inner.device.register(file))
             },
             move |inner, result, reply| inner.send_open((ino, result), reply),
         );

@@ -3,12 +3,13 @@
 //! log line of a failed operation.
 
 use fuser::{
-    BackingId, FileAttr, FileHandle, FileType, Generation, INodeNo, ReplyAttr, ReplyData,
-    ReplyEntry, ReplyOpen,
+    FileAttr, FileHandle, FileType, Generation, INodeNo, ReplyAttr, ReplyData, ReplyEntry,
+    ReplyOpen,
 };
 
 use super::Inner;
 use super::answers::open_flags;
+use super::backing::Backing;
 use super::errno::errno;
 use crate::dataset::Kind;
 use crate::fs::{Attr, Entry, FsError, Open, ReadMode, ReadReply};
@@ -91,7 +92,7 @@ impl Inner {
     /// Answers an open as the core decided it.
     pub(super) fn send_open(
         &self,
-        (ino, result): (u64, Result<Open<BackingId>, FsError>),
+        (ino, result): (u64, Result<Open<Backing>, FsError>),
         reply: ReplyOpen,
     ) {
         let open = match result {
@@ -111,7 +112,7 @@ impl Inner {
         let fh = FileHandle(open.fh);
         let flags = open_flags(&open.mode);
         match open.mode {
-            ReadMode::Passthrough(id) => reply.opened_passthrough(fh, flags, &id),
+            ReadMode::Passthrough(backing) => backing.reply_open(reply, fh, flags),
             _ => reply.opened(fh, flags),
         }
     }

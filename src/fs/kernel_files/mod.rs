@@ -127,12 +127,20 @@ impl<B> KernelFiles<B> {
         slot: &Slot,
         in_memory: bool,
         size_unsure: bool,
+        o_direct: bool,
         register: impl FnOnce(&File) -> io::Result<B>,
     ) -> Result<ReadMode<B>, FsError> {
         let (ino, version) = (slot.ino, slot.version());
+        // An `O_DIRECT` open is not passed through unless the kernel insists
+        // (the inode's other opens are): the backing file would be read
+        // with `O_DIRECT` too, under its filesystem's alignment rules, where
+        // a FUSE file has none.
         let cached = match slot.for_read() {
             Ok(Bound::Content(file))
-                if !in_memory && !slot.in_memory() && self.passthrough.load(Ordering::Relaxed) =>
+                if !in_memory
+                    && !slot.in_memory()
+                    && !o_direct
+                    && self.passthrough.load(Ordering::Relaxed) =>
             {
                 file.metadata().ok().map(|m| (file, m.ino()))
             }

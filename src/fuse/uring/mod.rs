@@ -10,18 +10,18 @@
 //!
 //! The requests are parsed and answered here ([`abi`]), by the same calls
 //! into the core and the same shared answers ([`super::answers`]) as the
-//! fuser adapter; one that must wait goes to the same worker pools. Files
-//! are not passed through over the ring: registering backing files needs
-//! fuser's reply to an open.
+//! fuser adapter; one that must wait goes to the same worker pools. Cached
+//! files are passed through as over `/dev/fuse`, to backing files both
+//! transports register the same way ([`super::backing`]).
 
 mod abi;
 mod ring;
 
-use fuser::{AccessFlags, Errno, FileAttr};
+use fuser::{AccessFlags, Errno, FileAttr, FopenFlags};
 
 use super::answers::{self, STATFS};
 use super::{Inner, errno};
-use crate::fs::FsError;
+use crate::fs::{FsError, ReadMode};
 use crate::stats::Stats;
 use abi::{InHeader, Wire};
 
@@ -263,18 +263,22 @@ impl Inner {
                 if let Some(errno) = self.open_refused() {
                     return Err(errno.into());
                 }
-                // No backing file is registered over the ring: the core
-                // answers such an open through the page cache.
-                let open =
-                    self.core
-                        .open_with_backing(*ino, *flags, |_| {
-                            Err(std::io::ErrorKind::Unsupported.into())
-                        })
-                        .map_err(|e| self.ring_failure("open", Ok(*ino), e))?;
+                let open = self
+                    .core
+                    .open_with_backing(*ino, *flags, |file| self.device.register(file))
+                    .map_err(|e| self.ring_failure("open", Ok(*ino), e))?;
+                let mut open_flags = answers::open_flags(&open.mode);
+                let backing_id = match &open.mode {
+                    ReadMode::Passthrough(backing) => {
+                        open_flags |= FopenFlags::FOPEN_PASSTHROUGH;
+                        backing.id() as i32
+                    }
+                    _ => 0,
+                };
                 out.value(&abi::OpenOut {
                     fh: open.fh,
-                    open_flags: answers::open_flags(&open.mode).bits(),
-                    backing_id: 0,
+                    open_flags: open_flags.bits(),
+                    backing_id,
                 });
             }
             Op::Read {

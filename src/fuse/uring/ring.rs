@@ -161,8 +161,7 @@ impl Rings {
 
     /// Registers every entry on `/dev/fuse` (`fuse`) and serves the
     /// queues, a thread each, until the kernel ends the connection.
-    pub fn start(self, fuse: OwnedFd, inner: Arc<Inner>) {
-        let fuse = Arc::new(fuse);
+    pub fn start(self, fuse: Arc<OwnedFd>, inner: Arc<Inner>) {
         tracing::info!(
             queues = self.queues.len(),
             "requests go through FUSE over io_uring"
