@@ -10,6 +10,7 @@ client's venv first. Prints one table of medians over RUNS runs, with each
 case's goal and whether this run met it, then every sample.
 """
 
+import hashlib
 import os
 import platform
 import shutil
@@ -319,11 +320,10 @@ def warm_reads(work, data, nginx, table):
     of the same cache, where no file can change and the kernel reads files
     without opening them in the daemon (FUSE's no-open mode); and, where
     the kernel has it, in a mount of the same cache over FUSE's io_uring
-    transport, against one over /dev/fuse without passthrough (as over the
-    ring)."""
+    transport, against the mount over /dev/fuse and passthrough_ll."""
     rel, total = small_files(data)
     mnt, rmnt, omnt, pmnt = work / "mnt", work / "mnt-rclone", work / "mnt-offline", work / "mnt-ll"
-    umnt, nmnt = work / "mnt-uring", work / "mnt-no-passthrough"
+    umnt = work / "mnt-uring"
     base = nginx.base("sample")
     local = [data / TAG / r for r in rel]
     ours_paths = [mnt / TAG / r for r in rel]
@@ -339,11 +339,9 @@ def warm_reads(work, data, nginx, table):
             read_all(rclone_paths, 16, total)
             mark = nginx.mark()
             with Mount(base, cache, omnt, "--offline"), \
-                    Mount(base, cache, nmnt, "--no-passthrough"), \
                     uring_mount(base, cache, umnt) as ring:
                 readers = {"local": local, "ours": ours_paths, "rclone": rclone_paths,
-                           "offline": offline_paths,
-                           "no-passthrough": [nmnt / TAG / r for r in rel]}
+                           "offline": offline_paths}
                 if ll:
                     readers["ll"] = ll_paths
                 if ring:
@@ -371,12 +369,14 @@ def warm_reads(work, data, nginx, table):
                         table.timing(f"4. warm, {who}, {state}: offline mount (no-open mode)",
                                      "local disk", samples["local"], samples["offline"],
                                      goal=None if dropped else 0.7)
+                        if ring and ll:
+                            table.timing(f"4. warm, {who}, {state}: over io_uring, against "
+                                         "classic FUSE", "libfuse passthrough_ll",
+                                         samples["ll"], samples["uring"],
+                                         goal=None if dropped else (0.9 if parallel == 16 else 1.5))
                         if ring:
                             table.timing(f"4. warm, {who}, {state}: over io_uring, against "
-                                         "/dev/fuse", "matvisfs --no-passthrough",
-                                         samples["no-passthrough"], samples["uring"])
-                            table.timing(f"4. warm, {who}, {state}: over io_uring, against "
-                                         "/dev/fuse with passthrough", "matvisfs",
+                                         "/dev/fuse", "matvisfs over /dev/fuse",
                                          samples["ours"], samples["uring"])
                 # The reader of earlier versions of this benchmark (and of issue 13's
                 # figures): a cat process per 16 files.
@@ -465,8 +465,19 @@ def big_read(work, data, nginx, table):
         with Rclone(base + "/", rcache, mnt):
             rclone.append(mb / read_all([mnt / TAG / rel], 1, size))
         shutil.rmtree(rcache, ignore_errors=True)
-    table.timing(f"5. one {mb:.0f} MB file, cold", "curl", curl, ours, goal=0.9,
+    table.timing(f"5. one {mb:.0f} MB file, cold", "curl", curl, ours, goal=0.6,
                  rclone=rclone, unit="MB/s")
+    # No byte is served before the whole file is verified: one core's
+    # SHA-256 of it (OpenSSL's; matvisfs's sha2 is no faster) bounds
+    # the ratio to curl however fast the rest is.
+    body = (data / TAG / rel).read_bytes()
+    hashing = min(timed(lambda: hashlib.sha256(body).digest()) for _ in range(3))
+    wire = mb / median(curl)
+    table.notes.append(
+        f"case 5: SHA-256 of the {mb:.0f} MB on one core takes {hashing * 1000:.0f} ms "
+        f"({mb / hashing:.0f} MB/s), curl's whole transfer {wire * 1000:.0f} ms: verified "
+        f"before its first byte is served, the file cannot come faster than "
+        f"{wire / hashing:.2f}x of curl, before FUSE carries a byte")
 
 
 def walk_command(name, root):

@@ -36,6 +36,14 @@ pub fn quick<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// Runs `f` in quick mode, as [`quick`], catching a panic (`None`): on a
+/// thread that reads kernel requests a panic would end the mount's
+/// session, or leave an io_uring queue unserved; the request fails instead
+/// (the panic is still reported by the panic hook).
+pub fn quick_unless_panicked<T>(f: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| quick(f))).ok()
+}
+
 /// Whether this thread is in quick mode.
 pub fn is_quick() -> bool {
     QUICK.with(Cell::get)
@@ -111,6 +119,14 @@ mod tests {
         assert_eq!(may_block(), Ok(()));
         // Restored even when the closure panics.
         let _ = std::panic::catch_unwind(|| quick(|| panic!("boom")));
+        assert!(!is_quick());
+    }
+
+    #[test]
+    fn a_panic_in_quick_mode_is_caught_and_the_mode_restored() {
+        assert_eq!(quick_unless_panicked(may_block), Some(Err(WouldBlock)));
+        let caught: Option<()> = quick_unless_panicked(|| panic!("boom"));
+        assert_eq!(caught, None);
         assert!(!is_quick());
     }
 

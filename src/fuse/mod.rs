@@ -212,7 +212,11 @@ impl FuseAdapter {
             send(inner, result, reply);
             timer.finish(&inner.latency);
         };
-        match wait::quick(|| op(&self.0, &reply)) {
+        let Some(quick) = wait::quick_unless_panicked(|| op(&self.0, &reply)) else {
+            // The reply's drop answers EIO.
+            return;
+        };
+        match quick {
             Err(e) if e.is_would_block() => {
                 let inner = self.0.clone();
                 let span = tracing::Span::current();

@@ -107,6 +107,9 @@ pub struct Rings {
     queues: Vec<Queue>,
 }
 
+/// The answer to a request whose handling panicked.
+const PANICKED: Result<usize, Failure> = Err(Failure::Errno(fuser::Errno::EIO));
+
 /// Keeps the calling thread on `cpu`: the kernel queues a request on the
 /// ring of the CPU it was made on, so its thread is woken there, without
 /// the cross-CPU wake-up of a thread that ran elsewhere. Best effort: a
@@ -328,7 +331,8 @@ impl Queue {
         let span = tracing::debug_span!("ring", op = name, ino = header.nodeid, pid = header.pid);
         let _entered = span.enter();
         let timer = inner.timer(name);
-        match wait::quick(|| slot.answer(inner, &op)) {
+        let quick = wait::quick_unless_panicked(|| slot.answer(inner, &op)).unwrap_or(PANICKED);
+        match quick {
             Err(Failure::WouldBlock) => {
                 let workers = match Inner::is_content(&op) {
                     true => &inner.content_workers,
@@ -338,7 +342,12 @@ impl Queue {
                     (inner.clone(), done.clone(), wake.clone(), span.clone());
                 workers.spawn(move || {
                     let _entered = span.enter();
-                    let result = slot.answer(&inner, &op);
+                    // The entry must go back to the ring whatever happens:
+                    // a request never answered hangs its caller.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        slot.answer(&inner, &op)
+                    }))
+                    .unwrap_or(PANICKED);
                     slot.finish(header.unique, result);
                     timer.finish(&inner.latency);
                     // The ring is gone when the connection is: nobody to tell.
