@@ -8,8 +8,9 @@
 //! What holds the rule is the other end: every request leaves for the
 //! server through [`must_not_be_quick`], which in debug builds (every test,
 //! the mounted test binary included) panics when a quick-mode thread got
-//! that far, naming the request: a missing [`may_block`] is found by any
-//! test that drives the path, not by reading the code.
+//! that far, naming the request in the panic message, and the request
+//! fails (`EIO`): a missing [`may_block`] is found by any test that drives
+//! the path, not by reading the code.
 
 use std::cell::Cell;
 use std::sync::mpsc;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
+use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -22,6 +23,11 @@ const IDLE_LIFETIME: Duration = Duration::from_secs(30);
 pub struct Workers {
     name: String,
     max_threads: usize,
+    /// The CPUs the pool's threads may run on: those of the thread that
+    /// made the pool. A thread inherits the affinity of the one that starts
+    /// it, and the threads handing jobs over may be pinned to one CPU (the
+    /// io_uring queues'), which would put every download there.
+    cpus: Option<CpuSet>,
     state: Mutex<State>,
     ready: Condvar,
 }
@@ -39,6 +45,7 @@ impl Workers {
         Arc::new(Workers {
             name: name.into(),
             max_threads: max_threads.max(1),
+            cpus: sched_getaffinity(None).ok(),
             state: Mutex::new(State::default()),
             ready: Condvar::new(),
         })
@@ -74,6 +81,9 @@ impl Workers {
     }
 
     fn work(&self) {
+        if let Some(cpus) = &self.cpus {
+            let _ = sched_setaffinity(None, cpus);
+        }
         loop {
             let job = {
                 let mut state = self.state.lock();

@@ -108,6 +108,25 @@ fn assert_ring_threads_pinned(pid: u32) {
         pinned += 1;
     }
     assert!(pinned > 0, "a ring thread on a CPU the daemon may use");
+    // The threads they hand requests to (started by a pinned ring thread)
+    // run wherever the daemon may: downloads are not all put on one CPU.
+    let mut workers = 0;
+    for task in fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let name = fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if !(name.starts_with("content-") || name.starts_with("metadata-")) {
+            continue;
+        }
+        let cpus = allowed(&fs::read_to_string(task.join("status")).unwrap());
+        assert_eq!(
+            cpus,
+            process,
+            "{} runs on every CPU of the daemon",
+            name.trim()
+        );
+        workers += 1;
+    }
+    assert!(workers > 0, "the downloads ran on worker threads");
 }
 
 #[test]

@@ -6,14 +6,14 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, OnceLock};
 
 use fuser::{BackingId, FileHandle, FopenFlags, ReplyOpen};
+use rustix::ioctl::{Opcode, Setter, opcode};
 
 /// `FUSE_DEV_IOC_BACKING_CLOSE`: `_IOW(229, 2, uint32_t)`.
-const BACKING_CLOSE: libc::c_ulong =
-    (1 << 30) | ((size_of::<u32>() as libc::c_ulong) << 16) | (229 << 8) | 2;
+const BACKING_CLOSE: Opcode = opcode::write::<u32>(229, 2);
 
 /// The session's `/dev/fuse`, once the session exists: registrations go
 /// through it from either transport.
@@ -68,15 +68,13 @@ impl Backing {
 
 impl Drop for Backing {
     fn drop(&mut self) {
-        // SAFETY: the ioctl reads one u32 from a live stack value.
-        let closed = unsafe { libc::ioctl(self.fuse.as_raw_fd(), BACKING_CLOSE as _, &self.id) };
-        if closed != 0 {
+        // SAFETY: the ioctl takes a pointer to one u32, which `Setter` passes.
+        let closed = unsafe {
+            rustix::ioctl::ioctl(&*self.fuse, Setter::<BACKING_CLOSE, u32>::new(self.id))
+        };
+        if let Err(e) = closed {
             // The session is gone, and the registration with it.
-            tracing::debug!(
-                id = self.id,
-                "closing a backing file: {}",
-                io::Error::last_os_error()
-            );
+            tracing::debug!(id = self.id, "closing a backing file: {e}");
         }
     }
 }

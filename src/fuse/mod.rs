@@ -158,7 +158,8 @@ impl FuseAdapter {
     /// and the kernel queues a CPU's requests behind its queue's entries:
     /// each queue gets `answered_here` entries beyond as many as both
     /// worker pools run at once, so that requests waiting on the network
-    /// (a hung server) leave room for those answered from memory.
+    /// (a hung server) leave room for those answered from memory until
+    /// that many wait on one CPU; past it, that CPU's requests wait too.
     pub fn with_io_uring(mut self, answered_here: usize) -> (Self, PendingRings) {
         let rings = PendingRings::default();
         let depth = answered_here
@@ -230,7 +231,13 @@ impl FuseAdapter {
                     send(&inner, result, reply);
                 });
             }
-            result => send(&self.0, result, reply),
+            // A panic while replying must not end the session either; the
+            // reply's drop answers EIO.
+            result => {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    send(&self.0, result, reply)
+                }));
+            }
         }
     }
 

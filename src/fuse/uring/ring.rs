@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use io_uring::squeue::Entry128;
 use io_uring::{IoUring, cqueue, opcode, types};
 use rustix::event::{EventfdFlags, eventfd};
+use rustix::thread::{CpuSet, sched_setaffinity};
 
 use super::abi::{self, InHeader, OutHeader, ReqHeader};
 use super::{Failure, Op, Out, counted, op_name, parse};
@@ -113,19 +114,19 @@ const PANICKED: Result<usize, Failure> = Err(Failure::Errno(fuser::Errno::EIO));
 /// Keeps the calling thread on `cpu`: the kernel queues a request on the
 /// ring of the CPU it was made on, so its thread is woken there, without
 /// the cross-CPU wake-up of a thread that ran elsewhere. Best effort: a
-/// CPU outside the thread's allowed set leaves it where it was.
+/// CPU outside the thread's allowed set leaves it where it was. (Threads
+/// it starts do not inherit this: see [`crate::workers`].)
 fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays
-    // inside it for cpu < CPU_SETSIZE, checked first.
-    unsafe {
-        if cpu >= libc::CPU_SETSIZE as usize {
-            return;
-        }
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            tracing::debug!(cpu, "a FUSE ring thread could not be pinned to its CPU");
-        }
+    if cpu >= CpuSet::MAX_CPU {
+        return;
+    }
+    let mut set = CpuSet::new();
+    set.set(cpu);
+    if let Err(e) = sched_setaffinity(None, &set) {
+        tracing::debug!(
+            cpu,
+            "a FUSE ring thread could not be pinned to its CPU: {e}"
+        );
     }
 }
 
