@@ -268,7 +268,7 @@ def cold_reads(work, data, nginx, table):
                      unknown, goal=0.4 if parallel == 16 else None, rclone=rclone,
                      ref=[ref] if ref else None)
         table.timing(f"2. cold, next session after `cache clear` (sizes known), {readers}",
-                     wire, curl, known, goal=0.6 if parallel == 16 else None)
+                     wire, curl, known, goal=0.5 if parallel == 16 else None)
         n = len(rel)
         table.notes.append(
             f"cold, {readers}, last run: curl sent {seen['curl']['requests'] / n:.2f} requests a file "

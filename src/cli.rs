@@ -456,8 +456,9 @@ pub struct RunArgs {
     /// Take kernel requests over FUSE's io_uring transport where the kernel
     /// offers it (Linux 6.14+ with the fuse module's `enable_uring` set;
     /// otherwise through /dev/fuse as without it): a queue and a thread per
-    /// CPU, fewer wake-ups a request. Each queue holds at most 9 x
-    /// `--threads` requests at once, those waiting on the server included.
+    /// CPU, fewer wake-ups a request. Each queue starts with 9 x
+    /// `--threads` entries and registers another for each request left
+    /// waiting on the server, up to 1024.
     #[arg(long)]
     pub io_uring: bool,
 

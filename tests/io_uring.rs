@@ -265,3 +265,103 @@ fn a_file_larger_than_a_ring_buffer_is_served_whole_over_the_ring() {
     assert!(ring_requests(&mount) > 0);
     assert_eq!(served.texture_gets(), 1, "one download");
 }
+
+/// The CPUs this process may run on.
+fn allowed_cpus() -> Vec<usize> {
+    let set = rustix::thread::sched_getaffinity(None).expect("sched_getaffinity");
+    (0..rustix::thread::CpuSet::MAX_CPU)
+        .filter(|&cpu| set.is_set(cpu))
+        .collect()
+}
+
+/// Keeps the calling thread on `cpu`, whose ring queue the kernel then
+/// puts its requests in.
+fn pin_here(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set).expect("sched_setaffinity");
+}
+
+#[test]
+fn over_io_uring_requests_waiting_on_a_hung_server_never_stall_others_on_their_cpu() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let cpus = allowed_cpus();
+    if cpus.len() < 2 {
+        eprintln!("skipped: needs two CPUs, one for the readers and one to watch them");
+        return;
+    }
+    let Some(_setting) = UringSetting::set(true) else {
+        eprintln!("skipped: this kernel has no FUSE over io_uring, or it cannot be set here");
+        return;
+    };
+    let (readers_cpu, watcher_cpu) = (cpus[0], cpus[1]);
+    pin_here(watcher_cpu);
+    let served = Served::small();
+    // One thread: 9 ring entries a queue to begin with, four download
+    // workers; more hung reads on one CPU than its queue first had.
+    let mount = Mount::builder(&served.base_url())
+        .few_workers()
+        .arg("--raw")
+        .arg("--io-uring")
+        .timeout(4)
+        .start();
+    let textures: Vec<_> = served.release.textures().collect();
+    let hung_readers = 12;
+    assert!(textures.len() > hung_readers + 2, "enough textures");
+    let (cached, cached_bytes) = textures[0];
+    read(&mount.tag_path(cached)).unwrap();
+    served.hang_downloads();
+    let finished = AtomicUsize::new(0);
+    let readers = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for (path, _) in &textures[1..=hung_readers] {
+            let (finished, mount, readers) = (&finished, &mount, &readers);
+            scope.spawn(move || {
+                pin_here(readers_cpu);
+                readers.lock().unwrap().push(rustix::thread::gettid());
+                let result = read(&mount.tag_path(path));
+                finished.fetch_add(1, Ordering::SeqCst);
+                assert!(result.is_err(), "{path} read despite a hung server");
+            });
+        }
+        // Every reader has asked the mount: each waits in its `open` or
+        // `read` (before the entries grew, one waited in the kernel for an
+        // entry).
+        let waiting = |tid: rustix::thread::Pid| {
+            let call =
+                fs::read_to_string(format!("/proc/self/task/{}/syscall", tid.as_raw_nonzero()))
+                    .unwrap_or_default();
+            let number = call
+                .split(' ')
+                .next()
+                .and_then(|n| n.parse::<libc::c_long>().ok());
+            number.is_some_and(|n| n == libc::SYS_read || n == libc::SYS_openat)
+        };
+        common::wait_for(
+            "every reader waiting on the mount",
+            std::time::Duration::from_secs(20),
+            || {
+                let readers = readers.lock().unwrap();
+                readers.len() == hung_readers && readers.iter().all(|&tid| waiting(tid))
+            },
+        );
+        let checked = scope.spawn(|| {
+            pin_here(readers_cpu);
+            let tree = walk(&mount.path.join(TAG));
+            assert_eq!(tree.len(), served.release.expected_tree().len());
+            for (path, bytes) in &textures[hung_readers + 1..] {
+                assert_eq!(
+                    fs::metadata(mount.tag_path(path)).unwrap().len(),
+                    bytes.len() as u64
+                );
+            }
+            assert_eq!(&read(&mount.tag_path(cached)).unwrap(), cached_bytes);
+            finished.load(Ordering::SeqCst)
+        });
+        assert_eq!(
+            checked.join().unwrap(),
+            0,
+            "listing, stats and a cached read on the CPU of the hung reads waited for them"
+        );
+    });
+}

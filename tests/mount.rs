@@ -433,22 +433,14 @@ fn hung_downloads_never_stall_listing_stats_or_cached_reads() {
     // One kernel thread, so four download workers: more hung downloads
     // than workers.
     let mount = Mount::builder(&served.base_url())
-        .arg("--threads")
-        .arg("1")
-        .arg("--retries")
-        .arg("0")
+        .few_workers()
         .arg("--raw")
         .timeout(3)
         .start();
     let textures: Vec<_> = served.release.textures().collect();
     let (cached, cached_bytes) = textures[0];
     read(&mount.tag_path(cached)).unwrap();
-    served
-        .server
-        .inject(matvisfs_testkit::devserver::FaultRule::new(
-            "cdn/",
-            matvisfs_testkit::devserver::Fault::Hang,
-        ));
+    served.hang_downloads();
     let finished = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for (path, _) in &textures[1..11] {

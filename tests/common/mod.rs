@@ -78,6 +78,16 @@ impl Served {
             .filter(|r| r.path.ends_with(".png") || r.path.ends_with(".ktx2"))
             .count()
     }
+
+    /// From now on every download hangs: the CDN takes each request and
+    /// never answers.
+    pub fn hang_downloads(&self) {
+        self.server
+            .inject(matvisfs_testkit::devserver::FaultRule::new(
+                "cdn/",
+                matvisfs_testkit::devserver::Fault::Hang,
+            ));
+    }
 }
 
 /// `matvisfs mount` in the background, as a user would run it.
@@ -149,6 +159,12 @@ impl MountBuilder {
     pub fn cache(mut self, cache: &Path) -> Self {
         self.cache = Some(cache.to_path_buf());
         self
+    }
+
+    /// One kernel thread, so four download workers, and no retries: a few
+    /// hung downloads take every worker.
+    pub fn few_workers(self) -> Self {
+        self.arg("--threads").arg("1").arg("--retries").arg("0")
     }
 
     /// `--timeout` (5 s unless set).

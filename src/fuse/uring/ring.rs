@@ -3,6 +3,11 @@
 //! request answered on the ring thread is committed at once; one that
 //! must wait is answered on a worker, which hands the entry back through
 //! a channel and wakes the ring through an eventfd the ring reads.
+//!
+//! The kernel holds a CPU's requests back while its queue has no entry
+//! free, so entries held by requests waiting on the server must not leave
+//! the others none: each entry handed to a worker is replaced by a new one
+//! registered at once, up to [`MAX_ENTRIES`].
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -26,6 +31,11 @@ const WAKE: u64 = u64::MAX;
 /// (it refuses entries with EAGAIN until then).
 const REGISTER_PATIENCE: Duration = Duration::from_secs(10);
 const REGISTER_RETRY: Duration = Duration::from_millis(1);
+/// The most entries a queue grows to while requests wait on workers (or
+/// its first depth, if more): beyond it, a CPU with that many requests
+/// waiting on the server holds its others back until one is answered.
+/// An entry's payload buffer takes memory only where answers were written.
+const MAX_ENTRIES: usize = 1024;
 
 /// One ring entry's buffers: the kernel writes each request into them and
 /// reads the answer from them.
@@ -101,6 +111,19 @@ struct Queue {
     ring: IoUring<Entry128, cqueue::Entry>,
     wake: Arc<OwnedFd>,
     slots: Vec<Option<Slot>>,
+    /// Whether the kernel has taken each entry's registration.
+    registered: Vec<bool>,
+    /// Entries registered and not ended by the kernel.
+    live: usize,
+    /// Entries whose request a worker is answering.
+    away: usize,
+    /// Entries the ring keeps for new requests beside those away: the
+    /// depth the queue began with.
+    ready: usize,
+    /// The most entries the queue grows to.
+    most: usize,
+    /// Whether the queue has been found full (said once).
+    found_full: bool,
 }
 
 /// The rings of a mount, set up and not yet started.
@@ -149,14 +172,25 @@ impl Rings {
     /// Rings and buffers for every queue, `depth` entries each.
     pub fn prepare(depth: usize) -> io::Result<Rings> {
         let depth = depth.max(1);
+        let most = depth.max(MAX_ENTRIES);
         let payload = super::MAX_PAYLOAD as usize;
         let queues = (0..possible_cpus())
             .map(|qid| {
                 Ok(Queue {
                     qid: qid as u16,
-                    ring: IoUring::builder().build((depth * 2 + 2).next_power_of_two() as u32)?,
+                    // A completion for every entry and the wake read at
+                    // once, so none overflows.
+                    ring: IoUring::builder()
+                        .setup_cqsize((most + 1).next_power_of_two() as u32)
+                        .build((depth * 2 + 2).next_power_of_two() as u32)?,
                     wake: Arc::new(eventfd(0, EventfdFlags::CLOEXEC)?),
                     slots: (0..depth).map(|_| Some(Slot::new(payload))).collect(),
+                    registered: vec![false; depth],
+                    live: depth,
+                    away: 0,
+                    ready: depth,
+                    most,
+                    found_full: false,
                 })
             })
             .collect::<io::Result<Vec<_>>>()?;
@@ -234,6 +268,32 @@ impl Queue {
         self.push(&with_len(entry, 2))
     }
 
+    /// Registers new entries while fewer than `ready` are left beside
+    /// those away on workers.
+    fn keep_ready(&mut self, fuse: &OwnedFd) -> io::Result<()> {
+        while self.slots.len() - self.away < self.ready {
+            if self.slots.len() >= self.most {
+                if std::mem::replace(&mut self.found_full, true) {
+                    return Ok(());
+                }
+                tracing::warn!(
+                    qid = self.qid,
+                    entries = self.most,
+                    "a FUSE ring queue is full of requests waiting on the server: \
+                     others made on its CPU wait for one of them"
+                );
+                return Ok(());
+            }
+            let index = self.slots.len();
+            self.slots
+                .push(Some(Slot::new(super::MAX_PAYLOAD as usize)));
+            self.registered.push(false);
+            self.live += 1;
+            self.register(fuse, index)?;
+        }
+        Ok(())
+    }
+
     fn commit(&mut self, fuse: &OwnedFd, index: usize) -> io::Result<()> {
         let commit_id = self.slots[index]
             .as_ref()
@@ -258,14 +318,12 @@ impl Queue {
         };
         let wake = self.wake.clone();
         self.push(&wake_read(&mut wake_buf, &wake))?;
-        let mut registered = vec![false; self.slots.len()];
         for index in 0..self.slots.len() {
             self.register(fuse, index)?;
         }
         let started = Instant::now();
-        let mut live = self.slots.len();
         let mut completions = Vec::new();
-        while live > 0 {
+        while self.live > 0 {
             match self.ring.submit_and_wait(1) {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
@@ -280,6 +338,7 @@ impl Queue {
                 if user_data == WAKE {
                     while let Ok((index, slot)) = done_rx.try_recv() {
                         self.slots[index] = Some(slot);
+                        self.away -= 1;
                         self.commit(fuse, index)?;
                     }
                     self.push(&wake_read(&mut wake_buf, &wake))?;
@@ -287,7 +346,7 @@ impl Queue {
                 }
                 let index = user_data as usize;
                 if result == -libc::EAGAIN
-                    && !registered[index]
+                    && !self.registered[index]
                     && started.elapsed() < REGISTER_PATIENCE
                 {
                     // The kernel has not taken the reply to FUSE_INIT in yet.
@@ -303,10 +362,10 @@ impl Queue {
                             io::Error::from_raw_os_error(-result)
                         );
                     }
-                    live -= 1;
+                    self.live -= 1;
                     continue;
                 }
-                registered[index] = true;
+                self.registered[index] = true;
                 self.handle(fuse, inner, index, &done_tx, &wake)?;
             }
         }
@@ -356,7 +415,8 @@ impl Queue {
                         let _ = rustix::io::write(&*wake, &1u64.to_ne_bytes());
                     }
                 });
-                Ok(())
+                self.away += 1;
+                self.keep_ready(fuse)
             }
             result => {
                 slot.finish(header.unique, result);
