@@ -174,15 +174,14 @@ impl Rings {
         let depth = depth.max(1);
         let most = depth.max(MAX_ENTRIES);
         let payload = super::MAX_PAYLOAD as usize;
+        let (submissions, completions) = ring_sizes(depth, most);
         let queues = (0..possible_cpus())
             .map(|qid| {
                 Ok(Queue {
                     qid: qid as u16,
-                    // A completion for every entry and the wake read at
-                    // once, so none overflows.
                     ring: IoUring::builder()
-                        .setup_cqsize((most + 1).next_power_of_two() as u32)
-                        .build((depth * 2 + 2).next_power_of_two() as u32)?,
+                        .setup_cqsize(completions)
+                        .build(submissions)?,
                     wake: Arc::new(eventfd(0, EventfdFlags::CLOEXEC)?),
                     slots: (0..depth).map(|_| Some(Slot::new(payload))).collect(),
                     registered: vec![false; depth],
@@ -218,6 +217,16 @@ impl Rings {
             }
         }
     }
+}
+
+/// Submission and completion entries of a queue's io_uring. Submissions
+/// wait only until the next submit (a full queue is submitted at once);
+/// completions have room for every entry's and the wake read's at once,
+/// so none overflows, within the kernel's limits (32768 and 65536).
+fn ring_sizes(depth: usize, most: usize) -> (u32, u32) {
+    let submissions = (depth * 2 + 2).next_power_of_two().min(4096);
+    let completions = (most + 1).next_power_of_two().clamp(submissions, 65536);
+    (submissions as u32, completions as u32)
 }
 
 /// A `FUSE_IO_URING_CMD_*` for slot `index`.
@@ -423,6 +432,37 @@ impl Queue {
                 timer.finish(&inner.latency);
                 self.slots[index] = Some(slot);
                 self.commit(fuse, index)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_sizes_suit_the_kernel_for_any_thread_count() {
+        for threads in [1, 16, 200, 5000] {
+            let depth = 9 * threads;
+            let (submissions, completions) = ring_sizes(depth, depth.max(MAX_ENTRIES));
+            assert!(submissions.is_power_of_two() && submissions <= 32768);
+            assert!(completions.is_power_of_two() && completions <= 65536);
+            assert!(completions >= submissions, "the kernel refuses fewer");
+            assert!(completions as usize > MAX_ENTRIES.min(65535));
+        }
+        // Rings of those sizes are set up where io_uring is allowed.
+        if IoUring::<Entry128, cqueue::Entry>::builder()
+            .build(2)
+            .is_ok()
+        {
+            for threads in [1, 200] {
+                let (submissions, completions) =
+                    ring_sizes(9 * threads, (9 * threads).max(MAX_ENTRIES));
+                IoUring::<Entry128, cqueue::Entry>::builder()
+                    .setup_cqsize(completions)
+                    .build(submissions)
+                    .unwrap_or_else(|e| panic!("{threads} threads: {e}"));
             }
         }
     }
