@@ -14,10 +14,30 @@
 
 use std::cell::Cell;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 thread_local! {
     static QUICK: Cell<bool> = const { Cell::new(false) };
+    static ASKED: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Runs `f` on behalf of work asked for at `asked` (a kernel request that
+/// waited in a queue for a thread), which [`waited_since_asked`] tells.
+pub fn asked_at<T>(asked: Instant, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<Instant>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ASKED.with(|a| a.set(self.0));
+        }
+    }
+    let _restore = Restore(ASKED.with(|a| a.replace(Some(asked))));
+    f()
+}
+
+/// How long ago the work this thread does was asked for, when it waited
+/// in a queue (see [`asked_at`]).
+pub fn waited_since_asked() -> Option<Duration> {
+    ASKED.with(Cell::get).map(|asked| asked.elapsed())
 }
 
 /// The operation must wait for something, which quick mode does not allow.

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
@@ -34,7 +34,8 @@ pub struct Workers {
 
 #[derive(Default)]
 struct State {
-    queue: VecDeque<Job>,
+    /// Each job, with when it was asked for.
+    queue: VecDeque<(Instant, Job)>,
     threads: usize,
     idle: usize,
 }
@@ -58,7 +59,7 @@ impl Workers {
 
     pub fn spawn(self: &Arc<Self>, job: impl FnOnce() + Send + 'static) {
         let mut state = self.state.lock();
-        state.queue.push_back(Box::new(job));
+        state.queue.push_back((Instant::now(), Box::new(job)));
         if state.idle > state.queue.len() - 1 {
             drop(state);
             self.ready.notify_one();
@@ -85,7 +86,7 @@ impl Workers {
             let _ = sched_setaffinity(None, cpus);
         }
         loop {
-            let job = {
+            let (asked, job) = {
                 let mut state = self.state.lock();
                 loop {
                     if let Some(job) = state.queue.pop_front() {
@@ -102,7 +103,10 @@ impl Workers {
             };
             // A panicking job must not take the thread (and its reply) down
             // with it unnoticed: the reply's drop answers EIO.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            // Its requests to the server know how long it waited for a thread.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                crate::wait::asked_at(asked, job)
+            }));
         }
     }
 

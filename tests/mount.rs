@@ -7,7 +7,7 @@ use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{
     BIN, Mount, Served, TAG, Unmounts, background_mount, is_mounted, read, serving_processes,
@@ -480,6 +480,49 @@ fn hung_downloads_never_stall_listing_stats_or_cached_reads() {
 }
 
 #[test]
+fn reads_queued_behind_downloads_hung_on_the_server_fail_within_their_bound() {
+    let served = Served::small();
+    // Four download workers, 2 s an attempt: 24 hung reads would end four
+    // at a time, the last after 12 s, if each queued one were sent anyway.
+    let timeout = 2;
+    let mount = Mount::builder(&served.base_url())
+        .few_workers()
+        .arg("--raw")
+        .timeout(timeout)
+        .start();
+    let textures: Vec<_> = served.release.textures().take(24).collect();
+    assert_eq!(textures.len(), 24, "enough textures");
+    served.hang_downloads();
+    let started = Instant::now();
+    let slowest = std::thread::scope(|scope| {
+        let readers: Vec<_> = textures
+            .iter()
+            .map(|(path, _)| {
+                let mount = &mount;
+                scope.spawn(move || {
+                    let result = read(&mount.tag_path(path));
+                    assert_eq!(
+                        result.err().and_then(|e| e.raw_os_error()),
+                        Some(libc::EIO),
+                        "{path}: a hung server's read fails"
+                    );
+                    started.elapsed()
+                })
+            })
+            .collect();
+        readers
+            .into_iter()
+            .map(|reader| reader.join().unwrap())
+            .max()
+            .unwrap()
+    });
+    assert!(
+        slowest < Duration::from_secs(3 * timeout),
+        "the last read failed after {slowest:?}: it waited for a worker, then its own attempt"
+    );
+}
+
+#[test]
 fn a_read_after_a_stat_goes_straight_to_the_cdn() {
     let served = Served::small();
     let mount = Mount::builder(&served.base_url()).start();
@@ -641,7 +684,7 @@ fn first_mount(base_url: &str) -> (std::process::ExitStatus, Vec<(Duration, Stri
     let mountpoint = dir.path().join("mnt");
     fs::create_dir(&mountpoint).unwrap();
     let _unmounts = Unmounts::new(&mountpoint);
-    let began = std::time::Instant::now();
+    let began = Instant::now();
     let mut child = Command::new(BIN)
         .arg("mount")
         .arg(&mountpoint)

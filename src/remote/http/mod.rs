@@ -302,7 +302,13 @@ impl HttpRemote {
         mut attempt: impl FnMut(Attempt) -> Result<T, Failure>,
     ) -> Result<T, FetchError> {
         let recently_down = self.down_until.lock().is_some_and(|t| Instant::now() < t);
-        if check && recently_down {
+        // Asked for an attempt's time ago (it waited for a worker behind
+        // others) while the server has just not answered: another attempt
+        // would make its caller wait twice its bound, and each one queued
+        // behind it longer still.
+        let waited_its_bound =
+            crate::wait::waited_since_asked().is_some_and(|waited| waited >= self.timeout);
+        if (check || waited_its_bound) && recently_down {
             return Err(FetchError::Network(
                 "the server did not answer a moment ago".into(),
             ));
