@@ -21,17 +21,27 @@ thread_local! {
     static ASKED: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
+/// Runs `f` with this thread's `key` set to `value`, put back as it was
+/// afterwards, even when `f` panics.
+fn with_set<V: Copy + 'static, T>(
+    key: &'static std::thread::LocalKey<Cell<V>>,
+    value: V,
+    f: impl FnOnce() -> T,
+) -> T {
+    struct Restore<V: Copy + 'static>(&'static std::thread::LocalKey<Cell<V>>, V);
+    impl<V: Copy + 'static> Drop for Restore<V> {
+        fn drop(&mut self) {
+            self.0.with(|cell| cell.set(self.1));
+        }
+    }
+    let _restore = Restore(key, key.with(|cell| cell.replace(value)));
+    f()
+}
+
 /// Runs `f` on behalf of work asked for at `asked` (a kernel request that
 /// waited in a queue for a thread), which [`waited_since_asked`] tells.
 pub fn asked_at<T>(asked: Instant, f: impl FnOnce() -> T) -> T {
-    struct Restore(Option<Instant>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            ASKED.with(|a| a.set(self.0));
-        }
-    }
-    let _restore = Restore(ASKED.with(|a| a.replace(Some(asked))));
-    f()
+    with_set(&ASKED, Some(asked), f)
 }
 
 /// How long ago the work this thread does was asked for, when it waited
@@ -47,14 +57,7 @@ pub struct WouldBlock;
 
 /// Runs `f` in quick mode on this thread.
 pub fn quick<T>(f: impl FnOnce() -> T) -> T {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            QUICK.with(|q| q.set(self.0));
-        }
-    }
-    let _restore = Restore(QUICK.with(|q| q.replace(true)));
-    f()
+    with_set(&QUICK, true, f)
 }
 
 /// Runs `f` in quick mode, as [`quick`], catching a panic (`None`): on a

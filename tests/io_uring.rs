@@ -9,7 +9,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 
 use common::uring::UringSetting;
-use common::{Mount, Served, TAG, read, walk, warm};
+use common::{Mount, Served, TAG, read, walk};
 use matvisfs_sample::{Release, ReleaseSpec};
 
 /// Kernel requests the mount answered over its rings.
@@ -136,10 +136,7 @@ fn an_offline_mount_over_io_uring_serves_the_cached_bytes_without_opens() {
         return;
     };
     let served = Served::small();
-    let cache = tempfile::tempdir().unwrap();
-    let textures: Vec<_> = served.release.textures().collect();
-    let paths: Vec<&str> = textures.iter().map(|(p, _)| p.as_str()).collect();
-    warm(&served.base_url(), cache.path(), &paths);
+    let (cache, textures) = served.warmed_cache(usize::MAX);
     let downloads = served.texture_gets();
     let mount = Mount::builder(&served.base_url())
         .cache(cache.path())
@@ -168,10 +165,7 @@ fn over_io_uring_cached_files_are_passed_through_to_the_kernel() {
         return;
     };
     let served = Served::small();
-    let cache = tempfile::tempdir().unwrap();
-    let files: Vec<_> = served.release.textures().take(6).collect();
-    let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
-    warm(&served.base_url(), cache.path(), &paths);
+    let (cache, files) = served.warmed_cache(6);
     // A new mount: the kernel holds no page of these files, so every byte
     // read comes from matvisfs or from the backing file.
     let mount = Mount::builder(&served.base_url())

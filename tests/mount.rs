@@ -318,11 +318,8 @@ fn kernel_passthrough() -> (String, bool) {
 #[test]
 fn cached_files_are_passed_through_where_the_kernel_offers_it() {
     let served = Served::small();
-    let cache = tempfile::tempdir().unwrap();
-    let files: Vec<(&String, &Vec<u8>)> = served.release.textures().take(6).collect();
-    let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+    let (cache, files) = served.warmed_cache(6);
     let total: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
-    common::warm(&served.base_url(), cache.path(), &paths);
     let (release, offered) = kernel_passthrough();
     if !offered {
         eprintln!("kernel {release} offers no FUSE passthrough: checking the fallback only");
@@ -370,10 +367,7 @@ fn cached_files_are_passed_through_where_the_kernel_offers_it() {
 fn an_o_direct_open_of_a_cached_file_has_no_alignment_rule() {
     use std::os::unix::fs::{FileExt, OpenOptionsExt};
     let served = Served::small();
-    let cache = tempfile::tempdir().unwrap();
-    let files: Vec<(&String, &Vec<u8>)> = served.release.textures().take(3).collect();
-    let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
-    common::warm(&served.base_url(), cache.path(), &paths);
+    let (cache, files) = served.warmed_cache(3);
     let mount = Mount::builder(&served.base_url())
         .cache(cache.path())
         .start();

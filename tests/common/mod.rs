@@ -79,6 +79,16 @@ impl Served {
             .count()
     }
 
+    /// A cache holding the first `count` textures (all: `usize::MAX`), by
+    /// a mount that read them and is gone, and those textures.
+    pub fn warmed_cache(&self, count: usize) -> (tempfile::TempDir, Vec<(&String, &Vec<u8>)>) {
+        let cache = tempfile::tempdir().unwrap();
+        let textures: Vec<_> = self.release.textures().take(count).collect();
+        let paths: Vec<&str> = textures.iter().map(|(p, _)| p.as_str()).collect();
+        warm(&self.base_url(), cache.path(), &paths);
+        (cache, textures)
+    }
+
     /// From now on every download hangs: the CDN takes each request and
     /// never answers.
     pub fn hang_downloads(&self) {

@@ -282,15 +282,14 @@ impl Queue {
     fn keep_ready(&mut self, fuse: &OwnedFd) -> io::Result<()> {
         while self.slots.len() - self.away < self.ready {
             if self.slots.len() >= self.most {
-                if std::mem::replace(&mut self.found_full, true) {
-                    return Ok(());
+                if !std::mem::replace(&mut self.found_full, true) {
+                    tracing::warn!(
+                        qid = self.qid,
+                        entries = self.most,
+                        "a FUSE ring queue is full of requests waiting on the server: \
+                         others made on its CPU wait for one of them"
+                    );
                 }
-                tracing::warn!(
-                    qid = self.qid,
-                    entries = self.most,
-                    "a FUSE ring queue is full of requests waiting on the server: \
-                     others made on its CPU wait for one of them"
-                );
                 return Ok(());
             }
             let index = self.slots.len();
