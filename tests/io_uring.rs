@@ -359,3 +359,93 @@ fn over_io_uring_requests_waiting_on_a_hung_server_never_stall_others_on_their_c
         );
     });
 }
+
+/// Anonymous memory the process holds, in bytes (`RssAnon`).
+fn anonymous_rss(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("RssAnon in /proc status");
+    kb * 1024
+}
+
+#[test]
+fn over_io_uring_entries_give_back_the_pages_of_their_answers_once_idle() {
+    use matvisfs_testkit::devserver::{Fault, FaultRule};
+    let Some(_setting) = UringSetting::set(true) else {
+        eprintln!("skipped: this kernel has no FUSE over io_uring, or it cannot be set here");
+        return;
+    };
+    const MIB: usize = 1024 * 1024;
+    let mut release = Release::generate(&ReleaseSpec::small(TAG));
+    let paths: Vec<String> = release
+        .textures()
+        .map(|(path, _)| path.clone())
+        .filter(|path| path.ends_with(".png"))
+        .take(24)
+        .collect();
+    assert_eq!(paths.len(), 24, "enough textures");
+    for (seed, path) in paths.iter().enumerate() {
+        release.replace_texture(
+            path,
+            common::texture_like(common::PNG_MAGIC, MIB, seed as u8),
+        );
+    }
+    let served = Served::new(release);
+    let mount = Mount::builder(&served.base_url())
+        .arg("--raw")
+        .arg("--io-uring")
+        .start();
+    let pid = mount.pid().expect("a foreground daemon");
+    for path in &paths {
+        assert_eq!(
+            fs::metadata(mount.tag_path(path)).unwrap().len(),
+            MIB as u64
+        );
+    }
+    // The first reads wait on the server together, each in an entry of
+    // its own (as many at least as the download pool's 16 threads take at
+    // once), and each answer is 1 MiB (but for the few bytes of the
+    // buffer's last page), read past the page cache.
+    served.server.inject(FaultRule::new(
+        "cdn/",
+        Fault::Delay(std::time::Duration::from_secs(1)),
+    ));
+    let read_all = || {
+        std::thread::scope(|scope| {
+            for path in &paths {
+                let mount = &mount;
+                let served = &served;
+                scope.spawn(move || {
+                    let file = fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_DIRECT)
+                        .open(mount.tag_path(path))
+                        .unwrap();
+                    let mut got = vec![0u8; MIB];
+                    file.read_exact_at(&mut got, 0).unwrap();
+                    assert!(
+                        got == served.release.files[path.as_str()],
+                        "{path}: not the server's bytes"
+                    );
+                });
+            }
+        })
+    };
+    read_all();
+    let after_burst = anonymous_rss(pid);
+    // 16 MiB of answers at least were written; half of it at least comes
+    // back (the rest of what the burst took is the allocator's to keep).
+    common::wait_for(
+        "the answers' pages given back",
+        std::time::Duration::from_secs(30),
+        || anonymous_rss(pid) + 8 * MIB as u64 <= after_burst,
+    );
+    // Entries whose pages were given back still answer whole and right,
+    // from the cache now.
+    served.server.clear_faults();
+    read_all();
+    assert_eq!(served.texture_gets(), paths.len(), "one download a file");
+}

@@ -15,6 +15,7 @@
 //! transports register the same way ([`super::backing`]).
 
 mod abi;
+mod payload;
 mod ring;
 
 use fuser::{AccessFlags, Errno, FileAttr, FopenFlags};

@@ -7,7 +7,10 @@
 //! The kernel holds a CPU's requests back while its queue has no entry
 //! free, so entries held by requests waiting on the server must not leave
 //! the others none: each entry handed to a worker is replaced by a new one
-//! registered at once, up to [`MAX_ENTRIES`].
+//! registered at once, up to [`MAX_ENTRIES`]. An entry keeps the pages
+//! its answers wrote while it is in use, and gives them back once it has
+//! sat idle for [`PAGES_KEPT`]: a queue that grew through a burst of large
+//! answers does not hold their memory for the life of the mount.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -21,6 +24,7 @@ use rustix::event::{EventfdFlags, eventfd};
 use rustix::thread::{CpuSet, sched_setaffinity};
 
 use super::abi::{self, InHeader, OutHeader, ReqHeader};
+use super::payload::Payload;
 use super::{Failure, Op, Out, counted, op_name, parse};
 use crate::fuse::Inner;
 use crate::wait;
@@ -36,25 +40,31 @@ const REGISTER_RETRY: Duration = Duration::from_millis(1);
 /// waiting on the server holds its others back until one is answered.
 /// An entry's payload buffer takes memory only where answers were written.
 const MAX_ENTRIES: usize = 1024;
+/// How long an entry keeps the pages its last answer wrote: one used again
+/// soon (the kernel takes the entry freed last) reuses them without page
+/// faults; one left idle after a burst gives them back.
+const PAGES_KEPT: Duration = Duration::from_secs(5);
 
 /// One ring entry's buffers: the kernel writes each request into them and
 /// reads the answer from them.
 struct Slot {
     header: Box<ReqHeader>,
-    payload: Box<[u8]>,
+    payload: Payload,
     /// The two buffers, as `FUSE_IO_URING_CMD_REGISTER` names them.
     iov: Box<[libc::iovec; 2]>,
+    /// When its last answer was written.
+    answered: Instant,
 }
 
-// SAFETY: `iov` points into the slot's own heap buffers, which move with
-// it; the slot is used by one thread at a time (the ring's, or a worker's
+// SAFETY: `iov` points into the slot's own buffers (a box and a mapping),
+// which stay where they are when the slot moves; the slot is used by one thread at a time (the ring's, or a worker's
 // while the kernel waits for the answer).
 unsafe impl Send for Slot {}
 
 impl Slot {
-    fn new(payload: usize) -> Slot {
+    fn new(payload: usize) -> io::Result<Slot> {
         let mut header = Box::<ReqHeader>::default();
-        let mut payload = vec![0u8; payload].into_boxed_slice();
+        let mut payload = Payload::new(payload)?;
         let iov = Box::new([
             libc::iovec {
                 iov_base: (&raw mut *header).cast(),
@@ -65,11 +75,12 @@ impl Slot {
                 iov_len: payload.len(),
             },
         ]);
-        Slot {
+        Ok(Slot {
             header,
             payload,
             iov,
-        }
+            answered: Instant::now(),
+        })
     }
 
     fn request(&self) -> (InHeader, Op) {
@@ -81,7 +92,7 @@ impl Slot {
 
     fn answer(&mut self, inner: &Inner, op: &Op) -> Result<usize, Failure> {
         let mut out = Out {
-            buf: &mut self.payload,
+            buf: &mut self.payload[..],
             len: 0,
         };
         inner.answer_ring(op, &mut out).map(|()| out.len)
@@ -102,6 +113,8 @@ impl Slot {
         };
         self.header.in_out[..size_of::<OutHeader>()].copy_from_slice(abi::bytes(&out));
         self.header.ent_in_out.payload_sz = len as u32;
+        self.payload.wrote(len);
+        self.answered = Instant::now();
     }
 }
 
@@ -124,6 +137,9 @@ struct Queue {
     most: usize,
     /// Whether the queue has been found full (said once).
     found_full: bool,
+    /// When the next entry holding answer pages has been idle for
+    /// [`PAGES_KEPT`]; none while no entry holds any.
+    give_back_at: Option<Instant>,
 }
 
 /// The rings of a mount, set up and not yet started.
@@ -183,13 +199,16 @@ impl Rings {
                         .setup_cqsize(completions)
                         .build(submissions)?,
                     wake: Arc::new(eventfd(0, EventfdFlags::CLOEXEC)?),
-                    slots: (0..depth).map(|_| Some(Slot::new(payload))).collect(),
+                    slots: (0..depth)
+                        .map(|_| Slot::new(payload).map(Some))
+                        .collect::<io::Result<_>>()?,
                     registered: vec![false; depth],
                     live: depth,
                     away: 0,
                     ready: depth,
                     most,
                     found_full: false,
+                    give_back_at: None,
                 })
             })
             .collect::<io::Result<Vec<_>>>()?;
@@ -292,9 +311,17 @@ impl Queue {
                 }
                 return Ok(());
             }
+            let slot = match Slot::new(super::MAX_PAYLOAD as usize) {
+                Ok(slot) => slot,
+                Err(e) => {
+                    if !std::mem::replace(&mut self.found_full, true) {
+                        tracing::warn!(qid = self.qid, "a FUSE ring queue cannot grow: {e}");
+                    }
+                    return Ok(());
+                }
+            };
             let index = self.slots.len();
-            self.slots
-                .push(Some(Slot::new(super::MAX_PAYLOAD as usize)));
+            self.slots.push(Some(slot));
             self.registered.push(false);
             self.live += 1;
             self.register(fuse, index)?;
@@ -303,12 +330,13 @@ impl Queue {
     }
 
     fn commit(&mut self, fuse: &OwnedFd, index: usize) -> io::Result<()> {
-        let commit_id = self.slots[index]
+        let slot = self.slots[index]
             .as_ref()
-            .expect("committed while on the ring")
-            .header
-            .ent_in_out
-            .commit_id;
+            .expect("committed while on the ring");
+        let commit_id = slot.header.ent_in_out.commit_id;
+        if slot.payload.holds_pages() && self.give_back_at.is_none() {
+            self.give_back_at = Some(slot.answered + PAGES_KEPT);
+        }
         let entry = command(fuse, abi::CMD_COMMIT_AND_FETCH, self.qid, commit_id, index);
         self.push(&entry)
     }
@@ -332,10 +360,22 @@ impl Queue {
         let started = Instant::now();
         let mut completions = Vec::new();
         while self.live > 0 {
-            match self.ring.submit_and_wait(1) {
+            let waited = match self.give_back_at {
+                None => self.ring.submit_and_wait(1),
+                Some(at) => {
+                    let wait = types::Timespec::from(at.saturating_duration_since(Instant::now()));
+                    let args = types::SubmitArgs::new().timespec(&wait);
+                    self.ring.submitter().submit_with_args(1, &args)
+                }
+            };
+            match waited {
                 Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ETIME) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 Err(e) => return Err(e),
+            }
+            if self.give_back_at.is_some_and(|at| at <= Instant::now()) {
+                self.give_back_idle_pages();
             }
             completions.extend(
                 self.ring
@@ -378,6 +418,32 @@ impl Queue {
             }
         }
         Ok(())
+    }
+
+    /// Gives back the answer pages of entries idle for [`PAGES_KEPT`], and
+    /// says when to look again. Only right after a submission has taken
+    /// every commit, so that no answer the kernel has still to read is
+    /// freed; entries away on workers are not here to be freed. An entry
+    /// the kernel has just put a request in loses no argument of it (those
+    /// are in its first page, which is kept) and is answered afterwards.
+    fn give_back_idle_pages(&mut self) {
+        let now = Instant::now();
+        if !self.ring.submission().is_empty() {
+            return;
+        }
+        let mut next: Option<Instant> = None;
+        for slot in self.slots.iter_mut().flatten() {
+            if !slot.payload.holds_pages() {
+                continue;
+            }
+            let due = slot.answered + PAGES_KEPT;
+            if due <= now {
+                slot.payload.give_back();
+            } else {
+                next = Some(next.map_or(due, |next| next.min(due)));
+            }
+        }
+        self.give_back_at = next;
     }
 
     /// Answers the request in slot `index`: here if it can be answered
