@@ -299,6 +299,16 @@ fn families(doc: &Value) -> Vec<Family<'static>> {
             "/cache/cap",
         )
         .bytes(),
+        counter(
+            "matvisfs_fuse_ring_requests",
+            "Kernel requests answered over FUSE's io_uring rings (stats.json fuse.ring_requests)",
+            "/fuse/ring_requests",
+        ),
+        gauge(
+            "matvisfs_fuse_ring_entries",
+            "Entries registered on FUSE's io_uring rings (stats.json fuse.ring_entries)",
+            "/fuse/ring_entries",
+        ),
         gauge(
             "matvisfs_session_started",
             "Unix time the session started (stats.json session.started_unix)",
@@ -340,6 +350,7 @@ mod tests {
             "bytes": {"downloaded": 100, "served": 250},
             "cache": {"hits": 4, "misses": 3, "dedupe_hits": 1, "evictions": 2,
                       "files": 7, "bytes": 900, "pending": 0, "cap": 5000},
+            "fuse": {"ring_requests": 12, "ring_entries": 288},
             "tags": {"v1": {"revalidation": "unchanged", "generation": 2, "changes_found": 1}},
             "session": {"started_unix": 1795250000},
         });
@@ -358,6 +369,8 @@ mod tests {
             "matvisfs_cache_bytes 900",
             "matvisfs_cache_pending 0",
             "matvisfs_cache_cap_bytes 5000",
+            "matvisfs_fuse_ring_requests_total 12",
+            "matvisfs_fuse_ring_entries 288",
             "matvisfs_tag_revalidation{tag=\"v1\",outcome=\"unchanged\"} 1",
             "matvisfs_tag_changes_found_total{tag=\"v1\"} 1",
             "matvisfs_tag_generation{tag=\"v1\"} 2",

@@ -24,6 +24,9 @@ pub struct Stats {
     pub dedupe_hits: AtomicU64,
     /// Kernel requests answered over FUSE's io_uring rings (`--io-uring`).
     pub ring_requests: AtomicU64,
+    /// Entries registered on those rings, over all queues: they grow past
+    /// their first number while requests wait on the server.
+    pub ring_entries: AtomicU64,
     /// Kept only where they are shown (`--metrics`): otherwise nothing is
     /// timed.
     latency: OnceLock<Latency>,
@@ -110,7 +113,10 @@ impl Stats {
             "requests": requests,
             "bytes": {"downloaded": get(&self.bytes_downloaded), "served": get(&self.bytes_served)},
             "cache": cache,
-            "fuse": {"ring_requests": get(&self.ring_requests)},
+            "fuse": {
+                "ring_requests": get(&self.ring_requests),
+                "ring_entries": get(&self.ring_entries),
+            },
             "tags": tags,
         })
     }

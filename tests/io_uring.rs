@@ -276,29 +276,38 @@ fn pin_here(cpu: usize) {
     rustix::thread::sched_setaffinity(None, &set).expect("sched_setaffinity");
 }
 
-#[test]
-fn over_io_uring_requests_waiting_on_a_hung_server_never_stall_others_on_their_cpu() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+/// The ring on, the calling thread pinned to one CPU to watch, the CPU
+/// for readers, and a mount with one thread (9 entries a queue to begin
+/// with, four download workers) and `timeout` seconds for the server;
+/// `None` where this machine cannot have them (said why).
+fn watched_from_another_cpu(timeout: u64) -> Option<(UringSetting, usize, Served, Mount)> {
     let cpus = allowed_cpus();
     if cpus.len() < 2 {
         eprintln!("skipped: needs two CPUs, one for the readers and one to watch them");
-        return;
+        return None;
     }
-    let Some(_setting) = UringSetting::set(true) else {
+    let Some(setting) = UringSetting::set(true) else {
         eprintln!("skipped: this kernel has no FUSE over io_uring, or it cannot be set here");
-        return;
+        return None;
     };
-    let (readers_cpu, watcher_cpu) = (cpus[0], cpus[1]);
-    pin_here(watcher_cpu);
+    pin_here(cpus[1]);
     let served = Served::small();
-    // One thread: 9 ring entries a queue to begin with, four download
-    // workers; more hung reads on one CPU than its queue first had.
     let mount = Mount::builder(&served.base_url())
         .few_workers()
         .arg("--raw")
         .arg("--io-uring")
-        .timeout(4)
+        .timeout(timeout)
         .start();
+    Some((setting, cpus[0], served, mount))
+}
+
+#[test]
+fn over_io_uring_requests_waiting_on_a_hung_server_never_stall_others_on_their_cpu() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // More hung reads on one CPU than its queue first had entries.
+    let Some((_setting, readers_cpu, served, mount)) = watched_from_another_cpu(4) else {
+        return;
+    };
     let textures: Vec<_> = served.release.textures().collect();
     let hung_readers = 12;
     assert!(textures.len() > hung_readers + 2, "enough textures");
@@ -448,4 +457,108 @@ fn over_io_uring_entries_give_back_the_pages_of_their_answers_once_idle() {
     served.server.clear_faults();
     read_all();
     assert_eq!(served.texture_gets(), paths.len(), "one download a file");
+}
+
+#[test]
+fn over_io_uring_a_queue_grows_to_1024_entries_at_most_and_every_hung_reader_ends() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Long enough a timeout that every lookup asks before the first one
+    // waiting gives up.
+    let Some((_setting, readers_cpu, served, mount)) = watched_from_another_cpu(20) else {
+        return;
+    };
+    let entries = || mount.stats()["fuse"]["ring_entries"].as_u64().unwrap();
+    // A queue for each possible CPU, 9 entries each to begin with.
+    let possible = fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
+    let queues = 1 + possible
+        .trim()
+        .split(',')
+        .filter_map(|range| range.rsplit('-').next()?.parse::<u64>().ok())
+        .max()
+        .unwrap();
+    common::wait_for(
+        "every queue's first entries registered",
+        std::time::Duration::from_secs(20),
+        || entries() == 9 * queues,
+    );
+    // Each reader looks up a name of its own in a tier whose catalog, which
+    // says what the tier holds, the server does not answer for: each lookup
+    // waits, holding its entry (reads would go to the kernel's background
+    // queue, which holds them back beyond its own limit of 64: lookups it
+    // does not). The tier itself is known from the manifest.
+    let tier = mount.tag_path("ambientcg/1k");
+    assert!(tier.is_dir());
+    served
+        .server
+        .inject(matvisfs_testkit::devserver::FaultRule::new(
+            "ambientcg.json",
+            matvisfs_testkit::devserver::Fault::Hang,
+        ));
+    // More lookups on one CPU than its queue may have entries, a few at a
+    // time: each batch finds entries free (the queue keeps 9 beside those
+    // waiting), so each lookup takes one of its own until the queue holds
+    // 1024. (A burst faster than the queue registers new entries leaves
+    // the requests that found none queued in the kernel, which hands them
+    // only to entries answering a request: docs/benchmarks.md, goal 5.)
+    let full = 1024 + 9 * (queues - 1);
+    let hung_readers: u64 = 1100;
+    let batch = 8;
+    let (asked, ended) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    std::thread::scope(|scope| {
+        for first in (0..hung_readers).step_by(batch) {
+            let last = (first + batch as u64).min(hung_readers);
+            for i in first..last {
+                let name = tier.join(format!("NoSuchMaterial{i:04}"));
+                let (asked, ended) = (&asked, &ended);
+                std::thread::Builder::new()
+                    .stack_size(128 * 1024)
+                    .spawn_scoped(scope, move || {
+                        pin_here(readers_cpu);
+                        asked.fetch_add(1, Ordering::SeqCst);
+                        // No such material, once the catalog says so; or EIO.
+                        let looked_up = fs::metadata(&name).unwrap_err();
+                        assert!(
+                            [Some(libc::ENOENT), Some(libc::EIO)]
+                                .contains(&looked_up.raw_os_error()),
+                            "{}: {looked_up}",
+                            name.display()
+                        );
+                        ended.fetch_add(1, Ordering::SeqCst);
+                    })
+                    .expect("a reader thread");
+            }
+            common::wait_for(
+                "each waiting lookup in an entry of its own, up to 1024",
+                std::time::Duration::from_secs(10),
+                || entries() >= (9 * queues + last).min(full),
+            );
+        }
+        assert_eq!(
+            ended.load(Ordering::SeqCst),
+            0,
+            "a lookup ended while the catalog hung"
+        );
+        assert_eq!(asked.load(Ordering::SeqCst) as u64, hung_readers);
+        // The lookups past the cap wait in the kernel; no entry is added.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let grown = entries();
+        assert!(
+            (full..full + 16).contains(&grown),
+            "{grown} entries, for {full} once the readers' queue is full"
+        );
+        // Let go: every reader ends, with the server's bytes or EIO.
+        served.server.clear_faults();
+        common::wait_for(
+            "every hung reader to end",
+            std::time::Duration::from_secs(120),
+            || ended.load(Ordering::SeqCst) as u64 == hung_readers,
+        );
+    });
+    // The catalog, asked for again, tells what the tier holds.
+    let (path, bytes) = served
+        .release
+        .textures()
+        .find(|(path, _)| path.starts_with("ambientcg/1k/"))
+        .unwrap();
+    assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes);
 }

@@ -392,6 +392,14 @@ fn op_name(op: &Op) -> &'static str {
     }
 }
 
+/// Counts entries registered on a ring (`stats.json`, `fuse.ring_entries`).
+fn registered(inner: &Inner, entries: usize) {
+    Stats::add(
+        &inner.core.dataset().context().stats.ring_entries,
+        entries as u64,
+    );
+}
+
 /// Counts a request answered over the ring (`stats.json`, `fuse.ring_requests`).
 fn counted(inner: &Inner) {
     Stats::add(&inner.core.dataset().context().stats.ring_requests, 1);

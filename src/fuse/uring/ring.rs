@@ -25,7 +25,7 @@ use rustix::thread::{CpuSet, sched_setaffinity};
 
 use super::abi::{self, InHeader, OutHeader, ReqHeader};
 use super::payload::Payload;
-use super::{Failure, Op, Out, counted, op_name, parse};
+use super::{Failure, Op, Out, counted, op_name, parse, registered};
 use crate::fuse::Inner;
 use crate::wait;
 
@@ -298,7 +298,7 @@ impl Queue {
 
     /// Registers new entries while fewer than `ready` are left beside
     /// those away on workers.
-    fn keep_ready(&mut self, fuse: &OwnedFd) -> io::Result<()> {
+    fn keep_ready(&mut self, fuse: &OwnedFd, inner: &Inner) -> io::Result<()> {
         while self.slots.len() - self.away < self.ready {
             if self.slots.len() >= self.most {
                 if !std::mem::replace(&mut self.found_full, true) {
@@ -325,6 +325,7 @@ impl Queue {
             self.registered.push(false);
             self.live += 1;
             self.register(fuse, index)?;
+            registered(inner, 1);
         }
         Ok(())
     }
@@ -357,6 +358,7 @@ impl Queue {
         for index in 0..self.slots.len() {
             self.register(fuse, index)?;
         }
+        registered(inner, self.slots.len());
         let started = Instant::now();
         let mut completions = Vec::new();
         while self.live > 0 {
@@ -472,25 +474,25 @@ impl Queue {
                     true => &inner.content_workers,
                     false => &inner.metadata_workers,
                 };
-                let (inner, done, wake, span) =
+                let (shared, done, wake, span) =
                     (inner.clone(), done.clone(), wake.clone(), span.clone());
                 workers.spawn(move || {
                     let _entered = span.enter();
                     // The entry must go back to the ring whatever happens:
                     // a request never answered hangs its caller.
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        slot.answer(&inner, &op)
+                        slot.answer(&shared, &op)
                     }))
                     .unwrap_or(PANICKED);
                     slot.finish(header.unique, result);
-                    timer.finish(&inner.latency);
+                    timer.finish(&shared.latency);
                     // The ring is gone when the connection is: nobody to tell.
                     if done.send((index, slot)).is_ok() {
                         let _ = rustix::io::write(&*wake, &1u64.to_ne_bytes());
                     }
                 });
                 self.away += 1;
-                self.keep_ready(fuse)
+                self.keep_ready(fuse, inner)
             }
             result => {
                 slot.finish(header.unique, result);
