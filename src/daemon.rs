@@ -47,6 +47,31 @@ impl Readiness {
     }
 }
 
+/// Closes the descriptors the process was started with beyond stdin,
+/// stdout and stderr (a shell's `exec 9>`, the lock `flock` holds while it
+/// runs a command): a daemon that outlives its command must not keep a
+/// lock or a pipe's end of its caller's for as long as the mount lives.
+/// Call before the process opens anything of its own.
+pub fn close_inherited_descriptors() {
+    // SAFETY: nothing of this process's own is open yet above stderr.
+    let closed = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if closed == 0 {
+        return;
+    }
+    // Kernels before 5.9 have no close_range: one at a time.
+    let Ok(listing) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let inherited: Vec<libc::c_int> = listing
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in inherited {
+        // SAFETY: as above; the listing's own descriptor is closed already.
+        unsafe { libc::close(fd) };
+    }
+}
+
 /// Forks. Returns in the child (detached from the terminal, stdio on
 /// /dev/null); the parent waits for the child's report, runs `on_ready` if
 /// it is good, and exits. Must be called before any thread is started.

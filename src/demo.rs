@@ -16,6 +16,9 @@ use crate::remote::local::LocalRemote;
 use crate::store::CacheDir;
 
 pub fn run(args: DemoArgs) -> Result<(), String> {
+    if !args.run.foreground {
+        crate::daemon::close_inherited_descriptors();
+    }
     let requested = args
         .mountpoint
         .clone()

@@ -29,6 +29,9 @@ use crate::store::CacheDir;
 
 /// `matvisfs mount`.
 pub fn run(args: MountArgs) -> Result<(), String> {
+    if !args.run.foreground {
+        daemon::close_inherited_descriptors();
+    }
     let cache_dir = args.cache.dir()?;
     let mountpoint = prepare_mountpoint(&args.mountpoint, args.run.nonempty)?;
     let cache = CacheDir::open(&cache_dir)?;

@@ -172,14 +172,29 @@ fn everything_that_would_write_fails_with_erofs() {
 
 #[test]
 fn background_mode_returns_when_ready_and_unmount_ends_the_process() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
     let served = Served::small();
     let dir = tempfile::tempdir().unwrap();
     let mountpoint = dir.path().join("mnt");
     fs::create_dir(&mountpoint).unwrap();
     let _unmounts = Unmounts::new(&mountpoint);
-    let output = background_mount(&mountpoint, &served.base_url(), &dir.path().join("cache"))
-        .output()
-        .unwrap();
+    // The write end of a pipe, given to the command alone as descriptor
+    // 100 (as a shell's `exec 100>` or a lock `flock` holds would be): the
+    // daemon that stays must not keep it.
+    let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+    let given = write_end.as_raw_fd();
+    assert_ne!(given, 100);
+    let mut command = background_mount(&mountpoint, &served.base_url(), &dir.path().join("cache"));
+    // SAFETY: dup2 only, between fork and exec (it leaves the copy open
+    // across exec).
+    unsafe {
+        command.pre_exec(move || match libc::dup2(given, 100) {
+            -1 => Err(std::io::Error::last_os_error()),
+            _ => Ok(()),
+        });
+    }
+    let output = command.output().unwrap();
     assert!(
         output.status.success(),
         "{}",
@@ -188,6 +203,18 @@ fn background_mode_returns_when_ready_and_unmount_ends_the_process() {
     // Ready when the command returned: no waiting needed.
     let listed = fs::read_dir(mountpoint.join(TAG).join("ambientcg")).map(|d| d.count());
     let daemons = serving_processes(&mountpoint);
+    // With no other holder, the pipe reads as ended at once.
+    drop(write_end);
+    let mut ready = [rustix::event::PollFd::new(
+        &read_end,
+        rustix::event::PollFlags::IN,
+    )];
+    let limit = rustix::event::Timespec {
+        tv_sec: 10,
+        tv_nsec: 0,
+    };
+    let events = rustix::event::poll(&mut ready, Some(&limit)).unwrap();
+    let ended = events == 1 && rustix::io::read(&read_end, &mut [0u8; 8]).unwrap() == 0;
     let unmounted = Command::new(BIN)
         .arg("unmount")
         .arg(&mountpoint)
@@ -196,6 +223,7 @@ fn background_mode_returns_when_ready_and_unmount_ends_the_process() {
     // Its three tiers, and the auto/ and best/ links beside them.
     assert_eq!(listed.unwrap(), 5);
     assert_eq!(daemons.len(), 1, "one daemon serves the mount: {daemons:?}");
+    assert!(ended, "the daemon holds a descriptor its command was given");
     assert!(unmounted.success());
     assert!(!is_mounted(&mountpoint));
     // The daemon notices and exits.
