@@ -45,9 +45,11 @@ impl Payload {
         })
     }
 
-    /// Notes that an answer wrote the first `len` bytes.
-    pub(super) fn wrote(&mut self, len: usize) {
+    /// Notes that an answer wrote the first `len` bytes; whether they
+    /// reach past the first page, which is never given back.
+    pub(super) fn wrote(&mut self, len: usize) -> bool {
         self.written = self.written.max(len);
+        len > kept()
     }
 
     /// Whether answers wrote pages that [`give_back`](Self::give_back)
@@ -142,7 +144,7 @@ mod tests {
 
         let len = 10 * page + 7;
         payload[..len].fill(0xAB);
-        payload.wrote(len);
+        assert!(payload.wrote(len), "past the first page");
         assert_eq!(resident_pages(&payload), 11);
         assert!(payload.holds_pages());
 
@@ -168,7 +170,7 @@ mod tests {
     fn an_answer_within_the_first_page_holds_nothing_to_give_back() {
         let mut payload = Payload::new(16 * kept()).unwrap();
         payload[..100].fill(1);
-        payload.wrote(100);
+        assert!(!payload.wrote(100), "within the first page");
         assert!(!payload.holds_pages());
         payload.give_back();
         assert!(payload[..100].iter().all(|b| *b == 1));

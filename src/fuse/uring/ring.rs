@@ -52,13 +52,15 @@ struct Slot {
     payload: Payload,
     /// The two buffers, as `FUSE_IO_URING_CMD_REGISTER` names them.
     iov: Box<[libc::iovec; 2]>,
-    /// When its last answer was written.
+    /// When its last answer past the payload's first page was written:
+    /// the pages it holds have been idle since.
     answered: Instant,
 }
 
 // SAFETY: `iov` points into the slot's own buffers (a box and a mapping),
-// which stay where they are when the slot moves; the slot is used by one thread at a time (the ring's, or a worker's
-// while the kernel waits for the answer).
+// which stay where they are when the slot moves; the slot is used by one
+// thread at a time (the ring's, or a worker's while the kernel waits for
+// the answer).
 unsafe impl Send for Slot {}
 
 impl Slot {
@@ -113,8 +115,11 @@ impl Slot {
         };
         self.header.in_out[..size_of::<OutHeader>()].copy_from_slice(abi::bytes(&out));
         self.header.ent_in_out.payload_sz = len as u32;
-        self.payload.wrote(len);
-        self.answered = Instant::now();
+        // The clock only for the answers that may hold pages (reads),
+        // not for every lookup and open.
+        if self.payload.wrote(len) {
+            self.answered = Instant::now();
+        }
     }
 }
 
