@@ -27,6 +27,7 @@ pub mod names;
 pub mod size;
 pub mod store;
 
+pub(crate) mod allocator;
 pub(crate) mod daemon;
 pub(crate) mod dataset;
 pub(crate) mod digest;

@@ -239,6 +239,7 @@ fn serve(
         let core = core.clone();
         exporter.serve(Box::new(move || core.stats_json()))?;
     }
+    crate::allocator::give_back_free_memory();
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
     readiness.report(Ok(()));
     notify::ready();

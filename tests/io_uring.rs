@@ -369,17 +369,6 @@ fn over_io_uring_requests_waiting_on_a_hung_server_never_stall_others_on_their_c
     });
 }
 
-/// Anonymous memory the process holds, in bytes (`RssAnon`).
-fn anonymous_rss(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("RssAnon in /proc status");
-    kb * 1024
-}
-
 #[test]
 fn over_io_uring_entries_give_back_the_pages_of_their_answers_once_idle() {
     use matvisfs_testkit::devserver::{Fault, FaultRule};
@@ -388,32 +377,14 @@ fn over_io_uring_entries_give_back_the_pages_of_their_answers_once_idle() {
         return;
     };
     const MIB: usize = 1024 * 1024;
-    let mut release = Release::generate(&ReleaseSpec::small(TAG));
-    let paths: Vec<String> = release
-        .textures()
-        .map(|(path, _)| path.clone())
-        .filter(|path| path.ends_with(".png"))
-        .take(24)
-        .collect();
-    assert_eq!(paths.len(), 24, "enough textures");
-    for (seed, path) in paths.iter().enumerate() {
-        release.replace_texture(
-            path,
-            common::texture_like(common::PNG_MAGIC, MIB, seed as u8),
-        );
-    }
-    let served = Served::new(release);
+    let (served, paths) =
+        common::served_with_pngs_of(Release::generate(&ReleaseSpec::small(TAG)), 24, MIB);
     let mount = Mount::builder(&served.base_url())
         .arg("--raw")
         .arg("--io-uring")
         .start();
     let pid = mount.pid().expect("a foreground daemon");
-    for path in &paths {
-        assert_eq!(
-            fs::metadata(mount.tag_path(path)).unwrap().len(),
-            MIB as u64
-        );
-    }
+    common::assert_sizes(&mount, &paths, MIB);
     // The first reads wait on the server together, each in an entry of
     // its own (as many at least as the download pool's 16 threads take at
     // once), and each answer is 1 MiB (but for the few bytes of the
@@ -444,13 +415,13 @@ fn over_io_uring_entries_give_back_the_pages_of_their_answers_once_idle() {
         })
     };
     read_all();
-    let after_burst = anonymous_rss(pid);
+    let after_burst = common::anonymous_rss(pid);
     // 16 MiB of answers at least were written; half of it at least comes
     // back (the rest of what the burst took is the allocator's to keep).
     common::wait_for(
         "the answers' pages given back",
         std::time::Duration::from_secs(30),
-        || anonymous_rss(pid) + 8 * MIB as u64 <= after_burst,
+        || common::anonymous_rss(pid) + 8 * MIB as u64 <= after_burst,
     );
     // Entries whose pages were given back still answer whole and right,
     // from the cache now.

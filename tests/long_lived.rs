@@ -479,3 +479,53 @@ fn mount_fuse3_runs_the_helper_named_by_the_type() {
     assert!(status.success());
     wait_for("the unmount", LIMIT, || !is_mounted(&mnt));
 }
+
+#[test]
+fn memory_taken_by_a_burst_of_first_reads_is_given_back_soon_after() {
+    use matvisfs_sample::{Release, ReleaseSpec};
+    const MIB: usize = 1024 * 1024;
+    const READERS: usize = 64;
+    let (served, paths) = common::served_with_pngs_of(
+        Release::generate(&ReleaseSpec::large(TAG, READERS)),
+        READERS,
+        MIB,
+    );
+    let mount = Mount::builder(&served.base_url())
+        .arg("--raw")
+        .timeout(60)
+        .start();
+    let pid = mount.pid().expect("a foreground daemon");
+    common::assert_sizes(&mount, &paths, MIB);
+    let before = common::anonymous_rss(pid);
+    // Every reader waits on the server at once, so that their answers are
+    // allocated together, on many threads.
+    served
+        .server
+        .inject(FaultRule::new("cdn/", Fault::Delay(Duration::from_secs(2))));
+    std::thread::scope(|scope| {
+        for path in &paths {
+            let (mount, served) = (&mount, &served);
+            scope.spawn(move || {
+                let got = read(&mount.tag_path(path)).unwrap();
+                assert!(
+                    got == served.release.files[path.as_str()],
+                    "{path}: not the server's bytes"
+                );
+            });
+        }
+    });
+    let after_burst = common::anonymous_rss(pid);
+    let grew = after_burst.saturating_sub(before);
+    assert!(
+        grew >= 8 * MIB as u64,
+        "the burst took {grew} bytes: too little to see it given back"
+    );
+    // At least a third of what the burst took comes back, well before the
+    // burst's idle threads end (30 s) and take their own memory with them.
+    common::wait_for(
+        "the burst's memory given back",
+        Duration::from_secs(25),
+        || common::anonymous_rss(pid) + grew / 3 <= after_burst,
+    );
+    assert_eq!(served.texture_gets(), READERS, "one download a file");
+}

@@ -591,6 +591,49 @@ pub fn peak_rss(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// `release` served with its first `count` PNG textures made `len` bytes
+/// each, and their paths.
+pub fn served_with_pngs_of(
+    mut release: Release,
+    count: usize,
+    len: usize,
+) -> (Served, Vec<String>) {
+    let paths: Vec<String> = release
+        .textures()
+        .map(|(path, _)| path.clone())
+        .filter(|path| path.ends_with(".png"))
+        .take(count)
+        .collect();
+    assert_eq!(paths.len(), count, "enough textures");
+    for (seed, path) in paths.iter().enumerate() {
+        release.replace_texture(path, texture_like(PNG_MAGIC, len, seed as u8));
+    }
+    (Served::new(release), paths)
+}
+
+/// Every one of `paths` shows `len` bytes in `mount` (sizes are exact
+/// before the first read).
+pub fn assert_sizes(mount: &Mount, paths: &[String], len: usize) {
+    for path in paths {
+        assert_eq!(
+            fs::metadata(mount.tag_path(path)).unwrap().len(),
+            len as u64,
+            "{path}"
+        );
+    }
+}
+
+/// Anonymous memory a process holds, in bytes (`RssAnon`).
+pub fn anonymous_rss(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("RssAnon in /proc status");
+    kb * 1024
+}
+
 /// Bytes that pass as a texture of `magic` and are `len` long.
 pub fn texture_like(magic: &[u8], len: usize, seed: u8) -> Vec<u8> {
     let mut bytes = magic.to_vec();
