@@ -161,13 +161,29 @@ def syscall_kinds(log: Path, files):
     SQLite's commits and pages (frames written to the WAL; a commit frame
     carries the database size)."""
     kinds = collections.Counter()
-    call = re.compile(r'^\d+\s+(?:<\.\.\. )?(\w+)\((?:(\d+)<([^>]*)>)?(.*)')
+    call = re.compile(r'^(\d+)\s+(\w+)\((?:(\d+)<([^>]*)>)?(.*)')
+    resumed = re.compile(r'^(\d+)\s+<\.\.\. (\w+) resumed>(.*)')
+    # A call another thread interrupted in the log ends on a later line of
+    # its own thread; a call that never ended (a thread still waiting when
+    # tracing stopped) or failed did no work and is not counted.
+    waiting = {}
+    ended = []
     for line in log.read_text(errors="replace").splitlines():
-        m = call.match(line)
-        if not m or "resumed>" in line:
+        if m := resumed.match(line):
+            pid, name, tail = m.groups()
+            if pid in waiting and waiting[pid][0] == name:
+                name, path, rest = waiting.pop(pid)
+                ended.append((name, path, rest + tail))
             continue
-        name, _, path, rest = m.groups()
-        path = path or ""
+        if m := call.match(line):
+            pid, name, _, path, rest = m.groups()
+            if rest.endswith("<unfinished ...>"):
+                waiting[pid] = (name, path or "", rest)
+            else:
+                ended.append((name, path or "", rest))
+    for name, path, rest in ended:
+        if re.search(r"\) += -1 ", rest):
+            continue
         if name == "pwrite64" and path.endswith("-wal"):
             header = re.match(r', "((?:[^"\\]|\\.)*)"(?:\.\.\.)?, (\d+)', rest)
             if header and int(header.group(2)) == 24:
