@@ -8,8 +8,9 @@
 //! for as long as it lives. A thread of its own looks every
 //! [`CHECK_EVERY`] at how much the arenas hold free, and past
 //! [`KEEP_FREE`] asks glibc to give the free pages back (`malloc_trim`,
-//! which also returns whole free pages inside the arenas, not only at
-//! their tops).
+//! which returns whole free pages inside every arena; the free top of a
+//! thread's arena it leaves, to be trimmed as that arena's own frees reach
+//! it).
 
 use std::time::Duration;
 
