@@ -163,6 +163,7 @@ def syscall_kinds(log: Path, files):
     kinds = collections.Counter()
     call = re.compile(r'^(\d+)\s+(\w+)\((?:(\d+)<([^>]*)>)?(.*)')
     resumed = re.compile(r'^(\d+)\s+<\.\.\. (\w+) resumed>(.*)')
+    failed = re.compile(r"\) += -1 ")
     # A call another thread interrupted in the log ends on a later line of
     # its own thread; a call that never ended (a thread still waiting when
     # tracing stopped) or failed did no work and is not counted.
@@ -182,7 +183,7 @@ def syscall_kinds(log: Path, files):
             else:
                 ended.append((name, path or "", rest))
     for name, path, rest in ended:
-        if re.search(r"\) += -1 ", rest):
+        if failed.search(rest):
             continue
         if name == "pwrite64" and path.endswith("-wal"):
             header = re.match(r', "((?:[^"\\]|\\.)*)"(?:\.\.\.)?, (\d+)', rest)

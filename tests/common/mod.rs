@@ -583,12 +583,22 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A memory figure of `/proc/PID/status` (`VmHWM`, `RssAnon`...), in bytes.
+fn status_bytes(pid: u32, field: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
 /// Peak resident memory of a process, in bytes.
 pub fn peak_rss(pid: u32) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    status_bytes(pid, "VmHWM")
 }
 
 /// `release` served with its first `count` PNG textures made `len` bytes
@@ -625,13 +635,7 @@ pub fn assert_sizes(mount: &Mount, paths: &[String], len: usize) {
 
 /// Anonymous memory a process holds, in bytes (`RssAnon`).
 pub fn anonymous_rss(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("RssAnon in /proc status");
-    kb * 1024
+    status_bytes(pid, "RssAnon").expect("RssAnon in /proc status")
 }
 
 /// Bytes that pass as a texture of `magic` and are `len` long.
