@@ -30,6 +30,7 @@ pub mod store;
 pub(crate) mod allocator;
 pub(crate) mod daemon;
 pub(crate) mod dataset;
+pub(crate) mod descriptors;
 pub(crate) mod digest;
 pub(crate) mod environment;
 pub(crate) mod flight;

@@ -293,6 +293,11 @@ fn families(doc: &Value) -> Vec<Family<'static>> {
             "Downloads served but not yet durable (stats.json cache.pending)",
             "/cache/pending",
         ),
+        counter(
+            "matvisfs_cache_backlog_waits",
+            "Downloads that waited for the cache's writer to catch up (stats.json cache.backlog_waits)",
+            "/cache/backlog_waits",
+        ),
         gauge(
             "matvisfs_cache_cap",
             "Most bytes of texture content the store keeps, 0: no limit (stats.json cache.cap)",
@@ -349,7 +354,7 @@ mod tests {
             "requests": {"texture": {"200": 3, "5xx": 1}, "manifest": {"304": 1}},
             "bytes": {"downloaded": 100, "served": 250},
             "cache": {"hits": 4, "misses": 3, "dedupe_hits": 1, "evictions": 2,
-                      "files": 7, "bytes": 900, "pending": 0, "cap": 5000},
+                      "files": 7, "bytes": 900, "pending": 0, "backlog_waits": 6, "cap": 5000},
             "fuse": {"ring_requests": 12, "ring_entries": 288},
             "tags": {"v1": {"revalidation": "unchanged", "generation": 2, "changes_found": 1}},
             "session": {"started_unix": 1795250000},
@@ -368,6 +373,7 @@ mod tests {
             "matvisfs_cache_files 7",
             "matvisfs_cache_bytes 900",
             "matvisfs_cache_pending 0",
+            "matvisfs_cache_backlog_waits_total 6",
             "matvisfs_cache_cap_bytes 5000",
             "matvisfs_fuse_ring_requests_total 12",
             "matvisfs_fuse_ring_entries 288",

@@ -78,10 +78,13 @@ pub(crate) fn start(
     on_ready: impl FnOnce(),
 ) -> Result<Readiness, String> {
     if run.foreground {
+        crate::descriptors::prepare();
         logging::to_stderr(logging::MOUNT_LEVEL + run.verbose);
         return Ok(Readiness::foreground());
     }
     let readiness = daemon::detach(on_ready)?;
+    // In the child, whose table the fork sized to what was open.
+    crate::descriptors::prepare();
     logging::to_file(logging::MOUNT_LEVEL + run.verbose, log_file, log_in_cache)?;
     Ok(readiness)
 }

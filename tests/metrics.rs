@@ -159,6 +159,7 @@ fn the_exposition_holds_what_stats_json_holds() {
         ("matvisfs_cache_files", "/cache/files"),
         ("matvisfs_cache_bytes", "/cache/bytes"),
         ("matvisfs_cache_pending", "/cache/pending"),
+        ("matvisfs_cache_backlog_waits_total", "/cache/backlog_waits"),
         ("matvisfs_cache_cap_bytes", "/cache/cap"),
         ("matvisfs_fuse_ring_requests_total", "/fuse/ring_requests"),
         ("matvisfs_fuse_ring_entries", "/fuse/ring_entries"),

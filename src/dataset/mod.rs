@@ -389,6 +389,7 @@ impl Dataset {
             "cap": content.cap(),
             "evictions": content.evictions(),
             "pending": content.pending(),
+            "backlog_waits": content.backlog_waits(),
             "uncached_reads": content.uncached(),
             "uncached_bytes": content.uncached_bytes(),
         });

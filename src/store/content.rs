@@ -37,6 +37,21 @@ const STAGED_MEMORY: u64 = 64 << 20;
 /// Downloads kept in one transaction at most.
 const BATCH: usize = 256;
 
+/// Downloads waiting for the committer, at most: each holds two open
+/// descriptors (its bytes, and the copy served), so the backlog takes half
+/// of what the open-file limit leaves beside [`DESCRIPTORS_BESIDE_BACKLOG`].
+/// Past it a download waits for the committer to catch up, rather than fail
+/// for want of a descriptor.
+fn backlog_bound(open_file_limit: u64) -> usize {
+    (open_file_limit.saturating_sub(DESCRIPTORS_BESIDE_BACKLOG) / 4).max(16) as usize
+}
+
+/// Descriptors the daemon holds besides the backlog, at most, in a burst:
+/// the objects' prefix directories (256), each worker thread's HTTP
+/// connections and event loop (about 200), the log, the database, FUSE;
+/// plus the readers' open files.
+const DESCRIPTORS_BESIDE_BACKLOG: u64 = 640;
+
 pub struct ContentStore {
     shared: Arc<SharedWithCommitter>,
     committer: Option<JoinHandle<()>>,
@@ -59,6 +74,10 @@ struct SharedWithCommitter {
     /// Verified downloads not yet kept: served from their temporary file.
     pending: Mutex<HashMap<Sha256Digest, OpenBlob>>,
     settled: Condvar,
+    /// Most entries of `pending` before a download waits.
+    backlog: usize,
+    /// Downloads that waited for the committer because of that bound.
+    backlog_waits: AtomicU64,
     /// Downloads waiting for the committer, and whether files were kept
     /// since the last sync.
     queue: Mutex<Queue>,
@@ -121,6 +140,8 @@ impl ContentStore {
             uncached: AtomicU64::new(0),
             pending: Mutex::new(HashMap::new()),
             settled: Condvar::new(),
+            backlog: backlog_bound(crate::descriptors::open_file_limit()),
+            backlog_waits: AtomicU64::new(0),
             queue: Mutex::new(Queue::default()),
             queued: Condvar::new(),
             stopping: AtomicBool::new(false),
@@ -151,6 +172,12 @@ impl ContentStore {
     /// place): 0 when the store is at rest.
     pub fn pending(&self) -> usize {
         self.shared.pending.lock().len()
+    }
+
+    /// Downloads that waited for the committer to catch up before they
+    /// were served (the backlog was at its bound).
+    pub fn backlog_waits(&self) -> u64 {
+        self.shared.backlog_waits.load(Ordering::Relaxed)
     }
 
     /// (files, bytes) in the store, as of this process's last change;
@@ -234,6 +261,7 @@ impl ContentStore {
                 in_memory: true,
             });
         }
+        self.wait_for_room_in_backlog(&download.blob.digest);
         // Staged bytes are served from memory until kept; a later open
         // finds them on the disk.
         let open = OpenBlob {
@@ -251,6 +279,22 @@ impl ContentStore {
         self.shared.queue.lock().downloads.push(download);
         self.shared.queued.notify_all();
         Ok(open)
+    }
+
+    /// Waits while the committer's backlog is at its bound, unless these
+    /// bytes are in it already. Threads that pass at once may take it a
+    /// little past the bound: as many as download at a time.
+    fn wait_for_room_in_backlog(&self, digest: &Sha256Digest) {
+        let shared = &self.shared;
+        let mut pending = shared.pending.lock();
+        if pending.len() < shared.backlog || pending.contains_key(digest) {
+            return;
+        }
+        crate::wait::must_not_be_quick(|| "a wait for the committer's backlog".into());
+        shared.backlog_waits.fetch_add(1, Ordering::Relaxed);
+        while pending.len() >= shared.backlog && !pending.contains_key(digest) {
+            shared.settled.wait(&mut pending);
+        }
     }
 
     /// Waits until every download taken so far is kept and on disk, and
@@ -473,6 +517,14 @@ mod tests {
     }
 
     const M: u64 = PNG_MAGIC.len() as u64;
+
+    #[test]
+    fn the_backlog_takes_a_quarter_of_the_descriptors_the_rest_leaves() {
+        assert_eq!(backlog_bound(1024), 96);
+        assert_eq!(backlog_bound(20000), 4840);
+        assert_eq!(backlog_bound(1 << 20), 261984);
+        assert_eq!(backlog_bound(256), 16, "a few, however low the limit");
+    }
 
     #[test]
     fn files_kept_but_not_yet_synced_are_checked_after_a_crash() {

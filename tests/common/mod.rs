@@ -11,6 +11,7 @@ pub mod watchdog;
 
 use std::fs;
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -136,6 +137,7 @@ pub struct MountBuilder {
     args: Vec<String>,
     env: Vec<(String, String)>,
     log: Option<PathBuf>,
+    open_files: Option<(u64, u64)>,
 }
 
 /// `MATVISFS_TEST_EXTRA_ARGS`: flags added to every mount a test makes
@@ -177,6 +179,12 @@ impl MountBuilder {
         self.arg("--threads").arg("1").arg("--retries").arg("0")
     }
 
+    /// Starts the daemon with these soft and hard limits on open files.
+    pub fn open_file_limit(mut self, soft: u64, hard: u64) -> Self {
+        self.open_files = Some((soft, hard));
+        self
+    }
+
     /// `--timeout` (5 s unless set).
     pub fn timeout(mut self, seconds: u64) -> Self {
         self.timeout = seconds;
@@ -199,7 +207,22 @@ impl MountBuilder {
         fs::create_dir(&path).unwrap();
         let cache = self.cache.unwrap_or_else(|| dir.path().join("cache"));
         let log = self.log.unwrap_or_else(|| dir.path().join("stderr.log"));
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        if let Some((soft, hard)) = self.open_files {
+            let limit = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            // SAFETY: setrlimit is async-signal-safe, and `limit` is a
+            // copy owned by the closure.
+            unsafe {
+                command.pre_exec(move || match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                });
+            }
+        }
+        let child = command
             .arg("mount")
             .arg(&path)
             .arg("--foreground")
@@ -262,6 +285,7 @@ impl Mount {
             args: Vec::new(),
             env: Vec::new(),
             log: None,
+            open_files: None,
         }
     }
 
@@ -602,7 +626,7 @@ pub fn peak_rss(pid: u32) -> Option<u64> {
 }
 
 /// `release` served with its first `count` PNG textures made `len` bytes
-/// each, and their paths.
+/// each (at least 16), all different, and their paths.
 pub fn served_with_pngs_of(
     mut release: Release,
     count: usize,
@@ -615,8 +639,12 @@ pub fn served_with_pngs_of(
         .take(count)
         .collect();
     assert_eq!(paths.len(), count, "enough textures");
-    for (seed, path) in paths.iter().enumerate() {
-        release.replace_texture(path, texture_like(PNG_MAGIC, len, seed as u8));
+    for (index, path) in paths.iter().enumerate() {
+        let mut bytes = texture_like(PNG_MAGIC, len, index as u8);
+        // Each its own bytes, however many: no two share a download.
+        let stamp = PNG_MAGIC.len()..PNG_MAGIC.len() + 8;
+        bytes[stamp].copy_from_slice(&(index as u64).to_le_bytes());
+        release.replace_texture(path, bytes);
     }
     (Served::new(release), paths)
 }

@@ -148,24 +148,46 @@ fn tls_config(extra_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, String> 
     Ok(config)
 }
 
-/// Runs `future` to its end on this thread's runtime.
-fn block_on<T>(future: impl Future<Output = T>) -> T {
+/// Makes this thread's runtime, at its first request. It takes an epoll
+/// and an eventfd, which a process out of descriptors cannot open.
+fn runtime_ready() -> std::io::Result<()> {
     THREAD.with_borrow_mut(|thread| {
-        let runtime = thread.runtime.get_or_insert_with(|| {
-            tokio::runtime::Builder::new_current_thread()
+        if thread.runtime.is_none() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_io()
                 .enable_time()
-                .build()
-                .expect("a current-thread runtime needs only an epoll and a timer")
-        });
+                .build()?;
+            thread.runtime = Some(runtime);
+        }
+        Ok(())
+    })
+}
+
+/// Runs `future` to its end on this thread's runtime, made already.
+fn block_on<T>(future: impl Future<Output = T>) -> T {
+    THREAD.with_borrow_mut(|thread| {
+        let runtime = thread
+            .runtime
+            .as_mut()
+            .expect("made by the request sent first");
         runtime.block_on(future)
     })
 }
 
+/// Why a request got no answer.
+pub(super) enum SendError {
+    Http(reqwest::Error),
+    /// This thread's runtime could not be made.
+    NoRuntime(std::io::Error),
+}
+
 /// Sends `request` and waits for its answer's head.
-pub(super) fn send(request: RequestBuilder) -> Result<Response, reqwest::Error> {
+pub(super) fn send(request: RequestBuilder) -> Result<Response, SendError> {
+    runtime_ready().map_err(SendError::NoRuntime)?;
     // Sent inside the runtime: its time bound is a timer of the runtime's.
-    block_on(async move { request.send().await }).map(|inner| Response { inner })
+    block_on(async move { request.send().await })
+        .map(|inner| Response { inner })
+        .map_err(SendError::Http)
 }
 
 /// An answer whose body is read on the thread that sent it.

@@ -241,8 +241,15 @@ impl HttpRemote {
                 .acquire(class, self.retry.max_wait)
                 .map_err(Failure::Final)?;
         }
-        let response =
-            client::send(request).map_err(|e| Failure::Transient(network_error(&e), None))?;
+        let response = client::send(request).map_err(|e| {
+            let why = match e {
+                client::SendError::Http(e) => network_error(&e),
+                client::SendError::NoRuntime(e) => {
+                    FetchError::Network(format!("cannot start this thread's HTTP client: {e}"))
+                }
+            };
+            Failure::Transient(why, None)
+        })?;
         self.pauses
             .observe(url, class, response.headers(), self.retry.max_wait);
         Ok(response)
