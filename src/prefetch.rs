@@ -23,6 +23,8 @@ const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 const FAILURES_SHOWN: usize = 10;
 
 pub fn run(args: PrefetchArgs) -> Result<(), String> {
+    // Its parallel downloads wait for the cache's writer as a mount's do.
+    crate::descriptors::prepare();
     logging::to_stderr(args.verbose);
     let cache = CacheDir::open(&args.cache.dir()?)?;
     let remote = make_remote(&args.remote)?;

@@ -810,3 +810,38 @@ fn a_prefetch_onto_a_full_disk_fails_and_keeps_nothing_until_there_is_room() {
     );
     assert!(!common::stored_objects(&cache).is_empty());
 }
+
+#[test]
+fn a_prefetch_started_with_a_low_soft_limit_on_open_files_raises_it_to_the_hard_one() {
+    let served = Served::new(Release::generate(&matvisfs_sample::ReleaseSpec::large(
+        TAG, 20,
+    )));
+    let cache = tempfile::tempdir().unwrap();
+    let base = served.base_url();
+    let mut command = Command::new(BIN);
+    command
+        .args([
+            "prefetch",
+            "--base-url",
+            &base,
+            "--jobs",
+            "64",
+            "--cache-dir",
+        ])
+        .arg(cache.path());
+    common::limit_open_files(&mut command, 256, 8192);
+    let output = command.output().unwrap();
+    // 64 downloads at once, each thread with its connection and event
+    // loop, and the objects' prefix directories: more than 256.
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let textures = served.release.textures().count();
+    let report = stdout(&output);
+    assert!(
+        report.contains(&format!("prefetched {textures} files")) && report.contains(" 0 failed"),
+        "{report}"
+    );
+}

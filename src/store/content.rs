@@ -46,10 +46,12 @@ fn backlog_bound(open_file_limit: u64) -> usize {
     (open_file_limit.saturating_sub(DESCRIPTORS_BESIDE_BACKLOG) / 4).max(16) as usize
 }
 
-/// Descriptors the daemon holds besides the backlog, at most, in a burst:
-/// the objects' prefix directories (256), each worker thread's HTTP
-/// connections and event loop (about 200), the log, the database, FUSE;
-/// plus the readers' open files.
+/// Descriptors the daemon holds besides the backlog in a burst of 64
+/// readers: the objects' prefix directories (256), three for each worker
+/// thread that sent a request (its connection, epoll and eventfd), the log,
+/// the database, FUSE, and the readers' open files. More readers at once
+/// take more threads, up to about 650 descriptors for them alone, which a
+/// limit of 1024 cannot hold whatever the backlog (docs/reliability.md).
 const DESCRIPTORS_BESIDE_BACKLOG: u64 = 640;
 
 pub struct ContentStore {

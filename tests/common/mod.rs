@@ -140,6 +140,22 @@ pub struct MountBuilder {
     open_files: Option<(u64, u64)>,
 }
 
+/// Makes `command` start with these soft and hard limits on open files.
+pub fn limit_open_files(command: &mut Command, soft: u64, hard: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit is async-signal-safe, and `limit` is a copy owned
+    // by the closure.
+    unsafe {
+        command.pre_exec(move || match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        });
+    }
+}
+
 /// `MATVISFS_TEST_EXTRA_ARGS`: flags added to every mount a test makes
 /// (split on whitespace), to run a test file over another setup, e.g.
 /// `--io-uring` with the fuse module's `enable_uring` set around the run.
@@ -209,18 +225,7 @@ impl MountBuilder {
         let log = self.log.unwrap_or_else(|| dir.path().join("stderr.log"));
         let mut command = Command::new(BIN);
         if let Some((soft, hard)) = self.open_files {
-            let limit = libc::rlimit {
-                rlim_cur: soft,
-                rlim_max: hard,
-            };
-            // SAFETY: setrlimit is async-signal-safe, and `limit` is a
-            // copy owned by the closure.
-            unsafe {
-                command.pre_exec(move || match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
-                    0 => Ok(()),
-                    _ => Err(std::io::Error::last_os_error()),
-                });
-            }
+            limit_open_files(&mut command, soft, hard);
         }
         let child = command
             .arg("mount")
