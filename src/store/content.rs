@@ -217,6 +217,8 @@ impl ContentStore {
         }
         match objects.ingest() {
             Ok(ingest) => Ok(ingest.or_memory(memory)),
+            // Memory would need a descriptor too.
+            Err(e) if super::room::is_out_of_descriptors(&e) => Err(e),
             Err(e) => {
                 objects.room().refused("a download", &e);
                 Ingest::in_memory(memory, objects.room().clone())

@@ -21,12 +21,33 @@ pub const UNCACHED_MEMORY: u64 = 256 << 20;
 #[derive(Debug, Default)]
 pub struct DiskRoom {
     refusing: AtomicBool,
+    /// A write failed for want of a descriptor since a file was last kept
+    /// (said once).
+    out_of_descriptors: AtomicBool,
+}
+
+/// Whether a write failed for want of a descriptor, not of room: the
+/// process (or the system) has too many files open.
+pub fn is_out_of_descriptors(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 impl DiskRoom {
     /// A write to the cache failed; said when it is the first since the
-    /// cache was last written.
-    pub fn refused(&self, what: &str, error: &dyn std::fmt::Display) {
+    /// cache was last written. Running out of descriptors says nothing of
+    /// the disk: it is logged, and the next writes are tried as before.
+    pub fn refused(&self, what: &str, error: &io::Error) {
+        if is_out_of_descriptors(error) {
+            if self.out_of_descriptors.swap(true, Ordering::Relaxed) {
+                tracing::debug!("cannot write {what} to the cache: {error}");
+            } else {
+                tracing::warn!(
+                    "cannot write {what} to the cache: {error} (the limit on open files is too \
+                     low for this many readers; see docs/reliability.md, Open files)"
+                );
+            }
+            return;
+        }
         if self.refusing.swap(true, Ordering::Relaxed) {
             tracing::debug!("cannot write {what} to the cache: {error}");
         } else {
@@ -45,6 +66,7 @@ impl DiskRoom {
 
     /// A file was kept: said when it ends a run of refusals.
     pub fn accepted(&self) {
+        self.out_of_descriptors.store(false, Ordering::Relaxed);
         if self.refusing.swap(false, Ordering::Relaxed) {
             tracing::info!("the cache can be written again: downloads are kept again");
         }
@@ -286,6 +308,21 @@ pub mod full_disk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_refuses_writes_until_one_is_kept_and_running_out_of_descriptors_does_not() {
+        let room = DiskRoom::default();
+        room.refused("a download", &io::Error::from_raw_os_error(libc::EMFILE));
+        room.refused("a download", &io::Error::from_raw_os_error(libc::ENFILE));
+        assert!(
+            !room.is_refusing(),
+            "the disk has room: descriptors ran out"
+        );
+        room.refused("a download", &io::Error::from_raw_os_error(libc::ENOSPC));
+        assert!(room.is_refusing());
+        room.accepted();
+        assert!(!room.is_refusing());
+    }
     use std::os::unix::fs::FileExt;
 
     #[test]
