@@ -308,6 +308,7 @@ pub mod full_disk {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileExt;
 
     #[test]
     fn a_full_disk_refuses_writes_until_one_is_kept_and_running_out_of_descriptors_does_not() {
@@ -323,7 +324,6 @@ mod tests {
         room.accepted();
         assert!(!room.is_refusing());
     }
-    use std::os::unix::fs::FileExt;
 
     #[test]
     fn the_budget_holds_what_is_written_and_served_until_the_file_goes() {
