@@ -325,30 +325,12 @@ fn concurrent_readers_of_an_uncached_file_cause_one_download() {
     assert_eq!(served.server.count("GET", &format!("cdn/{TAG}/{path}")), 1);
 }
 
-/// The kernel's release, and whether it can pass FUSE reads through to a
-/// backing file: Linux 6.9 and later, built with `CONFIG_FUSE_PASSTHROUGH`
-/// (taken as given when the build configuration cannot be read), for root.
-fn kernel_passthrough() -> (String, bool) {
-    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    let release = release.trim().to_string();
-    let mut numbers = release
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|n| n.parse::<u32>().unwrap_or(0));
-    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
-    let built_with = fs::read_to_string(format!("/boot/config-{release}")).map_or(true, |config| {
-        config.lines().any(|l| l == "CONFIG_FUSE_PASSTHROUGH=y")
-    });
-    // SAFETY: a plain syscall.
-    let root = unsafe { libc::geteuid() } == 0;
-    (release, version >= (6, 9) && built_with && root)
-}
-
 #[test]
 fn cached_files_are_passed_through_where_the_kernel_offers_it() {
     let served = Served::small();
     let (cache, files) = served.warmed_cache(6);
     let total: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
-    let (release, offered) = kernel_passthrough();
+    let (release, offered) = common::kernel_passthrough();
     if !offered {
         eprintln!("kernel {release} offers no FUSE passthrough: checking the fallback only");
     }
@@ -389,6 +371,58 @@ fn cached_files_are_passed_through_where_the_kernel_offers_it() {
             );
         }
     }
+}
+
+/// Drops the pages the kernel holds of `path` (as memory pressure would).
+fn drop_pages(path: &std::path::Path) {
+    use std::os::fd::AsRawFd;
+    let file = fs::File::open(path).unwrap();
+    // SAFETY: a plain syscall on an open descriptor.
+    let done = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(done, 0);
+}
+
+#[test]
+fn a_file_read_again_in_its_mount_reads_the_pages_kept_until_some_are_gone() {
+    let served = Served::small();
+    let (release, offered) = common::kernel_passthrough();
+    if !offered {
+        eprintln!("kernel {release} offers no FUSE passthrough: checking the fallback only");
+    }
+    let mount = Mount::builder(&served.base_url()).start();
+    let (path, bytes) = served.release.textures().next().unwrap();
+    let file = mount.tag_path(path);
+    let through_matvisfs = || mount.stats()["bytes"]["served"].as_u64().unwrap();
+    // Opened before its bytes were cached: read through the page cache.
+    assert_eq!(&read(&file).unwrap(), bytes);
+    wait_for("the file kept", Duration::from_secs(30), || {
+        mount.stats()["cache"]["pending"] == 0
+    });
+    let first = through_matvisfs();
+    assert!(first >= bytes.len() as u64);
+    // Cached now, and the kernel holds its pages: they are read again.
+    for _ in 0..3 {
+        assert_eq!(&read(&file).unwrap(), bytes);
+    }
+    assert_eq!(through_matvisfs(), first, "the pages kept were read");
+    // Pages gone: read through matvisfs once...
+    drop_pages(&file);
+    assert_eq!(&read(&file).unwrap(), bytes);
+    let second = through_matvisfs();
+    assert!(
+        second >= first + bytes.len() as u64,
+        "{second} after {first}"
+    );
+    // ...and from then on the cached file is passed through, where the
+    // kernel can: gone pages no longer cost a read through matvisfs.
+    drop_pages(&file);
+    assert_eq!(&read(&file).unwrap(), bytes);
+    if offered {
+        assert_eq!(through_matvisfs(), second, "passed through");
+    } else {
+        assert!(through_matvisfs() >= second + bytes.len() as u64);
+    }
+    assert_eq!(served.texture_gets(), 1, "downloaded once");
 }
 
 #[test]

@@ -494,6 +494,24 @@ pub fn warm(base_url: &str, cache: &Path, paths: &[&str]) {
     }
 }
 
+/// The kernel's release, and whether it can pass FUSE reads through to a
+/// backing file: Linux 6.9 and later, built with `CONFIG_FUSE_PASSTHROUGH`
+/// (taken as given when the build configuration cannot be read), for root.
+pub fn kernel_passthrough() -> (String, bool) {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let release = release.trim().to_string();
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    let built_with = fs::read_to_string(format!("/boot/config-{release}")).map_or(true, |config| {
+        config.lines().any(|l| l == "CONFIG_FUSE_PASSTHROUGH=y")
+    });
+    // SAFETY: a plain syscall.
+    let root = unsafe { libc::geteuid() } == 0;
+    (release, version >= (6, 9) && built_with && root)
+}
+
 /// Reads a whole file, with its error if any.
 pub fn read(path: &Path) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();

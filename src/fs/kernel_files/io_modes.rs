@@ -20,7 +20,10 @@ pub enum Decision<Id> {
     Reuse(Arc<Id>),
     /// Pass through to the cached file offered: register it as a backing file.
     Register,
-    /// Read through the daemon (page cache or direct, as the open asked).
+    /// Read through the daemon (page cache or direct, as the open asked):
+    /// the bytes are not cached, a caching open is live, or the kernel
+    /// holds the version's pages, which cost an open less than registering
+    /// a backing file.
     Ordinary,
     /// The inode is passed through to other bytes still (the file changed
     /// on the server while it was open): the kernel allows no other open.
@@ -45,7 +48,10 @@ struct InodeOpens<Id> {
 /// passthrough ones no open is ordinary.
 #[derive(Debug, Clone, Copy)]
 enum Mode {
-    Caching,
+    /// `kept`: opened to read the pages the kernel held.
+    Caching {
+        kept: bool,
+    },
     Passthrough,
 }
 
@@ -56,7 +62,8 @@ pub struct IoModes<Id> {
     inodes: HashMap<u64, InodeOpens<Id>>,
     /// The version whose pages an inode's page cache holds (they outlive
     /// the opens that read them): a later open of that version may keep
-    /// them, an open of any other must not.
+    /// them, and reads them rather than a backing file; an open of any
+    /// other version must not keep them.
     paged: HashMap<u64, Sha256Digest>,
 }
 
@@ -92,33 +99,50 @@ impl<Id> IoModes<Id> {
             };
         }
         match cached_file {
-            Some(_) if opens.is_none_or(|o| o.caching == 0) => Decision::Register,
+            Some(_)
+                if opens.is_none_or(|o| o.caching == 0) && !self.may_keep_pages(ino, digest) =>
+            {
+                Decision::Register
+            }
             _ => Decision::Ordinary,
         }
     }
 
     /// Whether an open of `version` may keep the pages the kernel holds
     /// for `ino`.
-    pub fn may_keep_pages(&self, ino: u64, version: Option<Sha256Digest>) -> bool {
+    fn may_keep_pages(&self, ino: u64, version: Option<Sha256Digest>) -> bool {
         version.is_some() && self.paged.get(&ino) == version.as_ref()
     }
 
     /// Records an open read through the page cache, bound to `version`
-    /// (`None`: not known until its first read). Without kept pages, the
-    /// kernel dropped the inode's pages when it opened it.
-    pub fn opened_caching(&mut self, fh: u64, ino: u64, version: Option<Sha256Digest>) {
+    /// (`None`: not known until its first read), and returns whether it
+    /// keeps the pages the kernel holds. Without kept pages, the kernel
+    /// dropped the inode's pages when it opened it.
+    pub fn opened_caching(&mut self, fh: u64, ino: u64, version: Option<Sha256Digest>) -> bool {
+        let kept = self.may_keep_pages(ino, version);
         self.inode(ino).caching += 1;
-        self.handles.insert(fh, (ino, Mode::Caching));
+        self.handles.insert(fh, (ino, Mode::Caching { kept }));
         match version {
             Some(version) => self.paged.insert(ino, version),
             None => self.paged.remove(&ino),
         };
+        kept
     }
 
-    /// A read through the page cache returned bytes of `version`.
+    /// A read through the page cache returned bytes of `version`. Through
+    /// an open that kept the pages, it shows some of them gone (reclaimed
+    /// under memory pressure): they are no longer counted on, and the
+    /// inode's next open of cached bytes is passed through, which reads
+    /// nothing through the daemon.
     pub fn read_caching(&mut self, fh: u64, version: Sha256Digest) {
-        if let Some((ino, Mode::Caching)) = self.handles.get(&fh) {
-            self.paged.insert(*ino, version);
+        match self.handles.get(&fh) {
+            Some((ino, Mode::Caching { kept: false })) => {
+                self.paged.insert(*ino, version);
+            }
+            Some((ino, Mode::Caching { kept: true })) => {
+                self.paged.remove(ino);
+            }
+            _ => {}
         }
     }
 
@@ -165,7 +189,7 @@ impl<Id> IoModes<Id> {
             return;
         };
         match mode {
-            Mode::Caching => opens.caching = opens.caching.saturating_sub(1),
+            Mode::Caching { .. } => opens.caching = opens.caching.saturating_sub(1),
             Mode::Passthrough => {
                 if let Some(backing) = opens.backing.as_mut() {
                     backing.opens = backing.opens.saturating_sub(1);
@@ -206,6 +230,34 @@ mod tests {
 
     fn digest(bytes: &[u8]) -> Option<Sha256Digest> {
         Some(Sha256Digest::of(bytes))
+    }
+
+    #[test]
+    fn kept_pages_are_read_rather_than_a_backing_file_until_some_are_found_gone() {
+        let mut modes = IoModes::<u32>::default();
+        let (a, b) = (digest(b"a"), digest(b"b"));
+        // Read first through the page cache (its bytes were not cached).
+        assert!(!modes.opened_caching(10, 1, None));
+        modes.read_caching(10, a.unwrap());
+        modes.released(10);
+        // Cached since: an open of that version reads the pages kept.
+        assert!(matches!(modes.decide(1, Some(7), a), Decision::Ordinary));
+        assert!(modes.opened_caching(11, 1, a));
+        modes.released(11);
+        // Another version is passed through; the pages still hold `a`.
+        assert!(matches!(modes.decide(1, Some(8), b), Decision::Register));
+        assert!(matches!(modes.decide(1, Some(7), a), Decision::Ordinary));
+        // A read reached the daemon through an open that kept the pages:
+        // some were gone, and the next open passes the cached file through.
+        assert!(modes.opened_caching(12, 1, a));
+        modes.read_caching(12, a.unwrap());
+        modes.released(12);
+        assert!(matches!(modes.decide(1, Some(7), a), Decision::Register));
+        // An open that did not keep them fills them: counted on again.
+        assert!(!modes.opened_caching(13, 1, a));
+        modes.read_caching(13, a.unwrap());
+        modes.released(13);
+        assert!(matches!(modes.decide(1, Some(7), a), Decision::Ordinary));
     }
 
     #[test]

@@ -179,8 +179,7 @@ impl<B> KernelFiles<B> {
         if size_unsure {
             return Ok(ReadMode::Direct);
         }
-        let keep_pages = modes.may_keep_pages(ino, version);
-        modes.opened_caching(fh, ino, version);
+        let keep_pages = modes.opened_caching(fh, ino, version);
         Ok(ReadMode::PageCache { keep_pages })
     }
 
