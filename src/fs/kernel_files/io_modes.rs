@@ -43,15 +43,18 @@ struct InodeOpens<Id> {
     backing: Option<Backing<Id>>,
 }
 
-/// How a recorded open is read. Direct opens (`FOPEN_DIRECT_IO`) are not
-/// recorded: the kernel lets them beside caching opens, and beside
-/// passthrough ones no open is ordinary.
+/// How a recorded open is read.
 #[derive(Debug, Clone, Copy)]
 enum Mode {
     /// `kept`: opened to read the pages the kernel held.
     Caching {
         kept: bool,
     },
+    /// Past the page cache (`FOPEN_DIRECT_IO`). The kernel lets it beside
+    /// caching opens, but a shared mapping of it puts the inode in its
+    /// caching mode, so it counts as one of those; and the pages such a
+    /// mapping reads are of its own version.
+    Direct,
     Passthrough,
 }
 
@@ -129,6 +132,15 @@ impl<Id> IoModes<Id> {
         kept
     }
 
+    /// Records an open read past the page cache ([`Mode::Direct`]). The
+    /// inode's pages are no longer counted on: a mapping of this open may
+    /// fill them with its version, not known yet.
+    pub fn opened_direct(&mut self, fh: u64, ino: u64) {
+        self.inode(ino).caching += 1;
+        self.handles.insert(fh, (ino, Mode::Direct));
+        self.paged.remove(&ino);
+    }
+
     /// A read through the page cache returned bytes of `version`. Through
     /// an open that kept the pages, it shows some of them gone (reclaimed
     /// under memory pressure): they are no longer counted on, and the
@@ -189,7 +201,7 @@ impl<Id> IoModes<Id> {
             return;
         };
         match mode {
-            Mode::Caching { .. } => opens.caching = opens.caching.saturating_sub(1),
+            Mode::Caching { .. } | Mode::Direct => opens.caching = opens.caching.saturating_sub(1),
             Mode::Passthrough => {
                 if let Some(backing) = opens.backing.as_mut() {
                     backing.opens = backing.opens.saturating_sub(1);
@@ -258,6 +270,26 @@ mod tests {
         modes.read_caching(13, a.unwrap());
         modes.released(13);
         assert!(matches!(modes.decide(1, Some(7), a), Decision::Ordinary));
+    }
+
+    #[test]
+    fn no_passthrough_while_an_open_past_the_page_cache_is_live_and_its_pages_are_not_kept() {
+        let mut modes = IoModes::<u32>::default();
+        let a = digest(b"a");
+        modes.opened_caching(10, 1, a);
+        modes.released(10);
+        // An open past the page cache (its version not known yet) may be
+        // mapped, which puts the inode in the kernel's caching mode.
+        modes.opened_direct(11, 1);
+        assert!(matches!(modes.decide(1, Some(7), a), Decision::Ordinary));
+        modes.released(11);
+        // Its mapping may have filled pages of another version.
+        assert!(!modes.opened_caching(12, 1, a));
+        modes.released(12);
+        modes.opened_direct(13, 1);
+        modes.released(13);
+        assert!(matches!(modes.decide(1, Some(7), None), Decision::Register));
+        assert!(modes.inodes.is_empty() && modes.handles.is_empty());
     }
 
     #[test]

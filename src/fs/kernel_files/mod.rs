@@ -177,6 +177,7 @@ impl<B> KernelFiles<B> {
         // told, and may have dropped the answer): reads past the page cache,
         // which a wrong size cannot end early.
         if size_unsure {
+            modes.opened_direct(fh, ino);
             return Ok(ReadMode::Direct);
         }
         let keep_pages = modes.opened_caching(fh, ino, version);
