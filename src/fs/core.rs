@@ -274,6 +274,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
 
     pub fn forget(&self, ino: u64, count: u64) {
         if self.inodes.forget(ino, count) == 0 {
+            self.files.forgotten(ino);
             let implicit = self.implicit_opens.lock().remove(&ino);
             if let Some(fh) = implicit {
                 self.release(fh);

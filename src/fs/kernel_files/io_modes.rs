@@ -185,6 +185,11 @@ impl<Id> IoModes<Id> {
         self.handles.insert(fh, (ino, Mode::Passthrough));
     }
 
+    /// The kernel dropped its inode for `ino`, and the pages with it.
+    pub fn forgotten(&mut self, ino: u64) {
+        self.paged.remove(&ino);
+    }
+
     fn inode(&mut self, ino: u64) -> &mut InodeOpens<Id> {
         self.inodes.entry(ino).or_insert_with(|| InodeOpens {
             caching: 0,
@@ -290,6 +295,20 @@ mod tests {
         modes.released(13);
         assert!(matches!(modes.decide(1, Some(7), None), Decision::Register));
         assert!(modes.inodes.is_empty() && modes.handles.is_empty());
+    }
+
+    #[test]
+    fn pages_are_not_counted_on_once_the_kernel_forgot_the_inode() {
+        let mut modes = IoModes::<u32>::default();
+        let a = digest(b"a");
+        modes.opened_caching(10, 1, a);
+        modes.opened_caching(11, 2, a);
+        modes.released(10);
+        modes.released(11);
+        modes.forgotten(1);
+        assert!(matches!(modes.decide(1, Some(7), a), Decision::Register));
+        assert!(matches!(modes.decide(2, Some(7), a), Decision::Ordinary));
+        assert_eq!(modes.paged.len(), 1);
     }
 
     #[test]

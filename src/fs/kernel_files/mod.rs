@@ -196,6 +196,13 @@ impl<B> KernelFiles<B> {
         self.slots.leave(slot);
     }
 
+    /// The kernel has no inode for `ino` any more (its last lookup was
+    /// forgotten), so no pages of it. The sizes given stay: a lookup that
+    /// crossed the forget may have given the kernel a new inode with one.
+    pub fn forgotten(&self, ino: u64) {
+        self.modes.lock().forgotten(ino);
+    }
+
     /// The size to give the kernel for `ino`, recorded as given: while
     /// files of it are open, the size of the version they are bound to
     /// (the kernel has one page cache per inode), else `current` (`None`:

@@ -83,6 +83,31 @@ fn an_open_is_decided_with_its_version_size_and_pages_and_a_changed_file_gets_a_
 }
 
 #[test]
+fn the_pages_of_an_inode_the_kernel_forgot_are_not_counted_on() {
+    let release = small();
+    let h = Harness::new(&release);
+    h.warm(&[PATH]);
+    let s = h.session();
+    let ino = s.ino(&format!("{TAG}/{PATH}")).unwrap();
+    let bytes = &release.files[PATH];
+    let first = s.core.open(ino, libc::O_RDONLY).unwrap();
+    assert_eq!(
+        &s.core.read(first.fh, 0, bytes.len() as u32).unwrap().bytes,
+        bytes
+    );
+    s.core.release(first.fh);
+    // Evicted (memory pressure, `drop_caches`): its pages went with it.
+    s.core.forget(ino, 1);
+    let ino = s.ino(&format!("{TAG}/{PATH}")).unwrap();
+    let next = s.core.open(ino, libc::O_RDONLY).unwrap();
+    assert!(matches!(
+        next.mode,
+        ReadMode::PageCache { keep_pages: false }
+    ));
+    s.core.release(next.fh);
+}
+
+#[test]
 fn the_statistics_are_read_past_the_page_cache() {
     let h = Harness::new(&small());
     let s = h.session();
