@@ -20,21 +20,20 @@ impl Sha256Digest {
             return None;
         }
         let mut out = [0u8; 32];
-        for (i, pair) in text.as_bytes().chunks(2).enumerate() {
-            let hi = (pair[0] as char).to_digit(16)?;
-            let lo = (pair[1] as char).to_digit(16)?;
-            out[i] = (hi * 16 + lo) as u8;
-        }
+        hex::decode_to_slice(text, &mut out).ok()?;
         Some(Sha256Digest(out))
     }
 
     pub fn to_hex(self) -> String {
-        use fmt::Write;
-        let mut s = String::with_capacity(64);
-        for b in self.0 {
-            let _ = write!(s, "{b:02x}");
-        }
-        s
+        String::from_utf8(self.hex().to_vec()).expect("hex digits are ASCII")
+    }
+
+    /// The 64 lowercase hex digits, without an allocation: every open of a
+    /// texture names a cached object by them.
+    pub fn hex(&self) -> [u8; 64] {
+        let mut out = [0u8; 64];
+        hex::encode_to_slice(self.0, &mut out).expect("64 digits for 32 bytes");
+        out
     }
 }
 

@@ -76,9 +76,31 @@ pub struct Located {
     pub in_memory: bool,
 }
 
-fn split(digest: &Sha256Digest) -> (String, String) {
-    let hex = digest.to_hex();
-    (hex[..2].to_string(), hex[2..].to_string())
+/// An object's name in the store, `ab/cdef…`: its digest in hex, the
+/// first two digits naming its directory. Built on the stack, since every
+/// open of a texture not held in memory looks the store up by it.
+struct ObjectPath([u8; 65]);
+
+impl ObjectPath {
+    fn of(digest: &Sha256Digest) -> Self {
+        let hex = digest.hex();
+        let mut path = [b'/'; 65];
+        path[..2].copy_from_slice(&hex[..2]);
+        path[3..].copy_from_slice(&hex[2..]);
+        ObjectPath(path)
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
+    }
+
+    fn prefix(&self) -> &str {
+        &self.as_str()[..2]
+    }
+
+    fn name(&self) -> &str {
+        &self.as_str()[3..]
+    }
 }
 
 impl ObjectStore {
@@ -109,8 +131,7 @@ impl ObjectStore {
 
     /// Where an object is, for messages and tests.
     pub fn path(&self, digest: &Sha256Digest) -> PathBuf {
-        let (prefix, name) = split(digest);
-        self.dir.path().join(prefix).join(name)
+        self.dir.path().join(ObjectPath::of(digest).as_str())
     }
 
     /// Opens an object for reading; a symlink on the way is refused. One
@@ -135,14 +156,13 @@ impl ObjectStore {
 
     /// Opens an object on disk.
     fn open_stored(&self, digest: &Sha256Digest) -> io::Result<File> {
-        let (prefix, name) = split(digest);
-        self.dir.open_file(&format!("{prefix}/{name}"))
+        self.dir.open_file(ObjectPath::of(digest).as_str())
     }
 
     /// Removes an object; one already gone is fine.
     pub fn remove(&self, digest: &Sha256Digest) -> io::Result<()> {
-        let (prefix, name) = split(digest);
-        self.remove_name(&prefix, &name)
+        let path = ObjectPath::of(digest);
+        self.remove_name(path.prefix(), path.name())
     }
 
     fn remove_name(&self, prefix: &str, name: &str) -> io::Result<()> {
@@ -314,10 +334,11 @@ impl ObjectStore {
         digest: &Sha256Digest,
         mut place: impl FnMut(&Dir, &str) -> io::Result<()>,
     ) -> io::Result<()> {
-        let (prefix, name) = split(digest);
-        let placed = place(&*self.prefix_dir(&prefix)?, &name).or_else(|_| {
-            self.prefixes.lock().remove(&prefix);
-            place(&*self.prefix_dir(&prefix)?, &name)
+        let path = ObjectPath::of(digest);
+        let (prefix, name) = (path.prefix(), path.name());
+        let placed = place(&*self.prefix_dir(prefix)?, name).or_else(|_| {
+            self.prefixes.lock().remove(prefix);
+            place(&*self.prefix_dir(prefix)?, name)
         });
         match &placed {
             Ok(()) => self.room.accepted(),
@@ -730,6 +751,22 @@ mod tests {
         assert_eq!(blob.digest, Sha256Digest::of(b"hello"));
         assert!(store.contains(&blob));
         assert_eq!(store.read(&blob).unwrap(), b"hello");
+        // Named by its digest, under a directory of its first two digits.
+        let hex = blob.digest.to_hex();
+        let (prefix, name) = hex.split_at(2);
+        assert!(
+            std::fs::metadata(store.path(&blob.digest))
+                .unwrap()
+                .is_file()
+        );
+        assert!(
+            store
+                .path(&blob.digest)
+                .ends_with(format!("{prefix}/{name}"))
+        );
+        store.remove(&blob.digest).unwrap();
+        assert!(!store.contains(&blob));
+        let blob = store.put_bytes(b"hello").unwrap();
         assert!(!store.contains(&Blob {
             digest: Sha256Digest::of(b"other"),
             size: 5
