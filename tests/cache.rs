@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{BIN, Mount, Served, TAG, Tmpfs, read, split_generated, walk};
+use common::{
+    BIN, Mount, Served, TAG, Tmpfs, open_direct, read, read_at_odd_address, split_generated, walk,
+};
 use matvisfs_sample::Release;
 use matvisfs_testkit::devserver::{Fault, FaultRule};
 
@@ -385,6 +387,36 @@ fn an_offline_mount_is_read_without_opens_and_each_file_one_version() {
         };
         assert_eq!(dropped, 0);
         assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
+    }
+    assert_eq!(mount.stats()["requests"], serde_json::json!({}));
+}
+
+/// In no-open mode the kernel cannot be told that an `O_DIRECT` open reads
+/// past the page cache: it sends such reads as they come, sized up to a
+/// multiple of its largest request, past the last page of the file.
+#[test]
+fn an_offline_mount_serves_o_direct_reads_and_plain_ones_after_them() {
+    use std::os::unix::fs::FileExt;
+    let served = Served::small();
+    let (cache, files) = served.warmed_cache(3);
+    let mount = Mount::builder(&served.base_url())
+        .cache(cache.path())
+        .arg("--offline")
+        .start();
+    for (path, bytes) in &files {
+        let file = open_direct(&mount.tag_path(path));
+        for chunk in [1 << 20, 65536, 3001] {
+            let got = read_at_odd_address(&file, chunk);
+            assert_eq!(&&got, bytes, "{path}, {chunk} bytes a read");
+        }
+        // Reads through the page cache of the same inode, whole and in part.
+        assert_eq!(&&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
+        let mut piece = vec![0u8; bytes.len() - 8];
+        fs::File::open(mount.tag_path(path))
+            .unwrap()
+            .read_exact_at(&mut piece, 7)
+            .unwrap();
+        assert_eq!(piece, bytes[7..bytes.len() - 1], "{path}");
     }
     assert_eq!(mount.stats()["requests"], serde_json::json!({}));
 }

@@ -10,8 +10,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    BIN, Mount, Served, TAG, Unmounts, background_mount, is_mounted, read, serving_processes,
-    wait_for, walk,
+    BIN, Mount, Served, TAG, Unmounts, background_mount, is_mounted, open_direct, read,
+    read_at_odd_address, serving_processes, wait_for, walk,
 };
 use matvisfs_testkit::devserver::{Fault, FaultRule};
 
@@ -427,36 +427,48 @@ fn a_file_read_again_in_its_mount_reads_the_pages_kept_until_some_are_gone() {
 
 #[test]
 fn an_o_direct_open_of_a_cached_file_has_no_alignment_rule() {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    use std::os::unix::fs::FileExt;
     let served = Served::small();
     let (cache, files) = served.warmed_cache(3);
     let mount = Mount::builder(&served.base_url())
         .cache(cache.path())
         .start();
     for (path, bytes) in &files {
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(mount.tag_path(path))
-            .unwrap();
+        let file = open_direct(&mount.tag_path(path));
         // An odd address, an odd length and an odd offset, as any FUSE file
         // allows; passed through, the cache's own filesystem would refuse
         // them (EINVAL).
-        let mut buffer = vec![0u8; bytes.len() + 1];
-        let got = &mut buffer[1..];
-        let mut filled = 0;
-        while filled < got.len() {
-            match file.read_at(&mut got[filled..], filled as u64).unwrap() {
-                0 => break,
-                n => filled += n,
-            }
-        }
-        assert_eq!(&&got[..filled], bytes, "{path}");
+        assert_eq!(&&read_at_odd_address(&file, bytes.len()), bytes, "{path}");
         let mut piece = vec![0u8; bytes.len() - 8];
         file.read_exact_at(&mut piece, 7).unwrap();
         assert_eq!(piece, bytes[7..bytes.len() - 1], "{path}");
         // A plain open beside it is still passed through or read whole.
         assert_eq!(&&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
+    }
+}
+
+/// `O_DIRECT` set on an open file (`fcntl`) makes its reads skip the page
+/// cache: the kernel sizes them up to a multiple of its largest request,
+/// past the file's last page, which a read through the page cache never
+/// asks.
+#[test]
+fn reads_after_o_direct_was_set_on_an_open_file_are_served_whole() {
+    use std::os::fd::AsRawFd;
+    let served = Served::small();
+    let mount = Mount::builder(&served.base_url())
+        .arg("--no-passthrough")
+        .start();
+    for (path, bytes) in served.release.textures().take(3) {
+        let file = fs::File::open(mount.tag_path(path)).unwrap();
+        let fd = file.as_raw_fd();
+        // SAFETY: a valid descriptor; flags only.
+        let set = unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_DIRECT)
+        };
+        assert_eq!(set, 0);
+        assert_eq!(&read_at_odd_address(&file, 1 << 20), bytes, "{path}");
+        assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
     }
 }
 

@@ -198,8 +198,11 @@ impl<B: Send + Sync + 'static> FsCore<B> {
 
     /// A read in no-open mode, where the kernel names only the inode: the
     /// inode's own open binds it to one version, as long as the kernel may
-    /// hold pages of it.
-    pub fn read_inode(&self, ino: u64, offset: u64, size: u32) -> Result<ReadReply> {
+    /// hold pages of it. `flags`: those of the reader's open; one with
+    /// `O_DIRECT` reads past the page cache, in requests the kernel sizes up
+    /// to a multiple of its largest one, past the file's last page.
+    pub fn read_inode(&self, ino: u64, offset: u64, size: u32, flags: i32) -> Result<ReadReply> {
+        let past_page_cache = flags & libc::O_DIRECT != 0;
         let known = self.implicit_opens.lock().get(&ino).copied();
         let fh = match known {
             Some(fh) => fh,
@@ -221,7 +224,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
                     None if volatile => {
                         // The statistics: a snapshot for this read alone.
                         drop(opens);
-                        let read = self.read(opened, offset, size);
+                        let read = self.read_as(opened, offset, size, past_page_cache);
                         self.release(opened);
                         return read;
                     }
@@ -232,7 +235,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
                 }
             }
         };
-        self.read(fh, offset, size)
+        self.read_as(fh, offset, size, past_page_cache)
     }
 
     /// The path of an inode, for messages.
@@ -463,7 +466,16 @@ impl<B: Send + Sync + 'static> FsCore<B> {
         Err(FsError::VersionOpen)
     }
 
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<ReadReply> {
+    /// A read of `fh`, made with the reader's open `flags` as they are now:
+    /// `O_DIRECT` may have been set since the open (`fcntl`), and then the
+    /// read is past the page cache whatever the open was.
+    pub fn read(&self, fh: u64, offset: u64, size: u32, flags: i32) -> Result<ReadReply> {
+        self.read_as(fh, offset, size, flags & libc::O_DIRECT != 0)
+    }
+
+    /// A read of `fh`; `past_page_cache`: the reader's own open reads past
+    /// the page cache, whatever the handle's.
+    fn read_as(&self, fh: u64, offset: u64, size: u32, past_page_cache: bool) -> Result<ReadReply> {
         let handle = self.handles.get(fh).ok_or(FsError::UnknownHandle)?;
         let file = match &*handle {
             Handle::File(file) => file,
@@ -477,7 +489,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
         };
         let content = self.content(file)?;
         if !file.direct {
-            self.check_read_within_size(&file.slot, offset, size)?;
+            self.check_read_within_size(&file.slot, offset, size, past_page_cache)?;
         }
         let bytes = self.read_from(&content, offset, size)?;
         if let Some(version) = file.slot.version() {
@@ -492,13 +504,27 @@ impl<B: Send + Sync + 'static> FsCore<B> {
     /// it dropped for an invalidation that crossed it, which the mount
     /// cannot see), and the pages past the end would be served as zeros.
     /// It fails like a read that found a size the kernel does not hold.
-    fn check_read_within_size(&self, slot: &Slot, offset: u64, size: u32) -> Result<()> {
+    /// Unless the reader's open reads past the page cache (`O_DIRECT`, set
+    /// at open or since) and the kernel surely holds the version's size:
+    /// the kernel sizes such reads up to a multiple of its largest request,
+    /// past the last page. (Its flags are also those of a mapping's page
+    /// reads, so they alone cannot tell.)
+    fn check_read_within_size(
+        &self,
+        slot: &Slot,
+        offset: u64,
+        size: u32,
+        past_page_cache: bool,
+    ) -> Result<()> {
         let Some(bound) = slot.size() else {
             return Ok(());
         };
         let page = rustix::param::page_size() as u64;
         let last_page_end = bound.div_ceil(page) * page;
         if offset.saturating_add(size as u64) <= last_page_end.max(page) {
+            return Ok(());
+        }
+        if past_page_cache && !self.files.size_unsure(slot.ino, Some(bound)) {
             return Ok(());
         }
         tracing::debug!(

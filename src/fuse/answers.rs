@@ -79,17 +79,19 @@ impl Inner {
         self.no_open.then_some(Errno::ENOSYS)
     }
 
-    /// A read of `fh` (or, in no-open mode, of the inode itself).
+    /// A read of `fh` (or, in no-open mode, of the inode itself), made
+    /// through an open with `flags`.
     pub(super) fn read(
         &self,
         ino: u64,
         fh: u64,
         offset: u64,
         size: u32,
+        flags: i32,
     ) -> Result<ReadReply, FsError> {
         match self.no_open && fh == 0 {
-            true => self.core.read_inode(ino, offset, size),
-            false => self.core.read(fh, offset, size),
+            true => self.core.read_inode(ino, offset, size, flags),
+            false => self.core.read(fh, offset, size, flags),
         }
     }
 }

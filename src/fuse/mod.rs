@@ -513,17 +513,17 @@ impl Filesystem for FuseAdapter {
         fh: FileHandle,
         offset: u64,
         size: u32,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
         let _span = debug_span!("read", ino = ino.0, offset, size, pid = req.pid()).entered();
-        let (ino, fh) = (ino.0, fh.0);
+        let (ino, fh, flags) = (ino.0, fh.0, flags.0);
         self.answer(
             "read",
             Pool::Content,
             reply,
-            move |inner, _| inner.read(ino, fh, offset, size),
+            move |inner, _| inner.read(ino, fh, offset, size, flags),
             move |inner, result, reply| inner.send_data((ino, result), reply),
         );
     }

@@ -519,6 +519,31 @@ pub fn read(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Opens a file with `O_DIRECT`.
+pub fn open_direct(path: &Path) -> fs::File {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .unwrap()
+}
+
+/// Reads an open file whole, `chunk` bytes a read into a buffer at an odd
+/// address (as any FUSE file allows; a passed-through `O_DIRECT` open would
+/// follow the cache's filesystem's rules instead).
+pub fn read_at_odd_address(file: &fs::File, chunk: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut got = Vec::new();
+    let mut buffer = vec![0u8; chunk + 1];
+    loop {
+        match file.read_at(&mut buffer[1..], got.len() as u64).unwrap() {
+            0 => return got,
+            n => got.extend_from_slice(&buffer[1..1 + n]),
+        }
+    }
+}
+
 /// Whether a path of a tag's tree (as [`walk`] gives it) is one the mount
 /// generates rather than one of the server's files.
 pub fn is_generated(path: &str) -> bool {

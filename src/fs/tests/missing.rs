@@ -109,7 +109,7 @@ fn a_404_makes_a_file_enoent_gone_from_listings_and_documents_for_the_session() 
     let opened = s.core.open(ino, libc::O_RDONLY).unwrap();
     h.remote.remove(TAG, &color);
     assert_eq!(
-        errno(s.core.read(opened.fh, 0, 4096).unwrap_err()),
+        errno(s.core.read(opened.fh, 0, 4096, 0).unwrap_err()),
         Errno::ESTALE
     );
     s.core.release(opened.fh);

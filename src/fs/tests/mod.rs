@@ -181,7 +181,7 @@ impl<B: Send + Sync + 'static> Session<B> {
             if self.kernel.dropped.lock().remove(&ino) {
                 self.core.getattr(ino)?;
             }
-            match self.core.read(opened.fh, out.len() as u64, 7000) {
+            match self.core.read(opened.fh, out.len() as u64, 7000, 0) {
                 Ok(chunk) if chunk.bytes.is_empty() => break Ok(out),
                 Ok(chunk) => out.extend_from_slice(&chunk.bytes),
                 Err(e) => break Err(e),
@@ -1214,7 +1214,11 @@ fn while_a_file_is_open_the_kernel_is_given_the_size_of_its_version() {
     // The open file still reads its version whole, and the kernel, which
     // keeps one size per inode, is given that version's size.
     assert_eq!(s.core.getattr(ino).unwrap().attr.size, old.len() as u64);
-    let bytes = s.core.read(opened.fh, 0, old.len() as u32).unwrap().bytes;
+    let bytes = s
+        .core
+        .read(opened.fh, 0, old.len() as u32, 0)
+        .unwrap()
+        .bytes;
     assert_eq!(bytes, old);
     s.core.release(opened.fh);
     // Closed: the server's current size.
@@ -1234,16 +1238,16 @@ fn a_page_cache_read_past_the_versions_last_page_fails_rather_than_pad() {
     let last_page_end = size.div_ceil(page) * page;
     let opened = s.core.open(ino, libc::O_RDONLY).unwrap();
     // Within the last page: the bytes.
-    let read = s.core.read(opened.fh, 0, last_page_end as u32).unwrap();
+    let read = s.core.read(opened.fh, 0, last_page_end as u32, 0).unwrap();
     assert_eq!(read.bytes, release.files[path]);
     // Past it: the kernel holds a larger size than this version's (a reply
     // it dropped), and would pad the file with zeros.
-    let past = s.core.read(opened.fh, last_page_end, page as u32);
+    let past = s.core.read(opened.fh, last_page_end, page as u32, 0);
     assert_eq!(errno(past.unwrap_err()), Errno::ESTALE);
     assert!(s.kernel.dropped.lock().contains(&ino), "the kernel is told");
     // Every later read of that open fails too; a new open reads it whole.
     assert_eq!(
-        errno(s.core.read(opened.fh, 0, 4096).unwrap_err()),
+        errno(s.core.read(opened.fh, 0, 4096, 0).unwrap_err()),
         Errno::ESTALE
     );
     s.core.release(opened.fh);
@@ -1255,12 +1259,27 @@ fn a_page_cache_read_past_the_versions_last_page_fails_rather_than_pad() {
     let direct = s.core.open(ino, libc::O_RDONLY | libc::O_DIRECT).unwrap();
     assert!(
         s.core
-            .read(direct.fh, last_page_end, page as u32)
+            .read(direct.fh, last_page_end, page as u32, 0)
             .unwrap()
             .bytes
             .is_empty()
     );
     s.core.release(direct.fh);
+    // So does a reader that set `O_DIRECT` on a page-cache open since
+    // (`fcntl`), the kernel holding this version's size: its reads are
+    // sized past the last page by the kernel, not by a larger size.
+    let cached = s.core.open(ino, libc::O_RDONLY).unwrap();
+    assert!(matches!(cached.mode, crate::fs::ReadMode::PageCache { .. }));
+    let read = s
+        .core
+        .read(cached.fh, 0, (last_page_end + page) as u32, libc::O_DIRECT)
+        .unwrap();
+    assert_eq!(read.bytes, release.files[path]);
+    assert_eq!(
+        s.read(&format!("{TAG}/{path}")).unwrap(),
+        release.files[path]
+    );
+    s.core.release(cached.fh);
 }
 
 #[test]

@@ -40,7 +40,7 @@ fn an_open_is_decided_with_its_version_size_and_pages_and_a_changed_file_gets_a_
         ReadMode::PageCache { keep_pages: false }
     ));
     assert_eq!(
-        s.core.read(first.fh, 0, old.len() as u32).unwrap().bytes,
+        s.core.read(first.fh, 0, old.len() as u32, 0).unwrap().bytes,
         old
     );
     s.core.release(first.fh);
@@ -67,7 +67,7 @@ fn an_open_is_decided_with_its_version_size_and_pages_and_a_changed_file_gets_a_
     assert_ne!(changed.size, first.size);
     assert!(matches!(changed.mode, ReadMode::Direct));
     assert_eq!(s.core.getattr(ino).unwrap().attr.size, bigger.len() as u64);
-    let read = s.core.read(changed.fh, 0, bigger.len() as u32).unwrap();
+    let read = s.core.read(changed.fh, 0, bigger.len() as u32, 0).unwrap();
     assert_eq!(read.bytes, bigger);
     s.core.release(changed.fh);
 
@@ -92,7 +92,10 @@ fn the_pages_of_an_inode_the_kernel_forgot_are_not_counted_on() {
     let bytes = &release.files[PATH];
     let first = s.core.open(ino, libc::O_RDONLY).unwrap();
     assert_eq!(
-        &s.core.read(first.fh, 0, bytes.len() as u32).unwrap().bytes,
+        &s.core
+            .read(first.fh, 0, bytes.len() as u32, 0)
+            .unwrap()
+            .bytes,
         bytes
     );
     s.core.release(first.fh);
@@ -114,7 +117,13 @@ fn the_statistics_are_read_past_the_page_cache() {
     let ino = s.ino(".matvisfs/stats.json").unwrap();
     let open = s.core.open(ino, libc::O_RDONLY).unwrap();
     assert!(matches!(open.mode, ReadMode::Direct));
-    assert!(!s.core.read(open.fh, 0, 1 << 20).unwrap().bytes.is_empty());
+    assert!(
+        !s.core
+            .read(open.fh, 0, 1 << 20, 0)
+            .unwrap()
+            .bytes
+            .is_empty()
+    );
     s.core.release(open.fh);
 }
 
@@ -176,7 +185,7 @@ fn a_backing_file_the_front_end_cannot_register_leaves_the_open_on_the_page_cach
         .unwrap();
     assert!(matches!(open.mode, ReadMode::PageCache { .. }));
     let bytes = &release.files[PATH];
-    let read = s.core.read(open.fh, 0, bytes.len() as u32).unwrap();
+    let read = s.core.read(open.fh, 0, bytes.len() as u32, 0).unwrap();
     assert_eq!(&read.bytes, bytes);
     s.core.release(open.fh);
     // Passthrough is withdrawn: no open asks again.
@@ -220,7 +229,7 @@ fn an_open_whose_size_the_kernel_may_not_hold_reads_past_the_page_cache() {
     assert!(matches!(open.mode, ReadMode::Direct));
     let mut bytes = Vec::new();
     loop {
-        let read = s.core.read(open.fh, bytes.len() as u64, 4096).unwrap();
+        let read = s.core.read(open.fh, bytes.len() as u64, 4096, 0).unwrap();
         if read.bytes.is_empty() {
             break;
         }

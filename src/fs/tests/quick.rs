@@ -69,7 +69,7 @@ impl Quick<'_> {
                 self.ask(|| core.getattr(ino)).unwrap();
             }
             let offset = out.len() as u64;
-            let chunk = self.ask(|| core.read(opened.fh, offset, 7000)).unwrap();
+            let chunk = self.ask(|| core.read(opened.fh, offset, 7000, 0)).unwrap();
             if chunk.bytes.is_empty() {
                 break;
             }

@@ -55,6 +55,8 @@ enum Op {
         fh: u64,
         offset: u64,
         size: u32,
+        /// The reader's open flags.
+        flags: i32,
     },
     Release {
         fh: u64,
@@ -122,6 +124,7 @@ fn parse(header: &InHeader, op_in: &[u8], payload: &[u8]) -> Op {
                 fh: read.fh,
                 offset: read.offset,
                 size: read.size,
+                flags: read.flags as i32,
             }
         }
         abi::FUSE_RELEASE => {
@@ -287,9 +290,10 @@ impl Inner {
                 fh,
                 offset,
                 size,
+                flags,
             } => {
                 let read = self
-                    .read(*ino, *fh, *offset, *size)
+                    .read(*ino, *fh, *offset, *size, *flags)
                     .map_err(|e| self.ring_failure("read", Ok(*ino), e))?;
                 if !out.push(&[&read.bytes], 1) {
                     return Err(Errno::EIO.into());
@@ -453,11 +457,12 @@ mod tests {
     }
 
     #[test]
-    fn a_read_takes_its_handle_offset_and_size_from_the_fixed_argument() {
+    fn a_read_takes_its_handle_offset_size_and_flags_from_the_fixed_argument() {
         let read = abi::ReadIn {
             fh: 9,
             offset: 4096,
             size: 131072,
+            flags: (libc::O_RDONLY | libc::O_DIRECT) as u32,
             ..Default::default()
         };
         let op = parse(&header(abi::FUSE_READ, 5), abi::bytes(&read), &[]);
@@ -468,7 +473,8 @@ mod tests {
                     ino: 5,
                     fh: 9,
                     offset: 4096,
-                    size: 131072
+                    size: 131072,
+                    flags: libc::O_DIRECT,
                 }
             ),
             "{op:?}"
