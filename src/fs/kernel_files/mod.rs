@@ -295,7 +295,9 @@ impl Given {
         }
         let given = size.unwrap_or(NO_SIZE);
         let last = self.sizes[index];
-        if last != NO_SIZE && given != NO_SIZE && last != given {
+        // A file's size, then another, or no file there (which forgets the
+        // size, not that one was given): the kernel may hold either.
+        if last != NO_SIZE && last != given {
             self.mark_resized(ino);
         }
         self.sizes[index] = given;
@@ -336,6 +338,11 @@ mod tests {
         // Not a file: no size.
         assert_eq!(files.report_size(6, None), None);
         assert_eq!(files.reported_size(6), None);
+        // A file, then none there, then a file again: two sizes given.
+        assert_eq!(files.report_size(8, Some(2)), Some(2));
+        assert_eq!(files.report_size(8, None), None);
+        assert_eq!(files.report_size(8, Some(5)), Some(5));
+        assert!(files.size_unsure(8, Some(5)));
         // A placeholder: whatever size is given later, the kernel may hold
         // the placeholder's (inodes far apart, each its own).
         files.give_placeholder(130);
