@@ -25,7 +25,7 @@ impl Sha256Digest {
     }
 
     pub fn to_hex(self) -> String {
-        String::from_utf8(self.hex().to_vec()).expect("hex digits are ASCII")
+        hex::encode(self.0)
     }
 
     /// The 64 lowercase hex digits, without an allocation: every open of a

@@ -9,7 +9,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 
 use common::uring::UringSetting;
-use common::{Mount, Served, TAG, read, walk};
+use common::{Mount, Served, TAG, open_direct, read, walk};
 use matvisfs_sample::{Release, ReleaseSpec};
 
 /// Kernel requests the mount answered over its rings.
@@ -399,11 +399,7 @@ fn over_io_uring_entries_give_back_the_pages_of_their_answers_once_idle() {
                 let mount = &mount;
                 let served = &served;
                 scope.spawn(move || {
-                    let file = fs::OpenOptions::new()
-                        .read(true)
-                        .custom_flags(libc::O_DIRECT)
-                        .open(mount.tag_path(path))
-                        .unwrap();
+                    let file = open_direct(&mount.tag_path(path));
                     let mut got = vec![0u8; MIB];
                     file.read_exact_at(&mut got, 0).unwrap();
                     assert!(

@@ -198,11 +198,9 @@ impl<B: Send + Sync + 'static> FsCore<B> {
 
     /// A read in no-open mode, where the kernel names only the inode: the
     /// inode's own open binds it to one version, as long as the kernel may
-    /// hold pages of it. `flags`: those of the reader's open; one with
-    /// `O_DIRECT` reads past the page cache, in requests the kernel sizes up
-    /// to a multiple of its largest one, past the file's last page.
+    /// hold pages of it. `flags`: those of the reader's open, as for
+    /// [`FsCore::read`].
     pub fn read_inode(&self, ino: u64, offset: u64, size: u32, flags: i32) -> Result<ReadReply> {
-        let past_page_cache = flags & libc::O_DIRECT != 0;
         let known = self.implicit_opens.lock().get(&ino).copied();
         let fh = match known {
             Some(fh) => fh,
@@ -224,7 +222,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
                     None if volatile => {
                         // The statistics: a snapshot for this read alone.
                         drop(opens);
-                        let read = self.read_as(opened, offset, size, past_page_cache);
+                        let read = self.read(opened, offset, size, flags);
                         self.release(opened);
                         return read;
                     }
@@ -235,7 +233,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
                 }
             }
         };
-        self.read_as(fh, offset, size, past_page_cache)
+        self.read(fh, offset, size, flags)
     }
 
     /// The path of an inode, for messages.
@@ -470,12 +468,6 @@ impl<B: Send + Sync + 'static> FsCore<B> {
     /// `O_DIRECT` may have been set since the open (`fcntl`), and then the
     /// read is past the page cache whatever the open was.
     pub fn read(&self, fh: u64, offset: u64, size: u32, flags: i32) -> Result<ReadReply> {
-        self.read_as(fh, offset, size, flags & libc::O_DIRECT != 0)
-    }
-
-    /// A read of `fh`; `past_page_cache`: the reader's own open reads past
-    /// the page cache, whatever the handle's.
-    fn read_as(&self, fh: u64, offset: u64, size: u32, past_page_cache: bool) -> Result<ReadReply> {
         let handle = self.handles.get(fh).ok_or(FsError::UnknownHandle)?;
         let file = match &*handle {
             Handle::File(file) => file,
@@ -489,6 +481,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
         };
         let content = self.content(file)?;
         if !file.direct {
+            let past_page_cache = flags & libc::O_DIRECT != 0;
             self.check_read_within_size(&file.slot, offset, size, past_page_cache)?;
         }
         let bytes = self.read_from(&content, offset, size)?;
