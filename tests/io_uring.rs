@@ -494,10 +494,15 @@ fn over_io_uring_a_queue_grows_to_1024_entries_at_most_and_every_hung_reader_end
                     })
                     .expect("a reader thread");
             }
+            // Past the cap the entries are there at once: the batch's
+            // threads must also have started.
             common::wait_for(
                 "each waiting lookup in an entry of its own, up to 1024",
                 std::time::Duration::from_secs(10),
-                || entries() >= (9 * queues + last).min(full),
+                || {
+                    asked.load(Ordering::SeqCst) as u64 == last
+                        && entries() >= (9 * queues + last).min(full)
+                },
             );
         }
         assert_eq!(
