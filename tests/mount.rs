@@ -13,6 +13,7 @@ use common::{
     BIN, Mount, Served, TAG, Unmounts, background_mount, is_mounted, open_direct, read,
     read_at_odd_address, serving_processes, wait_for, walk,
 };
+use matvisfs_sample::{Release, ReleaseSpec};
 use matvisfs_testkit::devserver::{Fault, FaultRule};
 
 #[test]
@@ -371,6 +372,123 @@ fn cached_files_are_passed_through_where_the_kernel_offers_it() {
             );
         }
     }
+}
+
+/// Over the largest download held in memory (4 MiB), and no multiple of
+/// a page.
+const LARGER_THAN_MEMORY_HOLDS: usize = 5 * 1024 * 1024 + 4321;
+
+#[test]
+fn a_large_file_not_cached_is_fetched_at_its_open_and_passed_through() {
+    let (release, offered) = common::kernel_passthrough();
+    if !offered {
+        eprintln!("kernel {release} offers no FUSE passthrough: checking the fallback only");
+    }
+    let (served, paths) = common::served_with_pngs_of(
+        Release::generate(&ReleaseSpec::small(TAG)),
+        3,
+        LARGER_THAN_MEMORY_HOLDS,
+    );
+    let bytes_of = |path: &str| texture_bytes(&served, path);
+    for no_passthrough in [false, true] {
+        let cache = tempfile::tempdir().unwrap();
+        let mut builder = Mount::builder(&served.base_url()).cache(cache.path());
+        if no_passthrough {
+            builder = builder.arg("--no-passthrough");
+        }
+        let mount = builder.start();
+        common::assert_sizes(&mount, &paths, LARGER_THAN_MEMORY_HOLDS);
+        let through_matvisfs = || mount.stats()["bytes"]["served"].as_u64().unwrap();
+        let gets_before = served.texture_gets();
+        // Opened before it was cached, read whole.
+        assert!(read(&mount.tag_path(&paths[0])).unwrap() == bytes_of(&paths[0]));
+        // Opened, then read from its middle first.
+        let file = fs::File::open(mount.tag_path(&paths[1])).unwrap();
+        let mut piece = vec![0u8; 10_000];
+        let at = LARGER_THAN_MEMORY_HOLDS - 20_000;
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut piece, at as u64).unwrap();
+        assert!(piece == bytes_of(&paths[1])[at..at + 10_000]);
+        drop(file);
+        let passed_through = offered && !no_passthrough;
+        if passed_through {
+            assert_eq!(through_matvisfs(), 0, "--no-passthrough {no_passthrough}");
+        } else {
+            assert!(through_matvisfs() >= LARGER_THAN_MEMORY_HOLDS as u64 + 10_000);
+        }
+        // An `O_DIRECT` open is read through matvisfs: it is not fetched
+        // at its open.
+        let served_before = through_matvisfs();
+        let direct = open_direct(&mount.tag_path(&paths[2]));
+        assert!(read_at_odd_address(&direct, 64 * 1024) == bytes_of(&paths[2]));
+        assert_eq!(
+            through_matvisfs() - served_before,
+            LARGER_THAN_MEMORY_HOLDS as u64
+        );
+        // One download a file, whenever it was made.
+        assert_eq!(served.texture_gets() - gets_before, 3);
+    }
+}
+
+#[test]
+fn an_open_whose_fetch_is_refused_fails_as_its_read_would_have() {
+    let (served, paths) = common::served_with_pngs_of(
+        Release::generate(&ReleaseSpec::small(TAG)),
+        2,
+        LARGER_THAN_MEMORY_HOLDS,
+    );
+    let mount = Mount::builder(&served.base_url()).start();
+    common::assert_sizes(&mount, &paths, LARGER_THAN_MEMORY_HOLDS);
+    // Every attempt's body ends short.
+    served
+        .server
+        .inject(FaultRule::new(&paths[0], Fault::ShortBody));
+    let (release, offered) = common::kernel_passthrough();
+    let failed = match fs::File::open(mount.tag_path(&paths[0])) {
+        Err(e) => e,
+        // Without passthrough the open is not fetched: its read fails.
+        Ok(mut file) => {
+            assert!(!offered, "kernel {release}: the open was fetched");
+            std::io::Read::read_to_end(&mut file, &mut Vec::new()).unwrap_err()
+        }
+    };
+    assert_eq!(failed.raw_os_error(), Some(libc::EIO), "{failed}");
+    // Nothing was cached: once the server gives the file's bytes, it is read.
+    served.server.clear_faults();
+    assert!(read(&mount.tag_path(&paths[0])).unwrap() == texture_bytes(&served, &paths[0]));
+}
+
+#[test]
+fn an_open_stops_waiting_for_its_fetch_and_its_read_waits_on() {
+    let (served, paths) = common::served_with_pngs_of(
+        Release::generate(&ReleaseSpec::small(TAG)),
+        1,
+        LARGER_THAN_MEMORY_HOLDS,
+    );
+    // Longer than an open waits for a fetch (2 s).
+    let mount = Mount::builder(&served.base_url())
+        .timeout(6)
+        .arg("--retries")
+        .arg("0")
+        .start();
+    common::assert_sizes(&mount, &paths, LARGER_THAN_MEMORY_HOLDS);
+    served.server.inject(FaultRule::new(&paths[0], Fault::Hang));
+    // The download hangs: the open is answered all the same (the kernel
+    // lets no signal end an open), and its read fails when the download
+    // times out.
+    let mut file = fs::File::open(mount.tag_path(&paths[0])).unwrap();
+    let failed = std::io::Read::read_to_end(&mut file, &mut Vec::new()).unwrap_err();
+    assert_eq!(failed.raw_os_error(), Some(libc::EIO), "{failed}");
+    assert_eq!(served.texture_gets(), 0);
+    assert_eq!(
+        served.count("GET", &paths[0]),
+        1,
+        "one download, joined by the read"
+    );
+}
+
+fn texture_bytes(served: &Served, path: &str) -> Vec<u8> {
+    let (_, bytes) = served.release.textures().find(|(p, _)| *p == path).unwrap();
+    bytes.clone()
 }
 
 /// Drops the pages the kernel holds of `path` (as memory pressure would).

@@ -21,6 +21,7 @@ pub mod view;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
@@ -88,6 +89,12 @@ fn manifest_location() -> crate::format::Location {
     crate::format::Location::revision(crate::format::MANIFEST_FILE)
 }
 
+/// Downloads on threads of their own (for opens, which stop waiting for
+/// them after a while while they go on), at most this many at a time: past
+/// them an open does not fetch, and its first read downloads, as it would
+/// anyway.
+const BACKGROUND_FETCHES: usize = 8;
+
 /// What every tag shares.
 pub struct Context {
     /// The server, with requests counted in `stats`; it knows whether the
@@ -109,6 +116,9 @@ pub struct Context {
     /// once this has passed since its last revalidation.
     pub revalidate_every: Option<Duration>,
     change_hooks: RwLock<Vec<ChangeHook>>,
+    /// Downloads under way on threads of their own (see
+    /// [`Tag::content_within`]).
+    background_fetches: AtomicUsize,
 }
 
 impl Context {
@@ -131,6 +141,7 @@ impl Context {
             raw: false,
             revalidate_every: None,
             change_hooks: RwLock::new(Vec::new()),
+            background_fetches: AtomicUsize::new(0),
         }
     }
 
@@ -167,6 +178,20 @@ impl Context {
     /// then), or after a failed check, as the manifest is.
     pub(crate) fn document_schedule(&self) -> Schedule {
         Schedule::once(self.schedule().retry_after)
+    }
+
+    /// Counts a download on a thread of its own, unless
+    /// [`BACKGROUND_FETCHES`] are under way already.
+    fn start_background_fetch(&self) -> bool {
+        self.background_fetches
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < BACKGROUND_FETCHES).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn end_background_fetch(&self) {
+        self.background_fetches.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Called whenever a tag, or a file of it, is seen to change on the

@@ -5,9 +5,9 @@
 //! revalidated, [`Files`] the texture files' sizes and content.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 
@@ -379,6 +379,43 @@ impl Tag {
             }),
             _ => Ok(open),
         }
+    }
+
+    /// The bytes of a file, as [`Tag::content`] finds them, fetched on a
+    /// thread of their own and waited for at most `wait`. `None`: they did
+    /// not come in that time (the download goes on, and whoever asks for
+    /// the bytes next joins it), or too many such downloads are under way
+    /// to start another.
+    pub fn content_within(
+        self: &Arc<Self>,
+        path: &str,
+        expected: Option<Sha256Digest>,
+        wait: Duration,
+    ) -> Option<Result<OpenBlob>> {
+        let ctx = &self.context.ctx;
+        if !ctx.start_background_fetch() {
+            return None;
+        }
+        /// Counts the download's end, however its thread ends.
+        struct Ended(Arc<Tag>);
+        impl Drop for Ended {
+            fn drop(&mut self) {
+                self.0.context.ctx.end_background_fetch();
+            }
+        }
+        let ended = Ended(self.clone());
+        let (answer, answered) = mpsc::sync_channel(1);
+        let path = path.to_string();
+        let spawned = std::thread::Builder::new()
+            .name("fetch".into())
+            .spawn(move || {
+                let tag = &ended.0;
+                // Nobody may be waiting any more.
+                let _ = answer.send(tag.content(&path, expected));
+            });
+        // Without a thread, no download: the open's read makes it.
+        spawned.ok()?;
+        answered.recv_timeout(wait).ok()
     }
 
     /// Revalidates the manifest, unless it was this session (or period).

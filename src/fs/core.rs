@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 use parking_lot::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::attr::{Entry, file_size};
 use super::error::{FsError, Result};
@@ -20,7 +20,7 @@ use super::inodes::{CONTROL_DIR, InodeTable, NodeKey, STATS_FILE};
 use super::kernel::{Invalidation, Kernel};
 use super::kernel_files::{Bound, KernelFiles, NoBacking, Open, ReadMode, Slot};
 use super::listing::Listings;
-use crate::dataset::{Change, Dataset, Kind, Opened, Stat};
+use crate::dataset::{Change, Dataset, Kind, Opened, Stat, Tag};
 use crate::stats::Stats;
 
 /// A handle just bound, before the kernel is told how to read it.
@@ -39,6 +39,29 @@ enum Binding {
     /// The statistics: a snapshot whose size changes from one open to the
     /// next.
     Snapshot(u64),
+}
+
+/// The longest an open waits for its file's bytes (see
+/// [`FsCore::fetches_at_open`]): the kernel lets no signal, not even
+/// `SIGKILL`, end an open the mount is answering (matvisfs declines
+/// `INTERRUPT`). Past it the open is answered as one of a file not cached,
+/// and its first read joins the download.
+const FETCH_AT_OPEN_WAIT: Duration = Duration::from_secs(2);
+
+/// The open of `path`, after its bytes were fetched for it: found as a
+/// cached file's open finds them, bound to whatever version the tag names
+/// now (another than `opened`'s when the tag changed meanwhile). A fetch
+/// that fails fails the open, as it would have failed its first read; one
+/// that takes longer than [`FETCH_AT_OPEN_WAIT`] leaves the open as it was.
+fn fetched_for_open(tag: &Arc<Tag>, path: &str, opened: Opened) -> Result<Opened> {
+    crate::wait::may_block()?;
+    match tag.content_within(path, opened.version(), FETCH_AT_OPEN_WAIT) {
+        None => Ok(opened),
+        Some(Ok(_) | Err(crate::dataset::Error::Changed { .. })) => {
+            tag.open(path).map_err(|e| FsError::from(e).on_inode())
+        }
+        Some(Err(e)) => Err(FsError::from(e).on_inode()),
+    }
 }
 
 /// At the root: a link to the newest release the mount knows.
@@ -350,9 +373,12 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             return Ok(Binding::Snapshot(fh));
         };
         let tag = self.dataset.tag(tag_name)?;
-        let opened = tag
+        let mut opened = tag
             .open(&key.path)
             .map_err(|e| FsError::from(e).on_inode())?;
+        if self.fetches_at_open(ino, &opened, flags) {
+            opened = fetched_for_open(&tag, &key.path, opened)?;
+        }
         let slot = self.files.bind(ino, &opened, |version| {
             tag.content(&key.path, Some(version))
                 .map(Opened::AtHand)
@@ -386,6 +412,26 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             direct: size_unsure,
             o_direct,
         })
+    }
+
+    /// Whether an open fetches its file's bytes before it is answered, so
+    /// that the kernel reads them by itself (passthrough) rather than
+    /// through the mount: a file not cached, larger than a download held
+    /// in memory (so its download is a file on the disk), opened where
+    /// cached files are passed through. The first read would wait for the
+    /// whole file anyway, since no byte is served before the file is
+    /// verified; what the open saves is every read after it.
+    fn fetches_at_open(&self, ino: u64, opened: &Opened, flags: i32) -> bool {
+        if opened.content().is_some()
+            || flags & libc::O_DIRECT != 0
+            || self.no_open()
+            || !self.files.passes_through()
+        {
+            return false;
+        }
+        // Before the version is proven, the size the kernel was given.
+        let size = opened.size().or_else(|| self.files.reported_size(ino));
+        size.is_some_and(|size| size > crate::store::STAGED_FILE_LIMIT)
     }
 
     /// Where a symbolic link points.

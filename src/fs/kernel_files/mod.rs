@@ -92,6 +92,11 @@ impl<B> KernelFiles<B> {
         self.passthrough.store(on, Ordering::Relaxed);
     }
 
+    /// Whether cached files may be passed through now.
+    pub fn passes_through(&self) -> bool {
+        self.passthrough.load(Ordering::Relaxed)
+    }
+
     /// Binds a new open of `ino`, whose version the dataset gave as
     /// `opened`, to the inode's slot. Beside a bound slot whose version
     /// the open cannot vouch for yet, `settle` fetches the open's bytes of
@@ -137,10 +142,7 @@ impl<B> KernelFiles<B> {
         // a FUSE file has none.
         let cached = match slot.for_read() {
             Ok(Bound::Content(file))
-                if !in_memory
-                    && !slot.in_memory()
-                    && !o_direct
-                    && self.passthrough.load(Ordering::Relaxed) =>
+                if !in_memory && !slot.in_memory() && !o_direct && self.passes_through() =>
             {
                 file.metadata().ok().map(|m| (file, m.ino()))
             }

@@ -245,3 +245,76 @@ fn an_open_whose_size_the_kernel_may_not_hold_reads_past_the_page_cache() {
     assert!(matches!(again.mode, ReadMode::Direct));
     s.core.release(again.fh);
 }
+
+/// A PNG larger than a download held in memory.
+fn large_png() -> Vec<u8> {
+    let mut bytes = matvisfs_sample::images::png("large", "ao", 4);
+    bytes.resize(crate::store::STAGED_FILE_LIMIT as usize + 4321, 7);
+    bytes
+}
+
+#[test]
+fn a_large_file_not_cached_is_fetched_at_its_open_where_it_can_be_passed_through() {
+    let mut release = small();
+    let large = large_png();
+    release.replace_texture(PATH, large.clone());
+    let register = |_: &std::fs::File| Ok(7);
+    // Fetched at the open only where it is passed through: not without
+    // passthrough, nor for an `O_DIRECT` open.
+    for (passthrough, flags, fetched) in [
+        (true, libc::O_RDONLY, true),
+        (false, libc::O_RDONLY, false),
+        (true, libc::O_RDONLY | libc::O_DIRECT, false),
+    ] {
+        let h = Harness::new(&release);
+        let s = h.session_of::<u32>(false, &[TAG]);
+        s.core.set_passthrough(passthrough);
+        let ino = s.ino(&format!("{TAG}/{PATH}")).unwrap();
+        let open = s.core.open_with_backing(ino, flags, register).unwrap();
+        let case = format!("passthrough {passthrough}, flags {flags:#o}");
+        assert_eq!(open.version, Some(Sha256Digest::of(&large)), "{case}");
+        assert_eq!(open.size, Some(large.len() as u64), "{case}");
+        assert_eq!(
+            matches!(open.mode, ReadMode::Passthrough(_)),
+            fetched,
+            "{case}: {:?}",
+            open.mode
+        );
+        assert_eq!(h.remote.count("GET", PATH), usize::from(fetched), "{case}");
+        let read = s.core.read(open.fh, 0, large.len() as u32, 0).unwrap();
+        assert!(read.bytes == large, "{case}");
+        assert_eq!(
+            h.remote.count("GET", PATH),
+            1,
+            "{case}: one download either way"
+        );
+        s.core.release(open.fh);
+    }
+}
+
+#[test]
+fn an_open_whose_fetch_fails_fails_as_its_read_would_have() {
+    let mut release = small();
+    release.replace_texture(PATH, large_png());
+    let h = Harness::new(&release);
+    let s = h.session_of::<u32>(false, &[TAG]);
+    s.core.set_passthrough(true);
+    let ino = s.ino(&format!("{TAG}/{PATH}")).unwrap();
+    // The revalidation first, so that the failure is the download's.
+    s.core.getattr(ino).unwrap();
+    s.core.dataset().tag(TAG).unwrap().revalidate().unwrap();
+    h.remote
+        .fail_next(PATH, crate::remote::FetchError::Status(500));
+    let failed = s
+        .core
+        .open_with_backing(ino, libc::O_RDONLY, |_| Ok(7))
+        .unwrap_err();
+    assert_eq!(super::errno(failed), fuser::Errno::EIO);
+    // Nothing is left of it: the next open fetches, and is passed through.
+    let open = s
+        .core
+        .open_with_backing(ino, libc::O_RDONLY, |_| Ok(7))
+        .unwrap();
+    assert!(matches!(open.mode, ReadMode::Passthrough(_)));
+    s.core.release(open.fh);
+}
