@@ -68,6 +68,10 @@ pub struct Release {
     next_blob: u64,
 }
 
+/// Sizes of big files: about half past 4 MiB, the largest download the
+/// mount holds in memory.
+const BIG_SIZES: std::ops::Range<u64> = 1_500_000..6_500_000;
+
 const BIG_FROM_THE_START: [&str; 2] = [
     "ambientcg/512/Wood051/normal.png",
     "polyhaven/1k/brick_wall_02/color.png",
@@ -81,7 +85,7 @@ fn strings(items: &[&str]) -> Vec<String> {
 /// a MiB (several reads of one file, more than a small cache cap).
 pub fn texture_size(rng: &mut impl Rng, tier: &str) -> u64 {
     if rng.random_ratio(1, 40) {
-        return rng.random_range(1_000_000..3_200_000);
+        return rng.random_range(BIG_SIZES);
     }
     let top: u64 = match tier.trim_start_matches("ktx2-") {
         "1k" => 48 << 10,
@@ -154,10 +158,11 @@ impl Release {
                 release.add_material(rng, name, id, &material_tiers);
             }
         }
-        // Files of a few MiB from the start: read in many pieces, and
-        // larger than a small cache cap.
+        // Files of a few MiB from the start: read in many pieces, larger
+        // than a small cache cap, and about half of them larger than a
+        // download held in memory (fetched at their opens).
         for path in BIG_FROM_THE_START {
-            let size = rng.random_range(1_500_000..3_200_000);
+            let size = rng.random_range(BIG_SIZES);
             release.set_new_blob(path, size);
         }
         release
