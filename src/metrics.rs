@@ -273,6 +273,11 @@ fn families(doc: &Value) -> Vec<Family<'static>> {
             "/cache/dedupe_hits",
         ),
         counter(
+            "matvisfs_cache_opens_fetched",
+            "Opens answered once their file was downloaded for them (stats.json cache.opens_fetched)",
+            "/cache/opens_fetched",
+        ),
+        counter(
             "matvisfs_cache_evictions",
             "Files evicted to stay under the cap (stats.json cache.evictions)",
             "/cache/evictions",
@@ -353,7 +358,7 @@ mod tests {
         let doc = serde_json::json!({
             "requests": {"texture": {"200": 3, "5xx": 1}, "manifest": {"304": 1}},
             "bytes": {"downloaded": 100, "served": 250},
-            "cache": {"hits": 4, "misses": 3, "dedupe_hits": 1, "evictions": 2,
+            "cache": {"hits": 4, "misses": 3, "dedupe_hits": 1, "opens_fetched": 5, "evictions": 2,
                       "files": 7, "bytes": 900, "pending": 0, "backlog_waits": 6, "cap": 5000},
             "fuse": {"ring_requests": 12, "ring_entries": 288},
             "tags": {"v1": {"revalidation": "unchanged", "generation": 2, "changes_found": 1}},
@@ -369,6 +374,7 @@ mod tests {
             "matvisfs_cache_hits_total 4",
             "matvisfs_cache_misses_total 3",
             "matvisfs_cache_dedupe_hits_total 1",
+            "matvisfs_cache_opens_fetched_total 5",
             "matvisfs_cache_evictions_total 2",
             "matvisfs_cache_files 7",
             "matvisfs_cache_bytes 900",

@@ -22,6 +22,9 @@ pub struct Stats {
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
     pub dedupe_hits: AtomicU64,
+    /// Opens answered once their file was downloaded for them (a large
+    /// file not cached, then passed through).
+    pub opens_fetched: AtomicU64,
     /// Kernel requests answered over FUSE's io_uring rings (`--io-uring`).
     pub ring_requests: AtomicU64,
     /// Entries registered on those rings, over all queues: they grow past
@@ -105,6 +108,7 @@ impl Stats {
         cache["hits"] = json!(get(&self.cache_hits));
         cache["misses"] = json!(get(&self.cache_misses));
         cache["dedupe_hits"] = json!(get(&self.dedupe_hits));
+        cache["opens_fetched"] = json!(get(&self.opens_fetched));
         json!({
             "session": {
                 "started_unix": since,

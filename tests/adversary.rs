@@ -267,10 +267,11 @@ impl Run {
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .map(|s| {
                 format!(
-                    "cache hits {} misses {} dedupe {} evictions {}, ring requests {}",
+                    "cache hits {} misses {} dedupe {} opens fetched {} evictions {}, ring requests {}",
                     s["cache"]["hits"],
                     s["cache"]["misses"],
                     s["cache"]["dedupe_hits"],
+                    s["cache"]["opens_fetched"],
                     s["cache"]["evictions"],
                     s["fuse"]["ring_requests"]
                 )

@@ -155,6 +155,7 @@ fn the_exposition_holds_what_stats_json_holds() {
         ("matvisfs_cache_hits_total", "/cache/hits"),
         ("matvisfs_cache_misses_total", "/cache/misses"),
         ("matvisfs_cache_dedupe_hits_total", "/cache/dedupe_hits"),
+        ("matvisfs_cache_opens_fetched_total", "/cache/opens_fetched"),
         ("matvisfs_cache_evictions_total", "/cache/evictions"),
         ("matvisfs_cache_files", "/cache/files"),
         ("matvisfs_cache_bytes", "/cache/bytes"),

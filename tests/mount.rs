@@ -410,9 +410,12 @@ fn a_large_file_not_cached_is_fetched_at_its_open_and_passed_through() {
         assert!(piece == bytes_of(&paths[1])[at..at + 10_000]);
         drop(file);
         let passed_through = offered && !no_passthrough;
+        let opens_fetched = || mount.stats()["cache"]["opens_fetched"].as_u64().unwrap();
         if passed_through {
             assert_eq!(through_matvisfs(), 0, "--no-passthrough {no_passthrough}");
+            assert_eq!(opens_fetched(), 2);
         } else {
+            assert_eq!(opens_fetched(), 0);
             assert!(through_matvisfs() >= LARGER_THAN_MEMORY_HOLDS as u64 + 10_000);
         }
         // An `O_DIRECT` open is read through matvisfs: it is not fetched
@@ -426,6 +429,7 @@ fn a_large_file_not_cached_is_fetched_at_its_open_and_passed_through() {
         );
         // One download a file, whenever it was made.
         assert_eq!(served.texture_gets() - gets_before, 3);
+        assert_eq!(opens_fetched(), if passed_through { 2 } else { 0 });
     }
 }
 
@@ -484,6 +488,7 @@ fn an_open_stops_waiting_for_its_fetch_and_its_read_waits_on() {
         1,
         "one download, joined by the read"
     );
+    assert_eq!(mount.stats()["cache"]["opens_fetched"], 0);
 }
 
 fn texture_bytes(served: &Served, path: &str) -> Vec<u8> {

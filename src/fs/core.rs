@@ -53,12 +53,14 @@ const FETCH_AT_OPEN_WAIT: Duration = Duration::from_secs(2);
 /// now (another than `opened`'s when the tag changed meanwhile). A fetch
 /// that fails fails the open, as it would have failed its first read; one
 /// that takes longer than [`FETCH_AT_OPEN_WAIT`] leaves the open as it was.
-fn fetched_for_open(tag: &Arc<Tag>, path: &str, opened: Opened) -> Result<Opened> {
+fn fetched_for_open(tag: &Arc<Tag>, path: &str, opened: Opened, stats: &Stats) -> Result<Opened> {
     crate::wait::may_block()?;
     match tag.content_within(path, opened.version(), FETCH_AT_OPEN_WAIT) {
         None => Ok(opened),
         Some(Ok(_) | Err(crate::dataset::Error::Changed { .. })) => {
-            tag.open(path).map_err(|e| FsError::from(e).on_inode())
+            let opened = tag.open(path).map_err(|e| FsError::from(e).on_inode())?;
+            Stats::add(&stats.opens_fetched, 1);
+            Ok(opened)
         }
         Some(Err(e)) => Err(FsError::from(e).on_inode()),
     }
@@ -377,7 +379,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             .open(&key.path)
             .map_err(|e| FsError::from(e).on_inode())?;
         if self.fetches_at_open(ino, &opened, flags) {
-            opened = fetched_for_open(&tag, &key.path, opened)?;
+            opened = fetched_for_open(&tag, &key.path, opened, &self.dataset.context().stats)?;
         }
         let slot = self.files.bind(ino, &opened, |version| {
             tag.content(&key.path, Some(version))

@@ -281,6 +281,11 @@ fn a_large_file_not_cached_is_fetched_at_its_open_where_it_can_be_passed_through
             open.mode
         );
         assert_eq!(h.remote.count("GET", PATH), usize::from(fetched), "{case}");
+        assert_eq!(
+            s.core.stats_json()["cache"]["opens_fetched"],
+            u64::from(fetched),
+            "{case}"
+        );
         let read = s.core.read(open.fh, 0, large.len() as u32, 0).unwrap();
         assert!(read.bytes == large, "{case}");
         assert_eq!(
