@@ -72,9 +72,11 @@ pub struct Release {
 /// mount holds in memory.
 const BIG_SIZES: std::ops::Range<u64> = 1_500_000..6_500_000;
 
-const BIG_FROM_THE_START: [&str; 2] = [
-    "ambientcg/512/Wood051/normal.png",
-    "polyhaven/1k/brick_wall_02/color.png",
+/// Big files from the start, and their sizes: one past 4 MiB (fetched at
+/// its opens), one under.
+const BIG_FROM_THE_START: [(&str, std::ops::Range<u64>); 2] = [
+    ("ambientcg/512/Wood051/normal.png", 4_300_000..6_500_000),
+    ("polyhaven/1k/brick_wall_02/color.png", 1_500_000..4_100_000),
 ];
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -158,11 +160,10 @@ impl Release {
                 release.add_material(rng, name, id, &material_tiers);
             }
         }
-        // Files of a few MiB from the start: read in many pieces, larger
-        // than a small cache cap, and about half of them larger than a
-        // download held in memory (fetched at their opens).
-        for path in BIG_FROM_THE_START {
-            let size = rng.random_range(BIG_SIZES);
+        // Files of a few MiB from the start: read in many pieces, and
+        // larger than a small cache cap.
+        for (path, sizes) in BIG_FROM_THE_START {
+            let size = rng.random_range(sizes);
             release.set_new_blob(path, size);
         }
         release
@@ -172,7 +173,10 @@ impl Release {
     /// big files, and one channel in every tier of a material (baked
     /// file and derived twins).
     pub fn hot_paths() -> Vec<String> {
-        let mut out: Vec<String> = BIG_FROM_THE_START.iter().map(|p| p.to_string()).collect();
+        let mut out: Vec<String> = BIG_FROM_THE_START
+            .iter()
+            .map(|(p, _)| p.to_string())
+            .collect();
         for tier in ["1k", "512", "ktx2-512", "256"] {
             out.push(texture_path("ambientcg", tier, "Rock064", "color"));
         }
