@@ -378,17 +378,23 @@ fn cached_files_are_passed_through_where_the_kernel_offers_it() {
 /// a page.
 const LARGER_THAN_MEMORY_HOLDS: usize = 5 * 1024 * 1024 + 4321;
 
+/// The small release served with its first `count` PNG textures made
+/// larger than a download held in memory, and their paths.
+fn large_pngs(count: usize) -> (Served, Vec<String>) {
+    common::served_with_pngs_of(
+        Release::generate(&ReleaseSpec::small(TAG)),
+        count,
+        LARGER_THAN_MEMORY_HOLDS,
+    )
+}
+
 #[test]
 fn a_large_file_not_cached_is_fetched_at_its_open_and_passed_through() {
     let (release, offered) = common::kernel_passthrough();
     if !offered {
         eprintln!("kernel {release} offers no FUSE passthrough: checking the fallback only");
     }
-    let (served, paths) = common::served_with_pngs_of(
-        Release::generate(&ReleaseSpec::small(TAG)),
-        3,
-        LARGER_THAN_MEMORY_HOLDS,
-    );
+    let (served, paths) = large_pngs(3);
     let bytes_of = |path: &str| texture_bytes(&served, path);
     for no_passthrough in [false, true] {
         let cache = tempfile::tempdir().unwrap();
@@ -435,11 +441,7 @@ fn a_large_file_not_cached_is_fetched_at_its_open_and_passed_through() {
 
 #[test]
 fn an_open_whose_fetch_is_refused_fails_as_its_read_would_have() {
-    let (served, paths) = common::served_with_pngs_of(
-        Release::generate(&ReleaseSpec::small(TAG)),
-        2,
-        LARGER_THAN_MEMORY_HOLDS,
-    );
+    let (served, paths) = large_pngs(2);
     let mount = Mount::builder(&served.base_url()).start();
     common::assert_sizes(&mount, &paths, LARGER_THAN_MEMORY_HOLDS);
     // Every attempt's body ends short.
@@ -463,11 +465,7 @@ fn an_open_whose_fetch_is_refused_fails_as_its_read_would_have() {
 
 #[test]
 fn an_open_stops_waiting_for_its_fetch_and_its_read_waits_on() {
-    let (served, paths) = common::served_with_pngs_of(
-        Release::generate(&ReleaseSpec::small(TAG)),
-        1,
-        LARGER_THAN_MEMORY_HOLDS,
-    );
+    let (served, paths) = large_pngs(1);
     // Longer than an open waits for a fetch (2 s).
     let mount = Mount::builder(&served.base_url())
         .timeout(6)
@@ -489,6 +487,160 @@ fn an_open_stops_waiting_for_its_fetch_and_its_read_waits_on() {
         "one download, joined by the read"
     );
     assert_eq!(mount.stats()["cache"]["opens_fetched"], 0);
+}
+
+/// `matvisfs refresh` of the mount, which must succeed.
+fn refresh(mount: &Mount) {
+    let refreshed = Command::new(BIN)
+        .arg("refresh")
+        .arg(&mount.path)
+        .status()
+        .unwrap();
+    assert!(refreshed.success());
+}
+
+#[test]
+fn an_open_after_the_tag_moved_never_joins_the_download_of_the_version_before() {
+    let (mut served, paths) = large_pngs(1);
+    let path = &paths[0];
+    let mount = Mount::builder(&served.base_url())
+        .timeout(8)
+        .arg("--retries")
+        .arg("0")
+        .start();
+    common::assert_sizes(&mount, &paths, LARGER_THAN_MEMORY_HOLDS);
+    // The first download, of the version before, hangs; its open stops
+    // waiting for it, and is closed unread.
+    served
+        .server
+        .inject(FaultRule::new(path, Fault::Hang).times(1));
+    drop(fs::File::open(mount.tag_path(path)).unwrap());
+    // A new version of the file and of the tag.
+    let mut release = served.release.clone();
+    let new = common::texture_like(common::PNG_MAGIC, LARGER_THAN_MEMORY_HOLDS, 77);
+    release.replace_texture(path, new.clone());
+    served.republish(release);
+    refresh(&mount);
+    // Read with the old download still hanging: the new version, whole, by
+    // a download of its own.
+    assert!(read(&mount.tag_path(path)).unwrap() == new);
+    assert_eq!(mount.stats()["cache"]["opens_fetched"], 1);
+}
+
+#[test]
+fn an_open_waits_on_the_server_for_one_revalidation_at_most() {
+    let (served, paths) = large_pngs(1);
+    let mount = Mount::builder(&served.base_url())
+        .arg("--revalidate-every")
+        .arg("1s")
+        .start();
+    common::assert_sizes(&mount, &paths, LARGER_THAN_MEMORY_HOLDS);
+    // The download takes longer than the period.
+    served
+        .server
+        .inject(FaultRule::new(&paths[0], Fault::Delay(Duration::from_millis(1500))).times(1));
+    std::thread::sleep(Duration::from_millis(1100));
+    let manifests = || served.count("GET", "release-manifest.json");
+    let before = manifests();
+    let file = fs::File::open(mount.tag_path(&paths[0])).unwrap();
+    // The open's revalidation, and no second one once the file is fetched.
+    assert_eq!(manifests(), before + 1);
+    assert_eq!(mount.stats()["cache"]["opens_fetched"], 1);
+    drop(file);
+}
+
+#[test]
+fn an_open_beside_open_files_of_another_version_is_stale_without_a_download() {
+    let (mut served, paths) = large_pngs(1);
+    let path = &paths[0];
+    let mount = Mount::builder(&served.base_url()).start();
+    let old = texture_bytes(&served, path);
+    let held = fs::File::open(mount.tag_path(path)).unwrap();
+    let mut release = served.release.clone();
+    release.replace_texture(
+        path,
+        common::texture_like(common::PNG_MAGIC, LARGER_THAN_MEMORY_HOLDS, 78),
+    );
+    served.republish(release);
+    refresh(&mount);
+    let gets = served.texture_gets();
+    let stale = fs::File::open(mount.tag_path(path)).unwrap_err();
+    assert_eq!(stale.raw_os_error(), Some(libc::ESTALE), "{stale}");
+    assert_eq!(served.texture_gets(), gets, "nothing downloaded for it");
+    // The open file still reads its own version, whole.
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut &held, &mut bytes).unwrap();
+    assert!(bytes == old);
+}
+
+#[test]
+fn a_file_fetched_at_its_open_and_evicted_at_once_is_downloaded_once() {
+    let (served, paths) = large_pngs(6);
+    // Smaller than any of them: each is evicted as soon as it is kept.
+    let mount = Mount::builder(&served.base_url())
+        .arg("--cache-max-size")
+        .arg("1MB")
+        .start();
+    common::assert_sizes(&mount, &paths, LARGER_THAN_MEMORY_HOLDS);
+    for path in &paths {
+        assert!(read(&mount.tag_path(path)).unwrap() == texture_bytes(&served, path));
+    }
+    assert_eq!(served.texture_gets(), paths.len());
+    let stats = mount.stats();
+    assert_eq!(stats["cache"]["opens_fetched"], paths.len(), "{stats}");
+    if common::kernel_passthrough().1 {
+        assert_eq!(stats["bytes"]["served"], 0, "{stats}");
+    }
+}
+
+#[test]
+fn a_download_that_outlives_its_version_of_the_tag_says_nothing_of_the_next() {
+    // A file no catalog hash names, on a mirror that gives no digest: only
+    // its record says which bytes are its own.
+    let mut release = Release::generate(&ReleaseSpec::small(TAG));
+    let path = release
+        .textures()
+        .map(|(p, _)| p.clone())
+        .find(|p| p.ends_with(".png") && !p.contains("/1k/"))
+        .unwrap();
+    let old = common::texture_like(common::PNG_MAGIC, LARGER_THAN_MEMORY_HOLDS, 80);
+    release.replace_texture(&path, old);
+    let mut served = Served::plain_mirror(release);
+    // Longer than the old version's download takes.
+    let mount = Mount::builder(&served.base_url()).timeout(15).start();
+    common::assert_sizes(
+        &mount,
+        std::slice::from_ref(&path),
+        LARGER_THAN_MEMORY_HOLDS,
+    );
+    // The old version's download answers late: its open stops waiting for
+    // it, and is closed unread.
+    // (The size came from a GET of the file's first bytes.)
+    let gets = served.texture_gets();
+    let late = Duration::from_secs(5);
+    served
+        .server
+        .inject(FaultRule::new(&path, Fault::Delay(late)).times(1));
+    let started = Instant::now();
+    drop(fs::File::open(mount.tag_path(&path)).unwrap());
+    let mut release = served.release.clone();
+    let new = common::texture_like(common::PNG_MAGIC, LARGER_THAN_MEMORY_HOLDS, 81);
+    release.replace_texture(&path, new.clone());
+    served.republish(release);
+    refresh(&mount);
+    let commit = || mount.stats()["tags"][TAG]["commit"].clone();
+    let new_commit = commit();
+    assert!(read(&mount.tag_path(&path)).unwrap() == new);
+    // The old download done (the server logs a request when it takes it):
+    // the record of the new version, and the commit, are as they were.
+    std::thread::sleep((late + Duration::from_secs(1)).saturating_sub(started.elapsed()));
+    assert_eq!(commit(), new_commit);
+    assert!(read(&mount.tag_path(&path)).unwrap() == new);
+    assert_eq!(
+        served.texture_gets(),
+        gets + 2,
+        "the new version read again from the cache"
+    );
 }
 
 fn texture_bytes(served: &Served, path: &str) -> Vec<u8> {

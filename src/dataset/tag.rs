@@ -327,6 +327,12 @@ impl Tag {
             self.documents.revalidate(&self.context, document)?;
         }
         // The revalidations may just have changed the tree: look again.
+        self.open_as_now(path)
+    }
+
+    /// An open of `path` as the tag stands now, asking the server nothing
+    /// (an open's second look, once its file was fetched for it).
+    pub fn open_as_now(&self, path: &str) -> Result<Opened> {
         let view = self.view_for(path)?;
         match FileNode::of(view.node(path)?)? {
             FileNode::Document(name) => {

@@ -48,22 +48,28 @@ enum Binding {
 /// and its first read joins the download.
 const FETCH_AT_OPEN_WAIT: Duration = Duration::from_secs(2);
 
-/// The open of `path`, after its bytes were fetched for it: found as a
-/// cached file's open finds them, bound to whatever version the tag names
-/// now (another than `opened`'s when the tag changed meanwhile). A fetch
-/// that fails fails the open, as it would have failed its first read; one
-/// that takes longer than [`FETCH_AT_OPEN_WAIT`] leaves the open as it was.
+/// The open of `path`, after its bytes were fetched for it: bound to
+/// whatever version the tag names now (another than `opened`'s when the
+/// tag changed meanwhile), with the bytes fetched when they are that
+/// version's (the cache may have evicted them already). A fetch that fails
+/// fails the open, as it would have failed its first read; one that takes
+/// longer than [`FETCH_AT_OPEN_WAIT`] leaves the open as it was.
 fn fetched_for_open(tag: &Arc<Tag>, path: &str, opened: Opened, stats: &Stats) -> Result<Opened> {
     crate::wait::may_block()?;
-    match tag.content_within(path, opened.version(), FETCH_AT_OPEN_WAIT) {
-        None => Ok(opened),
-        Some(Ok(_) | Err(crate::dataset::Error::Changed { .. })) => {
-            let opened = tag.open(path).map_err(|e| FsError::from(e).on_inode())?;
-            Stats::add(&stats.opens_fetched, 1);
-            Ok(opened)
-        }
-        Some(Err(e)) => Err(FsError::from(e).on_inode()),
-    }
+    let fetched = match tag.content_within(path, opened.version(), FETCH_AT_OPEN_WAIT) {
+        None => return Ok(opened),
+        Some(Ok(fetched)) => Some(fetched),
+        Some(Err(crate::dataset::Error::Changed { .. })) => None,
+        Some(Err(e)) => return Err(FsError::from(e).on_inode()),
+    };
+    let now = tag
+        .open_as_now(path)
+        .map_err(|e| FsError::from(e).on_inode())?;
+    Stats::add(&stats.opens_fetched, 1);
+    Ok(match (now, fetched) {
+        (Opened::Proven(blob), Some(fetched)) if blob == fetched.blob => Opened::AtHand(fetched),
+        (now, _) => now,
+    })
 }
 
 /// At the root: a link to the newest release the mount knows.
@@ -424,10 +430,14 @@ impl<B: Send + Sync + 'static> FsCore<B> {
     /// whole file anyway, since no byte is served before the file is
     /// verified; what the open saves is every read after it.
     fn fetches_at_open(&self, ino: u64, opened: &Opened, flags: i32) -> bool {
+        // Beside open files of the inode, the kernel would not pass it
+        // through (they read the page cache), or it would be stale (they
+        // are of another version).
         if opened.content().is_some()
             || flags & libc::O_DIRECT != 0
             || self.no_open()
             || !self.files.passes_through()
+            || self.files.is_open(ino)
         {
             return false;
         }

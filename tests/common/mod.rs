@@ -43,6 +43,18 @@ impl Served {
         }
     }
 
+    /// `release` served as a plain mirror: no redirects, no digest.
+    pub fn plain_mirror(release: Release) -> Self {
+        let served = Self::new(release);
+        served
+            .server
+            .set_options(matvisfs_testkit::devserver::ServerOptions {
+                lfs_redirects: false,
+                ..Default::default()
+            });
+        served
+    }
+
     pub fn small() -> Self {
         Self::new(Release::generate(&ReleaseSpec::small(TAG)))
     }
@@ -745,13 +757,7 @@ pub fn clear_cache(mount: &Mount) {
 pub fn replaced_after_stat(path: &str, old: &[u8], new: &[u8]) -> (Served, Mount) {
     let mut release = Release::generate(&ReleaseSpec::small(TAG));
     release.replace_texture(path, old.to_vec());
-    let mut served = Served::new(release);
-    served
-        .server
-        .set_options(matvisfs_testkit::devserver::ServerOptions {
-            lfs_redirects: false,
-            ..Default::default()
-        });
+    let mut served = Served::plain_mirror(release);
     let mount = Mount::builder(&served.base_url()).start();
     read(&mount.tag_path("ambientcg/1k/Metal032/color.png")).unwrap();
     assert_eq!(

@@ -21,7 +21,9 @@ use crate::wait;
 
 #[derive(Default)]
 pub struct Content {
-    downloads: SingleFlight<String, Result<OpenBlob>>,
+    /// One download a file at a time for each version of the tag: a
+    /// request of a newer version never joins one of the version before.
+    downloads: SingleFlight<(String, u64), Result<OpenBlob>>,
 }
 
 /// Cached bytes of an older version, which the server may confirm (`304`).
@@ -56,7 +58,8 @@ impl FileRequest<'_> {
             return Ok(open);
         }
         wait::may_block()?;
-        self.files.content.downloads.run(&path.to_string(), || {
+        let key = (path.to_string(), generation);
+        self.files.content.downloads.run(&key, || {
             if let Some(open) = self.proven_cached()? {
                 return Ok(open);
             }
@@ -106,13 +109,8 @@ fn serve_cached(
     record: Option<FileRecord>,
     identity: Identity,
 ) -> Result<Option<OpenBlob>> {
-    let (t, records, path, texture, generation) = (
-        request.t,
-        request.records(),
-        request.path,
-        request.texture,
-        request.generation,
-    );
+    let (t, path, texture, generation) =
+        (request.t, request.path, request.texture, request.generation);
     let Some(open) = t.ctx.content.open(&identity.blob) else {
         return Ok(None);
     };
@@ -133,7 +131,7 @@ fn serve_cached(
         .as_ref()
         .is_some_and(|r| r.sha256 == Some(identity.digest()));
     tracing::debug!(tag = %t.name, path, sha256 = %identity.digest(), proof = ?identity.proof, "served from the cache");
-    records.put(FileRecord {
+    request.record(FileRecord {
         path: path.to_string(),
         generation,
         size: Some(identity.blob.size),
@@ -158,13 +156,8 @@ fn download(
     identity: Option<Identity>,
     unconfirmed: Option<Unconfirmed>,
 ) -> Result<OpenBlob> {
-    let (t, records, path, texture, generation) = (
-        request.t,
-        request.records(),
-        request.path,
-        request.texture,
-        request.generation,
-    );
+    let (t, path, texture, generation) =
+        (request.t, request.path, request.texture, request.generation);
     let file = Location::revision(path);
     let url = match texture.slice {
         Some(ContainerSlice {
@@ -214,7 +207,9 @@ fn download(
     };
     match fetched {
         GetOutcome::NotModified(meta) => {
-            t.saw(&meta);
+            if request.is_current() {
+                t.saw(&meta);
+            }
             let Some(Unconfirmed { open, etag }) = unconfirmed else {
                 return Err(Error::refused(
                     url,
@@ -224,7 +219,7 @@ fn download(
             check_file_magic(texture.extension(), &open.file)
                 .map_err(|why| Error::refused(&url, why))?;
             tracing::debug!(tag = %t.name, path, "unchanged on the server (ETag)");
-            records.put(FileRecord {
+            request.record(FileRecord {
                 path: path.to_string(),
                 generation,
                 size: Some(open.blob.size),

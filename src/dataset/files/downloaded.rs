@@ -33,14 +33,14 @@ pub(super) fn keep_download(
     ingest: Ingest,
     url: &str,
 ) -> Result<OpenBlob> {
-    let (t, records, path, texture, generation) = (
-        request.t,
-        request.records(),
-        request.path,
-        request.texture,
-        request.generation,
-    );
-    t.saw(meta);
+    let (t, path, texture, generation) =
+        (request.t, request.path, request.texture, request.generation);
+    // The version of the tag the download was made for was replaced
+    // meanwhile: its bytes are kept, and nothing said of the file.
+    let current = request.is_current();
+    if current {
+        t.saw(meta);
+    }
     let done = ingest.finish().map_err(Error::cache)?;
     let expected = Expected {
         catalog: texture.hash,
@@ -56,7 +56,7 @@ pub(super) fn keep_download(
         .and_then(|r| r.size);
     let changed = identity.is_some_and(|i| i.digest() != open.blob.digest)
         || announced_size.is_some_and(|size| size != open.blob.size);
-    records.put(FileRecord {
+    request.record(FileRecord {
         path: path.to_string(),
         generation,
         size: Some(open.blob.size),
@@ -65,7 +65,7 @@ pub(super) fn keep_download(
         remote_sha256: meta.sha256,
     });
     Stats::add(&t.ctx.stats.cache_misses, 1);
-    if changed {
+    if changed && current {
         t.announce(ChangeReport::file(path, generation), Some(path));
     }
     Ok(open)

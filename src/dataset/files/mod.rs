@@ -15,7 +15,7 @@ pub mod verify;
 
 use super::tag_context::TagContext;
 use super::tree::TextureRef;
-use crate::store::FileRecords;
+use crate::store::{FileRecord, FileRecords};
 
 /// What the texture files of a tag keep: their records and what this
 /// session learned of their sizes, downloads and tiers.
@@ -74,5 +74,21 @@ pub struct FileRequest<'a> {
 impl FileRequest<'_> {
     fn records(&self) -> &FileRecords {
         &self.files.records
+    }
+
+    /// Whether the request's version of the tag is still the current one:
+    /// an answer to a request of a version since replaced (a download that
+    /// outlived a revalidation) says nothing of the current version, and
+    /// must not be recorded as if it did.
+    fn is_current(&self) -> bool {
+        self.t.version.view().generation == self.generation
+    }
+
+    /// Records what is known of the file, unless the request's version of
+    /// the tag was replaced meanwhile.
+    fn record(&self, record: FileRecord) {
+        if self.is_current() {
+            self.records().put(record);
+        }
     }
 }

@@ -92,6 +92,11 @@ impl<B> KernelFiles<B> {
         self.passthrough.store(on, Ordering::Relaxed);
     }
 
+    /// Whether files of `ino` are open.
+    pub fn is_open(&self, ino: u64) -> bool {
+        self.slots.is_open(ino)
+    }
+
     /// Whether cached files may be passed through now.
     pub fn passes_through(&self) -> bool {
         self.passthrough.load(Ordering::Relaxed)

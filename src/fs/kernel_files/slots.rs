@@ -216,6 +216,11 @@ impl Slots {
         slot.state.lock().size
     }
 
+    /// Whether files of `ino` are open.
+    pub fn is_open(&self, ino: u64) -> bool {
+        self.live.lock().contains_key(&ino)
+    }
+
     /// An open of `slot` was released.
     pub fn leave(&self, slot: &Arc<Slot>) {
         let mut live = self.live.lock();
