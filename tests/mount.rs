@@ -374,6 +374,30 @@ fn cached_files_are_passed_through_where_the_kernel_offers_it() {
     }
 }
 
+#[test]
+fn an_open_that_filled_no_page_leaves_the_next_one_passed_through() {
+    let (release, offered) = common::kernel_passthrough();
+    if !offered {
+        eprintln!("skipped: kernel {release} offers no FUSE passthrough");
+        return;
+    }
+    let served = Served::small();
+    let (cache, files) = served.warmed_cache(1);
+    let (path, bytes) = files[0];
+    let mount = Mount::builder(&served.base_url())
+        .cache(cache.path())
+        .start();
+    let through_matvisfs = || mount.stats()["bytes"]["served"].as_u64().unwrap();
+    // Read past the page cache, by matvisfs: no page of it is filled.
+    let direct = open_direct(&mount.tag_path(path));
+    assert!(read_at_odd_address(&direct, 64 * 1024) == *bytes);
+    drop(direct);
+    assert_eq!(through_matvisfs(), bytes.len() as u64);
+    // So the next open keeps no pages: it is passed through.
+    assert!(read(&mount.tag_path(path)).unwrap() == *bytes);
+    assert_eq!(through_matvisfs(), bytes.len() as u64);
+}
+
 /// Over the largest download held in memory (4 MiB), and no multiple of
 /// a page.
 const LARGER_THAN_MEMORY_HOLDS: usize = 5 * 1024 * 1024 + 4321;

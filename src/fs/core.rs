@@ -538,12 +538,13 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             }
         };
         let content = self.content(file)?;
+        let past_page_cache = flags & libc::O_DIRECT != 0;
         if !file.direct {
-            let past_page_cache = flags & libc::O_DIRECT != 0;
             self.check_read_within_size(&file.slot, offset, size, past_page_cache)?;
         }
         let bytes = self.read_from(&content, offset, size)?;
-        if let Some(version) = file.slot.version() {
+        // A read past the page cache fills no page of it.
+        if let (Some(version), false) = (file.slot.version(), past_page_cache) {
             self.files.read(fh, version);
         }
         Ok(ReadReply { bytes })

@@ -120,15 +120,17 @@ impl<Id> IoModes<Id> {
     /// Records an open read through the page cache, bound to `version`
     /// (`None`: not known until its first read), and returns whether it
     /// keeps the pages the kernel holds. Without kept pages, the kernel
-    /// dropped the inode's pages when it opened it.
+    /// dropped the inode's pages when it opened it, and the pages are
+    /// counted on again once a read fills them ([`IoModes::read_caching`]):
+    /// an open that reads nothing through the page cache (`O_DIRECT`, a
+    /// read that failed) leaves none to keep.
     pub fn opened_caching(&mut self, fh: u64, ino: u64, version: Option<Sha256Digest>) -> bool {
         let kept = self.may_keep_pages(ino, version);
         self.inode(ino).caching += 1;
         self.handles.insert(fh, (ino, Mode::Caching { kept }));
-        match version {
-            Some(version) => self.paged.insert(ino, version),
-            None => self.paged.remove(&ino),
-        };
+        if !kept {
+            self.paged.remove(&ino);
+        }
         kept
     }
 
@@ -232,7 +234,12 @@ mod tests {
         let mut modes = IoModes::<u32>::default();
         let (a, b) = (digest(b"a"), digest(b"b"));
         assert!(!modes.may_keep_pages(1, a));
+        // Opened, nothing read: no pages to keep.
+        modes.opened_caching(9, 1, a);
+        modes.released(9);
+        assert!(!modes.may_keep_pages(1, a));
         modes.opened_caching(10, 1, a);
+        modes.read_caching(10, a.unwrap());
         modes.released(10);
         assert!(modes.may_keep_pages(1, a));
         assert!(!modes.may_keep_pages(1, b) && !modes.may_keep_pages(1, None));
@@ -282,6 +289,7 @@ mod tests {
         let mut modes = IoModes::<u32>::default();
         let a = digest(b"a");
         modes.opened_caching(10, 1, a);
+        modes.read_caching(10, a.unwrap());
         modes.released(10);
         // An open past the page cache (its version not known yet) may be
         // mapped, which puts the inode in the kernel's caching mode.
@@ -303,6 +311,8 @@ mod tests {
         let a = digest(b"a");
         modes.opened_caching(10, 1, a);
         modes.opened_caching(11, 2, a);
+        modes.read_caching(10, a.unwrap());
+        modes.read_caching(11, a.unwrap());
         modes.released(10);
         modes.released(11);
         modes.forgotten(1);
