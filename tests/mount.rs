@@ -419,7 +419,7 @@ fn a_large_file_not_cached_is_fetched_at_its_open_and_passed_through() {
         eprintln!("kernel {release} offers no FUSE passthrough: checking the fallback only");
     }
     let (served, paths) = large_pngs(3);
-    let bytes_of = |path: &str| texture_bytes(&served, path);
+    let bytes_of = |path: &str| served.release.files[path].clone();
     for no_passthrough in [false, true] {
         let cache = tempfile::tempdir().unwrap();
         let mut builder = Mount::builder(&served.base_url()).cache(cache.path());
@@ -489,7 +489,7 @@ fn an_open_whose_fetch_is_refused_fails_as_its_read_would_have() {
     assert_eq!(failed.raw_os_error(), Some(libc::EIO), "{failed}");
     // Nothing was cached: once the server gives the file's bytes, it is read.
     served.server.clear_faults();
-    assert!(read(&mount.tag_path(&paths[0])).unwrap() == texture_bytes(&served, &paths[0]));
+    assert!(read(&mount.tag_path(&paths[0])).unwrap() == served.release.files[&paths[0]]);
 }
 
 #[test]
@@ -592,7 +592,7 @@ fn an_open_beside_open_files_of_another_version_is_stale_without_a_download() {
     let (mut served, paths) = large_pngs(1);
     let path = &paths[0];
     let mount = Mount::builder(&served.base_url()).start();
-    let old = texture_bytes(&served, path);
+    let old = served.release.files[path].clone();
     let held = fs::File::open(mount.tag_path(path)).unwrap();
     let mut release = served.release.clone();
     release.replace_texture(
@@ -621,7 +621,7 @@ fn a_file_fetched_at_its_open_and_evicted_at_once_is_downloaded_once() {
         .start();
     common::assert_sizes(&mount, &paths, LARGER_THAN_MEMORY_HOLDS);
     for path in &paths {
-        assert!(read(&mount.tag_path(path)).unwrap() == texture_bytes(&served, path));
+        assert!(read(&mount.tag_path(path)).unwrap() == served.release.files[path]);
     }
     assert_eq!(served.texture_gets(), paths.len());
     let stats = mount.stats();
@@ -679,11 +679,6 @@ fn a_download_that_outlives_its_version_of_the_tag_says_nothing_of_the_next() {
         gets + 2,
         "the new version read again from the cache"
     );
-}
-
-fn texture_bytes(served: &Served, path: &str) -> Vec<u8> {
-    let (_, bytes) = served.release.textures().find(|(p, _)| *p == path).unwrap();
-    bytes.clone()
 }
 
 /// Drops the pages the kernel holds of `path` (as memory pressure would).

@@ -430,20 +430,19 @@ impl<B: Send + Sync + 'static> FsCore<B> {
     /// whole file anyway, since no byte is served before the file is
     /// verified; what the open saves is every read after it.
     fn fetches_at_open(&self, ino: u64, opened: &Opened, flags: i32) -> bool {
-        // Beside open files of the inode, the kernel would not pass it
-        // through (they read the page cache), or it would be stale (they
-        // are of another version).
         if opened.content().is_some()
             || flags & libc::O_DIRECT != 0
             || self.no_open()
             || !self.files.passes_through()
-            || self.files.is_open(ino)
         {
             return false;
         }
         // Before the version is proven, the size the kernel was given.
         let size = opened.size().or_else(|| self.files.reported_size(ino));
-        size.is_some_and(|size| size > crate::store::STAGED_FILE_LIMIT)
+        // Beside open files of the inode, the kernel would not pass it
+        // through (they read the page cache), or it would be stale (they
+        // are of another version).
+        size.is_some_and(|size| size > crate::store::STAGED_FILE_LIMIT) && !self.files.is_open(ino)
     }
 
     /// Where a symbolic link points.
