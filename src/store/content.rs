@@ -332,7 +332,13 @@ impl ContentStore {
 impl Drop for ContentStore {
     fn drop(&mut self) {
         self.flush();
-        self.shared.stopping.store(true, Ordering::SeqCst);
+        // Set under the queue's lock, which the writer holds from its look
+        // at `stopping` to its wait: otherwise the stop and its wake-up may
+        // land between the two, and the writer would wait for ever.
+        {
+            let _queue = self.shared.queue.lock();
+            self.shared.stopping.store(true, Ordering::SeqCst);
+        }
         self.shared.queued.notify_all();
         if let Some(committer) = self.committer.take() {
             let _ = committer.join();
@@ -521,6 +527,25 @@ mod tests {
     }
 
     const M: u64 = PNG_MAGIC.len() as u64;
+
+    #[test]
+    fn a_store_dropped_as_its_writer_starts_ends_it() {
+        let (_dir, cache) = cache();
+        // The writer's first look for work races the drop's stop; a stop
+        // that lands between that look and its wait would be missed, and
+        // the drop would wait for the writer forever.
+        let (done, ended) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for _ in 0..2000 {
+                drop(ContentStore::load(&cache, 0));
+            }
+            let _ = done.send(());
+        });
+        assert!(
+            ended.recv_timeout(Duration::from_secs(120)).is_ok(),
+            "a drop waited for its writer for two minutes"
+        );
+    }
 
     #[test]
     fn the_backlog_takes_a_quarter_of_the_descriptors_the_rest_leaves() {
