@@ -734,6 +734,63 @@ fn a_file_read_again_in_its_mount_reads_the_pages_kept_until_some_are_gone() {
 }
 
 #[test]
+fn a_file_passed_through_and_closed_is_read_in_its_new_version_once_it_changed() {
+    let (release, offered) = common::kernel_passthrough();
+    if !offered {
+        eprintln!("kernel {release} offers no FUSE passthrough: checking the fallback only");
+    }
+    // With the server's digests (the Hub's layout), and without (a plain
+    // mirror: the new version is not known before it is downloaded).
+    for plain in [false, true] {
+        let release = Release::generate(&ReleaseSpec::small(TAG));
+        let mut served = match plain {
+            true => Served::plain_mirror(release),
+            false => Served::new(release),
+        };
+        let (cache, files) = served.warmed_cache(2);
+        let files: Vec<(String, Vec<u8>)> = files
+            .into_iter()
+            .map(|(path, bytes)| (path.clone(), bytes.clone()))
+            .collect();
+        let mount = Mount::builder(&served.base_url())
+            .cache(cache.path())
+            .start();
+        // Passed through, closed, and opened again: the backing file
+        // registered by the first open serves the next ones.
+        for _ in 0..3 {
+            for (path, bytes) in &files {
+                assert!(read(&mount.tag_path(path)).unwrap() == *bytes, "{path}");
+            }
+        }
+        if offered {
+            assert_eq!(mount.stats()["bytes"]["served"], 0, "passed through");
+        }
+        // Both change on the server, one of them keeping its size.
+        let mut release = served.release.clone();
+        let same_size = common::texture_like(common::PNG_MAGIC, files[0].1.len(), 91);
+        let resized = common::texture_like(common::PNG_MAGIC, files[1].1.len() + 1000, 92);
+        release.replace_texture(&files[0].0, same_size.clone());
+        release.replace_texture(&files[1].0, resized.clone());
+        served.republish(release);
+        refresh(&mount);
+        for round in 0..3 {
+            for (path, new) in [(&files[0].0, &same_size), (&files[1].0, &resized)] {
+                let file = mount.tag_path(path);
+                assert_eq!(
+                    fs::metadata(&file).unwrap().len(),
+                    new.len() as u64,
+                    "plain {plain}, round {round}: {path}"
+                );
+                assert!(
+                    read(&file).unwrap() == *new,
+                    "plain {plain}, round {round}: {path} read the version before"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn an_o_direct_open_of_a_cached_file_has_no_alignment_rule() {
     use std::os::unix::fs::FileExt;
     let served = Served::small();

@@ -264,6 +264,22 @@ impl Tag {
         self.ask(path, |view| view.resolve(path).map(|_| view.clone()))
     }
 
+    /// `answer` of the node at `path` in the current tree, its documents
+    /// loaded first: resolved once where nothing needs loading.
+    fn at<T>(
+        &self,
+        path: &str,
+        answer: impl FnOnce(&Arc<TagView>, Node) -> Result<T>,
+    ) -> Result<T> {
+        let view = self.view();
+        if let Lookup::Found(node) = view.resolve(path) {
+            return answer(&view, node);
+        }
+        let view = self.view_for(path)?;
+        let node = view.node(path)?;
+        answer(&view, node)
+    }
+
     /// What `path` is in the current tree, as far as is known without
     /// loading anything: `None` when its catalog is not loaded, `Some(None)`
     /// when it does not exist.
@@ -276,25 +292,25 @@ impl Tag {
     }
 
     pub fn stat(&self, path: &str) -> Result<Stat> {
-        let view = self.view_for(path)?;
-        let node = view.node(path)?;
-        let kind = node.kind();
-        let size = match node {
-            Node::Link(target) => target.len() as u64,
-            _ if kind == Kind::Dir => 0,
-            node => match FileNode::of(node)? {
-                FileNode::Document(name) => self.document_blob(&view, name)?.size,
-                FileNode::Texture(texture) => self
-                    .files
-                    .request(&self.context, path, &texture, view.generation)
-                    .size()?,
-                FileNode::Generated(generated) => generated::size(&generated),
-            },
-        };
-        Ok(Stat {
-            kind,
-            size,
-            mtime: view.mtime,
+        self.at(path, |view, node| {
+            let kind = node.kind();
+            let size = match node {
+                Node::Link(target) => target.len() as u64,
+                _ if kind == Kind::Dir => 0,
+                node => match FileNode::of(node)? {
+                    FileNode::Document(name) => self.document_blob(view, name)?.size,
+                    FileNode::Texture(texture) => self
+                        .files
+                        .request(&self.context, path, &texture, view.generation)
+                        .size()?,
+                    FileNode::Generated(generated) => generated::size(&generated),
+                },
+            };
+            Ok(Stat {
+                kind,
+                size,
+                mtime: view.mtime,
+            })
         })
     }
 
@@ -320,29 +336,47 @@ impl Tag {
     /// Opens a file: revalidates the tag (and the document that describes
     /// the file) once per session, or per period, then says which bytes the
     /// open is for.
-    pub fn open(&self, path: &str) -> Result<Opened> {
+    pub fn open(&self, path: &str, held: Option<Sha256Digest>) -> Result<Opened> {
         self.revalidate()?;
-        let view = self.view_for(path)?;
-        if let Some(document) = FileNode::of(view.node(path)?)?.described_by() {
-            self.documents.revalidate(&self.context, document)?;
-        }
-        // The revalidations may just have changed the tree: look again.
-        self.open_as_now(path)
+        self.at(path, |view, node| {
+            let file = FileNode::of(node)?;
+            if let Some(document) = file.described_by() {
+                self.documents.revalidate(&self.context, document)?;
+                // It may just have changed the tree: look again then.
+                if !Arc::ptr_eq(view, &self.view()) {
+                    return self.open_as_now(path, held);
+                }
+            }
+            self.open_file(view, path, file, held)
+        })
     }
 
     /// An open of `path` as the tag stands now, asking the server nothing
-    /// (an open's second look, once its file was fetched for it).
-    pub fn open_as_now(&self, path: &str) -> Result<Opened> {
-        let view = self.view_for(path)?;
-        match FileNode::of(view.node(path)?)? {
+    /// (an open's second look, once its file was fetched for it). `held`:
+    /// the version the kernel already reads for this file by itself, which
+    /// needs nothing opened.
+    pub fn open_as_now(&self, path: &str, held: Option<Sha256Digest>) -> Result<Opened> {
+        self.at(path, |view, node| {
+            self.open_file(view, path, FileNode::of(node)?, held)
+        })
+    }
+
+    fn open_file(
+        &self,
+        view: &TagView,
+        path: &str,
+        file: FileNode,
+        held: Option<Sha256Digest>,
+    ) -> Result<Opened> {
+        match file {
             FileNode::Document(name) => {
-                let blob = self.document_blob(&view, name)?;
+                let blob = self.document_blob(view, name)?;
                 Ok(Opened::AtHand(Documents::open(&self.context, &blob)?))
             }
             FileNode::Texture(texture) => self
                 .files
                 .request(&self.context, path, &texture, view.generation)
-                .opened(),
+                .opened(held),
             FileNode::Generated(generated) => {
                 generated::open(&self.context, &generated).map(Opened::AtHand)
             }
@@ -368,17 +402,40 @@ impl Tag {
     /// The bytes of a file now; `expected` is the version an open is bound
     /// to, and other bytes are [`Error::Changed`].
     pub fn content(&self, path: &str, expected: Option<Sha256Digest>) -> Result<OpenBlob> {
-        let view = self.view_for(path)?;
-        let open = match FileNode::of(view.node(path)?)? {
-            FileNode::Document(name) => {
-                Documents::open(&self.context, &self.document_blob(&view, name)?)?
-            }
-            FileNode::Texture(texture) => self
-                .files
-                .request(&self.context, path, &texture, view.generation)
-                .content()?,
-            FileNode::Generated(generated) => generated::open(&self.context, &generated)?,
-        };
+        self.content_for(path, expected, None)
+    }
+
+    /// The bytes of `version`, which an open of `path` is bound to: from
+    /// the cache when it holds them, whatever version the tag names now
+    /// (the open reads its own version whole), else as [`Tag::content`]
+    /// finds them.
+    pub fn content_of(&self, path: &str, version: Option<Blob>) -> Result<OpenBlob> {
+        self.content_for(path, version.map(|v| v.digest), version)
+    }
+
+    fn content_for(
+        &self,
+        path: &str,
+        expected: Option<Sha256Digest>,
+        bound: Option<Blob>,
+    ) -> Result<OpenBlob> {
+        let open = self.at(path, |view, node| {
+            Ok(match FileNode::of(node)? {
+                FileNode::Document(name) => {
+                    Documents::open(&self.context, &self.document_blob(view, name)?)?
+                }
+                FileNode::Texture(texture) => {
+                    let request =
+                        self.files
+                            .request(&self.context, path, &texture, view.generation);
+                    match bound.and_then(|version| request.cached(version)) {
+                        Some(open) => open,
+                        None => request.content()?,
+                    }
+                }
+                FileNode::Generated(generated) => generated::open(&self.context, &generated)?,
+            })
+        })?;
         match expected {
             Some(digest) if digest != open.blob.digest => Err(Error::Changed {
                 path: path.to_string(),
@@ -387,7 +444,7 @@ impl Tag {
         }
     }
 
-    /// The bytes of a file, as [`Tag::content`] finds them, fetched on a
+    /// The bytes of a file, as [`Tag::content_of`] finds them, fetched on a
     /// thread of their own and waited for at most `wait`. `None`: they did
     /// not come in that time (the download goes on, and whoever asks for
     /// the bytes next joins it), or too many such downloads are under way
@@ -395,7 +452,7 @@ impl Tag {
     pub fn content_within(
         self: &Arc<Self>,
         path: &str,
-        expected: Option<Sha256Digest>,
+        expected: Option<Blob>,
         wait: Duration,
     ) -> Option<Result<OpenBlob>> {
         let ctx = &self.context.ctx;
@@ -417,7 +474,7 @@ impl Tag {
             .spawn(move || {
                 let tag = &ended.0;
                 // Nobody may be waiting any more.
-                let _ = answer.send(tag.content(&path, expected));
+                let _ = answer.send(tag.content_of(&path, expected));
             });
         // Without a thread, no download: the open's read makes it.
         spawned.ok()?;

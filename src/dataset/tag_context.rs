@@ -45,7 +45,8 @@ impl Opened {
         self.blob().map(|b| b.size)
     }
 
-    fn blob(&self) -> Option<Blob> {
+    /// The version the open is bound to and its size, when known now.
+    pub fn blob(&self) -> Option<Blob> {
         match self {
             Opened::Unproven => None,
             Opened::Proven(blob) => Some(*blob),

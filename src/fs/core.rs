@@ -56,14 +56,14 @@ const FETCH_AT_OPEN_WAIT: Duration = Duration::from_secs(2);
 /// longer than [`FETCH_AT_OPEN_WAIT`] leaves the open as it was.
 fn fetched_for_open(tag: &Arc<Tag>, path: &str, opened: Opened, stats: &Stats) -> Result<Opened> {
     crate::wait::may_block()?;
-    let fetched = match tag.content_within(path, opened.version(), FETCH_AT_OPEN_WAIT) {
+    let fetched = match tag.content_within(path, opened.blob(), FETCH_AT_OPEN_WAIT) {
         None => return Ok(opened),
         Some(Ok(fetched)) => Some(fetched),
         Some(Err(crate::dataset::Error::Changed { .. })) => None,
         Some(Err(e)) => return Err(FsError::from(e).on_inode()),
     };
     let now = tag
-        .open_as_now(path)
+        .open_as_now(path, None)
         .map_err(|e| FsError::from(e).on_inode())?;
     Stats::add(&stats.opens_fetched, 1);
     Ok(match (now, fetched) {
@@ -115,11 +115,12 @@ impl<B: Send + Sync + 'static> FsCore<B> {
     /// The core of a mount; changes the dataset finds are passed to the
     /// kernel set with [`FsCore::set_kernel`].
     pub fn new(dataset: Arc<Dataset>) -> Arc<Self> {
+        let files = KernelFiles::new(dataset.context().content.cap());
         let core = Arc::new(FsCore {
             dataset,
             inodes: InodeTable::default(),
             handles: Handles::default(),
-            files: KernelFiles::default(),
+            files,
             mounted_at: SystemTime::now(),
             listings: Listings::default(),
             kernel: OnceLock::new(),
@@ -381,10 +382,13 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             return Ok(Binding::Snapshot(fh));
         };
         let tag = self.dataset.tag(tag_name)?;
+        let held = self.files.version_held(ino);
         let mut opened = tag
-            .open(&key.path)
+            .open(&key.path, held)
             .map_err(|e| FsError::from(e).on_inode())?;
-        if self.fetches_at_open(ino, &opened, flags) {
+        if held.is_none_or(|held| opened.version() != Some(held))
+            && self.fetches_at_open(ino, &opened, flags)
+        {
             opened = fetched_for_open(&tag, &key.path, opened, &self.dataset.context().stats)?;
         }
         let slot = self.files.bind(ino, &opened, |version| {
@@ -480,7 +484,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
         };
         let fetched = file
             .tag
-            .content(&file.path, expected)
+            .content_of(&file.path, expected)
             .map_err(|e| FsError::from(e).on_inode());
         let open = match fetched {
             Ok(open) => open,

@@ -12,6 +12,7 @@ use crate::dataset::error::{Error, Result};
 use crate::dataset::missing;
 use crate::dataset::tag_context::Opened;
 use crate::dataset::tree::ContainerSlice;
+use crate::digest::Sha256Digest;
 use crate::flight::SingleFlight;
 use crate::format::Location;
 use crate::remote::{FetchError, GetOutcome, Validators};
@@ -34,17 +35,32 @@ struct Unconfirmed {
 
 impl FileRequest<'_> {
     /// What an open of the texture is bound to: the bytes proven to be its
-    /// own under this version, open when they are cached.
-    pub fn opened(&self) -> Result<Opened> {
+    /// own under this version, open when they are cached. `held`: the
+    /// version the kernel reads by itself for this file, already served
+    /// (and checked) in this mount: an open of it needs nothing opened.
+    pub fn opened(&self, held: Option<Sha256Digest>) -> Result<Opened> {
         let record = self.records().get(self.path);
         let Some(identity) = identity::proven(record.as_ref(), self.texture.hash, self.generation)
         else {
             return Ok(Opened::Unproven);
         };
+        if held == Some(identity.digest()) && recorded(record.as_ref(), identity, self.generation) {
+            Stats::add(&self.t.ctx.stats.cache_hits, 1);
+            return Ok(Opened::Proven(identity.blob));
+        }
         Ok(match serve_cached(self, record, identity)? {
             Some(open) => Opened::AtHand(open),
             None => Opened::Proven(identity.blob),
         })
+    }
+
+    /// The bytes of `version`, an open's own, when the cache holds them and
+    /// they pass the magic check: proven when the open was, whatever the
+    /// tag names now.
+    pub fn cached(&self, version: Blob) -> Option<OpenBlob> {
+        let open = self.t.ctx.content.open(&version)?;
+        check_file_magic(self.texture.extension(), &open.file).ok()?;
+        Some(open)
     }
 
     /// The bytes of the texture now: from the cache when proven, else
@@ -119,10 +135,7 @@ fn serve_cached(
         return Ok(None);
     }
     let stats = &t.ctx.stats;
-    let held = record
-        .as_ref()
-        .is_some_and(|r| r.generation == generation && r.sha256 == Some(identity.digest()));
-    if identity.proof == Proof::Confirmed || held {
+    if recorded(record.as_ref(), identity, generation) {
         Stats::add(&stats.cache_hits, 1);
         return Ok(Some(open));
     }
@@ -148,6 +161,13 @@ fn serve_cached(
         1,
     );
     Ok(Some(open))
+}
+
+/// Whether serving `identity` under this path needs no record written:
+/// the server confirmed it, or it is the path's record in this version.
+fn recorded(record: Option<&FileRecord>, identity: Identity, generation: u64) -> bool {
+    identity.proof == Proof::Confirmed
+        || record.is_some_and(|r| r.generation == generation && r.sha256 == Some(identity.digest()))
 }
 
 fn download(

@@ -62,6 +62,10 @@ pub struct Open<B> {
 #[derive(Debug)]
 pub enum NoBacking {}
 
+/// The most bytes of cached files kept registered for passthrough past
+/// their inode's last open.
+const KEPT_REGISTRATION_BYTES: u64 = 256 << 20;
+
 /// No size reported (a directory, or not yet known).
 const NO_SIZE: u64 = u64::MAX;
 
@@ -75,21 +79,33 @@ pub struct KernelFiles<B> {
     passthrough: AtomicBool,
 }
 
-impl<B> Default for KernelFiles<B> {
-    fn default() -> Self {
+impl<B> KernelFiles<B> {
+    /// `cache_cap`: the cap on the cache's content (0: none), an eighth of
+    /// which, at most 256 MiB, registrations kept for passthrough may hold.
+    pub fn new(cache_cap: u64) -> Self {
+        let kept_bytes = match cache_cap {
+            0 => KEPT_REGISTRATION_BYTES,
+            cap => (cap / 8).min(KEPT_REGISTRATION_BYTES),
+        };
         KernelFiles {
             slots: Slots::default(),
-            modes: Mutex::new(IoModes::default()),
+            modes: Mutex::new(IoModes::new(kept_bytes)),
             given: Mutex::new(Given::default()),
             passthrough: AtomicBool::new(false),
         }
     }
-}
 
-impl<B> KernelFiles<B> {
     /// Cached files may be passed through from now on (`on`), or not.
     pub fn set_passthrough(&self, on: bool) {
         self.passthrough.store(on, Ordering::Relaxed);
+    }
+
+    /// The version whose bytes the kernel reads for `ino` by itself (pages
+    /// it kept, or the backing file of opens still open): an open of that
+    /// version needs no bytes at hand, unless one of its reads reaches the
+    /// daemon (pages reclaimed), which fetches them then.
+    pub fn version_held(&self, ino: u64) -> Option<Sha256Digest> {
+        self.modes.lock().version_held(ino)
     }
 
     /// Whether files of `ino` are open.
@@ -145,28 +161,27 @@ impl<B> KernelFiles<B> {
         // (the inode's other opens are): the backing file would be read
         // with `O_DIRECT` too, under its filesystem's alignment rules, where
         // a FUSE file has none.
+        let passable = !in_memory && !slot.in_memory() && !o_direct && self.passes_through();
         let cached = match slot.for_read() {
-            Ok(Bound::Content(file))
-                if !in_memory && !slot.in_memory() && !o_direct && self.passes_through() =>
-            {
-                file.metadata().ok().map(|m| (file, m.ino()))
+            Ok(Bound::Content(file)) if passable => {
+                file.metadata().ok().map(|m| (file, m.ino(), m.len()))
             }
             _ => None,
         };
         // Decided and recorded under one lock: concurrent opens of an inode
         // agree on its mode.
         let mut modes = self.modes.lock();
-        match modes.decide(ino, cached.as_ref().map(|(_, i)| *i), version) {
+        match modes.decide(ino, passable, cached.as_ref().map(|(_, i, _)| *i), version) {
             Decision::Reuse(id) => {
                 modes.reused(fh, ino);
                 return Ok(ReadMode::Passthrough(id));
             }
             Decision::Register => {
-                let (file, file_ino) = cached.expect("a cached file to register");
+                let (file, file_ino, size) = cached.expect("a cached file to register");
                 match register(&file) {
                     Ok(id) => {
                         let id = Arc::new(id);
-                        modes.registered(fh, ino, file_ino, version, id.clone());
+                        modes.registered(fh, ino, file_ino, version, size, id.clone());
                         return Ok(ReadMode::Passthrough(id));
                     }
                     Err(e) => {
@@ -328,7 +343,7 @@ mod tests {
 
     #[test]
     fn the_kernel_is_told_the_open_versions_size_until_its_last_open_closes() {
-        let files = KernelFiles::<NoBacking>::default();
+        let files = KernelFiles::<NoBacking>::new(1 << 30);
         assert_eq!(files.report_size(5, Some(3)), Some(3));
         assert_eq!(files.reported_size(5), Some(3));
         let slot = files.bind(5, &opened("a", 3), unused).unwrap();

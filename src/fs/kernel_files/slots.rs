@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use crate::dataset::Opened;
 use crate::digest::Sha256Digest;
 use crate::fs::error::FsError;
-use crate::store::OpenBlob;
+use crate::store::{Blob, OpenBlob};
 
 /// A failed read is answered with the same error this long: the kernel
 /// retries a failed page read at once, which would otherwise ask the
@@ -42,11 +42,19 @@ struct SlotState {
     failure: Option<(Instant, FsError)>,
 }
 
+impl SlotState {
+    /// The version bound, and its size.
+    fn blob(&self) -> Option<Blob> {
+        let (digest, size) = self.version.zip(self.size)?;
+        Some(Blob { digest, size })
+    }
+}
+
 /// What a read of a slot can use now.
 pub enum Bound {
     Content(Arc<File>),
     /// Fetch the bytes, which must be of this version when it is given.
-    Fetch(Option<Sha256Digest>),
+    Fetch(Option<Blob>),
 }
 
 impl Slot {
@@ -91,7 +99,7 @@ impl Slot {
                 return Err(error.clone());
             }
         }
-        Ok(Bound::Fetch(state.version))
+        Ok(Bound::Fetch(state.blob()))
     }
 
     /// Binds the slot to bytes fetched for a read. Another read may have

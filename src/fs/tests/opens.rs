@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{Harness, TAG, publish_a_change_elsewhere, small};
+use super::{Errno, Harness, TAG, errno, publish_a_change_elsewhere, small, texture_gets};
 use crate::digest::Sha256Digest;
 use crate::fs::ReadMode;
 
@@ -83,6 +83,65 @@ fn an_open_is_decided_with_its_version_size_and_pages_and_a_changed_file_gets_a_
 }
 
 #[test]
+fn an_open_of_kept_pages_reads_its_own_version_once_they_are_gone_after_a_change() {
+    let mut release = small();
+    let h = Harness::new(&release);
+    let other = other_source(&release);
+    let evicted = release
+        .textures()
+        .find(|(p, _)| p.starts_with("ambientcg/512/") && p.as_str() != PATH)
+        .unwrap()
+        .0
+        .clone();
+    h.warm(&[PATH, &evicted, &other]);
+    let s = h.session();
+    let mut kept = Vec::new();
+    for path in [PATH, evicted.as_str()] {
+        let ino = s.ino(&format!("{TAG}/{path}")).unwrap();
+        let bytes = release.files[path].clone();
+        let first = s.core.open(ino, libc::O_RDONLY).unwrap();
+        s.core.read(first.fh, 0, bytes.len() as u32, 0).unwrap();
+        s.core.release(first.fh);
+        // Its pages kept: the open holds no cached file.
+        let open = s.core.open(ino, libc::O_RDONLY).unwrap();
+        assert!(matches!(
+            open.mode,
+            ReadMode::PageCache { keep_pages: true }
+        ));
+        kept.push((open, bytes));
+    }
+    // Both change on the server, and the mount sees it.
+    for (i, path) in [PATH, evicted.as_str()].into_iter().enumerate() {
+        let new = matvisfs_sample::images::png("changed", "ao", 40 + i as u32);
+        release.replace_texture(path, new);
+    }
+    publish_a_change_elsewhere(&h, &s, &mut release, &other);
+    h.remote.clear_log();
+    // The pages reclaimed, a read reaches the mount: the open's own version,
+    // from the cache.
+    let (open, old) = &kept[0];
+    let read = s.core.read(open.fh, 0, old.len() as u32, 0).unwrap();
+    assert_eq!(&read.bytes, old);
+    assert_eq!(texture_gets(&h.remote), 0);
+    // With its cached copy gone too, no byte of it is at hand: stale,
+    // never the new version's.
+    let (open, old) = &kept[1];
+    s.core
+        .dataset
+        .context()
+        .content
+        .remove(&[Sha256Digest::of(old)]);
+    let read = s.core.read(open.fh, 0, old.len() as u32, 0);
+    assert!(
+        matches!(read, Err(ref e) if errno(e.clone()) == Errno::ESTALE),
+        "{read:?}"
+    );
+    for (open, _) in kept {
+        s.core.release(open.fh);
+    }
+}
+
+#[test]
 fn the_pages_of_an_inode_the_kernel_forgot_are_not_counted_on() {
     let release = small();
     let h = Harness::new(&release);
@@ -154,15 +213,26 @@ fn a_cached_file_is_passed_through_once_registered_and_every_open_of_it_shares_t
     assert_eq!(registered.load(Ordering::Relaxed), 1);
     s.core.release(first.fh);
     s.core.release(second.fh);
-    // The last passthrough open gone, the kernel dropped the backing file:
-    // the next open registers it again.
+    // The last passthrough open gone, the kernel dropped its reference to
+    // the backing file but not the registration: the next open of the same
+    // bytes is passed through to it.
     let third = s
         .core
         .open_with_backing(ino, libc::O_RDONLY, register)
         .unwrap();
-    assert!(matches!(third.mode, ReadMode::Passthrough(_)));
-    assert_eq!(registered.load(Ordering::Relaxed), 2);
+    assert!(matches!(&third.mode, ReadMode::Passthrough(c) if Arc::ptr_eq(a, c)));
+    assert_eq!(registered.load(Ordering::Relaxed), 1);
     s.core.release(third.fh);
+    // Once the kernel forgets the inode, the registration goes with it.
+    s.core.forget(ino, 1);
+    let ino = s.ino(&format!("{TAG}/{PATH}")).unwrap();
+    let fourth = s
+        .core
+        .open_with_backing(ino, libc::O_RDONLY, register)
+        .unwrap();
+    assert!(matches!(fourth.mode, ReadMode::Passthrough(_)));
+    assert_eq!(registered.load(Ordering::Relaxed), 2);
+    s.core.release(fourth.fh);
 }
 
 #[test]
