@@ -791,6 +791,40 @@ fn a_file_passed_through_and_closed_is_read_in_its_new_version_once_it_changed()
 }
 
 #[test]
+fn an_o_direct_open_beside_bytes_the_kernel_holds_reads_its_version_after_a_clear_and_a_change() {
+    // The kernel holds the file's bytes: a backing file still registered
+    // (passed through, then closed), or the pages it kept.
+    for no_passthrough in [false, true] {
+        let mut served = Served::small();
+        let (cache, files) = served.warmed_cache(1);
+        let (path, old) = (files[0].0.clone(), files[0].1.clone());
+        let mut builder = Mount::builder(&served.base_url()).cache(cache.path());
+        if no_passthrough {
+            builder = builder.arg("--no-passthrough");
+        }
+        let mount = builder.start();
+        for _ in 0..2 {
+            assert!(read(&mount.tag_path(&path)).unwrap() == old);
+        }
+        // Opened past the page cache, then the cached copy cleared and the
+        // file changed on the server, before its first read.
+        let direct = open_direct(&mount.tag_path(&path));
+        common::clear_cache(&mount);
+        let mut release = served.release.clone();
+        let new = common::texture_like(common::PNG_MAGIC, old.len(), 93);
+        release.replace_texture(&path, new.clone());
+        served.republish(release);
+        refresh(&mount);
+        assert!(
+            read_at_odd_address(&direct, 64 * 1024) == old,
+            "--no-passthrough {no_passthrough}: the open read another version or none"
+        );
+        drop(direct);
+        assert!(read(&mount.tag_path(&path)).unwrap() == new);
+    }
+}
+
+#[test]
 fn an_o_direct_open_of_a_cached_file_has_no_alignment_rule() {
     use std::os::unix::fs::FileExt;
     let served = Served::small();

@@ -413,6 +413,20 @@ impl Tag {
         self.content_for(path, version.map(|v| v.digest), version)
     }
 
+    /// The cached bytes of `version` for `path`, an open's own, when the
+    /// cache holds them, asking the server nothing.
+    pub fn cached(&self, path: &str, version: Blob) -> Option<OpenBlob> {
+        self.at(path, |view, node| match FileNode::of(node)? {
+            FileNode::Texture(texture) => Ok(self
+                .files
+                .request(&self.context, path, &texture, view.generation)
+                .cached(version)),
+            _ => Ok(None),
+        })
+        .ok()
+        .flatten()
+    }
+
     fn content_for(
         &self,
         path: &str,

@@ -22,6 +22,7 @@ use super::kernel_files::{Bound, KernelFiles, NoBacking, Open, ReadMode, Slot};
 use super::listing::Listings;
 use crate::dataset::{Change, Dataset, Kind, Opened, Stat, Tag};
 use crate::stats::Stats;
+use crate::store::Blob;
 
 /// A handle just bound, before the kernel is told how to read it.
 enum Binding {
@@ -35,6 +36,9 @@ enum Binding {
         direct: bool,
         /// Opened with `O_DIRECT`.
         o_direct: bool,
+        /// Bound to the version the kernel already reads by itself, its
+        /// cached bytes not opened (see [`FsCore::hold_cached`]).
+        unopened: bool,
     },
     /// The statistics: a snapshot whose size changes from one open to the
     /// next.
@@ -333,14 +337,15 @@ impl<B: Send + Sync + 'static> FsCore<B> {
         flags: i32,
         register: impl FnOnce(&File) -> io::Result<B>,
     ) -> Result<Open<B>> {
-        let (fh, slot, in_memory, direct, o_direct) = match self.bind(ino, flags)? {
+        let (fh, slot, in_memory, direct, o_direct, unopened) = match self.bind(ino, flags)? {
             Binding::File {
                 fh,
                 slot,
                 in_memory,
                 direct,
                 o_direct,
-            } => (fh, slot, in_memory, direct, o_direct),
+                unopened,
+            } => (fh, slot, in_memory, direct, o_direct, unopened),
             // The statistics: never cached by the kernel.
             Binding::Snapshot(fh) => {
                 return Ok(Open {
@@ -355,12 +360,23 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             .files
             .admit(fh, &slot, in_memory, direct, o_direct, register)
         {
-            Ok(mode) => Ok(Open {
-                fh,
-                version: slot.version(),
-                size: slot.size(),
-                mode,
-            }),
+            Ok(mode) => {
+                // An `O_DIRECT` open reads past the pages kept.
+                let from_the_kernel = match mode {
+                    ReadMode::Passthrough(_) => true,
+                    ReadMode::PageCache { keep_pages } => keep_pages && !o_direct,
+                    ReadMode::Direct => false,
+                };
+                if unopened && !from_the_kernel {
+                    self.hold_cached(fh, &slot);
+                }
+                Ok(Open {
+                    fh,
+                    version: slot.version(),
+                    size: slot.size(),
+                    mode,
+                })
+            }
             Err(e) => {
                 self.release(fh);
                 Err(e)
@@ -386,9 +402,9 @@ impl<B: Send + Sync + 'static> FsCore<B> {
         let mut opened = tag
             .open(&key.path, held)
             .map_err(|e| FsError::from(e).on_inode())?;
-        if held.is_none_or(|held| opened.version() != Some(held))
-            && self.fetches_at_open(ino, &opened, flags)
-        {
+        let version_held = held.is_some() && opened.version() == held;
+        let unopened = version_held && opened.content().is_none();
+        if !version_held && self.fetches_at_open(ino, &opened, flags) {
             opened = fetched_for_open(&tag, &key.path, opened, &self.dataset.context().stats)?;
         }
         let slot = self.files.bind(ino, &opened, |version| {
@@ -423,7 +439,29 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             in_memory: opened.in_memory(),
             direct: size_unsure,
             o_direct,
+            unopened,
         })
+    }
+
+    /// Binds an open whose bytes were left unopened, since the kernel held
+    /// them, to its cached bytes after all: it was decided to read through
+    /// the mount (`O_DIRECT`, a size the kernel may not hold, an open of
+    /// the page cache beside it), and an open read by the mount holds its
+    /// version's bytes from the start, as any open of cached bytes does, so
+    /// that it reads them whole even if the cache drops them and the file
+    /// changes meanwhile.
+    fn hold_cached(&self, fh: u64, slot: &Slot) {
+        let (Some(digest), Some(size)) = (slot.version(), slot.size()) else {
+            return;
+        };
+        let Some(handle) = self.handles.get(fh) else {
+            return;
+        };
+        if let Handle::File(file) = &*handle {
+            if let Some(open) = file.tag.cached(&file.path, Blob { digest, size }) {
+                let _ = slot.bind(&open);
+            }
+        }
     }
 
     /// Whether an open fetches its file's bytes before it is answered, so
