@@ -7,6 +7,7 @@ Needs root (mounting, dropping the page cache), nginx, curl and rclone.
 """
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -246,12 +247,16 @@ def uring_mount(base: str, cache: Path, mountpoint: Path, *flags):
     over io_uring."""
     if not URING_PARAMETER.exists():
         return contextlib.nullcontext(None)
-    found = URING_PARAMETER.read_text().strip()
-    URING_PARAMETER.write_text("Y")
-    try:
-        return Mount(base, cache, mountpoint, "--io-uring", *flags)
-    finally:
-        URING_PARAMETER.write_text(found)
+    # An exclusive lock on the parameter itself, as the tests take: two
+    # processes that set it at once would otherwise put back each other's.
+    with open(URING_PARAMETER) as locked:
+        fcntl.flock(locked, fcntl.LOCK_EX)
+        found = URING_PARAMETER.read_text().strip()
+        URING_PARAMETER.write_text("Y")
+        try:
+            return Mount(base, cache, mountpoint, "--io-uring", *flags)
+        finally:
+            URING_PARAMETER.write_text(found)
 
 
 def clear_cache(cache: Path):
