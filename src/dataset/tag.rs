@@ -438,15 +438,10 @@ impl Tag {
                 FileNode::Document(name) => {
                     Documents::open(&self.context, &self.document_blob(view, name)?)?
                 }
-                FileNode::Texture(texture) => {
-                    let request =
-                        self.files
-                            .request(&self.context, path, &texture, view.generation);
-                    match bound.and_then(|version| request.cached(version)) {
-                        Some(open) => open,
-                        None => request.content()?,
-                    }
-                }
+                FileNode::Texture(texture) => self
+                    .files
+                    .request(&self.context, path, &texture, view.generation)
+                    .content_of(bound)?,
                 FileNode::Generated(generated) => generated::open(&self.context, &generated)?,
             })
         })?;

@@ -63,6 +63,19 @@ impl FileRequest<'_> {
         Some(open)
     }
 
+    /// The bytes of an open bound to `bound`: those of the texture now
+    /// ([`FileRequest::content`]) unless the tag moved on from that
+    /// version, in which case its cached bytes, if the cache holds them.
+    pub fn content_of(&self, bound: Option<Blob>) -> Result<OpenBlob> {
+        let record = self.records().get(self.path);
+        let now = identity::proven(record.as_ref(), self.texture.hash, self.generation);
+        let moved_on = bound.filter(|b| now.is_none_or(|now| now.digest() != b.digest));
+        match moved_on.and_then(|version| self.cached(version)) {
+            Some(open) => Ok(open),
+            None => self.content(),
+        }
+    }
+
     /// The bytes of the texture now: from the cache when proven, else
     /// downloaded (one download however many readers ask at once). Bytes a
     /// listing that proves nothing named for the file, when they are cached,

@@ -138,7 +138,7 @@ impl<Id> IoModes<Id> {
         let kept = self.kept.peek(&ino);
         match kept.map(|kept| (kept.serves(cached_file, digest), kept.id.clone())) {
             Some((true, id)) if passable && !caching => return Decision::Reuse(id),
-            Some((false, _)) => self.unkeep(ino),
+            Some((false, _)) => drop(self.take_kept(ino)),
             Some((true, _)) | None => {}
         }
         match cached_file {
@@ -215,10 +215,7 @@ impl<Id> IoModes<Id> {
     /// Records an open passed through to the inode's registered backing
     /// file ([`Decision::Reuse`]): live, or kept from earlier opens.
     pub fn reused(&mut self, fh: u64, ino: u64) {
-        let kept = self.kept.pop(&ino);
-        if let Some(kept) = &kept {
-            self.kept_bytes -= kept.size;
-        }
+        let kept = self.take_kept(ino);
         let opens = self.inode(ino);
         match (opens.backing.as_mut(), kept) {
             (Some(backing), _) => backing.opens += 1,
@@ -239,7 +236,7 @@ impl<Id> IoModes<Id> {
         size: u64,
         id: Arc<Id>,
     ) {
-        self.unkeep(ino);
+        self.take_kept(ino);
         self.inode(ino).backing = Some(Backing {
             file_ino: cached_file,
             digest,
@@ -254,7 +251,7 @@ impl<Id> IoModes<Id> {
     /// registration kept for it would serve no inode.
     pub fn forgotten(&mut self, ino: u64) {
         self.paged.remove(&ino);
-        self.unkeep(ino);
+        self.take_kept(ino);
     }
 
     /// Keeps the registration of `ino`'s last passthrough open, within
@@ -272,10 +269,12 @@ impl<Id> IoModes<Id> {
         }
     }
 
-    fn unkeep(&mut self, ino: u64) {
-        if let Some(gone) = self.kept.pop(&ino) {
-            self.kept_bytes -= gone.size;
-        }
+    /// The registration kept for `ino`, no longer kept (dropped, unless
+    /// the caller keeps it: its last reference closes it).
+    fn take_kept(&mut self, ino: u64) -> Option<Backing<Id>> {
+        let kept = self.kept.pop(&ino)?;
+        self.kept_bytes -= kept.size;
+        Some(kept)
     }
 
     fn inode(&mut self, ino: u64) -> &mut InodeOpens<Id> {
