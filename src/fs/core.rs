@@ -418,11 +418,10 @@ impl<B: Send + Sync + 'static> FsCore<B> {
         // at the size the kernel holds. Such an open's reads reach the
         // mount, which ends them at the version's size.
         let size_unsure = self.files.size_unsure(ino, opened.size());
-        if opened
-            .size()
-            .is_some_and(|size| self.files.holds_other_size(ino, size))
-        {
-            // `stat` must show this version's size.
+        if size_unsure && opened.size().is_some() {
+            // `stat` must show this version's size. The size given last may
+            // be it and the kernel still hold another: two replies can
+            // reach it in the other order than they were made.
             self.tell_kernel(vec![Invalidation::Attributes(ino)]);
         }
         let o_direct = flags & libc::O_DIRECT != 0;
@@ -548,6 +547,11 @@ impl<B: Send + Sync + 'static> FsCore<B> {
         };
         if unsure {
             self.stale_size(slot)?;
+        }
+        if file.direct && expected.is_none() && self.files.size_unsure(slot.ino, Some(size)) {
+            // The kernel may hold another size (see `bind`): `stat` must
+            // show the one this read found.
+            self.tell_kernel(vec![Invalidation::Attributes(slot.ino)]);
         }
         Ok(content)
     }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{Errno, Harness, TAG, errno, publish_a_change_elsewhere, small, texture_gets};
+use super::{Errno, Harness, Session, TAG, errno, publish_a_change_elsewhere, small, texture_gets};
 use crate::digest::Sha256Digest;
 use crate::fs::ReadMode;
 
@@ -67,8 +67,13 @@ fn an_open_is_decided_with_its_version_size_and_pages_and_a_changed_file_gets_a_
     assert_ne!(changed.size, first.size);
     assert!(matches!(changed.mode, ReadMode::Direct));
     assert_eq!(s.core.getattr(ino).unwrap().attr.size, bigger.len() as u64);
+    s.kernel.dropped.lock().clear();
     let read = s.core.read(changed.fh, 0, bigger.len() as u32, 0).unwrap();
     assert_eq!(read.bytes, bigger);
+    // Given two sizes, the kernel may hold the old one even though the new
+    // one was given last (replies reordered): the read that found the
+    // version drops it, so that `stat` shows the version's.
+    assert!(s.kernel.dropped.lock().contains(&ino));
     s.core.release(changed.fh);
 
     // The next open is bound to the new version. The kernel was given two
@@ -271,20 +276,15 @@ fn a_backing_file_the_front_end_cannot_register_leaves_the_open_on_the_page_cach
     s.core.release(next.fh);
 }
 
-/// The kernel was told a file's old size, and the new version's bytes are
-/// known at open (the catalog's hash): the kernel is told again, but its
-/// answer may be dropped when an invalidation crosses it, and a page-cache
-/// read would end at the old size. The open reads past the page cache,
-/// whole, and so do later ones: the kernel was given two sizes for the file
-/// this session, and may hold either.
-#[test]
-fn an_open_whose_size_the_kernel_may_not_hold_reads_past_the_page_cache() {
+/// A session that gave the kernel a file's size, after which the server
+/// published a larger version, whose digest the catalog names, and the
+/// mount revalidated: the file's inode and its new bytes.
+fn republished_after_its_size_was_given() -> (Harness, Session, u64, Vec<u8>) {
     const BAKED: &str = "ambientcg/1k/Rock064/color.png";
     let mut release = small();
     let h = Harness::new(&release);
     let s = h.session();
-    let path = format!("{TAG}/{BAKED}");
-    let ino = s.ino(&path).unwrap();
+    let ino = s.ino(&format!("{TAG}/{BAKED}")).unwrap();
     let old = release.files[BAKED].clone();
     assert_eq!(s.core.getattr(ino).unwrap().attr.size, old.len() as u64);
 
@@ -293,6 +293,18 @@ fn an_open_whose_size_the_kernel_may_not_hold_reads_past_the_page_cache() {
     release.replace_texture(BAKED, bigger.clone());
     h.publish(&release);
     s.core.dataset.refresh(None);
+    (h, s, ino, bigger)
+}
+
+/// The kernel was told a file's old size, and the new version's bytes are
+/// known at open (the catalog's hash): the kernel is told again, but its
+/// answer may be dropped when an invalidation crosses it, and a page-cache
+/// read would end at the old size. The open reads past the page cache,
+/// whole, and so do later ones: the kernel was given two sizes for the file
+/// this session, and may hold either.
+#[test]
+fn an_open_whose_size_the_kernel_may_not_hold_reads_past_the_page_cache() {
+    let (_h, s, ino, bigger) = republished_after_its_size_was_given();
 
     let open = s.core.open(ino, libc::O_RDONLY).unwrap();
     assert_eq!(open.version, Some(Sha256Digest::of(&bigger)));
@@ -314,6 +326,40 @@ fn an_open_whose_size_the_kernel_may_not_hold_reads_past_the_page_cache() {
     let again = s.core.open(ino, libc::O_RDONLY).unwrap();
     assert!(matches!(again.mode, ReadMode::Direct));
     s.core.release(again.fh);
+}
+
+/// Two replies computed one after the other can reach the kernel in the
+/// other order (each is taken when it arrives, no invalidation between
+/// them): the kernel can hold a size given before the one given last. An
+/// open of a file given more than one size drops the kernel's attributes,
+/// so that `stat` of the open file shows its version's size, even when the
+/// size given last was that one (over io_uring, `fstat` right after an open
+/// showed the old size while the reads returned the new version whole).
+#[test]
+fn an_open_of_a_file_given_two_sizes_drops_the_size_the_kernel_holds() {
+    let (_h, s, ino, bigger) = republished_after_its_size_was_given();
+    // The new size given last; the reply with the old one may land after.
+    assert_eq!(s.core.getattr(ino).unwrap().attr.size, bigger.len() as u64);
+    s.kernel.dropped.lock().clear();
+
+    for _ in 0..2 {
+        let open = s.core.open(ino, libc::O_RDONLY).unwrap();
+        assert_eq!(open.size, Some(bigger.len() as u64));
+        assert!(
+            s.kernel.dropped.lock().remove(&ino),
+            "the kernel's size is dropped before the open returns"
+        );
+        assert_eq!(s.core.getattr(ino).unwrap().attr.size, bigger.len() as u64);
+        s.core.release(open.fh);
+    }
+
+    // A file given one size all session keeps it across opens.
+    let same = "ambientcg/512/Wood051/ao.png";
+    let same_ino = s.ino(&format!("{TAG}/{same}")).unwrap();
+    s.core.getattr(same_ino).unwrap();
+    let open = s.core.open(same_ino, libc::O_RDONLY).unwrap();
+    assert!(!s.kernel.dropped.lock().contains(&same_ino));
+    s.core.release(open.fh);
 }
 
 /// A PNG larger than a download held in memory.
