@@ -23,7 +23,8 @@ pub fn run(command: CacheCommand) -> Result<(), String> {
 
 fn open(args: &CacheArgs) -> Result<(CacheDir, ContentStore), String> {
     let dir = CacheDir::open(&args.dir()?)?;
-    let (store, recovery) = ContentStore::load(&dir, args.cache_max_size);
+    // Evicts nothing: the limit is the mounts' to keep.
+    let (store, recovery) = ContentStore::inspect(&dir);
     // Files another process was storing when it died are routine.
     if recovery.rebuilt || recovery.corrupt > 0 {
         eprintln!("{recovery}");
@@ -52,27 +53,67 @@ fn references(dir: &CacheDir) -> BTreeMap<TagKey, Vec<(String, Sha256Digest)>> {
     out
 }
 
+/// The limit the cache is kept under: the smallest of those of the live
+/// mounts and prefetches using it (each evicts down to its own on every
+/// insert), or, with none, `flag` (`--cache-max-size`, a mount's default).
+fn limit_line(users: &[u64], flag: u64, bytes: u64) -> String {
+    let used = |cap: u64| match cap {
+        0 => "no limit".to_string(),
+        cap => format!(
+            "limit {} ({:.0}% used)",
+            format_size(cap),
+            bytes as f64 * 100.0 / cap as f64
+        ),
+    };
+    let processes = |n: usize| match n {
+        1 => "the process".to_string(),
+        n => format!("the {n} processes"),
+    };
+    let mut limits: Vec<u64> = users.iter().copied().filter(|&cap| cap > 0).collect();
+    limits.sort_unstable();
+    limits.dedup();
+    match (users.len(), limits.first()) {
+        (0, _) => format!(
+            "{} when mounted with it; no process uses the cache now",
+            used(flag)
+        ),
+        (n, None) => format!("no limit, as {} using it", processes(n)),
+        (n, Some(&smallest)) => {
+            let of = match limits.len() {
+                1 => format!("kept by {} using it", processes(n)),
+                _ => format!(
+                    "the smallest of those of {} using it ({})",
+                    processes(n),
+                    limits
+                        .iter()
+                        .map(|&c| format_size(c))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            format!("{}, {of}", used(smallest))
+        }
+    }
+}
+
 fn status(args: &CacheArgs) -> Result<(), String> {
     let (dir, store) = open(args)?;
     let stored: HashMap<Sha256Digest, u64> = store.entries().into_iter().collect();
     let (files, bytes) = (stored.len(), stored.values().sum::<u64>());
     println!("cache directory: {}", dir.root().display());
-    let cap = store.cap();
-    if cap == 0 {
-        println!(
-            "content: {} in {} (no limit)",
-            format_size(bytes),
-            plural(files, "file")
-        );
-    } else {
-        println!(
-            "content: {} in {}, limit {} ({:.0}% used)",
-            format_size(bytes),
-            plural(files, "file"),
-            format_size(cap),
-            bytes as f64 * 100.0 / cap as f64
-        );
-    }
+    let content = format!(
+        "content: {} in {}",
+        format_size(bytes),
+        plural(files, "file")
+    );
+    let users = store.others_limits().unwrap_or_else(|e| {
+        eprintln!("cannot tell which processes use the cache: {e}");
+        Vec::new()
+    });
+    println!(
+        "{content}, {}",
+        limit_line(&users, args.cache_max_size, bytes)
+    );
     let documents = dir.documents().list();
     let document_bytes: u64 = documents.iter().map(|l| l.size).sum();
     println!(

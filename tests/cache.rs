@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{
-    BIN, Mount, Served, TAG, Tmpfs, open_direct, read, read_at_odd_address, split_generated, walk,
+    BIN, Mount, Served, TAG, Tmpfs, open_direct, read, read_at_odd_address, split_generated,
+    stored_objects, walk, warm,
 };
 use matvisfs_sample::Release;
 use matvisfs_testkit::devserver::{Fault, FaultRule};
@@ -558,6 +559,66 @@ fn a_killed_prefetch_or_mount_leaves_a_clean_cache_that_serves_correct_bytes() {
         assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
     }
     assert_eq!(served.texture_gets(), 0);
+}
+
+/// `cache status` shows the limit the cache is kept under: that of the
+/// mount using it, not a default; and looking into the cache never evicts
+/// (an index rebuilt from the files found is within no command's limit).
+#[test]
+fn cache_status_shows_the_mounts_limit_and_evicts_nothing() {
+    let served = Served::small();
+    let cache = tempfile::tempdir().unwrap();
+    let paths: Vec<&str> = served
+        .release
+        .textures()
+        .map(|(p, _)| p.as_str())
+        .take(6)
+        .collect();
+    warm(&served.base_url(), cache.path(), &paths);
+    let stored = stored_objects(cache.path());
+    assert_eq!(stored.len(), 6);
+    let status_text = |extra: &[&str]| {
+        let mut args = vec!["cache", "status"];
+        args.extend_from_slice(extra);
+        let status = matvisfs(&args, cache.path());
+        assert!(status.status.success(), "{status:?}");
+        stdout(&status)
+    };
+    {
+        let mount = Mount::builder(&served.base_url())
+            .cache(cache.path())
+            .arg("--cache-max-size")
+            .arg("123MB")
+            .start();
+        read(&mount.tag_path(paths[0])).unwrap();
+        let text = status_text(&[]);
+        assert!(
+            text.contains("limit 123.0 MB") && text.contains("kept by the process using it"),
+            "{text}"
+        );
+    }
+    let text = status_text(&[]);
+    assert!(
+        text.contains("limit 5.0 GB") && text.contains("no process uses the cache now"),
+        "{text}"
+    );
+    // The index lost: the files are adopted again, none evicted, whatever
+    // the limit the command is given.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = fs::remove_file(cache.path().join(format!("cache.db{suffix}")));
+    }
+    status_text(&["--cache-max-size", "1kB"]);
+    assert_eq!(stored_objects(cache.path()), stored);
+    let verify = matvisfs(
+        &["cache", "verify", "--cache-max-size", "1kB"],
+        cache.path(),
+    );
+    assert!(
+        stdout(&verify).contains(": 0 corrupt"),
+        "{}",
+        stdout(&verify)
+    );
+    assert_eq!(stored_objects(cache.path()), stored);
 }
 
 #[test]

@@ -122,20 +122,31 @@ impl ContentStore {
     /// [`ContentStore::load`], holding at most `memory` bytes of downloads
     /// that the disk refuses.
     pub fn load_with_memory(dir: &CacheDir, cap: u64, memory: u64) -> (ContentStore, Recovery) {
+        ContentStore::start(dir, Some(cap), memory)
+    }
+
+    /// A store to look into the cache, list, check and remove objects:
+    /// it evicts nothing, whatever the mounts' limits, and keeps no
+    /// limit of its own (see [`ContentStore::others_limits`]).
+    pub fn inspect(dir: &CacheDir) -> (ContentStore, Recovery) {
+        ContentStore::start(dir, None, UNCACHED_MEMORY)
+    }
+
+    fn start(dir: &CacheDir, limit: Option<u64>, memory: u64) -> (ContentStore, Recovery) {
         let objects = dir.objects();
         let db = dir.database();
         let (index, recovery) = ContentIndex::open(
             db.clone(),
             &objects,
             dir.writers(),
-            cap,
+            limit,
             dir.database_is_new(),
         );
         let shared = Arc::new(SharedWithCommitter {
             objects,
             index,
             db,
-            cap,
+            cap: limit.unwrap_or(0),
             evictions: AtomicU64::new(0),
             memory: Arc::new(MemoryBudget::new(memory)),
             staged: Arc::new(MemoryBudget::new(STAGED_MEMORY)),
@@ -164,6 +175,12 @@ impl ContentStore {
 
     pub fn cap(&self) -> u64 {
         self.shared.cap
+    }
+
+    /// The limits that the other live processes using the cache keep it
+    /// under (0: none), one for each of their stores.
+    pub fn others_limits(&self) -> io::Result<Vec<u64>> {
+        self.shared.index.others_limits()
     }
 
     pub fn evictions(&self) -> u64 {
@@ -559,7 +576,8 @@ mod tests {
     fn files_kept_but_not_yet_synced_are_checked_after_a_crash() {
         let (dir, cache) = cache();
         let objects = cache.objects();
-        let (index, _) = ContentIndex::open(cache.database(), &objects, cache.writers(), 0, false);
+        let (index, _) =
+            ContentIndex::open(cache.database(), &objects, cache.writers(), Some(0), false);
         let ingested = |bytes: &[u8]| {
             let mut ingest = objects.ingest().unwrap();
             ingest.write(&texture(bytes)).unwrap();
@@ -870,6 +888,33 @@ mod tests {
         );
         assert_eq!(store.totals(), (2, 4 + 10 + 2 * M));
         assert!(store.open(&kept).is_some());
+    }
+
+    /// `cache status` and `verify` adopt files the index missed without
+    /// evicting: the limit is the mounts', not the command's.
+    #[test]
+    fn a_store_that_inspects_adopts_files_without_evicting_and_names_no_limit() {
+        let (dir, cache) = cache();
+        let (store, _) = ContentStore::load(&cache, 0);
+        for i in 0..4u8 {
+            put(&store, &[i; 100]);
+        }
+        drop(store);
+        let db = dir.path().join("c").join(super::super::db::FILE);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+        }
+        let (inspecting, recovery) = ContentStore::inspect(&reopen(&dir));
+        assert_eq!(recovery.adopted, 4);
+        assert_eq!(inspecting.totals(), (4, 4 * (100 + M)));
+        assert_eq!(bytes_on_disk(&cache), 4 * (100 + M));
+        // A mount beside it with a limit of two objects: its limit is seen,
+        // not the inspecting store's.
+        let (mount, _) = ContentStore::load(&reopen(&dir), 2 * (100 + M));
+        assert_eq!(inspecting.others_limits().unwrap(), [2 * (100 + M)]);
+        assert_eq!(mount.others_limits().unwrap(), Vec::<u64>::new());
+        drop(mount);
+        assert!(inspecting.others_limits().unwrap().is_empty());
     }
 
     #[test]

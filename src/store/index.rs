@@ -108,6 +108,9 @@ pub struct ContentIndex {
     /// This store's identity, named by its marks; taken again before the
     /// next insert if it could not be.
     writer: Mutex<Option<WriterLock>>,
+    /// The limit this store keeps the cache under (0: none), recorded in
+    /// its lock; `None`: it only inspects the cache, and enforces none.
+    limit: Option<u64>,
     /// (files, bytes) after this process's last transaction: read without
     /// the database (for the statistics, on the kernel's threads).
     totals: Mutex<(usize, u64)>,
@@ -165,22 +168,24 @@ fn remove_files(objects: &ObjectStore, victims: &[(Sha256Digest, u64)]) {
 impl ContentIndex {
     /// Loads the index, reconciled with the files in `objects`: rows whose
     /// file is gone are dropped, files without a row are checked and
-    /// adopted (or removed when their bytes are wrong), within `cap`.
+    /// adopted (or removed when their bytes are wrong), within `limit`
+    /// (`None`: a store that only inspects the cache evicts nothing).
     pub fn open(
         db: Arc<Database>,
         objects: &ObjectStore,
         writers: Writers,
-        cap: u64,
+        limit: Option<u64>,
         rebuilt: bool,
     ) -> (ContentIndex, Recovery) {
         let writer = writers
-            .take()
+            .take(limit)
             .inspect_err(|e| tracing::warn!("cannot make the cache's lock for this process: {e}"))
             .ok();
         let index = ContentIndex {
             db,
             writers,
             writer: Mutex::new(writer),
+            limit,
             totals: Mutex::new((0, 0)),
             used: Mutex::new(LruCache::new(USES_REMEMBERED.try_into().expect("not zero"))),
         };
@@ -188,7 +193,7 @@ impl ContentIndex {
             rebuilt,
             ..Recovery::default()
         };
-        if let Err(e) = index.reconcile(objects, cap, &mut recovery) {
+        if let Err(e) = index.reconcile(objects, limit.unwrap_or(0), &mut recovery) {
             tracing::warn!("cannot reconcile the cache index with the files: {e}");
         }
         if let Err(e) = index.check_unsynced(objects, &mut recovery) {
@@ -290,12 +295,19 @@ impl ContentIndex {
         tx.commit()
     }
 
+    /// The limits that the cache's other live stores keep it under (0:
+    /// none), each store's once.
+    pub fn others_limits(&self) -> std::io::Result<Vec<u64>> {
+        let own = self.writer.lock().as_ref().map(|w| w.name().to_string());
+        self.writers.live_limits(own.as_deref())
+    }
+
     /// This store's name in its marks, its lock taken again if it was
     /// lost.
     fn writer(&self) -> std::io::Result<String> {
         let mut writer = self.writer.lock();
         if writer.is_none() {
-            *writer = Some(self.writers.take()?);
+            *writer = Some(self.writers.take(self.limit)?);
         }
         Ok(writer.as_ref().expect("taken").name().to_string())
     }
@@ -611,7 +623,7 @@ mod tests {
             "hold" => {
                 let objects = cache.objects();
                 let (index, _) =
-                    ContentIndex::open(cache.database(), &objects, cache.writers(), 0, false);
+                    ContentIndex::open(cache.database(), &objects, cache.writers(), Some(0), false);
                 let downloads = (0..HELD)
                     .map(|i| ingested(&objects, &object(99, i)))
                     .collect();

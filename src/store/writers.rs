@@ -8,13 +8,17 @@
 //! one's are checked. A process id would not do: ids are reused, and one
 //! process may hold several stores.
 //!
+//! A lock file also holds the limit its store keeps the cache under (`cap
+//! <bytes>`, 0 for none; `inspects` for a store that enforces none of its
+//! own): `cache status` shows the limits of the live ones.
+//!
 //! A dead writer's lock is taken by the process that checks its objects,
 //! which makes it look alive to a third; so checks happen under one more
 //! lock, `tmp/.recovery`, held while writers are tried and their objects
 //! checked: under it, a writer's lock held means a live writer.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use rustix::fs::{FlockOperation, Mode, OFlags};
@@ -25,6 +29,9 @@ const RECOVERY_LOCK: &str = ".recovery";
 const PREFIX: &str = "writer-";
 /// A lock file being made: not a writer's yet.
 const NEW_PREFIX: &str = ".writer-";
+/// A lock file's record of its store's limit.
+const CAP: &str = "cap";
+const INSPECTS: &str = "inspects";
 
 /// The lock files, in the cache's `tmp/`.
 #[derive(Debug, Clone)]
@@ -91,11 +98,16 @@ impl Writers {
     /// A new writer's lock: made and locked under another name, then
     /// renamed, so that no process ever finds it unlocked while its writer
     /// lives.
-    pub fn take(&self) -> io::Result<WriterLock> {
+    pub fn take(&self, limit: Option<u64>) -> io::Result<WriterLock> {
         let temp = self.dir.create_temp(NEW_PREFIX)?;
         if !try_lock(temp.file())? {
             return Err(io::Error::other("a new lock file is locked already"));
         }
+        let record = match limit {
+            Some(cap) => format!("{CAP} {cap}\n"),
+            None => format!("{INSPECTS}\n"),
+        };
+        temp.file().write_all(record.as_bytes())?;
         // The same open file description: the lock stays with it.
         let file = temp.file().try_clone()?;
         let name = temp.name()[1..].to_string();
@@ -137,6 +149,36 @@ impl Writers {
             })),
             false => Liveness::Alive,
         })
+    }
+
+    /// The limits that the live stores other than `own` keep the cache
+    /// under (0: none), each store's once; stores that enforce none of
+    /// their own are left out, and so are those whose record is not read.
+    pub fn live_limits(&self, own: Option<&str>) -> io::Result<Vec<u64>> {
+        let _recovery = self.recovery()?;
+        let mut limits = Vec::new();
+        for (name, _) in self.dir.entries()? {
+            if !is_writer_name(&name) || Some(name.as_str()) == own {
+                continue;
+            }
+            // A dead writer's lock is let go at once, untouched.
+            let Ok(Liveness::Alive) = self.probe(&name) else {
+                continue;
+            };
+            let mut record = String::new();
+            let read = self
+                .dir
+                .open_file(&name)
+                .and_then(|mut file| Read::by_ref(&mut file).take(64).read_to_string(&mut record));
+            let limit = record
+                .strip_prefix(CAP)
+                .and_then(|rest| rest.trim().parse().ok());
+            // Not pushed: gone meanwhile, or a store that enforces none.
+            if let (Ok(_), Some(limit)) = (read, limit) {
+                limits.push(limit);
+            }
+        }
+        Ok(limits)
     }
 
     /// Lock files of dead writers (under [`Writers::recovery`]), except
@@ -200,8 +242,8 @@ mod tests {
     #[test]
     fn a_writer_is_alive_while_its_lock_is_held_even_in_the_same_process() {
         let (dir, writers) = writers();
-        let first = writers.take().unwrap();
-        let second = writers.take().unwrap();
+        let first = writers.take(Some(0)).unwrap();
+        let second = writers.take(Some(0)).unwrap();
         assert_ne!(first.name(), second.name());
         assert!(is_lock_name(first.name()), "{}", first.name());
         let mut both = vec![first.name().to_string(), second.name().to_string()];
@@ -224,9 +266,27 @@ mod tests {
     }
 
     #[test]
+    fn the_live_writers_limits_are_read_from_their_locks() {
+        let (dir, writers) = writers();
+        let own = writers.take(Some(7)).unwrap();
+        let mount = writers.take(Some(5_000_000_000)).unwrap();
+        let unlimited = writers.take(Some(0)).unwrap();
+        let _inspecting = writers.take(None).unwrap();
+        // A killed writer's record: not a live one's limit.
+        std::fs::write(dir.path().join("tmp").join("writer-1-2-3"), b"cap 9\n").unwrap();
+        let mut limits = writers.live_limits(Some(own.name())).unwrap();
+        limits.sort_unstable();
+        assert_eq!(limits, [0, 5_000_000_000]);
+        drop((mount, unlimited));
+        assert!(writers.live_limits(Some(own.name())).unwrap().is_empty());
+        // Left as it was: the dead writer's file is for a store's check.
+        assert!(dir.path().join("tmp").join("writer-1-2-3").exists());
+    }
+
+    #[test]
     fn a_lock_file_left_unlocked_is_a_dead_writers_and_names_are_checked() {
         let (dir, writers) = writers();
-        let own = writers.take().unwrap();
+        let own = writers.take(None).unwrap();
         // What a killed process leaves: its file, no lock on it.
         let left = dir.path().join("tmp").join("writer-1-2-3");
         std::fs::write(&left, b"").unwrap();
