@@ -467,8 +467,31 @@ fn stall_downloads_after(served: &Served, completed: usize) {
         .inject(FaultRule::new("cdn/", Fault::StallBody));
 }
 
-/// Waits until `stored` objects are in the cache and a download beyond the
-/// answered ones has started: the moment to kill, mid-work.
+/// Digests (hex) that a file record in the cache's database names as the
+/// cached bytes of its path.
+fn recorded_digests(cache: &Path) -> std::collections::HashSet<String> {
+    // Never made here: the process that makes it marks it new.
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE;
+    let Ok(db) = rusqlite::Connection::open_with_flags(cache.join("cache.db"), flags) else {
+        return Default::default();
+    };
+    let Ok(mut query) = db.prepare("SELECT sha256 FROM files WHERE sha256 IS NOT NULL") else {
+        return Default::default();
+    };
+    query
+        .query_map([], |row| row.get::<_, Vec<u8>>(0))
+        .map(|rows| {
+            rows.filter_map(Result::ok)
+                .map(|digest| digest.iter().map(|b| format!("{b:02x}")).collect())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until `stored` objects are in the cache, each with the record of
+/// its path (written beside the object, a moment apart: a kill between the
+/// two leaves an object no path names, downloaded again), and a download
+/// beyond the answered ones has started: the moment to kill, mid-work.
 fn wait_until_mid_work(served: &Served, cache: &Path, stored: usize, answered: usize) {
     let downloads_started = || {
         served
@@ -479,9 +502,14 @@ fn wait_until_mid_work(served: &Served, cache: &Path, stored: usize, answered: u
             .count()
     };
     common::wait_for(
-        &format!("{stored} objects stored and a download cut off mid-body"),
+        &format!("{stored} objects stored and recorded, and a download cut off mid-body"),
         Duration::from_secs(30),
-        || common::stored_objects(cache).len() == stored && downloads_started() > answered,
+        || {
+            let objects = common::stored_objects(cache);
+            objects.len() == stored
+                && downloads_started() > answered
+                && recorded_digests(cache).is_superset(&objects.into_iter().collect())
+        },
     );
 }
 
