@@ -274,9 +274,28 @@ const NOTIFY_WAIT: Duration = Duration::from_secs(2);
 /// their own; the caller waits for them, within [`NOTIFY_WAIT`]. Those
 /// nobody waits for go through a second thread, so that one the kernel
 /// holds back (a name, while a lookup holds its directory) delays no other.
+/// Attributes alone are sent from the caller's thread: the kernel takes
+/// them at once, and they must not wait behind a batch it holds back (an
+/// open that drops its file's size would wait with it).
 struct KernelNotifier {
+    direct: Notifier,
     queue: parking_lot::Mutex<mpsc::Sender<(Vec<Invalidation>, mpsc::SyncSender<()>)>>,
     later: parking_lot::Mutex<mpsc::Sender<(Vec<Invalidation>, mpsc::SyncSender<()>)>>,
+}
+
+fn send(notifier: &Notifier, invalidation: &Invalidation) {
+    let result = match invalidation {
+        // A negative offset: attributes only.
+        Invalidation::Attributes(ino) => notifier.inval_inode(INodeNo(*ino), -1, 0),
+        Invalidation::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
+        Invalidation::Entry { parent, name } => {
+            notifier.inval_entry(INodeNo(*parent), OsStr::new(name))
+        }
+    };
+    // ENOENT: the kernel had nothing cached for it.
+    if let Err(e) = result {
+        tracing::trace!(?invalidation, "the kernel refused an invalidation: {e}");
+    }
 }
 
 /// A thread that sends each batch of invalidations to the kernel, then
@@ -290,19 +309,8 @@ fn invalidator(
         .name(name.into())
         .spawn(move || {
             for (invalidations, done) in rx {
-                for invalidation in invalidations {
-                    let result = match &invalidation {
-                        // A negative offset: attributes only.
-                        Invalidation::Attributes(ino) => notifier.inval_inode(INodeNo(*ino), -1, 0),
-                        Invalidation::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
-                        Invalidation::Entry { parent, name } => {
-                            notifier.inval_entry(INodeNo(*parent), OsStr::new(name))
-                        }
-                    };
-                    // ENOENT: the kernel had nothing cached for it.
-                    if let Err(e) = result {
-                        tracing::trace!(?invalidation, "the kernel refused an invalidation: {e}");
-                    }
+                for invalidation in &invalidations {
+                    send(&notifier, invalidation);
                 }
                 let _ = done.try_send(());
             }
@@ -314,6 +322,7 @@ fn invalidator(
 impl KernelNotifier {
     fn start(session: &Session<FuseAdapter>) -> Arc<KernelNotifier> {
         Arc::new(KernelNotifier {
+            direct: session.notifier(),
             queue: parking_lot::Mutex::new(invalidator("invalidator", session.notifier())),
             later: parking_lot::Mutex::new(invalidator("invalidator-later", session.notifier())),
         })
@@ -322,6 +331,15 @@ impl KernelNotifier {
 
 impl Kernel for KernelNotifier {
     fn invalidate(&self, invalidations: Vec<Invalidation>) {
+        if invalidations
+            .iter()
+            .all(|i| matches!(i, Invalidation::Attributes(_)))
+        {
+            for invalidation in &invalidations {
+                send(&self.direct, invalidation);
+            }
+            return;
+        }
         let (done, finished) = mpsc::sync_channel(1);
         let count = invalidations.len();
         if self.queue.lock().send((invalidations, done)).is_err() {

@@ -647,3 +647,87 @@ fn a_burst_of_first_reads_fits_a_hard_limit_of_1024_open_files() {
     assert_eq!(stats("uncached_reads"), 0);
     assert_eq!(common::stored_objects(&mount.cache).len(), paths.len());
 }
+
+/// A refresh's change reaches every listing and size the kernel kept
+/// before the command returns, even while a lookup waits on the server in
+/// a directory that lost a name: the kernel takes that directory's lock to
+/// drop the name, so names are dropped without waiting, and the rest (the
+/// lost file's attributes first) at once. Before, what was queued behind
+/// the name waited for the lookup: the command went on after 2 s, and
+/// `stat` showed a file's old size (and the adversary an `ls` of a tier
+/// without the materials the catalog named).
+#[test]
+fn a_refresh_reaches_every_listing_while_a_lookup_waits_where_a_name_went() {
+    let served = Served::plain_mirror(matvisfs_sample::Release::generate(
+        &matvisfs_sample::ReleaseSpec::small(TAG),
+    ));
+    // Patient enough for the lookup held back below.
+    let mount = Mount::builder(&served.base_url()).timeout(30).start();
+    // Sizes not in the catalog: a lookup asks the server.
+    let material = "ambientcg/512/Wood051";
+    let names = |dir: &str| -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(mount.tag_path(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    // The name that goes, known to the kernel first, and so dropped before
+    // the listing looked at after it.
+    let lost = format!("{material}/roughness.png");
+    fs::metadata(mount.tag_path(&lost)).unwrap();
+    let tier = "ambientcg/1k";
+    assert!(names(tier).contains(&"Metal032".to_string()));
+    let resized = fs::metadata(mount.tag_path(BAKED)).unwrap().len();
+
+    let mut release = served.release.clone();
+    let bigger = images::png("republished", "color", 40);
+    assert_ne!(bigger.len() as u64, resized);
+    release.replace_texture(BAKED, bigger.clone());
+    let mut catalog = release.json("ambientcg.json");
+    let materials = catalog.as_array_mut().unwrap();
+    materials.retain(|m| m["id"] != "Metal032");
+    for entry in materials.iter_mut().filter(|m| m["id"] == "Wood051") {
+        let maps = entry["maps"].as_array_mut().unwrap();
+        maps.retain(|m| m != "roughness");
+    }
+    release.set_json("ambientcg.json", &catalog);
+    // In place, the commit unchanged: one change, the catalog's.
+    release.write_to(served.dir.path()).unwrap();
+
+    // A lookup in the material's directory waits on the server.
+    let waiting = format!("{material}/normal.png");
+    served.server.inject(FaultRule::new(
+        &waiting,
+        Fault::Delay(Duration::from_secs(8)),
+    ));
+    std::thread::scope(|scope| {
+        let path = mount.tag_path(&waiting);
+        let lookup = scope.spawn(move || fs::metadata(path).map(|m| m.len()));
+        wait_for("the lookup's request", LIMIT, || {
+            served
+                .server
+                .requests()
+                .iter()
+                .any(|r| r.path.ends_with(&waiting))
+        });
+        let refreshed = refresh(&mount.path, &[]);
+        assert!(refreshed.status.success(), "{}", text(&refreshed.stderr));
+        assert!(
+            !names(tier).contains(&"Metal032".to_string()),
+            "{:?}",
+            names(tier)
+        );
+        assert!(!names(material).contains(&"roughness.png".to_string()));
+        assert_eq!(
+            fs::metadata(mount.tag_path(BAKED)).unwrap().len(),
+            bigger.len() as u64
+        );
+        assert_eq!(
+            fs::metadata(mount.tag_path(&lost)).unwrap_err().kind(),
+            std::io::ErrorKind::NotFound
+        );
+        assert!(lookup.join().unwrap().unwrap() > 0);
+    });
+}

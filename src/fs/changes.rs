@@ -6,12 +6,26 @@ use super::inodes::NodeKey;
 use super::kernel::Invalidation;
 use crate::dataset::{Change, Kind};
 
+/// What the kernel must drop: `now`, before the operation that found the
+/// change returns; `later`, names, sent without waiting: the kernel takes
+/// a name's directory lock to drop it, which a lookup in that directory
+/// holds until it is answered, and the answer may wait for the very
+/// operation that sends them (a lookup joins the revalidation under way).
+/// A name waiting there is harmless: its inode's attributes, dropped now,
+/// are asked for again, and the mount answers that it is gone.
+#[derive(Debug, Default)]
+pub struct Invalidations {
+    pub now: Vec<Invalidation>,
+    pub later: Vec<Invalidation>,
+}
+
 impl<B: Send + Sync + 'static> FsCore<B> {
     /// The kernel caches to drop after a change on the server: for one file,
-    /// its attributes; for a tag, removed names, every directory's listing
-    /// and attributes, and every file's attributes (its size may differ; its
-    /// pages are never shared with another version, see `kernel_files`).
-    pub fn invalidations(&self, change: &Change) -> Vec<Invalidation> {
+    /// its attributes; for a tag, removed names (and their attributes),
+    /// every directory's listing and attributes, and every file's
+    /// attributes (its size may differ; its pages are never shared with
+    /// another version, see `kernel_files`).
+    pub fn invalidations(&self, change: &Change) -> Invalidations {
         let tag = change.tag.as_str();
         if let Some(file) = &change.file {
             let key = NodeKey {
@@ -20,7 +34,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             };
             // A file the kernel has no inode for may be missing from a
             // listing it kept (a map found on the server): that listing goes.
-            return match self.inodes.ino_of(&key) {
+            let now = match self.inodes.ino_of(&key) {
                 Some(ino) => vec![Invalidation::Attributes(ino)],
                 None => key
                     .parent()
@@ -29,52 +43,51 @@ impl<B: Send + Sync + 'static> FsCore<B> {
                     .into_iter()
                     .collect(),
             };
+            return Invalidations {
+                now,
+                later: Vec::new(),
+            };
         }
         let Some(loaded) = self.dataset.loaded(tag) else {
-            return Vec::new();
+            return Invalidations::default();
         };
-        let mut out = Vec::new();
+        let mut out = Invalidations::default();
         for (ino, key) in self.inodes.under_tag(tag) {
             if key.path.is_empty() {
-                out.push(Invalidation::Inode(ino));
+                out.now.push(Invalidation::Inode(ino));
                 continue;
             }
             match loaded.kind_now(&key.path) {
                 Some(None) => {
+                    out.now.push(Invalidation::Attributes(ino));
                     if let Some((parent, name)) = key.parent() {
                         if let Some(parent) = self.inodes.ino_of(&parent) {
-                            out.push(Invalidation::Entry {
+                            out.later.push(Invalidation::Entry {
                                 parent,
                                 name: name.to_string(),
                             });
                         }
                     }
                 }
-                Some(Some(Kind::File | Kind::Symlink)) => out.push(Invalidation::Attributes(ino)),
+                Some(Some(Kind::File | Kind::Symlink)) => {
+                    out.now.push(Invalidation::Attributes(ino))
+                }
                 // A directory, or not known without loading a catalog.
-                Some(Some(Kind::Dir)) | None => out.push(Invalidation::Inode(ino)),
+                Some(Some(Kind::Dir)) | None => out.now.push(Invalidation::Inode(ino)),
             }
         }
         out
     }
 }
 
-/// What the kernel must drop for a file found absent on the server: at
-/// once, the file's attributes, its directory's listing and the
-/// attributes of the directory's other entries (the documents generated
-/// there no longer name it); and its name, which is sent without waiting,
-/// since the kernel takes the directory's lock for it, which a lookup in
-/// that directory (the very one that found the file absent, perhaps)
-/// holds until it is answered.
-pub struct Gone {
-    pub now: Vec<Invalidation>,
-    pub later: Vec<Invalidation>,
-}
-
 impl<B: Send + Sync + 'static> FsCore<B> {
     /// The invalidations for `change` when it is a file now absent from its
-    /// tag's tree; `None` for any other change.
-    pub fn gone(&self, change: &Change) -> Option<Gone> {
+    /// tag's tree (`None` for any other change): at once, the file's
+    /// attributes, its directory's listing and the attributes of the
+    /// directory's other entries (the documents generated there no longer
+    /// name it); its name later (the lookup that found the file absent,
+    /// perhaps, holds the directory).
+    pub fn gone(&self, change: &Change) -> Option<Invalidations> {
         let file = change.file.as_deref()?;
         let tag = self.dataset.loaded(&change.tag)?;
         if tag.kind_now(file) != Some(None) {
@@ -92,7 +105,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             .into_iter()
             .collect();
         let Some(parent) = self.inodes.ino_of(&dir) else {
-            return Some(Gone {
+            return Some(Invalidations {
                 now,
                 later: Vec::new(),
             });
@@ -105,7 +118,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
                     .map(Invalidation::Attributes),
             );
         }
-        Some(Gone {
+        Some(Invalidations {
             now,
             later: vec![Invalidation::Entry {
                 parent,

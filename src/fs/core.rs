@@ -164,20 +164,20 @@ impl<B: Send + Sync + 'static> FsCore<B> {
     }
 
     fn changed(&self, change: &Change) {
-        if let Some(gone) = self.gone(change) {
-            self.tell_kernel(gone.now);
-            if let (Some(kernel), false) = (self.kernel.get(), gone.later.is_empty()) {
-                kernel.invalidate_later(gone.later);
-            }
-            return;
-        }
-        let invalidations = self.invalidations(change);
+        let invalidations = match self.gone(change) {
+            Some(gone) => gone,
+            None => self.invalidations(change),
+        };
         tracing::debug!(
             ?change,
-            count = invalidations.len(),
+            now = invalidations.now.len(),
+            later = invalidations.later.len(),
             "invalidating kernel caches"
         );
-        self.tell_kernel(invalidations);
+        self.tell_kernel(invalidations.now);
+        if let (Some(kernel), false) = (self.kernel.get(), invalidations.later.is_empty()) {
+            kernel.invalidate_later(invalidations.later);
+        }
     }
 
     pub(super) fn stat(&self, key: &NodeKey) -> Result<Stat> {
@@ -418,10 +418,12 @@ impl<B: Send + Sync + 'static> FsCore<B> {
         // at the size the kernel holds. Such an open's reads reach the
         // mount, which ends them at the version's size.
         let size_unsure = self.files.size_unsure(ino, opened.size());
-        if size_unsure && opened.size().is_some() {
-            // `stat` must show this version's size. The size given last may
-            // be it and the kernel still hold another: two replies can
-            // reach it in the other order than they were made.
+        if size_unsure {
+            // `stat` must show this version's size (or, when it is not
+            // known yet, the size the mount knows now, which its first read
+            // confirms). The size given last may be it and the kernel still
+            // hold another: two replies can reach it in the other order
+            // than they were made.
             self.tell_kernel(vec![Invalidation::Attributes(ino)]);
         }
         let o_direct = flags & libc::O_DIRECT != 0;

@@ -62,10 +62,14 @@ fn an_open_is_decided_with_its_version_size_and_pages_and_a_changed_file_gets_a_
     // A new decision: not the old version (the new one is not cached yet,
     // so its first read binds it), read past the page cache, since the
     // size of a version not known yet may not be the one the kernel holds.
+    s.kernel.dropped.lock().clear();
     let changed = s.core.open(ino, libc::O_RDONLY).unwrap();
     assert_ne!(changed.version, first.version);
     assert_ne!(changed.size, first.size);
     assert!(matches!(changed.mode, ReadMode::Direct));
+    // The old size the kernel holds is dropped at the open, the version's
+    // not known yet: `stat` of the open file asks the mount.
+    assert!(s.kernel.dropped.lock().contains(&ino));
     assert_eq!(s.core.getattr(ino).unwrap().attr.size, bigger.len() as u64);
     s.kernel.dropped.lock().clear();
     let read = s.core.read(changed.fh, 0, bigger.len() as u32, 0).unwrap();
