@@ -53,10 +53,16 @@ fn references(dir: &CacheDir) -> BTreeMap<TagKey, Vec<(String, Sha256Digest)>> {
     out
 }
 
-/// The limit the cache is kept under: the smallest of those of the live
-/// mounts and prefetches using it (each evicts down to its own on every
-/// insert), or, with none, `flag` (`--cache-max-size`, a mount's default).
+/// The limits the cache is kept under: those of the live mounts and
+/// prefetches using it (0: none), or, with none, `flag`
+/// (`--cache-max-size`, a mount's default). Each process brings the cache
+/// down to its own limit when it stores a file, so with several limits
+/// the cache may stand anywhere up to the largest.
 fn limit_line(users: &[u64], flag: u64, bytes: u64) -> String {
+    let limit = |cap: u64| match cap {
+        0 => "no limit".to_string(),
+        cap => format_size(cap),
+    };
     let used = |cap: u64| match cap {
         0 => "no limit".to_string(),
         cap => format!(
@@ -69,30 +75,24 @@ fn limit_line(users: &[u64], flag: u64, bytes: u64) -> String {
         1 => "the process".to_string(),
         n => format!("the {n} processes"),
     };
-    let mut limits: Vec<u64> = users.iter().copied().filter(|&cap| cap > 0).collect();
+    let mut limits = users.to_vec();
     limits.sort_unstable();
     limits.dedup();
-    match (users.len(), limits.first()) {
+    match (users.len(), limits.as_slice()) {
         (0, _) => format!(
             "{} when mounted with it; no process uses the cache now",
             used(flag)
         ),
-        (n, None) => format!("no limit, as {} using it", processes(n)),
-        (n, Some(&smallest)) => {
-            let of = match limits.len() {
-                1 => format!("kept by {} using it", processes(n)),
-                _ => format!(
-                    "the smallest of those of {} using it ({})",
-                    processes(n),
-                    limits
-                        .iter()
-                        .map(|&c| format_size(c))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            };
-            format!("{}, {of}", used(smallest))
-        }
+        (n, [only]) => format!("{}, kept by {} using it", used(*only), processes(n)),
+        (n, several) => format!(
+            "limits {} of {} using it: each brings the cache down to its own when it stores a file",
+            several
+                .iter()
+                .map(|&c| limit(c))
+                .collect::<Vec<_>>()
+                .join(", "),
+            processes(n)
+        ),
     }
 }
 
@@ -242,4 +242,33 @@ fn clear(args: &ClearArgs) -> Result<(), String> {
         format_size(freed)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::limit_line;
+
+    #[test]
+    fn the_limit_shown_is_the_live_processes_and_every_one_when_they_differ() {
+        let gb = 1_000_000_000;
+        assert_eq!(
+            limit_line(&[], 5 * gb, gb),
+            "limit 5.0 GB (20% used) when mounted with it; no process uses the cache now"
+        );
+        assert_eq!(
+            limit_line(&[2 * gb, 2 * gb], 5 * gb, gb),
+            "limit 2.0 GB (50% used), kept by the 2 processes using it"
+        );
+        assert_eq!(
+            limit_line(&[0], 5 * gb, gb),
+            "no limit, kept by the process using it"
+        );
+        // A smaller limit does not hold while a larger one stores files;
+        // "no limit" is one of them.
+        let several = limit_line(&[gb, 0, 20 * gb], 5 * gb, gb);
+        assert!(
+            several.starts_with("limits no limit, 1.0 GB, 20.0 GB of the 3 processes"),
+            "{several}"
+        );
+    }
 }

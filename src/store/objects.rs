@@ -103,6 +103,27 @@ impl ObjectPath {
     }
 }
 
+/// What a name listed in a prefix directory is, looked at again.
+#[derive(Debug, PartialEq, Eq)]
+enum ListedEntry {
+    File(u64, std::time::SystemTime),
+    /// Evicted or cleared by another process since the listing: left
+    /// alone (a removal now could take the same object stored again).
+    Vanished,
+    /// A link or a directory: never the store's.
+    Foreign,
+}
+
+/// `listed`: what the directory listing said; `now`: what a look at the
+/// name finds, if it is still there.
+fn listed_entry(listed: Kind, now: Option<(Kind, u64, std::time::SystemTime)>) -> ListedEntry {
+    match (listed, now) {
+        (Kind::File, Some((Kind::File, size, modified))) => ListedEntry::File(size, modified),
+        (Kind::File, None) => ListedEntry::Vanished,
+        _ => ListedEntry::Foreign,
+    }
+}
+
 impl ObjectStore {
     pub fn new(dir: Arc<Dir>, tmp: Arc<Dir>, holds: Holds, room: Arc<DiskRoom>) -> Self {
         ObjectStore {
@@ -199,15 +220,17 @@ impl ObjectStore {
                 continue;
             };
             for (name, kind) in dir.entries().unwrap_or_default() {
-                let Some((Kind::File, size, modified)) =
-                    dir.kind_of(&name).filter(|_| kind == Kind::File)
-                else {
-                    tracing::warn!(
-                        path = %dir.path().join(&name).display(),
-                        "not a file of the cache (a symbolic link or a directory): removed, not followed"
-                    );
-                    let _ = dir.remove(&name);
-                    continue;
+                let (size, modified) = match listed_entry(kind, dir.kind_of(&name)) {
+                    ListedEntry::File(size, modified) => (size, modified),
+                    ListedEntry::Vanished => continue,
+                    ListedEntry::Foreign => {
+                        tracing::warn!(
+                            path = %dir.path().join(&name).display(),
+                            "not a file of the cache (a symbolic link or a directory): removed, not followed"
+                        );
+                        let _ = dir.remove(&name);
+                        continue;
+                    }
                 };
                 out.push(Listed {
                     digest: Sha256Digest::from_hex(&format!("{prefix}{name}")),
@@ -742,6 +765,27 @@ mod tests {
         let tmp = Arc::new(root.dir("tmp").unwrap());
         let room = Arc::default();
         (dir, ObjectStore::new(objects, tmp, Holds::Documents, room))
+    }
+
+    /// A file evicted by another process between the listing and the look
+    /// at it is left alone, not taken for a link and removed (`cache
+    /// verify` beside a mount evicting said it removed a link, and could
+    /// have removed the object stored again meanwhile).
+    #[test]
+    fn a_listed_file_gone_since_is_left_alone_and_links_are_not_the_stores() {
+        let at = std::time::UNIX_EPOCH;
+        assert_eq!(
+            listed_entry(Kind::File, Some((Kind::File, 7, at))),
+            ListedEntry::File(7, at)
+        );
+        assert_eq!(listed_entry(Kind::File, None), ListedEntry::Vanished);
+        for (listed, now) in [
+            (Kind::Other, Some((Kind::File, 7, at))),
+            (Kind::File, Some((Kind::Dir, 0, at))),
+            (Kind::Dir, None),
+        ] {
+            assert_eq!(listed_entry(listed, now), ListedEntry::Foreign);
+        }
     }
 
     #[test]
