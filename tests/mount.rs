@@ -823,7 +823,7 @@ fn an_o_direct_open_beside_bytes_the_kernel_holds_reads_its_version_after_a_clea
             "--no-passthrough {no_passthrough}: the open read another version or none"
         );
         drop(direct);
-        assert!(read_once_released(&mount.tag_path(&path)) == new);
+        assert!(common::read_once_released(&mount.tag_path(&path)) == new);
     }
 }
 
@@ -842,21 +842,6 @@ fn read_direct_aligned(file: &fs::File) -> Vec<u8> {
             n => got.extend_from_slice(&aligned[..n]),
         }
     }
-}
-
-/// Reads `path` whole by a new open, once the opens of the version before
-/// are released: the kernel sends a release after `close` returns, and
-/// until it arrives a new open of another version is `ESTALE`.
-fn read_once_released(path: &std::path::Path) -> Vec<u8> {
-    for _ in 0..500 {
-        match read(path) {
-            Err(e) if e.raw_os_error() == Some(libc::ESTALE) => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            result => return result.unwrap(),
-        }
-    }
-    panic!("{} still stale after 10 s", path.display());
 }
 
 #[test]

@@ -531,6 +531,22 @@ pub fn read(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Reads `path` whole by a new open, once the opens of the version before
+/// are released: the kernel sends a release after the last `close` (or
+/// `munmap`) returns, and until it arrives a new open of another version
+/// is `ESTALE`.
+pub fn read_once_released(path: &Path) -> Vec<u8> {
+    for _ in 0..500 {
+        match read(path) {
+            Err(e) if e.raw_os_error() == Some(libc::ESTALE) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            result => return result.unwrap(),
+        }
+    }
+    panic!("{} still stale after 10 s", path.display());
+}
+
 /// Opens a file with `O_DIRECT`.
 pub fn open_direct(path: &Path) -> fs::File {
     use std::os::unix::fs::OpenOptionsExt;
