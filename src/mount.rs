@@ -259,8 +259,9 @@ fn serve(
         }
         Err(e) => return Err(format!("the FUSE session ended with an error: {e}")),
     }
-    // The last downloads are made durable so the next mount has them.
-    core.dataset().context().content.flush();
+    // The last downloads are made durable so the next mount has them, and
+    // the cache's lock for this process goes (threads still hold the store).
+    core.dataset().context().content.finish();
     tracing::info!(mountpoint = %mountpoint.display(), "unmounted");
     Ok(())
 }

@@ -630,6 +630,7 @@ fn cache_status_shows_the_mounts_limit_and_evicts_nothing() {
         text.contains("limit 5.0 GB") && text.contains("no process uses the cache now"),
         "{text}"
     );
+
     // The index lost: the files are adopted again, none evicted, whatever
     // the limit the command is given.
     for suffix in ["", "-wal", "-shm"] {
@@ -647,6 +648,39 @@ fn cache_status_shows_the_mounts_limit_and_evicts_nothing() {
         stdout(&verify)
     );
     assert_eq!(stored_objects(cache.path()), stored);
+}
+
+/// A background mount, unmounted, takes its lock file in the cache's
+/// `tmp/` with it: its process ends while its threads still hold the
+/// store, whose drop would remove it (it was left behind, free).
+#[test]
+fn an_unmounted_background_mount_leaves_no_lock_file() {
+    let served = Served::small();
+    let dir = tempfile::tempdir().unwrap();
+    let (mountpoint, cache) = (dir.path().join("mnt"), dir.path().join("cache"));
+    fs::create_dir(&mountpoint).unwrap();
+    let _unmounts = common::Unmounts::new(&mountpoint);
+    let mounted = common::background_mount(&mountpoint, &served.base_url(), &cache)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let (path, bytes) = served.release.textures().next().unwrap();
+    assert_eq!(&read(&mountpoint.join(TAG).join(path)).unwrap(), bytes);
+    let locks = || -> Vec<String> {
+        fs::read_dir(cache.join("tmp"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.starts_with("writer-"))
+            .collect()
+    };
+    assert_eq!(locks().len(), 1, "the mount's own");
+    assert!(common::unmount(&mountpoint).success());
+    common::wait_for(
+        "the mount's process to end",
+        Duration::from_secs(30),
+        || common::serving_processes(&mountpoint).is_empty(),
+    );
+    assert!(locks().is_empty(), "{:?}", locks());
 }
 
 #[test]

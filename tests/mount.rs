@@ -1090,12 +1090,7 @@ fn a_mountpoint_with_entries_is_refused_unless_asked_for() {
     assert!(allowed.status.success(), "{allowed:?}");
     assert!(is_mounted(&mountpoint));
     assert!(mountpoint.join(TAG).is_dir());
-    let unmounted = Command::new(BIN)
-        .arg("unmount")
-        .arg(&mountpoint)
-        .status()
-        .unwrap();
-    assert!(unmounted.success());
+    assert!(common::unmount(&mountpoint).success());
     assert_eq!(fs::read(mountpoint.join("notes.txt")).unwrap(), b"mine");
 }
 

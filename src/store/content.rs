@@ -330,6 +330,15 @@ impl ContentStore {
         self.shared.db.flush();
     }
 
+    /// The end of writing in a process that exits without dropping the
+    /// store (its threads still hold it): what was taken is kept and on
+    /// disk, and the lock file naming this store is removed, as a drop
+    /// would (an unmounted mount left it behind, free but in `tmp/`).
+    pub fn finish(&self) {
+        self.flush();
+        self.shared.index.release_writer();
+    }
+
     /// Removes objects (for `cache clear`); returns the bytes freed.
     pub fn remove(&self, digests: &[Sha256Digest]) -> u64 {
         self.shared.index.remove(&self.shared.objects, digests)

@@ -302,6 +302,12 @@ impl ContentIndex {
         self.writers.live_limits(own.as_deref())
     }
 
+    /// Lets go of this store's lock, removing its file: its objects are
+    /// synced (a later insert takes a new one).
+    pub fn release_writer(&self) {
+        self.writer.lock().take();
+    }
+
     /// This store's name in its marks, its lock taken again if it was
     /// lost.
     fn writer(&self) -> std::io::Result<String> {

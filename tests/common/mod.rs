@@ -441,6 +441,15 @@ impl Drop for Unmounts {
     }
 }
 
+/// `matvisfs unmount`, as a user runs it.
+pub fn unmount(mountpoint: &Path) -> std::process::ExitStatus {
+    Command::new(BIN)
+        .arg("unmount")
+        .arg(mountpoint)
+        .status()
+        .unwrap()
+}
+
 /// Processes whose command line is a `mount` of exactly `mountpoint`:
 /// the daemon serving it, in the foreground or the background.
 pub fn serving_processes(mountpoint: &Path) -> Vec<u32> {
