@@ -64,10 +64,10 @@ fn limit_line(users: &[u64], flag: u64, bytes: u64) -> String {
         cap => format_size(cap),
     };
     let used = |cap: u64| match cap {
-        0 => "no limit".to_string(),
+        0 => limit(cap),
         cap => format!(
             "limit {} ({:.0}% used)",
-            format_size(cap),
+            limit(cap),
             bytes as f64 * 100.0 / cap as f64
         ),
     };

@@ -65,8 +65,6 @@ struct SharedWithCommitter {
     objects: ObjectStore,
     index: ContentIndex,
     db: Arc<Database>,
-    /// Bytes the store may hold; 0 means no limit.
-    cap: u64,
     evictions: AtomicU64,
     /// Downloads the disk refused: held in memory while served.
     memory: Arc<MemoryBudget>,
@@ -146,7 +144,6 @@ impl ContentStore {
             objects,
             index,
             db,
-            cap: limit.unwrap_or(0),
             evictions: AtomicU64::new(0),
             memory: Arc::new(MemoryBudget::new(memory)),
             staged: Arc::new(MemoryBudget::new(STAGED_MEMORY)),
@@ -174,7 +171,7 @@ impl ContentStore {
     }
 
     pub fn cap(&self) -> u64 {
-        self.shared.cap
+        self.shared.index.cap()
     }
 
     /// The limits that the other live processes using the cache keep it
@@ -433,7 +430,10 @@ impl SharedWithCommitter {
             .filter(|d| d.is_staged())
             .map(Ingested::digest)
             .collect();
-        let refused = match self.index.insert_all(batch, self.cap, &self.objects) {
+        let refused = match self
+            .index
+            .insert_all(batch, self.index.cap(), &self.objects)
+        {
             Ok((evicted, _)) => {
                 self.evictions.fetch_add(evicted as u64, Ordering::Relaxed);
                 self.objects.room().is_refusing()

@@ -193,7 +193,7 @@ impl ContentIndex {
             rebuilt,
             ..Recovery::default()
         };
-        if let Err(e) = index.reconcile(objects, limit.unwrap_or(0), &mut recovery) {
+        if let Err(e) = index.reconcile(objects, index.cap(), &mut recovery) {
             tracing::warn!("cannot reconcile the cache index with the files: {e}");
         }
         if let Err(e) = index.check_unsynced(objects, &mut recovery) {
@@ -293,6 +293,12 @@ impl ContentIndex {
         remove_files(objects, &victims);
         *self.totals.lock() = totals(&tx)?;
         tx.commit()
+    }
+
+    /// The limit this store keeps the cache under (0: none, and for a
+    /// store that only inspects it).
+    pub fn cap(&self) -> u64 {
+        self.limit.unwrap_or(0)
     }
 
     /// The limits that the cache's other live stores keep it under (0:

@@ -169,7 +169,7 @@ impl Writers {
             let read = self
                 .dir
                 .open_file(&name)
-                .and_then(|mut file| Read::by_ref(&mut file).take(64).read_to_string(&mut record));
+                .and_then(|file| file.take(64).read_to_string(&mut record));
             let limit = record
                 .strip_prefix(CAP)
                 .and_then(|rest| rest.trim().parse().ok());
