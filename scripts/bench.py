@@ -318,13 +318,20 @@ def warm_reads(work, data, nginx, table):
     hot, then dropped before each run), against local disk, rclone and
     libfuse's passthrough_ll over the same files; and in an offline mount
     of the same cache, where no file can change and the kernel reads files
-    without opening them in the daemon (FUSE's no-open mode); and, where
+    without opening them in the daemon (FUSE's no-open mode), and in a
+    mount of the release by its commit alone (`--commits-only`, from the
+    test server, which names commits as the Hub does), in the same mode;
+    and, where
     the kernel has it, in a mount of the same cache over FUSE's io_uring
     transport, against the mount over /dev/fuse and passthrough_ll."""
     rel, total = small_files(data)
     mnt, rmnt, omnt, pmnt = work / "mnt", work / "mnt-rclone", work / "mnt-offline", work / "mnt-ll"
-    umnt = work / "mnt-uring"
+    umnt, cmnt = work / "mnt-uring", work / "mnt-commits"
     base = nginx.base("sample")
+    # The test server names a revision's commit by its manifest's hash.
+    commit = hashlib.sha256((data / TAG / "release-manifest.json").read_bytes()).hexdigest()[:40]
+    commit_paths = [cmnt / commit / r for r in rel]
+    hub_like = DelayServer(data, 0)
     local = [data / TAG / r for r in rel]
     ours_paths = [mnt / TAG / r for r in rel]
     rclone_paths = [rmnt / TAG / r for r in rel]
@@ -339,9 +346,11 @@ def warm_reads(work, data, nginx, table):
             read_all(rclone_paths, 16, total)
             mark = nginx.mark()
             with Mount(base, cache, omnt, "--offline"), \
+                    Mount(hub_like.base, cache, cmnt, "--commits-only", "--tag", commit), \
                     uring_mount(base, cache, umnt) as ring:
+                read_all(commit_paths, 16, total)
                 readers = {"local": local, "ours": ours_paths, "rclone": rclone_paths,
-                           "offline": offline_paths}
+                           "offline": offline_paths, "commits": commit_paths}
                 if ll:
                     readers["ll"] = ll_paths
                 if ring:
@@ -369,6 +378,10 @@ def warm_reads(work, data, nginx, table):
                         table.timing(f"4. warm, {who}, {state}: offline mount (no-open mode)",
                                      "local disk", samples["local"], samples["offline"],
                                      goal=None if dropped else 0.7)
+                        table.timing(f"4. warm, {who}, {state}: mount of a commit, "
+                                     "`--commits-only` (no-open mode)", "local disk",
+                                     samples["local"], samples["commits"],
+                                     goal=None if dropped else 0.7)
                         if ring and ll:
                             table.timing(f"4. warm, {who}, {state}: over io_uring, against "
                                          "classic FUSE", "libfuse passthrough_ll",
@@ -392,6 +405,7 @@ def warm_reads(work, data, nginx, table):
             requests = traffic(nginx.since(mark))["requests"]
             passthrough = m.passthrough()
     finally:
+        hub_like.stop()
         if ll:
             ll.__exit__()
     table.notes.append(

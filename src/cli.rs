@@ -515,6 +515,14 @@ pub struct MountArgs {
         value_parser = crate::duration::parse_duration
     )]
     pub revalidate_every: Option<Duration>,
+
+    /// Serve only revisions named by their commit (`--tag` with a 40-hex
+    /// commit id, on a server that keeps commits, as the Hugging Face Hub
+    /// does), which can never change: tag names are not served, and the
+    /// kernel reads files without opening them in matvisfs (FUSE's no-open
+    /// mode), keeping their pages: warm reads near local-disk speed.
+    #[arg(long)]
+    pub commits_only: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -531,7 +539,16 @@ pub struct RefreshArgs {
 impl MountArgs {
     /// The tags to load: `--tag`, else the environment's, else the default.
     pub fn pinned_tags(&self) -> Result<Vec<String>, String> {
-        Ok(Named::read()?.tags(&self.tags, DEFAULT_TAG))
+        let tags = Named::read()?.tags(&self.tags, DEFAULT_TAG);
+        if self.commits_only {
+            if let Some(tag) = tags.iter().find(|t| !crate::names::is_commit(t)) {
+                return Err(format!(
+                    "--commits-only serves only revisions named by commit, and {tag:?} is not \
+                     one: give --tag with the 40-hex commit id (stats.json shows each tag's)"
+                ));
+            }
+        }
+        Ok(tags)
     }
 }
 

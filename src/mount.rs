@@ -45,7 +45,8 @@ pub fn run(args: MountArgs) -> Result<(), String> {
         let ctx = Context::new(remote, cache, args.cache.cache_max_size)
             .with_max_file_size(args.remote.max_file_size)
             .raw(args.run.raw)
-            .revalidate_every(args.revalidate_every);
+            .revalidate_every(args.revalidate_every)
+            .commits_only(args.commits_only);
         load_and_serve(
             ctx,
             args.pinned_tags()?,
@@ -194,8 +195,10 @@ fn serve(
     // (which only fails, with a warning).
     let unmounter: Arc<parking_lot::Mutex<Option<SessionUnmounter>>> = Arc::default();
     let mut adapter = FuseAdapter::new(core.clone(), run.threads.max(1) * 4, !run.no_passthrough);
-    // Offline, no file can change: no open needs binding to a version.
-    if core.dataset().context().remote.is_offline() {
+    // Where no revision can become another, the kernel may read files
+    // without opens: each inode is bound to one version instead (a file
+    // found changed gets a new inode, see `FsCore::read_inode`).
+    if core.dataset().context().revisions_fixed() {
         adapter = adapter.without_opens();
     }
     let rings = match run.io_uring {

@@ -307,18 +307,6 @@ fn prefetch_then_an_offline_mount_reads_everything_without_a_request() {
     assert_eq!(stats["tags"][TAG]["revalidation"], "offline");
 }
 
-/// The count of one kernel operation in a `--metrics` scrape.
-fn operations(address: &str, opcode: &str) -> u64 {
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    std::io::Write::write_all(&mut stream, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut stream, &mut text).unwrap();
-    let name = format!("matvisfs_fuse_operation_duration_seconds_count{{opcode=\"{opcode}\"}} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&name))
-        .map_or(0, |n| n.trim().parse::<f64>().unwrap() as u64)
-}
-
 /// Offline, no file can change: the kernel reads files without opening
 /// them in the daemon (FUSE's no-open mode), keeps their pages, and each
 /// file read stays one version even when its cached copy goes.
@@ -340,12 +328,7 @@ fn an_offline_mount_is_read_without_opens_and_each_file_one_version() {
             assert_eq!(&read(&online.tag_path(path)).unwrap(), bytes, "{path}");
         }
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
+    let address = common::metrics_address();
     let mount = Mount::builder(&served.base_url())
         .cache(cache.path())
         .arg("--offline")
@@ -364,12 +347,12 @@ fn an_offline_mount_is_read_without_opens_and_each_file_one_version() {
         }
     }
     assert_eq!(
-        operations(&address, "open"),
+        common::operations(&address, "open"),
         0,
         "no open reached the daemon"
     );
-    assert_eq!(operations(&address, "release"), 0);
-    assert!(operations(&address, "read") > 0);
+    assert_eq!(common::operations(&address, "release"), 0);
+    assert!(common::operations(&address, "read") > 0);
 
     // The cached copies go, and the kernel drops the pages it had: the
     // files read are still served whole, their one version.

@@ -290,3 +290,161 @@ fn on_the_hub_a_moved_commit_is_proven_again_by_its_listing_not_per_file() {
         tier.len()
     );
 }
+
+fn errno<T>(result: std::io::Result<T>) -> Option<i32> {
+    result.err().and_then(|e| e.raw_os_error())
+}
+
+fn names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `--commits-only`: the revisions named by commit alone, which can never
+/// change, read without opens in the daemon (FUSE's no-open mode) whether
+/// cached or not; a tag name is no revision of the mount, and asks nothing.
+#[test]
+fn a_mount_of_commits_only_is_read_without_opens_and_serves_no_tag_name() {
+    let served = Served::small();
+    let commit = commit_of(&served);
+    let address = common::metrics_address();
+    let mount = Mount::builder(&served.base_url())
+        .arg("--commits-only")
+        .arg("--tag")
+        .arg(&commit)
+        .arg("--metrics")
+        .arg(&address)
+        .start();
+    let textures: Vec<(&String, &Vec<u8>)> = served.release.textures().take(6).collect();
+    // Cold (each downloaded at its first read), then warm.
+    for _ in 0..3 {
+        for (path, bytes) in &textures {
+            assert_eq!(
+                &read(&mount.path.join(&commit).join(path)).unwrap(),
+                *bytes,
+                "{path}"
+            );
+        }
+    }
+    // At most the first open, refused, which puts the kernel in no-open
+    // mode (counted over io_uring, where every request is).
+    assert!(common::operations(&address, "open") <= 1);
+    assert_eq!(common::operations(&address, "release"), 0);
+    assert!(common::operations(&address, "read") > 0);
+
+    // Only the commit is listed (no `latest`, no release); a tag name is
+    // absent, and not asked of the server.
+    assert_eq!(names(&mount.path), [".matvisfs", commit.as_str()]);
+    served.server.clear_requests();
+    assert_eq!(
+        errno(fs::metadata(mount.path.join(TAG))),
+        Some(libc::ENOENT)
+    );
+    assert_eq!(
+        errno(fs::metadata(mount.path.join("latest"))),
+        Some(libc::ENOENT)
+    );
+    assert!(served.server.requests().is_empty());
+    let stats = stats(&mount);
+    let tags: Vec<&String> = stats["tags"].as_object().unwrap().keys().collect();
+    assert_eq!(tags, [&commit]);
+    assert_eq!(stats["tags"][&commit]["revalidation"], "pinned");
+
+    // `refresh` of a tag name fails and says why; of the commit, nothing
+    // to do.
+    let refresh = |tag: &str| {
+        std::process::Command::new(common::BIN)
+            .args(["refresh"])
+            .arg(&mount.path)
+            .args(["--tag", tag])
+            .output()
+            .unwrap()
+    };
+    let refused = refresh(TAG);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("commits-only"));
+    assert_eq!(refresh(&commit).status.code(), Some(0));
+}
+
+/// A tag name cannot be mounted with `--commits-only`, named or by default.
+#[test]
+fn commits_only_refuses_a_tag_name() {
+    let served = Served::small();
+    for args in [vec!["--tag", TAG], vec![]] {
+        let mut builder = Mount::builder(&served.base_url()).arg("--commits-only");
+        for arg in args {
+            builder = builder.arg(arg);
+        }
+        let error = builder.try_start().map(|_| ()).unwrap_err();
+        assert!(
+            error.contains("--commits-only") && error.contains(TAG),
+            "{error}"
+        );
+    }
+    assert!(served.server.requests().is_empty());
+}
+
+/// Without opens, the inode is what binds a reader to a version: a file
+/// found absent changes the documents generated beside it, which get new
+/// inodes. The old ones are stale from then on, read before or not (never
+/// the old document once the change was seen, never part of the new one),
+/// and the name leads to the new document, which no longer names the file.
+#[test]
+fn without_opens_a_document_that_changes_is_a_new_file_and_the_old_one_stale() {
+    let missing = "ambientcg/512/Rock064/normal.png";
+    let mut spec = matvisfs_sample::ReleaseSpec::small(TAG);
+    spec.quirks.unpublished = vec![missing.into()];
+    let served = Served::new(matvisfs_sample::Release::generate(&spec));
+    let commit = commit_of(&served);
+    let mount = Mount::builder(&served.base_url())
+        .arg("--commits-only")
+        .arg("--tag")
+        .arg(&commit)
+        .start();
+    let dir = mount.path.join(&commit).join("ambientcg/512/Rock064");
+    let mtlx = dir.join("Rock064.mtlx");
+    let held = fs::File::open(&mtlx).unwrap();
+    let mut before = String::new();
+    std::io::Read::read_to_string(&mut &held, &mut before).unwrap();
+    assert!(before.contains("normal.png"), "{before}");
+    let unread = fs::File::open(dir.join("Rock064.usda")).unwrap();
+
+    assert_eq!(
+        errno(fs::metadata(mount.path.join(&commit).join(missing))),
+        Some(libc::ENOENT)
+    );
+    let mut buffer = vec![0; before.len()];
+    assert_eq!(
+        errno(std::os::unix::fs::FileExt::read_exact_at(
+            &held,
+            &mut buffer,
+            0
+        )),
+        Some(libc::ESTALE)
+    );
+    assert_eq!(
+        errno(std::io::Read::read(&mut &unread, &mut buffer)),
+        Some(libc::ESTALE)
+    );
+    let after = String::from_utf8(common::read_once_released(&mtlx)).unwrap();
+    assert!(
+        !after.contains("normal.png") && after.contains("color.png"),
+        "{after}"
+    );
+    assert_eq!(fs::metadata(&mtlx).unwrap().len(), after.len() as u64);
+    let usda = String::from_utf8(common::read_once_released(&dir.join("Rock064.usda"))).unwrap();
+    assert!(!usda.contains("normal.png") && usda.contains("color.png"));
+    // The textures beside them did not change.
+    for name in ["color.png", "ao.png"] {
+        let path = format!("ambientcg/512/Rock064/{name}");
+        assert_eq!(
+            read(&dir.join(name)).unwrap(),
+            served.release.files[&path],
+            "{path}"
+        );
+    }
+}

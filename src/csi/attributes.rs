@@ -22,15 +22,19 @@ pub const REVALIDATE_EVERY: &str = "revalidateEvery";
 pub const OFFLINE: &str = "offline";
 /// The cap of the shared cache this volume's mount keeps (e.g. 50GB).
 pub const CACHE_MAX_SIZE: &str = "cacheMaxSize";
+/// "true": every tag is a commit id, and only commits are served (warm
+/// reads near local-disk speed, see `matvisfs mount --commits-only`).
+pub const COMMITS_ONLY: &str = "commitsOnly";
 
 /// Every attribute a volume may have.
-pub const ATTRIBUTES: [&str; 6] = [
+pub const ATTRIBUTES: [&str; 7] = [
     TAGS,
     BASE_URL,
     REPO,
     REVALIDATE_EVERY,
     OFFLINE,
     CACHE_MAX_SIZE,
+    COMMITS_ONLY,
 ];
 
 /// The key of the access token in the volume's secret.
@@ -53,6 +57,10 @@ pub struct Volume {
     pub revalidate_every: Option<String>,
     pub offline: bool,
     pub cache_max_size: Option<u64>,
+    /// Left out of the identity when false, so that volumes published
+    /// before the attribute existed keep theirs.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub commits_only: bool,
 }
 
 impl Volume {
@@ -121,15 +129,22 @@ impl Volume {
                     .map_err(|e| format!("attribute {REVALIDATE_EVERY}: {e}"))
             })
             .transpose()?;
-        let offline = match get(OFFLINE) {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(other) => {
-                return Err(format!(
-                    "attribute {OFFLINE}: {other:?} is not true or false"
-                ));
-            }
+        let flag = |key: &str| match get(key) {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => Err(format!("attribute {key}: {other:?} is not true or false")),
         };
+        let offline = flag(OFFLINE)?;
+        let commits_only = flag(COMMITS_ONLY)?;
+        if let Some(tag) = tags
+            .iter()
+            .find(|t| commits_only && !crate::names::is_commit(t))
+        {
+            return Err(format!(
+                "attribute {COMMITS_ONLY}: tag {tag:?} is not a commit id (40 hex digits); \
+                 name each revision by its commit in {TAGS}"
+            ));
+        }
         let cache_max_size = get(CACHE_MAX_SIZE)
             .map(|text| {
                 crate::size::parse_size(text)
@@ -143,6 +158,7 @@ impl Volume {
             revalidate_every,
             offline,
             cache_max_size,
+            commits_only,
         })
     }
 
@@ -183,6 +199,9 @@ impl Volume {
         }
         if self.offline {
             args.push("--offline".into());
+        }
+        if self.commits_only {
+            args.push("--commits-only".into());
         }
         if let Some(token) = token {
             args.extend(["--token-file".into(), token.display().to_string()]);
@@ -242,7 +261,26 @@ mod tests {
         assert!(joined.contains("--cache-max-size 1000000000"), "{joined}");
         assert!(joined.contains("--token-file /t"), "{joined}");
         assert!(joined.contains("--offline"), "{joined}");
+        assert!(!joined.contains("--commits-only"), "{joined}");
         assert_eq!(Volume::parse(&context(&[])).unwrap().tags, [DEFAULT_TAG]);
+
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        let pinned = Volume::parse(&context(&[(TAGS, commit), (COMMITS_ONLY, "true")])).unwrap();
+        let joined = pinned
+            .mount_args(Path::new("/c"), 5, Path::new("/l"), None)
+            .join(" ");
+        assert!(
+            joined.contains(&format!("--tag {commit}")) && joined.contains("--commits-only"),
+            "{joined}"
+        );
+    }
+
+    /// A volume published before `commitsOnly` existed keeps its identity.
+    #[test]
+    fn an_attribute_left_out_leaves_the_identity_as_it_was() {
+        let volume = Volume::parse(&context(&[(TAGS, "v1")])).unwrap();
+        let text = serde_json::to_string(&volume).unwrap();
+        assert!(!text.contains("commits_only"), "{text}");
     }
 
     #[test]
@@ -259,6 +297,9 @@ mod tests {
             (vec![(REVALIDATE_EVERY, "0s")], REVALIDATE_EVERY),
             (vec![(REVALIDATE_EVERY, "1w")], REVALIDATE_EVERY),
             (vec![(OFFLINE, "yes")], OFFLINE),
+            (vec![(COMMITS_ONLY, "1")], COMMITS_ONLY),
+            (vec![(COMMITS_ONLY, "true")], COMMITS_ONLY),
+            (vec![(TAGS, "v1"), (COMMITS_ONLY, "true")], COMMITS_ONLY),
             (vec![(CACHE_MAX_SIZE, "lots")], CACHE_MAX_SIZE),
         ] {
             let error = Volume::parse(&context(&pairs)).unwrap_err();

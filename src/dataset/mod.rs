@@ -115,6 +115,9 @@ pub struct Context {
     /// `--revalidate-every`: a tag is revalidated again at the first open
     /// once this has passed since its last revalidation.
     pub revalidate_every: Option<Duration>,
+    /// `--commits-only`: only revisions named by commit are served, none
+    /// by a tag name (which can move).
+    pub commits_only: bool,
     change_hooks: RwLock<Vec<ChangeHook>>,
     /// Downloads under way on threads of their own (see
     /// [`Tag::content_within`]).
@@ -140,6 +143,7 @@ impl Context {
             max_file_size: u64::MAX,
             raw: false,
             revalidate_every: None,
+            commits_only: false,
             change_hooks: RwLock::new(Vec::new()),
             background_fetches: AtomicUsize::new(0),
         }
@@ -158,6 +162,25 @@ impl Context {
     pub fn revalidate_every(mut self, period: Option<Duration>) -> Self {
         self.revalidate_every = period;
         self
+    }
+
+    pub fn commits_only(mut self, commits_only: bool) -> Self {
+        self.commits_only = commits_only;
+        self
+    }
+
+    /// Whether a revision called `name` may be served: any, unless only
+    /// commits are.
+    pub fn serves(&self, name: &str) -> bool {
+        !self.commits_only || crate::names::is_commit(name)
+    }
+
+    /// Whether no revision of the mount can become another in the
+    /// session: offline (nothing is asked), or every revision a commit.
+    /// A file may still be found absent on the server, which changes the
+    /// documents generated beside it.
+    pub fn revisions_fixed(&self) -> bool {
+        self.commits_only || self.remote.is_offline()
     }
 
     /// When a tag's manifest is revalidated again: after the period, and
@@ -288,7 +311,7 @@ impl Dataset {
         if let Some(tag) = self.loaded(name) {
             return Ok(tag);
         }
-        if check_tag(name).is_err() || self.is_missing(name) {
+        if check_tag(name).is_err() || !self.ctx.serves(name) || self.is_missing(name) {
             return Err(Error::NotFound);
         }
         crate::wait::may_block()?;
@@ -388,6 +411,12 @@ impl Dataset {
         if let Err(e) = check_tag(name) {
             return Refreshed::Failed(format!("the name {e}"));
         }
+        if !self.ctx.serves(name) {
+            return Refreshed::Failed(
+                "not a commit: this mount serves only revisions named by commit (--commits-only)"
+                    .to_string(),
+            );
+        }
         self.missing.lock().remove(name);
         match self.tag(name) {
             Ok(tag) if tag.was_fetched() => Refreshed::Changed(vec![
@@ -433,7 +462,7 @@ impl Dataset {
     /// tags with a cached manifest, and the dataset's releases (asked of the
     /// Hugging Face API once per session, where there is one).
     pub fn tag_names(&self) -> Result<Vec<String>, Error> {
-        if self.releases.would_ask(&self.ctx) {
+        if !self.ctx.commits_only && self.releases.would_ask(&self.ctx) {
             crate::wait::may_block()?;
             self.releases.refresh(&self.ctx);
         }
@@ -444,7 +473,7 @@ impl Dataset {
     /// by the Hub), for the root's `latest` link; `None` with `--raw`, or
     /// when a tag really is called `latest`.
     pub fn latest(&self) -> Result<Option<String>, Error> {
-        if self.ctx.raw || self.pinned.iter().any(|p| p == "latest") {
+        if self.ctx.raw || self.ctx.commits_only || self.pinned.iter().any(|p| p == "latest") {
             return Ok(None);
         }
         let names = self.tag_names()?;
@@ -456,7 +485,7 @@ impl Dataset {
         names.extend(self.releases.known());
         names.extend(self.tags.read().keys().cloned());
         names.extend(self.ctx.origin.cached_tags());
-        names.retain(|n| !self.is_missing(n));
+        names.retain(|n| self.ctx.serves(n) && !self.is_missing(n));
         names.into_iter().collect()
     }
 }

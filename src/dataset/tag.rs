@@ -291,6 +291,12 @@ impl Tag {
         }
     }
 
+    /// Whether `path` is now a document the mount generates (whose bytes
+    /// follow the files found absent, not only the catalog).
+    pub fn is_generated_now(&self, path: &str) -> bool {
+        matches!(self.view().resolve(path), Lookup::Found(Node::Generated(_)))
+    }
+
     pub fn stat(&self, path: &str) -> Result<Stat> {
         self.at(path, |view, node| {
             let kind = node.kind();

@@ -32,21 +32,19 @@ impl<B: Send + Sync + 'static> FsCore<B> {
                 tag: Some(tag.into()),
                 path: file.as_str().into(),
             };
-            // A file the kernel has no inode for may be missing from a
-            // listing it kept (a map found on the server): that listing goes.
-            let now = match self.inodes.ino_of(&key) {
-                Some(ino) => vec![Invalidation::Attributes(ino)],
-                None => key
-                    .parent()
-                    .and_then(|(parent, _)| self.inodes.ino_of(&parent))
-                    .map(Invalidation::Inode)
-                    .into_iter()
-                    .collect(),
-            };
-            return Invalidations {
-                now,
-                later: Vec::new(),
-            };
+            let mut out = Invalidations::default();
+            match self.inodes.ino_of(&key) {
+                Some(ino) => self.file_changed(ino, &key, &mut out),
+                // A file the kernel has no inode for may be missing from a
+                // listing it kept (a map found on the server): that
+                // listing goes.
+                None => out.now.extend(
+                    key.parent()
+                        .and_then(|(parent, _)| self.inodes.ino_of(&parent))
+                        .map(Invalidation::Inode),
+                ),
+            }
+            return out;
         }
         let Some(loaded) = self.dataset.loaded(tag) else {
             return Invalidations::default();
@@ -69,9 +67,8 @@ impl<B: Send + Sync + 'static> FsCore<B> {
                         }
                     }
                 }
-                Some(Some(Kind::File | Kind::Symlink)) => {
-                    out.now.push(Invalidation::Attributes(ino))
-                }
+                Some(Some(Kind::File)) => self.file_changed(ino, &key, &mut out),
+                Some(Some(Kind::Symlink)) => out.now.push(Invalidation::Attributes(ino)),
                 // A directory, or not known without loading a catalog.
                 Some(Some(Kind::Dir)) | None => out.now.push(Invalidation::Inode(ino)),
             }
@@ -111,19 +108,52 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             });
         };
         now.push(Invalidation::Inode(parent));
-        for (sibling, _) in tag.entries_now(&dir.path).iter().flat_map(|e| e.iter()) {
-            now.extend(
-                self.inodes
-                    .ino_of(&dir.child(sibling))
-                    .map(Invalidation::Attributes),
-            );
-        }
-        Some(Invalidations {
+        let mut out = Invalidations {
             now,
             later: vec![Invalidation::Entry {
                 parent,
                 name: name.to_string(),
             }],
-        })
+        };
+        for (sibling, _) in tag.entries_now(&dir.path).iter().flat_map(|e| e.iter()) {
+            let key = dir.child(sibling);
+            let Some(ino) = self.inodes.ino_of(&key) else {
+                continue;
+            };
+            match tag.is_generated_now(&key.path) {
+                true => self.file_changed(ino, &key, &mut out),
+                false => out.now.push(Invalidation::Attributes(ino)),
+            }
+        }
+        Some(out)
+    }
+
+    /// `ino`, the file at `key`, may now be other bytes. Its open files
+    /// keep their version, and the kernel is told to ask its size again.
+    /// Without opens (FUSE's no-open mode) nothing binds a reader to a
+    /// version but the inode itself: the path gets a new inode, which the
+    /// kernel learns at its next lookup of the name (dropped for that),
+    /// and the old one is dropped with its pages now and fails every read
+    /// and `stat` with `ESTALE` from then on, as open files of an old
+    /// version do: no reader gets another version under the inode it
+    /// began with, and none gets the old one once the change was seen.
+    fn file_changed(&self, ino: u64, key: &NodeKey, out: &mut Invalidations) {
+        if !self.no_open() {
+            out.now.push(Invalidation::Attributes(ino));
+            return;
+        }
+        let parent = key
+            .parent()
+            .and_then(|(dir, name)| Some((self.inodes.ino_of(&dir)?, name)));
+        if !self.retire(ino) {
+            return;
+        }
+        out.now.push(Invalidation::Inode(ino));
+        if let Some((parent, name)) = parent {
+            out.later.push(Invalidation::Entry {
+                parent,
+                name: name.to_string(),
+            });
+        }
     }
 }

@@ -240,6 +240,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
         let known = self.implicit_opens.lock().get(&ino).copied();
         let fh = match known {
             Some(fh) => fh,
+            None if self.inodes.is_retired(ino) => return Err(FsError::StaleInode),
             None => {
                 // Not an open of the kernel's: how it reads is not decided.
                 let binding = self.bind(ino, libc::O_RDONLY)?;
@@ -255,6 +256,12 @@ impl<B: Send + Sync + 'static> FsCore<B> {
                         self.release(opened);
                         fh
                     }
+                    // Found changed meanwhile (see `FsCore::retire`).
+                    None if self.inodes.is_retired(ino) => {
+                        drop(opens);
+                        self.release(opened);
+                        return Err(FsError::StaleInode);
+                    }
                     None if volatile => {
                         // The statistics: a snapshot for this read alone.
                         drop(opens);
@@ -269,7 +276,29 @@ impl<B: Send + Sync + 'static> FsCore<B> {
                 }
             }
         };
-        self.read(fh, offset, size, flags)
+        match self.read(fh, offset, size, flags) {
+            // Its binding ended since it was looked up: found changed.
+            Err(FsError::UnknownHandle) => Err(FsError::StaleInode),
+            read => read,
+        }
+    }
+
+    /// In no-open mode, gives the path of `ino` (a file found changed) a
+    /// new inode and ends `ino`'s binding to a version: from now on its
+    /// reads fail with `ESTALE` (see `file_changed`). False when it was
+    /// retired already.
+    pub(super) fn retire(&self, ino: u64) -> bool {
+        // Under the bindings' lock, so that no read binds it after this.
+        let mut opens = self.implicit_opens.lock();
+        if !self.inodes.retire(ino) {
+            return false;
+        }
+        let bound = opens.remove(&ino);
+        drop(opens);
+        if let Some(fh) = bound {
+            self.release(fh);
+        }
+        true
     }
 
     /// The path of an inode, for messages.
@@ -321,6 +350,9 @@ impl<B: Send + Sync + 'static> FsCore<B> {
 
     pub fn getattr(&self, ino: u64) -> Result<Entry> {
         let key = self.key(ino)?;
+        if self.inodes.is_retired(ino) {
+            return Err(FsError::StaleInode);
+        }
         let stat = self.stat(&key).map_err(FsError::on_inode)?;
         Ok(self.entry_for(ino, &key, stat))
     }

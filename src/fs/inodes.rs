@@ -1,8 +1,9 @@
 //! Inode numbers: handed out from 2 upward, one per path for the whole
 //! session (never reused for another path), each with the kernel's lookup
-//! count. Numbers are dense, so the table is a vector; it holds at most one
-//! entry per path of the tree, whatever the kernel forgets and looks up
-//! again.
+//! count. Numbers are dense, so the table is a vector; it holds one entry
+//! per path of the tree, whatever the kernel forgets and looks up again,
+//! plus one for each number a path was given before (see
+//! [`InodeTable::retire`]).
 
 use std::hash::{BuildHasher, RandomState};
 
@@ -102,6 +103,8 @@ impl NodeKey {
 struct Inode {
     key: NodeKey,
     lookups: u64,
+    /// Its path has a newer number (see [`InodeTable::retire`]).
+    retired: bool,
 }
 
 struct Table {
@@ -153,6 +156,7 @@ impl Table {
         self.inodes.push(Inode {
             key: key.clone(),
             lookups: 0,
+            retired: false,
         });
         let Table {
             inodes,
@@ -213,6 +217,36 @@ impl InodeTable {
         }
     }
 
+    /// Gives `ino`'s path a new number at its next lookup, for good: the
+    /// kernel's inode `ino` keeps its path (for [`InodeTable::key`]) and
+    /// its count, and no longer stands for the path's current file. False
+    /// when `ino` was not its path's current number.
+    pub fn retire(&self, ino: u64) -> bool {
+        let mut table = self.table.lock();
+        let Some(key) = table.get_mut(ino).map(|i| i.key.clone()) else {
+            return false;
+        };
+        if table.find(&key) != Some(ino) {
+            return false;
+        }
+        let Table {
+            inodes,
+            by_key,
+            hasher,
+        } = &mut *table;
+        let index = (ino - ROOT_INO) as u32;
+        if let Ok(entry) = by_key.find_entry(hasher.hash_one(&key), |&i| i == index) {
+            entry.remove();
+        }
+        inodes[index as usize].retired = true;
+        true
+    }
+
+    /// Whether `ino` was retired: its path has (or will have) another.
+    pub fn is_retired(&self, ino: u64) -> bool {
+        self.table.lock().get_mut(ino).is_some_and(|i| i.retired)
+    }
+
     /// The kernel's references to `ino`.
     #[cfg(test)]
     pub fn lookups(&self, ino: u64) -> u64 {
@@ -226,7 +260,7 @@ impl InodeTable {
             .inodes
             .iter()
             .enumerate()
-            .filter(|(_, i)| i.key.tag.as_deref() == Some(tag) && i.lookups > 0)
+            .filter(|(_, i)| i.key.tag.as_deref() == Some(tag) && i.lookups > 0 && !i.retired)
             .map(|(index, i)| (ROOT_INO + index as u64, i.key.clone()))
             .collect()
     }
@@ -288,5 +322,33 @@ mod tests {
         table.forget(999, 1);
         assert_eq!(table.key(999), None);
         assert_eq!(table.key(0), None);
+    }
+
+    #[test]
+    fn a_retired_number_keeps_its_path_and_the_path_gets_a_new_one() {
+        let table = InodeTable::default();
+        let key = NodeKey::root().child("v1").child("a.png");
+        let other = table.lookup(&NodeKey::root().child("v1").child("b.png"));
+        let old = table.lookup(&key);
+        assert!(table.retire(old));
+        assert!(!table.retire(old), "retired once");
+        assert!(table.is_retired(old) && !table.is_retired(other));
+        assert_eq!(table.key(old), Some(key.clone()));
+        assert_eq!(table.ino_of(&key), None);
+        let new = table.lookup(&key);
+        assert!(new > old);
+        assert_eq!(table.ino_of(&key), Some(new));
+        assert_eq!(table.lookup(&key), new);
+        assert_eq!(table.lookups(old), 1);
+        assert_eq!(table.forget(old, 1), 0);
+        // Only the path's current numbers are its tag's.
+        let under: Vec<u64> = table.under_tag("v1").into_iter().map(|(i, _)| i).collect();
+        assert_eq!(under, [other, new]);
+        // The other paths are unaffected, and an unknown number is refused.
+        assert_eq!(
+            table.ino_of(&NodeKey::root().child("v1").child("b.png")),
+            Some(other)
+        );
+        assert!(!table.retire(999));
     }
 }

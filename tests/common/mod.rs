@@ -543,7 +543,9 @@ pub fn read(path: &Path) -> std::io::Result<Vec<u8>> {
 /// Reads `path` whole by a new open, once the opens of the version before
 /// are released: the kernel sends a release after the last `close` (or
 /// `munmap`) returns, and until it arrives a new open of another version
-/// is `ESTALE`.
+/// is `ESTALE`. Without opens (FUSE's no-open mode), once the kernel took
+/// the drop of a changed file's name: until then the name leads to the
+/// old inode, which is `ESTALE`.
 pub fn read_once_released(path: &Path) -> Vec<u8> {
     for _ in 0..500 {
         match read(path) {
@@ -793,4 +795,26 @@ pub fn replaced_after_stat(path: &str, old: &[u8], new: &[u8]) -> (Served, Mount
     replaced.files.insert(path.into(), new.to_vec());
     served.republish(replaced);
     (served, mount)
+}
+
+/// A loopback address no one listens on, for `--metrics`.
+pub fn metrics_address() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// The count of one kernel operation in a `--metrics` scrape.
+pub fn operations(address: &str, opcode: &str) -> u64 {
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    std::io::Write::write_all(&mut stream, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut text).unwrap();
+    let name = format!("matvisfs_fuse_operation_duration_seconds_count{{opcode=\"{opcode}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&name))
+        .map_or(0, |n| n.trim().parse::<f64>().unwrap() as u64)
 }

@@ -134,6 +134,107 @@ fn a_404_makes_a_file_enoent_gone_from_listings_and_documents_for_the_session() 
     assert_eq!(missing_count(&s), 0);
 }
 
+/// Reads `ino` whole as the kernel's page cache does in no-open mode: by
+/// inode, a page at a time, until a short page.
+fn read_inode(s: &super::Session, ino: u64) -> Result<Vec<u8>, crate::fs::FsError> {
+    let mut out = Vec::new();
+    loop {
+        let chunk = s.core.read_inode(ino, out.len() as u64, 4096, 0)?;
+        out.extend_from_slice(&chunk.bytes);
+        if chunk.bytes.len() < 4096 {
+            return Ok(out);
+        }
+    }
+}
+
+/// Without opens (FUSE's no-open mode) an inode is bound to a version by
+/// its first read until the kernel forgets it: a generated document that
+/// changes gets a new inode, the name is dropped so that the kernel looks
+/// it up again, and the old inode is dropped with its pages and stale
+/// from then on, read or not. Textures beside it, unchanged, keep theirs.
+#[test]
+fn without_opens_a_document_that_changes_gets_a_new_inode_and_the_old_one_is_stale() {
+    let release = with_missing();
+    let mut h = Harness::new(&release);
+    h.raw = false;
+    let s = h.session();
+    s.core.set_no_open();
+    let dir = format!("{TAG}/{}", parent(MISSING));
+    let mtlx = format!("{dir}/Rock064.mtlx");
+    let usda = format!("{dir}/Rock064.usda");
+    let color = format!("{dir}/color.png");
+    let (mtlx_ino, usda_ino, color_ino) = (
+        s.ino(&mtlx).unwrap(),
+        s.ino(&usda).unwrap(),
+        s.ino(&color).unwrap(),
+    );
+    let before = read_inode(&s, mtlx_ino).unwrap();
+    assert!(String::from_utf8_lossy(&before).contains("normal.png"));
+    let before_size = s.core.getattr(mtlx_ino).unwrap().attr.size;
+    assert_eq!(before_size, before.len() as u64);
+
+    assert_eq!(
+        errno(s.size(&format!("{TAG}/{MISSING}")).unwrap_err()),
+        Errno::ENOENT
+    );
+    let change = Change {
+        tag: TAG.into(),
+        file: Some(MISSING.into()),
+    };
+    assert!(s.changes.lock().contains(&change));
+    let sent = s.kernel.sent.lock().clone();
+    let dir_ino = s.ino(&dir).unwrap();
+    // The documents' old inodes go with their pages, before their names
+    // (the kernel looks them up again).
+    for (name, ino) in [("Rock064.mtlx", mtlx_ino), ("Rock064.usda", usda_ino)] {
+        let entry = Invalidation::Entry {
+            parent: dir_ino,
+            name: name.into(),
+        };
+        let position = |i: &Invalidation| sent.iter().position(|s| s == i);
+        assert!(
+            position(&Invalidation::Inode(ino)) < position(&entry) && position(&entry).is_some(),
+            "{sent:?}"
+        );
+    }
+    assert!(sent.contains(&Invalidation::Inode(dir_ino)));
+    assert!(sent.contains(&Invalidation::Attributes(color_ino)));
+
+    // The old inodes, read before or not: neither version, rather than the
+    // old one after the change was seen or the new one under the size the
+    // kernel holds.
+    for ino in [mtlx_ino, usda_ino] {
+        assert_eq!(errno(read_inode(&s, ino).unwrap_err()), Errno::ESTALE);
+        assert_eq!(errno(s.core.getattr(ino).unwrap_err()), Errno::ESTALE);
+    }
+    assert_ne!(before_size, 0);
+
+    // The name now: a new inode, of the new document.
+    let new_ino = s.ino(&mtlx).unwrap();
+    assert_ne!(new_ino, mtlx_ino);
+    let after = read_inode(&s, new_ino).unwrap();
+    let text = String::from_utf8_lossy(&after);
+    assert!(!text.contains("normal.png") && text.contains("color.png"));
+    assert_eq!(
+        s.core.getattr(new_ino).unwrap().attr.size,
+        after.len() as u64
+    );
+    let usda_now = read_inode(&s, s.ino(&usda).unwrap()).unwrap();
+    assert!(!String::from_utf8_lossy(&usda_now).contains("normal.png"));
+
+    // A texture beside them did not change: the same inode, read as ever.
+    assert_eq!(s.ino(&color).unwrap(), color_ino);
+    assert_eq!(
+        read_inode(&s, color_ino).unwrap(),
+        release.files[&color[TAG.len() + 1..]]
+    );
+
+    // Forgotten, the old inode is gone for good; the new one is read on.
+    s.core.forget(mtlx_ino, u64::MAX);
+    assert_eq!(errno(read_inode(&s, mtlx_ino).unwrap_err()), Errno::ESTALE);
+    assert_eq!(read_inode(&s, new_ino).unwrap(), after);
+}
+
 #[test]
 fn a_network_failure_is_eio_and_never_makes_a_file_absent() {
     let release = with_missing();

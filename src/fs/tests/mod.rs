@@ -48,6 +48,8 @@ struct Session<B = super::kernel_files::NoBacking> {
 #[derive(Default)]
 struct MockKernel {
     dropped: Mutex<std::collections::HashSet<u64>>,
+    /// Every invalidation sent, in order.
+    sent: Mutex<Vec<Invalidation>>,
 }
 
 impl super::Kernel for MockKernel {
@@ -56,6 +58,7 @@ impl super::Kernel for MockKernel {
             if let Invalidation::Attributes(ino) | Invalidation::Inode(ino) = invalidation {
                 self.dropped.lock().insert(ino);
             }
+            self.sent.lock().push(invalidation);
         }
     }
 }
