@@ -304,21 +304,28 @@ fn names(dir: &std::path::Path) -> Vec<String> {
     names
 }
 
+/// A mount of `served`'s revision by its commit alone (`--commits-only`),
+/// with `args` besides, and that commit.
+fn mount_commits_only(served: &Served, args: &[&str]) -> (Mount, String) {
+    let commit = commit_of(served);
+    let mut builder = Mount::builder(&served.base_url())
+        .arg("--commits-only")
+        .arg("--tag")
+        .arg(&commit);
+    for arg in args {
+        builder = builder.arg(arg);
+    }
+    (builder.start(), commit)
+}
+
 /// `--commits-only`: the revisions named by commit alone, which can never
 /// change, read without opens in the daemon (FUSE's no-open mode) whether
 /// cached or not; a tag name is no revision of the mount, and asks nothing.
 #[test]
 fn a_mount_of_commits_only_is_read_without_opens_and_serves_no_tag_name() {
     let served = Served::small();
-    let commit = commit_of(&served);
     let address = common::metrics_address();
-    let mount = Mount::builder(&served.base_url())
-        .arg("--commits-only")
-        .arg("--tag")
-        .arg(&commit)
-        .arg("--metrics")
-        .arg(&address)
-        .start();
+    let (mount, commit) = mount_commits_only(&served, &["--metrics", &address]);
     let textures: Vec<(&String, &Vec<u8>)> = served.release.textures().take(6).collect();
     // Cold (each downloaded at its first read), then warm.
     for _ in 0..3 {
@@ -399,12 +406,7 @@ fn without_opens_a_document_that_changes_is_a_new_file_and_the_old_one_stale() {
     let mut spec = matvisfs_sample::ReleaseSpec::small(TAG);
     spec.quirks.unpublished = vec![missing.into()];
     let served = Served::new(matvisfs_sample::Release::generate(&spec));
-    let commit = commit_of(&served);
-    let mount = Mount::builder(&served.base_url())
-        .arg("--commits-only")
-        .arg("--tag")
-        .arg(&commit)
-        .start();
+    let (mount, commit) = mount_commits_only(&served, &[]);
     let dir = mount.path.join(&commit).join("ambientcg/512/Rock064");
     let mtlx = dir.join("Rock064.mtlx");
     let held = fs::File::open(&mtlx).unwrap();
@@ -447,4 +449,31 @@ fn without_opens_a_document_that_changes_is_a_new_file_and_the_old_one_stale() {
             "{path}"
         );
     }
+}
+
+/// Without opens, a file found changed by its own first read (a server
+/// answering other bytes for a commit's path than the size the mount gave)
+/// is dropped from the kernel once that read is answered: the read fails,
+/// the name leads to the server's new bytes, whole.
+#[test]
+fn without_opens_a_file_found_changed_by_its_own_read_is_read_new_by_name() {
+    let served = Served::small();
+    let (mount, commit) = mount_commits_only(&served, &[]);
+    let path = "ambientcg/512/Rock064/color.png";
+    let file = mount.path.join(&commit).join(path);
+    let given = fs::metadata(&file).unwrap().len();
+    assert_eq!(given, served.release.files[path].len() as u64);
+    let new = matvisfs_sample::images::png("changed", "color", 48);
+    assert_ne!(new.len() as u64, given);
+    fs::write(served.dir.path().join(TAG).join(path), &new).unwrap();
+    let open = fs::File::open(&file).unwrap();
+    let mut buffer = Vec::new();
+    assert_eq!(
+        errno(std::io::Read::read_to_end(&mut &open, &mut buffer)),
+        Some(libc::ESTALE),
+        "{} bytes read",
+        buffer.len()
+    );
+    assert_eq!(common::read_once_released(&file), new);
+    assert_eq!(fs::metadata(&file).unwrap().len(), new.len() as u64);
 }

@@ -148,7 +148,12 @@ impl<B: Send + Sync + 'static> FsCore<B> {
         if !self.retire(ino) {
             return;
         }
-        out.now.push(Invalidation::Inode(ino));
+        // Found by a read of the inode itself, whose pages the kernel holds
+        // locked until it is answered: they go just after it.
+        match super::core::reading(ino) {
+            true => out.later.push(Invalidation::Inode(ino)),
+            false => out.now.push(Invalidation::Inode(ino)),
+        }
         if let Some((parent, name)) = parent {
             out.later.push(Invalidation::Entry {
                 parent,

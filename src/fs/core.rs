@@ -110,6 +110,33 @@ pub struct FsCore<B = NoBacking> {
     implicit_opens: Mutex<HashMap<u64, u64>>,
 }
 
+thread_local! {
+    /// The inode a read in no-open mode on this thread is for (0: none).
+    static READING: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks this thread as reading an inode for as long as it lives.
+struct Reading(u64);
+
+impl Reading {
+    fn start(ino: u64) -> Reading {
+        Reading(READING.replace(ino))
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        READING.set(self.0);
+    }
+}
+
+/// Whether this thread is answering a read of `ino` in no-open mode: the
+/// kernel holds the pages that read fills locked until it is answered, so
+/// dropping them cannot be waited for on this thread.
+pub(super) fn reading(ino: u64) -> bool {
+    READING.get() == ino
+}
+
 /// In no-open mode the statistics are padded with spaces to a multiple of
 /// this: their size stays the same from one read to the next, so a read
 /// of the file (one request) is of one snapshot, never of two.
@@ -237,6 +264,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
     /// hold pages of it. `flags`: those of the reader's open, as for
     /// [`FsCore::read`].
     pub fn read_inode(&self, ino: u64, offset: u64, size: u32, flags: i32) -> Result<ReadReply> {
+        let _reading = Reading::start(ino);
         let known = self.implicit_opens.lock().get(&ino).copied();
         let fh = match known {
             Some(fh) => fh,

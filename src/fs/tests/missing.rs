@@ -235,6 +235,50 @@ fn without_opens_a_document_that_changes_gets_a_new_inode_and_the_old_one_is_sta
     assert_eq!(read_inode(&s, new_ino).unwrap(), after);
 }
 
+/// Without opens, a file found changed by a read of its own inode (a new
+/// download whose bytes are not the ones recorded) is dropped from the
+/// kernel just after that read: the kernel holds the pages the read fills
+/// locked until it is answered, so waiting for it to drop them would stall
+/// the read. The old inode is stale, the name leads to the new bytes.
+#[test]
+fn without_opens_a_file_found_changed_by_its_own_read_is_dropped_after_it() {
+    let release = super::small();
+    let h = Harness::new(&release);
+    let s = h.session();
+    s.core.set_no_open();
+    let path = "ambientcg/512/Rock064/color.png";
+    let ino = s.ino(&format!("{TAG}/{path}")).unwrap();
+    let old = release.files[path].clone();
+    assert_eq!(read_inode(&s, ino).unwrap(), old);
+    // The kernel forgets the inode; the server answers other bytes for the
+    // path, and the cached copy is gone.
+    s.core.forget(ino, u64::MAX);
+    let new = matvisfs_sample::images::png("changed", "color", 48);
+    assert_ne!(new.len(), old.len());
+    h.remote.put(TAG, path, new.clone());
+    s.core
+        .dataset()
+        .context()
+        .content
+        .remove(&[crate::digest::Sha256Digest::of(&old)]);
+    s.kernel.sent.lock().clear();
+    let ino = s.ino(&format!("{TAG}/{path}")).unwrap();
+    let first = s.core.read_inode(ino, 0, 4096, 0);
+    assert!(
+        matches!(&first, Err(e) if errno(e.clone()) == Errno::ESTALE),
+        "{first:?}"
+    );
+    assert!(
+        s.kernel.later.lock().contains(&Invalidation::Inode(ino)),
+        "{:?}",
+        s.kernel.sent.lock()
+    );
+    let fresh = s.ino(&format!("{TAG}/{path}")).unwrap();
+    assert_ne!(fresh, ino);
+    assert_eq!(read_inode(&s, fresh).unwrap(), new);
+    assert_eq!(errno(read_inode(&s, ino).unwrap_err()), Errno::ESTALE);
+}
+
 #[test]
 fn a_network_failure_is_eio_and_never_makes_a_file_absent() {
     let release = with_missing();

@@ -50,6 +50,8 @@ struct MockKernel {
     dropped: Mutex<std::collections::HashSet<u64>>,
     /// Every invalidation sent, in order.
     sent: Mutex<Vec<Invalidation>>,
+    /// Those sent without waiting for the kernel.
+    later: Mutex<Vec<Invalidation>>,
 }
 
 impl super::Kernel for MockKernel {
@@ -60,6 +62,11 @@ impl super::Kernel for MockKernel {
             }
             self.sent.lock().push(invalidation);
         }
+    }
+
+    fn invalidate_later(&self, invalidations: Vec<Invalidation>) {
+        self.later.lock().extend(invalidations.iter().cloned());
+        self.invalidate(invalidations);
     }
 }
 
