@@ -172,14 +172,16 @@ fn download_all(
         }
         ctx.content.flush();
         // Kept once on the disk (a download may be served from memory and
-        // then refused by a full disk).
+        // then refused by a full disk, or evicted again under the limit).
+        let why = match ctx.content.uncached() {
+            0 => "downloaded, then evicted again: the selection does not fit the cache's limit",
+            _ => "downloaded, but not kept: the cache cannot be written (its disk is full?)",
+        };
         for (tag, path, blob) in downloaded.lock().drain(..) {
             if !ctx.content.is_kept(&blob) {
-                failures.lock().push((
-                    format!("{}/{path}", tag.name()),
-                    "downloaded, but not kept: the cache cannot be written (its disk is full?)"
-                        .to_string(),
-                ));
+                failures
+                    .lock()
+                    .push((format!("{}/{path}", tag.name()), why.to_string()));
             }
         }
         finished.store(true, Ordering::Relaxed);

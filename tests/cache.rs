@@ -949,6 +949,26 @@ fn a_prefetch_onto_a_full_disk_fails_and_keeps_nothing_until_there_is_room() {
     assert!(!common::stored_objects(&cache).is_empty());
 }
 
+/// A selection larger than the cache's limit: the files evicted again are
+/// failures of the prefetch, said to be the limit's, not the disk's.
+#[test]
+fn a_prefetch_larger_than_the_limit_names_the_limit_not_the_disk() {
+    let served = Served::small();
+    let cache = tempfile::tempdir().unwrap();
+    let output = prefetch(
+        &served,
+        cache.path(),
+        &["--tag", TAG, "--tier", "1k", "--cache-max-size", "5kB"],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("evicted again"), "{stderr}");
+    assert!(stderr.contains("--cache-max-size"), "{stderr}");
+    assert!(!stderr.contains("disk is full"), "{stderr}");
+    // What the limit holds is kept.
+    assert!(!common::stored_objects(cache.path()).is_empty());
+}
+
 #[test]
 fn a_prefetch_started_with_a_low_soft_limit_on_open_files_raises_it_to_the_hard_one() {
     let served = Served::new(Release::generate(&matvisfs_sample::ReleaseSpec::large(
