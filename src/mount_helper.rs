@@ -257,6 +257,17 @@ mod tests {
             args[3..],
             ["--tag", "v1", "--tag", "v2", "--verbose", "--verbose"]
         );
+        // A commit alone, as a pipeline pins it.
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        let args = call(&[commit, "MNT", "-o", "ro,commits-only"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(args[3..], ["--tag", commit, "--commits-only"]);
+        let cli = Cli::try_parse_from(&args).unwrap();
+        let crate::cli::Command::Mount(mount) = cli.command else {
+            panic!("not a mount");
+        };
+        assert!(mount.commits_only);
     }
 
     #[test]

@@ -3,21 +3,8 @@
 
 use super::core::FsCore;
 use super::inodes::NodeKey;
-use super::kernel::Invalidation;
+use super::kernel::{Invalidation, Invalidations};
 use crate::dataset::{Change, Kind};
-
-/// What the kernel must drop: `now`, before the operation that found the
-/// change returns; `later`, names, sent without waiting: the kernel takes
-/// a name's directory lock to drop it, which a lookup in that directory
-/// holds until it is answered, and the answer may wait for the very
-/// operation that sends them (a lookup joins the revalidation under way).
-/// A name waiting there is harmless: its inode's attributes, dropped now,
-/// are asked for again, and the mount answers that it is gone.
-#[derive(Debug, Default)]
-pub struct Invalidations {
-    pub now: Vec<Invalidation>,
-    pub later: Vec<Invalidation>,
-}
 
 impl<B: Send + Sync + 'static> FsCore<B> {
     /// The kernel caches to drop after a change on the server: for one file,
@@ -137,7 +124,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
     /// and `stat` with `ESTALE` from then on, as open files of an old
     /// version do: no reader gets another version under the inode it
     /// began with, and none gets the old one once the change was seen.
-    fn file_changed(&self, ino: u64, key: &NodeKey, out: &mut Invalidations) {
+    pub(super) fn file_changed(&self, ino: u64, key: &NodeKey, out: &mut Invalidations) {
         if !self.no_open() {
             out.now.push(Invalidation::Attributes(ino));
             return;

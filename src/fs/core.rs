@@ -17,7 +17,7 @@ use super::attr::{Entry, file_size};
 use super::error::{FsError, Result};
 use super::handles::{Handle, Handles, OpenFile};
 use super::inodes::{CONTROL_DIR, InodeTable, NodeKey, STATS_FILE};
-use super::kernel::{Invalidation, Kernel};
+use super::kernel::{Invalidation, Invalidations, Kernel};
 use super::kernel_files::{Bound, KernelFiles, NoBacking, Open, ReadMode, Slot};
 use super::listing::Listings;
 use crate::dataset::{Change, Dataset, Kind, Opened, Stat, Tag};
@@ -201,10 +201,25 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             later = invalidations.later.len(),
             "invalidating kernel caches"
         );
+        self.tell_kernel_all(invalidations);
+    }
+
+    fn tell_kernel_all(&self, invalidations: Invalidations) {
         self.tell_kernel(invalidations.now);
         if let (Some(kernel), false) = (self.kernel.get(), invalidations.later.is_empty()) {
             kernel.invalidate_later(invalidations.later);
         }
+    }
+
+    /// In no-open mode, `ino` is found to be another file than the kernel
+    /// was told: it is retired as a changed file is (see `file_changed`).
+    fn changed_without_opens(&self, ino: u64) {
+        let Some(key) = self.inodes.key(ino) else {
+            return;
+        };
+        let mut invalidations = Invalidations::default();
+        self.file_changed(ino, &key, &mut invalidations);
+        self.tell_kernel_all(invalidations);
     }
 
     pub(super) fn stat(&self, key: &NodeKey) -> Result<Stat> {
@@ -273,6 +288,21 @@ impl<B: Send + Sync + 'static> FsCore<B> {
                 // Not an open of the kernel's: how it reads is not decided.
                 let binding = self.bind(ino, libc::O_RDONLY)?;
                 let (opened, volatile) = match binding {
+                    // The kernel holds (or may hold) another size for the
+                    // inode than its version's, and reads its page cache
+                    // up to that size: a file that changed between the
+                    // size given and this first read. The inode is stale;
+                    // its name leads to a new one, of the version's size.
+                    Binding::File {
+                        fh,
+                        direct: true,
+                        ref slot,
+                        ..
+                    } if slot.size().is_some() => {
+                        self.release(fh);
+                        self.changed_without_opens(ino);
+                        return Err(FsError::StaleInode);
+                    }
                     Binding::File { fh, .. } => (fh, false),
                     Binding::Snapshot(fh) => (fh, true),
                 };

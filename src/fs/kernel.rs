@@ -14,6 +14,19 @@ pub enum Invalidation {
     Entry { parent: u64, name: String },
 }
 
+/// What the kernel must drop: `now`, before the operation that found the
+/// change returns; `later`, names, sent without waiting: the kernel takes
+/// a name's directory lock to drop it, which a lookup in that directory
+/// holds until it is answered, and the answer may wait for the very
+/// operation that sends them (a lookup joins the revalidation under way).
+/// A name waiting there is harmless: its inode's attributes, dropped now,
+/// are asked for again, and the mount answers that it is gone.
+#[derive(Debug, Default)]
+pub struct Invalidations {
+    pub now: Vec<Invalidation>,
+    pub later: Vec<Invalidation>,
+}
+
 /// The kernel's caches, as the mount reaches them.
 pub trait Kernel: Send + Sync {
     /// Sends the invalidations, and waits (a bounded time) until the kernel
