@@ -331,7 +331,6 @@ def warm_reads(work, data, nginx, table):
     # The test server names a revision's commit by its manifest's hash.
     commit = hashlib.sha256((data / TAG / "release-manifest.json").read_bytes()).hexdigest()[:40]
     commit_paths = [cmnt / commit / r for r in rel]
-    hub_like = DelayServer(data, 0)
     local = [data / TAG / r for r in rel]
     ours_paths = [mnt / TAG / r for r in rel]
     rclone_paths = [rmnt / TAG / r for r in rel]
@@ -339,6 +338,7 @@ def warm_reads(work, data, nginx, table):
     ll_paths = [pmnt / TAG / r for r in rel]
     cache = cache_dir(work, "warm")
     ll = PassthroughLl.start(work, data, pmnt)
+    hub_like = DelayServer(data, 0)
     try:
         with Mount(base, cache, mnt) as m, Rclone(base + "/", work / "rclone-warm", rmnt):
             read_all(ours_paths, 16, total)

@@ -9,7 +9,7 @@ mod common;
 
 use std::fs;
 
-use common::{Mount, PNG_MAGIC, Served, TAG, read, texture_like, walk};
+use common::{Mount, PNG_MAGIC, Served, TAG, errno, names, read, texture_like, walk};
 use matvisfs_testkit::devserver::ServerOptions;
 
 fn stats(mount: &Mount) -> serde_json::Value {
@@ -289,19 +289,6 @@ fn on_the_hub_a_moved_commit_is_proven_again_by_its_listing_not_per_file() {
         "{listings} listings for {} files",
         tier.len()
     );
-}
-
-fn errno<T>(result: std::io::Result<T>) -> Option<i32> {
-    result.err().and_then(|e| e.raw_os_error())
-}
-
-fn names(dir: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 /// A mount of `served`'s revision by its commit alone (`--commits-only`),

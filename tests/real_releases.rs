@@ -13,7 +13,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Mount, Served, TAG, read};
+use common::{Mount, Served, TAG, errno, names, read};
 use matvisfs_sample::{Quirks, Release, ReleaseSpec, ScalarEntry, ScalarTiers, THUMB_TIER};
 use matvisfs_testkit::devserver::{Fault, FaultRule, ServerOptions};
 use serde_json::{Value, json};
@@ -24,20 +24,6 @@ fn spec_with(quirks: Quirks) -> ReleaseSpec {
     let mut spec = ReleaseSpec::small(TAG);
     spec.quirks = quirks;
     spec
-}
-
-/// The names in a directory, sorted.
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    names
-}
-
-fn errno(result: std::io::Result<impl Sized>) -> Option<i32> {
-    result.err().and_then(|e| e.raw_os_error())
 }
 
 /// The sibling files a generated document reads: `value="<file>"` of the

@@ -223,22 +223,23 @@ impl InodeTable {
     /// when `ino` was not its path's current number.
     pub fn retire(&self, ino: u64) -> bool {
         let mut table = self.table.lock();
-        let Some(key) = table.get_mut(ino).map(|i| i.key.clone()) else {
-            return false;
-        };
-        if table.find(&key) != Some(ino) {
-            return false;
-        }
         let Table {
             inodes,
             by_key,
             hasher,
         } = &mut *table;
-        let index = (ino - ROOT_INO) as u32;
-        if let Ok(entry) = by_key.find_entry(hasher.hash_one(&key), |&i| i == index) {
-            entry.remove();
-        }
-        inodes[index as usize].retired = true;
+        let Some(index) = ino.checked_sub(ROOT_INO).map(|i| i as usize) else {
+            return false;
+        };
+        let Some(inode) = inodes.get_mut(index) else {
+            return false;
+        };
+        // Its path's entry names it only while it is the current number.
+        match by_key.find_entry(hasher.hash_one(&inode.key), |&i| i as usize == index) {
+            Ok(entry) => entry.remove(),
+            Err(_) => return false,
+        };
+        inode.retired = true;
         true
     }
 

@@ -818,3 +818,18 @@ pub fn operations(address: &str, opcode: &str) -> u64 {
         .find_map(|line| line.strip_prefix(&name))
         .map_or(0, |n| n.trim().parse::<f64>().unwrap() as u64)
 }
+
+/// The names in a directory, sorted.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The errno of a failed call; `None` when it succeeded.
+pub fn errno<T>(result: std::io::Result<T>) -> Option<i32> {
+    result.err().and_then(|e| e.raw_os_error())
+}
