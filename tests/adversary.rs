@@ -7,8 +7,10 @@
 //! over one cache, with `cache clear` while mounted, `matvisfs refresh` at
 //! random moments from a thread of its own, short `--revalidate-every`
 //! periods, small caps, `--no-passthrough` and `--io-uring` (where the
-//! kernel offers it) mixed in. The oracle (`matvisfs_testkit::adversary`)
-//! then checks every result against the server's history.
+//! kernel offers it) mixed in, and some sessions mounting one commit alone
+//! (`--commits-only`, FUSE's no-open mode) while the tag goes on changing.
+//! The oracle (`matvisfs_testkit::adversary`) then checks every result
+//! against the server's history, or for a commit against its snapshot.
 //!
 //! `MATVISFS_ADVERSARY_SECONDS` (default 60) and `MATVISFS_ADVERSARY_SEED`
 //! (default a fixed number) set the run, `MATVISFS_ADVERSARY_LOGS` a
@@ -34,10 +36,12 @@ use std::time::Duration;
 use common::uring::UringSetting;
 use common::{BIN, Mount};
 use load::{Load, Running, Universe};
-use matvisfs_testkit::adversary::history::{Clock, at};
+use matvisfs_testkit::adversary::history::{Clock, History, at};
 use matvisfs_testkit::adversary::model::Release;
 use matvisfs_testkit::adversary::mutate::{self, Mutation};
-use matvisfs_testkit::adversary::oracle::{Judge, Observed, Op, RefreshRun, Session, Violation};
+use matvisfs_testkit::adversary::oracle::{
+    Judge, Observed, Op, RefreshRun, Session, Violation, requests_of_commit,
+};
 use matvisfs_testkit::adversary::report::{Tally, timeline, worth_showing};
 use matvisfs_testkit::adversary::server::{ServerOptions, VersionedServer};
 use parking_lot::Mutex;
@@ -150,8 +154,16 @@ struct Run {
     universe: Arc<Universe>,
 }
 
+/// One session as run: what the oracle judges, the history it judges it
+/// by where that is a commit's (else the server's), and the mount's stats.
+struct Ran {
+    session: Session,
+    commit_history: Option<History>,
+    stats: String,
+}
+
 impl Run {
-    fn session(&self, index: usize, plan: &Plan) -> (Session, String) {
+    fn session(&self, index: usize, plan: &Plan) -> Ran {
         // Held until the mount is gone, even on a panic (it drops after
         // the mount); a kernel without the transport runs the session
         // without the flag, and says so.
@@ -173,6 +185,8 @@ impl Run {
             Layout::Hub => self.server.hub_base_url(),
             _ => self.server.resolve_base_url(),
         };
+        // Kept by the server for good: the commit's files never change.
+        let commit = plan.commit_back.map(|back| self.server.keep_commit(back));
         let mounted = clock.now();
         let mut builder = Mount::builder(&base_url)
             .cache(self.cache.path())
@@ -186,6 +200,9 @@ impl Run {
         }
         if plan.offline {
             builder = builder.arg("--offline");
+        }
+        if let Some((commit, _)) = &commit {
+            builder = builder.arg("--commits-only").arg("--tag").arg(commit);
         }
         if plan.io_uring {
             builder = builder.arg("--io-uring");
@@ -204,7 +221,9 @@ impl Run {
         let load = Arc::new(Load {
             server: self.server.clone(),
             clock,
-            tag_dir: mount.path.join(common::TAG),
+            tag_dir: mount
+                .path
+                .join(commit.as_ref().map_or(common::TAG, |(c, _)| c.as_str())),
             universe: self.universe.clone(),
             deadline: clock.now() + plan.duration,
             walk_until: clock.now() + plan.walk_first,
@@ -294,18 +313,27 @@ impl Run {
             records.extend(slot.lock().drain(..));
         }
         records.sort_by_key(|op| (op.t0, op.thread));
+        let mut requests = self.server.requests_from(first_request);
+        if let Some((commit, _)) = &commit {
+            requests = requests_of_commit(&requests, commit);
+        }
         let session = Session {
             index,
             setup: plan.describe(),
             commits: plan.layout != Layout::PlainMirror,
             offline: plan.offline,
+            commit: commit.as_ref().map(|(c, _)| c.clone()),
             mounted,
-            requests: self.server.requests_from(first_request),
+            requests,
             ops: records,
             clears,
             refreshes,
         };
-        (session, stats)
+        Ran {
+            session,
+            commit_history: commit.map(|(_, files)| History::of_commit(&files)),
+            stats,
+        }
     }
 }
 
@@ -338,9 +366,8 @@ fn mutator(
 }
 
 /// The violations of one session, each with the events that show it.
-fn report(run: &Run, session: &Session, violations: &[Violation]) -> String {
-    let history = run.server.history();
-    let judge = Judge::new(&history, session, BOUND);
+fn report(history: &History, session: &Session, violations: &[Violation]) -> String {
+    let judge = Judge::new(history, session, BOUND);
     let mut out = String::new();
     for violation in worth_showing(violations) {
         out.push_str(&format!(
@@ -352,7 +379,7 @@ fn report(run: &Run, session: &Session, violations: &[Violation]) -> String {
             violation.why
         ));
         for line in timeline(
-            &history,
+            history,
             session,
             &judge.anchors_for(&violation.op),
             violation,
@@ -394,10 +421,27 @@ fn no_wrong_byte_under_mutations_and_load() {
     let mut violations = 0;
     let mut reports = String::new();
     for (index, plan) in plans(&mut stream(seed, PLANS), seconds).iter().enumerate() {
-        let (session, stats) = run.session(index, plan);
-        let found = Judge::new(&server.history(), &session, BOUND).violations();
+        let Ran {
+            session,
+            commit_history,
+            stats,
+        } = run.session(index, plan);
+        let server_history;
+        let history = match &commit_history {
+            Some(history) => history,
+            None => {
+                server_history = server.history();
+                &*server_history
+            }
+        };
+        let found = Judge::new(history, &session, BOUND).violations();
+        let blobs_read = session
+            .ops
+            .iter()
+            .filter(|op| matches!(op.observed, Observed::Blob(_)))
+            .count();
         println!(
-            "session {index} ({}): {} operations, {} requests, {} violations; {stats}",
+            "session {index} ({}): {} operations ({blobs_read} reads of a whole texture), {} requests, {} violations; {stats}",
             session.setup,
             session.ops.len(),
             session.requests.len(),
@@ -407,7 +451,7 @@ fn no_wrong_byte_under_mutations_and_load() {
         if !found.is_empty() {
             let text = format!(
                 "violations in session {index}:\n{}",
-                report(&run, &session, &found)
+                report(history, &session, &found)
             );
             println!("{text}");
             reports.push_str(&text);

@@ -1,7 +1,7 @@
 //! The mount sessions of a run, drawn from the seed: their length, flags
 //! (a short `--revalidate-every` now and then, `--io-uring` in one session
-//! of four), server mode, and when the
-//! cache is cleared and the mount refreshed.
+//! of four, a mount of one commit alone in one of six), server mode, and
+//! when the cache is cleared and the mount refreshed.
 
 use std::time::Duration;
 
@@ -41,6 +41,10 @@ pub struct Plan {
     pub clear_before: bool,
     /// `--offline`: what earlier sessions cached, in FUSE's no-open mode.
     pub offline: bool,
+    /// `--commits-only` with the commit of the publication this many
+    /// before the current one (kept by the server from then on), in FUSE's
+    /// no-open mode while the tag goes on changing.
+    pub commit_back: Option<usize>,
     /// `--revalidate-every`, for some sessions.
     pub revalidate_every: Option<&'static str>,
     /// `matvisfs refresh` this long after the mount.
@@ -64,6 +68,11 @@ impl Plan {
         }
         if self.offline {
             parts.push("--offline".into());
+        }
+        if let Some(back) = self.commit_back {
+            parts.push(format!(
+                "--commits-only, the commit {back} publications back"
+            ));
         }
         if self.io_uring {
             parts.push("--io-uring".into());
@@ -148,6 +157,9 @@ pub fn plans(rng: &mut ChaCha8Rng, seconds: u64) -> Vec<Plan> {
             clear_before: rng.random_bool(0.2),
             // Not the first: an offline session serves what others cached.
             offline: !out.is_empty() && rng.random_bool(0.2),
+            commit_back: rng
+                .random_ratio(1, 6)
+                .then(|| *[0, 1, 5, 40].choose(rng).expect("distances")),
             revalidate_every: match rng.random_range(0..10) {
                 0..2 => Some("1s"),
                 2 => Some("2s"),
@@ -170,6 +182,11 @@ pub fn plans(rng: &mut ChaCha8Rng, seconds: u64) -> Vec<Plan> {
             if offline.offline {
                 offline.layout = before.layout;
                 offline.clear_before = false;
+            }
+        }
+        if let [.., last] = &mut out[..] {
+            if last.offline {
+                last.commit_back = None;
             }
         }
     }

@@ -222,6 +222,20 @@ impl History {
         paths
     }
 
+    /// The history a mount of one commit sees: its snapshot's `files`, as
+    /// the one publication, made at the start and never replaced.
+    pub fn of_commit(files: &BTreeMap<String, Content>) -> History {
+        let mut history = History::default();
+        history.record(
+            0,
+            Duration::ZERO,
+            files,
+            &BTreeMap::new(),
+            vec!["the commit".into()],
+        );
+        history
+    }
+
     /// Every version `path` ever had, oldest first.
     pub fn versions(&self, path: &str) -> &[Version] {
         self.versions.get(path).map_or(&[], Vec::as_slice)

@@ -209,6 +209,34 @@ pub struct Session {
     /// revalidation to anchor reads to; what was cached is served, and
     /// nothing can change within the session.
     pub offline: bool,
+    /// `--commits-only`, mounting this commit alone: judged by
+    /// [`History::of_commit`] and [`requests_of_commit`], nothing can
+    /// change within the session and nothing need be asked (what an
+    /// earlier session cached of the commit is the commit).
+    pub commit: Option<String>,
+}
+
+/// The requests of a session that mounted `commit` alone, as the oracle
+/// judges them against [`History::of_commit`]: those for the commit's
+/// files as if for the tag's from its one publication, and those to the
+/// CDN and the API; none for the tag (a session of a commit must not
+/// ask for it, and has no load there).
+pub fn requests_of_commit(requests: &[Logged], commit: &str) -> Vec<Logged> {
+    let prefix = format!("{commit}/");
+    requests
+        .iter()
+        .filter_map(|r| {
+            if let Some(path) = r.path.strip_prefix(&prefix) {
+                return Some(Logged {
+                    path: format!("{TAG}/{path}"),
+                    snapshot: 0,
+                    ..r.clone()
+                });
+            }
+            let elsewhere = r.path.starts_with("cdn/") || r.path.starts_with("api/");
+            elsewhere.then(|| r.clone())
+        })
+        .collect()
 }
 
 /// One `matvisfs refresh` of the session's mount.
@@ -237,7 +265,8 @@ pub enum ViolationKind {
     UnexpectedErrno,
     Hang,
     NoRevalidation,
-    /// An offline session served two versions of one path.
+    /// An offline session, or one of a commit alone, served two versions of
+    /// one path.
     OfflineChanged,
     RefreshFailed,
 }
@@ -471,7 +500,7 @@ impl<'a> Judge<'a> {
                 });
             }
         }
-        if self.session.offline {
+        if self.session.offline || self.session.commit.is_some() {
             out.extend(self.one_version_each());
         } else {
             out.extend(self.revalidated());
@@ -480,8 +509,8 @@ impl<'a> Judge<'a> {
         out
     }
 
-    /// Offline, nothing can change: every read of a path in the session
-    /// is of one version.
+    /// Offline, or of a commit alone, nothing can change: every read of a
+    /// path in the session is of one version.
     fn one_version_each(&self) -> Vec<Violation> {
         let mut first: BTreeMap<&str, &BlobSpec> = BTreeMap::new();
         let mut out = Vec::new();
@@ -495,7 +524,7 @@ impl<'a> Judge<'a> {
                     kind: ViolationKind::OfflineChanged,
                     session: self.session.index,
                     op: op.clone(),
-                    why: format!("{spec} read after {seen}, in a session that asks nothing"),
+                    why: format!("{spec} read after {seen}, in a session where nothing can change"),
                 });
             }
         }
@@ -1127,7 +1156,11 @@ mod tests {
         commits: bool,
         offline: bool,
     ) -> Vec<ViolationKind> {
-        let session = Session {
+        kinds(history, &session(ops, requests, commits, offline))
+    }
+
+    fn session(ops: Vec<Op>, requests: Vec<Logged>, commits: bool, offline: bool) -> Session {
+        Session {
             index: 0,
             setup: String::new(),
             mounted: secs(0.0),
@@ -1137,8 +1170,12 @@ mod tests {
             refreshes: Vec::new(),
             commits,
             offline,
-        };
-        Judge::new(history, &session, Duration::from_secs(30))
+            commit: None,
+        }
+    }
+
+    fn kinds(history: &History, session: &Session) -> Vec<ViolationKind> {
+        Judge::new(history, session, Duration::from_secs(30))
             .violations()
             .into_iter()
             .map(|v| v.kind)
@@ -1263,6 +1300,48 @@ mod tests {
         assert_eq!(
             judge(&history, vec![read(1, 12.0, 13.0)], vec![]),
             [ViolationKind::NoRevalidation]
+        );
+    }
+
+    #[test]
+    fn a_session_of_a_commit_is_judged_by_that_commit_alone() {
+        let tag = scene();
+        // The commit of the first publication: its file is blob 1 for
+        // good, though the tag moved to blob 2 at 10 s.
+        let files: BTreeMap<String, Content> = tag
+            .paths()
+            .filter_map(|p| Some((p.clone(), tag.version_in(p, 0)?.content.clone())))
+            .collect();
+        let history = History::of_commit(&files);
+        let commit = "c".repeat(40);
+        let logged = |path: &str, at: f64| Logged {
+            path: format!("{commit}/{path}"),
+            snapshot: 0,
+            ..request(path, at, 0)
+        };
+        let requests = requests_of_commit(
+            &[
+                logged(MANIFEST, 11.0),
+                logged("s.json", 11.1),
+                // The tag's, for no operation of the session: dropped.
+                request(MANIFEST, 11.2, 1),
+            ],
+            &commit,
+        );
+        assert_eq!(requests.len(), 2);
+        assert!(requests.iter().all(|r| r.path.starts_with(TAG)));
+        let judge = |ops: Vec<Op>, requests: Vec<Logged>| {
+            let mut session = session(ops, requests, true, false);
+            session.commit = Some(commit.clone());
+            kinds(&history, &session)
+        };
+        assert_eq!(judge(vec![read(1, 12.0, 13.0)], requests.clone()), []);
+        // Nothing asked (all cached by an earlier session): still the commit.
+        assert_eq!(judge(vec![read(1, 12.0, 13.0)], vec![]), []);
+        // The tag's later version is never the commit's.
+        assert_eq!(
+            judge(vec![read(2, 12.0, 13.0)], requests),
+            [ViolationKind::AnotherPathsBytes]
         );
     }
 
@@ -1482,6 +1561,7 @@ mod tests {
             refreshes: Vec::new(),
             commits: false,
             offline: false,
+            commit: None,
         };
         let judge = Judge::new(&history, &session, Duration::from_secs(30));
         let stat = Op {
@@ -1546,6 +1626,7 @@ mod tests {
                 }],
                 commits: false,
                 offline: false,
+                commit: None,
             };
             Judge::new(&history, &session, Duration::from_secs(30))
                 .violations()

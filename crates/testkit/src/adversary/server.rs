@@ -5,8 +5,10 @@
 //! `X-Linked-Etag` and `X-Linked-Size`, or (plain mirror) `200` with a
 //! content ETag and no digest; small files answer `200` with an ETag and
 //! `304` to `If-None-Match`; `HEAD` and `Range` work; the Hub API's refs
-//! and tree listing answer from the snapshot of their request. Every
-//! request is logged with its time and the snapshot that answered it.
+//! and tree listing answer from the snapshot of their request. A commit
+//! of a recent or kept snapshot resolves to that snapshot's files, which
+//! never change, as on the Hub. Every request is logged with its time and
+//! the snapshot that answered it.
 //!
 //! One file: the snapshot, the request log and the answers in each layout
 //! share one state, and each answer is made from one snapshot.
@@ -105,8 +107,10 @@ pub struct Logged {
 struct Shared {
     clock: Clock,
     current: Mutex<Arc<Snapshot>>,
-    /// The latest snapshots, for listings asked for by commit.
+    /// The latest snapshots, for files and listings asked for by commit.
     recent: Mutex<std::collections::VecDeque<Arc<Snapshot>>>,
+    /// Snapshots kept for a mount of their commit, however old.
+    kept: Mutex<BTreeMap<u64, Arc<Snapshot>>>,
     history: Mutex<History>,
     log: Mutex<Vec<Logged>>,
     options: Mutex<ServerOptions>,
@@ -127,6 +131,18 @@ struct KeptBytes {
 }
 
 impl Shared {
+    /// The snapshot a revision names: the tag's current one, or a commit's.
+    fn snapshot_of(&self, revision: &str, current: &Arc<Snapshot>) -> Option<Arc<Snapshot>> {
+        if revision == TAG {
+            return Some(current.clone());
+        }
+        let named = |s: &&Arc<Snapshot>| commit_of(s.seq) == revision;
+        if let Some(snapshot) = self.kept.lock().values().find(named) {
+            return Some(snapshot.clone());
+        }
+        self.recent.lock().iter().find(named).cloned()
+    }
+
     fn blob_bytes(&self, spec: &BlobSpec) -> Arc<[u8]> {
         if let Some(bytes) = self.bytes.lock().by_id.get(&spec.id) {
             return bytes.clone();
@@ -165,6 +181,7 @@ impl VersionedServer {
             clock,
             recent: Mutex::new(std::collections::VecDeque::from([first.clone()])),
             current: Mutex::new(first),
+            kept: Mutex::new(BTreeMap::new()),
             history: Mutex::new(history),
             log: Mutex::new(Vec::new()),
             options: Mutex::new(options),
@@ -219,6 +236,21 @@ impl VersionedServer {
         }
         recent.push_back(current.clone());
         (seq, at)
+    }
+
+    /// The commit of the snapshot `back` publications before the current
+    /// one (or the oldest recent), kept from now on, and its files.
+    pub fn keep_commit(&self, back: usize) -> (String, BTreeMap<String, Content>) {
+        let snapshot = {
+            let recent = self.shared.recent.lock();
+            let index = recent.len().saturating_sub(1 + back);
+            recent[index].clone()
+        };
+        self.shared
+            .kept
+            .lock()
+            .insert(snapshot.seq, snapshot.clone());
+        (commit_of(snapshot.seq), snapshot.files.clone())
     }
 
     pub fn history(&self) -> MutexGuard<'_, History> {
@@ -303,7 +335,7 @@ fn serve_connection(stream: &TcpStream, shared: &Shared) {
             method: request.method.clone(),
             path: answer.logged,
             status: answer.response.status,
-            snapshot: snapshot.seq,
+            snapshot: answer.snapshot.unwrap_or(snapshot.seq),
             conditional: request.headers.contains_key("if-none-match"),
             range: request.headers.contains_key("range"),
             served: answer.served,
@@ -324,6 +356,8 @@ struct Answer {
     response: Response,
     served: Option<String>,
     blob: Option<BlobSpec>,
+    /// The snapshot that answered, where not the current one (a commit's).
+    snapshot: Option<u64>,
 }
 
 fn decoded(path: &str) -> String {
@@ -333,7 +367,7 @@ fn decoded(path: &str) -> String {
 fn answer(
     shared: &Shared,
     options: &ServerOptions,
-    snapshot: &Snapshot,
+    snapshot: &Arc<Snapshot>,
     request: &Request,
 ) -> Answer {
     let plain = |logged: String, response: Response| Answer {
@@ -341,6 +375,7 @@ fn answer(
         response,
         served: None,
         blob: None,
+        snapshot: None,
     };
     if request.method != "GET" && request.method != "HEAD" {
         return plain(
@@ -384,7 +419,16 @@ fn answer(
         .or_else(|| raw.strip_prefix(&hub_resolve))
     {
         let logged = decoded(rest);
-        let mut answer = resolve(shared, options, snapshot, request, logged);
+        let revision = logged.split('/').next().unwrap_or("");
+        let Some(snapshot) = shared.snapshot_of(revision, snapshot) else {
+            return plain(
+                logged,
+                Response::new(404, "Revision not found\n")
+                    .header("X-Error-Code", "RevisionNotFound"),
+            );
+        };
+        let mut answer = resolve(shared, options, &snapshot, request, logged);
+        answer.snapshot = Some(snapshot.seq);
         if options.redirects {
             answer.response = answer
                 .response
@@ -408,6 +452,7 @@ fn answer(
             response,
             served: Some(spec.to_string()),
             blob: Some(spec),
+            snapshot: None,
         };
     }
     plain(decoded(raw), Response::new(404, "Entry not found\n"))
@@ -433,9 +478,8 @@ fn resolve(
     logged: String,
 ) -> Answer {
     let file = logged
-        .strip_prefix(TAG)
-        .and_then(|p| p.strip_prefix('/'))
-        .and_then(|p| snapshot.files.get(p));
+        .split_once('/')
+        .and_then(|(_, p)| snapshot.files.get(p));
     let Some(content) = file else {
         return Answer {
             logged,
@@ -443,6 +487,7 @@ fn resolve(
                 .header("X-Error-Code", "EntryNotFound"),
             served: None,
             blob: None,
+            snapshot: None,
         };
     };
     let served = Some(content.label());
@@ -484,6 +529,7 @@ fn resolve(
         response,
         served,
         blob,
+        snapshot: None,
     }
 }
 
@@ -530,7 +576,7 @@ fn refs(commit: &str) -> Response {
 
 /// A request for a page of the tree listing.
 struct TreePage<'r> {
-    /// `<rev>/<dir>`: the tag, or a commit of a recent snapshot.
+    /// `<rev>/<dir>`: the tag, or a commit of a recent or kept snapshot.
     target: &'r str,
     recursive: bool,
     cursor: usize,
@@ -543,22 +589,20 @@ struct TreePage<'r> {
 /// one for the tag, that commit's for a commit), a page at a time (a
 /// listing of many pages by tag may span publications, as on the Hub), as
 /// `options.tree_lies` makes it lie.
-fn tree(shared: &Shared, current: &Snapshot, options: &ServerOptions, page: &TreePage) -> Response {
+fn tree(
+    shared: &Shared,
+    current: &Arc<Snapshot>,
+    options: &ServerOptions,
+    page: &TreePage,
+) -> Response {
     let not_found = || {
         Response::new(404, r#"{"error":"Entry not found"}"#).header("X-Error-Code", "EntryNotFound")
     };
     let (revision, dir) = page.target.split_once('/').unwrap_or((page.target, ""));
-    let by_commit;
-    let snapshot = if revision == TAG {
-        current
-    } else {
-        let recent = shared.recent.lock();
-        by_commit = match recent.iter().find(|s| commit_of(s.seq) == revision) {
-            Some(snapshot) => snapshot.clone(),
-            None => return not_found(),
-        };
-        &*by_commit
+    let Some(snapshot) = shared.snapshot_of(revision, current) else {
+        return not_found();
     };
+    let snapshot = &*snapshot;
     let dir = dir.trim_matches('/');
     let prefix = if dir.is_empty() {
         String::new()
