@@ -382,9 +382,32 @@ impl<B: Send + Sync + 'static> FsCore<B> {
     /// Where a path becomes an inode.
     pub fn lookup(&self, parent: u64, name: &str) -> Result<Entry> {
         let key = self.key(parent)?.child(name);
-        let stat = self.stat(&key)?;
-        let ino = self.inodes.lookup(&key);
-        Ok(self.entry_for(ino, &key, stat))
+        self.counted_entry(&key, |key| self.stat(key))
+    }
+
+    /// The entry of `key` with what `stat_of` finds of it, its inode
+    /// counted as one more kernel reference. A change found by another
+    /// thread between the stat and the numbering retires the path's inode
+    /// without opens (see `file_changed`): the path's new inode would be
+    /// handed the old version's size, and its first read would be stale
+    /// (see [`FsCore::read_inode`]). The stat is taken again then, a few
+    /// times at most (a change is rare; a path that changes each time is
+    /// left to that first read).
+    pub(super) fn counted_entry(
+        &self,
+        key: &NodeKey,
+        mut stat_of: impl FnMut(&NodeKey) -> Result<Stat>,
+    ) -> Result<Entry> {
+        const TRIES: usize = 4;
+        for _ in 1..TRIES {
+            let retirements = self.inodes.retirements();
+            let stat = stat_of(key)?;
+            if let Some(ino) = self.inodes.lookup_unless_retired_since(key, retirements) {
+                return Ok(self.entry_for(ino, key, stat));
+            }
+        }
+        let stat = stat_of(key)?;
+        Ok(self.entry_for(self.inodes.lookup(key), key, stat))
     }
 
     /// What the kernel is told of `ino`: the size [`KernelFiles`] gives

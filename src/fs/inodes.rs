@@ -114,6 +114,8 @@ struct Table {
     /// of every key.
     by_key: HashTable<u32>,
     hasher: RandomState,
+    /// Inodes retired so far (see [`InodeTable::lookup_unless_retired_since`]).
+    retirements: u64,
 }
 
 pub struct InodeTable {
@@ -126,6 +128,7 @@ impl Default for InodeTable {
             inodes: Vec::new(),
             by_key: HashTable::new(),
             hasher: RandomState::new(),
+            retirements: 0,
         };
         table.ino_for(&NodeKey::root());
         table.inodes[0].lookups = 1;
@@ -162,6 +165,7 @@ impl Table {
             inodes,
             by_key,
             hasher,
+            ..
         } = self;
         by_key.insert_unique(hasher.hash_one(key), index as u32, |&i| {
             hasher.hash_one(&inodes[i as usize].key)
@@ -185,6 +189,24 @@ impl InodeTable {
         let ino = table.ino_for(key);
         table.get_mut(ino).expect("just inserted").lookups += 1;
         ino
+    }
+
+    /// How many inodes were retired so far.
+    pub fn retirements(&self) -> u64 {
+        self.table.lock().retirements
+    }
+
+    /// As [`InodeTable::lookup`], unless an inode was retired since the
+    /// table counted `retirements`: then what was found of the path in
+    /// between may be of its version before (`None`).
+    pub fn lookup_unless_retired_since(&self, key: &NodeKey, retirements: u64) -> Option<u64> {
+        let mut table = self.table.lock();
+        if table.retirements != retirements {
+            return None;
+        }
+        let ino = table.ino_for(key);
+        table.get_mut(ino).expect("just inserted").lookups += 1;
+        Some(ino)
     }
 
     /// The inode for `key`, numbered if new, not counted as a kernel
@@ -227,6 +249,7 @@ impl InodeTable {
             inodes,
             by_key,
             hasher,
+            retirements,
         } = &mut *table;
         let Some(index) = ino.checked_sub(ROOT_INO).map(|i| i as usize) else {
             return false;
@@ -240,6 +263,7 @@ impl InodeTable {
             Err(_) => return false,
         };
         inode.retired = true;
+        *retirements += 1;
         true
     }
 

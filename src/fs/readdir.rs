@@ -168,11 +168,8 @@ impl<B: Send + Sync + 'static> FsCore<B> {
 
     /// Attributes for readdirplus, from memory only.
     fn plus_entry(&self, key: &NodeKey, kind: Kind) -> Entry {
-        match crate::wait::quick(|| self.stat(key)) {
-            Ok(stat) => {
-                let ino = self.inodes.lookup(key);
-                self.entry_for(ino, key, stat)
-            }
+        match self.counted_entry(key, |key| crate::wait::quick(|| self.stat(key))) {
+            Ok(entry) => entry,
             _ if kind == Kind::File => self.placeholder(key),
             _ => Entry::placeholder(self.inodes.lookup(key), kind, self.mounted_at),
         }

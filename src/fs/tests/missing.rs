@@ -7,6 +7,7 @@ use fuser::Errno;
 use super::{Harness, TAG, errno, name, parent};
 use crate::dataset::{Change, Kind};
 use crate::fs::Invalidation;
+use crate::fs::inodes::NodeKey;
 use crate::remote::FetchError;
 use matvisfs_sample::{Quirks, Release, ReleaseSpec};
 
@@ -283,6 +284,42 @@ fn without_opens_a_file_found_changed_by_its_own_read_is_dropped_after_it() {
     assert_ne!(fresh, ino);
     assert_eq!(read_inode(&s, fresh).unwrap(), new);
     assert_eq!(errno(read_inode(&s, ino).unwrap_err()), Errno::ESTALE);
+}
+
+/// Without opens, a lookup whose stat crosses a change found by another
+/// thread (a texture beside the document found missing) takes the stat
+/// again: the entry it hands out is the path's new inode with the new
+/// document's size, whose first read is whole, not `ESTALE`.
+#[test]
+fn without_opens_a_lookup_across_a_change_gives_the_new_inode_its_own_size() {
+    let (_h, s, _dir, mtlx) = without_opens();
+    let old_ino = s.ino(&mtlx).unwrap();
+    let old = read_inode(&s, old_ino).unwrap();
+    let key = mtlx
+        .split('/')
+        .fold(NodeKey::root(), |key, part| key.child(part));
+    let mut stats_taken = 0;
+    let entry = s
+        .core
+        .counted_entry(&key, |key| {
+            let stat = s.core.stat(key);
+            stats_taken += 1;
+            if stats_taken == 1 {
+                // Another thread finds a texture missing meanwhile.
+                assert_eq!(
+                    errno(s.size(&format!("{TAG}/{MISSING}")).unwrap_err()),
+                    Errno::ENOENT
+                );
+            }
+            stat
+        })
+        .unwrap();
+    assert_ne!(entry.attr.ino, old_ino);
+    let new = read_inode(&s, entry.attr.ino).unwrap();
+    assert_ne!(new, old);
+    assert_eq!(entry.attr.size, new.len() as u64);
+    assert_eq!(errno(read_inode(&s, old_ino).unwrap_err()), Errno::ESTALE);
+    assert_eq!(stats_taken, 2);
 }
 
 /// Without opens, the kernel reads an inode's page cache up to the size it
