@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use super::attr::{Entry, file_size};
 use super::error::{FsError, Result};
 use super::handles::{Handle, Handles, OpenFile};
-use super::inodes::{CONTROL_DIR, InodeTable, NodeKey, STATS_FILE};
+use super::inodes::{CONTROL_DIR, InodeTable, NodeKey, ROOT_INO, STATS_FILE};
 use super::kernel::{Invalidation, Invalidations, Kernel};
 use super::kernel_files::{Bound, KernelFiles, NoBacking, Open, ReadMode, Slot};
 use super::listing::Listings;
@@ -382,7 +382,25 @@ impl<B: Send + Sync + 'static> FsCore<B> {
     /// Where a path becomes an inode.
     pub fn lookup(&self, parent: u64, name: &str) -> Result<Entry> {
         let key = self.key(parent)?.child(name);
-        self.counted_entry(&key, |key| self.stat(key))
+        let entry = self.counted_entry(&key, |key| self.stat(key))?;
+        if parent == ROOT_INO && key.tag.is_some() {
+            self.found_at_root(name);
+        }
+        Ok(entry)
+    }
+
+    /// A tag found by name (a release or a commit first looked up) that
+    /// the root's listing, as the kernel keeps it, may lack: the kernel
+    /// drops that listing and reads the root again (it keeps a listing of
+    /// a directory with no open until told, and the root's time never
+    /// changes).
+    fn found_at_root(&self, name: &str) {
+        // Before the lookup is answered: an `ls` just after it lists the
+        // tag. Safe from within a lookup in the root (the kernel drops a
+        // directory's listing without its lock).
+        if self.listings.forget_unless_listed(ROOT_INO, name) {
+            self.tell_kernel(vec![Invalidation::Inode(ROOT_INO)]);
+        }
     }
 
     /// The entry of `key` with what `stat_of` finds of it, its inode

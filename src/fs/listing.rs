@@ -158,6 +158,27 @@ impl Listings {
         self.0.lock().by_stamp.get(&(ino, stamp)).cloned()
     }
 
+    /// Whether `name` may be missing from what the kernel keeps of `ino`'s
+    /// listing: it is not among the children of `ino`'s newest listing,
+    /// or none is kept. That listing is dropped then, so that the next
+    /// read of the directory builds it again.
+    pub fn forget_unless_listed(&self, ino: u64, name: &str) -> bool {
+        let mut kept = self.0.lock();
+        let Some(&(_, stamp)) = kept.newest.get(&ino) else {
+            return true;
+        };
+        let listed = kept
+            .by_stamp
+            .peek(&(ino, stamp))
+            .is_some_and(|l| l.children.iter().any(|(n, _)| n == name));
+        if !listed {
+            if let Some(old) = kept.by_stamp.pop(&(ino, stamp)) {
+                kept.dropped((ino, stamp), &old);
+            }
+        }
+        !listed
+    }
+
     /// Drops every listing, as a long walk of other directories would.
     #[cfg(test)]
     pub fn forget_all(&self) {

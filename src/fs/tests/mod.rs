@@ -875,6 +875,36 @@ fn writes_are_refused() {
     );
 }
 
+/// The kernel keeps the root's listing until told (it has no open, and
+/// the root's time never changes): a tag first found by name, which the
+/// listing it keeps lacks, makes the mount drop that listing in the kernel
+/// and build it again; one already listed sends nothing.
+#[test]
+fn a_tag_first_looked_up_by_name_drops_the_root_listing_the_kernel_keeps() {
+    const OTHER: &str = "v2026.05.0-rc1";
+    let h = Harness::new(&small());
+    h.publish(&Release::generate(&ReleaseSpec::small(OTHER)));
+    let s = h.session();
+    let names = || -> Vec<String> { s.list("").unwrap().into_iter().map(|(n, _)| n).collect() };
+    assert_eq!(names(), [".matvisfs", TAG]);
+    let dropped = || {
+        s.kernel
+            .sent
+            .lock()
+            .iter()
+            .filter(|i| **i == Invalidation::Inode(ROOT_INO))
+            .count()
+    };
+    s.core.lookup(ROOT_INO, TAG).unwrap();
+    assert_eq!(dropped(), 0);
+    s.core.lookup(ROOT_INO, OTHER).unwrap();
+    assert_eq!(dropped(), 1);
+    // Built again at once, not reused for the moment a root listing is.
+    assert_eq!(names(), [".matvisfs", TAG, OTHER]);
+    s.core.lookup(ROOT_INO, OTHER).unwrap();
+    assert_eq!(dropped(), 1);
+}
+
 #[test]
 fn other_tags_are_looked_up_lazily_and_misses_remembered() {
     let release = small();
