@@ -489,6 +489,8 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         if let Some(errno) = self.0.open_refused() {
+            // Counted as over io_uring, where every request is.
+            self.0.timer("open").finish(&self.0.latency);
             return reply.error(errno);
         }
         let _span = debug_span!("open", ino = ino.0, pid = req.pid()).entered();
