@@ -177,16 +177,14 @@ pub fn plans(rng: &mut ChaCha8Rng, seconds: u64) -> Vec<Plan> {
             io_uring: rng.random_bool(0.25),
         });
         // Offline, the same server (its origin keys the cached tag) as the
-        // session before, and its cache kept.
+        // session before, and its cache kept: what it serves is the tag as
+        // that session cached it, so that one mounts the tag, not a commit.
         if let [.., before, offline] = &mut out[..] {
             if offline.offline {
                 offline.layout = before.layout;
                 offline.clear_before = false;
-            }
-        }
-        if let [.., last] = &mut out[..] {
-            if last.offline {
-                last.commit_back = None;
+                offline.commit_back = None;
+                before.commit_back = None;
             }
         }
     }
