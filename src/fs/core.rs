@@ -398,7 +398,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
         // Before the lookup is answered: an `ls` just after it lists the
         // tag. Safe from within a lookup in the root (the kernel drops a
         // directory's listing without its lock).
-        if self.listings.forget_unless_listed(ROOT_INO, name) {
+        if self.listings.root_lacks(name) {
             self.tell_kernel(vec![Invalidation::Inode(ROOT_INO)]);
         }
     }

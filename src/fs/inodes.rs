@@ -172,6 +172,12 @@ impl Table {
         });
         ROOT_INO + index as u64
     }
+
+    fn counted(&mut self, key: &NodeKey) -> u64 {
+        let ino = self.ino_for(key);
+        self.get_mut(ino).expect("just inserted").lookups += 1;
+        ino
+    }
 }
 
 impl InodeTable {
@@ -185,10 +191,7 @@ impl InodeTable {
 
     /// The inode for `key`, counted as one more kernel reference.
     pub fn lookup(&self, key: &NodeKey) -> u64 {
-        let mut table = self.table.lock();
-        let ino = table.ino_for(key);
-        table.get_mut(ino).expect("just inserted").lookups += 1;
-        ino
+        self.table.lock().counted(key)
     }
 
     /// How many inodes were retired so far.
@@ -201,12 +204,7 @@ impl InodeTable {
     /// between may be of its version before (`None`).
     pub fn lookup_unless_retired_since(&self, key: &NodeKey, retirements: u64) -> Option<u64> {
         let mut table = self.table.lock();
-        if table.retirements != retirements {
-            return None;
-        }
-        let ino = table.ino_for(key);
-        table.get_mut(ino).expect("just inserted").lookups += 1;
-        Some(ino)
+        (table.retirements == retirements).then(|| table.counted(key))
     }
 
     /// The inode for `key`, numbered if new, not counted as a kernel

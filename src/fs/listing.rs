@@ -117,6 +117,9 @@ struct Kept {
     /// it was built from.
     newest: HashMap<u64, (Option<u64>, u64)>,
     entries: usize,
+    /// The root's newest listing, however long ago: what the kernel may
+    /// still hold of the root.
+    root: Option<Arc<Listing>>,
 }
 
 impl Kept {
@@ -134,6 +137,7 @@ impl Default for Listings {
             by_stamp: LruCache::new(NonZeroUsize::new(KEPT).expect("not zero")),
             newest: HashMap::new(),
             entries: 0,
+            root: None,
         }))
     }
 }
@@ -158,25 +162,24 @@ impl Listings {
         self.0.lock().by_stamp.get(&(ino, stamp)).cloned()
     }
 
-    /// Whether `name` may be missing from what the kernel keeps of `ino`'s
-    /// listing: it is not among the children of `ino`'s newest listing,
-    /// or none is kept. That listing is dropped then, so that the next
-    /// read of the directory builds it again.
-    pub fn forget_unless_listed(&self, ino: u64, name: &str) -> bool {
+    /// Whether the root's listing handed to the kernel last lacks `name`
+    /// (a tag first looked up); it is dropped then, so that the next read
+    /// of the root builds it again. The kernel keeps what it was handed
+    /// until told.
+    pub fn root_lacks(&self, name: &str) -> bool {
         let mut kept = self.0.lock();
-        let Some(&(_, stamp)) = kept.newest.get(&ino) else {
-            return true;
-        };
-        let listed = kept
-            .by_stamp
-            .peek(&(ino, stamp))
-            .is_some_and(|l| l.children.iter().any(|(n, _)| n == name));
-        if !listed {
-            if let Some(old) = kept.by_stamp.pop(&(ino, stamp)) {
-                kept.dropped((ino, stamp), &old);
+        let lacks = kept
+            .root
+            .as_ref()
+            .is_some_and(|l| !l.children.iter().any(|(n, _)| n == name));
+        if lacks {
+            let root = kept.root.take().expect("just seen");
+            let key = (root.ino, root.stamp);
+            if let Some(old) = kept.by_stamp.pop(&key) {
+                kept.dropped(key, &old);
             }
         }
-        !listed
+        lacks
     }
 
     /// Drops every listing, as a long walk of other directories would.
@@ -192,6 +195,9 @@ impl Listings {
         let mut kept = self.0.lock();
         let key = (listing.ino, listing.stamp);
         let newest = (listing.version, listing.stamp);
+        if listing.key == NodeKey::root() {
+            kept.root = Some(listing.clone());
+        }
         kept.entries += listing.children.len();
         if let Some((old_key, old)) = kept.by_stamp.push(key, listing) {
             kept.dropped(old_key, &old);

@@ -903,6 +903,11 @@ fn a_tag_first_looked_up_by_name_drops_the_root_listing_the_kernel_keeps() {
     assert_eq!(names(), [".matvisfs", TAG, OTHER]);
     s.core.lookup(ROOT_INO, OTHER).unwrap();
     assert_eq!(dropped(), 1);
+
+    // A root never listed: nothing for the kernel to drop.
+    let s = h.session();
+    s.core.lookup(ROOT_INO, OTHER).unwrap();
+    assert!(s.kernel.sent.lock().is_empty());
 }
 
 #[test]
