@@ -304,3 +304,70 @@ fn a_tag_looked_up_by_name_is_loaded_once_and_a_missing_one_remembered() {
             .any(|r| r.path.contains("Trash"))
     );
 }
+
+/// A catalog of one source replaced (on a plain mirror, which names no
+/// commit) begins a new version of the tag in which the files of the other
+/// sources are as they were: what a session proved of them stays proven,
+/// offline (served, not `EIO`) and online (read again without a request).
+#[test]
+fn files_proven_before_another_sources_catalog_changed_stay_proven_offline_and_online() {
+    let served = Served::plain_mirror(matvisfs_sample::Release::generate(
+        &matvisfs_sample::ReleaseSpec::small(TAG),
+    ));
+    served.server.set_options(ServerOptions {
+        lfs_redirects: false,
+        commits: false,
+        ..Default::default()
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let ambientcg: Vec<(&String, &Vec<u8>)> = served
+        .release
+        .textures()
+        .filter(|(p, _)| p.starts_with("ambientcg/"))
+        .collect();
+    assert!(!ambientcg.is_empty());
+    {
+        let mount = Mount::builder(&served.base_url())
+            .cache(cache.path())
+            .start();
+        for (path, bytes) in served.release.textures() {
+            assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
+        }
+        // gpuopen's catalog alone is republished; the refresh finds it.
+        let catalog = served.dir.path().join(TAG).join("gpuopen.json");
+        let mut bytes = fs::read(&catalog).unwrap();
+        bytes.push(b'\n');
+        fs::write(&catalog, bytes).unwrap();
+        let generation = mount.stats()["tags"][TAG]["generation"].as_u64().unwrap();
+        let refresh = std::process::Command::new(common::BIN)
+            .arg("refresh")
+            .arg(&mount.path)
+            .output()
+            .unwrap();
+        assert_eq!(refresh.status.code(), Some(0));
+        assert!(mount.stats()["tags"][TAG]["generation"].as_u64().unwrap() > generation);
+    }
+    {
+        let offline = Mount::builder(&served.base_url())
+            .cache(cache.path())
+            .arg("--offline")
+            .start();
+        for (path, bytes) in &ambientcg {
+            assert_eq!(&read(&offline.tag_path(path)).unwrap(), *bytes, "{path}");
+        }
+    }
+    served.server.clear_requests();
+    let mount = Mount::builder(&served.base_url())
+        .cache(cache.path())
+        .start();
+    for (path, bytes) in &ambientcg {
+        assert_eq!(&read(&mount.tag_path(path)).unwrap(), *bytes, "{path}");
+    }
+    let asked: Vec<LoggedRequest> = served
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with(&format!("{TAG}/ambientcg/")))
+        .collect();
+    assert!(asked.is_empty(), "{asked:#?}");
+}

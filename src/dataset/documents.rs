@@ -487,6 +487,7 @@ impl Documents {
                     name: name.to_string(),
                     record,
                     doc: doc.clone(),
+                    commit: meta.commit.clone(),
                 }) else {
                     return;
                 };

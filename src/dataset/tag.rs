@@ -204,10 +204,11 @@ impl Tag {
                 changes_found: Default::default(),
                 immutable: crate::names::is_commit(name),
                 commit: Mutex::new(commit),
+                records,
             },
             documents: Documents::default(),
             revalidation: Revalidation::new(fetched, crate::names::is_commit(name)),
-            files: Files::new(records),
+            files: Files::default(),
         }
     }
 

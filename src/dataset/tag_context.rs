@@ -15,7 +15,7 @@ use super::{Change, Context};
 use crate::digest::Sha256Digest;
 use crate::format::Location;
 use crate::remote::{Remote, RemoteMeta};
-use crate::store::{Blob, OpenBlob};
+use crate::store::{Blob, FileRecords, OpenBlob};
 use crate::wait;
 
 /// Change reports kept for the statistics.
@@ -84,6 +84,9 @@ pub struct TagContext {
     /// The commit the revision resolved to in this session, as the server
     /// named it (`X-Repo-Commit`).
     pub commit: Mutex<Option<String>>,
+    /// What is known of each texture file, stamped with the generation it
+    /// holds for.
+    pub records: FileRecords,
 }
 
 impl TagContext {
@@ -119,10 +122,30 @@ impl TagContext {
 
     /// Begins a new version of the tag (see [`TagVersion::begin`]); a
     /// redirect seen before it may lead to the bytes of the version before,
-    /// so they are forgotten just before it is put in place.
+    /// so they are forgotten just before it is put in place. A catalog or
+    /// MaterialX map of one source replaced at the same commit (or where
+    /// the server names none) changes no file of another source: their
+    /// records stay proven in the new version, so that they are neither
+    /// asked about again nor lost to an offline mount.
     pub fn begin_version(&self, change: NewVersion) -> Option<Transition> {
-        self.version
-            .begin(change, || self.ctx.remote.forget_redirects())
+        let untouched_outside = match &change {
+            NewVersion::Document { name, commit, .. }
+                if commit.is_none() || *commit == self.version.state().commit() =>
+            {
+                let view = self.version.view();
+                view.manifest
+                    .document_owner(name)
+                    .map(|source| format!("{}/", source.name))
+            }
+            _ => None,
+        };
+        self.version.begin(change, |before, after| {
+            self.ctx.remote.forget_redirects();
+            if let Some(owned) = &untouched_outside {
+                self.records
+                    .carry_forward(before, after, |path| !path.starts_with(owned.as_str()));
+            }
+        })
     }
 
     pub fn put_document(&self, bytes: &[u8]) -> Result<Blob> {

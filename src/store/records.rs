@@ -272,6 +272,34 @@ impl FileRecords {
             }));
     }
 
+    /// Records of generation `from` whose path `untouched` accepts become
+    /// records of generation `to`: what a new version of the tag provably
+    /// did not change (a catalog of another source replaced) stays proven
+    /// in it, in memory and in the database. A record of any other
+    /// generation (one put since, for the new version) is left alone.
+    pub fn carry_forward(&self, from: u64, to: u64, untouched: impl Fn(&str) -> bool) {
+        let carried: Vec<FileRecord> = {
+            let mut table = self.table.lock();
+            let Table { map, extras } = &mut *table;
+            map.iter_mut()
+                .filter(|(path, c)| c.generation as u64 == from && untouched(path))
+                .map(|(path, c)| {
+                    c.generation = to.min(u32::MAX as u64) as u32;
+                    c.record(path, extras)
+                })
+                .collect()
+        };
+        if carried.is_empty() {
+            return;
+        }
+        self.db
+            .queue_records(carried.into_iter().map(|record| RecordWrite {
+                origin: self.origin.clone(),
+                tag: self.tag.clone(),
+                record,
+            }));
+    }
+
     /// Waits until every record put so far is in the database.
     pub fn flush(&self) {
         self.db.flush();
@@ -302,6 +330,31 @@ mod tests {
 
     fn database(dir: &tempfile::TempDir) -> Arc<Database> {
         Arc::new(Database::open(&dir.path().join("cache.db")).unwrap().0)
+    }
+
+    #[test]
+    fn records_carried_forward_are_of_the_new_generation_in_memory_and_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = database(&dir);
+        let records = FileRecords::open(db.clone(), "o", "t");
+        records.put(record("a/1k/m/ao.png", 3, 70));
+        records.put(record("b/1k/m/ao.png", 3, 80));
+        records.put(record("b/1k/m/color.png", 4, 90));
+        records.put(record("b/1k/m/normal.png", 2, 95));
+        records.carry_forward(3, 4, |path| !path.starts_with("a/"));
+        let generations = |records: &FileRecords| {
+            [
+                "a/1k/m/ao.png",
+                "b/1k/m/ao.png",
+                "b/1k/m/color.png",
+                "b/1k/m/normal.png",
+            ]
+            .map(|p| records.get(p).unwrap().generation)
+        };
+        assert_eq!(generations(&records), [3, 4, 4, 2]);
+        assert_eq!(records.size_at("b/1k/m/ao.png", 4), Some(80));
+        records.flush();
+        assert_eq!(generations(&FileRecords::open(db, "o", "t")), [3, 4, 4, 2]);
     }
 
     #[test]

@@ -17,25 +17,17 @@ use super::tag_context::TagContext;
 use super::tree::TextureRef;
 use crate::store::{FileRecord, FileRecords};
 
-/// What the texture files of a tag keep: their records and what this
-/// session learned of their sizes, downloads and tiers.
+/// What the texture files of a tag keep: what this session learned of
+/// their sizes, downloads and tiers (their records are the tag's, see
+/// [`TagContext::records`]).
+#[derive(Default)]
 pub struct Files {
-    records: FileRecords,
     sizes: sizes::Sizes,
     content: content::Content,
     tiers: tiers::Tiers,
 }
 
 impl Files {
-    pub fn new(records: FileRecords) -> Self {
-        Files {
-            records,
-            sizes: sizes::Sizes::default(),
-            content: content::Content::default(),
-            tiers: tiers::Tiers::default(),
-        }
-    }
-
     /// Tiers found incomplete are asked again at their next need.
     pub fn forget_incomplete_tiers(&self) {
         self.tiers.forget_incomplete();
@@ -73,7 +65,7 @@ pub struct FileRequest<'a> {
 
 impl FileRequest<'_> {
     fn records(&self) -> &FileRecords {
-        &self.files.records
+        &self.t.records
     }
 
     /// Whether the request's version of the tag is still the current one:

@@ -19,11 +19,13 @@ pub use state::{PersistedState, unix_now};
 
 /// What begins a new version of the tag.
 pub enum NewVersion {
-    /// A document other than the manifest replaced by a different one.
+    /// A document other than the manifest replaced by a different one;
+    /// `commit`: the commit its answer named, if any.
     Document {
         name: String,
         record: DocRecord,
         doc: LoadedDoc,
+        commit: Option<String>,
     },
     /// A new manifest; `commit`: the commit its answer named, if any.
     Manifest {
@@ -124,13 +126,20 @@ impl TagVersion {
 
     /// Begins a new version of the tag: persisted and put in view in one
     /// transition, after the next generation of all. `putting_in_place`
-    /// runs just before the new view is seen (a redirect seen before it may
+    /// runs just before the new view is seen, with the generations of the
+    /// version before and of the new one (a redirect seen before it may
     /// lead to the bytes of the version before). `None`: nothing changed.
-    pub fn begin(&self, change: NewVersion, putting_in_place: impl FnOnce()) -> Option<Transition> {
+    pub fn begin(
+        &self,
+        change: NewVersion,
+        putting_in_place: impl FnOnce(u64, u64),
+    ) -> Option<Transition> {
         let _writer = self.writer.lock();
         let commit_before = self.state.commit();
         let (version, step) = match change {
-            NewVersion::Document { name, record, doc } => {
+            NewVersion::Document {
+                name, record, doc, ..
+            } => {
                 let version = self.state.replace(&name, record, None);
                 (
                     version,
@@ -172,8 +181,8 @@ impl TagVersion {
                 )
             }
         };
-        putting_in_place();
         let old = self.current.load_full();
+        putting_in_place(old.generation, version.generation);
         debug_assert!(version.generation > old.generation);
         let new = Arc::new(old.next(step)?);
         self.current.store(new.clone());

@@ -237,19 +237,23 @@ fn small() -> Release {
     Release::generate(&ReleaseSpec::small(TAG))
 }
 
-/// A material of another source renamed on the server and published, then
-/// found by a read of `other` (a texture of that source cached before the
-/// session, so its catalog is revalidated): a new version of the tag.
-fn publish_a_change_elsewhere<B: Send + Sync + 'static>(
+/// A material of `other`'s source renamed on the server and published,
+/// then found by a refresh and a read of `other` (a texture of that source
+/// cached before the session): a new version of the tag, in which the
+/// files of that source are proven again (those of the other sources stay
+/// proven).
+fn publish_a_catalog_change<B: Send + Sync + 'static>(
     h: &Harness,
     s: &Session<B>,
     release: &mut Release,
     other: &str,
 ) {
-    let mut catalog = release.json("gpuopen.json");
+    let catalog_file = format!("{}.json", other.split('/').next().unwrap());
+    let mut catalog = release.json(&catalog_file);
     catalog[0]["mat_vis"]["name"] = serde_json::json!("renamed");
-    release.set_json("gpuopen.json", &catalog);
+    release.set_json(&catalog_file, &catalog);
     h.publish(release);
+    s.core.dataset.refresh(None);
     s.read(&format!("{TAG}/{other}")).unwrap();
     assert!(!s.changes.lock().is_empty(), "the catalog was revalidated");
 }
@@ -1252,22 +1256,18 @@ fn while_a_file_is_open_the_kernel_is_given_the_size_of_its_version() {
     let mut release = small();
     let h = Harness::new(&release);
     let path = "ambientcg/512/Wood051/ao.png";
-    let other = release
-        .textures()
-        .find(|(p, _)| p.starts_with("gpuopen/"))
-        .unwrap()
-        .0
-        .clone();
-    h.warm(&[path, &other]);
+    let other = "ambientcg/1k/Metal032/color.png";
+    h.warm(&[path, other]);
     let s = h.session();
     let ino = s.ino(&format!("{TAG}/{path}")).unwrap();
     let opened = s.core.open(ino, libc::O_RDONLY).unwrap();
     let old = release.files[path].clone();
-    // The server's copy changes size, and another source's catalog
-    // changes: a new version of the tag, whose files' sizes are asked again.
+    // The server's copy changes size, and its source's catalog changes
+    // (another material): a new version of the tag, whose files of that
+    // source have their sizes asked again.
     let bigger = matvisfs_sample::images::png("republished", "ao", 32);
     release.replace_texture(path, bigger.clone());
-    publish_a_change_elsewhere(&h, &s, &mut release, &other);
+    publish_a_catalog_change(&h, &s, &mut release, other);
     // The open file still reads its version whole, and the kernel, which
     // keeps one size per inode, is given that version's size.
     assert_eq!(s.core.getattr(ino).unwrap().attr.size, old.len() as u64);
@@ -1406,7 +1406,7 @@ fn a_pass_goes_on_after_its_listing_was_dropped_when_the_directory_is_unchanged(
     let (_, resume) = before[2].clone();
     // Another source changes: a new version of the tag, this directory
     // the same.
-    publish_a_change_elsewhere(&h, &s, &mut release, &other);
+    publish_a_catalog_change(&h, &s, &mut release, &other);
     // The listing the pass began with is dropped.
     s.core.listings.forget_all();
     let rest = s.core.listing(dir, resume).unwrap();

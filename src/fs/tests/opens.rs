@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{Errno, Harness, Session, TAG, errno, publish_a_change_elsewhere, small, texture_gets};
+use super::{Errno, Harness, Session, TAG, errno, publish_a_catalog_change, small, texture_gets};
 use crate::digest::Sha256Digest;
 use crate::fs::ReadMode;
 
@@ -21,12 +21,16 @@ fn other_source(release: &matvisfs_sample::Release) -> String {
         .clone()
 }
 
+/// A texture of `PATH`'s source in another material: a change of their
+/// catalog begins a version in which `PATH` is proven again.
+const SAME_SOURCE: &str = "ambientcg/1k/Metal032/color.png";
+
 #[test]
 fn an_open_is_decided_with_its_version_size_and_pages_and_a_changed_file_gets_a_new_decision() {
     let mut release = small();
     let h = Harness::new(&release);
-    let other = other_source(&release);
-    h.warm(&[PATH, &other]);
+    let other = SAME_SOURCE;
+    h.warm(&[PATH, other]);
     let s = h.session();
     let ino = s.ino(&format!("{TAG}/{PATH}")).unwrap();
     let old = release.files[PATH].clone();
@@ -57,7 +61,7 @@ fn an_open_is_decided_with_its_version_size_and_pages_and_a_changed_file_gets_a_
     // The server's copy changes; the mount revalidates the tag.
     let bigger = matvisfs_sample::images::png("republished", "ao", 32);
     release.replace_texture(PATH, bigger.clone());
-    publish_a_change_elsewhere(&h, &s, &mut release, &other);
+    publish_a_catalog_change(&h, &s, &mut release, other);
 
     // A new decision: not the old version (the new one is not cached yet,
     // so its first read binds it), read past the page cache, since the
@@ -124,7 +128,7 @@ fn an_open_of_kept_pages_reads_its_own_version_once_they_are_gone_after_a_change
         let new = matvisfs_sample::images::png("changed", "ao", 40 + i as u32);
         release.replace_texture(path, new);
     }
-    publish_a_change_elsewhere(&h, &s, &mut release, &other);
+    publish_a_catalog_change(&h, &s, &mut release, &other);
     h.remote.clear_log();
     // The pages reclaimed, a read reaches the mount: the open's own version,
     // from the cache.
