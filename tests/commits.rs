@@ -463,3 +463,29 @@ fn without_opens_a_file_found_changed_by_its_own_read_is_read_new_by_name() {
     assert_eq!(common::read_once_released(&file), new);
     assert_eq!(fs::metadata(&file).unwrap().len(), new.len() as u64);
 }
+
+/// A branch or tag named like a commit (40 hex digits, which git allows)
+/// can move: a server that resolves the name to another commit shows that
+/// it is no commit, and it is not served as one (which would never be
+/// revalidated), with `--commits-only` or without.
+#[test]
+fn a_ref_named_like_a_commit_is_not_served_as_a_commit() {
+    let served = Served::small();
+    let name = "ab".repeat(20);
+    let release = matvisfs_sample::Release::generate(&matvisfs_sample::ReleaseSpec::small(&name));
+    release.write_to(served.dir.path()).unwrap();
+    let error = Mount::builder(&served.base_url())
+        .arg("--commits-only")
+        .arg("--tag")
+        .arg(&name)
+        .try_start()
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        error.contains(&name) && error.contains("named like a commit"),
+        "{error}"
+    );
+    let mount = Mount::builder(&served.base_url()).start();
+    assert!(fs::metadata(mount.path.join(&name)).is_err());
+    assert!(fs::metadata(mount.tag_path("ambientcg")).unwrap().is_dir());
+}

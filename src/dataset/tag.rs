@@ -97,6 +97,22 @@ pub struct Tag {
     files: Files,
 }
 
+/// A name of 40 hex digits is served as a commit, which never changes and
+/// is never revalidated. A server that resolves it to another commit has a
+/// branch or tag of that name (git allows one), which can move: it is
+/// refused rather than served as if it could not.
+fn refuse_a_ref_named_like_a_commit(name: &str, resolved: Option<&str>) -> Result<(), LoadError> {
+    match resolved {
+        Some(commit) if crate::names::is_commit(name) && !commit.eq_ignore_ascii_case(name) => {
+            Err(LoadError::Unavailable(format!(
+                "the server resolves it to the commit {commit}: it is a branch or tag named \
+                 like a commit, which can change, and is not served as one"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Tag {
     /// Opens a tag from the cache or, when it has no usable cached manifest,
     /// from the server (which then counts as this session's revalidation).
@@ -119,6 +135,7 @@ impl Tag {
                     .and_then(|bytes| parse_manifest_for(name, &bytes));
                 match cached {
                     Ok(manifest) => {
+                        refuse_a_ref_named_like_a_commit(name, state.commit.as_deref())?;
                         // A later version's state may never have been
                         // written (the disk refused it) while file records
                         // of it were: a version past them then begins, so
@@ -164,6 +181,7 @@ impl Tag {
         };
         let manifest = parse_manifest_for(name, &bytes)
             .map_err(|e| LoadError::Unavailable(format!("the manifest is unusable: {e}")))?;
+        refuse_a_ref_named_like_a_commit(name, meta.commit.as_deref())?;
         let blob = ctx
             .documents
             .put_bytes(&bytes)
