@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -81,6 +82,8 @@ impl Hasher {
 /// [`StreamHasher::in_background`] is asked for (a large download), on a
 /// thread of its own beside it, so that receiving and writing a large
 /// body do not wait for its hash (which is as slow as both together).
+/// Chunks given shared ([`StreamHasher::update_shared`], a body as it came
+/// off the connection) reach that thread without a copy.
 #[derive(Default)]
 pub struct StreamHasher {
     inline: Hasher,
@@ -88,37 +91,51 @@ pub struct StreamHasher {
 }
 
 struct HashWorker {
-    batch: Vec<u8>,
+    batch: Vec<Bytes>,
+    /// Bytes in `batch`.
+    batched: usize,
     #[cfg(test)]
     largest_sent: usize,
-    sender: std::sync::mpsc::SyncSender<Vec<u8>>,
+    sender: std::sync::mpsc::SyncSender<Vec<Bytes>>,
     done: std::thread::JoinHandle<Hasher>,
 }
 
-/// Bytes handed to the hashing thread at a time.
+/// Bytes handed to the hashing thread at a time (a batch ends at the
+/// first chunk that reaches it).
 const HASH_BATCH: usize = 1 << 20;
 
 impl StreamHasher {
     pub fn update(&mut self, mut bytes: &[u8]) {
-        let Some(worker) = &mut self.worker else {
+        if self.worker.is_none() {
             return self.inline.update(bytes);
-        };
-        // A batch at a time, however large the slice (a whole document):
-        // the bytes in flight stay within a few batches.
+        }
+        // Copied a batch at a time, however large the slice (a whole
+        // document): the bytes in flight stay within a few batches.
         while !bytes.is_empty() {
-            let take = (HASH_BATCH - worker.batch.len()).min(bytes.len());
-            worker.batch.extend_from_slice(&bytes[..take]);
-            bytes = &bytes[take..];
-            if worker.batch.len() >= HASH_BATCH {
-                let batch = std::mem::replace(&mut worker.batch, Vec::with_capacity(HASH_BATCH));
-                #[cfg(test)]
-                {
-                    worker.largest_sent = worker.largest_sent.max(batch.len());
-                }
-                // The thread only ends with the sender, or by a panic that
-                // `finish` passes on.
-                let _ = worker.sender.send(batch);
+            let room = HASH_BATCH - self.worker.as_ref().map_or(0, |w| w.batched);
+            let (piece, rest) = bytes.split_at(room.min(bytes.len()));
+            self.update_shared(Bytes::copy_from_slice(piece));
+            bytes = rest;
+        }
+    }
+
+    /// Hashes `bytes`, which the hashing thread may hold until it has.
+    pub fn update_shared(&mut self, bytes: Bytes) {
+        let Some(worker) = &mut self.worker else {
+            return self.inline.update(&bytes);
+        };
+        worker.batched += bytes.len();
+        worker.batch.push(bytes);
+        if worker.batched >= HASH_BATCH {
+            let batch = std::mem::take(&mut worker.batch);
+            #[cfg(test)]
+            {
+                worker.largest_sent = worker.largest_sent.max(worker.batched);
             }
+            worker.batched = 0;
+            // The thread only ends with the sender, or by a panic that
+            // `finish` passes on.
+            let _ = worker.sender.send(batch);
         }
     }
 
@@ -127,19 +144,22 @@ impl StreamHasher {
         if self.worker.is_some() {
             return;
         }
-        let (sender, batches) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (sender, batches) = std::sync::mpsc::sync_channel::<Vec<Bytes>>(4);
         let mut hasher = self.inline.clone();
         let started = std::thread::Builder::new()
             .name("hash".into())
             .spawn(move || {
                 for batch in batches {
-                    hasher.update(&batch);
+                    for bytes in batch {
+                        hasher.update(&bytes);
+                    }
                 }
                 hasher
             });
         if let Ok(done) = started {
             self.worker = Some(HashWorker {
-                batch: Vec::with_capacity(HASH_BATCH),
+                batch: Vec::new(),
+                batched: 0,
                 #[cfg(test)]
                 largest_sent: 0,
                 sender,
@@ -179,7 +199,7 @@ mod tests {
         hasher.update(&bytes);
         let worker = hasher.worker.as_ref().expect("a hashing thread");
         assert_eq!(worker.largest_sent, HASH_BATCH);
-        assert!(worker.batch.capacity() <= HASH_BATCH);
+        assert!(worker.batched < HASH_BATCH);
         assert_eq!(hasher.finish(), Sha256Digest::of(&bytes));
     }
 
@@ -195,6 +215,24 @@ mod tests {
                 hasher.update(chunk);
             }
             assert_eq!(hasher.finish(), Sha256Digest::of(&bytes), "{switch_at}");
+        }
+    }
+
+    #[test]
+    fn shared_chunks_mixed_with_copied_ones_have_the_same_digest() {
+        let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i * 11 % 251) as u8).collect();
+        for background in [false, true] {
+            let mut hasher = StreamHasher::default();
+            if background {
+                hasher.in_background();
+            }
+            for (n, chunk) in bytes.chunks(300_001).enumerate() {
+                match n % 2 {
+                    0 => hasher.update_shared(Bytes::copy_from_slice(chunk)),
+                    _ => hasher.update(chunk),
+                }
+            }
+            assert_eq!(hasher.finish(), Sha256Digest::of(&bytes), "{background}");
         }
     }
 

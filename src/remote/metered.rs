@@ -80,6 +80,11 @@ impl BodySink for Counting<'_> {
         self.inner.write(chunk)
     }
 
+    fn write_shared(&mut self, chunk: bytes::Bytes) -> Result<(), FetchError> {
+        self.bytes += chunk.len() as u64;
+        self.inner.write_shared(chunk)
+    }
+
     fn announced(&mut self, size: u64) -> Result<(), FetchError> {
         self.inner.announced(size)
     }

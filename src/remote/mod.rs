@@ -22,6 +22,7 @@ mod retry;
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -147,6 +148,11 @@ impl FetchError {
 pub trait BodySink {
     fn reset(&mut self) -> Result<(), FetchError>;
     fn write(&mut self, chunk: &[u8]) -> Result<(), FetchError>;
+    /// [`BodySink::write`] of a chunk the sink may keep without a copy (a
+    /// body as it came off the connection).
+    fn write_shared(&mut self, chunk: Bytes) -> Result<(), FetchError> {
+        self.write(&chunk)
+    }
     /// The size the server announces, before the body: a sink with a
     /// limit refuses it here rather than after the download.
     fn announced(&mut self, _size: u64) -> Result<(), FetchError> {

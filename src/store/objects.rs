@@ -5,6 +5,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::beneath::{Dir, Kind, TempFile};
@@ -447,6 +448,55 @@ pub struct Ingest {
     moved: bool,
     /// Where a staged download goes on when it outgrows memory.
     spill: Option<ObjectStore>,
+    /// The file's blocks, given ahead of the bytes (see [`RESERVE_AHEAD`]).
+    reserve: Reserve,
+}
+
+/// How far ahead of the bytes written a download's file is given its blocks
+/// at once, within the size its server announced: ext4 writes into blocks
+/// already given for about a third less CPU than into ones it must reserve
+/// page by page (a large download's writes are half its receiving thread),
+/// and a server that announces more than it sends holds at most this much
+/// of the disk beyond what it sent.
+const RESERVE_AHEAD: u64 = 32 << 20;
+
+/// Bodies smaller than this are written without blocks given ahead: the
+/// call costs about what it saves.
+const RESERVE_FROM: u64 = 1 << 20;
+
+/// The blocks given to a download's file ahead of its bytes.
+#[derive(Debug, Default)]
+struct Reserve {
+    /// The size the server announced for the body.
+    announced: Option<u64>,
+    /// The file has blocks up to here.
+    to: u64,
+}
+
+impl Reserve {
+    /// Gives `file`, of which `written` bytes are written, its blocks for
+    /// `more` bytes and up to [`RESERVE_AHEAD`] past them. `KEEP_SIZE`: the
+    /// file's length stays that of the bytes written. Only a hint: where
+    /// the filesystem cannot (or the disk is full) the writes go on as
+    /// before, and say so if they fail.
+    fn ahead(&mut self, file: &File, written: u64, more: u64) {
+        let Some(announced) = self.announced else {
+            return;
+        };
+        let end = (written + more).min(announced);
+        if end <= self.to || announced < RESERVE_FROM {
+            return;
+        }
+        let to = announced.min(written + more + RESERVE_AHEAD);
+        let given = rustix::fs::fallocate(
+            file,
+            rustix::fs::FallocateFlags::KEEP_SIZE,
+            self.to,
+            to - self.to,
+        );
+        // Asked once: a filesystem that cannot is not asked again.
+        self.to = if given.is_ok() { to } else { announced };
+    }
 }
 
 impl Ingest {
@@ -461,6 +511,7 @@ impl Ingest {
             room,
             moved: false,
             spill: None,
+            reserve: Reserve::default(),
         }
     }
 
@@ -491,13 +542,36 @@ impl Ingest {
 
     /// Adds bytes to the download (what a response body does, chunk by chunk).
     pub fn append(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.written(chunk)?;
+        self.hasher.update(chunk);
+        Ok(())
+    }
+
+    /// [`Ingest::append`] of a chunk the hashing thread may hold: a large
+    /// body reaches it without a copy.
+    pub fn append_shared(&mut self, chunk: Bytes) -> io::Result<()> {
+        self.written(&chunk)?;
+        self.hasher.update_shared(chunk);
+        Ok(())
+    }
+
+    /// Refuses a body that `more` bytes would take past `--max-file-size`.
+    fn within_limit(&self, more: usize) -> Result<(), FetchError> {
+        let size = self.size + more as u64;
+        match size > self.limit {
+            true => Err(too_large(size, self.limit, "--max-file-size")),
+            false => Ok(()),
+        }
+    }
+
+    /// Writes `chunk`, which is to be hashed next.
+    fn written(&mut self, chunk: &[u8]) -> io::Result<()> {
         self.write_body(chunk)?;
         self.size += chunk.len() as u64;
         // A large body is hashed beside its download, not in turn with it.
         if self.size > STAGED_FILE_LIMIT {
             self.hasher.in_background();
         }
-        self.hasher.update(chunk);
         if self.head.len() < HEAD_BYTES {
             let take = (HEAD_BYTES - self.head.len()).min(chunk.len());
             self.head.extend_from_slice(&chunk[..take]);
@@ -576,7 +650,11 @@ impl Ingest {
         let written = match &mut self.body {
             Body::Memory(memory) => return memory.write(chunk),
             Body::Staged(_) => unreachable!("spilled"),
-            Body::Disk(temp) => temp.file_mut().write_all(chunk),
+            Body::Disk(temp) => {
+                self.reserve
+                    .ahead(temp.file(), self.size, chunk.len() as u64);
+                temp.file_mut().write_all(chunk)
+            }
         };
         let Err(refused) = written else {
             return Ok(());
@@ -626,12 +704,13 @@ impl Ingest {
 impl BodySink for Ingest {
     fn reset(&mut self) -> Result<(), FetchError> {
         // Every download starts with a reset; a fresh file needs no truncation.
-        if self.size == 0 {
+        if self.size == 0 && self.reserve.to == 0 {
             return Ok(());
         }
         let local = |e: io::Error| FetchError::Local(e.to_string());
         match &mut self.body {
             Body::Disk(temp) => {
+                // Frees the blocks given ahead too.
                 temp.file().set_len(0).map_err(local)?;
                 temp.file_mut().rewind().map_err(local)?;
             }
@@ -640,15 +719,19 @@ impl BodySink for Ingest {
         self.hasher = StreamHasher::default();
         self.size = 0;
         self.head.clear();
+        self.reserve = Reserve::default();
         Ok(())
     }
 
     fn write(&mut self, chunk: &[u8]) -> Result<(), FetchError> {
-        let size = self.size + chunk.len() as u64;
-        if size > self.limit {
-            return Err(too_large(size, self.limit, "--max-file-size"));
-        }
+        self.within_limit(chunk.len())?;
         self.append(chunk)
+            .map_err(|e| FetchError::Local(e.to_string()))
+    }
+
+    fn write_shared(&mut self, chunk: Bytes) -> Result<(), FetchError> {
+        self.within_limit(chunk.len())?;
+        self.append_shared(chunk)
             .map_err(|e| FetchError::Local(e.to_string()))
     }
 
@@ -656,6 +739,7 @@ impl BodySink for Ingest {
         if size > self.limit {
             return Err(too_large(size, self.limit, "--max-file-size"));
         }
+        self.reserve.announced = Some(size);
         if size > STAGED_FILE_LIMIT {
             self.hasher.in_background();
         }
@@ -786,6 +870,50 @@ mod tests {
         ] {
             assert_eq!(listed_entry(listed, now), ListedEntry::Foreign);
         }
+    }
+
+    /// The length of a download's file and the bytes of disk it holds.
+    fn disk_use(ingest: &Ingest) -> (u64, u64) {
+        use std::os::unix::fs::MetadataExt;
+        let Body::Disk(temp) = &ingest.body else {
+            panic!("a download on the disk");
+        };
+        let meta = temp.file().metadata().unwrap();
+        (meta.len(), meta.blocks() * 512)
+    }
+
+    /// A server may announce more than it sends: the blocks a download's
+    /// file is given ahead of its bytes stay within `RESERVE_AHEAD` of
+    /// them, a retry gives them all back, and the file is only ever as long
+    /// as the bytes written, never padded to the size announced.
+    #[test]
+    fn blocks_given_ahead_stay_near_the_bytes_and_never_lengthen_the_file() {
+        let (_dir, store) = store();
+        let mut ingest = store.ingest().unwrap();
+        // Far more than it sends, but not more than the disk holds.
+        ingest.announced((2 << 20) + 4 * RESERVE_AHEAD).unwrap();
+        let chunk = Bytes::from(vec![7u8; 256 * 1024]);
+        for _ in 0..8 {
+            ingest.write_shared(chunk.clone()).unwrap();
+        }
+        let (len, held) = disk_use(&ingest);
+        assert_eq!(len, 2 << 20);
+        assert!(held <= (2 << 20) + RESERVE_AHEAD + (1 << 20), "{held}");
+        ingest.reset().unwrap();
+        assert_eq!(disk_use(&ingest), (0, 0));
+        // Sent as announced this time.
+        let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        ingest.announced(body.len() as u64).unwrap();
+        for (n, piece) in body.chunks(100_000).enumerate() {
+            match n % 3 {
+                0 => ingest.write(piece).unwrap(),
+                _ => ingest.write_shared(Bytes::copy_from_slice(piece)).unwrap(),
+            }
+        }
+        assert_eq!(disk_use(&ingest).0, body.len() as u64);
+        let blob = ingest.finish().unwrap().commit(&store).unwrap();
+        assert_eq!(blob.digest, Sha256Digest::of(&body));
+        assert_eq!(store.read(&blob).unwrap(), body);
     }
 
     #[test]

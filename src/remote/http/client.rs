@@ -206,7 +206,7 @@ impl Response {
 
     /// The next piece of the body as it came off the connection, or `None`
     /// at its end.
-    pub fn chunk(&mut self) -> Result<Option<impl AsRef<[u8]> + use<>>, reqwest::Error> {
+    pub fn chunk(&mut self) -> Result<Option<bytes::Bytes>, reqwest::Error> {
         block_on(self.inner.chunk())
     }
 }

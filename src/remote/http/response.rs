@@ -135,7 +135,6 @@ pub(super) fn stream_body(
                 return Err(Failure::Transient(body_error(received, &e), None));
             }
         };
-        let chunk = chunk.as_ref();
         let n = chunk.len();
         received += n as u64;
         if meta.size.is_some_and(|size| received > size) {
@@ -147,7 +146,7 @@ pub(super) fn stream_body(
                 None,
             ));
         }
-        sink.write(chunk).map_err(Failure::Final)?;
+        sink.write_shared(chunk).map_err(Failure::Final)?;
         if began.elapsed() > timeout {
             return Err(Failure::Transient(
                 FetchError::Network(format!("the download took longer than {timeout:?}")),
