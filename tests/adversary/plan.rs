@@ -86,6 +86,10 @@ impl Plan {
         if self.clear_before {
             parts.push("cache cleared before".into());
         }
+        if !self.clears.is_empty() {
+            // What an offline session after this one can still serve.
+            parts.push(format!("{} cache clears", self.clears.len()));
+        }
         if let Some(every) = self.revalidate_every {
             parts.push(format!("--revalidate-every {every}"));
         }
