@@ -182,13 +182,19 @@ pub fn plans(rng: &mut ChaCha8Rng, seconds: u64) -> Vec<Plan> {
         });
         // Offline, the same server (its origin keys the cached tag) as the
         // session before, and its cache kept: what it serves is the tag as
-        // that session cached it, so that one mounts the tag, not a commit.
+        // that session cached it, so that one mounts the tag, not a commit,
+        // and clears nothing; the offline session clears only in its second
+        // half. (A clear left every later offline session nothing to serve,
+        // and so nothing to check.)
         if let [.., before, offline] = &mut out[..] {
             if offline.offline {
                 offline.layout = before.layout;
                 offline.clear_before = false;
                 offline.commit_back = None;
                 before.commit_back = None;
+                before.clears.clear();
+                let half = offline.duration / 2;
+                offline.clears.retain(|at| *at > half);
             }
         }
     }
