@@ -469,7 +469,8 @@ const RESERVE_FROM: u64 = 1 << 20;
 struct Reserve {
     /// The size the server announced for the body.
     announced: Option<u64>,
-    /// The file has blocks up to here.
+    /// Blocks were asked for up to here (to the size announced where the
+    /// filesystem refused them: not asked again).
     to: u64,
 }
 
