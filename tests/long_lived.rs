@@ -520,15 +520,17 @@ fn memory_taken_by_a_burst_of_first_reads_is_given_back_soon_after() {
         grew >= 8 * MIB as u64,
         "the burst took {grew} bytes: too little to see it given back"
     );
-    // At least a quarter of what the burst took comes back (none did
-    // before the allocator's free memory was trimmed), well before the
-    // burst's idle threads end (30 s) and take their own memory with them.
-    // How much more depends on how many arenas the burst spread over: 43%
-    // alone, a third beside two other bursts in this file.
+    // At least half of what the burst took comes back once its threads
+    // have ended (idle for 30 s) and the allocator's free memory has been
+    // given back (looked at every 10 s): about 70% does, against about 27%
+    // when the free memory is left in the allocator. The share that comes
+    // back while the burst's threads still hold their connections (a third
+    // or more, before the 30 s) depends on how the burst spread over the
+    // allocator's arenas, too loosely to be asserted on a busy machine.
     common::wait_for(
-        "the burst's memory given back",
-        Duration::from_secs(25),
-        || common::anonymous_rss(pid) + grew / 4 <= after_burst,
+        "half of the burst's memory given back",
+        Duration::from_secs(55),
+        || common::anonymous_rss(pid) + grew / 2 <= after_burst,
     );
     assert_eq!(served.texture_gets(), READERS, "one download a file");
 }
