@@ -440,6 +440,8 @@ fn prefetch_takes_a_selection_and_refuses_unknown_names() {
 /// From now on the first `completed` downloads are answered, and every
 /// later one stops halfway through its body and hangs there.
 fn stall_downloads_after(served: &Served, completed: usize) {
+    // A request a killed process had sent must not take one of the answers.
+    served.server.settle();
     served.server.clear_faults();
     served.server.clear_requests();
     served
@@ -553,6 +555,7 @@ fn a_killed_prefetch_or_mount_leaves_a_clean_cache_that_serves_correct_bytes() {
 
     // What was stored before each kill is kept: a prefetch resumes with
     // the rest, and a mount then serves every file without a download.
+    served.server.settle();
     served.server.clear_faults();
     served.server.clear_requests();
     let resumed = prefetch(&served, cache.path(), &[]);

@@ -865,6 +865,8 @@ fn sigkill_during_downloads_then_remount() {
                 m.wait_exit(Duration::from_secs(10));
             }
             verify_clean(cache.path());
+            // Requests the killed mount had sent are logged before the count.
+            served.server.settle();
             served.server.clear_faults();
             served.server.clear_requests();
             let m = Mount::builder(&served.base_url())

@@ -182,3 +182,34 @@ fn the_dataset_info_and_a_revisions_read_token_answer_as_the_hub_does() {
         });
     assert_eq!(client().get(&api).send().unwrap().status(), 404);
 }
+
+/// A request whose answer is slow to build is logged only once built: one
+/// its client gave up on reaches the log after the client moved on, and
+/// `settle` waits for it.
+#[test]
+fn settle_waits_for_a_request_given_up_on_while_its_answer_was_built() {
+    use matvisfs_testkit::devserver::{ServerOptions, TreePages};
+    use std::io::Write;
+    let served = Served::small();
+    served.server.set_options(ServerOptions {
+        tree_pages: TreePages::Endless { padding: 16 << 20 },
+        ..ServerOptions::default()
+    });
+    let mut client = std::net::TcpStream::connect(served.server.addr()).unwrap();
+    write!(
+        client,
+        "GET /api/datasets/gerchowl/mat-vis/tree/{TAG}/ambientcg?recursive=true HTTP/1.1\r\n\
+         Host: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    drop(client);
+    assert!(
+        served.server.requests().is_empty(),
+        "a 16 MiB page is not built yet"
+    );
+    served.server.settle();
+    let logged = served.server.requests();
+    assert_eq!(logged.len(), 1, "{logged:#?}");
+    assert!(logged[0].path.contains("tree/"), "{logged:#?}");
+    assert_eq!(logged[0].status, 200, "{logged:#?}");
+}

@@ -172,6 +172,10 @@ pub(crate) struct Shared {
     root: PathBuf,
     options: Mutex<ServerOptions>,
     log: Mutex<Vec<LoggedRequest>>,
+    /// Requests read and not yet logged (their answers being built).
+    answering: AtomicU64,
+    /// Requests logged since the start, whatever was cleared since.
+    logged: AtomicU64,
     faults: Mutex<Vec<FaultRule>>,
     stopping: AtomicBool,
     /// Commits made per revision since its manifest was written.
@@ -253,6 +257,8 @@ impl DevServer {
             root,
             options: Mutex::new(options),
             log: Mutex::new(Vec::new()),
+            answering: AtomicU64::new(0),
+            logged: AtomicU64::new(0),
             faults: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
             commits: Mutex::new(HashMap::new()),
@@ -313,6 +319,36 @@ impl DevServer {
 
     pub fn clear_requests(&self) {
         self.shared.log.lock().clear();
+    }
+
+    /// Waits until every request read is in the log and none has come for
+    /// a while. A request is logged once its answer is built, which can
+    /// take a while (a large page, a large file's digest), so one whose
+    /// client gave up on it (a timeout, a killed process) may be logged
+    /// after the test has moved on; tests call this before they clear or
+    /// count the log after such requests. Panics if the server is still
+    /// busy after 30 s.
+    pub fn settle(&self) {
+        const QUIET: Duration = Duration::from_millis(200);
+        const LIMIT: Duration = Duration::from_secs(30);
+        let began = std::time::Instant::now();
+        let mut last = (self.shared.logged.load(Ordering::SeqCst), began);
+        loop {
+            let logged = self.shared.logged.load(Ordering::SeqCst);
+            let now = std::time::Instant::now();
+            if logged != last.0 {
+                last = (logged, now);
+            } else if self.shared.answering.load(Ordering::SeqCst) == 0
+                && now.duration_since(last.1) >= QUIET
+            {
+                return;
+            }
+            assert!(
+                now.duration_since(began) < LIMIT,
+                "the server still answers requests after {LIMIT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Requests with `method` whose logged path ends with `suffix`.

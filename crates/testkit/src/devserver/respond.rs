@@ -3,6 +3,7 @@
 
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use percent_encoding::percent_decode_str;
@@ -20,6 +21,7 @@ pub(super) fn serve_connection(stream: &mut dyn Wire, socket: &TcpStream, shared
         let Some(request) = read_request(stream, &mut buffer) else {
             return;
         };
+        shared.answering.fetch_add(1, Ordering::SeqCst);
         let keep_alive = !request
             .headers
             .get("connection")
@@ -41,6 +43,8 @@ pub(super) fn serve_connection(stream: &mut dyn Wire, socket: &TcpStream, shared
             range: request.headers.contains_key("range"),
             authorization: request.headers.get("authorization").cloned(),
         });
+        shared.logged.fetch_add(1, Ordering::SeqCst);
+        shared.answering.fetch_sub(1, Ordering::SeqCst);
         let head_only = request.method == "HEAD";
         let proceed = match fault {
             None => send(stream, &response, head_only, keep_alive),
