@@ -442,9 +442,11 @@ pub struct RunArgs {
     #[arg(long, env = "MATVISFS_LOG_FILE", value_name = "FILE")]
     pub log_file: Option<PathBuf>,
 
-    /// Threads reading requests from the kernel. Requests that wait on the
-    /// network go to two pools of four times as many threads each: one for
-    /// downloads (so at most 4N at once), one for HEADs and catalogs.
+    /// Threads reading requests from the kernel. Three quarters of them may
+    /// wait on a request that needs the network themselves; a quarter stay
+    /// free for answers from memory. Past that, such requests go to two
+    /// pools of four times as many threads each: one for downloads, one for
+    /// HEADs and catalogs.
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub threads: usize,
 

@@ -194,7 +194,7 @@ fn serve(
     // Once the kernel has unmounted it, the session must not try again
     // (which only fails, with a warning).
     let unmounter: Arc<parking_lot::Mutex<Option<SessionUnmounter>>> = Arc::default();
-    let mut adapter = FuseAdapter::new(core.clone(), run.threads.max(1) * 4, !run.no_passthrough);
+    let mut adapter = FuseAdapter::new(core.clone(), run.threads.max(1), !run.no_passthrough);
     // Where no revision can become another, the kernel may read files
     // without opens: each inode is bound to one version instead (a file
     // found changed gets a new inode, see `FsCore::read_inode`).

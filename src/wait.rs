@@ -2,8 +2,9 @@
 //! the kernel first try every operation in *quick* mode: the same code runs,
 //! and the first step that would wait (a request to the server, a document
 //! read from disk, another thread's download) stops it with
-//! [`WouldBlock`]. The adapter then hands the request to a worker thread,
-//! which runs it again in the normal mode. One code path, two budgets.
+//! [`WouldBlock`]. The adapter then runs it again in the normal mode, on
+//! the same thread while enough others stay free, else on a worker thread.
+//! One code path, two budgets.
 //!
 //! What holds the rule is the other end: every request leaves for the
 //! server through [`must_not_be_quick`], which in debug builds (every test,

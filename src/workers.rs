@@ -1,7 +1,7 @@
 //! Pools of threads for work that may wait on the network. Kernel requests
-//! that cannot be answered from memory are handed to one with their reply,
-//! so the threads that read requests from the kernel are always free for
-//! lookups, attributes and cached reads.
+//! that cannot be answered from memory, beyond those the threads that read
+//! them may wait on themselves, are handed to one with their reply, so those
+//! threads always keep some free for lookups, attributes and cached reads.
 //!
 //! A pool starts empty and grows only while every thread is busy, up to its
 //! bound; a thread idle for a while ends. A walk that waits on one request

@@ -970,6 +970,80 @@ fn hung_downloads_never_stall_listing_stats_or_cached_reads() {
 }
 
 #[test]
+fn downloads_waiting_on_the_kernel_threads_leave_a_quarter_of_them_free() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let served = Served::small();
+    // Four kernel threads: three may wait on a hung download of their own,
+    // one stays free; the other hung downloads wait on workers.
+    let mount = Mount::builder(&served.base_url())
+        .arg("--threads")
+        .arg("4")
+        .arg("--retries")
+        .arg("0")
+        .arg("--raw")
+        .timeout(3)
+        .start();
+    let textures: Vec<_> = served.release.textures().collect();
+    let (cached, cached_bytes) = textures[0];
+    read(&mount.tag_path(cached)).unwrap();
+    served.hang_downloads();
+    let finished = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for (path, _) in &textures[1..11] {
+            let (finished, mount) = (&finished, &mount);
+            scope.spawn(move || {
+                let result = read(&mount.tag_path(path));
+                finished.fetch_add(1, Ordering::SeqCst);
+                assert!(result.is_err(), "{path} read despite a hung server");
+            });
+        }
+        // Every reader at the server: the first three that had to wait
+        // took the kernel threads that may.
+        wait_for("ten hung downloads", Duration::from_secs(20), || {
+            let requests = served.server.requests();
+            requests
+                .iter()
+                .filter(|r| r.path.starts_with("cdn/"))
+                .count()
+                >= 10
+        });
+        let tree = walk(&mount.path.join(TAG));
+        assert_eq!(tree.len(), served.release.expected_tree().len());
+        for (path, bytes) in &textures[11..] {
+            assert_eq!(
+                fs::metadata(mount.tag_path(path)).unwrap().len(),
+                bytes.len() as u64
+            );
+        }
+        assert_eq!(&read(&mount.tag_path(cached)).unwrap(), cached_bytes);
+        assert_eq!(
+            finished.load(Ordering::SeqCst),
+            0,
+            "listing, stats and a cached read had to wait for hung downloads"
+        );
+    });
+}
+
+#[test]
+fn cold_reads_one_at_a_time_wait_on_the_kernel_thread_that_read_them() {
+    let served = Served::small();
+    let mount = Mount::builder(&served.base_url()).start();
+    for (path, bytes) in served.release.textures().take(6) {
+        assert_eq!(&read(&mount.tag_path(path)).unwrap(), bytes, "{path}");
+    }
+    assert!(served.texture_gets() >= 6, "the reads downloaded");
+    // No request was handed to another thread: none was started for one.
+    let pid = mount.pid().expect("the daemon runs");
+    let workers: Vec<String> = fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| name.starts_with("content-") || name.starts_with("metadata-"))
+        .collect();
+    assert!(workers.is_empty(), "worker threads started: {workers:?}");
+}
+
+#[test]
 fn reads_queued_behind_downloads_hung_on_the_server_fail_within_their_bound() {
     let served = Served::small();
     // Four download workers, 2 s an attempt: 24 hung reads would end four
