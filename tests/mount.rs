@@ -918,7 +918,6 @@ fn a_file_open_since_before_it_was_cached_can_be_opened_again_meanwhile() {
 
 #[test]
 fn hung_downloads_never_stall_listing_stats_or_cached_reads() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
     let served = Served::small();
     // One kernel thread, so four download workers: more hung downloads
     // than workers.
@@ -927,51 +926,11 @@ fn hung_downloads_never_stall_listing_stats_or_cached_reads() {
         .arg("--raw")
         .timeout(3)
         .start();
-    let textures: Vec<_> = served.release.textures().collect();
-    let (cached, cached_bytes) = textures[0];
-    read(&mount.tag_path(cached)).unwrap();
-    served.hang_downloads();
-    let finished = AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        for (path, _) in &textures[1..11] {
-            let (finished, mount) = (&finished, &mount);
-            scope.spawn(move || {
-                let result = read(&mount.tag_path(path));
-                finished.fetch_add(1, Ordering::SeqCst);
-                assert!(result.is_err(), "{path} read despite a hung server");
-            });
-        }
-        // Let the readers reach the server first.
-        let hung = || {
-            let requests = served.server.requests();
-            requests
-                .iter()
-                .filter(|r| r.path.starts_with("cdn/"))
-                .count()
-        };
-        wait_for("four hung downloads", Duration::from_secs(20), || {
-            hung() >= 4
-        });
-        let tree = walk(&mount.path.join(TAG));
-        assert_eq!(tree.len(), served.release.expected_tree().len());
-        for (path, bytes) in &textures[11..] {
-            assert_eq!(
-                fs::metadata(mount.tag_path(path)).unwrap().len(),
-                bytes.len() as u64
-            );
-        }
-        assert_eq!(&read(&mount.tag_path(cached)).unwrap(), cached_bytes);
-        assert_eq!(
-            finished.load(Ordering::SeqCst),
-            0,
-            "listing, stats and a cached read had to wait for hung downloads"
-        );
-    });
+    hung_downloads_hold_up_nothing_cached(&served, &mount, 4);
 }
 
 #[test]
 fn downloads_waiting_on_the_kernel_threads_leave_a_quarter_of_them_free() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
     let served = Served::small();
     // Four kernel threads: three may wait on a hung download of their own,
     // one stays free; the other hung downloads wait on workers.
@@ -983,6 +942,16 @@ fn downloads_waiting_on_the_kernel_threads_leave_a_quarter_of_them_free() {
         .arg("--raw")
         .timeout(3)
         .start();
+    // Every reader at the server: the first three that had to wait took
+    // the kernel threads that may.
+    hung_downloads_hold_up_nothing_cached(&served, &mount, 10);
+}
+
+/// Ten readers of uncached textures hang on the server; once `at_server`
+/// of their downloads have reached it, listing the tag, `stat` of the other
+/// textures and a read of a cached one must all end before any reader does.
+fn hung_downloads_hold_up_nothing_cached(served: &Served, mount: &Mount, at_server: usize) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let textures: Vec<_> = served.release.textures().collect();
     let (cached, cached_bytes) = textures[0];
     read(&mount.tag_path(cached)).unwrap();
@@ -990,23 +959,25 @@ fn downloads_waiting_on_the_kernel_threads_leave_a_quarter_of_them_free() {
     let finished = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for (path, _) in &textures[1..11] {
-            let (finished, mount) = (&finished, &mount);
+            let finished = &finished;
             scope.spawn(move || {
                 let result = read(&mount.tag_path(path));
                 finished.fetch_add(1, Ordering::SeqCst);
                 assert!(result.is_err(), "{path} read despite a hung server");
             });
         }
-        // Every reader at the server: the first three that had to wait
-        // took the kernel threads that may.
-        wait_for("ten hung downloads", Duration::from_secs(20), || {
-            let requests = served.server.requests();
-            requests
-                .iter()
-                .filter(|r| r.path.starts_with("cdn/"))
-                .count()
-                >= 10
-        });
+        wait_for(
+            &format!("{at_server} hung downloads"),
+            Duration::from_secs(20),
+            || {
+                let requests = served.server.requests();
+                requests
+                    .iter()
+                    .filter(|r| r.path.starts_with("cdn/"))
+                    .count()
+                    >= at_server
+            },
+        );
         let tree = walk(&mount.path.join(TAG));
         assert_eq!(tree.len(), served.release.expected_tree().len());
         for (path, bytes) in &textures[11..] {
