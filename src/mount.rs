@@ -210,6 +210,7 @@ fn serve(
         false => None,
     };
     let device = adapter.session_device();
+    let waits_in_place = adapter.waits_in_place();
     let adapter = adapter.on_destroy({
         let unmounter = unmounter.clone();
         move || {
@@ -227,7 +228,7 @@ fn serve(
         format!("cannot mount at {}: {e}{hint}", mountpoint.display())
     })?;
     *unmounter.lock() = Some(session.unmount_callable());
-    device
+    let fuse = device
         .set(session.as_fd())
         .map_err(|e| format!("cannot keep /dev/fuse for passthrough: {e}"))?;
     if let Some(rings) = rings {
@@ -249,8 +250,13 @@ fn serve(
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
     readiness.report(Ok(()));
     notify::ready();
-    let ended = session.run();
+    let ended = crate::fuse::run(session, fuse, waits_in_place);
     notify::stopping();
+    // The session may have ended with threads still waiting on the server,
+    // before fuser's own end (and its unmount) ran.
+    if let Some(mut unmounter) = unmounter.lock().take() {
+        let _ = unmounter.unmount();
+    }
     drop(control);
     match ended {
         Ok(()) => {}

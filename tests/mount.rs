@@ -1015,6 +1015,54 @@ fn cold_reads_one_at_a_time_wait_on_the_kernel_thread_that_read_them() {
 }
 
 #[test]
+fn the_process_exits_soon_after_the_kernel_ends_the_connection_though_its_threads_wait_on_the_server()
+ {
+    let served = Served::small();
+    // Four kernel threads: three wait on hung downloads of their own, the
+    // two other readers' downloads on workers; each would last a minute.
+    let mut mount = Mount::builder(&served.base_url())
+        .arg("--threads")
+        .arg("4")
+        .arg("--retries")
+        .arg("0")
+        .arg("--raw")
+        .timeout(60)
+        .start();
+    served.hang_downloads();
+    let textures: Vec<_> = served.release.textures().take(5).collect();
+    std::thread::scope(|scope| {
+        let readers: Vec<_> = textures
+            .iter()
+            .map(|(path, _)| {
+                let path = mount.tag_path(path);
+                scope.spawn(move || read(&path).map_err(|e| e.raw_os_error()))
+            })
+            .collect();
+        wait_for("5 hung downloads", Duration::from_secs(20), || {
+            let requests = served.server.requests();
+            requests
+                .iter()
+                .filter(|r| r.path.starts_with("cdn/"))
+                .count()
+                >= 5
+        });
+        // `umount -f`: the kernel aborts the connection, then unmounts
+        // what nothing holds any more.
+        let target = std::ffi::CString::new(mount.path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_FORCE) };
+        for reader in readers {
+            assert_eq!(reader.join().unwrap(), Err(Some(libc::ENOTCONN)));
+        }
+        assert_eq!(
+            mount.wait_exit(Duration::from_secs(10)),
+            Some(true),
+            "the process lived on after the connection ended, until its downloads' bound"
+        );
+    });
+}
+
+#[test]
 fn reads_queued_behind_downloads_hung_on_the_server_fail_within_their_bound() {
     let served = Served::small();
     // Four download workers, 2 s an attempt: 24 hung reads would end four

@@ -13,9 +13,12 @@
 mod errno;
 pub use backing::{Backing, SessionDevice};
 pub(crate) use errno::{errno, is_dead_mount};
+pub(crate) use in_place::InPlace;
+pub use in_place::run;
 mod answers;
 mod backing;
 mod dir_reply;
+mod in_place;
 mod replies;
 mod uring;
 
@@ -24,7 +27,7 @@ use std::io;
 use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
 use fuser::{
@@ -90,7 +93,7 @@ struct Inner {
     /// Lookups, attributes and listings: may wait for a HEAD or a catalog.
     metadata_workers: Arc<Workers>,
     /// Requests that wait on the thread that read them.
-    in_place: InPlace,
+    in_place: Arc<InPlace>,
     uid: u32,
     gid: u32,
     /// Cached files are to be passed through, where the kernel allows.
@@ -126,50 +129,6 @@ impl Timer {
     }
 }
 
-/// How many of the threads reading `/dev/fuse` may wait on a request of
-/// their own (a download, a HEAD) instead of handing it to a worker: the
-/// hand-off costs two thread switches a request, 4% to 12% of a cold read's
-/// time on two busy cores. The rest stay free for answers from memory
-/// (cached reads, lookups, releases), so a hung server never holds up
-/// those.
-struct InPlace {
-    waiting: AtomicUsize,
-    most: usize,
-}
-
-/// Reading threads kept free of waits: a quarter, and at least one.
-fn kept_free(threads: usize) -> usize {
-    (threads / 4).max(1)
-}
-
-impl InPlace {
-    fn new(threads: usize) -> Self {
-        InPlace {
-            waiting: AtomicUsize::new(0),
-            most: threads.saturating_sub(kept_free(threads)),
-        }
-    }
-
-    /// Takes a place for one wait, given back when the guard drops; `None`
-    /// when as many threads wait already.
-    fn take(&self) -> Option<InPlaceGuard<'_>> {
-        self.waiting
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |waiting| {
-                (waiting < self.most).then_some(waiting + 1)
-            })
-            .ok()
-            .map(|_| InPlaceGuard(&self.waiting))
-    }
-}
-
-struct InPlaceGuard<'a>(&'a AtomicUsize);
-
-impl Drop for InPlaceGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 impl FuseAdapter {
     /// `threads`: the threads fuser reads `/dev/fuse` with; requests that
     /// wait on the network beyond what they take go to two pools of four
@@ -187,7 +146,7 @@ impl FuseAdapter {
                 device: SessionDevice::default(),
                 content_workers: Workers::new("content", workers),
                 metadata_workers: Workers::new("metadata", workers),
-                in_place: InPlace::new(threads),
+                in_place: Arc::new(InPlace::new(threads)),
                 uid,
                 gid,
                 passthrough,
@@ -240,6 +199,12 @@ impl FuseAdapter {
     /// exists, before it runs: passthrough registers backing files on it.
     pub fn session_device(&self) -> SessionDevice {
         self.0.device.clone()
+    }
+
+    /// The requests waiting on the thread that read them, which
+    /// [`run`] watches.
+    pub fn waits_in_place(&self) -> Arc<InPlace> {
+        self.0.in_place.clone()
     }
 
     /// What to do once the kernel ends the session.
@@ -744,37 +709,5 @@ impl Filesystem for FuseAdapter {
             Ok(()) => reply.ok(),
             Err(errno) => reply.error(errno),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_quarter_of_the_reading_threads_never_wait_in_place() {
-        for (threads, most) in [(1, 0), (2, 1), (4, 3), (16, 12), (64, 48)] {
-            let in_place = InPlace::new(threads);
-            let taken: Vec<_> = std::iter::from_fn(|| in_place.take())
-                .take(threads)
-                .collect();
-            assert_eq!(taken.len(), most, "{threads} threads");
-            drop(taken);
-            assert_eq!(in_place.waiting.load(Ordering::Relaxed), 0);
-        }
-    }
-
-    #[test]
-    fn a_place_given_back_can_be_taken_again_even_after_a_panic() {
-        let in_place = InPlace::new(2);
-        let first = in_place.take().expect("one of two threads may wait");
-        assert!(in_place.take().is_none(), "the other stays free");
-        drop(first);
-        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let _waiting = in_place.take().expect("given back");
-            panic!("the request failed");
-        }));
-        assert!(panicked.is_err());
-        assert!(in_place.take().is_some(), "given back by the panic too");
     }
 }
