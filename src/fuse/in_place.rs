@@ -98,8 +98,13 @@ impl InPlace {
                     self.changed.wait(&mut ended);
                 }
                 self.watch_sleeps.store(false, Ordering::SeqCst);
-                continue;
+                if ended.is_some() {
+                    continue;
+                }
             }
+            // A whole period before it may sleep again: threads that wait
+            // in place one after the other, each for a few milliseconds,
+            // wake it once a period, not once a wait.
             self.changed.wait_for(&mut ended, CHECK_EVERY);
             if ended.is_none() && connection_ended() {
                 tracing::info!(
