@@ -134,7 +134,13 @@ pub fn run<FS: Filesystem + Send + Sync + 'static>(
     let running = in_place.clone();
     std::thread::Builder::new()
         .name("session".into())
-        .spawn(move || running.session_ended(session.run()))?;
+        .spawn(move || {
+            // A panic ends the session with an error rather than leaving
+            // the watch asleep for good.
+            let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| session.run()))
+                .unwrap_or_else(|_| Err(io::Error::other("the FUSE session panicked")));
+            running.session_ended(ended)
+        })?;
     in_place.watch(|| connection_ended(fuse.as_fd()))
 }
 
