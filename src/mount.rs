@@ -191,9 +191,6 @@ fn serve(
             None
         }
     };
-    // Once the kernel has unmounted it, the session must not try again
-    // (which only fails, with a warning).
-    let unmounter: Arc<parking_lot::Mutex<Option<SessionUnmounter>>> = Arc::default();
     let mut adapter = FuseAdapter::new(core.clone(), run.threads.max(1), !run.no_passthrough);
     // Where no revision can become another, the kernel may read files
     // without opens: each inode is bound to one version instead (a file
@@ -211,10 +208,16 @@ fn serve(
     };
     let device = adapter.session_device();
     let waits_in_place = adapter.waits_in_place();
+    // Once the kernel has ended the session, fuser unmounts its mount's
+    // path (and fails, with a warning, when nothing is mounted there):
+    // this process's own mount, still there answering nothing, is
+    // detached first.
+    let ending: Arc<parking_lot::Mutex<Option<(OwnMount, SessionUnmounter)>>> = Arc::default();
     let adapter = adapter.on_destroy({
-        let unmounter = unmounter.clone();
+        let ending = ending.clone();
         move || {
-            if let Some(mut unmounter) = unmounter.lock().take() {
+            if let Some((own_mount, mut unmounter)) = ending.lock().take() {
+                own_mount.detach_if_still_there();
                 let _ = unmounter.unmount();
             }
         }
@@ -227,7 +230,7 @@ fn serve(
         };
         format!("cannot mount at {}: {e}{hint}", mountpoint.display())
     })?;
-    *unmounter.lock() = Some(session.unmount_callable());
+    *ending.lock() = Some((OwnMount::of(&canonical), session.unmount_callable()));
     let fuse = device
         .set(session.as_fd())
         .map_err(|e| format!("cannot keep /dev/fuse for passthrough: {e}"))?;
@@ -252,10 +255,11 @@ fn serve(
     notify::ready();
     let ended = crate::fuse::run(session, fuse, waits_in_place);
     notify::stopping();
-    // The session may have ended with threads still waiting on the server,
-    // before fuser's own end (and its unmount) ran.
-    if let Some(mut unmounter) = unmounter.lock().take() {
-        let _ = unmounter.unmount();
+    // The kernel ended the connection while threads still waited on the
+    // server: fuser's end has not run, and its unmount of the path must
+    // not (a new mount may be there by now, a restart's).
+    if let Some((own_mount, _)) = ending.lock().take() {
+        own_mount.detach_if_still_there();
     }
     drop(control);
     match ended {
@@ -484,6 +488,56 @@ fn is_mount_point(path: &Path, meta: &fs::Metadata) -> bool {
         Some(Ok(parent)) => parent.dev() != meta.dev(),
         _ => false,
     }
+}
+
+/// `STATX_MNT_ID_UNIQUE` (Linux 6.8+): a mount's ID, never reused.
+const STATX_MNT_ID_UNIQUE: u32 = 0x4000;
+
+/// The mount this process made, told apart from any mounted at its path
+/// later by its unique ID. At the end of a session it is detached if it is
+/// still there answering nothing (a connection aborted while files were
+/// open leaves it: `Transport endpoint is not connected`), and nothing else
+/// is: not a mount made there since `umount -f` or `-l`, such as a
+/// restart's. Where the kernel gives no unique ID, nothing is detached.
+struct OwnMount {
+    path: PathBuf,
+    id: Option<u64>,
+}
+
+impl OwnMount {
+    fn of(path: &Path) -> OwnMount {
+        OwnMount {
+            path: path.to_path_buf(),
+            id: unique_mount_id(path),
+        }
+    }
+
+    fn detach_if_still_there(&self) {
+        if self.id.is_none() || unique_mount_id(&self.path) != self.id {
+            return;
+        }
+        match unmount(&self.path, true) {
+            Ok(()) => tracing::info!(
+                mountpoint = %self.path.display(),
+                "detached the mount, whose connection had ended"
+            ),
+            Err(e) => tracing::debug!("{e}"),
+        }
+    }
+}
+
+/// The unique ID of the mount at `path`, from the attributes the kernel
+/// holds (a mount whose connection ended answers no request).
+fn unique_mount_id(path: &Path) -> Option<u64> {
+    use rustix::fs::{AtFlags, CWD, StatxFlags};
+    let stat = rustix::fs::statx(
+        CWD,
+        path,
+        AtFlags::STATX_DONT_SYNC,
+        StatxFlags::from_bits_retain(STATX_MNT_ID_UNIQUE),
+    )
+    .ok()?;
+    (stat.stx_mask & STATX_MNT_ID_UNIQUE != 0).then_some(stat.stx_mnt_id)
 }
 
 /// `matvisfs unmount`.

@@ -6,6 +6,7 @@ mod common;
 use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -1014,6 +1015,29 @@ fn cold_reads_one_at_a_time_wait_on_the_kernel_thread_that_read_them() {
     assert!(workers.is_empty(), "worker threads started: {workers:?}");
 }
 
+fn unmount_with(path: &Path, flags: i32) -> Result<(), i32> {
+    let target = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    match unsafe { libc::umount2(target.as_ptr(), flags) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error().raw_os_error().unwrap()),
+    }
+}
+
+/// Mounts a tmpfs at `path` holding a file `marker` (unmounted when the
+/// guard drops), as a restart would mount matvisfs there again.
+fn tmpfs_at(path: &Path) -> Unmounts {
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "matvisfs-test"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cannot mount a tmpfs");
+    let mounted = Unmounts::new(path);
+    fs::write(path.join("marker"), b"mounted since").unwrap();
+    mounted
+}
+
 #[test]
 fn the_process_exits_soon_after_the_kernel_ends_the_connection_though_its_threads_wait_on_the_server()
  {
@@ -1030,7 +1054,7 @@ fn the_process_exits_soon_after_the_kernel_ends_the_connection_though_its_thread
         .start();
     served.hang_downloads();
     let textures: Vec<_> = served.release.textures().take(5).collect();
-    std::thread::scope(|scope| {
+    let since = std::thread::scope(|scope| {
         let readers: Vec<_> = textures
             .iter()
             .map(|(path, _)| {
@@ -1048,18 +1072,46 @@ fn the_process_exits_soon_after_the_kernel_ends_the_connection_though_its_thread
         });
         // `umount -f`: the kernel aborts the connection, then unmounts
         // what nothing holds any more.
-        let target = std::ffi::CString::new(mount.path.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        unsafe { libc::umount2(target.as_ptr(), libc::MNT_FORCE) };
+        let _ = unmount_with(&mount.path, libc::MNT_FORCE);
         for reader in readers {
             assert_eq!(reader.join().unwrap(), Err(Some(libc::ENOTCONN)));
         }
-        assert_eq!(
-            mount.wait_exit(Duration::from_secs(10)),
-            Some(true),
-            "the process lived on after the connection ended, until its downloads' bound"
-        );
+        // A restart mounts at the same path at once, while the process
+        // still ends: what is mounted there since is not its own to remove.
+        let _ = unmount_with(&mount.path, libc::MNT_DETACH);
+        assert!(!is_mounted(&mount.path));
+        tmpfs_at(&mount.path)
     });
+    assert_eq!(
+        mount.wait_exit(Duration::from_secs(10)),
+        Some(true),
+        "the process lived on after the connection ended, until its downloads' bound"
+    );
+    assert_eq!(
+        fs::read(mount.path.join("marker")).ok().as_deref(),
+        Some(&b"mounted since"[..]),
+        "the process unmounted what was mounted at its path after it"
+    );
+    drop(since);
+}
+
+#[test]
+fn a_mount_aborted_while_a_file_is_open_is_detached_as_the_process_ends() {
+    let served = Served::small();
+    let mut mount = Mount::builder(&served.base_url()).start();
+    let (texture, bytes) = served.release.textures().next().unwrap();
+    assert_eq!(&read(&mount.tag_path(texture)).unwrap(), bytes);
+    let open = fs::File::open(mount.tag_path(texture)).unwrap();
+    // `umount -f` of a busy mount: the kernel ends the connection and
+    // leaves the mount, which answers nothing any more.
+    assert_eq!(unmount_with(&mount.path, libc::MNT_FORCE), Err(libc::EBUSY));
+    assert_eq!(mount.wait_exit(Duration::from_secs(10)), Some(true));
+    assert!(
+        !is_mounted(&mount.path),
+        "a mount whose connection ended was left at {}",
+        mount.path.display()
+    );
+    drop(open);
 }
 
 #[test]
