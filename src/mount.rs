@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use fuser::{Config, INodeNo, MountOption, Notifier, Session, SessionACL, SessionUnmounter};
+use fuser::{Config, INodeNo, MountOption, Notifier, Session, SessionACL};
 
 use crate::cli::{MountArgs, RemoteArgs, RunArgs};
 use crate::control;
@@ -209,20 +209,24 @@ fn serve(
     let device = adapter.session_device();
     let waits_in_place = adapter.waits_in_place();
     // Once the kernel has ended the session, fuser unmounts its mount's
-    // path (and fails, with a warning, when nothing is mounted there):
-    // this process's own mount, still there answering nothing, is
-    // detached first.
-    let ending: Arc<parking_lot::Mutex<Option<(OwnMount, SessionUnmounter)>>> = Arc::default();
+    // path by name, whatever is mounted there by then: a restart's mount,
+    // made the moment this one went. This process's own mount, still there
+    // answering nothing, is detached instead (see `OwnMount`), the session
+    // counts as ended, and fuser's thread waits for the process's exit.
+    let ending: Arc<parking_lot::Mutex<Option<OwnMount>>> = Arc::default();
     let adapter = adapter.on_destroy({
-        let ending = ending.clone();
+        let (ending, waits_in_place) = (ending.clone(), waits_in_place.clone());
         move || {
-            if let Some((own_mount, mut unmounter)) = ending.lock().take() {
+            if let Some(own_mount) = ending.lock().take() {
                 own_mount.detach_if_still_there();
-                let _ = unmounter.unmount();
+            }
+            waits_in_place.session_ended(Ok(()));
+            loop {
+                std::thread::park();
             }
         }
     });
-    let mut session = Session::new(adapter, mountpoint, &config).map_err(|e| {
+    let session = Session::new(adapter, mountpoint, &config).map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
             " (is /dev/fuse accessible, and fusermount3 installed?)"
         } else {
@@ -230,7 +234,7 @@ fn serve(
         };
         format!("cannot mount at {}: {e}{hint}", mountpoint.display())
     })?;
-    *ending.lock() = Some((OwnMount::of(&canonical), session.unmount_callable()));
+    *ending.lock() = Some(OwnMount::of(&canonical));
     let fuse = device
         .set(session.as_fd())
         .map_err(|e| format!("cannot keep /dev/fuse for passthrough: {e}"))?;
@@ -256,9 +260,8 @@ fn serve(
     let ended = crate::fuse::run(session, fuse, waits_in_place);
     notify::stopping();
     // The kernel ended the connection while threads still waited on the
-    // server: fuser's end has not run, and its unmount of the path must
-    // not (a new mount may be there by now, a restart's).
-    if let Some((own_mount, _)) = ending.lock().take() {
+    // server: fuser's end has not run.
+    if let Some(own_mount) = ending.lock().take() {
         own_mount.detach_if_still_there();
     }
     drop(control);

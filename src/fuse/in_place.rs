@@ -78,7 +78,7 @@ impl InPlace {
     }
 
     /// Records how the session ended, for [`InPlace::watch`].
-    fn session_ended(&self, result: io::Result<()>) {
+    pub(crate) fn session_ended(&self, result: io::Result<()>) {
         *self.ended.lock() = Some(result);
         self.changed.notify_all();
     }
