@@ -1038,6 +1038,15 @@ fn tmpfs_at(path: &Path) -> Unmounts {
     mounted
 }
 
+/// What [`tmpfs_at`] mounted at `path` is still there, its file intact.
+fn assert_left_alone(path: &Path) {
+    assert_eq!(
+        fs::read(path.join("marker")).ok().as_deref(),
+        Some(&b"mounted since"[..]),
+        "the process unmounted what was mounted at its path after it"
+    );
+}
+
 #[test]
 fn the_process_exits_soon_after_the_kernel_ends_the_connection_though_its_threads_wait_on_the_server()
  {
@@ -1087,11 +1096,7 @@ fn the_process_exits_soon_after_the_kernel_ends_the_connection_though_its_thread
         Some(true),
         "the process lived on after the connection ended, until its downloads' bound"
     );
-    assert_eq!(
-        fs::read(mount.path.join("marker")).ok().as_deref(),
-        Some(&b"mounted since"[..]),
-        "the process unmounted what was mounted at its path after it"
-    );
+    assert_left_alone(&mount.path);
     drop(since);
 }
 
@@ -1111,11 +1116,7 @@ fn after_an_unmount_the_process_leaves_alone_what_is_mounted_at_its_path_at_once
         assert_eq!(unmount_with(&mount.path, 0), Ok(()));
         let since = tmpfs_at(&mount.path);
         assert_eq!(mount.wait_exit(Duration::from_secs(10)), Some(true));
-        assert_eq!(
-            fs::read(mount.path.join("marker")).ok().as_deref(),
-            Some(&b"mounted since"[..]),
-            "the process unmounted what was mounted at its path after it"
-        );
+        assert_left_alone(&mount.path);
         drop(since);
     }
 }
