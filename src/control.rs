@@ -128,7 +128,33 @@ fn private_dir(dir: &Path, uid: u32) -> Result<(), String> {
 
 /// The listening end, in the daemon: removed when dropped.
 pub struct Listener {
+    socket: BoundSocket,
+}
+
+/// The socket file this process bound, told from one bound at the same
+/// path since (by a new mount there, after this one was detached) by its
+/// inode: only its own is removed as the process ends.
+#[derive(Clone, Debug)]
+pub struct BoundSocket {
     path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl BoundSocket {
+    /// Removes the socket, and its directory once no other mount uses it,
+    /// if the file at its path is still the one this process bound.
+    pub fn remove_if_still_there(&self) {
+        match fs::symlink_metadata(&self.path) {
+            Ok(meta) if meta.dev() == self.dev && meta.ino() == self.ino => {
+                remove_socket(&self.path)
+            }
+            _ => tracing::debug!(
+                socket = %self.path.display(),
+                "the control socket is another mount's now; left there"
+            ),
+        }
+    }
 }
 
 impl Listener {
@@ -156,6 +182,12 @@ impl Listener {
         };
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
             .map_err(|e| format!("{}: {e}", path.display()))?;
+        let bound = fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let socket = BoundSocket {
+            dev: bound.dev(),
+            ino: bound.ino(),
+            path,
+        };
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
@@ -168,22 +200,23 @@ impl Listener {
                 }
             })
             .map_err(|e| format!("cannot start the control thread: {e}"))?;
-        tracing::debug!(socket = %path.display(), "control channel ready");
-        Ok(Listener { path })
+        tracing::debug!(socket = %socket.path.display(), "control channel ready");
+        Ok(Listener { socket })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    pub fn socket(&self) -> &BoundSocket {
+        &self.socket
     }
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        remove_socket(&self.path);
+        self.socket.remove_if_still_there();
     }
 }
 
-/// Removes a socket, and its directory once no other mount uses it.
+/// Removes a socket, and its directory once no other mount uses it,
+/// whoever bound it (one a killed daemon left).
 pub fn remove_socket(path: &Path) {
     let _ = fs::remove_file(path);
     if let Some(dir) = path.parent() {

@@ -234,7 +234,8 @@ fn serve(
         };
         format!("cannot mount at {}: {e}{hint}", mountpoint.display())
     })?;
-    *ending.lock() = Some(OwnMount::of(&canonical));
+    let own_mount = OwnMount::of(&canonical);
+    *ending.lock() = Some(own_mount.clone());
     let fuse = device
         .set(session.as_fd())
         .map_err(|e| format!("cannot keep /dev/fuse for passthrough: {e}"))?;
@@ -245,9 +246,9 @@ fn serve(
     }
     core.set_kernel(KernelNotifier::start(&session));
     watch_signals(
-        mountpoint.to_path_buf(),
+        own_mount,
         core.dataset().clone(),
-        control.as_ref().map(|c| c.path().to_path_buf()),
+        control.as_ref().map(|c| c.socket().clone()),
     )?;
     if let Some(exporter) = metrics {
         let core = core.clone();
@@ -374,13 +375,13 @@ impl Kernel for KernelNotifier {
 /// is still pending with ENOTCONN instead of leaving it hanging.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// SIGINT and SIGTERM unmount; SIGHUP revalidates every loaded tag, as
-/// `matvisfs refresh` does. `socket`: the control socket, removed before
-/// the process exits.
+/// SIGINT and SIGTERM unmount the process's own mount; SIGHUP revalidates
+/// every loaded tag, as `matvisfs refresh` does. `socket`: the control
+/// socket, removed before the process exits if it is still its own.
 fn watch_signals(
-    mountpoint: PathBuf,
+    own_mount: OwnMount,
     dataset: Arc<Dataset>,
-    socket: Option<PathBuf>,
+    socket: Option<control::BoundSocket>,
 ) -> Result<(), String> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
@@ -401,17 +402,11 @@ fn watch_signals(
             if let Some(signal) = ending {
                 tracing::info!(signal, "unmounting on signal");
                 notify::stopping();
-                // Busy (files open, reads in flight): detach now, finish later.
-                if let Err(busy) = unmount(&mountpoint, false) {
-                    tracing::info!("{busy}; detaching lazily");
-                    if let Err(e) = unmount(&mountpoint, true) {
-                        tracing::error!("cannot unmount: {e}");
-                    }
-                }
+                own_mount.unmount_if_still_there();
                 std::thread::sleep(SHUTDOWN_GRACE);
                 tracing::warn!("files are still open after {SHUTDOWN_GRACE:?}; exiting anyway");
                 if let Some(socket) = &socket {
-                    control::remove_socket(socket);
+                    socket.remove_if_still_there();
                 }
                 std::process::exit(0);
             }
@@ -495,6 +490,7 @@ const STATX_MNT_ID_UNIQUE: u32 = 0x4000;
 /// open leaves it: `Transport endpoint is not connected`), and nothing else
 /// is: not a mount made there since `umount -f` or `-l`, such as a
 /// restart's. Where the kernel gives no unique ID, nothing is detached.
+#[derive(Clone)]
 struct OwnMount {
     path: PathBuf,
     id: Option<u64>,
@@ -508,8 +504,35 @@ impl OwnMount {
         }
     }
 
+    /// Whether the mount at the path is this one: not a mount stacked on
+    /// it, nor one made there after it was detached.
+    fn is_at_its_path(&self) -> bool {
+        self.id.is_some() && unique_mount_id(&self.path) == self.id
+    }
+
+    /// Unmounts it on request (a signal), lazily if busy (files open,
+    /// reads in flight: they finish first). A mount stacked on it, or made
+    /// at the path since it was detached by hand, is left alone: the
+    /// process's exit then ends the session. Where the kernel gives no
+    /// unique ID, the path is unmounted by name.
+    fn unmount_if_still_there(&self) {
+        if self.id.is_some() && !self.is_at_its_path() {
+            tracing::info!(
+                mountpoint = %self.path.display(),
+                "another mount is at the path now; leaving it"
+            );
+            return;
+        }
+        if let Err(busy) = unmount(&self.path, false) {
+            tracing::info!("{busy}; detaching lazily");
+            if let Err(e) = unmount(&self.path, true) {
+                tracing::error!("cannot unmount: {e}");
+            }
+        }
+    }
+
     fn detach_if_still_there(&self) {
-        if self.id.is_none() || unique_mount_id(&self.path) != self.id {
+        if !self.is_at_its_path() {
             return;
         }
         match unmount(&self.path, true) {

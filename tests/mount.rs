@@ -1141,6 +1141,106 @@ fn a_mount_aborted_while_a_file_is_open_is_detached_as_the_process_ends() {
 }
 
 #[test]
+fn a_signal_after_a_lazy_unmount_leaves_alone_what_is_mounted_at_the_path_since() {
+    let served = Served::small();
+    let mut mount = Mount::builder(&served.base_url()).start();
+    let (texture, bytes) = served.release.textures().next().unwrap();
+    // An open file keeps the session after the lazy unmount, and the
+    // process alive through the signal's grace.
+    let open = fs::File::open(mount.tag_path(texture)).unwrap();
+    assert_eq!(unmount_with(&mount.path, libc::MNT_DETACH), Ok(()));
+    let since = tmpfs_at(&mount.path);
+    mount.signal(libc::SIGTERM);
+    assert_eq!(
+        &read_open(&open),
+        bytes,
+        "an open file reads on after the signal"
+    );
+    assert_eq!(mount.wait_exit(Duration::from_secs(15)), Some(true));
+    assert_left_alone(&mount.path);
+    drop(since);
+    drop(open);
+}
+
+#[test]
+fn a_signal_leaves_alone_a_mount_stacked_on_the_process_own_and_still_ends_it() {
+    let served = Served::small();
+    let mut mount = Mount::builder(&served.base_url()).start();
+    let (texture, bytes) = served.release.textures().next().unwrap();
+    assert_eq!(&read(&mount.tag_path(texture)).unwrap(), bytes);
+    let above = tmpfs_at(&mount.path);
+    mount.signal(libc::SIGINT);
+    assert_eq!(mount.wait_exit(Duration::from_secs(15)), Some(true));
+    assert_left_alone(&mount.path);
+    assert_eq!(unmount_with(&mount.path, 0), Ok(()));
+    // The process's own mount, under the other, ended with the process
+    // (and the guard detaches it).
+    assert_eq!(
+        fs::metadata(mount.tag_path(texture))
+            .map_err(|e| e.raw_os_error())
+            .err(),
+        Some(Some(libc::ENOTCONN))
+    );
+    drop(above);
+}
+
+#[test]
+fn a_process_ending_after_a_new_mount_at_its_path_leaves_the_new_one_its_control_socket() {
+    let served = Served::small();
+    let mut old = Mount::builder(&served.base_url()).start();
+    let (texture, bytes) = served.release.textures().next().unwrap();
+    let open = fs::File::open(old.tag_path(texture)).unwrap();
+    assert_eq!(unmount_with(&old.path, libc::MNT_DETACH), Ok(()));
+    // A restart at the same path while the old process still serves its
+    // open file.
+    let started = background_mount(
+        &old.path,
+        &served.base_url(),
+        &old.dir.path().join("cache-new"),
+    )
+    .output()
+    .unwrap();
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let new = Unmounts::new(&old.path);
+    let path = old.path.clone();
+    let refresh = || {
+        Command::new(BIN)
+            .arg("refresh")
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let before = refresh();
+    assert!(
+        before.status.success(),
+        "{}",
+        String::from_utf8_lossy(&before.stderr)
+    );
+    assert_eq!(&read_open(&open), bytes);
+    drop(open);
+    assert_eq!(old.wait_exit(Duration::from_secs(10)), Some(true));
+    let after = refresh();
+    assert!(
+        after.status.success(),
+        "the old process removed the new mount's control socket: {}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+    drop(new);
+}
+
+/// The whole of an open file, read from its start.
+fn read_open(file: &fs::File) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut bytes = vec![0; file.metadata().unwrap().len() as usize];
+    file.read_exact_at(&mut bytes, 0).unwrap();
+    bytes
+}
+
+#[test]
 fn reads_queued_behind_downloads_hung_on_the_server_fail_within_their_bound() {
     let served = Served::small();
     // Four download workers, 2 s an attempt: 24 hung reads would end four
