@@ -16,6 +16,7 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustix::fs::{FlockOperation, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -126,9 +128,67 @@ fn private_dir(dir: &Path, uid: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// The socket directory, held locked (`flock`) while a socket in it is
+/// bound, renamed into place or removed, and the directory with the last
+/// one: a process that ends removes no socket another put in place between
+/// its check and its removal, and no directory another is binding in.
+struct LockedDir {
+    _lock: OwnedFd,
+}
+
+impl LockedDir {
+    /// Locks `dir`, created as [`private_dir`] when `create`; `None` when
+    /// it is not there (and not to be created).
+    fn lock(dir: &Path, uid: u32, create: bool) -> Result<Option<LockedDir>, String> {
+        let mut last = String::new();
+        for _ in 0..LOCK_ATTEMPTS {
+            if create {
+                if let Err(e) = private_dir(dir, uid) {
+                    // Removed by another mount's end between its steps.
+                    last = e;
+                    continue;
+                }
+            }
+            let fd = match rustix::fs::open(
+                dir,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                Err(rustix::io::Errno::NOENT) if !create => return Ok(None),
+                Err(e) => {
+                    last = format!("cannot open {}: {e}", dir.display());
+                    continue;
+                }
+            };
+            rustix::fs::flock(&fd, FlockOperation::LockExclusive)
+                .map_err(|e| format!("cannot lock {}: {e}", dir.display()))?;
+            // Still the directory at its path: not removed while this
+            // waited for the lock.
+            let held = rustix::fs::fstat(&fd).map_err(|e| format!("{}: {e}", dir.display()))?;
+            match fs::symlink_metadata(dir) {
+                Ok(now) if now.ino() == held.st_ino && held.st_nlink > 0 => {
+                    return Ok(Some(LockedDir { _lock: fd }));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => return Ok(None),
+                _ => last = format!("{} was removed meanwhile", dir.display()),
+            }
+        }
+        Err(last)
+    }
+}
+
+/// Tries at locking the socket directory, which other mounts' ends may
+/// remove between the steps.
+const LOCK_ATTEMPTS: usize = 8;
+
 /// The listening end, in the daemon: removed when dropped.
 pub struct Listener {
     socket: BoundSocket,
+    uid: u32,
+    /// Where the socket goes once the mount is made (see
+    /// [`Listener::publish`]).
+    published: PathBuf,
 }
 
 /// The socket file this process bound, told from one bound at the same
@@ -137,6 +197,7 @@ pub struct Listener {
 #[derive(Clone, Debug)]
 pub struct BoundSocket {
     path: PathBuf,
+    uid: u32,
     dev: u64,
     ino: u64,
 }
@@ -145,9 +206,14 @@ impl BoundSocket {
     /// Removes the socket, and its directory once no other mount uses it,
     /// if the file at its path is still the one this process bound.
     pub fn remove_if_still_there(&self) {
+        let dir = self.path.parent().expect("a socket has a directory");
+        let Ok(Some(_locked)) = LockedDir::lock(dir, self.uid, false) else {
+            return;
+        };
         match fs::symlink_metadata(&self.path) {
             Ok(meta) if meta.dev() == self.dev && meta.ino() == self.ino => {
-                remove_socket(&self.path)
+                let _ = fs::remove_file(&self.path);
+                let _ = fs::remove_dir(dir);
             }
             _ => tracing::debug!(
                 socket = %self.path.display(),
@@ -159,34 +225,30 @@ impl BoundSocket {
 
 impl Listener {
     /// Listens for the mount at `mountpoint` (canonical), answering with
-    /// `dataset`. Errors say why there is no channel; the mount serves
-    /// without one.
+    /// `dataset`, under a name of this process's own until
+    /// [`Listener::publish`]. Errors say why there is no channel; the
+    /// mount serves without one.
     pub fn start(mountpoint: &Path, dataset: Arc<Dataset>) -> Result<Listener, String> {
         let uid = rustix::process::geteuid().as_raw();
-        let path = socket_path(uid, mountpoint);
-        let dir = path.parent().expect("a socket has a directory");
-        let mut attempts = 0;
-        let listener = loop {
-            private_dir(dir, uid)?;
-            // Left by a daemon that was killed at this mountpoint: a live
-            // one cannot be, the mountpoint was not a mount point.
+        let published = socket_path(uid, mountpoint);
+        let dir = published.parent().expect("a socket has a directory");
+        let path = published.with_extension(format!("{}.pending", std::process::id()));
+        let listener;
+        {
+            let _locked = LockedDir::lock(dir, uid, true)?.expect("created");
+            // Left by a killed process that had this one's ID.
             let _ = fs::remove_file(&path);
-            match UnixListener::bind(&path) {
-                Ok(listener) => break listener,
-                // Another mount's unmount removed the directory meanwhile.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 3 => {
-                    attempts += 1;
-                }
-                Err(e) => return Err(format!("cannot listen on {}: {e}", path.display())),
-            }
-        };
+            listener = UnixListener::bind(&path)
+                .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+        }
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
             .map_err(|e| format!("{}: {e}", path.display()))?;
         let bound = fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let socket = BoundSocket {
+            path,
+            uid,
             dev: bound.dev(),
             ino: bound.ino(),
-            path,
         };
         std::thread::Builder::new()
             .name("control".into())
@@ -201,7 +263,26 @@ impl Listener {
             })
             .map_err(|e| format!("cannot start the control thread: {e}"))?;
         tracing::debug!(socket = %socket.path.display(), "control channel ready");
-        Ok(Listener { socket })
+        Ok(Listener {
+            socket,
+            uid,
+            published,
+        })
+    }
+
+    /// Gives the socket the name the mount's clients look for, once the
+    /// mount is made: in place of one a killed daemon left there, or one
+    /// whose mount was detached from the path while its process still
+    /// serves open files.
+    pub fn publish(&mut self) -> Result<(), String> {
+        let dir = self.published.parent().expect("a socket has a directory");
+        let _locked = LockedDir::lock(dir, self.uid, false)?
+            .ok_or_else(|| format!("{} was removed", dir.display()))?;
+        fs::rename(&self.socket.path, &self.published)
+            .map_err(|e| format!("cannot listen on {}: {e}", self.published.display()))?;
+        self.socket.path = self.published.clone();
+        tracing::debug!(socket = %self.published.display(), "control channel published");
+        Ok(())
     }
 
     pub fn socket(&self) -> &BoundSocket {
@@ -218,8 +299,10 @@ impl Drop for Listener {
 /// Removes a socket, and its directory once no other mount uses it,
 /// whoever bound it (one a killed daemon left).
 pub fn remove_socket(path: &Path) {
-    let _ = fs::remove_file(path);
-    if let Some(dir) = path.parent() {
+    let dir = path.parent().expect("a socket has a directory");
+    let uid = rustix::process::geteuid().as_raw();
+    if let Ok(Some(_locked)) = LockedDir::lock(dir, uid, false) {
+        let _ = fs::remove_file(path);
         let _ = fs::remove_dir(dir);
     }
 }

@@ -39,6 +39,7 @@ pub(crate) mod fuse;
 pub(crate) mod logging;
 pub(crate) mod metrics;
 pub(crate) mod notify;
+pub(crate) mod own_mount;
 pub(crate) mod remote;
 pub(crate) mod stats;
 pub(crate) mod wait;

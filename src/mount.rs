@@ -8,10 +8,12 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use fuser::{Config, INodeNo, MountOption, Notifier, Session, SessionACL};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use crate::cli::{MountArgs, RemoteArgs, RunArgs};
 use crate::control;
@@ -22,6 +24,7 @@ use crate::fuse::{Backing, FuseAdapter};
 use crate::logging;
 use crate::metrics::Exporter;
 use crate::notify;
+use crate::own_mount::{self, OwnMount};
 use crate::remote::Remote;
 use crate::remote::http::HttpRemote;
 use crate::remote::local::{self, LocalRemote};
@@ -177,12 +180,18 @@ fn serve(
         SessionACL::Owner
     };
     config.n_threads = Some(run.threads.max(1));
+    // Caught from before the mount appears: a signal the moment it does
+    // unmounts it, instead of killing the process and leaving it dead.
+    let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     // What the kernel will show as the mount point, which names the
     // control socket (taken before mounting: not through the mount).
     let canonical = fs::canonicalize(mountpoint)
         .map_err(|e| format!("mountpoint {}: {e}", mountpoint.display()))?;
-    // Listening before the mount appears: whoever sees the mount can ask it.
-    let control = match control::Listener::start(&canonical, core.dataset().clone()) {
+    // Listening before the mount appears, under a name of its own until
+    // the mount is made: whoever sees the mount can ask it, and a command
+    // that ends up not mounting takes no other mount's name.
+    let mut control = match control::Listener::start(&canonical, core.dataset().clone()) {
         Ok(listener) => Some(listener),
         Err(e) => {
             tracing::warn!(
@@ -208,15 +217,22 @@ fn serve(
     };
     let device = adapter.session_device();
     let waits_in_place = adapter.waits_in_place();
-    // Once the kernel has ended the session, fuser unmounts its mount's
+    // Once the kernel has ended a session it mounted, fuser unmounts the
     // path by name, whatever is mounted there by then: a restart's mount,
     // made the moment this one went. This process's own mount, still there
     // answering nothing, is detached instead (see `OwnMount`), the session
     // counts as ended, and fuser's thread waits for the process's exit.
+    // (A session dropped before it served, its handshake failed, ends as
+    // fuser ends it.)
+    let serving = Arc::new(AtomicBool::new(false));
     let ending: Arc<parking_lot::Mutex<Option<OwnMount>>> = Arc::default();
     let adapter = adapter.on_destroy({
-        let (ending, waits_in_place) = (ending.clone(), waits_in_place.clone());
+        let (serving, ending) = (serving.clone(), ending.clone());
+        let waits_in_place = waits_in_place.clone();
         move || {
+            if !serving.load(Ordering::SeqCst) {
+                return;
+            }
             if let Some(own_mount) = ending.lock().take() {
                 own_mount.detach_if_still_there();
             }
@@ -226,16 +242,15 @@ fn serve(
             }
         }
     });
-    let session = Session::new(adapter, mountpoint, &config).map_err(|e| {
-        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
-            " (is /dev/fuse accessible, and fusermount3 installed?)"
-        } else {
-            ""
-        };
-        format!("cannot mount at {}: {e}{hint}", mountpoint.display())
-    })?;
-    let own_mount = OwnMount::of(&canonical);
+    let (session, own_mount) = mount_session(adapter, mountpoint, &canonical, &config, run)?;
     *ending.lock() = Some(own_mount.clone());
+    if let Some(control) = &mut control {
+        if let Err(e) = control.publish() {
+            tracing::warn!(
+                "no control channel ({e}): `matvisfs refresh` cannot reach this mount; SIGHUP still revalidates"
+            );
+        }
+    }
     let fuse = device
         .set(session.as_fd())
         .map_err(|e| format!("cannot keep /dev/fuse for passthrough: {e}"))?;
@@ -246,6 +261,7 @@ fn serve(
     }
     core.set_kernel(KernelNotifier::start(&session));
     watch_signals(
+        signals,
         own_mount,
         core.dataset().clone(),
         control.as_ref().map(|c| c.socket().clone()),
@@ -258,6 +274,7 @@ fn serve(
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
     readiness.report(Ok(()));
     notify::ready();
+    serving.store(true, Ordering::SeqCst);
     let ended = crate::fuse::run(session, fuse, waits_in_place);
     notify::stopping();
     // The kernel ended the connection while threads still waited on the
@@ -370,6 +387,39 @@ impl Kernel for KernelNotifier {
     }
 }
 
+/// Mounts at `mountpoint` (`canonical`: as the kernel shows it) and
+/// starts the session: as root, a mount of the process's own making,
+/// known by its ID from the start (see `own_mount`); otherwise through
+/// fuser, which runs `fusermount3`.
+fn mount_session(
+    adapter: FuseAdapter,
+    mountpoint: &Path,
+    canonical: &Path,
+    config: &Config,
+    run: &RunArgs,
+) -> Result<(Session<FuseAdapter>, OwnMount), String> {
+    if let Some((fuse, detached)) = own_mount::make(canonical, run.allow_other)? {
+        let own_mount = detached.attach(canonical)?;
+        return match Session::from_fd(adapter, fuse, config.acl, config.clone()) {
+            Ok(session) => Ok((session, own_mount)),
+            Err(e) => {
+                own_mount.detach_if_still_there();
+                Err(format!("cannot start the FUSE session: {e}"))
+            }
+        };
+    }
+    own_mount::refuse_mount_root(canonical)?;
+    let session = Session::new(adapter, mountpoint, config).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            " (is /dev/fuse accessible, and fusermount3 installed?)"
+        } else {
+            ""
+        };
+        format!("cannot mount at {}: {e}{hint}", mountpoint.display())
+    })?;
+    Ok((session, OwnMount::at(canonical)))
+}
+
 /// After a signal, the session has this long to end by itself once
 /// unmounted; then the process exits, which makes the kernel fail whatever
 /// is still pending with ENOTCONN instead of leaving it hanging.
@@ -379,13 +429,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// every loaded tag, as `matvisfs refresh` does. `socket`: the control
 /// socket, removed before the process exits if it is still its own.
 fn watch_signals(
+    mut signals: signal_hook::iterator::Signals,
     own_mount: OwnMount,
     dataset: Arc<Dataset>,
     socket: Option<control::BoundSocket>,
 ) -> Result<(), String> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -481,119 +529,4 @@ fn is_mount_point(path: &Path, meta: &fs::Metadata) -> bool {
     }
 }
 
-/// `STATX_MNT_ID_UNIQUE` (Linux 6.8+): a mount's ID, never reused.
-const STATX_MNT_ID_UNIQUE: u32 = 0x4000;
-
-/// The mount this process made, told apart from any mounted at its path
-/// later by its unique ID. At the end of a session it is detached if it is
-/// still there answering nothing (a connection aborted while files were
-/// open leaves it: `Transport endpoint is not connected`), and nothing else
-/// is: not a mount made there since `umount -f` or `-l`, such as a
-/// restart's. Where the kernel gives no unique ID, nothing is detached.
-#[derive(Clone)]
-struct OwnMount {
-    path: PathBuf,
-    id: Option<u64>,
-}
-
-impl OwnMount {
-    fn of(path: &Path) -> OwnMount {
-        OwnMount {
-            path: path.to_path_buf(),
-            id: unique_mount_id(path),
-        }
-    }
-
-    /// Whether the mount at the path is this one: not a mount stacked on
-    /// it, nor one made there after it was detached.
-    fn is_at_its_path(&self) -> bool {
-        self.id.is_some() && unique_mount_id(&self.path) == self.id
-    }
-
-    /// Unmounts it on request (a signal), lazily if busy (files open,
-    /// reads in flight: they finish first). A mount stacked on it, or made
-    /// at the path since it was detached by hand, is left alone: the
-    /// process's exit then ends the session. Where the kernel gives no
-    /// unique ID, the path is unmounted by name.
-    fn unmount_if_still_there(&self) {
-        if self.id.is_some() && !self.is_at_its_path() {
-            tracing::info!(
-                mountpoint = %self.path.display(),
-                "another mount is at the path now; leaving it"
-            );
-            return;
-        }
-        if let Err(busy) = unmount(&self.path, false) {
-            tracing::info!("{busy}; detaching lazily");
-            if let Err(e) = unmount(&self.path, true) {
-                tracing::error!("cannot unmount: {e}");
-            }
-        }
-    }
-
-    fn detach_if_still_there(&self) {
-        if !self.is_at_its_path() {
-            return;
-        }
-        match unmount(&self.path, true) {
-            Ok(()) => tracing::info!(
-                mountpoint = %self.path.display(),
-                "detached the mount, whose connection had ended"
-            ),
-            Err(e) => tracing::debug!("{e}"),
-        }
-    }
-}
-
-/// The unique ID of the mount at `path`, from the attributes the kernel
-/// holds (a mount whose connection ended answers no request).
-fn unique_mount_id(path: &Path) -> Option<u64> {
-    use rustix::fs::{AtFlags, CWD, StatxFlags};
-    let stat = rustix::fs::statx(
-        CWD,
-        path,
-        AtFlags::STATX_DONT_SYNC,
-        StatxFlags::from_bits_retain(STATX_MNT_ID_UNIQUE),
-    )
-    .ok()?;
-    (stat.stx_mask & STATX_MNT_ID_UNIQUE != 0).then_some(stat.stx_mnt_id)
-}
-
-/// `matvisfs unmount`.
-pub fn unmount(path: &Path, lazy: bool) -> Result<(), String> {
-    let path = absolute(path)?;
-    let flags = match lazy {
-        true => rustix::mount::UnmountFlags::DETACH,
-        false => rustix::mount::UnmountFlags::empty(),
-    };
-    let Err(error) = rustix::mount::unmount(&path, flags) else {
-        return Ok(());
-    };
-    let error = std::io::Error::from(error);
-    match error.raw_os_error() {
-        // Not root: the setuid helper may unmount our own mounts.
-        Some(libc::EPERM) => {
-            let mut command = std::process::Command::new("fusermount3");
-            command.arg("-u");
-            if lazy {
-                command.arg("-z");
-            }
-            let status = command
-                .arg(&path)
-                .status()
-                .map_err(|e| format!("cannot run fusermount3 (install the fuse3 package): {e}"))?;
-            if status.success() {
-                Ok(())
-            } else {
-                Err(format!("fusermount3 -u {} failed", path.display()))
-            }
-        }
-        Some(libc::EBUSY) => Err(format!(
-            "{} is busy: a process still uses files there (see `fuser -vm {}`); close them, or use --lazy",
-            path.display(),
-            path.display()
-        )),
-        Some(libc::EINVAL) => Err(format!("{} is not a mount point", path.display())),
-        _ => Err(format!("cannot unmount {}: {error}", path.display())),
-    }
-}
+pub use crate::own_mount::unmount;

@@ -1027,12 +1027,21 @@ fn unmount_with(path: &Path, flags: i32) -> Result<(), i32> {
 /// Mounts a tmpfs at `path` holding a file `marker` (unmounted when the
 /// guard drops), as a restart would mount matvisfs there again.
 fn tmpfs_at(path: &Path) -> Unmounts {
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "matvisfs-test"])
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(status.success(), "cannot mount a tmpfs");
+    let c = |s: &[u8]| std::ffi::CString::new(s).unwrap();
+    let (source, target) = (c(b"matvisfs-test"), c(path.as_os_str().as_encoded_bytes()));
+    let (kind, options) = (c(b"tmpfs"), c(b"size=1m"));
+    // SAFETY: valid NUL-terminated strings. The call itself, not mount(8):
+    // as soon as the caller asks.
+    let mounted = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            kind.as_ptr(),
+            0,
+            options.as_ptr().cast(),
+        )
+    };
+    assert_eq!(mounted, 0, "cannot mount a tmpfs");
     let mounted = Unmounts::new(path);
     fs::write(path.join("marker"), b"mounted since").unwrap();
     mounted
@@ -1230,6 +1239,186 @@ fn a_process_ending_after_a_new_mount_at_its_path_leaves_the_new_one_its_control
         String::from_utf8_lossy(&after.stderr)
     );
     drop(new);
+}
+
+/// Foreground mounts started by a test at a path of its choosing: killed
+/// when dropped, and whatever is still mounted at the path detached.
+struct Started {
+    path: std::path::PathBuf,
+    children: Vec<std::process::Child>,
+}
+
+impl Started {
+    fn new(path: &Path) -> Started {
+        Started {
+            path: path.to_path_buf(),
+            children: Vec::new(),
+        }
+    }
+
+    /// Starts `matvisfs mount --foreground` at the path, with a cache of
+    /// its own.
+    fn mount(&mut self, base_url: &str) -> usize {
+        let cache = self
+            .path
+            .with_extension(format!("cache-{}", self.children.len()));
+        let child = Command::new(BIN)
+            .arg("mount")
+            .arg(&self.path)
+            .args(["--foreground", "--base-url", base_url, "--cache-dir"])
+            .arg(cache)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        self.children.push(child);
+        self.children.len() - 1
+    }
+
+    /// Waits for the mount `index` to exit: whether it succeeded, and what
+    /// it said.
+    fn wait(&mut self, index: usize, limit: Duration) -> Option<(bool, String)> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.children[index].try_wait().unwrap() {
+                let mut said = String::new();
+                if let Some(mut stderr) = self.children[index].stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut stderr, &mut said);
+                }
+                return Some((status.success(), said));
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        for _ in 0..4 {
+            if is_mounted(&self.path) {
+                let _ = unmount_with(&self.path, libc::MNT_DETACH);
+            }
+        }
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        common::remove_control_socket(&self.path);
+    }
+}
+
+#[test]
+fn a_signal_the_moment_the_mount_appears_unmounts_it_and_the_process_exits_cleanly() {
+    let served = Served::small();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mnt");
+    fs::create_dir(&path).unwrap();
+    for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGTERM] {
+        let mut started = Started::new(&path);
+        let index = started.mount(&served.base_url());
+        let pid = started.children[index].id() as i32;
+        // As soon as it shows: the process may not have set up anything
+        // else yet.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !is_mounted(&path) && Instant::now() < deadline {
+            std::hint::spin_loop();
+        }
+        // SAFETY: sending a signal has no memory effects.
+        unsafe { libc::kill(pid, signal) };
+        let (exited_cleanly, said) = started
+            .wait(index, Duration::from_secs(15))
+            .expect("the process exits after the signal");
+        assert!(exited_cleanly, "killed by the signal, or failed: {said}");
+        assert!(!is_mounted(&path), "a mount was left behind");
+        let socket = matvisfs::control::socket_path(0, &fs::canonicalize(&path).unwrap());
+        assert!(!socket.exists(), "its control socket was left behind");
+    }
+}
+
+#[test]
+fn of_two_mounts_started_at_once_at_one_path_one_serves_and_the_other_fails() {
+    let served = Served::small();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mnt");
+    fs::create_dir(&path).unwrap();
+    let mut started = Started::new(&path);
+    let first = started.mount(&served.base_url());
+    let second = started.mount(&served.base_url());
+    // One of them fails: the other had mounted there since its check.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (failed, said) = loop {
+        if let Some(exit) = started.wait(first, Duration::ZERO) {
+            break (first, exit);
+        }
+        if let Some(exit) = started.wait(second, Duration::ZERO) {
+            break (second, exit);
+        }
+        assert!(Instant::now() < deadline, "both mounts still run");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(!said.0, "a mount stacked on another: {}", said.1);
+    assert!(said.1.contains("already a mount point"), "{}", said.1);
+    let serving = 1 - failed;
+    assert_eq!(started.wait(serving, Duration::ZERO), None);
+    let mounts = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|line| line.split(' ').nth(4) == Some(path.to_str().unwrap()))
+        .count();
+    assert_eq!(mounts, 1);
+    let (texture, bytes) = served.release.textures().next().unwrap();
+    assert_eq!(&read(&path.join(TAG).join(texture)).unwrap(), bytes);
+    // The one that failed took no name from the one that serves.
+    let refreshed = Command::new(BIN)
+        .arg("refresh")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        refreshed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&refreshed.stderr)
+    );
+    assert_eq!(unmount_with(&path, 0), Ok(()));
+    assert_eq!(
+        started
+            .wait(serving, Duration::from_secs(10))
+            .map(|exit| exit.0),
+        Some(true)
+    );
+}
+
+#[test]
+fn a_mount_stacked_the_moment_the_process_own_appears_is_never_taken_for_it() {
+    let served = Served::small();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mnt");
+    fs::create_dir(&path).unwrap();
+    for _ in 0..3 {
+        let mut started = Started::new(&path);
+        let index = started.mount(&served.base_url());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !is_mounted(&path) && Instant::now() < deadline {
+            std::hint::spin_loop();
+        }
+        // Stacked at once, before the process may have looked at its path.
+        let above = tmpfs_at(&path);
+        // Past the process's setup: what is tested is which mount the
+        // signal's unmount takes.
+        std::thread::sleep(Duration::from_millis(500));
+        // SAFETY: sending a signal has no memory effects.
+        unsafe { libc::kill(started.children[index].id() as i32, libc::SIGTERM) };
+        let (exited_cleanly, said) = started
+            .wait(index, Duration::from_secs(15))
+            .expect("the process exits after the signal");
+        assert!(exited_cleanly, "{said}");
+        assert_left_alone(&path);
+        drop(above);
+    }
 }
 
 /// The whole of an open file, read from its start.
