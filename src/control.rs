@@ -236,8 +236,7 @@ impl Listener {
         let listener;
         {
             let _locked = LockedDir::lock(dir, uid, true)?.expect("created");
-            // Left by a killed process that had this one's ID.
-            let _ = fs::remove_file(&path);
+            remove_left_pending(&published);
             listener = UnixListener::bind(&path)
                 .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
         }
@@ -293,6 +292,34 @@ impl Listener {
 impl Drop for Listener {
     fn drop(&mut self) {
         self.socket.remove_if_still_there();
+    }
+}
+
+/// Removes the sockets processes killed before their mount was made left
+/// under their own names for the mount whose socket is `published` (this
+/// process's own ID among them, had one of them had it). Under the
+/// directory's lock.
+fn remove_left_pending(published: &Path) {
+    let (Some(dir), Some(stem)) = (published.parent(), published.file_stem()) else {
+        return;
+    };
+    let prefix = format!("{}.", stem.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(&prefix))
+            .and_then(|rest| rest.strip_suffix(".pending"))
+        else {
+            continue;
+        };
+        let own = pid == std::process::id().to_string();
+        if own || !Path::new("/proc").join(pid).exists() {
+            let _ = fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -587,6 +614,27 @@ mod tests {
             "fuse.sshfs"
         );
         assert!(mount_at(mountinfo, Path::new("/mnt")).is_none());
+    }
+
+    #[test]
+    fn sockets_left_pending_by_killed_processes_are_removed_and_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let published = dir.path().join("0123abcd.sock");
+        let pending = |pid: &str| dir.path().join(format!("0123abcd.{pid}.pending"));
+        // No process has an ID past the kernel's largest (4194304).
+        let killed = pending("999999999");
+        let own = pending(&std::process::id().to_string());
+        let alive = pending("1");
+        let other_mount = dir.path().join("ffff0000.999999999.pending");
+        for path in [&killed, &own, &alive, &other_mount, &published] {
+            fs::write(path, b"").unwrap();
+        }
+        remove_left_pending(&published);
+        assert!(!killed.exists());
+        assert!(!own.exists());
+        assert!(alive.exists(), "a live process's socket was removed");
+        assert!(other_mount.exists(), "another mount's socket was removed");
+        assert!(published.exists());
     }
 
     #[test]

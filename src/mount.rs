@@ -109,7 +109,7 @@ pub(crate) fn make_remote(args: &RemoteArgs) -> Result<Arc<dyn Remote>, String> 
 pub(crate) fn load_and_serve(
     ctx: Context,
     tags: Vec<String>,
-    mountpoint: &Path,
+    mountpoint: &Mountpoint,
     run: &RunArgs,
     readiness: &mut Readiness,
 ) -> Result<(), String> {
@@ -151,7 +151,7 @@ fn ways_out(dataset: &Dataset) -> String {
 /// Mounts `core` at `mountpoint` and serves it until unmounted.
 fn serve(
     core: Arc<FsCore<Backing>>,
-    mountpoint: &Path,
+    mountpoint: &Mountpoint,
     run: &RunArgs,
     metrics: Option<Exporter>,
     readiness: &mut Readiness,
@@ -186,7 +186,7 @@ fn serve(
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     // What the kernel will show as the mount point, which names the
     // control socket (taken before mounting: not through the mount).
-    let canonical = fs::canonicalize(mountpoint)
+    let canonical = fs::canonicalize(&mountpoint.path)
         .map_err(|e| format!("mountpoint {}: {e}", mountpoint.display()))?;
     // Listening before the mount appears, under a name of its own until
     // the mount is made: whoever sees the mount can ask it, and a command
@@ -393,13 +393,13 @@ impl Kernel for KernelNotifier {
 /// fuser, which runs `fusermount3`.
 fn mount_session(
     adapter: FuseAdapter,
-    mountpoint: &Path,
+    mountpoint: &Mountpoint,
     canonical: &Path,
     config: &Config,
     run: &RunArgs,
 ) -> Result<(Session<FuseAdapter>, OwnMount), String> {
     if let Some((fuse, detached)) = own_mount::make(canonical, run.allow_other)? {
-        let own_mount = detached.attach(canonical)?;
+        let own_mount = detached.attach(canonical, mountpoint.on)?;
         return match Session::from_fd(adapter, fuse, config.acl, config.clone()) {
             Ok(session) => Ok((session, own_mount)),
             Err(e) => {
@@ -408,8 +408,8 @@ fn mount_session(
             }
         };
     }
-    own_mount::refuse_mount_root(canonical)?;
-    let session = Session::new(adapter, mountpoint, config).map_err(|e| {
+    own_mount::refuse_if_covered(canonical, mountpoint.on)?;
+    let session = Session::new(adapter, &mountpoint.path, config).map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
             " (is /dev/fuse accessible, and fusermount3 installed?)"
         } else {
@@ -463,10 +463,25 @@ fn watch_signals(
     Ok(())
 }
 
+/// A mountpoint as checked: its path, and the mount it was on then, which
+/// no mount made there since may cover when this one is attached.
+pub(crate) struct Mountpoint {
+    pub(crate) path: PathBuf,
+    on: Option<u64>,
+}
+
+impl std::ops::Deref for Mountpoint {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
 /// Checks the mountpoint, recovering one left dead by a killed mount. A
 /// directory with entries is refused unless `nonempty`: the mount would
 /// hide them.
-pub(crate) fn prepare_mountpoint(path: &Path, nonempty: bool) -> Result<PathBuf, String> {
+pub(crate) fn prepare_mountpoint(path: &Path, nonempty: bool) -> Result<Mountpoint, String> {
     let path = absolute(path)?;
     let meta = match fs::metadata(&path) {
         Err(e) if crate::fuse::is_dead_mount(&e) => {
@@ -515,7 +530,8 @@ pub(crate) fn prepare_mountpoint(path: &Path, nonempty: bool) -> Result<PathBuf,
             ));
         }
     }
-    Ok(path)
+    let on = own_mount::mount_under(&path);
+    Ok(Mountpoint { path, on })
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, String> {

@@ -13,7 +13,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, CWD, StatxAttributes, StatxFlags};
+use rustix::fs::{AtFlags, CWD, StatxFlags};
 use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags};
 
 /// `STATX_MNT_ID_UNIQUE` (Linux 6.8+): a mount's ID, never reused.
@@ -123,21 +123,28 @@ fn listed_mount_id(dir: impl AsFd, path: &Path, flags: AtFlags) -> Option<u64> {
     mount_id(dir, path, flags, STATX_MNT_ID)
 }
 
-/// Fails when `path` is the root of a mount: one made there since the
-/// mountpoint was checked, by a command started at the same time as this
-/// one. Checked again right before mounting, so that two commands do not
-/// both mount at one path.
-pub(crate) fn refuse_mount_root(path: &Path) -> Result<(), String> {
-    let stat = rustix::fs::statx(CWD, path, AtFlags::STATX_DONT_SYNC, StatxFlags::BASIC_STATS)
-        .map_err(|e| format!("mountpoint {}: {e}", path.display()))?;
-    let root = StatxAttributes::MOUNT_ROOT;
-    if stat.stx_attributes_mask.contains(root) && stat.stx_attributes.contains(root) {
-        return Err(format!(
-            "{} is already a mount point: another mount was made there meanwhile",
-            path.display()
-        ));
+/// The mount `path` is on now, as `/proc/self/mountinfo` lists it: taken
+/// when the mountpoint is checked, so that a mount made there since (by a
+/// command started at the same time) is seen before and after this one is
+/// attached (see [`refuse_if_covered`]).
+pub(crate) fn mount_under(path: &Path) -> Option<u64> {
+    listed_mount_id(CWD, path, AtFlags::empty())
+}
+
+/// Fails when a mount was made at `path` since it was checked, when it
+/// was on the mount `checked_on`: two commands must not both mount there.
+pub(crate) fn refuse_if_covered(path: &Path, checked_on: Option<u64>) -> Result<(), String> {
+    if checked_on.is_some() && mount_under(path) != checked_on {
+        return Err(covered(path));
     }
     Ok(())
+}
+
+fn covered(path: &Path) -> String {
+    format!(
+        "{} is already a mount point: another mount was made there meanwhile",
+        path.display()
+    )
 }
 
 /// A FUSE mount made but not attached yet, with its unique ID and the ID
@@ -213,13 +220,12 @@ pub(crate) fn make(path: &Path, allow_other: bool) -> Result<Option<(OwnedFd, De
 
 impl Detached {
     /// Attaches the mount at `path`, unless a mount was made there since
-    /// it was checked (by a command started at the same time): then it
-    /// fails as the check would have. Two commands that both pass the
+    /// it was checked, when it was on `checked_on` (by a command started
+    /// at the same time): then it fails as the check would have. Two commands that both pass the
     /// check both attach; the one whose mount is not on the path's own
     /// mount detaches it again and fails, so that one serves.
-    pub(crate) fn attach(self, path: &Path) -> Result<OwnMount, String> {
-        refuse_mount_root(path)?;
-        let beneath = listed_mount_id(CWD, path, AtFlags::empty());
+    pub(crate) fn attach(self, path: &Path, checked_on: Option<u64>) -> Result<OwnMount, String> {
+        refuse_if_covered(path, checked_on)?;
         rustix::mount::move_mount(
             &self.mount,
             "",
@@ -232,13 +238,10 @@ impl Detached {
             path: path.to_path_buf(),
             id: self.id,
         };
-        if let (Some(listed_id), Some(beneath)) = (self.listed_id, beneath) {
-            if parent_of(listed_id).is_some_and(|parent| parent != beneath) {
+        if let (Some(listed_id), Some(checked_on)) = (self.listed_id, checked_on) {
+            if parent_of(listed_id).is_some_and(|parent| parent != checked_on) {
                 own.detach_if_still_there();
-                return Err(format!(
-                    "{} is already a mount point: another mount was made there meanwhile",
-                    path.display()
-                ));
+                return Err(covered(path));
             }
         }
         Ok(own)

@@ -1421,6 +1421,44 @@ fn a_mount_stacked_the_moment_the_process_own_appears_is_never_taken_for_it() {
     }
 }
 
+#[test]
+fn a_mountpoint_that_is_a_bind_mount_of_itself_is_mounted_on() {
+    let served = Served::small();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mnt");
+    fs::create_dir(&path).unwrap();
+    // As systemd units and containers make them: the root of a mount,
+    // on the same filesystem as its parent.
+    let target = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid NUL-terminated paths.
+    let bound = unsafe {
+        libc::mount(
+            target.as_ptr(),
+            target.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(bound, 0, "cannot bind-mount the mountpoint on itself");
+    let _bind = Unmounts::new(&path);
+    let mut started = Started::new(&path);
+    let index = started.mount(&served.base_url());
+    let (texture, bytes) = served.release.textures().next().unwrap();
+    let file = path.join(TAG).join(texture);
+    wait_for("the mount", Duration::from_secs(30), || {
+        fs::metadata(&file).is_ok() || started.children[index].try_wait().unwrap().is_some()
+    });
+    assert_eq!(read(&file).ok().as_ref(), Some(bytes), "not mounted");
+    assert_eq!(unmount_with(&path, 0), Ok(()));
+    assert_eq!(
+        started
+            .wait(index, Duration::from_secs(10))
+            .map(|exit| exit.0),
+        Some(true)
+    );
+}
+
 /// The whole of an open file, read from its start.
 fn read_open(file: &fs::File) -> Vec<u8> {
     use std::os::unix::fs::FileExt;
