@@ -470,24 +470,33 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The mount whose mount point is exactly `path` (the last one mounted
-/// there), from `mountinfo`'s text.
+/// The mount whose mount point is exactly `path` and that a lookup of it
+/// reaches (the top one when several are stacked there: the one no other
+/// there is mounted on, wherever `mountinfo` lists it), from `mountinfo`'s
+/// text.
 fn mount_at(mountinfo: &str, path: &Path) -> Option<MountEntry> {
     let wanted = path.to_string_lossy();
-    mountinfo.lines().rev().find_map(|line| {
-        let fields: Vec<&str> = line.split(' ').collect();
-        if fields.len() < 5 || unescape(fields[4]) != wanted {
-            return None;
-        }
-        let dash = fields.iter().position(|f| *f == "-")?;
-        let fstype = fields.get(dash + 1)?.to_string();
-        let options = fields.get(dash + 3).copied().unwrap_or("");
-        let owner = options
-            .split(',')
-            .find_map(|o| o.strip_prefix("user_id="))
-            .and_then(|uid| uid.parse().ok());
-        Some(MountEntry { fstype, owner })
-    })
+    let there: Vec<(&str, &str, MountEntry)> = mountinfo
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if fields.len() < 5 || unescape(fields[4]) != wanted {
+                return None;
+            }
+            let dash = fields.iter().position(|f| *f == "-")?;
+            let fstype = fields.get(dash + 1)?.to_string();
+            let options = fields.get(dash + 3).copied().unwrap_or("");
+            let owner = options
+                .split(',')
+                .find_map(|o| o.strip_prefix("user_id="))
+                .and_then(|uid| uid.parse().ok());
+            Some((fields[0], fields[1], MountEntry { fstype, owner }))
+        })
+        .collect();
+    let top = there
+        .iter()
+        .rposition(|(id, _, _)| !there.iter().any(|(_, parent, _)| parent == id))?;
+    there.into_iter().nth(top).map(|(_, _, entry)| entry)
 }
 
 /// Finds the mount's socket and asks it.
@@ -583,6 +592,12 @@ fn ask(args: &RefreshArgs) -> Result<Vec<TagAnswer>, String> {
             ),
             _ => format!("no answer from the daemon at {}: {e}", socket.display()),
         })?;
+    if reply.is_empty() {
+        return Err(format!(
+            "the daemon serving {} ended before it answered (unmounted meanwhile?)",
+            path.display()
+        ));
+    }
     let answer: Answer = serde_json::from_str(&reply).map_err(|e| {
         format!(
             "the daemon serving {} answered something else ({e}); is it another version?",
@@ -614,6 +629,15 @@ mod tests {
             "fuse.sshfs"
         );
         assert!(mount_at(mountinfo, Path::new("/mnt")).is_none());
+        // Stacked: the one on top is reached, listed first or last.
+        let stacked = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+48 49 0:52 / /m rw - fuse.matvisfs matvisfs ro,user_id=7,group_id=7
+49 22 0:51 / /m rw - fuse.matvisfs matvisfs ro,user_id=5,group_id=5
+";
+        assert_eq!(mount_at(stacked, Path::new("/m")).unwrap().owner, Some(7));
+        let reversed: String = stacked.lines().rev().map(|l| format!("{l}\n")).collect();
+        assert_eq!(mount_at(&reversed, Path::new("/m")).unwrap().owner, Some(7));
     }
 
     #[test]

@@ -36,14 +36,34 @@ impl Readiness {
     }
 
     /// Tells the parent how mounting went; only the first report counts.
-    pub fn report(&mut self, outcome: Result<(), &str>) {
-        if let Some(mut pipe) = self.pipe.take() {
-            let text = match outcome {
-                Ok(()) => "ok\n".to_string(),
-                Err(msg) => msg.lines().map(|line| format!("error {line}\n")).collect(),
-            };
-            let _ = pipe.write_all(text.as_bytes());
-        }
+    /// False when a parent waited and is gone (its command interrupted)
+    /// before it heard.
+    pub fn report(&mut self, outcome: Result<(), &str>) -> bool {
+        let Some(mut pipe) = self.pipe.take() else {
+            return true;
+        };
+        let text = match outcome {
+            Ok(()) => "ok\n".to_string(),
+            Err(msg) => msg.lines().map(|line| format!("error {line}\n")).collect(),
+        };
+        pipe.write_all(text.as_bytes()).is_ok()
+    }
+
+    /// Whether the parent that waited for the mount is gone: its command
+    /// was interrupted (Ctrl-C) while the mount got ready, and nobody
+    /// expects the mount any more.
+    pub fn waiter_gone(&self) -> bool {
+        use rustix::event::{PollFd, PollFlags, Timespec};
+        let Some(pipe) = &self.pipe else {
+            return false;
+        };
+        let mut fds = [PollFd::new(pipe, PollFlags::OUT)];
+        let now = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        matches!(rustix::event::poll(&mut fds, Some(&now)), Ok(1))
+            && fds[0].revents().contains(PollFlags::ERR)
     }
 }
 

@@ -242,6 +242,9 @@ fn serve(
             }
         }
     });
+    if readiness.waiter_gone() {
+        return Err("the command waiting for the mount was interrupted: not mounting".into());
+    }
     let (session, own_mount) = mount_session(adapter, mountpoint, &canonical, &config, run)?;
     *ending.lock() = Some(own_mount.clone());
     if let Some(control) = &mut control {
@@ -262,7 +265,7 @@ fn serve(
     core.set_kernel(KernelNotifier::start(&session));
     watch_signals(
         signals,
-        own_mount,
+        own_mount.clone(),
         core.dataset().clone(),
         control.as_ref().map(|c| c.socket().clone()),
     )?;
@@ -272,7 +275,10 @@ fn serve(
     }
     crate::allocator::give_back_free_memory();
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
-    readiness.report(Ok(()));
+    if !readiness.report(Ok(())) {
+        tracing::info!("the command waiting for the mount was interrupted: unmounting");
+        own_mount.unmount_if_still_there();
+    }
     notify::ready();
     serving.store(true, Ordering::SeqCst);
     let ended = crate::fuse::run(session, fuse, waits_in_place);
@@ -490,7 +496,13 @@ pub(crate) fn prepare_mountpoint(path: &Path, nonempty: bool) -> Result<Mountpoi
                  process was killed); unmounting it lazily",
                 path.display()
             );
-            unmount(&path, true)?;
+            if let Err(e) = unmount(&path, true) {
+                // Detached meanwhile (by its own process as it ended, or by
+                // another command recovering it): the path answers now.
+                if fs::metadata(&path).is_err() {
+                    return Err(e);
+                }
+            }
             fs::metadata(&path).map_err(|e| format!("mountpoint {}: {e}", path.display()))?
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -1459,6 +1459,47 @@ fn a_mountpoint_that_is_a_bind_mount_of_itself_is_mounted_on() {
     );
 }
 
+#[test]
+fn a_background_mount_whose_command_is_interrupted_while_it_loads_never_mounts() {
+    let served = Served::small();
+    served.server.inject(
+        FaultRule::new(
+            "release-manifest.json",
+            Fault::Delay(Duration::from_millis(1500)),
+        )
+        .times(1),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mountpoint = dir.path().join("mnt");
+    fs::create_dir(&mountpoint).unwrap();
+    let _unmounts = Unmounts::new(&mountpoint);
+    let mut command = background_mount(&mountpoint, &served.base_url(), &dir.path().join("cache"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the manifest's request", Duration::from_secs(20), || {
+        served
+            .server
+            .requests()
+            .iter()
+            .any(|r| r.path.contains("release-manifest.json"))
+    });
+    // Ctrl-C: the command ends; its background process, in a session of
+    // its own, does not get the signal.
+    // SAFETY: sending a signal has no memory effects.
+    unsafe { libc::kill(command.id() as i32, libc::SIGINT) };
+    assert!(!command.wait().unwrap().success());
+    wait_for(
+        "the background process to end",
+        Duration::from_secs(20),
+        || serving_processes(&mountpoint).is_empty(),
+    );
+    assert!(
+        !is_mounted(&mountpoint),
+        "a mount nobody waits for any more was made"
+    );
+}
+
 /// The whole of an open file, read from its start.
 fn read_open(file: &fs::File) -> Vec<u8> {
     use std::os::unix::fs::FileExt;
