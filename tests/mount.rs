@@ -1473,10 +1473,17 @@ fn a_background_mount_whose_command_is_interrupted_while_it_loads_never_mounts()
     let mountpoint = dir.path().join("mnt");
     fs::create_dir(&mountpoint).unwrap();
     let _unmounts = Unmounts::new(&mountpoint);
-    let mut command = background_mount(&mountpoint, &served.base_url(), &dir.path().join("cache"))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut command = background_mount(&mountpoint, &served.base_url(), &dir.path().join("cache"));
+    // SIGINT as a terminal delivers it: a test run in the background of a
+    // shell inherits it ignored.
+    // SAFETY: signal is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut command = command.stderr(std::process::Stdio::null()).spawn().unwrap();
     wait_for("the manifest's request", Duration::from_secs(20), || {
         served
             .server
