@@ -254,25 +254,37 @@ fn serve(
             );
         }
     }
-    let fuse = device
-        .set(session.as_fd())
-        .map_err(|e| format!("cannot keep /dev/fuse for passthrough: {e}"))?;
-    if let Some(rings) = rings {
-        rings
-            .start(session.as_fd())
-            .map_err(|e| format!("--io-uring: cannot share /dev/fuse with the rings: {e}"))?;
-    }
-    core.set_kernel(KernelNotifier::start(&session));
-    watch_signals(
-        signals,
-        own_mount.clone(),
-        core.dataset().clone(),
-        control.as_ref().map(|c| c.socket().clone()),
-    )?;
-    if let Some(exporter) = metrics {
-        let core = core.clone();
-        exporter.serve(Box::new(move || core.stats_json()))?;
-    }
+    let set_up = (|| {
+        let fuse = device
+            .set(session.as_fd())
+            .map_err(|e| format!("cannot keep /dev/fuse for passthrough: {e}"))?;
+        if let Some(rings) = rings {
+            rings
+                .start(session.as_fd())
+                .map_err(|e| format!("--io-uring: cannot share /dev/fuse with the rings: {e}"))?;
+        }
+        core.set_kernel(KernelNotifier::start(&session));
+        watch_signals(
+            signals,
+            own_mount.clone(),
+            core.dataset().clone(),
+            control.as_ref().map(|c| c.socket().clone()),
+        )?;
+        if let Some(exporter) = metrics {
+            let core = core.clone();
+            exporter.serve(Box::new(move || core.stats_json()))?;
+        }
+        Ok::<_, String>(fuse)
+    })();
+    let fuse = match set_up {
+        Ok(fuse) => fuse,
+        Err(e) => {
+            // The mount, made already, goes with the session that will
+            // not serve it.
+            own_mount.unmount_if_still_there();
+            return Err(e);
+        }
+    };
     crate::allocator::give_back_free_memory();
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
     if !readiness.report(Ok(())) {
