@@ -185,7 +185,6 @@ const LOCK_ATTEMPTS: usize = 8;
 /// The listening end, in the daemon: removed when dropped.
 pub struct Listener {
     socket: BoundSocket,
-    uid: u32,
     /// Where the socket goes once the mount is made (see
     /// [`Listener::publish`]).
     published: PathBuf,
@@ -262,11 +261,7 @@ impl Listener {
             })
             .map_err(|e| format!("cannot start the control thread: {e}"))?;
         tracing::debug!(socket = %socket.path.display(), "control channel ready");
-        Ok(Listener {
-            socket,
-            uid,
-            published,
-        })
+        Ok(Listener { socket, published })
     }
 
     /// Gives the socket the name the mount's clients look for, once the
@@ -275,7 +270,7 @@ impl Listener {
     /// serves open files.
     pub fn publish(&mut self) -> Result<(), String> {
         let dir = self.published.parent().expect("a socket has a directory");
-        let _locked = LockedDir::lock(dir, self.uid, false)?
+        let _locked = LockedDir::lock(dir, self.socket.uid, false)?
             .ok_or_else(|| format!("{} was removed", dir.display()))?;
         fs::rename(&self.socket.path, &self.published)
             .map_err(|e| format!("cannot listen on {}: {e}", self.published.display()))?;
