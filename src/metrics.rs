@@ -320,6 +320,16 @@ fn families(doc: &Value) -> Vec<Family<'static>> {
             "/fuse/ring_entries",
         ),
         gauge(
+            "matvisfs_opens_waiting_for_release",
+            "Opens waiting now for the open files of another version of their file to close (stats.json opens.waiting_for_release)",
+            "/opens/waiting_for_release",
+        ),
+        counter(
+            "matvisfs_opens_waited_for_release",
+            "Opens that waited for the open files of another version of their file to close (stats.json opens.waited_for_release)",
+            "/opens/waited_for_release",
+        ),
+        gauge(
             "matvisfs_session_started",
             "Unix time the session started (stats.json session.started_unix)",
             "/session/started_unix",
@@ -361,6 +371,7 @@ mod tests {
             "cache": {"hits": 4, "misses": 3, "dedupe_hits": 1, "opens_fetched": 5, "evictions": 2,
                       "files": 7, "bytes": 900, "pending": 0, "backlog_waits": 6, "cap": 5000},
             "fuse": {"ring_requests": 12, "ring_entries": 288},
+            "opens": {"waiting_for_release": 1, "waited_for_release": 3},
             "tags": {"v1": {"revalidation": "unchanged", "generation": 2, "changes_found": 1}},
             "session": {"started_unix": 1795250000},
         });
@@ -383,6 +394,8 @@ mod tests {
             "matvisfs_cache_cap_bytes 5000",
             "matvisfs_fuse_ring_requests_total 12",
             "matvisfs_fuse_ring_entries 288",
+            "matvisfs_opens_waiting_for_release 1",
+            "matvisfs_opens_waited_for_release_total 3",
             "matvisfs_tag_revalidation{tag=\"v1\",outcome=\"unchanged\"} 1",
             "matvisfs_tag_changes_found_total{tag=\"v1\"} 1",
             "matvisfs_tag_generation{tag=\"v1\"} 2",

@@ -164,6 +164,14 @@ fn the_exposition_holds_what_stats_json_holds() {
         ("matvisfs_cache_cap_bytes", "/cache/cap"),
         ("matvisfs_fuse_ring_requests_total", "/fuse/ring_requests"),
         ("matvisfs_fuse_ring_entries", "/fuse/ring_entries"),
+        (
+            "matvisfs_opens_waiting_for_release",
+            "/opens/waiting_for_release",
+        ),
+        (
+            "matvisfs_opens_waited_for_release_total",
+            "/opens/waited_for_release",
+        ),
         ("matvisfs_session_started", "/session/started_unix"),
     ] {
         assert_eq!(

@@ -18,7 +18,9 @@ use super::error::{FsError, Result};
 use super::handles::{Handle, Handles, OpenFile};
 use super::inodes::{CONTROL_DIR, InodeTable, NodeKey, ROOT_INO, STATS_FILE};
 use super::kernel::{Invalidation, Invalidations, Kernel};
-use super::kernel_files::{Bound, KernelFiles, NoBacking, Open, ReadMode, Slot};
+use super::kernel_files::{
+    Bound, Joined, KernelFiles, NoBacking, Open, ReadMode, ReleaseWait, Slot,
+};
 use super::listing::Listings;
 use crate::dataset::{Change, Dataset, Kind, Opened, Stat, Tag};
 use crate::stats::Stats;
@@ -250,7 +252,13 @@ impl<B: Send + Sync + 'static> FsCore<B> {
 
     /// The session's statistics, as `.matvisfs/stats.json` shows them.
     pub fn stats_json(&self) -> serde_json::Value {
-        self.dataset.stats_json(self.mounted_at)
+        let mut stats = self.dataset.stats_json(self.mounted_at);
+        let (waiting, waited) = self.files.release_waits();
+        stats["opens"] = serde_json::json!({
+            "waiting_for_release": waiting,
+            "waited_for_release": waited,
+        });
+        stats
     }
 
     fn render_stats(&self) -> Vec<u8> {
@@ -286,7 +294,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             None if self.inodes.is_retired(ino) => return Err(FsError::StaleInode),
             None => {
                 // Not an open of the kernel's: how it reads is not decided.
-                let binding = self.bind(ino, libc::O_RDONLY)?;
+                let binding = self.bind(ino, libc::O_RDONLY, false)?;
                 let (opened, volatile) = match binding {
                     // The kernel holds (or may hold) another size for the
                     // inode than its version's, and reads its page cache
@@ -468,7 +476,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
         flags: i32,
         register: impl FnOnce(&File) -> io::Result<B>,
     ) -> Result<Open<B>> {
-        let (fh, slot, in_memory, direct, o_direct, unopened) = match self.bind(ino, flags)? {
+        let (fh, slot, in_memory, direct, o_direct, unopened) = match self.bind(ino, flags, true)? {
             Binding::File {
                 fh,
                 slot,
@@ -515,8 +523,10 @@ impl<B: Send + Sync + 'static> FsCore<B> {
         }
     }
 
-    /// A handle of `ino` bound to one version.
-    fn bind(&self, ino: u64, flags: i32) -> Result<Binding> {
+    /// A handle of `ino` bound to one version. `released`: the front end
+    /// releases the handle (the kernel's opens), so an open beside files
+    /// of another version may wait for their release.
+    fn bind(&self, ino: u64, flags: i32, released: bool) -> Result<Binding> {
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             return Err(FsError::ReadOnly);
         }
@@ -529,20 +539,30 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             return Ok(Binding::Snapshot(fh));
         };
         let tag = self.dataset.tag(tag_name)?;
-        let held = self.files.version_held(ino);
-        let mut opened = tag
-            .open(&key.path, held)
-            .map_err(|e| FsError::from(e).on_inode())?;
-        let version_held = held.is_some() && opened.version() == held;
-        let unopened = version_held && opened.content().is_none();
-        if !version_held && self.fetches_at_open(ino, &opened, flags) {
-            opened = fetched_for_open(&tag, &key.path, opened, &self.dataset.context().stats)?;
-        }
-        let slot = self.files.bind(ino, &opened, |version| {
-            tag.content(&key.path, Some(version))
-                .map(Opened::AtHand)
-                .map_err(FsError::from)
-        })?;
+        let mut wait = released.then(ReleaseWait::start);
+        // Each time open files of another version are released while it
+        // waits, the open is decided again (the tag may have moved); the
+        // wait bounds how many times.
+        let (slot, opened, unopened) = loop {
+            let held = self.files.version_held(ino);
+            let mut opened = tag
+                .open(&key.path, held)
+                .map_err(|e| FsError::from(e).on_inode())?;
+            let version_held = held.is_some() && opened.version() == held;
+            let unopened = version_held && opened.content().is_none();
+            if !version_held && self.fetches_at_open(ino, &opened, flags) {
+                opened = fetched_for_open(&tag, &key.path, opened, &self.dataset.context().stats)?;
+            }
+            let joined = self.files.bind(ino, &opened, wait.as_mut(), |version| {
+                tag.content(&key.path, Some(version))
+                    .map(Opened::AtHand)
+                    .map_err(FsError::from)
+            })?;
+            match joined {
+                Joined::Bound(slot) => break (slot, opened, unopened),
+                Joined::Released => continue,
+            }
+        };
         // The kernel may hold another size than this version's: one it was
         // given for another version, whose replacement it may have dropped
         // (an invalidation crossing the reply), and a page-cache read ends

@@ -13,6 +13,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -21,7 +22,7 @@ use crate::digest::Sha256Digest;
 use crate::fs::error::FsError;
 use io_modes::{Decision, IoModes};
 pub use slots::{Bound, Slot};
-use slots::{Join, Slots};
+use slots::{Join, Settled, Slots};
 
 /// How the kernel reads an open file.
 #[derive(Debug)]
@@ -65,6 +66,34 @@ pub enum NoBacking {}
 /// The most bytes of cached files kept registered for passthrough past
 /// their inode's last open.
 const KEPT_REGISTRATION_BYTES: u64 = 256 << 20;
+
+/// How an open was bound.
+pub enum Joined {
+    Bound(Arc<Slot>),
+    /// Open files of another version were released while it waited: it
+    /// must be decided again.
+    Released,
+}
+
+/// How long an open may still wait for the release of open files of
+/// another version of its file (see [`KernelFiles::bind`]): the kernel
+/// sends a release a moment after the last `close` returns, later on a
+/// busy machine, and lets no signal end an open the mount answers.
+pub struct ReleaseWait {
+    deadline: Instant,
+    /// Slots of yet other versions may come and go while it waits: it
+    /// waits for a few in turn, then fails as one that found them there.
+    rounds: usize,
+}
+
+impl ReleaseWait {
+    pub fn start() -> Self {
+        ReleaseWait {
+            deadline: Instant::now() + Duration::from_secs(1),
+            rounds: 4,
+        }
+    }
+}
 
 /// No size reported (a directory, or not yet known).
 const NO_SIZE: u64 = u64::MAX;
@@ -121,19 +150,43 @@ impl<B> KernelFiles<B> {
     /// Binds a new open of `ino`, whose version the dataset gave as
     /// `opened`, to the inode's slot. Beside a bound slot whose version
     /// the open cannot vouch for yet, `settle` fetches the open's bytes of
-    /// that version (no lock is held meanwhile): they must be the same, or
-    /// it cannot open.
+    /// that version (no lock is held meanwhile): they must be the same.
+    /// Beside open files of another version, the open fails, unless it may
+    /// `wait` for their release (the front end releases its opens; the
+    /// kernel's implicit ones are not): once they are released, the open
+    /// must be decided again ([`Joined::Released`]), the tag may have moved
+    /// meanwhile.
     pub fn bind(
         &self,
         ino: u64,
         opened: &Opened,
+        wait: Option<&mut ReleaseWait>,
         settle: impl FnOnce(Sha256Digest) -> Result<Opened, FsError>,
-    ) -> Result<Arc<Slot>, FsError> {
-        match self.slots.join(ino, opened) {
-            Join::Bound(slot) => Ok(slot),
-            Join::Stale => Err(FsError::VersionOpen),
-            Join::Settle(slot, version) => self.slots.join_settled(ino, &slot, settle(version)),
+    ) -> Result<Joined, FsError> {
+        let old = match self.slots.join(ino, opened) {
+            Join::Bound(slot) => return Ok(Joined::Bound(slot)),
+            Join::Stale(old) => old,
+            Join::Settle(slot, version) => {
+                match self.slots.join_settled(ino, &slot, settle(version))? {
+                    Settled::Bound(slot) => return Ok(Joined::Bound(slot)),
+                    Settled::Stale(old) => old,
+                }
+            }
+        };
+        let Some(wait) = wait.filter(|wait| wait.rounds > 0) else {
+            return Err(FsError::VersionOpen);
+        };
+        crate::wait::may_block()?;
+        wait.rounds -= 1;
+        match self.slots.wait_left(&old, wait.deadline) {
+            true => Ok(Joined::Released),
+            false => Err(FsError::VersionOpen),
         }
+    }
+
+    /// Opens waiting for another version's release now, and all that did.
+    pub fn release_waits(&self) -> (u64, u64) {
+        self.slots.waits()
     }
 
     /// How the kernel reads the open `fh` of `slot`, decided against the
@@ -346,7 +399,9 @@ mod tests {
         let files = KernelFiles::<NoBacking>::new(1 << 30);
         assert_eq!(files.report_size(5, Some(3)), Some(3));
         assert_eq!(files.reported_size(5), Some(3));
-        let slot = files.bind(5, &opened("a", 3), unused).unwrap();
+        let Joined::Bound(slot) = files.bind(5, &opened("a", 3), None, unused).unwrap() else {
+            panic!("nothing else is open");
+        };
         // The server's copy grew: the kernel keeps the open version's size.
         assert_eq!(files.report_size(5, Some(9)), Some(3));
         assert!(files.holds_other_size(5, 9) && !files.holds_other_size(5, 3));

@@ -4,16 +4,18 @@
 //! same version: a *slot*, alive from the first open to the last release.
 //! A slot is bound at its first open when the version is known then, else
 //! by its first read. An open that finds a different version while a slot
-//! is alive cannot share the kernel's caches with it and fails (`ESTALE`),
-//! and the old slot is marked stale: its reads that reach the daemon fail
-//! too. No open ever sees two versions.
+//! is alive cannot share the kernel's caches with it, and the old slot is
+//! marked stale: its reads that reach the daemon fail (`ESTALE`). The open
+//! may wait for the old slot's last release (see [`Slots::wait_left`]),
+//! and fails (`ESTALE`) if it does not come. No open ever sees two versions.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::dataset::Opened;
 use crate::digest::Sha256Digest;
@@ -39,6 +41,9 @@ struct SlotState {
     /// That content is held in memory, not a file on disk.
     in_memory: bool,
     stale: bool,
+    /// An open waited for its last release to the end, in vain: the next
+    /// do not wait (the kernel itself opens again once after `ESTALE`).
+    outlasted_wait: bool,
     failure: Option<(Instant, FsError)>,
 }
 
@@ -136,13 +141,25 @@ pub enum Join {
     /// A slot of this version is alive, and the open's own version is not
     /// known yet: the caller must settle it (`Slots::join_settled`).
     Settle(Arc<Slot>, Sha256Digest),
-    /// Another version is open.
-    Stale,
+    /// Another version is open: this slot, now stale.
+    Stale(Arc<Slot>),
+}
+
+/// How an open settled beside a bound slot relates to it.
+pub enum Settled {
+    Bound(Arc<Slot>),
+    /// Its bytes are another version than this slot's, now stale.
+    Stale(Arc<Slot>),
 }
 
 #[derive(Default)]
 pub struct Slots {
     live: Mutex<HashMap<u64, (Arc<Slot>, usize)>>,
+    /// Told each time a slot's last open is released.
+    left: Condvar,
+    /// Opens waiting now in [`Slots::wait_left`], and all that did.
+    waiting: AtomicU64,
+    waited: AtomicU64,
 }
 
 impl Slots {
@@ -157,12 +174,12 @@ impl Slots {
         };
         let mut state = slot.state.lock();
         if state.stale {
-            return Join::Stale;
+            return Join::Stale(slot.clone());
         }
         match (state.version, opened.version()) {
             (Some(v), Some(w)) if v != w => {
                 state.stale = true;
-                Join::Stale
+                Join::Stale(slot.clone())
             }
             (Some(v), None) => Join::Settle(slot.clone(), v),
             (_, version) => {
@@ -188,17 +205,22 @@ impl Slots {
         ino: u64,
         slot: &Arc<Slot>,
         settled: Result<Opened, FsError>,
-    ) -> Result<Arc<Slot>, FsError> {
+    ) -> Result<Settled, FsError> {
         let mut live = self.live.lock();
         match live.get_mut(&ino) {
             Some((current, opens)) if Arc::ptr_eq(current, slot) => match settled {
                 Ok(opened) if opened.version() == current.version() => {
                     *opens += 1;
-                    Ok(current.clone())
+                    Ok(Settled::Bound(current.clone()))
                 }
-                Ok(_) | Err(FsError::Dataset(crate::dataset::Error::Changed { .. })) => {
+                Ok(_) => {
                     current.make_stale();
-                    Err(FsError::VersionOpen)
+                    Ok(Settled::Stale(current.clone()))
+                }
+                // The server's bytes are not the slot's: its version is over.
+                Err(FsError::Dataset(crate::dataset::Error::Changed { .. })) => {
+                    current.make_stale();
+                    Ok(Settled::Stale(current.clone()))
                 }
                 Err(e) => Err(e),
             },
@@ -206,11 +228,47 @@ impl Slots {
             _ => {
                 drop(live);
                 match self.join(ino, &settled?) {
-                    Join::Bound(slot) => Ok(slot),
-                    Join::Settle(..) | Join::Stale => Err(FsError::VersionOpen),
+                    Join::Bound(slot) => Ok(Settled::Bound(slot)),
+                    Join::Stale(old) => Ok(Settled::Stale(old)),
+                    Join::Settle(..) => Err(FsError::VersionOpen),
                 }
             }
         }
+    }
+
+    /// Waits until `slot`'s last open is released, at most until
+    /// `deadline`; whether it was. The kernel sends a release a moment
+    /// after the last `close` returns, so a program that closes a file and
+    /// opens it again may find its own old open still there.
+    pub fn wait_left(&self, slot: &Arc<Slot>, deadline: Instant) -> bool {
+        let alive = |live: &HashMap<u64, (Arc<Slot>, usize)>| {
+            live.get(&slot.ino)
+                .is_some_and(|(current, _)| Arc::ptr_eq(current, slot))
+        };
+        let mut live = self.live.lock();
+        if !alive(&live) {
+            return true;
+        }
+        if slot.state.lock().outlasted_wait {
+            return false;
+        }
+        self.waited.fetch_add(1, Ordering::Relaxed);
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        while alive(&live) && !self.left.wait_until(&mut live, deadline).timed_out() {}
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        let left = !alive(&live);
+        if !left {
+            slot.state.lock().outlasted_wait = true;
+        }
+        left
+    }
+
+    /// Opens waiting for another version's release now, and all that did.
+    pub fn waits(&self) -> (u64, u64) {
+        (
+            self.waiting.load(Ordering::Relaxed),
+            self.waited.load(Ordering::Relaxed),
+        )
     }
 
     /// The size of the version the open files of `ino` are bound to, while
@@ -237,6 +295,7 @@ impl Slots {
                 *opens -= 1;
                 if *opens == 0 {
                     live.remove(&slot.ino);
+                    self.left.notify_all();
                 }
             }
         }
@@ -287,10 +346,10 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &again));
         // Another version while the first is open: refused, and the open
         // files of the old one learn it at their next read.
-        assert!(matches!(slots.join(1, &opened(Some("b"))), Join::Stale));
+        assert!(matches!(slots.join(1, &opened(Some("b"))), Join::Stale(_)));
         assert!(matches!(a.for_read(), Err(FsError::VersionOpen)));
         slots.leave(&a);
-        assert!(matches!(slots.join(1, &opened(Some("b"))), Join::Stale));
+        assert!(matches!(slots.join(1, &opened(Some("b"))), Join::Stale(_)));
         slots.leave(&again);
         // All closed: the next open starts afresh.
         let b = bound(slots.join(1, &opened(Some("b"))));
@@ -324,7 +383,7 @@ mod tests {
         assert_eq!(slots.live_size(1), Some(3));
         // A newer version is met: refused, the old one marked stale, and its
         // pages in the kernel still read with its size.
-        assert!(matches!(slots.join(1, &opened(Some("b"))), Join::Stale));
+        assert!(matches!(slots.join(1, &opened(Some("b"))), Join::Stale(_)));
         assert_eq!(slots.live_size(1), Some(3));
         slots.leave(&a);
         assert_eq!(slots.live_size(1), None);
@@ -338,15 +397,62 @@ mod tests {
             panic!("must be settled");
         };
         assert_eq!(version, Sha256Digest::of(b"a"));
-        let joined = slots.join_settled(1, &slot, Ok(opened(Some("a")))).unwrap();
+        let Ok(Settled::Bound(joined)) = slots.join_settled(1, &slot, Ok(opened(Some("a")))) else {
+            panic!("not joined");
+        };
         assert!(Arc::ptr_eq(&joined, &a));
         let Join::Settle(slot, _) = slots.join(1, &opened(None)) else {
             panic!("must be settled");
         };
-        assert!(matches!(
-            slots.join_settled(1, &slot, Ok(opened(Some("b")))),
-            Err(FsError::VersionOpen)
-        ));
+        let Ok(Settled::Stale(old)) = slots.join_settled(1, &slot, Ok(opened(Some("b")))) else {
+            panic!("another version");
+        };
+        assert!(Arc::ptr_eq(&old, &a));
         assert!(matches!(a.for_read(), Err(FsError::VersionOpen)));
+    }
+
+    #[test]
+    fn an_open_of_another_version_may_wait_for_the_old_ones_last_release() {
+        let slots = Arc::new(Slots::default());
+        let a = bound(slots.join(1, &opened(Some("a"))));
+        let again = bound(slots.join(1, &opened(Some("a"))));
+        let Join::Stale(old) = slots.join(1, &opened(Some("b"))) else {
+            panic!("another version is open");
+        };
+        // Not released in time: the wait ends at its deadline.
+        let soon = Instant::now() + Duration::from_millis(30);
+        assert!(!slots.wait_left(&old, soon));
+        assert!(Instant::now() >= soon);
+        assert_eq!(slots.waits(), (0, 1));
+        // Held open that long: the next open does not wait for it.
+        assert!(!slots.wait_left(&old, Instant::now() + Duration::from_secs(60)));
+        assert_eq!(slots.waits(), (0, 1));
+        slots.leave(&a);
+        slots.leave(&again);
+        let b = bound(slots.join(1, &opened(Some("b"))));
+        let again = bound(slots.join(1, &opened(Some("b"))));
+        let Join::Stale(old) = slots.join(1, &opened(Some("c"))) else {
+            panic!("another version is open");
+        };
+        // One release of two is not the last.
+        slots.leave(&b);
+        let releasing = {
+            let slots = slots.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                while slots.waits().0 == 0 && started.elapsed() < Duration::from_secs(60) {
+                    std::thread::yield_now();
+                }
+                slots.leave(&again);
+            })
+        };
+        assert!(slots.wait_left(&old, Instant::now() + Duration::from_secs(60)));
+        releasing.join().unwrap();
+        assert_eq!(slots.waits(), (0, 2));
+        let c = bound(slots.join(1, &opened(Some("c"))));
+        assert_eq!(c.version(), Some(Sha256Digest::of(b"c")));
+        // A slot already gone is not waited for, nor counted.
+        assert!(slots.wait_left(&old, Instant::now()));
+        assert_eq!(slots.waits(), (0, 2));
     }
 }

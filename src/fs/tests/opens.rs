@@ -447,3 +447,52 @@ fn an_open_whose_fetch_fails_fails_as_its_read_would_have() {
     assert!(matches!(open.mode, ReadMode::Passthrough(_)));
     s.core.release(open.fh);
 }
+
+#[test]
+fn an_open_that_waited_for_another_versions_release_is_bound_to_the_tag_as_it_is_then() {
+    // In the tier whose catalog names its bytes: each open is bound to
+    // the version the tag names at the open.
+    let path = "ambientcg/1k/Rock064/color.png";
+    let mut release = small();
+    let h = Harness::new(&release);
+    h.warm(&[path, SAME_SOURCE]);
+    let s = h.session();
+    let ino = s.ino(&format!("{TAG}/{path}")).unwrap();
+    let old = s.core.open(ino, libc::O_RDONLY).unwrap();
+    let mut republish = |name: &str, size: u32| {
+        let bytes = matvisfs_sample::images::png(name, "color", size);
+        release.replace_texture(path, bytes.clone());
+        h.publish(&release);
+        s.core.dataset.refresh(None);
+        s.read(&format!("{TAG}/{SAME_SOURCE}")).unwrap();
+        bytes
+    };
+    let second = republish("second", 32);
+    assert_eq!(s.changes.lock().len(), 1, "the tag was revalidated");
+
+    // An open of the second version waits for the old open's release...
+    let opening = {
+        let core = s.core.clone();
+        std::thread::spawn(move || core.open(ino, libc::O_RDONLY))
+    };
+    let waiting = || s.core.stats_json()["opens"]["waiting_for_release"].clone();
+    let started = std::time::Instant::now();
+    while waiting() != 1 {
+        assert!(!opening.is_finished(), "it did not wait");
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+        std::thread::yield_now();
+    }
+    // ... meanwhile the tag moves on to a third.
+    let third = republish("third", 48);
+    assert_ne!(second, third);
+    assert_eq!(s.changes.lock().len(), 2, "the tag was revalidated");
+    s.core.release(old.fh);
+    let opened = opening.join().unwrap().unwrap();
+    assert_eq!(opened.version, Some(Sha256Digest::of(&third)));
+    let read = s.core.read(opened.fh, 0, third.len() as u32, 0).unwrap();
+    assert_eq!(read.bytes, third);
+    s.core.release(opened.fh);
+    let opens = &s.core.stats_json()["opens"];
+    assert_eq!(opens["waited_for_release"], 1, "{opens}");
+    assert_eq!(opens["waiting_for_release"], 0, "{opens}");
+}
