@@ -622,38 +622,46 @@ fn an_open_beside_open_files_of_another_version_is_stale_without_a_download() {
 /// A program that closes the old version of a changed file and opens it
 /// again at once (its release comes a moment after `close` returns), or
 /// that opens it while another program is closing the old one, gets the
-/// new version whole, not `ESTALE`.
+/// new version whole, not `ESTALE`: even after an open that found the old
+/// one held too long failed.
 #[test]
 fn an_open_beside_another_version_closing_waits_for_it_and_reads_the_new_version() {
     let mut served = Served::small();
     let path = "ambientcg/512/Wood051/ao.png";
     let mount = Mount::builder(&served.base_url()).start();
-    let held = fs::File::open(mount.tag_path(path)).unwrap();
+    let held = [(); 2].map(|_| fs::File::open(mount.tag_path(path)).unwrap());
     let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut &held, &mut bytes).unwrap();
+    std::io::Read::read_to_end(&mut &held[0], &mut bytes).unwrap();
     assert!(bytes == served.release.files[path]);
     let mut release = served.release.clone();
     let new = matvisfs_sample::images::png("republished", "ao", 40);
     release.replace_texture(path, new.clone());
     served.republish(release);
     refresh(&mount);
+    let opens = || mount.stats()["opens"].clone();
 
+    // Held by both for longer than the open waits.
+    let stale = fs::File::open(mount.tag_path(path)).unwrap_err();
+    assert_eq!(stale.raw_os_error(), Some(libc::ESTALE), "{stale}");
+    assert_eq!(opens()["waited_for_release"], 1, "{}", opens());
+    // One closes it, then the other, while an open waits.
+    let [first, second] = held;
+    drop(first);
     let opening = {
         let file = mount.tag_path(path);
         std::thread::spawn(move || read(&file))
     };
-    let opens = || mount.stats()["opens"].clone();
     wait_for("the open to wait", Duration::from_secs(30), || {
         opening.is_finished() || opens()["waiting_for_release"] == 1
     });
-    drop(held);
+    drop(second);
     let reopened = opening.join().unwrap().expect("the new version");
     assert!(reopened == new, "{} bytes", reopened.len());
     assert_eq!(
         fs::metadata(mount.tag_path(path)).unwrap().len(),
         new.len() as u64
     );
-    assert_eq!(opens()["waited_for_release"], 1, "{}", opens());
+    assert_eq!(opens()["waited_for_release"], 2, "{}", opens());
     assert_eq!(opens()["waiting_for_release"], 0, "{}", opens());
 }
 

@@ -75,22 +75,39 @@ pub enum Joined {
     Released,
 }
 
-/// How long an open may still wait for the release of open files of
-/// another version of its file (see [`KernelFiles::bind`]): the kernel
+/// The longest an open waits for the release of open files of another
+/// version of its file, in all (see [`KernelFiles::bind`]): the kernel
 /// sends a release a moment after the last `close` returns, later on a
 /// busy machine, and lets no signal end an open the mount answers.
+const RELEASE_WAIT: Duration = Duration::from_secs(1);
+
+/// The most slots an open waits for in turn: slots of yet other versions
+/// may come and go while it waits; then it fails as one that found them.
+const RELEASE_ROUNDS: usize = 4;
+
+/// What an open may still wait for the release of open files of another
+/// version of its file.
 pub struct ReleaseWait {
-    deadline: Instant,
-    /// Slots of yet other versions may come and go while it waits: it
-    /// waits for a few in turn, then fails as one that found them there.
+    /// Set at its first wait: the work of the open before it (a tag's
+    /// revalidation, a fetch) is not counted.
+    deadline: Option<Instant>,
     rounds: usize,
+    within: Duration,
+    /// Counted as an open that waited.
+    counted: bool,
 }
 
 impl ReleaseWait {
     pub fn start() -> Self {
+        Self::within(RELEASE_WAIT)
+    }
+
+    fn within(within: Duration) -> Self {
         ReleaseWait {
-            deadline: Instant::now() + Duration::from_secs(1),
-            rounds: 4,
+            deadline: None,
+            rounds: RELEASE_ROUNDS,
+            within,
+            counted: false,
         }
     }
 }
@@ -170,6 +187,15 @@ impl<B> KernelFiles<B> {
                 match self.slots.join_settled(ino, &slot, settle(version))? {
                     Settled::Bound(slot) => return Ok(Joined::Bound(slot)),
                     Settled::Stale(old) => old,
+                    Settled::Gone(e) => {
+                        return match wait.filter(|wait| wait.rounds > 0) {
+                            Some(wait) => {
+                                wait.rounds -= 1;
+                                Ok(Joined::Released)
+                            }
+                            None => Err(e),
+                        };
+                    }
                 }
             }
         };
@@ -178,7 +204,10 @@ impl<B> KernelFiles<B> {
         };
         crate::wait::may_block()?;
         wait.rounds -= 1;
-        match self.slots.wait_left(&old, wait.deadline) {
+        let deadline = *wait
+            .deadline
+            .get_or_insert_with(|| Instant::now() + wait.within);
+        match self.slots.wait_left(&old, deadline, &mut wait.counted) {
             true => Ok(Joined::Released),
             false => Err(FsError::VersionOpen),
         }
@@ -427,5 +456,72 @@ mod tests {
         assert!(files.size_unsure(130, Some(4)));
         assert_eq!(files.report_size(129, Some(4)), Some(4));
         assert!(!files.size_unsure(129, Some(4)) && !files.size_unsure(131, Some(4)));
+    }
+
+    #[test]
+    fn an_opens_wait_for_a_release_is_counted_from_its_first_wait_and_implicit_opens_never_wait() {
+        let files = Arc::new(KernelFiles::<NoBacking>::new(1 << 30));
+        let Joined::Bound(old) = files.bind(5, &opened("a", 3), None, unused).unwrap() else {
+            panic!("nothing else is open");
+        };
+        // The kernel's implicit opens are never released: no wait.
+        assert!(matches!(
+            files.bind(5, &opened("b", 3), None, unused),
+            Err(FsError::VersionOpen)
+        ));
+        assert_eq!(files.release_waits(), (0, 0));
+        // An open whose work before its wait (a tag's revalidation, a
+        // fetch) took longer than the whole wait still waits.
+        let mut late = ReleaseWait::within(Duration::from_secs(1));
+        std::thread::sleep(Duration::from_millis(1100));
+        let releasing = {
+            let files = files.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                while files.release_waits().0 == 0 && started.elapsed() < Duration::from_secs(60) {
+                    std::thread::yield_now();
+                }
+                files.release(1, &old);
+            })
+        };
+        assert!(matches!(
+            files.bind(5, &opened("b", 3), Some(&mut late), unused),
+            Ok(Joined::Released)
+        ));
+        releasing.join().unwrap();
+        assert_eq!(files.release_waits(), (0, 1));
+        assert!(matches!(
+            files.bind(5, &opened("b", 3), Some(&mut late), unused),
+            Ok(Joined::Bound(_))
+        ));
+    }
+
+    #[test]
+    fn an_open_settled_as_changed_once_the_slot_went_is_decided_again_when_it_may_wait() {
+        let files = KernelFiles::<NoBacking>::new(1 << 30);
+        let changed = || {
+            Err(FsError::Dataset(crate::dataset::Error::Changed {
+                path: "ambientcg/512/Rock064/color.png".into(),
+            }))
+        };
+        for may_wait in [false, true] {
+            let Joined::Bound(slot) = files.bind(5, &opened("a", 3), None, unused).unwrap() else {
+                panic!("nothing else is open");
+            };
+            let mut wait = ReleaseWait::start();
+            // Released while the open's bytes were fetched, found changed.
+            let bound = files.bind(5, &Opened::Unproven, may_wait.then_some(&mut wait), |_| {
+                files.release(1, &slot);
+                changed()
+            });
+            match may_wait {
+                true => assert!(matches!(bound, Ok(Joined::Released))),
+                false => assert!(matches!(
+                    bound,
+                    Err(FsError::Dataset(crate::dataset::Error::Changed { .. }))
+                )),
+            }
+            assert!(!files.is_open(5));
+        }
     }
 }

@@ -41,8 +41,9 @@ struct SlotState {
     /// That content is held in memory, not a file on disk.
     in_memory: bool,
     stale: bool,
-    /// An open waited for its last release to the end, in vain: the next
-    /// do not wait (the kernel itself opens again once after `ESTALE`).
+    /// An open waited for its last release to the end, in vain, and none of
+    /// its opens was released since: the next opens do not wait (the
+    /// kernel itself opens again once after `ESTALE`).
     outlasted_wait: bool,
     failure: Option<(Instant, FsError)>,
 }
@@ -141,7 +142,8 @@ pub enum Join {
     /// A slot of this version is alive, and the open's own version is not
     /// known yet: the caller must settle it (`Slots::join_settled`).
     Settle(Arc<Slot>, Sha256Digest),
-    /// Another version is open: this slot, now stale.
+    /// The inode's open files are bound to another version, or stale
+    /// (another open found another version): this slot, stale now.
     Stale(Arc<Slot>),
 }
 
@@ -150,6 +152,9 @@ pub enum Settled {
     Bound(Arc<Slot>),
     /// Its bytes are another version than this slot's, now stale.
     Stale(Arc<Slot>),
+    /// The slot was released meanwhile, and the server's bytes were found
+    /// changed: the open must be decided again.
+    Gone(FsError),
 }
 
 #[derive(Default)]
@@ -227,7 +232,14 @@ impl Slots {
             // The slot closed meanwhile, or another replaced it: start over.
             _ => {
                 drop(live);
-                match self.join(ino, &settled?) {
+                let settled = match settled {
+                    Ok(settled) => settled,
+                    Err(e @ FsError::Dataset(crate::dataset::Error::Changed { .. })) => {
+                        return Ok(Settled::Gone(e));
+                    }
+                    Err(e) => return Err(e),
+                };
+                match self.join(ino, &settled) {
                     Join::Bound(slot) => Ok(Settled::Bound(slot)),
                     Join::Stale(old) => Ok(Settled::Stale(old)),
                     Join::Settle(..) => Err(FsError::VersionOpen),
@@ -239,8 +251,10 @@ impl Slots {
     /// Waits until `slot`'s last open is released, at most until
     /// `deadline`; whether it was. The kernel sends a release a moment
     /// after the last `close` returns, so a program that closes a file and
-    /// opens it again may find its own old open still there.
-    pub fn wait_left(&self, slot: &Arc<Slot>, deadline: Instant) -> bool {
+    /// opens it again may find its own old open still there. `counted`:
+    /// whether the open was counted as one that waited, done at its first
+    /// wait.
+    pub fn wait_left(&self, slot: &Arc<Slot>, deadline: Instant, counted: &mut bool) -> bool {
         let alive = |live: &HashMap<u64, (Arc<Slot>, usize)>| {
             live.get(&slot.ino)
                 .is_some_and(|(current, _)| Arc::ptr_eq(current, slot))
@@ -249,10 +263,14 @@ impl Slots {
         if !alive(&live) {
             return true;
         }
-        if slot.state.lock().outlasted_wait {
+        // Its budget spent by earlier rounds, it waits no more, and says
+        // nothing of this slot.
+        if slot.state.lock().outlasted_wait || Instant::now() >= deadline {
             return false;
         }
-        self.waited.fetch_add(1, Ordering::Relaxed);
+        if !std::mem::replace(counted, true) {
+            self.waited.fetch_add(1, Ordering::Relaxed);
+        }
         self.waiting.fetch_add(1, Ordering::Relaxed);
         while alive(&live) && !self.left.wait_until(&mut live, deadline).timed_out() {}
         self.waiting.fetch_sub(1, Ordering::Relaxed);
@@ -296,6 +314,9 @@ impl Slots {
                 if *opens == 0 {
                     live.remove(&slot.ino);
                     self.left.notify_all();
+                } else {
+                    // Its programs are closing it: an open may wait again.
+                    current.state.lock().outlasted_wait = false;
                 }
             }
         }
@@ -411,6 +432,27 @@ mod tests {
         assert!(matches!(a.for_read(), Err(FsError::VersionOpen)));
     }
 
+    /// Waits `slot` out on another thread until `slots` says it waits,
+    /// then releases `last`; whether the wait saw it go.
+    fn wait_while_released(slots: &Arc<Slots>, slot: &Arc<Slot>, last: Arc<Slot>) -> bool {
+        let (waiting_before, _) = slots.waits();
+        let releasing = {
+            let slots = slots.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                while slots.waits().0 == waiting_before
+                    && started.elapsed() < Duration::from_secs(60)
+                {
+                    std::thread::yield_now();
+                }
+                slots.leave(&last);
+            })
+        };
+        let left = slots.wait_left(slot, Instant::now() + Duration::from_secs(60), &mut false);
+        releasing.join().unwrap();
+        left
+    }
+
     #[test]
     fn an_open_of_another_version_may_wait_for_the_old_ones_last_release() {
         let slots = Arc::new(Slots::default());
@@ -421,38 +463,32 @@ mod tests {
         };
         // Not released in time: the wait ends at its deadline.
         let soon = Instant::now() + Duration::from_millis(30);
-        assert!(!slots.wait_left(&old, soon));
+        let mut counted = false;
+        assert!(!slots.wait_left(&old, soon, &mut counted));
         assert!(Instant::now() >= soon);
         assert_eq!(slots.waits(), (0, 1));
-        // Held open that long: the next open does not wait for it.
-        assert!(!slots.wait_left(&old, Instant::now() + Duration::from_secs(60)));
+        // Held open that long: the next open does not wait for it, nor an
+        // open whose own budget is spent.
+        assert!(!slots.wait_left(&old, Instant::now() + Duration::from_secs(60), &mut false));
+        assert!(!slots.wait_left(&old, Instant::now(), &mut false));
         assert_eq!(slots.waits(), (0, 1));
+        // One release of two is not the last, but its programs are closing
+        // it: an open waits again, for the last.
         slots.leave(&a);
-        slots.leave(&again);
+        assert!(wait_while_released(&slots, &old, again));
+        assert_eq!(slots.waits(), (0, 2));
         let b = bound(slots.join(1, &opened(Some("b"))));
-        let again = bound(slots.join(1, &opened(Some("b"))));
+        assert_eq!(b.version(), Some(Sha256Digest::of(b"b")));
+        // A slot already gone is not waited for, nor counted.
+        assert!(slots.wait_left(&old, Instant::now(), &mut false));
+        assert_eq!(slots.waits(), (0, 2));
+        // An open is counted once, however many slots it waits for.
         let Join::Stale(old) = slots.join(1, &opened(Some("c"))) else {
             panic!("another version is open");
         };
-        // One release of two is not the last.
-        slots.leave(&b);
-        let releasing = {
-            let slots = slots.clone();
-            std::thread::spawn(move || {
-                let started = Instant::now();
-                while slots.waits().0 == 0 && started.elapsed() < Duration::from_secs(60) {
-                    std::thread::yield_now();
-                }
-                slots.leave(&again);
-            })
-        };
-        assert!(slots.wait_left(&old, Instant::now() + Duration::from_secs(60)));
-        releasing.join().unwrap();
-        assert_eq!(slots.waits(), (0, 2));
-        let c = bound(slots.join(1, &opened(Some("c"))));
-        assert_eq!(c.version(), Some(Sha256Digest::of(b"c")));
-        // A slot already gone is not waited for, nor counted.
-        assert!(slots.wait_left(&old, Instant::now()));
+        let mut counted = true;
+        let soon = Instant::now() + Duration::from_millis(1);
+        assert!(!slots.wait_left(&old, soon, &mut counted));
         assert_eq!(slots.waits(), (0, 2));
     }
 }
