@@ -665,6 +665,89 @@ fn an_open_beside_another_version_closing_waits_for_it_and_reads_the_new_version
     assert_eq!(opens()["waiting_for_release"], 0, "{}", opens());
 }
 
+/// Opens that wait for a release each take a thread: a few wait, and the
+/// others fail at once as before, so that the reads (and the closes that
+/// follow them) are not held up behind them, here with one thread
+/// reading kernel requests and four download workers.
+#[test]
+fn a_few_opens_wait_for_a_release_at_once_and_the_others_fail_at_once() {
+    let mut served = Served::small();
+    let paths: Vec<String> = served
+        .release
+        .textures()
+        .map(|(path, _)| path.to_string())
+        .filter(|path| path.contains("/1k/") && path.ends_with(".png"))
+        .take(8)
+        .collect();
+    assert_eq!(paths.len(), 8);
+    let unrelated = "ambientcg/512/Rock064/color.png";
+    let mount = Mount::builder(&served.base_url())
+        .arg("--threads")
+        .arg("1")
+        .start();
+    let held: Vec<fs::File> = paths
+        .iter()
+        .map(|path| {
+            let file = fs::File::open(mount.tag_path(path)).unwrap();
+            std::io::Read::read_to_end(&mut &file, &mut Vec::new()).unwrap();
+            file
+        })
+        .collect();
+    let mut release = served.release.clone();
+    for (i, path) in paths.iter().enumerate() {
+        release.replace_texture(
+            path,
+            matvisfs_sample::images::png("republished", path, 40 + i as u32),
+        );
+    }
+    served.republish(release);
+    refresh(&mount);
+
+    let opening: Vec<_> = paths
+        .iter()
+        .map(|path| {
+            let file = mount.tag_path(path);
+            std::thread::spawn(move || read(&file))
+        })
+        .collect();
+    let waiting = || {
+        mount.stats()["opens"]["waiting_for_release"]
+            .as_u64()
+            .unwrap()
+    };
+    let mut most = 0;
+    wait_for("opens to wait", Duration::from_secs(30), || {
+        most = most.max(waiting());
+        most >= 2 || opening.iter().all(|o| o.is_finished())
+    });
+    for _ in 0..10 {
+        most = most.max(waiting());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // A read that needs a download, then the closes.
+    assert_eq!(
+        read(&mount.tag_path(unrelated)).unwrap(),
+        served.release.files[unrelated]
+    );
+    drop(held);
+    let (mut new, mut stale) = (0, 0);
+    for (path, opened) in paths.iter().zip(opening) {
+        match opened.join().unwrap() {
+            Ok(bytes) => {
+                assert!(bytes == served.release.files[path.as_str()], "{path}");
+                new += 1;
+            }
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::ESTALE), "{path}: {e}");
+                stale += 1;
+            }
+        }
+    }
+    assert!(most <= 2, "{most} opens waited at once");
+    assert!(new >= 1, "{new} read the new version, {stale} failed");
+    assert_eq!(waiting(), 0);
+}
+
 #[test]
 fn a_file_fetched_at_its_open_and_evicted_at_once_is_downloaded_once() {
     let (served, paths) = large_pngs(6);

@@ -202,6 +202,12 @@ impl<B> KernelFiles<B> {
         let Some(wait) = wait.filter(|wait| wait.rounds > 0) else {
             return Err(FsError::VersionOpen);
         };
+        // Decided before quick mode hands the open to a thread that may
+        // wait: an open that will not wait takes none (the kernel's own
+        // retry after `ESTALE`, for one).
+        if !self.slots.may_wait(&old) {
+            return Err(FsError::VersionOpen);
+        }
         crate::wait::may_block()?;
         wait.rounds -= 1;
         let deadline = *wait

@@ -22,6 +22,15 @@ use crate::digest::Sha256Digest;
 use crate::fs::error::FsError;
 use crate::store::{Blob, OpenBlob};
 
+/// The most opens that wait for a release at once (see
+/// [`Slots::wait_left`]): each takes a thread for up to a second, one that
+/// reads kernel requests or downloads; more would hold up the reads, and
+/// with them the very closes they wait for (a program that reads one more
+/// file before it closes the old one, the kernel's releases queued behind
+/// its reads). The others fail at once, as an open beside open files of
+/// another version did before it could wait.
+const MOST_WAITING: u64 = 2;
+
 /// A failed read is answered with the same error this long: the kernel
 /// retries a failed page read at once, which would otherwise ask the
 /// server twice.
@@ -248,6 +257,19 @@ impl Slots {
         }
     }
 
+    /// Whether an open may wait for `slot`'s last release now (see
+    /// [`Slots::wait_left`]).
+    pub fn may_wait(&self, slot: &Slot) -> bool {
+        let _live = self.live.lock();
+        self.may_wait_locked(slot)
+    }
+
+    /// [`Slots::may_wait`], `live` held: no open waited `slot` out in
+    /// vain, and fewer than [`MOST_WAITING`] opens wait.
+    fn may_wait_locked(&self, slot: &Slot) -> bool {
+        !slot.state.lock().outlasted_wait && self.waiting.load(Ordering::Relaxed) < MOST_WAITING
+    }
+
     /// Waits until `slot`'s last open is released, at most until
     /// `deadline`; whether it was. The kernel sends a release a moment
     /// after the last `close` returns, so a program that closes a file and
@@ -263,9 +285,9 @@ impl Slots {
         if !alive(&live) {
             return true;
         }
-        // Its budget spent by earlier rounds, it waits no more, and says
-        // nothing of this slot.
-        if slot.state.lock().outlasted_wait || Instant::now() >= deadline {
+        // Waited out in vain, enough opens waiting, or the open's own
+        // budget spent by earlier rounds: it fails at once.
+        if !self.may_wait_locked(slot) || Instant::now() >= deadline {
             return false;
         }
         if !std::mem::replace(counted, true) {
@@ -490,5 +512,44 @@ mod tests {
         let soon = Instant::now() + Duration::from_millis(1);
         assert!(!slots.wait_left(&old, soon, &mut counted));
         assert_eq!(slots.waits(), (0, 2));
+    }
+
+    #[test]
+    fn only_a_few_opens_wait_at_once() {
+        let slots = Arc::new(Slots::default());
+        let olds: Vec<_> = (1..=3)
+            .map(|ino| {
+                let a = bound(slots.join(ino, &opened(Some("a"))));
+                let Join::Stale(old) = slots.join(ino, &opened(Some("b"))) else {
+                    panic!("another version is open");
+                };
+                (a, old)
+            })
+            .collect();
+        let waiters: Vec<_> = olds[..2]
+            .iter()
+            .map(|(_, old)| {
+                let (slots, old) = (slots.clone(), old.clone());
+                std::thread::spawn(move || {
+                    slots.wait_left(&old, Instant::now() + Duration::from_secs(60), &mut false)
+                })
+            })
+            .collect();
+        let started = Instant::now();
+        while slots.waits().0 < MOST_WAITING && started.elapsed() < Duration::from_secs(60) {
+            std::thread::yield_now();
+        }
+        // A third open fails at once, and its slot is not marked as waited out.
+        let (_, third) = &olds[2];
+        assert!(!slots.may_wait(third));
+        assert!(!slots.wait_left(third, Instant::now() + Duration::from_secs(60), &mut false));
+        assert_eq!(slots.waits(), (MOST_WAITING, MOST_WAITING));
+        for (a, _) in &olds[..2] {
+            slots.leave(a);
+        }
+        for waiter in waiters {
+            assert!(waiter.join().unwrap());
+        }
+        assert!(slots.may_wait(third));
     }
 }
