@@ -1427,6 +1427,16 @@ impl Started {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+
+    /// Unmounts the path, which must succeed, and waits for the mount
+    /// `index` to exit 0.
+    fn unmount_and_exit_cleanly(&mut self, index: usize) {
+        assert_eq!(unmount_with(&self.path, 0), Ok(()));
+        assert_eq!(
+            self.wait(index, Duration::from_secs(10)).map(|exit| exit.0),
+            Some(true)
+        );
+    }
 }
 
 impl Drop for Started {
@@ -1516,13 +1526,7 @@ fn of_two_mounts_started_at_once_at_one_path_one_serves_and_the_other_fails() {
         "{}",
         String::from_utf8_lossy(&refreshed.stderr)
     );
-    assert_eq!(unmount_with(&path, 0), Ok(()));
-    assert_eq!(
-        started
-            .wait(serving, Duration::from_secs(10))
-            .map(|exit| exit.0),
-        Some(true)
-    );
+    started.unmount_and_exit_cleanly(serving);
 }
 
 #[test]
@@ -1583,13 +1587,7 @@ fn a_mountpoint_that_is_a_bind_mount_of_itself_is_mounted_on() {
         fs::metadata(&file).is_ok() || started.children[index].try_wait().unwrap().is_some()
     });
     assert_eq!(read(&file).ok().as_ref(), Some(bytes), "not mounted");
-    assert_eq!(unmount_with(&path, 0), Ok(()));
-    assert_eq!(
-        started
-            .wait(index, Duration::from_secs(10))
-            .map(|exit| exit.0),
-        Some(true)
-    );
+    started.unmount_and_exit_cleanly(index);
 }
 
 #[test]

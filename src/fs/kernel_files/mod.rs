@@ -92,23 +92,24 @@ pub struct ReleaseWait {
     /// revalidation, a fetch) is not counted.
     deadline: Option<Instant>,
     rounds: usize,
-    within: Duration,
     /// Counted as an open that waited.
     counted: bool,
 }
 
 impl ReleaseWait {
     pub fn start() -> Self {
-        Self::within(RELEASE_WAIT)
-    }
-
-    fn within(within: Duration) -> Self {
         ReleaseWait {
             deadline: None,
             rounds: RELEASE_ROUNDS,
-            within,
             counted: false,
         }
+    }
+
+    /// Takes one of its rounds; false when none is left.
+    fn take_round(&mut self) -> bool {
+        let left = self.rounds > 0;
+        self.rounds = self.rounds.saturating_sub(1);
+        left
     }
 }
 
@@ -188,31 +189,27 @@ impl<B> KernelFiles<B> {
                     Settled::Bound(slot) => return Ok(Joined::Bound(slot)),
                     Settled::Stale(old) => old,
                     Settled::Gone(e) => {
-                        return match wait.filter(|wait| wait.rounds > 0) {
-                            Some(wait) => {
-                                wait.rounds -= 1;
-                                Ok(Joined::Released)
-                            }
-                            None => Err(e),
+                        return match wait.is_some_and(ReleaseWait::take_round) {
+                            true => Ok(Joined::Released),
+                            false => Err(e),
                         };
                     }
                 }
             }
         };
-        let Some(wait) = wait.filter(|wait| wait.rounds > 0) else {
-            return Err(FsError::VersionOpen);
-        };
         // Decided before quick mode hands the open to a thread that may
         // wait: an open that will not wait takes none (the kernel's own
         // retry after `ESTALE`, for one).
-        if !self.slots.may_wait(&old) {
+        let Some(wait) = wait else {
+            return Err(FsError::VersionOpen);
+        };
+        if !wait.take_round() || !self.slots.may_wait(&old) {
             return Err(FsError::VersionOpen);
         }
         crate::wait::may_block()?;
-        wait.rounds -= 1;
         let deadline = *wait
             .deadline
-            .get_or_insert_with(|| Instant::now() + wait.within);
+            .get_or_insert_with(|| Instant::now() + RELEASE_WAIT);
         match self.slots.wait_left(&old, deadline, &mut wait.counted) {
             true => Ok(Joined::Released),
             false => Err(FsError::VersionOpen),
@@ -478,8 +475,8 @@ mod tests {
         assert_eq!(files.release_waits(), (0, 0));
         // An open whose work before its wait (a tag's revalidation, a
         // fetch) took longer than the whole wait still waits.
-        let mut late = ReleaseWait::within(Duration::from_secs(1));
-        std::thread::sleep(Duration::from_millis(1100));
+        let mut late = ReleaseWait::start();
+        std::thread::sleep(RELEASE_WAIT + Duration::from_millis(100));
         let releasing = {
             let files = files.clone();
             std::thread::spawn(move || {
