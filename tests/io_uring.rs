@@ -190,6 +190,17 @@ fn over_io_uring_cached_files_are_passed_through_to_the_kernel() {
     );
 }
 
+/// Over the rings too, opens that wait for a release are kept aside,
+/// holding no ring thread, and answered once the old version is closed.
+#[test]
+fn over_io_uring_many_opens_wait_for_a_release_at_once_holding_no_thread() {
+    let Some(_setting) = UringSetting::set(true) else {
+        eprintln!("skipped: no FUSE over io_uring here");
+        return;
+    };
+    common::reopened_while_held(&["--io-uring"]);
+}
+
 #[test]
 fn where_the_kernel_offers_no_io_uring_requests_go_through_dev_fuse() {
     // Without the parameter the kernel has no such transport at all: the

@@ -18,9 +18,7 @@ use super::error::{FsError, Result};
 use super::handles::{Handle, Handles, OpenFile};
 use super::inodes::{CONTROL_DIR, InodeTable, NodeKey, ROOT_INO, STATS_FILE};
 use super::kernel::{Invalidation, Invalidations, Kernel};
-use super::kernel_files::{
-    Bound, Joined, KernelFiles, NoBacking, Open, ReadMode, ReleaseWait, Slot,
-};
+use super::kernel_files::{Bound, Joined, KernelFiles, NoBacking, Open, ReadMode, Resume, Slot};
 use super::listing::Listings;
 use crate::dataset::{Change, Dataset, Kind, Opened, Stat, Tag};
 use crate::stats::Stats;
@@ -294,7 +292,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             None if self.inodes.is_retired(ino) => return Err(FsError::StaleInode),
             None => {
                 // Not an open of the kernel's: how it reads is not decided.
-                let binding = self.bind(ino, libc::O_RDONLY, false)?;
+                let binding = self.bind(ino, libc::O_RDONLY, None)?;
                 let (opened, volatile) = match binding {
                     // The kernel holds (or may hold) another size for the
                     // inode than its version's, and reads its page cache
@@ -469,32 +467,37 @@ impl<B: Send + Sync + 'static> FsCore<B> {
     /// hands a cached file to the kernel to read by itself, when the core
     /// passes the open through (see [`FsCore::set_passthrough`]); when it
     /// fails, the open reads the page cache. A front end answers with the
-    /// decision as it is.
+    /// decision as it is. `request`: the kernel request's own number, by
+    /// which an open parked until another version's open files are
+    /// released ([`FsError::WaitsForRelease`]) is resumed, with
+    /// [`FsCore::resume_when_released`], and asked again.
     pub fn open_with_backing(
         &self,
         ino: u64,
         flags: i32,
+        request: u64,
         register: impl FnOnce(&File) -> io::Result<B>,
     ) -> Result<Open<B>> {
-        let (fh, slot, in_memory, direct, o_direct, unopened) = match self.bind(ino, flags, true)? {
-            Binding::File {
-                fh,
-                slot,
-                in_memory,
-                direct,
-                o_direct,
-                unopened,
-            } => (fh, slot, in_memory, direct, o_direct, unopened),
-            // The statistics: never cached by the kernel.
-            Binding::Snapshot(fh) => {
-                return Ok(Open {
+        let (fh, slot, in_memory, direct, o_direct, unopened) =
+            match self.bind(ino, flags, Some(request))? {
+                Binding::File {
                     fh,
-                    version: None,
-                    size: None,
-                    mode: ReadMode::Direct,
-                });
-            }
-        };
+                    slot,
+                    in_memory,
+                    direct,
+                    o_direct,
+                    unopened,
+                } => (fh, slot, in_memory, direct, o_direct, unopened),
+                // The statistics: never cached by the kernel.
+                Binding::Snapshot(fh) => {
+                    return Ok(Open {
+                        fh,
+                        version: None,
+                        size: None,
+                        mode: ReadMode::Direct,
+                    });
+                }
+            };
         match self
             .files
             .admit(fh, &slot, in_memory, direct, o_direct, register)
@@ -523,10 +526,20 @@ impl<B: Send + Sync + 'static> FsCore<B> {
         }
     }
 
-    /// A handle of `ino` bound to one version. `released`: the front end
-    /// releases the handle (the kernel's opens), so an open beside files
-    /// of another version may wait for their release.
-    fn bind(&self, ino: u64, flags: i32, released: bool) -> Result<Binding> {
+    /// What answers the open parked as kernel request `request` (see
+    /// [`FsCore::open_with_backing`]) once it may be asked again: it runs
+    /// on the thread of the release that ends the wait, or at once.
+    pub fn resume_when_released(&self, request: u64, resume: Resume) {
+        self.files.resume_when_released(request, resume);
+    }
+
+    /// A handle of `ino` bound to one version. `request`: the kernel
+    /// request of an open the front end releases (not the kernel's
+    /// implicit ones), which beside files of another version may be parked
+    /// until their release.
+    fn bind(&self, ino: u64, flags: i32, request: Option<u64>) -> Result<Binding> {
+        // Taken back first, whatever the attempt ends in.
+        let mut wait = request.map(|request| self.files.release_wait(request));
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             return Err(FsError::ReadOnly);
         }
@@ -539,7 +552,6 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             return Ok(Binding::Snapshot(fh));
         };
         let tag = self.dataset.tag(tag_name)?;
-        let mut wait = released.then(ReleaseWait::start);
         // Each time open files of another version are released while it
         // waits, the open is decided again (the tag may have moved); the
         // wait bounds how many times.

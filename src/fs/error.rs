@@ -19,6 +19,11 @@ pub enum FsError {
     /// kernel cannot hold two versions of one inode at once.
     #[error("the file changed on the server while an older version is open")]
     VersionOpen,
+    /// The open is parked until open files of another version of its file
+    /// are released: its front end keeps its reply aside and resumes it
+    /// (see `KernelFiles::bind`). Never an answer.
+    #[error("the open waits for open files of another version to close")]
+    WaitsForRelease { request: u64 },
     /// A directory read on from an offset of a listing that is gone, the
     /// directory having changed since: reading it again from the start
     /// gives the new one.

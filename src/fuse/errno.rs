@@ -30,6 +30,8 @@ pub fn errno(error: &FsError) -> Errno {
         FsError::ReadOnly => Errno::EROFS,
         FsError::StaleInode | FsError::VersionOpen | FsError::ListingChanged => Errno::ESTALE,
         FsError::UnknownHandle => Errno::EBADF,
+        // Never sent: the open is answered once resumed.
+        FsError::WaitsForRelease { .. } => Errno::ESTALE,
         FsError::Dataset(error) => match error {
             Error::NotFound => Errno::ENOENT,
             Error::NotDir => Errno::ENOTDIR,
@@ -48,7 +50,7 @@ pub fn errno(error: &FsError) -> Errno {
 
 fn level(error: &FsError) -> Option<Level> {
     match error {
-        FsError::ReadOnly | FsError::StaleInode => None,
+        FsError::ReadOnly | FsError::StaleInode | FsError::WaitsForRelease { .. } => None,
         FsError::VersionOpen | FsError::ListingChanged => Some(Level::INFO),
         FsError::UnknownHandle => Some(Level::WARN),
         FsError::Dataset(error) => error.level(),

@@ -110,7 +110,7 @@ struct Inner {
 }
 
 /// Times one operation from its request to its reply.
-struct Timer(Option<(Instant, &'static str)>);
+pub(crate) struct Timer(Option<(Instant, &'static str)>);
 
 impl Inner {
     fn timer(&self, op: &'static str) -> Timer {
@@ -243,27 +243,23 @@ impl FuseAdapter {
                     // EIO), not the session.
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         let result = op(&self.0, &reply);
-                        send(&self.0, result, reply)
+                        settle(&self.0, pool, result, op, send, reply)
                     }));
                     return;
                 }
                 let inner = self.0.clone();
                 let span = tracing::Span::current();
-                let workers = match pool {
-                    Pool::Content => &self.0.content_workers,
-                    Pool::Metadata => &self.0.metadata_workers,
-                };
-                workers.spawn(move || {
+                inner.workers(pool).clone().spawn(move || {
                     let _entered = span.enter();
                     let result = op(&inner, &reply);
-                    send(&inner, result, reply);
+                    settle(&inner, pool, result, op, send, reply);
                 });
             }
             // A panic while replying must not end the session either; the
             // reply's drop answers EIO.
             result => {
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    send(&self.0, result, reply)
+                    settle(&self.0, pool, result, op, send, reply)
                 }));
             }
         }
@@ -302,6 +298,43 @@ impl FuseAdapter {
 enum Pool {
     Content,
     Metadata,
+}
+
+impl Inner {
+    fn workers(&self, pool: Pool) -> &Arc<Workers> {
+        match pool {
+            Pool::Content => &self.content_workers,
+            Pool::Metadata => &self.metadata_workers,
+        }
+    }
+}
+
+/// Sends `result`, unless the operation was parked (an open waiting for
+/// the release of another version's open files): then its reply is kept
+/// aside, and the operation asked again on a worker once it is resumed.
+fn settle<R: Send + 'static, T: Send + 'static>(
+    inner: &Arc<Inner>,
+    pool: Pool,
+    result: Result<T, FsError>,
+    op: impl Fn(&Inner, &R) -> Result<T, FsError> + Send + 'static,
+    send: impl FnOnce(&Inner, Result<T, FsError>, R) + Send + 'static,
+    reply: R,
+) {
+    let Err(FsError::WaitsForRelease { request }) = result else {
+        return send(inner, result, reply);
+    };
+    let resumed = inner.clone();
+    let span = tracing::Span::current();
+    inner.core.resume_when_released(
+        request,
+        Box::new(move || {
+            resumed.workers(pool).clone().spawn(move || {
+                let _entered = span.enter();
+                let result = op(&resumed, &reply);
+                settle(&resumed, pool, result, op, send, reply);
+            })
+        }),
+    );
 }
 
 impl FuseAdapter {
@@ -522,7 +555,7 @@ impl Filesystem for FuseAdapter {
             return reply.error(errno);
         }
         let _span = debug_span!("open", ino = ino.0, pid = req.pid()).entered();
-        let ino = ino.0;
+        let (ino, unique) = (ino.0, req.unique().0);
         self.answer(
             "open",
             Pool::Content,
@@ -530,7 +563,7 @@ impl Filesystem for FuseAdapter {
             move |inner, _| {
                 inner
                     .core
-                    .open_with_backing(ino, flags.0, |file| inner.device.register(file))
+                    .open_with_backing(ino, flags.0, unique, |file| inner.device.register(file))
             },
             move |inner, result, reply| inner.send_open((ino, result), reply),
         );

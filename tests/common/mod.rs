@@ -833,3 +833,91 @@ pub fn names(dir: &Path) -> Vec<String> {
 pub fn errno<T>(result: std::io::Result<T>) -> Option<i32> {
     result.err().and_then(|e| e.raw_os_error())
 }
+
+/// `matvisfs refresh` of the mount, which must succeed.
+pub fn refresh(mount: &Mount) {
+    let refreshed = Command::new(BIN)
+        .arg("refresh")
+        .arg(&mount.path)
+        .status()
+        .unwrap();
+    assert!(refreshed.success());
+}
+
+/// Eight files of a mount with one thread reading kernel requests (and
+/// `args`) are held open, changed on the server, and opened again, each
+/// by its own thread: all eight opens wait at once for the old version's
+/// release (they hold no thread), a read that downloads goes on
+/// meanwhile, and once the held files are closed each open reads its new
+/// version whole.
+pub fn reopened_while_held(args: &[&str]) {
+    let mut served = Served::small();
+    let paths: Vec<String> = served
+        .release
+        .textures()
+        .map(|(path, _)| path.to_string())
+        .filter(|path| path.contains("/1k/") && path.ends_with(".png"))
+        .take(8)
+        .collect();
+    assert_eq!(paths.len(), 8);
+    let unrelated = "ambientcg/512/Rock064/color.png";
+    let mut builder = Mount::builder(&served.base_url()).arg("--threads").arg("1");
+    for arg in args {
+        builder = builder.arg(arg);
+    }
+    let mount = builder.start();
+    let held: Vec<fs::File> = paths
+        .iter()
+        .map(|path| {
+            let file = fs::File::open(mount.tag_path(path)).unwrap();
+            std::io::Read::read_to_end(&mut &file, &mut Vec::new()).unwrap();
+            file
+        })
+        .collect();
+    let mut release = served.release.clone();
+    let new: Vec<Vec<u8>> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, path)| {
+            let bytes = matvisfs_sample::images::png("republished", path, 40 + i as u32);
+            release.replace_texture(path, bytes.clone());
+            bytes
+        })
+        .collect();
+    served.republish(release);
+    refresh(&mount);
+
+    let opened_at = Instant::now();
+    let opening: Vec<_> = paths
+        .iter()
+        .map(|path| {
+            let file = mount.tag_path(path);
+            std::thread::spawn(move || read(&file))
+        })
+        .collect();
+    let opens = || mount.stats()["opens"].clone();
+    wait_for("eight opens to wait", Duration::from_secs(30), || {
+        opens()["waiting_for_release"] == 8
+    });
+    // A read that needs a download, while they wait.
+    assert_eq!(
+        read(&mount.tag_path(unrelated)).unwrap(),
+        served.release.files[unrelated]
+    );
+    drop(held);
+    // Closed within the opens' wait (a second from their start) unless the
+    // machine is slow enough to delay the closes: then `ESTALE` is their
+    // documented answer.
+    let closed_in_time = opened_at.elapsed() < Duration::from_millis(500);
+    for ((path, opened), new) in paths.iter().zip(opening).zip(&new) {
+        match opened.join().unwrap() {
+            Ok(bytes) => assert!(bytes == *new, "{path}: {} bytes", bytes.len()),
+            Err(e) => {
+                assert!(!closed_in_time, "{path}: {e}");
+                assert_eq!(e.raw_os_error(), Some(libc::ESTALE), "{path}: {e}");
+            }
+        }
+    }
+    assert_eq!(opens()["waited_for_release"], 8, "{}", opens());
+    assert_eq!(opens()["waiting_for_release"], 0, "{}", opens());
+}

@@ -6,6 +6,7 @@
 //! of its own with which to refuse or change it.
 
 mod io_modes;
+mod parking;
 mod slots;
 
 use std::fs::File;
@@ -21,8 +22,9 @@ use crate::dataset::Opened;
 use crate::digest::Sha256Digest;
 use crate::fs::error::FsError;
 use io_modes::{Decision, IoModes};
+pub use parking::Resume;
 pub use slots::{Bound, Slot};
-use slots::{Join, Settled, Slots};
+use slots::{Join, Settled, Slots, Waiting};
 
 /// How the kernel reads an open file.
 #[derive(Debug)]
@@ -86,10 +88,13 @@ const RELEASE_WAIT: Duration = Duration::from_secs(1);
 const RELEASE_ROUNDS: usize = 4;
 
 /// What an open may still wait for the release of open files of another
-/// version of its file.
+/// version of its file, kept while it is parked.
+#[derive(Clone, Copy)]
 pub struct ReleaseWait {
-    /// Set at its first wait: the work of the open before it (a tag's
-    /// revalidation, a fetch) is not counted.
+    /// The kernel request of the open, by which its front end resumes it.
+    request: u64,
+    /// Set when it is first parked: the work of the open before it (a
+    /// tag's revalidation, a fetch) is not counted.
     deadline: Option<Instant>,
     rounds: usize,
     /// Counted as an open that waited.
@@ -97,8 +102,9 @@ pub struct ReleaseWait {
 }
 
 impl ReleaseWait {
-    pub fn start() -> Self {
+    fn start(request: u64) -> Self {
         ReleaseWait {
+            request,
             deadline: None,
             rounds: RELEASE_ROUNDS,
             counted: false,
@@ -165,15 +171,32 @@ impl<B> KernelFiles<B> {
         self.passthrough.load(Ordering::Relaxed)
     }
 
+    /// The wait of the open made by kernel request `request`: where it
+    /// stopped, when it was parked and is resumed; else a new one.
+    pub fn release_wait(&self, request: u64) -> ReleaseWait {
+        self.slots
+            .resumed(request)
+            .unwrap_or_else(|| ReleaseWait::start(request))
+    }
+
+    /// What answers the open parked as `request` once it is due (see
+    /// [`KernelFiles::bind`]): at once, if it is already.
+    pub fn resume_when_released(&self, request: u64, resume: Resume) {
+        self.slots.resume_with(request, resume);
+    }
+
     /// Binds a new open of `ino`, whose version the dataset gave as
     /// `opened`, to the inode's slot. Beside a bound slot whose version
     /// the open cannot vouch for yet, `settle` fetches the open's bytes of
     /// that version (no lock is held meanwhile): they must be the same.
     /// Beside open files of another version, the open fails, unless it may
     /// `wait` for their release (the front end releases its opens; the
-    /// kernel's implicit ones are not): once they are released, the open
-    /// must be decided again ([`Joined::Released`]), the tag may have moved
-    /// meanwhile.
+    /// kernel's implicit ones are not): then it is parked, holding no
+    /// thread ([`FsError::WaitsForRelease`]), and its front end resumes it
+    /// with [`KernelFiles::resume_when_released`]; once they are released
+    /// (or at its deadline), it is decided again from the start, the tag
+    /// may have moved meanwhile ([`Joined::Released`] when they were
+    /// released while it was being decided).
     pub fn bind(
         &self,
         ino: u64,
@@ -197,26 +220,28 @@ impl<B> KernelFiles<B> {
                 }
             }
         };
-        // Decided before quick mode hands the open to a thread that may
-        // wait: an open that will not wait takes none (the kernel's own
-        // retry after `ESTALE`, for one).
         let Some(wait) = wait else {
             return Err(FsError::VersionOpen);
         };
-        if !wait.take_round() || !self.slots.may_wait(&old) {
+        if !wait.take_round() {
             return Err(FsError::VersionOpen);
         }
-        crate::wait::may_block()?;
         let deadline = *wait
             .deadline
             .get_or_insert_with(|| Instant::now() + RELEASE_WAIT);
-        match self.slots.wait_left(&old, deadline, &mut wait.counted) {
-            true => Ok(Joined::Released),
-            false => Err(FsError::VersionOpen),
+        if Instant::now() >= deadline {
+            return Err(FsError::VersionOpen);
+        }
+        match self.slots.park(&old, *wait) {
+            Waiting::Parked => Err(FsError::WaitsForRelease {
+                request: wait.request,
+            }),
+            Waiting::Released => Ok(Joined::Released),
+            Waiting::Refused => Err(FsError::VersionOpen),
         }
     }
 
-    /// Opens waiting for another version's release now, and all that did.
+    /// Opens parked for another version's release now, and all that were.
     pub fn release_waits(&self) -> (u64, u64) {
         self.slots.waits()
     }
@@ -300,7 +325,9 @@ impl<B> KernelFiles<B> {
     /// The open `fh` of `slot` was released.
     pub fn release(&self, fh: u64, slot: &Arc<Slot>) {
         self.modes.lock().released(fh);
-        self.slots.leave(slot);
+        for resume in self.slots.leave(slot) {
+            resume();
+        }
     }
 
     /// The kernel has no inode for `ino` any more (its last lookup was
@@ -462,8 +489,8 @@ mod tests {
     }
 
     #[test]
-    fn an_opens_wait_for_a_release_is_counted_from_its_first_wait_and_implicit_opens_never_wait() {
-        let files = Arc::new(KernelFiles::<NoBacking>::new(1 << 30));
+    fn an_open_is_parked_from_its_first_wait_and_implicit_opens_never_wait() {
+        let files = KernelFiles::<NoBacking>::new(1 << 30);
         let Joined::Bound(old) = files.bind(5, &opened("a", 3), None, unused).unwrap() else {
             panic!("nothing else is open");
         };
@@ -474,27 +501,29 @@ mod tests {
         ));
         assert_eq!(files.release_waits(), (0, 0));
         // An open whose work before its wait (a tag's revalidation, a
-        // fetch) took longer than the whole wait still waits.
-        let mut late = ReleaseWait::start();
+        // fetch) took longer than the whole wait still waits: parked.
+        let mut late = files.release_wait(11);
         std::thread::sleep(RELEASE_WAIT + Duration::from_millis(100));
-        let releasing = {
-            let files = files.clone();
-            std::thread::spawn(move || {
-                let started = Instant::now();
-                while files.release_waits().0 == 0 && started.elapsed() < Duration::from_secs(60) {
-                    std::thread::yield_now();
-                }
-                files.release(1, &old);
-            })
-        };
         assert!(matches!(
             files.bind(5, &opened("b", 3), Some(&mut late), unused),
-            Ok(Joined::Released)
+            Err(FsError::WaitsForRelease { request: 11 })
         ));
-        releasing.join().unwrap();
+        assert_eq!(files.release_waits(), (1, 1));
+        let (resume, resumed) = std::sync::mpsc::channel();
+        files.resume_when_released(
+            11,
+            Box::new(move || {
+                let _ = resume.send(());
+            }),
+        );
+        // Resumed on the thread of the release.
+        files.release(1, &old);
+        resumed.try_recv().expect("resumed by the release");
+        let mut again = files.release_wait(11);
+        assert!(again.counted && again.deadline.is_some());
         assert_eq!(files.release_waits(), (0, 1));
         assert!(matches!(
-            files.bind(5, &opened("b", 3), Some(&mut late), unused),
+            files.bind(5, &opened("b", 3), Some(&mut again), unused),
             Ok(Joined::Bound(_))
         ));
     }
@@ -511,7 +540,7 @@ mod tests {
             let Joined::Bound(slot) = files.bind(5, &opened("a", 3), None, unused).unwrap() else {
                 panic!("nothing else is open");
             };
-            let mut wait = ReleaseWait::start();
+            let mut wait = files.release_wait(3);
             // Released while the open's bytes were fetched, found changed.
             let bound = files.bind(5, &Opened::Unproven, may_wait.then_some(&mut wait), |_| {
                 files.release(1, &slot);

@@ -6,30 +6,22 @@
 //! by its first read. An open that finds a different version while a slot
 //! is alive cannot share the kernel's caches with it, and the old slot is
 //! marked stale: its reads that reach the daemon fail (`ESTALE`). The open
-//! may wait for the old slot's last release (see [`Slots::wait_left`]),
+//! may be parked until the old slot's last release (see [`Slots::park`]),
 //! and fails (`ESTALE`) if it does not come. No open ever sees two versions.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
+use super::ReleaseWait;
+use super::parking::{Parking, Resume};
 use crate::dataset::Opened;
 use crate::digest::Sha256Digest;
 use crate::fs::error::FsError;
 use crate::store::{Blob, OpenBlob};
-
-/// The most opens that wait for a release at once (see
-/// [`Slots::wait_left`]): each takes a thread for up to a second, one that
-/// reads kernel requests or downloads; more would hold up the reads, and
-/// with them the very closes they wait for (a program that reads one more
-/// file before it closes the old one, the kernel's releases queued behind
-/// its reads). The others fail at once, as an open beside open files of
-/// another version did before it could wait.
-const MOST_WAITING: u64 = 2;
 
 /// A failed read is answered with the same error this long: the kernel
 /// retries a failed page read at once, which would otherwise ask the
@@ -50,8 +42,8 @@ struct SlotState {
     /// That content is held in memory, not a file on disk.
     in_memory: bool,
     stale: bool,
-    /// An open waited for its last release to the end, in vain, and none of
-    /// its opens was released since: the next opens do not wait (the
+    /// An open parked for its last release to the end, in vain, and none of
+    /// its opens was released since: the next opens are not parked (the
     /// kernel itself opens again once after `ESTALE`).
     outlasted_wait: bool,
     failure: Option<(Instant, FsError)>,
@@ -142,6 +134,20 @@ impl Slot {
     pub fn make_stale(&self) {
         self.state.lock().stale = true;
     }
+
+    /// An open parked for its last release reached its deadline.
+    pub(super) fn outlasted_wait(&self) {
+        self.state.lock().outlasted_wait = true;
+    }
+}
+
+/// Whether an open was parked beside a slot.
+pub enum Waiting {
+    Parked,
+    /// The slot was released already: the open must be decided again.
+    Released,
+    /// It may not wait: waited out in vain, or too many parked.
+    Refused,
 }
 
 /// How a new open relates to the open files of its inode.
@@ -169,11 +175,8 @@ pub enum Settled {
 #[derive(Default)]
 pub struct Slots {
     live: Mutex<HashMap<u64, (Arc<Slot>, usize)>>,
-    /// Told each time a slot's last open is released.
-    left: Condvar,
-    /// Opens waiting now in [`Slots::wait_left`], and all that did.
-    waiting: AtomicU64,
-    waited: AtomicU64,
+    /// Opens parked until a slot's last release.
+    parking: Parking,
 }
 
 impl Slots {
@@ -257,58 +260,41 @@ impl Slots {
         }
     }
 
-    /// Whether an open may wait for `slot`'s last release now (see
-    /// [`Slots::wait_left`]).
-    pub fn may_wait(&self, slot: &Slot) -> bool {
-        let _live = self.live.lock();
-        self.may_wait_locked(slot)
+    /// Parks the open of `wait` until `slot`'s last open is released, or
+    /// its deadline passes: the kernel sends a release a moment after the
+    /// last `close` returns, so a program that closes a file and opens it
+    /// again may find its own old open still there. Its front end gives
+    /// [`Slots::resume_with`] what answers it then.
+    pub fn park(&self, slot: &Arc<Slot>, wait: ReleaseWait) -> Waiting {
+        // Under the lock a release takes: none comes between the check
+        // and the parking.
+        let live = self.live.lock();
+        let alive = live
+            .get(&slot.ino)
+            .is_some_and(|(current, _)| Arc::ptr_eq(current, slot));
+        if !alive {
+            return Waiting::Released;
+        }
+        let outlasted = slot.state.lock().outlasted_wait;
+        if outlasted || !self.parking.park(slot.clone(), wait) {
+            return Waiting::Refused;
+        }
+        Waiting::Parked
     }
 
-    /// [`Slots::may_wait`], `live` held: no open waited `slot` out in
-    /// vain, and fewer than [`MOST_WAITING`] opens wait.
-    fn may_wait_locked(&self, slot: &Slot) -> bool {
-        !slot.state.lock().outlasted_wait && self.waiting.load(Ordering::Relaxed) < MOST_WAITING
+    /// What answers the open parked as `request` once it is due.
+    pub fn resume_with(&self, request: u64, resume: Resume) {
+        self.parking.resume_with(request, resume);
     }
 
-    /// Waits until `slot`'s last open is released, at most until
-    /// `deadline`; whether it was. The kernel sends a release a moment
-    /// after the last `close` returns, so a program that closes a file and
-    /// opens it again may find its own old open still there. `counted`:
-    /// whether the open was counted as one that waited, done at its first
-    /// wait.
-    pub fn wait_left(&self, slot: &Arc<Slot>, deadline: Instant, counted: &mut bool) -> bool {
-        let alive = |live: &HashMap<u64, (Arc<Slot>, usize)>| {
-            live.get(&slot.ino)
-                .is_some_and(|(current, _)| Arc::ptr_eq(current, slot))
-        };
-        let mut live = self.live.lock();
-        if !alive(&live) {
-            return true;
-        }
-        // Waited out in vain, enough opens waiting, or the open's own
-        // budget spent by earlier rounds: it fails at once.
-        if !self.may_wait_locked(slot) || Instant::now() >= deadline {
-            return false;
-        }
-        if !std::mem::replace(counted, true) {
-            self.waited.fetch_add(1, Ordering::Relaxed);
-        }
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        while alive(&live) && !self.left.wait_until(&mut live, deadline).timed_out() {}
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
-        let left = !alive(&live);
-        if !left {
-            slot.state.lock().outlasted_wait = true;
-        }
-        left
+    /// The wait of a parked open, taken back by its next attempt.
+    pub fn resumed(&self, request: u64) -> Option<ReleaseWait> {
+        self.parking.resumed(request)
     }
 
-    /// Opens waiting for another version's release now, and all that did.
+    /// Opens parked now, and all that were.
     pub fn waits(&self) -> (u64, u64) {
-        (
-            self.waiting.load(Ordering::Relaxed),
-            self.waited.load(Ordering::Relaxed),
-        )
+        self.parking.counts()
     }
 
     /// The size of the version the open files of `ino` are bound to, while
@@ -327,21 +313,25 @@ impl Slots {
         self.live.lock().contains_key(&ino)
     }
 
-    /// An open of `slot` was released.
-    pub fn leave(&self, slot: &Arc<Slot>) {
+    /// An open of `slot` was released; the resumes of the opens parked
+    /// until its last release, once it is, to run.
+    #[must_use]
+    pub fn leave(&self, slot: &Arc<Slot>) -> Vec<Resume> {
         let mut live = self.live.lock();
-        if let Some((current, opens)) = live.get_mut(&slot.ino) {
-            if Arc::ptr_eq(current, slot) {
-                *opens -= 1;
-                if *opens == 0 {
-                    live.remove(&slot.ino);
-                    self.left.notify_all();
-                } else {
-                    // Its programs are closing it: an open may wait again.
-                    current.state.lock().outlasted_wait = false;
-                }
-            }
+        let Some((current, opens)) = live.get_mut(&slot.ino) else {
+            return Vec::new();
+        };
+        if !Arc::ptr_eq(current, slot) {
+            return Vec::new();
         }
+        *opens -= 1;
+        if *opens > 0 {
+            // Its programs are closing it: an open may wait again.
+            current.state.lock().outlasted_wait = false;
+            return Vec::new();
+        }
+        live.remove(&slot.ino);
+        self.parking.released(slot)
     }
 }
 
@@ -391,9 +381,9 @@ mod tests {
         // files of the old one learn it at their next read.
         assert!(matches!(slots.join(1, &opened(Some("b"))), Join::Stale(_)));
         assert!(matches!(a.for_read(), Err(FsError::VersionOpen)));
-        slots.leave(&a);
+        assert!(slots.leave(&a).is_empty());
         assert!(matches!(slots.join(1, &opened(Some("b"))), Join::Stale(_)));
-        slots.leave(&again);
+        assert!(slots.leave(&again).is_empty());
         // All closed: the next open starts afresh.
         let b = bound(slots.join(1, &opened(Some("b"))));
         assert!(b.for_read().is_ok());
@@ -428,7 +418,7 @@ mod tests {
         // pages in the kernel still read with its size.
         assert!(matches!(slots.join(1, &opened(Some("b"))), Join::Stale(_)));
         assert_eq!(slots.live_size(1), Some(3));
-        slots.leave(&a);
+        assert!(slots.leave(&a).is_empty());
         assert_eq!(slots.live_size(1), None);
     }
 
@@ -454,102 +444,135 @@ mod tests {
         assert!(matches!(a.for_read(), Err(FsError::VersionOpen)));
     }
 
-    /// Waits `slot` out on another thread until `slots` says it waits,
-    /// then releases `last`; whether the wait saw it go.
-    fn wait_while_released(slots: &Arc<Slots>, slot: &Arc<Slot>, last: Arc<Slot>) -> bool {
-        let (waiting_before, _) = slots.waits();
-        let releasing = {
-            let slots = slots.clone();
-            std::thread::spawn(move || {
-                let started = Instant::now();
-                while slots.waits().0 == waiting_before
-                    && started.elapsed() < Duration::from_secs(60)
-                {
-                    std::thread::yield_now();
-                }
-                slots.leave(&last);
-            })
-        };
-        let left = slots.wait_left(slot, Instant::now() + Duration::from_secs(60), &mut false);
-        releasing.join().unwrap();
-        left
+    /// A wait of `request` with a deadline `after` from now.
+    fn wait(request: u64, after: Duration) -> ReleaseWait {
+        let mut wait = ReleaseWait::start(request);
+        wait.deadline = Some(Instant::now() + after);
+        wait
+    }
+
+    /// A resume that counts its runs in `resumed`.
+    fn counting(resumed: &Arc<std::sync::atomic::AtomicUsize>) -> Resume {
+        let resumed = resumed.clone();
+        Box::new(move || {
+            resumed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        })
     }
 
     #[test]
-    fn an_open_of_another_version_may_wait_for_the_old_ones_last_release() {
-        let slots = Arc::new(Slots::default());
+    fn an_open_of_another_version_is_parked_until_the_old_ones_last_release() {
+        let slots = Slots::default();
         let a = bound(slots.join(1, &opened(Some("a"))));
         let again = bound(slots.join(1, &opened(Some("a"))));
         let Join::Stale(old) = slots.join(1, &opened(Some("b"))) else {
             panic!("another version is open");
         };
-        // Not released in time: the wait ends at its deadline.
-        let soon = Instant::now() + Duration::from_millis(30);
-        let mut counted = false;
-        assert!(!slots.wait_left(&old, soon, &mut counted));
-        assert!(Instant::now() >= soon);
+        let resumed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let runs = || resumed.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(matches!(
+            slots.park(&old, wait(7, Duration::from_secs(60))),
+            Waiting::Parked
+        ));
+        assert_eq!(slots.waits(), (1, 1));
+        slots.resume_with(7, counting(&resumed));
+        // One release of two is not the last.
+        assert!(slots.leave(&a).is_empty());
+        assert_eq!(runs(), 0);
+        slots.leave(&again).into_iter().for_each(|resume| resume());
+        assert_eq!(runs(), 1);
+        // Its next attempt takes its wait back, counted already.
+        let taken = slots.resumed(7).expect("parked");
+        assert!(taken.counted && taken.request == 7);
         assert_eq!(slots.waits(), (0, 1));
-        // Held open that long: the next open does not wait for it, nor an
-        // open whose own budget is spent.
-        assert!(!slots.wait_left(&old, Instant::now() + Duration::from_secs(60), &mut false));
-        assert!(!slots.wait_left(&old, Instant::now(), &mut false));
+        assert!(slots.resumed(7).is_none());
+        // A slot released already is not parked on: decided again.
+        assert!(matches!(
+            slots.park(&old, wait(8, Duration::from_secs(60))),
+            Waiting::Released
+        ));
         assert_eq!(slots.waits(), (0, 1));
-        // One release of two is not the last, but its programs are closing
-        // it: an open waits again, for the last.
-        slots.leave(&a);
-        assert!(wait_while_released(&slots, &old, again));
-        assert_eq!(slots.waits(), (0, 2));
+        // Released before its front end gave the resume: it runs as given.
         let b = bound(slots.join(1, &opened(Some("b"))));
-        assert_eq!(b.version(), Some(Sha256Digest::of(b"b")));
-        // A slot already gone is not waited for, nor counted.
-        assert!(slots.wait_left(&old, Instant::now(), &mut false));
-        assert_eq!(slots.waits(), (0, 2));
-        // An open is counted once, however many slots it waits for.
         let Join::Stale(old) = slots.join(1, &opened(Some("c"))) else {
             panic!("another version is open");
         };
-        let mut counted = true;
-        let soon = Instant::now() + Duration::from_millis(1);
-        assert!(!slots.wait_left(&old, soon, &mut counted));
+        assert!(matches!(
+            slots.park(&old, wait(9, Duration::from_secs(60))),
+            Waiting::Parked
+        ));
+        assert!(slots.leave(&b).is_empty(), "no resume given yet");
+        slots.resume_with(9, counting(&resumed));
+        assert_eq!(runs(), 2);
+        assert_eq!(slots.resumed(9).map(|w| w.counted), Some(true));
         assert_eq!(slots.waits(), (0, 2));
     }
 
     #[test]
-    fn only_a_few_opens_wait_at_once() {
-        let slots = Arc::new(Slots::default());
-        let olds: Vec<_> = (1..=3)
-            .map(|ino| {
-                let a = bound(slots.join(ino, &opened(Some("a"))));
-                let Join::Stale(old) = slots.join(ino, &opened(Some("b"))) else {
-                    panic!("another version is open");
-                };
-                (a, old)
-            })
-            .collect();
-        let waiters: Vec<_> = olds[..2]
-            .iter()
-            .map(|(_, old)| {
-                let (slots, old) = (slots.clone(), old.clone());
-                std::thread::spawn(move || {
-                    slots.wait_left(&old, Instant::now() + Duration::from_secs(60), &mut false)
-                })
-            })
-            .collect();
+    fn a_parked_open_is_resumed_at_its_deadline_and_the_next_is_not_parked() {
+        let slots = Slots::default();
+        let a = bound(slots.join(1, &opened(Some("a"))));
+        let again = bound(slots.join(1, &opened(Some("a"))));
+        let Join::Stale(old) = slots.join(1, &opened(Some("b"))) else {
+            panic!("another version is open");
+        };
+        let (resume, resumed) = std::sync::mpsc::channel();
         let started = Instant::now();
-        while slots.waits().0 < MOST_WAITING && started.elapsed() < Duration::from_secs(60) {
-            std::thread::yield_now();
+        assert!(matches!(
+            slots.park(&old, wait(1, Duration::from_millis(30))),
+            Waiting::Parked
+        ));
+        slots.resume_with(
+            1,
+            Box::new(move || {
+                let _ = resume.send(Instant::now());
+            }),
+        );
+        let at = resumed.recv_timeout(Duration::from_secs(60)).unwrap();
+        assert!(at >= started + Duration::from_millis(30));
+        assert_eq!(slots.resumed(1).map(|w| w.counted), Some(true));
+        // Held open past an open's wait: the next is refused at once.
+        assert!(matches!(
+            slots.park(&old, wait(2, Duration::from_secs(60))),
+            Waiting::Refused
+        ));
+        // Its programs are closing it: an open may wait again.
+        assert!(slots.leave(&a).is_empty());
+        assert!(matches!(
+            slots.park(&old, wait(3, Duration::from_secs(60))),
+            Waiting::Parked
+        ));
+        assert_eq!(slots.leave(&again).len(), 0, "no resume given yet");
+        assert!(slots.resumed(3).is_some());
+        assert_eq!(slots.waits(), (0, 2));
+    }
+
+    #[test]
+    fn many_opens_are_parked_at_once_holding_no_thread_up_to_a_bound() {
+        let slots = Slots::default();
+        let resumed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut holders = Vec::new();
+        for ino in 0..super::super::parking::MOST_PARKED as u64 + 1 {
+            let held = bound(slots.join(ino, &opened(Some("a"))));
+            let Join::Stale(old) = slots.join(ino, &opened(Some("b"))) else {
+                panic!("another version is open");
+            };
+            let parked = slots.park(&old, wait(ino, Duration::from_secs(60)));
+            if (ino as usize) < super::super::parking::MOST_PARKED {
+                assert!(matches!(parked, Waiting::Parked), "{ino}");
+                slots.resume_with(ino, counting(&resumed));
+            } else {
+                assert!(matches!(parked, Waiting::Refused), "past the bound");
+            }
+            holders.push(held);
         }
-        // A third open fails at once, and its slot is not marked as waited out.
-        let (_, third) = &olds[2];
-        assert!(!slots.may_wait(third));
-        assert!(!slots.wait_left(third, Instant::now() + Duration::from_secs(60), &mut false));
-        assert_eq!(slots.waits(), (MOST_WAITING, MOST_WAITING));
-        for (a, _) in &olds[..2] {
-            slots.leave(a);
+        let most = super::super::parking::MOST_PARKED as u64;
+        assert_eq!(slots.waits(), (most, most));
+        for held in &holders {
+            slots.leave(held).into_iter().for_each(|resume| resume());
         }
-        for waiter in waiters {
-            assert!(waiter.join().unwrap());
-        }
-        assert!(slots.may_wait(third));
+        assert_eq!(
+            resumed.load(std::sync::atomic::Ordering::SeqCst),
+            super::super::parking::MOST_PARKED
+        );
     }
 }

@@ -31,7 +31,36 @@ impl<B: Send + Sync + 'static> FsCore<B> {
     /// An open as a front end makes it that hands the kernel no file to
     /// read by itself.
     fn open(&self, ino: u64, flags: i32) -> Result<super::Open<B>, FsError> {
-        self.open_with_backing(ino, flags, |_| Err(std::io::ErrorKind::Unsupported.into()))
+        self.open_as_front_end(ino, flags, |_| Err(std::io::ErrorKind::Unsupported.into()))
+    }
+
+    /// An open as a front end makes it, a new kernel request: parked, it
+    /// waits here for its resume, then is asked again.
+    fn open_as_front_end(
+        &self,
+        ino: u64,
+        flags: i32,
+        register: impl Fn(&std::fs::File) -> std::io::Result<B>,
+    ) -> Result<super::Open<B>, FsError> {
+        static REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let request = REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        loop {
+            match self.open_with_backing(ino, flags, request, &register) {
+                Err(FsError::WaitsForRelease { request }) => {
+                    let (resume, resumed) = std::sync::mpsc::channel();
+                    self.resume_when_released(
+                        request,
+                        Box::new(move || {
+                            let _ = resume.send(());
+                        }),
+                    );
+                    resumed
+                        .recv_timeout(std::time::Duration::from_secs(60))
+                        .expect("a parked open resumed");
+                }
+                result => return result,
+            }
+        }
     }
 }
 

@@ -213,11 +213,11 @@ fn a_cached_file_is_passed_through_once_registered_and_every_open_of_it_shares_t
     };
     let first = s
         .core
-        .open_with_backing(ino, libc::O_RDONLY, register)
+        .open_as_front_end(ino, libc::O_RDONLY, register)
         .unwrap();
     let second = s
         .core
-        .open_with_backing(ino, libc::O_RDONLY, register)
+        .open_as_front_end(ino, libc::O_RDONLY, register)
         .unwrap();
     let (ReadMode::Passthrough(a), ReadMode::Passthrough(b)) = (&first.mode, &second.mode) else {
         panic!("both passed through: {:?}, {:?}", first.mode, second.mode);
@@ -231,7 +231,7 @@ fn a_cached_file_is_passed_through_once_registered_and_every_open_of_it_shares_t
     // bytes is passed through to it.
     let third = s
         .core
-        .open_with_backing(ino, libc::O_RDONLY, register)
+        .open_as_front_end(ino, libc::O_RDONLY, register)
         .unwrap();
     assert!(matches!(&third.mode, ReadMode::Passthrough(c) if Arc::ptr_eq(a, c)));
     assert_eq!(registered.load(Ordering::Relaxed), 1);
@@ -241,7 +241,7 @@ fn a_cached_file_is_passed_through_once_registered_and_every_open_of_it_shares_t
     let ino = s.ino(&format!("{TAG}/{PATH}")).unwrap();
     let fourth = s
         .core
-        .open_with_backing(ino, libc::O_RDONLY, register)
+        .open_as_front_end(ino, libc::O_RDONLY, register)
         .unwrap();
     assert!(matches!(fourth.mode, ReadMode::Passthrough(_)));
     assert_eq!(registered.load(Ordering::Relaxed), 2);
@@ -264,7 +264,7 @@ fn a_backing_file_the_front_end_cannot_register_leaves_the_open_on_the_page_cach
     // The open stands, read through the page cache, bytes and all.
     let open = s
         .core
-        .open_with_backing(ino, libc::O_RDONLY, refuse)
+        .open_as_front_end(ino, libc::O_RDONLY, refuse)
         .unwrap();
     assert!(matches!(open.mode, ReadMode::PageCache { .. }));
     let bytes = &release.files[PATH];
@@ -274,7 +274,7 @@ fn a_backing_file_the_front_end_cannot_register_leaves_the_open_on_the_page_cach
     // Passthrough is withdrawn: no open asks again.
     let next = s
         .core
-        .open_with_backing(ino, libc::O_RDONLY, refuse)
+        .open_as_front_end(ino, libc::O_RDONLY, refuse)
         .unwrap();
     assert!(matches!(
         next.mode,
@@ -394,7 +394,7 @@ fn a_large_file_not_cached_is_fetched_at_its_open_where_it_can_be_passed_through
         let s = h.session_of::<u32>(false, &[TAG]);
         s.core.set_passthrough(passthrough);
         let ino = s.ino(&format!("{TAG}/{PATH}")).unwrap();
-        let open = s.core.open_with_backing(ino, flags, register).unwrap();
+        let open = s.core.open_as_front_end(ino, flags, register).unwrap();
         let case = format!("passthrough {passthrough}, flags {flags:#o}");
         assert_eq!(open.version, Some(Sha256Digest::of(&large)), "{case}");
         assert_eq!(open.size, Some(large.len() as u64), "{case}");
@@ -436,13 +436,13 @@ fn an_open_whose_fetch_fails_fails_as_its_read_would_have() {
         .fail_next(PATH, crate::remote::FetchError::Status(500));
     let failed = s
         .core
-        .open_with_backing(ino, libc::O_RDONLY, |_| Ok(7))
+        .open_as_front_end(ino, libc::O_RDONLY, |_| Ok(7))
         .unwrap_err();
     assert_eq!(super::errno(failed), fuser::Errno::EIO);
     // Nothing is left of it: the next open fetches, and is passed through.
     let open = s
         .core
-        .open_with_backing(ino, libc::O_RDONLY, |_| Ok(7))
+        .open_as_front_end(ino, libc::O_RDONLY, |_| Ok(7))
         .unwrap();
     assert!(matches!(open.mode, ReadMode::Passthrough(_)));
     s.core.release(open.fh);

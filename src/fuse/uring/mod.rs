@@ -49,6 +49,8 @@ enum Op {
     Open {
         ino: u64,
         flags: i32,
+        /// The request's own number, by which a parked open is resumed.
+        unique: u64,
     },
     Read {
         ino: u64,
@@ -115,6 +117,7 @@ fn parse(header: &InHeader, op_in: &[u8], payload: &[u8]) -> Op {
             Op::Open {
                 ino,
                 flags: open.flags as i32,
+                unique: header.unique,
             }
         }
         abi::FUSE_READ => {
@@ -162,6 +165,9 @@ fn parse(header: &InHeader, op_in: &[u8], payload: &[u8]) -> Op {
 enum Failure {
     Errno(Errno),
     WouldBlock,
+    /// An open parked until another version's open files are released,
+    /// resumed by this request number.
+    Parked(u64),
 }
 
 impl From<Errno> for Failure {
@@ -220,6 +226,9 @@ impl Inner {
         if e.is_would_block() {
             return Failure::WouldBlock;
         }
+        if let FsError::WaitsForRelease { request } = e {
+            return Failure::Parked(request);
+        }
         match what {
             Ok(ino) => self.failed(op, ino, &e),
             Err((parent, name)) => {
@@ -263,13 +272,13 @@ impl Inner {
                     .map_err(|e| self.ring_failure("readlink", Ok(*ino), e))?;
                 out.push(&[target.as_bytes()], 1);
             }
-            Op::Open { ino, flags } => {
+            Op::Open { ino, flags, unique } => {
                 if let Some(errno) = self.open_refused() {
                     return Err(errno.into());
                 }
                 let open = self
                     .core
-                    .open_with_backing(*ino, *flags, |file| self.device.register(file))
+                    .open_with_backing(*ino, *flags, *unique, |file| self.device.register(file))
                     .map_err(|e| self.ring_failure("open", Ok(*ino), e))?;
                 let mut open_flags = answers::open_flags(&open.mode);
                 let backing_id = match &open.mode {

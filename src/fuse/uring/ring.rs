@@ -105,8 +105,9 @@ impl Slot {
         let (error, len) = match result {
             Ok(len) => (0, len),
             Err(Failure::Errno(errno)) => (-errno.code(), 0),
-            // Only on the ring thread, which hands the request on instead.
-            Err(Failure::WouldBlock) => (-libc::EIO, 0),
+            // Only on the ring thread, which hands the request on instead;
+            // a parked one is answered once resumed.
+            Err(Failure::WouldBlock | Failure::Parked(_)) => (-libc::EIO, 0),
         };
         let out = OutHeader {
             len: (size_of::<OutHeader>() + len) as u32,
@@ -473,38 +474,81 @@ impl Queue {
         let _entered = span.enter();
         let timer = inner.timer(name);
         let quick = wait::quick_unless_panicked(|| slot.answer(inner, &op)).unwrap_or(PANICKED);
-        match quick {
-            Err(Failure::WouldBlock) => {
-                let workers = match Inner::is_content(&op) {
-                    true => &inner.content_workers,
-                    false => &inner.metadata_workers,
-                };
-                let (shared, done, wake, span) =
-                    (inner.clone(), done.clone(), wake.clone(), span.clone());
-                workers.spawn(move || {
-                    let _entered = span.enter();
-                    // The entry must go back to the ring whatever happens:
-                    // a request never answered hangs its caller.
-                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        slot.answer(&shared, &op)
-                    }))
-                    .unwrap_or(PANICKED);
-                    slot.finish(header.unique, result);
-                    timer.finish(&shared.latency);
-                    // The ring is gone when the connection is: nobody to tell.
-                    if done.send((index, slot)).is_ok() {
-                        let _ = rustix::io::write(&*wake, &1u64.to_ne_bytes());
-                    }
-                });
-                self.away += 1;
-                self.keep_ready(fuse, inner)
-            }
+        let away = match quick {
+            Err(Failure::WouldBlock) => None,
+            Err(Failure::Parked(request)) => Some(request),
             result => {
                 slot.finish(header.unique, result);
                 timer.finish(&inner.latency);
                 self.slots[index] = Some(slot);
-                self.commit(fuse, index)
+                return self.commit(fuse, index);
             }
+        };
+        let away_from_ring = Away {
+            inner: inner.clone(),
+            slot,
+            header,
+            op,
+            index,
+            done: done.clone(),
+            wake: wake.clone(),
+            span: span.clone(),
+            timer,
+        };
+        match away {
+            None => away_from_ring.answer_on_worker(),
+            Some(request) => away_from_ring.park(request),
+        }
+        self.away += 1;
+        self.keep_ready(fuse, inner)
+    }
+}
+
+/// A request answered away from its ring, on a worker: its entry goes back
+/// to the ring once it is answered.
+struct Away {
+    inner: Arc<Inner>,
+    slot: Slot,
+    header: InHeader,
+    op: Op,
+    index: usize,
+    done: mpsc::Sender<(usize, Slot)>,
+    wake: Arc<OwnedFd>,
+    span: tracing::Span,
+    timer: crate::fuse::Timer,
+}
+
+impl Away {
+    fn answer_on_worker(self) {
+        let workers = match Inner::is_content(&self.op) {
+            true => self.inner.content_workers.clone(),
+            false => self.inner.metadata_workers.clone(),
+        };
+        workers.spawn(move || self.answer());
+    }
+
+    /// Kept aside, holding no thread, until the open it asks is resumed.
+    fn park(self, request: u64) {
+        let core = self.inner.core.clone();
+        core.resume_when_released(request, Box::new(move || self.answer_on_worker()));
+    }
+
+    fn answer(mut self) {
+        let _entered = self.span.clone().entered();
+        // The entry must go back to the ring whatever happens: a request
+        // never answered hangs its caller.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.slot.answer(&self.inner, &self.op)
+        }))
+        .unwrap_or(PANICKED);
+        if let Err(Failure::Parked(request)) = result {
+            return self.park(request);
+        }
+        self.slot.finish(self.header.unique, result);
+        self.timer.finish(&self.inner.latency);
+        // The ring is gone when the connection is: nobody to tell.
+        if self.done.send((self.index, self.slot)).is_ok() {
+            let _ = rustix::io::write(&*self.wake, &1u64.to_ne_bytes());
         }
     }
 }
