@@ -201,6 +201,17 @@ fn over_io_uring_many_opens_wait_for_a_release_at_once_holding_no_thread() {
     common::reopened_while_held(&["--io-uring"]);
 }
 
+/// Over the rings too, a waiting open is answered once its wait ends,
+/// though hung downloads hold every download worker.
+#[test]
+fn over_io_uring_an_open_that_waited_for_a_release_waits_for_no_hung_download() {
+    let Some(_setting) = UringSetting::set(true) else {
+        eprintln!("skipped: no FUSE over io_uring here");
+        return;
+    };
+    common::parked_opens_wait_for_no_hung_download(&["--io-uring"]);
+}
+
 #[test]
 fn where_the_kernel_offers_no_io_uring_requests_go_through_dev_fuse() {
     // Without the parameter the kernel has no such transport at all: the

@@ -672,6 +672,13 @@ fn many_opens_wait_for_a_release_at_once_holding_no_thread() {
     common::reopened_while_held(&[]);
 }
 
+/// A waiting open is answered from memory once its wait ends, though hung
+/// downloads hold every download worker.
+#[test]
+fn an_open_that_waited_for_a_release_waits_for_no_hung_download() {
+    common::parked_opens_wait_for_no_hung_download(&[]);
+}
+
 #[test]
 fn a_file_fetched_at_its_open_and_evicted_at_once_is_downloaded_once() {
     let (served, paths) = large_pngs(6);

@@ -528,7 +528,9 @@ impl<B: Send + Sync + 'static> FsCore<B> {
 
     /// What answers the open parked as kernel request `request` (see
     /// [`FsCore::open_with_backing`]) once it may be asked again: it runs
-    /// on the thread of the release that ends the wait, or at once.
+    /// on the thread of the release that ends the wait, on the thread that
+    /// keeps the deadlines at the open's deadline, or at once when the
+    /// open is due already; with no lock of the core held.
     pub fn resume_when_released(&self, request: u64, resume: Resume) {
         self.files.resume_when_released(request, resume);
     }
@@ -539,7 +541,7 @@ impl<B: Send + Sync + 'static> FsCore<B> {
     /// until their release.
     fn bind(&self, ino: u64, flags: i32, request: Option<u64>) -> Result<Binding> {
         // Taken back first, whatever the attempt ends in.
-        let mut wait = request.map(|request| self.files.release_wait(request));
+        let mut wait = request.map(|request| self.files.take_release_wait(request));
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             return Err(FsError::ReadOnly);
         }

@@ -243,7 +243,7 @@ impl FuseAdapter {
                     // EIO), not the session.
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         let result = op(&self.0, &reply);
-                        settle(&self.0, pool, result, op, send, reply)
+                        send_or_park(&self.0, pool, result, op, send, reply)
                     }));
                     return;
                 }
@@ -252,14 +252,14 @@ impl FuseAdapter {
                 inner.workers(pool).clone().spawn(move || {
                     let _entered = span.enter();
                     let result = op(&inner, &reply);
-                    settle(&inner, pool, result, op, send, reply);
+                    send_or_park(&inner, pool, result, op, send, reply);
                 });
             }
             // A panic while replying must not end the session either; the
             // reply's drop answers EIO.
             result => {
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    settle(&self.0, pool, result, op, send, reply)
+                    send_or_park(&self.0, pool, result, op, send, reply)
                 }));
             }
         }
@@ -311,8 +311,12 @@ impl Inner {
 
 /// Sends `result`, unless the operation was parked (an open waiting for
 /// the release of another version's open files): then its reply is kept
-/// aside, and the operation asked again on a worker once it is resumed.
-fn settle<R: Send + 'static, T: Send + 'static>(
+/// aside until it is resumed, and the operation asked again as a new
+/// request is, quick first, on the thread that resumes it (a release's, or
+/// the one keeping the deadlines: an answer from memory, such as `ESTALE`
+/// at the deadline, waits for no worker that downloads may all hold), then
+/// on a worker if it must wait.
+fn send_or_park<R: Send + 'static, T: Send + 'static>(
     inner: &Arc<Inner>,
     pool: Pool,
     result: Result<T, FsError>,
@@ -328,10 +332,18 @@ fn settle<R: Send + 'static, T: Send + 'static>(
     inner.core.resume_when_released(
         request,
         Box::new(move || {
+            let _entered = span.clone().entered();
+            // A panic fails the request: the reply's drop answers EIO.
+            let Some(quick) = wait::quick_unless_panicked(|| op(&resumed, &reply)) else {
+                return;
+            };
+            if !quick.as_ref().is_err_and(FsError::is_would_block) {
+                return send_or_park(&resumed, pool, quick, op, send, reply);
+            }
             resumed.workers(pool).clone().spawn(move || {
                 let _entered = span.enter();
                 let result = op(&resumed, &reply);
-                settle(&resumed, pool, result, op, send, reply);
+                send_or_park(&resumed, pool, result, op, send, reply);
             })
         }),
     );

@@ -24,7 +24,7 @@ use crate::fs::error::FsError;
 use io_modes::{Decision, IoModes};
 pub use parking::Resume;
 pub use slots::{Bound, Slot};
-use slots::{Join, Settled, Slots, Waiting};
+use slots::{Join, Park, Settled, Slots};
 
 /// How the kernel reads an open file.
 #[derive(Debug)]
@@ -93,8 +93,8 @@ const RELEASE_ROUNDS: usize = 4;
 pub struct ReleaseWait {
     /// The kernel request of the open, by which its front end resumes it.
     request: u64,
-    /// Set when it is first parked: the work of the open before it (a
-    /// tag's revalidation, a fetch) is not counted.
+    /// Set when it first finds open files of another version: the work of
+    /// the open before it (a tag's revalidation, a fetch) is not counted.
     deadline: Option<Instant>,
     rounds: usize,
     /// Counted as an open that waited.
@@ -171,11 +171,11 @@ impl<B> KernelFiles<B> {
         self.passthrough.load(Ordering::Relaxed)
     }
 
-    /// The wait of the open made by kernel request `request`: where it
-    /// stopped, when it was parked and is resumed; else a new one.
-    pub fn release_wait(&self, request: u64) -> ReleaseWait {
+    /// Takes the wait of the open made by kernel request `request`: where
+    /// it stopped, when it was parked and is resumed; else a new one.
+    pub fn take_release_wait(&self, request: u64) -> ReleaseWait {
         self.slots
-            .resumed(request)
+            .take_wait(request)
             .unwrap_or_else(|| ReleaseWait::start(request))
     }
 
@@ -232,12 +232,12 @@ impl<B> KernelFiles<B> {
         if Instant::now() >= deadline {
             return Err(FsError::VersionOpen);
         }
-        match self.slots.park(&old, *wait) {
-            Waiting::Parked => Err(FsError::WaitsForRelease {
+        match self.slots.park(&old, deadline, *wait) {
+            Park::Parked => Err(FsError::WaitsForRelease {
                 request: wait.request,
             }),
-            Waiting::Released => Ok(Joined::Released),
-            Waiting::Refused => Err(FsError::VersionOpen),
+            Park::Released => Ok(Joined::Released),
+            Park::Refused => Err(FsError::VersionOpen),
         }
     }
 
@@ -325,9 +325,7 @@ impl<B> KernelFiles<B> {
     /// The open `fh` of `slot` was released.
     pub fn release(&self, fh: u64, slot: &Arc<Slot>) {
         self.modes.lock().released(fh);
-        for resume in self.slots.leave(slot) {
-            resume();
-        }
+        parking::run_all(self.slots.leave(slot));
     }
 
     /// The kernel has no inode for `ino` any more (its last lookup was
@@ -502,7 +500,7 @@ mod tests {
         assert_eq!(files.release_waits(), (0, 0));
         // An open whose work before its wait (a tag's revalidation, a
         // fetch) took longer than the whole wait still waits: parked.
-        let mut late = files.release_wait(11);
+        let mut late = files.take_release_wait(11);
         std::thread::sleep(RELEASE_WAIT + Duration::from_millis(100));
         assert!(matches!(
             files.bind(5, &opened("b", 3), Some(&mut late), unused),
@@ -519,7 +517,7 @@ mod tests {
         // Resumed on the thread of the release.
         files.release(1, &old);
         resumed.try_recv().expect("resumed by the release");
-        let mut again = files.release_wait(11);
+        let mut again = files.take_release_wait(11);
         assert!(again.counted && again.deadline.is_some());
         assert_eq!(files.release_waits(), (0, 1));
         assert!(matches!(
@@ -540,7 +538,7 @@ mod tests {
             let Joined::Bound(slot) = files.bind(5, &opened("a", 3), None, unused).unwrap() else {
                 panic!("nothing else is open");
             };
-            let mut wait = files.release_wait(3);
+            let mut wait = files.take_release_wait(3);
             // Released while the open's bytes were fetched, found changed.
             let bound = files.bind(5, &Opened::Unproven, may_wait.then_some(&mut wait), |_| {
                 files.release(1, &slot);

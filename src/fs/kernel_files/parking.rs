@@ -5,11 +5,15 @@
 //! deadline; the open is then decided again from the start. Each open is
 //! known by its kernel request (`unique`), which the front end passes at
 //! each attempt, so that its wait goes on where it stopped.
+//!
+//! Locks, in the order they are taken: the slots' `live`, then `opens`
+//! here, then a slot's state. A resume runs with none of them held.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -19,15 +23,20 @@ use super::slots::Slot;
 /// What runs a parked open again: the front end's, holding its reply.
 pub type Resume = Box<dyn FnOnce() + Send>;
 
-/// The most opens parked at once. Each holds only a few hundred bytes and
-/// a kernel request (over io_uring, a ring entry, of which a queue has at
-/// most 1024); past this an open fails at once, as it did before it could
-/// wait.
+/// The most opens waiting at once. Each holds a few hundred bytes and a
+/// kernel request (over io_uring, a ring entry, for which its queue
+/// registers another, up to 1024 a queue); past this an open fails at
+/// once, as it did before it could wait.
 pub const MOST_PARKED: usize = 512;
+
+/// How long the deadline thread stays once no open waits: a burst of
+/// changed files does not start one for each wait.
+const TIMER_IDLE: Duration = Duration::from_secs(10);
 
 /// An open parked until `slot` is released.
 struct Parked {
     slot: Arc<Slot>,
+    deadline: Instant,
     wait: ReleaseWait,
     state: State,
 }
@@ -36,23 +45,114 @@ enum State {
     /// Not released yet: the front end's resume, once given.
     Waiting(Option<Resume>),
     /// Released, or its deadline passed: its resume has run, or runs as
-    /// soon as it is given.
+    /// soon as it is given; the record waits for the open's next attempt.
     Due,
 }
 
 #[derive(Default)]
 struct Shared {
     opens: Mutex<Opens>,
-    /// Told when an open with a deadline is parked.
+    /// Told when an open is parked.
     parked: Condvar,
+    /// Records held (waiting or due): an open looks for its own only
+    /// when there is one.
+    records: AtomicUsize,
     waited: AtomicU64,
 }
 
 #[derive(Default)]
 struct Opens {
     by_request: HashMap<u64, Parked>,
+    /// Records in [`State::Waiting`].
+    waiting: usize,
     /// The thread that resumes opens at their deadline is running.
     timer: bool,
+}
+
+impl Opens {
+    fn insert(&mut self, request: u64, parked: Parked, records: &AtomicUsize) {
+        self.waiting += 1;
+        if let Some(replaced) = self.by_request.insert(request, parked) {
+            // A request is parked again only after its record was taken.
+            debug_assert!(false, "request {request} parked twice");
+            self.forget(replaced);
+        } else {
+            records.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn remove(&mut self, request: u64, records: &AtomicUsize) -> Option<Parked> {
+        let parked = self.by_request.remove(&request)?;
+        records.fetch_sub(1, Ordering::Relaxed);
+        Some(self.forget(parked))
+    }
+
+    fn forget(&mut self, parked: Parked) -> Parked {
+        if matches!(parked.state, State::Waiting(_)) {
+            self.waiting -= 1;
+        }
+        parked
+    }
+
+    /// Marks due the waiting opens `which` picks, giving back their
+    /// resumes, to run once the lock is let go.
+    fn make_due(&mut self, which: impl Fn(&Parked) -> bool) -> Vec<Resume> {
+        let mut due = Vec::new();
+        for parked in self.by_request.values_mut() {
+            if matches!(parked.state, State::Waiting(_)) && which(parked) {
+                self.waiting -= 1;
+                if let State::Waiting(Some(resume)) =
+                    std::mem::replace(&mut parked.state, State::Due)
+                {
+                    due.push(resume);
+                }
+            }
+        }
+        due
+    }
+}
+
+thread_local! {
+    /// Resumes met while this thread runs others (a resumed open that
+    /// releases a slot of its own, one parked again and due at once): run
+    /// after them, not inside them.
+    static LATER: RefCell<Option<Vec<Resume>>> = const { RefCell::new(None) };
+}
+
+/// Runs each resume, one's panic stopping none of the others (each holds
+/// a reply that must be answered). Resumes run by a resume are queued and
+/// run once it returns, so that no chain of them deepens the stack.
+pub fn run_all(resumes: Vec<Resume>) {
+    let running = LATER.with(|later| match &mut *later.borrow_mut() {
+        Some(queued) => {
+            queued.extend(resumes);
+            None
+        }
+        none => {
+            *none = Some(Vec::new());
+            Some(resumes)
+        }
+    });
+    let Some(mut next) = running else {
+        return;
+    };
+    // Bounded: each resume answers or parks one open.
+    loop {
+        for resume in next {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(resume));
+        }
+        next = LATER.with(|later| {
+            let mut later = later.borrow_mut();
+            let queued = std::mem::take(later.as_mut().expect("running"));
+            if queued.is_empty() {
+                *later = None;
+            }
+            queued
+        });
+        if next.is_empty() {
+            return;
+        }
+    }
 }
 
 #[derive(Default)]
@@ -61,33 +161,32 @@ pub struct Parking {
 }
 
 impl Parking {
-    /// Parks the open of `wait` until `slot` is released, or its
-    /// deadline; false if it cannot be (no room, no thread for the
-    /// deadlines): it fails at once then.
-    pub fn park(&self, slot: Arc<Slot>, mut wait: ReleaseWait) -> bool {
+    /// Starts the thread that keeps the deadlines unless it runs; false if
+    /// it cannot be started. Called before the slots' lock is taken, so
+    /// that a thread is seldom started under it.
+    pub fn start_timer(&self) -> bool {
         let mut opens = self.shared.opens.lock();
-        if opens.by_request.len() >= MOST_PARKED || !self.start_timer(&mut opens) {
+        self.start_timer_locked(&mut opens)
+    }
+
+    /// Parks the open of `wait` until `slot` is released, or `deadline`;
+    /// false if it cannot be (too many waiting, no thread for the
+    /// deadlines): it fails at once then.
+    pub fn park(&self, slot: Arc<Slot>, deadline: Instant, mut wait: ReleaseWait) -> bool {
+        let mut opens = self.shared.opens.lock();
+        if opens.waiting >= MOST_PARKED || !self.start_timer_locked(&mut opens) {
             return false;
         }
         if !std::mem::replace(&mut wait.counted, true) {
             self.shared.waited.fetch_add(1, Ordering::Relaxed);
         }
-        let request = wait.request;
         let parked = Parked {
             slot,
+            deadline,
             wait,
             state: State::Waiting(None),
         };
-        if let Some(Parked {
-            state: State::Waiting(Some(resume)),
-            ..
-        }) = opens.by_request.insert(request, parked)
-        {
-            // Cannot happen: a request is parked again only once resumed.
-            drop(opens);
-            resume();
-            return true;
-        }
+        opens.insert(wait.request, parked, &self.shared.records);
         self.shared.parked.notify_one();
         true
     }
@@ -100,58 +199,54 @@ impl Parking {
             Some(Parked {
                 state: State::Waiting(waiting),
                 ..
-            }) => *waiting = Some(resume),
+            }) => {
+                debug_assert!(waiting.is_none(), "a second resume for request {request}");
+                *waiting = Some(resume);
+            }
             _ => {
                 drop(opens);
-                resume();
+                run_all(vec![resume]);
             }
         }
     }
 
-    /// The wait of the open `request`, taken back by its next attempt once
-    /// resumed; none for a new open.
-    pub fn resumed(&self, request: u64) -> Option<ReleaseWait> {
-        let parked = self.shared.opens.lock().by_request.remove(&request)?;
+    /// Takes back the wait of the open `request` for its next attempt,
+    /// once resumed; none for a new open.
+    pub fn take_wait(&self, request: u64) -> Option<ReleaseWait> {
+        // Every open asks: a lock only while some open is parked.
+        if self.shared.records.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut opens = self.shared.opens.lock();
+        let parked = opens.remove(request, &self.shared.records)?;
+        // The front end asks again only once resumed: a waiting record
+        // would have its resume, and with it the reply, dropped here.
+        debug_assert!(
+            matches!(parked.state, State::Due),
+            "request {request} asked again while parked"
+        );
         Some(parked.wait)
     }
 
     /// `slot`'s last open was released: the opens parked on it are due;
-    /// their resumes, to run once the caller's locks are let go.
+    /// their resumes, to [`run_all`] once the caller's locks are let go.
     #[must_use]
     pub fn released(&self, slot: &Arc<Slot>) -> Vec<Resume> {
-        Self::make_due(&mut self.shared.opens.lock(), |parked| {
-            Arc::ptr_eq(&parked.slot, slot)
-        })
+        self.shared
+            .opens
+            .lock()
+            .make_due(|parked| Arc::ptr_eq(&parked.slot, slot))
     }
 
-    /// Opens parked now (released ones not yet attempted again included),
-    /// and all that were parked.
+    /// Opens waiting now, and all that waited.
     pub fn counts(&self) -> (u64, u64) {
         (
-            self.shared.opens.lock().by_request.len() as u64,
+            self.shared.opens.lock().waiting as u64,
             self.shared.waited.load(Ordering::Relaxed),
         )
     }
 
-    /// Marks due the waiting opens `which` picks, giving back the resumes
-    /// to run once the lock is let go.
-    fn make_due(opens: &mut Opens, which: impl Fn(&Parked) -> bool) -> Vec<Resume> {
-        let mut due = Vec::new();
-        for parked in opens.by_request.values_mut() {
-            if matches!(parked.state, State::Waiting(_)) && which(parked) {
-                if let State::Waiting(Some(resume)) =
-                    std::mem::replace(&mut parked.state, State::Due)
-                {
-                    due.push(resume);
-                }
-            }
-        }
-        due
-    }
-
-    /// Starts the thread that resumes opens at their deadline, unless it
-    /// runs; false if it cannot be started.
-    fn start_timer(&self, opens: &mut Opens) -> bool {
+    fn start_timer_locked(&self, opens: &mut Opens) -> bool {
         if opens.timer {
             return true;
         }
@@ -173,22 +268,30 @@ impl Parking {
 
     /// Resumes each parked open whose deadline passed with its slot still
     /// open, the slot marked as waited out (the next opens beside it fail
-    /// at once); ends once none waits.
+    /// at once); ends once no open has waited for [`TIMER_IDLE`].
     fn resume_at_deadlines(shared: &Shared) {
+        // Whatever ends the thread, a panic too, the next park starts
+        // another.
+        struct Ended<'a>(&'a Shared);
+        impl Drop for Ended<'_> {
+            fn drop(&mut self) {
+                self.0.opens.lock().timer = false;
+            }
+        }
         let mut opens = shared.opens.lock();
+        let ended = Ended(shared);
         loop {
             let now = Instant::now();
-            let outlasted = |parked: &Parked| parked.wait.deadline.is_none_or(|d| d <= now);
-            let due = Self::make_due(&mut opens, |parked| {
-                let late = outlasted(parked);
+            let due = opens.make_due(|parked| {
+                let late = parked.deadline <= now;
                 if late {
-                    parked.slot.outlasted_wait();
+                    parked.slot.mark_outlasted();
                 }
                 late
             });
             if !due.is_empty() {
                 drop(opens);
-                due.into_iter().for_each(|resume| resume());
+                run_all(due);
                 opens = shared.opens.lock();
                 continue;
             }
@@ -196,17 +299,52 @@ impl Parking {
                 .by_request
                 .values()
                 .filter(|parked| matches!(parked.state, State::Waiting(_)))
-                .filter_map(|parked| parked.wait.deadline)
+                .map(|parked| parked.deadline)
                 .min();
             match next {
                 Some(next) => {
                     shared.parked.wait_until(&mut opens, next);
                 }
                 None => {
-                    opens.timer = false;
-                    return;
+                    if shared.parked.wait_for(&mut opens, TIMER_IDLE).timed_out()
+                        && opens.waiting == 0
+                    {
+                        opens.timer = false;
+                        drop(opens);
+                        std::mem::forget(ended);
+                        return;
+                    }
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resumes_run_by_a_resume_run_after_it_and_a_panic_stops_none() {
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let log = |what: &'static str| {
+            let order = order.clone();
+            move || order.lock().push(what)
+        };
+        let (outer_start, outer_end, nested, last) =
+            (log("outer"), log("outer done"), log("nested"), log("last"));
+        run_all(vec![
+            Box::new(|| panic!("a resume that panics")),
+            Box::new(move || {
+                outer_start();
+                run_all(vec![Box::new(nested)]);
+                outer_end();
+            }),
+            Box::new(last),
+        ]);
+        assert_eq!(*order.lock(), ["outer", "outer done", "last", "nested"]);
+        // Done: the next run starts afresh.
+        run_all(vec![Box::new(log("again"))]);
+        assert_eq!(order.lock().last(), Some(&"again"));
     }
 }

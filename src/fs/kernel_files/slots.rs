@@ -136,13 +136,13 @@ impl Slot {
     }
 
     /// An open parked for its last release reached its deadline.
-    pub(super) fn outlasted_wait(&self) {
+    pub(super) fn mark_outlasted(&self) {
         self.state.lock().outlasted_wait = true;
     }
 }
 
 /// Whether an open was parked beside a slot.
-pub enum Waiting {
+pub enum Park {
     Parked,
     /// The slot was released already: the open must be decided again.
     Released,
@@ -261,11 +261,14 @@ impl Slots {
     }
 
     /// Parks the open of `wait` until `slot`'s last open is released, or
-    /// its deadline passes: the kernel sends a release a moment after the
+    /// `deadline` passes: the kernel sends a release a moment after the
     /// last `close` returns, so a program that closes a file and opens it
     /// again may find its own old open still there. Its front end gives
     /// [`Slots::resume_with`] what answers it then.
-    pub fn park(&self, slot: &Arc<Slot>, wait: ReleaseWait) -> Waiting {
+    pub fn park(&self, slot: &Arc<Slot>, deadline: Instant, wait: ReleaseWait) -> Park {
+        if !self.parking.start_timer() {
+            return Park::Refused;
+        }
         // Under the lock a release takes: none comes between the check
         // and the parking.
         let live = self.live.lock();
@@ -273,13 +276,13 @@ impl Slots {
             .get(&slot.ino)
             .is_some_and(|(current, _)| Arc::ptr_eq(current, slot));
         if !alive {
-            return Waiting::Released;
+            return Park::Released;
         }
         let outlasted = slot.state.lock().outlasted_wait;
-        if outlasted || !self.parking.park(slot.clone(), wait) {
-            return Waiting::Refused;
+        if outlasted || !self.parking.park(slot.clone(), deadline, wait) {
+            return Park::Refused;
         }
-        Waiting::Parked
+        Park::Parked
     }
 
     /// What answers the open parked as `request` once it is due.
@@ -287,12 +290,12 @@ impl Slots {
         self.parking.resume_with(request, resume);
     }
 
-    /// The wait of a parked open, taken back by its next attempt.
-    pub fn resumed(&self, request: u64) -> Option<ReleaseWait> {
-        self.parking.resumed(request)
+    /// Takes back the wait of a parked open for its next attempt.
+    pub fn take_wait(&self, request: u64) -> Option<ReleaseWait> {
+        self.parking.take_wait(request)
     }
 
-    /// Opens parked now, and all that were.
+    /// Opens waiting now, and all that waited.
     pub fn waits(&self) -> (u64, u64) {
         self.parking.counts()
     }
@@ -444,11 +447,9 @@ mod tests {
         assert!(matches!(a.for_read(), Err(FsError::VersionOpen)));
     }
 
-    /// A wait of `request` with a deadline `after` from now.
-    fn wait(request: u64, after: Duration) -> ReleaseWait {
-        let mut wait = ReleaseWait::start(request);
-        wait.deadline = Some(Instant::now() + after);
-        wait
+    /// Parks a new open, `request`, beside `old` until `after` from now.
+    fn park(slots: &Slots, old: &Arc<Slot>, request: u64, after: Duration) -> Park {
+        slots.park(old, Instant::now() + after, ReleaseWait::start(request))
     }
 
     /// A resume that counts its runs in `resumed`.
@@ -470,8 +471,8 @@ mod tests {
         let resumed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let runs = || resumed.load(std::sync::atomic::Ordering::SeqCst);
         assert!(matches!(
-            slots.park(&old, wait(7, Duration::from_secs(60))),
-            Waiting::Parked
+            park(&slots, &old, 7, Duration::from_secs(60)),
+            Park::Parked
         ));
         assert_eq!(slots.waits(), (1, 1));
         slots.resume_with(7, counting(&resumed));
@@ -481,14 +482,14 @@ mod tests {
         slots.leave(&again).into_iter().for_each(|resume| resume());
         assert_eq!(runs(), 1);
         // Its next attempt takes its wait back, counted already.
-        let taken = slots.resumed(7).expect("parked");
+        let taken = slots.take_wait(7).expect("parked");
         assert!(taken.counted && taken.request == 7);
         assert_eq!(slots.waits(), (0, 1));
-        assert!(slots.resumed(7).is_none());
+        assert!(slots.take_wait(7).is_none());
         // A slot released already is not parked on: decided again.
         assert!(matches!(
-            slots.park(&old, wait(8, Duration::from_secs(60))),
-            Waiting::Released
+            park(&slots, &old, 8, Duration::from_secs(60)),
+            Park::Released
         ));
         assert_eq!(slots.waits(), (0, 1));
         // Released before its front end gave the resume: it runs as given.
@@ -497,13 +498,13 @@ mod tests {
             panic!("another version is open");
         };
         assert!(matches!(
-            slots.park(&old, wait(9, Duration::from_secs(60))),
-            Waiting::Parked
+            park(&slots, &old, 9, Duration::from_secs(60)),
+            Park::Parked
         ));
         assert!(slots.leave(&b).is_empty(), "no resume given yet");
         slots.resume_with(9, counting(&resumed));
         assert_eq!(runs(), 2);
-        assert_eq!(slots.resumed(9).map(|w| w.counted), Some(true));
+        assert_eq!(slots.take_wait(9).map(|w| w.counted), Some(true));
         assert_eq!(slots.waits(), (0, 2));
     }
 
@@ -518,8 +519,8 @@ mod tests {
         let (resume, resumed) = std::sync::mpsc::channel();
         let started = Instant::now();
         assert!(matches!(
-            slots.park(&old, wait(1, Duration::from_millis(30))),
-            Waiting::Parked
+            park(&slots, &old, 1, Duration::from_millis(30)),
+            Park::Parked
         ));
         slots.resume_with(
             1,
@@ -529,20 +530,20 @@ mod tests {
         );
         let at = resumed.recv_timeout(Duration::from_secs(60)).unwrap();
         assert!(at >= started + Duration::from_millis(30));
-        assert_eq!(slots.resumed(1).map(|w| w.counted), Some(true));
+        assert_eq!(slots.take_wait(1).map(|w| w.counted), Some(true));
         // Held open past an open's wait: the next is refused at once.
         assert!(matches!(
-            slots.park(&old, wait(2, Duration::from_secs(60))),
-            Waiting::Refused
+            park(&slots, &old, 2, Duration::from_secs(60)),
+            Park::Refused
         ));
         // Its programs are closing it: an open may wait again.
         assert!(slots.leave(&a).is_empty());
         assert!(matches!(
-            slots.park(&old, wait(3, Duration::from_secs(60))),
-            Waiting::Parked
+            park(&slots, &old, 3, Duration::from_secs(60)),
+            Park::Parked
         ));
         assert_eq!(slots.leave(&again).len(), 0, "no resume given yet");
-        assert!(slots.resumed(3).is_some());
+        assert!(slots.take_wait(3).is_some());
         assert_eq!(slots.waits(), (0, 2));
     }
 
@@ -556,12 +557,12 @@ mod tests {
             let Join::Stale(old) = slots.join(ino, &opened(Some("b"))) else {
                 panic!("another version is open");
             };
-            let parked = slots.park(&old, wait(ino, Duration::from_secs(60)));
+            let parked = park(&slots, &old, ino, Duration::from_secs(60));
             if (ino as usize) < super::super::parking::MOST_PARKED {
-                assert!(matches!(parked, Waiting::Parked), "{ino}");
+                assert!(matches!(parked, Park::Parked), "{ino}");
                 slots.resume_with(ino, counting(&resumed));
             } else {
-                assert!(matches!(parked, Waiting::Refused), "past the bound");
+                assert!(matches!(parked, Park::Refused), "past the bound");
             }
             holders.push(held);
         }

@@ -1,12 +1,14 @@
 //! The rings: one io_uring (128-byte entries) and one thread per possible
 //! CPU, each with a queue of ring entries registered on `/dev/fuse`. A
 //! request answered on the ring thread is committed at once; one that
-//! must wait is answered on a worker, which hands the entry back through
-//! a channel and wakes the ring through an eventfd the ring reads.
+//! must wait is answered on a worker, and an open that waits for the
+//! release of another version's open files is kept aside until it is
+//! resumed ([`Away`]); either hands the entry back through a channel and
+//! wakes the ring through an eventfd the ring reads.
 //!
 //! The kernel holds a CPU's requests back while its queue has no entry
-//! free, so entries held by requests waiting on the server must not leave
-//! the others none: each entry handed to a worker is replaced by a new one
+//! free, so entries held by requests waiting on the server (or parked) must
+//! not leave the others none: each entry sent away is replaced by a new one
 //! registered at once, up to [`MAX_ENTRIES`]. An entry keeps the pages
 //! its answers wrote while it is in use, and gives them back once it has
 //! sat idle for [`PAGES_KEPT`]: a queue that grew through a burst of large
@@ -134,7 +136,8 @@ struct Queue {
     registered: Vec<bool>,
     /// Entries registered and not ended by the kernel.
     live: usize,
-    /// Entries whose request a worker is answering.
+    /// Entries whose request is answered away from the ring: on a worker,
+    /// or parked until it is resumed.
     away: usize,
     /// Entries the ring keeps for new requests beside those away: the
     /// depth the queue began with.
@@ -303,7 +306,7 @@ impl Queue {
     }
 
     /// Registers new entries while fewer than `ready` are left beside
-    /// those away on workers.
+    /// those away.
     fn keep_ready(&mut self, fuse: &OwnedFd, inner: &Inner) -> io::Result<()> {
         while self.slots.len() - self.away < self.ready {
             if self.slots.len() >= self.most {
@@ -311,8 +314,8 @@ impl Queue {
                     tracing::warn!(
                         qid = self.qid,
                         entries = self.most,
-                        "a FUSE ring queue is full of requests waiting on the server: \
-                         others made on its CPU wait for one of them"
+                        "a FUSE ring queue is full of requests waiting on the server or on \
+                         a release: others made on its CPU wait for one of them"
                     );
                 }
                 return Ok(());
@@ -486,14 +489,14 @@ impl Queue {
         };
         let away_from_ring = Away {
             inner: inner.clone(),
-            slot,
+            slot: Some(slot),
             header,
             op,
             index,
             done: done.clone(),
             wake: wake.clone(),
             span: span.clone(),
-            timer,
+            timer: Some(timer),
         };
         match away {
             None => away_from_ring.answer_on_worker(),
@@ -504,18 +507,23 @@ impl Queue {
     }
 }
 
-/// A request answered away from its ring, on a worker: its entry goes back
-/// to the ring once it is answered.
+/// A request answered away from its ring: on a worker, or kept aside while
+/// it is parked (an open waiting for the release of another version's
+/// open files). Its entry goes back to the ring once it is answered, and
+/// when it is dropped unanswered, with `EIO`: a request never answered
+/// would hang its caller.
 struct Away {
     inner: Arc<Inner>,
-    slot: Slot,
+    /// Taken when the entry goes back.
+    slot: Option<Slot>,
     header: InHeader,
     op: Op,
     index: usize,
     done: mpsc::Sender<(usize, Slot)>,
     wake: Arc<OwnedFd>,
     span: tracing::Span,
-    timer: crate::fuse::Timer,
+    /// Taken when the request is answered.
+    timer: Option<crate::fuse::Timer>,
 }
 
 impl Away {
@@ -524,32 +532,69 @@ impl Away {
             true => self.inner.content_workers.clone(),
             false => self.inner.metadata_workers.clone(),
         };
-        workers.spawn(move || self.answer());
+        let mut away = self;
+        workers.spawn(move || {
+            let _entered = away.span.clone().entered();
+            let result = away.attempt();
+            away.answer(result);
+        });
     }
 
-    /// Kept aside, holding no thread, until the open it asks is resumed.
+    /// Kept aside, holding no thread, until the open it asks is resumed:
+    /// then asked again quick first on the thread that resumes it (an
+    /// answer from memory, such as `ESTALE` at the deadline, waits for no
+    /// worker that downloads may all hold), on a worker if it must wait.
     fn park(self, request: u64) {
         let core = self.inner.core.clone();
-        core.resume_when_released(request, Box::new(move || self.answer_on_worker()));
+        core.resume_when_released(
+            request,
+            Box::new(move || {
+                let mut away = self;
+                let _entered = away.span.clone().entered();
+                match wait::quick(|| away.attempt()) {
+                    Err(Failure::WouldBlock) => away.answer_on_worker(),
+                    result => away.answer(result),
+                }
+            }),
+        );
     }
 
-    fn answer(mut self) {
-        let _entered = self.span.clone().entered();
-        // The entry must go back to the ring whatever happens: a request
-        // never answered hangs its caller.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.slot.answer(&self.inner, &self.op)
-        }))
-        .unwrap_or(PANICKED);
+    /// Answers the request into its entry; a panic fails it (`EIO`),
+    /// not the ring.
+    fn attempt(&mut self) -> Result<usize, Failure> {
+        let slot = self.slot.as_mut().expect("an entry not yet answered");
+        let (inner, op) = (&self.inner, &self.op);
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| slot.answer(inner, op)))
+            .unwrap_or(PANICKED)
+    }
+
+    /// Answers with `result`, unless it parked again.
+    fn answer(mut self, result: Result<usize, Failure>) {
         if let Err(Failure::Parked(request)) = result {
             return self.park(request);
         }
-        self.slot.finish(self.header.unique, result);
-        self.timer.finish(&self.inner.latency);
+        self.finish(result);
+    }
+
+    /// Writes the answer and gives the entry back to its ring.
+    fn finish(&mut self, result: Result<usize, Failure>) {
+        let Some(mut slot) = self.slot.take() else {
+            return;
+        };
+        slot.finish(self.header.unique, result);
+        if let Some(timer) = self.timer.take() {
+            timer.finish(&self.inner.latency);
+        }
         // The ring is gone when the connection is: nobody to tell.
-        if self.done.send((self.index, self.slot)).is_ok() {
+        if self.done.send((self.index, slot)).is_ok() {
             let _ = rustix::io::write(&*self.wake, &1u64.to_ne_bytes());
         }
+    }
+}
+
+impl Drop for Away {
+    fn drop(&mut self) {
+        self.finish(Err(Failure::Errno(fuser::Errno::EIO)));
     }
 }
 
