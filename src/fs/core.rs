@@ -18,7 +18,9 @@ use super::error::{FsError, Result};
 use super::handles::{Handle, Handles, OpenFile};
 use super::inodes::{CONTROL_DIR, InodeTable, NodeKey, ROOT_INO, STATS_FILE};
 use super::kernel::{Invalidation, Invalidations, Kernel};
-use super::kernel_files::{Bound, Joined, KernelFiles, NoBacking, Open, ReadMode, Resume, Slot};
+use super::kernel_files::{
+    Bound, Joined, KernelFiles, NoBacking, Open, ReadMode, ReleaseWait, Resume, Slot,
+};
 use super::listing::Listings;
 use crate::dataset::{Change, Dataset, Kind, Opened, Stat, Tag};
 use crate::stats::Stats;
@@ -540,8 +542,26 @@ impl<B: Send + Sync + 'static> FsCore<B> {
     /// implicit ones), which beside files of another version may be parked
     /// until their release.
     fn bind(&self, ino: u64, flags: i32, request: Option<u64>) -> Result<Binding> {
-        // Taken back first, whatever the attempt ends in.
+        // Taken back first, whatever the attempt ends in; kept for the
+        // attempt that goes on where this one would wait (quick mode).
         let mut wait = request.map(|request| self.files.take_release_wait(request));
+        let bound = self.bind_waiting(ino, flags, &mut wait);
+        if let (Err(e), Some(wait)) = (&bound, wait) {
+            if e.is_would_block() {
+                self.files.give_back_release_wait(wait);
+            }
+        }
+        bound
+    }
+
+    /// [`FsCore::bind`] with the open's wait for the release of another
+    /// version's open files, if it may wait.
+    fn bind_waiting(
+        &self,
+        ino: u64,
+        flags: i32,
+        wait: &mut Option<ReleaseWait>,
+    ) -> Result<Binding> {
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             return Err(FsError::ReadOnly);
         }

@@ -179,6 +179,15 @@ impl<B> KernelFiles<B> {
             .unwrap_or_else(|| ReleaseWait::start(request))
     }
 
+    /// Keeps `wait` for the next attempt of its open, this one having
+    /// stopped where it would wait (quick mode): its deadline, rounds and
+    /// count go on.
+    pub fn give_back_release_wait(&self, wait: ReleaseWait) {
+        if wait.deadline.is_some() {
+            self.slots.give_back_wait(wait);
+        }
+    }
+
     /// What answers the open parked as `request` once it is due (see
     /// [`KernelFiles::bind`]): at once, if it is already.
     pub fn resume_when_released(&self, request: u64, resume: Resume) {
@@ -524,6 +533,35 @@ mod tests {
             files.bind(5, &opened("b", 3), Some(&mut again), unused),
             Ok(Joined::Bound(_))
         ));
+    }
+
+    #[test]
+    fn a_resumed_open_that_stops_where_it_would_wait_keeps_its_wait() {
+        let files = KernelFiles::<NoBacking>::new(1 << 30);
+        let Joined::Bound(old) = files.bind(5, &opened("a", 3), None, unused).unwrap() else {
+            panic!("nothing else is open");
+        };
+        let mut wait = files.take_release_wait(12);
+        assert!(matches!(
+            files.bind(5, &opened("b", 3), Some(&mut wait), unused),
+            Err(FsError::WaitsForRelease { request: 12 })
+        ));
+        files.release(1, &old);
+        let resumed = files.take_release_wait(12);
+        assert!(resumed.counted && resumed.rounds == RELEASE_ROUNDS - 1);
+        // Its quick attempt stops before it binds (a revalidation to make):
+        // the attempt that goes on keeps the wait.
+        files.give_back_release_wait(resumed);
+        let again = files.take_release_wait(12);
+        assert_eq!(
+            (again.deadline, again.rounds, again.counted),
+            (resumed.deadline, resumed.rounds, true)
+        );
+        assert_eq!(files.release_waits(), (0, 1));
+        // A new open's wait, never parked, is kept nowhere.
+        files.give_back_release_wait(files.take_release_wait(13));
+        assert!(files.take_release_wait(13).deadline.is_none());
+        assert_eq!(files.slots.take_wait(13).map(|w| w.request), None);
     }
 
     #[test]

@@ -38,15 +38,8 @@ struct Parked {
     slot: Arc<Slot>,
     deadline: Instant,
     wait: ReleaseWait,
-    state: State,
-}
-
-enum State {
-    /// Not released yet: the front end's resume, once given.
-    Waiting(Option<Resume>),
-    /// Released, or its deadline passed: its resume has run, or runs as
-    /// soon as it is given; the record waits for the open's next attempt.
-    Due,
+    /// The front end's, once given.
+    resume: Option<Resume>,
 }
 
 #[derive(Default)]
@@ -54,61 +47,41 @@ struct Shared {
     opens: Mutex<Opens>,
     /// Told when an open is parked.
     parked: Condvar,
-    /// Records held (waiting or due): an open looks for its own only
-    /// when there is one.
+    /// Records held, waiting or between attempts: an open looks for its
+    /// own only when there is one.
     records: AtomicUsize,
     waited: AtomicU64,
 }
 
 #[derive(Default)]
 struct Opens {
-    by_request: HashMap<u64, Parked>,
-    /// Records in [`State::Waiting`].
-    waiting: usize,
+    /// Opens waiting for their slot's release.
+    waiting: HashMap<u64, Parked>,
+    /// The waits of opens released or past their deadline, until their
+    /// next attempt takes them; and of attempts that must go on where
+    /// they may wait.
+    between_attempts: HashMap<u64, ReleaseWait>,
     /// The thread that resumes opens at their deadline is running.
     timer: bool,
 }
 
 impl Opens {
-    fn insert(&mut self, request: u64, parked: Parked, records: &AtomicUsize) {
-        self.waiting += 1;
-        if let Some(replaced) = self.by_request.insert(request, parked) {
-            // A request is parked again only after its record was taken.
-            debug_assert!(false, "request {request} parked twice");
-            self.forget(replaced);
-        } else {
-            records.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn remove(&mut self, request: u64, records: &AtomicUsize) -> Option<Parked> {
-        let parked = self.by_request.remove(&request)?;
-        records.fetch_sub(1, Ordering::Relaxed);
-        Some(self.forget(parked))
-    }
-
-    fn forget(&mut self, parked: Parked) -> Parked {
-        if matches!(parked.state, State::Waiting(_)) {
-            self.waiting -= 1;
-        }
-        parked
-    }
-
-    /// Marks due the waiting opens `which` picks, giving back their
+    /// Ends the wait of the waiting opens `which` picks, giving back their
     /// resumes, to run once the lock is let go.
     fn make_due(&mut self, which: impl Fn(&Parked) -> bool) -> Vec<Resume> {
-        let mut due = Vec::new();
-        for parked in self.by_request.values_mut() {
-            if matches!(parked.state, State::Waiting(_)) && which(parked) {
-                self.waiting -= 1;
-                if let State::Waiting(Some(resume)) =
-                    std::mem::replace(&mut parked.state, State::Due)
-                {
-                    due.push(resume);
-                }
-            }
+        let due: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, parked)| which(parked))
+            .map(|(request, _)| *request)
+            .collect();
+        let mut resumes = Vec::new();
+        for request in due {
+            let parked = self.waiting.remove(&request).expect("waiting");
+            self.between_attempts.insert(request, parked.wait);
+            resumes.extend(parked.resume);
         }
-        due
+        resumes
     }
 }
 
@@ -174,7 +147,7 @@ impl Parking {
     /// deadlines): it fails at once then.
     pub fn park(&self, slot: Arc<Slot>, deadline: Instant, mut wait: ReleaseWait) -> bool {
         let mut opens = self.shared.opens.lock();
-        if opens.waiting >= MOST_PARKED || !self.start_timer_locked(&mut opens) {
+        if opens.waiting.len() >= MOST_PARKED || !self.start_timer_locked(&mut opens) {
             return false;
         }
         if !std::mem::replace(&mut wait.counted, true) {
@@ -184,26 +157,30 @@ impl Parking {
             slot,
             deadline,
             wait,
-            state: State::Waiting(None),
+            resume: None,
         };
-        opens.insert(wait.request, parked, &self.shared.records);
+        // An attempt takes its wait back first: it is held nowhere else.
+        debug_assert!(!opens.between_attempts.contains_key(&wait.request));
+        if opens.waiting.insert(wait.request, parked).is_none() {
+            self.shared.records.fetch_add(1, Ordering::Relaxed);
+        }
         self.shared.parked.notify_one();
         true
     }
 
-    /// The resume of the open parked as `request`: run now if it is due
-    /// (its slot released, its deadline passed, or not parked at all).
+    /// The resume of the open parked as `request`: run now if its wait is
+    /// over (its slot released, its deadline passed, or not parked at all).
     pub fn resume_with(&self, request: u64, resume: Resume) {
         let mut opens = self.shared.opens.lock();
-        match opens.by_request.get_mut(&request) {
-            Some(Parked {
-                state: State::Waiting(waiting),
-                ..
-            }) => {
-                debug_assert!(waiting.is_none(), "a second resume for request {request}");
-                *waiting = Some(resume);
+        match opens.waiting.get_mut(&request) {
+            Some(parked) => {
+                debug_assert!(
+                    parked.resume.is_none(),
+                    "a second resume for request {request}"
+                );
+                parked.resume = Some(resume);
             }
-            _ => {
+            None => {
                 drop(opens);
                 run_all(vec![resume]);
             }
@@ -213,19 +190,29 @@ impl Parking {
     /// Takes back the wait of the open `request` for its next attempt,
     /// once resumed; none for a new open.
     pub fn take_wait(&self, request: u64) -> Option<ReleaseWait> {
-        // Every open asks: a lock only while some open is parked.
+        // Every open asks: a lock only while some open waits.
         if self.shared.records.load(Ordering::Relaxed) == 0 {
             return None;
         }
         let mut opens = self.shared.opens.lock();
-        let parked = opens.remove(request, &self.shared.records)?;
-        // The front end asks again only once resumed: a waiting record
-        // would have its resume, and with it the reply, dropped here.
+        // The front end asks again only once resumed: an open still
+        // waiting would have its resume, and with it the reply, dropped.
         debug_assert!(
-            matches!(parked.state, State::Due),
+            !opens.waiting.contains_key(&request),
             "request {request} asked again while parked"
         );
-        Some(parked.wait)
+        let wait = opens.between_attempts.remove(&request)?;
+        self.shared.records.fetch_sub(1, Ordering::Relaxed);
+        Some(wait)
+    }
+
+    /// Keeps the wait of an attempt that stopped where it would wait (in
+    /// quick mode) for the attempt that goes on.
+    pub fn give_back(&self, wait: ReleaseWait) {
+        let mut opens = self.shared.opens.lock();
+        if opens.between_attempts.insert(wait.request, wait).is_none() {
+            self.shared.records.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// `slot`'s last open was released: the opens parked on it are due;
@@ -241,7 +228,7 @@ impl Parking {
     /// Opens waiting now, and all that waited.
     pub fn counts(&self) -> (u64, u64) {
         (
-            self.shared.opens.lock().waiting as u64,
+            self.shared.opens.lock().waiting.len() as u64,
             self.shared.waited.load(Ordering::Relaxed),
         )
     }
@@ -295,19 +282,14 @@ impl Parking {
                 opens = shared.opens.lock();
                 continue;
             }
-            let next = opens
-                .by_request
-                .values()
-                .filter(|parked| matches!(parked.state, State::Waiting(_)))
-                .map(|parked| parked.deadline)
-                .min();
+            let next = opens.waiting.values().map(|parked| parked.deadline).min();
             match next {
                 Some(next) => {
                     shared.parked.wait_until(&mut opens, next);
                 }
                 None => {
                     if shared.parked.wait_for(&mut opens, TIMER_IDLE).timed_out()
-                        && opens.waiting == 0
+                        && opens.waiting.is_empty()
                     {
                         opens.timer = false;
                         drop(opens);

@@ -290,6 +290,11 @@ impl Slots {
         self.parking.resume_with(request, resume);
     }
 
+    /// Keeps the wait of an attempt that stopped where it would wait.
+    pub fn give_back_wait(&self, wait: ReleaseWait) {
+        self.parking.give_back(wait);
+    }
+
     /// Takes back the wait of a parked open for its next attempt.
     pub fn take_wait(&self, request: u64) -> Option<ReleaseWait> {
         self.parking.take_wait(request)
