@@ -562,6 +562,9 @@ impl<B: Send + Sync + 'static> FsCore<B> {
         flags: i32,
         wait: &mut Option<ReleaseWait>,
     ) -> Result<Binding> {
+        if wait.as_ref().is_some_and(ReleaseWait::outlasted) {
+            return Err(FsError::VersionOpen);
+        }
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             return Err(FsError::ReadOnly);
         }

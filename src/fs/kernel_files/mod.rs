@@ -22,7 +22,7 @@ use crate::dataset::Opened;
 use crate::digest::Sha256Digest;
 use crate::fs::error::FsError;
 use io_modes::{Decision, IoModes};
-pub use parking::Resume;
+pub use parking::{ReleaseWait, Resume};
 pub use slots::{Bound, Slot};
 use slots::{Join, Park, Settled, Slots};
 
@@ -82,42 +82,6 @@ pub enum Joined {
 /// sends a release a moment after the last `close` returns, later on a
 /// busy machine, and lets no signal end an open the mount answers.
 const RELEASE_WAIT: Duration = Duration::from_secs(1);
-
-/// The most slots an open waits for in turn: slots of yet other versions
-/// may come and go while it waits; then it fails as one that found them.
-const RELEASE_ROUNDS: usize = 4;
-
-/// What an open may still wait for the release of open files of another
-/// version of its file, kept while it is parked.
-#[derive(Clone, Copy)]
-pub struct ReleaseWait {
-    /// The kernel request of the open, by which its front end resumes it.
-    request: u64,
-    /// Set when it first finds open files of another version: the work of
-    /// the open before it (a tag's revalidation, a fetch) is not counted.
-    deadline: Option<Instant>,
-    rounds: usize,
-    /// Counted as an open that waited.
-    counted: bool,
-}
-
-impl ReleaseWait {
-    fn start(request: u64) -> Self {
-        ReleaseWait {
-            request,
-            deadline: None,
-            rounds: RELEASE_ROUNDS,
-            counted: false,
-        }
-    }
-
-    /// Takes one of its rounds; false when none is left.
-    fn take_round(&mut self) -> bool {
-        let left = self.rounds > 0;
-        self.rounds = self.rounds.saturating_sub(1);
-        left
-    }
-}
 
 /// No size reported (a directory, or not yet known).
 const NO_SIZE: u64 = u64::MAX;
@@ -548,7 +512,7 @@ mod tests {
         ));
         files.release(1, &old);
         let resumed = files.take_release_wait(12);
-        assert!(resumed.counted && resumed.rounds == RELEASE_ROUNDS - 1);
+        assert!(resumed.counted && resumed.rounds == parking::RELEASE_ROUNDS - 1);
         // Its quick attempt stops before it binds (a revalidation to make):
         // the attempt that goes on keeps the wait.
         files.give_back_release_wait(resumed);

@@ -17,8 +17,51 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::ReleaseWait;
-use super::slots::Slot;
+/// The most slots an open waits for in turn: slots of yet other versions
+/// may come and go while it waits; then it fails as one that found them.
+pub(super) const RELEASE_ROUNDS: usize = 4;
+
+/// What an open may still wait for the release of open files of another
+/// version of its file, kept while it is parked.
+#[derive(Clone, Copy)]
+pub struct ReleaseWait {
+    /// The kernel request of the open, by which its front end resumes it.
+    pub(super) request: u64,
+    /// Set when it first finds open files of another version: the work of
+    /// the open before it (a tag's revalidation, a fetch) is not counted.
+    pub(super) deadline: Option<Instant>,
+    pub(super) rounds: usize,
+    /// Counted as an open that waited.
+    pub(super) counted: bool,
+    /// Its wait reached its deadline with the old open files still open.
+    pub(super) outlasted: bool,
+}
+
+impl ReleaseWait {
+    pub(super) fn start(request: u64) -> Self {
+        ReleaseWait {
+            request,
+            deadline: None,
+            rounds: RELEASE_ROUNDS,
+            counted: false,
+            outlasted: false,
+        }
+    }
+
+    /// Whether it waited to its deadline in vain: the open fails at once,
+    /// before anything it would do again (a revalidation of its tag that
+    /// came due meanwhile, which may wait on the server).
+    pub fn outlasted(&self) -> bool {
+        self.outlasted
+    }
+
+    /// Takes one of its rounds; false when none is left.
+    pub(super) fn take_round(&mut self) -> bool {
+        let left = self.rounds > 0;
+        self.rounds = self.rounds.saturating_sub(1);
+        left
+    }
+}
 
 /// What runs a parked open again: the front end's, holding its reply.
 pub type Resume = Box<dyn FnOnce() + Send>;
@@ -33,18 +76,24 @@ pub const MOST_PARKED: usize = 512;
 /// changed files does not start one for each wait.
 const TIMER_IDLE: Duration = Duration::from_secs(10);
 
+/// What opens wait beside: the open files of one version of a file (the
+/// slots' `Slot`), known here by identity alone.
+pub trait Outlasting: Send + Sync + 'static {
+    /// An open waiting for its last release reached its deadline.
+    fn mark_outlasted(&self);
+}
+
 /// An open parked until `slot` is released.
-struct Parked {
-    slot: Arc<Slot>,
+struct Parked<S> {
+    slot: Arc<S>,
     deadline: Instant,
     wait: ReleaseWait,
     /// The front end's, once given.
     resume: Option<Resume>,
 }
 
-#[derive(Default)]
-struct Shared {
-    opens: Mutex<Opens>,
+struct Shared<S> {
+    opens: Mutex<Opens<S>>,
     /// Told when an open is parked.
     parked: Condvar,
     /// Records held, waiting or between attempts: an open looks for its
@@ -53,10 +102,9 @@ struct Shared {
     waited: AtomicU64,
 }
 
-#[derive(Default)]
-struct Opens {
+struct Opens<S> {
     /// Opens waiting for their slot's release.
-    waiting: HashMap<u64, Parked>,
+    waiting: HashMap<u64, Parked<S>>,
     /// The waits of opens released or past their deadline, until their
     /// next attempt takes them; and of attempts that must go on where
     /// they may wait.
@@ -65,10 +113,11 @@ struct Opens {
     timer: bool,
 }
 
-impl Opens {
-    /// Ends the wait of the waiting opens `which` picks, giving back their
-    /// resumes, to run once the lock is let go.
-    fn make_due(&mut self, which: impl Fn(&Parked) -> bool) -> Vec<Resume> {
+impl<S> Opens<S> {
+    /// Ends the wait of the waiting opens `which` picks (`outlasted`: at
+    /// their deadline), giving back their resumes, to run once the lock is
+    /// let go.
+    fn make_due(&mut self, which: impl Fn(&Parked<S>) -> bool, outlasted: bool) -> Vec<Resume> {
         let due: Vec<u64> = self
             .waiting
             .iter()
@@ -77,7 +126,8 @@ impl Opens {
             .collect();
         let mut resumes = Vec::new();
         for request in due {
-            let parked = self.waiting.remove(&request).expect("waiting");
+            let mut parked = self.waiting.remove(&request).expect("waiting");
+            parked.wait.outlasted = outlasted;
             self.between_attempts.insert(request, parked.wait);
             resumes.extend(parked.resume);
         }
@@ -128,12 +178,28 @@ pub fn run_all(resumes: Vec<Resume>) {
     }
 }
 
-#[derive(Default)]
-pub struct Parking {
-    shared: Arc<Shared>,
+pub struct Parking<S> {
+    shared: Arc<Shared<S>>,
 }
 
-impl Parking {
+impl<S> Default for Parking<S> {
+    fn default() -> Self {
+        Parking {
+            shared: Arc::new(Shared {
+                opens: Mutex::new(Opens {
+                    waiting: HashMap::new(),
+                    between_attempts: HashMap::new(),
+                    timer: false,
+                }),
+                parked: Condvar::new(),
+                records: AtomicUsize::new(0),
+                waited: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+impl<S: Outlasting> Parking<S> {
     /// Starts the thread that keeps the deadlines unless it runs; false if
     /// it cannot be started. Called before the slots' lock is taken, so
     /// that a thread is seldom started under it.
@@ -145,7 +211,7 @@ impl Parking {
     /// Parks the open of `wait` until `slot` is released, or `deadline`;
     /// false if it cannot be (too many waiting, no thread for the
     /// deadlines): it fails at once then.
-    pub fn park(&self, slot: Arc<Slot>, deadline: Instant, mut wait: ReleaseWait) -> bool {
+    pub fn park(&self, slot: Arc<S>, deadline: Instant, mut wait: ReleaseWait) -> bool {
         let mut opens = self.shared.opens.lock();
         if opens.waiting.len() >= MOST_PARKED || !self.start_timer_locked(&mut opens) {
             return false;
@@ -218,11 +284,11 @@ impl Parking {
     /// `slot`'s last open was released: the opens parked on it are due;
     /// their resumes, to [`run_all`] once the caller's locks are let go.
     #[must_use]
-    pub fn released(&self, slot: &Arc<Slot>) -> Vec<Resume> {
+    pub fn released(&self, slot: &Arc<S>) -> Vec<Resume> {
         self.shared
             .opens
             .lock()
-            .make_due(|parked| Arc::ptr_eq(&parked.slot, slot))
+            .make_due(|parked| Arc::ptr_eq(&parked.slot, slot), false)
     }
 
     /// Opens waiting now, and all that waited.
@@ -233,7 +299,7 @@ impl Parking {
         )
     }
 
-    fn start_timer_locked(&self, opens: &mut Opens) -> bool {
+    fn start_timer_locked(&self, opens: &mut Opens<S>) -> bool {
         if opens.timer {
             return true;
         }
@@ -256,11 +322,11 @@ impl Parking {
     /// Resumes each parked open whose deadline passed with its slot still
     /// open, the slot marked as waited out (the next opens beside it fail
     /// at once); ends once no open has waited for [`TIMER_IDLE`].
-    fn resume_at_deadlines(shared: &Shared) {
+    fn resume_at_deadlines(shared: &Shared<S>) {
         // Whatever ends the thread, a panic too, the next park starts
         // another.
-        struct Ended<'a>(&'a Shared);
-        impl Drop for Ended<'_> {
+        struct Ended<'a, S>(&'a Shared<S>);
+        impl<S> Drop for Ended<'_, S> {
             fn drop(&mut self) {
                 self.0.opens.lock().timer = false;
             }
@@ -269,13 +335,16 @@ impl Parking {
         let ended = Ended(shared);
         loop {
             let now = Instant::now();
-            let due = opens.make_due(|parked| {
-                let late = parked.deadline <= now;
-                if late {
-                    parked.slot.mark_outlasted();
-                }
-                late
-            });
+            let due = opens.make_due(
+                |parked| {
+                    let late = parked.deadline <= now;
+                    if late {
+                        parked.slot.mark_outlasted();
+                    }
+                    late
+                },
+                true,
+            );
             if !due.is_empty() {
                 drop(opens);
                 run_all(due);

@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::ReleaseWait;
-use super::parking::{Parking, Resume};
+use super::parking::{Outlasting, Parking, ReleaseWait, Resume};
 use crate::dataset::Opened;
 use crate::digest::Sha256Digest;
 use crate::fs::error::FsError;
@@ -134,9 +133,10 @@ impl Slot {
     pub fn make_stale(&self) {
         self.state.lock().stale = true;
     }
+}
 
-    /// An open parked for its last release reached its deadline.
-    pub(super) fn mark_outlasted(&self) {
+impl Outlasting for Slot {
+    fn mark_outlasted(&self) {
         self.state.lock().outlasted_wait = true;
     }
 }
@@ -176,7 +176,7 @@ pub enum Settled {
 pub struct Slots {
     live: Mutex<HashMap<u64, (Arc<Slot>, usize)>>,
     /// Opens parked until a slot's last release.
-    parking: Parking,
+    parking: Parking<Slot>,
 }
 
 impl Slots {
@@ -488,7 +488,7 @@ mod tests {
         assert_eq!(runs(), 1);
         // Its next attempt takes its wait back, counted already.
         let taken = slots.take_wait(7).expect("parked");
-        assert!(taken.counted && taken.request == 7);
+        assert!(taken.counted && taken.request == 7 && !taken.outlasted());
         assert_eq!(slots.waits(), (0, 1));
         assert!(slots.take_wait(7).is_none());
         // A slot released already is not parked on: decided again.
@@ -535,7 +535,8 @@ mod tests {
         );
         let at = resumed.recv_timeout(Duration::from_secs(60)).unwrap();
         assert!(at >= started + Duration::from_millis(30));
-        assert_eq!(slots.take_wait(1).map(|w| w.counted), Some(true));
+        let waited_out = slots.take_wait(1).expect("parked");
+        assert!(waited_out.counted && waited_out.outlasted());
         // Held open past an open's wait: the next is refused at once.
         assert!(matches!(
             park(&slots, &old, 2, Duration::from_secs(60)),
