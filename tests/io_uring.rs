@@ -201,6 +201,17 @@ fn over_io_uring_many_opens_wait_for_a_release_at_once_holding_no_thread() {
     common::reopened_while_held(&["--io-uring"]);
 }
 
+/// Over the rings too, an open that waits through a second change reads
+/// the newest version at its first read.
+#[test]
+fn over_io_uring_an_open_waiting_through_a_second_change_reads_the_newest_version() {
+    let Some(_setting) = UringSetting::set(true) else {
+        eprintln!("skipped: no FUSE over io_uring here");
+        return;
+    };
+    common::waited_through_a_second_change(&["--io-uring"]);
+}
+
 /// Over the rings too, a waiting open is answered once its wait ends,
 /// though hung downloads hold every download worker.
 #[test]

@@ -664,6 +664,13 @@ fn an_open_beside_another_version_closing_waits_for_it_and_reads_the_new_version
     assert_eq!(opens()["waiting_for_release"], 0, "{}", opens());
 }
 
+/// An open that waits for the old version's release while the file changes
+/// once more reads the newest version whole at its first read.
+#[test]
+fn an_open_waiting_through_a_second_change_reads_the_newest_version() {
+    common::waited_through_a_second_change(&[]);
+}
+
 /// Opens that wait for a release are parked, holding no thread: with one
 /// thread reading kernel requests, eight wait at once while a download goes
 /// on, and each reads the new version once the old ones are closed.
@@ -1966,5 +1973,42 @@ fn a_brand_new_cache_is_created_without_a_word_of_repair() {
         String::from_utf8_lossy(&output.stderr),
         "",
         "nothing to report"
+    );
+}
+
+/// On a plain mirror (which proves no version), a file changed while it
+/// was open, its size asked then (the kernel is given the open version's),
+/// and closed: a new open reads the new version whole at its first read,
+/// with no `fstat` before it, though the kernel held the old size.
+#[test]
+fn an_open_after_the_old_version_closed_reads_the_new_version_the_kernel_had_another_size_for() {
+    let mut served = Served::plain_mirror(Release::generate(&ReleaseSpec::small(TAG)));
+    let path = "ambientcg/512/Wood051/ao.png";
+    let mount = Mount::builder(&served.base_url()).start();
+    let held = fs::File::open(mount.tag_path(path)).unwrap();
+    let mut old = Vec::new();
+    std::io::Read::read_to_end(&mut &held, &mut old).unwrap();
+    assert!(old == served.release.files[path]);
+    let mut release = served.release.clone();
+    let new = matvisfs_sample::images::png("republished", "ao", 90);
+    assert_ne!(old.len(), new.len());
+    release.replace_texture(path, new.clone());
+    served.republish(release);
+    refresh(&mount);
+    assert_eq!(
+        fs::metadata(mount.tag_path(path)).unwrap().len(),
+        old.len() as u64,
+        "the open version's size while it is open"
+    );
+    drop(held);
+    for _ in 0..2 {
+        let opened = fs::File::open(mount.tag_path(path)).unwrap();
+        let mut buffer = vec![0; 1 << 20];
+        let n = std::io::Read::read(&mut &opened, &mut buffer).expect("the first read");
+        assert!(buffer[..n] == new[..], "{n} bytes");
+    }
+    assert_eq!(
+        fs::metadata(mount.tag_path(path)).unwrap().len(),
+        new.len() as u64
     );
 }

@@ -24,6 +24,13 @@ pub enum FsError {
     /// (see `KernelFiles::bind`). Never an answer.
     #[error("the open waits for open files of another version to close")]
     WaitsForRelease { request: u64 },
+    /// The kernel holds a size for the file that is not its (that of a
+    /// version open when it was given, closed since), and the open's
+    /// version's size is not known yet: the open fails, and the kernel,
+    /// which retries an open that fails with `ESTALE` once after looking
+    /// the file up again, learns its size before the open is made again.
+    #[error("the kernel holds the size of a version closed since")]
+    LookUpAgain,
     /// A directory read on from an offset of a listing that is gone, the
     /// directory having changed since: reading it again from the start
     /// gives the new one.

@@ -28,7 +28,10 @@ pub fn is_dead_mount(error: &std::io::Error) -> bool {
 pub fn errno(error: &FsError) -> Errno {
     match error {
         FsError::ReadOnly => Errno::EROFS,
-        FsError::StaleInode | FsError::VersionOpen | FsError::ListingChanged => Errno::ESTALE,
+        FsError::StaleInode
+        | FsError::VersionOpen
+        | FsError::LookUpAgain
+        | FsError::ListingChanged => Errno::ESTALE,
         FsError::UnknownHandle => Errno::EBADF,
         // Never sent: the open is answered once resumed.
         FsError::WaitsForRelease { .. } => Errno::ESTALE,
@@ -50,7 +53,10 @@ pub fn errno(error: &FsError) -> Errno {
 
 fn level(error: &FsError) -> Option<Level> {
     match error {
-        FsError::ReadOnly | FsError::StaleInode | FsError::WaitsForRelease { .. } => None,
+        FsError::ReadOnly
+        | FsError::StaleInode
+        | FsError::LookUpAgain
+        | FsError::WaitsForRelease { .. } => None,
         FsError::VersionOpen | FsError::ListingChanged => Some(Level::INFO),
         FsError::UnknownHandle => Some(Level::WARN),
         FsError::Dataset(error) => error.level(),
@@ -117,6 +123,7 @@ mod tests {
             (FsError::ReadOnly, Errno::EROFS),
             (FsError::StaleInode, Errno::ESTALE),
             (FsError::VersionOpen, Errno::ESTALE),
+            (FsError::LookUpAgain, Errno::ESTALE),
             (FsError::ListingChanged, Errno::ESTALE),
             (Error::NotFound.into(), Errno::ENOENT),
             (Error::IsDir.into(), Errno::EISDIR),

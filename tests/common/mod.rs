@@ -883,6 +883,73 @@ fn hold_then_change(
     (held, paths, new)
 }
 
+/// An open that waits for the old version's release while the file changes
+/// once more reads the newest version whole, in a tier the catalog does
+/// not prove by hash (the open cannot know that version's size when it is
+/// decided again), though the kernel still holds the size of the version
+/// held open. `args`: the mount's own.
+pub fn waited_through_a_second_change(args: &[&str]) {
+    let mut served = Served::small();
+    let path = "ambientcg/512/Wood051/ao.png";
+    let mut builder = Mount::builder(&served.base_url());
+    for arg in args {
+        builder = builder.arg(arg);
+    }
+    let mount = builder.start();
+    let held = fs::File::open(mount.tag_path(path)).unwrap();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut &held, &mut bytes).unwrap();
+    assert!(bytes == served.release.files[path]);
+    let change = |served: &mut Served, seed: u32| {
+        let mut release = served.release.clone();
+        let new = matvisfs_sample::images::png("republished", "ao", seed);
+        release.replace_texture(path, new.clone());
+        served.republish(release);
+        refresh(&mount);
+        new
+    };
+    let first = change(&mut served, 40);
+    // The kernel is given the size of the version held open.
+    assert_eq!(
+        fs::metadata(mount.tag_path(path)).unwrap().len(),
+        bytes.len() as u64
+    );
+    let opens = || mount.stats()["opens"].clone();
+    let opening = {
+        let file = mount.tag_path(path);
+        std::thread::spawn(move || {
+            let opened = fs::File::open(file)?;
+            // Read as a C reader does, with no `fstat` first (which
+            // `read_to_end` makes, and which would tell the kernel the
+            // size before the first read).
+            let mut buffer = vec![0; 1 << 20];
+            let read = std::io::Read::read(&mut &opened, &mut buffer);
+            Ok::<_, std::io::Error>(read.map(|n| buffer[..n].to_vec()))
+        })
+    };
+    wait_for("the open to wait", Duration::from_secs(30), || {
+        opening.is_finished() || opens()["waiting_for_release"] == 1
+    });
+    let newest = change(&mut served, 90);
+    assert_ne!(newest.len(), first.len());
+    assert_ne!(newest.len(), bytes.len());
+    drop(held);
+    // Closed within its wait, unless the machine is slow enough to delay
+    // the close past it: then the open fails with `ESTALE`, as documented
+    // (a read of an open that succeeded must not).
+    match opening.join().unwrap() {
+        Ok(read) => {
+            let reopened = read.expect("an open that succeeded reads");
+            assert!(reopened == newest, "{} bytes", reopened.len());
+        }
+        Err(e) => {
+            assert_eq!(e.raw_os_error(), Some(libc::ESTALE), "{e}");
+            assert_eq!(opens()["waiting_for_release"], 0, "{}", opens());
+        }
+    }
+    assert!(read(&mount.tag_path(path)).unwrap() == newest);
+}
+
 /// Eight files of a mount with one thread reading kernel requests (and
 /// `args`) are held open, changed on the server, and opened again, each
 /// by its own thread: all eight opens wait at once for the old version's

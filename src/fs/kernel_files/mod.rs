@@ -177,6 +177,18 @@ impl<B> KernelFiles<B> {
         wait: Option<&mut ReleaseWait>,
         settle: impl FnOnce(Sha256Digest) -> Result<Opened, FsError>,
     ) -> Result<Joined, FsError> {
+        // The kernel was last given the size of a version open then, and
+        // closed since, not the file's: a first read of a version whose
+        // size is not known yet would find another size and fail. The
+        // kernel retries an open that fails so after looking the file up
+        // again, which gives it the file's size (see `FsError::LookUpAgain`).
+        if wait.is_some()
+            && opened.size().is_none()
+            && self.given.lock().of_open_version(ino)
+            && !self.slots.is_open(ino)
+        {
+            return Err(FsError::LookUpAgain);
+        }
         let old = match self.slots.join(ino, opened) {
             Join::Bound(slot) => return Ok(Joined::Bound(slot)),
             Join::Stale(old) => old,
@@ -313,8 +325,11 @@ impl<B> KernelFiles<B> {
     /// (the kernel has one page cache per inode), else `current` (`None`:
     /// not a file).
     pub fn report_size(&self, ino: u64, current: Option<u64>) -> Option<u64> {
-        let size = current.map(|current| self.slots.live_size(ino).unwrap_or(current));
-        self.set_reported(ino, size);
+        let open_version = self.slots.live_size(ino);
+        let size = current.map(|current| open_version.unwrap_or(current));
+        let mut given = self.given.lock();
+        given.set(ino, size);
+        given.set_of_open_version(ino, size.is_some() && size != current);
         size
     }
 
@@ -348,10 +363,6 @@ impl<B> KernelFiles<B> {
     pub fn give_placeholder(&self, ino: u64) {
         self.given.lock().mark_resized(ino);
     }
-
-    fn set_reported(&self, ino: u64, size: Option<u64>) {
-        self.given.lock().set(ino, size);
-    }
 }
 
 /// The sizes given to the kernel this session, dense by inode number, like
@@ -364,6 +375,9 @@ struct Given {
     /// kernel may hold any of them (a reply that gives it a new one is
     /// dropped when an invalidation crosses it), whatever was given last.
     resized: Vec<u64>,
+    /// A bit for each inode whose size given last was that of a version
+    /// open then, which is not the file's as the mount knew it.
+    of_open_version: Vec<u64>,
 }
 
 impl Given {
@@ -373,22 +387,19 @@ impl Given {
     }
 
     fn resized(&self, ino: u64) -> bool {
-        let Ok(index) = usize::try_from(ino) else {
-            return false;
-        };
-        self.resized
-            .get(index / 64)
-            .is_some_and(|word| word & (1 << (index % 64)) != 0)
+        bit(&self.resized, ino)
     }
 
     fn mark_resized(&mut self, ino: u64) {
-        let Ok(index) = usize::try_from(ino) else {
-            return;
-        };
-        if self.resized.len() <= index / 64 {
-            self.resized.resize(index / 64 + 1, 0);
-        }
-        self.resized[index / 64] |= 1 << (index % 64);
+        set_bit(&mut self.resized, ino, true);
+    }
+
+    fn of_open_version(&self, ino: u64) -> bool {
+        bit(&self.of_open_version, ino)
+    }
+
+    fn set_of_open_version(&mut self, ino: u64, of_open_version: bool) {
+        set_bit(&mut self.of_open_version, ino, of_open_version);
     }
 
     fn set(&mut self, ino: u64, size: Option<u64>) {
@@ -406,6 +417,30 @@ impl Given {
             self.mark_resized(ino);
         }
         self.sizes[index] = given;
+    }
+}
+
+fn bit(bits: &[u64], ino: u64) -> bool {
+    let Ok(index) = usize::try_from(ino) else {
+        return false;
+    };
+    bits.get(index / 64)
+        .is_some_and(|word| word & (1 << (index % 64)) != 0)
+}
+
+fn set_bit(bits: &mut Vec<u64>, ino: u64, value: bool) {
+    let Ok(index) = usize::try_from(ino) else {
+        return;
+    };
+    if bits.len() <= index / 64 {
+        if !value {
+            return;
+        }
+        bits.resize(index / 64 + 1, 0);
+    }
+    match value {
+        true => bits[index / 64] |= 1 << (index % 64),
+        false => bits[index / 64] &= !(1 << (index % 64)),
     }
 }
 
@@ -526,6 +561,70 @@ mod tests {
         files.give_back_release_wait(files.take_release_wait(13));
         assert!(files.take_release_wait(13).deadline.is_none());
         assert_eq!(files.slots.take_wait(13).map(|w| w.request), None);
+    }
+
+    #[test]
+    fn an_open_of_unknown_size_after_the_kernel_was_given_a_closed_versions_size_looks_it_up_again()
+    {
+        let files = KernelFiles::<NoBacking>::new(1 << 30);
+        assert_eq!(files.report_size(5, Some(3)), Some(3));
+        let Joined::Bound(old) = files.bind(5, &opened("a", 3), None, unused).unwrap() else {
+            panic!("nothing else is open");
+        };
+        // The file changed to 9 bytes while version "a" is open: the kernel
+        // is given 3.
+        assert_eq!(files.report_size(5, Some(9)), Some(3));
+        // Still open: the open, whose bytes are found to be another
+        // version's, waits for it.
+        let mut wait = files.take_release_wait(21);
+        assert!(matches!(
+            files.bind(5, &Opened::Unproven, Some(&mut wait), |_| Ok(opened(
+                "b", 9
+            ))),
+            Err(FsError::WaitsForRelease { request: 21 })
+        ));
+        files.resume_when_released(21, Box::new(|| {}));
+        files.release(1, &old);
+        // Closed: an open whose version's size is not known fails so that
+        // the kernel looks the file up again; one whose size is known, or
+        // the kernel's implicit one (never retried), goes on.
+        let mut wait = files.take_release_wait(21);
+        assert!(matches!(
+            files.bind(5, &Opened::Unproven, Some(&mut wait), unused),
+            Err(FsError::LookUpAgain)
+        ));
+        let mut other = files.take_release_wait(22);
+        let Joined::Bound(known) = files
+            .bind(5, &opened("b", 9), Some(&mut other), unused)
+            .unwrap()
+        else {
+            panic!("nothing else is open");
+        };
+        files.release(2, &known);
+        let Joined::Bound(implicit) = files.bind(5, &Opened::Unproven, None, unused).unwrap()
+        else {
+            panic!("nothing else is open");
+        };
+        files.release(3, &implicit);
+        // Given the file's size (the lookup of the kernel's retry): bound.
+        assert_eq!(files.report_size(5, Some(9)), Some(9));
+        let mut retried = files.take_release_wait(23);
+        assert!(matches!(
+            files.bind(5, &Opened::Unproven, Some(&mut retried), unused),
+            Ok(Joined::Bound(_))
+        ));
+        // The same size for the open version and the file: no lookup.
+        assert_eq!(files.report_size(7, Some(4)), Some(4));
+        let Joined::Bound(same) = files.bind(7, &opened("c", 4), None, unused).unwrap() else {
+            panic!("nothing else is open");
+        };
+        assert_eq!(files.report_size(7, Some(4)), Some(4));
+        files.release(4, &same);
+        let mut wait = files.take_release_wait(24);
+        assert!(matches!(
+            files.bind(7, &Opened::Unproven, Some(&mut wait), unused),
+            Ok(Joined::Bound(_))
+        ));
     }
 
     #[test]
