@@ -557,14 +557,16 @@ fn an_open_waits_on_the_server_for_one_revalidation_at_most() {
     common::assert_sizes(&mount, &paths, LARGER_THAN_MEMORY_HOLDS);
     let manifests = || served.count("GET", "release-manifest.json");
     let fetched = || mount.stats()["cache"]["opens_fetched"].as_u64().unwrap();
-    // An open whose download outlives the period, but not the 2 s it
-    // waits for it: a busy machine may make the download longer, so up to
-    // five files more are tried.
+    // An open that revalidates the tag, then waits on the server past the
+    // period (the revalidation of its catalog, which comes after the
+    // tag's), then for its download, which it waits 2 s for: a busy
+    // machine may make the download longer, so up to five files more are
+    // tried.
     for path in &paths {
-        served
-            .server
-            .inject(FaultRule::new(path, Fault::Delay(Duration::from_millis(1100))).times(1));
         std::thread::sleep(Duration::from_millis(1100));
+        served.server.inject(
+            FaultRule::new("ambientcg.json", Fault::Delay(Duration::from_millis(1100))).times(1),
+        );
         let (before, fetched_before) = (manifests(), fetched());
         let file = fs::File::open(mount.tag_path(path)).unwrap();
         // The open's revalidation, and no second one once the file is
