@@ -1981,12 +1981,19 @@ fn a_brand_new_cache_is_created_without_a_word_of_repair() {
 /// On a plain mirror (which proves no version), a file changed while it
 /// was open, its size asked then (the kernel is given the open version's),
 /// and closed: a new open reads the new version whole at its first read,
-/// with no `fstat` before it, though the kernel held the old size.
+/// with no `fstat` before it, though the kernel held the old size: opened
+/// by its path, or through a descriptor's link in /proc.
 #[test]
 fn an_open_after_the_old_version_closed_reads_the_new_version_the_kernel_had_another_size_for() {
+    use std::os::fd::AsRawFd;
     let mut served = Served::plain_mirror(Release::generate(&ReleaseSpec::small(TAG)));
     let path = "ambientcg/512/Wood051/ao.png";
     let mount = Mount::builder(&served.base_url()).start();
+    let o_path = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(mount.tag_path(path))
+        .unwrap();
     let held = fs::File::open(mount.tag_path(path)).unwrap();
     let mut old = Vec::new();
     std::io::Read::read_to_end(&mut &held, &mut old).unwrap();
@@ -2003,8 +2010,15 @@ fn an_open_after_the_old_version_closed_reads_the_new_version_the_kernel_had_ano
         "the open version's size while it is open"
     );
     drop(held);
-    for _ in 0..2 {
-        let opened = fs::File::open(mount.tag_path(path)).unwrap();
+    // Opened again through a descriptor's link in /proc, which the kernel
+    // follows with no lookup, then by its path.
+    let reopen = format!("/proc/self/fd/{}", o_path.as_raw_fd());
+    for file in [
+        Path::new(&reopen),
+        &mount.tag_path(path),
+        &mount.tag_path(path),
+    ] {
+        let opened = fs::File::open(file).unwrap();
         let mut buffer = vec![0; 1 << 20];
         let n = std::io::Read::read(&mut &opened, &mut buffer).expect("the first read");
         assert!(buffer[..n] == new[..], "{n} bytes");

@@ -590,11 +590,19 @@ impl<B: Send + Sync + 'static> FsCore<B> {
             if !version_held && self.fetches_at_open(ino, &opened, flags) {
                 opened = fetched_for_open(&tag, &key.path, opened, &self.dataset.context().stats)?;
             }
-            let joined = self.files.bind(ino, &opened, wait.as_mut(), |version| {
+            let bound = self.files.bind(ino, &opened, wait.as_mut(), |version| {
                 tag.content(&key.path, Some(version))
                     .map(Opened::AtHand)
                     .map_err(FsError::from)
-            })?;
+            });
+            if let Err(FsError::LookUpAgain) = bound {
+                // Dropped before the open fails: the retry's permission
+                // check asks for them, which gives the kernel the file's
+                // size where no lookup is made (a reopen through a
+                // descriptor's link in /proc).
+                self.tell_kernel(vec![Invalidation::Attributes(ino)]);
+            }
+            let joined = bound?;
             match joined {
                 Joined::Bound(slot) => break (slot, opened, unopened),
                 Joined::Released => continue,

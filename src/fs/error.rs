@@ -26,9 +26,11 @@ pub enum FsError {
     WaitsForRelease { request: u64 },
     /// The kernel holds a size for the file that is not its (that of a
     /// version open when it was given, closed since), and the open's
-    /// version's size is not known yet: the open fails, and the kernel,
-    /// which retries an open that fails with `ESTALE` once after looking
-    /// the file up again, learns its size before the open is made again.
+    /// version's size is not known yet: the open fails, its attributes
+    /// dropped, and the kernel, which retries an open that fails with
+    /// `ESTALE` once after looking the file up again (or, through a link in
+    /// /proc, asking its attributes), learns its size before the open is
+    /// made again.
     #[error("the kernel holds the size of a version closed since")]
     LookUpAgain,
     /// A directory read on from an offset of a listing that is gone, the
