@@ -876,6 +876,10 @@ fn serves_the_tree_and_bytes_uncached_on_a_full_disk(fill_first: bool) {
         }
     }
     let uncached = release.textures().count() - 1;
+    // A file's release reaches the mount a moment after its `close`.
+    common::wait_for("the last release", Duration::from_secs(30), || {
+        stats(&mount)["cache"]["uncached_bytes"] == 0
+    });
     let counted = stats(&mount);
     assert_eq!(counted["cache"]["uncached_reads"], uncached, "{counted:#}");
     assert_eq!(counted["cache"]["uncached_bytes"], 0, "none is open");
