@@ -417,6 +417,13 @@ impl Filesystem for FuseAdapter {
         // A file opened past the page cache (its size in the kernel unsure)
         // can still be mapped shared, through the page cache (Linux 6.6).
         let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
+        // A read past the page cache that does not wait in its caller
+        // (io_uring, aio) is completed when its answers come, at the size
+        // they give. Without it the kernel answers it in place without
+        // moving the file position it kept, and io_uring, which reads the
+        // rest of a regular file's short read again from that position,
+        // got the file's first bytes over and over.
+        let _ = config.add_capabilities(InitFlags::FUSE_ASYNC_DIO);
         let no_opendir = config
             .add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
             .is_ok();
