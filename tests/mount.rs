@@ -2019,9 +2019,8 @@ fn an_open_after_the_old_version_closed_reads_the_new_version_the_kernel_had_ano
         &mount.tag_path(path),
     ] {
         let opened = fs::File::open(file).unwrap();
-        let mut buffer = vec![0; 1 << 20];
-        let n = std::io::Read::read(&mut &opened, &mut buffer).expect("the first read");
-        assert!(buffer[..n] == new[..], "{n} bytes");
+        let bytes = common::first_read(&opened).expect("the first read");
+        assert!(bytes == new, "{} bytes", bytes.len());
     }
     assert_eq!(
         fs::metadata(mount.tag_path(path)).unwrap().len(),

@@ -883,6 +883,16 @@ fn hold_then_change(
     (held, paths, new)
 }
 
+/// The first read of `file`, of up to 1 MiB, as a C reader makes it: with
+/// no `fstat` before it (which `read_to_end` makes, and which would have
+/// the kernel ask for the file's size first).
+pub fn first_read(file: &fs::File) -> std::io::Result<Vec<u8>> {
+    let mut buffer = vec![0; 1 << 20];
+    let n = std::io::Read::read(&mut &*file, &mut buffer)?;
+    buffer.truncate(n);
+    Ok(buffer)
+}
+
 /// An open that waits for the old version's release while the file changes
 /// once more reads the newest version whole, in a tier the catalog does
 /// not prove by hash (the open cannot know that version's size when it is
@@ -919,12 +929,7 @@ pub fn waited_through_a_second_change(args: &[&str]) {
         let file = mount.tag_path(path);
         std::thread::spawn(move || {
             let opened = fs::File::open(file)?;
-            // Read as a C reader does, with no `fstat` first (which
-            // `read_to_end` makes, and which would tell the kernel the
-            // size before the first read).
-            let mut buffer = vec![0; 1 << 20];
-            let read = std::io::Read::read(&mut &opened, &mut buffer);
-            Ok::<_, std::io::Error>(read.map(|n| buffer[..n].to_vec()))
+            Ok::<_, std::io::Error>(first_read(&opened))
         })
     };
     wait_for("the open to wait", Duration::from_secs(30), || {
